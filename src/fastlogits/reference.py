@@ -1,0 +1,946 @@
+"""NumPy reference implementation (test oracle) of the fastlogits public API.
+
+Every public function of sections 2-4 of the API contract is implemented here with
+the same name and signature, written for clarity from the mathematical formulas, not
+for speed.  The module is standalone: it imports only NumPy (SciPy is never needed),
+and nothing from the rest of fastlogits, so it can be loaded by file path.
+
+Precision
+---------
+All arithmetic is done in ``np.result_type(x.dtype, np.float64)``: float64 for
+float16/bfloat16/float32/float64 inputs and extended precision for ``np.longdouble``
+inputs.  The parity tests pass longdouble arrays to obtain an (almost) exact oracle.
+Integer and bool logits are converted to float64.
+
+Output conventions (as in the fast API)
+---------------------------------------
+* An output array has the logits' dtype unless ``dtype=`` is given (longdouble in,
+  longdouble out).
+* ``reduction="mean"``/``"sum"`` returns a Python ``float``.
+* A function that reduces the class axis of a 1-D input returns a NumPy scalar; an
+  elementwise function of a 0-d input returns a NumPy scalar; softmax-family (class
+  axis) functions raise ``ValueError`` on 0-d input.
+
+Special values
+--------------
+* ``logsumexp``: all ``-inf`` slice -> ``-inf``; a ``+inf`` (and no nan) -> ``+inf``;
+  empty class axis -> ``-inf``; nan -> nan.
+* ``softmax``/``log_softmax``: a slice of all ``-inf``, or containing ``+inf`` or nan,
+  is all nan (PyTorch gives exactly this).
+* ``entropy``: uses ``0 * log 0 = 0`` for ``-inf`` logits; all ``-inf`` / ``+inf`` /
+  nan slices give nan; an empty class axis gives ``0.0`` (empty sum, as
+  ``scipy.stats.entropy([])``).
+* ``predict``/``topk``: NaN counts as the largest value, ties go to the lowest index
+  (``-0.0`` and ``+0.0`` tie).  PyTorch's ``topk`` does not promise the tie order.
+* Losses: ``0 * log 0 = 0`` wherever a zero coefficient multiplies an infinite log
+  probability (probability targets on ``-inf`` logits, zero weights, BCE at ``+-inf``);
+  nan logits always give nan (and for cross-entropy, a ``+inf`` logit in a row gives a
+  nan loss and gradient for that row); ignored rows give exactly 0 loss and gradient.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp", "entropy",
+    "predict", "predict_binary", "topk",
+    "cross_entropy", "cross_entropy_and_grad",
+    "bce_with_logits", "bce_with_logits_and_grad",
+    "sigmoid_focal_loss", "sigmoid_focal_loss_and_grad",
+    "score", "fit_temperature",
+]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _as_logits(x, name="logits"):
+    """Return (x as a NumPy array, the output dtype, the working dtype)."""
+    x = np.asarray(x)
+    kind = x.dtype.kind
+    if kind in "biu":
+        x = x.astype(np.float64)
+    elif kind == "f" or _is_ml_float(x.dtype):
+        pass
+    else:
+        raise TypeError(f"{name}: expected a real floating, integer or bool array, "
+                        f"got dtype {x.dtype}")
+    out_dtype = x.dtype.newbyteorder("=") if x.dtype.kind == "f" else x.dtype  # native order
+    try:
+        work = np.result_type(x.dtype, np.float64)
+    except TypeError:
+        work = np.dtype(np.float64)
+    if work.kind != "f":
+        work = np.dtype(np.float64)
+    # native byte order for the working copy
+    return x, out_dtype, work
+
+
+def _is_ml_float(dt):
+    """True for the ml_dtypes floating types (bfloat16, float8...)."""
+    return dt.kind == "V" and dt.itemsize <= 2 and dt.type.__module__.startswith("ml_dtypes")
+
+
+def _work(x, work):
+    return np.asarray(x, dtype=work)
+
+
+def _norm_axis(axis, ndim):
+    if not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis: expected an integer, got {axis!r}")
+    if ndim == 0:
+        raise ValueError("x: a class axis is needed, got a 0-d input")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis: expected a value in [{-ndim}, {ndim}), got {axis}")
+    return int(axis) % ndim
+
+
+def _finish(res, out_dtype, dtype=None, out=None):
+    """Cast `res` to the output dtype, honour `out=`, and unwrap 0-d results."""
+    target = np.dtype(dtype) if dtype is not None else out_dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        res = np.asarray(res).astype(target)
+    if out is not None:
+        if out.shape != res.shape:
+            raise ValueError(f"out: expected shape {res.shape}, got {out.shape}")
+        out[...] = res
+        return out
+    if res.ndim == 0:
+        return res[()]
+    return res
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction: expected one of 'none', 'mean', 'sum', got {reduction!r}")
+
+
+def _times(coef, val):
+    """coef * val with the convention 0 * (+-inf) = 0 (and 0 * nan = 0: callers
+    re-impose nan for nan logits)."""
+    coef, val = np.broadcast_arrays(coef, val)
+    with np.errstate(invalid="ignore"):
+        return np.where(coef == 0, 0, coef * val)
+
+
+def _write_grad(grad, out_dtype, grad_out):
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = grad.astype(out_dtype)
+    if grad_out is None:
+        return g
+    if not isinstance(grad_out, np.ndarray) or grad_out.shape != g.shape or grad_out.dtype != g.dtype:
+        raise ValueError(f"grad_out: expected an array of shape {g.shape} and dtype {g.dtype}, "
+                         f"got {getattr(grad_out, 'shape', None)} {getattr(grad_out, 'dtype', type(grad_out))}")
+    grad_out[...] = g
+    return grad_out
+
+
+# --------------------------------------------------------------------------- section 2
+
+def sigmoid(x, *, dtype=None, out=None):
+    """``1 / (1 + exp(-x))`` elementwise, evaluated as ``exp(x) / (1 + exp(x))`` for
+    negative x so that nothing overflows.  sigmoid(+-inf) = 1 / 0; nan -> nan."""
+    x, od, wd = _as_logits(x, "x")
+    v = _work(x, wd)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-np.abs(v))                       # in (0, 1]
+        res = np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+        res = np.where(np.isnan(v), np.nan, res)
+    return _finish(res, od, dtype, out)
+
+
+def _log_sigmoid_w(v):
+    """log(sigmoid(v)) = min(v, 0) - log1p(exp(-|v|)) in the working dtype."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.minimum(v, 0) - np.log1p(np.exp(-np.abs(v)))
+
+
+def _sigmoid_w(v):
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-np.abs(v))
+        return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def log_sigmoid(x, *, dtype=None, out=None):
+    """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``: -inf at -inf, 0 at +inf."""
+    x, od, wd = _as_logits(x, "x")
+    return _finish(_log_sigmoid_w(_work(x, wd)), od, dtype, out)
+
+
+def _lse_last(v):
+    """logsumexp over the last axis (keepdims) of a working-precision array.
+
+    m = max (nan if the slice holds nan); the shift uses m only when it is finite, so
+    an all -inf slice gives log(0) = -inf and a +inf slice gives +inf."""
+    if v.shape[-1] == 0:
+        return np.full(v.shape[:-1] + (1,), -np.inf, dtype=v.dtype)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        m = np.max(v, axis=-1, keepdims=True)
+        shift = np.where(np.isfinite(m), m, 0)
+        s = np.sum(np.exp(v - shift), axis=-1, keepdims=True)
+        return shift + np.log(s)
+
+
+def logsumexp(x, axis=-1, *, keepdims=False):
+    """``log(sum(exp(x)))`` along ``axis``, computed as ``m + log(sum(exp(x - m)))``."""
+    x, od, wd = _as_logits(x, "x")
+    ax = _norm_axis(axis, x.ndim)
+    v = np.moveaxis(_work(x, wd), ax, -1)
+    r = _lse_last(v)
+    r = np.moveaxis(r, -1, ax) if keepdims else r[..., 0]
+    return _finish(r, od)
+
+
+def _log_softmax_last(v):
+    """x - lse, with slices that hold +inf / nan / only -inf all nan (PyTorch)."""
+    lse = _lse_last(v)
+    with np.errstate(invalid="ignore"):
+        r = v - lse
+    bad = ~np.isfinite(lse) | np.isnan(lse)
+    return np.where(bad, np.nan, r)
+
+
+def log_softmax(x, axis=-1, *, dtype=None, out=None):
+    """``x - logsumexp(x)`` along ``axis``.  A slice that is all -inf, or holds +inf
+    or nan, is all nan (as in PyTorch)."""
+    x, od, wd = _as_logits(x, "x")
+    ax = _norm_axis(axis, x.ndim)
+    v = np.moveaxis(_work(x, wd), ax, -1)
+    r = np.moveaxis(_log_softmax_last(v), -1, ax)
+    return _finish(r, od, dtype, out)
+
+
+def _softmax_last(v):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.exp(_log_softmax_last(v))
+
+
+def softmax(x, axis=-1, *, dtype=None, out=None):
+    """``exp(x - logsumexp(x))`` along ``axis`` (same special values as log_softmax)."""
+    x, od, wd = _as_logits(x, "x")
+    ax = _norm_axis(axis, x.ndim)
+    v = np.moveaxis(_work(x, wd), ax, -1)
+    r = np.moveaxis(_softmax_last(v), -1, ax)
+    return _finish(r, od, dtype, out)
+
+
+def _entropy_last(v):
+    """H = log s - sum_i e_i (x_i - m) / s with e_i = exp(x_i - m), s = sum e_i,
+    and e_i (x_i - m) = 0 when e_i = 0 (-inf logits).  Empty slice -> 0."""
+    C = v.shape[-1]
+    if C == 0:
+        return np.zeros(v.shape[:-1], dtype=v.dtype)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        m = np.max(v, axis=-1, keepdims=True)
+        d = v - m
+        e = np.exp(d)
+        s = np.sum(e, axis=-1)
+        h = np.log(s) - np.sum(_times(e, d), axis=-1) / s
+        bad = ~np.isfinite(m[..., 0])          # all -inf, +inf, or nan
+        return np.where(bad, np.nan, h)
+
+
+def entropy(x, axis=-1, *, keepdims=False):
+    """Shannon entropy in nats of ``softmax(x)`` along ``axis``:
+    ``H = log s - sum_i e_i*(x_i - m)/s`` (max-shifted, so rows of ties do not cancel)."""
+    x, od, wd = _as_logits(x, "x")
+    ax = _norm_axis(axis, x.ndim)
+    v = np.moveaxis(_work(x, wd), ax, -1)
+    r = _entropy_last(v)
+    if keepdims:
+        r = np.expand_dims(r, ax)
+    return _finish(r, od)
+
+
+def _order_desc(row):
+    """Indices sorting a 1-D row descending; NaN first, ties to the lower index."""
+    # np.lexsort is stable and sorts by the last key first.
+    return np.lexsort((-np.where(np.isnan(row), 0, row), ~np.isnan(row)))
+
+
+def predict(x, axis=-1):
+    """int64 argmax along ``axis``; ties -> lowest index; NaN counts as the largest."""
+    x, od, wd = _as_logits(x, "x")
+    ax = _norm_axis(axis, x.ndim)
+    v = np.moveaxis(_work(x, wd), ax, -1)
+    if v.shape[-1] == 0:
+        raise ValueError("x: cannot predict over an empty class axis")
+    rows = v.reshape(-1, v.shape[-1])
+    res = np.array([_order_desc(r)[0] for r in rows], dtype=np.int64).reshape(v.shape[:-1])
+    return res[()] if res.ndim == 0 else res
+
+
+def predict_binary(x, threshold=0.5):
+    """``sigmoid(x) > threshold`` decided as ``x > log(t / (1 - t))`` (float64 threshold
+    logit); NaN -> False.  ``threshold`` must lie in the open interval (0, 1)."""
+    x, od, wd = _as_logits(x, "x")
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise TypeError(f"threshold: expected a number in (0, 1), got {threshold!r}") from None
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"threshold: expected a value in (0, 1), got {threshold!r}")
+    tl = np.float64(np.log(np.float64(t) / (np.float64(1.0) - np.float64(t))))
+    with np.errstate(invalid="ignore"):
+        res = _work(x, wd) > tl
+    return res[()] if res.ndim == 0 else res
+
+
+def topk(x, k, axis=-1):
+    """``(values, indices)`` of the k largest along ``axis``, sorted descending, ties to
+    the lower index, NaN largest; ``1 <= k <= C``.  Values keep the input dtype."""
+    x, od, wd = _as_logits(x, "x")
+    ax = _norm_axis(axis, x.ndim)
+    C = x.shape[ax]
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k: expected an integer, got {k!r}")
+    if not 1 <= k <= C:
+        raise ValueError(f"k: expected 1 <= k <= {C} (the class axis length), got {k}")
+    v = np.moveaxis(x, ax, -1)
+    rows = v.reshape(-1, C)
+    idx = np.empty((rows.shape[0], k), dtype=np.int64)
+    for i, r in enumerate(rows):
+        idx[i] = _order_desc(_work(r, wd))[:k]
+    vals = np.take_along_axis(rows, idx, axis=1)
+    shape = v.shape[:-1] + (k,)
+    vals = np.ascontiguousarray(np.moveaxis(vals.reshape(shape), -1, ax)).astype(od)
+    idx = np.ascontiguousarray(np.moveaxis(idx.reshape(shape), -1, ax))
+    return vals, idx
+
+
+# --------------------------------------------------------------------------- section 3
+
+def _reduce(loss, reduction, denom=None):
+    """Apply the reduction to a working-precision loss array."""
+    if reduction == "none":
+        return loss
+    total = np.sum(loss)
+    if reduction == "sum":
+        return float(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(total / (loss.size if denom is None else denom))
+
+
+def _ce_core(logits, target, axis, weight, sample_weight, ignore_index, reduction,
+             label_smoothing, z_loss, want_grad):
+    """Cross-entropy loss (working precision) and optionally its gradient.
+
+    Index targets, p = softmax(x), W = sum_c w_c, eps = label_smoothing:
+        l_i = s_i*(-(1-eps)*w_y*logp_iy - (eps/C)*sum_c w_c*logp_ic) + z*s_i*lse_i**2
+        dl_i/dx_ic = s_i*((1-eps)*w_y*(p_c - [c==y]) + (eps/C)*(W*p_c - w_c)
+                          + 2*z*lse_i*p_c)
+    Probability targets, t' = (1-eps)*t + eps/C, T_i = sum_c w_c*t'_ic:
+        l_i = -s_i*sum_c w_c*t'_ic*logp_ic + z*s_i*lse_i**2
+        dl_i/dx_ic = s_i*(T_i*p_c - w_c*t'_ic + 2*z*lse_i*p_c)
+    "mean" divides the cross-entropy part by D1 and the z part by D2 (see
+    cross_entropy); the gradient is scaled the same way.
+    """
+    _check_reduction(reduction)
+    x, od, wd = _as_logits(logits, "logits")
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_smoothing: expected a float in [0, 1], got {label_smoothing!r}") from None
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing!r}")
+    z = float(z_loss)
+    if not z >= 0:
+        raise ValueError(f"z_loss: expected a value >= 0, got {z_loss!r}")
+    ax = _norm_axis(axis, x.ndim)
+    v = np.moveaxis(_work(x, wd), ax, -1)          # (..., C)
+    C = v.shape[-1]
+    row_shape = v.shape[:-1]
+    t = np.asarray(target)
+    if t.dtype.kind == "b":
+        raise TypeError("target: bool targets are not allowed for cross_entropy; "
+                        "use integer class indices or floating probabilities")
+    if t.dtype.kind in "iu":
+        mode = "index"
+        if t.shape != row_shape:
+            raise ValueError(f"target: class-index target must have shape {row_shape} "
+                             f"(logits shape {x.shape} without axis {ax}), got {t.shape}")
+    elif t.dtype.kind == "f" or _is_ml_float(t.dtype):
+        mode = "prob"
+        if t.shape != x.shape:
+            raise ValueError(f"target: probability target must have the logits' shape "
+                             f"{x.shape}, got {t.shape}")
+    else:
+        raise TypeError(f"target: expected an integer or floating array, got dtype {t.dtype}")
+    if weight is None:
+        w = np.ones(C, dtype=wd)
+    else:
+        w = np.asarray(weight, dtype=wd)
+        if w.shape != (C,):
+            raise ValueError(f"weight: expected shape ({C},), got {w.shape}")
+    if sample_weight is None:
+        s = np.ones(row_shape, dtype=wd)
+    else:
+        s = np.asarray(sample_weight, dtype=wd)
+        if s.shape != row_shape:
+            raise ValueError(f"sample_weight: expected shape {row_shape} (the target's row "
+                             f"shape), got {s.shape}")
+
+    lse = _lse_last(v)                                  # (..., 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        logp = v - lse
+        p = _softmax_last(v)
+    row_bad = np.any(np.isnan(v) | (v == np.inf), axis=-1)     # nan or +inf in row
+    zterm = np.zeros(row_shape, dtype=wd) if z == 0 else z * lse[..., 0] ** 2
+
+    if mode == "index":
+        y = t.astype(np.int64)
+        valid = y != ignore_index
+        oob = valid & ((y < 0) | (y >= C))
+        if np.any(oob):
+            pos = tuple(int(i) for i in np.argwhere(oob)[0])
+            raise IndexError(f"target: class index {int(y[pos])} at position {pos} is "
+                             f"out of range [0, {C}) and is not ignore_index={ignore_index}")
+        yc = np.where(valid, y, 0)
+        wy = w[yc] if C > 0 else np.zeros(row_shape, dtype=wd)
+        if C > 0:
+            logp_y = np.take_along_axis(logp, yc[..., None], axis=-1)[..., 0]
+        else:
+            logp_y = np.zeros(row_shape, dtype=wd)
+        ce = np.zeros(row_shape, dtype=wd)
+        if eps < 1:
+            ce = ce - _times((1 - eps) * wy, logp_y)
+        if eps > 0:
+            ce = ce - (eps / C) * np.sum(_times(w, logp), axis=-1)
+        with np.errstate(invalid="ignore"):
+            ce_i = np.where(valid, s * ce, 0)
+            z_i = np.where(valid, s * zterm, 0)
+            ce_i = np.where(valid & row_bad, np.nan, ce_i)
+        D1 = np.sum(np.where(valid, s * wy, 0))
+        D2 = np.sum(np.where(valid, s, 0))
+    else:
+        tv = np.moveaxis(np.asarray(t, dtype=wd), ax, -1)
+        tp = (1 - eps) * tv + eps / C if eps > 0 else tv
+        wt = w * tp                                         # w_c * t'_ic
+        ce = -np.sum(_times(wt, logp), axis=-1)
+        valid = np.ones(row_shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            ce_i = np.where(row_bad, np.nan, s * ce)
+        z_i = s * zterm
+        D1 = D2 = np.sum(s)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if reduction == "none":
+            loss = ce_i + z_i
+            c1 = c2 = np.asarray(1, dtype=wd)
+        elif reduction == "sum":
+            loss = float(np.sum(ce_i) + np.sum(z_i))
+            c1 = c2 = np.asarray(1, dtype=wd)
+        else:
+            if not np.any(valid):
+                loss = float("nan")
+            else:
+                loss = np.sum(ce_i) / D1
+                if z != 0:
+                    loss = loss + np.sum(z_i) / D2
+                loss = float(loss)
+            c1 = np.asarray(1, dtype=wd) / D1
+            c2 = np.asarray(1, dtype=wd) / D2
+    if not want_grad:
+        return loss, None, od, ax
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        if mode == "index":
+            onehot = np.zeros(v.shape, dtype=wd)
+            if C > 0:
+                np.put_along_axis(onehot, yc[..., None], 1, axis=-1)
+            W = np.sum(w)
+            g_ce = (1 - eps) * wy[..., None] * (p - onehot) + (eps / C if C else 0) * (W * p - w)
+        else:
+            T = np.sum(wt, axis=-1, keepdims=True)
+            g_ce = T * p - wt
+        g = c1 * s[..., None] * g_ce
+        if z != 0:
+            g = g + c2 * s[..., None] * 2 * z * _times(lse, p)
+        g = np.where(valid[..., None], g, 0)
+        g = np.where((valid & row_bad)[..., None], np.nan, g)
+        if reduction == "mean" and not np.any(valid):
+            g = np.zeros_like(g)
+    g = np.moveaxis(g, -1, ax)
+    return loss, g, od, ax
+
+
+def _finish_loss(loss, od):
+    if isinstance(loss, float):
+        return loss
+    return _finish(loss, od)
+
+
+def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None,
+                  ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0):
+    """Cross-entropy of ``logits`` (class axis ``axis``) against class indices (integer
+    target, shape = logits' shape without ``axis``) or class probabilities (floating
+    target of the logits' shape), PyTorch semantics.
+
+    With ``lse_i = logsumexp(x_i)``, ``logp_ic = x_ic - lse_i``, class weights ``w``,
+    sample weights ``s``, ``eps = label_smoothing`` and ``V`` the non-ignored rows:
+
+    * indices: ``l_i = s_i*(-(1-eps)*w[y_i]*logp_iy - (eps/C)*sum_c w_c*logp_ic)``,
+      0 for ignored rows; "mean" divides by ``sum_{i in V} s_i*w[y_i]`` (nan if V is
+      empty; "sum" is then 0.0).
+    * probabilities: ``t' = (1-eps)*t + eps/C``, ``l_i = -s_i*sum_c w_c*t'_ic*logp_ic``
+      (``0*log 0 = 0``); "mean" divides by ``sum_i s_i``.
+    * ``z_loss`` adds ``z*s_i*lse_i**2`` per non-ignored row, divided under "mean" by
+      ``sum_{i in V} s_i``.
+    * rows with nan or +inf logits give nan; an out-of-range index raises IndexError.
+    """
+    loss, _, od, _ = _ce_core(logits, target, axis, weight, sample_weight, ignore_index,
+                              reduction, label_smoothing, z_loss, False)
+    return _finish_loss(loss, od)
+
+
+def cross_entropy_and_grad(logits, target, *, axis=-1, weight=None, sample_weight=None,
+                           ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                           z_loss=0.0, grad_out=None):
+    """``(cross_entropy(...), d loss / d logits)``; for "none" the gradient is that of
+    the sum of the per-row losses.  See ``_ce_core`` for the gradient formulas.  If
+    every row is ignored under "mean", the loss is nan and the gradient all zeros."""
+    loss, g, od, _ = _ce_core(logits, target, axis, weight, sample_weight, ignore_index,
+                              reduction, label_smoothing, z_loss, True)
+    loss = _finish_loss(loss, od)
+    return loss, _write_grad(g, od, grad_out)
+
+
+def _binary_target(target, shape, wd, name="target"):
+    t = np.asarray(target)
+    if t.dtype.kind not in "biuf" and not _is_ml_float(t.dtype):
+        raise TypeError(f"{name}: expected a bool, integer or floating array, got dtype {t.dtype}")
+    if t.shape != shape:
+        raise ValueError(f"{name}: expected the logits' shape {shape}, got {t.shape}")
+    return np.asarray(t, dtype=wd)
+
+
+def _bce_core(logits, target, weight, pos_weight, reduction, want_grad):
+    """Elementwise BCE with logits and its gradient (working precision).
+
+        l = -w*(pw*y*log_sigmoid(x) + (1-y)*log_sigmoid(-x))      (0 * -inf = 0)
+        dl/dx = w*(sigmoid(x)*(1 + (pw-1)*y) - pw*y)
+    """
+    _check_reduction(reduction)
+    x, od, wd = _as_logits(logits, "logits")
+    v = _work(x, wd)
+    y = _binary_target(target, v.shape, wd)
+    w = np.ones((), dtype=wd) if weight is None else np.asarray(weight, dtype=wd)
+    pw = np.ones((), dtype=wd) if pos_weight is None else np.asarray(pos_weight, dtype=wd)
+    for name, arr in (("weight", w), ("pos_weight", pw)):
+        try:
+            b = np.broadcast_shapes(arr.shape, v.shape)
+        except ValueError:
+            b = None
+        if b != v.shape:
+            raise ValueError(f"{name}: shape {arr.shape} does not broadcast to the logits' "
+                             f"shape {v.shape}")
+    a = w * pw * y                       # coefficient of -log_sigmoid(x)
+    b = w * (1 - y)                      # coefficient of -log_sigmoid(-x)
+    loss = -(_times(a, _log_sigmoid_w(v)) + _times(b, _log_sigmoid_w(-v))) + 0.0  # no -0.0
+    nanx = np.isnan(v)
+    loss = np.where(nanx, np.nan, loss)
+    red = _reduce(loss, reduction)
+    if not want_grad:
+        return red, None, od
+    with np.errstate(invalid="ignore", over="ignore"):
+        g = w * (_sigmoid_w(v) * (1 + (pw - 1) * y) - pw * y)
+        g = np.broadcast_to(g, v.shape)
+        if reduction == "mean":
+            g = g / np.asarray(v.size, dtype=wd)
+        g = np.where(nanx, np.nan, g)
+    return red, g, od
+
+
+def bce_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="mean"):
+    """Binary cross-entropy with logits, PyTorch semantics:
+    ``l = -weight*(pos_weight*y*log_sigmoid(x) + (1-y)*log_sigmoid(-x))``; weight and
+    pos_weight broadcast against the target; "mean" divides by the element count.  At
+    ``x = +-inf`` the loss is its limit (0 or +inf) where PyTorch gives nan."""
+    loss, _, od = _bce_core(logits, target, weight, pos_weight, reduction, False)
+    return _finish_loss(loss, od)
+
+
+def bce_with_logits_and_grad(logits, target, *, weight=None, pos_weight=None,
+                             reduction="mean", grad_out=None):
+    """``(bce_with_logits(...), grad)`` with
+    ``grad = weight*(sigmoid(x)*(1 + (pos_weight-1)*y) - pos_weight*y)`` (divided by
+    the element count under "mean"); exact at ``x = +-inf``."""
+    loss, g, od = _bce_core(logits, target, weight, pos_weight, reduction, True)
+    return _finish_loss(loss, od), _write_grad(g, od, grad_out)
+
+
+def _focal_core(logits, target, alpha, gamma, reduction, want_grad):
+    """torchvision sigmoid_focal_loss and its gradient.
+
+    p = sigmoid(x), ce = bce(x, y), q = 1 - p_t = p*(1-y) + (1-p)*y,
+    l = a_t * ce * q**gamma with a_t = alpha*y + (1-alpha)*(1-y) if alpha >= 0 else 1.
+        dce/dx = p - y
+        dq/dx  = p*(1-p)*(1-2y)
+        dl/dx  = a_t * (dce/dx * q**gamma + ce * gamma * q**(gamma-1) * dq/dx)
+    The second term is taken as 0 where q = 0 or gamma = 0 (its limit); nan x -> nan.
+    """
+    _check_reduction(reduction)
+    x, od, wd = _as_logits(logits, "logits")
+    v = _work(x, wd)
+    y = _binary_target(target, v.shape, wd)
+    alpha = float(alpha)
+    gamma = float(gamma)
+    if gamma < 0:
+        raise ValueError(f"gamma: expected a value >= 0, got {gamma}")
+    p = _sigmoid_w(v)
+    pm = _sigmoid_w(-v)                                   # 1 - p, without cancellation
+    ce = -(_times(y, _log_sigmoid_w(v)) + _times(1 - y, _log_sigmoid_w(-v)))
+    q = p * (1 - y) + pm * y
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mod = q ** gamma if gamma != 0 else np.ones_like(q)
+        at = alpha * y + (1 - alpha) * (1 - y) if alpha >= 0 else np.ones_like(y)
+        loss = at * _times(mod, ce)
+    nanx = np.isnan(v)
+    loss = np.where(nanx, np.nan, loss)
+    red = _reduce(loss, reduction)
+    if not want_grad:
+        return red, None, od
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        dce = p - y
+        if gamma == 0:
+            dmod = np.zeros_like(q)
+        else:
+            dmod = np.where(q > 0, gamma * q ** (gamma - 1) * (p * pm) * (1 - 2 * y), 0)
+        g = at * (_times(mod, dce) + _times(dmod, ce))
+        if reduction == "mean":
+            g = g / np.asarray(v.size, dtype=wd)
+        g = np.where(nanx, np.nan, g)
+    return red, g, od
+
+
+def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean"):
+    """torchvision's sigmoid focal loss: ``ce*(1-p_t)**gamma``, times
+    ``alpha*y + (1-alpha)*(1-y)`` when ``alpha >= 0``; ce is bce_with_logits (with its
+    exact +-inf limits), ``1 - p_t`` is evaluated as ``p*(1-y) + sigmoid(-x)*y``."""
+    loss, _, od = _focal_core(logits, target, alpha, gamma, reduction, False)
+    return _finish_loss(loss, od)
+
+
+def sigmoid_focal_loss_and_grad(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
+                                grad_out=None):
+    """``(sigmoid_focal_loss(...), grad)``; see ``_focal_core`` for the formula."""
+    loss, g, od = _focal_core(logits, target, alpha, gamma, reduction, True)
+    return _finish_loss(loss, od), _write_grad(g, od, grad_out)
+
+
+# --------------------------------------------------------------------------- section 4
+
+_ALL_METRICS = ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier",
+                "mean_entropy", "roc_auc")
+_TASK_METRICS = {
+    "multiclass": ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy"),
+    "binary": ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"),
+    "multilabel": ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"),
+}
+
+
+def _prepare_task(logits, target, task, axis):
+    """Infer the task and return (task, x rows (N, C) or (N,) / (N, L), y, row_shape).
+
+    binary: 1-D logits, or a class axis of length 1 (target of the logits' shape or of
+            the shape without the class axis), whatever the target dtype;
+    multiclass: integer (or integral-valued) target of the logits' shape without axis;
+    multilabel: target of the logits' shape (class axis length > 1).
+    """
+    x, od, wd = _as_logits(logits, "logits")
+    t = np.asarray(target)
+    if x.ndim == 0:
+        raise ValueError("logits: expected at least 1 dimension, got a 0-d input")
+    if t.dtype.kind not in "biuf" and not _is_ml_float(t.dtype):
+        raise TypeError(f"target: expected a numeric array, got dtype {t.dtype}")
+    if task is not None and task not in _TASK_METRICS:
+        raise ValueError(f"task: expected 'multiclass', 'binary', 'multilabel' or None, got {task!r}")
+    if x.ndim == 1:
+        ax = None
+    else:
+        ax = _norm_axis(axis, x.ndim)
+    if task is None:
+        if ax is None or x.shape[ax] == 1:
+            task = "binary"
+        elif t.shape == x.shape:
+            task = "multilabel"
+        elif t.shape == x.shape[:ax] + x.shape[ax + 1:]:
+            task = "multiclass"
+        else:
+            raise ValueError(f"target: shape {t.shape} matches neither the logits' shape "
+                             f"{x.shape} nor it without axis {ax}")
+    v = _work(x, wd)
+    if task == "binary":
+        if ax is None:
+            row_shape = v.shape
+            xs = v.reshape(-1)
+        else:
+            if x.shape[ax] != 1:
+                if t.shape == x.shape:   # elementwise binary on every logit
+                    row_shape = v.shape
+                    xs = v.reshape(-1)
+                else:
+                    raise ValueError(f"logits: binary task needs 1-D logits or a class axis "
+                                     f"of length 1, got shape {x.shape} (axis {ax})")
+            else:
+                row_shape = v.shape[:ax] + v.shape[ax + 1:]
+                xs = np.moveaxis(v, ax, -1).reshape(-1)
+        if t.shape == row_shape:
+            ys = t.reshape(-1)
+        elif t.size == xs.size and t.shape == x.shape:
+            ys = np.moveaxis(t, ax, -1).reshape(-1) if ax is not None else t.reshape(-1)
+        else:
+            raise ValueError(f"target: expected shape {row_shape}, got {t.shape}")
+        ys = _check01(ys)
+        return task, xs, ys, row_shape
+    if ax is None:
+        raise ValueError(f"logits: task {task!r} needs a class axis, got 1-D logits")
+    vm = np.moveaxis(v, ax, -1)
+    C = vm.shape[-1]
+    row_shape = vm.shape[:-1]
+    xs = vm.reshape(-1, C)
+    if task == "multiclass":
+        if t.shape != row_shape:
+            raise ValueError(f"target: multiclass target must have shape {row_shape}, got {t.shape}")
+        if t.dtype.kind == "b":
+            raise TypeError("target: multiclass target must hold integer class indices, got bool")
+        if t.dtype.kind == "f" or _is_ml_float(t.dtype):
+            tf = np.asarray(t, dtype=np.float64)
+            if not np.all(tf == np.round(tf)):
+                raise ValueError("target: multiclass target must hold integer class indices")
+        ys = np.asarray(t).astype(np.int64).reshape(-1)
+        bad = (ys < 0) | (ys >= C)
+        if np.any(bad):
+            pos = tuple(int(i) for i in np.argwhere(bad.reshape(row_shape))[0])
+            raise IndexError(f"target: class index {int(ys[bad][0])} at position {pos} is "
+                             f"out of range [0, {C})")
+        return task, xs, ys, row_shape
+    # multilabel
+    if t.shape != x.shape:
+        raise ValueError(f"target: multilabel target must have the logits' shape {x.shape}, "
+                         f"got {t.shape}")
+    ys = _check01(np.moveaxis(t, ax, -1).reshape(-1, C))
+    return task, xs, ys, row_shape
+
+
+def _check01(y):
+    yf = np.asarray(y, dtype=np.float64)
+    if not np.all((yf == 0) | (yf == 1)):
+        raise ValueError("target: binary / multilabel targets must be 0 or 1 "
+                         "(bool, integer or float)")
+    return yf
+
+
+def _wmean(values, s):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.sum(s * values) / np.sum(s))
+
+
+def _ece(conf, correct, s, bins):
+    """sum_b (W_b/W)*|acc_b - conf_b| = (1/W)*sum_b |sum_{i in b} s_i*(correct_i - conf_i)|,
+    bins [b/B, (b+1)/B) with the last one closed."""
+    if conf.size == 0:
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        b = np.clip(np.floor(conf * bins), 0, bins - 1)
+    b = np.where(np.isnan(conf), 0, b).astype(np.int64)
+    total = 0.0
+    per_bin = np.zeros(bins, dtype=conf.dtype)
+    np.add.at(per_bin, b, s * (correct - conf))
+    total = np.sum(np.abs(per_bin))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(total / np.sum(s))
+
+
+def _roc_auc(scores, y, s):
+    """Exact weighted AUC = P(score_pos > score_neg) + 0.5*P(tie) over weighted pairs,
+    i.e. the area under the weighted ROC curve with ties averaged (as sklearn).
+    nan if a class is absent (or has zero weight) or if a score is nan."""
+    if np.any(np.isnan(scores)):
+        return float("nan")
+    pos = y == 1
+    Wp = np.sum(s[pos])
+    Wn = np.sum(s[~pos])
+    if not (Wp > 0 and Wn > 0):
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    sc, yy, ss = scores[order], y[order], s[order]
+    uniq, start = np.unique(sc, return_index=True)
+    acc = 0.0
+    neg_below = 0.0
+    bounds = list(start) + [sc.size]
+    for j in range(uniq.size):
+        sl = slice(bounds[j], bounds[j + 1])
+        wp = np.sum(ss[sl] * (yy[sl] == 1))
+        wn = np.sum(ss[sl] * (yy[sl] == 0))
+        acc += wp * neg_below + 0.5 * wp * wn
+        neg_below += wn
+    return float(acc / (Wp * Wn))
+
+
+def _binary_entropy(v):
+    """-(p*log p + (1-p)*log(1-p)) with p = sigmoid(v), 0*log 0 = 0; nan for nan v."""
+    p = _sigmoid_w(v)
+    pm = _sigmoid_w(-v)
+    h = -(_times(p, _log_sigmoid_w(v)) + _times(pm, _log_sigmoid_w(-v)))
+    return np.where(np.isnan(v), np.nan, h)
+
+
+def score(logits, target, *, task=None, axis=-1, metrics=None, k=5, bins=15,
+          sample_weight=None, temperature=1.0, chunk_rows=None, progress=None):
+    """Offline scoring metrics as a dict (see API section 4).
+
+    Logits are divided by ``temperature`` first.  Multiclass (rows i, p = softmax):
+    ``nll`` = weighted mean of ``-log p_{y_i}``; ``accuracy`` of ``predict == y``;
+    ``top_k_accuracy`` of ``y in topk(min(k, C))``; ``ece`` on the top-label confidence
+    ``max_c p``; ``brier`` = weighted mean of ``sum_c (p_c - onehot_c)**2``;
+    ``mean_entropy`` of ``entropy(x)``.  Binary (p = sigmoid(x)): nll = BCE, prediction
+    ``x > 0``, confidence ``max(p, 1-p)``, brier ``(p - y)**2``, binary entropy, and
+    ``roc_auc`` (exact, ties averaged; computed on the logits, which the temperature
+    does not reorder; nan if a class is absent).  Multilabel treats every element as a
+    binary prediction with its row's sample weight (``roc_auc`` is the macro mean over
+    labels having both classes, nan if none).  ``count`` is the number of rows.
+    ``chunk_rows`` and ``progress`` are accepted and ignored.  Metrics of an empty
+    input are nan (count 0).
+    """
+    task, xs, ys, row_shape = _prepare_task(logits, target, task, axis)
+    if metrics is None:
+        names = list(_TASK_METRICS[task])
+    else:
+        names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
+        for m in names:
+            if m not in _ALL_METRICS:
+                raise ValueError(f"metrics: unknown metric {m!r}; expected names from {_ALL_METRICS}")
+            if m not in _TASK_METRICS[task]:
+                raise ValueError(f"metrics: {m!r} does not apply to task {task!r}")
+    T = float(temperature)
+    if not (T > 0 and math.isfinite(T)):
+        raise ValueError(f"temperature: expected a finite value > 0, got {temperature!r}")
+    bins = int(bins)
+    if bins < 1:
+        raise ValueError(f"bins: expected an integer >= 1, got {bins}")
+    wd = xs.dtype
+    N = int(np.prod(row_shape)) if task != "binary" else xs.size
+    if sample_weight is None:
+        s = np.ones(N, dtype=wd)
+    else:
+        s = np.asarray(sample_weight, dtype=wd)
+        if s.shape != tuple(row_shape):
+            raise ValueError(f"sample_weight: expected shape {tuple(row_shape)}, got {s.shape}")
+        s = s.reshape(-1)
+    z = xs / np.asarray(T, dtype=wd)
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if task == "multiclass":
+            C = xs.shape[1]
+            logp = _log_softmax_last(z)
+            p = np.exp(logp)
+            nll = -np.take_along_axis(logp, ys[:, None], axis=1)[:, 0]
+            pred = np.array([_order_desc(r)[0] for r in z], dtype=np.int64) if N else np.zeros(0, np.int64)
+            correct = (pred == ys).astype(wd)
+            conf = np.max(p, axis=1) if N else np.zeros(0, wd)
+            onehot = np.zeros_like(p)
+            if N:
+                np.put_along_axis(onehot, ys[:, None], 1, axis=1)
+            for m in names:
+                if m == "count":
+                    out[m] = N
+                elif m == "nll":
+                    out[m] = _wmean(nll, s)
+                elif m == "accuracy":
+                    out[m] = _wmean(correct, s)
+                elif m == "top_k_accuracy":
+                    kk = min(int(k), C)
+                    if kk < 1:
+                        raise ValueError(f"k: expected an integer >= 1, got {k}")
+                    hit = np.array([y in _order_desc(r)[:kk] for r, y in zip(z, ys)], dtype=wd)
+                    out[m] = _wmean(hit, s)
+                elif m == "ece":
+                    out[m] = _ece(conf, correct, s, bins)
+                elif m == "brier":
+                    out[m] = _wmean(np.sum((p - onehot) ** 2, axis=1), s)
+                elif m == "mean_entropy":
+                    out[m] = _wmean(_entropy_last(z), s)
+            return out
+        # binary / multilabel: flatten elements; per-element sample weights
+        if task == "multilabel":
+            L = xs.shape[1]
+            se = np.repeat(s, L)
+            ze, ye, xe = z.reshape(-1), ys.reshape(-1), xs.reshape(-1)
+        else:
+            se, ze, ye, xe = s, z, ys, xs
+        ye = ye.astype(wd)
+        p = _sigmoid_w(ze)
+        pm = _sigmoid_w(-ze)
+        for m in names:
+            if m == "count":
+                out[m] = N
+            elif m == "nll":
+                l = -(_times(ye, _log_sigmoid_w(ze)) + _times(1 - ye, _log_sigmoid_w(-ze)))
+                out[m] = _wmean(np.where(np.isnan(ze), np.nan, l), se)
+            elif m == "accuracy":
+                out[m] = _wmean(((ze > 0) == (ye == 1)).astype(wd), se)
+            elif m == "ece":
+                conf = np.maximum(p, pm)
+                conf = np.where(np.isnan(ze), np.nan, conf)
+                correct = ((ze > 0) == (ye == 1)).astype(wd)
+                out[m] = _ece(conf, correct, se, bins)
+            elif m == "brier":
+                out[m] = _wmean((p - ye) ** 2, se)
+            elif m == "mean_entropy":
+                out[m] = _wmean(_binary_entropy(ze), se)
+            elif m == "roc_auc":
+                if task == "binary":
+                    out[m] = _roc_auc(xe, ye, se)
+                else:
+                    aucs = [_roc_auc(xs[:, j], ys[:, j], s) for j in range(xs.shape[1])]
+                    aucs = [a for a in aucs if not math.isnan(a)]
+                    out[m] = float(np.mean(aucs)) if aucs else float("nan")
+    return out
+
+
+def fit_temperature(logits, target, *, axis=-1, sample_weight=None):
+    """The temperature T > 0 minimising the (sample-weighted) NLL of ``logits / T``.
+
+    The NLL is convex in ``beta = 1/T`` (its derivative is ``E_s[E_p[x] - x_y]`` for
+    multiclass, ``E_s[(sigmoid(beta*x) - y)*x]`` for binary/multilabel, increasing in
+    beta), so the derivative's root is found by bisection on ``log(beta)`` over
+    ``[1e-6, 1e6]``; if the minimum lies outside that range the nearest end is returned
+    (T = 1e6 when no positive T improves on T -> inf, T = 1e-6 for separable data).
+    The task is inferred as in ``score``.
+    """
+    task, xs, ys, row_shape = _prepare_task(logits, target, None, axis)
+    wd = xs.dtype
+    N = xs.shape[0]
+    s = np.ones(N, dtype=wd) if sample_weight is None else np.asarray(sample_weight, dtype=wd).reshape(-1)
+    if task == "multiclass":
+        x_y = np.take_along_axis(xs, ys[:, None], axis=1)[:, 0]
+
+        def dnll(beta):
+            p = _softmax_last(beta * xs)
+            return np.sum(s * (np.sum(_times(p, xs), axis=1) - x_y))
+    else:
+        if task == "multilabel":
+            s = np.repeat(s, xs.shape[1])
+        xe, ye = xs.reshape(-1), ys.reshape(-1).astype(wd)
+
+        def dnll(beta):
+            return np.sum(s * (_sigmoid_w(beta * xe) - ye) * xe)
+
+    lo, hi = math.log(1e-6), math.log(1e6)
+    if not dnll(math.exp(lo)) < 0:
+        return 1e6
+    if not dnll(math.exp(hi)) > 0:
+        return 1e-6
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if dnll(math.exp(mid)) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return float(1.0 / math.exp(0.5 * (lo + hi)))
