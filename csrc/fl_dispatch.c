@@ -1,0 +1,122 @@
+/* fl_dispatch.c: pick the kernel table for this CPU once, and the public entry points.
+ *
+ * A path is usable when the CPU has the instructions (CPUID) and the OS saves the registers
+ * they use (XGETBV: YMM state for AVX2, ZMM and opmask state for AVX-512). The best usable
+ * path is chosen at first use; fl_isa_select() lets FASTLOGITS_ISA force a lower one.
+ */
+#include <string.h>
+
+#include "fastlogits.h"
+#include "fl_kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#define FL_X86 1
+#if defined(_MSC_VER)
+#include <intrin.h>
+static void fl_cpuid(int leaf, int sub, unsigned r[4])
+{
+    int v[4];
+    __cpuidex(v, leaf, sub);
+    for (int i = 0; i < 4; i++) r[i] = (unsigned)v[i];
+}
+static unsigned long long fl_xgetbv(void) { return _xgetbv(0); }
+#else
+#include <cpuid.h>
+static void fl_cpuid(int leaf, int sub, unsigned r[4])
+{
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+}
+static unsigned long long fl_xgetbv(void)
+{
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+
+static int fl_has_avx2(void)
+{
+    unsigned r[4];
+    fl_cpuid(0, 0, r);
+    if (r[0] < 7) return 0;
+    fl_cpuid(1, 0, r);
+    int osxsave = (r[2] >> 27) & 1, fma = (r[2] >> 12) & 1, f16c = (r[2] >> 29) & 1;
+    if (!osxsave || !fma || !f16c) return 0;
+    if ((fl_xgetbv() & 0x6) != 0x6) return 0; /* XMM and YMM state */
+    fl_cpuid(7, 0, r);
+    return (r[1] >> 5) & 1;
+}
+
+static int fl_has_avx512(void)
+{
+    unsigned r[4];
+    if (!fl_has_avx2()) return 0;
+    if ((fl_xgetbv() & 0xe6) != 0xe6) return 0; /* opmask, ZMM_Hi256, Hi16_ZMM */
+    fl_cpuid(7, 0, r);
+    unsigned f = (r[1] >> 16) & 1, dq = (r[1] >> 17) & 1, bw = (r[1] >> 30) & 1, vl = (r[1] >> 31) & 1;
+    return f && dq && bw && vl;
+}
+#endif
+
+typedef struct { const char *name; const fl_kernel_table *table; int (*usable)(void); } fl_path;
+
+static int fl_always(void) { return 1; }
+
+/* best first */
+static const fl_path fl_paths[] = {
+#if defined(FL_HAVE_AVX512)
+    {"avx512", &fl_table_avx512, fl_has_avx512},
+#endif
+#if defined(FL_HAVE_AVX2)
+    {"avx2", &fl_table_avx2, fl_has_avx2},
+#endif
+#if defined(FL_HAVE_NEON)
+    {"neon", &fl_table_neon, fl_always},
+#endif
+    {"scalar", &fl_table_scalar, fl_always},
+};
+#define FL_NPATHS (sizeof(fl_paths) / sizeof(fl_paths[0]))
+
+/* The table in use. Written at import (under the GIL) and by fl_isa_select only. */
+static const fl_kernel_table *fl_active = NULL;
+
+static const fl_kernel_table *fl_table(void)
+{
+    if (!fl_active) {
+        for (size_t i = 0; i < FL_NPATHS; i++)
+            if (fl_paths[i].usable()) { fl_active = fl_paths[i].table; break; }
+    }
+    return fl_active;
+}
+
+const char *fl_isa_best(void)
+{
+    for (size_t i = 0; i < FL_NPATHS; i++)
+        if (fl_paths[i].usable()) return fl_paths[i].name;
+    return "scalar";
+}
+
+const char *fl_isa_name(void) { return fl_table()->name; }
+
+int fl_isa_select(const char *name)
+{
+    static const char *known[] = {"scalar", "avx2", "avx512", "neon"};
+    int is_known = 0;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) is_known |= !strcmp(name, known[i]);
+    if (!is_known) return 1;
+    for (size_t i = 0; i < FL_NPATHS; i++) {
+        if (!strcmp(fl_paths[i].name, name)) {
+            if (!fl_paths[i].usable()) return 2;
+            fl_active = fl_paths[i].table;
+            return 0;
+        }
+    }
+    return 2; /* a known path this build or CPU does not have */
+}
+
+int fl_softmax(const fl_arr *x, const fl_arr *y, fl_grid g, int mode) { return fl_table()->softmax(x, y, g, mode); }
+int fl_row_reduce(const fl_arr *x, const fl_arr *out, fl_grid g, int what) { return fl_table()->row_reduce(x, out, g, what); }
+int fl_elementwise(const fl_arr *x, const fl_arr *y, fl_grid g, int op) { return fl_table()->elementwise(x, y, g, op); }
+int fl_argmax(const fl_arr *x, const fl_arr *out, fl_grid g) { return fl_table()->argmax(x, out, g); }
+int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k) { return fl_table()->topk(x, values, indices, g, k); }
+int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) { return fl_table()->threshold(x, out, g, t); }

@@ -1,0 +1,40 @@
+/* fl_kernels.h: the dispatch table. Each ISA build of the kernel sources defines its functions
+ * under FL_FN names and one table, fl_table_<isa>; fl_dispatch.c picks a table at import. */
+#ifndef FL_KERNELS_H
+#define FL_KERNELS_H
+
+#include "fastlogits.h"
+
+typedef struct {
+    const char *name;
+    int (*softmax)(const fl_arr *, const fl_arr *, fl_grid, int);
+    int (*row_reduce)(const fl_arr *, const fl_arr *, fl_grid, int);
+    int (*elementwise)(const fl_arr *, const fl_arr *, fl_grid, int);
+    int (*argmax)(const fl_arr *, const fl_arr *, fl_grid);
+    int (*topk)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, int64_t);
+    int (*threshold)(const fl_arr *, const fl_arr *, fl_grid, double);
+} fl_kernel_table;
+
+extern const fl_kernel_table fl_table_scalar;
+#if defined(FL_HAVE_AVX2)
+extern const fl_kernel_table fl_table_avx2;
+#endif
+#if defined(FL_HAVE_AVX512)
+extern const fl_kernel_table fl_table_avx512;
+#endif
+#if defined(FL_HAVE_NEON)
+extern const fl_kernel_table fl_table_neon;
+#endif
+
+#ifdef FL_ISA
+#include "fl_simd.h"
+/* prototypes of this ISA build's kernels */
+int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode);
+int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what);
+int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op);
+int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g);
+int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k);
+int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit);
+#endif
+
+#endif

@@ -1,0 +1,350 @@
+/* fl_post.c: postprocessing kernels (softmax family, row reductions, elementwise sigmoids,
+ * argmax, top-k, thresholds). Compiled once per ISA; every symbol is FL_FN(name).
+ *
+ * Shape of the code: a kernel is a row function plus a driver. The driver splits the row grid
+ * into fixed blocks (fl_rows_per_block) and hands block ranges to the thread pool; each task
+ * allocates its scratch rows once and walks its rows. Rows are read through fl_rowio.h, so the
+ * row functions only ever see contiguous float or double.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastlogits.h"
+#include "fl_kernels.h"
+#include "fl_pool.h"
+#include "fl_rowio.h"
+#include "fl_rowmath.h"
+
+/* A task over a block range: the common driver state of every kernel in this file. */
+typedef struct {
+    const fl_arr *x, *y, *z;   /* operands (y, z may be NULL) */
+    fl_grid g;
+    int op;                    /* which variant */
+    int64_t k;                 /* top-k */
+    double threshold;          /* predict_binary */
+    int f64;                   /* compute in double */
+    int failed;                /* set by a task that could not allocate */
+} fl_post_ctx;
+
+typedef void (*fl_row_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch);
+
+static void fl_run_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn)
+{
+    int64_t rpb = fl_rows_per_block(ctx->g.c);
+    int64_t nrows = ctx->g.n0 * ctx->g.n1;
+    int64_t r0 = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
+    void *scratch = NULL;
+    if (scratch_bytes) {
+        scratch = malloc(scratch_bytes);
+        if (!scratch) { ctx->failed = 1; return; }
+    }
+    int64_t i0 = r0 / ctx->g.n1, i1 = r0 % ctx->g.n1;
+    for (int64_t r = r0; r < r1; r++) {
+        fn(ctx, i0, i1, scratch);
+        if (++i1 == ctx->g.n1) { i1 = 0; i0++; }
+    }
+    free(scratch);
+}
+
+static int fl_drive(fl_post_ctx *ctx, fl_task_fn task)
+{
+    int64_t nrows = ctx->g.n0 * ctx->g.n1;
+    if (nrows <= 0) return FL_OK;
+    int64_t rpb = fl_rows_per_block(ctx->g.c);
+    fl_parallel_for((nrows + rpb - 1) / rpb, task, ctx);
+    return ctx->failed ? FL_ENOMEM : FL_OK;
+}
+
+/* two scratch rows of the compute type: one for the input, one for the output */
+static size_t fl_scratch2(const fl_post_ctx *ctx)
+{
+    return 2 * (size_t)(ctx->g.c > 0 ? ctx->g.c : 1) * (ctx->f64 ? sizeof(double) : sizeof(float));
+}
+
+/* ---------------- softmax and log_softmax ---------------- */
+
+static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    const char *xrow = fl_row_ptr(ctx->x, i0, i1);
+    char *yrow = fl_row_ptr(ctx->y, i0, i1);
+    int log_mode = ctx->op == FL_LOG_SOFTMAX;
+    if (!ctx->f64) {
+        float *bx = (float *)scratch, *by = bx + c;
+        const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
+        float *y = fl_row_dst_f32(ctx->y, yrow, by);
+        float m = fl_rmax_f32(x, c);
+        if (!isfinite(m)) {
+            /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
+            for (int64_t k = 0; k < c; k++) y[k] = NAN;
+        } else if (log_mode) {
+            double s = fl_rsumexp_f32(x, c, m, NULL);
+            fl_rsub2_f32(x, c, (double)m, fl_log_d(s), y);
+        } else {
+            double s = fl_rsumexp_f32(x, c, m, y);
+            fl_rscale_f32(y, c, (float)(1.0 / s));
+        }
+        fl_row_out_f32(ctx->y, yrow, c, y);
+    } else {
+        double *bx = (double *)scratch, *by = bx + c;
+        const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
+        double *y = fl_row_dst_f64(ctx->y, yrow, by);
+        double m = fl_rmax_f64(x, c);
+        if (!isfinite(m)) {
+            for (int64_t k = 0; k < c; k++) y[k] = NAN;
+        } else if (log_mode) {
+            double ls = fl_log_d(fl_rsumexp_f64(x, c, m, NULL));
+            for (int64_t k = 0; k < c; k++) y[k] = (x[k] - m) - ls;
+        } else {
+            double inv = 1.0 / fl_rsumexp_f64(x, c, m, y);
+            for (int64_t k = 0; k < c; k++) y[k] *= inv;
+        }
+        fl_row_out_f64(ctx->y, yrow, c, y);
+    }
+}
+
+static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_softmax_row);
+}
+
+int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
+{
+    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0};
+    return fl_drive(&ctx, fl_softmax_task);
+}
+
+/* ---------------- logsumexp and entropy ---------------- */
+
+/* logsumexp and entropy of one row from its max m, the sum s of exp(x - m) and, for the
+ * entropy, dot = sum p_k (x_k - m) with p_k = exp(x_k - m): H = log s - dot/s */
+static double fl_reduce_finish(int what, double m, double s, double dot)
+{
+    if (what == FL_LOGSUMEXP) return m + fl_log_d(s);
+    return fl_log_d(s) - dot / s;
+}
+
+/* the value of a row whose max is not finite: logsumexp -inf (empty or all -inf), +inf, NaN;
+ * the entropy of such a row is NaN (its softmax is NaN) */
+static double fl_reduce_special(int what, double m)
+{
+    return what == FL_LOGSUMEXP ? m : NAN;
+}
+
+static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    const char *xrow = fl_row_ptr(ctx->x, i0, i1);
+    double v;
+    if (!ctx->f64) {
+        float *bx = (float *)scratch, *bp = bx + c;
+        const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
+        float m = fl_rmax_f32(x, c);
+        if (!isfinite(m)) {
+            v = fl_reduce_special(ctx->op, m);
+        } else {
+            int ent = ctx->op == FL_ENTROPY;
+            double s = fl_rsumexp_f32(x, c, m, ent ? bp : NULL);
+            v = fl_reduce_finish(ctx->op, m, s, ent ? fl_rdot_shift_f32(x, bp, c, m) : 0.0);
+        }
+    } else {
+        double *bx = (double *)scratch, *bp = bx + c;
+        const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
+        double m = fl_rmax_f64(x, c);
+        if (!isfinite(m)) {
+            v = fl_reduce_special(ctx->op, m);
+        } else {
+            int ent = ctx->op == FL_ENTROPY;
+            double s = fl_rsumexp_f64(x, c, m, ent ? bp : NULL);
+            v = fl_reduce_finish(ctx->op, m, s, ent ? fl_rdot_shift_f64(x, bp, c, m) : 0.0);
+        }
+    }
+    fl_put_scalar(ctx->y, i0, i1, v);
+}
+
+static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row);
+}
+
+int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)
+{
+    fl_post_ctx ctx = {x, out, NULL, g, what, 0, 0.0, x->dtype == FL_F64 || out->dtype == FL_F64, 0};
+    return fl_drive(&ctx, fl_reduce_task);
+}
+
+/* ---------------- sigmoid and log_sigmoid ---------------- */
+
+static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    const char *xrow = fl_row_ptr(ctx->x, i0, i1);
+    char *yrow = fl_row_ptr(ctx->y, i0, i1);
+    int logm = ctx->op == FL_LOG_SIGMOID;
+    if (!ctx->f64) {
+        float *bx = (float *)scratch, *by = bx + c;
+        const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
+        float *y = fl_row_dst_f32(ctx->y, yrow, by);
+        int64_t k = 0;
+        for (; k + FL_W <= c; k += FL_W) {
+            flv v = flv_load(x + k);
+            flv_store(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v));
+        }
+        if (k < c) {
+            flv v = flv_load_part(x + k, c - k, 0.0f);
+            flv_store_part(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), c - k);
+        }
+        fl_row_out_f32(ctx->y, yrow, c, y);
+    } else {
+        double *bx = (double *)scratch, *by = bx + c;
+        const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
+        double *y = fl_row_dst_f64(ctx->y, yrow, by);
+        if (logm)
+            for (int64_t k = 0; k < c; k++) y[k] = fl_log_sigmoid_d(x[k]);
+        else
+            for (int64_t k = 0; k < c; k++) y[k] = fl_sigmoid_d(x[k]);
+        fl_row_out_f64(ctx->y, yrow, c, y);
+    }
+}
+
+static void fl_elementwise_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_elementwise_row);
+}
+
+int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
+{
+    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0};
+    return fl_drive(&ctx, fl_elementwise_task);
+}
+
+/* ---------------- argmax, top-k, threshold ---------------- */
+
+/* Order of candidates: NaN above everything, then by value, ties to the lower index. */
+static inline int fl_better(double a, int64_t ia, double b, int64_t ib)
+{
+    int an = a != a, bn = b != b;
+    if (an || bn) return an && (!bn || ia < ib);
+    return a > b || (a == b && ia < ib);
+}
+
+static void fl_argmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    const char *xrow = fl_row_ptr(ctx->x, i0, i1);
+    int64_t best = 0;
+    if (!ctx->f64) {
+        const float *x = fl_row_in_f32(ctx->x, xrow, c, (float *)scratch);
+        float bv = x[0];
+        for (int64_t k = 1; k < c && bv == bv; k++) {
+            float v = x[k];
+            if (v > bv || v != v) { bv = v; best = k; }
+        }
+    } else {
+        const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
+        double bv = x[0];
+        for (int64_t k = 1; k < c && bv == bv; k++) {
+            double v = x[k];
+            if (v > bv || v != v) { bv = v; best = k; }
+        }
+    }
+    *(int64_t *)fl_row_ptr(ctx->y, i0, i1) = best;
+}
+
+static void fl_argmax_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_argmax_row);
+}
+
+int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g)
+{
+    if (g.c <= 0) return FL_OK;
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, 0.0, x->dtype == FL_F64, 0};
+    return fl_drive(&ctx, fl_argmax_task);
+}
+
+/* top-k keeps a min-heap (worst candidate at the root) of k (value, index) pairs */
+typedef struct { double v; int64_t i; } fl_cand;
+
+static void fl_heap_sift_down(fl_cand *h, int64_t n, int64_t p)
+{
+    for (;;) {
+        int64_t l = 2 * p + 1, r = l + 1, w = p;
+        if (l < n && fl_better(h[w].v, h[w].i, h[l].v, h[l].i)) w = l;
+        if (r < n && fl_better(h[w].v, h[w].i, h[r].v, h[r].i)) w = r;
+        if (w == p) return;
+        fl_cand t = h[p]; h[p] = h[w]; h[w] = t;
+        p = w;
+    }
+}
+
+static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c, k = ctx->k;
+    const char *xrow = fl_row_ptr(ctx->x, i0, i1);
+    fl_cand *h = (fl_cand *)scratch;
+    double *bx = (double *)(h + k);
+    const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
+    for (int64_t j = 0; j < k; j++) h[j] = (fl_cand){x[j], j};
+    for (int64_t p = k / 2 - 1; p >= 0; p--) fl_heap_sift_down(h, k, p);
+    for (int64_t j = k; j < c; j++) {
+        if (fl_better(x[j], j, h[0].v, h[0].i)) {
+            h[0] = (fl_cand){x[j], j};
+            fl_heap_sift_down(h, k, 0);
+        }
+    }
+    /* pop the worst to the back: the array ends sorted best first */
+    for (int64_t n = k - 1; n > 0; n--) {
+        fl_cand t = h[0]; h[0] = h[n]; h[n] = t;
+        fl_heap_sift_down(h, n, 0);
+    }
+    char *vrow = fl_row_ptr(ctx->y, i0, i1);
+    int64_t *irow = (int64_t *)fl_row_ptr(ctx->z, i0, i1);
+    double *vals = bx; /* the row has been consumed: reuse its scratch for the values */
+    for (int64_t j = 0; j < k; j++) {
+        vals[j] = h[j].v;
+        irow[j * ctx->z->sc] = h[j].i;
+    }
+    fl_row_out_f64(ctx->y, vrow, k, vals);
+}
+
+static void fl_topk_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    size_t bytes = (size_t)ctx->k * sizeof(fl_cand) + (size_t)ctx->g.c * sizeof(double);
+    fl_run_rows(ctx, b0, b1, bytes, fl_topk_row);
+}
+
+int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k)
+{
+    if (k <= 0 || k > g.c) return FL_OK;
+    fl_post_ctx ctx = {x, values, indices, g, 0, k, 0.0, 1, 0};
+    return fl_drive(&ctx, fl_topk_task);
+}
+
+static void fl_threshold_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    const double *x = fl_row_in_f64(ctx->x, fl_row_ptr(ctx->x, i0, i1), c, (double *)scratch);
+    uint8_t *out = (uint8_t *)fl_row_ptr(ctx->y, i0, i1);
+    int64_t sc = ctx->y->sc;
+    double t = ctx->threshold;
+    for (int64_t k = 0; k < c; k++) out[k * sc] = x[k] > t; /* NaN compares false */
+}
+
+static void fl_threshold_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    fl_run_rows(ctx, b0, b1, (size_t)(ctx->g.c > 0 ? ctx->g.c : 1) * sizeof(double), fl_threshold_row);
+}
+
+int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit)
+{
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, threshold_logit, 1, 0};
+    return fl_drive(&ctx, fl_threshold_task);
+}

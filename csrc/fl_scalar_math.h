@@ -1,0 +1,194 @@
+/* fl_scalar_math.h: exp, log and log1p of our own, branch-free, for float and double.
+ *
+ * Why our own: a libm call per element does not vectorise (and libmvec/SLEEF are not allowed),
+ * and the SIMD paths must compute the same function as the scalar twin they are tested against.
+ * Every function here is straight-line code on bit patterns (no table, no branch on the value),
+ * so the compiler can vectorise loops over it and the SIMD headers can mirror it lane by lane.
+ *
+ * exp: x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), exp(r) by a polynomial,
+ * 2^n applied as two exponent-field multiplications so results down to the smallest subnormal
+ * are right without a branch. Coefficients of expf: Cephes (S. L. Moshier), minimax on
+ * [-ln2/2, ln2/2]; exp for double: Taylor to degree 13, whose truncation error there is
+ * below 2^-56.
+ * log: x = 2^e * m with m in [sqrt(1/2), sqrt(2)), log(m) by Cephes' minimax polynomial in
+ * m - 1 (float) and by fdlibm's minimax polynomial in s = f/(2+f), f = m - 1 (double).
+ * log1p(x) = log(u) - ((u - 1) - x)/u with u = 1 + x (Goldberg's correction, "What every
+ * computer scientist should know about floating-point arithmetic", Theorem 4).
+ */
+#ifndef FL_SCALAR_MATH_H
+#define FL_SCALAR_MATH_H
+
+#include <stdint.h>
+#include <math.h> /* INFINITY and NAN only: no libm function is called */
+#include <string.h>
+
+static inline uint32_t fl_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline float fl_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+static inline uint64_t fl_d2u(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
+static inline double fl_u2d(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
+
+/* round to nearest even without libm: adding 1.5 * 2^23 (2^52) pushes the fraction bits out.
+ * Valid for |x| < 2^22 (2^51), far beyond the clamped exp arguments. Needs strict IEEE
+ * evaluation: this project never builds with -ffast-math. */
+static inline float fl_rintf(float x) { return (x + 12582912.0f) - 12582912.0f; }
+static inline double fl_rint(double x) { return (x + 6755399441055744.0) - 6755399441055744.0; }
+
+#define FL_LOG2E_F 1.44269504088896341f
+#define FL_LN2_HI_F 0.693359375f
+#define FL_LN2_LO_F -2.12194440e-4f
+#define FL_EXPF_HI 88.7228394f   /* above: +inf */
+#define FL_EXPF_LO -103.972084f  /* below: 0 */
+
+static inline float fl_expf_s(float x)
+{
+    /* clamp keeps n in range; the limits themselves map to inf and 0 through the scale */
+    float xc = x > FL_EXPF_HI ? 89.0f : x;
+    xc = xc < FL_EXPF_LO ? -104.0f : xc;
+    float n = fl_rintf(xc * FL_LOG2E_F);
+    float r = xc - n * FL_LN2_HI_F;
+    r = r - n * FL_LN2_LO_F;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    /* 2^n = 2^n1 * 2^n2 with both halves normal for n in [-150, 128] */
+    int32_t ni = (int32_t)n;
+    int32_t n1 = ni / 2;
+    int32_t n2 = ni - n1;
+    float s1 = fl_u2f((uint32_t)(n1 + 127) << 23);
+    float s2 = fl_u2f((uint32_t)(n2 + 127) << 23);
+    float y = (p * s1) * s2;
+    return x != x ? x : y; /* nan stays nan (the clamps above would have eaten it) */
+}
+
+#define FL_LOG2E_D 1.4426950408889634074
+#define FL_LN2_HI_D 6.93147180369123816490e-01
+#define FL_LN2_LO_D 1.90821492927058770002e-10
+#define FL_EXP_HI 709.782712893384 /* above: +inf */
+#define FL_EXP_LO -745.1332191019412 /* below: 0 */
+
+static inline double fl_exp_d(double x)
+{
+    double xc = x > FL_EXP_HI ? 710.0 : x;
+    xc = xc < FL_EXP_LO ? -746.0 : xc;
+    double n = fl_rint(xc * FL_LOG2E_D);
+    double r = (xc - n * FL_LN2_HI_D) - n * FL_LN2_LO_D;
+    double p = 1.0 / 6227020800.0;             /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;             /* 1/12! */
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * (r * r) + r + 1.0;
+    int64_t ni = (int64_t)n;
+    int64_t n1 = ni / 2;
+    int64_t n2 = ni - n1;
+    double s1 = fl_u2d((uint64_t)(n1 + 1023) << 52);
+    double s2 = fl_u2d((uint64_t)(n2 + 1023) << 52);
+    double y = (p * s1) * s2;
+    return x != x ? x : y;
+}
+
+#define FL_SQRTH_F 0.70710678118654752440f
+
+static inline float fl_logf_s(float x)
+{
+    /* subnormals: scale up by 2^23 first */
+    int sub = x < 1.17549435e-38f;
+    float xs = sub ? x * 8388608.0f : x;
+    uint32_t u = fl_f2u(xs);
+    int32_t e = (int32_t)((u >> 23) & 0xff) - 126;
+    float m = fl_u2f((u & 0x007fffffu) | 0x3f000000u); /* m in [0.5, 1) */
+    int small = m < FL_SQRTH_F;
+    e = small ? e - 1 : e;
+    m = small ? m + m : m;
+    float t = m - 1.0f;
+    float z = t * t;
+    float p = 7.0376836292e-2f;
+    p = p * t - 1.1514610310e-1f;
+    p = p * t + 1.1676998740e-1f;
+    p = p * t - 1.2420140846e-1f;
+    p = p * t + 1.4249322787e-1f;
+    p = p * t - 1.6668057665e-1f;
+    p = p * t + 2.0000714765e-1f;
+    p = p * t - 2.4999993993e-1f;
+    p = p * t + 3.3333331174e-1f;
+    float fe = (float)e - (sub ? 23.0f : 0.0f);
+    float y = p * t * z;
+    y = y + fe * -2.12194440e-4f;
+    y = y - 0.5f * z;
+    y = t + y;
+    y = y + fe * 0.693359375f;
+    y = x == 0.0f ? -INFINITY : y;
+    y = x < 0.0f ? NAN : y;
+    y = x == INFINITY ? x : y;
+    return x != x ? x : y;
+}
+
+static inline float fl_log1pf_s(float x)
+{
+    float u = 1.0f + x;
+    float corr = (u - 1.0f) - x;
+    float y = fl_logf_s(u) - corr / u;
+    /* where 1 + x rounds to 1, log1p(x) = x to within rounding */
+    y = u == 1.0f ? x : y;
+    y = u == 0.0f ? -INFINITY : y; /* x = -1 (corr/u would be 0/0) */
+    return x == INFINITY ? x : y;
+}
+
+#define FL_SQRTH_D 0.70710678118654752440
+
+/* log(x) + c for x = 2^e * m, |c| tiny against the result (c = 0 for log itself; log1p folds
+ * its rounding correction in there). Reduction m in [sqrt(1/2), sqrt(2)), f = m - 1 exact,
+ * s = f/(2+f), log(m) = f - (f^2/2 - s*(f^2/2 + R(s^2))) with R the minimax polynomial of
+ * fdlibm's e_log.c (Sun Microsystems, 1993; |error of R| < 2^-58.45): below 1 ulp. */
+static inline double fl_log_core_d(double x, double c)
+{
+    int sub = x < 2.2250738585072014e-308;
+    double xs = sub ? x * 18014398509481984.0 : x; /* 2^54 */
+    uint64_t u = fl_d2u(xs);
+    int64_t e = (int64_t)((u >> 52) & 0x7ff) - 1022;
+    double m = fl_u2d((u & 0x000fffffffffffffull) | 0x3fe0000000000000ull); /* [0.5, 1) */
+    int small = m < FL_SQRTH_D;
+    e = small ? e - 1 : e;
+    m = small ? m + m : m;
+    double f = m - 1.0;
+    double s = f / (2.0 + f);
+    double z = s * s;
+    double w = z * z;
+    double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 +
+                     w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    double r = t2 + t1;
+    double hfsq = 0.5 * f * f;
+    double fe = (double)e - (sub ? 54.0 : 0.0);
+    double y = fe * FL_LN2_HI_D - ((hfsq - (s * (hfsq + r) + (fe * FL_LN2_LO_D + c))) - f);
+    y = x == 0.0 ? -(double)INFINITY : y;
+    y = x < 0.0 ? (double)NAN : y;
+    y = x == (double)INFINITY ? x : y;
+    return x != x ? x : y;
+}
+
+static inline double fl_log_d(double x) { return fl_log_core_d(x, 0.0); }
+
+static inline double fl_log1p_d(double x)
+{
+    double u = 1.0 + x;
+    /* log(1 + x) = log(u) + log(1 - corr/u) ~ log(u) - corr/u, corr = u - 1 - x exactly */
+    double corr = (u - 1.0) - x;
+    double y = fl_log_core_d(u, -corr / u);
+    y = u == 1.0 ? x : y;       /* 1 + x rounds to 1: log1p(x) = x to within rounding */
+    y = u == 0.0 ? -(double)INFINITY : y; /* x = -1 (corr/u would be 0/0) */
+    return x == (double)INFINITY ? x : y;
+}
+
+#endif

@@ -1,0 +1,68 @@
+/* fl_simd.h: the one vector vocabulary every kernel is written in.
+ *
+ * Kernels are written once against the names below and compiled once per instruction set
+ * (CMake compiles each kernel source with -DFL_ISA=... and that ISA's flags). A build for a
+ * given FL_ISA sees exactly one implementation:
+ *
+ *   FL_ISA_SCALAR  (0)  simd/scalar.h   one lane, portable C11: the twin every path is tested against
+ *   FL_ISA_AVX2    (1)  simd/avx2.h     8 lanes, AVX2 + FMA + F16C
+ *   FL_ISA_AVX512  (2)  simd/avx512.h   16 lanes, AVX-512 F/BW/DQ/VL
+ *   FL_ISA_NEON    (3)  simd/neon.h     4 lanes, AArch64 Advanced SIMD
+ *
+ * Interface (all static inline; "flv" holds FL_W float32 lanes):
+ *   flv  flv_set1(float)                 flv  flv_load(const float*)      void flv_store(float*, flv)
+ *   flv  flv_load_part(const float*, int64_t n, float fill)   first n lanes (0 <= n < FL_W), rest = fill
+ *   void flv_store_part(float*, flv, int64_t n)               writes only the first n lanes
+ *   flv  flv_add/sub/mul/div/max/min(flv, flv)   flv flv_fma(a, b, c) = a*b + c (fused where the ISA has FMA)
+ *   flv  flv_abs(flv)   flv flv_neg(flv)
+ *   flv  flv_zero_nan(flv a)             NaN lanes become +0, others unchanged
+ *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
+ *   float flv_hmax(flv)  (NaN lanes propagate)    double flv_hsum_d(flv) (lanes widened, summed in double)
+ *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
+ *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
+ *   flv  flv_log1p(flv)  log1pf
+ *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves
+ *   void flv_store_f16(uint16_t*, flv) / flv_store_bf16(uint16_t*, flv)      narrow, round to nearest even
+ *
+ * float64 kernels use the scalar double functions of fl_scalar_math.h (fl_exp_d, fl_log1p_d, ...),
+ * written branch-free so that each ISA build's compiler can vectorise their loops. The float32
+ * lane functions follow the same algorithms and coefficients as the scalar ones there.
+ */
+#ifndef FL_SIMD_H
+#define FL_SIMD_H
+
+#include <stdint.h>
+
+#define FL_ISA_SCALAR 0
+#define FL_ISA_AVX2 1
+#define FL_ISA_AVX512 2
+#define FL_ISA_NEON 3
+
+#ifndef FL_ISA
+#define FL_ISA FL_ISA_SCALAR
+#endif
+
+#if FL_ISA == FL_ISA_SCALAR
+#define FL_ISA_SUFFIX scalar
+#include "simd/scalar.h"
+#elif FL_ISA == FL_ISA_AVX2
+#define FL_ISA_SUFFIX avx2
+#include "simd/avx2.h"
+#elif FL_ISA == FL_ISA_AVX512
+#define FL_ISA_SUFFIX avx512
+#include "simd/avx512.h"
+#elif FL_ISA == FL_ISA_NEON
+#define FL_ISA_SUFFIX neon
+#include "simd/neon.h"
+#else
+#error "unknown FL_ISA"
+#endif
+
+/* FL_FN(softmax) -> fl_softmax_avx2 in the AVX2 build: each ISA build defines its own symbols. */
+#define FL_CAT3_(a, b, c) a##b##c
+#define FL_CAT3(a, b, c) FL_CAT3_(a, b, c)
+#define FL_FN(name) FL_CAT3(fl_##name, _, FL_ISA_SUFFIX)
+#define FL_STR_(a) #a
+#define FL_CAT3_STR(a) FL_STR_(a)
+
+#endif

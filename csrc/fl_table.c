@@ -1,0 +1,15 @@
+/* fl_table.c: this ISA build's dispatch table (compiled once per ISA, like the kernels). */
+#include "fl_simd.h"
+#include "fl_kernels.h"
+
+#define FL_TABLE_NAME FL_CAT3(fl_table_, FL_ISA_SUFFIX, )
+
+const fl_kernel_table FL_TABLE_NAME = {
+    .name = FL_CAT3_STR(FL_ISA_SUFFIX),
+    .softmax = FL_FN(softmax),
+    .row_reduce = FL_FN(row_reduce),
+    .elementwise = FL_FN(elementwise),
+    .argmax = FL_FN(argmax),
+    .topk = FL_FN(topk),
+    .threshold = FL_FN(threshold),
+};

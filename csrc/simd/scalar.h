@@ -1,0 +1,41 @@
+/* simd/scalar.h: the one-lane implementation of fl_simd.h, portable C11.
+ * It is the twin every vector path is tested against, so it uses the same algorithms. */
+#ifndef FL_SIMD_SCALAR_H
+#define FL_SIMD_SCALAR_H
+
+#include <stdint.h>
+#include "../fl_scalar_math.h"
+#include "../fl_half.h"
+
+#define FL_W 1
+typedef float flv;
+
+static inline flv flv_set1(float a) { return a; }
+static inline flv flv_load(const float *p) { return *p; }
+static inline void flv_store(float *p, flv v) { *p = v; }
+static inline flv flv_load_part(const float *p, int64_t n, float fill) { return n > 0 ? *p : fill; }
+static inline void flv_store_part(float *p, flv v, int64_t n) { if (n > 0) *p = v; }
+static inline flv flv_add(flv a, flv b) { return a + b; }
+static inline flv flv_sub(flv a, flv b) { return a - b; }
+static inline flv flv_mul(flv a, flv b) { return a * b; }
+static inline flv flv_div(flv a, flv b) { return a / b; }
+/* max/min that propagate NaN, like the reductions need */
+static inline flv flv_max(flv a, flv b) { return (a != a || a > b) ? a : b; }
+static inline flv flv_min(flv a, flv b) { return (a != a || a < b) ? a : b; }
+/* not fused: a scalar fmaf would be a libm call on CPUs without FMA */
+static inline flv flv_fma(flv a, flv b, flv c) { return a * b + c; }
+static inline flv flv_abs(flv a) { return fl_u2f(fl_f2u(a) & 0x7fffffffu); }
+static inline flv flv_neg(flv a) { return -a; }
+static inline flv flv_zero_nan(flv a) { return a == a ? a : 0.0f; }
+static inline flv flv_sel_neg(flv c, flv a, flv b) { return c < 0.0f ? a : b; }
+static inline float flv_hmax(flv a) { return a; }
+static inline double flv_hsum_d(flv a) { return (double)a; }
+static inline flv flv_exp(flv a) { return fl_expf_s(a); }
+static inline flv flv_log(flv a) { return fl_logf_s(a); }
+static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
+static inline flv flv_load_f16(const uint16_t *p) { return fl_f16_to_f32(*p); }
+static inline flv flv_load_bf16(const uint16_t *p) { return fl_bf16_to_f32(*p); }
+static inline void flv_store_f16(uint16_t *p, flv v) { *p = fl_f32_to_f16(v); }
+static inline void flv_store_bf16(uint16_t *p, flv v) { *p = fl_f32_to_bf16(v); }
+
+#endif

@@ -1,0 +1,37 @@
+"""fastlogits: logits to probabilities, predictions, losses and gradients, fast, on the CPU.
+
+The public API is fixed by the project's API contract; every function accepts anything
+``np.asarray`` does plus CPU DLPack objects (PyTorch tensors, JAX arrays) and never modifies
+its inputs.
+"""
+from ._version import __version__
+from ._config import _select_isa_from_env, get_num_threads, set_num_threads, show_config
+from ._post import (
+    entropy,
+    log_sigmoid,
+    log_softmax,
+    logsumexp,
+    predict,
+    predict_binary,
+    sigmoid,
+    softmax,
+    topk,
+)
+
+_select_isa_from_env()
+
+__all__ = [
+    "__version__",
+    "entropy",
+    "get_num_threads",
+    "log_sigmoid",
+    "log_softmax",
+    "logsumexp",
+    "predict",
+    "predict_binary",
+    "set_num_threads",
+    "show_config",
+    "sigmoid",
+    "softmax",
+    "topk",
+]

@@ -1,0 +1,83 @@
+"""Run-time configuration: the SIMD path and the thread count."""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+from . import _core
+from ._version import __version__
+
+
+def _select_isa_from_env() -> None:
+    """Honour FASTLOGITS_ISA: a path this CPU lacks falls back to the best it has, with a warning."""
+    name = os.environ.get("FASTLOGITS_ISA", "").strip().lower()
+    if not name:
+        return
+    status = _core.isa_select(name)
+    if status == 1:
+        warnings.warn(
+            f"FASTLOGITS_ISA={name!r} is not a known path (expected scalar, avx2, avx512 or neon); "
+            f"using {_core.isa_name()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    elif status == 2:
+        warnings.warn(
+            f"FASTLOGITS_ISA={name!r} is not supported by this CPU or build; using {_core.isa_name()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def get_num_threads() -> int:
+    """The number of threads fastlogits kernels use.
+
+    Examples
+    --------
+    >>> import fastlogits as fl
+    >>> fl.get_num_threads() >= 1
+    True
+    """
+    return int(_core.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads fastlogits kernels use (``n >= 1``). Results are bitwise the
+    same for every thread count.
+
+    Examples
+    --------
+    >>> import fastlogits as fl
+    >>> old = fl.get_num_threads(); fl.set_num_threads(1); fl.get_num_threads()
+    1
+    >>> fl.set_num_threads(old)
+    """
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise TypeError(f"n: expected a positive int, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n: expected a positive int, got {n}")
+    _core.set_num_threads(n)
+
+
+def isa() -> str:
+    """The SIMD path in use (``scalar``, ``avx2``, ``avx512`` or ``neon``)."""
+    return str(_core.isa_name())
+
+
+def show_config(file=None) -> None:
+    """Print the version, the SIMD path chosen at import and the thread count.
+
+    Examples
+    --------
+    >>> import fastlogits as fl
+    >>> fl.show_config()  # doctest: +ELLIPSIS
+    fastlogits ...
+    """
+    out = sys.stdout if file is None else file
+    print(f"fastlogits {__version__}", file=out)
+    print(f"  SIMD path:      {_core.isa_name()} (best on this CPU: {_core.isa_best()})", file=out)
+    print(f"  threads:        {get_num_threads()}", file=out)
+    print(f"  FASTLOGITS_ISA: {os.environ.get('FASTLOGITS_ISA', '(unset)')}", file=out)
+    print(f"  FASTLOGITS_NUM_THREADS: {os.environ.get('FASTLOGITS_NUM_THREADS', '(unset)')}", file=out)

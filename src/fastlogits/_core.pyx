@@ -1,0 +1,141 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The binding: operand specs to C structs, the GIL released around every kernel.
+
+An operand spec is the tuple ``(array, dtype_code, s0, s1, sc)`` built by ``fastlogits._layout``:
+the array supplies the data pointer, the rest is the row grid in elements. A grid is
+``(n0, n1, c)``. Nothing here checks arguments: the Python layer has done that.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+
+cnp.import_array()
+
+cdef extern from "fastlogits.h":
+    ctypedef struct fl_arr:
+        void *data
+        int32_t dtype
+        int64_t s0
+        int64_t s1
+        int64_t sc
+    ctypedef struct fl_grid:
+        int64_t n0
+        int64_t n1
+        int64_t c
+    int fl_softmax(const fl_arr *x, const fl_arr *y, fl_grid g, int mode) nogil
+    int fl_row_reduce(const fl_arr *x, const fl_arr *out, fl_grid g, int what) nogil
+    int fl_elementwise(const fl_arr *x, const fl_arr *y, fl_grid g, int op) nogil
+    int fl_argmax(const fl_arr *x, const fl_arr *out, fl_grid g) nogil
+    int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k) nogil
+    int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) nogil
+    const char *fl_isa_name()
+    const char *fl_isa_best()
+    int fl_isa_select(const char *name)
+
+cdef extern from "fl_pool.h":
+    int fl_get_num_threads() nogil
+    void fl_set_num_threads(int n) nogil
+    int fl_default_num_threads() nogil
+
+
+cdef fl_arr _operand(tuple spec):
+    cdef fl_arr a
+    cdef cnp.ndarray arr = <cnp.ndarray>spec[0]
+    a.data = cnp.PyArray_DATA(arr)
+    a.dtype = spec[1]
+    a.s0 = spec[2]
+    a.s1 = spec[3]
+    a.sc = spec[4]
+    return a
+
+
+cdef fl_grid _grid(tuple g):
+    cdef fl_grid r
+    r.n0 = g[0]
+    r.n1 = g[1]
+    r.c = g[2]
+    return r
+
+
+cdef int _check(int status) except -1:
+    if status != 0:
+        raise MemoryError("fastlogits: a kernel could not allocate its scratch rows")
+    return 0
+
+
+def softmax(tuple x, tuple y, tuple grid, int mode):
+    cdef fl_arr cx = _operand(x), cy = _operand(y)
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_softmax(&cx, &cy, g, mode)
+    _check(st)
+
+
+def row_reduce(tuple x, tuple out, tuple grid, int what):
+    cdef fl_arr cx = _operand(x), co = _operand(out)
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_row_reduce(&cx, &co, g, what)
+    _check(st)
+
+
+def elementwise(tuple x, tuple y, tuple grid, int op):
+    cdef fl_arr cx = _operand(x), cy = _operand(y)
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_elementwise(&cx, &cy, g, op)
+    _check(st)
+
+
+def argmax(tuple x, tuple out, tuple grid):
+    cdef fl_arr cx = _operand(x), co = _operand(out)
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_argmax(&cx, &co, g)
+    _check(st)
+
+
+def topk(tuple x, tuple values, tuple indices, tuple grid, int64_t k):
+    cdef fl_arr cx = _operand(x), cv = _operand(values), ci = _operand(indices)
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_topk(&cx, &cv, &ci, g, k)
+    _check(st)
+
+
+def threshold(tuple x, tuple out, tuple grid, double t):
+    cdef fl_arr cx = _operand(x), co = _operand(out)
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_threshold(&cx, &co, g, t)
+    _check(st)
+
+
+def isa_name():
+    return fl_isa_name().decode()
+
+
+def isa_best():
+    return fl_isa_best().decode()
+
+
+def isa_select(str name):
+    """0: selected; 1: unknown name; 2: not supported by this CPU or build."""
+    return fl_isa_select(name.encode())
+
+
+def get_num_threads():
+    return fl_get_num_threads()
+
+
+def set_num_threads(int n):
+    fl_set_num_threads(n)
+
+
+def default_num_threads():
+    return fl_default_num_threads()

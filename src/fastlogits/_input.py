@@ -1,0 +1,128 @@
+"""Turning what users pass into arrays the kernels can read, and checking outputs.
+
+Conventions of API section 1: anything ``np.asarray`` accepts, plus CPU objects with
+``__dlpack__`` (PyTorch tensors, including ``requires_grad`` and bfloat16 ones, JAX arrays),
+read without a copy wherever the layout allows. Integer and bool logits become float64;
+complex, object, string and other dtypes raise ``TypeError``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import ml_dtypes
+
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
+
+# codes of fastlogits.h's fl_dtype
+F32, F64, F16, BF16, I64, BOOL = 0, 1, 2, 3, 4, 5
+_CODES = {
+    np.dtype(np.float32): F32,
+    np.dtype(np.float64): F64,
+    np.dtype(np.float16): F16,
+    BFLOAT16: BF16,
+    np.dtype(np.int64): I64,
+    np.dtype(np.bool_): BOOL,
+}
+
+_KDLCPU, _KDLCUDAHOST = 1, 3
+
+
+def dtype_code(dtype: np.dtype) -> int:
+    return _CODES[np.dtype(dtype)]
+
+
+def _from_dlpack(obj: Any, name: str) -> np.ndarray:
+    device_type = obj.__dlpack_device__()[0]
+    if device_type not in (_KDLCPU, _KDLCUDAHOST):
+        raise TypeError(
+            f"{name}: expected an array in CPU memory, got a {type(obj).__name__} on device "
+            f"{obj.__dlpack_device__()}; move it to the CPU first (for PyTorch: tensor.cpu())"
+        )
+    if getattr(obj, "requires_grad", False):
+        obj = obj.detach()  # reading is all we do; autograd's guard would refuse the export
+    if str(getattr(obj, "dtype", "")) == "torch.bfloat16":
+        # NumPy has no bfloat16 DLPack type: share the bits as int16 and view them as bfloat16
+        import torch
+
+        return np.from_dlpack(obj.view(torch.int16)).view(BFLOAT16)
+    try:
+        return np.from_dlpack(obj)
+    except (BufferError, TypeError, RuntimeError):
+        return np.asarray(obj)
+
+
+def as_array(obj: Any, name: str) -> np.ndarray:
+    """``obj`` as an ndarray, without a copy where possible (no dtype conversion)."""
+    if isinstance(obj, np.ndarray):
+        return obj.view(np.ndarray) if type(obj) is not np.ndarray else obj
+    if hasattr(obj, "__dlpack_device__") and hasattr(obj, "__dlpack__"):
+        return _from_dlpack(obj, name)
+    try:
+        return np.asarray(obj)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected an array-like of numbers, got {type(obj).__name__}: {exc}") from None
+
+
+def as_logits(obj: Any, name: str = "x") -> np.ndarray:
+    """A float array the kernels read directly: native byte order, aligned, dtype float16,
+    bfloat16, float32 or float64 (integers and bools become float64)."""
+    a = as_array(obj, name)
+    dt = a.dtype
+    if dt == BFLOAT16 or (dt.kind == "f" and dt.itemsize in (2, 4, 8)):
+        pass
+    elif dt.kind in "iub":
+        return np.asarray(a, dtype=np.float64)
+    elif dt.kind == "f":
+        raise TypeError(
+            f"{name}: dtype {dt} is not supported; expected float16, bfloat16, float32 or "
+            f"float64 (convert with .astype(np.float64))"
+        )
+    else:
+        raise TypeError(
+            f"{name}: expected real numbers (float16, bfloat16, float32, float64, integer or "
+            f"bool), got dtype {dt}"
+        )
+    if not dt.isnative:
+        a = a.astype(dt.newbyteorder("="))
+    if not a.flags.aligned:
+        a = a.copy()
+    return a
+
+
+def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """A requested output dtype, one of the four float dtypes."""
+    try:
+        dt = BFLOAT16 if dtype in ("bfloat16", ml_dtypes.bfloat16) else np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}: expected a float dtype, got {dtype!r}") from None
+    if dt.newbyteorder("=") not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected float16, bfloat16, float32 or float64, got {dt}")
+    return dt.newbyteorder("=")
+
+
+def check_out(out: Any, shape: tuple, dtype: Optional[np.dtype], name: str = "out") -> np.ndarray:
+    """Validate a user-provided output array."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
+    if dtype is not None and out.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
+    if out.dtype.newbyteorder("=") not in FLOAT_DTYPES and dtype is None:
+        raise TypeError(f"{name}: expected a float16, bfloat16, float32 or float64 array, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only")
+    if not out.dtype.isnative or not out.flags.aligned:
+        raise ValueError(f"{name}: expected an aligned array in native byte order")
+    return out
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(axis).__name__}")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(f"{name}: {axis} is out of bounds for an array of dimension {ndim}")
+    return axis % ndim
