@@ -100,7 +100,9 @@ static inline double fl_exp_d(double x)
 
 #define FL_SQRTH_F 0.70710678118654752440f
 
-static inline float fl_logf_s(float x)
+/* log(x) + c, |c| tiny against the result: c = 0 for log, log1p folds its rounding
+ * correction in there so it is added to the low-order part before the final roundings. */
+static inline float fl_logf_core_s(float x, float c)
 {
     /* subnormals: scale up by 2^23 first */
     int sub = x < 1.17549435e-38f;
@@ -124,7 +126,7 @@ static inline float fl_logf_s(float x)
     p = p * t + 3.3333331174e-1f;
     float fe = (float)e - (sub ? 23.0f : 0.0f);
     float y = p * t * z;
-    y = y + fe * -2.12194440e-4f;
+    y = y + (fe * -2.12194440e-4f + c);
     y = y - 0.5f * z;
     y = t + y;
     y = y + fe * 0.693359375f;
@@ -134,11 +136,14 @@ static inline float fl_logf_s(float x)
     return x != x ? x : y;
 }
 
+static inline float fl_logf_s(float x) { return fl_logf_core_s(x, 0.0f); }
+
 static inline float fl_log1pf_s(float x)
 {
     float u = 1.0f + x;
+    /* log(1 + x) = log(u) + log(1 - corr/u) ~ log(u) - corr/u, corr = u - 1 - x exactly */
     float corr = (u - 1.0f) - x;
-    float y = fl_logf_s(u) - corr / u;
+    float y = fl_logf_core_s(u, -corr / u);
     /* where 1 + x rounds to 1, log1p(x) = x to within rounding */
     y = u == 1.0f ? x : y;
     y = u == 0.0f ? -INFINITY : y; /* x = -1 (corr/u would be 0/0) */

@@ -1,0 +1,192 @@
+/* simd/avx2.h: the 8-lane AVX2 + FMA + F16C implementation of fl_simd.h.
+ * Compiled only with -mavx2 -mfma -mf16c (or MSVC /arch:AVX2).
+ * exp/log/log1p mirror fl_scalar_math.h step by step (same reduction, same coefficients, the
+ * Horner steps as fused multiply-adds). Partial loads/stores use vmaskmovps, which never
+ * touches (or faults on) the masked-off lanes. */
+#ifndef FL_SIMD_AVX2_H
+#define FL_SIMD_AVX2_H
+
+#include <stdint.h>
+#include <immintrin.h>
+#include "../fl_scalar_math.h"
+#include "../fl_half.h"
+
+#if !defined(_MSC_VER) && !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#error "simd/avx2.h needs -mavx2 -mfma -mf16c"
+#endif
+
+#define FL_W 8
+typedef __m256 flv;
+
+static inline flv flv_set1(float a) { return _mm256_set1_ps(a); }
+static inline flv flv_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline void flv_store(float *p, flv v) { _mm256_storeu_ps(p, v); }
+static inline __m256i fl_avx2_mask_(int64_t n)
+{
+    n = n < 0 ? 0 : (n > FL_W ? FL_W : n);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline flv flv_load_part(const float *p, int64_t n, float fill)
+{
+    __m256i k = fl_avx2_mask_(n);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, k), _mm256_castsi256_ps(k));
+}
+static inline void flv_store_part(float *p, flv v, int64_t n) { _mm256_maskstore_ps(p, fl_avx2_mask_(n), v); }
+static inline flv flv_add(flv a, flv b) { return _mm256_add_ps(a, b); }
+static inline flv flv_sub(flv a, flv b) { return _mm256_sub_ps(a, b); }
+static inline flv flv_mul(flv a, flv b) { return _mm256_mul_ps(a, b); }
+static inline flv flv_div(flv a, flv b) { return _mm256_div_ps(a, b); }
+/* (a != a || a > b) ? a : b, as scalar.h: vmaxps gives b when either is NaN, so put a back
+ * where a is NaN. For +-0 vmaxps returns b, like the scalar expression. */
+static inline flv flv_max(flv a, flv b)
+{
+    return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+static inline flv flv_min(flv a, flv b)
+{
+    return _mm256_blendv_ps(_mm256_min_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+static inline flv flv_fma(flv a, flv b, flv c) { return _mm256_fmadd_ps(a, b, c); }
+static inline flv flv_abs(flv a)
+{
+    return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(a), _mm256_set1_epi32(0x7fffffff)));
+}
+static inline flv flv_neg(flv a)
+{
+    return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(a), _mm256_set1_epi32((int)0x80000000u)));
+}
+static inline flv flv_zero_nan(flv a) { return _mm256_and_ps(a, _mm256_cmp_ps(a, a, _CMP_ORD_Q)); }
+static inline flv flv_sel_neg(flv c, flv a, flv b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(c, _mm256_setzero_ps(), _CMP_LT_OQ)); }
+static inline __m128 fl_avx2_max4_(__m128 a, __m128 b)
+{
+    return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+static inline float flv_hmax(flv a)
+{
+    __m128 m4 = fl_avx2_max4_(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m4 = fl_avx2_max4_(m4, _mm_movehl_ps(m4, m4));
+    m4 = fl_avx2_max4_(m4, _mm_shuffle_ps(m4, m4, 0x55));
+    return _mm_cvtss_f32(m4);
+}
+static inline double flv_hsum_d(flv a)
+{
+    __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(a));
+    __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+    __m256d s4 = _mm256_add_pd(lo, hi);
+    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    s2 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
+    return _mm_cvtsd_f64(s2);
+}
+
+static inline flv flv_exp(flv x)
+{
+    flv xc = _mm256_blendv_ps(x, _mm256_set1_ps(89.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_HI), _CMP_GT_OQ));
+    xc = _mm256_blendv_ps(xc, _mm256_set1_ps(-104.0f), _mm256_cmp_ps(xc, _mm256_set1_ps(FL_EXPF_LO), _CMP_LT_OQ));
+    flv n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(FL_LOG2E_F)),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    /* 2^n = 2^n1 * 2^n2, n1 = n/2 truncated toward zero */
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i n1 = _mm256_srai_epi32(_mm256_add_epi32(ni, _mm256_srli_epi32(ni, 31)), 1);
+    __m256i n2 = _mm256_sub_epi32(ni, n1);
+    __m256i bias = _mm256_set1_epi32(127);
+    flv s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    flv s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    flv y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */
+static inline flv fl_log_core_(flv x, flv c)
+{
+    flv sub = _mm256_cmp_ps(x, _mm256_set1_ps(1.17549435e-38f), _CMP_LT_OQ);
+    flv xs = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(8388608.0f)), sub);
+    __m256i u = _mm256_castps_si256(xs);
+    __m256i e = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 23), _mm256_set1_epi32(0xff)),
+                                 _mm256_set1_epi32(126));
+    flv m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(u, _mm256_set1_epi32(0x007fffff)),
+                                                _mm256_set1_epi32(0x3f000000)));
+    flv small = _mm256_cmp_ps(m, _mm256_set1_ps(FL_SQRTH_F), _CMP_LT_OQ);
+    e = _mm256_add_epi32(e, _mm256_castps_si256(small)); /* mask lanes are -1 */
+    m = _mm256_blendv_ps(m, _mm256_add_ps(m, m), small);
+    flv t = _mm256_sub_ps(m, _mm256_set1_ps(1.0f));
+    flv z = _mm256_mul_ps(t, t);
+    flv p = _mm256_set1_ps(7.0376836292e-2f);
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.1514610310e-1f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.1676998740e-1f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.2420140846e-1f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.4249322787e-1f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.6668057665e-1f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(2.0000714765e-1f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-2.4999993993e-1f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(3.3333331174e-1f));
+    flv fe = _mm256_sub_ps(_mm256_cvtepi32_ps(e), _mm256_and_ps(sub, _mm256_set1_ps(23.0f)));
+    flv y = _mm256_mul_ps(_mm256_mul_ps(p, t), z);
+    y = _mm256_add_ps(y, _mm256_fmadd_ps(fe, _mm256_set1_ps(-2.12194440e-4f), c));
+    y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
+    y = _mm256_add_ps(t, y);
+    y = _mm256_fmadd_ps(fe, _mm256_set1_ps(0.693359375f), y);
+    flv zero = _mm256_setzero_ps();
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(-INFINITY), _mm256_cmp_ps(x, zero, _CMP_EQ_OQ));
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(NAN), _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ));
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+static inline flv flv_log(flv x) { return fl_log_core_(x, _mm256_setzero_ps()); }
+
+static inline flv flv_log1p(flv x)
+{
+    flv one = _mm256_set1_ps(1.0f);
+    flv u = _mm256_add_ps(one, x);
+    flv corr = _mm256_sub_ps(_mm256_sub_ps(u, one), x);
+    flv y = fl_log_core_(u, _mm256_div_ps(flv_neg(corr), u));
+    y = _mm256_blendv_ps(y, x, _mm256_cmp_ps(u, one, _CMP_EQ_OQ));
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(-INFINITY), _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ));
+}
+
+/* F16C quiets signalling NaNs; fl_half.h widens them unchanged, so clear the quiet bit again
+ * in those lanes (halves with 0x7c00 < |h| < 0x7e00) to stay bit-identical with it. */
+static inline flv flv_load_f16(const uint16_t *p)
+{
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m256i a = _mm256_and_si256(_mm256_cvtepu16_epi32(h), _mm256_set1_epi32(0x7fff));
+    __m256i snan = _mm256_and_si256(_mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7c00)),
+                                    _mm256_cmpgt_epi32(_mm256_set1_epi32(0x7e00), a));
+    return _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_and_si256(snan, _mm256_set1_epi32(0x00400000))),
+                            _mm256_cvtph_ps(h));
+}
+static inline void flv_store_f16(uint16_t *p, flv v)
+{
+    _mm_storeu_si128((__m128i *)(void *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+static inline flv flv_load_bf16(const uint16_t *p)
+{
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+static inline void flv_store_bf16(uint16_t *p, flv v)
+{
+    __m256i u = _mm256_castps_si256(v);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                     _mm256_set1_epi32(0x7f800000));
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff)));
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), nan); /* quiet NaN */
+    r = _mm256_srli_epi32(r, 16);
+    /* pack 32 -> 16 within 128-bit halves (values <= 0xffff, no saturation), then gather halves */
+    __m256i pk = _mm256_packus_epi32(r, r);
+    pk = _mm256_permute4x64_epi64(pk, 0x08); /* qwords 0, 2 */
+    _mm_storeu_si128((__m128i *)(void *)p, _mm256_castsi256_si128(pk));
+}
+
+#endif

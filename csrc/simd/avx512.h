@@ -1,0 +1,197 @@
+/* simd/avx512.h: the 16-lane AVX-512 (F/BW/DQ/VL) implementation of fl_simd.h.
+ * Compiled only with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c (or MSVC /arch:AVX512).
+ * exp/log/log1p mirror fl_scalar_math.h step by step (same reduction, same coefficients, the
+ * Horner steps as fused multiply-adds), so lanes agree with the scalar twin to rounding of
+ * FMA contraction. Partial loads/stores use masks: no memory beyond n lanes is touched. */
+#ifndef FL_SIMD_AVX512_H
+#define FL_SIMD_AVX512_H
+
+#include <stdint.h>
+#include <immintrin.h>
+#include "../fl_scalar_math.h"
+#include "../fl_half.h"
+
+#if !defined(_MSC_VER) && !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__))
+#error "simd/avx512.h needs -mavx512f -mavx512bw -mavx512dq -mavx512vl"
+#endif
+
+#define FL_W 16
+typedef __m512 flv;
+
+static inline flv flv_set1(float a) { return _mm512_set1_ps(a); }
+static inline flv flv_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void flv_store(float *p, flv v) { _mm512_storeu_ps(p, v); }
+static inline __mmask16 fl_avx512_mask_(int64_t n)
+{
+    n = n < 0 ? 0 : (n > FL_W ? FL_W : n);
+    return (__mmask16)((1u << (unsigned)n) - 1u);
+}
+static inline flv flv_load_part(const float *p, int64_t n, float fill)
+{
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), fl_avx512_mask_(n), p);
+}
+static inline void flv_store_part(float *p, flv v, int64_t n) { _mm512_mask_storeu_ps(p, fl_avx512_mask_(n), v); }
+static inline flv flv_add(flv a, flv b) { return _mm512_add_ps(a, b); }
+static inline flv flv_sub(flv a, flv b) { return _mm512_sub_ps(a, b); }
+static inline flv flv_mul(flv a, flv b) { return _mm512_mul_ps(a, b); }
+static inline flv flv_div(flv a, flv b) { return _mm512_div_ps(a, b); }
+/* (a != a || a > b) ? a : b, as scalar.h: vmaxps gives b when either is NaN, so put a back
+ * where a is NaN. For +-0 vmaxps returns b, like the scalar expression. */
+static inline flv flv_max(flv a, flv b)
+{
+    return _mm512_mask_mov_ps(_mm512_max_ps(a, b), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);
+}
+static inline flv flv_min(flv a, flv b)
+{
+    return _mm512_mask_mov_ps(_mm512_min_ps(a, b), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);
+}
+static inline flv flv_fma(flv a, flv b, flv c) { return _mm512_fmadd_ps(a, b, c); }
+static inline flv flv_abs(flv a)
+{
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff)));
+}
+static inline flv flv_neg(flv a)
+{
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u)));
+}
+static inline flv flv_zero_nan(flv a) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a); }
+static inline flv flv_sel_neg(flv c, flv a, flv b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(c, _mm512_setzero_ps(), _CMP_LT_OQ), b, a); }
+static inline __m256 fl_avx512_max8_(__m256 a, __m256 b)
+{
+    return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+static inline __m128 fl_avx512_max4_(__m128 a, __m128 b)
+{
+    return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+static inline float flv_hmax(flv a)
+{
+    __m256 m8 = fl_avx512_max8_(_mm512_castps512_ps256(a),
+                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    __m128 m4 = fl_avx512_max4_(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = fl_avx512_max4_(m4, _mm_movehl_ps(m4, m4));
+    m4 = fl_avx512_max4_(m4, _mm_shuffle_ps(m4, m4, 0x55));
+    return _mm_cvtss_f32(m4);
+}
+static inline double flv_hsum_d(flv a)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    __m512d s8 = _mm512_add_pd(lo, hi);
+    __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(s8), _mm512_extractf64x4_pd(s8, 1));
+    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    s2 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
+    return _mm_cvtsd_f64(s2);
+}
+
+static inline flv flv_exp(flv x)
+{
+    __mmask16 hi = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FL_EXPF_HI), _CMP_GT_OQ);
+    flv xc = _mm512_mask_mov_ps(x, hi, _mm512_set1_ps(89.0f));
+    __mmask16 lo = _mm512_cmp_ps_mask(xc, _mm512_set1_ps(FL_EXPF_LO), _CMP_LT_OQ);
+    xc = _mm512_mask_mov_ps(xc, lo, _mm512_set1_ps(-104.0f));
+    flv n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FL_LOG2E_F)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    /* 2^n = 2^n1 * 2^n2, n1 = n/2 truncated toward zero */
+    __m512i ni = _mm512_cvtps_epi32(n);
+    __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
+    __m512i n2 = _mm512_sub_epi32(ni, n1);
+    __m512i bias = _mm512_set1_epi32(127);
+    flv s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+    flv s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+    flv y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+/* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */
+static inline flv fl_log_core_(flv x, flv c)
+{
+    __mmask16 sub = _mm512_cmp_ps_mask(x, _mm512_set1_ps(1.17549435e-38f), _CMP_LT_OQ);
+    flv xs = _mm512_mask_mul_ps(x, sub, x, _mm512_set1_ps(8388608.0f));
+    __m512i u = _mm512_castps_si512(xs);
+    __m512i e = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 23), _mm512_set1_epi32(0xff)),
+                                 _mm512_set1_epi32(126));
+    flv m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(u, _mm512_set1_epi32(0x007fffff)),
+                                                _mm512_set1_epi32(0x3f000000)));
+    __mmask16 small = _mm512_cmp_ps_mask(m, _mm512_set1_ps(FL_SQRTH_F), _CMP_LT_OQ);
+    e = _mm512_mask_sub_epi32(e, small, e, _mm512_set1_epi32(1));
+    m = _mm512_mask_add_ps(m, small, m, m);
+    flv t = _mm512_sub_ps(m, _mm512_set1_ps(1.0f));
+    flv z = _mm512_mul_ps(t, t);
+    flv p = _mm512_set1_ps(7.0376836292e-2f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.1514610310e-1f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.1676998740e-1f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.2420140846e-1f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.4249322787e-1f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.6668057665e-1f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(2.0000714765e-1f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-2.4999993993e-1f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(3.3333331174e-1f));
+    flv fe = _mm512_cvtepi32_ps(e);
+    fe = _mm512_mask_sub_ps(fe, sub, fe, _mm512_set1_ps(23.0f));
+    flv y = _mm512_mul_ps(_mm512_mul_ps(p, t), z);
+    y = _mm512_add_ps(y, _mm512_fmadd_ps(fe, _mm512_set1_ps(-2.12194440e-4f), c));
+    y = _mm512_fnmadd_ps(_mm512_set1_ps(0.5f), z, y);
+    y = _mm512_add_ps(t, y);
+    y = _mm512_fmadd_ps(fe, _mm512_set1_ps(0.693359375f), y);
+    flv zero = _mm512_setzero_ps();
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, zero, _CMP_EQ_OQ), _mm512_set1_ps(-INFINITY));
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), _mm512_set1_ps(NAN));
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ), x);
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+static inline flv flv_log(flv x) { return fl_log_core_(x, _mm512_setzero_ps()); }
+
+static inline flv flv_log1p(flv x)
+{
+    flv one = _mm512_set1_ps(1.0f);
+    flv u = _mm512_add_ps(one, x);
+    flv corr = _mm512_sub_ps(_mm512_sub_ps(u, one), x);
+    flv y = fl_log_core_(u, _mm512_div_ps(flv_neg(corr), u));
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(u, one, _CMP_EQ_OQ), x);
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_EQ_OQ), _mm512_set1_ps(-INFINITY));
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ), x);
+}
+
+/* vcvtph2ps quiets signalling NaNs; fl_half.h widens them unchanged, so clear the quiet bit
+ * again in those lanes (halves with 0x7c00 < |h| < 0x7e00) to stay bit-identical with it. */
+static inline flv flv_load_f16(const uint16_t *p)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    __m512i a = _mm512_and_si512(_mm512_cvtepu16_epi32(h), _mm512_set1_epi32(0x7fff));
+    __mmask16 snan = _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(0x7c00)) &
+                     _mm512_cmplt_epi32_mask(a, _mm512_set1_epi32(0x7e00));
+    __m512i f = _mm512_castps_si512(_mm512_cvtph_ps(h));
+    return _mm512_castsi512_ps(_mm512_mask_andnot_epi32(f, snan, _mm512_set1_epi32(0x00400000), f));
+}
+static inline void flv_store_f16(uint16_t *p, flv v)
+{
+    _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+static inline flv flv_load_bf16(const uint16_t *p)
+{
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+static inline void flv_store_bf16(uint16_t *p, flv v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+    r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000)); /* quiet NaN */
+    _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+}
+
+#endif

@@ -1,0 +1,159 @@
+/* simd/neon.h: the 4-lane AArch64 Advanced SIMD implementation of fl_simd.h.
+ * exp/log/log1p mirror fl_scalar_math.h step by step (same reduction, same coefficients, the
+ * Horner steps as fused multiply-adds). Partial loads/stores go lane by lane through a
+ * stack buffer, so memory beyond n lanes is never touched. */
+#ifndef FL_SIMD_NEON_H
+#define FL_SIMD_NEON_H
+
+#include <stdint.h>
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <arm64_neon.h>
+#else
+#include <arm_neon.h>
+#endif
+#include "../fl_scalar_math.h"
+#include "../fl_half.h"
+
+#if !defined(_MSC_VER) && !defined(__aarch64__)
+#error "simd/neon.h needs AArch64"
+#endif
+
+#define FL_W 4
+typedef float32x4_t flv;
+
+static inline flv flv_set1(float a) { return vdupq_n_f32(a); }
+static inline flv flv_load(const float *p) { return vld1q_f32(p); }
+static inline void flv_store(float *p, flv v) { vst1q_f32(p, v); }
+static inline flv flv_load_part(const float *p, int64_t n, float fill)
+{
+    float b[4] = {fill, fill, fill, fill};
+    for (int64_t i = 0; i < n && i < 4; i++) b[i] = p[i];
+    return vld1q_f32(b);
+}
+static inline void flv_store_part(float *p, flv v, int64_t n)
+{
+    float b[4];
+    vst1q_f32(b, v);
+    for (int64_t i = 0; i < n && i < 4; i++) p[i] = b[i];
+}
+static inline flv flv_add(flv a, flv b) { return vaddq_f32(a, b); }
+static inline flv flv_sub(flv a, flv b) { return vsubq_f32(a, b); }
+static inline flv flv_mul(flv a, flv b) { return vmulq_f32(a, b); }
+static inline flv flv_div(flv a, flv b) { return vdivq_f32(a, b); }
+static inline uint32x4_t fl_neon_isnan_(flv a) { return vmvnq_u32(vceqq_f32(a, a)); }
+/* (a != a || a > b) ? a : b exactly as scalar.h (fmax would differ on +-0 and on which NaN) */
+static inline flv flv_max(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcgtq_f32(a, b)), a, b); }
+static inline flv flv_min(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcltq_f32(a, b)), a, b); }
+static inline flv flv_fma(flv a, flv b, flv c) { return vfmaq_f32(c, a, b); }
+static inline flv flv_abs(flv a) { return vabsq_f32(a); }
+static inline flv flv_neg(flv a) { return vnegq_f32(a); }
+static inline flv flv_zero_nan(flv a) { return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vceqq_f32(a, a))); }
+static inline flv flv_sel_neg(flv c, flv a, flv b) { return vbslq_f32(vcltq_f32(c, vdupq_n_f32(0.0f)), a, b); }
+static inline float flv_hmax(flv a)
+{
+    flv m = flv_max(a, vextq_f32(a, a, 2));
+    m = flv_max(m, vextq_f32(m, m, 1));
+    return vgetq_lane_f32(m, 0);
+}
+static inline double flv_hsum_d(flv a)
+{
+    float64x2_t s = vaddq_f64(vcvt_f64_f32(vget_low_f32(a)), vcvt_high_f64_f32(a));
+    return vaddvq_f64(s);
+}
+#define FL_NEON_C(v) vdupq_n_f32(v)
+
+static inline flv flv_exp(flv x)
+{
+    flv xc = vbslq_f32(vcgtq_f32(x, FL_NEON_C(FL_EXPF_HI)), FL_NEON_C(89.0f), x);
+    xc = vbslq_f32(vcltq_f32(xc, FL_NEON_C(FL_EXPF_LO)), FL_NEON_C(-104.0f), xc);
+    flv n = vrndnq_f32(vmulq_f32(xc, FL_NEON_C(FL_LOG2E_F)));
+    flv r = vfmsq_f32(xc, n, FL_NEON_C(FL_LN2_HI_F));
+    r = vfmsq_f32(r, n, FL_NEON_C(FL_LN2_LO_F));
+    flv p = FL_NEON_C(1.9875691500e-4f);
+    p = vfmaq_f32(FL_NEON_C(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(FL_NEON_C(8.3334519073e-3f), p, r);
+    p = vfmaq_f32(FL_NEON_C(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(FL_NEON_C(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(FL_NEON_C(5.0000001201e-1f), p, r);
+    p = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), FL_NEON_C(1.0f));
+    int32x4_t ni = vcvtq_s32_f32(n); /* n is integral; NaN lanes give 0, replaced below */
+    int32x4_t n1 = vshrq_n_s32(vaddq_s32(ni, vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(ni), 31))), 1);
+    int32x4_t n2 = vsubq_s32(ni, n1);
+    int32x4_t bias = vdupq_n_s32(127);
+    flv s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+    flv s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+    flv y = vmulq_f32(vmulq_f32(p, s1), s2);
+    return vbslq_f32(fl_neon_isnan_(x), x, y);
+}
+
+/* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */
+static inline flv fl_log_core_(flv x, flv c)
+{
+    uint32x4_t sub = vcltq_f32(x, FL_NEON_C(1.17549435e-38f));
+    flv xs = vbslq_f32(sub, vmulq_f32(x, FL_NEON_C(8388608.0f)), x);
+    uint32x4_t u = vreinterpretq_u32_f32(xs);
+    int32x4_t e = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(vshrq_n_u32(u, 23), vdupq_n_u32(0xff))), vdupq_n_s32(126));
+    flv m = vreinterpretq_f32_u32(vorrq_u32(vandq_u32(u, vdupq_n_u32(0x007fffffu)), vdupq_n_u32(0x3f000000u)));
+    uint32x4_t small = vcltq_f32(m, FL_NEON_C(FL_SQRTH_F));
+    e = vaddq_s32(e, vreinterpretq_s32_u32(small)); /* mask lanes are -1 */
+    m = vbslq_f32(small, vaddq_f32(m, m), m);
+    flv t = vsubq_f32(m, FL_NEON_C(1.0f));
+    flv z = vmulq_f32(t, t);
+    flv p = FL_NEON_C(7.0376836292e-2f);
+    p = vfmaq_f32(FL_NEON_C(-1.1514610310e-1f), p, t);
+    p = vfmaq_f32(FL_NEON_C(1.1676998740e-1f), p, t);
+    p = vfmaq_f32(FL_NEON_C(-1.2420140846e-1f), p, t);
+    p = vfmaq_f32(FL_NEON_C(1.4249322787e-1f), p, t);
+    p = vfmaq_f32(FL_NEON_C(-1.6668057665e-1f), p, t);
+    p = vfmaq_f32(FL_NEON_C(2.0000714765e-1f), p, t);
+    p = vfmaq_f32(FL_NEON_C(-2.4999993993e-1f), p, t);
+    p = vfmaq_f32(FL_NEON_C(3.3333331174e-1f), p, t);
+    flv fe = vsubq_f32(vcvtq_f32_s32(e), vreinterpretq_f32_u32(vandq_u32(sub, vreinterpretq_u32_f32(FL_NEON_C(23.0f)))));
+    flv y = vmulq_f32(vmulq_f32(p, t), z);
+    y = vaddq_f32(y, vfmaq_f32(c, fe, FL_NEON_C(-2.12194440e-4f)));
+    y = vfmsq_f32(y, FL_NEON_C(0.5f), z);
+    y = vaddq_f32(t, y);
+    y = vfmaq_f32(y, fe, FL_NEON_C(0.693359375f));
+    flv zero = vdupq_n_f32(0.0f);
+    y = vbslq_f32(vceqq_f32(x, zero), FL_NEON_C(-INFINITY), y);
+    y = vbslq_f32(vcltq_f32(x, zero), FL_NEON_C(NAN), y);
+    y = vbslq_f32(vceqq_f32(x, FL_NEON_C(INFINITY)), x, y);
+    return vbslq_f32(fl_neon_isnan_(x), x, y);
+}
+
+static inline flv flv_log(flv x) { return fl_log_core_(x, vdupq_n_f32(0.0f)); }
+
+static inline flv flv_log1p(flv x)
+{
+    flv one = FL_NEON_C(1.0f);
+    flv u = vaddq_f32(one, x);
+    flv corr = vsubq_f32(vsubq_f32(u, one), x);
+    flv y = fl_log_core_(u, vdivq_f32(vnegq_f32(corr), u));
+    y = vbslq_f32(vceqq_f32(u, one), x, y);
+    y = vbslq_f32(vceqq_f32(u, vdupq_n_f32(0.0f)), FL_NEON_C(-INFINITY), y);
+    return vbslq_f32(vceqq_f32(x, FL_NEON_C(INFINITY)), x, y);
+}
+
+/* FCVT quiets signalling NaNs; fl_half.h widens them unchanged, so clear the quiet bit again
+ * in those lanes (halves with 0x7c00 < |h| < 0x7e00) to stay bit-identical with it. */
+static inline flv flv_load_f16(const uint16_t *p)
+{
+    uint16x4_t h = vld1_u16(p);
+    uint32x4_t a = vmovl_u16(vand_u16(h, vdup_n_u16(0x7fff)));
+    uint32x4_t snan = vandq_u32(vcgtq_u32(a, vdupq_n_u32(0x7c00)), vcltq_u32(a, vdupq_n_u32(0x7e00)));
+    uint32x4_t f = vreinterpretq_u32_f32(vcvt_f32_f16(vreinterpret_f16_u16(h)));
+    return vreinterpretq_f32_u32(vbicq_u32(f, vandq_u32(snan, vdupq_n_u32(0x00400000u))));
+}
+static inline void flv_store_f16(uint16_t *p, flv v) { vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(v))); }
+static inline flv flv_load_bf16(const uint16_t *p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+static inline void flv_store_bf16(uint16_t *p, flv v)
+{
+    uint32x4_t u = vreinterpretq_u32_f32(v);
+    uint32x4_t nan = vcgtq_u32(vandq_u32(u, vdupq_n_u32(0x7fffffffu)), vdupq_n_u32(0x7f800000u));
+    uint32x4_t odd = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+    uint32x4_t r = vaddq_u32(u, vaddq_u32(odd, vdupq_n_u32(0x7fffu)));
+    r = vbslq_u32(nan, vorrq_u32(u, vdupq_n_u32(0x00400000u)), r); /* quiet NaN */
+    vst1_u16(p, vshrn_n_u32(r, 16));
+}
+
+#endif

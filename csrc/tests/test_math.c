@@ -1,0 +1,571 @@
+/* test_math.c: accuracy and semantics tests of one ISA build of fl_simd.h.
+ *
+ *   cc -O2 -std=c11 -DFL_ISA=N [ISA flags] test_math.c -o test_math -lm -lpthread
+ *   ./test_math [--quick | --stride N] [--threads N] [--bench]
+ *
+ * Default is exhaustive: flv_exp over every float32 bit pattern, flv_log over every
+ * non-negative float (negatives sampled), flv_log1p over every float in [-1, inf] (below -1
+ * sampled), float32 -> f16/bf16 narrowing over every float, and all 65536 f16/bf16 widenings,
+ * each against double-precision libm (ULP error measured against the unrounded double result;
+ * inf counts as 2^128). --quick (or --stride N) samples every N-th bit pattern instead, plus
+ * dense windows around the edges. The scalar double functions of fl_scalar_math.h are checked
+ * against long double libm on random samples. Exits 1 if any limit (2 ULP) is broken. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+#include <math.h>
+#include <time.h>
+#include <pthread.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#define HAVE_MMAP 1
+#endif
+#include "../fl_simd.h"
+
+#define ULP_LIMIT 2.0
+
+static uint64_t g_stride = 1;
+static int g_threads = 2;
+static int g_fail = 0;
+
+static const char *isa_name(void)
+{
+    switch (FL_ISA) {
+    case FL_ISA_SCALAR: return "scalar";
+    case FL_ISA_AVX2: return "avx2";
+    case FL_ISA_AVX512: return "avx512";
+    case FL_ISA_NEON: return "neon";
+    }
+    return "?";
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- ULP error of a float result y against an exact-ish double reference r ---- */
+static double ulp_err_f(float y, double r)
+{
+    if (r != r) return y != y ? 0.0 : 1e30;
+    if (y != y) return 1e30;
+    double ra = fabs(r);
+    if (ra >= 0x1p128) { /* true result overflows float: inf of the right sign is exact */
+        if (isinf(y) && (y > 0) == (r > 0)) return 0.0;
+        if (isinf(r)) return 1e30;
+        /* finite y: measure as usual against r */
+    }
+    double yd = isinf(y) ? copysign(0x1p128, (double)y) : (double)y;
+    if (isinf(r)) return yd == r ? 0.0 : 1e30;
+    double ulp;
+    if (ra < 0x1p-126) ulp = 0x1p-149;
+    else {
+        uint64_t b; memcpy(&b, &ra, 8);
+        int e = (int)((b >> 52) & 0x7ff) - 1023; /* ra in [2^e, 2^(e+1)) */
+        ulp = ldexp(1.0, e - 23);
+    }
+    return fabs(yd - r) / ulp;
+}
+
+static double ulp_err_d(double y, long double r)
+{
+    if (r != r) return y != y ? 0.0 : 1e30;
+    if (y != y) return 1e30;
+    if (isinf(y) || isinf((double)r)) {
+        if ((double)r == y) return 0.0;
+        long double yl = isinf(y) ? copysignl(0x1p1024L, (long double)y) : (long double)y;
+        long double ra = fabsl(r);
+        if (ra >= 0x1p1024L && isinf(y) && (y > 0) == (r > 0)) return 0.0;
+        int e; frexpl(ra, &e);
+        return (double)(fabsl(yl - r) / ldexpl(1.0L, e - 53));
+    }
+    long double ra = fabsl(r);
+    long double ulp;
+    if (ra < 0x1p-1022L) ulp = 0x1p-1074L;
+    else { int e; frexpl(ra, &e); ulp = ldexpl(1.0L, e - 53); }
+    return (double)(fabsl((long double)y - r) / ulp);
+}
+
+/* ---- float32 lane functions, range sweeps on threads ---- */
+enum { FN_EXP, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
+static const char *fn_name[FN_COUNT] = {"exp", "log", "log1p", "f32->f16", "f32->bf16"};
+
+typedef struct {
+    double maxerr;
+    uint32_t worst;
+    float worst_y;
+    uint64_t n, over1, bad, scalar_diff;
+} stat_t;
+
+typedef struct {
+    int fn;
+    uint64_t lo, hi, stride; /* bit patterns lo, lo+stride, ... <= hi */
+    int tid, nthreads;
+    stat_t st;
+} job_t;
+
+#define BATCH 4096
+#define CHUNK (1u << 18)
+
+static void eval_batch(int fn, const float *in, float *out, uint16_t *h, int nb)
+{
+    for (int i = 0; i < nb; i += FL_W) {
+        flv x = flv_load(in + i);
+        switch (fn) {
+        case FN_EXP: flv_store(out + i, flv_exp(x)); break;
+        case FN_LOG: flv_store(out + i, flv_log(x)); break;
+        case FN_LOG1P: flv_store(out + i, flv_log1p(x)); break;
+        case FN_F16: flv_store_f16(h + i, x); break;
+        case FN_BF16: flv_store_bf16(h + i, x); break;
+        }
+    }
+}
+
+static void *run_job(void *arg)
+{
+    job_t *j = (job_t *)arg;
+    float *in = malloc(BATCH * sizeof(float)), *out = malloc(BATCH * sizeof(float));
+    uint16_t *h = malloc(BATCH * sizeof(uint16_t));
+    stat_t st = {0};
+    uint64_t nitems = (j->hi - j->lo) / j->stride + 1;
+    for (uint64_t c0 = (uint64_t)j->tid * CHUNK; c0 < nitems; c0 += (uint64_t)j->nthreads * CHUNK) {
+        uint64_t c1 = c0 + CHUNK < nitems ? c0 + CHUNK : nitems;
+        for (uint64_t b0 = c0; b0 < c1; b0 += BATCH) {
+            int nb = (int)(c1 - b0 < BATCH ? c1 - b0 : BATCH);
+            for (int i = 0; i < BATCH; i++)
+                in[i] = fl_u2f((uint32_t)(j->lo + (b0 + (uint64_t)(i < nb ? i : 0)) * j->stride));
+            eval_batch(j->fn, in, out, h, BATCH);
+            for (int i = 0; i < nb; i++) {
+                float x = in[i];
+                double e;
+                if (j->fn == FN_F16 || j->fn == FN_BF16) {
+                    uint16_t ref = j->fn == FN_F16 ? fl_f32_to_f16(x) : fl_f32_to_bf16(x);
+                    e = h[i] == ref ? 0.0 : 1e30;
+                    if (e != 0.0 && st.bad < 5)
+                        fprintf(stderr, "  %s(%08x) = %04x, fl_half.h gives %04x\n", fn_name[j->fn], fl_f2u(x), h[i], ref);
+                    out[i] = 0;
+                } else {
+                    double r; float s;
+                    if (j->fn == FN_EXP) { r = exp((double)x); s = fl_expf_s(x); }
+                    else if (j->fn == FN_LOG) { r = log((double)x); s = fl_logf_s(x); }
+                    else { r = log1p((double)x); s = fl_log1pf_s(x); }
+                    e = ulp_err_f(out[i], r);
+                    if (fl_f2u(s) != fl_f2u(out[i]) && !(s != s && out[i] != out[i])) st.scalar_diff++;
+                    /* signed zeros must be right too */
+                    if (e == 0.0 && out[i] == 0.0f && r == 0.0 && !!signbit(out[i]) != !!signbit(r)) e = 1e30;
+                }
+                st.n++;
+                if (e > 1.0) st.over1++;
+                if (e > ULP_LIMIT) {
+                    if (st.bad < 5 && j->fn < FN_F16)
+                        fprintf(stderr, "  %s(%a [%08x]) = %a, ref %a (%g ulp)\n", fn_name[j->fn], x, fl_f2u(x), out[i],
+                                j->fn == FN_EXP ? exp((double)x) : j->fn == FN_LOG ? log((double)x) : log1p((double)x), e);
+                    st.bad++;
+                }
+                if (e > st.maxerr || st.n == 1) { st.maxerr = e; st.worst = fl_f2u(x); st.worst_y = out[i]; }
+            }
+        }
+    }
+    j->st = st;
+    free(in); free(out); free(h);
+    return NULL;
+}
+
+static void merge(stat_t *a, const stat_t *b)
+{
+    if (b->n && (b->maxerr > a->maxerr || a->n == 0)) { a->maxerr = b->maxerr; a->worst = b->worst; a->worst_y = b->worst_y; }
+    a->n += b->n; a->over1 += b->over1; a->bad += b->bad; a->scalar_diff += b->scalar_diff;
+}
+
+static void sweep(int fn, uint64_t lo, uint64_t hi, uint64_t stride, stat_t *acc)
+{
+    job_t jobs[64];
+    pthread_t th[64];
+    int T = g_threads < 1 ? 1 : (g_threads > 64 ? 64 : g_threads);
+    for (int t = 0; t < T; t++) {
+        jobs[t].fn = fn; jobs[t].lo = lo; jobs[t].hi = hi; jobs[t].stride = stride;
+        jobs[t].tid = t; jobs[t].nthreads = T;
+        if (T == 1) run_job(&jobs[t]);
+        else pthread_create(&th[t], NULL, run_job, &jobs[t]);
+    }
+    for (int t = 0; t < T; t++) {
+        if (T > 1) pthread_join(th[t], NULL);
+        merge(acc, &jobs[t].st);
+    }
+}
+
+/* a sweep over [lo, hi]: every pattern when exhaustive, else strided plus the given dense windows */
+typedef struct { uint32_t lo, hi; } range_t;
+
+static void report(int fn, const stat_t *s, double secs, int is_ulp)
+{
+    if (is_ulp)
+        printf("[%s] %-9s max %.3f ulp at x=%a (0x%08x -> %a); %llu inputs, %llu > 1 ulp, %llu > %g ulp, %llu differ from scalar twin (%.1f s)\n",
+               isa_name(), fn_name[fn], s->maxerr, fl_u2f(s->worst), s->worst, s->worst_y, (unsigned long long)s->n,
+               (unsigned long long)s->over1, (unsigned long long)s->bad, ULP_LIMIT, (unsigned long long)s->scalar_diff, secs);
+    else
+        printf("[%s] %-9s %llu inputs, %llu mismatches vs fl_half.h (%.1f s)\n", isa_name(), fn_name[fn],
+               (unsigned long long)s->n, (unsigned long long)s->bad, secs);
+    if (s->bad) g_fail = 1;
+    fflush(stdout);
+}
+
+static void test_fn(int fn, const range_t *full, int nfull, const range_t *sampled, int nsampled,
+                    const range_t *dense, int ndense)
+{
+    stat_t acc = {0};
+    double t0 = now_s();
+    for (int i = 0; i < nfull; i++) sweep(fn, full[i].lo, full[i].hi, g_stride, &acc);
+    /* ranges that are only sampled even in exhaustive mode (results all NaN etc.) */
+    for (int i = 0; i < nsampled; i++) sweep(fn, sampled[i].lo, sampled[i].hi, g_stride > 257 ? g_stride : 257, &acc);
+    if (g_stride > 1)
+        for (int i = 0; i < ndense; i++) sweep(fn, dense[i].lo, dense[i].hi, 1, &acc);
+    report(fn, &acc, now_s() - t0, fn < FN_F16);
+}
+
+/* ---- special values, exact expectations ---- */
+static int check_bits(const char *what, float got, float want)
+{
+    if (fl_f2u(got) == fl_f2u(want) || (got != got && want != want)) return 0;
+    printf("[%s] FAIL %s: got %a (0x%08x), want %a (0x%08x)\n", isa_name(), what, got, fl_f2u(got), want, fl_f2u(want));
+    g_fail = 1;
+    return 1;
+}
+
+static float lane1(flv (*f)(flv), float x)
+{
+    float a[FL_W], b[FL_W];
+    for (int i = 0; i < FL_W; i++) a[i] = x;
+    flv_store(b, f(flv_load(a)));
+    for (int i = 1; i < FL_W; i++)
+        if (fl_f2u(b[i]) != fl_f2u(b[0])) { printf("[%s] FAIL lanes disagree\n", isa_name()); g_fail = 1; }
+    return b[0];
+}
+
+static void test_specials(void)
+{
+    const float inf = INFINITY, nan = NAN;
+    check_bits("exp(-inf)", lane1(flv_exp, -inf), 0.0f);
+    check_bits("exp(+inf)", lane1(flv_exp, inf), inf);
+    check_bits("exp(nan)", lane1(flv_exp, nan), nan);
+    check_bits("exp(0)", lane1(flv_exp, 0.0f), 1.0f);
+    check_bits("exp(-0)", lane1(flv_exp, -0.0f), 1.0f);
+    check_bits("exp(-104)", lane1(flv_exp, -104.0f), 0.0f);
+    check_bits("exp(89)", lane1(flv_exp, 89.0f), inf);
+    check_bits("exp(-1e30)", lane1(flv_exp, -1e30f), 0.0f);
+    check_bits("exp(1e30)", lane1(flv_exp, 1e30f), inf);
+    check_bits("log(0)", lane1(flv_log, 0.0f), -inf);
+    check_bits("log(-0)", lane1(flv_log, -0.0f), -inf);
+    check_bits("log(-1)", lane1(flv_log, -1.0f), nan);
+    check_bits("log(-inf)", lane1(flv_log, -inf), nan);
+    check_bits("log(inf)", lane1(flv_log, inf), inf);
+    check_bits("log(1)", lane1(flv_log, 1.0f), 0.0f);
+    check_bits("log(nan)", lane1(flv_log, nan), nan);
+    check_bits("log(min subnormal)", lane1(flv_log, 0x1p-149f), (float)log(0x1p-149));
+    check_bits("log1p(-1)", lane1(flv_log1p, -1.0f), -inf);
+    check_bits("log1p(-2)", lane1(flv_log1p, -2.0f), nan);
+    check_bits("log1p(-inf)", lane1(flv_log1p, -inf), nan);
+    check_bits("log1p(inf)", lane1(flv_log1p, inf), inf);
+    check_bits("log1p(0)", lane1(flv_log1p, 0.0f), 0.0f);
+    check_bits("log1p(-0)", lane1(flv_log1p, -0.0f), -0.0f);
+    check_bits("log1p(nan)", lane1(flv_log1p, nan), nan);
+    check_bits("log1p(min subnormal)", lane1(flv_log1p, 0x1p-149f), 0x1p-149f);
+    check_bits("log1p(FLT_MAX)", lane1(flv_log1p, 0x1.fffffep127f), (float)log1p(0x1.fffffep127));
+    /* the same for the scalar functions */
+    check_bits("fl_expf_s(-inf)", fl_expf_s(-inf), 0.0f);
+    check_bits("fl_expf_s(inf)", fl_expf_s(inf), inf);
+    check_bits("fl_logf_s(0)", fl_logf_s(0.0f), -inf);
+    check_bits("fl_log1pf_s(-1)", fl_log1pf_s(-1.0f), -inf);
+    check_bits("fl_log1pf_s(-0)", fl_log1pf_s(-0.0f), -0.0f);
+    check_bits("fl_log1pf_s(inf)", fl_log1pf_s(inf), inf);
+    double dinf = INFINITY;
+    if (!(fl_exp_d(-dinf) == 0.0 && fl_exp_d(dinf) == dinf && fl_exp_d(NAN) != fl_exp_d(NAN) &&
+          fl_exp_d(-746.0) == 0.0 && fl_exp_d(710.0) == dinf && fl_exp_d(0.0) == 1.0 &&
+          fl_log_d(0.0) == -dinf && fl_log_d(-1.0) != fl_log_d(-1.0) && fl_log_d(dinf) == dinf &&
+          fl_log_d(1.0) == 0.0 && fl_log1p_d(-1.0) == -dinf && fl_log1p_d(dinf) == dinf &&
+          fl_log1p_d(-2.0) != fl_log1p_d(-2.0) && fl_log1p_d(0x1p-1074) == 0x1p-1074 &&
+          signbit(fl_log1p_d(-0.0)) && fl_log_d(0x1p-1074) == log(0x1p-1074))) {
+        printf("[%s] FAIL double specials\n", isa_name());
+        g_fail = 1;
+    } else
+        printf("[%s] specials ok\n", isa_name());
+}
+
+/* ---- halves: all 65536 widenings and round trips ---- */
+static void test_halves(void)
+{
+    uint16_t *h = malloc(65536 * 2), *h2 = malloc(65536 * 2);
+    float *f = malloc(65536 * 4);
+    int bad = 0;
+    for (int kind = 0; kind < 2; kind++) {
+        for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+        for (int i = 0; i < 65536; i += FL_W) {
+            flv v = kind ? flv_load_bf16(h + i) : flv_load_f16(h + i);
+            flv_store(f + i, v);
+            if (kind) flv_store_bf16(h2 + i, v); else flv_store_f16(h2 + i, v);
+        }
+        int nb = 0, nrt = 0;
+        for (int i = 0; i < 65536; i++) {
+            float want = kind ? fl_bf16_to_f32((uint16_t)i) : fl_f16_to_f32((uint16_t)i);
+            if (fl_f2u(f[i]) != fl_f2u(want)) {
+                if (nb++ < 4) printf("  %s widen %04x: %08x, fl_half.h %08x\n", kind ? "bf16" : "f16", i, fl_f2u(f[i]), fl_f2u(want));
+            }
+            uint16_t back = kind ? fl_f32_to_bf16(want) : fl_f32_to_f16(want);
+            int is_nan = kind ? ((i & 0x7fff) > 0x7f80) : ((i & 0x7fff) > 0x7c00);
+            /* round trip: identity except that NaNs come back quiet */
+            uint16_t expect = is_nan ? (uint16_t)(i | (kind ? 0x40 : 0x200)) : (uint16_t)i;
+            if (h2[i] != back || h2[i] != expect) {
+                if (nrt++ < 4) printf("  %s round trip %04x: %04x, fl_half.h %04x, expected %04x\n", kind ? "bf16" : "f16", i, h2[i], back, expect);
+            }
+        }
+        printf("[%s] %s: 65536 widenings %d mismatches, round trips %d mismatches\n", isa_name(), kind ? "bf16" : "f16", nb, nrt);
+        bad += nb + nrt;
+    }
+    if (bad) g_fail = 1;
+    free(h); free(h2); free(f);
+}
+
+/* ---- load_part/store_part/hmax/hsum/max/min/abs/neg ---- */
+static uint32_t rng_state = 12345u;
+static uint32_t rnd32(void) { rng_state ^= rng_state << 13; rng_state ^= rng_state >> 17; rng_state ^= rng_state << 5; return rng_state; }
+static uint64_t rnd64(void) { return ((uint64_t)rnd32() << 32) | rnd32(); }
+
+static void sem_fail(const char *what, int n)
+{
+    printf("[%s] FAIL %s (n=%d)\n", isa_name(), what, n);
+    g_fail = 1;
+}
+
+static float smax(float a, float b) { return (a != a || a > b) ? a : b; }
+static float smin(float a, float b) { return (a != a || a < b) ? a : b; }
+
+static void test_semantics(void)
+{
+    float buf[3 * FL_W], out[3 * FL_W];
+#ifdef HAVE_MMAP
+    /* data placed right before a PROT_NONE page: touching lane n faults */
+    long pg = sysconf(_SC_PAGESIZE);
+    char *mem = mmap(NULL, (size_t)(2 * pg), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED || mprotect(mem + pg, (size_t)pg, PROT_NONE) != 0) { sem_fail("mmap", 0); return; }
+#endif
+    for (int n = 0; n < FL_W; n++) {
+#ifdef HAVE_MMAP
+        float *edge = (float *)(mem + pg) - n;
+        for (int i = 0; i < n; i++) edge[i] = (float)(i + 1);
+        flv v = flv_load_part(edge, n, -7.5f);
+        flv_store(out, v);
+        for (int i = 0; i < FL_W; i++)
+            if (out[i] != (i < n ? (float)(i + 1) : -7.5f)) sem_fail("load_part at page end", n);
+        flv_store_part(edge, flv_set1(3.0f), n);
+        for (int i = 0; i < n; i++)
+            if (edge[i] != 3.0f) sem_fail("store_part at page end", n);
+#endif
+        for (int i = 0; i < 3 * FL_W; i++) buf[i] = -1.0f;
+        for (int i = 0; i < FL_W; i++) out[i] = (float)i + 0.5f;
+        flv_store_part(buf + FL_W, flv_load(out), n);
+        for (int i = 0; i < 3 * FL_W; i++) {
+            float want = (i >= FL_W && i < FL_W + n) ? (float)(i - FL_W) + 0.5f : -1.0f;
+            if (buf[i] != want) sem_fail("store_part touched other lanes", n);
+        }
+        v = flv_load_part(out, n, NAN);
+        flv_store(buf, v);
+        for (int i = 0; i < FL_W; i++)
+            if (i < n ? buf[i] != out[i] : buf[i] == buf[i]) sem_fail("load_part NaN fill", n);
+    }
+#ifdef HAVE_MMAP
+    munmap(mem, (size_t)(2 * pg));
+#endif
+    /* lane-wise ops against the scalar expressions, on specials and randoms, bit for bit */
+    const float sp[] = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, fl_u2f(0x7fa00001u), 0x1p-149f, 3.5f, -2.25f};
+    const int nsp = (int)(sizeof sp / sizeof sp[0]);
+    float a[FL_W], b[FL_W], r[FL_W];
+    for (int it = 0; it < 20000; it++) {
+        for (int i = 0; i < FL_W; i++) {
+            uint32_t k = rnd32();
+            a[i] = (k & 1) ? sp[(k >> 1) % nsp] : (float)((int32_t)(k >> 8) % 1000) * 0.125f;
+            k = rnd32();
+            b[i] = (k & 1) ? sp[(k >> 1) % nsp] : (float)((int32_t)(k >> 8) % 1000) * 0.125f;
+        }
+        flv va = flv_load(a), vb = flv_load(b);
+        flv_store(r, flv_max(va, vb));
+        for (int i = 0; i < FL_W; i++) if (fl_f2u(r[i]) != fl_f2u(smax(a[i], b[i]))) { sem_fail("max", i); break; }
+        flv_store(r, flv_min(va, vb));
+        for (int i = 0; i < FL_W; i++) if (fl_f2u(r[i]) != fl_f2u(smin(a[i], b[i]))) { sem_fail("min", i); break; }
+        flv_store(r, flv_abs(va));
+        for (int i = 0; i < FL_W; i++) if (fl_f2u(r[i]) != (fl_f2u(a[i]) & 0x7fffffffu)) { sem_fail("abs", i); break; }
+        flv_store(r, flv_neg(va));
+        for (int i = 0; i < FL_W; i++) if (fl_f2u(r[i]) != (fl_f2u(a[i]) ^ 0x80000000u)) { sem_fail("neg", i); break; }
+        flv_store(r, flv_fma(va, vb, flv_set1(0.25f)));
+        for (int i = 0; i < FL_W; i++) { float w = fmaf(a[i], b[i], 0.25f); if (fl_f2u(r[i]) != fl_f2u(w) && !(w != w && r[i] != r[i])) { sem_fail("fma", i); break; } }
+        flv_store(r, flv_div(flv_sub(flv_add(va, vb), vb), flv_mul(vb, vb)));
+        for (int i = 0; i < FL_W; i++) { float w = ((a[i] + b[i]) - b[i]) / (b[i] * b[i]); if (fl_f2u(r[i]) != fl_f2u(w) && !(w != w && r[i] != r[i])) { sem_fail("add/sub/mul/div", i); break; } }
+        /* hmax: NaN anywhere -> NaN, else the max */
+        float hm = flv_hmax(va);
+        int anynan = 0; float m = -INFINITY;
+        for (int i = 0; i < FL_W; i++) { if (a[i] != a[i]) anynan = 1; else if (a[i] > m) m = a[i]; }
+        if (anynan ? hm == hm : (hm != m)) sem_fail("hmax", it);
+        /* hsum_d: the values here are multiples of 1/8 or specials: exact in double */
+        double hs = flv_hsum_d(va), want = 0.0;
+        for (int i = 0; i < FL_W; i++) want += (double)a[i];
+        if (!(hs == want || (hs != hs && want != want))) sem_fail("hsum_d", it);
+    }
+    /* hsum_d really widens: 16777216 + 1 + 1 ... is not representable in float */
+    for (int i = 0; i < FL_W; i++) a[i] = i == 0 ? 16777216.0f : 1.0f;
+    if (flv_hsum_d(flv_load(a)) != 16777216.0 + (FL_W - 1)) sem_fail("hsum_d widening", 0);
+    for (int i = 0; i < FL_W; i++) a[i] = 0x1p127f;
+    if (flv_hsum_d(flv_load(a)) != 0x1p127 * FL_W) sem_fail("hsum_d overflow-free", 0);
+    /* hmax with a single NaN in each lane position */
+    for (int p = 0; p < FL_W; p++) {
+        for (int i = 0; i < FL_W; i++) a[i] = (float)i;
+        a[p] = NAN;
+        float hm = flv_hmax(flv_load(a));
+        if (hm == hm) sem_fail("hmax NaN lane", p);
+        for (int i = 0; i < FL_W; i++) a[i] = -INFINITY;
+        a[p] = 5.0f;
+        if (flv_hmax(flv_load(a)) != 5.0f) sem_fail("hmax position", p);
+    }
+    printf("[%s] semantics (load_part/store_part/max/min/abs/neg/fma/hmax/hsum_d) %s\n", isa_name(), g_fail ? "had failures" : "ok");
+}
+
+/* ---- scalar double functions of fl_scalar_math.h vs long double libm ---- */
+static void test_double(uint64_t nsamp)
+{
+    const char *names[3] = {"fl_exp_d", "fl_log_d", "fl_log1p_d"};
+    for (int fn = 0; fn < 3; fn++) {
+        double maxe = 0, worst = 0;
+        uint64_t bad = 0;
+        double t0 = now_s();
+        for (uint64_t k = 0; k < nsamp; k++) {
+            double x;
+            uint64_t b = rnd64();
+            int mode = (int)(k % 4);
+            if (fn == 0) {
+                if (mode == 0) x = -745.2 + 1455.0 * ((double)(b >> 11) * 0x1p-53);      /* whole range */
+                else if (mode == 1) x = -1.0 + 2.0 * ((double)(b >> 11) * 0x1p-53);       /* near 0 */
+                else if (mode == 2) x = -745.2 + 37.0 * ((double)(b >> 11) * 0x1p-53);    /* subnormal results */
+                else x = fl_u2d((b & 0x80000000ffffffffull) | ((uint64_t)(0x3c0 + (b >> 32) % 0x49) << 52)); /* 2^-63..2^9 */
+            } else if (fn == 1) {
+                if (mode == 0) x = fl_u2d(b & 0x7fefffffffffffffull);                    /* any positive */
+                else if (mode == 1) x = 0.5 + 1.5 * ((double)(b >> 11) * 0x1p-53);        /* near 1 */
+                else if (mode == 2) x = fl_u2d(b & 0x000fffffffffffffull);               /* subnormal */
+                else x = 1.0 + fl_u2d((b & 0x800fffffffffffffull) | ((uint64_t)(0x3a0 + (b >> 52) % 0x5f) << 52));
+            } else {
+                if (mode == 0) x = fl_u2d(b & 0x7fefffffffffffffull);
+                else if (mode == 1) x = -1.0 + 2.0 * ((double)(b >> 11) * 0x1p-53);
+                else if (mode == 2) x = fl_u2d((b & 0x800fffffffffffffull) | ((uint64_t)(0x3a0 + (b >> 52) % 0x5f) << 52));
+                else x = -1.0 + fl_u2d(b & 0x3fefffffffffffffull) * 0.0; /* placeholder, replaced below */
+                if (mode == 3) x = -((double)(b >> 11) * 0x1p-53);  /* (-1, 0] */
+            }
+            double y; long double r;
+            if (fn == 0) { y = fl_exp_d(x); r = expl((long double)x); }
+            else if (fn == 1) { y = fl_log_d(x); r = logl((long double)x); }
+            else { y = fl_log1p_d(x); r = log1pl((long double)x); }
+            double e = ulp_err_d(y, r);
+            if (e > maxe) { maxe = e; worst = x; }
+            if (e > ULP_LIMIT) { if (bad < 3) printf("  %s(%a) = %a, ref %La (%g ulp)\n", names[fn], x, y, r, e); bad++; }
+        }
+        printf("[%s] %-10s max %.3f ulp at x=%a; %llu samples, %llu > %g ulp (%.1f s)\n", isa_name(), names[fn], maxe, worst,
+               (unsigned long long)nsamp, (unsigned long long)bad, ULP_LIMIT, now_s() - t0);
+        if (bad) g_fail = 1;
+    }
+    /* edges */
+    const double ex[] = {709.78, 709.782712893384, -708.39, -708.4, -744.44, -745.13, -745.1332191019411, 1e-300, -1e-300, 0.5 * 0.6931471805599453, -0.5 * 0.6931471805599453};
+    for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+        double e = ulp_err_d(fl_exp_d(ex[i]), expl((long double)ex[i]));
+        if (e > ULP_LIMIT) { printf("[%s] FAIL fl_exp_d(%a) %g ulp\n", isa_name(), ex[i], e); g_fail = 1; }
+    }
+}
+
+/* ---- throughput of flv_exp in L1 ---- */
+static volatile float g_sink;
+static void bench(void)
+{
+    enum { N = 2048 };
+    static float in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = -20.0f + 40.0f * (float)i / N;
+    const char *names[3] = {"exp", "log", "log1p"};
+    for (int fn = 0; fn < 3; fn++) {
+        if (fn) for (int i = 0; i < N; i++) in[i] = 0.001f + 100.0f * (float)i / N;
+        long reps = 0;
+        double t0 = now_s(), t;
+        do {
+            for (int r = 0; r < 200; r++) {
+                for (int i = 0; i < N; i += FL_W) {
+                    flv x = flv_load(in + i);
+                    flv_store(out + i, fn == 0 ? flv_exp(x) : fn == 1 ? flv_log(x) : flv_log1p(x));
+                }
+                g_sink = out[r & (N - 1)];
+            }
+            reps += 200;
+            t = now_s() - t0;
+        } while (t < 0.5);
+        printf("[%s] bench flv_%s: %.3g elements/s (one thread, %d-element array in L1)\n", isa_name(), names[fn],
+               (double)reps * N / t, N);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    int do_bench = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) g_stride = 1021;
+        else if (!strcmp(argv[i], "--stride") && i + 1 < argc) g_stride = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--bench")) do_bench = 1;
+        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--bench]\n", argv[0]); return 2; }
+    }
+    if (g_stride < 1) g_stride = 1;
+    printf("[%s] FL_W=%d, %s, %d threads\n", isa_name(), FL_W, g_stride == 1 ? "exhaustive" : "sampled", g_threads);
+    double t0 = now_s();
+    test_specials();
+    test_semantics();
+    test_halves();
+
+    /* exp: every pattern; edges dense when sampling */
+    const range_t exp_full[] = {{0x00000000u, 0xffffffffu}};
+    const range_t exp_dense[] = {
+        {0x42b17000u, 0x42b18000u}, /* overflow threshold ~88.72 */
+        {0xc2ae0000u, 0xc2aefff0u}, /* results becoming subnormal, ~-87.3 */
+        {0xc2cf0000u, 0xc2d00000u}, /* last subnormal results, ~-103.97 */
+        {0x3e000000u, 0x3e008000u}, {0xbe000000u, 0xbe008000u}, /* reduction boundaries */
+        {0x3eb17000u, 0x3eb18000u}, {0xbeb17000u, 0xbeb18000u}, /* +-ln2/2 */
+        {0x32ffff00u, 0x33800100u}, {0xb2ffff00u, 0xb3800100u}, /* around 2^-25 */
+    };
+    test_fn(FN_EXP, exp_full, 1, NULL, 0, exp_dense, (int)(sizeof exp_dense / sizeof exp_dense[0]));
+
+    const range_t log_full[] = {{0x00000000u, 0x7f800000u}};
+    const range_t log_samp[] = {{0x7f800001u, 0xffffffffu}}; /* NaN in, NaN out */
+    const range_t log_dense[] = {
+        {0x00000000u, 0x00010000u}, {0x007f0000u, 0x00810000u}, /* subnormals, FLT_MIN */
+        {0x3f340000u, 0x3f360000u}, /* around sqrt(1/2) */
+        {0x3f7f0000u, 0x3f810000u}, /* around 1 */
+        {0x7f7f0000u, 0x7f800000u},
+    };
+    test_fn(FN_LOG, log_full, 1, log_samp, 1, log_dense, (int)(sizeof log_dense / sizeof log_dense[0]));
+
+    const range_t l1p_full[] = {{0x00000000u, 0x7f800000u}, {0x80000000u, 0xbf800000u}};
+    const range_t l1p_samp[] = {{0x7f800001u, 0x7fffffffu}, {0xbf800001u, 0xffffffffu}};
+    const range_t l1p_dense[] = {
+        {0x00000000u, 0x00010000u}, {0x80000000u, 0x80010000u},
+        {0x32f00000u, 0x34100000u}, {0xb2f00000u, 0xb4100000u}, /* |x| around 2^-25 .. 2^-23 */
+        {0xbe940000u, 0xbe980000u}, /* x ~ sqrt(1/2) - 1 */
+        {0x3ed30000u, 0x3ed50000u}, /* x ~ sqrt(2) - 1 */
+        {0xbf7f0000u, 0xbf800000u}, /* x -> -1 */
+    };
+    test_fn(FN_LOG1P, l1p_full, 2, l1p_samp, 2, l1p_dense, (int)(sizeof l1p_dense / sizeof l1p_dense[0]));
+
+    const range_t all[] = {{0x00000000u, 0xffffffffu}};
+    const range_t half_dense[] = {{0x33000000u - 8, 0x38800000u + 0x20000}, {0x477fe000u, 0x47800100u}};
+    test_fn(FN_F16, all, 1, NULL, 0, half_dense, 2);
+    test_fn(FN_BF16, all, 1, NULL, 0, half_dense, 0);
+
+    test_double(g_stride == 1 ? 4000000u : 200000u);
+    if (do_bench) bench();
+    printf("[%s] %s in %.1f s\n", isa_name(), g_fail ? "FAILED" : "all passed", now_s() - t0);
+    return g_fail ? 1 : 0;
+}
