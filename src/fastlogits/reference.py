@@ -170,18 +170,45 @@ def log_sigmoid(x, *, dtype=None, out=None):
     return _finish(_log_sigmoid_w(_work(x, wd)), od, dtype, out)
 
 
-def _lse_last(v):
-    """logsumexp over the last axis (keepdims) of a working-precision array.
-
-    m = max (nan if the slice holds nan); the shift uses m only when it is finite, so
-    an all -inf slice gives log(0) = -inf and a +inf slice gives +inf."""
-    if v.shape[-1] == 0:
-        return np.full(v.shape[:-1] + (1,), -np.inf, dtype=v.dtype)
+def _lse_parts(v):
+    """Pieces of logsumexp over the last axis (keepdims) of a working-precision array:
+    ``(shift, d, log_s)`` with ``d = v - shift``, ``log_s = log(sum(exp(d)))`` and
+    ``lse = shift + log_s``.  ``shift`` is the row maximum when it is finite and 0
+    otherwise, so an all -inf slice gives log(0) = -inf and a +inf slice gives +inf;
+    nan propagates.  An empty slice gives lse = -inf."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        m = np.max(v, axis=-1, keepdims=True)
-        shift = np.where(np.isfinite(m), m, 0)
-        s = np.sum(np.exp(v - shift), axis=-1, keepdims=True)
-        return shift + np.log(s)
+        if v.shape[-1] == 0:
+            shift = np.zeros(v.shape[:-1] + (1,), dtype=v.dtype)
+        else:
+            m = np.max(v, axis=-1, keepdims=True)
+            shift = np.where(np.isfinite(m), m, 0)
+        d = v - shift
+        e = np.exp(d)
+        # s = 1 + (sum of the others) when the maximum is finite: log1p keeps the
+        # accuracy of log s for rows dominated by one class (s close to 1)
+        if v.shape[-1] == 0:
+            log_s = np.log(np.sum(e, axis=-1, keepdims=True))
+        else:
+            first = np.argmax(np.where(np.isnan(v), -np.inf, v), axis=-1)[..., None]
+            is_first = np.arange(v.shape[-1]) == first
+            rest = np.sum(np.where(is_first, 0, e), axis=-1, keepdims=True)
+            log_s = np.where(np.isfinite(m), np.log1p(rest),
+                             np.log(np.sum(e, axis=-1, keepdims=True)))
+    return shift, d, log_s
+
+
+def _lse_last(v):
+    """logsumexp over the last axis (keepdims): ``m + log(sum(exp(x - m)))``."""
+    shift, _, log_s = _lse_parts(v)
+    return shift + log_s
+
+
+def _logp_last(v):
+    """``(x - m) - log(sum(exp(x - m)))`` (= x - lse without absorbing log s into a
+    huge m), no special-value handling."""
+    _, d, log_s = _lse_parts(v)
+    with np.errstate(invalid="ignore"):
+        return d - log_s
 
 
 def logsumexp(x, axis=-1, *, keepdims=False):
@@ -197,9 +224,8 @@ def logsumexp(x, axis=-1, *, keepdims=False):
 def _log_softmax_last(v):
     """x - lse, with slices that hold +inf / nan / only -inf all nan (PyTorch)."""
     lse = _lse_last(v)
-    with np.errstate(invalid="ignore"):
-        r = v - lse
-    bad = ~np.isfinite(lse) | np.isnan(lse)
+    r = _logp_last(v)
+    bad = ~np.isfinite(lse)
     return np.where(bad, np.nan, r)
 
 
@@ -233,12 +259,12 @@ def _entropy_last(v):
     C = v.shape[-1]
     if C == 0:
         return np.zeros(v.shape[:-1], dtype=v.dtype)
+    shift, d, log_s = _lse_parts(v)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         m = np.max(v, axis=-1, keepdims=True)
-        d = v - m
         e = np.exp(d)
         s = np.sum(e, axis=-1)
-        h = np.log(s) - np.sum(_times(e, d), axis=-1) / s
+        h = log_s[..., 0] - np.sum(_times(e, d), axis=-1) / s
         bad = ~np.isfinite(m[..., 0])          # all -inf, +inf, or nan
         return np.where(bad, np.nan, h)
 
@@ -384,9 +410,8 @@ def _ce_core(logits, target, axis, weight, sample_weight, ignore_index, reductio
                              f"shape), got {s.shape}")
 
     lse = _lse_last(v)                                  # (..., 1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        logp = v - lse
-        p = _softmax_last(v)
+    logp = _logp_last(v)                                # (x - m) - log s
+    p = _softmax_last(v)
     row_bad = np.any(np.isnan(v) | (v == np.inf), axis=-1)     # nan or +inf in row
     zterm = np.zeros(row_shape, dtype=wd) if z == 0 else z * lse[..., 0] ** 2
 
