@@ -781,3 +781,25 @@ def test_ulp_helpers():
     A.assert_rel_close([1.0, nan, inf], [1.0 + 1e-13, nan, inf], 1e-12, 0, "ok")
     with pytest.raises(AssertionError, match="relative"):
         A.assert_rel_close([1.0, 2.0], [1.0, 2.1], 1e-3, 0, "ctx")
+
+
+@pytest.mark.parametrize("fname", ["sigmoid", "log_sigmoid", "softmax", "log_softmax",
+                                   "logsumexp", "entropy"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_reference_rounds_correctly_vs_longdouble(fname, dtype):
+    """The float64-internal reference, rounded to a narrower dtype, is within ~0.5 ulp
+    of the extended-precision (longdouble) reference: checks the oracle and the ULP
+    helper together on every adversarial array."""
+    if np.finfo(np.longdouble).nmant < 60:
+        pytest.skip("longdouble is not extended precision here")
+    f = getattr(R, fname)
+    elementwise = fname in ("sigmoid", "log_sigmoid")
+    for desc, a, ax in A.adversarial_arrays(dtypes=(dtype,), huge=False):
+        if a.ndim == 0 and not elementwise:
+            continue
+        ld = np.asarray(a).astype(np.float32).astype(np.longdouble)
+        got = f(a) if elementwise else f(a, ax)
+        exp = f(ld) if elementwise else f(ld, ax)
+        inputs = {"x": a} if elementwise else {"row": np.moveaxis(a, ax, -1)}
+        A.assert_ulp_close(got, exp, 0.501, A.as_dtype(dtype),
+                           {"function": fname, "case": desc, "axis": ax}, inputs=inputs)

@@ -432,7 +432,7 @@ def _ce_core(logits, target, axis, weight, sample_weight, ignore_index, reductio
         ce = np.zeros(row_shape, dtype=wd)
         if eps < 1:
             ce = ce - _times((1 - eps) * wy, logp_y)
-        if eps > 0:
+        if eps > 0 and C > 0:
             ce = ce - (eps / C) * np.sum(_times(w, logp), axis=-1)
         with np.errstate(invalid="ignore"):
             ce_i = np.where(valid, s * ce, 0)
@@ -442,7 +442,7 @@ def _ce_core(logits, target, axis, weight, sample_weight, ignore_index, reductio
         D2 = np.sum(np.where(valid, s, 0))
     else:
         tv = np.moveaxis(np.asarray(t, dtype=wd), ax, -1)
-        tp = (1 - eps) * tv + eps / C if eps > 0 else tv
+        tp = (1 - eps) * tv + eps / C if (eps > 0 and C > 0) else tv
         wt = w * tp                                         # w_c * t'_ic
         ce = -np.sum(_times(wt, logp), axis=-1)
         valid = np.ones(row_shape, dtype=bool)
