@@ -264,7 +264,7 @@ def _torch_ce(x, y, *, axis, weight, sample_weight, ignore_index, reduction, ls,
             d2 = torch.where(valid, s, torch.zeros_like(s)).sum()
         loss = total = ce_i.sum() / d1 + (s * zt).sum() / d2
     total.backward()
-    return _np(loss) if reduction == "none" else float(loss), _np(xt.grad)
+    return _np(loss) if reduction == "none" else float(loss.detach()), _np(xt.grad)
 
 
 CE_SHAPES = [((7, 5), -1), ((7, 5), 0), ((3, 4, 6), 1), ((2, 3, 4, 5), -3), ((5,), 0)]
