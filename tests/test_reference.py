@@ -423,7 +423,7 @@ def test_bce_vs_torch(reduction, wshape, pwshape, tkind):
     ctx = {"reduction": reduction, "w": wshape, "pw": pwshape, "target": tkind}
     # atol: torch's (1-y)*x + log1p(exp(-|x|)) + max(-x, 0) cancels to 0 where the
     # exact loss is ~4e-18 (x = -40, y = 0); the reference keeps it.
-    A.assert_rel_close(loss, _np(tl) if reduction == "none" else float(tl), 1e-12, 1e-15, ctx)
+    A.assert_rel_close(loss, _np(tl) if reduction == "none" else float(tl.detach()), 1e-12, 1e-15, ctx)
     A.assert_rel_close(g, _np(xt.grad), 1e-12, 1e-300, ctx)
     assert R.bce_with_logits(x, y, weight=w, pos_weight=pw, reduction=reduction) == \
         pytest.approx(loss) if reduction != "none" else True
@@ -492,7 +492,7 @@ def test_focal_vs_torchvision(alpha, gamma, reduction):
     tl = _torchvision_focal(xt, _t(y), alpha, gamma, reduction)
     tl.sum().backward()
     ctx = {"alpha": alpha, "gamma": gamma, "reduction": reduction}
-    A.assert_rel_close(loss, _np(tl) if reduction == "none" else float(tl), 1e-10, 1e-300, ctx)
+    A.assert_rel_close(loss, _np(tl) if reduction == "none" else float(tl.detach()), 1e-10, 1e-300, ctx)
     A.assert_rel_close(g, _np(xt.grad), 1e-9, 1e-15, ctx)
     assert R.sigmoid_focal_loss(x, y, alpha=alpha, gamma=gamma) == \
         pytest.approx(float(_torchvision_focal(_t(x), _t(y), alpha, gamma, "mean")), rel=1e-10)
