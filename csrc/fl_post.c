@@ -79,11 +79,11 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
             /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
             for (int64_t k = 0; k < c; k++) y[k] = NAN;
         } else if (log_mode) {
-            double s = fl_rsumexp_f32(x, c, m, NULL);
-            fl_rsub2_f32(x, c, (double)m, fl_log_d(s), y);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, NULL, &n_eq);
+            fl_rsub2_f32(x, c, (double)m, fl_log_sum(n_eq, rest), y);
         } else {
-            double s = fl_rsumexp_f32(x, c, m, y);
-            fl_rscale_f32(y, c, (float)(1.0 / s));
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, y, &n_eq);
+            fl_rscale_f32(y, c, (float)(1.0 / (n_eq + rest)));
         }
         fl_row_out_f32(ctx->y, yrow, c, y);
     } else {
@@ -94,10 +94,12 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
         if (!isfinite(m)) {
             for (int64_t k = 0; k < c; k++) y[k] = NAN;
         } else if (log_mode) {
-            double ls = fl_log_d(fl_rsumexp_f64(x, c, m, NULL));
+            double n_eq, rest = fl_rsumexp_f64(x, c, m, NULL, &n_eq);
+            double ls = fl_log_sum(n_eq, rest);
             for (int64_t k = 0; k < c; k++) y[k] = (x[k] - m) - ls;
         } else {
-            double inv = 1.0 / fl_rsumexp_f64(x, c, m, y);
+            double n_eq, rest = fl_rsumexp_f64(x, c, m, y, &n_eq);
+            double inv = 1.0 / (n_eq + rest);
             for (int64_t k = 0; k < c; k++) y[k] *= inv;
         }
         fl_row_out_f64(ctx->y, yrow, c, y);
@@ -118,19 +120,22 @@ int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
 
 /* ---------------- logsumexp and entropy ---------------- */
 
-/* logsumexp and entropy of one row from its max m, the sum s of exp(x - m) and, for the
- * entropy, dot = sum p_k (x_k - m) with p_k = exp(x_k - m): H = log s - dot/s */
-static double fl_reduce_finish(int what, double m, double s, double dot)
+/* logsumexp and entropy of one row from its max m, the parts n_eq + rest of the sum s of
+ * exp(x - m) and, for the entropy, dot = sum p_k (x_k - m) with p_k = exp(x_k - m):
+ * H = log s - dot/s. */
+static double fl_reduce_finish(int what, double m, double n_eq, double rest, double dot)
 {
-    if (what == FL_LOGSUMEXP) return m + fl_log_d(s);
-    return fl_log_d(s) - dot / s;
+    double log_s = fl_log_sum(n_eq, rest);
+    if (what == FL_LOGSUMEXP) return m + log_s;
+    return log_s - dot / (n_eq + rest);
 }
 
-/* the value of a row whose max is not finite: logsumexp -inf (empty or all -inf), +inf, NaN;
- * the entropy of such a row is NaN (its softmax is NaN) */
-static double fl_reduce_special(int what, double m)
+/* A row whose max is not finite. logsumexp: -inf (empty or all -inf), +inf, or NaN. entropy:
+ * 0 for an empty row (a sum of nothing), NaN otherwise (the softmax is NaN). */
+static double fl_reduce_special(int what, double m, int64_t c)
 {
-    return what == FL_LOGSUMEXP ? m : NAN;
+    if (what == FL_LOGSUMEXP) return m;
+    return c == 0 ? 0.0 : NAN;
 }
 
 static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
@@ -143,22 +148,28 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float m = fl_rmax_f32(x, c);
         if (!isfinite(m)) {
-            v = fl_reduce_special(ctx->op, m);
+            v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double s = fl_rsumexp_f32(x, c, m, ent ? bp : NULL);
-            v = fl_reduce_finish(ctx->op, m, s, ent ? fl_rdot_shift_f32(x, bp, c, m) : 0.0);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, ent ? bp : NULL, &n_eq);
+            v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f32(x, bp, c, m) : 0.0);
+            /* a logsumexp below 1 in magnitude has cancelled between m and log s: float32
+             * exponentials are not accurate enough there, redo the sum in double */
+            if (!ent && fabs(v) < 1.0) {
+                rest = fl_rsumexp_f32_precise(x, c, m, &n_eq);
+                v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
+            }
         }
     } else {
         double *bx = (double *)scratch, *bp = bx + c;
         const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
         double m = fl_rmax_f64(x, c);
         if (!isfinite(m)) {
-            v = fl_reduce_special(ctx->op, m);
+            v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double s = fl_rsumexp_f64(x, c, m, ent ? bp : NULL);
-            v = fl_reduce_finish(ctx->op, m, s, ent ? fl_rdot_shift_f64(x, bp, c, m) : 0.0);
+            double n_eq, rest = fl_rsumexp_f64(x, c, m, ent ? bp : NULL, &n_eq);
+            v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f64(x, bp, c, m) : 0.0);
         }
     }
     fl_put_scalar(ctx->y, i0, i1, v);

@@ -38,23 +38,39 @@ static inline flv fl_vexp_sub(flv x, flv m)
     return flv_fma(p, e, p);
 }
 
-/* sum of exp(x_k - m) in double; when y is not NULL also stores exp(x_k - m) there */
-static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y)
+/* Sum of exp(x_k - m) over the row, split as n_eq + rest: n_eq counts the entries equal to the
+ * max (each contributes exactly 1) and rest sums the others, in double. Keeping the ones apart
+ * lets log(sum) = log1p((n_eq - 1) + rest) stay accurate for peaked rows, where rest is tiny.
+ * When y is not NULL it also receives exp(x_k - m). m must be finite. */
+static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq)
 {
-    flv vm = flv_set1(m);
-    double sum = 0.0;
+    flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
+    double rest = 0.0;
     int64_t k = 0;
     for (; k + FL_W <= n; k += FL_W) {
-        flv e = fl_vexp_sub(flv_load(x + k), vm);
+        flv xv = flv_load(x + k);
+        flv e = fl_vexp_sub(xv, vm);
         if (y) flv_store(y + k, e);
-        sum += flv_hsum_d(e);
+        flv d = flv_sub(xv, vm);
+        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
     }
     if (k < n) {
-        flv e = fl_vexp_sub(flv_load_part(x + k, n - k, -INFINITY), vm);
+        flv xv = flv_load_part(x + k, n - k, -INFINITY);
+        flv e = fl_vexp_sub(xv, vm);
         if (y) flv_store_part(y + k, e, n - k);
-        sum += flv_hsum_d(e);
+        flv d = flv_sub(xv, vm);
+        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
     }
-    return sum;
+    *n_eq = flv_hsum_d(cnt);
+    return rest;
+}
+
+/* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */
+static inline double fl_log_sum(double n_eq, double rest)
+{
+    return fl_log1p_d((n_eq - 1.0) + rest);
 }
 
 static inline void fl_rscale_f32(float *y, int64_t n, float a)
@@ -71,17 +87,23 @@ static inline void fl_rsub2_f32(const float *x, int64_t n, double m, double c, f
     for (int64_t k = 0; k < n; k++) y[k] = (float)(((double)x[k] - m) - c);
 }
 
-/* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m), skipping p_k = 0 (so -inf logits add 0) */
+/* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m); -inf logits add 0 */
 static inline double fl_rdot_shift_f32(const float *x, const float *p, int64_t n, double m)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t k = 0;
+    /* x = -inf has p = 0: clamping its shift to a finite value makes the product 0 without a
+     * select (GCC 12's AVX2 vectorisation of the select form gave wrong sums) */
     for (; k + 8 <= n; k += 8)
         for (int j = 0; j < 8; j++) {
-            double t = p[k + j] > 0.0f ? (double)p[k + j] * ((double)x[k + j] - m) : 0.0;
-            acc[j] += t;
+            double d = (double)x[k + j] - m;
+            d = d < -1e300 ? -1e300 : d;
+            acc[j] += (double)p[k + j] * d;
         }
-    for (; k < n; k++) acc[0] += p[k] > 0.0f ? (double)p[k] * ((double)x[k] - m) : 0.0;
+    for (; k < n; k++) {
+        double d = (double)x[k] - m;
+        acc[0] += (double)p[k] * (d < -1e300 ? -1e300 : d);
+    }
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -123,28 +145,50 @@ static inline double fl_exp_sub_d(double x, double m)
     return p + p * e;
 }
 
-/* sum of exp(x_k - m), eight lanes each compensated (Neumaier), combined pairwise */
-static inline double fl_rsumexp_f64(const double *x, int64_t n, double m, double *y)
+/* Compensated (Neumaier) accumulation in eight lanes, combined pairwise: the sums of double rows. */
+typedef struct { double s[8], c[8]; } fl_csum8;
+
+static inline void fl_csum8_add(fl_csum8 *a, int j, double v)
 {
-    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, c[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) {
-            double e = fl_exp_sub_d(x[k + j], m);
-            if (y) y[k + j] = e;
-            double t = s[j] + e;
-            c[j] += (s[j] >= e) ? (s[j] - t) + e : (e - t) + s[j];
-            s[j] = t;
-        }
-    for (; k < n; k++) {
+    double t = a->s[j] + v;
+    a->c[j] += (a->s[j] >= v) ? (a->s[j] - t) + v : (v - t) + a->s[j];
+    a->s[j] = t;
+}
+
+static inline double fl_csum8_total(const fl_csum8 *a)
+{
+    double s[8];
+    for (int j = 0; j < 8; j++) s[j] = a->s[j] + a->c[j];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* As fl_rsumexp_f32, for double rows. */
+static inline double fl_rsumexp_f64(const double *x, int64_t n, double m, double *y, double *n_eq)
+{
+    fl_csum8 acc = {{0}, {0}};
+    int64_t cnt = 0;
+    for (int64_t k = 0; k < n; k++) {
         double e = fl_exp_sub_d(x[k], m);
         if (y) y[k] = e;
-        double t = s[0] + e;
-        c[0] += (s[0] >= e) ? (s[0] - t) + e : (e - t) + s[0];
-        s[0] = t;
+        cnt += x[k] >= m;
+        fl_csum8_add(&acc, (int)(k & 7), x[k] < m ? e : 0.0);
     }
-    for (int j = 0; j < 8; j++) s[j] += c[j];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    *n_eq = (double)cnt;
+    return fl_csum8_total(&acc);
+}
+
+/* As fl_rsumexp_f32 with double-precision exponentials of the exact differences x_k - m: for
+ * float32 rows whose logsumexp cancels (|m + log s| small against the float32 error of s). */
+static inline double fl_rsumexp_f32_precise(const float *x, int64_t n, float m, double *n_eq)
+{
+    fl_csum8 acc = {{0}, {0}};
+    int64_t cnt = 0;
+    for (int64_t k = 0; k < n; k++) {
+        cnt += x[k] >= m;
+        fl_csum8_add(&acc, (int)(k & 7), x[k] < m ? fl_exp_d((double)x[k] - (double)m) : 0.0);
+    }
+    *n_eq = (double)cnt;
+    return fl_csum8_total(&acc);
 }
 
 static inline double fl_rdot_shift_f64(const double *x, const double *p, int64_t n, double m)
@@ -152,8 +196,15 @@ static inline double fl_rdot_shift_f64(const double *x, const double *p, int64_t
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t k = 0;
     for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) acc[j] += p[k + j] > 0.0 ? p[k + j] * (x[k + j] - m) : 0.0;
-    for (; k < n; k++) acc[0] += p[k] > 0.0 ? p[k] * (x[k] - m) : 0.0;
+        for (int j = 0; j < 8; j++) {
+            double d = x[k + j] - m;
+            d = d < -1e300 ? -1e300 : d; /* as in fl_rdot_shift_f32 */
+            acc[j] += p[k + j] * d;
+        }
+    for (; k < n; k++) {
+        double d = x[k] - m;
+        acc[0] += p[k] * (d < -1e300 ? -1e300 : d);
+    }
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 

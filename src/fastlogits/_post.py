@@ -194,8 +194,8 @@ def entropy(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
     """Shannon entropy in nats of ``softmax(x)`` along ``axis``.
 
     Computed from max-shifted logits as ``log s - sum(e_i * (x_i - m)) / s`` so that rows of
-    ties do not cancel; ``-inf`` logits contribute 0. A slice with NaN, ``+inf``, only ``-inf``
-    or no classes gives NaN.
+    ties do not cancel; ``-inf`` logits contribute 0. A slice with NaN, ``+inf`` or only
+    ``-inf`` gives NaN; an empty class axis gives 0.
 
     Examples
     --------

@@ -1,0 +1,366 @@
+"""Parity of the postprocessing functions with the NumPy reference (and PyTorch), over the
+shared adversarial generator, under every SIMD path the machine supports.
+
+Oracle precision: float64 inputs are compared with the reference evaluated in longdouble,
+narrower inputs with the reference in float64; errors are measured in ULPs of the output dtype.
+"""
+import numpy as np
+import pytest
+
+import fastlogits as fl
+from fastlogits import reference as ref
+from arrays import adversarial_arrays, assert_ulp_close, as_dtype
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+# function name -> (kind, ULP bound for float32/float64; half types are held to 1 ULP)
+FUNCS = {
+    "sigmoid": ("elementwise", 4),
+    "log_sigmoid": ("elementwise", 4),
+    "softmax": ("class", 4),
+    "log_softmax": ("class", 4),
+    "logsumexp": ("reduce", 4),
+    "entropy": ("reduce", 4),
+}
+
+
+def _oracle_input(x):
+    """The input as the oracle sees it: longdouble for float64, float64 otherwise."""
+    x = np.asarray(x)
+    wide = np.longdouble if x.dtype.newbyteorder("=") == np.float64 else np.float64
+    return x.astype(np.float32).astype(wide) if x.dtype.kind == "V" or x.dtype == np.float16 else x.astype(wide)
+
+
+def _ulp_bound(dtype, bound):
+    return 1 if np.dtype(dtype).itemsize == 2 else bound
+
+
+def _cases(dtypes=DTYPES):
+    return list(adversarial_arrays(dtypes=dtypes))
+
+
+CASES = {d: _cases((d,)) for d in DTYPES}
+
+
+def _check_one(name, desc, x, axis):
+    kind, bound = FUNCS[name]
+    fast, slow = getattr(fl, name), getattr(ref, name)
+    ctx = {"function": name, "case": desc, "dtype": x.dtype, "shape": x.shape, "axis": axis}
+    if kind == "elementwise":
+        got, want = fast(x), slow(_oracle_input(x))
+    elif x.ndim == 0:
+        with pytest.raises(ValueError):
+            fast(x, axis=axis)
+        return
+    else:
+        got, want = fast(x, axis=axis), slow(_oracle_input(x), axis=axis)
+    out_dtype = np.dtype(x.dtype).newbyteorder("=")
+    bound = _ulp_bound(out_dtype, bound)
+    if name == "logsumexp" and out_dtype == np.float64:
+        bound = bound * _lse_condition(x, axis)
+    assert_ulp_close(got, want, bound, out_dtype, ctx, check_dtype=True)
+
+
+def _lse_condition(x, axis):
+    """Condition factor of float64 logsumexp: (|max| + log s) / |logsumexp|, at least 1.
+
+    Where logsumexp is near 0 the max and log(sum) cancel and every double-precision algorithm
+    loses that factor (float32 rows are redone in double there, float64 rows are not: a
+    documented limit). Elsewhere it is 1 and the bound is the plain 4 ULP."""
+    v = np.moveaxis(np.asarray(x, dtype=np.longdouble), axis, -1)
+    with np.errstate(all="ignore"):
+        m = np.max(v, axis=-1) if v.shape[-1] else np.full(v.shape[:-1], -np.inf, np.longdouble)
+        lse = ref.logsumexp(v, axis=-1)
+        k = (np.abs(m) + np.abs(lse - m)) / np.abs(lse)
+    return np.where(np.isfinite(k), np.maximum(k, 1), 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(FUNCS))
+def test_parity_with_reference(name, dtype, isa):
+    for desc, x, axis in CASES[dtype]:
+        _check_one(name, desc, x, axis)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_predictions_match_reference(dtype, isa):
+    for desc, x, axis in CASES[dtype]:
+        ctx = f"{desc} axis={axis}"
+        if x.ndim == 0:
+            with pytest.raises(ValueError):
+                fl.predict(x, axis=axis)
+            assert fl.predict_binary(x) == ref.predict_binary(x), ctx
+            continue
+        for t in (0.5, 0.1, 0.97):
+            np.testing.assert_array_equal(fl.predict_binary(x, t), ref.predict_binary(x, t), err_msg=ctx)
+        if x.shape[axis] == 0:
+            with pytest.raises(ValueError):
+                fl.predict(x, axis=axis)
+            continue
+        got = fl.predict(x, axis=axis)
+        np.testing.assert_array_equal(got, ref.predict(x, axis=axis), err_msg=ctx)
+        assert np.asarray(got).dtype == np.int64
+        c = x.shape[axis]
+        for k in sorted({1, min(3, c), c}):
+            v, i = fl.topk(x, k, axis=axis)
+            rv, ri = ref.topk(x, k, axis=axis)
+            np.testing.assert_array_equal(i, ri, err_msg=f"topk k={k} {ctx}")
+            np.testing.assert_array_equal(v.astype(np.float64), np.asarray(rv).astype(np.float64), err_msg=f"topk k={k} {ctx}")
+            assert v.dtype == x.dtype.newbyteorder("=") and i.dtype == np.int64
+
+
+def test_documented_values():
+    assert abs(float(fl.sigmoid(1.2)) - 0.7685247834990175) < 1e-15
+    np.testing.assert_allclose(fl.softmax([2.5, 0.3, -1.2]), [0.88064861, 0.09757865, 0.02177274], rtol=1e-7)
+
+
+def test_special_values_follow_pytorch():
+    neg = np.full(3, -np.inf)
+    assert fl.logsumexp(neg) == -np.inf
+    assert np.isnan(fl.log_softmax(neg)).all() and np.isnan(fl.softmax(neg)).all()
+    assert fl.logsumexp([np.inf, 1.0]) == np.inf
+    assert fl.logsumexp(np.zeros(0)) == -np.inf
+    assert fl.logsumexp(np.zeros((2, 0)), axis=-1).tolist() == [-np.inf, -np.inf]
+    assert np.isnan(fl.logsumexp([np.nan, 1.0]))
+    assert fl.predict([1.0, np.nan, np.nan, 5.0]) == 1
+    assert fl.predict([3.0, 3.0, 1.0]) == 0
+    assert fl.predict_binary(np.nan) == False  # noqa: E712
+    assert float(fl.log_sigmoid(-1e4)) == -1e4 and float(fl.log_sigmoid(1e4)) == 0.0
+    assert float(fl.sigmoid(np.float32(-1e4))) == 0.0 and float(fl.sigmoid(np.inf)) == 1.0
+
+
+def test_peaked_rows_keep_their_tiny_parts():
+    """log(sum exp) of a row dominated by one class must keep the tiny rest (log1p)."""
+    x = np.array([0.0, -40.0], dtype=np.float32)
+    assert_ulp_close(fl.logsumexp(x), np.log1p(np.exp(np.longdouble(-40))), 4, np.float32, "peaked lse")
+    ls = fl.log_softmax(x)
+    assert_ulp_close(ls[0], -np.log1p(np.exp(np.longdouble(-40))), 4, np.float32, "peaked log_softmax")
+    h = fl.entropy(np.array([40.0, 0.0]))
+    assert_ulp_close(h, ref.entropy(np.array([40.0, 0.0], dtype=np.longdouble)), 4, np.float64, "peaked entropy")
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "sigmoid", "log_sigmoid"])
+@pytest.mark.parametrize("out_dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_dtype_argument(name, out_dtype):
+    x = np.random.default_rng(1).standard_normal((7, 33)).astype(np.float32)
+    got = getattr(fl, name)(x, dtype=as_dtype(out_dtype))
+    want = getattr(ref, name)(x.astype(np.float64))
+    assert got.dtype == as_dtype(out_dtype)
+    bound = _ulp_bound(out_dtype, 4)
+    # float32 input computed in float64 when float64 is asked for: held to float32's accuracy
+    assert_ulp_close(got, want, bound if out_dtype != "float64" else 2 ** 29 * 4, as_dtype(out_dtype),
+                     {"function": name, "dtype": out_dtype})
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "sigmoid", "log_sigmoid"])
+def test_out_argument_in_place_and_views(name):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 40)) * 5
+    want = getattr(ref, name)(x)
+    y = x.copy()
+    res = getattr(fl, name)(y, out=y)  # in place
+    assert res is y
+    np.testing.assert_allclose(y, want, rtol=1e-14, atol=0)
+    big = np.zeros((12, 80))
+    view = big[::2, ::2]
+    res = getattr(fl, name)(x, out=view)
+    assert res is view
+    np.testing.assert_allclose(view, want, rtol=1e-14, atol=0)
+    assert (big[1::2] == 0).all() and (big[:, 1::2] == 0).all()
+    # an out that overlaps the input shifted by one row goes through a temporary
+    z = np.concatenate([x, np.zeros((1, 40))])
+    got = getattr(fl, name)(z[:-1], out=z[1:])
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=0)
+
+
+def test_inputs_are_never_modified():
+    x = np.random.default_rng(3).standard_normal((9, 17)).astype(np.float32)
+    before = x.tobytes()
+    for name in FUNCS:
+        getattr(fl, name)(x)
+    fl.predict(x), fl.topk(x, 3), fl.predict_binary(x)
+    assert x.tobytes() == before
+
+
+def test_pytorch_layout_axis_1_runs_in_place():
+    x = np.random.default_rng(4).standard_normal((3, 5, 4, 6))
+    for name in ("softmax", "log_softmax", "logsumexp", "entropy"):
+        np.testing.assert_allclose(getattr(fl, name)(x, axis=1), getattr(ref, name)(x, axis=1), rtol=1e-13)
+    np.testing.assert_array_equal(fl.predict(x, axis=1), np.argmax(x, axis=1))
+
+
+def test_reductions_shapes_and_scalars():
+    x = np.random.default_rng(5).standard_normal((2, 3, 4))
+    assert fl.logsumexp(x, axis=1).shape == (2, 4)
+    assert fl.logsumexp(x, axis=1, keepdims=True).shape == (2, 1, 4)
+    assert isinstance(fl.logsumexp(x[0, 0]), np.float64)
+    assert isinstance(fl.entropy(x[0, 0].astype(np.float32)), np.float32)
+    assert isinstance(fl.predict(x[0, 0]), np.int64)
+    assert isinstance(fl.sigmoid(np.float32(0.5)), np.float32)
+    assert isinstance(fl.predict_binary(0.5), np.bool_)
+    v, i = fl.topk(x, 2, axis=0)
+    assert v.shape == i.shape == (2, 3, 4)
+
+
+def test_integer_and_bool_logits_become_float64():
+    assert fl.softmax([1, 2, 3]).dtype == np.float64
+    assert fl.sigmoid(np.array([True, False])).dtype == np.float64
+
+
+def test_unmergeable_layout_is_handled():
+    base = np.random.default_rng(6).standard_normal((4, 6, 5, 8))
+    x = base[:, ::2, :, ::3]  # outer dims cannot merge into two groups
+    np.testing.assert_allclose(fl.softmax(x, axis=2), ref.softmax(x, axis=2), rtol=1e-14)
+    out = np.empty((4, 3, 5, 3))[:, :, :, :]
+    res = fl.log_softmax(x, axis=2, out=np.moveaxis(np.empty((5, 4, 3, 3)), 0, 2))
+    np.testing.assert_allclose(res, ref.log_softmax(x, axis=2), rtol=1e-14)
+    assert out.shape == (4, 3, 5, 3)
+
+
+# ---------------------------------------------------------------- errors (API section 1)
+
+@pytest.mark.parametrize("bad, exc", [
+    (np.array([1 + 2j, 3j]), TypeError),
+    (np.array(["a", "b"]), TypeError),
+    (np.array([object(), object()], dtype=object), TypeError),
+    (np.zeros(3, dtype=[("a", "f4")]), TypeError),
+    (np.zeros(3, dtype=np.longdouble), TypeError),
+    ("not numbers", TypeError),
+])
+def test_bad_dtypes(bad, exc):
+    for f in (fl.softmax, fl.sigmoid, fl.logsumexp, fl.predict):
+        with pytest.raises(exc, match="x"):
+            f(bad)
+
+
+def test_bad_arguments():
+    x = np.zeros((3, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="0-d"):
+        fl.softmax(np.float32(1.0))
+    with pytest.raises(np.exceptions.AxisError, match="axis"):
+        fl.softmax(x, axis=2)
+    with pytest.raises(TypeError, match="axis"):
+        fl.softmax(x, axis=1.0)
+    with pytest.raises(ValueError, match=r"out: expected shape \(3, 4\), got \(4, 3\)"):
+        fl.softmax(x, out=np.zeros((4, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="out: expected dtype float64"):
+        fl.softmax(x, dtype=np.float64, out=np.zeros((3, 4), dtype=np.float32))
+    ro = np.zeros((3, 4), dtype=np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fl.softmax(x, out=ro)
+    with pytest.raises(TypeError, match="out"):
+        fl.softmax(x, out=[[0.0] * 4] * 3)
+    with pytest.raises(TypeError, match="dtype"):
+        fl.softmax(x, dtype=np.int32)
+    with pytest.raises(TypeError, match="out"):
+        fl.softmax(x, out=np.zeros((3, 4), dtype=np.int32))
+    for t in (0.0, 1.0, float("nan"), -0.5, 2.0):
+        with pytest.raises(ValueError, match="threshold"):
+            fl.predict_binary(x, t)
+    with pytest.raises(TypeError, match="threshold"):
+        fl.predict_binary(x, "0.5")
+    for k in (0, 5, -1):
+        with pytest.raises(ValueError, match="k: expected 1 <= k <= 4"):
+            fl.topk(x, k)
+    with pytest.raises(TypeError, match="k"):
+        fl.topk(x, 2.0)
+    with pytest.raises(ValueError, match="empty"):
+        fl.predict(np.zeros((3, 0)))
+
+
+class _FakeGpuTensor:
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA
+
+    def __dlpack__(self, **kwargs):
+        raise AssertionError("must not be exported")
+
+
+def test_gpu_tensor_is_refused():
+    with pytest.raises(TypeError, match="CPU"):
+        fl.softmax(_FakeGpuTensor())
+
+
+# ---------------------------------------------------------------- PyTorch
+
+def test_torch_inputs_read_without_copy():
+    torch = pytest.importorskip("torch")
+    from fastlogits._input import as_logits
+
+    t = torch.randn(5, 7, requires_grad=True)
+    a = as_logits(t)
+    assert np.shares_memory(a, t.detach().numpy())
+    np.testing.assert_allclose(fl.softmax(t), torch.softmax(t, -1).detach().numpy(), rtol=1e-6)
+    tb = torch.randn(5, 7).to(torch.bfloat16)
+    got = fl.softmax(tb)
+    assert got.dtype == as_dtype("bfloat16")
+    want = torch.softmax(tb.float(), -1).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(got.astype(np.float32), want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_parity_with_pytorch(dtype):
+    torch = pytest.importorskip("torch")
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    torch_fns = {
+        "sigmoid": lambda t, ax: torch.sigmoid(t),
+        "log_sigmoid": lambda t, ax: torch.nn.functional.logsigmoid(t),
+        "softmax": lambda t, ax: torch.softmax(t, ax),
+        "log_softmax": lambda t, ax: torch.log_softmax(t, ax),
+        "logsumexp": lambda t, ax: torch.logsumexp(t, ax),
+    }
+    eps = np.finfo(dtype).eps
+    for desc, x, axis in CASES[dtype]:
+        if x.ndim == 0 or x.size == 0:
+            continue
+        t = torch.from_numpy(np.ascontiguousarray(x).astype(x.dtype.newbyteorder("=")))
+        # PyTorch's own error is a few eps of the row's magnitude (it does not carry x - max
+        # with its rounding error), so the absolute slack scales with the largest finite logit
+        # of the row; accuracy proper is checked against the exact reference above.
+        xr = np.moveaxis(np.where(np.isfinite(x), np.abs(x), 0).astype(np.float64), axis, -1)
+        row_scale = np.max(xr, axis=-1, initial=0.0) + 1.0
+        for name, tf in torch_fns.items():
+            elementwise = FUNCS[name][0] == "elementwise"
+            got = getattr(fl, name)(x) if elementwise else getattr(fl, name)(x, axis=axis)
+            want = tf(t, axis).numpy()
+            if elementwise:
+                atol = 8 * eps
+            elif name == "logsumexp":
+                atol = 8 * eps * row_scale
+            else:
+                atol = np.expand_dims(8 * eps * row_scale, axis)
+            ok = np.isclose(got, want, rtol=rtol, atol=0, equal_nan=True) | (np.abs(got - want) <= atol)
+            assert ok.all(), f"{name} {desc}: worst {got[~ok][:5]} vs {want[~ok][:5]}"
+        np.testing.assert_array_equal(fl.predict(x, axis=axis), torch.argmax(t, axis).numpy(), err_msg=desc)
+
+
+# ---------------------------------------------------------------- properties (hypothesis)
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_finite = st.floats(-1e4, 1e4, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=9), elements=_finite))
+def test_softmax_properties(x):
+    p = fl.softmax(x)
+    np.testing.assert_allclose(p.astype(np.float64).sum(axis=-1), 1.0, rtol=2e-6)
+    assert (p >= 0).all() and (p <= 1).all()
+    # the predicted class has the largest probability (rounding may tie it with others)
+    at_pred = np.take_along_axis(p, fl.predict(x)[..., None], axis=-1)[..., 0]
+    np.testing.assert_array_equal(at_pred, p.max(axis=-1))
+    shifted = fl.log_softmax(x.astype(np.float64) + 3.0)
+    np.testing.assert_allclose(shifted, fl.log_softmax(x.astype(np.float64)), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(fl.logsumexp(x.astype(np.float64)), ref.logsumexp(x.astype(np.float64)), rtol=1e-13, atol=1e-300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=2, max_side=12),
+                  elements=st.floats(-800, 800, allow_nan=False)))
+def test_sigmoid_properties(x):
+    s = fl.sigmoid(x)
+    np.testing.assert_allclose(s + fl.sigmoid(-x), 1.0, rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(fl.log_sigmoid(x), ref.log_sigmoid(x.astype(np.longdouble)).astype(np.float64), rtol=4e-16, atol=0)
