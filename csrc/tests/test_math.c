@@ -66,8 +66,9 @@ static double ulp_err_f(float y, double r)
     if (ra < 0x1p-126) ulp = 0x1p-149;
     else {
         uint64_t b; memcpy(&b, &ra, 8);
-        int e = (int)((b >> 52) & 0x7ff) - 1023; /* ra in [2^e, 2^(e+1)) */
-        ulp = ldexp(1.0, e - 23);
+        /* ra in [2^e, 2^(e+1)): ulp = 2^(e-23), built from the exponent field */
+        b = ((b >> 52) - 23) << 52;
+        memcpy(&ulp, &b, 8);
     }
     return fabs(yd - r) / ulp;
 }
@@ -94,6 +95,9 @@ static double ulp_err_d(double y, long double r)
 /* ---- float32 lane functions, range sweeps on threads ---- */
 enum { FN_EXP, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
 static const char *fn_name[FN_COUNT] = {"exp", "log", "log1p", "f32->f16", "f32->bf16"};
+/* for |x| < 2^-25 the references need no libm call: exp(x) = 1 + x and log1p(x) = x - x^2/2
+ * to far below float resolution (relative error x^2/2 resp. x^2/3 < 2^-50) */
+static int g_cheap_tiny = 0;
 
 typedef struct {
     double maxerr;
@@ -105,7 +109,7 @@ typedef struct {
 typedef struct {
     int fn;
     uint64_t lo, hi, stride; /* bit patterns lo, lo+stride, ... <= hi */
-    int tid, nthreads;
+    int tid, nthreads, cheap_tiny;
     stat_t st;
 } job_t;
 
@@ -151,11 +155,16 @@ static void *run_job(void *arg)
                     out[i] = 0;
                 } else {
                     double r; float s;
-                    if (j->fn == FN_EXP) { r = exp((double)x); s = fl_expf_s(x); }
-                    else if (j->fn == FN_LOG) { r = log((double)x); s = fl_logf_s(x); }
-                    else { r = log1p((double)x); s = fl_log1pf_s(x); }
+                    /* the scalar twin is compared on every 16th input only (it costs as much as
+                     * the reference) */
+                    int twin = ((b0 + (uint64_t)i) & 15u) == 0;
+                    double xd = (double)x;
+                    int tiny = j->cheap_tiny && fabs(xd) < 0x1p-25;
+                    if (j->fn == FN_EXP) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_s(x) : 0.0f; }
+                    else if (j->fn == FN_LOG) { r = log(xd); s = twin ? fl_logf_s(x) : 0.0f; }
+                    else { r = tiny ? xd - 0.5 * xd * xd : log1p(xd); s = twin ? fl_log1pf_s(x) : 0.0f; }
                     e = ulp_err_f(out[i], r);
-                    if (fl_f2u(s) != fl_f2u(out[i]) && !(s != s && out[i] != out[i])) st.scalar_diff++;
+                    if (twin && fl_f2u(s) != fl_f2u(out[i]) && !(s != s && out[i] != out[i])) st.scalar_diff++;
                     /* signed zeros must be right too */
                     if (e == 0.0 && out[i] == 0.0f && r == 0.0 && !!signbit(out[i]) != !!signbit(r)) e = 1e30;
                 }
@@ -189,7 +198,7 @@ static void sweep(int fn, uint64_t lo, uint64_t hi, uint64_t stride, stat_t *acc
     int T = g_threads < 1 ? 1 : (g_threads > 64 ? 64 : g_threads);
     for (int t = 0; t < T; t++) {
         jobs[t].fn = fn; jobs[t].lo = lo; jobs[t].hi = hi; jobs[t].stride = stride;
-        jobs[t].tid = t; jobs[t].nthreads = T;
+        jobs[t].tid = t; jobs[t].nthreads = T; jobs[t].cheap_tiny = g_cheap_tiny;
         if (T == 1) run_job(&jobs[t]);
         else pthread_create(&th[t], NULL, run_job, &jobs[t]);
     }
@@ -205,7 +214,7 @@ typedef struct { uint32_t lo, hi; } range_t;
 static void report(int fn, const stat_t *s, double secs, int is_ulp)
 {
     if (is_ulp)
-        printf("[%s] %-9s max %.3f ulp at x=%a (0x%08x -> %a); %llu inputs, %llu > 1 ulp, %llu > %g ulp, %llu differ from scalar twin (%.1f s)\n",
+        printf("[%s] %-9s max %.3f ulp at x=%a (0x%08x -> %a); %llu inputs, %llu > 1 ulp, %llu > %g ulp, %llu of every 16th differ from scalar twin (%.1f s)\n",
                isa_name(), fn_name[fn], s->maxerr, fl_u2f(s->worst), s->worst, s->worst_y, (unsigned long long)s->n,
                (unsigned long long)s->over1, (unsigned long long)s->bad, ULP_LIMIT, (unsigned long long)s->scalar_diff, secs);
     else
@@ -412,7 +421,10 @@ static void test_semantics(void)
         /* hsum_d: the values here are multiples of 1/8 or specials: exact in double */
         double hs = flv_hsum_d(va), want = 0.0;
         for (int i = 0; i < FL_W; i++) want += (double)a[i];
-        if (!(hs == want || (hs != hs && want != want))) sem_fail("hsum_d", it);
+        /* exact unless tiny and large lanes meet (then the order of the sum matters) */
+        double mag = 0.0;
+        for (int i = 0; i < FL_W; i++) mag += fabs((double)a[i]);
+        if (!(fabs(hs - want) <= 0x1p-60 * mag || (hs != hs && want != want) || hs == want)) sem_fail("hsum_d", it);
     }
     /* hsum_d really widens: 16777216 + 1 + 1 ... is not representable in float */
     for (int i = 0; i < FL_W; i++) a[i] = i == 0 ? 16777216.0f : 1.0f;
@@ -520,23 +532,28 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--bench]\n", argv[0]); return 2; }
     }
     if (g_stride < 1) g_stride = 1;
+    g_cheap_tiny = 1;
     printf("[%s] FL_W=%d, %s, %d threads\n", isa_name(), FL_W, g_stride == 1 ? "exhaustive" : "sampled", g_threads);
     double t0 = now_s();
     test_specials();
     test_semantics();
     test_halves();
 
-    /* exp: every pattern; edges dense when sampling */
-    const range_t exp_full[] = {{0x00000000u, 0xffffffffu}};
+    /* exp: every float in [-104, 104] (|x| < 2^-25 against 1 + x), the rest (results 0, inf
+     * or NaN) sampled; edges dense when sampling */
+    const range_t exp_full[] = {{0x00000000u, 0x42d00000u}, {0x80000000u, 0xc2d00000u}};
+    const range_t exp_samp[] = {{0x42d00001u, 0x7fffffffu}, {0xc2d00001u, 0xffffffffu}};
     const range_t exp_dense[] = {
         {0x42b17000u, 0x42b18000u}, /* overflow threshold ~88.72 */
+        {0x7f800000u, 0x7f800010u}, {0xff800000u, 0xff800010u}, /* inf, NaN */
         {0xc2ae0000u, 0xc2aefff0u}, /* results becoming subnormal, ~-87.3 */
         {0xc2cf0000u, 0xc2d00000u}, /* last subnormal results, ~-103.97 */
         {0x3e000000u, 0x3e008000u}, {0xbe000000u, 0xbe008000u}, /* reduction boundaries */
         {0x3eb17000u, 0x3eb18000u}, {0xbeb17000u, 0xbeb18000u}, /* +-ln2/2 */
-        {0x32ffff00u, 0x33800100u}, {0xb2ffff00u, 0xb3800100u}, /* around 2^-25 */
+        {0x32ffff00u, 0x33000100u}, {0xb2ffff00u, 0xb3000100u}, /* around 2^-25 */
+        {0x337fff00u, 0x33800100u}, {0xb37fff00u, 0xb3800100u}, /* around 2^-24 */
     };
-    test_fn(FN_EXP, exp_full, 1, NULL, 0, exp_dense, (int)(sizeof exp_dense / sizeof exp_dense[0]));
+    test_fn(FN_EXP, exp_full, 2, exp_samp, 2, exp_dense, (int)(sizeof exp_dense / sizeof exp_dense[0]));
 
     const range_t log_full[] = {{0x00000000u, 0x7f800000u}};
     const range_t log_samp[] = {{0x7f800001u, 0xffffffffu}}; /* NaN in, NaN out */
@@ -552,19 +569,28 @@ int main(int argc, char **argv)
     const range_t l1p_samp[] = {{0x7f800001u, 0x7fffffffu}, {0xbf800001u, 0xffffffffu}};
     const range_t l1p_dense[] = {
         {0x00000000u, 0x00010000u}, {0x80000000u, 0x80010000u},
-        {0x32f00000u, 0x34100000u}, {0xb2f00000u, 0xb4100000u}, /* |x| around 2^-25 .. 2^-23 */
-        {0xbe940000u, 0xbe980000u}, /* x ~ sqrt(1/2) - 1 */
-        {0x3ed30000u, 0x3ed50000u}, /* x ~ sqrt(2) - 1 */
+        {0x32fff000u, 0x33001000u}, {0xb2fff000u, 0xb3001000u}, /* |x| around 2^-25 */
+        {0x337ff000u, 0x33801000u}, {0xb37ff000u, 0xb3801000u}, /* 2^-24 */
+        {0x33fff000u, 0x34001000u}, {0xb3fff000u, 0xb4001000u}, /* 2^-23 */
+        {0xbe95f000u, 0xbe961000u}, /* x ~ sqrt(1/2) - 1 */
+        {0x3ed3f000u, 0x3ed41000u}, /* x ~ sqrt(2) - 1 */
         {0xbf7f0000u, 0xbf800000u}, /* x -> -1 */
     };
     test_fn(FN_LOG1P, l1p_full, 2, l1p_samp, 2, l1p_dense, (int)(sizeof l1p_dense / sizeof l1p_dense[0]));
 
-    const range_t all[] = {{0x00000000u, 0xffffffffu}};
-    const range_t half_dense[] = {{0x33000000u - 8, 0x38800000u + 0x20000}, {0x477fe000u, 0x47800100u}};
-    test_fn(FN_F16, all, 1, NULL, 0, half_dense, 2);
-    test_fn(FN_BF16, all, 1, NULL, 0, half_dense, 0);
+    /* narrowing: every non-negative pattern; the sign is handled apart from the magnitude in
+     * both implementations, so negatives are sampled */
+    const range_t pos[] = {{0x00000000u, 0x7fffffffu}};
+    const range_t neg[] = {{0x80000000u, 0xffffffffu}};
+    const range_t half_dense[] = {{0x33000000u - 8, 0x33000000u + 0x10000}, {0x38800000u - 0x10000, 0x38800000u + 0x10000},
+                                  {0x35800000u - 0x10000, 0x35800000u + 0x10000}, /* subnormal halves */
+                                  {0x477fe000u, 0x47800100u},
+                                  {0x7f800000u, 0x7f800100u}, {0xff800000u, 0xff800100u}, {0xb3000000u - 8, 0xb3001000u}};
+    const range_t bf_dense[] = {{0x7f800000u, 0x7f810000u}, {0xff800000u, 0xff810000u}, {0x3f7f0000u, 0x3f810000u}};
+    test_fn(FN_F16, pos, 1, neg, 1, half_dense, (int)(sizeof half_dense / sizeof half_dense[0]));
+    test_fn(FN_BF16, pos, 1, neg, 1, bf_dense, 3);
 
-    test_double(g_stride == 1 ? 4000000u : 200000u);
+    test_double(g_stride == 1 ? 4000000u : g_stride < 2000 ? 200000u : 50000u);
     if (do_bench) bench();
     printf("[%s] %s in %.1f s\n", isa_name(), g_fail ? "FAILED" : "all passed", now_s() - t0);
     return g_fail ? 1 : 0;
