@@ -50,6 +50,11 @@ int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_gri
 /* out: bool, x > threshold_logit (double) */
 int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit);
 
+/* memory bandwidth probes, in fl_stream.c: the sum of src (a read pass), and a copy with
+ * non-temporal stores */
+double fl_stream_read(const float *src, int64_t n);
+void fl_stream_copy(float *dst, const float *src, int64_t n);
+
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */
 int fl_isa_select(const char *name);     /* 0: selected; 1: unknown name; 2: not supported here */

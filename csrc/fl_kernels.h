@@ -13,6 +13,8 @@ typedef struct {
     int (*argmax)(const fl_arr *, const fl_arr *, fl_grid);
     int (*topk)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, int64_t);
     int (*threshold)(const fl_arr *, const fl_arr *, fl_grid, double);
+    double (*stream_read)(const float *, int64_t);
+    void (*stream_copy)(float *, const float *, int64_t);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -35,6 +37,8 @@ int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op);
 int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g);
 int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k);
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit);
+double FL_FN(stream_read)(const float *src, int64_t n);
+void FL_FN(stream_copy)(float *dst, const float *src, int64_t n);
 #endif
 
 #endif

@@ -11,6 +11,8 @@
  *
  * Interface (all static inline; "flv" holds FL_W float32 lanes):
  *   flv  flv_set1(float)                 flv  flv_load(const float*)      void flv_store(float*, flv)
+ *   void flv_stream(float*, flv)         non-temporal store (p aligned to FL_W*4 bytes; a plain store
+ *                                        where the ISA has none); fl_stream_fence() after a run of them
  *   flv  flv_load_part(const float*, int64_t n, float fill)   first n lanes (0 <= n < FL_W), rest = fill
  *   void flv_store_part(float*, flv, int64_t n)               writes only the first n lanes
  *   flv  flv_add/sub/mul/div/max/min(flv, flv)   flv flv_fma(a, b, c) = a*b + c (fused where the ISA has FMA)

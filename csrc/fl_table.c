@@ -12,4 +12,6 @@ const fl_kernel_table FL_TABLE_NAME = {
     .argmax = FL_FN(argmax),
     .topk = FL_FN(topk),
     .threshold = FL_FN(threshold),
+    .stream_read = FL_FN(stream_read),
+    .stream_copy = FL_FN(stream_copy),
 };

@@ -21,6 +21,9 @@ typedef __m256 flv;
 static inline flv flv_set1(float a) { return _mm256_set1_ps(a); }
 static inline flv flv_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void flv_store(float *p, flv v) { _mm256_storeu_ps(p, v); }
+/* non-temporal store: p must be aligned to FL_W * 4 bytes */
+static inline void flv_stream(float *p, flv v) { _mm256_stream_ps(p, v); }
+static inline void fl_stream_fence(void) { _mm_sfence(); }
 static inline __m256i fl_avx2_mask_(int64_t n)
 {
     n = n < 0 ? 0 : (n > FL_W ? FL_W : n);

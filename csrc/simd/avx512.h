@@ -21,6 +21,9 @@ typedef __m512 flv;
 static inline flv flv_set1(float a) { return _mm512_set1_ps(a); }
 static inline flv flv_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void flv_store(float *p, flv v) { _mm512_storeu_ps(p, v); }
+/* non-temporal store: p must be aligned to FL_W * 4 bytes */
+static inline void flv_stream(float *p, flv v) { _mm512_stream_ps(p, v); }
+static inline void fl_stream_fence(void) { _mm_sfence(); }
 static inline __mmask16 fl_avx512_mask_(int64_t n)
 {
     n = n < 0 ? 0 : (n > FL_W ? FL_W : n);

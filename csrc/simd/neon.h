@@ -24,6 +24,9 @@ typedef float32x4_t flv;
 static inline flv flv_set1(float a) { return vdupq_n_f32(a); }
 static inline flv flv_load(const float *p) { return vld1q_f32(p); }
 static inline void flv_store(float *p, flv v) { vst1q_f32(p, v); }
+/* no portable non-temporal store on AArch64 NEON: an ordinary store */
+static inline void flv_stream(float *p, flv v) { vst1q_f32(p, v); }
+static inline void fl_stream_fence(void) {}
 static inline flv flv_load_part(const float *p, int64_t n, float fill)
 {
     float b[4] = {fill, fill, fill, fill};

@@ -13,6 +13,8 @@ typedef float flv;
 static inline flv flv_set1(float a) { return a; }
 static inline flv flv_load(const float *p) { return *p; }
 static inline void flv_store(float *p, flv v) { *p = v; }
+static inline void flv_stream(float *p, flv v) { *p = v; }
+static inline void fl_stream_fence(void) {}
 static inline flv flv_load_part(const float *p, int64_t n, float fill) { return n > 0 ? *p : fill; }
 static inline void flv_store_part(float *p, flv v, int64_t n) { if (n > 0) *p = v; }
 static inline flv flv_add(flv a, flv b) { return a + b; }

@@ -27,6 +27,8 @@ cdef extern from "fastlogits.h":
     int fl_argmax(const fl_arr *x, const fl_arr *out, fl_grid g) nogil
     int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k) nogil
     int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) nogil
+    double fl_stream_read(const float *src, int64_t n) nogil
+    void fl_stream_copy(float *dst, const float *src, int64_t n) nogil
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
@@ -114,6 +116,25 @@ def threshold(tuple x, tuple out, tuple grid, double t):
     with nogil:
         st = fl_threshold(&cx, &co, g, t)
     _check(st)
+
+
+def stream_read(cnp.ndarray src):
+    """Sum of a contiguous float32 array: one read pass, for bandwidth measurement."""
+    cdef const float *p = <const float *>cnp.PyArray_DATA(src)
+    cdef int64_t n = src.size
+    cdef double s
+    with nogil:
+        s = fl_stream_read(p, n)
+    return s
+
+
+def stream_copy(cnp.ndarray dst, cnp.ndarray src):
+    """Copy between contiguous float32 arrays of one size with non-temporal stores."""
+    cdef float *d = <float *>cnp.PyArray_DATA(dst)
+    cdef const float *s = <const float *>cnp.PyArray_DATA(src)
+    cdef int64_t n = src.size
+    with nogil:
+        fl_stream_copy(d, s, n)
 
 
 def isa_name():

@@ -1,0 +1,361 @@
+"""Benchmarks: one table of cases and peers, shared by ``fastlogits bench`` and ``benchmarks/``.
+
+Every case runs fastlogits and each installed peer (the NumPy reference, SciPy, PyTorch) on the
+same data at the same thread count, and checks fastlogits' result against the reference on a
+sample of rows as it goes, so a benchmark run is also a smoke test. The machine's read and copy
+bandwidth are measured in the same run (STREAM-like, arrays of at least 256 MiB, best of 5),
+so "% of bandwidth" is honest on whatever machine runs it.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import fastlogits as fl
+from fastlogits import _core
+from fastlogits import reference as ref
+
+# ---------------------------------------------------------------------------- the table
+
+STANDARD_SHAPES = [(8192, 1000), (1_000_000, 10), (65536, 2), (4096, 32000), (512, 128256)]
+BINARY_SHAPES = [(4096, 4096), (65536, 1000)]
+QUICK_SHAPES = [(8192, 1000), (1_000_000, 10), (4096, 32000)]
+
+
+@dataclass
+class Data:
+    """Inputs of one case, made once and shared by fastlogits and every peer."""
+
+    x: np.ndarray
+    target: Optional[np.ndarray] = None
+    out: Optional[np.ndarray] = None   # preallocated output for the warm runs
+    torch_x: Any = None
+    torch_target: Any = None
+
+
+@dataclass(frozen=True)
+class Op:
+    """A benchmarked operation: how to run it with fastlogits (warm: preallocated outputs;
+    cold: fresh ones), with each peer, how many bytes it must move at least, and which
+    bandwidth bounds it ("read": loss-only work; "copy": an output as large as the input)."""
+
+    name: str
+    targets: str                                    # "none", "class", "binary"
+    bound: str                                      # "read" or "copy"
+    fast: Callable[[Data], Any]
+    fast_warm: Optional[Callable[[Data], Any]]
+    reference: Callable[[Data], Any]
+    peers: Dict[str, Callable[[Data], Any]] = field(default_factory=dict)
+    check: Optional[Callable[[Any, Any], None]] = None
+
+
+def _scipy():
+    try:
+        import scipy.special as sp
+
+        return sp
+    except ImportError:
+        return None
+
+
+def _torch():
+    try:
+        import torch
+
+        return torch
+    except ImportError:
+        return None
+
+
+def _close(rtol: float) -> Callable[[Any, Any], None]:
+    def check(got: Any, want: Any) -> None:
+        got_t = got if isinstance(got, tuple) else (got,)
+        want_t = want if isinstance(want, tuple) else (want,)
+        for g, w in zip(got_t, want_t):
+            g = np.asarray(g, dtype=np.float64)
+            w = np.asarray(w, dtype=np.float64)
+            if not np.allclose(g, w, rtol=rtol, atol=rtol * 1e-3, equal_nan=True):
+                worst = np.nanmax(np.abs(g - w) / np.maximum(np.abs(w), 1e-30))
+                raise AssertionError(f"result differs from the reference (worst relative error {worst:.3g})")
+
+    return check
+
+
+def _equal(got: Any, want: Any) -> None:
+    got_t = got if isinstance(got, tuple) else (got,)
+    want_t = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got_t, want_t):
+        if not np.array_equal(np.asarray(g), np.asarray(w)):
+            raise AssertionError("result differs from the reference")
+
+
+def _ops() -> Dict[str, Op]:
+    sp, torch = _scipy(), _torch()
+    F = torch.nn.functional if torch else None
+    ops: List[Op] = []
+
+    def peers(**kw: Optional[Callable[[Data], Any]]) -> Dict[str, Callable[[Data], Any]]:
+        return {k: v for k, v in kw.items() if v is not None}
+
+    ops.append(Op(
+        "softmax", "none", "copy",
+        lambda d: fl.softmax(d.x), lambda d: fl.softmax(d.x, out=d.out), lambda d: ref.softmax(d.x),
+        peers(scipy=sp and (lambda d: sp.softmax(d.x, axis=-1)),
+              torch=torch and (lambda d: torch.softmax(d.torch_x, -1))),
+        _close(1e-5)))
+    ops.append(Op(
+        "log_softmax", "none", "copy",
+        lambda d: fl.log_softmax(d.x), lambda d: fl.log_softmax(d.x, out=d.out), lambda d: ref.log_softmax(d.x),
+        peers(scipy=sp and (lambda d: sp.log_softmax(d.x, axis=-1)),
+              torch=torch and (lambda d: torch.log_softmax(d.torch_x, -1))),
+        _close(1e-5)))
+    ops.append(Op(
+        "logsumexp", "none", "read",
+        lambda d: fl.logsumexp(d.x), None, lambda d: ref.logsumexp(d.x),
+        peers(scipy=sp and (lambda d: sp.logsumexp(d.x, axis=-1)),
+              torch=torch and (lambda d: torch.logsumexp(d.torch_x, -1))),
+        _close(1e-5)))
+    ops.append(Op(
+        "sigmoid", "none", "copy",
+        lambda d: fl.sigmoid(d.x), lambda d: fl.sigmoid(d.x, out=d.out), lambda d: ref.sigmoid(d.x),
+        peers(scipy=sp and (lambda d: sp.expit(d.x)), torch=torch and (lambda d: torch.sigmoid(d.torch_x))),
+        _close(1e-5)))
+    ops.append(Op(
+        "predict", "none", "read",
+        lambda d: fl.predict(d.x), None, lambda d: ref.predict(d.x),
+        peers(numpy=lambda d: np.argmax(d.x, axis=-1), torch=torch and (lambda d: torch.argmax(d.torch_x, -1))),
+        _equal))
+    ops.append(Op(
+        "cross_entropy", "class", "read",
+        lambda d: fl.cross_entropy(d.x, d.target), None, lambda d: ref.cross_entropy(d.x, d.target),
+        peers(scipy=sp and (lambda d: -np.mean(np.take_along_axis(sp.log_softmax(d.x, axis=-1), d.target[:, None], -1))),
+              torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target))),
+        _close(1e-5)))
+    ops.append(Op(
+        "cross_entropy_and_grad", "class", "copy",
+        lambda d: fl.cross_entropy_and_grad(d.x, d.target),
+        lambda d: fl.cross_entropy_and_grad(d.x, d.target, grad_out=d.out),
+        lambda d: ref.cross_entropy_and_grad(d.x, d.target),
+        peers(torch=torch and (lambda d: _torch_fwd_bwd(torch, d, lambda t: F.cross_entropy(t, d.torch_target)))),
+        _close(1e-5)))
+    ops.append(Op(
+        "bce_with_logits", "binary", "read",
+        lambda d: fl.bce_with_logits(d.x, d.target), None, lambda d: ref.bce_with_logits(d.x, d.target),
+        peers(scipy=sp and (lambda d: -np.mean(d.target * sp.log_expit(d.x) + (1 - d.target) * sp.log_expit(-d.x))),
+              torch=torch and (lambda d: F.binary_cross_entropy_with_logits(d.torch_x, d.torch_target))),
+        _close(1e-5)))
+    ops.append(Op(
+        "bce_with_logits_and_grad", "binary", "copy",
+        lambda d: fl.bce_with_logits_and_grad(d.x, d.target),
+        lambda d: fl.bce_with_logits_and_grad(d.x, d.target, grad_out=d.out),
+        lambda d: ref.bce_with_logits_and_grad(d.x, d.target),
+        peers(torch=torch and (lambda d: _torch_fwd_bwd(
+            torch, d, lambda t: F.binary_cross_entropy_with_logits(t, d.torch_target)))),
+        _close(1e-5)))
+    return {op.name: op for op in ops}
+
+
+def _torch_fwd_bwd(torch: Any, d: Data, loss_fn: Callable[[Any], Any]) -> Any:
+    t = d.torch_x.detach().requires_grad_(True)
+    loss = loss_fn(t)
+    loss.backward()
+    return float(loss), t.grad
+
+
+def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
+    """(operation, shape) pairs of a run."""
+    class_shapes = QUICK_SHAPES if quick else STANDARD_SHAPES
+    binary_shapes = BINARY_SHAPES[:1] if quick else BINARY_SHAPES
+    names = ["softmax", "logsumexp", "sigmoid", "cross_entropy", "cross_entropy_and_grad", "bce_with_logits",
+             "bce_with_logits_and_grad"] if quick else list(_ops())
+    out = []
+    for name in names:
+        op = _ops()[name]
+        shapes = binary_shapes if op.targets == "binary" else class_shapes
+        out.extend((name, s) for s in shapes)
+    return out
+
+
+# ---------------------------------------------------------------------------- measuring
+
+def _best_time(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
+    """Best wall time of ``repeats`` calls (fewer if the budget runs out), after one warm-up."""
+    fn()
+    best = math.inf
+    start = time.perf_counter()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s:
+            break
+    return best
+
+
+def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> Dict[str, float]:
+    """Read and non-temporal copy bandwidth in GB/s (copy counts read + write bytes), with the
+    current thread count."""
+    n = nbytes // 4
+    src = np.ones(n, dtype=np.float32)
+    dst = np.empty_like(src)
+    dst.fill(0.0)  # touch the pages first: this measures bandwidth, not page faults
+    read = _best_time(lambda: _core.stream_read(src), repeats, 30.0)
+    copy = _best_time(lambda: _core.stream_copy(dst, src), repeats, 30.0)
+    return {"read_GBps": nbytes / read / 1e9, "copy_GBps": 2 * nbytes / copy / 1e9}
+
+
+def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(np.float32)
+    d = Data(x)
+    if op.targets == "class":
+        d.target = rng.integers(0, shape[1], size=shape[0]).astype(np.int64)
+    elif op.targets == "binary":
+        d.target = (rng.random(shape, dtype=np.float32) < 0.3).astype(np.float32)
+    if op.fast_warm is not None:
+        d.out = np.empty_like(x)
+        d.out.fill(0.0)
+    torch = _torch()
+    if torch is not None:
+        d.torch_x = torch.from_numpy(x)
+        if d.target is not None:
+            d.torch_target = torch.from_numpy(d.target)
+    return d
+
+
+def _sample(op: Op, d: Data, rows: int = 64) -> Data:
+    s = Data(d.x[:rows])
+    if d.target is not None:
+        s.target = d.target[:rows]
+    return s
+
+
+def _bytes(op: Op, d: Data) -> int:
+    b = d.x.nbytes
+    if d.target is not None:
+        b += d.target.nbytes
+    if op.bound == "copy":
+        b += d.x.nbytes
+    return b
+
+
+def run_case(name: str, shape: Tuple[int, int], *, threads: int, bandwidth: Dict[str, float],
+             repeats: int = 5, peer_repeats: int = 3, budget_s: float = 10.0) -> Dict[str, Any]:
+    """Time one (operation, shape) for fastlogits and every peer; check against the reference."""
+    op = _ops()[name]
+    d = make_data(op, shape)
+    small = _sample(op, d)
+    if op.check is not None:
+        op.check(op.fast(small), op.reference(small))
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    fl.set_num_threads(threads)
+    res: Dict[str, Any] = {"op": name, "shape": list(shape), "dtype": "float32", "threads": threads}
+    res["fastlogits_cold_s"] = _best_time(lambda: op.fast(d), repeats, budget_s)
+    if op.fast_warm is not None:
+        res["fastlogits_warm_s"] = _best_time(lambda: op.fast_warm(d), repeats, budget_s)
+    best = res.get("fastlogits_warm_s", res["fastlogits_cold_s"])
+    elems = shape[0] * shape[1]
+    res["gelem_per_s"] = elems / best / 1e9
+    limit = bandwidth["read_GBps"] if op.bound == "read" else bandwidth["copy_GBps"]
+    res["bound"] = op.bound
+    res["pct_of_bandwidth"] = 100.0 * (_bytes(op, d) / best / 1e9) / limit
+    peer_fns = dict(op.peers)
+    peer_fns["reference"] = op.reference
+    for peer, fn in peer_fns.items():
+        t = _best_time(lambda: fn(d), peer_repeats, budget_s)
+        res[f"{peer}_s"] = t
+        res[f"speedup_vs_{peer}"] = t / best
+    del d
+    gc.collect()
+    return res
+
+
+def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Run the table; returns {"machine": ..., "bandwidth": ..., "results": [...]}."""
+    threads = threads or fl.get_num_threads()
+    old = fl.get_num_threads()
+    fl.set_num_threads(threads)
+    try:
+        bw = measure_bandwidth(repeats=3 if quick else 5)
+        results = []
+        for name, shape in cases(quick):
+            if progress:
+                progress(f"{name} {shape[0]}x{shape[1]}")
+            results.append(run_case(name, shape, threads=threads, bandwidth=bw,
+                                    repeats=3 if quick else 7, peer_repeats=1 if quick else 3,
+                                    budget_s=2.0 if quick else 10.0))
+    finally:
+        fl.set_num_threads(old)
+    torch = _torch()
+    return {
+        "fastlogits": fl.__version__,
+        "isa": _core.isa_name(),
+        "threads": threads,
+        "torch": getattr(torch, "__version__", None),
+        "bandwidth": bw,
+        "results": results,
+    }
+
+
+# ---------------------------------------------------------------------------- reporting
+
+def format_table(report: Dict[str, Any]) -> str:
+    bw = report["bandwidth"]
+    lines = [
+        f"fastlogits {report['fastlogits']} ({report['isa']}), {report['threads']} thread(s); "
+        f"measured bandwidth: read {bw['read_GBps']:.1f} GB/s, non-temporal copy {bw['copy_GBps']:.1f} GB/s",
+        f"{'operation':<26}{'shape':>14}{'fl warm ms':>11}{'fl cold ms':>11}{'Gelem/s':>9}{'% bw':>7}"
+        f"{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x torch':>9}",
+    ]
+    for r in report["results"]:
+        warm = r.get("fastlogits_warm_s")
+        lines.append(
+            f"{r['op']:<26}{r['shape'][0]:>8}x{r['shape'][1]:<6}"
+            f"{(warm * 1e3 if warm else float('nan')):>10.2f} {r['fastlogits_cold_s'] * 1e3:>10.2f}"
+            f"{r['gelem_per_s']:>9.2f}{r['pct_of_bandwidth']:>6.0f}%"
+            + "".join(f"{r.get('speedup_vs_' + p, float('nan')):>9.1f}" if p != "reference"
+                      else f"{r.get('speedup_vs_' + p, float('nan')):>8.1f}"
+                      for p in ("reference", "scipy", "numpy", "torch"))
+        )
+    lines.append("x peer = peer time / fastlogits time (warm where there is an output); % bw = bytes that must "
+                 "move / time, over the read bandwidth (loss, reductions) or the copy bandwidth (outputs).")
+    return "\n".join(lines)
+
+
+def to_json(report: Dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
+
+
+def plot(report: Dict[str, Any], path: str) -> None:
+    """A bar chart of the speed-ups against each peer (needs matplotlib, the ``plot`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    labels = [f"{r['op']}\n{r['shape'][0]}x{r['shape'][1]}" for r in results]
+    peers = [p for p in ("reference", "scipy", "numpy", "torch") if any(f"speedup_vs_{p}" in r for r in results)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(labels) * len(peers)), 5))
+    width = 0.8 / max(1, len(peers))
+    for i, p in enumerate(peers):
+        vals = [r.get(f"speedup_vs_{p}", 0.0) for r in results]
+        ax.bar([j + i * width for j in range(len(results))], vals, width, label=p)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))])
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("speed-up of fastlogits (x)")
+    ax.set_title(f"fastlogits {report['fastlogits']} ({report['isa']}, {report['threads']} threads)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
