@@ -13,6 +13,9 @@ typedef struct {
     int (*argmax)(const fl_arr *, const fl_arr *, fl_grid);
     int (*topk)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, int64_t);
     int (*threshold)(const fl_arr *, const fl_arr *, fl_grid, double);
+    int (*bce)(const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *,
+               const fl_arr *, fl_grid, const fl_bce_opts *, double *);
+    int (*check_binary_target)(const fl_arr *, fl_grid);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -35,6 +38,9 @@ int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op);
 int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g);
 int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k);
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit);
+int FL_FN(bce)(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
+               const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
+int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g);
 #endif
 
 #endif

@@ -12,4 +12,6 @@ const fl_kernel_table FL_TABLE_NAME = {
     .argmax = FL_FN(argmax),
     .topk = FL_FN(topk),
     .threshold = FL_FN(threshold),
+    .bce = FL_FN(bce),
+    .check_binary_target = FL_FN(check_binary_target),
 };
