@@ -16,7 +16,11 @@
 extern "C" {
 #endif
 
-typedef enum { FL_F32 = 0, FL_F64 = 1, FL_F16 = 2, FL_BF16 = 3, FL_I64 = 4, FL_BOOL = 5 } fl_dtype;
+/* float codes are logits/outputs; the integer codes are read only as targets (values 0/1) */
+typedef enum {
+    FL_F32 = 0, FL_F64 = 1, FL_F16 = 2, FL_BF16 = 3, FL_I64 = 4, FL_BOOL = 5,
+    FL_I32 = 6, FL_I16 = 7, FL_I8 = 8
+} fl_dtype;
 
 typedef struct {
     void *data;       /* element (0, 0, class 0) */
@@ -33,6 +37,7 @@ typedef struct {
 /* status codes */
 #define FL_OK 0
 #define FL_ENOMEM 1
+#define FL_EBADTARGET 2  /* a binary target outside [0, 1] (floats), not 0/1 (integers), or nan */
 
 /* postprocessing, in fl_post.c */
 enum { FL_SOFTMAX = 0, FL_LOG_SOFTMAX = 1 };
@@ -54,6 +59,25 @@ int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold
  * non-temporal stores */
 double fl_stream_read(const float *src, int64_t n);
 void fl_stream_copy(float *dst, const float *src, int64_t n);
+/* binary losses, in fl_bce.c */
+enum { FL_LOSS_BCE = 0, FL_LOSS_FOCAL = 1 };
+typedef struct {
+    int kind;            /* FL_LOSS_BCE or FL_LOSS_FOCAL */
+    double alpha;        /* focal: alpha-balancing, alpha < 0 disables it */
+    double gamma;        /* focal: focusing exponent, >= 0 */
+    double grad_scale;   /* the gradient is multiplied by this (1/N for a mean) */
+    int check_target;    /* validate targets on the fly (FL_EBADTARGET) */
+} fl_bce_opts;
+
+/* Elementwise binary loss over the grid: x logits (float dtypes), y targets (float, bool or
+ * integer dtypes, read in place), w and pw weight and pos_weight (BCE only; the compute dtype,
+ * zero strides along broadcast dimensions; NULL means 1). loss and grad are optional outputs in
+ * x's dtype. *total (optional) receives the sum of the per-element losses, accumulated in
+ * float64 per fixed block and combined in block order (independent of the thread count). */
+int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw,
+           const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
+/* FL_EBADTARGET if any target of the grid is not a valid binary target, else FL_OK */
+int fl_check_binary_target(const fl_arr *y, fl_grid g);
 
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */

@@ -15,6 +15,9 @@ typedef struct {
     int (*threshold)(const fl_arr *, const fl_arr *, fl_grid, double);
     double (*stream_read)(const float *, int64_t);
     void (*stream_copy)(float *, const float *, int64_t);
+    int (*bce)(const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *,
+               const fl_arr *, fl_grid, const fl_bce_opts *, double *);
+    int (*check_binary_target)(const fl_arr *, fl_grid);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -39,6 +42,9 @@ int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit);
 double FL_FN(stream_read)(const float *src, int64_t n);
 void FL_FN(stream_copy)(float *dst, const float *src, int64_t n);
+int FL_FN(bce)(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
+               const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
+int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g);
 #endif
 
 #endif

@@ -19,8 +19,8 @@ static inline size_t fl_esize(int32_t dtype)
 {
     switch (dtype) {
     case FL_F64: case FL_I64: return 8;
-    case FL_F16: case FL_BF16: return 2;
-    case FL_BOOL: return 1;
+    case FL_F16: case FL_BF16: case FL_I16: return 2;
+    case FL_BOOL: case FL_I8: return 1;
     default: return 4;
     }
 }

@@ -14,4 +14,6 @@ const fl_kernel_table FL_TABLE_NAME = {
     .threshold = FL_FN(threshold),
     .stream_read = FL_FN(stream_read),
     .stream_copy = FL_FN(stream_copy),
+    .bce = FL_FN(bce),
+    .check_binary_target = FL_FN(check_binary_target),
 };

@@ -6,6 +6,12 @@ its inputs.
 """
 from ._version import __version__
 from ._config import _select_isa_from_env, get_num_threads, set_num_threads, show_config
+from ._bce import (
+    bce_with_logits,
+    bce_with_logits_and_grad,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_and_grad,
+)
 from ._post import (
     entropy,
     log_sigmoid,
@@ -22,6 +28,8 @@ _select_isa_from_env()
 
 __all__ = [
     "__version__",
+    "bce_with_logits",
+    "bce_with_logits_and_grad",
     "entropy",
     "get_num_threads",
     "log_sigmoid",
@@ -32,6 +40,8 @@ __all__ = [
     "set_num_threads",
     "show_config",
     "sigmoid",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_and_grad",
     "softmax",
     "topk",
 ]

@@ -29,6 +29,16 @@ cdef extern from "fastlogits.h":
     int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) nogil
     double fl_stream_read(const float *src, int64_t n) nogil
     void fl_stream_copy(float *dst, const float *src, int64_t n) nogil
+    ctypedef struct fl_bce_opts:
+        int kind
+        double alpha
+        double gamma
+        double grad_scale
+        int check_target
+    int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw,
+               const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o,
+               double *total) nogil
+    int fl_check_binary_target(const fl_arr *y, fl_grid g) nogil
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
@@ -135,6 +145,56 @@ def stream_copy(cnp.ndarray dst, cnp.ndarray src):
     cdef int64_t n = src.size
     with nogil:
         fl_stream_copy(d, s, n)
+BAD_TARGET = 2  # FL_EBADTARGET
+
+
+def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha, double gamma,
+        double grad_scale, bint check_target):
+    """Binary loss kernel; w, pw, loss, grad are specs or None. Returns (status, total):
+    status 0, or BAD_TARGET when a target is invalid (MemoryError is raised here)."""
+    cdef fl_arr cx = _operand(x), cy = _operand(y), cw, cpw, cl, cg
+    cdef fl_arr *pw_ = NULL
+    cdef fl_arr *w_ = NULL
+    cdef fl_arr *l_ = NULL
+    cdef fl_arr *g_ = NULL
+    if w is not None:
+        cw = _operand(w)
+        w_ = &cw
+    if pw is not None:
+        cpw = _operand(pw)
+        pw_ = &cpw
+    if loss is not None:
+        cl = _operand(loss)
+        l_ = &cl
+    if grad is not None:
+        cg = _operand(grad)
+        g_ = &cg
+    cdef fl_grid g = _grid(grid)
+    cdef fl_bce_opts o
+    o.kind = kind
+    o.alpha = alpha
+    o.gamma = gamma
+    o.grad_scale = grad_scale
+    o.check_target = check_target
+    cdef double total = 0.0
+    cdef int st
+    with nogil:
+        st = fl_bce(&cx, &cy, w_, pw_, l_, g_, g, &o, &total)
+    if st != BAD_TARGET:
+        _check(st)
+    return st, total
+
+
+def check_binary_target(tuple y, tuple grid):
+    """0 when every target is 0/1 (integers) or in [0, 1] (floats), else BAD_TARGET."""
+    cdef fl_arr cy = _operand(y)
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_check_binary_target(&cy, g)
+    if st != BAD_TARGET:
+        _check(st)
+    return st
 
 
 def isa_name():

@@ -539,6 +539,18 @@ def _binary_target(target, shape, wd, name="target"):
         raise TypeError(f"{name}: expected a bool, integer or floating array, got dtype {t.dtype}")
     if t.shape != shape:
         raise ValueError(f"{name}: expected the logits' shape {shape}, got {t.shape}")
+    # API section 3: floats in [0, 1] (nan is invalid), bool, or integers 0/1
+    if t.dtype.kind in "iu":
+        bad = (t != 0) & (t != 1)
+    elif t.dtype.kind == "b":
+        bad = np.zeros(t.shape, dtype=bool)
+    else:
+        with np.errstate(invalid="ignore"):
+            bad = ~((t >= 0) & (t <= 1))
+    if np.any(bad):
+        pos = np.unravel_index(int(np.argmax(bad)), t.shape) if t.ndim else ()
+        raise ValueError(f"{name}: expected values in [0, 1] (floats) or 0/1 (integers), got "
+                         f"{t[pos]!r} at position {tuple(int(i) for i in pos)}")
     return np.asarray(t, dtype=wd)
 
 
@@ -571,7 +583,9 @@ def _bce_core(logits, target, weight, pos_weight, reduction, want_grad):
     if not want_grad:
         return red, None, od
     with np.errstate(invalid="ignore", over="ignore"):
-        g = w * (_sigmoid_w(v) * (1 + (pw - 1) * y) - pw * y)
+        # = w*(sigmoid(x)*(1 + (pw-1)*y) - pw*y), written without the cancellation of
+        # sigmoid(x) - 1 for y = 1 (exact for 0/1 targets at any |x|)
+        g = w * (_sigmoid_w(v) * (1 - y) - pw * y * _sigmoid_w(-v))
         g = np.broadcast_to(g, v.shape)
         if reduction == "mean":
             g = g / np.asarray(v.size, dtype=wd)
@@ -602,7 +616,7 @@ def _focal_core(logits, target, alpha, gamma, reduction, want_grad):
 
     p = sigmoid(x), ce = bce(x, y), q = 1 - p_t = p*(1-y) + (1-p)*y,
     l = a_t * ce * q**gamma with a_t = alpha*y + (1-alpha)*(1-y) if alpha >= 0 else 1.
-        dce/dx = p - y
+        dce/dx = p - y = p*(1-y) - y*(1-p)      (evaluated so, without cancellation)
         dq/dx  = p*(1-p)*(1-2y)
         dl/dx  = a_t * (dce/dx * q**gamma + ce * gamma * q**(gamma-1) * dq/dx)
     The second term is taken as 0 where q = 0 or gamma = 0 (its limit); nan x -> nan.
@@ -629,7 +643,7 @@ def _focal_core(logits, target, alpha, gamma, reduction, want_grad):
     if not want_grad:
         return red, None, od
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        dce = p - y
+        dce = p * (1 - y) - y * pm                        # p - y without cancellation
         if gamma == 0:
             dmod = np.zeros_like(q)
         else:

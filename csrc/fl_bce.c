@@ -1,0 +1,449 @@
+/* fl_bce.c: binary cross-entropy with logits and sigmoid focal loss, loss and gradient in one
+ * pass over logits and targets. Compiled once per ISA; every exported symbol is FL_FN(name).
+ *
+ * Work units. The losses are elementwise, so a long row (a 1-D array is a single row) is cut
+ * into pieces of at most FL_BLOCK_ELEMS elements, and a block is a fixed run of pieces of about
+ * FL_BLOCK_ELEMS elements: the partition depends only on the shape. Each block stores its
+ * float64 loss sum and the total adds them in block order, so it is bitwise the same for any
+ * thread count. Targets are read in their own dtype (float, bool or integer) a piece at a time.
+ *
+ * Formulas, with t = exp(-|x|), L = log1p(t), s+ = sigmoid(x), s- = sigmoid(-x) (both from t
+ * without cancellation), A = w*pw*y and B = w*(1-y):
+ *   -log_sigmoid(x) = max(-x, 0) + L,     -log_sigmoid(-x) = max(x, 0) + L
+ *   BCE loss = A*max(-x, 0) + B*max(x, 0) + (A+B)*L
+ *              (a zero coefficient times the infinite max(.) of x = +-inf is taken as 0: the
+ *              loss limits 0 or +inf); all terms are >= 0 for non-negative weights
+ *   BCE grad = w*(s+*(1 + (pw-1)*y) - pw*y) = B*s+ - A*s-   (no cancellation for y in {0,1})
+ * Focal loss (torchvision): ce = the BCE loss with w = pw = 1, q = 1 - p_t = s+*(1-y) + s-*y
+ * (a sum of non-negative terms: no cancellation near p_t = 1), a_t = alpha*y + (1-alpha)*(1-y)
+ * (1 when alpha < 0):
+ *   loss   = a_t * ce * q^gamma
+ *   dce/dx = s+ - y = s+*(1-y) - y*s-
+ *   dq/dx  = s+*s-*(1-y) - s+*s-*y = s+*s-*(1-2y)
+ *   grad   = a_t * (q^gamma * dce/dx + gamma * ce * q^(gamma-1) * dq/dx)
+ *          = a_t * (q^gamma * dce/dx + gamma * ce * q^gamma * (s+*s-/q) * (1-2y))
+ * where s+*s-/q is s- for y = 0 and s+ for y = 1 (bounded for soft targets). The second term is
+ * taken as its limit 0 where it evaluates 0*inf or 0/0 (x = +-inf: q = 0, or ce = inf with
+ * s+*s- = 0). For y in {0,1} both terms have the same sign: no cancellation.
+ * q^gamma is 1 for gamma = 0, q or q*q for gamma = 1 or 2, else exp(gamma*log q) (0 at q = 0).
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "fastlogits.h"
+#include "fl_kernels.h"
+#include "fl_pool.h"
+#include "fl_rowio.h"
+#include "fl_rowmath.h"
+
+enum { FL_POW_ONE = 0, FL_POW_ID = 1, FL_POW_SQ = 2, FL_POW_GEN = 3 };
+
+typedef struct {
+    const fl_arr *x, *y, *w, *pw, *loss, *grad;  /* w, pw, loss, grad may be NULL */
+    fl_grid g;
+    fl_bce_opts o;
+    int f64;                 /* compute in double (float64 logits) */
+    int pow_mode;            /* how q^gamma is evaluated */
+    int64_t chunk;           /* elements per piece (the last piece of a row may be shorter) */
+    int64_t per_row;         /* pieces per row */
+    int64_t per_block;       /* pieces per block */
+    int64_t n_pieces;
+    double *partial;         /* one loss sum per block, or NULL */
+    unsigned char *status;   /* one status per block */
+} fl_bce_ctx;
+
+/* ---------------- targets ---------------- */
+
+static inline int fl_in01(double v) { return (v >= 0.0) & (v <= 1.0); } /* nan: 0 */
+
+/* buf[k] = target k as CT; ok &= its validity (the loop is the same for every dtype) */
+#define FL_READ_TARGETS(T, VAL, VALID)                                              \
+    do {                                                                            \
+        const T *s_ = (const T *)p;                                                 \
+        for (int64_t k = 0; k < n; k++) {                                           \
+            T v = s_[k * sc];                                                       \
+            ok &= (VALID);                                                          \
+            buf[k] = (VAL);                                                         \
+        }                                                                           \
+    } while (0)
+
+#define FL_TARGET_SWITCH(CT)                                                                  \
+    switch (a->dtype) {                                                                       \
+    case FL_F32: FL_READ_TARGETS(float, (CT)v, fl_in01(v)); break;                          \
+    case FL_F64: FL_READ_TARGETS(double, (CT)v, fl_in01(v)); break;                         \
+    case FL_F16: FL_READ_TARGETS(uint16_t, (CT)fl_f16_to_f32(v), fl_in01(fl_f16_to_f32(v))); break; \
+    case FL_BF16: FL_READ_TARGETS(uint16_t, (CT)fl_bf16_to_f32(v), fl_in01(fl_bf16_to_f32(v))); break; \
+    case FL_I64: FL_READ_TARGETS(int64_t, (CT)v, (v == 0) | (v == 1)); break;               \
+    case FL_I32: FL_READ_TARGETS(int32_t, (CT)v, (v == 0) | (v == 1)); break;               \
+    case FL_I16: FL_READ_TARGETS(int16_t, (CT)v, (v == 0) | (v == 1)); break;               \
+    case FL_I8: FL_READ_TARGETS(int8_t, (CT)v, (v == 0) | (v == 1)); break;                 \
+    case FL_BOOL: FL_READ_TARGETS(uint8_t, (CT)v, v <= 1); break;                           \
+    default: ok = 0; break;                                                                   \
+    }
+
+/* The n targets at p as contiguous float: in place for contiguous float32, else converted
+ * into buf. Returns 0 when one of them is not a valid binary target. */
+static int fl_targets_f32(const fl_arr *a, const char *p, int64_t n, float *buf, const float **out)
+{
+    int64_t sc = a->sc;
+    int ok = 1;
+    if (a->dtype == FL_F32 && sc == 1) {
+        const float *s = (const float *)p;
+        for (int64_t k = 0; k < n; k++) ok &= (s[k] >= 0.0f) & (s[k] <= 1.0f);
+        *out = s;
+        return ok;
+    }
+    FL_TARGET_SWITCH(float)
+    *out = buf;
+    return ok;
+}
+
+static int fl_targets_f64(const fl_arr *a, const char *p, int64_t n, double *buf, const double **out)
+{
+    int64_t sc = a->sc;
+    int ok = 1;
+    if (a->dtype == FL_F64 && sc == 1) {
+        const double *s = (const double *)p;
+        for (int64_t k = 0; k < n; k++) ok &= fl_in01(s[k]);
+        *out = s;
+        return ok;
+    }
+    FL_TARGET_SWITCH(double)
+    *out = buf;
+    return ok;
+}
+
+/* ---------------- float32 lanes ---------------- */
+
+static const float fl_ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+/* a*b with 0*inf taken as 0 (a nan product becomes 0: callers get nan logits from L) */
+static inline flv fl_vmul0(flv a, flv b) { return flv_zero_nan(flv_mul(a, b)); }
+
+/* a*max(-x, 0) + b*max(x, 0) + (a+b)*L: -(a*log_sigmoid(x) + b*log_sigmoid(-x)) */
+static inline flv fl_vsoftplus2(flv x, flv a, flv b, flv L)
+{
+    flv zero = flv_set1(0.0f);
+    flv rn = flv_max(flv_neg(x), zero), rp = flv_max(x, zero);
+    return flv_add(flv_add(fl_vmul0(a, rn), fl_vmul0(b, rp)), flv_mul(flv_add(a, b), L));
+}
+
+/* sigmoid(x) and sigmoid(-x) from t = exp(-|x|) */
+static inline void fl_vsigmoids(flv x, flv t, flv *sp, flv *sn)
+{
+    flv r = flv_div(flv_set1(1.0f), flv_add(flv_set1(1.0f), t));
+    flv tr = flv_mul(t, r);
+    *sp = flv_sel_neg(x, tr, r);
+    *sn = flv_sel_neg(x, r, tr);
+}
+
+static inline flv fl_vpow(flv q, int mode, flv gamma)
+{
+    switch (mode) {
+    case FL_POW_ONE: return flv_set1(1.0f);
+    case FL_POW_ID: return q;
+    case FL_POW_SQ: return flv_mul(q, q);
+    default: return flv_exp(flv_mul(gamma, flv_log(q)));
+    }
+}
+
+/* per-lane constants of a piece */
+typedef struct { flv one, scale, alpha, alpha_c, gamma; int use_alpha, pow_mode; } fl_vconst;
+
+static inline void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv *loss, flv *grad)
+{
+    flv t = flv_exp(flv_neg(flv_abs(x)));
+    flv a = flv_mul(flv_mul(w, pw), y), b = flv_mul(w, flv_sub(K->one, y));
+    *loss = fl_vsoftplus2(x, a, b, flv_log1p(t));
+    if (grad) {
+        flv sp, sn;
+        fl_vsigmoids(x, t, &sp, &sn);
+        *grad = flv_mul(flv_sub(flv_mul(b, sp), flv_mul(a, sn)), K->scale);
+    }
+}
+
+static inline void fl_vfocal(const fl_vconst *K, flv x, flv y, flv *loss, flv *grad)
+{
+    flv t = flv_exp(flv_neg(flv_abs(x)));
+    flv yc = flv_sub(K->one, y);
+    flv ce = fl_vsoftplus2(x, y, yc, flv_log1p(t));
+    flv sp, sn;
+    fl_vsigmoids(x, t, &sp, &sn);
+    flv q = flv_add(flv_mul(sp, yc), flv_mul(sn, y));
+    flv mod = fl_vpow(q, K->pow_mode, K->gamma);
+    flv at = K->use_alpha ? flv_add(flv_mul(K->alpha, y), flv_mul(K->alpha_c, yc)) : K->one;
+    *loss = flv_mul(at, flv_mul(ce, mod));
+    if (grad) {
+        flv dce = flv_sub(flv_mul(sp, yc), flv_mul(y, sn));
+        flv ratio = flv_div(flv_mul(sp, sn), q);
+        flv t2 = flv_mul(flv_mul(flv_mul(K->gamma, ce), mod), flv_mul(ratio, flv_sub(yc, y)));
+        flv g = flv_add(flv_mul(mod, dce), flv_zero_nan(t2));
+        *grad = flv_mul(flv_mul(at, g), K->scale);
+    }
+}
+
+/* one piece of n contiguous elements; returns the sum of its losses (double) */
+static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, const float *w,
+                           const float *pw, float *l, float *g, int64_t n)
+{
+    fl_vconst K = {flv_set1(1.0f), flv_set1((float)c->o.grad_scale), flv_set1((float)c->o.alpha),
+                   flv_set1((float)(1.0 - c->o.alpha)), flv_set1((float)c->o.gamma),
+                   c->o.alpha >= 0.0, c->pow_mode};
+    int focal = c->o.kind == FL_LOSS_FOCAL;
+    double sum = 0.0;
+    flv vl, vg;
+    int64_t k = 0;
+    for (; k + FL_W <= n; k += FL_W) {
+        flv vx = flv_load(x + k), vy = flv_load(y + k);
+        if (focal) {
+            fl_vfocal(&K, vx, vy, &vl, g ? &vg : NULL);
+        } else {
+            flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
+            fl_vbce(&K, vx, vy, vw, vp, &vl, g ? &vg : NULL);
+        }
+        sum += flv_hsum_d(vl);
+        if (l) flv_store(l + k, vl);
+        if (g) flv_store(g + k, vg);
+    }
+    if (k < n) {
+        int64_t m = n - k;
+        flv vx = flv_load_part(x + k, m, 0.0f), vy = flv_load_part(y + k, m, 0.0f);
+        if (focal) {
+            fl_vfocal(&K, vx, vy, &vl, g ? &vg : NULL);
+        } else {
+            flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one;
+            flv vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
+            fl_vbce(&K, vx, vy, vw, vp, &vl, g ? &vg : NULL);
+        }
+        /* the fill lanes hold finite losses of x = y = 0: mask them out of the sum */
+        sum += flv_hsum_d(flv_mul(vl, flv_load_part(fl_ones, m, 0.0f)));
+        if (l) flv_store_part(l + k, vl, m);
+        if (g) flv_store_part(g + k, vg, m);
+    }
+    return sum;
+}
+
+/* ---------------- float64 elements ---------------- */
+
+static inline double fl_mul0_d(double a, double b) { double p = a * b; return p == p ? p : 0.0; }
+
+static inline double fl_softplus2_d(double x, double a, double b, double L)
+{
+    double rn = x < 0.0 ? -x : 0.0, rp = x > 0.0 ? x : 0.0;
+    return (fl_mul0_d(a, rn) + fl_mul0_d(b, rp)) + (a + b) * L;
+}
+
+static inline double fl_pow_d(double q, int mode, double gamma)
+{
+    switch (mode) {
+    case FL_POW_ONE: return 1.0;
+    case FL_POW_ID: return q;
+    case FL_POW_SQ: return q * q;
+    default: return fl_exp_d(gamma * fl_log_d(q));
+    }
+}
+
+/* the float64 twin of fl_lanes_f32, element by element (each ISA build vectorises the loops);
+ * l receives the losses (a scratch row when the caller does not keep them) */
+static double fl_elems_f64(const fl_bce_ctx *c, const double *x, const double *y, const double *w,
+                           const double *pw, double *l, double *g, int64_t n)
+{
+    double scale = c->o.grad_scale, alpha = c->o.alpha, gamma = c->o.gamma;
+    int use_alpha = alpha >= 0.0, mode = c->pow_mode;
+    if (c->o.kind == FL_LOSS_BCE) {
+        for (int64_t k = 0; k < n; k++) {
+            double xk = x[k], yk = y[k], wk = w ? w[k] : 1.0, pk = pw ? pw[k] : 1.0;
+            double t = fl_exp_d(-fabs(xk));
+            double a = (wk * pk) * yk, b = wk * (1.0 - yk);
+            l[k] = fl_softplus2_d(xk, a, b, fl_log1p_d(t));
+            if (g) {
+                double r = 1.0 / (1.0 + t), tr = t * r;
+                double sp = xk < 0.0 ? tr : r, sn = xk < 0.0 ? r : tr;
+                g[k] = (b * sp - a * sn) * scale;
+            }
+        }
+    } else {
+        for (int64_t k = 0; k < n; k++) {
+            double xk = x[k], yk = y[k], yc = 1.0 - yk;
+            double t = fl_exp_d(-fabs(xk));
+            double ce = fl_softplus2_d(xk, yk, yc, fl_log1p_d(t));
+            double r = 1.0 / (1.0 + t), tr = t * r;
+            double sp = xk < 0.0 ? tr : r, sn = xk < 0.0 ? r : tr;
+            double q = sp * yc + sn * yk;
+            double mod = fl_pow_d(q, mode, gamma);
+            double at = use_alpha ? alpha * yk + (1.0 - alpha) * yc : 1.0;
+            l[k] = at * (ce * mod);
+            if (g) {
+                double dce = sp * yc - yk * sn;
+                double t2 = ((gamma * ce) * mod) * ((sp * sn / q) * (yc - yk));
+                t2 = t2 == t2 ? t2 : 0.0;
+                g[k] = (at * (mod * dce + t2)) * scale;
+            }
+        }
+    }
+    /* eight partial sums, combined pairwise: fixed order */
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) acc[j] += l[k + j];
+    for (; k < n; k++) acc[0] += l[k];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* ---------------- pieces, blocks, driver ---------------- */
+
+/* element k0 of row (i0, i1) of a */
+static inline char *fl_piece_ptr(const fl_arr *a, int64_t i0, int64_t i1, int64_t k0)
+{
+    return fl_row_ptr(a, i0, i1) + k0 * a->sc * (int64_t)fl_esize(a->dtype);
+}
+
+/* scratch of a task: six rows of one piece (x, y, w, pw, loss, grad) */
+#define FL_BCE_BUFS 6
+
+static double fl_piece_f32(const fl_bce_ctx *c, int64_t i0, int64_t i1, int64_t k0, int64_t n,
+                           float *buf, int *ok)
+{
+    int64_t m = c->chunk;
+    const float *x = fl_row_in_f32(c->x, fl_piece_ptr(c->x, i0, i1, k0), n, buf);
+    const float *y;
+    int valid = fl_targets_f32(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf + m, &y);
+    if (c->o.check_target) *ok &= valid;
+    const float *w = c->w ? fl_row_in_f32(c->w, fl_piece_ptr(c->w, i0, i1, k0), n, buf + 2 * m) : NULL;
+    const float *pw = c->pw ? fl_row_in_f32(c->pw, fl_piece_ptr(c->pw, i0, i1, k0), n, buf + 3 * m) : NULL;
+    char *lrow = c->loss ? fl_piece_ptr(c->loss, i0, i1, k0) : NULL;
+    char *grow = c->grad ? fl_piece_ptr(c->grad, i0, i1, k0) : NULL;
+    float *l = lrow ? fl_row_dst_f32(c->loss, lrow, buf + 4 * m) : NULL;
+    float *g = grow ? fl_row_dst_f32(c->grad, grow, buf + 5 * m) : NULL;
+    double s = fl_lanes_f32(c, x, y, w, pw, l, g, n);
+    if (l) fl_row_out_f32(c->loss, lrow, n, l);
+    if (g) fl_row_out_f32(c->grad, grow, n, g);
+    return s;
+}
+
+static double fl_piece_f64(const fl_bce_ctx *c, int64_t i0, int64_t i1, int64_t k0, int64_t n,
+                           double *buf, int *ok)
+{
+    int64_t m = c->chunk;
+    const double *x = fl_row_in_f64(c->x, fl_piece_ptr(c->x, i0, i1, k0), n, buf);
+    const double *y;
+    int valid = fl_targets_f64(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf + m, &y);
+    if (c->o.check_target) *ok &= valid;
+    const double *w = c->w ? fl_row_in_f64(c->w, fl_piece_ptr(c->w, i0, i1, k0), n, buf + 2 * m) : NULL;
+    const double *pw = c->pw ? fl_row_in_f64(c->pw, fl_piece_ptr(c->pw, i0, i1, k0), n, buf + 3 * m) : NULL;
+    char *lrow = c->loss ? fl_piece_ptr(c->loss, i0, i1, k0) : NULL;
+    char *grow = c->grad ? fl_piece_ptr(c->grad, i0, i1, k0) : NULL;
+    double *l = lrow ? fl_row_dst_f64(c->loss, lrow, buf + 4 * m) : buf + 4 * m;
+    double *g = grow ? fl_row_dst_f64(c->grad, grow, buf + 5 * m) : NULL;
+    double s = fl_elems_f64(c, x, y, w, pw, l, g, n);
+    if (lrow) fl_row_out_f64(c->loss, lrow, n, l);
+    if (g) fl_row_out_f64(c->grad, grow, n, g);
+    return s;
+}
+
+/* piece u: its row (i0, i1), first element k0 and length n */
+static void fl_piece_pos(const fl_bce_ctx *c, int64_t u, int64_t *i0, int64_t *i1, int64_t *k0, int64_t *n)
+{
+    int64_t r = u / c->per_row;
+    *k0 = (u % c->per_row) * c->chunk;
+    *n = c->g.c - *k0 < c->chunk ? c->g.c - *k0 : c->chunk;
+    *i0 = r / c->g.n1;
+    *i1 = r % c->g.n1;
+}
+
+static void fl_bce_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_bce_ctx *c = (fl_bce_ctx *)vctx;
+    size_t esz = c->f64 ? sizeof(double) : sizeof(float);
+    void *buf = malloc(FL_BCE_BUFS * (size_t)c->chunk * esz);
+    for (int64_t b = b0; b < b1; b++) {
+        if (!buf) { c->status[b] = FL_ENOMEM; continue; }
+        int64_t u1 = (b + 1) * c->per_block < c->n_pieces ? (b + 1) * c->per_block : c->n_pieces;
+        double sum = 0.0;
+        int ok = 1;
+        for (int64_t u = b * c->per_block; u < u1; u++) {
+            int64_t i0, i1, k0, n;
+            fl_piece_pos(c, u, &i0, &i1, &k0, &n);
+            sum += c->f64 ? fl_piece_f64(c, i0, i1, k0, n, (double *)buf, &ok)
+                          : fl_piece_f32(c, i0, i1, k0, n, (float *)buf, &ok);
+        }
+        if (c->partial) c->partial[b] = sum;
+        c->status[b] = ok ? FL_OK : FL_EBADTARGET;
+    }
+    free(buf);
+}
+
+static void fl_check_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_bce_ctx *c = (fl_bce_ctx *)vctx;
+    float *buf = (float *)malloc((size_t)c->chunk * sizeof(float));
+    for (int64_t b = b0; b < b1; b++) {
+        if (!buf) { c->status[b] = FL_ENOMEM; continue; }
+        int64_t u1 = (b + 1) * c->per_block < c->n_pieces ? (b + 1) * c->per_block : c->n_pieces;
+        int ok = 1;
+        for (int64_t u = b * c->per_block; u < u1; u++) {
+            int64_t i0, i1, k0, n;
+            const float *y;
+            fl_piece_pos(c, u, &i0, &i1, &k0, &n);
+            ok &= fl_targets_f32(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf, &y);
+        }
+        c->status[b] = ok ? FL_OK : FL_EBADTARGET;
+    }
+    free(buf);
+}
+
+/* Split the grid into pieces and blocks, run task over the blocks, combine in block order.
+ * FL_ENOMEM wins over FL_EBADTARGET (the answer would be incomplete either way). */
+static int fl_bce_drive(fl_bce_ctx *c, fl_task_fn task, double *total)
+{
+    int64_t nrows = c->g.n0 * c->g.n1;
+    if (total) *total = 0.0;
+    if (nrows <= 0 || c->g.c <= 0) return FL_OK;
+    c->chunk = c->g.c < FL_BLOCK_ELEMS ? c->g.c : FL_BLOCK_ELEMS;
+    c->per_row = (c->g.c + c->chunk - 1) / c->chunk;
+    c->per_block = fl_rows_per_block(c->chunk);
+    c->n_pieces = nrows * c->per_row;
+    int64_t n_blocks = (c->n_pieces + c->per_block - 1) / c->per_block;
+    c->status = (unsigned char *)malloc((size_t)n_blocks);
+    c->partial = total ? (double *)malloc((size_t)n_blocks * sizeof(double)) : NULL;
+    if (!c->status || (total && !c->partial)) {
+        free(c->status);
+        free(c->partial);
+        return FL_ENOMEM;
+    }
+    fl_parallel_for(n_blocks, task, c);
+    int st = FL_OK;
+    double sum = 0.0;
+    for (int64_t b = 0; b < n_blocks; b++) {
+        if (c->status[b] == FL_ENOMEM) st = FL_ENOMEM;
+        else if (c->status[b] == FL_EBADTARGET && st == FL_OK) st = FL_EBADTARGET;
+        if (c->partial) sum += c->partial[b];
+    }
+    if (total) *total = sum;
+    free(c->status);
+    free(c->partial);
+    return st;
+}
+
+static int fl_pow_mode(double gamma)
+{
+    if (gamma == 0.0) return FL_POW_ONE;
+    if (gamma == 1.0) return FL_POW_ID;
+    if (gamma == 2.0) return FL_POW_SQ;
+    return FL_POW_GEN;
+}
+
+int FL_FN(bce)(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
+               const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total)
+{
+    fl_bce_ctx c = {x, y, w, pw, loss, grad, g, *o, x->dtype == FL_F64, fl_pow_mode(o->gamma),
+                    0, 0, 0, 0, NULL, NULL};
+    return fl_bce_drive(&c, fl_bce_task, total);
+}
+
+int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g)
+{
+    fl_bce_opts o = {FL_LOSS_BCE, -1.0, 0.0, 1.0, 1};
+    fl_bce_ctx c = {NULL, y, NULL, NULL, NULL, NULL, g, o, 0, FL_POW_ONE, 0, 0, 0, 0, NULL, NULL};
+    return fl_bce_drive(&c, fl_check_task, NULL);
+}
