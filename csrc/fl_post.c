@@ -79,10 +79,10 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
             /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
             for (int64_t k = 0; k < c; k++) y[k] = NAN;
         } else if (log_mode) {
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, NULL, &n_eq);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, NULL, &n_eq, 1);
             fl_rsub2_f32(x, c, (double)m, fl_log_sum(n_eq, rest), y);
         } else {
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, y, &n_eq);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, y, &n_eq, 1);
             fl_rscale_f32(y, c, (float)(1.0 / (n_eq + rest)));
         }
         fl_row_out_f32(ctx->y, yrow, c, y);
@@ -151,7 +151,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, ent ? bp : NULL, &n_eq);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, ent ? bp : NULL, &n_eq, 1);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f32(x, bp, c, m) : 0.0);
             /* a logsumexp below 1 in magnitude has cancelled between m and log s: float32
              * exponentials are not accurate enough there, redo the sum in double */

@@ -39,32 +39,35 @@ static inline flv fl_vexp_sub(flv x, flv m)
 }
 
 /* Sum of exp(x_k - m) over the row, split as n_eq + rest: n_eq counts the entries equal to the
- * max (each contributes exactly 1) and rest sums the others, in double. Keeping the ones apart
- * lets log(sum) = log1p((n_eq - 1) + rest) stay accurate for peaked rows, where rest is tiny.
- * When y is not NULL it also receives exp(x_k - m). m must be finite. */
-static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq)
+ * max (each contributes exactly 1) and rest sums the others, in float64 lanes. Keeping the ones
+ * apart lets log(sum) = log1p((n_eq - 1) + rest) stay accurate for peaked rows, where rest is
+ * tiny. When y is not NULL it also receives exp(x_k - m). m must be finite.
+ * precise: carry the rounding error of x - m into the exponential (fl_vexp_sub), which every
+ * ULP-bounded output needs; without it exp(x - m) is off by up to |x - m| * 2^-24 relative,
+ * which is enough for losses held to a relative tolerance. */
+static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise)
 {
     flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
-    double rest = 0.0;
+    fl_dacc acc = fl_dacc_zero();
     int64_t k = 0;
     for (; k + FL_W <= n; k += FL_W) {
         flv xv = flv_load(x + k);
-        flv e = fl_vexp_sub(xv, vm);
-        if (y) flv_store(y + k, e);
         flv d = flv_sub(xv, vm);
-        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        flv e = precise ? fl_vexp_sub(xv, vm) : flv_exp(d);
+        if (y) flv_store(y + k, e);
+        acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
     }
     if (k < n) {
         flv xv = flv_load_part(x + k, n - k, -INFINITY);
-        flv e = fl_vexp_sub(xv, vm);
-        if (y) flv_store_part(y + k, e, n - k);
         flv d = flv_sub(xv, vm);
-        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        flv e = precise ? fl_vexp_sub(xv, vm) : flv_exp(d);
+        if (y) flv_store_part(y + k, e, n - k);
+        acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
     }
     *n_eq = flv_hsum_d(cnt);
-    return rest;
+    return fl_dacc_sum(acc);
 }
 
 /* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */

@@ -20,6 +20,8 @@
  *   flv  flv_zero_nan(flv a)             NaN lanes become +0, others unchanged
  *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
  *   float flv_hmax(flv)  (NaN lanes propagate)    double flv_hsum_d(flv) (lanes widened, summed in double)
+ *   fl_dacc fl_dacc_zero(void), fl_dacc fl_dacc_add(fl_dacc, flv), double fl_dacc_sum(fl_dacc):
+ *                                        FL_W float64 lanes accumulating float32 vectors
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
  *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
  *   flv  flv_log1p(flv)  log1pf

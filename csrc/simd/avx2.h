@@ -81,6 +81,22 @@ static inline double flv_hsum_d(flv a)
     return _mm_cvtsd_f64(s2);
 }
 
+/* FL_W float64 lanes accumulating float32 vectors: the row sums of exponentials */
+typedef struct { __m256d lo, hi; } fl_dacc;
+static inline fl_dacc fl_dacc_zero(void) { fl_dacc a = {_mm256_setzero_pd(), _mm256_setzero_pd()}; return a; }
+static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
+{
+    a.lo = _mm256_add_pd(a.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    a.hi = _mm256_add_pd(a.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    return a;
+}
+static inline double fl_dacc_sum(fl_dacc a)
+{
+    __m256d s4 = _mm256_add_pd(a.lo, a.hi);
+    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
+}
+
 static inline flv flv_exp(flv x)
 {
     flv xc = _mm256_blendv_ps(x, _mm256_set1_ps(89.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_HI), _CMP_GT_OQ));

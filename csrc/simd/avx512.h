@@ -87,12 +87,22 @@ static inline double flv_hsum_d(flv a)
     return _mm_cvtsd_f64(s2);
 }
 
+/* FL_W float64 lanes accumulating float32 vectors: the row sums of exponentials */
+typedef struct { __m512d lo, hi; } fl_dacc;
+static inline fl_dacc fl_dacc_zero(void) { fl_dacc a = {_mm512_setzero_pd(), _mm512_setzero_pd()}; return a; }
+static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
+{
+    a.lo = _mm512_add_pd(a.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    a.hi = _mm512_add_pd(a.hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    return a;
+}
+static inline double fl_dacc_sum(fl_dacc a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+
 static inline flv flv_exp(flv x)
 {
-    __mmask16 hi = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FL_EXPF_HI), _CMP_GT_OQ);
-    flv xc = _mm512_mask_mov_ps(x, hi, _mm512_set1_ps(89.0f));
-    __mmask16 lo = _mm512_cmp_ps_mask(xc, _mm512_set1_ps(FL_EXPF_LO), _CMP_LT_OQ);
-    xc = _mm512_mask_mov_ps(xc, lo, _mm512_set1_ps(-104.0f));
+    /* the algorithm of fl_expf_s; vscalefps applies 2^n with one rounding, subnormals and
+     * overflow included, so the clamps only keep n finite (NaN is restored at the end) */
+    flv xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
     flv n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FL_LOG2E_F)),
                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), xc);
@@ -104,14 +114,7 @@ static inline flv flv_exp(flv x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    /* 2^n = 2^n1 * 2^n2, n1 = n/2 truncated toward zero */
-    __m512i ni = _mm512_cvtps_epi32(n);
-    __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
-    __m512i n2 = _mm512_sub_epi32(ni, n1);
-    __m512i bias = _mm512_set1_epi32(127);
-    flv s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
-    flv s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
-    flv y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    flv y = _mm512_scalef_ps(p, n);
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
 }
 

@@ -65,6 +65,17 @@ static inline double flv_hsum_d(flv a)
 }
 #define FL_NEON_C(v) vdupq_n_f32(v)
 
+/* FL_W float64 lanes accumulating float32 vectors: the row sums of exponentials */
+typedef struct { float64x2_t lo, hi; } fl_dacc;
+static inline fl_dacc fl_dacc_zero(void) { fl_dacc a = {vdupq_n_f64(0.0), vdupq_n_f64(0.0)}; return a; }
+static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
+{
+    a.lo = vaddq_f64(a.lo, vcvt_f64_f32(vget_low_f32(v)));
+    a.hi = vaddq_f64(a.hi, vcvt_high_f64_f32(v));
+    return a;
+}
+static inline double fl_dacc_sum(fl_dacc a) { return vaddvq_f64(vaddq_f64(a.lo, a.hi)); }
+
 static inline flv flv_exp(flv x)
 {
     flv xc = vbslq_f32(vcgtq_f32(x, FL_NEON_C(FL_EXPF_HI)), FL_NEON_C(89.0f), x);

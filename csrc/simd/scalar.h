@@ -32,6 +32,10 @@ static inline flv flv_zero_nan(flv a) { return a == a ? a : 0.0f; }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return c < 0.0f ? a : b; }
 static inline float flv_hmax(flv a) { return a; }
 static inline double flv_hsum_d(flv a) { return (double)a; }
+typedef double fl_dacc;
+static inline fl_dacc fl_dacc_zero(void) { return 0.0; }
+static inline fl_dacc fl_dacc_add(fl_dacc a, flv v) { return a + (double)v; }
+static inline double fl_dacc_sum(fl_dacc a) { return a; }
 static inline flv flv_exp(flv a) { return fl_expf_s(a); }
 static inline flv flv_log(flv a) { return fl_logf_s(a); }
 static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
