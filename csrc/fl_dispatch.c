@@ -120,3 +120,4 @@ int fl_elementwise(const fl_arr *x, const fl_arr *y, fl_grid g, int op) { return
 int fl_argmax(const fl_arr *x, const fl_arr *out, fl_grid g) { return fl_table()->argmax(x, out, g); }
 int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k) { return fl_table()->topk(x, values, indices, g, k); }
 int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) { return fl_table()->threshold(x, out, g, t); }
+int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) { return fl_table()->cross_entropy(args, g, res); }

@@ -6,6 +6,7 @@ its inputs.
 """
 from ._version import __version__
 from ._config import _select_isa_from_env, get_num_threads, set_num_threads, show_config
+from ._ce import cross_entropy, cross_entropy_and_grad
 from ._post import (
     entropy,
     log_sigmoid,
@@ -22,6 +23,8 @@ _select_isa_from_env()
 
 __all__ = [
     "__version__",
+    "cross_entropy",
+    "cross_entropy_and_grad",
     "entropy",
     "get_num_threads",
     "log_sigmoid",

@@ -16,7 +16,7 @@ BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
 
 # codes of fastlogits.h's fl_dtype
-F32, F64, F16, BF16, I64, BOOL = 0, 1, 2, 3, 4, 5
+F32, F64, F16, BF16, I64, BOOL, I32 = 0, 1, 2, 3, 4, 5, 6
 _CODES = {
     np.dtype(np.float32): F32,
     np.dtype(np.float64): F64,
@@ -24,6 +24,7 @@ _CODES = {
     BFLOAT16: BF16,
     np.dtype(np.int64): I64,
     np.dtype(np.bool_): BOOL,
+    np.dtype(np.int32): I32,
 }
 
 _KDLCPU, _KDLCUDAHOST = 1, 3
