@@ -13,8 +13,9 @@
  *   class index y:  g_c = s*(c1*((1-eps)*w_y*(p_c - [c==y]) + k*(W*p_c - w_c)) + c2*2z*lse*p_c)
  *   probabilities:  g_c = s*(c1*(T*p_c - w_c*t'_c) + c2*2z*lse*p_c),   T = sum_c w_c*t'_c
  * so g_c = alpha*e_c - beta*w_c(*t'_c): one fused multiply-add per element. For the target
- * class, p_y - 1 is recomputed in double as -(S - e_y)/S, which keeps its relative accuracy
- * when p_y is close to 1 (the case a trained model is in).
+ * class, p_y - 1 is recomputed in double as -(S - e_y)/S from a sum that keeps the max's 1
+ * apart (fl_ce_sumexp_f32), so it and the loss keep their relative accuracy when p_y is close
+ * to 1 (the case a trained model is in).
  *
  * Reductions: each block of rows (fl_rows_per_block) adds its rows in compensated float64
  * sums and stores one partial per block; the partials are combined in block order, so the
@@ -106,34 +107,70 @@ static inline double fl_ce_zcoef(const fl_ce_args *a, double s, double lse)
     return a->z_loss > 0.0 ? s * a->grad_scale_z * 2.0 * a->z_loss * lse : 0.0;
 }
 
-/* Loss of a class-index row: xy = x_y - m, S = sum exp(x - m), sw = sum_c w_c*(x_c - m). */
-static fl_ce_row fl_ce_index_loss(const fl_ce_ctx *ctx, double s, double wy, double xy, double S, double sw, double lse)
+/* The sum S = n_max + rest of a row's exponentials (see fl_ce_sumexp_f32) and its log. */
+typedef struct { double n_max, rest, S, logS; } fl_ce_sum;
+
+static inline fl_ce_sum fl_ce_make_sum(double n_max, double rest)
+{
+    double S = n_max + rest;
+    return (fl_ce_sum){n_max, rest, S, n_max == 1.0 ? fl_log1p_d(rest) : fl_log_d(S)};
+}
+
+/* Loss of a class-index row: xy = x_y - m, sw = sum_c w_c*(x_c - m). */
+static fl_ce_row fl_ce_index_loss(const fl_ce_ctx *ctx, double s, double wy, double xy, fl_ce_sum S, double sw,
+                                  double lse)
 {
     const fl_ce_args *a = ctx->a;
-    double eps = a->label_smoothing, cy = (1.0 - eps) * wy, logS = fl_log_d(S);
+    double eps = a->label_smoothing, cy = (1.0 - eps) * wy;
     double ce = 0.0;
-    /* -log p_y = log S - xy; when y holds the max, e_y = 1 exactly and log1p keeps a tiny
-       loss accurate */
-    if (cy != 0.0) ce = cy * (xy == 0.0 ? fl_log1p_d(S - 1.0) : logS - xy);
-    if (eps > 0.0) ce += eps / (double)ctx->g.c * (ctx->wsum * logS - sw);
+    if (cy != 0.0) ce = cy * (S.logS - xy); /* -log p_y */
+    if (eps > 0.0) ce += eps / (double)ctx->g.c * (ctx->wsum * S.logS - sw);
     return (fl_ce_row){s * ce, fl_ce_zterm(a, s, lse)};
 }
 
 /* Gradient coefficients of a class-index row: g_c = alpha*e_c - beta*w_c, and g_y itself
- * (ey: the exponential of the target class exactly as it was added into S). */
-static void fl_ce_index_coefs(const fl_ce_ctx *ctx, double s, double wy, double ey, double S, double lse,
-                              double *alpha, double *beta, double *gy)
+ * (ey: the exponential of the target class as it was stored; xy = x_y - m). */
+static void fl_ce_index_coefs(const fl_ce_ctx *ctx, double s, double wy, double ey, double xy, fl_ce_sum S,
+                              double lse, double *alpha, double *beta, double *gy)
 {
     const fl_ce_args *a = ctx->a;
     double eps = a->label_smoothing, cy = (1.0 - eps) * wy, c1 = a->grad_scale_ce;
     double k = eps > 0.0 ? eps / (double)ctx->g.c : 0.0;
-    double zc = fl_ce_zcoef(a, s, lse), py = ey / S;
-    *alpha = (s * c1 * (cy + k * ctx->wsum) + zc) / S;
+    double zc = fl_ce_zcoef(a, s, lse), py = ey / S.S;
+    /* S - e_y: exact from the split sum when y holds the max (then e_y = 1) */
+    double others = xy == 0.0 ? (S.n_max - 1.0) + S.rest : S.S - ey;
+    *alpha = (s * c1 * (cy + k * ctx->wsum) + zc) / S.S;
     *beta = s * c1 * k;
-    *gy = s * c1 * (cy * (-(S - ey) / S) + k * (ctx->wsum * py - wy)) + zc * py;
+    *gy = s * c1 * (cy * (-others / S.S) + k * (ctx->wsum * py - wy)) + zc * py;
 }
 
 /* ---------------- float32 rows (float32, float16, bfloat16 logits) ---------------- */
+
+/* Sum of exp(x_k - m) split as n_max + rest: n_max counts the elements equal to the max (their
+ * exponential is exactly 1) and rest sums the others in double, so rest stays accurate
+ * relative to itself. When the target holds the max, -log p_y = log1p(n_max - 1 + rest) and
+ * 1 - p_y = (n_max - 1 + rest)/S then keep their relative accuracy however close p_y is to 1;
+ * a plain sum would round those tiny parts against the 1. Stores exp(x_k - m) in y if not NULL. */
+static double fl_ce_sumexp_f32(const float *x, int64_t n, float m, float *y, double *n_max)
+{
+    flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), count = zero;
+    double rest = 0.0;
+    int64_t k = 0;
+    for (; k + FL_W <= n; k += FL_W) {
+        flv v = flv_load(x + k), d = flv_sub(v, vm), e = fl_vexp_sub(v, vm);
+        if (y) flv_store(y + k, e);
+        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        count = flv_add(count, flv_sel_neg(d, zero, one));
+    }
+    if (k < n) {
+        flv v = flv_load_part(x + k, n - k, -INFINITY), d = flv_sub(v, vm), e = fl_vexp_sub(v, vm);
+        if (y) flv_store_part(y + k, e, n - k);
+        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        count = flv_add(count, flv_sel_neg(d, zero, one));
+    }
+    *n_max = flv_hsum_d(count);
+    return rest;
+}
 
 /* sum over c of w_c*(x_c - m) in double, skipping w_c = 0 (so a -inf logit of weight 0 adds 0) */
 static double fl_ce_wshift_f32(const float *x, const double *w, int64_t c, float m)
@@ -183,12 +220,13 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
     double wy = a->weight ? a->weight[y] : 1.0;
     double xy = (double)x[y] - (double)m; /* before pass 2, which may overwrite x (in place) */
     double sw = a->label_smoothing > 0.0 ? fl_ce_wshift_f32(x, a->weight, c, m) : 0.0;
-    double S = fl_rsumexp_f32(x, c, m, g);
-    double lse = (double)m + fl_log_d(S);
+    double n_max, rest = fl_ce_sumexp_f32(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = (double)m + S.logS;
     fl_ce_row r = fl_ce_index_loss(ctx, s, wy, xy, S, sw, lse);
     if (g) {
         double alpha, beta, gy;
-        fl_ce_index_coefs(ctx, s, wy, (double)g[y], S, lse, &alpha, &beta, &gy);
+        fl_ce_index_coefs(ctx, s, wy, (double)g[y], xy, S, lse, &alpha, &beta, &gy);
         fl_ce_affine_f32(g, c, (float)alpha, (float)beta, ctx->wf);
         g[y] = (float)gy;
         fl_row_out_f32(&a->grad, grow, c, g);
@@ -251,11 +289,12 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T, D;
     fl_ce_tdot_f32(x, t, a->weight, c, m, keep, k, &T, &D);
-    double S = fl_rsumexp_f32(x, c, m, g);
-    double logS = fl_log_d(S), lse = (double)m + logS;
-    fl_ce_row r = {s * (T * logS - D), fl_ce_zterm(a, s, lse)};
+    double n_max, rest = fl_ce_sumexp_f32(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = (double)m + S.logS;
+    fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};
     if (g) {
-        double beta = s * a->grad_scale_ce, alpha = (beta * T + fl_ce_zcoef(a, s, lse)) / S;
+        double beta = s * a->grad_scale_ce, alpha = (beta * T + fl_ce_zcoef(a, s, lse)) / S.S;
         fl_ce_prob_grad_f32(g, t, ctx->wf, c, (float)alpha, (float)beta, (float)keep, (float)k);
         fl_row_out_f32(&a->grad, grow, c, g);
     }
@@ -263,6 +302,22 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
 }
 
 /* ---------------- float64 rows ---------------- */
+
+/* fl_ce_sumexp_f32 for double rows: n_max + rest, rest in four compensated lanes */
+static double fl_ce_sumexp_f64(const double *x, int64_t n, double m, double *y, double *n_max)
+{
+    fl_ksum acc[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+    int64_t count = 0;
+    for (int64_t k = 0; k < n; k++) {
+        double xk = x[k], e = fl_exp_sub_d(xk, m); /* x[k] read once: y may be x (in place) */
+        int top = xk == m;
+        if (y) y[k] = e;
+        count += top;
+        fl_kadd(&acc[k & 3], top ? 0.0 : e);
+    }
+    *n_max = (double)count;
+    return (fl_kval(acc[0]) + fl_kval(acc[1])) + (fl_kval(acc[2]) + fl_kval(acc[3]));
+}
 
 static double fl_ce_wshift_f64(const double *x, const double *w, int64_t c, double m)
 {
@@ -286,12 +341,13 @@ static fl_ce_row fl_ce_index_f64(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
     double wy = a->weight ? a->weight[y] : 1.0;
     double xy = x[y] - m;
     double sw = a->label_smoothing > 0.0 ? fl_ce_wshift_f64(x, a->weight, c, m) : 0.0;
-    double S = fl_rsumexp_f64(x, c, m, g);
-    double lse = m + fl_log_d(S);
+    double n_max, rest = fl_ce_sumexp_f64(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = m + S.logS;
     fl_ce_row r = fl_ce_index_loss(ctx, s, wy, xy, S, sw, lse);
     if (g) {
         double alpha, beta, gy;
-        fl_ce_index_coefs(ctx, s, wy, g[y], S, lse, &alpha, &beta, &gy);
+        fl_ce_index_coefs(ctx, s, wy, g[y], xy, S, lse, &alpha, &beta, &gy);
         const double *w = a->weight;
         if (beta == 0.0)
             for (int64_t k = 0; k < c; k++) g[k] *= alpha;
@@ -322,11 +378,12 @@ static fl_ce_row fl_ce_prob_f64(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
         T += wt;
         D += wt != 0.0 ? wt * (x[j] - m) : 0.0;
     }
-    double S = fl_rsumexp_f64(x, c, m, g);
-    double logS = fl_log_d(S), lse = m + logS;
-    fl_ce_row r = {s * (T * logS - D), fl_ce_zterm(a, s, lse)};
+    double n_max, rest = fl_ce_sumexp_f64(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = m + S.logS;
+    fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};
     if (g) {
-        double beta = s * a->grad_scale_ce, alpha = (beta * T + fl_ce_zcoef(a, s, lse)) / S;
+        double beta = s * a->grad_scale_ce, alpha = (beta * T + fl_ce_zcoef(a, s, lse)) / S.S;
         for (int64_t j = 0; j < c; j++) g[j] = alpha * g[j] - beta * ((keep * t[j] + k) * (w ? w[j] : 1.0));
         fl_row_out_f64(&a->grad, grow, c, g);
     }
