@@ -94,7 +94,8 @@ def _row_term_scale(x, t, axis, kw, reduction):
         wy = np.where(valid, w[np.where(valid, tt, 0)], 0)
         terms = (1 - eps) * wy * 2 + eps / C * (w.sum() + w.max())
         d1, d2 = np.sum(s * wy), np.sum(np.where(valid, s, 0))
-    c1, c2 = (1 / d1, 1 / d2) if reduction == "mean" else (1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c1, c2 = (1 / d1, 1 / d2) if reduction == "mean" else (1, 1)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         lse = np.abs(np.asarray(ref.logsumexp(v, axis=-1), dtype=np.longdouble))
         scale = s * c1 * terms + (s * c2 * 2 * z * lse if z else 0)
