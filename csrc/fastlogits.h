@@ -78,6 +78,33 @@ int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw,
            const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
 /* FL_EBADTARGET if any target of the grid is not a valid binary target, else FL_OK */
 int fl_check_binary_target(const fl_arr *y, fl_grid g);
+/* cross-entropy, in fl_ce.c.
+ * Operands share x's row grid. An operand whose data is NULL is absent. */
+typedef struct {
+    fl_arr x;              /* logits */
+    fl_arr target;         /* FL_I64/FL_I32 class indices (row grid only), or float probabilities (x's grid) */
+    fl_arr sample_weight;  /* float64, row grid; absent: all 1 */
+    fl_arr loss;           /* per-row losses (row grid, any float dtype); absent: not written */
+    fl_arr grad;           /* gradient (x's grid, may be x itself); absent: not computed */
+    const double *weight;  /* c contiguous class weights; NULL: all 1 */
+    int64_t ignore_index;
+    double label_smoothing;
+    double z_loss;
+    double grad_scale_ce;  /* factor of the cross-entropy part in the gradient (1/D1 under "mean") */
+    double grad_scale_z;   /* factor of the z-loss part in the gradient (1/D2 under "mean") */
+    int targets_only;      /* only validate class indices and sum D1, D2, n_valid (no logits read) */
+} fl_ce_args;
+
+typedef struct {
+    double ce_sum;      /* sum over rows of s_i * cross-entropy_i */
+    double z_sum;       /* sum over rows of s_i * z_loss * lse_i^2 */
+    double d1;          /* index targets: sum over non-ignored rows of s_i * w[y_i] */
+    double d2;          /* index targets: sum over non-ignored rows of s_i */
+    double n_valid;     /* number of non-ignored rows */
+    int64_t first_bad;  /* first row (grid order) whose class index is out of range, or -1 */
+} fl_ce_result;
+
+int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
 
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */

@@ -18,6 +18,7 @@ typedef struct {
     int (*bce)(const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *,
                const fl_arr *, fl_grid, const fl_bce_opts *, double *);
     int (*check_binary_target)(const fl_arr *, fl_grid);
+    int (*cross_entropy)(const fl_ce_args *, fl_grid, fl_ce_result *);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -45,6 +46,7 @@ void FL_FN(stream_copy)(float *dst, const float *src, int64_t n);
 int FL_FN(bce)(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
                const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
 int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g);
+int FL_FN(cross_entropy)(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
 #endif
 
 #endif

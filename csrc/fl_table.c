@@ -16,4 +16,5 @@ const fl_kernel_table FL_TABLE_NAME = {
     .stream_copy = FL_FN(stream_copy),
     .bce = FL_FN(bce),
     .check_binary_target = FL_FN(check_binary_target),
+    .cross_entropy = FL_FN(cross_entropy),
 };

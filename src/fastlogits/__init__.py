@@ -12,6 +12,7 @@ from ._bce import (
     sigmoid_focal_loss,
     sigmoid_focal_loss_and_grad,
 )
+from ._ce import cross_entropy, cross_entropy_and_grad
 from ._post import (
     entropy,
     log_sigmoid,
@@ -30,6 +31,8 @@ __all__ = [
     "__version__",
     "bce_with_logits",
     "bce_with_logits_and_grad",
+    "cross_entropy",
+    "cross_entropy_and_grad",
     "entropy",
     "get_num_threads",
     "log_sigmoid",

@@ -39,6 +39,27 @@ cdef extern from "fastlogits.h":
                const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o,
                double *total) nogil
     int fl_check_binary_target(const fl_arr *y, fl_grid g) nogil
+    ctypedef struct fl_ce_args:
+        fl_arr x
+        fl_arr target
+        fl_arr sample_weight
+        fl_arr loss
+        fl_arr grad
+        const double *weight
+        int64_t ignore_index
+        double label_smoothing
+        double z_loss
+        double grad_scale_ce
+        double grad_scale_z
+        int targets_only
+    ctypedef struct fl_ce_result:
+        double ce_sum
+        double z_sum
+        double d1
+        double d2
+        double n_valid
+        int64_t first_bad
+    int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) nogil
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
@@ -195,6 +216,46 @@ def check_binary_target(tuple y, tuple grid):
     if st != BAD_TARGET:
         _check(st)
     return st
+cdef fl_arr _optional(object spec):
+    cdef fl_arr a
+    if spec is None:
+        a.data = NULL
+        a.dtype = 0
+        a.s0 = a.s1 = a.sc = 0
+        return a
+    return _operand(spec)
+
+
+def cross_entropy(tuple x, tuple target, object sample_weight, object loss, object grad, tuple grid,
+                  object weight, int64_t ignore_index, double label_smoothing, double z_loss,
+                  double grad_scale_ce, double grad_scale_z, bint targets_only):
+    """The fused cross-entropy kernel. Optional operands (sample_weight, loss, grad) are specs
+    or None; ``weight`` is a contiguous float64 array of the C classes or None. Returns
+    ``(ce_sum, z_sum, d1, d2, n_valid, first_bad)`` (see fastlogits.h)."""
+    cdef fl_ce_args a
+    cdef fl_ce_result r
+    cdef cnp.ndarray w
+    a.x = _operand(x)
+    a.target = _operand(target)
+    a.sample_weight = _optional(sample_weight)
+    a.loss = _optional(loss)
+    a.grad = _optional(grad)
+    a.weight = NULL
+    if weight is not None:
+        w = <cnp.ndarray>weight
+        a.weight = <const double *>cnp.PyArray_DATA(w)
+    a.ignore_index = ignore_index
+    a.label_smoothing = label_smoothing
+    a.z_loss = z_loss
+    a.grad_scale_ce = grad_scale_ce
+    a.grad_scale_z = grad_scale_z
+    a.targets_only = targets_only
+    cdef fl_grid g = _grid(grid)
+    cdef int st
+    with nogil:
+        st = fl_cross_entropy(&a, g, &r)
+    _check(st)
+    return (r.ce_sum, r.z_sum, r.d1, r.d2, r.n_valid, r.first_bad)
 
 
 def isa_name():

@@ -1,0 +1,523 @@
+/* fl_ce.c: fused cross-entropy: per-row logsumexp, loss and optionally the gradient, in one
+ * sweep per row. Compiled once per ISA; every symbol is FL_FN(name).
+ *
+ * A row is read from memory once: pass 1 takes its max; pass 2, with the row now in cache,
+ * sums exp(x - max) (TwoSum-corrected, fl_rowmath.h) and, when a gradient is wanted, stores
+ * those exponentials in the gradient row; pass 3 turns them into the gradient in place. The
+ * gradient row may be the logits row itself: each pass reads element k before writing it,
+ * and what the loss needs from the logits afterwards (the target's logit, weighted sums of
+ * the row) is taken before pass 2. No N x C temporary is ever made.
+ *
+ * Row gradient, with p = softmax(x), e_c = exp(x_c - m), S = sum_c e_c, c1 and c2 the
+ * scales of the cross-entropy and z-loss parts (1/D1 and 1/D2 under "mean"), k = eps/C:
+ *   class index y:  g_c = s*(c1*((1-eps)*w_y*(p_c - [c==y]) + k*(W*p_c - w_c)) + c2*2z*lse*p_c)
+ *   probabilities:  g_c = s*(c1*(T*p_c - w_c*t'_c) + c2*2z*lse*p_c),   T = sum_c w_c*t'_c
+ * so g_c = alpha*e_c - beta*w_c(*t'_c): one fused multiply-add per element. For the target
+ * class, p_y - 1 is recomputed in double as -(S - e_y)/S from a sum that keeps the max's 1
+ * apart (fl_ce_sumexp_f32), so it and the loss keep their relative accuracy when p_y is close
+ * to 1 (the case a trained model is in).
+ *
+ * Reductions: each block of rows (fl_rows_per_block) adds its rows in compensated float64
+ * sums and stores one partial per block; the partials are combined in block order, so the
+ * result is bitwise the same for every thread count.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastlogits.h"
+#include "fl_kernels.h"
+#include "fl_pool.h"
+#include "fl_rowio.h"
+#include "fl_rowmath.h"
+
+/* Neumaier's compensated sum; an infinite or nan total is returned as it is */
+typedef struct { double s, c; } fl_ksum;
+
+static inline void fl_kadd(fl_ksum *k, double v)
+{
+    double t = k->s + v;
+    k->c += fabs(k->s) >= fabs(v) ? (k->s - t) + v : (v - t) + k->s;
+    k->s = t;
+}
+
+static inline double fl_kval(fl_ksum k) { return isfinite(k.s) ? k.s + k.c : k.s; }
+
+/* the per-block partials */
+enum { FL_P_CE, FL_P_Z, FL_P_D1, FL_P_D2, FL_P_NV, FL_NPART };
+
+typedef struct {
+    const fl_ce_args *a;
+    fl_grid g;
+    int f64;           /* compute in double (float64 logits) */
+    int index;         /* class-index targets (else probabilities) */
+    const float *wf;   /* class weights as float for the float32 gradient pass; NULL: unweighted */
+    double wsum;       /* W = sum_c w_c */
+    int64_t rpb;       /* rows per block */
+    double *part;      /* FL_NPART partials per block */
+    int64_t *bad;      /* per block: first row with an out-of-range class index, or -1 */
+    int failed;        /* set by a task that could not allocate its scratch */
+} fl_ce_ctx;
+
+typedef struct { double ce, z; } fl_ce_row;
+
+/* ---------------- row helpers shared by both compute types ---------------- */
+
+/* class index of row (i0, i1) */
+static inline int64_t fl_ce_class(const fl_arr *t, int64_t i0, int64_t i1)
+{
+    const char *p = fl_row_ptr(t, i0, i1);
+    return t->dtype == FL_I32 ? (int64_t) * (const int32_t *)p : *(const int64_t *)p;
+}
+
+/* Write v into every element of the gradient row (0 for ignored rows, nan for bad rows). */
+static void fl_ce_fill_grad(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, double v, void *scratch)
+{
+    const fl_arr *ga = &ctx->a->grad;
+    int64_t c = ctx->g.c;
+    if (!ga->data) return;
+    char *grow = fl_row_ptr(ga, i0, i1);
+    if (ctx->f64) {
+        double *g = fl_row_dst_f64(ga, grow, (double *)scratch + c);
+        for (int64_t k = 0; k < c; k++) g[k] = v;
+        fl_row_out_f64(ga, grow, c, g);
+    } else {
+        float *g = fl_row_dst_f32(ga, grow, (float *)scratch + c);
+        for (int64_t k = 0; k < c; k++) g[k] = (float)v;
+        fl_row_out_f32(ga, grow, c, g);
+    }
+}
+
+/* A row whose max is nan, +inf or -inf (all -inf): its softmax is undefined, so its loss
+ * and gradient are nan, as in PyTorch. */
+static fl_ce_row fl_ce_bad_row(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    fl_ce_fill_grad(ctx, i0, i1, NAN, scratch);
+    return (fl_ce_row){NAN, 0.0};
+}
+
+static inline double fl_ce_zterm(const fl_ce_args *a, double s, double lse)
+{
+    return a->z_loss > 0.0 ? s * a->z_loss * lse * lse : 0.0;
+}
+
+/* the z-loss part of the gradient coefficient of p_c: s*c2*2z*lse */
+static inline double fl_ce_zcoef(const fl_ce_args *a, double s, double lse)
+{
+    return a->z_loss > 0.0 ? s * a->grad_scale_z * 2.0 * a->z_loss * lse : 0.0;
+}
+
+/* The sum S = n_max + rest of a row's exponentials (see fl_ce_sumexp_f32) and its log. */
+typedef struct { double n_max, rest, S, logS; } fl_ce_sum;
+
+static inline fl_ce_sum fl_ce_make_sum(double n_max, double rest)
+{
+    double S = n_max + rest;
+    return (fl_ce_sum){n_max, rest, S, n_max == 1.0 ? fl_log1p_d(rest) : fl_log_d(S)};
+}
+
+/* Loss of a class-index row: xy = x_y - m, sw = sum_c w_c*(x_c - m). */
+static fl_ce_row fl_ce_index_loss(const fl_ce_ctx *ctx, double s, double wy, double xy, fl_ce_sum S, double sw,
+                                  double lse)
+{
+    const fl_ce_args *a = ctx->a;
+    double eps = a->label_smoothing, cy = (1.0 - eps) * wy;
+    double ce = 0.0;
+    if (cy != 0.0) ce = cy * (S.logS - xy); /* -log p_y */
+    if (eps > 0.0) ce += eps / (double)ctx->g.c * (ctx->wsum * S.logS - sw);
+    return (fl_ce_row){s * ce, fl_ce_zterm(a, s, lse)};
+}
+
+/* Gradient coefficients of a class-index row: g_c = alpha*e_c - beta*w_c, and g_y itself
+ * (ey: the exponential of the target class as it was stored; xy = x_y - m). */
+static void fl_ce_index_coefs(const fl_ce_ctx *ctx, double s, double wy, double ey, double xy, fl_ce_sum S,
+                              double lse, double *alpha, double *beta, double *gy)
+{
+    const fl_ce_args *a = ctx->a;
+    double eps = a->label_smoothing, cy = (1.0 - eps) * wy, c1 = a->grad_scale_ce;
+    double k = eps > 0.0 ? eps / (double)ctx->g.c : 0.0;
+    double zc = fl_ce_zcoef(a, s, lse), py = ey / S.S;
+    /* S - e_y: exact from the split sum when y holds the max (then e_y = 1) */
+    double others = xy == 0.0 ? (S.n_max - 1.0) + S.rest : S.S - ey;
+    *alpha = (s * c1 * (cy + k * ctx->wsum) + zc) / S.S;
+    *beta = s * c1 * k;
+    *gy = s * c1 * (cy * (-others / S.S) + k * (ctx->wsum * py - wy)) + zc * py;
+}
+
+/* ---------------- float32 rows (float32, float16, bfloat16 logits) ---------------- */
+
+/* Sum of exp(x_k - m) split as n_max + rest: n_max counts the elements equal to the max (their
+ * exponential is exactly 1) and rest sums the others in double, so rest stays accurate
+ * relative to itself. When the target holds the max, -log p_y = log1p(n_max - 1 + rest) and
+ * 1 - p_y = (n_max - 1 + rest)/S then keep their relative accuracy however close p_y is to 1;
+ * a plain sum would round those tiny parts against the 1. Stores exp(x_k - m) in y if not NULL. */
+static double fl_ce_sumexp_f32(const float *x, int64_t n, float m, float *y, double *n_max)
+{
+    flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), count = zero;
+    double rest = 0.0;
+    int64_t k = 0;
+    for (; k + FL_W <= n; k += FL_W) {
+        flv v = flv_load(x + k), d = flv_sub(v, vm), e = fl_vexp_sub(v, vm);
+        if (y) flv_store(y + k, e);
+        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        count = flv_add(count, flv_sel_neg(d, zero, one));
+    }
+    if (k < n) {
+        flv v = flv_load_part(x + k, n - k, -INFINITY), d = flv_sub(v, vm), e = fl_vexp_sub(v, vm);
+        if (y) flv_store_part(y + k, e, n - k);
+        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
+        count = flv_add(count, flv_sel_neg(d, zero, one));
+    }
+    *n_max = flv_hsum_d(count);
+    return rest;
+}
+
+/* sum over c of w_c*(x_c - m) in double, skipping w_c = 0 (so a -inf logit of weight 0 adds 0) */
+static double fl_ce_wshift_f32(const float *x, const double *w, int64_t c, float m)
+{
+    double acc[4] = {0, 0, 0, 0};
+    int64_t k = 0;
+    if (!w) {
+        for (; k + 4 <= c; k += 4)
+            for (int j = 0; j < 4; j++) acc[j] += (double)x[k + j] - (double)m;
+        for (; k < c; k++) acc[0] += (double)x[k] - (double)m;
+    } else {
+        for (; k < c; k++) acc[k & 3] += w[k] != 0.0 ? w[k] * ((double)x[k] - (double)m) : 0.0;
+    }
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+/* g_c = alpha*g_c - beta*w_c (w NULL: all 1), in place */
+static void fl_ce_affine_f32(float *g, int64_t c, float alpha, float beta, const float *w)
+{
+    if (beta == 0.0f) {
+        fl_rscale_f32(g, c, alpha);
+        return;
+    }
+    flv va = flv_set1(alpha), vb = flv_set1(-beta);
+    int64_t k = 0;
+    if (!w) {
+        for (; k + FL_W <= c; k += FL_W) flv_store(g + k, flv_fma(flv_load(g + k), va, vb));
+        if (k < c) flv_store_part(g + k, flv_fma(flv_load_part(g + k, c - k, 0.0f), va, vb), c - k);
+    } else {
+        for (; k + FL_W <= c; k += FL_W)
+            flv_store(g + k, flv_fma(flv_load(g + k), va, flv_mul(vb, flv_load(w + k))));
+        if (k < c)
+            flv_store_part(g + k, flv_fma(flv_load_part(g + k, c - k, 0.0f), va,
+                                          flv_mul(vb, flv_load_part(w + k, c - k, 0.0f))), c - k);
+    }
+}
+
+static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t y, double s, float *scratch)
+{
+    const fl_ce_args *a = ctx->a;
+    int64_t c = ctx->g.c;
+    const float *x = fl_row_in_f32(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
+    char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
+    float *g = grow ? fl_row_dst_f32(&a->grad, grow, scratch + c) : NULL;
+    float m = fl_rmax_f32(x, c);
+    if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
+    double wy = a->weight ? a->weight[y] : 1.0;
+    double xy = (double)x[y] - (double)m; /* before pass 2, which may overwrite x (in place) */
+    double sw = a->label_smoothing > 0.0 ? fl_ce_wshift_f32(x, a->weight, c, m) : 0.0;
+    double n_max, rest = fl_ce_sumexp_f32(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = (double)m + S.logS;
+    fl_ce_row r = fl_ce_index_loss(ctx, s, wy, xy, S, sw, lse);
+    if (g) {
+        double alpha, beta, gy;
+        fl_ce_index_coefs(ctx, s, wy, (double)g[y], xy, S, lse, &alpha, &beta, &gy);
+        fl_ce_affine_f32(g, c, (float)alpha, (float)beta, ctx->wf);
+        g[y] = (float)gy;
+        fl_row_out_f32(&a->grad, grow, c, g);
+    }
+    return r;
+}
+
+/* The probability row as float32 (fl_row_in_f32 reads the float32 and half types; a float64
+ * target next to float32 logits is rounded here). */
+static const float *fl_ce_target_f32(const fl_arr *t, const char *row, int64_t c, float *buf)
+{
+    if (t->dtype != FL_F64) return fl_row_in_f32(t, row, c, buf);
+    const double *p = (const double *)row;
+    for (int64_t k = 0; k < c; k++) buf[k] = (float)p[k * t->sc];
+    return buf;
+}
+
+/* T = sum_c wt_c and D = sum_c wt_c*(x_c - m) with wt_c = w_c*t'_c, t'_c = keep*t_c + k;
+ * terms with wt_c = 0 add 0 to D (0 * log 0 = 0) */
+static void fl_ce_tdot_f32(const float *x, const float *t, const double *w, int64_t c, float m,
+                           double keep, double k, double *T, double *D)
+{
+    double st = 0.0, sd = 0.0;
+    for (int64_t j = 0; j < c; j++) {
+        double wt = (keep * (double)t[j] + k) * (w ? w[j] : 1.0);
+        st += wt;
+        sd += wt != 0.0 ? wt * ((double)x[j] - (double)m) : 0.0;
+    }
+    *T = st;
+    *D = sd;
+}
+
+/* g_c = alpha*g_c - beta*w_c*(keep*t_c + k), in place */
+static void fl_ce_prob_grad_f32(float *g, const float *t, const float *w, int64_t c, float alpha, float beta,
+                                float keep, float k)
+{
+    flv va = flv_set1(alpha), vb = flv_set1(-beta), vkeep = flv_set1(keep), vk = flv_set1(k);
+    int64_t j = 0;
+    for (; j + FL_W <= c; j += FL_W) {
+        flv wt = flv_fma(flv_load(t + j), vkeep, vk);
+        if (w) wt = flv_mul(wt, flv_load(w + j));
+        flv_store(g + j, flv_fma(flv_load(g + j), va, flv_mul(vb, wt)));
+    }
+    if (j < c) {
+        flv wt = flv_fma(flv_load_part(t + j, c - j, 0.0f), vkeep, vk);
+        if (w) wt = flv_mul(wt, flv_load_part(w + j, c - j, 0.0f));
+        flv_store_part(g + j, flv_fma(flv_load_part(g + j, c - j, 0.0f), va, flv_mul(vb, wt)), c - j);
+    }
+}
+
+static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, double s, float *scratch)
+{
+    const fl_ce_args *a = ctx->a;
+    int64_t c = ctx->g.c;
+    const float *x = fl_row_in_f32(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
+    const float *t = fl_ce_target_f32(&a->target, fl_row_ptr(&a->target, i0, i1), c, scratch + 2 * c);
+    char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
+    float *g = grow ? fl_row_dst_f32(&a->grad, grow, scratch + c) : NULL;
+    float m = fl_rmax_f32(x, c);
+    if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
+    double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T, D;
+    fl_ce_tdot_f32(x, t, a->weight, c, m, keep, k, &T, &D);
+    double n_max, rest = fl_ce_sumexp_f32(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = (double)m + S.logS;
+    fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};
+    if (g) {
+        double beta = s * a->grad_scale_ce, alpha = (beta * T + fl_ce_zcoef(a, s, lse)) / S.S;
+        fl_ce_prob_grad_f32(g, t, ctx->wf, c, (float)alpha, (float)beta, (float)keep, (float)k);
+        fl_row_out_f32(&a->grad, grow, c, g);
+    }
+    return r;
+}
+
+/* ---------------- float64 rows ---------------- */
+
+/* fl_ce_sumexp_f32 for double rows: n_max + rest, rest in four compensated lanes */
+static double fl_ce_sumexp_f64(const double *x, int64_t n, double m, double *y, double *n_max)
+{
+    fl_ksum acc[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+    int64_t count = 0;
+    for (int64_t k = 0; k < n; k++) {
+        double xk = x[k], e = fl_exp_sub_d(xk, m); /* x[k] read once: y may be x (in place) */
+        int top = xk == m;
+        if (y) y[k] = e;
+        count += top;
+        fl_kadd(&acc[k & 3], top ? 0.0 : e);
+    }
+    *n_max = (double)count;
+    return (fl_kval(acc[0]) + fl_kval(acc[1])) + (fl_kval(acc[2]) + fl_kval(acc[3]));
+}
+
+static double fl_ce_wshift_f64(const double *x, const double *w, int64_t c, double m)
+{
+    double acc[4] = {0, 0, 0, 0};
+    for (int64_t k = 0; k < c; k++) {
+        double wk = w ? w[k] : 1.0;
+        acc[k & 3] += wk != 0.0 ? wk * (x[k] - m) : 0.0;
+    }
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+static fl_ce_row fl_ce_index_f64(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t y, double s, double *scratch)
+{
+    const fl_ce_args *a = ctx->a;
+    int64_t c = ctx->g.c;
+    const double *x = fl_row_in_f64(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
+    char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
+    double *g = grow ? fl_row_dst_f64(&a->grad, grow, scratch + c) : NULL;
+    double m = fl_rmax_f64(x, c);
+    if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
+    double wy = a->weight ? a->weight[y] : 1.0;
+    double xy = x[y] - m;
+    double sw = a->label_smoothing > 0.0 ? fl_ce_wshift_f64(x, a->weight, c, m) : 0.0;
+    double n_max, rest = fl_ce_sumexp_f64(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = m + S.logS;
+    fl_ce_row r = fl_ce_index_loss(ctx, s, wy, xy, S, sw, lse);
+    if (g) {
+        double alpha, beta, gy;
+        fl_ce_index_coefs(ctx, s, wy, g[y], xy, S, lse, &alpha, &beta, &gy);
+        const double *w = a->weight;
+        if (beta == 0.0)
+            for (int64_t k = 0; k < c; k++) g[k] *= alpha;
+        else if (!w)
+            for (int64_t k = 0; k < c; k++) g[k] = alpha * g[k] - beta;
+        else
+            for (int64_t k = 0; k < c; k++) g[k] = alpha * g[k] - beta * w[k];
+        g[y] = gy;
+        fl_row_out_f64(&a->grad, grow, c, g);
+    }
+    return r;
+}
+
+static fl_ce_row fl_ce_prob_f64(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, double s, double *scratch)
+{
+    const fl_ce_args *a = ctx->a;
+    int64_t c = ctx->g.c;
+    const double *x = fl_row_in_f64(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
+    const double *t = fl_row_in_f64(&a->target, fl_row_ptr(&a->target, i0, i1), c, scratch + 2 * c);
+    char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
+    double *g = grow ? fl_row_dst_f64(&a->grad, grow, scratch + c) : NULL;
+    double m = fl_rmax_f64(x, c);
+    if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
+    const double *w = a->weight;
+    double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T = 0.0, D = 0.0;
+    for (int64_t j = 0; j < c; j++) {
+        double wt = (keep * t[j] + k) * (w ? w[j] : 1.0);
+        T += wt;
+        D += wt != 0.0 ? wt * (x[j] - m) : 0.0;
+    }
+    double n_max, rest = fl_ce_sumexp_f64(x, c, m, g, &n_max);
+    fl_ce_sum S = fl_ce_make_sum(n_max, rest);
+    double lse = m + S.logS;
+    fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};
+    if (g) {
+        double beta = s * a->grad_scale_ce, alpha = (beta * T + fl_ce_zcoef(a, s, lse)) / S.S;
+        for (int64_t j = 0; j < c; j++) g[j] = alpha * g[j] - beta * ((keep * t[j] + k) * (w ? w[j] : 1.0));
+        fl_row_out_f64(&a->grad, grow, c, g);
+    }
+    return r;
+}
+
+/* ---------------- driver ---------------- */
+
+/* A probability row with no classes: the cross-entropy is an empty sum; lse = -inf, so a
+ * positive z_loss makes the row's z part infinite. */
+static fl_ce_row fl_ce_prob_empty(const fl_ce_args *a, double s)
+{
+    return (fl_ce_row){0.0, a->z_loss > 0.0 ? s * a->z_loss * INFINITY : 0.0};
+}
+
+static fl_ce_row fl_ce_prob_row(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, double s, void *scratch)
+{
+    if (ctx->g.c == 0) return fl_ce_prob_empty(ctx->a, s);
+    return ctx->f64 ? fl_ce_prob_f64(ctx, i0, i1, s, (double *)scratch) : fl_ce_prob_f32(ctx, i0, i1, s, (float *)scratch);
+}
+
+/* One block of rows: per-row losses (written when asked) and the block's partial sums. */
+static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch)
+{
+    const fl_ce_args *a = ctx->a;
+    int64_t c = ctx->g.c, n1 = ctx->g.n1, nrows = ctx->g.n0 * n1;
+    int64_t r0 = b * ctx->rpb, r1 = r0 + ctx->rpb < nrows ? r0 + ctx->rpb : nrows;
+    int64_t i0 = r0 / n1, i1 = r0 % n1, bad = -1;
+    fl_ksum acc[FL_NPART];
+    memset(acc, 0, sizeof(acc));
+    for (int64_t r = r0; r < r1; r++) {
+        double s = a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1) : 1.0;
+        fl_ce_row lr = {0.0, 0.0};
+        if (ctx->index) {
+            int64_t y = fl_ce_class(&a->target, i0, i1);
+            int use = y != a->ignore_index;
+            if (use && (y < 0 || y >= c)) {
+                /* reported by the caller; the row is skipped like an ignored one */
+                if (bad < 0) bad = r;
+                use = 0;
+            }
+            if (use) {
+                fl_kadd(&acc[FL_P_D1], s * (a->weight ? a->weight[y] : 1.0));
+                fl_kadd(&acc[FL_P_D2], s);
+                fl_kadd(&acc[FL_P_NV], 1.0);
+            }
+            if (!a->targets_only) {
+                if (!use)
+                    fl_ce_fill_grad(ctx, i0, i1, 0.0, scratch);
+                else if (ctx->f64)
+                    lr = fl_ce_index_f64(ctx, i0, i1, y, s, (double *)scratch);
+                else
+                    lr = fl_ce_index_f32(ctx, i0, i1, y, s, (float *)scratch);
+            }
+        } else {
+            lr = fl_ce_prob_row(ctx, i0, i1, s, scratch);
+        }
+        fl_kadd(&acc[FL_P_CE], lr.ce);
+        fl_kadd(&acc[FL_P_Z], lr.z);
+        if (a->loss.data) fl_put_scalar(&a->loss, i0, i1, lr.ce + lr.z);
+        if (++i1 == n1) { i1 = 0; i0++; }
+    }
+    for (int q = 0; q < FL_NPART; q++) ctx->part[b * FL_NPART + q] = fl_kval(acc[q]);
+    ctx->bad[b] = bad;
+}
+
+static void fl_ce_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_ce_ctx *ctx = (fl_ce_ctx *)vctx;
+    void *scratch = NULL;
+    if (!ctx->a->targets_only) {
+        /* logits row, gradient row, target row of the compute type */
+        size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1);
+        scratch = malloc(3 * c * (ctx->f64 ? sizeof(double) : sizeof(float)));
+        if (!scratch) { ctx->failed = 1; return; }
+    }
+    for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch);
+    free(scratch);
+}
+
+/* combine the per-block partials in block order */
+static void fl_ce_combine(const fl_ce_ctx *ctx, int64_t nb, fl_ce_result *res)
+{
+    double tot[FL_NPART];
+    for (int q = 0; q < FL_NPART; q++) {
+        fl_ksum k = {0.0, 0.0};
+        for (int64_t b = 0; b < nb; b++) fl_kadd(&k, ctx->part[b * FL_NPART + q]);
+        tot[q] = fl_kval(k);
+    }
+    res->ce_sum = tot[FL_P_CE];
+    res->z_sum = tot[FL_P_Z];
+    res->d1 = tot[FL_P_D1];
+    res->d2 = tot[FL_P_D2];
+    res->n_valid = tot[FL_P_NV];
+    for (int64_t b = 0; b < nb; b++)
+        if (ctx->bad[b] >= 0) { res->first_bad = ctx->bad[b]; break; }
+}
+
+int FL_FN(cross_entropy)(const fl_ce_args *a, fl_grid g, fl_ce_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->first_bad = -1;
+    int64_t nrows = g.n0 * g.n1;
+    if (nrows <= 0) return FL_OK;
+    fl_ce_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.a = a;
+    ctx.g = g;
+    ctx.f64 = a->x.dtype == FL_F64;
+    ctx.index = a->target.dtype == FL_I64 || a->target.dtype == FL_I32;
+    ctx.rpb = fl_rows_per_block(g.c);
+    int64_t nb = (nrows + ctx.rpb - 1) / ctx.rpb;
+    fl_ksum w = {0.0, 0.0};
+    for (int64_t k = 0; k < g.c; k++) fl_kadd(&w, a->weight ? a->weight[k] : 1.0);
+    ctx.wsum = fl_kval(w);
+    ctx.part = (double *)malloc((size_t)nb * FL_NPART * sizeof(double));
+    ctx.bad = (int64_t *)malloc((size_t)nb * sizeof(int64_t));
+    float *wf = NULL;
+    if (a->weight && !ctx.f64 && g.c > 0) {
+        wf = (float *)malloc((size_t)g.c * sizeof(float));
+        if (wf)
+            for (int64_t k = 0; k < g.c; k++) wf[k] = (float)a->weight[k];
+    }
+    ctx.wf = wf;
+    int status = FL_OK;
+    if (!ctx.part || !ctx.bad || (a->weight && !ctx.f64 && g.c > 0 && !wf)) {
+        status = FL_ENOMEM;
+    } else {
+        fl_parallel_for(nb, fl_ce_task, &ctx);
+        if (ctx.failed) status = FL_ENOMEM;
+        else fl_ce_combine(&ctx, nb, res);
+    }
+    free(wf);
+    free(ctx.bad);
+    free(ctx.part);
+    return status;
+}

@@ -1,0 +1,374 @@
+"""Cross-entropy with logits, fused with its gradient (API section 3, PyTorch semantics).
+
+One C kernel (csrc/fl_ce.c) computes per row the logsumexp, the loss and, when asked, the
+gradient, reading each row once and writing the gradient once; no N x C temporary (log-softmax
+or one-hot) is ever made. This module checks the arguments, lays the operands on the kernel's
+row grid (any class axis, any strides) and turns the kernel's sums into the reduced loss.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._input import BFLOAT16, as_array, as_logits, check_out, normalize_axis
+from ._layout import make_grid
+
+_REDUCTIONS = ("none", "mean", "sum")
+_INT64_MAX = np.iinfo(np.int64).max
+_NATIVE_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
+_NATIVE_FLOAT = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
+
+
+@dataclass
+class _Problem:
+    """Checked arguments of one call."""
+
+    x: np.ndarray                 # logits
+    axis: int
+    target: np.ndarray            # int64/int32 indices (row shape) or float probabilities
+    index: bool                   # class-index targets
+    weight: Optional[np.ndarray]  # (C,) contiguous float64
+    sample_weight: Optional[np.ndarray]  # row shape, float64
+    ignore_index: int
+    reduction: str
+    label_smoothing: float
+    z_loss: float
+
+    @property
+    def row_shape(self) -> tuple:
+        return self.x.shape[: self.axis] + self.x.shape[self.axis + 1 :]
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}") from None
+
+
+def _check_options(reduction: Any, label_smoothing: Any, z_loss: Any, ignore_index: Any) -> Tuple[float, float, int]:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction: expected 'none', 'mean' or 'sum', got {reduction!r}")
+    eps = _real(label_smoothing, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing!r}")
+    z = _real(z_loss, "z_loss")
+    if not 0.0 <= z < math.inf:
+        raise ValueError(f"z_loss: expected a finite value >= 0, got {z_loss!r}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__} {ignore_index!r}")
+    if not -_INT64_MAX - 1 <= int(ignore_index) <= _INT64_MAX:
+        raise ValueError(f"ignore_index: expected an int64 value, got {ignore_index!r}")
+    return eps, z, int(ignore_index)
+
+
+def _index_target(t: np.ndarray, row_shape: tuple, x_shape: tuple, axis: int) -> np.ndarray:
+    """Class indices the kernel reads directly: int64 or int32 (other integer dtypes become
+    int64; uint64 values beyond int64 are out of range whatever C is)."""
+    if t.shape != row_shape:
+        raise ValueError(
+            f"target: class indices must have the logits' shape {x_shape} without axis {axis}, "
+            f"i.e. {row_shape}; got shape {t.shape}"
+        )
+    dt = t.dtype
+    if dt.newbyteorder("=") in _NATIVE_INDEX:
+        if not dt.isnative or not t.flags.aligned:
+            t = t.astype(dt.newbyteorder("="))
+        return t
+    if dt == np.uint64 and t.size and t.max() > _INT64_MAX:
+        pos = tuple(int(i) for i in np.argwhere(t > _INT64_MAX)[0])
+        raise IndexError(f"target: class index {int(t[pos])} at position {pos} is out of range")
+    return t.astype(np.int64)
+
+
+def _prob_target(t: np.ndarray, x_shape: tuple) -> np.ndarray:
+    if t.shape != x_shape:
+        raise ValueError(f"target: class probabilities must have the logits' shape {x_shape}, got shape {t.shape}")
+    dt = t.dtype
+    if dt.newbyteorder("=") in _NATIVE_FLOAT and dt.isnative and t.flags.aligned:
+        return t
+    return t.astype(np.float64)
+
+
+def _target(target: Any, x: np.ndarray, axis: int) -> Tuple[np.ndarray, bool]:
+    t = as_array(target, "target")
+    kind = t.dtype.kind
+    row_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    if kind == "b":
+        raise TypeError(
+            "target: bool targets are not accepted by cross_entropy; pass integer class indices "
+            "or floating class probabilities"
+        )
+    if kind in "iu":
+        return _index_target(t, row_shape, x.shape, axis), True
+    if kind == "f" or t.dtype == BFLOAT16:
+        return _prob_target(t, x.shape), False
+    raise TypeError(f"target: expected integer class indices or floating probabilities, got dtype {t.dtype}")
+
+
+def _float64_operand(obj: Any, shape: tuple, name: str, what: str) -> np.ndarray:
+    a = as_array(obj, name)
+    if not (a.dtype.kind in "iuf" or a.dtype == BFLOAT16):
+        raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} ({what}), got shape {a.shape}")
+    return np.asarray(a, dtype=np.float64)
+
+
+def _problem(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss) -> _Problem:
+    eps, z, ignore = _check_options(reduction, label_smoothing, z_loss, ignore_index)
+    x = as_logits(logits, "logits")
+    if x.ndim == 0:
+        raise ValueError("logits: expected an array with a class axis, got a 0-d array")
+    ax = normalize_axis(axis, x.ndim)
+    t, index = _target(target, x, ax)
+    n_classes = x.shape[ax]
+    w = None
+    if weight is not None:
+        w = np.ascontiguousarray(_float64_operand(weight, (n_classes,), "weight", "one weight per class"))
+    s = None
+    if sample_weight is not None:
+        row_shape = x.shape[:ax] + x.shape[ax + 1 :]
+        s = _float64_operand(sample_weight, row_shape, "sample_weight", "the target's row shape")
+    return _Problem(x, ax, t, index, w, s, ignore, reduction, eps, z)
+
+
+def _div(a: float, b: float) -> float:
+    """a / b in IEEE arithmetic (0/0 = nan, 1/0 = inf), as NumPy divides."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
+def _raise_bad_index(p: _Problem, flat_row: int) -> None:
+    pos = tuple(int(i) for i in np.unravel_index(flat_row, p.target.shape))
+    n_classes = p.x.shape[p.axis]
+    raise IndexError(
+        f"target: class index {int(p.target[pos])} at position {pos} is out of range [0, {n_classes}) "
+        f"and is not ignore_index={p.ignore_index}"
+    )
+
+
+class _Run:
+    """The operands of a kernel call laid on one row grid."""
+
+    def __init__(self, p: _Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray]):
+        ax = p.axis
+        t = np.expand_dims(p.target, ax) if p.index else p.target
+        inputs = [p.x, t]
+        if p.sample_weight is not None:
+            inputs.append(np.expand_dims(p.sample_weight, ax))
+        outputs = []
+        if loss is not None:
+            outputs.append(np.expand_dims(loss, ax))
+        if grad is not None:
+            outputs.append(grad)
+        self.p = p
+        self.layout = make_grid(inputs + outputs, ax, p.x.shape[ax], n_outputs=len(outputs))
+        specs = self.layout.specs
+        self.x, self.t = specs[0], specs[1]
+        self.s = specs[2] if p.sample_weight is not None else None
+        rest = specs[len(inputs):]
+        self.loss = rest.pop(0) if loss is not None else None
+        self.grad = rest.pop(0) if grad is not None else None
+
+    def call(self, with_outputs: bool, scale_ce: float = 1.0, scale_z: float = 1.0) -> tuple:
+        p = self.p
+        r = _core.cross_entropy(
+            self.x, self.t, self.s,
+            self.loss if with_outputs else None, self.grad if with_outputs else None,
+            self.layout.grid, p.weight, p.ignore_index, p.label_smoothing, p.z_loss,
+            scale_ce, scale_z, not with_outputs,
+        )
+        if r[5] >= 0:
+            _raise_bad_index(p, r[5])
+        if with_outputs:
+            self.layout.finish()
+        return r
+
+
+def _prob_denominator(p: _Problem) -> float:
+    """Under "mean", probability targets divide by the sum of the sample weights (rows)."""
+    if p.sample_weight is None:
+        return float(math.prod(p.row_shape))
+    return float(np.sum(p.sample_weight))
+
+
+def _reduced(p: _Problem, r: tuple) -> float:
+    ce_sum, z_sum, d1, d2, n_valid, _ = r
+    if p.reduction == "sum":
+        return float(ce_sum + z_sum)
+    if not p.index:
+        d1 = d2 = _prob_denominator(p)
+        n_valid = math.prod(p.row_shape)
+    if n_valid == 0:
+        return math.nan
+    loss = _div(ce_sum, d1)
+    if p.z_loss > 0:
+        loss += _div(z_sum, d2)
+    return loss
+
+
+def _grad_scales(p: _Problem, run: _Run) -> Tuple[float, float]:
+    """Factors of the cross-entropy and z-loss parts of the gradient: 1/D1 and 1/D2 under
+    "mean" (which needs the denominators before any gradient row is written), else 1."""
+    if p.reduction != "mean":
+        return 1.0, 1.0
+    if p.index:
+        _, _, d1, d2, _, _ = run.call(False)
+    else:
+        d1 = d2 = _prob_denominator(p)
+    return _div(1.0, d1), _div(1.0, d2)
+
+
+def _grad_target(p: _Problem, grad_out: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(the array returned as the gradient, the array the kernel writes). They differ when
+    grad_out overlaps an input other than exactly the logits (in place)."""
+    if grad_out is None:
+        g = np.empty_like(p.x)
+        return g, g
+    g = check_out(grad_out, p.x.shape, p.x.dtype, "grad_out")
+    in_place = (
+        g.__array_interface__["data"][0] == p.x.__array_interface__["data"][0]
+        and g.strides == p.x.strides
+    )
+    others = [a for a in (p.target, p.sample_weight, p.weight) if a is not None]
+    if any(np.shares_memory(g, a) for a in others) or (not in_place and np.shares_memory(g, p.x)):
+        return g, np.empty_like(g)
+    return g, g
+
+
+def _loss_array(p: _Problem) -> np.ndarray:
+    return np.empty(p.row_shape, dtype=p.x.dtype)
+
+
+def _unwrap(loss: np.ndarray) -> Any:
+    return loss[()] if loss.ndim == 0 else loss
+
+
+def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = None, sample_weight: Any = None,
+                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                  z_loss: float = 0.0) -> Any:
+    """Cross-entropy between ``logits`` and class indices or class probabilities.
+
+    PyTorch's ``torch.nn.functional.cross_entropy`` semantics, with the class axis given by
+    ``axis``. With ``lse_i = logsumexp(logits_i)``, ``logp_ic = x_ic - lse_i``, class weights
+    ``w`` (default 1), sample weights ``s`` (default 1), ``eps = label_smoothing`` and ``V``
+    the rows whose target is not ``ignore_index``:
+
+    * integer ``target`` (class indices, the logits' shape without ``axis``):
+      ``l_i = s_i * (-(1-eps)*w[y_i]*logp_iy - (eps/C)*sum_c w_c*logp_ic)``, 0 for ignored rows;
+      ``"mean"`` divides by ``sum_{i in V} s_i*w[y_i]``; if ``V`` is empty it is nan (and
+      ``"sum"`` is 0.0).
+    * floating ``target`` (class probabilities, the logits' shape): ``t' = (1-eps)*t + eps/C``,
+      ``l_i = -s_i * sum_c w_c*t'_ic*logp_ic`` with ``0 * log 0 = 0`` (a zero probability on a
+      ``-inf`` logit adds 0); ``"mean"`` divides by ``sum_i s_i``; ``ignore_index`` is unused.
+    * ``z_loss`` adds ``z_loss * s_i * lse_i**2`` to each non-ignored row; under ``"mean"`` that
+      part is divided by ``sum_{i in V} s_i``.
+
+    A non-ignored row holding nan or ``+inf``, or only ``-inf`` (no defined softmax), gives nan.
+
+    Parameters
+    ----------
+    logits : array_like
+        Scores, float16, bfloat16, float32 or float64 (integers become float64); PyTorch's
+        ``(N, C, d1, ..., dk)`` layout is ``axis=1``.
+    target : array_like
+        Class indices (any integer dtype; bool raises ``TypeError``) or class probabilities.
+    axis : int, default -1
+        The class axis.
+    weight : array_like of shape (C,), optional
+        Class weights.
+    sample_weight : array_like, optional
+        Per-row weights, of the target's row shape (the logits' shape without ``axis``).
+    ignore_index : int, default -100
+        Class index whose rows contribute neither loss nor gradient.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"`` returns the per-row losses (the row shape, the logits' dtype; a NumPy
+        scalar for 1-D logits); ``"mean"``/``"sum"`` return a Python float accumulated in
+        float64 (bitwise the same for every thread count).
+    label_smoothing : float in [0, 1], default 0
+    z_loss : float >= 0, default 0
+
+    Returns
+    -------
+    float or ndarray
+
+    Raises
+    ------
+    IndexError
+        A class index outside ``[0, C)`` that is not ``ignore_index``; the message names its
+        first position (C order of ``target``) and value.
+    ValueError
+        Wrong shapes of ``target``/``weight``/``sample_weight``, ``label_smoothing`` outside
+        [0, 1], an unknown ``reduction``.
+    TypeError
+        Bool, complex or non-numeric targets.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlogits as fl
+    >>> logits = np.array([[2.5, 0.3, -1.2], [0.1, 0.2, 3.0]])
+    >>> round(fl.cross_entropy(logits, np.array([0, 2])), 6)
+    0.118349
+    >>> fl.cross_entropy(logits, np.array([0, -100]), reduction="none").round(6).tolist()
+    [0.127097, 0.0]
+    """
+    p = _problem(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss)
+    loss = _loss_array(p) if reduction == "none" else None
+    r = _Run(p, loss, None).call(True)
+    return _unwrap(loss) if loss is not None else _reduced(p, r)
+
+
+def cross_entropy_and_grad(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+                           sample_weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
+                           label_smoothing: float = 0.0, z_loss: float = 0.0,
+                           grad_out: Optional[np.ndarray] = None) -> Tuple[Any, np.ndarray]:
+    """Cross-entropy and its gradient with respect to ``logits``, in one pass over the logits.
+
+    Arguments and the loss as in :func:`cross_entropy`. The gradient is that of the returned
+    loss (for ``reduction="none"``, of the sum of the per-row losses), of the logits' shape
+    and dtype:
+
+    * class indices: ``s_i*((1-eps)*w[y_i]*(p_ic - [c == y_i]) + (eps/C)*(W*p_ic - w_c))``
+      with ``p = softmax(logits)`` and ``W = sum_c w_c``;
+    * probabilities: ``s_i*(T_i*p_ic - w_c*t'_ic)`` with ``T_i = sum_c w_c*t'_ic``;
+    * plus ``2*z_loss*s_i*lse_i*p_ic``; under ``"mean"`` each part is divided like the loss.
+
+    Ignored rows have a zero gradient; if every row is ignored under ``"mean"`` the loss is nan
+    and the gradient all zeros (PyTorch). Class indices are checked before anything is written.
+
+    Parameters
+    ----------
+    grad_out : ndarray, optional
+        Where to write the gradient: an array of the logits' shape and dtype, which may be the
+        logits array itself (in-place gradient, saving memory).
+
+    Returns
+    -------
+    (loss, grad) : (float or ndarray, ndarray)
+
+    Examples
+    --------
+    >>> import numpy as np, fastlogits as fl
+    >>> logits = np.array([[2.5, 0.3, -1.2]])
+    >>> loss, grad = fl.cross_entropy_and_grad(logits, np.array([0]))
+    >>> round(loss, 6), grad.round(4).tolist()
+    (0.127097, [[-0.1194, 0.0976, 0.0218]])
+    """
+    p = _problem(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss)
+    loss = _loss_array(p) if reduction == "none" else None
+    grad, written = _grad_target(p, grad_out)
+    run = _Run(p, loss, written)
+    scale_ce, scale_z = _grad_scales(p, run)
+    if p.index and p.reduction != "mean":
+        run.call(False)  # validate the class indices before the gradient is written
+    r = run.call(True, scale_ce, scale_z)
+    if written is not grad:
+        np.copyto(grad, written)
+    return (_unwrap(loss) if loss is not None else _reduced(p, r)), grad

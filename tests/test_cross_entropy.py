@@ -1,0 +1,573 @@
+"""cross_entropy and cross_entropy_and_grad: parity with the reference and PyTorch, gradients
+against finite differences, PyTorch's corner cases, errors, in-place gradients, accuracy of the
+reduced loss and thread-count invariance.
+
+Tolerances (the oracle is the reference evaluated in long double, i.e. nearly exact):
+- losses: relative 1e-5 (float32), 1e-12 (float64), 2 ULP-equivalents for float16/bfloat16;
+- gradients: the same relative bound plus an absolute 8 ULP (output dtype) of the row's scale:
+  an entry like T*p_c - w_c*t_c cancels, so its error is bounded by the size of its terms, not
+  by its own size. For class indices the row's largest gradient entry bounds those terms (the
+  target class's p_y - 1 is computed without cancellation); for probabilities the scale is
+  s_i*c1*(T_i + max_c w_c*t'_ic) + s_i*c2*2z*|lse_i|.
+"""
+import hashlib
+import math
+
+import numpy as np
+import pytest
+
+import fastlogits as fl
+from fastlogits import _core
+from fastlogits import reference as ref
+
+from arrays import adversarial_arrays, as_dtype, assert_rel_close, class_targets, prob_targets
+
+LOSS_RTOL = {"float32": 1e-5, "float64": 1e-12, "float16": 2 * 2.0**-11, "bfloat16": 2 * 2.0**-8}
+EPS = {"float32": 2.0**-23, "float64": 2.0**-52, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+
+OPTIONS = {
+    "plain": {},
+    "weight": {"weight": True},
+    "sample_weight": {"sample_weight": True, "ignore_index": 1},
+    "smooth_weight": {"weight": True, "label_smoothing": 0.3},
+    "z_loss": {"z_loss": 1e-2, "label_smoothing": 0.1},
+    "all": {"weight": True, "sample_weight": True, "label_smoothing": 0.2, "z_loss": 3e-3},
+}
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _kwargs(opts, x, axis, seed):
+    """Concrete keyword arguments for an option set and logits x."""
+    rng = np.random.default_rng(seed)
+    C = x.shape[axis]
+    row_shape = x.shape[:axis % x.ndim] + x.shape[axis % x.ndim + 1:]
+    kw = {k: v for k, v in opts.items() if k not in ("weight", "sample_weight")}
+    if opts.get("weight"):
+        kw["weight"] = rng.uniform(0.5, 2.0, C)
+    if opts.get("sample_weight"):
+        kw["sample_weight"] = rng.uniform(0.5, 2.0, row_shape)
+    return kw
+
+
+def _targets(kind, x, axis, seed, ignore_index=-100):
+    if kind == "index":
+        return class_targets(x.shape, axis, seed=seed, ignore_index=ignore_index)
+    return prob_targets(x.shape, axis, seed=seed)
+
+
+def _exact(x):
+    """The logits in long double: the reference then gives nearly exact values."""
+    x = np.asarray(x)
+    if x.dtype.kind == "V" or x.dtype == np.float16:
+        x = x.astype(np.float32)
+    return x.astype(np.longdouble)
+
+
+def _shifted(x, axis):
+    """x - (row max) in long double, rows with a non-finite max left as they are."""
+    v = _exact(x)
+    if v.size == 0:
+        return v
+    m = np.max(v, axis=axis, keepdims=True)
+    return v - np.where(np.isfinite(m), m, 0)
+
+
+def _row_term_scale(x, t, axis, kw, reduction):
+    """Per row, a bound on the size of the terms whose difference is a gradient entry:
+    s_i*c1*(coefficient of p_c + largest subtracted term) + s_i*c2*2z*|lse_i|, with c1, c2 the
+    "mean" denominators' inverses (1 otherwise). Shape: the logits' shape (broadcast)."""
+    v = np.moveaxis(_exact(x), axis, -1)
+    C = v.shape[-1]
+    if v.size == 0:
+        return np.zeros(x.shape)
+    eps, z = kw.get("label_smoothing", 0.0), kw.get("z_loss", 0.0)
+    w = np.asarray(kw["weight"] if kw.get("weight") is not None else np.ones(C), dtype=np.longdouble)
+    s = kw.get("sample_weight")
+    s = np.ones(v.shape[:-1]) if s is None else np.asarray(s, dtype=np.longdouble)
+    if np.asarray(t).dtype.kind == "f":
+        wt = ((1 - eps) * np.moveaxis(np.asarray(t, dtype=np.longdouble), axis, -1) + eps / C) * w
+        terms = wt.sum(axis=-1) + wt.max(axis=-1)
+        d1 = d2 = np.sum(s)
+    else:
+        tt = np.asarray(t)
+        valid = tt != kw.get("ignore_index", -100)
+        wy = np.where(valid, w[np.where(valid, tt, 0)], 0)
+        terms = (1 - eps) * wy * 2 + eps / C * (w.sum() + w.max())
+        d1, d2 = np.sum(s * wy), np.sum(np.where(valid, s, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c1, c2 = (1 / d1, 1 / d2) if reduction == "mean" else (1, 1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lse = np.abs(np.asarray(ref.logsumexp(v, axis=-1), dtype=np.longdouble))
+        scale = s * c1 * terms + (s * c2 * 2 * z * lse if z else 0)
+        scale = np.where(np.isfinite(scale), scale, 0)
+    return np.moveaxis(np.broadcast_to(scale[..., None], v.shape), -1, axis)
+
+
+def _grad_atol(x, t, axis, kw, reduction, dname):
+    """8 ULP (output dtype) of the row's term scale, plus the long-double reference's own
+    rounding error (2**-60 of that scale; it computes p_c - 1 and T*p_c - w_c*t_c directly)."""
+    return (8 * EPS[dname] + 2.0**-60) * _row_term_scale(x, t, axis, kw, reduction)
+
+
+def _reference_loss_error(x, t, axis, kw, reduction):
+    """Per row, the long-double reference's own error on the loss: it forms logp = x - lse,
+    which carries an absolute error of about 2**-63 * (|x| + |lse|) into every term (a loss of
+    1e-30 from a row of logits near 1e4 is beyond it; the kernel's split sum is not)."""
+    if x.size == 0:
+        return 0.0
+    v = _exact(x)
+    with np.errstate(invalid="ignore"):
+        mag = np.max(np.where(np.isfinite(v), np.abs(v), 0), axis=axis)
+    scale = np.take(_row_term_scale(x, t, axis, kw, reduction), 0, axis=axis) if x.shape[axis] else 0
+    return 2.0**-58 * (2 * mag + 1) * scale
+
+
+def _reference_unreliable_rows(x, axis, kw):
+    """Rows whose gradient the long-double reference cannot give: with z_loss the gradient has
+    2z*lse*p_c, and for |max| > 1e15 the reference's lse = max + log(S) drops log(S) (rows of
+    ties at +-1e30 then get p = 1 for each tie)."""
+    if not kw.get("z_loss") or x.size == 0:
+        return np.zeros(x.shape, dtype=bool)
+    m = np.max(np.abs(_exact(x)), axis=axis, keepdims=True)
+    return np.broadcast_to(np.isfinite(m) & (m > 1e15), x.shape)
+
+
+def _check_against_reference(x, axis, t, kw, reduction, dname, context):
+    loss, grad = fl.cross_entropy_and_grad(x, t, axis=axis, reduction=reduction, **kw)
+    loss_only = fl.cross_entropy(x, t, axis=axis, reduction=reduction, **kw)
+    r_kw = dict(kw)
+    if x.shape[axis] == 0:
+        r_kw.pop("label_smoothing", None)  # the reference divides by C; nothing depends on it here
+    # CE and its gradient do not change when a row is shifted by its max; the shifted reference
+    # keeps log(S) in lse even for +-1e30 logits (z_loss depends on lse itself: not shifted)
+    xr = _exact(x) if kw.get("z_loss") else _shifted(x, axis)
+    r_loss, r_grad = ref.cross_entropy_and_grad(xr, t, axis=axis, reduction=reduction, **r_kw)
+    rtol = LOSS_RTOL[dname]
+    ref_err = _reference_loss_error(x, t, axis, kw, reduction)
+    if reduction == "none":
+        assert np.asarray(loss).dtype == x.dtype.newbyteorder("=")
+        with np.errstate(over="ignore"):  # the exact value rounded to the output dtype may overflow
+            r_loss = _exact(np.asarray(r_loss).astype(x.dtype.newbyteorder("=")))
+        assert_rel_close(loss, r_loss, rtol, atol=ref_err, context=context)
+        assert_rel_close(loss_only, loss, 0.0, context=context + " loss-only vs fused")
+    else:
+        assert isinstance(loss, float) and isinstance(loss_only, float)
+        # the reduced loss is accumulated in float64 from per-row values of the compute type
+        assert_rel_close(loss, r_loss, max(rtol, 1e-12), atol=float(np.sum(ref_err)), context=context)
+        assert_rel_close(loss_only, loss, 0.0, context=context + " loss-only vs fused")
+    assert grad.shape == x.shape and grad.dtype == x.dtype.newbyteorder("=")  # outputs in native order
+    atol = _grad_atol(x, t, axis, kw, reduction, dname)
+    with np.errstate(over="ignore"):
+        r_grad = _exact(np.asarray(r_grad).astype(x.dtype.newbyteorder("=")))
+    skip = _reference_unreliable_rows(x, axis, kw)
+    grad = np.where(skip, 0, grad.astype(np.longdouble))
+    r_grad = np.where(skip, 0, r_grad)
+    assert_rel_close(grad, r_grad, rtol, atol=atol, context=context + " grad")
+
+
+# ------------------------------------------------------------------ parity, adversarial arrays
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dname", ["float32", "float64"])
+def test_parity_adversarial(dname, kind, option):
+    for i, (desc, x, axis) in enumerate(adversarial_arrays((dname,), seed=3)):
+        if x.ndim == 0:
+            with pytest.raises(ValueError):
+                fl.cross_entropy(x, np.int64(0))
+            continue
+        kw = _kwargs(OPTIONS[option], x, axis, seed=i)
+        t = _targets(kind, x, axis, seed=i, ignore_index=kw.get("ignore_index", -100))
+        reduction = REDUCTIONS[i % 3]
+        _check_against_reference(x, axis, t, kw, reduction, dname,
+                                 f"{desc} {kind} {option} reduction={reduction}")
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dname", ["float16", "bfloat16"])
+def test_parity_half_types(dname, kind):
+    for i, (desc, x, axis) in enumerate(adversarial_arrays((dname,), seed=5, layouts=False, huge=False)):
+        if x.ndim == 0:
+            continue
+        t = _targets(kind, x, axis, seed=i)
+        kw = _kwargs(OPTIONS["all" if i % 2 else "plain"], x, axis, seed=i)
+        _check_against_reference(x, axis, t, kw, REDUCTIONS[i % 3], dname, f"{desc} {kind}")
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+def test_every_simd_path(isa):
+    before = _core.isa_name()
+    if _core.isa_select(isa) != 0:
+        pytest.skip(f"{isa} is not available here")
+    try:
+        for i, (desc, x, axis) in enumerate(adversarial_arrays(("float32",), seed=9, layouts=False)):
+            if x.ndim == 0:
+                continue
+            for kind in ("index", "prob"):
+                t = _targets(kind, x, axis, seed=i)
+                kw = _kwargs(OPTIONS["all"], x, axis, seed=i)
+                _check_against_reference(x, axis, t, kw, REDUCTIONS[i % 3], "float32", f"{isa} {desc} {kind}")
+    finally:
+        _core.isa_select(before)
+
+
+# ------------------------------------------------------------------ PyTorch parity
+
+
+def _torch_ce(torch, x, t, axis, kw, reduction):
+    """PyTorch forward and autograd gradient, with the class axis moved to 1."""
+    xt = torch.tensor(np.moveaxis(x, axis, 1) if x.ndim > 1 else x, requires_grad=True)
+    if np.asarray(t).dtype.kind == "f":
+        tt = torch.tensor(np.moveaxis(t, axis, 1) if t.ndim > 1 else t)
+    else:
+        tt = torch.tensor(t)
+    w = None if kw.get("weight") is None else torch.tensor(kw["weight"], dtype=xt.dtype)
+    extra = {} if np.asarray(t).dtype.kind == "f" else {"ignore_index": kw.get("ignore_index", -100)}
+    out = torch.nn.functional.cross_entropy(xt, tt, weight=w, reduction=reduction,
+                                            label_smoothing=kw.get("label_smoothing", 0.0), **extra)
+    out.sum().backward()
+    loss = out.item() if reduction != "none" else out.detach().numpy()
+    grad = xt.grad.numpy()
+    return loss, (np.moveaxis(grad, 1, axis) if x.ndim > 1 else grad)
+
+
+TORCH_CASES = [
+    ((64, 10), -1), ((7, 5, 3, 4), 1), ((5, 6, 9), 1), ((40, 3), 0), ((11,), 0),
+]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dname", ["float32", "float64"])
+def test_parity_torch(dname, kind, reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    for j, (shape, axis) in enumerate(TORCH_CASES):
+        x = (rng.standard_normal(shape) * 3).astype(dname)
+        for k, opts in enumerate([{}, {"weight": True}, {"weight": True, "label_smoothing": 0.25},
+                                  {"label_smoothing": 0.1, "ignore_index": 2}]):
+            kw = _kwargs(opts, x, axis, seed=k)
+            t = _targets(kind, x, axis, seed=10 * j + k, ignore_index=kw.get("ignore_index", -100))
+            loss, grad = fl.cross_entropy_and_grad(x, t, axis=axis, reduction=reduction, **kw)
+            t_loss, t_grad = _torch_ce(torch, x, t, axis, kw, reduction)
+            ctx = f"torch {shape} axis={axis} {kind} {opts} {reduction}"
+            rtol = LOSS_RTOL[dname] if dname == "float32" else 1e-10
+            assert_rel_close(loss, t_loss, rtol, context=ctx)
+            atol = _grad_atol(x, t, axis, kw, reduction, dname) * 4  # torch rounds more (float32 sums)
+            assert_rel_close(grad, t_grad, rtol, atol=atol, context=ctx + " grad")
+
+
+def test_torch_tensor_inputs():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(32, 7, dtype=torch.float32, requires_grad=True)
+    y = torch.randint(0, 7, (32,))
+    loss = fl.cross_entropy(x, y)
+    assert_rel_close(loss, torch.nn.functional.cross_entropy(x, y).item(), 1e-5)
+    xb = x.detach().to(torch.bfloat16)
+    loss_b, grad_b = fl.cross_entropy_and_grad(xb, y, reduction="sum")
+    assert grad_b.dtype == as_dtype("bfloat16")
+    assert_rel_close(loss_b, torch.nn.functional.cross_entropy(xb.float(), y, reduction="sum").item(), 1e-5)
+
+
+# ------------------------------------------------------------------ finite differences
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_gradient_finite_differences(option, kind, reduction):
+    rng = np.random.default_rng(2)
+    shape, axis = (3, 4, 2), 1
+    x = rng.standard_normal(shape) * 2
+    kw = _kwargs(OPTIONS[option], x, axis, seed=5)
+    t = _targets(kind, x, axis, seed=4, ignore_index=kw.get("ignore_index", -100))
+    _, grad = fl.cross_entropy_and_grad(x, t, axis=axis, reduction=reduction, **kw)
+
+    def total(v):
+        loss = fl.cross_entropy(v, t, axis=axis, reduction=reduction, **kw)
+        return float(np.sum(loss))
+
+    h = 1e-6
+    fd = np.empty_like(x)
+    for idx in np.ndindex(shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        fd[idx] = (total(xp) - total(xm)) / (2 * h)
+    assert_rel_close(grad, fd, 1e-6, atol=1e-8, context=f"finite differences {option} {kind} {reduction}")
+
+
+# ------------------------------------------------------------------ corner cases (PyTorch parity)
+
+
+@pytest.mark.parametrize("dname", ["float32", "float64"])
+def test_all_targets_ignored(dname):
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(dname)
+    x[2, 1] = np.nan
+    t = np.full(5, -100)
+    loss, grad = fl.cross_entropy_and_grad(x, t)
+    assert math.isnan(loss)
+    assert np.array_equal(grad, np.zeros_like(x))
+    assert fl.cross_entropy(x, t, reduction="sum") == 0.0
+    assert np.array_equal(fl.cross_entropy(x, t, reduction="none"), np.zeros(5, dtype=dname))
+    torch = pytest.importorskip("torch")
+    xt = torch.tensor(np.nan_to_num(x), requires_grad=True)  # torch's gradient keeps nan even in ignored rows
+    out = torch.nn.functional.cross_entropy(xt, torch.tensor(t))
+    out.backward()
+    assert math.isnan(out.item()) and not xt.grad.any()
+
+
+def test_ignored_rows_with_special_logits_contribute_nothing():
+    x = np.array([[np.nan, 1.0, 2.0], [np.inf, 0.0, 0.0], [-np.inf] * 3, [0.5, 1.0, 2.0]])
+    t = np.array([-100, -100, -100, 2])
+    loss, grad = fl.cross_entropy_and_grad(x, t, reduction="none", z_loss=0.1, label_smoothing=0.2)
+    assert np.array_equal(loss[:3], [0.0, 0.0, 0.0]) and np.isfinite(loss[3])
+    assert np.array_equal(grad[:3], np.zeros((3, 3))) and np.all(np.isfinite(grad[3]))
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_bad_rows_give_nan(kind):
+    x = np.array([[np.nan, 1.0, 2.0], [np.inf, 0.0, 0.0], [0.5, 1.0, 2.0]], dtype=np.float32)
+    t = np.array([1, 0, 2]) if kind == "index" else np.full((3, 3), 1 / 3)
+    loss, grad = fl.cross_entropy_and_grad(x, t, reduction="none")
+    assert np.isnan(loss[:2]).all() and np.isfinite(loss[2])
+    assert np.isnan(grad[:2]).all() and np.isfinite(grad[2]).all()
+    assert math.isnan(fl.cross_entropy(x, t))
+
+
+def test_weights_with_label_smoothing_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, 6))
+    t = rng.integers(0, 6, 50)
+    t[::7] = -100
+    w = rng.uniform(0.1, 3.0, 6)
+    for eps in (0.0, 0.1, 1.0):
+        loss, grad = fl.cross_entropy_and_grad(x, t, weight=w, label_smoothing=eps)
+        t_loss, t_grad = _torch_ce(torch, x, t, -1, {"weight": w, "label_smoothing": eps}, "mean")
+        assert_rel_close(loss, t_loss, 1e-12)
+        assert_rel_close(grad, t_grad, 1e-10, atol=1e-15)
+
+
+def test_prob_targets_mean_divides_by_sample_weights():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 5))
+    t = prob_targets(x.shape, seed=1)
+    w = rng.uniform(0.5, 2, 5)
+    s = rng.uniform(0.5, 2, 8)
+    per_row = fl.cross_entropy(x, t, weight=w, sample_weight=s, reduction="none")
+    assert_rel_close(fl.cross_entropy(x, t, weight=w, sample_weight=s), per_row.sum() / s.sum(), 1e-14)
+    assert_rel_close(fl.cross_entropy(x, t, weight=w), fl.cross_entropy(x, t, weight=w, reduction="sum") / 8, 1e-14)
+
+
+def test_zero_probability_on_minus_inf_logit():
+    x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, 2.0]], dtype=np.float32)
+    t = np.array([[0.5, 0.0, 0.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+    loss, grad = fl.cross_entropy_and_grad(x, t, reduction="none")
+    assert np.all(np.isfinite(loss)) and loss[1] == 0.0
+    assert grad[0, 1] == 0.0 and np.array_equal(grad[1], [0.0, 0.0, 0.0])
+    # a positive probability (here through label smoothing) on a -inf logit costs +inf
+    assert fl.cross_entropy(x, t, reduction="none", label_smoothing=0.1)[1] == np.inf
+
+
+def test_z_loss_terms():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4))
+    t = np.array([0, 1, -100, 3, 2, -100])
+    s = rng.uniform(0.5, 2, 6)
+    z = 0.05
+    lse = np.log(np.exp(x).sum(axis=1))
+    base = fl.cross_entropy(x, t, sample_weight=s, reduction="none")
+    with_z = fl.cross_entropy(x, t, sample_weight=s, reduction="none", z_loss=z)
+    valid = t != -100
+    assert_rel_close(with_z - base, np.where(valid, z * s * lse**2, 0.0), 1e-12, atol=1e-15)
+    mean_z = fl.cross_entropy(x, t, sample_weight=s, z_loss=z)
+    d1 = np.sum(s[valid])
+    assert_rel_close(mean_z, base.sum() / d1 + np.sum((z * s * lse**2)[valid]) / d1, 1e-13)
+
+
+def test_one_d_logits_and_empty_shapes():
+    x = np.array([2.5, 0.3, -1.2])
+    assert isinstance(fl.cross_entropy(x, 0, reduction="none"), np.float64)
+    assert_rel_close(fl.cross_entropy(x, 0), 0.127097, 1e-5)
+    loss, grad = fl.cross_entropy_and_grad(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert math.isnan(loss) and grad.shape == (0, 4)
+    assert fl.cross_entropy(np.zeros((3, 0)), np.full(3, -100), reduction="sum") == 0.0
+    assert fl.cross_entropy(np.zeros((3, 0)), np.zeros((3, 0)), reduction="sum") == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "uint64", ">i8", ">i4"])
+def test_integer_target_dtypes(dtype):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((20, 9)).astype(np.float32)
+    t64 = rng.integers(0, 9, 20)
+    expected = fl.cross_entropy_and_grad(x, t64, reduction="none")
+    got = fl.cross_entropy_and_grad(x, t64.astype(dtype), reduction="none")
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_out_of_range_index_raises_before_writing():
+    x = np.random.default_rng(7).standard_normal((3, 4, 5))
+    t = np.zeros((3, 5), dtype=np.int64)
+    t[1, 2], t[2, 0] = 4, -1
+    g = np.full_like(x, 7.0)
+    for reduction in REDUCTIONS:
+        with pytest.raises(IndexError, match=r"class index 4 at position \(1, 2\)"):
+            fl.cross_entropy_and_grad(x, t, axis=1, reduction=reduction, grad_out=g)
+        assert np.all(g == 7.0)
+        with pytest.raises(IndexError, match=r"class index 4 at position \(1, 2\)"):
+            fl.cross_entropy(x, t, axis=1, reduction=reduction)
+    t[1, 2] = -100
+    with pytest.raises(IndexError, match=r"class index -1 at position \(2, 0\)"):
+        fl.cross_entropy(x, t, axis=1)
+    with pytest.raises(IndexError, match="18446744073709551615"):
+        fl.cross_entropy(x[0], np.array([0, 0, 0, 0, 2**64 - 1], dtype=np.uint64), axis=0)
+
+
+def test_argument_errors():
+    x = np.zeros((4, 3))
+    t = np.zeros(4, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"\(4,\).*\(5,\)"):
+        fl.cross_entropy(x, np.zeros(5, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"\(4, 3\).*\(4, 2\)"):
+        fl.cross_entropy(x, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"weight.*\(3,\).*\(4,\)"):
+        fl.cross_entropy(x, t, weight=np.ones(4))
+    with pytest.raises(ValueError, match=r"sample_weight.*\(4,\).*\(3,\)"):
+        fl.cross_entropy(x, t, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match=r"grad_out.*\(4, 3\).*\(3, 4\)"):
+        fl.cross_entropy_and_grad(x, t, grad_out=np.zeros((3, 4)))
+    with pytest.raises(TypeError, match="grad_out"):
+        fl.cross_entropy_and_grad(x, t, grad_out=np.zeros((4, 3), np.float32))
+    for eps in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            fl.cross_entropy(x, t, label_smoothing=eps)
+    with pytest.raises(ValueError, match="reduction"):
+        fl.cross_entropy(x, t, reduction="avg")
+    with pytest.raises(ValueError, match="z_loss"):
+        fl.cross_entropy(x, t, z_loss=-1.0)
+    with pytest.raises(TypeError, match="bool"):
+        fl.cross_entropy(x, t.astype(bool))
+    with pytest.raises(TypeError, match="target"):
+        fl.cross_entropy(x, t.astype(complex))
+    with pytest.raises(TypeError, match="logits"):
+        fl.cross_entropy(x.astype(complex), t)
+    with pytest.raises(TypeError, match="ignore_index"):
+        fl.cross_entropy(x, t, ignore_index=1.5)
+    with pytest.raises(ValueError):
+        fl.cross_entropy(np.float64(1.0), np.int64(0))
+
+
+# ------------------------------------------------------------------ in place, read-only inputs
+
+
+def _layouts(dname):
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((6, 5, 4)) * 3
+    yield "C axis=-1", base.astype(dname), -1
+    yield "C axis=1", base.astype(dname), 1
+    yield "F axis=0", np.asfortranarray(base.astype(dname)), 0
+    yield "strided axis=-1", base.astype(dname)[:, ::2, :], -1
+    yield "reversed axis=1", base.astype(dname)[::-1, :, ::-1], 1
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dname", ["float32", "float64", "float16", "bfloat16"])
+def test_grad_out_in_place(dname, kind):
+    dt = as_dtype(dname)
+    for desc, x, axis in _layouts(dt):
+        t = _targets(kind, x, axis, seed=1)
+        kw = _kwargs(OPTIONS["all"], x, axis, seed=2)
+        loss, grad = fl.cross_entropy_and_grad(x, t, axis=axis, **kw)
+        buf = x.copy() if desc.startswith("C") else x
+        x_in = x.copy()
+        if not desc.startswith("C"):
+            buf = np.empty_like(x)  # a different layout: fill a view-compatible buffer
+            buf[...] = x
+            x_in = buf
+        loss2, grad2 = fl.cross_entropy_and_grad(x_in, t, axis=axis, grad_out=x_in, **kw)
+        assert grad2 is x_in
+        assert loss2 == loss
+        assert np.array_equal(grad2.astype(np.float64), grad.astype(np.float64), equal_nan=True), desc
+        out = np.full_like(x, 3.0)
+        _, grad3 = fl.cross_entropy_and_grad(x, t, axis=axis, grad_out=out, **kw)
+        assert grad3 is out and np.array_equal(out.astype(np.float64), grad.astype(np.float64))
+
+
+def test_grad_out_overlapping_the_logits():
+    x = np.random.default_rng(9).standard_normal((6, 8))
+    t = np.arange(6) % 4
+    expected = fl.cross_entropy_and_grad(x[:, :4].copy(), t, reduction="sum")[1]
+    buf = x.copy()
+    g = buf[:, 2:6]  # overlaps the logits buf[:, :4] without being them
+    fl.cross_entropy_and_grad(buf[:, :4], t, reduction="sum", grad_out=g)
+    assert np.array_equal(g, expected)
+
+
+def _digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_read_only_inputs_unchanged(kind):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((30, 7)).astype(np.float32)
+    t = _targets(kind, x, -1, seed=3)
+    w, s = rng.uniform(0.5, 2, 7), rng.uniform(0.5, 2, 30)
+    arrays = [x, t, w, s]
+    for a in arrays:
+        a.flags.writeable = False
+    before = [_digest(a) for a in arrays]
+    for reduction in REDUCTIONS:
+        fl.cross_entropy_and_grad(x, t, weight=w, sample_weight=s, label_smoothing=0.1, z_loss=0.01,
+                                  reduction=reduction)
+        fl.cross_entropy(x, t, weight=w, sample_weight=s, reduction=reduction)
+    assert [_digest(a) for a in arrays] == before
+    with pytest.raises(ValueError, match="read-only"):
+        fl.cross_entropy_and_grad(x, t, grad_out=x)
+
+
+# ------------------------------------------------------------------ accuracy and threads
+
+
+def test_mean_of_ten_million_rows_is_accurate():
+    n, C, chunk = 10_000_000, 3, 1_000_000
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((n, C), dtype=np.float32) * 4).astype(np.float32)
+    t = rng.integers(0, C, n)
+    got = fl.cross_entropy(x, t)
+    exact_rows = []
+    for i in range(0, n, chunk):
+        v = x[i:i + chunk].astype(np.longdouble)
+        m = v.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(v - m).sum(axis=1))
+        exact_rows.append((lse - v[np.arange(len(v)), t[i:i + chunk]]).astype(np.float64))
+    exact = math.fsum(np.concatenate(exact_rows)) / n
+    assert abs(got - exact) <= 1e-7 * abs(exact), (got, exact)
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_bitwise_identical_for_every_thread_count(kind):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((60_000, 7)).astype(np.float32)
+    t = _targets(kind, x, -1, seed=5) if kind == "index" else rng.dirichlet(np.ones(7), 60_000)
+    kw = _kwargs(OPTIONS["all"], x, -1, seed=6)
+    before = fl.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3, 4):
+            fl.set_num_threads(n)
+            mean, grad = fl.cross_entropy_and_grad(x, t, **kw)
+            none = fl.cross_entropy(x, t, reduction="none", **kw)
+            total = fl.cross_entropy(x, t, reduction="sum", **kw)
+            results.append((mean, total, grad, none))
+    finally:
+        fl.set_num_threads(before)
+    m0, s0, g0, n0 = results[0]
+    for m, s, g, r in results[1:]:
+        assert m == m0 and s == s0
+        assert np.array_equal(g, g0) and np.array_equal(r, n0)
