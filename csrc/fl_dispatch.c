@@ -120,3 +120,7 @@ int fl_elementwise(const fl_arr *x, const fl_arr *y, fl_grid g, int op) { return
 int fl_argmax(const fl_arr *x, const fl_arr *out, fl_grid g) { return fl_table()->argmax(x, out, g); }
 int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k) { return fl_table()->topk(x, values, indices, g, k); }
 int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) { return fl_table()->threshold(x, out, g, t); }
+int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g, const fl_score_opts *o, double *acc)
+{
+    return fl_table()->score(x, target, weight, g, o, acc);
+}

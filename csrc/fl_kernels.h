@@ -13,6 +13,7 @@ typedef struct {
     int (*argmax)(const fl_arr *, const fl_arr *, fl_grid);
     int (*topk)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, int64_t);
     int (*threshold)(const fl_arr *, const fl_arr *, fl_grid, double);
+    int (*score)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, const fl_score_opts *, double *);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -35,6 +36,8 @@ int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op);
 int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g);
 int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k);
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit);
+int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
+                 const fl_score_opts *o, double *acc);
 #endif
 
 #endif

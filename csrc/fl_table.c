@@ -12,4 +12,5 @@ const fl_kernel_table FL_TABLE_NAME = {
     .argmax = FL_FN(argmax),
     .topk = FL_FN(topk),
     .threshold = FL_FN(threshold),
+    .score = FL_FN(score),
 };

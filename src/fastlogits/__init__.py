@@ -17,18 +17,21 @@ from ._post import (
     softmax,
     topk,
 )
+from ._score import fit_temperature, score
 
 _select_isa_from_env()
 
 __all__ = [
     "__version__",
     "entropy",
+    "fit_temperature",
     "get_num_threads",
     "log_sigmoid",
     "log_softmax",
     "logsumexp",
     "predict",
     "predict_binary",
+    "score",
     "set_num_threads",
     "show_config",
     "sigmoid",

@@ -27,6 +27,16 @@ cdef extern from "fastlogits.h":
     int fl_argmax(const fl_arr *x, const fl_arr *out, fl_grid g) nogil
     int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k) nogil
     int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) nogil
+    ctypedef struct fl_score_opts:
+        int32_t mode
+        int32_t want_rank
+        int64_t k
+        int64_t bins
+        double temperature
+        int64_t period
+        int64_t block_rows
+    int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
+                 const fl_score_opts *o, double *acc) nogil
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
@@ -113,6 +123,32 @@ def threshold(tuple x, tuple out, tuple grid, double t):
     cdef int st
     with nogil:
         st = fl_threshold(&cx, &co, g, t)
+    _check(st)
+
+
+def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
+          int64_t bins, double temperature, int64_t period, int64_t block_rows,
+          cnp.ndarray acc):
+    """Add a chunk's weighted sums to ``acc`` (C-contiguous float64, 2*(7+bins) values);
+    ``weight`` is a spec or None (weights of 1)."""
+    cdef fl_arr cx = _operand(x), ct = _operand(target), cw
+    cdef fl_arr *pw = NULL
+    if weight is not None:
+        cw = _operand(weight)
+        pw = &cw
+    cdef fl_grid g = _grid(grid)
+    cdef fl_score_opts o
+    o.mode = mode
+    o.want_rank = want_rank
+    o.k = k
+    o.bins = bins
+    o.temperature = temperature
+    o.period = period
+    o.block_rows = block_rows
+    cdef double *pacc = <double *>cnp.PyArray_DATA(acc)
+    cdef int st
+    with nogil:
+        st = fl_score(&cx, &ct, pw, g, &o, pacc)
     _check(st)
 
 
