@@ -229,11 +229,11 @@ def _class_indices(t: np.ndarray, c: int, lead_offset: int) -> np.ndarray:
         bad = ~(tf == np.round(tf))
         if bad.any():
             pos = _position(bad, lead_offset)
-            raise ValueError(f"target: the multiclass target must hold integer class indices, got {tf[bad][0]!r} at position {pos}")
+            raise ValueError(f"target: the multiclass target must hold integer class indices, got {tf[bad][0].item()!r} at position {pos}")
     bad = (t < 0) | (t >= c)
     if bad.any():
         pos = _position(bad, lead_offset)
-        raise IndexError(f"target: class index {t[bad][0]!r} at position {pos} is out of range [0, {c})")
+        raise IndexError(f"target: class index {t[bad][0].item()!r} at position {pos} is out of range [0, {c})")
     return np.ascontiguousarray(t, dtype=np.int64)
 
 
@@ -244,7 +244,7 @@ def _binary_labels(t: np.ndarray, lead_offset: int, lead_axis: int) -> np.ndarra
     bad = ~((t == 0) | (t == 1))
     if bad.any():
         pos = _position(bad, lead_offset, lead_axis)
-        raise ValueError(f"target: binary and multilabel targets must be 0 or 1, got {t[bad][0]!r} at position {pos}")
+        raise ValueError(f"target: binary and multilabel targets must be 0 or 1, got {t[bad][0].item()!r} at position {pos}")
     return t != 0
 
 
@@ -587,7 +587,7 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
         fb = derivative(b)
         if math.isnan(fb):
             return float("nan")
-        if (fb > 0) == (direction > 0) or fb == 0.0:
+        if (fb > 0 and direction > 0) or (fb < 0 and direction < 0):
             break
         if abs(b) >= u_max:
             return 1.0 / _T_RANGE if direction > 0 else _T_RANGE
