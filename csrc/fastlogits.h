@@ -52,7 +52,9 @@ int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold
 
 /* offline scoring, in fl_score.c */
 enum { FL_SCORE_SOFTMAX = 0, FL_SCORE_SIGMOID = 1 };
-/* the running sums of fl_score, in this order, followed by one ECE sum per bin */
+/* the running sums of fl_score, in this order, followed by three sums per ECE bin b (see
+ * fl_score.c): weight*(correct - conf) at NSUMS + b, weight at NSUMS + bins + b, weight*conf at
+ * NSUMS + 2*bins + b */
 enum {
     FL_SCORE_W = 0,        /* total weight (sigmoid mode: over elements) */
     FL_SCORE_NLL = 1,
@@ -74,7 +76,7 @@ typedef struct {
 } fl_score_opts;
 /* Score the rows of the grid. target: int64 per row (softmax) or bool per element (sigmoid,
  * same class stride semantics as x); weight: float64 per row, or NULL for weights of 1.
- * acc holds 2*(FL_SCORE_NSUMS + bins) doubles, (sum, compensation) pairs, updated in place
+ * acc holds 2*(FL_SCORE_NSUMS + 3*bins) doubles, (sum, compensation) pairs, updated in place
  * in block order (the value of a sum is sum + compensation). */
 int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
              const fl_score_opts *o, double *acc);

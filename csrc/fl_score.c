@@ -30,7 +30,7 @@ typedef struct {
     const fl_arr *x, *t, *w;   /* w may be NULL: every weight is 1 */
     fl_grid g;
     const fl_score_opts *o;
-    int64_t nsums;             /* FL_SCORE_NSUMS + bins */
+    int64_t nsums;             /* FL_SCORE_NSUMS + 3 * bins */
     double *part;              /* nsums partial sums per block */
     int f64;
     int failed;
@@ -263,8 +263,9 @@ static void fl_sigmoid_stats(double z, int y, fl_row_stats *st)
 
 /* ---------- accumulation ---------- */
 
-/* Add one weighted statistic set to a block's partial sums: W, the metric sums, then the ECE
- * bins (weight * (correct - conf) in the bin of conf; NaN conf goes to bin 0, as the oracle). */
+/* Add one weighted statistic set to a block's partial sums: W, the metric sums, then per ECE
+ * bin of conf (NaN conf goes to bin 0, as the oracle) weight * (correct - conf), the weight and
+ * weight * conf (the last two draw the reliability diagram). */
 static inline void fl_score_add(double *p, const fl_row_stats *st, double w, int64_t bins)
 {
     p[FL_SCORE_W] += w;
@@ -280,6 +281,8 @@ static inline void fl_score_add(double *p, const fl_row_stats *st, double w, int
         b = f >= (double)bins ? bins - 1 : (f > 0.0 ? (int64_t)f : 0);
     }
     p[FL_SCORE_NSUMS + b] += w * (st->correct - st->conf);
+    p[FL_SCORE_NSUMS + bins + b] += w;
+    p[FL_SCORE_NSUMS + 2 * bins + b] += w * st->conf;
 }
 
 static double fl_row_weight(const fl_score_ctx *ctx, int64_t i0, int64_t i1)
@@ -349,7 +352,7 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
     int64_t nrows = g.n0 * g.n1;
     if (nrows <= 0 || g.c <= 0) return FL_OK;
     int64_t nb = fl_score_nblocks(nrows, o);
-    int64_t nsums = FL_SCORE_NSUMS + o->bins;
+    int64_t nsums = FL_SCORE_NSUMS + 3 * o->bins;
     double *part = (double *)calloc((size_t)nb * (size_t)nsums, sizeof(double));
     if (!part) return FL_ENOMEM;
     fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, x->dtype == FL_F64, 0};

@@ -129,7 +129,7 @@ def threshold(tuple x, tuple out, tuple grid, double t):
 def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
           int64_t bins, double temperature, int64_t period, int64_t block_rows,
           cnp.ndarray acc):
-    """Add a chunk's weighted sums to ``acc`` (C-contiguous float64, 2*(7+bins) values);
+    """Add a chunk's weighted sums to ``acc`` (C-contiguous float64, 2*(7+3*bins) values);
     ``weight`` is a spec or None (weights of 1)."""
     cdef fl_arr cx = _operand(x), ct = _operand(target), cw
     cdef fl_arr *pw = NULL

@@ -349,7 +349,7 @@ def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool
           chunk_rows: Optional[int], progress: Any) -> _Sums:
     """One streaming pass of the kernel over all rows."""
     blocks = _plan_blocks(p, chunk_rows)
-    acc = np.zeros(2 * (_NSUMS + bins), dtype=np.float64)
+    acc = np.zeros(2 * (_NSUMS + 3 * bins), dtype=np.float64)
     n, c, ax, lead = p.n_rows, p.c, p.ax, p.lead
     lead_len = p.x.shape[lead]
     t_lead = lead if p.task == "multilabel" else 0
@@ -442,12 +442,24 @@ def _results(p: _Problem, names: Sequence[str], sums: _Sums) -> Dict[str, Any]:
         elif m in _METRIC_SUM:
             out[m] = _ratio(v[_METRIC_SUM[m]], v[_W])
         elif m == "ece":
-            bins = v[_NSUMS:]
+            bins = v[_NSUMS:_NSUMS + (len(v) - _NSUMS) // 3]
             total = math.fsum(abs(float(b)) for b in bins) if np.all(np.isfinite(bins)) else float(np.sum(np.abs(bins)))
             out[m] = _ratio(total, v[_W])
         elif m == "roc_auc":
             out[m] = _roc_auc_metric(p, sums)
     return out
+
+
+def _reliability(sums: _Sums) -> Dict[str, np.ndarray]:
+    """Per confidence bin: total weight, weighted mean confidence and accuracy (NaN when empty)."""
+    v = sums.values
+    bins = (len(v) - _NSUMS) // 3
+    diff, weight, conf = (v[_NSUMS + i * bins:_NSUMS + (i + 1) * bins] for i in range(3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = conf / weight
+        accuracy = (diff + conf) / weight
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return {"edges": edges, "weight": weight.copy(), "confidence": mean_conf, "accuracy": accuracy}
 
 
 def _roc_auc_metric(p: _Problem, sums: _Sums) -> float:
@@ -529,13 +541,24 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     >>> r["count"], round(r["accuracy"], 4), round(r["top_k_accuracy"], 4)
     (3, 0.6667, 1.0)
     """
+    return score_details(logits, target, task=task, axis=axis, metrics=metrics, k=k, bins=bins,
+                         sample_weight=sample_weight, temperature=temperature, chunk_rows=chunk_rows,
+                         progress=progress)[0]
+
+
+def score_details(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
+                  k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0,
+                  chunk_rows: Optional[int] = None, progress: Any = None
+                  ) -> Tuple[Dict[str, Any], str, Dict[str, np.ndarray]]:
+    """:func:`score` plus the task it scored and the reliability table (per confidence bin:
+    ``edges``, ``weight``, ``confidence``, ``accuracy``), for the command line's ``--plot``."""
     p = _prepare(logits, target, task, axis, sample_weight)
     names = _select_metrics(metrics, p.task, k, p.c if p.task == "multiclass" else 1)
     bins, temp = _check_scalar_args(bins, temperature, chunk_rows)
     want_rank = any(m in names for m in ("accuracy", "top_k_accuracy", "ece"))
     sums = _pass(p, temperature=temp, k=int(k), bins=bins, want_rank=want_rank, want_auc="roc_auc" in names,
                  chunk_rows=chunk_rows, progress=progress)
-    return _results(p, names, sums)
+    return _results(p, names, sums), p.task, _reliability(sums)
 
 
 # Temperatures are searched in [1/_T_RANGE, _T_RANGE], to |log T - log T*| <= _LOG_T_TOL.
