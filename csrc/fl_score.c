@@ -98,45 +98,57 @@ static inline flv fl_vexp_sub_t(flv x, flv m, flv vt)
     return flv_fma(p, corr, p);
 }
 
-/* sum of exp((x_k - m)/T) in double, exp values stored in y */
-static double fl_rsumexp_t_f32(const float *x, int64_t n, float m, double t, float *y)
+/* Float32 rows accumulate in float lanes over groups of FL_GROUP vectors, each group then added
+ * in double: a lane adds at most FL_GROUP terms in float (relative error <= FL_GROUP * 2^-24,
+ * about the 2 ULP of the exponentials), while one horizontal double sum per group instead of per
+ * vector keeps the pass at the speed of the exponentials. */
+#define FL_GROUP 4
+
+static inline flv fl_vexp_row(flv x, flv m, flv vt, int unit)
 {
-    if (t == 1.0) return fl_rsumexp_f32(x, n, m, y);
-    flv vm = flv_set1(m), vt = flv_set1((float)t);
-    double sum = 0.0;
-    int64_t k = 0;
-    for (; k + FL_W <= n; k += FL_W) {
-        flv e = fl_vexp_sub_t(flv_load(x + k), vm, vt);
-        flv_store(y + k, e);
-        sum += flv_hsum_d(e);
-    }
-    if (k < n) {
-        flv e = fl_vexp_sub_t(flv_load_part(x + k, n - k, -INFINITY), vm, vt);
-        flv_store_part(y + k, e, n - k);
-        sum += flv_hsum_d(e);
-    }
-    return sum;
+    return unit ? fl_vexp_sub(x, m) : fl_vexp_sub_t(x, m, vt);
 }
 
-/* Sum of e_k^2 and of e_k*(x_k - m) (terms with e_k = 0 skipped, so -inf logits add 0), in
- * eight double lanes combined pairwise. */
-static void fl_rsq_dot_f32(const float *x, const float *e, int64_t n, double m, double *sq, double *dot)
+/* One pass over a float32 row with max m: s = sum e_k, sq = sum e_k^2 and dot = sum e_k (x_k - m)
+ * with e_k = exp((x_k - m)/T) (a term with e_k = 0 adds 0 to dot, so -inf logits are harmless);
+ * returns e_y, computed by the same vector arithmetic as the e_k in s so that s - e_y is exact
+ * where it matters (p_y close to 1). */
+static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t y, double *s, double *sq, double *dot)
 {
-    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) {
-            double v = (double)e[k + j];
-            a[j] += v * v;
-            b[j] += v > 0.0 ? v * ((double)x[k + j] - m) : 0.0;
+    flv vm = flv_set1(m), vt = flv_set1((float)t), zero = flv_set1(0.0f);
+    int unit = t == 1.0;
+    double s1 = 0.0, s2 = 0.0, d = 0.0;
+    int64_t k = 0, nfull = n - n % FL_W;
+    while (k < nfull) {
+        int64_t end = k + FL_GROUP * FL_W < nfull ? k + FL_GROUP * FL_W : nfull;
+        flv a = zero, b = zero, c = zero;
+        for (; k < end; k += FL_W) {
+            flv xv = flv_load(x + k);
+            flv e = fl_vexp_row(xv, vm, vt, unit);
+            a = flv_add(a, e);
+            b = flv_fma(e, e, b);
+            c = flv_add(c, flv_zero_nan(flv_mul(e, flv_sub(xv, vm))));
         }
-    for (; k < n; k++) {
-        double v = (double)e[k];
-        a[0] += v * v;
-        b[0] += v > 0.0 ? v * ((double)x[k] - m) : 0.0;
+        s1 += flv_hsum_d(a);
+        s2 += flv_hsum_d(b);
+        d += flv_hsum_d(c);
     }
-    *sq = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-    *dot = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+    if (k < n) {
+        flv xv = flv_load_part(x + k, n - k, -INFINITY);
+        flv e = fl_vexp_row(xv, vm, vt, unit);
+        s1 += flv_hsum_d(e);
+        s2 += flv_hsum_d(flv_mul(e, e));
+        d += flv_hsum_d(flv_zero_nan(flv_mul(e, flv_sub(xv, vm))));
+    }
+    *s = s1;
+    *sq = s2;
+    *dot = d;
+    /* e_y again, from the same lanes: the vector holding y, loaded as the loop above did */
+    float lanes[FL_W];
+    int64_t k0 = y - y % FL_W;
+    flv xv = k0 < nfull ? flv_load(x + k0) : flv_load_part(x + k0, n - k0, -INFINITY);
+    flv_store(lanes, fl_vexp_row(xv, vm, vt, unit));
+    return lanes[y - k0];
 }
 
 static void fl_rsq_dot_f64(const double *x, const double *e, int64_t n, double m, double *sq, double *dot)
@@ -211,17 +223,15 @@ static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, v
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
-    float *bx = (float *)scratch, *e = bx + c;
-    const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
+    const float *x = fl_row_in_f32(ctx->x, xrow, c, (float *)scratch);
     int64_t rank = ctx->o->want_rank ? fl_rank_f32(x, c, y) : 1;
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
     float m = fl_rmax_f32(x, c);
     if (!isfinite(m)) { fl_special_stats(st); return; }
-    double s = fl_rsumexp_t_f32(x, c, m, t, e);
-    double sq, dot;
-    fl_rsq_dot_f32(x, e, c, (double)m, &sq, &dot);
-    fl_softmax_stats(s, sq, dot, (double)e[y], (double)x[y] - (double)m, t, st);
+    double s, sq, dot;
+    float ey = fl_rstats_f32(x, c, m, t, y, &s, &sq, &dot);
+    fl_softmax_stats(s, sq, dot, (double)ey, (double)x[y] - (double)m, t, st);
 }
 
 static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)
