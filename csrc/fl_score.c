@@ -111,20 +111,22 @@ static inline flv fl_vexp_row(flv x, flv m, flv vt, int unit)
 
 /* One pass over a float32 row with max m: s = sum e_k, sq = sum e_k^2 and dot = sum e_k (x_k - m)
  * with e_k = exp((x_k - m)/T) (a term with e_k = 0 adds 0 to dot, so -inf logits are harmless);
- * returns e_y, computed by the same vector arithmetic as the e_k in s so that s - e_y is exact
- * where it matters (p_y close to 1). */
+ * returns e_y, the very value added into s, so that s - e_y is exact where it matters (p_y
+ * close to 1). */
 static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t y, double *s, double *sq, double *dot)
 {
     flv vm = flv_set1(m), vt = flv_set1((float)t), zero = flv_set1(0.0f);
     int unit = t == 1.0;
     double s1 = 0.0, s2 = 0.0, d = 0.0;
-    int64_t k = 0, nfull = n - n % FL_W;
+    float lanes[FL_W] = {0};       /* the vector of exponentials holding e_y */
+    int64_t k = 0, nfull = n - n % FL_W, k0 = y - y % FL_W;
     while (k < nfull) {
         int64_t end = k + FL_GROUP * FL_W < nfull ? k + FL_GROUP * FL_W : nfull;
         flv a = zero, b = zero, c = zero;
         for (; k < end; k += FL_W) {
             flv xv = flv_load(x + k);
             flv e = fl_vexp_row(xv, vm, vt, unit);
+            if (k == k0) flv_store(lanes, e);
             a = flv_add(a, e);
             b = flv_fma(e, e, b);
             c = flv_add(c, flv_zero_nan(flv_mul(e, flv_sub(xv, vm))));
@@ -136,6 +138,7 @@ static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t
     if (k < n) {
         flv xv = flv_load_part(x + k, n - k, -INFINITY);
         flv e = fl_vexp_row(xv, vm, vt, unit);
+        if (k == k0) flv_store(lanes, e);
         s1 += flv_hsum_d(e);
         s2 += flv_hsum_d(flv_mul(e, e));
         d += flv_hsum_d(flv_zero_nan(flv_mul(e, flv_sub(xv, vm))));
@@ -143,11 +146,6 @@ static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t
     *s = s1;
     *sq = s2;
     *dot = d;
-    /* e_y again, from the same lanes: the vector holding y, loaded as the loop above did */
-    float lanes[FL_W];
-    int64_t k0 = y - y % FL_W;
-    flv xv = k0 < nfull ? flv_load(x + k0) : flv_load_part(x + k0, n - k0, -INFINITY);
-    flv_store(lanes, fl_vexp_row(xv, vm, vt, unit));
     return lanes[y - k0];
 }
 

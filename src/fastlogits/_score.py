@@ -284,10 +284,10 @@ class _PageReleaser:
         if self.mm is None or chunk.size == 0:
             return
         lo, hi = _byte_bounds(chunk)
+        if lo < self.base or hi > self.base + len(self.mm):
+            return  # not memory of this mapping
         start = (lo - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
-        end = min(hi - self.base, len(self.mm))
-        if start < 0 or end <= start:
-            return
+        end = hi - self.base
         try:
             self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
         except (OSError, ValueError):
@@ -361,7 +361,8 @@ def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool
             hi = min(lo + blocks.chunk_lead, lead_len)
             xc = _lead_slice(p.x, lead, lo, hi)
             tc = _lead_slice(p.t, t_lead, lo, hi)
-            wc = None if p.w is None else np.ascontiguousarray(_lead_slice(p.w, 0, lo, hi), dtype=np.float64)
+            ws = None if p.w is None else _lead_slice(p.w, 0, lo, hi)
+            wc = None if ws is None else np.ascontiguousarray(ws, dtype=np.float64)
             if p.mode == _SOFTMAX:
                 tk = np.expand_dims(_class_indices(tc, c, lo), ax)
             else:
@@ -374,7 +375,7 @@ def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool
                             want_rank, k, bins, temperature, blocks.period, blocks.block_rows, acc)
             if auc is not None:
                 auc.add(xc, tk, wc)
-            for r, a in zip(releasers, (xc, tc, wc)):
+            for r, a in zip(releasers, (xc, tc, ws)):
                 r.release(a)
             update(hi * (n // lead_len) if lead_len else n)
     finally:
