@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit status 2 (its own default status too)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        _fail(f"{self.prog.split()[-1] if ' ' in self.prog else 'usage'}: {message} (see --help)")
+        where = f"{self.prog.split()[-1]}: " if " " in self.prog else ""  # the subcommand, if any
+        _fail(f"{where}{message} (see {self.prog} --help)")
 
 
 def _fail(message: str) -> None:
@@ -173,6 +174,7 @@ class _Prediction(NamedTuple):
     shape: tuple
     dtype: np.dtype
     fn: Callable[[np.ndarray], np.ndarray]
+    rows: np.ndarray          # the logits with rows first (chunks are cut along axis 0)
 
 
 def _prediction(args: argparse.Namespace, x: np.ndarray) -> _Prediction:
@@ -184,26 +186,27 @@ def _prediction(args: argparse.Namespace, x: np.ndarray) -> _Prediction:
         if args.topk is not None or args.log_proba:
             raise UsageError("--topk and --log-proba need logits with a class axis (2-D or more)")
         if args.proba:
-            return _Prediction("proba", x.shape, _float_out(x), lambda c: fl.sigmoid(c))
+            return _Prediction("proba", x.shape, _float_out(x), lambda c: fl.sigmoid(c), x)
         t = 0.5 if args.threshold is None else args.threshold
         if not 0.0 < t < 1.0:
             raise UsageError(f"--threshold: expected a number in (0, 1), got {t}")
-        return _Prediction("label", x.shape, np.dtype(bool), lambda c: fl.predict_binary(c, t))
+        return _Prediction("label", x.shape, np.dtype(bool), lambda c: fl.predict_binary(c, t), x)
     if x.ndim != 2:
         raise UsageError(f"LOGITS: predict expects 1-D or 2-D logits, got shape {x.shape}")
     ax = args.axis
     if not -2 <= ax < 2:
         raise UsageError(f"--axis: {ax} is out of bounds for 2-D logits")
-    n, c = (x.shape[1], x.shape[0]) if ax % 2 == 0 else x.shape
+    rows = x.T if ax % 2 == 0 else x
+    n, c = rows.shape
     if args.proba:
-        return _Prediction("proba", (n, c), _float_out(x), lambda b: fl.softmax(b, axis=1))
+        return _Prediction("proba", (n, c), _float_out(x), lambda b: fl.softmax(b, axis=1), rows)
     if args.log_proba:
-        return _Prediction("log_proba", (n, c), _float_out(x), lambda b: fl.log_softmax(b, axis=1))
+        return _Prediction("log_proba", (n, c), _float_out(x), lambda b: fl.log_softmax(b, axis=1), rows)
     if args.topk is not None:
         if args.topk > c:
             raise UsageError(f"--topk: expected 1 <= K <= {c} (the number of classes), got {args.topk}")
-        return _Prediction("topk", (n, args.topk), np.dtype(np.int64), lambda b: fl.topk(b, args.topk, axis=1)[1])
-    return _Prediction("label", (n,), np.dtype(np.int64), lambda b: fl.predict(b, axis=1))
+        return _Prediction("topk", (n, args.topk), np.dtype(np.int64), lambda b: fl.topk(b, args.topk, axis=1)[1], rows)
+    return _Prediction("label", (n,), np.dtype(np.int64), lambda b: fl.predict(b, axis=1), rows)
 
 
 def _float_out(x: np.ndarray) -> np.dtype:
@@ -214,13 +217,12 @@ def _run_predict(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int
     _set_threads(args.threads)
     x = open_array(args.logits, key=args.key, columns=_columns(args.column), scratch=scratch)
     pred = _prediction(args, x)
-    rows = x.T if x.ndim == 2 and args.axis % 2 == 0 else x  # rows first, classes along axis 1
     n = pred.shape[0]
     update, close = _progress_callbacks(n)
     try:
         with AtomicOutput(args.out, pred.shape, pred.dtype, pred.column) as out:
             for sl in row_chunks(n, args.chunk_rows):
-                out.write(sl.start, pred.fn(np.asarray(rows[sl])))
+                out.write(sl.start, pred.fn(np.asarray(pred.rows[sl])))
                 update(sl.stop)
     finally:
         close()
