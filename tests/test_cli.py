@@ -216,3 +216,13 @@ def test_score_file_over_2gb_in_bounded_memory(tmp_path):
     assert res["rc"] == 0, res["err"]
     assert json.loads(res["out"])["count"] == n
     assert res["peak"] < 500 * 1024**2, f"peak RSS {res['peak'] / 1024**2:.0f} MB"
+
+
+def test_stored_npz_member_is_memory_mapped(data):
+    from fastlogits._files import open_array
+
+    d, x, y = data
+    a = open_array(str(d / "stored.npz"), key="logits")
+    assert isinstance(a, np.memmap) and a.mode == "r"
+    np.testing.assert_array_equal(a, x)
+    np.testing.assert_array_equal(open_array(str(d / "packed.npz"), key="y"), y)  # compressed: loaded

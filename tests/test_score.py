@@ -317,3 +317,28 @@ def test_fit_temperature_limits():
     assert fl.fit_temperature(np.array([-1.0, 1.0, -2.0, 2.0]), y) == 1e-6   # separable
     assert fl.fit_temperature(np.array([1.0, -1.0, 2.0, -2.0]), y) == 1e6    # anti-correlated
     assert math.isnan(fl.fit_temperature(np.array([np.nan, 1.0, 2.0, -2.0]), y))
+
+
+# --------------------------------------------------------------------------- progress, dtypes
+
+@pytest.mark.parametrize("have_tqdm", [True, False])
+def test_progress_true_writes_to_stderr(have_tqdm, capsys, monkeypatch):
+    if have_tqdm:
+        pytest.importorskip("tqdm")
+    else:
+        monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # import fails: plain line
+    x, y, _ = _multiclass(n=3000, c=4)
+    r = fl.score(x, y, progress=True, chunk_rows=1000)
+    captured = capsys.readouterr()
+    assert r == fl.score(x, y) and captured.out == ""
+    assert "3000" in captured.err or "3.00k" in captured.err
+
+
+def test_bfloat16_and_torch_inputs():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, y, w = _multiclass(n=400, c=9)
+    xb = x.astype(ml_dtypes.bfloat16)
+    _close(fl.score(xb, y, sample_weight=w), ref.score(xb.astype(np.float64), y, sample_weight=w), 2e-6)
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(x).requires_grad_(True)
+    assert fl.score(t, torch.from_numpy(y)) == fl.score(x, y)
