@@ -105,6 +105,36 @@ typedef struct {
 } fl_ce_result;
 
 int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
+/* offline scoring, in fl_score.c */
+enum { FL_SCORE_SOFTMAX = 0, FL_SCORE_SIGMOID = 1 };
+/* the running sums of fl_score, in this order, followed by three sums per ECE bin b (see
+ * fl_score.c): weight*(correct - conf) at NSUMS + b, weight at NSUMS + bins + b, weight*conf at
+ * NSUMS + 2*bins + b */
+enum {
+    FL_SCORE_W = 0,        /* total weight (sigmoid mode: over elements) */
+    FL_SCORE_NLL = 1,
+    FL_SCORE_CORRECT = 2,
+    FL_SCORE_HIT = 3,      /* target in the top k (softmax mode) */
+    FL_SCORE_BRIER = 4,
+    FL_SCORE_ENT = 5,
+    FL_SCORE_GAP = 6,      /* E_p[z] - z_y (softmax) or (p - y) z (sigmoid), z = x / T */
+    FL_SCORE_NSUMS = 7
+};
+typedef struct {
+    int32_t mode;          /* FL_SCORE_SOFTMAX or FL_SCORE_SIGMOID */
+    int32_t want_rank;     /* compute the rank of the target (accuracy, top-k, ECE), softmax mode */
+    int64_t k;             /* top-k */
+    int64_t bins;          /* ECE bins, >= 1 */
+    double temperature;    /* > 0 */
+    int64_t period;        /* fixed blocks: rows come in periods of this many rows... */
+    int64_t block_rows;    /* ...each split into blocks of this many (<= period) */
+} fl_score_opts;
+/* Score the rows of the grid. target: int64 per row (softmax) or bool per element (sigmoid,
+ * same class stride semantics as x); weight: float64 per row, or NULL for weights of 1.
+ * acc holds 2*(FL_SCORE_NSUMS + 3*bins) doubles, (sum, compensation) pairs, updated in place
+ * in block order (the value of a sum is sum + compensation). */
+int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
+             const fl_score_opts *o, double *acc);
 
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */

@@ -129,3 +129,7 @@ int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, 
 }
 int fl_check_binary_target(const fl_arr *y, fl_grid g) { return fl_table()->check_binary_target(y, g); }
 int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) { return fl_table()->cross_entropy(args, g, res); }
+int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g, const fl_score_opts *o, double *acc)
+{
+    return fl_table()->score(x, target, weight, g, o, acc);
+}

@@ -19,6 +19,7 @@ typedef struct {
                const fl_arr *, fl_grid, const fl_bce_opts *, double *);
     int (*check_binary_target)(const fl_arr *, fl_grid);
     int (*cross_entropy)(const fl_ce_args *, fl_grid, fl_ce_result *);
+    int (*score)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, const fl_score_opts *, double *);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -47,6 +48,8 @@ int FL_FN(bce)(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *
                const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
 int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g);
 int FL_FN(cross_entropy)(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
+int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
+                 const fl_score_opts *o, double *acc);
 #endif
 
 #endif

@@ -90,23 +90,19 @@ static inline void fl_rsub2_f32(const float *x, int64_t n, double m, double c, f
     for (int64_t k = 0; k < n; k++) y[k] = (float)(((double)x[k] - m) - c);
 }
 
+/* A shift x - m made finite: -inf (where exp(x - m) = 0) becomes -1e300, so p * shift is 0
+ * without a select. (GCC 12's AVX2 vectorisation of the select form, p > 0 ? p * d : 0, gave
+ * wrong sums when d was -inf.) */
+static inline double fl_clamp_shift_d(double d) { return d < -1e300 ? -1e300 : d; }
+
 /* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m); -inf logits add 0 */
 static inline double fl_rdot_shift_f32(const float *x, const float *p, int64_t n, double m)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t k = 0;
-    /* x = -inf has p = 0: clamping its shift to a finite value makes the product 0 without a
-     * select (GCC 12's AVX2 vectorisation of the select form gave wrong sums) */
     for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) {
-            double d = (double)x[k + j] - m;
-            d = d < -1e300 ? -1e300 : d;
-            acc[j] += (double)p[k + j] * d;
-        }
-    for (; k < n; k++) {
-        double d = (double)x[k] - m;
-        acc[0] += (double)p[k] * (d < -1e300 ? -1e300 : d);
-    }
+        for (int j = 0; j < 8; j++) acc[j] += (double)p[k + j] * fl_clamp_shift_d((double)x[k + j] - m);
+    for (; k < n; k++) acc[0] += (double)p[k] * fl_clamp_shift_d((double)x[k] - m);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -199,15 +195,8 @@ static inline double fl_rdot_shift_f64(const double *x, const double *p, int64_t
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t k = 0;
     for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) {
-            double d = x[k + j] - m;
-            d = d < -1e300 ? -1e300 : d; /* as in fl_rdot_shift_f32 */
-            acc[j] += p[k + j] * d;
-        }
-    for (; k < n; k++) {
-        double d = x[k] - m;
-        acc[0] += p[k] * (d < -1e300 ? -1e300 : d);
-    }
+        for (int j = 0; j < 8; j++) acc[j] += p[k + j] * fl_clamp_shift_d(x[k + j] - m);
+    for (; k < n; k++) acc[0] += p[k] * fl_clamp_shift_d(x[k] - m);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 

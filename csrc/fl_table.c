@@ -17,4 +17,5 @@ const fl_kernel_table FL_TABLE_NAME = {
     .bce = FL_FN(bce),
     .check_binary_target = FL_FN(check_binary_target),
     .cross_entropy = FL_FN(cross_entropy),
+    .score = FL_FN(score),
 };

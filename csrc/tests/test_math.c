@@ -1,7 +1,7 @@
 /* test_math.c: accuracy and semantics tests of one ISA build of fl_simd.h.
  *
  *   cc -O2 -std=c11 -DFL_ISA=N [ISA flags] test_math.c -o test_math -lm -lpthread
- *   ./test_math [--quick | --stride N] [--threads N] [--bench]
+ *   ./test_math [--quick | --stride N] [--threads N] [--only exp|log|log1p|f16|bf16|double] [--bench]
  *
  * Default is exhaustive: flv_exp over every float32 bit pattern, flv_log over every
  * non-negative float (negatives sampled), flv_log1p over every float in [-1, inf] (below -1
@@ -30,6 +30,8 @@
 static uint64_t g_stride = 1;
 static int g_threads = 2;
 static int g_fail = 0;
+static const char *g_only = NULL; /* --only exp|log|log1p|f16|bf16|double: run that sweep alone */
+static int want(const char *name) { return g_only == NULL || strcmp(g_only, name) == 0; }
 
 static const char *isa_name(void)
 {
@@ -542,7 +544,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--stride") && i + 1 < argc) g_stride = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bench")) do_bench = 1;
-        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--bench]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
+        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
     }
     if (g_stride < 1) g_stride = 1;
     g_cheap_tiny = 1;
@@ -551,6 +554,10 @@ int main(int argc, char **argv)
     test_specials();
     test_semantics();
     test_halves();
+    if (g_only != NULL && !(want("exp") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
+        fprintf(stderr, "unknown --only %s\n", g_only);
+        return 2;
+    }
 
     /* exp: every float in [-104, 104] (|x| < 2^-25 against 1 + x), the rest (results 0, inf
      * or NaN) sampled; edges dense when sampling */
@@ -566,7 +573,7 @@ int main(int argc, char **argv)
         {0x32ffff00u, 0x33000100u}, {0xb2ffff00u, 0xb3000100u}, /* around 2^-25 */
         {0x337fff00u, 0x33800100u}, {0xb37fff00u, 0xb3800100u}, /* around 2^-24 */
     };
-    test_fn(FN_EXP, exp_full, 2, exp_samp, 2, exp_dense, (int)(sizeof exp_dense / sizeof exp_dense[0]));
+    if (want("exp")) test_fn(FN_EXP, exp_full, 2, exp_samp, 2, exp_dense, (int)(sizeof exp_dense / sizeof exp_dense[0]));
 
     const range_t log_full[] = {{0x00000000u, 0x7f800000u}};
     const range_t log_samp[] = {{0x7f800001u, 0xffffffffu}}; /* NaN in, NaN out */
@@ -576,7 +583,7 @@ int main(int argc, char **argv)
         {0x3f7f0000u, 0x3f810000u}, /* around 1 */
         {0x7f7f0000u, 0x7f800000u},
     };
-    test_fn(FN_LOG, log_full, 1, log_samp, 1, log_dense, (int)(sizeof log_dense / sizeof log_dense[0]));
+    if (want("log")) test_fn(FN_LOG, log_full, 1, log_samp, 1, log_dense, (int)(sizeof log_dense / sizeof log_dense[0]));
 
     const range_t l1p_full[] = {{0x00000000u, 0x7f800000u}, {0x80000000u, 0xbf800000u}};
     const range_t l1p_samp[] = {{0x7f800001u, 0x7fffffffu}, {0xbf800001u, 0xffffffffu}};
@@ -589,7 +596,7 @@ int main(int argc, char **argv)
         {0x3ed3f000u, 0x3ed41000u}, /* x ~ sqrt(2) - 1 */
         {0xbf7f0000u, 0xbf800000u}, /* x -> -1 */
     };
-    test_fn(FN_LOG1P, l1p_full, 2, l1p_samp, 2, l1p_dense, (int)(sizeof l1p_dense / sizeof l1p_dense[0]));
+    if (want("log1p")) test_fn(FN_LOG1P, l1p_full, 2, l1p_samp, 2, l1p_dense, (int)(sizeof l1p_dense / sizeof l1p_dense[0]));
 
     /* narrowing: every non-negative pattern; the sign is handled apart from the magnitude in
      * both implementations, so negatives are sampled */
@@ -600,10 +607,10 @@ int main(int argc, char **argv)
                                   {0x477fe000u, 0x47800100u},
                                   {0x7f800000u, 0x7f800100u}, {0xff800000u, 0xff800100u}, {0xb3000000u - 8, 0xb3001000u}};
     const range_t bf_dense[] = {{0x7f800000u, 0x7f810000u}, {0xff800000u, 0xff810000u}, {0x3f7f0000u, 0x3f810000u}};
-    test_fn(FN_F16, pos, 1, neg, 1, half_dense, (int)(sizeof half_dense / sizeof half_dense[0]));
-    test_fn(FN_BF16, pos, 1, neg, 1, bf_dense, 3);
+    if (want("f16")) test_fn(FN_F16, pos, 1, neg, 1, half_dense, (int)(sizeof half_dense / sizeof half_dense[0]));
+    if (want("bf16")) test_fn(FN_BF16, pos, 1, neg, 1, bf_dense, 3);
 
-    test_double(g_stride == 1 ? 4000000u : g_stride < 2000 ? 200000u : 50000u);
+    if (want("double")) test_double(g_stride == 1 ? 4000000u : g_stride < 2000 ? 200000u : 50000u);
     if (do_bench) bench();
     printf("[%s] %s in %.1f s\n", isa_name(), g_fail ? "FAILED" : "all passed", now_s() - t0);
     return g_fail ? 1 : 0;

@@ -24,6 +24,7 @@ from ._post import (
     softmax,
     topk,
 )
+from ._score import fit_temperature, score
 
 _select_isa_from_env()
 
@@ -34,12 +35,14 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_and_grad",
     "entropy",
+    "fit_temperature",
     "get_num_threads",
     "log_sigmoid",
     "log_softmax",
     "logsumexp",
     "predict",
     "predict_binary",
+    "score",
     "set_num_threads",
     "show_config",
     "sigmoid",

@@ -60,6 +60,16 @@ cdef extern from "fastlogits.h":
         double n_valid
         int64_t first_bad
     int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) nogil
+    ctypedef struct fl_score_opts:
+        int32_t mode
+        int32_t want_rank
+        int64_t k
+        int64_t bins
+        double temperature
+        int64_t period
+        int64_t block_rows
+    int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
+                 const fl_score_opts *o, double *acc) nogil
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
@@ -256,6 +266,30 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
         st = fl_cross_entropy(&a, g, &r)
     _check(st)
     return (r.ce_sum, r.z_sum, r.d1, r.d2, r.n_valid, r.first_bad)
+def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
+          int64_t bins, double temperature, int64_t period, int64_t block_rows,
+          cnp.ndarray acc):
+    """Add a chunk's weighted sums to ``acc`` (C-contiguous float64, 2*(7+3*bins) values);
+    ``weight`` is a spec or None (weights of 1)."""
+    cdef fl_arr cx = _operand(x), ct = _operand(target), cw
+    cdef fl_arr *pw = NULL
+    if weight is not None:
+        cw = _operand(weight)
+        pw = &cw
+    cdef fl_grid g = _grid(grid)
+    cdef fl_score_opts o
+    o.mode = mode
+    o.want_rank = want_rank
+    o.k = k
+    o.bins = bins
+    o.temperature = temperature
+    o.period = period
+    o.block_rows = block_rows
+    cdef double *pacc = <double *>cnp.PyArray_DATA(acc)
+    cdef int st
+    with nogil:
+        st = fl_score(&cx, &ct, pw, g, &o, pacc)
+    _check(st)
 
 
 def isa_name():

@@ -1,0 +1,291 @@
+"""The ``fastlogits`` command line (API section 5): ``score``, ``predict`` and ``info``.
+
+Each subcommand is one entry of ``COMMANDS``: a function adding its arguments to an argparse
+subparser and a function running it; a new subcommand (``bench``) is one more entry. Every
+error, from argparse or from the work, is one line ``fastlogits: error: ...`` on stderr and
+exit status 2; nothing half-written is left under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from ._files import AtomicOutput, FileError, open_array, row_chunks
+
+
+class UsageError(Exception):
+    """A bad combination of arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2 (its own default status too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = f"{self.prog.split()[-1]}: " if " " in self.prog else ""  # the subcommand, if any
+        _fail(f"{where}{message} (see {self.prog} --help)")
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"fastlogits: error: {' '.join(message.split())}\n")
+    raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _columns(text: Optional[str]) -> Optional[List[str]]:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _progress() -> Optional[bool]:
+    return True if sys.stderr.isatty() else None
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        import fastlogits as fl
+
+        fl.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- score
+
+def _add_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("logits", metavar="LOGITS", help="logits file: .npy, .npz (--key) or Parquet (--column)")
+    p.add_argument("--target", metavar="PATH", help="targets file (default: LOGITS itself, with --target-key/--target-column)")
+    p.add_argument("--task", choices=("multiclass", "binary", "multilabel"), help="default: inferred")
+    p.add_argument("--axis", type=int, default=-1, help="class axis (default -1)")
+    p.add_argument("--metrics", metavar="a,b", help="comma-separated metric names (default: all that apply)")
+    p.add_argument("--k", type=_positive_int, default=5, help="k of top_k_accuracy (default 5)")
+    p.add_argument("--bins", type=_positive_int, default=15, help="ECE bins (default 15)")
+    p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by T (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", metavar="PNG", help="write a reliability diagram (needs matplotlib)")
+    p.add_argument("--chunk-rows", type=_positive_int, help="rows per chunk (the result does not depend on it)")
+    p.add_argument("--threads", type=_positive_int, help="threads (default: all CPUs available)")
+    p.add_argument("--key", help="array name inside a LOGITS .npz")
+    p.add_argument("--column", help="LOGITS Parquet column (a list column) or comma-separated columns, one per class")
+    p.add_argument("--target-key", help="array name inside the targets .npz")
+    p.add_argument("--target-column", help="targets Parquet column")
+
+
+def _run_score(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
+    from ._score import score_details
+
+    if args.target is None and args.target_key is None and args.target_column is None:
+        raise UsageError("score needs targets: --target PATH (or --target-key/--target-column for LOGITS itself)")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UsageError(f"--plot: expected a .png path, got {args.plot!r}")
+    plt = _pyplot() if args.plot else None
+    _set_threads(args.threads)
+    logits = open_array(args.logits, key=args.key, columns=_columns(args.column), scratch=scratch)
+    target_path = args.target or args.logits
+    target = open_array(target_path, key=args.target_key, columns=_columns(args.target_column), scratch=scratch)
+    metrics = args.metrics
+    if args.plot and metrics is not None and "ece" not in metrics.split(","):
+        metrics = metrics + ",ece"
+    result, task, reliability = score_details(
+        logits, target, task=args.task, axis=args.axis, metrics=metrics, k=args.k, bins=args.bins,
+        temperature=args.temperature, chunk_rows=args.chunk_rows, progress=_progress())
+    if args.plot:
+        _plot_reliability(plt, reliability, result.get("ece", float("nan")), args.plot, args.logits)
+    if args.json:
+        print(json.dumps({"task": task, **{k: _json_value(v) for k, v in result.items()}}))
+    else:
+        _print_table(task, result)
+    return 0
+
+
+def _json_value(v: Any) -> Any:
+    return v if isinstance(v, int) or math.isfinite(v) else str(v)
+
+
+def _print_table(task: str, result: Dict[str, Any]) -> None:
+    width = max(len(k) for k in list(result) + ["task"])
+    print(f"{'task':<{width}}  {task}")
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value if isinstance(value, int) else format(value, '.6f')}")
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'fastlogits[plot]'") from None
+    return plt
+
+
+def _plot_reliability(plt: Any, rel: Dict[str, np.ndarray], ece: float, path: str, name: str) -> None:
+    edges, weight = rel["edges"], rel["weight"]
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    filled = weight > 0
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    top.bar(centers[filled], rel["accuracy"][filled], width=width[filled], edgecolor="black", alpha=0.8, label="accuracy")
+    top.plot(rel["confidence"][filled], rel["accuracy"][filled], "o", color="C3", label="mean confidence")
+    top.set_ylabel("accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_title(f"Reliability of {name}\nECE = {ece:.4f}")
+    top.legend(loc="upper left")
+    bottom.bar(centers, weight / max(weight.sum(), 1e-300), width=width, edgecolor="black")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("fraction")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- predict
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("logits", metavar="LOGITS", help="logits file: .npy, .npz (--key) or Parquet (--column)")
+    p.add_argument("--out", required=True, metavar="PATH", help="output .npy (or .parquet with pyarrow)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--proba", action="store_true", help="probabilities (softmax; sigmoid for binary logits)")
+    what.add_argument("--log-proba", action="store_true", help="log-probabilities")
+    what.add_argument("--topk", type=_positive_int, metavar="K", help="indices of the K largest logits")
+    what.add_argument("--threshold", type=float, metavar="T", help="binary labels: sigmoid(x) > T, elementwise")
+    p.add_argument("--axis", type=int, default=-1, help="class axis (default -1)")
+    p.add_argument("--chunk-rows", type=_positive_int, default=65536, help="rows per chunk (default 65536)")
+    p.add_argument("--threads", type=_positive_int, help="threads (default: all CPUs available)")
+    p.add_argument("--key", help="array name inside a LOGITS .npz")
+    p.add_argument("--column", help="LOGITS Parquet column (a list column) or comma-separated columns")
+
+
+class _Prediction(NamedTuple):
+    column: str
+    shape: tuple
+    dtype: np.dtype
+    fn: Callable[[np.ndarray], np.ndarray]
+    rows: np.ndarray          # the logits with rows first (chunks are cut along axis 0)
+
+
+def _prediction(args: argparse.Namespace, x: np.ndarray) -> _Prediction:
+    """What to compute per chunk. 1-D logits are binary: labels ``x > 0`` (or ``--threshold``),
+    ``--proba`` the sigmoid; otherwise the class axis is ``--axis`` (moved last)."""
+    import fastlogits as fl
+
+    if x.ndim == 1 or args.threshold is not None:
+        if args.topk is not None or args.log_proba:
+            raise UsageError("--topk and --log-proba need logits with a class axis (2-D or more)")
+        if args.proba:
+            return _Prediction("proba", x.shape, _float_out(x), lambda c: fl.sigmoid(c), x)
+        t = 0.5 if args.threshold is None else args.threshold
+        if not 0.0 < t < 1.0:
+            raise UsageError(f"--threshold: expected a number in (0, 1), got {t}")
+        return _Prediction("label", x.shape, np.dtype(bool), lambda c: fl.predict_binary(c, t), x)
+    if x.ndim != 2:
+        raise UsageError(f"LOGITS: predict expects 1-D or 2-D logits, got shape {x.shape}")
+    ax = args.axis
+    if not -2 <= ax < 2:
+        raise UsageError(f"--axis: {ax} is out of bounds for 2-D logits")
+    rows = x.T if ax % 2 == 0 else x
+    n, c = rows.shape
+    if args.proba:
+        return _Prediction("proba", (n, c), _float_out(x), lambda b: fl.softmax(b, axis=1), rows)
+    if args.log_proba:
+        return _Prediction("log_proba", (n, c), _float_out(x), lambda b: fl.log_softmax(b, axis=1), rows)
+    if args.topk is not None:
+        if args.topk > c:
+            raise UsageError(f"--topk: expected 1 <= K <= {c} (the number of classes), got {args.topk}")
+        return _Prediction("topk", (n, args.topk), np.dtype(np.int64), lambda b: fl.topk(b, args.topk, axis=1)[1], rows)
+    return _Prediction("label", (n,), np.dtype(np.int64), lambda b: fl.predict(b, axis=1), rows)
+
+
+def _float_out(x: np.ndarray) -> np.dtype:
+    return x.dtype if x.dtype.kind == "f" or x.dtype.name == "bfloat16" else np.dtype(np.float64)
+
+
+def _run_predict(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
+    _set_threads(args.threads)
+    x = open_array(args.logits, key=args.key, columns=_columns(args.column), scratch=scratch)
+    pred = _prediction(args, x)
+    n = pred.shape[0]
+    update, close = _progress_callbacks(n)
+    try:
+        with AtomicOutput(args.out, pred.shape, pred.dtype, pred.column) as out:
+            for sl in row_chunks(n, args.chunk_rows):
+                out.write(sl.start, pred.fn(np.asarray(pred.rows[sl])))
+                update(sl.stop)
+    finally:
+        close()
+    return 0
+
+
+def _progress_callbacks(total: int):
+    from ._score import _progress_reporter
+
+    return _progress_reporter(_progress(), total)
+
+
+# --------------------------------------------------------------------------- info
+
+def _add_info(p: argparse.ArgumentParser) -> None:
+    del p  # no arguments
+
+
+def _run_info(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
+    import fastlogits as fl
+
+    fl.show_config()
+    return 0
+
+
+# --------------------------------------------------------------------------- dispatch
+
+class Command(NamedTuple):
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, contextlib.ExitStack], int]
+
+
+COMMANDS: List[Command] = [
+    Command("score", "metrics of logits against targets (streamed, any file size)", _add_score, _run_score),
+    Command("predict", "labels, probabilities or top-k indices of logits, written to --out", _add_predict, _run_predict),
+    Command("info", "version, SIMD path and threads", _add_info, _run_info),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = _Parser(prog="fastlogits", description="Fast scoring and postprocessing of model logits on the CPU.")
+    parser.add_argument("--version", action="version", version=f"fastlogits {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for cmd in COMMANDS:
+        cmd.add_arguments(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (0, or 2 after a one-line error)."""
+    args = build_parser().parse_args(argv)
+    run = next(cmd.run for cmd in COMMANDS if cmd.name == args.command)
+    try:
+        with contextlib.ExitStack() as scratch:
+            return run(args, scratch)
+    except KeyboardInterrupt:
+        sys.stderr.write("fastlogits: interrupted\n")
+        return 130
+    except (UsageError, FileError, ValueError, TypeError, IndexError, OSError, MemoryError) as exc:
+        sys.stderr.write(f"fastlogits: error: {' '.join(str(exc).split()) or type(exc).__name__}\n")
+        return 2

@@ -1,0 +1,344 @@
+"""fl.score and fl.fit_temperature against scikit-learn and the NumPy reference.
+
+Tolerances: float64 logits are compared with rtol 1e-12 (the reference computes in float64
+too; differences are summation order), float32/float16 logits with rtol 2e-6 (the kernel's
+exponentials are float32, <= 2 ULP, the reference's float64). Integer-valued metrics
+(accuracy, top-k) are compared exactly or to 1e-12.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import fastlogits as fl
+from fastlogits import _core
+from fastlogits import reference as ref
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+RTOL = {np.float64: 1e-12, np.float32: 2e-6, np.float16: 2e-6}
+
+
+def _multiclass(n=600, c=7, dtype=np.float32, seed=0, scale=2.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, c)) * scale).astype(dtype)
+    y = rng.integers(0, c, n)
+    w = rng.random(n) * 2
+    return x, y, w
+
+
+def _binary(n=700, dtype=np.float64, seed=1):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=n) * 2).astype(dtype)
+    x[::17] = x[3]  # ties for roc_auc
+    y = (rng.random(n) < 1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.int64)
+    return x, y, rng.random(n)
+
+
+def _multilabel(n=300, labels=5, dtype=np.float32, seed=2):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, labels)) * 1.5).astype(dtype)
+    y = rng.random((n, labels)) < 0.35
+    y[:, -1] = False  # one label without positives: left out of the macro AUC
+    return x, y, rng.random(n)
+
+
+def _close(actual, expected, rtol, what=""):
+    assert set(actual) == set(expected), (what, set(actual) ^ set(expected))
+    for key, e in expected.items():
+        a = actual[key]
+        if key == "count":
+            assert a == e, (what, key)
+        elif math.isnan(e) or math.isinf(e):
+            assert a == e or (math.isnan(a) and math.isnan(e)), (what, key, a, e)
+        else:
+            assert abs(a - e) <= rtol * abs(e) + 1e-300, (what, key, a, e, abs(a - e) / abs(e))
+
+
+def _softmax64(x, t=1.0):
+    z = x.astype(np.float64) / t
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- multiclass
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multiclass_vs_sklearn(dtype, weighted):
+    x, y, w = _multiclass(dtype=dtype)
+    sw = w if weighted else None
+    r = fl.score(x, y, k=3, sample_weight=sw)
+    p = _softmax64(x)
+    m = sklearn_metrics
+    rtol = RTOL[dtype]
+    assert r["count"] == len(y)
+    assert r["nll"] == pytest.approx(m.log_loss(y, p, labels=range(x.shape[1]), sample_weight=sw), rel=rtol)
+    assert r["accuracy"] == pytest.approx(m.accuracy_score(y, x.argmax(axis=1), sample_weight=sw), rel=1e-12)
+    assert r["top_k_accuracy"] == pytest.approx(
+        m.top_k_accuracy_score(y, x.astype(np.float64), k=3, labels=range(x.shape[1]), sample_weight=sw), rel=1e-12)
+    brier = np.average(np.sum((p - np.eye(x.shape[1])[y]) ** 2, axis=1), weights=sw)
+    assert r["brier"] == pytest.approx(brier, rel=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("temperature", [1.0, 0.35, 2.5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multiclass_vs_reference(dtype, temperature, weighted):
+    x, y, w = _multiclass(dtype=dtype, seed=3)
+    sw = w if weighted else None
+    got = fl.score(x, y, k=2, bins=10, sample_weight=sw, temperature=temperature)
+    exp = ref.score(x, y, k=2, bins=10, sample_weight=sw, temperature=temperature)
+    _close(got, exp, RTOL[dtype], (dtype, temperature, weighted))
+
+
+def test_multiclass_large_c_and_axis():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 3000, 4)).astype(np.float32) * 4  # PyTorch layout, axis=1
+    y = rng.integers(0, 3000, (6, 4))
+    w = rng.random((6, 4))
+    got = fl.score(x, y, axis=1, sample_weight=w, k=50)
+    _close(got, ref.score(x, y, axis=1, sample_weight=w, k=50), 2e-6)
+
+
+def test_multiclass_special_values():
+    x = np.array([[0.0, 1.0, 2.0], [np.nan, 0.0, 0.0], [-np.inf, -np.inf, -np.inf],
+                  [np.inf, 0.0, 1.0], [1.0, 1.0, -np.inf], [-np.inf, 3.0, 1.0]])
+    for rows in ([0, 4, 5], list(range(6))):
+        xs, ys = x[rows], np.array([2, 1, 0, 0, 1, 0])[rows]
+        got = fl.score(xs, ys, k=2, metrics="count,nll,accuracy,top_k_accuracy,ece,brier,mean_entropy")
+        _close(got, ref.score(xs, ys, k=2), 1e-12, rows)
+
+
+def test_ties_and_nan_order_match_predict_and_topk():
+    x = np.array([[1.0, 3.0, 3.0, 0.0], [np.nan, 5.0, np.nan, 1.0], [2.0, 2.0, 2.0, 2.0]], np.float32)
+    for target in ([1, 0, 0], [2, 2, 3], [0, 1, 1]):
+        y = np.array(target)
+        acc = np.mean(fl.predict(x) == y)
+        top2 = np.mean([t in row for t, row in zip(y, fl.topk(x, 2)[1])])
+        r = fl.score(x, y, k=2, metrics=["accuracy", "top_k_accuracy"])
+        assert r == {"accuracy": pytest.approx(acc, abs=0), "top_k_accuracy": pytest.approx(top2, abs=0)}
+
+
+# --------------------------------------------------------------------------- binary
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", ["1d", "n1"])
+def test_binary_vs_sklearn_and_reference(weighted, shape):
+    x, y, w = _binary()
+    sw = w if weighted else None
+    xs = x if shape == "1d" else x[:, None]
+    r = fl.score(xs, y, sample_weight=sw)
+    p = 1 / (1 + np.exp(-x))
+    m = sklearn_metrics
+    assert r["nll"] == pytest.approx(m.log_loss(y, p, sample_weight=sw), rel=1e-12)
+    assert r["accuracy"] == pytest.approx(m.accuracy_score(y, x > 0, sample_weight=sw), rel=1e-12)
+    assert r["brier"] == pytest.approx(m.brier_score_loss(y, p, sample_weight=sw), rel=1e-12)
+    assert r["roc_auc"] == pytest.approx(m.roc_auc_score(y, x, sample_weight=sw), rel=1e-12)
+    _close(r, ref.score(xs, y, sample_weight=sw), 1e-12)
+
+
+def test_binary_float32_temperature_and_elementwise():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(50, 6)).astype(np.float32) * 3
+    y = rng.random((50, 6)) < 0.5
+    w = rng.random((50, 6))
+    got = fl.score(x, y, task="binary", sample_weight=w, temperature=0.7)
+    assert got["count"] == x.size
+    _close(got, ref.score(x, y, task="binary", sample_weight=w, temperature=0.7), 1e-12)
+
+
+def test_binary_saturated_logits():
+    x = np.array([np.inf, -np.inf, 40.0, -40.0, 800.0, 0.0])
+    y = np.array([1, 0, 1, 1, 0, 1])
+    _close(fl.score(x, y), ref.score(x, y), 1e-12)
+
+
+# --------------------------------------------------------------------------- multilabel
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multilabel_vs_sklearn_and_reference(weighted):
+    x, y, w = _multilabel()
+    sw = w if weighted else None
+    r = fl.score(x, y, sample_weight=sw, temperature=1.3)
+    _close(r, ref.score(x, y, sample_weight=sw, temperature=1.3), 2e-6)
+    r1 = fl.score(x, y, sample_weight=sw)
+    x64 = x.astype(np.float64)
+    p = 1 / (1 + np.exp(-x64))
+    ew = None if sw is None else np.repeat(sw, x.shape[1])
+    m = sklearn_metrics
+    assert r1["nll"] == pytest.approx(m.log_loss(y.ravel(), p.ravel(), sample_weight=ew), rel=2e-6)
+    assert r1["brier"] == pytest.approx(m.brier_score_loss(y.ravel(), p.ravel(), sample_weight=ew), rel=2e-6)
+    assert r1["accuracy"] == pytest.approx(m.accuracy_score(y.ravel(), x.ravel() > 0, sample_weight=ew), rel=1e-12)
+    both = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    auc = np.mean([m.roc_auc_score(y[:, j], x64[:, j], sample_weight=sw) for j in both])
+    assert r1["roc_auc"] == pytest.approx(auc, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- determinism
+
+@pytest.mark.parametrize("case", ["multiclass", "binary", "multilabel", "axis1", "largec"])
+def test_bitwise_for_chunk_rows_and_threads(case):
+    rng = np.random.default_rng(6)
+    if case == "multiclass":
+        x, y, w = _multiclass(n=20000, c=10)
+        kw = {"axis": -1}
+    elif case == "binary":
+        x, y, w = _binary(n=50000)
+        kw = {}
+    elif case == "multilabel":
+        x, y, w = _multilabel(n=6000)
+        kw = {}
+    elif case == "axis1":
+        x = rng.normal(size=(40, 9, 300)).astype(np.float32)
+        y, w = rng.integers(0, 9, (40, 300)), rng.random((40, 300))
+        kw = {"axis": 1}
+    else:
+        x = rng.normal(size=(40, 5000)).astype(np.float32)
+        y, w = rng.integers(0, 5000, 40), rng.random(40)
+        kw = {}
+    old = fl.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            fl.set_num_threads(threads)
+            for chunk_rows in (None, 1, 777, 5000, 10**9):
+                r = fl.score(x, y, sample_weight=w, chunk_rows=chunk_rows, temperature=0.9, **kw)
+                results.append(r)
+    finally:
+        fl.set_num_threads(old)
+    first = results[0]
+    for r in results[1:]:
+        assert r.keys() == first.keys()
+        for key in first:
+            assert np.float64(r[key]).tobytes() == np.float64(first[key]).tobytes(), (case, key, r[key], first[key])
+
+
+def test_memmap_input_matches_in_memory(tmp_path):
+    x, y, w = _multiclass(n=5000, c=12)
+    path = tmp_path / "logits.npy"
+    np.save(path, x)
+    np.save(tmp_path / "y.npy", y)
+    xm = np.load(path, mmap_mode="r")
+    ym = np.load(tmp_path / "y.npy", mmap_mode="r")
+    got = fl.score(xm, ym, chunk_rows=1000)
+    assert got == fl.score(x, y)
+    seen = []
+    fl.score(xm, ym, chunk_rows=1000, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (5000, 5000) and len(seen) >= 2 and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
+
+
+def test_every_simd_path_agrees_with_reference():
+    x, y, w = _multiclass(n=300, c=37, seed=9)
+    expected = ref.score(x, y, sample_weight=w, temperature=0.8)
+    current = _core.isa_name()
+    try:
+        for isa in ("scalar", "avx2", "avx512", "neon"):
+            if _core.isa_select(isa) != 0:
+                continue
+            _close(fl.score(x, y, sample_weight=w, temperature=0.8), expected, 2e-6, isa)
+    finally:
+        _core.isa_select(current)
+
+
+# --------------------------------------------------------------------------- arguments
+
+def test_metric_selection_and_errors():
+    x, y, _ = _multiclass(n=20, c=3)
+    assert "top_k_accuracy" not in fl.score(x, y)  # default k=5 > C: does not apply
+    assert list(fl.score(x, y, metrics="nll, accuracy")) == ["nll", "accuracy"]
+    with pytest.raises(ValueError, match="valid names are count, nll"):
+        fl.score(x, y, metrics=["nll", "f1"])
+    with pytest.raises(ValueError, match="does not apply"):
+        fl.score(x, y, metrics=["roc_auc"])
+    with pytest.raises(ValueError, match="k: expected 1 <= k <= 3"):
+        fl.score(x, y, metrics=["top_k_accuracy"], k=4)
+    with pytest.raises(ValueError, match="k: expected"):
+        fl.score(x, y, metrics=["top_k_accuracy"], k=0)
+    with pytest.raises(IndexError, match=r"class index 3 at position \(4,\)"):
+        fl.score(x, np.where(np.arange(20) == 4, 3, y))
+    with pytest.raises(ValueError, match="target: shape"):
+        fl.score(x, y[:5])
+    with pytest.raises(ValueError, match="temperature"):
+        fl.score(x, y, temperature=0.0)
+    with pytest.raises(ValueError, match="sample_weight: expected shape"):
+        fl.score(x, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="task"):
+        fl.score(x, y, task="regression")
+    with pytest.raises(ValueError, match="0 or 1"):
+        fl.score(x[:, 0], np.full(20, 2))
+    with pytest.raises(TypeError, match="bool"):
+        fl.score(x, y.astype(bool), task="multiclass")
+    with pytest.raises(ValueError, match="bins"):
+        fl.score(x, y, bins=0)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        fl.score(x, y, chunk_rows=0)
+
+
+def test_empty_input_gives_nan():
+    r = fl.score(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), metrics="count,nll,accuracy,ece")
+    assert r["count"] == 0 and all(math.isnan(r[m]) for m in ("nll", "accuracy", "ece"))
+
+
+# --------------------------------------------------------------------------- fit_temperature
+
+def test_fit_temperature_recovers_known_temperature():
+    rng = np.random.default_rng(10)
+    z = rng.normal(size=(40000, 6)) * 2.5
+    p = _softmax64(z)
+    y = (rng.random(len(z))[:, None] < np.cumsum(p, axis=1)).argmax(axis=1)
+    for t_true in (0.5, 3.0):
+        t = fl.fit_temperature((z * t_true).astype(np.float32), y)
+        assert t == pytest.approx(t_true, rel=0.03)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel"])
+def test_fit_temperature_vs_reference(task):
+    if task == "multiclass":
+        x, _, w = _multiclass(n=2000, c=5, dtype=np.float64)
+        y = np.argmax(x + np.random.default_rng(11).normal(size=x.shape) * 2, axis=1)
+    elif task == "binary":
+        x, y, w = _binary(n=3000)
+        x = x * 0.3
+    else:
+        x, _, w = _multilabel(n=800, dtype=np.float64)
+        y = x + np.random.default_rng(12).normal(size=x.shape) > 0
+    t = fl.fit_temperature(x, y, sample_weight=w)
+    assert t == pytest.approx(ref.fit_temperature(x, y, sample_weight=w), rel=1e-7)
+    assert 0.05 < t < 20
+    # it is a minimum of the NLL
+    nll = lambda tt: fl.score(x, y, sample_weight=w, temperature=tt, metrics="nll")["nll"]
+    assert nll(t) <= min(nll(t * 1.001), nll(t / 1.001))
+
+
+def test_fit_temperature_limits():
+    y = np.array([0, 1, 0, 1])
+    assert fl.fit_temperature(np.array([-1.0, 1.0, -2.0, 2.0]), y) == 1e-6   # separable
+    assert fl.fit_temperature(np.array([1.0, -1.0, 2.0, -2.0]), y) == 1e6    # anti-correlated
+    assert math.isnan(fl.fit_temperature(np.array([np.nan, 1.0, 2.0, -2.0]), y))
+
+
+# --------------------------------------------------------------------------- progress, dtypes
+
+@pytest.mark.parametrize("have_tqdm", [True, False])
+def test_progress_true_writes_to_stderr(have_tqdm, capsys, monkeypatch):
+    if have_tqdm:
+        pytest.importorskip("tqdm")
+    else:
+        monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # import fails: plain line
+    x, y, _ = _multiclass(n=3000, c=4)
+    r = fl.score(x, y, progress=True, chunk_rows=1000)
+    captured = capsys.readouterr()
+    assert r == fl.score(x, y) and captured.out == ""
+    assert "3000" in captured.err or "3.00k" in captured.err
+
+
+def test_bfloat16_and_torch_inputs():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, y, w = _multiclass(n=400, c=9)
+    xb = x.astype(ml_dtypes.bfloat16)
+    _close(fl.score(xb, y, sample_weight=w), ref.score(xb.astype(np.float64), y, sample_weight=w), 2e-6)
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(x).requires_grad_(True)
+    assert fl.score(t, torch.from_numpy(y)) == fl.score(x, y)
