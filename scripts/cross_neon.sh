@@ -28,6 +28,6 @@ exe="$out/test_math_neon"
 "$CC" -O2 -std=c11 -Wall -Wextra -DFL_ISA=3 csrc/tests/test_math.c -o "$exe" -lm -pthread
 
 args=("$@")
-if [ ${#args[@]} -eq 0 ]; then args=(--stride 4093); fi
+if [ ${#args[@]} -eq 0 ]; then args=(--stride 257); fi
 echo "cross_neon.sh: $QEMU -L $SYSROOT test_math ${args[*]}"
 "$QEMU" -L "$SYSROOT" "$exe" "${args[@]}"
