@@ -28,6 +28,10 @@ from ._score import fit_temperature, score
 
 _select_isa_from_env()
 
+from ._threadpool import register as _register_threadpoolctl  # noqa: E402
+
+_register_threadpoolctl()
+
 __all__ = [
     "__version__",
     "bce_with_logits",

@@ -1,7 +1,7 @@
-"""The ``fastlogits`` command line (API section 5): ``score``, ``predict`` and ``info``.
+"""The ``fastlogits`` command line (API section 5): ``score``, ``predict``, ``bench``, ``info``.
 
 Each subcommand is one entry of ``COMMANDS``: a function adding its arguments to an argparse
-subparser and a function running it; a new subcommand (``bench``) is one more entry. Every
+subparser and a function running it. Every
 error, from argparse or from the work, is one line ``fastlogits: error: ...`` on stderr and
 exit status 2; nothing half-written is left under ``--out``.
 """
@@ -248,6 +248,31 @@ def _run_info(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="the short run (under a minute): fewer shapes and repeats")
+    p.add_argument("--threads", type=_positive_int, help="threads for fastlogits and PyTorch (default: all)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--plot", metavar="PNG", help="write a bar chart of the speed-ups (needs matplotlib)")
+
+
+def _run_bench(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
+    from . import bench
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'fastlogits[plot]'") from None
+    say = (lambda text: sys.stderr.write(f"  {text}\n")) if not args.json else None
+    report = bench.run(quick=args.quick, threads=args.threads, progress=say)
+    print(bench.to_json(report) if args.json else bench.format_table(report))
+    if args.plot:
+        bench.plot(report, args.plot)
+    return 0
+
+
 # --------------------------------------------------------------------------- dispatch
 
 class Command(NamedTuple):
@@ -261,6 +286,7 @@ COMMANDS: List[Command] = [
     Command("score", "metrics of logits against targets (streamed, any file size)", _add_score, _run_score),
     Command("predict", "labels, probabilities or top-k indices of logits, written to --out", _add_predict, _run_predict),
     Command("info", "version, SIMD path and threads", _add_info, _run_info),
+    Command("bench", "time every kernel against NumPy, SciPy and PyTorch; measure the bandwidth", _add_bench, _run_bench),
 ]
 
 
