@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the Linux wheel and the sdist exactly as a release does, and check what users get:
 #   1. `python -m build` (sdist, then the wheel built from that sdist) in a throwaway venv;
-#   2. `auditwheel repair` + `auditwheel show`: the wheel must carry a manylinux tag;
+#   2. `auditwheel repair` + `auditwheel show`: the wheel must carry a manylinux tag. The tag
+#      follows the glibc of the build machine (manylinux_2_34 on Debian 12: libpthread lives in
+#      libc since glibc 2.34); release wheels are built in manylinux_2_28 containers by
+#      cibuildwheel, which this script does not replace;
 #   3. the extension links no OpenMP runtime (libgomp/libomp/libiomp) and no libmvec;
 #   4. the baseline objects (dispatch, thread pool, the Cython binding, the scalar kernels)
 #      hold no AVX instruction (no ymm/zmm register), so the wheel imports on any x86-64 CPU;
