@@ -7,8 +7,10 @@ compared with NORMALIZE_WHITESPACE and ELLIPSIS; a failing example fails the tes
 doctest's report (expected and got).
 """
 import doctest
+import glob
 import importlib
 import io
+import os
 import pkgutil
 
 import pytest
@@ -51,3 +53,15 @@ def test_docstring_examples(name, threads):
         runner.run(test, out=report.write)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} failing docstring example(s) in {name}:\n{report.getvalue()}"
+
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+GUIDES = sorted(glob.glob(os.path.join(DOCS, "*.md")))
+
+
+@pytest.mark.skipif(not GUIDES, reason="needs the source tree (docs/ is not installed)")
+@pytest.mark.parametrize("path", GUIDES, ids=os.path.basename)
+def test_user_guide_examples(path, threads):
+    """The ``>>>`` examples of the user guide (docs/*.md) run as written."""
+    result = doctest.testfile(path, module_relative=False, optionflags=FLAGS, verbose=False)
+    assert result.failed == 0, f"{result.failed} failing example(s) in {path} (see the output above)"
