@@ -18,8 +18,19 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 import arrays as A  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "fastlogits_reference", os.path.join(_HERE, os.pardir, "src", "fastlogits", "reference.py"))
+
+def _reference_path():
+    """reference.py of the source tree, or of the installed package when the tests run
+    outside the source tree (wheel and sdist checks); loaded by path either way, so this
+    also checks that it stands alone."""
+    src = os.path.join(_HERE, os.pardir, "src", "fastlogits", "reference.py")
+    if os.path.exists(src):
+        return src
+    package_dir = importlib.util.find_spec("fastlogits").submodule_search_locations[0]
+    return os.path.join(package_dir, "reference.py")
+
+
+_spec = importlib.util.spec_from_file_location("fastlogits_reference", _reference_path())
 R = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(R)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, cast
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def _check_reduction(reduction: Any) -> str:
     return reduction
 
 
-def _as_target(target: Any, shape: tuple) -> Tuple[np.ndarray, np.ndarray]:
+def _as_target(target: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
     """(the target as the user gave it, the array the kernel reads). Float targets are read as
     they are; unsigned integers are viewed as the signed type of their size (values 0 and 1
     are the same bits; larger values are rejected either way); nothing is converted."""
@@ -71,7 +71,7 @@ def _target_error(t: np.ndarray) -> ValueError:
     return ValueError(f"target: expected {expected}, got {value!r} at position {tuple(int(i) for i in pos)}")
 
 
-def _as_weight(weight: Any, name: str, shape: tuple, dtype: np.dtype) -> Optional[np.ndarray]:
+def _as_weight(weight: Any, name: str, shape: Tuple[int, ...], dtype: np.dtype) -> Optional[np.ndarray]:
     """A weight in the compute dtype, broadcast (zero strides, no copy) to the logits' shape."""
     if weight is None:
         return None
@@ -132,14 +132,17 @@ def _run(kind: int, logits: Any, target: Any, weight: Any, pos_weight: Any, redu
     cdt = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
     w = _as_weight(weight, "weight", x.shape, cdt)
     pw = _as_weight(pos_weight, "pos_weight", x.shape, cdt)
-    grad = user_grad = None
+    grad: Optional[np.ndarray] = None
+    user_grad: Optional[np.ndarray] = None
     if want_grad:
         grad, user_grad = _grad_target(grad_out, x, [t, w, pw])
     elif grad_out is not None:
         raise TypeError("grad_out: only the *_and_grad functions take it")
     scalar = x.ndim == 0
     if scalar:
-        x, t, w, pw = (None if a is None else a.reshape(1) for a in (x, t, w, pw))
+        x, t = x.reshape(1), t.reshape(1)
+        w = None if w is None else w.reshape(1)
+        pw = None if pw is None else pw.reshape(1)
     loss = np.empty_like(x) if reduction == "none" else None
     n = x.size
     total = 0.0
@@ -164,10 +167,10 @@ def _run(kind: int, logits: Any, target: Any, weight: Any, pos_weight: Any, redu
         if status == _core.BAD_TARGET:
             raise _target_error(t_user)
         gr.finish()
-    if user_grad is not None:
+    if user_grad is not None and grad is not None:
         np.copyto(user_grad, grad)
         grad = user_grad
-    if reduction == "none":
+    if loss is not None:  # reduction == "none"
         value: Any = loss[0] if scalar else loss
     elif reduction == "sum":
         value = float(total)
@@ -245,7 +248,7 @@ def bce_with_logits_and_grad(logits: Any, target: Any, *, weight: Any = None, po
     >>> round(loss, 6), grad.round(6).tolist()
     (0.44019, [-0.119203, 0.268941])
     """
-    return _run(_BCE, logits, target, weight, pos_weight, reduction, True, grad_out)
+    return cast(Tuple[Any, np.ndarray], _run(_BCE, logits, target, weight, pos_weight, reduction, True, grad_out))
 
 
 def _focal_params(alpha: Any, gamma: Any) -> Tuple[float, float]:
@@ -323,4 +326,4 @@ def sigmoid_focal_loss_and_grad(logits: Any, target: Any, *, alpha: float = 0.25
     (0.017444, [-0.001218, 0.039436])
     """
     a, g = _focal_params(alpha, gamma)
-    return _run(_FOCAL, logits, target, None, None, reduction, True, grad_out, a, g)
+    return cast(Tuple[Any, np.ndarray], _run(_FOCAL, logits, target, None, None, reduction, True, grad_out, a, g))

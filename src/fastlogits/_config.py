@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import Optional, TextIO
 
 from . import _core
 from ._version import __version__
@@ -66,7 +67,7 @@ def isa() -> str:
     return str(_core.isa_name())
 
 
-def show_config(file=None) -> None:
+def show_config(file: Optional[TextIO] = None) -> None:
     """Print the version, the SIMD path chosen at import and the thread count.
 
     Examples

@@ -7,7 +7,7 @@ complex, object, string and other dtypes raise ``TypeError``.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import ml_dtypes
@@ -100,12 +100,13 @@ def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
         dt = BFLOAT16 if dtype in ("bfloat16", ml_dtypes.bfloat16) else np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{name}: expected a float dtype, got {dtype!r}") from None
-    if dt.newbyteorder("=") not in FLOAT_DTYPES:
+    native: np.dtype = dt.newbyteorder("=")
+    if native not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected float16, bfloat16, float32 or float64, got {dt}")
-    return dt.newbyteorder("=")
+    return native
 
 
-def check_out(out: Any, shape: tuple, dtype: Optional[np.dtype], name: str = "out") -> np.ndarray:
+def check_out(out: Any, shape: Tuple[int, ...], dtype: Optional[np.dtype], name: str = "out") -> np.ndarray:
     """Validate a user-provided output array."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(out).__name__}")
@@ -125,7 +126,7 @@ def check_out(out: Any, shape: tuple, dtype: Optional[np.dtype], name: str = "ou
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(axis).__name__}")
-    axis = int(axis)
-    if not -ndim <= axis < ndim:
-        raise np.exceptions.AxisError(f"{name}: {axis} is out of bounds for an array of dimension {ndim}")
-    return axis % ndim
+    ax = int(axis)
+    if not -ndim <= ax < ndim:
+        raise np.exceptions.AxisError(f"{name}: {ax} is out of bounds for an array of dimension {ndim}")
+    return ax % ndim

@@ -17,6 +17,9 @@ import numpy as np
 
 from ._input import dtype_code
 
+# What ``_core`` takes for an operand: (array, dtype code, s0, s1, sc), strides in elements.
+Spec = Tuple[np.ndarray, int, int, int, int]
+
 
 def _outer(a: np.ndarray, axis: int) -> Tuple[List[int], List[int], int]:
     """Outer shape, outer strides (elements) and class stride of ``a`` around ``axis``."""
@@ -48,7 +51,7 @@ class Grid:
     """Operand specs ready for ``_core`` plus the copy-backs owed to user outputs."""
 
     grid: Tuple[int, int, int]
-    specs: List[tuple]
+    specs: List[Spec]
     copy_back: List[Tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def finish(self) -> None:
@@ -56,7 +59,7 @@ class Grid:
             np.copyto(user, tmp)
 
 
-def _spec(a: np.ndarray, s0: int, s1: int, sc: int) -> tuple:
+def _spec(a: np.ndarray, s0: int, s1: int, sc: int) -> Spec:
     return (a, dtype_code(a.dtype), s0, s1, sc)
 
 

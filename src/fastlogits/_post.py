@@ -22,7 +22,7 @@ def _class_input(x: Any, axis: Any, func: str) -> Tuple[np.ndarray, int]:
     return a, normalize_axis(axis, a.ndim)
 
 
-def _output(a: np.ndarray, shape: tuple, dtype: Any, out: Optional[np.ndarray]) -> np.ndarray:
+def _output(a: np.ndarray, shape: Tuple[int, ...], dtype: Any, out: Optional[np.ndarray]) -> np.ndarray:
     """The array a kernel writes: ``out`` checked, or a fresh one laid out like ``a``."""
     dt = None if dtype is None else float_dtype(dtype)
     if out is not None:
@@ -143,7 +143,7 @@ def softmax(x: Any, axis: int = -1, *, dtype: Any = None, out: Optional[np.ndarr
     --------
     >>> import fastlogits as fl
     >>> fl.softmax([2.5, 0.3, -1.2]).round(4).tolist()  # cat, dog, rabbit
-    [0.8808, 0.0976, 0.0216]
+    [0.8806, 0.0976, 0.0218]
     """
     return _softmax_family(x, axis, dtype, out, _SOFTMAX, "softmax")
 
@@ -157,7 +157,7 @@ def log_softmax(x: Any, axis: int = -1, *, dtype: Any = None, out: Optional[np.n
     --------
     >>> import fastlogits as fl
     >>> fl.log_softmax([2.5, 0.3, -1.2]).round(4).tolist()
-    [-0.1269, -2.3269, -3.8269]
+    [-0.1271, -2.3271, -3.8271]
     """
     return _softmax_family(x, axis, dtype, out, _LOG_SOFTMAX, "log_softmax")
 

@@ -55,7 +55,7 @@ class Op:
     check: Optional[Callable[[Any, Any], None]] = None
 
 
-def _scipy():
+def _scipy() -> Any:
     try:
         import scipy.special as sp
 
@@ -64,7 +64,7 @@ def _scipy():
         return None
 
 
-def _torch():
+def _torch() -> Any:
     try:
         import torch
 
@@ -97,7 +97,7 @@ def _equal(got: Any, want: Any) -> None:
 
 def _ops() -> Dict[str, Op]:
     sp, torch = _scipy(), _torch()
-    F = torch.nn.functional if torch else None
+    F: Any = torch.nn.functional if torch else None
     ops: List[Op] = []
 
     def peers(**kw: Optional[Callable[[Data], Any]]) -> Dict[str, Callable[[Data], Any]]:
@@ -174,7 +174,7 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
     binary_shapes = [(2048, 2048)] if quick else BINARY_SHAPES
     names = ["softmax", "logsumexp", "sigmoid", "cross_entropy", "cross_entropy_and_grad", "bce_with_logits",
              "bce_with_logits_and_grad"] if quick else list(_ops())
-    out = []
+    out: List[Tuple[str, Tuple[int, int]]] = []
     for name in names:
         op = _ops()[name]
         shapes = binary_shapes if op.targets == "binary" else class_shapes
@@ -264,8 +264,9 @@ def run_case(name: str, shape: Tuple[int, int], *, threads: int, bandwidth: Dict
     fl.set_num_threads(threads)
     res: Dict[str, Any] = {"op": name, "shape": list(shape), "dtype": "float32", "threads": threads}
     res["fastlogits_cold_s"] = _best_time(lambda: op.fast(d), repeats, budget_s)
-    if op.fast_warm is not None:
-        res["fastlogits_warm_s"] = _best_time(lambda: op.fast_warm(d), repeats, budget_s)
+    warm = op.fast_warm
+    if warm is not None:
+        res["fastlogits_warm_s"] = _best_time(lambda: warm(d), repeats, budget_s)
     best = res.get("fastlogits_warm_s", res["fastlogits_cold_s"])
     elems = shape[0] * shape[1]
     res["gelem_per_s"] = elems / best / 1e9

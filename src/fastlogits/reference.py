@@ -40,6 +40,7 @@ Special values
 
 import math
 import numbers
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -57,7 +58,7 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 # --------------------------------------------------------------------------- helpers
 
-def _as_logits(x, name="logits"):
+def _as_logits(x: Any, name: str = "logits") -> Any:
     """Return (x as a NumPy array, the output dtype, the working dtype)."""
     x = np.asarray(x)
     kind = x.dtype.kind
@@ -79,26 +80,27 @@ def _as_logits(x, name="logits"):
     return x, out_dtype, work
 
 
-def _is_ml_float(dt):
+def _is_ml_float(dt: Any) -> bool:
     """True for the ml_dtypes floating types (bfloat16, float8...)."""
-    return dt.kind == "V" and dt.itemsize <= 2 and dt.type.__module__.startswith("ml_dtypes")
+    return bool(dt.kind == "V" and dt.itemsize <= 2 and dt.type.__module__.startswith("ml_dtypes"))
 
 
-def _work(x, work):
+def _work(x: Any, work: Any) -> Any:
     return np.asarray(x, dtype=work)
 
 
-def _norm_axis(axis, ndim):
+def _norm_axis(axis: Any, ndim: int) -> int:
     if not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis: expected an integer, got {axis!r}")
     if ndim == 0:
         raise ValueError("x: a class axis is needed, got a 0-d input")
-    if not -ndim <= axis < ndim:
+    ax = int(axis)
+    if not -ndim <= ax < ndim:
         raise ValueError(f"axis: expected a value in [{-ndim}, {ndim}), got {axis}")
-    return int(axis) % ndim
+    return ax % ndim
 
 
-def _finish(res, out_dtype, dtype=None, out=None):
+def _finish(res: Any, out_dtype: Any, dtype: Any = None, out: Any = None) -> Any:
     """Cast `res` to the output dtype, honour `out=`, and unwrap 0-d results."""
     target = np.dtype(dtype) if dtype is not None else out_dtype
     with np.errstate(over="ignore", invalid="ignore"):
@@ -113,12 +115,12 @@ def _finish(res, out_dtype, dtype=None, out=None):
     return res
 
 
-def _check_reduction(reduction):
+def _check_reduction(reduction: Any) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of 'none', 'mean', 'sum', got {reduction!r}")
 
 
-def _times(coef, val):
+def _times(coef: Any, val: Any) -> Any:
     """coef * val with the convention 0 * (+-inf) = 0 (and 0 * nan = 0: callers
     re-impose nan for nan logits)."""
     coef, val = np.broadcast_arrays(coef, val)
@@ -126,7 +128,7 @@ def _times(coef, val):
         return np.where(coef == 0, 0, coef * val)
 
 
-def _write_grad(grad, out_dtype, grad_out):
+def _write_grad(grad: Any, out_dtype: Any, grad_out: Any) -> Any:
     with np.errstate(over="ignore", invalid="ignore"):
         g = grad.astype(out_dtype)
     if grad_out is None:
@@ -140,7 +142,7 @@ def _write_grad(grad, out_dtype, grad_out):
 
 # --------------------------------------------------------------------------- section 2
 
-def sigmoid(x, *, dtype=None, out=None):
+def sigmoid(x: Any, *, dtype: Any = None, out: Any = None) -> Any:
     """``1 / (1 + exp(-x))`` elementwise, evaluated as ``exp(x) / (1 + exp(x))`` for
     negative x so that nothing overflows.  sigmoid(+-inf) = 1 / 0; nan -> nan."""
     x, od, wd = _as_logits(x, "x")
@@ -152,25 +154,25 @@ def sigmoid(x, *, dtype=None, out=None):
     return _finish(res, od, dtype, out)
 
 
-def _log_sigmoid_w(v):
+def _log_sigmoid_w(v: Any) -> Any:
     """log(sigmoid(v)) = min(v, 0) - log1p(exp(-|v|)) in the working dtype."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.minimum(v, 0) - np.log1p(np.exp(-np.abs(v)))
 
 
-def _sigmoid_w(v):
+def _sigmoid_w(v: Any) -> Any:
     with np.errstate(over="ignore", invalid="ignore"):
         e = np.exp(-np.abs(v))
         return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def log_sigmoid(x, *, dtype=None, out=None):
+def log_sigmoid(x: Any, *, dtype: Any = None, out: Any = None) -> Any:
     """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``: -inf at -inf, 0 at +inf."""
     x, od, wd = _as_logits(x, "x")
     return _finish(_log_sigmoid_w(_work(x, wd)), od, dtype, out)
 
 
-def _lse_parts(v):
+def _lse_parts(v: Any) -> Tuple[Any, Any, Any]:
     """Pieces of logsumexp over the last axis (keepdims) of a working-precision array:
     ``(shift, d, log_s)`` with ``d = v - shift``, ``log_s = log(sum(exp(d)))`` and
     ``lse = shift + log_s``.  ``shift`` is the row maximum when it is finite and 0
@@ -197,13 +199,13 @@ def _lse_parts(v):
     return shift, d, log_s
 
 
-def _lse_last(v):
+def _lse_last(v: Any) -> Any:
     """logsumexp over the last axis (keepdims): ``m + log(sum(exp(x - m)))``."""
     shift, _, log_s = _lse_parts(v)
     return shift + log_s
 
 
-def _logp_last(v):
+def _logp_last(v: Any) -> Any:
     """``(x - m) - log(sum(exp(x - m)))`` (= x - lse without absorbing log s into a
     huge m), no special-value handling."""
     _, d, log_s = _lse_parts(v)
@@ -211,7 +213,7 @@ def _logp_last(v):
         return d - log_s
 
 
-def logsumexp(x, axis=-1, *, keepdims=False):
+def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
     """``log(sum(exp(x)))`` along ``axis``, computed as ``m + log(sum(exp(x - m)))``."""
     x, od, wd = _as_logits(x, "x")
     ax = _norm_axis(axis, x.ndim)
@@ -221,7 +223,7 @@ def logsumexp(x, axis=-1, *, keepdims=False):
     return _finish(r, od)
 
 
-def _log_softmax_last(v):
+def _log_softmax_last(v: Any) -> Any:
     """x - lse, with slices that hold +inf / nan / only -inf all nan (PyTorch)."""
     lse = _lse_last(v)
     r = _logp_last(v)
@@ -229,7 +231,7 @@ def _log_softmax_last(v):
     return np.where(bad, np.nan, r)
 
 
-def log_softmax(x, axis=-1, *, dtype=None, out=None):
+def log_softmax(x: Any, axis: int = -1, *, dtype: Any = None, out: Any = None) -> Any:
     """``x - logsumexp(x)`` along ``axis``.  A slice that is all -inf, or holds +inf
     or nan, is all nan (as in PyTorch)."""
     x, od, wd = _as_logits(x, "x")
@@ -239,12 +241,12 @@ def log_softmax(x, axis=-1, *, dtype=None, out=None):
     return _finish(r, od, dtype, out)
 
 
-def _softmax_last(v):
+def _softmax_last(v: Any) -> Any:
     with np.errstate(invalid="ignore", over="ignore"):
         return np.exp(_log_softmax_last(v))
 
 
-def softmax(x, axis=-1, *, dtype=None, out=None):
+def softmax(x: Any, axis: int = -1, *, dtype: Any = None, out: Any = None) -> Any:
     """``exp(x - logsumexp(x))`` along ``axis`` (same special values as log_softmax)."""
     x, od, wd = _as_logits(x, "x")
     ax = _norm_axis(axis, x.ndim)
@@ -253,7 +255,7 @@ def softmax(x, axis=-1, *, dtype=None, out=None):
     return _finish(r, od, dtype, out)
 
 
-def _entropy_last(v):
+def _entropy_last(v: Any) -> Any:
     """H = log s - sum_i e_i (x_i - m) / s with e_i = exp(x_i - m), s = sum e_i,
     and e_i (x_i - m) = 0 when e_i = 0 (-inf logits).  Empty slice -> 0."""
     C = v.shape[-1]
@@ -269,7 +271,7 @@ def _entropy_last(v):
         return np.where(bad, np.nan, h)
 
 
-def entropy(x, axis=-1, *, keepdims=False):
+def entropy(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
     """Shannon entropy in nats of ``softmax(x)`` along ``axis``:
     ``H = log s - sum_i e_i*(x_i - m)/s`` (max-shifted, so rows of ties do not cancel)."""
     x, od, wd = _as_logits(x, "x")
@@ -281,13 +283,13 @@ def entropy(x, axis=-1, *, keepdims=False):
     return _finish(r, od)
 
 
-def _order_desc(row):
+def _order_desc(row: Any) -> np.ndarray:
     """Indices sorting a 1-D row descending; NaN first, ties to the lower index."""
     # np.lexsort is stable and sorts by the last key first.
     return np.lexsort((-np.where(np.isnan(row), 0, row), ~np.isnan(row)))
 
 
-def predict(x, axis=-1):
+def predict(x: Any, axis: int = -1) -> Any:
     """int64 argmax along ``axis``; ties -> lowest index; NaN counts as the largest."""
     x, od, wd = _as_logits(x, "x")
     ax = _norm_axis(axis, x.ndim)
@@ -299,7 +301,7 @@ def predict(x, axis=-1):
     return res[()] if res.ndim == 0 else res
 
 
-def predict_binary(x, threshold=0.5):
+def predict_binary(x: Any, threshold: float = 0.5) -> Any:
     """``sigmoid(x) > threshold`` decided as ``x > log(t / (1 - t))`` (float64 threshold
     logit); NaN -> False.  ``threshold`` must lie in the open interval (0, 1)."""
     x, od, wd = _as_logits(x, "x")
@@ -315,7 +317,7 @@ def predict_binary(x, threshold=0.5):
     return res[()] if res.ndim == 0 else res
 
 
-def topk(x, k, axis=-1):
+def topk(x: Any, k: int, axis: int = -1) -> Tuple[np.ndarray, np.ndarray]:
     """``(values, indices)`` of the k largest along ``axis``, sorted descending, ties to
     the lower index, NaN largest; ``1 <= k <= C``.  Values keep the input dtype."""
     x, od, wd = _as_logits(x, "x")
@@ -339,7 +341,7 @@ def topk(x, k, axis=-1):
 
 # --------------------------------------------------------------------------- section 3
 
-def _reduce(loss, reduction, denom=None):
+def _reduce(loss: Any, reduction: Any, denom: Any = None) -> Any:
     """Apply the reduction to a working-precision loss array."""
     if reduction == "none":
         return loss
@@ -350,8 +352,9 @@ def _reduce(loss, reduction, denom=None):
         return float(total / (loss.size if denom is None else denom))
 
 
-def _ce_core(logits, target, axis, weight, sample_weight, ignore_index, reduction,
-             label_smoothing, z_loss, want_grad):
+def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: Any,
+             ignore_index: Any, reduction: Any, label_smoothing: Any, z_loss: Any,
+             want_grad: bool) -> Any:
     """Cross-entropy loss (working precision) and optionally its gradient.
 
     Index targets, p = softmax(x), W = sum_c w_c, eps = label_smoothing:
@@ -452,6 +455,7 @@ def _ce_core(logits, target, axis, weight, sample_weight, ignore_index, reductio
         D1 = D2 = np.sum(s)
 
     with np.errstate(invalid="ignore", divide="ignore"):
+        loss: Any
         if reduction == "none":
             loss = ce_i + z_i
             c1 = c2 = np.asarray(1, dtype=wd)
@@ -492,14 +496,15 @@ def _ce_core(logits, target, axis, weight, sample_weight, ignore_index, reductio
     return loss, g, od, ax
 
 
-def _finish_loss(loss, od):
+def _finish_loss(loss: Any, od: Any) -> Any:
     if isinstance(loss, float):
         return loss
     return _finish(loss, od)
 
 
-def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None,
-                  ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0):
+def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+                  sample_weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0, z_loss: float = 0.0) -> Any:
     """Cross-entropy of ``logits`` (class axis ``axis``) against class indices (integer
     target, shape = logits' shape without ``axis``) or class probabilities (floating
     target of the logits' shape), PyTorch semantics.
@@ -521,9 +526,10 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None,
     return _finish_loss(loss, od)
 
 
-def cross_entropy_and_grad(logits, target, *, axis=-1, weight=None, sample_weight=None,
-                           ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                           z_loss=0.0, grad_out=None):
+def cross_entropy_and_grad(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+                           sample_weight: Any = None, ignore_index: int = -100,
+                           reduction: str = "mean", label_smoothing: float = 0.0,
+                           z_loss: float = 0.0, grad_out: Any = None) -> Tuple[Any, Any]:
     """``(cross_entropy(...), d loss / d logits)``; for "none" the gradient is that of
     the sum of the per-row losses.  See ``_ce_core`` for the gradient formulas.  If
     every row is ignored under "mean", the loss is nan and the gradient all zeros."""
@@ -533,7 +539,7 @@ def cross_entropy_and_grad(logits, target, *, axis=-1, weight=None, sample_weigh
     return loss, _write_grad(g, od, grad_out)
 
 
-def _binary_target(target, shape, wd, name="target"):
+def _binary_target(target: Any, shape: Any, wd: Any, name: str = "target") -> Any:
     t = np.asarray(target)
     if t.dtype.kind not in "biuf" and not _is_ml_float(t.dtype):
         raise TypeError(f"{name}: expected a bool, integer or floating array, got dtype {t.dtype}")
@@ -554,7 +560,7 @@ def _binary_target(target, shape, wd, name="target"):
     return np.asarray(t, dtype=wd)
 
 
-def _bce_core(logits, target, weight, pos_weight, reduction, want_grad):
+def _bce_core(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any, want_grad: bool) -> Any:
     """Elementwise BCE with logits and its gradient (working precision).
 
         l = -w*(pw*y*log_sigmoid(x) + (1-y)*log_sigmoid(-x))      (0 * -inf = 0)
@@ -593,7 +599,8 @@ def _bce_core(logits, target, weight, pos_weight, reduction, want_grad):
     return red, g, od
 
 
-def bce_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="mean"):
+def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight: Any = None,
+                    reduction: str = "mean") -> Any:
     """Binary cross-entropy with logits, PyTorch semantics:
     ``l = -weight*(pos_weight*y*log_sigmoid(x) + (1-y)*log_sigmoid(-x))``; weight and
     pos_weight broadcast against the target; "mean" divides by the element count.  At
@@ -602,8 +609,9 @@ def bce_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="
     return _finish_loss(loss, od)
 
 
-def bce_with_logits_and_grad(logits, target, *, weight=None, pos_weight=None,
-                             reduction="mean", grad_out=None):
+def bce_with_logits_and_grad(logits: Any, target: Any, *, weight: Any = None,
+                             pos_weight: Any = None, reduction: str = "mean",
+                             grad_out: Any = None) -> Tuple[Any, Any]:
     """``(bce_with_logits(...), grad)`` with
     ``grad = weight*(sigmoid(x)*(1 + (pos_weight-1)*y) - pos_weight*y)`` (divided by
     the element count under "mean"); exact at ``x = +-inf``."""
@@ -611,7 +619,7 @@ def bce_with_logits_and_grad(logits, target, *, weight=None, pos_weight=None,
     return _finish_loss(loss, od), _write_grad(g, od, grad_out)
 
 
-def _focal_core(logits, target, alpha, gamma, reduction, want_grad):
+def _focal_core(logits: Any, target: Any, alpha: Any, gamma: Any, reduction: Any, want_grad: bool) -> Any:
     """torchvision sigmoid_focal_loss and its gradient.
 
     p = sigmoid(x), ce = bce(x, y), q = 1 - p_t = p*(1-y) + (1-p)*y,
@@ -655,7 +663,8 @@ def _focal_core(logits, target, alpha, gamma, reduction, want_grad):
     return red, g, od
 
 
-def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean"):
+def sigmoid_focal_loss(logits: Any, target: Any, *, alpha: float = 0.25, gamma: float = 2.0,
+                       reduction: str = "mean") -> Any:
     """torchvision's sigmoid focal loss: ``ce*(1-p_t)**gamma``, times
     ``alpha*y + (1-alpha)*(1-y)`` when ``alpha >= 0``; ce is bce_with_logits (with its
     exact +-inf limits), ``1 - p_t`` is evaluated as ``p*(1-y) + sigmoid(-x)*y``."""
@@ -663,8 +672,9 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean
     return _finish_loss(loss, od)
 
 
-def sigmoid_focal_loss_and_grad(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
-                                grad_out=None):
+def sigmoid_focal_loss_and_grad(logits: Any, target: Any, *, alpha: float = 0.25,
+                                gamma: float = 2.0, reduction: str = "mean",
+                                grad_out: Any = None) -> Tuple[Any, Any]:
     """``(sigmoid_focal_loss(...), grad)``; see ``_focal_core`` for the formula."""
     loss, g, od = _focal_core(logits, target, alpha, gamma, reduction, True)
     return _finish_loss(loss, od), _write_grad(g, od, grad_out)
@@ -681,7 +691,7 @@ _TASK_METRICS = {
 }
 
 
-def _prepare_task(logits, target, task, axis):
+def _prepare_task(logits: Any, target: Any, task: Any, axis: Any) -> Any:
     """Infer the task and return (task, x rows (N, C) or (N,) / (N, L), y, row_shape).
 
     binary: 1-D logits, or a class axis of length 1 (target of the logits' shape or of
@@ -765,7 +775,7 @@ def _prepare_task(logits, target, task, axis):
     return task, xs, ys, row_shape
 
 
-def _check01(y):
+def _check01(y: Any) -> Any:
     yf = np.asarray(y, dtype=np.float64)
     if not np.all((yf == 0) | (yf == 1)):
         raise ValueError("target: binary / multilabel targets must be 0 or 1 "
@@ -773,12 +783,12 @@ def _check01(y):
     return yf
 
 
-def _wmean(values, s):
+def _wmean(values: Any, s: Any) -> float:
     with np.errstate(invalid="ignore", divide="ignore"):
         return float(np.sum(s * values) / np.sum(s))
 
 
-def _ece(conf, correct, s, bins):
+def _ece(conf: Any, correct: Any, s: Any, bins: Any) -> float:
     """sum_b (W_b/W)*|acc_b - conf_b| = (1/W)*sum_b |sum_{i in b} s_i*(correct_i - conf_i)|,
     bins [b/B, (b+1)/B) with the last one closed."""
     if conf.size == 0:
@@ -794,7 +804,7 @@ def _ece(conf, correct, s, bins):
         return float(total / np.sum(s))
 
 
-def _roc_auc(scores, y, s):
+def _roc_auc(scores: Any, y: Any, s: Any) -> float:
     """Exact weighted AUC = P(score_pos > score_neg) + 0.5*P(tie) over weighted pairs,
     i.e. the area under the weighted ROC curve with ties averaged (as sklearn).
     nan if a class is absent (or has zero weight) or if a score is nan."""
@@ -820,7 +830,7 @@ def _roc_auc(scores, y, s):
     return float(acc / (Wp * Wn))
 
 
-def _binary_entropy(v):
+def _binary_entropy(v: Any) -> Any:
     """-(p*log p + (1-p)*log(1-p)) with p = sigmoid(v), 0*log 0 = 0; nan for nan v."""
     p = _sigmoid_w(v)
     pm = _sigmoid_w(-v)
@@ -828,8 +838,10 @@ def _binary_entropy(v):
     return np.where(np.isnan(v), np.nan, h)
 
 
-def score(logits, target, *, task=None, axis=-1, metrics=None, k=5, bins=15,
-          sample_weight=None, temperature=1.0, chunk_rows=None, progress=None):
+def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1,
+          metrics: Any = None, k: int = 5, bins: int = 15, sample_weight: Any = None,
+          temperature: float = 1.0, chunk_rows: Optional[int] = None,
+          progress: Any = None) -> Dict[str, Any]:
     """Offline scoring metrics as a dict (see API section 4).
 
     Logits are divided by ``temperature`` first.  Multiclass (rows i, p = softmax):
@@ -941,7 +953,7 @@ def score(logits, target, *, task=None, axis=-1, metrics=None, k=5, bins=15,
     return out
 
 
-def fit_temperature(logits, target, *, axis=-1, sample_weight=None):
+def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None) -> float:
     """The temperature T > 0 minimising the (sample-weighted) NLL of ``logits / T``.
 
     The NLL is convex in ``beta = 1/T`` (its derivative is ``E_s[E_p[x] - x_y]`` for
@@ -958,7 +970,7 @@ def fit_temperature(logits, target, *, axis=-1, sample_weight=None):
     if task == "multiclass":
         x_y = np.take_along_axis(xs, ys[:, None], axis=1)[:, 0]
 
-        def dnll(beta):
+        def dnll(beta: float) -> Any:
             p = _softmax_last(beta * xs)
             return np.sum(s * (np.sum(_times(p, xs), axis=1) - x_y))
     else:
@@ -966,7 +978,7 @@ def fit_temperature(logits, target, *, axis=-1, sample_weight=None):
             s = np.repeat(s, xs.shape[1])
         xe, ye = xs.reshape(-1), ys.reshape(-1).astype(wd)
 
-        def dnll(beta):
+        def dnll(beta: float) -> Any:
             return np.sum(s * (_sigmoid_w(beta * xe) - ye) * xe)
 
     lo, hi = math.log(1e-6), math.log(1e6)

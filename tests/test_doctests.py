@@ -1,0 +1,67 @@
+"""The Examples sections of the docstrings: every module of the installed package is run.
+
+Modules are discovered with pkgutil, so a module added to fastlogits is covered without
+editing this file. Skipped: the compiled binding (``_core*``, no Python docstrings) and
+``__main__`` (the ``python -m fastlogits`` entry point, not an importable API). Examples are
+compared with NORMALIZE_WHITESPACE and ELLIPSIS; a failing example fails the test with
+doctest's report (expected and got).
+"""
+import doctest
+import glob
+import importlib
+import io
+import os
+import pkgutil
+
+import pytest
+
+import fastlogits
+
+FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
+
+
+def _module_names():
+    names = ["fastlogits"]
+    for info in pkgutil.iter_modules(fastlogits.__path__, prefix="fastlogits."):
+        short = info.name.rsplit(".", 1)[1]
+        if not short.startswith("_core") and short != "__main__":
+            names.append(info.name)
+    return sorted(names)
+
+
+MODULES = _module_names()
+
+
+def test_public_modules_are_discovered():
+    for name in ("fastlogits", "fastlogits._post", "fastlogits._bce", "fastlogits._config",
+                 "fastlogits.reference"):
+        assert name in MODULES
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, threads):
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:  # a module built on an optional dependency (e.g. dask)
+        pytest.skip(f"{name} needs an optional dependency that is not installed: {exc}")
+    # DocTestFinder keeps only objects defined in the module itself, so re-exports (the
+    # package namespace) are not run twice.
+    tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, name) if t.examples]
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    report = io.StringIO()
+    for test in tests:
+        runner.run(test, out=report.write)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} failing docstring example(s) in {name}:\n{report.getvalue()}"
+
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+GUIDES = sorted(glob.glob(os.path.join(DOCS, "*.md")))
+
+
+@pytest.mark.skipif(not GUIDES, reason="needs the source tree (docs/ is not installed)")
+@pytest.mark.parametrize("path", GUIDES, ids=os.path.basename)
+def test_user_guide_examples(path, threads):
+    """The ``>>>`` examples of the user guide (docs/*.md) run as written."""
+    result = doctest.testfile(path, module_relative=False, optionflags=FLAGS, verbose=False)
+    assert result.failed == 0, f"{result.failed} failing example(s) in {path} (see the output above)"
