@@ -31,3 +31,22 @@ args=("$@")
 if [ ${#args[@]} -eq 0 ]; then args=(--stride 257); fi
 echo "cross_neon.sh: $QEMU -L $SYSROOT test_math ${args[*]}"
 "$QEMU" -L "$SYSROOT" "$exe" "${args[@]}"
+
+# The kernels: every kernel source compiled for the scalar and the NEON path (warnings are
+# errors, as in the package build) and compared by csrc/tests/test_kernels_isa.c.
+flags=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -fno-math-errno -fno-trapping-math -Icsrc)
+kernels=(csrc/fl_post.c csrc/fl_ce.c csrc/fl_bce.c csrc/fl_score.c csrc/fl_stream.c csrc/fl_table.c)
+objs=()
+for isa in 0 3; do
+    for src in "${kernels[@]}"; do
+        obj="$out/$(basename "$src" .c)_$isa.o"
+        "$CC" "${flags[@]}" -DFL_ISA=$isa -c "$src" -o "$obj"
+        objs+=("$obj")
+    done
+done
+"$CC" "${flags[@]}" -DFL_HAVE_NEON -c csrc/fl_dispatch.c -o "$out/fl_dispatch.o"
+"$CC" "${flags[@]}" -c csrc/fl_pool.c -o "$out/fl_pool.o"
+"$CC" "${flags[@]}" -DFL_HAVE_NEON -DFL_TEST_TABLE=fl_table_neon csrc/tests/test_kernels_isa.c \
+    "${objs[@]}" "$out/fl_dispatch.o" "$out/fl_pool.o" -o "$out/test_kernels_neon" -lm -pthread
+echo "cross_neon.sh: $QEMU -L $SYSROOT test_kernels_neon"
+"$QEMU" -L "$SYSROOT" "$out/test_kernels_neon"
