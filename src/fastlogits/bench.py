@@ -127,6 +127,24 @@ def _ops() -> Dict[str, Op]:
         peers(scipy=sp and (lambda d: sp.expit(d.x)), torch=torch and (lambda d: torch.sigmoid(d.torch_x))),
         _close(1e-5)))
     ops.append(Op(
+        "log_sigmoid", "none", "copy",
+        lambda d: fl.log_sigmoid(d.x), lambda d: fl.log_sigmoid(d.x, out=d.out), lambda d: ref.log_sigmoid(d.x),
+        peers(scipy=sp and (lambda d: sp.log_expit(d.x)),
+              torch=torch and (lambda d: F.logsigmoid(d.torch_x))),
+        _close(1e-5)))
+    ops.append(Op(
+        "entropy", "none", "read",
+        lambda d: fl.entropy(d.x), None, lambda d: ref.entropy(d.x),
+        peers(scipy=sp and (lambda d: -np.sum(sp.softmax(d.x, axis=-1) * sp.log_softmax(d.x, axis=-1), axis=-1)),
+              torch=torch and (lambda d: torch.distributions.Categorical(logits=d.torch_x).entropy())),
+        _close(1e-4)))
+    ops.append(Op(
+        "topk5", "none", "read",
+        lambda d: fl.topk(d.x, 5)[1], None, lambda d: ref.topk(d.x, 5)[1],
+        peers(numpy=lambda d: np.argpartition(-d.x, 4, axis=-1)[:, :5],
+              torch=torch and (lambda d: torch.topk(d.torch_x, 5, dim=-1))),
+        _equal))
+    ops.append(Op(
         "predict", "none", "read",
         lambda d: fl.predict(d.x), None, lambda d: ref.predict(d.x),
         peers(numpy=lambda d: np.argmax(d.x, axis=-1), torch=torch and (lambda d: torch.argmax(d.torch_x, -1))),
@@ -158,7 +176,29 @@ def _ops() -> Dict[str, Op]:
         peers(torch=torch and (lambda d: _torch_fwd_bwd(
             torch, d, lambda t: F.binary_cross_entropy_with_logits(t, d.torch_target)))),
         _close(1e-5)))
+    ops.append(Op(
+        "sigmoid_focal_loss", "binary", "read",
+        lambda d: fl.sigmoid_focal_loss(d.x, d.target), None, lambda d: ref.sigmoid_focal_loss(d.x, d.target),
+        peers(torch=torch and (lambda d: _torch_focal(torch, d.torch_x, d.torch_target))),
+        _close(1e-5)))
+    ops.append(Op(
+        "sigmoid_focal_loss_and_grad", "binary", "copy",
+        lambda d: fl.sigmoid_focal_loss_and_grad(d.x, d.target),
+        lambda d: fl.sigmoid_focal_loss_and_grad(d.x, d.target, grad_out=d.out),
+        lambda d: ref.sigmoid_focal_loss_and_grad(d.x, d.target),
+        peers(torch=torch and (lambda d: _torch_fwd_bwd(torch, d, lambda t: _torch_focal(torch, t, d.torch_target)))),
+        _close(1e-5)))
     return {op.name: op for op in ops}
+
+
+def _torch_focal(torch: Any, x: Any, y: Any, alpha: float = 0.25, gamma: float = 2.0) -> Any:
+    """torchvision.ops.sigmoid_focal_loss(reduction="mean"), written out (torchvision is optional)."""
+    p = torch.sigmoid(x)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * (1 - p_t) ** gamma
+    loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return loss.mean()
 
 
 def _torch_fwd_bwd(torch: Any, d: Data, loss_fn: Callable[[Any], Any]) -> Any:
@@ -174,9 +214,10 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
     binary_shapes = [(2048, 2048)] if quick else BINARY_SHAPES
     names = ["softmax", "logsumexp", "sigmoid", "cross_entropy", "cross_entropy_and_grad", "bce_with_logits",
              "bce_with_logits_and_grad"] if quick else list(_ops())
+    table = _ops()
     out: List[Tuple[str, Tuple[int, int]]] = []
     for name in names:
-        op = _ops()[name]
+        op = table[name]
         shapes = binary_shapes if op.targets == "binary" else class_shapes
         out.extend((name, s) for s in shapes)
     return out
