@@ -67,6 +67,8 @@ def make_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outpu
     """Grid for operands that share their shape except along ``axis`` (which may be absent,
     length 1 or k in outputs, but is present in every operand: reduce outputs are passed with
     a length-1 axis). The last ``n_outputs`` operands are written by the kernel."""
+    if axis == operands[0].ndim - 1 and all(a.flags.c_contiguous for a in operands):
+        return _contiguous_grid(operands, n_classes)
     outers = [_outer(a, axis) for a in operands]
     shape = outers[0][0]
     groups = _groups(shape, [o[1] for o in outers])
@@ -77,6 +79,13 @@ def make_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outpu
     (n0, st0), (n1, st1) = groups
     specs = [_spec(a, st0[i], st1[i], outers[i][2]) for i, a in enumerate(operands)]
     return Grid((n0, n1, n_classes), specs)
+
+
+def _contiguous_grid(operands: Sequence[np.ndarray], n_classes: int) -> Grid:
+    """The common case, without the general merge: C-contiguous operands, class axis last."""
+    rows = operands[0].size // n_classes if n_classes else int(np.prod(operands[0].shape[:-1]))
+    specs = [_spec(a, 0, a.shape[-1] if a.ndim else 1, 1 if a.shape and a.shape[-1] > 1 else 0) for a in operands]
+    return Grid((1, rows, n_classes), specs)
 
 
 def _copied_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outputs: int) -> Grid:

@@ -48,7 +48,7 @@ def _run_same_shape(kernel: Any, a: np.ndarray, y: np.ndarray, axis: int, op: in
     if a.size == 0:
         return y
     target = y
-    if not _same_memory(a, y) and np.shares_memory(a, y):
+    if np.may_share_memory(a, y) and not _same_memory(a, y) and np.shares_memory(a, y):
         target = np.empty_like(y)
     g = make_grid([a, target], axis, a.shape[axis], n_outputs=1)
     kernel(g.specs[0], g.specs[1], g.grid, op)
