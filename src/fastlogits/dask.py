@@ -496,10 +496,10 @@ def _ce_chunk(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray], lead_offse
 
 def _ce_none_block(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray] = None, *, s: _CeSpec,
                    block_info: Optional[dict] = None) -> np.ndarray:
-    """Per-row losses of one block; the target and sample weights come with a length-1 class
-    axis (so Dask aligns their blocks with the logits' blocks)."""
-    t = np.squeeze(t, s.ax)
+    """Per-row losses of one block; class indices and sample weights come with a length-1
+    class axis (so Dask aligns their blocks with the logits' blocks)."""
     if s.index:
+        t = np.squeeze(t, s.ax)
         origin = [lo for d, (lo, _) in enumerate(block_info[0]["array-location"]) if d != s.ax] if block_info else ()
         t = _checked_indices(t, s.c, s.ignore_index, origin or (0,) * t.ndim)
     sw = None if sw is None else np.squeeze(sw, s.ax)
