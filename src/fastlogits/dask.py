@@ -173,7 +173,7 @@ def softmax(x: Any, axis: int = -1, *, dtype: Any = None) -> "da.Array":
     >>> import dask.array as da, fastlogits.dask as fld
     >>> x = da.from_array([[2.5, 0.3, -1.2], [0.0, 0.0, 0.0]], chunks=(1, 3))
     >>> fld.softmax(x).compute().round(4).tolist()
-    [[0.8808, 0.0976, 0.0216], [0.3333, 0.3333, 0.3333]]
+    [[0.8806, 0.0976, 0.0218], [0.3333, 0.3333, 0.3333]]
     """
     return _per_row(_post.softmax, x, axis, "same", dtype=dtype)
 
