@@ -167,10 +167,11 @@ static inline double fl_rsumexp_f64(const double *x, int64_t n, double m, double
     fl_csum8 acc = {{0}, {0}};
     int64_t cnt = 0;
     for (int64_t k = 0; k < n; k++) {
-        double e = fl_exp_sub_d(x[k], m);
+        double xk = x[k]; /* read before y[k] is written: y may be x (in place) */
+        double e = fl_exp_sub_d(xk, m);
         if (y) y[k] = e;
-        cnt += x[k] >= m;
-        fl_csum8_add(&acc, (int)(k & 7), x[k] < m ? e : 0.0);
+        cnt += xk >= m;
+        fl_csum8_add(&acc, (int)(k & 7), xk < m ? e : 0.0);
     }
     *n_eq = (double)cnt;
     return fl_csum8_total(&acc);
