@@ -3,7 +3,8 @@
 An operand spec is ``(array, dtype_code, s0, s1, sc)`` as built by ``fastlogits._layout``;
 a grid is ``(n0, n1, c)``. Kernels return None and raise ``MemoryError`` when their scratch
 rows cannot be allocated; the binary-loss kernels return a status instead of raising for an
-invalid target.
+invalid target, ``cross_entropy`` returns its sums (``_CeSums``) and ``score`` adds its sums
+to ``acc``.
 """
 from typing import Optional, Tuple
 
