@@ -21,6 +21,8 @@ _REDUCTIONS = ("none", "mean", "sum")
 _INT64_MAX = np.iinfo(np.int64).max
 _NATIVE_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
 _NATIVE_FLOAT = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
+# the kernel's sums (ce_sum, z_sum, d1, d2, n_valid, first_bad), as _core.cross_entropy returns them
+_Sums = Tuple[float, float, float, float, float, int]
 
 
 @dataclass
@@ -39,7 +41,7 @@ class _Problem:
     z_loss: float
 
     @property
-    def row_shape(self) -> tuple:
+    def row_shape(self) -> Tuple[int, ...]:
         return self.x.shape[: self.axis] + self.x.shape[self.axis + 1 :]
 
 
@@ -68,7 +70,7 @@ def _check_options(reduction: Any, label_smoothing: Any, z_loss: Any, ignore_ind
     return eps, z, int(ignore_index)
 
 
-def _index_target(t: np.ndarray, row_shape: tuple, x_shape: tuple, axis: int) -> np.ndarray:
+def _index_target(t: np.ndarray, row_shape: Tuple[int, ...], x_shape: Tuple[int, ...], axis: int) -> np.ndarray:
     """Class indices the kernel reads directly: int64 or int32 (other integer dtypes become
     int64; uint64 values beyond int64 are out of range whatever C is)."""
     if t.shape != row_shape:
@@ -87,7 +89,7 @@ def _index_target(t: np.ndarray, row_shape: tuple, x_shape: tuple, axis: int) ->
     return t.astype(np.int64)
 
 
-def _prob_target(t: np.ndarray, x_shape: tuple) -> np.ndarray:
+def _prob_target(t: np.ndarray, x_shape: Tuple[int, ...]) -> np.ndarray:
     if t.shape != x_shape:
         raise ValueError(f"target: class probabilities must have the logits' shape {x_shape}, got shape {t.shape}")
     dt = t.dtype
@@ -112,7 +114,7 @@ def _target(target: Any, x: np.ndarray, axis: int) -> Tuple[np.ndarray, bool]:
     raise TypeError(f"target: expected integer class indices or floating probabilities, got dtype {t.dtype}")
 
 
-def _float64_operand(obj: Any, shape: tuple, name: str, what: str) -> np.ndarray:
+def _float64_operand(obj: Any, shape: Tuple[int, ...], name: str, what: str) -> np.ndarray:
     a = as_array(obj, name)
     if not (a.dtype.kind in "iuf" or a.dtype == BFLOAT16):
         raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
@@ -121,7 +123,8 @@ def _float64_operand(obj: Any, shape: tuple, name: str, what: str) -> np.ndarray
     return np.asarray(a, dtype=np.float64)
 
 
-def _problem(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss) -> _Problem:
+def _problem(logits: Any, target: Any, axis: int, weight: Any, sample_weight: Any, ignore_index: int,
+             reduction: str, label_smoothing: float, z_loss: float) -> _Problem:
     eps, z, ignore = _check_options(reduction, label_smoothing, z_loss, ignore_index)
     x = as_logits(logits, "logits")
     if x.ndim == 0:
@@ -177,7 +180,7 @@ class _Run:
         self.loss = rest.pop(0) if loss is not None else None
         self.grad = rest.pop(0) if grad is not None else None
 
-    def call(self, with_outputs: bool, scale_ce: float = 1.0, scale_z: float = 1.0) -> tuple:
+    def call(self, with_outputs: bool, scale_ce: float = 1.0, scale_z: float = 1.0) -> _Sums:
         p = self.p
         r = _core.cross_entropy(
             self.x, self.t, self.s,
@@ -199,7 +202,7 @@ def _prob_denominator(p: _Problem) -> float:
     return float(np.sum(p.sample_weight))
 
 
-def _reduced(p: _Problem, r: tuple) -> float:
+def _reduced(p: _Problem, r: _Sums) -> float:
     ce_sum, z_sum, d1, d2, n_valid, _ = r
     if p.reduction == "sum":
         return float(ce_sum + z_sum)

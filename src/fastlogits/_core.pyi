@@ -3,7 +3,8 @@
 An operand spec is ``(array, dtype_code, s0, s1, sc)`` as built by ``fastlogits._layout``;
 a grid is ``(n0, n1, c)``. Kernels return None and raise ``MemoryError`` when their scratch
 rows cannot be allocated; the binary-loss kernels return a status instead of raising for an
-invalid target.
+invalid target, ``cross_entropy`` returns its sums (``_CeSums``) and ``score`` adds its sums
+to ``acc``.
 """
 from typing import Optional, Tuple
 
@@ -11,6 +12,8 @@ import numpy as np
 
 _Spec = Tuple[np.ndarray, int, int, int, int]
 _Grid = Tuple[int, int, int]
+# cross_entropy's sums: (ce_sum, z_sum, d1, d2, n_valid, first_bad), see fl_ce_result
+_CeSums = Tuple[float, float, float, float, float, int]
 
 BAD_TARGET: int
 
@@ -37,6 +40,35 @@ def bce(
     check_target: bool,
 ) -> Tuple[int, float]: ...
 def check_binary_target(y: _Spec, grid: _Grid) -> int: ...
+def cross_entropy(
+    x: _Spec,
+    target: _Spec,
+    sample_weight: Optional[_Spec],
+    loss: Optional[_Spec],
+    grad: Optional[_Spec],
+    grid: _Grid,
+    weight: Optional[np.ndarray],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    grad_scale_ce: float,
+    grad_scale_z: float,
+    targets_only: bool,
+) -> _CeSums: ...
+def score(
+    x: _Spec,
+    target: _Spec,
+    weight: Optional[_Spec],
+    grid: _Grid,
+    mode: int,
+    want_rank: bool,
+    k: int,
+    bins: int,
+    temperature: float,
+    period: int,
+    block_rows: int,
+    acc: np.ndarray,
+) -> None: ...
 def isa_name() -> str: ...
 def isa_best() -> str: ...
 def isa_select(name: str) -> int: ...

@@ -18,7 +18,7 @@ import os
 import struct
 import tempfile
 import zipfile
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequen
     if ext != ".npy":
         raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected .npy, .npz, .parquet or .pq")
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         raise FileError(f"{path}: cannot read as .npy ({_one_line(exc)})") from None
     _check_dtype(path, arr.dtype)
@@ -87,7 +87,7 @@ def _open_npz(path: str, key: Optional[str]) -> np.ndarray:
             return _memmap_stored_member(path, info)
     with np.load(path, allow_pickle=False) as npz:  # compressed: cannot be mapped
         try:
-            arr = npz[key]
+            arr: np.ndarray = npz[key]
         except ValueError as exc:
             raise FileError(f"{path}[{key}]: cannot read ({_one_line(exc)})") from None
     _check_dtype(f"{path}[{key}]", arr.dtype)
@@ -119,7 +119,8 @@ def _memmap_stored_member(path: str, info: zipfile.ZipInfo) -> np.ndarray:
 
 # --------------------------------------------------------------------------- parquet
 
-def _pyarrow():
+def _pyarrow() -> Any:
+    """The pyarrow module (with pyarrow.parquet loaded); Any, as pyarrow ships no type information."""
     try:
         import pyarrow
         import pyarrow.parquet
@@ -147,7 +148,7 @@ def _open_parquet(path: str, columns: Optional[Sequence[str]], scratch: contextl
     if is_list[0]:
         value_type = types[0].value_type
         width = _list_width(pf, cols[0], types[0])
-        shape: tuple = (n, width)
+        shape: Tuple[int, ...] = (n, width)
     else:
         value_type = types[0]
         shape = (n,) if len(cols) == 1 else (n, len(cols))
@@ -165,16 +166,16 @@ def _open_parquet(path: str, columns: Optional[Sequence[str]], scratch: contextl
 def _list_width(pf: Any, column: str, typ: Any) -> int:
     pa = _pyarrow()
     if pa.types.is_fixed_size_list(typ):
-        return typ.list_size
+        return int(typ.list_size)
     for batch in pf.iter_batches(columns=[column], batch_size=1):
         return len(batch.column(0)[0])
     return 0
 
 
-def _batch_to_numpy(batch: Any, is_list: bool, shape: tuple, path: str) -> np.ndarray:
+def _batch_to_numpy(batch: Any, is_list: bool, shape: Tuple[int, ...], path: str) -> np.ndarray:
     if is_list:
         col = batch.column(0)
-        values = col.flatten().to_numpy(zero_copy_only=False)
+        values: np.ndarray = col.flatten().to_numpy(zero_copy_only=False)
         if values.size != len(col) * shape[1]:
             raise FileError(f"{path}: list column rows have different lengths (expected {shape[1]})")
         return values.reshape(len(col), shape[1])
@@ -185,7 +186,7 @@ def _batch_to_numpy(batch: Any, is_list: bool, shape: tuple, path: str) -> np.nd
 class _ScratchNpy:
     """A temporary .npy in ``directory``, deleted when ``scratch`` closes."""
 
-    def __init__(self, directory: str, shape: tuple, dtype: np.dtype, scratch: contextlib.ExitStack):
+    def __init__(self, directory: str, shape: Tuple[int, ...], dtype: np.dtype, scratch: contextlib.ExitStack):
         try:
             fd, self.path = tempfile.mkstemp(suffix=".npy", prefix=".fastlogits-", dir=directory)
         except OSError:
@@ -197,7 +198,8 @@ class _ScratchNpy:
     def finish(self) -> np.ndarray:
         self.array.flush()
         del self.array
-        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+        arr: np.ndarray = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return arr
 
 
 def _remove_quietly(path: str) -> None:
@@ -215,7 +217,7 @@ class AtomicOutput:
     an exception removes the temporary file.
     """
 
-    def __init__(self, path: str, shape: tuple, dtype: np.dtype, column: str):
+    def __init__(self, path: str, shape: Tuple[int, ...], dtype: np.dtype, column: str):
         self.path = path
         self.ext = _suffix(path)
         if self.ext not in (".npy",) + _PARQUET:
@@ -226,7 +228,7 @@ class AtomicOutput:
         fd, self.tmp = tempfile.mkstemp(suffix=self.ext + ".part", prefix=".fastlogits-", dir=directory)
         os.close(fd)
         self.shape, self.dtype, self.column = shape, np.dtype(dtype), column
-        self._array: Optional[np.ndarray] = None
+        self._array: Optional[np.memmap] = None
         self._writer: Any = None
 
     def __enter__(self) -> "AtomicOutput":

@@ -20,7 +20,7 @@ import math
 import mmap
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -60,7 +60,8 @@ class _Problem:
 
     @property
     def c(self) -> int:
-        return self.x.shape[self.ax]
+        c: int = self.x.shape[self.ax]
+        return c
 
     @property
     def mode(self) -> int:
@@ -245,7 +246,8 @@ def _binary_labels(t: np.ndarray, lead_offset: int, lead_axis: int) -> np.ndarra
     if bad.any():
         pos = _position(bad, lead_offset, lead_axis)
         raise ValueError(f"target: binary and multilabel targets must be 0 or 1, got {t[bad][0].item()!r} at position {pos}")
-    return t != 0
+    labels: np.ndarray = t != 0
+    return labels
 
 
 def _position(bad: np.ndarray, lead_offset: int, lead_axis: int = 0) -> Tuple[int, ...]:
@@ -298,7 +300,7 @@ def _byte_bounds(a: np.ndarray) -> Tuple[int, int]:
     try:
         from numpy.lib.array_utils import byte_bounds
     except ImportError:  # NumPy < 2
-        byte_bounds = np.byte_bounds
+        byte_bounds = np.byte_bounds  # type: ignore[attr-defined]  # NumPy 2's stubs lack it
     return byte_bounds(a)
 
 
@@ -376,7 +378,7 @@ def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool
             if auc is not None:
                 auc.add(xc, tk, wc)
             for r, a in zip(releasers, (xc, tc, ws)):
-                r.release(a)
+                r.release(cast(np.ndarray, a))  # ws is None only when p.w is, which has no releaser
             update(hi * (n // lead_len) if lead_len else n)
     finally:
         close()
@@ -464,7 +466,8 @@ def _reliability(sums: _Sums) -> Dict[str, np.ndarray]:
 
 
 def _roc_auc_metric(p: _Problem, sums: _Sums) -> float:
-    s, y = sums.scores, sums.labels
+    # not None: the pass collects scores and labels whenever roc_auc is asked for
+    s, y = cast(np.ndarray, sums.scores), cast(np.ndarray, sums.labels)
     if p.task == "binary":
         return roc_auc(s[:, 0], y[:, 0], sums.weights)
     aucs = [roc_auc(s[:, j], y[:, j], sums.weights) for j in range(s.shape[1])]

@@ -20,6 +20,7 @@ def register() -> None:
 
     from ._version import __version__
 
+    # threadpoolctl ships no type information: LibController is Any to mypy
     class FastlogitsController(threadpoolctl.LibController):  # type: ignore[misc]
         user_api = "fastlogits"
         internal_api = "fastlogits"

@@ -12,7 +12,7 @@ import contextlib
 import json
 import math
 import sys
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -171,7 +171,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 class _Prediction(NamedTuple):
     column: str
-    shape: tuple
+    shape: Tuple[int, ...]
     dtype: np.dtype
     fn: Callable[[np.ndarray], np.ndarray]
     rows: np.ndarray          # the logits with rows first (chunks are cut along axis 0)
@@ -229,7 +229,7 @@ def _run_predict(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int
     return 0
 
 
-def _progress_callbacks(total: int):
+def _progress_callbacks(total: int) -> Tuple[Callable[[int], None], Callable[[], None]]:
     from ._score import _progress_reporter
 
     return _progress_reporter(_progress(), total)
@@ -265,12 +265,16 @@ def _run_bench(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'fastlogits[plot]'") from None
-    say = (lambda text: sys.stderr.write(f"  {text}\n")) if not args.json else None
-    report = bench.run(quick=args.quick, threads=args.threads, progress=say)
+    report = bench.run(quick=args.quick, threads=args.threads, progress=None if args.json else _say)
     print(bench.to_json(report) if args.json else bench.format_table(report))
     if args.plot:
         bench.plot(report, args.plot)
     return 0
+
+
+def _say(text: str) -> None:
+    """A bench progress line on stderr."""
+    sys.stderr.write(f"  {text}\n")
 
 
 # --------------------------------------------------------------------------- dispatch
