@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -110,20 +110,20 @@ def _small_probe(x: "da.Array", ax: Optional[int]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- postprocessing
 
-def _block_call(func: Callable, block: np.ndarray, **kwargs: Any) -> np.ndarray:
+def _block_call(func: Callable[..., Any], block: np.ndarray, **kwargs: Any) -> np.ndarray:
     """``func`` on one block, as an array (the in-memory functions return NumPy scalars for
     0-d results)."""
     return np.asarray(func(block, **kwargs))
 
 
-def _elementwise(func: Callable, x: Any, **kwargs: Any) -> "da.Array":
+def _elementwise(func: Callable[..., Any], x: Any, **kwargs: Any) -> "da.Array":
     x = _as_dask(x, "x")
     dt = _block_call(func, np.zeros((1,) * x.ndim, x.dtype), **kwargs).dtype
     fn = functools.partial(_block_call, func, **kwargs)
     return x.map_blocks(fn, dtype=dt, meta=np.empty((0,) * x.ndim, dt))
 
 
-def _per_row(func: Callable, x: Any, axis: Any, keep: str, **kwargs: Any) -> "da.Array":
+def _per_row(func: Callable[..., Any], x: Any, axis: Any, keep: str, **kwargs: Any) -> "da.Array":
     """``func`` along the class axis of every block; ``keep`` says what becomes of that axis:
     "same" (softmax-like), "drop" (a reduction) or "one" (a reduction with keepdims)."""
     x = _as_dask(x, "x")
@@ -259,8 +259,10 @@ def topk(x: Any, k: int, axis: int = -1) -> Tuple["da.Array", "da.Array"]:
     ax = normalize_axis(axis, x.ndim)
     values, _ = _post.topk(_small_probe(x, ax), k, axis=ax)
     _single_class_chunk(x, ax)
-    return da.apply_gufunc(functools.partial(_topk_last, k=int(k)), "(c)->(k),(k)", x, axes=[(ax,), (ax,), (ax,)],
-                           output_dtypes=(values.dtype, np.dtype(np.int64)), output_sizes={"k": int(k)})
+    pair: Tuple[Any, Any] = da.apply_gufunc(
+        functools.partial(_topk_last, k=int(k)), "(c)->(k),(k)", x, axes=[(ax,), (ax,), (ax,)],
+        output_dtypes=(values.dtype, np.dtype(np.int64)), output_sizes={"k": int(k)})
+    return pair
 
 
 # --------------------------------------------------------------------------- fixed blocks
@@ -283,7 +285,7 @@ def _lead_blocks(arrays: Sequence[Optional["da.Array"]], leads: Sequence[Optiona
         if a is None:
             out.append([None] * len(chunks))
             continue
-        spec = {d: -1 for d in range(a.ndim)}
+        spec: Dict[int, Any] = {d: -1 for d in range(a.ndim)}
         if lead is not None:
             spec[lead] = chunks
         blocks = list(a.rechunk(spec).to_delayed().ravel())
@@ -350,7 +352,7 @@ def _score_block_ranges(n: int, period: int, block_rows: int) -> List[Tuple[int,
 
 
 def _score_chunk(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], lead_offset: int, s: _ScoreSpec
-                 ) -> Tuple[np.ndarray, Optional[tuple]]:
+                 ) -> Tuple[np.ndarray, Optional[Tuple[Any, ...]]]:
     """The partial sums (W, the metric sums, the ECE bins) of each of the chunk's blocks, one
     block per row of the result, plus the scores, labels and weights roc_auc needs."""
     nsums = _score._NSUMS + 3 * s.bins
@@ -430,7 +432,7 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     return _score._results(p, names, sums)
 
 
-def _gathered_auc(results: Sequence[tuple], c: int, dtype: np.dtype, want: bool) -> tuple:
+def _gathered_auc(results: Sequence[Tuple[Any, ...]], c: int, dtype: np.dtype, want: bool) -> Tuple[Any, ...]:
     if not want:
         return None, None, None
     aucs = [r[1] for r in results]
@@ -495,7 +497,7 @@ def _ce_chunk(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray], lead_offse
 
 
 def _ce_none_block(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray] = None, *, s: _CeSpec,
-                   block_info: Optional[dict] = None) -> np.ndarray:
+                   block_info: Optional[Dict[Any, Any]] = None) -> np.ndarray:
     """Per-row losses of one block; class indices and sample weights come with a length-1
     class axis (so Dask aligns their blocks with the logits' blocks)."""
     if s.index:
@@ -566,11 +568,12 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     task_fn = dask.delayed(_ce_chunk, pure=True)
     tasks = [task_fn(xb, tb, sb, off, spec) for (xb, tb, sb), off in zip(per_chunk, _lead_offsets(chunks))]
     want_sw = not p.index and p.reduction == "mean" and sw is not None
-    results = dask.compute(*tasks, *([sw.astype(np.float64)] if want_sw else []))
+    results = dask.compute(*tasks, *([cast(Any, sw).astype(np.float64)] if want_sw else []))
     totals = tuple(float(v) for v in _compensated_total(np.concatenate(results[:len(tasks)])))
     if want_sw:
         p = dataclasses.replace(p, sample_weight=results[-1])  # _reduced sums it as in memory
-    return _ce._reduced(p, totals + (-1,))
+    ce_sum, z_sum, d1, d2, n_valid = totals
+    return _ce._reduced(p, (ce_sum, z_sum, d1, d2, n_valid, -1))
 
 
 # --------------------------------------------------------------------------- bce_with_logits
@@ -608,7 +611,7 @@ def _bce_plan(shape: Tuple[int, ...]) -> Tuple[_BceSpec, int]:
 def _bce_bad_targets(t: np.ndarray) -> np.ndarray:
     """Where a target is invalid, as _bce checks it (bool targets are always valid)."""
     if t.dtype.kind in "biu":
-        return (t != 0) & (t != 1)
+        return np.asarray((t != 0) & (t != 1))
     with np.errstate(invalid="ignore"):
         return ~((t >= 0) & (t <= 1))
 
@@ -630,7 +633,9 @@ def _bce_chunk(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], pw: Option
     """The loss sum of each of the chunk's blocks, each exactly the in-memory kernel's."""
     _check_bce_targets(t, (lead_offset,) + (0,) * (t.ndim - 1))
     shape2 = (1, -1) if s.one_row else (-1, s.length)
-    x2, t2, w2, pw2 = (None if a is None else a.reshape(shape2) for a in (x, t, w, pw))
+    x2, t2 = x.reshape(shape2), t.reshape(shape2)
+    w2, pw2 = (None if a is None else a.reshape(shape2) for a in (w, pw))
+    cuts: List[Tuple[Any, ...]]
     if s.piece >= _BLOCK_ELEMS or s.one_row:
         cuts = [(r, slice(k0, k0 + s.piece)) for r in range(x2.shape[0]) for k0 in range(0, x2.shape[1], s.piece)]
     else:
@@ -641,7 +646,7 @@ def _bce_chunk(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], pw: Option
 
 
 def _bce_none_block(x: np.ndarray, t: np.ndarray, *weights: np.ndarray, names: Tuple[str, ...],
-                    block_info: Optional[dict] = None) -> np.ndarray:
+                    block_info: Optional[Dict[Any, Any]] = None) -> np.ndarray:
     _check_bce_targets(t, [lo for lo, _ in block_info[0]["array-location"]] if block_info else [0] * t.ndim)
     return np.asarray(_bce.bce_with_logits(x, t, reduction="none", **dict(zip(names, weights))))
 
