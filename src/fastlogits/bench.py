@@ -354,6 +354,11 @@ def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[C
 
 # ---------------------------------------------------------------------------- reporting
 
+def _cell(value: Optional[float], width: int, fmt: str) -> str:
+    """A right-aligned table cell; '-' where a peer is not installed or does not apply."""
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+
 def format_table(report: Dict[str, Any]) -> str:
     bw = report["bandwidth"]
     lines = [
@@ -366,11 +371,10 @@ def format_table(report: Dict[str, Any]) -> str:
         warm = r.get("fastlogits_warm_s")
         lines.append(
             f"{r['op']:<26}{r['shape'][0]:>8}x{r['shape'][1]:<6}"
-            f"{(warm * 1e3 if warm else float('nan')):>10.2f} {r['fastlogits_cold_s'] * 1e3:>10.2f}"
+            f"{_cell(warm and warm * 1e3, 10, '.2f')} {r['fastlogits_cold_s'] * 1e3:>10.2f}"
             f"{r['gelem_per_s']:>9.2f}{r['pct_of_bandwidth']:>6.0f}%"
-            + "".join(f"{r.get('speedup_vs_' + p, float('nan')):>9.1f}" if p != "reference"
-                      else f"{r.get('speedup_vs_' + p, float('nan')):>8.1f}"
-                      for p in ("reference", "scipy", "numpy", "torch"))
+            + _cell(r.get("speedup_vs_reference"), 8, ".1f")
+            + "".join(_cell(r.get(f"speedup_vs_{p}"), 9, ".1f") for p in ("scipy", "numpy", "torch"))
         )
     lines.append("x peer = peer time / fastlogits time (warm where there is an output); % bw = bytes that must "
                  "move / time, over the read bandwidth (loss, reductions) or the copy bandwidth (outputs).")
