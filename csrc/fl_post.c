@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fastlogits.h"
+#include "fl_dd.h"
 #include "fl_kernels.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
@@ -170,6 +171,9 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             int ent = ctx->op == FL_ENTROPY;
             double n_eq, rest = fl_rsumexp_f64(x, c, m, ent ? bp : NULL, &n_eq);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f64(x, bp, c, m) : 0.0);
+            /* m and log s cancelled by more than a third: double cannot hold the 4 ULP bound
+             * there, so redo the row in double-double */
+            if (!ent && 1.5 * fabs(v) < fabs(m) + fl_log_sum(n_eq, rest)) v = fl_dd_logsumexp(x, c, m);
         }
     }
     fl_put_scalar(ctx->y, i0, i1, v);
