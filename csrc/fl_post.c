@@ -139,6 +139,25 @@ static double fl_reduce_special(int what, double m, int64_t c)
     return c == 0 ? 0.0 : NAN;
 }
 
+/* The entropy of a float32 row in double throughout: for results below 1e-30, where the
+ * float32 exponentials of the small terms are subnormal and too coarse. */
+static double fl_entropy_f32_precise(const float *x, int64_t n, float m)
+{
+    fl_csum8 rest = {{0}, {0}}, dot = {{0}, {0}};
+    int64_t cnt = 0;
+    for (int64_t k = 0; k < n; k++) {
+        if (x[k] >= m) {
+            cnt++;
+        } else if (x[k] > -INFINITY) {
+            double d = (double)x[k] - (double)m, e = fl_exp_d(d);
+            fl_csum8_add(&rest, (int)(k & 7), e);
+            fl_csum8_add(&dot, (int)(k & 7), e * d);
+        }
+    }
+    double r = fl_csum8_total(&rest);
+    return fl_log_sum((double)cnt, r) - fl_csum8_total(&dot) / ((double)cnt + r);
+}
+
 static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -160,6 +179,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
                 rest = fl_rsumexp_f32_precise(x, c, m, &n_eq);
                 v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
             }
+            if (ent && v < 1e-30) v = fl_entropy_f32_precise(x, c, m);
         }
     } else {
         double *bx = (double *)scratch, *bp = bx + c;
