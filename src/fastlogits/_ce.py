@@ -44,7 +44,7 @@ class _Problem:
 
 
 def _real(value: Any, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_, str, bytes)):  # float("0.1") would accept text
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
         return float(value)

@@ -177,6 +177,8 @@ def _check_scalar_args(bins: Any, temperature: Any, chunk_rows: Any) -> Tuple[in
     if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ValueError(f"bins: expected an int >= 1, got {bins!r}")
     try:
+        if isinstance(temperature, (str, bytes)):  # float("2") would accept text
+            raise TypeError
         temp = float(temperature)
     except (TypeError, ValueError):
         raise TypeError(f"temperature: expected a positive number, got {type(temperature).__name__}") from None
