@@ -118,7 +118,7 @@ def _float64_operand(obj: Any, shape: tuple, name: str, what: str) -> np.ndarray
         raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
     if a.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} ({what}), got shape {a.shape}")
-    return np.asarray(a, dtype=np.float64)
+    return np.require(a, np.float64, ["A"])  # the kernel reads aligned doubles
 
 
 def _problem(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss) -> _Problem:
