@@ -9,8 +9,8 @@ out=/grad_out= misuse and aliasing, k/axis/threshold out of range, bad files for
 (truncated, corrupt, pickled object arrays that must never be unpickled, missing).
 
 The last test, marked ``slow``, runs kernels on more than 2**31 elements (64-bit indexing). It
-runs by default: about 30 s and 9 GB peak on a 2-core machine (the CI budget allows it);
-deselect with ``-m "not slow"`` on a small machine.
+runs by default (about 80 s and 5 GiB resident at most on the 2-core CI machine, within its
+budget); deselect it with ``-m "not slow"`` on a small machine.
 """
 import os
 import subprocess
@@ -988,44 +988,55 @@ BIG = 2**31 + 64
 
 @pytest.mark.slow
 def test_more_than_2_to_31_elements():
-    """64-bit indexing: kernels on (2**31 + 64,) float16 logits (4 GiB, zero pages except the
-    few set), a (2**25 + 1, 64) view of them (N*C > 2**31, rows starting beyond 2**31), and a
-    zero-stride float32 class axis of 2**31 + 64 elements. Peak memory about 9 GiB."""
-    x = np.zeros(BIG, np.float16)            # untouched pages stay the shared zero page
-    x[BIG - 3] = 7.0
-    x[BIG - 1] = 5.0
-    exact = np.log(np.float64(BIG - 2) + np.exp(7.0) + np.exp(5.0))
-    assert fl.predict(x) == BIG - 3
-    np.testing.assert_allclose(float(fl.logsumexp(x)), exact, rtol=2**-10)
-    v, i = fl.topk(x, 3)
-    assert i.tolist() == [BIG - 3, BIG - 1, 0] and v.tolist() == [7.0, 5.0, 0.0]
-    assert bool(fl.predict_binary(x, 0.99)[BIG - 3]) and fl.predict_binary(x, 0.99).sum() == 1
+    """64-bit indexing, in two parts, about 5 GiB resident at most:
 
-    rows = x.reshape(BIG // 64, 64)          # 2**25 + 1 rows, the last one starts at 2**31
-    assert fl.predict(rows)[-1] == 61 and fl.predict(rows)[0] == 0
-    t = np.zeros(BIG // 64, np.int64)
+    - one float32 row of 2**31 + 64 classes (8 GiB of untouched zero pages, read in place, so
+      nearly no resident memory): logsumexp and predict, the answer beyond index 2**31;
+    - the same layout in float16 viewed as (2**25 + 1, 64) rows (N*C > 2**31, the last row
+      starts beyond 2**31): predict, topk, logsumexp, cross_entropy (none/mean, and the
+      gradient in place), sigmoid and predict_binary (outputs written everywhere), score.
+
+    Not here: whole-row work on one row of 2**31 elements in float16/bfloat16 or topk/entropy/
+    softmax of such a row, which need a float or double scratch row of 8-16 GiB (see the
+    kernels' per-row scratch in csrc/fl_post.c)."""
+    one = np.zeros(BIG, np.float32)
+    one[BIG - 3], one[BIG - 1] = 7.0, 5.0
+    exact = np.log(np.float64(BIG - 2) + np.exp(7.0) + np.exp(5.0))
+    np.testing.assert_allclose(float(fl.logsumexp(one)), exact, rtol=1e-6)
+    assert fl.predict(one) == BIG - 3
+    del one
+
+    x = np.zeros(BIG, np.float16)            # untouched pages stay the shared zero page
+    x[BIG - 3], x[BIG - 1] = 7.0, 5.0
+    rows = x.reshape(BIG // 64, 64)
+    n = rows.shape[0]
+    last_lse = np.log(62 + np.exp(7.0) + np.exp(5.0))
+    pred = fl.predict(rows)
+    assert pred[-1] == 61 and pred[0] == 0 and pred.sum() == 61
+    v, i = fl.topk(rows, 2)
+    assert i[-1].tolist() == [61, 63] and v[-1].tolist() == [7.0, 5.0] and i[-2].tolist() == [0, 1]
+    lse = fl.logsumexp(rows)
+    assert lse[0] == np.float16(np.log(64)) and lse[-1] == np.float16(last_lse)
+
+    t = np.zeros(n, np.int64)
     t[-1] = 61
     loss = fl.cross_entropy(rows, t, reduction="none")
-    last = np.log(62 + np.exp(7.0) + np.exp(5.0)) - 7.0
-    np.testing.assert_allclose(float(loss[0]), np.log(64), rtol=2**-10)
-    np.testing.assert_allclose(float(loss[-1]), last, rtol=2**-9)
+    assert loss[0] == np.float16(np.log(64)) and loss[-1] == np.float16(last_lse - 7.0)
     mean = fl.cross_entropy(rows, t)
-    np.testing.assert_allclose(mean, (np.log(64) * (BIG // 64 - 1) + last) / (BIG // 64), rtol=1e-6)
-    del loss, t
+    np.testing.assert_allclose(mean, (np.log(64) * (n - 1) + last_lse - 7.0) / n, rtol=1e-6)  # float32 rows
+    r = fl.score(rows, t, metrics="count,accuracy")
+    assert r["count"] == n and r["accuracy"] == 1.0      # ties predict class 0, the targets
+    del loss, lse, pred
 
-    y = fl.sigmoid(x)                        # a 4 GiB output written everywhere
-    assert y.shape == (BIG,) and y[0] == 0.5 and y[BIG - 3] == np.float16(1 / (1 + np.exp(-7.0)))
-    assert y[BIG - 64] == 0.5
+    y = fl.sigmoid(rows)                     # a 4 GiB output written everywhere
+    assert y[0, 0] == 0.5 and y[-1, 61] == np.float16(1 / (1 + np.exp(-7.0))) and y[-1, 0] == 0.5
     del y
+    b = fl.predict_binary(rows, 0.999)       # logit 6.9: only the 7.0
+    assert b[-1, 61] and b.sum() == 1
+    del b
 
-    loss, g = fl.cross_entropy_and_grad(rows, np.full(BIG // 64, 61), reduction="sum", grad_out=rows)
-    assert np.isfinite(loss)
-    p_last = np.exp(np.array([7.0, 0.0, 5.0]) - np.log(62 + np.exp(7.0) + np.exp(5.0)))
-    np.testing.assert_allclose(g[-1, [61, 62, 63]].astype(np.float64), [p_last[0] - 1, p_last[1], p_last[2]],
-                               rtol=2**-9, atol=2**-14)
-    del x, rows, g
-
-    ones = np.broadcast_to(np.float32(1.0), (BIG,))      # zero-stride class axis, no memory
-    np.testing.assert_allclose(float(fl.logsumexp(ones)), 1.0 + np.log(np.float64(BIG)), rtol=1e-6)
-    assert fl.predict(ones) == 0
-    np.testing.assert_allclose(float(fl.entropy(ones)), np.log(np.float64(BIG)), rtol=1e-6)
+    loss, g = fl.cross_entropy_and_grad(rows, t, reduction="sum", grad_out=rows)    # in place
+    assert g is rows and np.isfinite(loss)
+    p = np.exp(np.array([7.0, 0.0, 5.0]) - last_lse)
+    np.testing.assert_allclose(g[-1, [61, 62, 63]].astype(np.float64), [p[0] - 1, p[1], p[2]], rtol=2**-9, atol=2**-14)
+    np.testing.assert_allclose(g[0, :2].astype(np.float64), [1 / 64 - 1, 1 / 64], rtol=2**-10)
