@@ -62,6 +62,7 @@ echo "sanitize.sh: built in $(( $(date +%s) - start )) s"
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
 export FASTLOGITS_FUZZ_SECONDS="${FASTLOGITS_FUZZ_SECONDS:-60}"
+export FASTLOGITS_SANITIZED=1   # tests that measure RSS skip themselves
 pytest_args=(-q -p no:cacheprovider -m "not slow")
 if [ "${FASTLOGITS_SANITIZE_NO_TORCH:-0}" = 1 ]; then
     # a module named torch that fails to import makes pytest.importorskip("torch") skip
