@@ -46,7 +46,7 @@ class _Problem:
 
 
 def _real(value: Any, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_, str, bytes)):  # float("0.1") would accept text
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
         return float(value)
@@ -120,7 +120,7 @@ def _float64_operand(obj: Any, shape: Tuple[int, ...], name: str, what: str) -> 
         raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
     if a.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} ({what}), got shape {a.shape}")
-    return np.asarray(a, dtype=np.float64)
+    return np.require(a, np.float64, ["A"])  # the kernel reads aligned doubles
 
 
 def _problem(logits: Any, target: Any, axis: int, weight: Any, sample_weight: Any, ignore_index: int,

@@ -18,6 +18,7 @@ import os
 import struct
 import tempfile
 import zipfile
+import zlib
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -52,7 +53,7 @@ def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequen
         raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected .npy, .npz, .parquet or .pq")
     try:
         arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:  # EOFError: an empty file
         raise FileError(f"{path}: cannot read as .npy ({_one_line(exc)})") from None
     _check_dtype(path, arr.dtype)
     return arr
@@ -88,7 +89,7 @@ def _open_npz(path: str, key: Optional[str]) -> np.ndarray:
     with np.load(path, allow_pickle=False) as npz:  # compressed: cannot be mapped
         try:
             arr: np.ndarray = npz[key]
-        except ValueError as exc:
+        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # corrupt member
             raise FileError(f"{path}[{key}]: cannot read ({_one_line(exc)})") from None
     _check_dtype(f"{path}[{key}]", arr.dtype)
     return arr

@@ -37,11 +37,14 @@ def dtype_code(dtype: np.dtype) -> int:
 
 
 def _from_dlpack(obj: Any, name: str) -> np.ndarray:
-    device_type = obj.__dlpack_device__()[0]
-    if device_type not in (_KDLCPU, _KDLCUDAHOST):
+    try:
+        device = obj.__dlpack_device__()
+    except (ValueError, RuntimeError, BufferError) as exc:  # e.g. PyTorch's "meta" device
+        device = (None, str(exc))
+    if device[0] not in (_KDLCPU, _KDLCUDAHOST):
         raise TypeError(
             f"{name}: expected an array in CPU memory, got a {type(obj).__name__} on device "
-            f"{obj.__dlpack_device__()}; move it to the CPU first (for PyTorch: tensor.cpu())"
+            f"{device}; move it to the CPU first (for PyTorch: tensor.cpu())"
         )
     if getattr(obj, "requires_grad", False):
         obj = obj.detach()  # reading is all we do; autograd's guard would refuse the export

@@ -178,6 +178,8 @@ def _check_scalar_args(bins: Any, temperature: Any, chunk_rows: Any) -> Tuple[in
     if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ValueError(f"bins: expected an int >= 1, got {bins!r}")
     try:
+        if isinstance(temperature, (str, bytes)):  # float("2") would accept text
+            raise TypeError
         temp = float(temperature)
     except (TypeError, ValueError):
         raise TypeError(f"temperature: expected a positive number, got {type(temperature).__name__}") from None
@@ -235,7 +237,7 @@ def _class_indices(t: np.ndarray, c: int, lead_offset: int) -> np.ndarray:
     if bad.any():
         pos = _position(bad, lead_offset)
         raise IndexError(f"target: class index {t[bad][0].item()!r} at position {pos} is out of range [0, {c})")
-    return np.ascontiguousarray(t, dtype=np.int64)
+    return np.require(t, np.int64, ["C", "A"])  # aligned too: a memmapped .npz member may not be
 
 
 def _binary_labels(t: np.ndarray, lead_offset: int, lead_axis: int) -> np.ndarray:
@@ -364,7 +366,7 @@ def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool
             xc = _lead_slice(p.x, lead, lo, hi)
             tc = _lead_slice(p.t, t_lead, lo, hi)
             ws = None if p.w is None else _lead_slice(p.w, 0, lo, hi)
-            wc = None if ws is None else np.ascontiguousarray(ws, dtype=np.float64)
+            wc = None if ws is None else np.require(ws, np.float64, ["C", "A"])
             if p.mode == _SOFTMAX:
                 tk = np.expand_dims(_class_indices(tc, c, lo), ax)
             else:

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build fastlogits with AddressSanitizer + UndefinedBehaviorSanitizer (CMake option
+# FASTLOGITS_SANITIZE) into a fresh virtual environment and run the test suite under it.
+# Exits nonzero on any sanitizer report (halt_on_error) or test failure.
+#
+#   scripts/sanitize.sh                 # the CI subset (see below)
+#   scripts/sanitize.sh --full          # the whole suite (slow tests deselected)
+#   scripts/sanitize.sh -- -k softmax   # extra pytest arguments after --
+#
+# Choices, and why:
+# - The kernels keep the project's -O3 (Release): ASan and UBSan work at any optimisation level
+#   and -O0 would make the parity tests several times slower for no extra checking.
+# - Python, NumPy and PyTorch are not instrumented; the ASan runtime must still be the first
+#   library loaded, hence LD_PRELOAD of gcc's libasan. Interpreters leak by design (interned
+#   objects, arenas kept to exit), so leak detection is off: detect_leaks=0.
+# - PyTorch under ASan: its CPU build runs its own allocator and intercepts nothing that trips
+#   ASan here, so the PyTorch parity tests run as well; FASTLOGITS_SANITIZE_NO_TORCH=1 hides
+#   torch (those tests then skip) should a torch build misbehave under the preloaded runtime.
+# - Default subset (CI, 2 cores): every test module except the exhaustive float32 sweep
+#   (test_math_exhaustive, whose C-level twin is csrc/tests/test_math.c), with slow tests
+#   deselected, plus the fuzz harness for FASTLOGITS_FUZZ_SECONDS (default here 60).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+
+full=0
+extra=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --full) full=1 ;;
+        --) shift; extra=("$@"); break ;;
+        *) echo "sanitize.sh: unknown argument $1 (use --full, or -- PYTEST_ARGS)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+CC="${CC:-gcc}"
+libasan="$("$CC" -print-file-name=libasan.so)"
+if [ ! -e "$libasan" ]; then
+    echo "sanitize.sh: $CC has no libasan.so (install gcc's sanitizer runtime, e.g. libasan8)" >&2
+    exit 1
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+venv="$work/venv"
+start=$(date +%s)
+
+# System site packages give NumPy, ml_dtypes, pytest, hypothesis (and torch where installed)
+# without downloading them again; anything missing comes from the package index.
+python3 -m venv --system-site-packages "$venv"
+py="$venv/bin/python"
+"$py" -m pip install --quiet --upgrade pip
+"$py" -m pip install --quiet "scikit-build-core>=0.10" "cython>=3.0" "numpy>=2.0" ninja
+"$py" -m pip install --quiet --no-build-isolation \
+    -Cbuild-dir="$work/build" \
+    -Ccmake.define.FASTLOGITS_SANITIZE=ON \
+    -Ccmake.build-type=Release \
+    ".[test]"
+echo "sanitize.sh: built in $(( $(date +%s) - start )) s"
+
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=0"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
+export FASTLOGITS_FUZZ_SECONDS="${FASTLOGITS_FUZZ_SECONDS:-60}"
+export FASTLOGITS_SANITIZED=1   # tests that measure RSS skip themselves
+pytest_args=(-q -p no:cacheprovider -m "not slow")
+if [ "${FASTLOGITS_SANITIZE_NO_TORCH:-0}" = 1 ]; then
+    # a module named torch that fails to import makes pytest.importorskip("torch") skip
+    mkdir -p "$work/notorch/torch"
+    echo 'raise ImportError("torch hidden by scripts/sanitize.sh")' > "$work/notorch/torch/__init__.py"
+    export PYTHONPATH="$work/notorch${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if [ "$full" = 1 ]; then
+    targets=("$root/tests")
+else
+    targets=("$root/tests" --ignore="$root/tests/test_math_exhaustive.py")
+fi
+
+# Run from a scratch directory so the installed (instrumented) package is imported, not src/.
+cd "$work"
+set +e
+LD_PRELOAD="$libasan" "$py" -m pytest "${targets[@]}" "${pytest_args[@]}" "${extra[@]}"
+status=$?
+set -e
+echo "sanitize.sh: tests finished with status $status after $(( $(date +%s) - start )) s"
+case $status in
+    86) echo "sanitize.sh: AddressSanitizer reported an error (see above)" >&2 ;;
+    87) echo "sanitize.sh: UndefinedBehaviorSanitizer reported an error (see above)" >&2 ;;
+esac
+exit $status

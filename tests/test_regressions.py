@@ -1,0 +1,96 @@
+"""Regressions found by the fuzz harness (tests/fuzz), the sanitizer build (scripts/sanitize.sh)
+and the bad-input matrix, each kept as an ordinary test. Misalignment cases only fail visibly
+under scripts/sanitize.sh (UBSan), x86 loads them fine; elsewhere they check the value."""
+import numpy as np
+import pytest
+
+import fastlogits as fl
+
+
+def _unaligned(a):
+    """A copy of ``a`` whose data address is odd (not aligned for any multi-byte dtype)."""
+    raw = np.empty(a.nbytes + 1, np.uint8)
+    u = raw[1:].view(a.dtype).reshape(a.shape)
+    u[...] = a
+    assert not u.flags.aligned
+    return u
+
+
+def test_float64_softmax_in_place():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, 4))
+    want = fl.softmax(x)
+    y = x.copy()
+    fl.softmax(y, out=y)
+    np.testing.assert_array_equal(y, want)
+
+
+def test_float32_and_log_softmax_in_place():
+    """The other in-place softmax-family paths do not have that aliasing problem."""
+    rng = np.random.default_rng(8)
+    for dtype in (np.float32, np.float16):
+        x = rng.standard_normal((6, 4)).astype(dtype)
+        y = x.copy()
+        fl.softmax(y, out=y)
+        np.testing.assert_array_equal(y, fl.softmax(x))
+    x = rng.standard_normal((6, 4))
+    y = x.copy()
+    fl.log_softmax(y, out=y)
+    np.testing.assert_array_equal(y, fl.log_softmax(x))
+
+
+def test_score_with_unaligned_int64_target_and_float64_weights():
+    """sanitize.sh (UBSan) found a misaligned int64 load in csrc/fl_score.c: the CLI memory-maps
+    a stored .npz member at an arbitrary offset, and score passed such a target on unchanged."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 4))
+    t = np.arange(50) % 4
+    w = rng.random(50)
+    want = fl.score(x, t, sample_weight=w)
+    got = fl.score(x, _unaligned(t), sample_weight=_unaligned(w))
+    assert got == want
+    assert fl.fit_temperature(x, _unaligned(t), sample_weight=_unaligned(w)) == fl.fit_temperature(x, t, sample_weight=w)
+
+
+def test_cross_entropy_with_unaligned_float64_weights():
+    """weight/sample_weight arrived at the kernel unaligned (float64 input passed through)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 5))
+    t = np.arange(7) % 5
+    w, s = rng.random(5), rng.random(7)
+    want = fl.cross_entropy_and_grad(x, t, weight=w, sample_weight=s, reduction="none")
+    got = fl.cross_entropy_and_grad(x, t, weight=_unaligned(w), sample_weight=_unaligned(s), reduction="none")
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_score_cli_stored_npz_member_at_odd_offset(tmp_path):
+    """The file form of the first misalignment: an uncompressed .npz whose int64 member starts
+    at an odd offset, scored through the command line's memory map."""
+    from fastlogits._files import open_array
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    t = np.arange(40) % 3
+    path = tmp_path / "odd.npz"
+    np.savez(path, logits=x, y=t)
+    y = open_array(str(path), key="y")
+    assert fl.score(open_array(str(path), key="logits"), y) == fl.score(x, t)
+
+
+def test_empty_npy_file_is_a_file_error(tmp_path):
+    from fastlogits._files import FileError, open_array
+
+    p = tmp_path / "empty.npy"
+    p.write_bytes(b"")
+    with pytest.raises(FileError, match="empty.npy"):
+        open_array(str(p))
+
+
+def test_float32_entropy_with_a_subnormal_result():
+    from fastlogits import reference as ref
+    from arrays import assert_ulp_close
+
+    for row in ([52.160004, -50.61686], [0.0, -100.0]):
+        x = np.array(row, np.float32)
+        assert_ulp_close(fl.entropy(x), ref.entropy(x.astype(np.longdouble)), 4, np.float32, f"entropy {row}")
