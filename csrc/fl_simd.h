@@ -23,6 +23,7 @@
  *   fl_dacc fl_dacc_zero(void), fl_dacc fl_dacc_add(fl_dacc, flv), double fl_dacc_sum(fl_dacc):
  *                                        FL_W float64 lanes accumulating float32 vectors
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
+ *   flv  flv_exp_neg(flv)   flv_exp for x <= 0 or nan only (shifts by a max), cheaper where the ISA allows
  *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
  *   flv  flv_log1p(flv)  log1pf
  *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves

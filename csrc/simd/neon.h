@@ -135,6 +135,9 @@ static inline flv fl_log_core_(flv x, flv c)
     return vbslq_f32(fl_neon_isnan_(x), x, y);
 }
 
+/* flv_exp for x <= 0: the general one */
+static inline flv flv_exp_neg(flv x) { return flv_exp(x); }
+
 static inline flv flv_log(flv x) { return fl_log_core_(x, vdupq_n_f32(0.0f)); }
 
 static inline flv flv_log1p(flv x)
