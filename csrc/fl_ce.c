@@ -58,6 +58,7 @@ typedef struct {
     double *part;      /* FL_NPART partials per block */
     int64_t *bad;      /* per block: first row with an out-of-range class index, or -1 */
     int stream;        /* write a contiguous float32 gradient with non-temporal stores */
+    int lanes;         /* small C: rows in the SIMD lanes (fl_ce_tile_f32) */
     int failed;        /* set by a task that could not allocate its scratch */
 } fl_ce_ctx;
 
@@ -464,46 +465,173 @@ static fl_ce_row fl_ce_prob_row(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
     return ctx->f64 ? fl_ce_prob_f64(ctx, i0, i1, s, (double *)scratch) : fl_ce_prob_f32(ctx, i0, i1, s, (float *)scratch);
 }
 
-/* One block of rows: per-row losses (written when asked) and the block's partial sums. */
-static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch)
+/* One row of a block: its loss and gradient, added to the block's partial sums. */
+static void fl_ce_one_row(fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t r, fl_ksum *acc, int64_t *bad, void *scratch)
 {
     const fl_ce_args *a = ctx->a;
-    int64_t c = ctx->g.c, n1 = ctx->g.n1, nrows = ctx->g.n0 * n1;
+    int64_t c = ctx->g.c;
+    double s = a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1) : 1.0;
+    fl_ce_row lr = {0.0, 0.0};
+    if (ctx->index) {
+        int64_t y = fl_ce_class(&a->target, i0, i1);
+        int use = y != a->ignore_index;
+        if (use && (y < 0 || y >= c)) {
+            /* reported by the caller; the row is skipped like an ignored one */
+            if (*bad < 0) *bad = r;
+            use = 0;
+        }
+        if (use) {
+            fl_kadd(&acc[FL_P_D1], s * (a->weight ? a->weight[y] : 1.0));
+            fl_kadd(&acc[FL_P_D2], s);
+            fl_kadd(&acc[FL_P_NV], 1.0);
+        }
+        if (!a->targets_only) {
+            if (!use)
+                fl_ce_fill_grad(ctx, i0, i1, 0.0, scratch);
+            else if (ctx->f64)
+                lr = fl_ce_index_f64(ctx, i0, i1, y, s, (double *)scratch);
+            else
+                lr = fl_ce_index_f32(ctx, i0, i1, y, s, (float *)scratch);
+        }
+    } else {
+        lr = fl_ce_prob_row(ctx, i0, i1, s, scratch);
+    }
+    fl_kadd(&acc[FL_P_CE], lr.ce);
+    fl_kadd(&acc[FL_P_Z], lr.z);
+    if (a->loss.data) fl_put_scalar(&a->loss, i0, i1, lr.ce + lr.z);
+}
+
+/* Per-task scratch of the row-in-lanes path: two tiles and the tile index tables. */
+typedef struct { float *xt, *gt; int32_t *gidx, *gidx_part, *oidx; } fl_ce_tiles;
+
+/* nr <= FL_W rows (i0, i1 ... i1 + nr - 1) with FL_W rows in the lanes: float32 logits, class
+ * indices, c <= FL_LANES_MAX_C, no label smoothing or z-loss (fl_ce_lanes_ok). The loss of a
+ * row is the same as fl_ce_index_f32's to rounding: -log p_y = log1p(n_max - 1 + rest) - (x_y - m)
+ * in float32 lanes, a sum of two non-negative terms. The losses join the block's sum through
+ * float64 lanes (lsum). Returns 0, touching nothing, when a row of the tile is ignored, has an
+ * out-of-range class or a non-finite max: the caller then takes those rows one by one. */
+static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, fl_ksum *acc, fl_dacc *lsum,
+                          int64_t *nvalid, const fl_ce_tiles *t)
+{
+    const fl_ce_args *a = ctx->a;
+    int64_t c = ctx->g.c;
+    int64_t ys[FL_W];
+    int32_t yidx[FL_W];
+    float sw[FL_W];
+    /* the class indices, checked without a branch per row */
+    const char *tp = fl_row_ptr(&a->target, i0, i1);
+    int64_t ts = a->target.s1, ign = a->ignore_index, badrow = 0;
+    if (a->target.dtype == FL_I64)
+        for (int64_t j = 0; j < FL_W; j++) ys[j] = j < nr ? ((const int64_t *)(const void *)tp)[j * ts] : 0;
+    else
+        for (int64_t j = 0; j < FL_W; j++) ys[j] = j < nr ? ((const int32_t *)(const void *)tp)[j * ts] : 0;
+    for (int64_t j = 0; j < FL_W; j++) {
+        badrow |= (ys[j] == ign) | (ys[j] < 0) | (ys[j] >= c);
+        yidx[j] = (int32_t)(ys[j] * FL_W + j);
+    }
+    if (badrow) return 0;
+    double d1 = 0.0, d2 = 0.0;
+    if (a->weight || a->sample_weight.data) {
+        for (int64_t j = 0; j < FL_W; j++) {
+            double s = j >= nr ? 0.0 : a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1 + j) : 1.0;
+            double w = s * (a->weight ? a->weight[ys[j]] : 1.0);
+            sw[j] = (float)w;
+            d1 += w;
+            d2 += s;
+        }
+    } else {
+        for (int64_t j = 0; j < FL_W; j++) sw[j] = j < nr ? 1.0f : 0.0f;
+    }
+    const int32_t *gidx = nr == FL_W ? t->gidx : t->gidx_part;
+    fl_tile_load((const float *)(void *)fl_row_ptr(&a->x, i0, i1), a->x.s1, a->x.sc, c, nr, gidx, t->xt);
+    flv m = fl_tile_max(t->xt, c);
+    if (!(flv_hmax(flv_abs(m)) < INFINITY)) return 0; /* lanes past nr repeat row 0 or hold 0 */
+    /* the sums of fl_ce_online_f32, lane-wise: two float32 accumulators of at most 32 terms */
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, r0 = zero, r1 = zero;
+    int grad = a->grad.data != NULL;
+    for (int64_t k = 0; k < c; k++) {
+        flv d = flv_sub(flv_load(t->xt + k * FL_W), m);
+        flv e = flv_exp_neg(d);
+        if (grad) flv_store(t->gt + k * FL_W, e);
+        if (k & 1) r1 = flv_add(r1, flv_sel_neg(d, e, zero));
+        else r0 = flv_add(r0, flv_sel_neg(d, e, zero));
+        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+    }
+    flv vxy = flv_sub(flv_gather(t->xt, yidx), m), rest = flv_add(r0, r1);
+    flv others = flv_add(flv_sub(cnt, one), rest); /* S - 1 when y holds the max */
+    flv vsw = flv_load(sw);
+    flv loss = flv_mul(vsw, flv_sub(flv_log1p(others), vxy));
+    *lsum = fl_dacc_add(*lsum, loss);
+    if (a->weight || a->sample_weight.data) {
+        fl_kadd(&acc[FL_P_D1], d1);
+        fl_kadd(&acc[FL_P_D2], d2);
+    }
+    *nvalid += nr;
+    if (a->loss.data) {
+        float l[FL_W];
+        flv_store(l, loss);
+        for (int64_t j = 0; j < nr; j++) fl_put_scalar(&a->loss, i0, i1 + j, (double)l[j]);
+    }
+    if (grad) {
+        /* g_c = s*c1*w_y*(p_c - [c == y]); for the target, S - e_y is kept exact as above
+         * when y holds the max */
+        flv S = flv_add(cnt, rest), scale = flv_mul(flv_set1((float)a->grad_scale_ce), vsw);
+        flv alpha = flv_div(scale, S);
+        flv oth = flv_sel_neg(vxy, flv_sub(S, flv_exp_neg(vxy)), others);
+        float gy[FL_W];
+        flv_store(gy, flv_neg(flv_mul(alpha, oth)));
+        for (int64_t k = 0; k < c; k++) flv_store(t->gt + k * FL_W, flv_mul(flv_load(t->gt + k * FL_W), alpha));
+        for (int64_t j = 0; j < nr; j++) t->gt[yidx[j]] = gy[j];
+        fl_tile_store((float *)(void *)fl_row_ptr(&a->grad, i0, i1), a->grad.s1, a->grad.sc, c, nr,
+                      a->grad.s1 == c ? t->oidx : NULL, t->gt);
+    }
+    return 1;
+}
+
+/* Can the rows go through fl_ce_tile_f32? */
+static int fl_ce_lanes_ok(const fl_ce_args *a, fl_grid g, int index)
+{
+    if (FL_W == 1 || !index || a->targets_only || a->x.dtype != FL_F32 || a->label_smoothing > 0.0 || a->z_loss > 0.0)
+        return 0;
+    if (!fl_tile_layout_ok(a->x.s1, a->x.sc, g.c)) return 0;
+    if (a->grad.data && (a->grad.dtype != FL_F32 || !fl_tile_layout_ok(a->grad.s1, a->grad.sc, g.c) ||
+                         (a->grad.s1 == 1) != (a->x.s1 == 1)))
+        return 0;
+    return 1;
+}
+
+/* One block of rows: per-row losses (written when asked) and the block's partial sums. */
+static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *tiles)
+{
+    int64_t n1 = ctx->g.n1, nrows = ctx->g.n0 * n1;
     int64_t r0 = b * ctx->rpb, r1 = r0 + ctx->rpb < nrows ? r0 + ctx->rpb : nrows;
     int64_t i0 = r0 / n1, i1 = r0 % n1, bad = -1;
     fl_ksum acc[FL_NPART];
     memset(acc, 0, sizeof(acc));
-    for (int64_t r = r0; r < r1; r++) {
-        double s = a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1) : 1.0;
-        fl_ce_row lr = {0.0, 0.0};
-        if (ctx->index) {
-            int64_t y = fl_ce_class(&a->target, i0, i1);
-            int use = y != a->ignore_index;
-            if (use && (y < 0 || y >= c)) {
-                /* reported by the caller; the row is skipped like an ignored one */
-                if (bad < 0) bad = r;
-                use = 0;
-            }
-            if (use) {
-                fl_kadd(&acc[FL_P_D1], s * (a->weight ? a->weight[y] : 1.0));
-                fl_kadd(&acc[FL_P_D2], s);
-                fl_kadd(&acc[FL_P_NV], 1.0);
-            }
-            if (!a->targets_only) {
-                if (!use)
-                    fl_ce_fill_grad(ctx, i0, i1, 0.0, scratch);
-                else if (ctx->f64)
-                    lr = fl_ce_index_f64(ctx, i0, i1, y, s, (double *)scratch);
-                else
-                    lr = fl_ce_index_f32(ctx, i0, i1, y, s, (float *)scratch);
-            }
+    fl_dacc lsum = fl_dacc_zero();
+    int64_t nvalid = 0; /* rows of the tiles: each adds 1 to n_valid, and to D1 and D2 when unweighted */
+    for (int64_t r = r0; r < r1;) {
+        int64_t nr = 1;
+        if (tiles) {
+            /* a tile: up to FL_W rows of the same i0 */
+            nr = r1 - r < n1 - i1 ? r1 - r : n1 - i1;
+            nr = nr < FL_W ? nr : FL_W;
+            if (nr < FL_W)
+                for (int64_t j = 0; j < FL_W; j++) tiles->gidx_part[j] = j < nr ? (int32_t)(j * ctx->a->x.s1) : 0;
+            if (!fl_ce_tile_f32(ctx, i0, i1, nr, acc, &lsum, &nvalid, tiles))
+                for (int64_t j = 0; j < nr; j++) fl_ce_one_row(ctx, i0, i1 + j, r + j, acc, &bad, scratch);
         } else {
-            lr = fl_ce_prob_row(ctx, i0, i1, s, scratch);
+            fl_ce_one_row(ctx, i0, i1, r, acc, &bad, scratch);
         }
-        fl_kadd(&acc[FL_P_CE], lr.ce);
-        fl_kadd(&acc[FL_P_Z], lr.z);
-        if (a->loss.data) fl_put_scalar(&a->loss, i0, i1, lr.ce + lr.z);
-        if (++i1 == n1) { i1 = 0; i0++; }
+        r += nr;
+        i1 += nr;
+        if (i1 == n1) { i1 = 0; i0++; }
+    }
+    fl_kadd(&acc[FL_P_CE], fl_dacc_sum(lsum));
+    fl_kadd(&acc[FL_P_NV], (double)nvalid);
+    if (!ctx->a->weight && !ctx->a->sample_weight.data) {
+        fl_kadd(&acc[FL_P_D1], (double)nvalid);
+        fl_kadd(&acc[FL_P_D2], (double)nvalid);
     }
     for (int q = 0; q < FL_NPART; q++) ctx->part[b * FL_NPART + q] = fl_kval(acc[q]);
     ctx->bad[b] = bad;
@@ -519,8 +647,23 @@ static void fl_ce_task(void *vctx, int64_t b0, int64_t b1)
         scratch = malloc((3 * c + (size_t)fl_ce_nblocks((int64_t)c)) * (ctx->f64 ? sizeof(double) : sizeof(float)));
         if (!scratch) { ctx->failed = 1; return; }
     }
-    for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch);
+    fl_ce_tiles tiles, *tp = NULL;
+    void *tile_mem = NULL;
+    if (ctx->lanes) {
+        size_t n = (size_t)ctx->g.c * FL_W;
+        tile_mem = malloc(2 * n * sizeof(float) + (2 * FL_W + n) * sizeof(int32_t));
+        if (!tile_mem) { free(scratch); ctx->failed = 1; return; }
+        tiles.xt = (float *)tile_mem;
+        tiles.gt = tiles.xt + n;
+        tiles.gidx = (int32_t *)(void *)(tiles.gt + n);
+        tiles.gidx_part = tiles.gidx + FL_W;
+        tiles.oidx = tiles.gidx_part + FL_W;
+        fl_tile_index(ctx->a->x.s1, ctx->g.c, tiles.gidx, tiles.oidx);
+        tp = &tiles;
+    }
+    for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch, tp);
     if (ctx->stream) fl_stream_fence();
+    free(tile_mem);
     free(scratch);
 }
 
@@ -555,6 +698,7 @@ int FL_FN(cross_entropy)(const fl_ce_args *a, fl_grid g, fl_ce_result *res)
     ctx.f64 = a->x.dtype == FL_F64;
     ctx.index = a->target.dtype == FL_I64 || a->target.dtype == FL_I32;
     ctx.rpb = fl_rows_per_block(g.c);
+    ctx.lanes = fl_ce_lanes_ok(a, g, ctx.index);
     ctx.stream = a->grad.data && fl_row_is_f32(&a->grad) && nrows * g.c * (int64_t)sizeof(float) >= FL_CE_STREAM_BYTES;
     int64_t nb = (nrows + ctx.rpb - 1) / ctx.rpb;
     fl_ksum w = {0.0, 0.0};

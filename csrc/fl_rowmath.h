@@ -139,6 +139,70 @@ static inline flv fl_vlog_sigmoid(flv x)
     return flv_sub(flv_min(x, flv_set1(0.0f)), flv_log1p(t));
 }
 
+/* ---------- small C: FL_W rows in the lanes ----------
+ *
+ * With few classes a row is shorter than a vector, and per-row overhead dominates. A tile
+ * puts FL_W rows in the lanes instead: vector k of the tile holds class k of every row, so
+ * max, exponentials and sums run lane-wise, one row per lane, with the same operations in the
+ * same order as the row functions above apply to one row. Tile vectors live in an L1 scratch
+ * of c * FL_W floats (xt[k * FL_W + j] = class k of row j). */
+#define FL_LANES_MAX_C 64
+
+/* Where a tile's rows are: row j at base + j*rs, its class k at + k*cs. rs == 1: a class of
+ * the tile is one unit-stride load (class axis not last). Otherwise cs == 1 and gidx[j] =
+ * j*rs (gathers; lanes at or past nr repeat row 0). nr <= FL_W rows; lanes past nr of a
+ * unit-stride load hold 0. */
+static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr,
+                                const int32_t *gidx, float *xt)
+{
+    for (int64_t k = 0; k < c; k++) {
+        flv v;
+        if (rs == 1) v = nr == FL_W ? flv_load(base + k * cs) : flv_load_part(base + k * cs, nr, 0.0f);
+        else v = flv_gather(base + k, gidx);
+        flv_store(xt + k * FL_W, v);
+    }
+}
+
+/* The inverse of fl_tile_load for an output tile t. Rows contiguous (cs == 1, rs == c) with
+ * oidx[p] = (p % c) * FL_W + p / c for p < c * FL_W: the tile's c * nr output floats are
+ * written as vectors gathered from t; other cs == 1 layouts row by row. */
+static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, const int32_t *oidx,
+                                 const float *t)
+{
+    if (rs == 1) {
+        for (int64_t k = 0; k < c; k++) flv_store_part(base + k * cs, flv_load(t + k * FL_W), nr);
+    } else if (oidx) {
+        int64_t n = nr * c, p = 0;
+        for (; p + FL_W <= n; p += FL_W) flv_store(base + p, flv_gather(t, oidx + p));
+        if (p < n) flv_store_part(base + p, flv_gather(t, oidx + p), n - p);
+    } else {
+        for (int64_t j = 0; j < nr; j++)
+            for (int64_t k = 0; k < c; k++) base[j * rs + k] = t[k * FL_W + j];
+    }
+}
+
+/* the index tables of a tile layout: gidx[j] = j*rs (fl_tile_load), oidx when rows are contiguous */
+static inline void fl_tile_index(int64_t rs, int64_t c, int32_t *gidx, int32_t *oidx)
+{
+    for (int64_t j = 0; j < FL_W; j++) gidx[j] = (int32_t)(j * rs);
+    for (int64_t p = 0; p < c * FL_W; p++) oidx[p] = (int32_t)((p % c) * FL_W + p / c);
+}
+
+/* Can a row layout (row stride rs, class stride cs, elements) be tiled? */
+static inline int fl_tile_layout_ok(int64_t rs, int64_t cs, int64_t c)
+{
+    return c >= 1 && c <= FL_LANES_MAX_C && (rs == 1 || (cs == 1 && rs > 0 && rs < ((int64_t)1 << 31) / FL_W));
+}
+
+/* per-lane max of a tile */
+static inline flv fl_tile_max(const float *xt, int64_t c)
+{
+    flv m = flv_load(xt);
+    for (int64_t k = 1; k < c; k++) m = flv_max(m, flv_load(xt + k * FL_W));
+    return m;
+}
+
+
 /* ---------- float64 rows ---------- */
 
 static inline double fl_rmax_f64(const double *x, int64_t n)

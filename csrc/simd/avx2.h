@@ -96,6 +96,11 @@ static inline double fl_dacc_sum(fl_dacc a)
     __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
 }
+static inline void fl_dacc_store(double *p, fl_dacc a) { _mm256_storeu_pd(p, a.lo); _mm256_storeu_pd(p + 4, a.hi); }
+static inline flv flv_gather(const float *p, const int32_t *idx)
+{
+    return _mm256_i32gather_ps(p, _mm256_loadu_si256((const __m256i *)(const void *)idx), 4);
+}
 
 static inline flv flv_exp(flv x)
 {

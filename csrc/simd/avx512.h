@@ -97,6 +97,11 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+static inline void fl_dacc_store(double *p, fl_dacc a) { _mm512_storeu_pd(p, a.lo); _mm512_storeu_pd(p + 8, a.hi); }
+static inline flv flv_gather(const float *p, const int32_t *idx)
+{
+    return _mm512_i32gather_ps(_mm512_loadu_si512((const void *)idx), p, 4);
+}
 
 static inline flv flv_exp(flv x)
 {

@@ -75,6 +75,12 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return vaddvq_f64(vaddq_f64(a.lo, a.hi)); }
+static inline void fl_dacc_store(double *p, fl_dacc a) { vst1q_f64(p, a.lo); vst1q_f64(p + 2, a.hi); }
+static inline flv flv_gather(const float *p, const int32_t *idx)
+{
+    float t[4] = {p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
+    return vld1q_f32(t);
+}
 
 static inline flv flv_exp(flv x)
 {
