@@ -7,7 +7,8 @@
  * wanted; pass 2 reads that scratch row back from cache and writes each gradient element once
  * (non-temporal stores when the gradient is large). The gradient row may be the logits row
  * itself: what the loss needs from the logits (the target's logit, weighted sums of the row)
- * is taken before pass 2. No N x C temporary is ever made.
+ * is taken before pass 2. No N x C temporary is ever made. With few classes (C <=
+ * FL_LANES_MAX_C) rows go FL_W at a time through the SIMD lanes instead (fl_ce_tile_f32).
  *
  * Row gradient, with p = softmax(x), e_c = exp(x_c - m), S = sum_c e_c, c1 and c2 the
  * scales of the cross-entropy and z-loss parts (1/D1 and 1/D2 under "mean"), k = eps/C:
