@@ -304,9 +304,12 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
     float n_eq[FL_W], mv[FL_W];
     double rest[FL_W];
     if (!fl_tile_sums(ctx, i0, i1, nr, t, 0, &m, n_eq, rest)) return 0;
+    double ls[FL_W];
     flv_store(mv, m);
+    /* fl_reduce_finish's log(S) for all lanes in one loop the compiler can vectorise */
+    for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
     for (int64_t j = 0; j < nr; j++) {
-        double v = fl_reduce_finish(FL_LOGSUMEXP, (double)mv[j], (double)n_eq[j], rest[j], 0.0);
+        double v = (double)mv[j] + ls[j];
         if (fabs(v) < 1.0) {
             float *row = (float *)scratch;
             for (int64_t k = 0; k < c; k++) row[k] = t->xt[k * FL_W + j];
