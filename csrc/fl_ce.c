@@ -1,12 +1,14 @@
 /* fl_ce.c: fused cross-entropy: per-row logsumexp, loss and optionally the gradient, in one
  * sweep per row. Compiled once per ISA; every symbol is FL_FN(name).
  *
- * A row is read from memory once: pass 1 takes its max; pass 2, with the row now in cache,
- * sums exp(x - max) (TwoSum-corrected, fl_rowmath.h) and, when a gradient is wanted, stores
- * those exponentials in the gradient row; pass 3 turns them into the gradient in place. The
- * gradient row may be the logits row itself: each pass reads element k before writing it,
- * and what the loss needs from the logits afterwards (the target's logit, weighted sums of
- * the row) is taken before pass 2. No N x C temporary is ever made.
+ * A row is read from memory once (class-index targets, float32 compute type): pass 1 walks it
+ * in blocks of 4 KB, takes each block's max and sums its exp(x - max) from L1 (an online
+ * logsumexp, fl_ce_online_f32), storing the exponentials in a scratch row when a gradient is
+ * wanted; pass 2 reads that scratch row back from cache and writes each gradient element once
+ * (non-temporal stores when the gradient is large). The gradient row may be the logits row
+ * itself: what the loss needs from the logits (the target's logit, weighted sums of the row)
+ * is taken before pass 2. No N x C temporary is ever made. With few classes (C <=
+ * FL_LANES_MAX_C) rows go FL_W at a time through the SIMD lanes instead (fl_ce_tile_f32).
  *
  * Row gradient, with p = softmax(x), e_c = exp(x_c - m), S = sum_c e_c, c1 and c2 the
  * scales of the cross-entropy and z-loss parts (1/D1 and 1/D2 under "mean"), k = eps/C:
@@ -14,7 +16,7 @@
  *   probabilities:  g_c = s*(c1*(T*p_c - w_c*t'_c) + c2*2z*lse*p_c),   T = sum_c w_c*t'_c
  * so g_c = alpha*e_c - beta*w_c(*t'_c): one fused multiply-add per element. For the target
  * class, p_y - 1 is recomputed in double as -(S - e_y)/S from a sum that keeps the max's 1
- * apart (fl_ce_sumexp_f32), so it and the loss keep their relative accuracy when p_y is close
+ * apart (fl_ce_online_f32), so it and the loss keep their relative accuracy when p_y is close
  * to 1 (the case a trained model is in).
  *
  * Reductions: each block of rows (fl_rows_per_block) adds its rows in compensated float64
@@ -56,6 +58,8 @@ typedef struct {
     int64_t rpb;       /* rows per block */
     double *part;      /* FL_NPART partials per block */
     int64_t *bad;      /* per block: first row with an out-of-range class index, or -1 */
+    int stream;        /* write a contiguous float32 gradient with non-temporal stores */
+    int lanes;         /* small C: rows in the SIMD lanes (fl_ce_tile_f32) */
     int failed;        /* set by a task that could not allocate its scratch */
 } fl_ce_ctx;
 
@@ -107,7 +111,7 @@ static inline double fl_ce_zcoef(const fl_ce_args *a, double s, double lse)
     return a->z_loss > 0.0 ? s * a->grad_scale_z * 2.0 * a->z_loss * lse : 0.0;
 }
 
-/* The sum S = n_max + rest of a row's exponentials (see fl_ce_sumexp_f32) and its log. */
+/* The sum S = n_max + rest of a row's exponentials (see fl_ce_online_f32) and its log. */
 typedef struct { double n_max, rest, S, logS; } fl_ce_sum;
 
 static inline fl_ce_sum fl_ce_make_sum(double n_max, double rest)
@@ -146,30 +150,65 @@ static void fl_ce_index_coefs(const fl_ce_ctx *ctx, double s, double wy, double 
 
 /* ---------------- float32 rows (float32, float16, bfloat16 logits) ---------------- */
 
-/* Sum of exp(x_k - m) split as n_max + rest: n_max counts the elements equal to the max (their
- * exponential is exactly 1) and rest sums the others in double, so rest stays accurate
- * relative to itself. When the target holds the max, -log p_y = log1p(n_max - 1 + rest) and
- * 1 - p_y = (n_max - 1 + rest)/S then keep their relative accuracy however close p_y is to 1;
- * a plain sum would round those tiny parts against the 1. Stores exp(x_k - m) in y if not NULL. */
-static double fl_ce_sumexp_f32(const float *x, int64_t n, float m, float *y, double *n_max)
+/* Rows are summed in blocks of FL_CE_BLOCK elements (4 KB): the block's max is taken first,
+ * which brings it into L1, then its exponentials are summed from there, so a row is read from
+ * memory once and that read overlaps the exponentials (an online logsumexp). The blocks are
+ * fixed by the row length alone, so the result does not depend on the thread count. */
+#define FL_CE_BLOCK 1024
+
+/* Above this many bytes of gradient, write it with non-temporal stores: it would not stay in
+ * cache anyway, and streaming stores spare the read of each output line. */
+#define FL_CE_STREAM_BYTES ((int64_t)8 << 20)
+
+static int64_t fl_ce_nblocks(int64_t c) { return (c + FL_CE_BLOCK - 1) / FL_CE_BLOCK; }
+
+/* One pass over a row: its max m and the sum of exp(x_k - m) split as n_max + rest. n_max
+ * counts the elements equal to the max (their exponential is exactly 1) and rest sums the
+ * others in double, so rest stays accurate relative to itself: when the target holds the
+ * max, -log p_y = log1p(n_max - 1 + rest) and 1 - p_y = (n_max - 1 + rest)/S keep their
+ * relative accuracy however close p_y is to 1. When a block raises the running max, the sum
+ * so far is rescaled by exp(old - new) (in double; the old max's ones become part of rest).
+ * The exponentials are not TwoSum-corrected: |x - m| < 104 where they matter, so they are
+ * right to 104 * 2^-24 relative, inside the losses' 1e-5.
+ * If e is not NULL it receives exp(x_k - bm[b]) of each block b, bm[b] the running max then
+ * (fl_ce_rescale brings them to the final max). A nan or +inf element returns at once with
+ * that value; an all -inf row returns -inf. */
+static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, double *n_max, double *rest)
 {
-    flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), count = zero;
-    double rest = 0.0;
-    int64_t k = 0;
-    for (; k + FL_W <= n; k += FL_W) {
-        flv v = flv_load(x + k), d = flv_sub(v, vm), e = fl_vexp_sub(v, vm);
-        if (y) flv_store(y + k, e);
-        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
-        count = flv_add(count, flv_sel_neg(d, zero, one));
+    float m = -INFINITY;
+    double nm = 0.0, rs = 0.0;
+    *n_max = *rest = 0.0;
+    for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
+        int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
+        float mb = fl_rmax_f32(x + k, n);
+        if (mb != mb || mb == INFINITY) return mb;
+        if (mb > m) {
+            rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
+            nm = 0.0;
+            m = mb;
+        }
+        if (bm) bm[b] = m;
+        if (m == -INFINITY) {
+            /* nothing but -inf so far: these exponentials are 0 whatever the max turns out to be */
+            if (e) memset(e + k, 0, (size_t)n * sizeof(float));
+            continue;
+        }
+        double nb, rb = fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0);
+        nm += nb;
+        rs += rb;
     }
-    if (k < n) {
-        flv v = flv_load_part(x + k, n - k, -INFINITY), d = flv_sub(v, vm), e = fl_vexp_sub(v, vm);
-        if (y) flv_store_part(y + k, e, n - k);
-        rest += flv_hsum_d(flv_sel_neg(d, e, zero));
-        count = flv_add(count, flv_sel_neg(d, zero, one));
-    }
-    *n_max = flv_hsum_d(count);
-    return rest;
+    *n_max = nm;
+    *rest = rs;
+    return m;
+}
+
+/* Bring the exponentials of blocks summed under an earlier, smaller running max to the final max m. */
+static void fl_ce_rescale(float *e, int64_t c, const float *bm, float m)
+{
+    for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK)
+        if (bm[b] != m)
+            fl_rscale_f32(e + k, c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK,
+                          (float)fl_exp_d((double)bm[b] - (double)m));
 }
 
 /* sum over c of w_c*(x_c - m) in double, skipping w_c = 0 (so a -inf logit of weight 0 adds 0) */
@@ -187,27 +226,47 @@ static double fl_ce_wshift_f32(const float *x, const double *w, int64_t c, float
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-/* g_c = alpha*g_c - beta*w_c (w NULL: all 1), in place */
-static void fl_ce_affine_f32(float *g, int64_t c, float alpha, float beta, const float *w)
+/* alpha*e_k - beta*w_k for the n lanes at k (w NULL: all 1) */
+static inline flv fl_ce_gvec(const float *e, const float *w, int64_t k, int64_t n, flv va, flv vb)
 {
-    if (beta == 0.0f) {
-        fl_rscale_f32(g, c, alpha);
-        return;
-    }
-    flv va = flv_set1(alpha), vb = flv_set1(-beta);
-    int64_t k = 0;
-    if (!w) {
-        for (; k + FL_W <= c; k += FL_W) flv_store(g + k, flv_fma(flv_load(g + k), va, vb));
-        if (k < c) flv_store_part(g + k, flv_fma(flv_load_part(g + k, c - k, 0.0f), va, vb), c - k);
-    } else {
-        for (; k + FL_W <= c; k += FL_W)
-            flv_store(g + k, flv_fma(flv_load(g + k), va, flv_mul(vb, flv_load(w + k))));
-        if (k < c)
-            flv_store_part(g + k, flv_fma(flv_load_part(g + k, c - k, 0.0f), va,
-                                          flv_mul(vb, flv_load_part(w + k, c - k, 0.0f))), c - k);
-    }
+    flv ev = n == FL_W ? flv_load(e + k) : flv_load_part(e + k, n, 0.0f);
+    flv wv = !w ? flv_set1(1.0f) : n == FL_W ? flv_load(w + k) : flv_load_part(w + k, n, 0.0f);
+    return flv_fma(ev, va, flv_mul(vb, wv));
 }
 
+/* g_c = alpha*e_c - beta*w_c, and g_y = gy, each element written once; stream: non-temporal
+ * stores from the first vector-aligned element on (g must then be the output row itself). */
+static void fl_ce_write_grad_f32(float *g, const float *e, int64_t c, float alpha, float beta, const float *w,
+                                 int64_t y, float gy, int stream)
+{
+    flv va = flv_set1(alpha), vb = flv_set1(-beta);
+    int64_t k = 0, s0 = 0, s1 = 0; /* [s0, s1): the streamed elements */
+    if (stream) {
+        s0 = (int64_t)(((uintptr_t)0 - (uintptr_t)g) % (FL_W * sizeof(float))) / (int64_t)sizeof(float);
+        s0 = s0 < c ? s0 : c;
+        if (s0 > 0) flv_store_part(g, fl_ce_gvec(e, w, 0, s0, va, vb), s0);
+        for (k = s0; k + FL_W <= c; k += FL_W) {
+            flv v = fl_ce_gvec(e, w, k, FL_W, va, vb);
+            if ((uint64_t)(y - k) < FL_W) {
+                /* patch the target lane before the line leaves: a later plain store to a
+                 * streamed line would read it back from memory */
+                float tmp[FL_W];
+                flv_store(tmp, v);
+                tmp[y - k] = gy;
+                v = flv_load(tmp);
+            }
+            flv_stream(g + k, v);
+        }
+        s1 = k;
+    } else {
+        for (; k + FL_W <= c; k += FL_W) flv_store(g + k, fl_ce_gvec(e, w, k, FL_W, va, vb));
+    }
+    if (k < c) flv_store_part(g + k, fl_ce_gvec(e, w, k, c - k, va, vb), c - k);
+    if (y < s0 || y >= s1) g[y] = gy;
+}
+
+/* A class-index row of the float32 compute type. Scratch: the gathered row, the gradient row
+ * when the output cannot take it in place, the exponentials, the block maxima. */
 static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t y, double s, float *scratch)
 {
     const fl_ce_args *a = ctx->a;
@@ -215,20 +274,22 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
     const float *x = fl_row_in_f32(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
     char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
     float *g = grow ? fl_row_dst_f32(&a->grad, grow, scratch + c) : NULL;
-    float m = fl_rmax_f32(x, c);
+    float *e = g ? scratch + 2 * c : NULL, *bm = scratch + 3 * c;
+    double n_max, rest;
+    float m = fl_ce_online_f32(x, c, e, bm, &n_max, &rest);
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double wy = a->weight ? a->weight[y] : 1.0;
-    double xy = (double)x[y] - (double)m; /* before pass 2, which may overwrite x (in place) */
+    double xy = (double)x[y] - (double)m; /* before the gradient, which may overwrite x (in place) */
     double sw = a->label_smoothing > 0.0 ? fl_ce_wshift_f32(x, a->weight, c, m) : 0.0;
-    double n_max, rest = fl_ce_sumexp_f32(x, c, m, g, &n_max);
     fl_ce_sum S = fl_ce_make_sum(n_max, rest);
     double lse = (double)m + S.logS;
     fl_ce_row r = fl_ce_index_loss(ctx, s, wy, xy, S, sw, lse);
     if (g) {
         double alpha, beta, gy;
-        fl_ce_index_coefs(ctx, s, wy, (double)g[y], xy, S, lse, &alpha, &beta, &gy);
-        fl_ce_affine_f32(g, c, (float)alpha, (float)beta, ctx->wf);
-        g[y] = (float)gy;
+        fl_ce_rescale(e, c, bm, m);
+        fl_ce_index_coefs(ctx, s, wy, (double)e[y], xy, S, lse, &alpha, &beta, &gy);
+        fl_ce_write_grad_f32(g, e, c, (float)alpha, (float)beta, ctx->wf, y, (float)gy,
+                             ctx->stream && g == (float *)(void *)grow);
         fl_row_out_f32(&a->grad, grow, c, g);
     }
     return r;
@@ -289,7 +350,7 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T, D;
     fl_ce_tdot_f32(x, t, a->weight, c, m, keep, k, &T, &D);
-    double n_max, rest = fl_ce_sumexp_f32(x, c, m, g, &n_max);
+    double n_max, rest = fl_rsumexp_f32(x, c, m, g, &n_max, 0);
     fl_ce_sum S = fl_ce_make_sum(n_max, rest);
     double lse = (double)m + S.logS;
     fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};
@@ -303,7 +364,7 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
 
 /* ---------------- float64 rows ---------------- */
 
-/* fl_ce_sumexp_f32 for double rows: n_max + rest, rest in four compensated lanes */
+/* The n_max + rest sum of fl_ce_online_f32 for double rows (two passes), rest in four compensated lanes */
 static double fl_ce_sumexp_f64(const double *x, int64_t n, double m, double *y, double *n_max)
 {
     fl_ksum acc[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
@@ -405,46 +466,173 @@ static fl_ce_row fl_ce_prob_row(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
     return ctx->f64 ? fl_ce_prob_f64(ctx, i0, i1, s, (double *)scratch) : fl_ce_prob_f32(ctx, i0, i1, s, (float *)scratch);
 }
 
-/* One block of rows: per-row losses (written when asked) and the block's partial sums. */
-static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch)
+/* One row of a block: its loss and gradient, added to the block's partial sums. */
+static void fl_ce_one_row(fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t r, fl_ksum *acc, int64_t *bad, void *scratch)
 {
     const fl_ce_args *a = ctx->a;
-    int64_t c = ctx->g.c, n1 = ctx->g.n1, nrows = ctx->g.n0 * n1;
+    int64_t c = ctx->g.c;
+    double s = a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1) : 1.0;
+    fl_ce_row lr = {0.0, 0.0};
+    if (ctx->index) {
+        int64_t y = fl_ce_class(&a->target, i0, i1);
+        int use = y != a->ignore_index;
+        if (use && (y < 0 || y >= c)) {
+            /* reported by the caller; the row is skipped like an ignored one */
+            if (*bad < 0) *bad = r;
+            use = 0;
+        }
+        if (use) {
+            fl_kadd(&acc[FL_P_D1], s * (a->weight ? a->weight[y] : 1.0));
+            fl_kadd(&acc[FL_P_D2], s);
+            fl_kadd(&acc[FL_P_NV], 1.0);
+        }
+        if (!a->targets_only) {
+            if (!use)
+                fl_ce_fill_grad(ctx, i0, i1, 0.0, scratch);
+            else if (ctx->f64)
+                lr = fl_ce_index_f64(ctx, i0, i1, y, s, (double *)scratch);
+            else
+                lr = fl_ce_index_f32(ctx, i0, i1, y, s, (float *)scratch);
+        }
+    } else {
+        lr = fl_ce_prob_row(ctx, i0, i1, s, scratch);
+    }
+    fl_kadd(&acc[FL_P_CE], lr.ce);
+    fl_kadd(&acc[FL_P_Z], lr.z);
+    if (a->loss.data) fl_put_scalar(&a->loss, i0, i1, lr.ce + lr.z);
+}
+
+/* Per-task scratch of the row-in-lanes path: two tiles and the tile index tables. */
+typedef struct { float *xt, *gt; int32_t *gidx, *gidx_part, *oidx; } fl_ce_tiles;
+
+/* nr <= FL_W rows (i0, i1 ... i1 + nr - 1) with FL_W rows in the lanes: float32 logits, class
+ * indices, c <= FL_LANES_MAX_C, no label smoothing or z-loss (fl_ce_lanes_ok). The loss of a
+ * row is the same as fl_ce_index_f32's to rounding: -log p_y = log1p(n_max - 1 + rest) - (x_y - m)
+ * in float32 lanes, a sum of two non-negative terms. The losses join the block's sum through
+ * float64 lanes (lsum). Returns 0, touching nothing, when a row of the tile is ignored, has an
+ * out-of-range class or a non-finite max: the caller then takes those rows one by one. */
+static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, fl_ksum *acc, fl_dacc *lsum,
+                          int64_t *nvalid, const fl_ce_tiles *t)
+{
+    const fl_ce_args *a = ctx->a;
+    int64_t c = ctx->g.c;
+    int64_t ys[FL_W];
+    int32_t yidx[FL_W];
+    float sw[FL_W];
+    /* the class indices, checked without a branch per row */
+    const char *tp = fl_row_ptr(&a->target, i0, i1);
+    int64_t ts = a->target.s1, ign = a->ignore_index, badrow = 0;
+    if (a->target.dtype == FL_I64)
+        for (int64_t j = 0; j < FL_W; j++) ys[j] = j < nr ? ((const int64_t *)(const void *)tp)[j * ts] : 0;
+    else
+        for (int64_t j = 0; j < FL_W; j++) ys[j] = j < nr ? ((const int32_t *)(const void *)tp)[j * ts] : 0;
+    for (int64_t j = 0; j < FL_W; j++) {
+        badrow |= (ys[j] == ign) | (ys[j] < 0) | (ys[j] >= c);
+        yidx[j] = (int32_t)(ys[j] * FL_W + j);
+    }
+    if (badrow) return 0;
+    double d1 = 0.0, d2 = 0.0;
+    if (a->weight || a->sample_weight.data) {
+        for (int64_t j = 0; j < FL_W; j++) {
+            double s = j >= nr ? 0.0 : a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1 + j) : 1.0;
+            double w = s * (a->weight ? a->weight[ys[j]] : 1.0);
+            sw[j] = (float)w;
+            d1 += w;
+            d2 += s;
+        }
+    } else {
+        for (int64_t j = 0; j < FL_W; j++) sw[j] = j < nr ? 1.0f : 0.0f;
+    }
+    const int32_t *gidx = nr == FL_W ? t->gidx : t->gidx_part;
+    fl_tile_load((const float *)(void *)fl_row_ptr(&a->x, i0, i1), a->x.s1, a->x.sc, c, nr, gidx, t->xt);
+    flv m = fl_tile_max(t->xt, c);
+    if (!(flv_hmax(flv_abs(m)) < INFINITY)) return 0; /* lanes past nr repeat row 0 or hold 0 */
+    /* the sums of fl_ce_online_f32, lane-wise: two float32 accumulators of at most 32 terms */
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, r0 = zero, r1 = zero;
+    int grad = a->grad.data != NULL;
+    for (int64_t k = 0; k < c; k++) {
+        flv d = flv_sub(flv_load(t->xt + k * FL_W), m);
+        flv e = flv_exp_neg(d);
+        if (grad) flv_store(t->gt + k * FL_W, e);
+        if (k & 1) r1 = flv_add(r1, flv_sel_neg(d, e, zero));
+        else r0 = flv_add(r0, flv_sel_neg(d, e, zero));
+        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+    }
+    flv vxy = flv_sub(flv_gather(t->xt, yidx), m), rest = flv_add(r0, r1);
+    flv others = flv_add(flv_sub(cnt, one), rest); /* S - 1 when y holds the max */
+    flv vsw = flv_load(sw);
+    flv loss = flv_mul(vsw, flv_sub(flv_log1p(others), vxy));
+    *lsum = fl_dacc_add(*lsum, loss);
+    if (a->weight || a->sample_weight.data) {
+        fl_kadd(&acc[FL_P_D1], d1);
+        fl_kadd(&acc[FL_P_D2], d2);
+    }
+    *nvalid += nr;
+    if (a->loss.data) {
+        float l[FL_W];
+        flv_store(l, loss);
+        for (int64_t j = 0; j < nr; j++) fl_put_scalar(&a->loss, i0, i1 + j, (double)l[j]);
+    }
+    if (grad) {
+        /* g_c = s*c1*w_y*(p_c - [c == y]); for the target, S - e_y is kept exact as above
+         * when y holds the max */
+        flv S = flv_add(cnt, rest), scale = flv_mul(flv_set1((float)a->grad_scale_ce), vsw);
+        flv alpha = flv_div(scale, S);
+        flv oth = flv_sel_neg(vxy, flv_sub(S, flv_exp_neg(vxy)), others);
+        float gy[FL_W];
+        flv_store(gy, flv_neg(flv_mul(alpha, oth)));
+        for (int64_t k = 0; k < c; k++) flv_store(t->gt + k * FL_W, flv_mul(flv_load(t->gt + k * FL_W), alpha));
+        for (int64_t j = 0; j < nr; j++) t->gt[yidx[j]] = gy[j];
+        fl_tile_store((float *)(void *)fl_row_ptr(&a->grad, i0, i1), a->grad.s1, a->grad.sc, c, nr,
+                      a->grad.s1 == c ? t->oidx : NULL, t->gt);
+    }
+    return 1;
+}
+
+/* Can the rows go through fl_ce_tile_f32? */
+static int fl_ce_lanes_ok(const fl_ce_args *a, fl_grid g, int index)
+{
+    if (FL_W == 1 || !index || a->targets_only || a->x.dtype != FL_F32 || a->label_smoothing > 0.0 || a->z_loss > 0.0)
+        return 0;
+    if (!fl_tile_layout_ok(a->x.s1, a->x.sc, g.c)) return 0;
+    if (a->grad.data && (a->grad.dtype != FL_F32 || !fl_tile_layout_ok(a->grad.s1, a->grad.sc, g.c) ||
+                         (a->grad.s1 == 1) != (a->x.s1 == 1)))
+        return 0;
+    return 1;
+}
+
+/* One block of rows: per-row losses (written when asked) and the block's partial sums. */
+static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *tiles)
+{
+    int64_t n1 = ctx->g.n1, nrows = ctx->g.n0 * n1;
     int64_t r0 = b * ctx->rpb, r1 = r0 + ctx->rpb < nrows ? r0 + ctx->rpb : nrows;
     int64_t i0 = r0 / n1, i1 = r0 % n1, bad = -1;
     fl_ksum acc[FL_NPART];
     memset(acc, 0, sizeof(acc));
-    for (int64_t r = r0; r < r1; r++) {
-        double s = a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1) : 1.0;
-        fl_ce_row lr = {0.0, 0.0};
-        if (ctx->index) {
-            int64_t y = fl_ce_class(&a->target, i0, i1);
-            int use = y != a->ignore_index;
-            if (use && (y < 0 || y >= c)) {
-                /* reported by the caller; the row is skipped like an ignored one */
-                if (bad < 0) bad = r;
-                use = 0;
-            }
-            if (use) {
-                fl_kadd(&acc[FL_P_D1], s * (a->weight ? a->weight[y] : 1.0));
-                fl_kadd(&acc[FL_P_D2], s);
-                fl_kadd(&acc[FL_P_NV], 1.0);
-            }
-            if (!a->targets_only) {
-                if (!use)
-                    fl_ce_fill_grad(ctx, i0, i1, 0.0, scratch);
-                else if (ctx->f64)
-                    lr = fl_ce_index_f64(ctx, i0, i1, y, s, (double *)scratch);
-                else
-                    lr = fl_ce_index_f32(ctx, i0, i1, y, s, (float *)scratch);
-            }
+    fl_dacc lsum = fl_dacc_zero();
+    int64_t nvalid = 0; /* rows of the tiles: each adds 1 to n_valid, and to D1 and D2 when unweighted */
+    for (int64_t r = r0; r < r1;) {
+        int64_t nr = 1;
+        if (tiles) {
+            /* a tile: up to FL_W rows of the same i0 */
+            nr = r1 - r < n1 - i1 ? r1 - r : n1 - i1;
+            nr = nr < FL_W ? nr : FL_W;
+            if (nr < FL_W)
+                for (int64_t j = 0; j < FL_W; j++) tiles->gidx_part[j] = j < nr ? (int32_t)(j * ctx->a->x.s1) : 0;
+            if (!fl_ce_tile_f32(ctx, i0, i1, nr, acc, &lsum, &nvalid, tiles))
+                for (int64_t j = 0; j < nr; j++) fl_ce_one_row(ctx, i0, i1 + j, r + j, acc, &bad, scratch);
         } else {
-            lr = fl_ce_prob_row(ctx, i0, i1, s, scratch);
+            fl_ce_one_row(ctx, i0, i1, r, acc, &bad, scratch);
         }
-        fl_kadd(&acc[FL_P_CE], lr.ce);
-        fl_kadd(&acc[FL_P_Z], lr.z);
-        if (a->loss.data) fl_put_scalar(&a->loss, i0, i1, lr.ce + lr.z);
-        if (++i1 == n1) { i1 = 0; i0++; }
+        r += nr;
+        i1 += nr;
+        if (i1 == n1) { i1 = 0; i0++; }
+    }
+    fl_kadd(&acc[FL_P_CE], fl_dacc_sum(lsum));
+    fl_kadd(&acc[FL_P_NV], (double)nvalid);
+    if (!ctx->a->weight && !ctx->a->sample_weight.data) {
+        fl_kadd(&acc[FL_P_D1], (double)nvalid);
+        fl_kadd(&acc[FL_P_D2], (double)nvalid);
     }
     for (int q = 0; q < FL_NPART; q++) ctx->part[b * FL_NPART + q] = fl_kval(acc[q]);
     ctx->bad[b] = bad;
@@ -455,12 +643,28 @@ static void fl_ce_task(void *vctx, int64_t b0, int64_t b1)
     fl_ce_ctx *ctx = (fl_ce_ctx *)vctx;
     void *scratch = NULL;
     if (!ctx->a->targets_only) {
-        /* logits row, gradient row, target row of the compute type */
+        /* logits row, gradient row, exponentials or target row of the compute type, block maxima */
         size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1);
-        scratch = malloc(3 * c * (ctx->f64 ? sizeof(double) : sizeof(float)));
+        scratch = malloc((3 * c + (size_t)fl_ce_nblocks((int64_t)c)) * (ctx->f64 ? sizeof(double) : sizeof(float)));
         if (!scratch) { ctx->failed = 1; return; }
     }
-    for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch);
+    fl_ce_tiles tiles, *tp = NULL;
+    void *tile_mem = NULL;
+    if (ctx->lanes) {
+        size_t n = (size_t)ctx->g.c * FL_W;
+        tile_mem = malloc(2 * n * sizeof(float) + (2 * FL_W + n) * sizeof(int32_t));
+        if (!tile_mem) { free(scratch); ctx->failed = 1; return; }
+        tiles.xt = (float *)tile_mem;
+        tiles.gt = tiles.xt + n;
+        tiles.gidx = (int32_t *)(void *)(tiles.gt + n);
+        tiles.gidx_part = tiles.gidx + FL_W;
+        tiles.oidx = tiles.gidx_part + FL_W;
+        fl_tile_index(ctx->a->x.s1, ctx->g.c, tiles.gidx, tiles.oidx);
+        tp = &tiles;
+    }
+    for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch, tp);
+    if (ctx->stream) fl_stream_fence();
+    free(tile_mem);
     free(scratch);
 }
 
@@ -495,6 +699,8 @@ int FL_FN(cross_entropy)(const fl_ce_args *a, fl_grid g, fl_ce_result *res)
     ctx.f64 = a->x.dtype == FL_F64;
     ctx.index = a->target.dtype == FL_I64 || a->target.dtype == FL_I32;
     ctx.rpb = fl_rows_per_block(g.c);
+    ctx.lanes = fl_ce_lanes_ok(a, g, ctx.index);
+    ctx.stream = a->grad.data && fl_row_is_f32(&a->grad) && nrows * g.c * (int64_t)sizeof(float) >= FL_CE_STREAM_BYTES;
     int64_t nb = (nrows + ctx.rpb - 1) / ctx.rpb;
     fl_ksum w = {0.0, 0.0};
     for (int64_t k = 0; k < g.c; k++) fl_kadd(&w, a->weight ? a->weight[k] : 1.0);

@@ -63,6 +63,86 @@ static size_t fl_scratch2(const fl_post_ctx *ctx)
     return 2 * (size_t)(ctx->g.c > 0 ? ctx->g.c : 1) * (ctx->f64 ? sizeof(double) : sizeof(float));
 }
 
+/* ---------------- small C: rows in the lanes ---------------- */
+
+/* Per-task scratch of a tile kernel: the logits tile, an output tile, the index tables. */
+typedef struct { float *xt, *yt; int32_t *gidx, *gidx_part, *oidx; } fl_post_tiles;
+
+/* A tile kernel: nr rows (i0, i1 .. i1 + nr - 1) in the lanes. Returns 0, having written
+ * nothing, if the rows must go one by one (a non-finite max). */
+typedef int (*fl_tile_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
+                          void *scratch);
+
+/* Do x (and the row output y, if any) allow tiles: float32, C <= FL_LANES_MAX_C, one of the
+ * two tile layouts for both? */
+static int fl_post_lanes_ok(const fl_post_ctx *ctx, const fl_arr *y)
+{
+    const fl_arr *x = ctx->x;
+    if (FL_W == 1 || x->dtype != FL_F32 || !fl_tile_layout_ok(x->s1, x->sc, ctx->g.c)) return 0;
+    if (y && (y->dtype != FL_F32 || !fl_tile_layout_ok(y->s1, y->sc, ctx->g.c) || (y->s1 == 1) != (x->s1 == 1)))
+        return 0;
+    return 1;
+}
+
+/* fl_run_rows with tiles of up to FL_W rows of the same i0; fn takes the rows a tile gives back. */
+static void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn,
+                         fl_tile_fn tile)
+{
+    int64_t rpb = fl_rows_per_block(ctx->g.c), c = ctx->g.c, n1 = ctx->g.n1, s1 = ctx->x->s1;
+    int64_t nrows = ctx->g.n0 * n1;
+    int64_t r = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
+    size_t nt = (size_t)c * FL_W;
+    char *mem = (char *)malloc(scratch_bytes + 2 * nt * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
+    if (!mem) { ctx->failed = 1; return; }
+    void *scratch = mem;
+    fl_post_tiles t;
+    t.xt = (float *)(void *)(mem + scratch_bytes);
+    t.yt = t.xt + nt;
+    t.gidx = (int32_t *)(void *)(t.yt + nt);
+    t.gidx_part = t.gidx + FL_W;
+    t.oidx = t.gidx_part + FL_W;
+    fl_tile_index(s1, c, t.gidx, t.oidx);
+    int64_t i0 = r / n1, i1 = r % n1;
+    while (r < r1) {
+        int64_t nr = r1 - r < n1 - i1 ? r1 - r : n1 - i1;
+        nr = nr < FL_W ? nr : FL_W;
+        if (nr < FL_W)
+            for (int64_t j = 0; j < FL_W; j++) t.gidx_part[j] = j < nr ? (int32_t)(j * s1) : 0;
+        if (!tile(ctx, i0, i1, nr, &t, scratch))
+            for (int64_t j = 0; j < nr; j++) fn(ctx, i0, i1 + j, scratch);
+        r += nr;
+        i1 += nr;
+        if (i1 == n1) { i1 = 0; i0++; }
+    }
+    free(mem);
+}
+
+/* Load a tile, take its max and the n_eq + rest sums of each lane's row with TwoSum-corrected
+ * exponentials (as fl_rsumexp_f32 with precise set), storing them in t->yt if keep. Returns 0
+ * when a row's max is not finite. */
+static int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, int keep,
+                        flv *m, float *n_eq, double *rest)
+{
+    const fl_arr *x = ctx->x;
+    int64_t c = ctx->g.c;
+    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
+                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+    *m = fl_tile_max(t->xt, c);
+    if (!(flv_hmax(flv_abs(*m)) < INFINITY)) return 0; /* lanes past nr repeat row 0 or hold 0 */
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
+    fl_dacc acc = fl_dacc_zero();
+    for (int64_t k = 0; k < c; k++) {
+        flv xv = flv_load(t->xt + k * FL_W), d = flv_sub(xv, *m);
+        flv e = fl_vexp_sub(xv, *m);
+        if (keep) flv_store(t->yt + k * FL_W, e);
+        acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
+        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+    }
+    flv_store(n_eq, cnt);
+    fl_dacc_store(rest, acc);
+    return 1;
+}
+
 /* ---------------- softmax and log_softmax ---------------- */
 
 static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
@@ -107,10 +187,50 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
     }
 }
 
+/* fl_softmax_row for a tile. softmax: e * (float)(1/S) as there. log_softmax: ((x - m) - log S)
+ * rounded once, from float32 pieces: x - m = s + es and log S = lh + ll exactly (TwoSum and a
+ * double split), s - lh = a + ea (TwoSum), y = a + (ea + (es - ll)): within about half an ULP. */
+static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    (void)scratch;
+    int64_t c = ctx->g.c;
+    int log_mode = ctx->op == FL_LOG_SOFTMAX;
+    flv m;
+    float n_eq[FL_W], f[FL_W], fl[FL_W];
+    double rest[FL_W];
+    if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) return 0;
+    if (!log_mode) {
+        for (int64_t j = 0; j < FL_W; j++) f[j] = (float)(1.0 / ((double)n_eq[j] + rest[j]));
+        flv inv = flv_load(f);
+        for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
+    } else {
+        for (int64_t j = 0; j < FL_W; j++) {
+            double ls = fl_log_sum((double)n_eq[j], rest[j]);
+            f[j] = (float)ls;
+            fl[j] = (float)(ls - (double)f[j]);
+        }
+        flv lh = flv_load(f), ll = flv_load(fl);
+        for (int64_t k = 0; k < c; k++) {
+            flv xv = flv_load(t->xt + k * FL_W);
+            flv sv = flv_sub(xv, m), bv = flv_sub(sv, xv);
+            flv es = flv_zero_nan(flv_add(flv_sub(xv, flv_sub(sv, bv)), flv_sub(flv_neg(m), bv)));
+            flv a = flv_sub(sv, lh), ba = flv_sub(a, sv);
+            flv ea = flv_zero_nan(flv_add(flv_sub(sv, flv_sub(a, ba)), flv_sub(flv_neg(lh), ba)));
+            flv_store(t->yt + k * FL_W, flv_add(a, flv_add(ea, flv_sub(es, ll))));
+        }
+    }
+    const fl_arr *y = ctx->y;
+    fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr, y->s1 == c ? t->oidx : NULL, t->yt);
+    return 1;
+}
+
 static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_softmax_row);
+    if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y))
+        fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_softmax_row, fl_softmax_tile);
+    else
+        fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_softmax_row);
 }
 
 int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
@@ -199,10 +319,39 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     fl_put_scalar(ctx->y, i0, i1, v);
 }
 
+/* logsumexp of a tile, as fl_reduce_row, including its double-precision sum for the rows whose
+ * result cancels (|v| < 1), taken from the tile's copy of the row */
+static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    flv m;
+    float n_eq[FL_W], mv[FL_W];
+    double rest[FL_W];
+    if (!fl_tile_sums(ctx, i0, i1, nr, t, 0, &m, n_eq, rest)) return 0;
+    double ls[FL_W];
+    flv_store(mv, m);
+    /* fl_reduce_finish's log(S) for all lanes in one loop the compiler can vectorise */
+    for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
+    for (int64_t j = 0; j < nr; j++) {
+        double v = (double)mv[j] + ls[j];
+        if (fabs(v) < 1.0) {
+            float *row = (float *)scratch;
+            for (int64_t k = 0; k < c; k++) row[k] = t->xt[k * FL_W + j];
+            double ne, r = fl_rsumexp_f32_precise(row, c, mv[j], &ne);
+            v = fl_reduce_finish(FL_LOGSUMEXP, (double)mv[j], ne, r, 0.0);
+        }
+        fl_put_scalar(ctx->y, i0, i1 + j, v);
+    }
+    return 1;
+}
+
 static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row);
+    if (!ctx->f64 && ctx->op == FL_LOGSUMEXP && fl_post_lanes_ok(ctx, NULL))
+        fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row, fl_logsumexp_tile);
+    else
+        fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row);
 }
 
 int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)

@@ -44,24 +44,42 @@ static inline flv fl_vexp_sub(flv x, flv m)
  * tiny. When y is not NULL it also receives exp(x_k - m). m must be finite.
  * precise: carry the rounding error of x - m into the exponential (fl_vexp_sub), which every
  * ULP-bounded output needs; without it exp(x - m) is off by up to |x - m| * 2^-24 relative,
- * which is enough for losses held to a relative tolerance. */
+ * which is enough for losses held to a relative tolerance, and the terms are first added in
+ * float32 lanes, FL_SUM_CHUNK vectors at a time (a relative error below FL_SUM_CHUNK * 2^-24
+ * = 2e-6 at worst), before joining the float64 lanes. */
+#define FL_SUM_CHUNK 32
 static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise)
 {
     flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
     fl_dacc acc = fl_dacc_zero();
     int64_t k = 0;
-    for (; k + FL_W <= n; k += FL_W) {
-        flv xv = flv_load(x + k);
-        flv d = flv_sub(xv, vm);
-        flv e = precise ? fl_vexp_sub(xv, vm) : flv_exp(d);
-        if (y) flv_store(y + k, e);
-        acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
-        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+    if (precise) {
+        for (; k + FL_W <= n; k += FL_W) {
+            flv xv = flv_load(x + k);
+            flv d = flv_sub(xv, vm);
+            flv e = fl_vexp_sub(xv, vm);
+            if (y) flv_store(y + k, e);
+            acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
+            cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+        }
+    } else {
+        while (k + FL_W <= n) {
+            flv part = zero;
+            int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+            for (; k + FL_W <= end; k += FL_W) {
+                flv d = flv_sub(flv_load(x + k), vm);
+                flv e = flv_exp_neg(d);
+                if (y) flv_store(y + k, e);
+                part = flv_add(part, flv_sel_neg(d, e, zero));
+                cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+            }
+            acc = fl_dacc_add(acc, part);
+        }
     }
     if (k < n) {
         flv xv = flv_load_part(x + k, n - k, -INFINITY);
         flv d = flv_sub(xv, vm);
-        flv e = precise ? fl_vexp_sub(xv, vm) : flv_exp(d);
+        flv e = precise ? fl_vexp_sub(xv, vm) : flv_exp_neg(d);
         if (y) flv_store_part(y + k, e, n - k);
         acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
@@ -120,6 +138,70 @@ static inline flv fl_vlog_sigmoid(flv x)
     flv t = flv_exp(flv_neg(flv_abs(x)));
     return flv_sub(flv_min(x, flv_set1(0.0f)), flv_log1p(t));
 }
+
+/* ---------- small C: FL_W rows in the lanes ----------
+ *
+ * With few classes a row is shorter than a vector, and per-row overhead dominates. A tile
+ * puts FL_W rows in the lanes instead: vector k of the tile holds class k of every row, so
+ * max, exponentials and sums run lane-wise, one row per lane, with the same operations in the
+ * same order as the row functions above apply to one row. Tile vectors live in an L1 scratch
+ * of c * FL_W floats (xt[k * FL_W + j] = class k of row j). */
+#define FL_LANES_MAX_C 64
+
+/* Where a tile's rows are: row j at base + j*rs, its class k at + k*cs. rs == 1: a class of
+ * the tile is one unit-stride load (class axis not last). Otherwise cs == 1 and gidx[j] =
+ * j*rs (gathers; lanes at or past nr repeat row 0). nr <= FL_W rows; lanes past nr of a
+ * unit-stride load hold 0. */
+static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr,
+                                const int32_t *gidx, float *xt)
+{
+    for (int64_t k = 0; k < c; k++) {
+        flv v;
+        if (rs == 1) v = nr == FL_W ? flv_load(base + k * cs) : flv_load_part(base + k * cs, nr, 0.0f);
+        else v = flv_gather(base + k, gidx);
+        flv_store(xt + k * FL_W, v);
+    }
+}
+
+/* The inverse of fl_tile_load for an output tile t. Rows contiguous (cs == 1, rs == c) with
+ * oidx[p] = (p % c) * FL_W + p / c for p < c * FL_W: the tile's c * nr output floats are
+ * written as vectors gathered from t; other cs == 1 layouts row by row. */
+static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, const int32_t *oidx,
+                                 const float *t)
+{
+    if (rs == 1) {
+        for (int64_t k = 0; k < c; k++) flv_store_part(base + k * cs, flv_load(t + k * FL_W), nr);
+    } else if (oidx) {
+        int64_t n = nr * c, p = 0;
+        for (; p + FL_W <= n; p += FL_W) flv_store(base + p, flv_gather(t, oidx + p));
+        if (p < n) flv_store_part(base + p, flv_gather(t, oidx + p), n - p);
+    } else {
+        for (int64_t j = 0; j < nr; j++)
+            for (int64_t k = 0; k < c; k++) base[j * rs + k] = t[k * FL_W + j];
+    }
+}
+
+/* the index tables of a tile layout: gidx[j] = j*rs (fl_tile_load), oidx when rows are contiguous */
+static inline void fl_tile_index(int64_t rs, int64_t c, int32_t *gidx, int32_t *oidx)
+{
+    for (int64_t j = 0; j < FL_W; j++) gidx[j] = (int32_t)(j * rs);
+    for (int64_t p = 0; p < c * FL_W; p++) oidx[p] = (int32_t)((p % c) * FL_W + p / c);
+}
+
+/* Can a row layout (row stride rs, class stride cs, elements) be tiled? */
+static inline int fl_tile_layout_ok(int64_t rs, int64_t cs, int64_t c)
+{
+    return c >= 1 && c <= FL_LANES_MAX_C && (rs == 1 || (cs == 1 && rs > 0 && rs < ((int64_t)1 << 31) / FL_W));
+}
+
+/* per-lane max of a tile */
+static inline flv fl_tile_max(const float *xt, int64_t c)
+{
+    flv m = flv_load(xt);
+    for (int64_t k = 1; k < c; k++) m = flv_max(m, flv_load(xt + k * FL_W));
+    return m;
+}
+
 
 /* ---------- float64 rows ---------- */
 

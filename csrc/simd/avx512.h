@@ -97,6 +97,11 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+static inline void fl_dacc_store(double *p, fl_dacc a) { _mm512_storeu_pd(p, a.lo); _mm512_storeu_pd(p + 8, a.hi); }
+static inline flv flv_gather(const float *p, const int32_t *idx)
+{
+    return _mm512_i32gather_ps(_mm512_loadu_si512((const void *)idx), p, 4);
+}
 
 static inline flv flv_exp(flv x)
 {
@@ -116,6 +121,25 @@ static inline flv flv_exp(flv x)
     p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
     flv y = _mm512_scalef_ps(p, n);
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+/* flv_exp for x <= 0 (a shift by the row's max): no upper clamp, and a nan lane stays nan
+ * through the arithmetic (vmaxps returns its second operand when either is nan) */
+static inline flv flv_exp_neg(flv x)
+{
+    flv xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    flv n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FL_LOG2E_F)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
 }
 
 /* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */

@@ -75,6 +75,12 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return vaddvq_f64(vaddq_f64(a.lo, a.hi)); }
+static inline void fl_dacc_store(double *p, fl_dacc a) { vst1q_f64(p, a.lo); vst1q_f64(p + 2, a.hi); }
+static inline flv flv_gather(const float *p, const int32_t *idx)
+{
+    float t[4] = {p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
+    return vld1q_f32(t);
+}
 
 static inline flv flv_exp(flv x)
 {
@@ -134,6 +140,9 @@ static inline flv fl_log_core_(flv x, flv c)
     y = vbslq_f32(vceqq_f32(x, FL_NEON_C(INFINITY)), x, y);
     return vbslq_f32(fl_neon_isnan_(x), x, y);
 }
+
+/* flv_exp for x <= 0: the general one */
+static inline flv flv_exp_neg(flv x) { return flv_exp(x); }
 
 static inline flv flv_log(flv x) { return fl_log_core_(x, vdupq_n_f32(0.0f)); }
 

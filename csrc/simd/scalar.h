@@ -36,7 +36,10 @@ typedef double fl_dacc;
 static inline fl_dacc fl_dacc_zero(void) { return 0.0; }
 static inline fl_dacc fl_dacc_add(fl_dacc a, flv v) { return a + (double)v; }
 static inline double fl_dacc_sum(fl_dacc a) { return a; }
+static inline void fl_dacc_store(double *p, fl_dacc a) { *p = a; }
+static inline flv flv_gather(const float *p, const int32_t *idx) { return p[idx[0]]; }
 static inline flv flv_exp(flv a) { return fl_expf_s(a); }
+static inline flv flv_exp_neg(flv a) { return fl_expf_s(a); }
 static inline flv flv_log(flv a) { return fl_logf_s(a); }
 static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
 static inline flv flv_load_f16(const uint16_t *p) { return fl_f16_to_f32(*p); }
