@@ -584,7 +584,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
         for (int64_t k = 0; k < c; k++) flv_store(t->gt + k * FL_W, flv_mul(flv_load(t->gt + k * FL_W), alpha));
         for (int64_t j = 0; j < nr; j++) t->gt[yidx[j]] = gy[j];
         fl_tile_store((float *)(void *)fl_row_ptr(&a->grad, i0, i1), a->grad.s1, a->grad.sc, c, nr,
-                      a->grad.s1 == c ? t->oidx : NULL, t->gt);
+                      a->grad.s1 == c && a->grad.sc == 1 ? t->oidx : NULL, t->gt);
     }
     return 1;
 }
@@ -594,10 +594,9 @@ static int fl_ce_lanes_ok(const fl_ce_args *a, fl_grid g, int index)
 {
     if (FL_W == 1 || !index || a->targets_only || a->x.dtype != FL_F32 || a->label_smoothing > 0.0 || a->z_loss > 0.0)
         return 0;
-    if (!fl_tile_layout_ok(a->x.s1, a->x.sc, g.c)) return 0;
-    if (a->grad.data && (a->grad.dtype != FL_F32 || !fl_tile_layout_ok(a->grad.s1, a->grad.sc, g.c) ||
-                         (a->grad.s1 == 1) != (a->x.s1 == 1)))
-        return 0;
+    if (!fl_tile_layout_ok(a->x.s1, g.c)) return 0;
+    /* any float32 gradient layout is stored from the tile (fl_tile_store) */
+    if (a->grad.data && a->grad.dtype != FL_F32) return 0;
     return 1;
 }
 

@@ -149,23 +149,23 @@ static inline flv fl_vlog_sigmoid(flv x)
 #define FL_LANES_MAX_C 64
 
 /* Where a tile's rows are: row j at base + j*rs, its class k at + k*cs. rs == 1: a class of
- * the tile is one unit-stride load (class axis not last). Otherwise cs == 1 and gidx[j] =
- * j*rs (gathers; lanes at or past nr repeat row 0). nr <= FL_W rows; lanes past nr of a
- * unit-stride load hold 0. */
+ * the tile is one unit-stride load (class axis not last). Otherwise a gather with gidx[j] =
+ * j*rs from base + k*cs (lanes at or past nr repeat row 0). nr <= FL_W rows; lanes past nr of
+ * a unit-stride load hold 0. */
 static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr,
                                 const int32_t *gidx, float *xt)
 {
     for (int64_t k = 0; k < c; k++) {
         flv v;
         if (rs == 1) v = nr == FL_W ? flv_load(base + k * cs) : flv_load_part(base + k * cs, nr, 0.0f);
-        else v = flv_gather(base + k, gidx);
+        else v = flv_gather(base + k * cs, gidx);
         flv_store(xt + k * FL_W, v);
     }
 }
 
 /* The inverse of fl_tile_load for an output tile t. Rows contiguous (cs == 1, rs == c) with
  * oidx[p] = (p % c) * FL_W + p / c for p < c * FL_W: the tile's c * nr output floats are
- * written as vectors gathered from t; other cs == 1 layouts row by row. */
+ * written as vectors gathered from t; other layouts element by element. */
 static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, const int32_t *oidx,
                                  const float *t)
 {
@@ -177,7 +177,7 @@ static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c,
         if (p < n) flv_store_part(base + p, flv_gather(t, oidx + p), n - p);
     } else {
         for (int64_t j = 0; j < nr; j++)
-            for (int64_t k = 0; k < c; k++) base[j * rs + k] = t[k * FL_W + j];
+            for (int64_t k = 0; k < c; k++) base[j * rs + k * cs] = t[k * FL_W + j];
     }
 }
 
@@ -188,10 +188,13 @@ static inline void fl_tile_index(int64_t rs, int64_t c, int32_t *gidx, int32_t *
     for (int64_t p = 0; p < c * FL_W; p++) oidx[p] = (int32_t)((p % c) * FL_W + p / c);
 }
 
-/* Can a row layout (row stride rs, class stride cs, elements) be tiled? */
-static inline int fl_tile_layout_ok(int64_t rs, int64_t cs, int64_t c)
+/* Can rows of c classes with row stride rs (elements) be tiled? Any class stride can. */
+static inline int fl_tile_layout_ok(int64_t rs, int64_t c)
 {
-    return c >= 1 && c <= FL_LANES_MAX_C && (rs == 1 || (cs == 1 && rs > 0 && rs < ((int64_t)1 << 31) / FL_W));
+    /* any strides: lanes load with unit stride or gather with int32 offsets j * rs, so every
+     * layout of the same values takes the same arithmetic */
+    int64_t lim = ((int64_t)1 << 31) / FL_W;
+    return c >= 1 && c <= FL_LANES_MAX_C && rs > -lim && rs < lim;
 }
 
 /* per-lane max of a tile */
