@@ -140,9 +140,9 @@ def _ops() -> Dict[str, Op]:
         _close(1e-4)))
     ops.append(Op(
         "topk5", "none", "read",
-        lambda d: fl.topk(d.x, 5)[1], None, lambda d: ref.topk(d.x, 5)[1],
-        peers(numpy=lambda d: np.argpartition(-d.x, 4, axis=-1)[:, :5],
-              torch=torch and (lambda d: torch.topk(d.torch_x, 5, dim=-1))),
+        lambda d: fl.topk(d.x, _k5(d))[1], None, lambda d: ref.topk(d.x, _k5(d))[1],
+        peers(numpy=lambda d: np.argpartition(-d.x, _k5(d) - 1, axis=-1)[:, :_k5(d)],
+              torch=torch and (lambda d: torch.topk(d.torch_x, _k5(d), dim=-1))),
         _equal))
     ops.append(Op(
         "predict", "none", "read",
@@ -199,6 +199,11 @@ def _torch_focal(torch: Any, x: Any, y: Any, alpha: float = 0.25, gamma: float =
     loss = ce * (1 - p_t) ** gamma
     loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
     return loss.mean()
+
+
+def _k5(d: Data) -> int:
+    """k of the top-k case: 5, or every class when there are fewer."""
+    return min(5, d.x.shape[-1])
 
 
 def _torch_fwd_bwd(torch: Any, d: Data, loss_fn: Callable[[Any], Any]) -> Any:
