@@ -203,7 +203,7 @@ def _torch_focal(torch: Any, x: Any, y: Any, alpha: float = 0.25, gamma: float =
 
 def _k5(d: Data) -> int:
     """k of the top-k case: 5, or every class when there are fewer."""
-    return min(5, d.x.shape[-1])
+    return min(5, int(d.x.shape[-1]))
 
 
 def _torch_fwd_bwd(torch: Any, d: Data, loss_fn: Callable[[Any], Any]) -> Any:
