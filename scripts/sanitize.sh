@@ -64,12 +64,17 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
 export FASTLOGITS_FUZZ_SECONDS="${FASTLOGITS_FUZZ_SECONDS:-60}"
 export FASTLOGITS_SANITIZED=1   # tests that measure RSS skip themselves
 pytest_args=(-q -p no:cacheprovider -m "not slow")
-if [ "${FASTLOGITS_SANITIZE_NO_TORCH:-0}" = 1 ]; then
-    # a module named torch that fails to import makes pytest.importorskip("torch") skip
-    mkdir -p "$work/notorch/torch"
-    echo 'raise ImportError("torch hidden by scripts/sanitize.sh")' > "$work/notorch/torch/__init__.py"
-    export PYTHONPATH="$work/notorch${PYTHONPATH:+:$PYTHONPATH}"
-fi
+# A module that fails to import makes pytest.importorskip skip its tests. matplotlib and pyarrow
+# are always hidden: their C++ code throws exceptions, and a preloaded libasan aborts on the first
+# throw ("CHECK failed: asan_interceptors.cpp ... real___cxa_throw", an ASan limitation with
+# LD_PRELOAD, not a finding); torch on request.
+hidden=(matplotlib pyarrow)
+if [ "${FASTLOGITS_SANITIZE_NO_TORCH:-0}" = 1 ]; then hidden+=(torch); fi
+for mod in "${hidden[@]}"; do
+    mkdir -p "$work/hidden/$mod"
+    echo "raise ImportError('$mod hidden by scripts/sanitize.sh')" > "$work/hidden/$mod/__init__.py"
+done
+export PYTHONPATH="$work/hidden${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$full" = 1 ]; then
     targets=("$root/tests")
 else
