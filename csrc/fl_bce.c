@@ -81,15 +81,20 @@ static inline int fl_in01(double v) { return (v >= 0.0) & (v <= 1.0); } /* nan: 
     default: ok = 0; break;                                                                   \
     }
 
-/* The n targets at p as contiguous float: in place for contiguous float32, else converted
- * into buf. Returns 0 when one of them is not a valid binary target. */
-static int fl_targets_f32(const fl_arr *a, const char *p, int64_t n, float *buf, const float **out)
+/* Are the targets of a used in place by fl_lanes_f32 (contiguous float32)? */
+static inline int fl_targets_in_place_f32(const fl_arr *a) { return a->dtype == FL_F32 && a->sc == 1; }
+
+/* The n targets at p as contiguous float: in place for contiguous float32 (which the lanes
+ * check as they read them, unless check is set here), else converted into buf. Returns 0 when
+ * one of those it checked is not a valid binary target. */
+static int fl_targets_f32(const fl_arr *a, const char *p, int64_t n, float *buf, const float **out, int check)
 {
     int64_t sc = a->sc;
     int ok = 1;
-    if (a->dtype == FL_F32 && sc == 1) {
+    if (fl_targets_in_place_f32(a)) {
         const float *s = (const float *)p;
-        for (int64_t k = 0; k < n; k++) ok &= (s[k] >= 0.0f) & (s[k] <= 1.0f);
+        if (check)
+            for (int64_t k = 0; k < n; k++) ok &= (s[k] >= 0.0f) & (s[k] <= 1.0f);
         *out = s;
         return ok;
     }
@@ -117,16 +122,44 @@ static int fl_targets_f64(const fl_arr *a, const char *p, int64_t n, double *buf
 
 static const float fl_ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
-/* a*b with 0*inf taken as 0 (a nan product becomes 0: callers get nan logits from L) */
-static inline flv fl_vmul0(flv a, flv b) { return flv_zero_nan(flv_mul(a, b)); }
-
-/* a*max(-x, 0) + b*max(x, 0) + (a+b)*L: -(a*log_sigmoid(x) + b*log_sigmoid(-x)) */
+/* a*max(-x, 0) + b*max(x, 0) + (a+b)*L: -(a*log_sigmoid(x) + b*log_sigmoid(-x)). One of the
+ * max terms is 0, so the other is selected; its 0*inf (x = -+inf with a zero coefficient) is
+ * taken as 0, and a nan x gives a nan L. */
 static inline flv fl_vsoftplus2(flv x, flv a, flv b, flv L)
 {
-    flv zero = flv_set1(0.0f);
-    flv rn = flv_max(flv_neg(x), zero), rp = flv_max(x, zero);
-    return flv_add(flv_add(fl_vmul0(a, rn), fl_vmul0(b, rp)), flv_mul(flv_add(a, b), L));
+    flv lin = flv_zero_nan(flv_sel_neg(x, flv_mul(a, flv_neg(x)), flv_mul(b, x)));
+    return flv_fma(flv_add(a, b), L, lin);
 }
+
+/* log1p(t) for 0 <= t <= 1 (or nan), the t = exp(-|x|) of every loss here: fl_logf_core_s's
+ * reduction and polynomial without its special cases, and without rounding 1 + t. Where
+ * 1 + t < sqrt(2) the reduced argument f = m - 1 is t itself; above, m = (1 + t)/2 and
+ * f = (t - 1)/2 = fma(t, 1/2, -1/2), exact for t in [sqrt(2) - 1, 1] (a multiple of ulp(t)/2
+ * below 2^-1). So no correction term, and no division, is needed. */
+static inline flv fl_vlog1p_unit(flv t)
+{
+    flv half = flv_set1(0.5f), zero = flv_set1(0.0f);
+    flv d = flv_sub(t, flv_set1(2.0f * FL_SQRTH_F - 1.0f));
+    flv f = flv_sel_neg(d, t, flv_fma(t, half, flv_neg(half)));
+    flv fe = flv_sel_neg(d, zero, flv_set1(1.0f));
+    flv z = flv_mul(f, f);
+    flv p = flv_set1(FL_LOGF_P8);
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P7));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P6));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P5));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P4));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P3));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P2));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P1));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P0));
+    flv y = flv_fma(fe, flv_set1(FL_LN2_LO_F), flv_mul(flv_mul(p, f), z));
+    y = flv_fma(flv_neg(half), z, y);
+    y = flv_add(f, y);
+    return flv_fma(fe, flv_set1(FL_LN2_HI_F), y);
+}
+
+/* exp(-|x|) */
+static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(flv_neg(flv_abs(x))); }
 
 /* sigmoid(x) and sigmoid(-x) from t = exp(-|x|) */
 static inline void fl_vsigmoids(flv x, flv t, flv *sp, flv *sn)
@@ -152,9 +185,9 @@ typedef struct { flv one, scale, alpha, alpha_c, gamma; int use_alpha, pow_mode;
 
 static inline void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv *loss, flv *grad)
 {
-    flv t = flv_exp(flv_neg(flv_abs(x)));
+    flv t = fl_vexp_mabs(x);
     flv a = flv_mul(flv_mul(w, pw), y), b = flv_mul(w, flv_sub(K->one, y));
-    *loss = fl_vsoftplus2(x, a, b, flv_log1p(t));
+    *loss = fl_vsoftplus2(x, a, b, fl_vlog1p_unit(t));
     if (grad) {
         flv sp, sn;
         fl_vsigmoids(x, t, &sp, &sn);
@@ -164,9 +197,9 @@ static inline void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv 
 
 static inline void fl_vfocal(const fl_vconst *K, flv x, flv y, flv *loss, flv *grad)
 {
-    flv t = flv_exp(flv_neg(flv_abs(x)));
+    flv t = fl_vexp_mabs(x);
     flv yc = flv_sub(K->one, y);
-    flv ce = fl_vsoftplus2(x, y, yc, flv_log1p(t));
+    flv ce = fl_vsoftplus2(x, y, yc, fl_vlog1p_unit(t));
     flv sp, sn;
     fl_vsigmoids(x, t, &sp, &sn);
     flv q = flv_add(flv_mul(sp, yc), flv_mul(sn, y));
@@ -182,45 +215,83 @@ static inline void fl_vfocal(const fl_vconst *K, flv x, flv y, flv *loss, flv *g
     }
 }
 
-/* one piece of n contiguous elements; returns the sum of its losses (double) */
+/* Targets in [0, 1] as two running vectors: lo = min, hi = max (a nan sticks in both). */
+typedef struct { flv lo, hi; } fl_vrange;
+
+static inline void fl_vrange_add(fl_vrange *r, flv y)
+{
+    r->lo = flv_min(y, r->lo);
+    r->hi = flv_max(y, r->hi);
+}
+
+static inline int fl_vrange_in01(fl_vrange r)
+{
+    return (flv_hmax(flv_neg(r.lo)) <= 0.0f) & (flv_hmax(r.hi) <= 1.0f); /* nan: 0 */
+}
+
+/* one vector of the piece: its loss (and gradient) for x, y and the weights w, pw */
+static inline flv fl_lane_loss(const fl_bce_ctx *c, const fl_vconst *K, flv vx, flv vy, flv vw, flv vp, flv *vg)
+{
+    flv vl;
+    if (c->o.kind == FL_LOSS_FOCAL) fl_vfocal(K, vx, vy, &vl, vg);
+    else fl_vbce(K, vx, vy, vw, vp, &vl, vg);
+    return vl;
+}
+
+/* One piece of n contiguous elements; returns the sum of its losses (double). With check set,
+ * the targets are checked here, in the pass that reads them, and *ok cleared if one is not in
+ * [0, 1]. */
 static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, const float *w,
-                           const float *pw, float *l, float *g, int64_t n)
+                           const float *pw, float *l, float *g, int64_t n, int check, int *ok)
 {
     fl_vconst K = {flv_set1(1.0f), flv_set1((float)c->o.grad_scale), flv_set1((float)c->o.alpha),
                    flv_set1((float)(1.0 - c->o.alpha)), flv_set1((float)c->o.gamma),
                    c->o.alpha >= 0.0, c->pow_mode};
-    int focal = c->o.kind == FL_LOSS_FOCAL;
-    double sum = 0.0;
-    flv vl, vg;
+    fl_dacc acc = fl_dacc_zero();
+    fl_vrange range = {flv_set1(0.0f), flv_set1(0.0f)};
+    flv vg;
     int64_t k = 0;
+    /* four vectors per step: each is one long dependency chain (exp, log1p), so independent
+     * chains side by side keep the vector units busy where one would wait on latencies */
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv vl[4], vgs[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            int64_t o = k + j * FL_W;
+            flv vx = flv_load(x + o), vy = flv_load(y + o);
+            flv vw = w ? flv_load(w + o) : K.one, vp = pw ? flv_load(pw + o) : K.one;
+            vl[j] = fl_lane_loss(c, &K, vx, vy, vw, vp, g ? &vgs[j] : NULL);
+            if (check) fl_vrange_add(&range, vy);
+        }
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            acc = fl_dacc_add(acc, vl[j]);
+            if (l) flv_store(l + k + j * FL_W, vl[j]);
+            if (g) flv_store(g + k + j * FL_W, vgs[j]);
+        }
+    }
     for (; k + FL_W <= n; k += FL_W) {
         flv vx = flv_load(x + k), vy = flv_load(y + k);
-        if (focal) {
-            fl_vfocal(&K, vx, vy, &vl, g ? &vg : NULL);
-        } else {
-            flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
-            fl_vbce(&K, vx, vy, vw, vp, &vl, g ? &vg : NULL);
-        }
-        sum += flv_hsum_d(vl);
+        flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
+        flv vl = fl_lane_loss(c, &K, vx, vy, vw, vp, g ? &vg : NULL);
+        if (check) fl_vrange_add(&range, vy);
+        acc = fl_dacc_add(acc, vl);
         if (l) flv_store(l + k, vl);
         if (g) flv_store(g + k, vg);
     }
     if (k < n) {
         int64_t m = n - k;
         flv vx = flv_load_part(x + k, m, 0.0f), vy = flv_load_part(y + k, m, 0.0f);
-        if (focal) {
-            fl_vfocal(&K, vx, vy, &vl, g ? &vg : NULL);
-        } else {
-            flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one;
-            flv vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
-            fl_vbce(&K, vx, vy, vw, vp, &vl, g ? &vg : NULL);
-        }
+        flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one, vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
+        flv vl = fl_lane_loss(c, &K, vx, vy, vw, vp, g ? &vg : NULL);
+        if (check) fl_vrange_add(&range, vy);
         /* the fill lanes hold finite losses of x = y = 0: mask them out of the sum */
-        sum += flv_hsum_d(flv_mul(vl, flv_load_part(fl_ones, m, 0.0f)));
+        acc = fl_dacc_add(acc, flv_mul(vl, flv_load_part(fl_ones, m, 0.0f)));
         if (l) flv_store_part(l + k, vl, m);
         if (g) flv_store_part(g + k, vg, m);
     }
-    return sum;
+    if (check) *ok &= fl_vrange_in01(range);
+    return fl_dacc_sum(acc);
 }
 
 /* ---------------- float64 elements ---------------- */
@@ -307,7 +378,8 @@ static double fl_piece_f32(const fl_bce_ctx *c, int64_t i0, int64_t i1, int64_t 
     int64_t m = c->chunk;
     const float *x = fl_row_in_f32(c->x, fl_piece_ptr(c->x, i0, i1, k0), n, buf);
     const float *y;
-    int valid = fl_targets_f32(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf + m, &y);
+    int valid = fl_targets_f32(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf + m, &y, 0);
+    int lanes_check = c->o.check_target && fl_targets_in_place_f32(c->y);
     if (c->o.check_target) *ok &= valid;
     const float *w = c->w ? fl_row_in_f32(c->w, fl_piece_ptr(c->w, i0, i1, k0), n, buf + 2 * m) : NULL;
     const float *pw = c->pw ? fl_row_in_f32(c->pw, fl_piece_ptr(c->pw, i0, i1, k0), n, buf + 3 * m) : NULL;
@@ -315,7 +387,7 @@ static double fl_piece_f32(const fl_bce_ctx *c, int64_t i0, int64_t i1, int64_t 
     char *grow = c->grad ? fl_piece_ptr(c->grad, i0, i1, k0) : NULL;
     float *l = lrow ? fl_row_dst_f32(c->loss, lrow, buf + 4 * m) : NULL;
     float *g = grow ? fl_row_dst_f32(c->grad, grow, buf + 5 * m) : NULL;
-    double s = fl_lanes_f32(c, x, y, w, pw, l, g, n);
+    double s = fl_lanes_f32(c, x, y, w, pw, l, g, n, lanes_check, ok);
     if (l) fl_row_out_f32(c->loss, lrow, n, l);
     if (g) fl_row_out_f32(c->grad, grow, n, g);
     return s;
@@ -385,7 +457,7 @@ static void fl_check_task(void *vctx, int64_t b0, int64_t b1)
             int64_t i0, i1, k0, n;
             const float *y;
             fl_piece_pos(c, u, &i0, &i1, &k0, &n);
-            ok &= fl_targets_f32(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf, &y);
+            ok &= fl_targets_f32(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf, &y, 1);
         }
         c->status[b] = ok ? FL_OK : FL_EBADTARGET;
     }

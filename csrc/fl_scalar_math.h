@@ -99,6 +99,17 @@ static inline double fl_exp_d(double x)
 }
 
 #define FL_SQRTH_F 0.70710678118654752440f
+/* log(1 + t) = t - t^2/2 + t^3 * P(t), P of degree 8 (Cephes logf): the vector paths use the
+ * same coefficients */
+#define FL_LOGF_P0 3.3333331174e-1f
+#define FL_LOGF_P1 -2.4999993993e-1f
+#define FL_LOGF_P2 2.0000714765e-1f
+#define FL_LOGF_P3 -1.6668057665e-1f
+#define FL_LOGF_P4 1.4249322787e-1f
+#define FL_LOGF_P5 -1.2420140846e-1f
+#define FL_LOGF_P6 1.1676998740e-1f
+#define FL_LOGF_P7 -1.1514610310e-1f
+#define FL_LOGF_P8 7.0376836292e-2f
 
 /* log(x) + c, |c| tiny against the result: c = 0 for log, log1p folds its rounding
  * correction in there so it is added to the low-order part before the final roundings. */
@@ -115,15 +126,15 @@ static inline float fl_logf_core_s(float x, float c)
     m = small ? m + m : m;
     float t = m - 1.0f;
     float z = t * t;
-    float p = 7.0376836292e-2f;
-    p = p * t - 1.1514610310e-1f;
-    p = p * t + 1.1676998740e-1f;
-    p = p * t - 1.2420140846e-1f;
-    p = p * t + 1.4249322787e-1f;
-    p = p * t - 1.6668057665e-1f;
-    p = p * t + 2.0000714765e-1f;
-    p = p * t - 2.4999993993e-1f;
-    p = p * t + 3.3333331174e-1f;
+    float p = FL_LOGF_P8;
+    p = p * t + FL_LOGF_P7;
+    p = p * t + FL_LOGF_P6;
+    p = p * t + FL_LOGF_P5;
+    p = p * t + FL_LOGF_P4;
+    p = p * t + FL_LOGF_P3;
+    p = p * t + FL_LOGF_P2;
+    p = p * t + FL_LOGF_P1;
+    p = p * t + FL_LOGF_P0;
     float fe = (float)e - (sub ? 23.0f : 0.0f);
     float y = p * t * z;
     y = y + (fe * -2.12194440e-4f + c);
