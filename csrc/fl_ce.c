@@ -181,6 +181,10 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
     for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
         int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
         float mb = fl_rmax_f32(x + k, n);
+        /* the next block is on another page, where the hardware prefetcher stops: fetch it
+         * while this one's exponentials are computed from L1 */
+        for (int64_t j = k + FL_CE_BLOCK; j < c && j < k + 2 * FL_CE_BLOCK; j += 64 / (int64_t)sizeof(float))
+            FL_PREFETCH(x + j);
         if (mb != mb || mb == INFINITY) return mb;
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
@@ -193,7 +197,8 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
             if (e) memset(e + k, 0, (size_t)n * sizeof(float));
             continue;
         }
-        double nb, rb = fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0);
+        double nb = 0.0, rb = mb < m ? fl_rsumexp_below_f32(x + k, n, m, e ? e + k : NULL)
+                                     : fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0);
         nm += nb;
         rs += rb;
     }

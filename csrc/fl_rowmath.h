@@ -17,14 +17,22 @@
 
 /* ---------- float32 rows ---------- */
 
-/* max of a row; NaN anywhere gives NaN; an empty row gives -inf */
+/* max of a row; NaN anywhere gives NaN; an empty row gives -inf. The new element is the first
+ * operand of flv_max, whose NaN test is then off the loop-carried chain, and four
+ * accumulators hide the latency of what remains. */
 static inline float fl_rmax_f32(const float *x, int64_t n)
 {
-    flv acc = flv_set1(-INFINITY);
+    flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     int64_t k = 0;
-    for (; k + FL_W <= n; k += FL_W) acc = flv_max(acc, flv_load(x + k));
-    if (k < n) acc = flv_max(acc, flv_load_part(x + k, n - k, -INFINITY));
-    return flv_hmax(acc);
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        a0 = flv_max(flv_load(x + k), a0);
+        a1 = flv_max(flv_load(x + k + FL_W), a1);
+        a2 = flv_max(flv_load(x + k + 2 * FL_W), a2);
+        a3 = flv_max(flv_load(x + k + 3 * FL_W), a3);
+    }
+    for (; k + FL_W <= n; k += FL_W) a0 = flv_max(flv_load(x + k), a0);
+    if (k < n) a0 = flv_max(flv_load_part(x + k, n - k, -INFINITY), a0);
+    return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
 }
 
 /* exp(x - m) for a finite m, with the rounding error of x - m folded in */
@@ -54,6 +62,22 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
     fl_dacc acc = fl_dacc_zero();
     int64_t k = 0;
     if (precise) {
+        /* four vectors a step, side by side: independent exponential chains */
+        for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+            flv d[4], e[4];
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                flv xv = flv_load(x + k + j * FL_W);
+                d[j] = flv_sub(xv, vm);
+                e[j] = fl_vexp_sub(xv, vm);
+            }
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                if (y) flv_store(y + k + j * FL_W, e[j]);
+                acc = fl_dacc_add(acc, flv_sel_neg(d[j], e[j], zero));
+                cnt = flv_add(cnt, flv_sel_neg(d[j], zero, one));
+            }
+        }
         for (; k + FL_W <= n; k += FL_W) {
             flv xv = flv_load(x + k);
             flv d = flv_sub(xv, vm);
@@ -63,17 +87,34 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
         }
     } else {
+        /* four vectors a step, side by side (their exponentials are independent chains), into
+         * four partial sums (the additions are the loop-carried chain) */
         while (k + FL_W <= n) {
-            flv part = zero;
+            flv part[4] = {zero, zero, zero, zero}, cnt4[4] = {zero, zero, zero, zero};
             int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+            for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
+                flv d[4], e[4];
+                FL_UNROLL(4)
+                for (int j = 0; j < 4; j++) {
+                    d[j] = flv_sub(flv_load(x + k + j * FL_W), vm);
+                    e[j] = flv_exp_neg(d[j]);
+                }
+                FL_UNROLL(4)
+                for (int j = 0; j < 4; j++) {
+                    if (y) flv_store(y + k + j * FL_W, e[j]);
+                    part[j] = flv_add(part[j], flv_sel_neg(d[j], e[j], zero));
+                    cnt4[j] = flv_add(cnt4[j], flv_sel_neg(d[j], zero, one));
+                }
+            }
             for (; k + FL_W <= end; k += FL_W) {
                 flv d = flv_sub(flv_load(x + k), vm);
                 flv e = flv_exp_neg(d);
                 if (y) flv_store(y + k, e);
-                part = flv_add(part, flv_sel_neg(d, e, zero));
-                cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+                part[0] = flv_add(part[0], flv_sel_neg(d, e, zero));
+                cnt4[0] = flv_add(cnt4[0], flv_sel_neg(d, zero, one));
             }
-            acc = fl_dacc_add(acc, part);
+            acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
+            cnt = flv_add(cnt, flv_add(flv_add(cnt4[0], cnt4[1]), flv_add(cnt4[2], cnt4[3])));
         }
     }
     if (k < n) {
@@ -85,6 +126,42 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
     }
     *n_eq = flv_hsum_d(cnt);
+    return fl_dacc_sum(acc);
+}
+
+/* fl_rsumexp_f32 without precise, for a run of elements all below m (its own max is smaller,
+ * so no NaN and no entry equal to m): every term goes to rest and there is nothing to count. */
+static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, float *y)
+{
+    flv vm = flv_set1(m), zero = flv_set1(0.0f);
+    fl_dacc acc = fl_dacc_zero();
+    int64_t k = 0;
+    while (k + FL_W <= n) {
+        flv part[4] = {zero, zero, zero, zero};
+        int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+        for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
+            flv e[4];
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) e[j] = flv_exp_neg(flv_sub(flv_load(x + k + j * FL_W), vm));
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                if (y) flv_store(y + k + j * FL_W, e[j]);
+                part[j] = flv_add(part[j], e[j]);
+            }
+        }
+        for (; k + FL_W <= end; k += FL_W) {
+            flv e = flv_exp_neg(flv_sub(flv_load(x + k), vm));
+            if (y) flv_store(y + k, e);
+            part[0] = flv_add(part[0], e);
+        }
+        acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
+    }
+    if (k < n) {
+        /* the fill lanes are -inf: exp gives 0 */
+        flv e = flv_exp_neg(flv_sub(flv_load_part(x + k, n - k, -INFINITY), vm));
+        if (y) flv_store_part(y + k, e, n - k);
+        acc = fl_dacc_add(acc, e);
+    }
     return fl_dacc_sum(acc);
 }
 
@@ -201,7 +278,7 @@ static inline int fl_tile_layout_ok(int64_t rs, int64_t c)
 static inline flv fl_tile_max(const float *xt, int64_t c)
 {
     flv m = flv_load(xt);
-    for (int64_t k = 1; k < c; k++) m = flv_max(m, flv_load(xt + k * FL_W));
+    for (int64_t k = 1; k < c; k++) m = flv_max(flv_load(xt + k * FL_W), m);
     return m;
 }
 

@@ -77,6 +77,13 @@
 #define FL_UNROLL(n)
 #endif
 
+/* FL_PREFETCH(p): ask for the cache line at p ahead of its use (a hint; never faults) */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+#else
+#define FL_PREFETCH(p) ((void)(p))
+#endif
+
 /* FL_FN(softmax) -> fl_softmax_avx2 in the AVX2 build: each ISA build defines its own symbols. */
 #define FL_CAT3_(a, b, c) a##b##c
 #define FL_CAT3(a, b, c) FL_CAT3_(a, b, c)
