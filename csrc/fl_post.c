@@ -411,18 +411,31 @@ static inline int fl_better(double a, int64_t ia, double b, int64_t ib)
     return a > b || (a == b && ia < ib);
 }
 
+/* First index of the max of a float32 row (NaN above everything). The row is taken in runs of
+ * FL_ARGMAX_RUN elements with the vector max; only the run that holds the answer is scanned
+ * element by element. */
+#define FL_ARGMAX_RUN 256
+static int64_t fl_argmax_f32(const float *x, int64_t c)
+{
+    int64_t at = 0;
+    float bm = fl_rmax_f32(x, c < FL_ARGMAX_RUN ? c : FL_ARGMAX_RUN);
+    for (int64_t k = FL_ARGMAX_RUN; k < c && bm == bm; k += FL_ARGMAX_RUN) {
+        float r = fl_rmax_f32(x + k, c - k < FL_ARGMAX_RUN ? c - k : FL_ARGMAX_RUN);
+        if (r > bm || r != r) { bm = r; at = k; }
+    }
+    int64_t end = c - at < FL_ARGMAX_RUN ? c : at + FL_ARGMAX_RUN;
+    for (int64_t k = at; k < end; k++)
+        if (x[k] == bm || (bm != bm && x[k] != x[k])) return k;
+    return at; /* not reached: the run holds its max */
+}
+
 static void fl_argmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     int64_t best = 0;
     if (!ctx->f64) {
-        const float *x = fl_row_in_f32(ctx->x, xrow, c, (float *)scratch);
-        float bv = x[0];
-        for (int64_t k = 1; k < c && bv == bv; k++) {
-            float v = x[k];
-            if (v > bv || v != v) { bv = v; best = k; }
-        }
+        best = fl_argmax_f32(fl_row_in_f32(ctx->x, xrow, c, (float *)scratch), c);
     } else {
         const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
         double bv = x[0];
@@ -434,10 +447,35 @@ static void fl_argmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     *(int64_t *)fl_row_ptr(ctx->y, i0, i1) = best;
 }
 
+/* argmax of FL_W rows in the lanes: a lane takes class k where it beats the best so far
+ * (best - v < 0; ties keep the lower index). A NaN anywhere sends the rows one by one. */
+static int fl_argmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    (void)scratch;
+    const fl_arr *x = ctx->x;
+    int64_t c = ctx->g.c;
+    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
+                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+    flv best = flv_load(t->xt), bi = flv_set1(0.0f), nan = best;
+    for (int64_t k = 1; k < c; k++) {
+        flv v = flv_load(t->xt + k * FL_W), d = flv_sub(best, v);
+        best = flv_sel_neg(d, v, best);
+        bi = flv_sel_neg(d, flv_set1((float)k), bi);
+        nan = flv_max(v, nan);
+    }
+    if (flv_hmax(nan) != flv_hmax(nan)) return 0;
+    flv_store(t->yt, bi);
+    for (int64_t j = 0; j < nr; j++) *(int64_t *)fl_row_ptr(ctx->y, i0, i1 + j) = (int64_t)t->yt[j];
+    return 1;
+}
+
 static void fl_argmax_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_argmax_row);
+    if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
+        fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_argmax_row, fl_argmax_tile);
+    else
+        fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_argmax_row);
 }
 
 int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g)
@@ -462,20 +500,50 @@ static void fl_heap_sift_down(fl_cand *h, int64_t n, int64_t p)
     }
 }
 
+/* offer candidate (v, j) to the heap of the k best */
+static inline void fl_heap_offer(fl_cand *h, int64_t k, double v, int64_t j)
+{
+    if (fl_better(v, j, h[0].v, h[0].i)) {
+        h[0] = (fl_cand){v, j};
+        fl_heap_sift_down(h, k, 0);
+    }
+}
+
+static void fl_heap_init(fl_cand *h, int64_t k)
+{
+    for (int64_t p = k / 2 - 1; p >= 0; p--) fl_heap_sift_down(h, k, p);
+}
+
+/* The heap of the k best of a float32 row. Once the heap is full, a run of 4 vectors whose max
+ * is not above the worst kept cannot change it (a tie loses to the earlier index), so most of
+ * a long row is only read by the vector max. A NaN max compares false and is offered. */
+static void fl_topk_scan_f32(const float *x, int64_t c, int64_t k, fl_cand *h)
+{
+    for (int64_t j = 0; j < k; j++) h[j] = (fl_cand){x[j], j};
+    fl_heap_init(h, k);
+    int64_t j = k;
+    for (; j + 4 * FL_W <= c; j += 4 * FL_W) {
+        flv m = flv_max(flv_max(flv_load(x + j), flv_load(x + j + FL_W)),
+                        flv_max(flv_load(x + j + 2 * FL_W), flv_load(x + j + 3 * FL_W)));
+        if ((double)flv_hmax(m) <= h[0].v) continue;
+        for (int64_t q = j; q < j + 4 * FL_W; q++) fl_heap_offer(h, k, x[q], q);
+    }
+    for (; j < c; j++) fl_heap_offer(h, k, x[j], j);
+}
+
 static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c, k = ctx->k;
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     fl_cand *h = (fl_cand *)scratch;
     double *bx = (double *)(h + k);
-    const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
-    for (int64_t j = 0; j < k; j++) h[j] = (fl_cand){x[j], j};
-    for (int64_t p = k / 2 - 1; p >= 0; p--) fl_heap_sift_down(h, k, p);
-    for (int64_t j = k; j < c; j++) {
-        if (fl_better(x[j], j, h[0].v, h[0].i)) {
-            h[0] = (fl_cand){x[j], j};
-            fl_heap_sift_down(h, k, 0);
-        }
+    if (ctx->x->dtype != FL_F64) {
+        fl_topk_scan_f32(fl_row_in_f32(ctx->x, xrow, c, (float *)bx), c, k, h);
+    } else {
+        const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
+        for (int64_t j = 0; j < k; j++) h[j] = (fl_cand){x[j], j};
+        fl_heap_init(h, k);
+        for (int64_t j = k; j < c; j++) fl_heap_offer(h, k, x[j], j);
     }
     /* pop the worst to the back: the array ends sorted best first */
     for (int64_t n = k - 1; n > 0; n--) {
