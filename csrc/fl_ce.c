@@ -182,9 +182,13 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
         int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
         float mb = fl_rmax_f32(x + k, n);
         /* the next block is on another page, where the hardware prefetcher stops: fetch it
-         * while this one's exponentials are computed from L1 */
-        for (int64_t j = k + FL_CE_BLOCK; j < c && j < k + 2 * FL_CE_BLOCK; j += 64 / (int64_t)sizeof(float))
-            FL_PREFETCH(x + j);
+         * while this one's exponentials are computed from L1. After the last block, the next
+         * block is the start of the next row when rows are contiguous (a prefetch of memory
+         * that is not the next row is only wasted, never a fault). */
+        int64_t after = c - k - n; /* elements of the row after this block */
+        const float *next = x + k + n;
+        int64_t ahead = after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n;
+        for (int64_t j = 0; j < ahead; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(next + j);
         if (mb != mb || mb == INFINITY) return mb;
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);

@@ -156,6 +156,7 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float *y = fl_row_dst_f32(ctx->y, yrow, by);
         float m = fl_rmax_f32(x, c);
+        fl_prefetch_next_row(x, c);
         if (!isfinite(m)) {
             /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
             for (int64_t k = 0; k < c; k++) y[k] = NAN;
@@ -282,6 +283,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         float *bx = (float *)scratch, *bp = bx + c;
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float m = fl_rmax_f32(x, c);
+        fl_prefetch_next_row(x, c);
         if (!isfinite(m)) {
             v = fl_reduce_special(ctx->op, m, c);
         } else {
@@ -435,7 +437,9 @@ static void fl_argmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     int64_t best = 0;
     if (!ctx->f64) {
-        best = fl_argmax_f32(fl_row_in_f32(ctx->x, xrow, c, (float *)scratch), c);
+        const float *x = fl_row_in_f32(ctx->x, xrow, c, (float *)scratch);
+        fl_prefetch_next_row(x, c);
+        best = fl_argmax_f32(x, c);
     } else {
         const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
         double bv = x[0];

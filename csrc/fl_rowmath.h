@@ -35,6 +35,15 @@ static inline float fl_rmax_f32(const float *x, int64_t n)
     return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
 }
 
+/* Ask for the first 4 KB after a row of c floats: the next row when rows are contiguous, on
+ * a page the hardware prefetcher will not enter by itself, brought in while this row is
+ * computed. (Memory that is not the next row is a wasted hint, never a fault.) */
+static inline void fl_prefetch_next_row(const float *x, int64_t c)
+{
+    int64_t n = c < 1024 ? c : 1024;
+    for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(x + c + j);
+}
+
 /* exp(x - m) for a finite m, with the rounding error of x - m folded in */
 static inline flv fl_vexp_sub(flv x, flv m)
 {
@@ -232,6 +241,10 @@ static inline flv fl_vlog_sigmoid(flv x)
 static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr,
                                 const int32_t *gidx, float *xt)
 {
+    /* contiguous rows: the next tile follows this one; have it on its way to L1 now, or the
+     * gathers of the next tile each wait on memory (a prefetch past the data is harmless) */
+    if (cs == 1 && rs == c)
+        for (int64_t off = 0; off < FL_W * c; off += 64 / (int64_t)sizeof(float)) FL_PREFETCH(base + FL_W * c + off);
     for (int64_t k = 0; k < c; k++) {
         flv v;
         if (rs == 1) v = nr == FL_W ? flv_load(base + k * cs) : flv_load_part(base + k * cs, nr, 0.0f);
