@@ -156,10 +156,6 @@ static void fl_ce_index_coefs(const fl_ce_ctx *ctx, double s, double wy, double 
  * fixed by the row length alone, so the result does not depend on the thread count. */
 #define FL_CE_BLOCK 1024
 
-/* Above this many bytes of gradient, write it with non-temporal stores: it would not stay in
- * cache anyway, and streaming stores spare the read of each output line. */
-#define FL_CE_STREAM_BYTES ((int64_t)8 << 20)
-
 static int64_t fl_ce_nblocks(int64_t c) { return (c + FL_CE_BLOCK - 1) / FL_CE_BLOCK; }
 
 /* One pass over a row: its max m and the sum of exp(x_k - m) split as n_max + rest. n_max
@@ -251,8 +247,7 @@ static void fl_ce_write_grad_f32(float *g, const float *e, int64_t c, float alph
     flv va = flv_set1(alpha), vb = flv_set1(-beta);
     int64_t k = 0, s0 = 0, s1 = 0; /* [s0, s1): the streamed elements */
     if (stream) {
-        s0 = (int64_t)(((uintptr_t)0 - (uintptr_t)g) % (FL_W * sizeof(float))) / (int64_t)sizeof(float);
-        s0 = s0 < c ? s0 : c;
+        s0 = fl_stream_head(g, c);
         if (s0 > 0) flv_store_part(g, fl_ce_gvec(e, w, 0, s0, va, vb), s0);
         for (k = s0; k + FL_W <= c; k += FL_W) {
             flv v = fl_ce_gvec(e, w, k, FL_W, va, vb);
@@ -708,7 +703,7 @@ int FL_FN(cross_entropy)(const fl_ce_args *a, fl_grid g, fl_ce_result *res)
     ctx.index = a->target.dtype == FL_I64 || a->target.dtype == FL_I32;
     ctx.rpb = fl_rows_per_block(g.c);
     ctx.lanes = fl_ce_lanes_ok(a, g, ctx.index);
-    ctx.stream = a->grad.data && fl_row_is_f32(&a->grad) && nrows * g.c * (int64_t)sizeof(float) >= FL_CE_STREAM_BYTES;
+    ctx.stream = a->grad.data && fl_stream_ok(&a->grad, nrows, g.c);
     int64_t nb = (nrows + ctx.rpb - 1) / ctx.rpb;
     fl_ksum w = {0.0, 0.0};
     for (int64_t k = 0; k < g.c; k++) fl_kadd(&w, a->weight ? a->weight[k] : 1.0);

@@ -33,6 +33,16 @@ static inline char *fl_row_ptr(const fl_arr *a, int64_t i0, int64_t i1)
 
 /* Does the row of a hold contiguous floats of the compute type (so it can be used in place)? */
 static inline int fl_row_is_f32(const fl_arr *a) { return a->dtype == FL_F32 && a->sc == 1; }
+
+/* Above this many bytes of float32 output, write it with non-temporal stores: it would not
+ * stay in cache anyway, and streaming stores spare the read of each output line. */
+#define FL_STREAM_BYTES ((int64_t)8 << 20)
+
+/* Should an output of n0*n1 rows of c floats be streamed? (contiguous float32 rows only) */
+static inline int fl_stream_ok(const fl_arr *y, int64_t nrows, int64_t c)
+{
+    return fl_row_is_f32(y) && nrows * c * (int64_t)sizeof(float) >= FL_STREAM_BYTES;
+}
 static inline int fl_row_is_f64(const fl_arr *a) { return a->dtype == FL_F64 && a->sc == 1; }
 
 static inline void fl_gather_f32(const fl_arr *a, const char *row, int64_t c, float *dst)
