@@ -328,6 +328,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
  * result cancels (|v| < 1), taken from the tile's copy of the row */
 static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
 {
+    (void)scratch;
     int64_t c = ctx->g.c;
     flv m;
     float n_eq[FL_W], mv[FL_W];
@@ -337,15 +338,17 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
     flv_store(mv, m);
     /* fl_reduce_finish's log(S) for all lanes in one loop the compiler can vectorise */
     for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
+    /* a logsumexp below 1 in magnitude has cancelled: those lanes take the double sums */
+    int cancelled = 0;
+    for (int64_t j = 0; j < nr; j++) cancelled |= fabs((double)mv[j] + ls[j]) < 1.0;
+    double pne[FL_W], prest[FL_W], pls[FL_W];
+    if (cancelled) {
+        fl_tile_sumexp_precise(t->xt, c, mv, pne, prest);
+        for (int64_t j = 0; j < FL_W; j++) pls[j] = fl_log_sum(pne[j], prest[j]);
+    }
     for (int64_t j = 0; j < nr; j++) {
         double v = (double)mv[j] + ls[j];
-        if (fabs(v) < 1.0) {
-            float *row = (float *)scratch;
-            for (int64_t k = 0; k < c; k++) row[k] = t->xt[k * FL_W + j];
-            double ne, r = fl_rsumexp_f32_precise(row, c, mv[j], &ne);
-            v = fl_reduce_finish(FL_LOGSUMEXP, (double)mv[j], ne, r, 0.0);
-        }
-        fl_put_scalar(ctx->y, i0, i1 + j, v);
+        fl_put_scalar(ctx->y, i0, i1 + j, fabs(v) < 1.0 ? (double)mv[j] + pls[j] : v);
     }
     return 1;
 }

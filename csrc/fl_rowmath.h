@@ -383,6 +383,27 @@ static inline double fl_rsumexp_f32_precise(const float *x, int64_t n, float m, 
     return fl_csum8_total(&acc);
 }
 
+/* fl_rsumexp_f32_precise for the FL_W rows of a tile at once (xt[k * FL_W + j], row maxima m),
+ * lane by lane in double with one Neumaier-compensated sum per lane: the loops over the lanes
+ * vectorise, where the row function would take the rows one by one. */
+static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const float *m, double *n_eq, double *rest)
+{
+    double s[FL_W], comp[FL_W];
+    for (int j = 0; j < FL_W; j++) s[j] = comp[j] = n_eq[j] = 0.0;
+    for (int64_t k = 0; k < c; k++) {
+        const float *xk = xt + k * FL_W;
+        for (int j = 0; j < FL_W; j++) {
+            double d = (double)xk[j] - (double)m[j];
+            double v = d < 0.0 ? fl_exp_d(d) : 0.0;
+            double t = s[j] + v;
+            n_eq[j] += d < 0.0 ? 0.0 : 1.0;
+            comp[j] += fabs(s[j]) >= fabs(v) ? (s[j] - t) + v : (v - t) + s[j];
+            s[j] = t;
+        }
+    }
+    for (int j = 0; j < FL_W; j++) rest[j] = s[j] + comp[j];
+}
+
 static inline double fl_rdot_shift_f64(const double *x, const double *p, int64_t n, double m)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
