@@ -230,19 +230,20 @@ static inline int fl_vrange_in01(fl_vrange r)
 }
 
 /* one vector of the piece: its loss (and gradient) for x, y and the weights w, pw */
-static inline flv fl_lane_loss(const fl_bce_ctx *c, const fl_vconst *K, flv vx, flv vy, flv vw, flv vp, flv *vg)
+static inline flv fl_lane_loss(int focal, const fl_vconst *K, flv vx, flv vy, flv vw, flv vp, flv *vg)
 {
     flv vl;
-    if (c->o.kind == FL_LOSS_FOCAL) fl_vfocal(K, vx, vy, &vl, vg);
+    if (focal) fl_vfocal(K, vx, vy, &vl, vg);
     else fl_vbce(K, vx, vy, vw, vp, &vl, vg);
     return vl;
 }
 
 /* One piece of n contiguous elements; returns the sum of its losses (double). With check set,
  * the targets are checked here, in the pass that reads them, and *ok cleared if one is not in
- * [0, 1]. */
-static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, const float *w,
-                           const float *pw, float *l, float *g, int64_t n, int check, int *ok)
+ * [0, 1]. focal: the focal loss, else BCE. */
+FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const float *x, const float *y, const float *w,
+                                          const float *pw, float *l, float *g, int64_t n, int check, int *ok,
+                                          int focal)
 {
     fl_vconst K = {flv_set1(1.0f), flv_set1((float)c->o.grad_scale), flv_set1((float)c->o.alpha),
                    flv_set1((float)(1.0 - c->o.alpha)), flv_set1((float)c->o.gamma),
@@ -260,7 +261,7 @@ static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, 
             int64_t o = k + j * FL_W;
             flv vx = flv_load(x + o), vy = flv_load(y + o);
             flv vw = w ? flv_load(w + o) : K.one, vp = pw ? flv_load(pw + o) : K.one;
-            vl[j] = fl_lane_loss(c, &K, vx, vy, vw, vp, g ? &vgs[j] : NULL);
+            vl[j] = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vgs[j] : NULL);
             if (check) fl_vrange_add(&range, vy);
         }
         FL_UNROLL(4)
@@ -273,7 +274,7 @@ static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, 
     for (; k + FL_W <= n; k += FL_W) {
         flv vx = flv_load(x + k), vy = flv_load(y + k);
         flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
-        flv vl = fl_lane_loss(c, &K, vx, vy, vw, vp, g ? &vg : NULL);
+        flv vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         acc = fl_dacc_add(acc, vl);
         if (l) flv_store(l + k, vl);
@@ -283,7 +284,7 @@ static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, 
         int64_t m = n - k;
         flv vx = flv_load_part(x + k, m, 0.0f), vy = flv_load_part(y + k, m, 0.0f);
         flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one, vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
-        flv vl = fl_lane_loss(c, &K, vx, vy, vw, vp, g ? &vg : NULL);
+        flv vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         /* the fill lanes hold finite losses of x = y = 0: mask them out of the sum */
         acc = fl_dacc_add(acc, flv_mul(vl, flv_load_part(fl_ones, m, 0.0f)));
@@ -292,6 +293,23 @@ static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, 
     }
     if (check) *ok &= fl_vrange_in01(range);
     return fl_dacc_sum(acc);
+}
+
+/* fl_lanes_f32_body, with the common option sets (no weights, no per-element loss, targets
+ * checked here; loss or loss and gradient) compiled as constants: no branch in the loop */
+static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, const float *w,
+                           const float *pw, float *l, float *g, int64_t n, int check, int *ok)
+{
+    int focal = c->o.kind == FL_LOSS_FOCAL;
+    if (!w && !pw && !l && check) {
+        if (focal) {
+            return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, n, 1, ok, 1)
+                     : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, n, 1, ok, 1);
+        }
+        return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, n, 1, ok, 0)
+                 : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, n, 1, ok, 0);
+    }
+    return fl_lanes_f32_body(c, x, y, w, pw, l, g, n, check, ok, focal);
 }
 
 /* ---------------- float64 elements ---------------- */

@@ -77,6 +77,15 @@
 #define FL_UNROLL(n)
 #endif
 
+/* FL_ALWAYS_INLINE: a kernel body instantiated per constant option set by its callers */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_ALWAYS_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define FL_ALWAYS_INLINE static __forceinline
+#else
+#define FL_ALWAYS_INLINE static inline
+#endif
+
 /* FL_PREFETCH(p): ask for the cache line at p ahead of its use (a hint; never faults) */
 #if defined(__GNUC__) || defined(__clang__)
 #define FL_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 1)
