@@ -298,9 +298,10 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             int ent = ctx->op == FL_ENTROPY;
             double n_eq, rest = fl_rsumexp_f32(x, c, m, ent ? bp : NULL, &n_eq, 1);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f32(x, bp, c, m) : 0.0);
-            /* a logsumexp below 1 in magnitude has cancelled between m and log s: float32
-             * exponentials are not accurate enough there, redo the sum in double */
-            if (!ent && fabs(v) < 1.0) {
+            /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
+             * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),
+             * redo the sum in double */
+            if (!ent && fabs(v) < rest / (n_eq + rest)) {
                 rest = fl_rsumexp_f32_precise(x, c, m, &n_eq);
                 v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
             }
@@ -338,9 +339,12 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
     flv_store(mv, m);
     /* fl_reduce_finish's log(S) for all lanes in one loop the compiler can vectorise */
     for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
-    /* a logsumexp below 1 in magnitude has cancelled: those lanes take the double sums */
-    int cancelled = 0;
-    for (int64_t j = 0; j < nr; j++) cancelled |= fabs((double)mv[j] + ls[j]) < 1.0;
+    /* lanes whose logsumexp cancelled (|v| < rest/s, as in fl_reduce_row) take the double sums */
+    int redo[FL_W], cancelled = 0;
+    for (int64_t j = 0; j < nr; j++) {
+        redo[j] = fabs((double)mv[j] + ls[j]) < rest[j] / ((double)n_eq[j] + rest[j]);
+        cancelled |= redo[j];
+    }
     double pne[FL_W], prest[FL_W], pls[FL_W];
     if (cancelled) {
         fl_tile_sumexp_precise(t->xt, c, mv, pne, prest);
@@ -348,7 +352,7 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
     }
     for (int64_t j = 0; j < nr; j++) {
         double v = (double)mv[j] + ls[j];
-        fl_put_scalar(ctx->y, i0, i1 + j, fabs(v) < 1.0 ? (double)mv[j] + pls[j] : v);
+        fl_put_scalar(ctx->y, i0, i1 + j, redo[j] ? (double)mv[j] + pls[j] : v);
     }
     return 1;
 }
