@@ -26,7 +26,6 @@ typedef struct {
     double threshold;          /* predict_binary */
     int f64;                   /* compute in double */
     int failed;                /* set by a task that could not allocate */
-    int stream;                /* write the float32 output rows with non-temporal stores */
 } fl_post_ctx;
 
 typedef void (*fl_row_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch);
@@ -46,7 +45,6 @@ static void fl_run_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch
         fn(ctx, i0, i1, scratch);
         if (++i1 == ctx->g.n1) { i1 = 0; i0++; }
     }
-    if (ctx->stream) fl_stream_fence();
     free(scratch);
 }
 
@@ -165,11 +163,6 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
         } else if (log_mode) {
             double n_eq, rest = fl_rsumexp_f32(x, c, m, NULL, &n_eq, 1);
             fl_rsub2_f32(x, c, (double)m, fl_log_sum(n_eq, rest), y);
-        } else if (ctx->stream && y == (float *)(void *)yrow) {
-            /* the exponentials stay in the (cached) scratch row; the output row is written
-             * once, streamed */
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, by, &n_eq, 1);
-            fl_rscale_stream_f32(by, c, (float)(1.0 / (n_eq + rest)), y);
         } else {
             double n_eq, rest = fl_rsumexp_f32(x, c, m, y, &n_eq, 1);
             fl_rscale_f32(y, c, (float)(1.0 / (n_eq + rest)));
@@ -238,8 +231,7 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
 {
-    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0,
-                       mode == FL_SOFTMAX && fl_stream_ok(y, g.n0 * g.n1, g.c)};
+    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0};
     return fl_drive(&ctx, fl_softmax_task);
 }
 
@@ -368,7 +360,7 @@ static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)
 {
-    fl_post_ctx ctx = {x, out, NULL, g, what, 0, 0.0, x->dtype == FL_F64 || out->dtype == FL_F64, 0, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, what, 0, 0.0, x->dtype == FL_F64 || out->dtype == FL_F64, 0};
     return fl_drive(&ctx, fl_reduce_task);
 }
 
@@ -385,17 +377,6 @@ static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *s
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float *y = fl_row_dst_f32(ctx->y, yrow, by);
         int64_t k = 0;
-        if (ctx->stream && y == (float *)(void *)yrow) {
-            int64_t h = fl_stream_head(y, c);
-            if (h > 0) {
-                flv v = flv_load_part(x, h, 0.0f);
-                flv_store_part(y, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), h);
-            }
-            for (k = h; k + FL_W <= c; k += FL_W) {
-                flv v = flv_load(x + k);
-                flv_stream(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v));
-            }
-        }
         for (; k + FL_W <= c; k += FL_W) {
             flv v = flv_load(x + k);
             flv_store(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v));
@@ -425,8 +406,7 @@ static void fl_elementwise_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
 {
-    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0,
-                       fl_stream_ok(y, g.n0 * g.n1, g.c)};
+    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0};
     return fl_drive(&ctx, fl_elementwise_task);
 }
 
@@ -512,7 +492,7 @@ static void fl_argmax_task(void *vctx, int64_t b0, int64_t b1)
 int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g)
 {
     if (g.c <= 0) return FL_OK;
-    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, 0.0, x->dtype == FL_F64, 0, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, 0.0, x->dtype == FL_F64, 0};
     return fl_drive(&ctx, fl_argmax_task);
 }
 
@@ -601,7 +581,7 @@ static void fl_topk_task(void *vctx, int64_t b0, int64_t b1)
 int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k)
 {
     if (k <= 0 || k > g.c) return FL_OK;
-    fl_post_ctx ctx = {x, values, indices, g, 0, k, 0.0, 1, 0, 0};
+    fl_post_ctx ctx = {x, values, indices, g, 0, k, 0.0, 1, 0};
     return fl_drive(&ctx, fl_topk_task);
 }
 
@@ -623,6 +603,6 @@ static void fl_threshold_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit)
 {
-    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, threshold_logit, 1, 0, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, threshold_logit, 1, 0};
     return fl_drive(&ctx, fl_threshold_task);
 }

@@ -195,16 +195,6 @@ static inline int64_t fl_stream_head(const float *p, int64_t n)
     return h < n ? h : n;
 }
 
-/* dst = src * a, dst written with non-temporal stores from its first aligned element on */
-static inline void fl_rscale_stream_f32(const float *src, int64_t n, float a, float *dst)
-{
-    flv va = flv_set1(a);
-    int64_t k = fl_stream_head(dst, n);
-    if (k > 0) flv_store_part(dst, flv_mul(flv_load_part(src, k, 0.0f), va), k);
-    for (; k + FL_W <= n; k += FL_W) flv_stream(dst + k, flv_mul(flv_load(src + k), va));
-    if (k < n) flv_store_part(dst + k, flv_mul(flv_load_part(src + k, n - k, 0.0f), va), n - k);
-}
-
 /* y_k = (x_k - m) - c in double, then rounded once: log_softmax without cancellation loss */
 static inline void fl_rsub2_f32(const float *x, int64_t n, double m, double c, float *y)
 {

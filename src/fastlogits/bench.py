@@ -25,6 +25,8 @@ from fastlogits import reference as ref
 
 STANDARD_SHAPES = [(8192, 1000), (1_000_000, 10), (65536, 2), (4096, 32000), (512, 128256)]
 BINARY_SHAPES = [(4096, 4096), (65536, 1000)]
+# masked logits (three classes in four at -inf, as a constrained vocabulary leaves them)
+MASKED_SHAPES = [(4096, 32000)]
 QUICK_SHAPES = [(8192, 1000), (1_000_000, 10), (512, 32000)]
 
 
@@ -46,7 +48,7 @@ class Op:
     bandwidth bounds it ("read": loss-only work; "copy": an output as large as the input)."""
 
     name: str
-    targets: str                                    # "none", "class", "binary"
+    targets: str                                    # "none", "class", "masked", "binary"
     bound: str                                      # "read" or "copy"
     fast: Callable[[Data], Any]
     fast_warm: Optional[Callable[[Data], Any]]
@@ -156,6 +158,17 @@ def _ops() -> Dict[str, Op]:
               torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target))),
         _close(1e-5)))
     ops.append(Op(
+        "softmax_masked", "masked", "copy",
+        lambda d: fl.softmax(d.x), lambda d: fl.softmax(d.x, out=d.out), lambda d: ref.softmax(d.x),
+        peers(scipy=sp and (lambda d: sp.softmax(d.x, axis=-1)),
+              torch=torch and (lambda d: torch.softmax(d.torch_x, -1))),
+        _close(1e-5)))
+    ops.append(Op(
+        "cross_entropy_masked", "masked", "read",
+        lambda d: fl.cross_entropy(d.x, d.target), None, lambda d: ref.cross_entropy(d.x, d.target),
+        peers(torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target))),
+        _close(1e-5)))
+    ops.append(Op(
         "cross_entropy_and_grad", "class", "copy",
         lambda d: fl.cross_entropy_and_grad(d.x, d.target),
         lambda d: fl.cross_entropy_and_grad(d.x, d.target, grad_out=d.out),
@@ -223,7 +236,7 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
     out: List[Tuple[str, Tuple[int, int]]] = []
     for name in names:
         op = table[name]
-        shapes = binary_shapes if op.targets == "binary" else class_shapes
+        shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES}.get(op.targets, class_shapes)
         out.extend((name, s) for s in shapes)
     return out
 
@@ -267,6 +280,9 @@ def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
     d = Data(x)
     if op.targets == "class":
         d.target = rng.integers(0, shape[1], size=shape[0]).astype(np.int64)
+    elif op.targets == "masked":
+        x[:, np.arange(shape[1]) % 4 != 0] = -np.inf
+        d.target = 4 * rng.integers(0, (shape[1] + 3) // 4, size=shape[0]).astype(np.int64)
     elif op.targets == "binary":
         d.target = (rng.random(shape, dtype=np.float32) < 0.3).astype(np.float32)
     if op.fast_warm is not None:
