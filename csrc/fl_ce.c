@@ -177,15 +177,12 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
     for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
         int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
         float mb = fl_rmax_f32(x + k, n);
-        /* the next block is on another page, where the hardware prefetcher stops: fetch it
-         * while this one's exponentials are computed from L1. After the last block, the next
-         * block is the start of the next row when rows are contiguous (a prefetch of memory
-         * that is not the next row is only wasted, never a fault). */
+        /* the next block is on another page, where the hardware prefetcher stops: have it
+         * fetched while this one's exponentials are computed from L1. After the last block,
+         * the next block is the start of the next row when rows are contiguous (a prefetch of
+         * memory that is not the next row is only wasted, never a fault). */
         int64_t after = c - k - n; /* elements of the row after this block */
-        const float *next = x + k + n;
-        int64_t ahead = after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n;
-        for (int64_t j = 0; j < ahead; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(next + j);
-        if (mb != mb || mb == INFINITY) return mb;
+        fl_ahead ahead = {x + k + n, after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n};
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
             nm = 0.0;
@@ -197,8 +194,8 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
             if (e) memset(e + k, 0, (size_t)n * sizeof(float));
             continue;
         }
-        double nb = 0.0, rb = mb < m ? fl_rsumexp_below_f32(x + k, n, m, e ? e + k : NULL)
-                                     : fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0);
+        double nb = 0.0, rb = mb < m ? fl_rsumexp_below_f32(x + k, n, m, e ? e + k : NULL, ahead)
+                                     : fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0, ahead);
         nm += nb;
         rs += rb;
     }
@@ -354,7 +351,7 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T, D;
     fl_ce_tdot_f32(x, t, a->weight, c, m, keep, k, &T, &D);
-    double n_max, rest = fl_rsumexp_f32(x, c, m, g, &n_max, 0);
+    double n_max, rest = fl_rsumexp_f32(x, c, m, g, &n_max, 0, fl_ahead_none());
     fl_ce_sum S = fl_ce_make_sum(n_max, rest);
     double lse = (double)m + S.logS;
     fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};

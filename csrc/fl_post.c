@@ -156,15 +156,15 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float *y = fl_row_dst_f32(ctx->y, yrow, by);
         float m = fl_rmax_f32(x, c);
-        fl_prefetch_next_row(x, c);
+        fl_ahead ahead = x == bx ? fl_ahead_none() : fl_ahead_next_row(x, c);
         if (!isfinite(m)) {
             /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
             for (int64_t k = 0; k < c; k++) y[k] = NAN;
         } else if (log_mode) {
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, NULL, &n_eq, 1);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, NULL, &n_eq, 1, ahead);
             fl_rsub2_f32(x, c, (double)m, fl_log_sum(n_eq, rest), y);
         } else {
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, y, &n_eq, 1);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, y, &n_eq, 1, ahead);
             fl_rscale_f32(y, c, (float)(1.0 / (n_eq + rest)));
         }
         fl_row_out_f32(ctx->y, yrow, c, y);
@@ -283,12 +283,12 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         float *bx = (float *)scratch, *bp = bx + c;
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float m = fl_rmax_f32(x, c);
-        fl_prefetch_next_row(x, c);
+        fl_ahead ahead = x == bx ? fl_ahead_none() : fl_ahead_next_row(x, c);
         if (!isfinite(m)) {
             v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, ent ? bp : NULL, &n_eq, 1);
+            double n_eq, rest = fl_rsumexp_f32(x, c, m, ent ? bp : NULL, &n_eq, 1, ahead);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f32(x, bp, c, m) : 0.0);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
              * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),

@@ -44,6 +44,25 @@ static inline void fl_prefetch_next_row(const float *x, int64_t c)
     for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(x + c + j);
 }
 
+/* Memory to bring in while a row is summed: n floats at p (n = 0: none). The sum loops ask
+ * for it one step at a time, spread over the exponentials: a burst of prefetches ahead of the
+ * loop stalls on the fill buffers (a fifth of the CE gradient's time). */
+typedef struct { const float *p; int64_t n; } fl_ahead;
+
+static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0}; return a; }
+
+/* the first 4 KB after a row of c floats (see fl_prefetch_next_row) */
+static inline fl_ahead fl_ahead_next_row(const float *x, int64_t c)
+{
+    fl_ahead a = {x + c, c < 1024 ? c : 1024};
+    return a;
+}
+
+static inline void fl_ahead_touch(fl_ahead a, int64_t k, int64_t len)
+{
+    for (int64_t j = k; j < k + len && j < a.n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(a.p + j);
+}
+
 /* exp(x - m) for a finite m, with the rounding error of x - m folded in */
 static inline flv fl_vexp_sub(flv x, flv m)
 {
@@ -65,7 +84,8 @@ static inline flv fl_vexp_sub(flv x, flv m)
  * float32 lanes, FL_SUM_CHUNK vectors at a time (a relative error below FL_SUM_CHUNK * 2^-24
  * = 2e-6 at worst), before joining the float64 lanes. */
 #define FL_SUM_CHUNK 32
-static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise)
+static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise,
+                                     fl_ahead ahead)
 {
     flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
     fl_dacc acc = fl_dacc_zero();
@@ -73,6 +93,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
     if (precise) {
         /* four vectors a step, side by side: independent exponential chains */
         for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+            fl_ahead_touch(ahead, k, 4 * FL_W);
             flv d[4], e[4];
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
@@ -88,6 +109,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             }
         }
         for (; k + FL_W <= n; k += FL_W) {
+            fl_ahead_touch(ahead, k, FL_W);
             flv xv = flv_load(x + k);
             flv d = flv_sub(xv, vm);
             flv e = fl_vexp_sub(xv, vm);
@@ -102,6 +124,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             flv part[4] = {zero, zero, zero, zero}, cnt4[4] = {zero, zero, zero, zero};
             int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
             for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
+                fl_ahead_touch(ahead, k, 4 * FL_W);
                 flv d[4], e[4];
                 FL_UNROLL(4)
                 for (int j = 0; j < 4; j++) {
@@ -116,6 +139,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
                 }
             }
             for (; k + FL_W <= end; k += FL_W) {
+                fl_ahead_touch(ahead, k, FL_W);
                 flv d = flv_sub(flv_load(x + k), vm);
                 flv e = flv_exp_neg(d);
                 if (y) flv_store(y + k, e);
@@ -140,7 +164,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
 
 /* fl_rsumexp_f32 without precise, for a run of elements all below m (its own max is smaller,
  * so no NaN and no entry equal to m): every term goes to rest and there is nothing to count. */
-static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, float *y)
+static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, float *y, fl_ahead ahead)
 {
     flv vm = flv_set1(m), zero = flv_set1(0.0f);
     fl_dacc acc = fl_dacc_zero();
@@ -149,6 +173,7 @@ static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, fl
         flv part[4] = {zero, zero, zero, zero};
         int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
         for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
+            fl_ahead_touch(ahead, k, 4 * FL_W);
             flv e[4];
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) e[j] = flv_exp_neg(flv_sub(flv_load(x + k + j * FL_W), vm));
@@ -159,6 +184,7 @@ static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, fl
             }
         }
         for (; k + FL_W <= end; k += FL_W) {
+            fl_ahead_touch(ahead, k, FL_W);
             flv e = flv_exp_neg(flv_sub(flv_load(x + k), vm));
             if (y) flv_store(y + k, e);
             part[0] = flv_add(part[0], e);

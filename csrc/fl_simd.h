@@ -88,7 +88,7 @@
 
 /* FL_PREFETCH(p): ask for the cache line at p ahead of its use (a hint; never faults) */
 #if defined(__GNUC__) || defined(__clang__)
-#define FL_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 1)
+#define FL_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
 #else
 #define FL_PREFETCH(p) ((void)(p))
 #endif
