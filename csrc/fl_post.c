@@ -349,11 +349,41 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
     return 1;
 }
 
+/* Entropy of FL_W rows in the lanes: the sums of fl_tile_sums (exponentials kept), then
+ * dot = sum_k e_k * (x_k - m) in double lane by lane, as fl_reduce_row. A lane whose entropy
+ * is below 1e-30 is redone from its row as there (float32 products lose it). */
+static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    flv m;
+    float n_eq[FL_W], mv[FL_W];
+    double rest[FL_W], dot[FL_W], v[FL_W];
+    if (!fl_tile_sums(ctx, i0, i1, nr, t, 1, &m, n_eq, rest)) return 0;
+    flv_store(mv, m);
+    for (int j = 0; j < FL_W; j++) dot[j] = 0.0;
+    for (int64_t k = 0; k < c; k++) {
+        const float *xk = t->xt + k * FL_W, *ek = t->yt + k * FL_W;
+        for (int j = 0; j < FL_W; j++) dot[j] += (double)ek[j] * fl_clamp_shift_d((double)xk[j] - (double)mv[j]);
+    }
+    for (int j = 0; j < FL_W; j++) v[j] = fl_log_sum((double)n_eq[j], rest[j]) - dot[j] / ((double)n_eq[j] + rest[j]);
+    for (int64_t j = 0; j < nr; j++) {
+        double h = v[j];
+        if (h < 1e-30) {
+            float *row = (float *)scratch;
+            for (int64_t k = 0; k < c; k++) row[k] = t->xt[k * FL_W + j];
+            h = fl_entropy_f32_precise(row, c, mv[j]);
+        }
+        fl_put_scalar(ctx->y, i0, i1 + j, h);
+    }
+    return 1;
+}
+
 static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    if (!ctx->f64 && ctx->op == FL_LOGSUMEXP && fl_post_lanes_ok(ctx, NULL))
-        fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row, fl_logsumexp_tile);
+    if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
+        fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row,
+                     ctx->op == FL_LOGSUMEXP ? fl_logsumexp_tile : fl_entropy_tile);
     else
         fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row);
 }
