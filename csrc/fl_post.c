@@ -558,18 +558,55 @@ static void fl_heap_init(fl_cand *h, int64_t k)
 /* The heap of the k best of a float32 row. Once the heap is full, a run of 4 vectors whose max
  * is not above the worst kept cannot change it (a tie loses to the earlier index), so most of
  * a long row is only read by the vector max. A NaN max compares false and is offered. */
+/* Few candidates (k <= FL_TOPK_LIST) are kept in a list sorted best first: an insertion
+ * moves at most k entries, cheaper than the heap's sifts and its final sort at that size. */
+#define FL_TOPK_LIST 16
+
+/* the worst candidate kept: the heap's root, or the list's last */
+static inline const fl_cand *fl_topk_worst(const fl_cand *h, int64_t k)
+{
+    return k <= FL_TOPK_LIST ? &h[k - 1] : &h[0];
+}
+
+/* offer (v, j) to the k best so far (n of them kept, n < k only while the first k are read) */
+static inline void fl_topk_offer(fl_cand *h, int64_t k, int64_t *n, double v, int64_t j)
+{
+    if (k > FL_TOPK_LIST) {
+        fl_heap_offer(h, k, v, j);
+        return;
+    }
+    if (*n == k && !fl_better(v, j, h[k - 1].v, h[k - 1].i)) return;
+    int64_t p = *n < k ? (*n)++ : k - 1;
+    for (; p > 0 && fl_better(v, j, h[p - 1].v, h[p - 1].i); p--) h[p] = h[p - 1];
+    h[p] = (fl_cand){v, j};
+}
+
+/* the first k elements: the list by insertion, the heap by heapify */
+static inline int64_t fl_topk_start(fl_cand *h, int64_t k, const float *xf, const double *xd)
+{
+    int64_t n = 0;
+    for (int64_t j = 0; j < k; j++) {
+        double v = xf ? (double)xf[j] : xd[j];
+        if (k <= FL_TOPK_LIST) fl_topk_offer(h, k, &n, v, j);
+        else h[j] = (fl_cand){v, j};
+    }
+    if (k > FL_TOPK_LIST) fl_heap_init(h, k);
+    return k;
+}
+
+/* The k best of a float32 row. Once k are kept, a run of 4 vectors whose max is not above the
+ * worst kept cannot change them (a tie loses to the earlier index), so most of a long row is
+ * only read by the vector max. A NaN max compares false and is offered. */
 static void fl_topk_scan_f32(const float *x, int64_t c, int64_t k, fl_cand *h)
 {
-    for (int64_t j = 0; j < k; j++) h[j] = (fl_cand){x[j], j};
-    fl_heap_init(h, k);
-    int64_t j = k;
+    int64_t n = fl_topk_start(h, k, x, NULL), j = k;
     for (; j + 4 * FL_W <= c; j += 4 * FL_W) {
         flv m = flv_max(flv_max(flv_load(x + j), flv_load(x + j + FL_W)),
                         flv_max(flv_load(x + j + 2 * FL_W), flv_load(x + j + 3 * FL_W)));
-        if ((double)flv_hmax(m) <= h[0].v) continue;
-        for (int64_t q = j; q < j + 4 * FL_W; q++) fl_heap_offer(h, k, x[q], q);
+        if ((double)flv_hmax(m) <= fl_topk_worst(h, k)->v) continue;
+        for (int64_t q = j; q < j + 4 * FL_W; q++) fl_topk_offer(h, k, &n, x[q], q);
     }
-    for (; j < c; j++) fl_heap_offer(h, k, x[j], j);
+    for (; j < c; j++) fl_topk_offer(h, k, &n, x[j], j);
 }
 
 static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
@@ -582,12 +619,11 @@ static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
         fl_topk_scan_f32(fl_row_in_f32(ctx->x, xrow, c, (float *)bx), c, k, h);
     } else {
         const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
-        for (int64_t j = 0; j < k; j++) h[j] = (fl_cand){x[j], j};
-        fl_heap_init(h, k);
-        for (int64_t j = k; j < c; j++) fl_heap_offer(h, k, x[j], j);
+        int64_t n = fl_topk_start(h, k, NULL, x);
+        for (int64_t j = k; j < c; j++) fl_topk_offer(h, k, &n, x[j], j);
     }
-    /* pop the worst to the back: the array ends sorted best first */
-    for (int64_t n = k - 1; n > 0; n--) {
+    /* the heap: pop the worst to the back, so the array ends sorted best first (the list is) */
+    for (int64_t n = k > FL_TOPK_LIST ? k - 1 : 0; n > 0; n--) {
         fl_cand t = h[0]; h[0] = h[n]; h[n] = t;
         fl_heap_sift_down(h, n, 0);
     }
