@@ -1,0 +1,55 @@
+"""Gradients of 8 MB and more (csrc: FL_STREAM_BYTES) are written with non-temporal stores from
+the first 64-byte aligned element of each row on, and a row's gradient is written while the
+next row is read (csrc/fl_ce.c, fl_ce_pending). The arithmetic must not change: every
+streamed gradient is compared bitwise with the same rows computed in small, cached calls
+(reduction="sum" scales each row alike whatever the batch), for a fresh output, an output
+starting 4 bytes past alignment (a plain-store head in every row), and in place."""
+import numpy as np
+import pytest
+
+import fastlogits as fl
+
+SHAPE = (520, 4100)  # 8.5 MB of float32, rows not a multiple of the vector width
+
+
+def _in_pieces(x, t, **kw):
+    parts = [fl.cross_entropy_and_grad(x[i:i + 64], t[i:i + 64], reduction="sum", **kw)
+             for i in range(0, x.shape[0], 64)]
+    return sum(p[0] for p in parts), np.concatenate([p[1] for p in parts])
+
+
+def _misaligned(shape):
+    n = int(np.prod(shape))
+    raw = np.empty(n + 16, np.float32)
+    base = (-raw.ctypes.data // 4) % 16  # first 64-byte aligned element
+    out = raw[base + 1: base + 1 + n].reshape(shape)
+    assert out.ctypes.data % 64 == 4
+    return out
+
+
+@pytest.mark.parametrize("where", ["fresh", "misaligned", "in_place"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "ignore_index": 7},
+                                     {"weight": "classes", "z_loss": 1e-3}])
+def test_streamed_gradient_equals_cached_rows(where, options):
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(SHAPE) * 4).astype(np.float32)
+    x[5, :] = -np.inf
+    x[5, 3] = 1.0
+    x[6, 100:2000] = -np.inf
+    t = rng.integers(0, SHAPE[1], SHAPE[0])
+    t[::9] = 7
+    t[1] = 0          # the target in the plain-store head of a misaligned row
+    t[2] = SHAPE[1] - 1  # and in its tail
+    kw = dict(options)
+    if kw.get("weight") == "classes":
+        kw["weight"] = 0.5 + rng.random(SHAPE[1])
+    want_loss, want = _in_pieces(x, t, **kw)
+    if where == "fresh":
+        loss, got = fl.cross_entropy_and_grad(x, t, reduction="sum", **kw)
+    elif where == "misaligned":
+        loss, got = fl.cross_entropy_and_grad(x, t, reduction="sum", grad_out=_misaligned(SHAPE), **kw)
+    else:
+        got = x.copy()
+        loss, _ = fl.cross_entropy_and_grad(got, t, reduction="sum", grad_out=got, **kw)
+    np.testing.assert_array_equal(got, want)
+    assert loss == pytest.approx(want_loss, rel=1e-6)
