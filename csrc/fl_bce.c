@@ -131,36 +131,6 @@ static inline flv fl_vsoftplus2(flv x, flv a, flv b, flv L)
     return flv_fma(flv_add(a, b), L, lin);
 }
 
-/* log1p(t) for 0 <= t <= 1 (or nan), the t = exp(-|x|) of every loss here: fl_logf_core_s's
- * reduction and polynomial without its special cases, and without rounding 1 + t. Where
- * 1 + t < sqrt(2) the reduced argument f = m - 1 is t itself; above, m = (1 + t)/2 and
- * f = (t - 1)/2 = fma(t, 1/2, -1/2), exact for t in [sqrt(2) - 1, 1] (a multiple of ulp(t)/2
- * below 2^-1). So no correction term, and no division, is needed. */
-static inline flv fl_vlog1p_unit(flv t)
-{
-    flv half = flv_set1(0.5f), zero = flv_set1(0.0f);
-    flv d = flv_sub(t, flv_set1(2.0f * FL_SQRTH_F - 1.0f));
-    flv f = flv_sel_neg(d, t, flv_fma(t, half, flv_neg(half)));
-    flv fe = flv_sel_neg(d, zero, flv_set1(1.0f));
-    flv z = flv_mul(f, f);
-    flv p = flv_set1(FL_LOGF_P8);
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P7));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P6));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P5));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P4));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P3));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P2));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P1));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P0));
-    flv y = flv_fma(fe, flv_set1(FL_LN2_LO_F), flv_mul(flv_mul(p, f), z));
-    y = flv_fma(flv_neg(half), z, y);
-    y = flv_add(f, y);
-    return flv_fma(fe, flv_set1(FL_LN2_HI_F), y);
-}
-
-/* exp(-|x|) */
-static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(flv_neg(flv_abs(x))); }
-
 /* sigmoid(x) and sigmoid(-x) from t = exp(-|x|) */
 static inline void fl_vsigmoids(flv x, flv t, flv *sp, flv *sn)
 {

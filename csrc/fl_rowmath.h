@@ -243,10 +243,40 @@ static inline double fl_rdot_shift_f32(const float *x, const float *p, int64_t n
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* log1p(t) for 0 <= t <= 1 (or nan), the t = exp(-|x|) of softplus and log-sigmoid: fl_logf_core_s's
+ * reduction and polynomial without its special cases, and without rounding 1 + t. Where
+ * 1 + t < sqrt(2) the reduced argument f = m - 1 is t itself; above, m = (1 + t)/2 and
+ * f = (t - 1)/2 = fma(t, 1/2, -1/2), exact for t in [sqrt(2) - 1, 1] (a multiple of ulp(t)/2
+ * below 2^-1). So no correction term, and no division, is needed. */
+static inline flv fl_vlog1p_unit(flv t)
+{
+    flv half = flv_set1(0.5f), zero = flv_set1(0.0f);
+    flv d = flv_sub(t, flv_set1(2.0f * FL_SQRTH_F - 1.0f));
+    flv f = flv_sel_neg(d, t, flv_fma(t, half, flv_neg(half)));
+    flv fe = flv_sel_neg(d, zero, flv_set1(1.0f));
+    flv z = flv_mul(f, f);
+    flv p = flv_set1(FL_LOGF_P8);
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P7));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P6));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P5));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P4));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P3));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P2));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P1));
+    p = flv_fma(p, f, flv_set1(FL_LOGF_P0));
+    flv y = flv_fma(fe, flv_set1(FL_LN2_LO_F), flv_mul(flv_mul(p, f), z));
+    y = flv_fma(flv_neg(half), z, y);
+    y = flv_add(f, y);
+    return flv_fma(fe, flv_set1(FL_LN2_HI_F), y);
+}
+
+/* exp(-|x|), in (0, 1] (nan for nan) */
+static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(flv_neg(flv_abs(x))); }
+
 /* sigmoid and log-sigmoid, elementwise, stable for any |x| */
 static inline flv fl_vsigmoid(flv x)
 {
-    flv t = flv_exp(flv_neg(flv_abs(x)));              /* exp(-|x|) in (0, 1] */
+    flv t = fl_vexp_mabs(x);
     flv r = flv_div(flv_set1(1.0f), flv_add(flv_set1(1.0f), t));
     return flv_sel_neg(x, flv_mul(t, r), r);           /* x < 0: t/(1+t) */
 }
@@ -254,8 +284,7 @@ static inline flv fl_vsigmoid(flv x)
 static inline flv fl_vlog_sigmoid(flv x)
 {
     /* log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)) */
-    flv t = flv_exp(flv_neg(flv_abs(x)));
-    return flv_sub(flv_min(x, flv_set1(0.0f)), flv_log1p(t));
+    return flv_sub(flv_min(x, flv_set1(0.0f)), fl_vlog1p_unit(fl_vexp_mabs(x)));
 }
 
 /* ---------- small C: FL_W rows in the lanes ----------
