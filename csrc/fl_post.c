@@ -396,6 +396,31 @@ int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)
 
 /* ---------------- sigmoid and log_sigmoid ---------------- */
 
+/* y = sigmoid(x) or log_sigmoid(x) over n contiguous floats */
+static void fl_elementwise_span_f32(const float *x, float *y, int64_t n, int logm)
+{
+    int64_t k = 0;
+    /* four independent vectors a step, side by side (see FL_UNROLL) */
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv v[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            flv xv = flv_load(x + k + j * FL_W);
+            v[j] = logm ? fl_vlog_sigmoid(xv) : fl_vsigmoid(xv);
+        }
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) flv_store(y + k + j * FL_W, v[j]);
+    }
+    for (; k + FL_W <= n; k += FL_W) {
+        flv v = flv_load(x + k);
+        flv_store(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v));
+    }
+    if (k < n) {
+        flv v = flv_load_part(x + k, n - k, 0.0f);
+        flv_store_part(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), n - k);
+    }
+}
+
 static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -406,26 +431,7 @@ static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *s
         float *bx = (float *)scratch, *by = bx + c;
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float *y = fl_row_dst_f32(ctx->y, yrow, by);
-        int64_t k = 0;
-        /* four independent vectors a step, side by side (see FL_UNROLL) */
-        for (; k + 4 * FL_W <= c; k += 4 * FL_W) {
-            flv v[4];
-            FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) {
-                flv xv = flv_load(x + k + j * FL_W);
-                v[j] = logm ? fl_vlog_sigmoid(xv) : fl_vsigmoid(xv);
-            }
-            FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) flv_store(y + k + j * FL_W, v[j]);
-        }
-        for (; k + FL_W <= c; k += FL_W) {
-            flv v = flv_load(x + k);
-            flv_store(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v));
-        }
-        if (k < c) {
-            flv v = flv_load_part(x + k, c - k, 0.0f);
-            flv_store_part(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), c - k);
-        }
+        fl_elementwise_span_f32(x, y, c, logm);
         fl_row_out_f32(ctx->y, yrow, c, y);
     } else {
         double *bx = (double *)scratch, *by = bx + c;
@@ -439,9 +445,23 @@ static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *s
     }
 }
 
+/* Is the whole grid of a one run of contiguous float32 (rows back to back)? Then a block of
+ * rows is one span, and short rows do not pay a call each. */
+static int fl_grid_flat_f32(const fl_arr *a, fl_grid g)
+{
+    return fl_row_is_f32(a) && (g.n1 == 1 || a->s1 == g.c) && (g.n0 == 1 || a->s0 == g.n1 * g.c);
+}
+
 static void fl_elementwise_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    if (!ctx->f64 && fl_grid_flat_f32(ctx->x, ctx->g) && fl_grid_flat_f32(ctx->y, ctx->g)) {
+        int64_t rpb = fl_rows_per_block(ctx->g.c), nrows = ctx->g.n0 * ctx->g.n1, c = ctx->g.c;
+        int64_t r0 = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
+        fl_elementwise_span_f32((const float *)ctx->x->data + r0 * c, (float *)ctx->y->data + r0 * c,
+                                (r1 - r0) * c, ctx->op == FL_LOG_SIGMOID);
+        return;
+    }
     fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_elementwise_row);
 }
 
