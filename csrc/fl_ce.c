@@ -670,6 +670,18 @@ static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *t
     memset(acc, 0, sizeof(acc));
     fl_dacc lsum = fl_dacc_zero();
     int64_t nvalid = 0; /* rows of the tiles: each adds 1 to n_valid, and to D1 and D2 when unweighted */
+    if (ctx->a->targets_only && ctx->index && !ctx->a->weight && !ctx->a->sample_weight.data) {
+        /* the denominators alone, unweighted: a count of the valid rows (exact in an integer),
+         * added below as the tiles' rows are */
+        for (int64_t r = r0; r < r1; r++) {
+            int64_t y = fl_ce_class(&ctx->a->target, i0, i1);
+            int in_range = y >= 0 && y < ctx->g.c;
+            if (y != ctx->a->ignore_index && !in_range && bad < 0) bad = r;
+            nvalid += y != ctx->a->ignore_index && in_range;
+            if (++i1 == n1) { i1 = 0; i0++; }
+        }
+        r0 = r1;
+    }
     for (int64_t r = r0; r < r1;) {
         int64_t nr = 1;
         if (tiles) {
