@@ -621,7 +621,11 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     flv vxy = flv_sub(flv_gather(t->xt, yidx), m), rest = flv_add(r0, r1);
     flv others = flv_add(flv_sub(cnt, one), rest); /* S - 1 when y holds the max */
     flv vsw = flv_load(sw);
-    flv loss = flv_mul(vsw, flv_sub(flv_log1p(others), vxy));
+    /* lanes past nr repeat row 0 with class 0 as their target: their loss may be infinite
+     * (a -inf logit there), so they are selected out of the sum, not multiplied by 0 */
+    float pad[FL_W];
+    for (int64_t j = 0; j < FL_W; j++) pad[j] = j < nr ? -1.0f : 1.0f;
+    flv loss = flv_sel_neg(flv_load(pad), flv_mul(vsw, flv_sub(flv_log1p(others), vxy)), zero);
     *lsum = fl_dacc_add(*lsum, loss);
     if (a->weight || a->sample_weight.data) {
         fl_kadd(&acc[FL_P_D1], d1);
