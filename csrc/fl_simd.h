@@ -19,6 +19,7 @@
  *   flv  flv_abs(flv)   flv flv_neg(flv)
  *   flv  flv_zero_nan(flv a)             NaN lanes become +0, others unchanged
  *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
+ *   int  flv_all_finite(flv)             1 when no lane is inf or NaN
  *   float flv_hmax(flv)  (NaN lanes propagate)    double flv_hsum_d(flv) (lanes widened, summed in double)
  *   fl_dacc fl_dacc_zero(void), fl_dacc fl_dacc_add(fl_dacc, flv), double fl_dacc_sum(fl_dacc):
  *                                        FL_W float64 lanes accumulating float32 vectors

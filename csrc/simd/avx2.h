@@ -64,6 +64,10 @@ static inline __m128 fl_avx2_max4_(__m128 a, __m128 b)
 {
     return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));
 }
+static inline int flv_all_finite(flv a)
+{
+    return _mm256_movemask_ps(_mm256_cmp_ps(flv_abs(a), _mm256_set1_ps(INFINITY), _CMP_LT_OQ)) == 0xff;
+}
 static inline float flv_hmax(flv a)
 {
     __m128 m4 = fl_avx2_max4_(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
