@@ -670,11 +670,76 @@ static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
     fl_row_out_f64(ctx->y, vrow, k, vals);
 }
 
+/* Top-k of FL_W rows in the lanes, for float32 rows of few classes and k <= FL_TOPK_LANES_K
+ * (fl_topk_task): each lane keeps its k best (value, index) pairs sorted best first, and the
+ * classes are inserted in index order, each by one compare-exchange pass down the list. The
+ * order is fl_better's: the larger value first, a tie (-0 and +0 included) to the lower index.
+ * A tile holding a NaN goes row by row (NaN ranks above everything, a rule of its own). */
+#define FL_TOPK_LANES_K 8
+
+/* per lane: -1 where (v, iv) ranks above (w, iw), +1 or iv - iw > 0 otherwise. b - a < 0
+ * decides a > b for any values but NaN; equal infinities give NaN there, which selects the
+ * next test, as equal finite values do. */
+static inline flv fl_topk_rank(flv v, flv iv, flv w, flv iw)
+{
+    flv one = flv_set1(1.0f);
+    return flv_sel_neg(flv_sub(w, v), flv_neg(one), flv_sel_neg(flv_sub(v, w), one, flv_sub(iv, iw)));
+}
+
+static int fl_topk_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    (void)scratch;
+    const fl_arr *x = ctx->x;
+    int64_t c = ctx->g.c, k = ctx->k;
+    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
+                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), nan = zero;
+    for (int64_t j = 0; j < c; j++) {
+        /* -|v| - 1 < 0 unless v is NaN */
+        flv v = flv_load(t->xt + j * FL_W);
+        nan = flv_add(nan, flv_sel_neg(flv_sub(flv_neg(flv_abs(v)), one), zero, flv_set1(INFINITY)));
+    }
+    if (!flv_all_finite(nan)) return 0;
+    /* empty slots: -inf at an index past every class, below any candidate */
+    flv V[FL_TOPK_LANES_K], I[FL_TOPK_LANES_K], jf = zero;
+    for (int64_t s = 0; s < k; s++) {
+        V[s] = flv_set1(-INFINITY);
+        I[s] = flv_set1((float)FL_LANES_MAX_C);
+    }
+    for (int64_t j = 0; j < c; j++) {
+        flv cv = flv_load(t->xt + j * FL_W), ci = jf;
+        for (int64_t s = 0; s < k; s++) {
+            flv r = fl_topk_rank(cv, ci, V[s], I[s]);
+            flv v = flv_sel_neg(r, cv, V[s]), i = flv_sel_neg(r, ci, I[s]);
+            cv = flv_sel_neg(r, V[s], cv);
+            ci = flv_sel_neg(r, I[s], ci);
+            V[s] = v;
+            I[s] = i;
+        }
+        jf = flv_add(jf, one);
+    }
+    float idx[FL_TOPK_LANES_K * FL_W];
+    for (int64_t s = 0; s < k; s++) {
+        flv_store(t->yt + s * FL_W, V[s]);
+        flv_store(idx + s * FL_W, I[s]);
+    }
+    const fl_arr *y = ctx->y, *z = ctx->z;
+    fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, k, nr, NULL, t->yt);
+    for (int64_t j = 0; j < nr; j++) {
+        int64_t *irow = (int64_t *)(void *)fl_row_ptr(z, i0, i1 + j);
+        for (int64_t s = 0; s < k; s++) irow[s * z->sc] = (int64_t)idx[s * FL_W + j];
+    }
+    return 1;
+}
+
 static void fl_topk_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
     size_t bytes = (size_t)ctx->k * sizeof(fl_cand) + (size_t)ctx->g.c * sizeof(double);
-    fl_run_rows(ctx, b0, b1, bytes, fl_topk_row);
+    if (ctx->k <= FL_TOPK_LANES_K && fl_post_lanes_ok(ctx, ctx->y))
+        fl_run_tiles(ctx, b0, b1, bytes, fl_topk_row, fl_topk_tile);
+    else
+        fl_run_rows(ctx, b0, b1, bytes, fl_topk_row);
 }
 
 int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k)

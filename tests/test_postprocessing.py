@@ -92,6 +92,32 @@ def test_predictions_match_reference(dtype, isa):
             assert v.dtype == x.dtype.newbyteorder("=") and i.dtype == np.int64
 
 
+@pytest.mark.parametrize("values", ["normal", "ties", "infinities", "nan"])
+def test_topk_small_classes_every_k(values, isa):
+    """Few classes and k <= 8 go 16 rows at a time through the SIMD lanes: every k, the order
+    of ties (-0 and +0 included), infinities, NaN (those tiles go row by row), partial tiles and
+    other layouts, values bit for bit."""
+    rng = np.random.default_rng(len(values))
+    for c in (1, 2, 3, 5, 10, 17, 64):
+        x = rng.standard_normal((37, c)).astype(np.float32)
+        if values == "ties":
+            x = np.round(x).astype(np.float32)
+            x[x == 0] = np.where(rng.random(int((x == 0).sum())) < 0.5, np.float32(-0.0), np.float32(0.0))
+        elif values == "infinities":
+            x[rng.random(x.shape) < 0.3] = -np.inf
+            x[rng.random(x.shape) < 0.1] = np.inf
+        elif values == "nan":
+            x[rng.random(x.shape) < 0.05] = np.nan
+        for k in range(1, min(c, 8) + 1):
+            for desc, xx, axis in (("c", x, -1), ("fortran", np.asfortranarray(x), -1),
+                                   ("reversed", x[::-1], -1), ("class axis 0", np.ascontiguousarray(x.T), 0)):
+                v, i = fl.topk(xx, k, axis=axis)
+                rv, ri = ref.topk(xx, k, axis=axis)
+                ctx = f"topk c={c} k={k} {values} {desc}"
+                np.testing.assert_array_equal(i, ri, err_msg=ctx)
+                np.testing.assert_array_equal(v.view(np.uint32), np.asarray(rv, np.float32).view(np.uint32), err_msg=ctx)
+
+
 def test_documented_values():
     assert abs(float(fl.sigmoid(1.2)) - 0.7685247834990175) < 1e-15
     np.testing.assert_allclose(fl.softmax([2.5, 0.3, -1.2]), [0.88064861, 0.09757865, 0.02177274], rtol=1e-7)
