@@ -26,6 +26,7 @@ typedef struct {
     double threshold;          /* predict_binary */
     int f64;                   /* compute in double */
     int failed;                /* set by a task that could not allocate */
+    int64_t flat_n;            /* elementwise over one contiguous run: its length (grid: blocks) */
 } fl_post_ctx;
 
 typedef void (*fl_row_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch);
@@ -233,7 +234,7 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
 {
-    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0};
+    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0};
     return fl_drive(&ctx, fl_softmax_task);
 }
 
@@ -392,7 +393,7 @@ static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)
 {
-    fl_post_ctx ctx = {x, out, NULL, g, what, 0, 0.0, x->dtype == FL_F64 || out->dtype == FL_F64, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, what, 0, 0.0, x->dtype == FL_F64 || out->dtype == FL_F64, 0, 0};
     return fl_drive(&ctx, fl_reduce_task);
 }
 
@@ -447,29 +448,47 @@ static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *s
     }
 }
 
-/* Is the whole grid of a one run of contiguous float32 (rows back to back)? Then a block of
- * rows is one span, and short rows do not pay a call each. */
-static int fl_grid_flat_f32(const fl_arr *a, fl_grid g)
+/* Is the whole grid of a one run of contiguous elements of the compute type (rows back to
+ * back)? Then it is one span, cut into blocks of FL_BLOCK_ELEMS whatever the row length: short
+ * rows do not pay a call each, and one long row (a 1-D input) is shared by the threads. */
+static int fl_grid_flat(const fl_arr *a, fl_grid g, int f64)
 {
-    return fl_row_is_f32(a) && (g.n1 == 1 || a->s1 == g.c) && (g.n0 == 1 || a->s0 == g.n1 * g.c);
+    return (f64 ? fl_row_is_f64(a) : fl_row_is_f32(a)) && (g.n1 == 1 || a->s1 == g.c) &&
+           (g.n0 == 1 || a->s0 == g.n1 * g.c);
+}
+
+static void fl_elementwise_flat(const fl_post_ctx *ctx, int64_t b0, int64_t b1)
+{
+    int64_t k0 = b0 * FL_BLOCK_ELEMS, k1 = b1 * FL_BLOCK_ELEMS < ctx->flat_n ? b1 * FL_BLOCK_ELEMS : ctx->flat_n;
+    int logm = ctx->op == FL_LOG_SIGMOID;
+    if (!ctx->f64) {
+        fl_elementwise_span_f32((const float *)ctx->x->data + k0, (float *)ctx->y->data + k0, k1 - k0, logm);
+        return;
+    }
+    const double *x = (const double *)ctx->x->data;
+    double *y = (double *)ctx->y->data;
+    if (logm)
+        for (int64_t k = k0; k < k1; k++) y[k] = fl_log_sigmoid_d(x[k]);
+    else
+        for (int64_t k = k0; k < k1; k++) y[k] = fl_sigmoid_d(x[k]);
 }
 
 static void fl_elementwise_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    if (!ctx->f64 && fl_grid_flat_f32(ctx->x, ctx->g) && fl_grid_flat_f32(ctx->y, ctx->g)) {
-        int64_t rpb = fl_rows_per_block(ctx->g.c), nrows = ctx->g.n0 * ctx->g.n1, c = ctx->g.c;
-        int64_t r0 = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
-        fl_elementwise_span_f32((const float *)ctx->x->data + r0 * c, (float *)ctx->y->data + r0 * c,
-                                (r1 - r0) * c, ctx->op == FL_LOG_SIGMOID);
-        return;
-    }
-    fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_elementwise_row);
+    if (ctx->flat_n) fl_elementwise_flat(ctx, b0, b1);
+    else fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_elementwise_row);
 }
 
 int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
 {
-    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0};
+    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0};
+    int64_t n = g.n0 * g.n1 * g.c;
+    if (n > 0 && x->dtype == y->dtype && fl_grid_flat(x, g, ctx.f64) && fl_grid_flat(y, g, ctx.f64)) {
+        ctx.flat_n = n;
+        fl_parallel_for((n + FL_BLOCK_ELEMS - 1) / FL_BLOCK_ELEMS, fl_elementwise_task, &ctx);
+        return ctx.failed ? FL_ENOMEM : FL_OK;
+    }
     return fl_drive(&ctx, fl_elementwise_task);
 }
 
@@ -555,7 +574,7 @@ static void fl_argmax_task(void *vctx, int64_t b0, int64_t b1)
 int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g)
 {
     if (g.c <= 0) return FL_OK;
-    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, 0.0, x->dtype == FL_F64, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, 0.0, x->dtype == FL_F64, 0, 0};
     return fl_drive(&ctx, fl_argmax_task);
 }
 
@@ -745,7 +764,7 @@ static void fl_topk_task(void *vctx, int64_t b0, int64_t b1)
 int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k)
 {
     if (k <= 0 || k > g.c) return FL_OK;
-    fl_post_ctx ctx = {x, values, indices, g, 0, k, 0.0, 1, 0};
+    fl_post_ctx ctx = {x, values, indices, g, 0, k, 0.0, 1, 0, 0};
     return fl_drive(&ctx, fl_topk_task);
 }
 
@@ -767,6 +786,6 @@ static void fl_threshold_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit)
 {
-    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, threshold_logit, 1, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, threshold_logit, 1, 0, 0};
     return fl_drive(&ctx, fl_threshold_task);
 }

@@ -218,3 +218,22 @@ def test_bitwise_identical_for_every_thread_count(threads):
             bad = [name for name in want if got[name] != want[name]]
             assert not bad, f"{n_threads} threads differ from 1 thread on data set {i}: {bad}"
 
+
+
+def test_one_long_row_elementwise_is_split_and_identical(threads):
+    """A 1-D (or single-row) contiguous input is one span cut into fixed blocks for the pool:
+    any thread count gives the same bytes, which are those of small separate calls and of the
+    row-by-row path (a strided view of the same values)."""
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        x = (rng.standard_normal(3 * 16384 + 1001) * 20).astype(dtype)
+        for f in (fl.sigmoid, fl.log_sigmoid):
+            outs = []
+            for n_threads in (1, 2, 3, 4):
+                fl.set_num_threads(n_threads)
+                outs.append(f(x).tobytes())
+            assert all(o == outs[0] for o in outs[1:]), f"{f.__name__} {np.dtype(dtype)}"
+            got = f(x)
+            np.testing.assert_array_equal(got, np.concatenate([f(x[i:i + 5000]) for i in range(0, x.size, 5000)]))
+            np.testing.assert_array_equal(got, f(np.repeat(x, 2)[::2]))     # strided: the row path
+            np.testing.assert_array_equal(f(x[None, :])[0], got)
