@@ -300,14 +300,37 @@ static inline double fl_softplus2_d(double x, double a, double b, double L)
     return (fl_mul0_d(a, rn) + fl_mul0_d(b, rp)) + (a + b) * L;
 }
 
-static inline double fl_pow_d(double q, int mode, double gamma)
+/* q^gamma scaled by 2^512 where it is below about 2^-300 (*down = 2^-512 then, else 1): a loss
+ * or gradient built from a factor that small can fall below the normal range, where each of
+ * its products would round to the subnormal grid; scaled, the result is rounded there once,
+ * by the final multiplication by *down (the fuzz harness found a loss 1 subnormal unit off). */
+static inline double fl_pow_scaled_d(double q, int mode, double gamma, double *down)
 {
+    int small;
+    double m;
     switch (mode) {
-    case FL_POW_ONE: return 1.0;
-    case FL_POW_ID: return q;
-    case FL_POW_SQ: return q * q;
-    default: return fl_exp_d(gamma * fl_log_d(q));
+    case FL_POW_ONE:
+        small = 0;
+        m = 1.0;
+        break;
+    case FL_POW_ID:
+        small = q < 0x1p-300;
+        m = small ? q * 0x1p512 : q;
+        break;
+    case FL_POW_SQ:
+        small = q < 0x1p-150;
+        m = small ? (q * 0x1p256) * (q * 0x1p256) : q * q;
+        break;
+    default: {
+        /* 2^-300 = e^-207.9; the shift's rounding, at most ulp(355) = 6e-14 relative, is
+         * no larger than the rounding of gamma*log q that far out */
+        double lq = gamma * fl_log_d(q);
+        small = lq < -208.0;
+        m = fl_exp_d(small ? lq + 512.0 * FL_LN2_HI_D + 512.0 * FL_LN2_LO_D : lq);
     }
+    }
+    *down = small ? 0x1p-512 : 1.0;
+    return m;
 }
 
 /* the float64 twin of fl_lanes_f32, element by element (each ISA build vectorises the loops);
@@ -336,15 +359,18 @@ static double fl_elems_f64(const fl_bce_ctx *c, const double *x, const double *y
             double ce = fl_softplus2_d(xk, yk, yc, fl_log1p_d(t));
             double r = 1.0 / (1.0 + t), tr = t * r;
             double sp = xk < 0.0 ? tr : r, sn = xk < 0.0 ? r : tr;
-            double q = sp * yc + sn * yk;
-            double mod = fl_pow_d(q, mode, gamma);
+            double q = sp * yc + sn * yk, down;
+            double mod = fl_pow_scaled_d(q, mode, gamma, &down);
             double at = use_alpha ? alpha * yk + (1.0 - alpha) * yc : 1.0;
-            l[k] = at * (ce * mod);
+            /* a small ce is scaled up too, for the same reason: down becomes 2^-1024 (exact) */
+            int ce_small = ce < 0x1p-600;
+            double ce_s = ce_small ? ce * 0x1p512 : ce, ldown = ce_small ? down * 0x1p-512 : down;
+            l[k] = (at * (ce_s * mod)) * ldown;
             if (g) {
                 double dce = sp * yc - yk * sn;
                 double t2 = ((gamma * ce) * mod) * ((sp * sn / q) * (yc - yk));
                 t2 = t2 == t2 ? t2 : 0.0;
-                g[k] = (at * (mod * dce + t2)) * scale;
+                g[k] = ((at * (mod * dce + t2)) * scale) * down;
             }
         }
     }

@@ -147,6 +147,27 @@ def test_cross_entropy_small_classes_ignored_rows(rows, reduction, isa):
             assert np.all(loss[ign] == 0)
 
 
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 3.7])
+def test_float64_focal_loss_rounded_once_below_the_normal_range(gamma):
+    """A 30-minute fuzz run found a float64 focal loss of 4e-323 where the exact value rounds to
+    3.5e-323 (x = -157.9, y = 0, gamma = 3.7): ce * q**gamma and then alpha_t times it were each
+    rounded to the subnormal grid. Small factors are now scaled up and the result down once."""
+    # loss ~ e^((1 + gamma) x): subnormal for x near -744 / (1 + gamma)
+    x = np.concatenate([[-157.90893982636305, -60.0, -200.0, -400.0, -700.0, -30.0, 5.0],
+                        np.linspace(-740.0, -700.0, 23) / (1.0 + gamma)])
+    y = np.zeros_like(x)
+    for alpha in (0.25, -1.0):
+        got = fl.sigmoid_focal_loss(x, y, alpha=alpha, gamma=gamma, reduction="none")
+        want = ref.sigmoid_focal_loss(x.astype(np.longdouble), y, alpha=alpha, gamma=gamma, reduction="none")
+        # 1e-12 relative: on the subnormal grid (a few units) that means the exact unit
+        np.testing.assert_allclose(got, np.asarray(want).astype(np.float64), rtol=1e-12, atol=0)
+        loss, grad = fl.sigmoid_focal_loss_and_grad(x, y, alpha=alpha, gamma=gamma, reduction="none")
+        _, want_grad = ref.sigmoid_focal_loss_and_grad(x.astype(np.longdouble), y, alpha=alpha, gamma=gamma,
+                                                      reduction="none")
+        np.testing.assert_array_equal(loss, got)
+        np.testing.assert_allclose(grad, np.asarray(want_grad).astype(np.float64), rtol=1e-12, atol=0)
+
+
 def test_float64_softmax_within_4_ulp_on_a_607_class_row():
     """The fuzz harness found float64 softmax 4.01 ULP off (a row of 607 standard normals): the
     exponentials were scaled by a rounded 1/s; they are now divided by s."""
