@@ -733,6 +733,44 @@ static int fl_ce_lanes_ok(const fl_ce_args *a, fl_grid g, int index)
     return 1;
 }
 
+/* Valid rows (a class index in range, not ignore_index) of the class indices t[0], t[s], ...
+ * t[(n - 1) * s]; *nbad counts the others that are not ignored. One branch-free loop per
+ * index type, which the compiler vectorises. */
+#define FL_CE_COUNT_VALID(T)                                                                      \
+    static int64_t fl_ce_count_##T(const T *t, int64_t s, int64_t n, int64_t c, int64_t ign, int64_t *nbad) \
+    {                                                                                             \
+        int64_t nv = 0, nb = 0;                                                                   \
+        for (int64_t j = 0; j < n; j++) {                                                         \
+            int64_t y = (int64_t)t[j * s], use = y != ign, in = (uint64_t)y < (uint64_t)c;        \
+            nv += use & in;                                                                       \
+            nb += use & !in;                                                                      \
+        }                                                                                         \
+        *nbad = nb;                                                                               \
+        return nv;                                                                                \
+    }
+FL_CE_COUNT_VALID(int64_t)
+FL_CE_COUNT_VALID(int32_t)
+
+/* The valid rows of rows r0 .. r1 - 1, taken a run of one i0 at a time; *bad becomes the first
+ * row with an out-of-range class, if any (rescanned row by row: an error path). */
+static int64_t fl_ce_count_valid(const fl_ce_ctx *ctx, int64_t r0, int64_t r1, int64_t *bad)
+{
+    const fl_arr *t = &ctx->a->target;
+    int64_t n1 = ctx->g.n1, c = ctx->g.c, ign = ctx->a->ignore_index, nv = 0;
+    for (int64_t r = r0; r < r1;) {
+        int64_t i0 = r / n1, i1 = r % n1, len = r1 - r < n1 - i1 ? r1 - r : n1 - i1, nbad;
+        const void *p = fl_row_ptr(t, i0, i1);
+        nv += t->dtype == FL_I64 ? fl_ce_count_int64_t((const int64_t *)p, t->s1, len, c, ign, &nbad)
+                                 : fl_ce_count_int32_t((const int32_t *)p, t->s1, len, c, ign, &nbad);
+        for (int64_t j = 0; nbad && *bad < 0 && j < len; j++) {
+            int64_t y = fl_ce_class(t, i0, i1 + j);
+            if (y != ign && (y < 0 || y >= c)) *bad = r + j;
+        }
+        r += len;
+    }
+    return nv;
+}
+
 /* One block of rows: per-row losses (written when asked) and the block's partial sums. */
 static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *tiles, fl_ce_pending *pend)
 {
@@ -746,13 +784,7 @@ static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *t
     if (ctx->a->targets_only && ctx->index && !ctx->a->weight && !ctx->a->sample_weight.data) {
         /* the denominators alone, unweighted: a count of the valid rows (exact in an integer),
          * added below as the tiles' rows are */
-        for (int64_t r = r0; r < r1; r++) {
-            int64_t y = fl_ce_class(&ctx->a->target, i0, i1);
-            int in_range = y >= 0 && y < ctx->g.c;
-            if (y != ctx->a->ignore_index && !in_range && bad < 0) bad = r;
-            nvalid += y != ctx->a->ignore_index && in_range;
-            if (++i1 == n1) { i1 = 0; i0++; }
-        }
+        nvalid = fl_ce_count_valid(ctx, r0, r1, &bad);
         r0 = r1;
     }
     for (int64_t r = r0; r < r1;) {
