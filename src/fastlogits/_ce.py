@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _core
 from ._input import BFLOAT16, as_array, as_logits, check_out, normalize_axis
-from ._layout import make_grid
+from ._layout import make_grid, with_axis
 
 _REDUCTIONS = ("none", "mean", "sum")
 _INT64_MAX = np.iinfo(np.int64).max
@@ -143,9 +143,14 @@ def _problem(logits: Any, target: Any, axis: int, weight: Any, sample_weight: An
 
 
 def _div(a: float, b: float) -> float:
-    """a / b in IEEE arithmetic (0/0 = nan, 1/0 = inf), as NumPy divides."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.float64(a) / np.float64(b))
+    """a / b in IEEE arithmetic (0/0 = nan, 1/0 = inf, 1/-0 = -inf), as NumPy divides."""
+    a, b = float(a), float(b)
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a == 0 or a != a:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 def _raise_bad_index(p: _Problem, flat_row: int) -> None:
@@ -162,13 +167,13 @@ class _Run:
 
     def __init__(self, p: _Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray]):
         ax = p.axis
-        t = np.expand_dims(p.target, ax) if p.index else p.target
+        t = with_axis(p.target, ax) if p.index else p.target
         inputs = [p.x, t]
         if p.sample_weight is not None:
-            inputs.append(np.expand_dims(p.sample_weight, ax))
+            inputs.append(with_axis(p.sample_weight, ax))
         outputs = []
         if loss is not None:
-            outputs.append(np.expand_dims(loss, ax))
+            outputs.append(with_axis(loss, ax))
         if grad is not None:
             outputs.append(grad)
         self.p = p

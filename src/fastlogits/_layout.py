@@ -21,6 +21,12 @@ from ._input import dtype_code
 Spec = Tuple[np.ndarray, int, int, int, int]
 
 
+def with_axis(a: np.ndarray, axis: int) -> np.ndarray:
+    """A view of ``a`` with a new length-1 dimension at ``axis`` (``np.expand_dims`` for a
+    normalised axis, without its argument handling: this is on every call's path)."""
+    return a[(slice(None),) * axis + (None,)]
+
+
 def _outer(a: np.ndarray, axis: int) -> Tuple[List[int], List[int], int]:
     """Outer shape, outer strides (elements) and class stride of ``a`` around ``axis``."""
     isz = a.itemsize

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _core
 from ._input import as_logits, check_out, float_dtype, normalize_axis
-from ._layout import make_grid
+from ._layout import make_grid, with_axis
 
 _SOFTMAX, _LOG_SOFTMAX = 0, 1
 _LOGSUMEXP, _ENTROPY = 0, 1
@@ -167,11 +167,11 @@ def _row_reduce(x: Any, axis: Any, keepdims: bool, what: int, func: str) -> Any:
     shape = a.shape[:ax] + a.shape[ax + 1:]
     res = np.empty(shape, dtype=a.dtype)
     if res.size:
-        g = make_grid([a, np.expand_dims(res, ax)], ax, a.shape[ax], n_outputs=1)
+        g = make_grid([a, with_axis(res, ax)], ax, a.shape[ax], n_outputs=1)
         _core.row_reduce(g.specs[0], g.specs[1], g.grid, what)
         g.finish()
     if keepdims:
-        return np.expand_dims(res, ax)
+        return with_axis(res, ax)
     return res[()] if res.ndim == 0 else res
 
 
@@ -222,7 +222,7 @@ def predict(x: Any, axis: int = -1) -> Any:
     shape = a.shape[:ax] + a.shape[ax + 1:]
     res = np.empty(shape, dtype=np.int64)
     if res.size:
-        g = make_grid([a, np.expand_dims(res, ax)], ax, a.shape[ax], n_outputs=1)
+        g = make_grid([a, with_axis(res, ax)], ax, a.shape[ax], n_outputs=1)
         _core.argmax(g.specs[0], g.specs[1], g.grid)
         g.finish()
     return res[()] if res.ndim == 0 else res

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _core
 from ._input import BFLOAT16, as_array, as_logits, normalize_axis
-from ._layout import make_grid
+from ._layout import make_grid, with_axis
 
 ALL_METRICS = ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy", "roc_auc")
 TASKS = ("multiclass", "binary", "multilabel")
@@ -368,11 +368,11 @@ def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool
             ws = None if p.w is None else _lead_slice(p.w, 0, lo, hi)
             wc = None if ws is None else np.require(ws, np.float64, ["C", "A"])
             if p.mode == _SOFTMAX:
-                tk = np.expand_dims(_class_indices(tc, c, lo), ax)
+                tk = with_axis(_class_indices(tc, c, lo), ax)
             else:
                 tb = _binary_labels(tc, lo, t_lead)
-                tk = tb if p.task == "multilabel" else np.expand_dims(tb, ax)
-            ops = [xc, tk] + ([] if wc is None else [np.expand_dims(wc, ax)])
+                tk = tb if p.task == "multilabel" else with_axis(tb, ax)
+            ops = [xc, tk] + ([] if wc is None else [with_axis(wc, ax)])
             if xc.size:
                 g = make_grid(ops, ax, c)
                 _core.score(g.specs[0], g.specs[1], None if wc is None else g.specs[2], g.grid, p.mode,
