@@ -177,14 +177,17 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
         if (!isfinite(m)) {
             for (int64_t k = 0; k < c; k++) y[k] = NAN;
         } else if (log_mode) {
-            double n_eq, rest = fl_rsumexp_f64(x, c, m, NULL, &n_eq);
+            double n_eq, rest = fl_rsumexp_f64(x, c, m, NULL, &n_eq, NULL);
             double ls = fl_log_sum(n_eq, rest);
             for (int64_t k = 0; k < c; k++) y[k] = (x[k] - m) - ls;
         } else {
-            /* a division, not a multiplication by 1/s: the reciprocal's rounding took the
-             * worst float64 results past 4 ULP (the fuzz harness found 4.01) */
-            double n_eq, rest = fl_rsumexp_f64(x, c, m, y, &n_eq);
-            double s = n_eq + rest;
+            /* the error budget of the 4 ULP bound, each step rounded once: the exponential
+             * with its shift's error folded in (fl_exp_dx_d, under 1 ULP), the sum n_eq + rest
+             * (compensated, 0.5) and a division by it, not a multiplication by a rounded 1/s
+             * (0.5). The fuzz harness found 4.01 and 4.1 ULP when two of those were rounded
+             * twice. */
+            double n_eq, s;
+            fl_rsumexp_f64(x, c, m, y, &n_eq, &s);
             for (int64_t k = 0; k < c; k++) y[k] /= s;
         }
         fl_row_out_f64(ctx->y, yrow, c, y);
@@ -310,7 +313,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double n_eq, rest = fl_rsumexp_f64(x, c, m, ent ? bp : NULL, &n_eq);
+            double n_eq, rest = fl_rsumexp_f64(x, c, m, ent ? bp : NULL, &n_eq, NULL);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f64(x, bp, c, m) : 0.0);
             /* m and log s cancelled by more than a third: double cannot hold the 4 ULP bound
              * there, so redo the row in double-double */

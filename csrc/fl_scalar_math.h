@@ -70,7 +70,12 @@ static inline float fl_expf_s(float x)
 #define FL_EXP_HI 709.782712893384 /* above: +inf */
 #define FL_EXP_LO -745.1332191019412 /* below: 0 */
 
-static inline double fl_exp_d(double x)
+/* exp(x + dx) for a correction |dx| of the order of ulp(x) (the rounding error of a shift
+ * x = a - b): exp(r)(1 + dx) = 1 + q + dx(1 + q) with q = exp(r) - 1, so dx joins the small
+ * terms before the final + 1 and the result takes no rounding more than exp(x) does
+ * (exp(x)*(1 + dx) rounded separately cost up to half an ULP more). fl_exp_d(x) is
+ * fl_exp_dx_d(x, 0), bit for bit. */
+static inline double fl_exp_dx_d(double x, double dx)
 {
     double xc = x > FL_EXP_HI ? 710.0 : x;
     xc = xc < FL_EXP_LO ? -746.0 : xc;
@@ -88,7 +93,8 @@ static inline double fl_exp_d(double x)
     p = p * r + 1.0 / 24.0;
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
-    p = p * (r * r) + r + 1.0;
+    double q = p * (r * r) + r; /* exp(r) - 1 */
+    p = ((dx * q + dx) + q) + 1.0;
     int64_t ni = (int64_t)n;
     int64_t n1 = ni / 2;
     int64_t n2 = ni - n1;
@@ -97,6 +103,8 @@ static inline double fl_exp_d(double x)
     double y = (p * s1) * s2;
     return x != x ? x : y;
 }
+
+static inline double fl_exp_d(double x) { return fl_exp_dx_d(x, 0.0); }
 
 #define FL_SQRTH_F 0.70710678118654752440f
 /* log(1 + t) = t - t^2/2 + t^3 * P(t), P of degree 8 (Cephes logf): the vector paths use the

@@ -170,7 +170,7 @@ static void fl_rsq_dot_f64(const double *x, const double *e, int64_t n, double m
 static double fl_rsumexp_t_f64(const double *x, int64_t n, double m, double t, double *y)
 {
     if (t == 1.0) {
-        double n_eq, rest = fl_rsumexp_f64(x, n, m, y, &n_eq);
+        double n_eq, rest = fl_rsumexp_f64(x, n, m, y, &n_eq, NULL);
         return n_eq + rest;
     }
     double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};

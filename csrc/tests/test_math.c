@@ -484,8 +484,7 @@ static void test_double(uint64_t nsamp)
                 if (mode == 0) x = fl_u2d(b & 0x7fefffffffffffffull);
                 else if (mode == 1) x = -1.0 + 2.0 * ((double)(b >> 11) * 0x1p-53);
                 else if (mode == 2) x = fl_u2d((b & 0x800fffffffffffffull) | ((uint64_t)(0x3a0 + (b >> 52) % 0x5f) << 52));
-                else x = -1.0 + fl_u2d(b & 0x3fefffffffffffffull) * 0.0; /* placeholder, replaced below */
-                if (mode == 3) x = -((double)(b >> 11) * 0x1p-53);  /* (-1, 0] */
+                else x = -((double)(b >> 11) * 0x1p-53); /* (-1, 0] */
             }
             double y; long double r;
             if (fn == 0) { y = fl_exp_d(x); r = expl((long double)x); }
