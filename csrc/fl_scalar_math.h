@@ -71,8 +71,8 @@ static inline float fl_expf_s(float x)
 #define FL_EXP_LO -745.1332191019412 /* below: 0 */
 
 /* exp(x + dx) for a correction |dx| of the order of ulp(x) (the rounding error of a shift
- * x = a - b): exp(r)(1 + dx) = 1 + q + dx(1 + q) with q = exp(r) - 1, so dx joins the small
- * terms before the final + 1 and the result takes no rounding more than exp(x) does
+ * x = a - b): exp(r)(1 + dx) = 1 + r + a + dx*exp(r) with a = r^2 P(r), so dx joins the small
+ * term a before r and 1 are added, and the result takes no rounding more than exp(x) does
  * (exp(x)*(1 + dx) rounded separately cost up to half an ULP more). fl_exp_d(x) is
  * fl_exp_dx_d(x, 0), bit for bit. */
 static inline double fl_exp_dx_d(double x, double dx)
@@ -93,8 +93,8 @@ static inline double fl_exp_dx_d(double x, double dx)
     p = p * r + 1.0 / 24.0;
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
-    double q = p * (r * r) + r; /* exp(r) - 1 */
-    p = ((dx * q + dx) + q) + 1.0;
+    double a = p * (r * r);
+    p = ((a + dx * ((a + r) + 1.0)) + r) + 1.0;
     int64_t ni = (int64_t)n;
     int64_t n1 = ni / 2;
     int64_t n2 = ni - n1;

@@ -498,6 +498,22 @@ static void test_double(uint64_t nsamp)
                (unsigned long long)nsamp, (unsigned long long)bad, ULP_LIMIT, now_s() - t0);
         if (bad) g_fail = 1;
     }
+    /* fl_exp_dx_d: exp(x + dx) with dx up to 4 ulp(x), as a shift's rounding error would be */
+    {
+        double maxe = 0, worst = 0;
+        uint64_t bad = 0;
+        for (uint64_t k = 0; k < nsamp; k++) {
+            double x = -700.0 + 700.0 * ((double)(rnd64() >> 11) * 0x1p-53);
+            double u = nextafter(fabs(x), INFINITY) - fabs(x);
+            double dx = (((double)(rnd64() >> 11) * 0x1p-53) - 0.5) * 8.0 * u;
+            double e = ulp_err_d(fl_exp_dx_d(x, dx), expl((long double)x + (long double)dx));
+            if (e > maxe) { maxe = e; worst = x; }
+            if (e > ULP_LIMIT) { if (bad < 3) printf("  fl_exp_dx_d(%a, %a) %g ulp\n", x, dx, e); bad++; }
+        }
+        printf("[%s] fl_exp_dx_d max %.3f ulp at x=%a; %llu samples, %llu > %g ulp\n", isa_name(), maxe, worst,
+               (unsigned long long)nsamp, (unsigned long long)bad, ULP_LIMIT);
+        if (bad) g_fail = 1;
+    }
     /* edges */
     const double ex[] = {709.78, 709.782712893384, -708.39, -708.4, -744.44, -745.13, -745.1332191019411, 1e-300, -1e-300, 0.5 * 0.6931471805599453, -0.5 * 0.6931471805599453};
     for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
