@@ -79,6 +79,9 @@ static inline double fl_exp_dx_d(double x, double dx)
 {
     double xc = x > FL_EXP_HI ? 710.0 : x;
     xc = xc < FL_EXP_LO ? -746.0 : xc;
+    /* a clamped x (result 0 or inf) takes no correction: there dx may be as large as the
+     * rounding error of a shift of 1e30-sized values, and it would turn the 0 into garbage */
+    dx = xc == x ? dx : 0.0;
     double n = fl_rint(xc * FL_LOG2E_D);
     double r = (xc - n * FL_LN2_HI_D) - n * FL_LN2_LO_D;
     double p = 1.0 / 6227020800.0;             /* 1/13! */

@@ -183,6 +183,21 @@ def test_float64_softmax_error_budget_on_long_rows():
                             np.dtype(np.float64), context="softmax float64 400 rows of 615")
 
 
+def test_float64_softmax_family_with_huge_logits():
+    """The first version of the correction folded into the exponential (fl_exp_dx_d) also
+    corrected clamped arguments, where the shift's rounding error of 1e30-sized logits is huge:
+    log_softmax gave +3.1e-321 for an exact -9.5e-2100 (found by the fuzz harness)."""
+    import arrays
+
+    rng = np.random.default_rng(0)
+    v = rng.choice([-1.0, 1.0], (2000, 9)) * 10.0 ** rng.uniform(3, 30, (2000, 9))
+    for name in ("log_softmax", "softmax"):
+        got = getattr(fl, name)(v, axis=1)
+        want = getattr(ref, name)(v.astype(np.longdouble), axis=1)
+        arrays.assert_ulp_close(got, want, 4, np.dtype(np.float64), context=f"{name} float64 huge logits")
+    assert not np.any(fl.log_softmax(v, axis=1) > 0)
+
+
 def test_float64_softmax_within_4_ulp_on_a_607_class_row():
     """The fuzz harness found float64 softmax 4.01 ULP off (a row of 607 standard normals): the
     exponentials were scaled by a rounded 1/s; they are now divided by s."""
