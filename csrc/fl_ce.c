@@ -166,81 +166,15 @@ static inline flv fl_ce_gvec(const float *e, const float *w, int64_t k, int64_t 
     return flv_fma(ev, va, flv_mul(vb, wv));
 }
 
-/* Streamed gradient row g (the output row itself): g_c = alpha*e_c - beta*w_c and g_y = gy
- * for the elements [k0, k1), each written once, with non-temporal stores from the first
- * vector-aligned element s0 on. k0 is 0 or s0 + a multiple of FL_W; k1 likewise or c. The head
- * [0, s0) goes with k0 = 0 and the tail with k1 = c, in plain stores. */
-static void fl_ce_stream_grad_f32(float *g, const float *e, int64_t c, float alpha, float beta, const float *w,
-                                  int64_t y, float gy, int64_t k0, int64_t k1)
-{
-    flv va = flv_set1(alpha), vb = flv_set1(-beta);
-    int64_t s0 = fl_stream_head(g, c), s1 = s0 + (c - s0) / FL_W * FL_W; /* [s0, s1): streamed */
-    int64_t k = k0;
-    if (k == 0) {
-        if (s0 > 0) flv_store_part(g, fl_ce_gvec(e, w, 0, s0, va, vb), s0);
-        if (y < s0) g[y] = gy;
-        k = s0;
-    }
-    for (; k + FL_W <= k1 && k < s1; k += FL_W) {
-        flv v = fl_ce_gvec(e, w, k, FL_W, va, vb);
-        if ((uint64_t)(y - k) < FL_W) {
-            /* patch the target lane before the line leaves: a later plain store to a
-             * streamed line would read it back from memory */
-            float tmp[FL_W];
-            flv_store(tmp, v);
-            tmp[y - k] = gy;
-            v = flv_load(tmp);
-        }
-        flv_stream(g + k, v);
-    }
-    if (k1 == c && s1 < c) {
-        flv_store_part(g + s1, fl_ce_gvec(e, w, s1, c - s1, va, vb), c - s1);
-        if (y >= s1) g[y] = gy;
-    }
-}
-
-/* g_c = alpha*e_c - beta*w_c, and g_y = gy, each element written once; stream: as
- * fl_ce_stream_grad_f32 (g must then be the output row itself). */
+/* g_c = alpha*e_c - beta*w_c, and g_y = gy, each element written once */
 static void fl_ce_write_grad_f32(float *g, const float *e, int64_t c, float alpha, float beta, const float *w,
-                                 int64_t y, float gy, int stream)
+                                 int64_t y, float gy)
 {
-    if (stream) {
-        fl_ce_stream_grad_f32(g, e, c, alpha, beta, w, y, gy, 0, c);
-        return;
-    }
     flv va = flv_set1(alpha), vb = flv_set1(-beta);
     int64_t k = 0;
     for (; k + FL_W <= c; k += FL_W) flv_store(g + k, fl_ce_gvec(e, w, k, FL_W, va, vb));
     if (k < c) flv_store_part(g + k, fl_ce_gvec(e, w, k, c - k, va, vb), c - k);
     g[y] = gy;
-}
-
-/* A streamed gradient row whose writing is spread over the next row's first pass, so the
- * gradient's stream to memory overlaps the next row's reads and exponentials instead of
- * following them (g == NULL: none pending). next: where the writing stands (0, or on the
- * stream grid of fl_ce_stream_grad_f32). */
-typedef struct {
-    float *g;
-    const float *e, *w;
-    int64_t c, y, next;
-    float alpha, beta, gy;
-} fl_ce_pending;
-
-/* write about n more elements of the pending row (all of it when n >= what is left) */
-static void fl_ce_drain(fl_ce_pending *p, int64_t n)
-{
-    if (!p || !p->g) return;
-    int64_t k1;
-    if (p->next == 0) {
-        int64_t s0 = fl_stream_head(p->g, p->c);
-        k1 = s0 + n;
-    } else {
-        k1 = p->next + n;
-    }
-    if (k1 >= p->c) k1 = p->c;
-    fl_ce_stream_grad_f32(p->g, p->e, p->c, p->alpha, p->beta, p->w, p->y, p->gy, p->next, k1);
-    p->next = k1;
-    if (k1 == p->c) p->g = NULL;
 }
 
 /* One pass over a row: its max m and the sum of exp(x_k - m) split as n_max + rest. n_max
@@ -255,7 +189,7 @@ static void fl_ce_drain(fl_ce_pending *p, int64_t n)
  * (fl_ce_rescale brings them to the final max). A nan or +inf element returns at once with
  * that value; an all -inf row returns -inf. */
 static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, double *n_max, double *rest,
-                              fl_ce_pending *pend)
+                              fl_pend *pend)
 {
     float m = -INFINITY;
     double nm = 0.0, rs = 0.0;
@@ -268,7 +202,7 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
          * the next block is the start of the next row when rows are contiguous (a prefetch of
          * memory that is not the next row is only wasted, never a fault). */
         int64_t after = c - k - n; /* elements of the row after this block */
-        fl_ahead ahead = {x + k + n, after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n};
+        fl_ahead ahead = {x + k + n, after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n, NULL};
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
             nm = 0.0;
@@ -284,7 +218,7 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
                                      : fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0, ahead);
         nm += nb;
         rs += rb;
-        fl_ce_drain(pend, FL_CE_BLOCK);
+        fl_pend_drain(pend, FL_CE_BLOCK);
     }
     *n_max = nm;
     *rest = rs;
@@ -320,7 +254,7 @@ static double fl_ce_wshift_f32(const float *x, const double *w, int64_t c, float
  * exponentials. A streamed gradient is left pending in pend (its exponentials in whichever
  * exponential row pend does not hold), written during the next row's first pass. */
 static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t y, double s, float *scratch,
-                                 fl_ce_pending *pend)
+                                 fl_pend *pend)
 {
     const fl_ce_args *a = ctx->a;
     int64_t c = ctx->g.c;
@@ -328,7 +262,7 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
     char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
     float *g = grow ? fl_row_dst_f32(&a->grad, grow, scratch + c) : NULL;
     float *bm = scratch + 3 * c, *e2 = bm + fl_ce_nblocks(c);
-    float *e = !g ? NULL : pend->g && pend->e == scratch + 2 * c ? e2 : scratch + 2 * c;
+    float *e = !g ? NULL : pend->y && pend->src == scratch + 2 * c ? e2 : scratch + 2 * c;
     double n_max, rest;
     float m = fl_ce_online_f32(x, c, e, bm, &n_max, &rest, pend);
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
@@ -343,11 +277,11 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
         fl_ce_rescale(e, c, bm, m);
         fl_ce_index_coefs(ctx, s, wy, (double)e[y], xy, S, lse, &alpha, &beta, &gy);
         if (ctx->stream && g == (float *)(void *)grow) {
-            fl_ce_drain(pend, c);
-            fl_ce_pending p = {g, e, ctx->wf, c, y, 0, (float)alpha, (float)beta, (float)gy};
+            fl_pend_drain(pend, c);
+            fl_pend p = {g, e, ctx->wf, c, 0, y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy, 0.0, 0.0};
             *pend = p;
         } else {
-            fl_ce_write_grad_f32(g, e, c, (float)alpha, (float)beta, ctx->wf, y, (float)gy, 0);
+            fl_ce_write_grad_f32(g, e, c, (float)alpha, (float)beta, ctx->wf, y, (float)gy);
             fl_row_out_f32(&a->grad, grow, c, g);
         }
     }
@@ -527,7 +461,7 @@ static fl_ce_row fl_ce_prob_row(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
 
 /* One row of a block: its loss and gradient, added to the block's partial sums. */
 static void fl_ce_one_row(fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t r, fl_ksum *acc, int64_t *bad, void *scratch,
-                          fl_ce_pending *pend)
+                          fl_pend *pend)
 {
     const fl_ce_args *a = ctx->a;
     int64_t c = ctx->g.c;
@@ -774,7 +708,7 @@ static int64_t fl_ce_count_valid(const fl_ce_ctx *ctx, int64_t r0, int64_t r1, i
 }
 
 /* One block of rows: per-row losses (written when asked) and the block's partial sums. */
-static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *tiles, fl_ce_pending *pend)
+static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *tiles, fl_pend *pend)
 {
     int64_t n1 = ctx->g.n1, nrows = ctx->g.n0 * n1;
     int64_t r0 = b * ctx->rpb, r1 = r0 + ctx->rpb < nrows ? r0 + ctx->rpb : nrows;
@@ -843,9 +777,9 @@ static void fl_ce_task(void *vctx, int64_t b0, int64_t b1)
         fl_tile_index(ctx->a->x.s1, ctx->g.c, tiles.gidx, tiles.oidx);
         tp = &tiles;
     }
-    fl_ce_pending pend = {NULL, NULL, NULL, 0, 0, 0, 0.0f, 0.0f, 0.0f};
+    fl_pend pend = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_CE, 0.0f, 0.0f, 0.0f, 0.0, 0.0};
     for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch, tp, &pend);
-    fl_ce_drain(&pend, ctx->g.c);
+    fl_pend_drain(&pend, ctx->g.c);
     if (ctx->stream) fl_stream_fence();
     free(tile_mem);
     free(scratch);

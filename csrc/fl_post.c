@@ -27,25 +27,32 @@ typedef struct {
     int f64;                   /* compute in double */
     int failed;                /* set by a task that could not allocate */
     int64_t flat_n;            /* elementwise over one contiguous run: its length (grid: blocks) */
+    int stream;                /* softmax: rows left pending and written with non-temporal stores */
 } fl_post_ctx;
 
 typedef void (*fl_row_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch);
 
-static void fl_run_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn)
+/* call fn on the rows of blocks [b0, b1) */
+static void fl_walk_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, void *scratch, fl_row_fn fn)
 {
     int64_t rpb = fl_rows_per_block(ctx->g.c);
     int64_t nrows = ctx->g.n0 * ctx->g.n1;
     int64_t r0 = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
-    void *scratch = NULL;
-    if (scratch_bytes) {
-        scratch = malloc(scratch_bytes);
-        if (!scratch) { ctx->failed = 1; return; }
-    }
     int64_t i0 = r0 / ctx->g.n1, i1 = r0 % ctx->g.n1;
     for (int64_t r = r0; r < r1; r++) {
         fn(ctx, i0, i1, scratch);
         if (++i1 == ctx->g.n1) { i1 = 0; i0++; }
     }
+}
+
+static void fl_run_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn)
+{
+    void *scratch = NULL;
+    if (scratch_bytes) {
+        scratch = malloc(scratch_bytes);
+        if (!scratch) { ctx->failed = 1; return; }
+    }
+    fl_walk_rows(ctx, b0, b1, scratch, fn);
     free(scratch);
 }
 
@@ -130,11 +137,11 @@ static int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t 
                  nr == FL_W ? t->gidx : t->gidx_part, t->xt);
     *m = fl_tile_max(t->xt, c);
     if (!(flv_hmax(flv_abs(*m)) < INFINITY)) return 0; /* lanes past nr repeat row 0 or hold 0 */
-    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, lo = fl_exp_floor(*m);
     fl_dacc acc = fl_dacc_zero();
     for (int64_t k = 0; k < c; k++) {
         flv xv = flv_load(t->xt + k * FL_W), d = flv_sub(xv, *m);
-        flv e = fl_vexp_sub(xv, *m);
+        flv e = fl_vexp_sub(xv, *m, lo);
         if (keep) flv_store(t->yt + k * FL_W, e);
         acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
@@ -146,6 +153,46 @@ static int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t 
 
 /* ---------------- softmax and log_softmax ---------------- */
 
+/* fl_ahead_next_row for a row read in place from rows that follow each other in memory, none
+ * otherwise (a gathered row, or rows further apart: the hint would fetch memory not needed) */
+static fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const float *x, const float *bx, fl_pend *pend)
+{
+    return x == bx || ctx->x->s1 != ctx->g.c ? fl_ahead_none() : fl_ahead_next_row(x, ctx->g.c, pend);
+}
+
+/* A float32 softmax or log_softmax row into y, or, when pend is not NULL, left pending there
+ * (y must then be the output row itself, and written by nobody else until drained). Scratch:
+ * two rows for the logits and two for the exponentials, so that a new row does not overwrite
+ * what the pending one still reads. */
+static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, float *y, float *scratch, fl_pend *pend)
+{
+    int64_t c = ctx->g.c;
+    int log_mode = ctx->op == FL_LOG_SOFTMAX;
+    const float *held = pend ? pend->src : NULL;
+    float *bx = scratch == held ? scratch + c : scratch;
+    float *be = scratch + 2 * c == held ? scratch + 3 * c : scratch + 2 * c;
+    const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
+    float m = fl_rmax_f32(x, c);
+    fl_ahead ahead = fl_post_ahead(ctx, x, bx, pend);
+    if (!isfinite(m)) {
+        /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
+        fl_pend_drain(pend, c);
+        for (int64_t k = 0; k < c; k++) y[k] = NAN;
+        return;
+    }
+    double n_eq, rest = fl_rsumexp_f32(x, c, m, log_mode ? NULL : pend ? be : y, &n_eq, 1, ahead);
+    fl_pend p = {y, log_mode ? x : pend ? be : y, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
+                 (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest)};
+    if (pend) {
+        fl_pend_drain(pend, c);
+        *pend = p;
+    } else if (log_mode) {
+        fl_rsub2_f32(x, c, p.m, p.ls, y);
+    } else {
+        fl_rscale_f32(y, c, p.alpha);
+    }
+}
+
 static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -153,21 +200,8 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
     char *yrow = fl_row_ptr(ctx->y, i0, i1);
     int log_mode = ctx->op == FL_LOG_SOFTMAX;
     if (!ctx->f64) {
-        float *bx = (float *)scratch, *by = bx + c;
-        const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
-        float *y = fl_row_dst_f32(ctx->y, yrow, by);
-        float m = fl_rmax_f32(x, c);
-        fl_ahead ahead = x == bx ? fl_ahead_none() : fl_ahead_next_row(x, c);
-        if (!isfinite(m)) {
-            /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
-            for (int64_t k = 0; k < c; k++) y[k] = NAN;
-        } else if (log_mode) {
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, NULL, &n_eq, 1, ahead);
-            fl_rsub2_f32(x, c, (double)m, fl_log_sum(n_eq, rest), y);
-        } else {
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, y, &n_eq, 1, ahead);
-            fl_rscale_f32(y, c, (float)(1.0 / (n_eq + rest)));
-        }
+        float *y = fl_row_dst_f32(ctx->y, yrow, (float *)scratch + 4 * c);
+        fl_softmax_row_f32(ctx, xrow, y, (float *)scratch, NULL);
         fl_row_out_f32(ctx->y, yrow, c, y);
     } else {
         double *bx = (double *)scratch, *by = bx + c;
@@ -226,18 +260,41 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     return 1;
 }
 
+/* A streamed task's scratch: the row left pending, then fl_softmax_row_f32's rows. */
+typedef struct { fl_pend pend; float rows[]; } fl_softmax_stream_scratch;
+
+static void fl_softmax_stream_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    fl_softmax_stream_scratch *s = (fl_softmax_stream_scratch *)scratch;
+    fl_softmax_row_f32(ctx, fl_row_ptr(ctx->x, i0, i1), (float *)(void *)fl_row_ptr(ctx->y, i0, i1), s->rows,
+                       &s->pend);
+}
+
 static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y))
-        fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_softmax_row, fl_softmax_tile);
-    else
-        fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_softmax_row);
+    /* float32: the logits and exponentials rows of fl_softmax_row_f32 and an output row */
+    size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1), bytes = ctx->f64 ? 2 * c * sizeof(double) : 5 * c * sizeof(float);
+    if (ctx->stream) {
+        fl_softmax_stream_scratch *s = malloc(sizeof(fl_softmax_stream_scratch) + 4 * c * sizeof(float));
+        if (!s) { ctx->failed = 1; return; }
+        fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0};
+        s->pend = none;
+        fl_walk_rows(ctx, b0, b1, s, fl_softmax_stream_row);
+        fl_pend_drain(&s->pend, ctx->g.c);
+        fl_stream_fence();
+        free(s);
+    } else if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y)) {
+        fl_run_tiles(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile);
+    } else {
+        fl_run_rows(ctx, b0, b1, bytes, fl_softmax_row);
+    }
 }
 
 int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
 {
-    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0};
+    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0, 0};
+    ctx.stream = !ctx.f64 && !fl_post_lanes_ok(&ctx, y) && fl_stream_ok(y, g.n0 * g.n1, g.c);
     return fl_drive(&ctx, fl_softmax_task);
 }
 
@@ -289,7 +346,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         float *bx = (float *)scratch, *bp = bx + c;
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float m = fl_rmax_f32(x, c);
-        fl_ahead ahead = x == bx ? fl_ahead_none() : fl_ahead_next_row(x, c);
+        fl_ahead ahead = fl_post_ahead(ctx, x, bx, NULL);
         if (!isfinite(m)) {
             v = fl_reduce_special(ctx->op, m, c);
         } else {
@@ -396,7 +453,7 @@ static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)
 {
-    fl_post_ctx ctx = {x, out, NULL, g, what, 0, 0.0, x->dtype == FL_F64 || out->dtype == FL_F64, 0, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, what, 0, 0.0, x->dtype == FL_F64 || out->dtype == FL_F64, 0, 0, 0};
     return fl_drive(&ctx, fl_reduce_task);
 }
 
@@ -485,7 +542,7 @@ static void fl_elementwise_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
 {
-    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0};
+    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0, 0};
     int64_t n = g.n0 * g.n1 * g.c;
     if (n > 0 && x->dtype == y->dtype && fl_grid_flat(x, g, ctx.f64) && fl_grid_flat(y, g, ctx.f64)) {
         ctx.flat_n = n;
@@ -577,7 +634,7 @@ static void fl_argmax_task(void *vctx, int64_t b0, int64_t b1)
 int FL_FN(argmax)(const fl_arr *x, const fl_arr *out, fl_grid g)
 {
     if (g.c <= 0) return FL_OK;
-    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, 0.0, x->dtype == FL_F64, 0, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, 0.0, x->dtype == FL_F64, 0, 0, 0};
     return fl_drive(&ctx, fl_argmax_task);
 }
 
@@ -767,7 +824,7 @@ static void fl_topk_task(void *vctx, int64_t b0, int64_t b1)
 int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_grid g, int64_t k)
 {
     if (k <= 0 || k > g.c) return FL_OK;
-    fl_post_ctx ctx = {x, values, indices, g, 0, k, 0.0, 1, 0, 0};
+    fl_post_ctx ctx = {x, values, indices, g, 0, k, 0.0, 1, 0, 0, 0};
     return fl_drive(&ctx, fl_topk_task);
 }
 
@@ -789,6 +846,6 @@ static void fl_threshold_task(void *vctx, int64_t b0, int64_t b1)
 
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit)
 {
-    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, threshold_logit, 1, 0, 0};
+    fl_post_ctx ctx = {x, out, NULL, g, 0, 0, threshold_logit, 1, 0, 0, 0};
     return fl_drive(&ctx, fl_threshold_task);
 }

@@ -44,33 +44,139 @@ static inline void fl_prefetch_next_row(const float *x, int64_t c)
     for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(x + c + j);
 }
 
-/* Memory to bring in while a row is summed: n floats at p (n = 0: none). The sum loops ask
- * for it one step at a time, spread over the exponentials: a burst of prefetches ahead of the
- * loop stalls on the fill buffers (a fifth of the CE gradient's time). */
-typedef struct { const float *p; int64_t n; } fl_ahead;
-
-static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0}; return a; }
-
-/* the first 4 KB after a row of c floats (see fl_prefetch_next_row) */
-static inline fl_ahead fl_ahead_next_row(const float *x, int64_t c)
+/* elements before the first FL_W*4-byte aligned one at p (at most n): the plain-store head */
+static inline int64_t fl_stream_head(const float *p, int64_t n)
 {
-    fl_ahead a = {x + c, c < 1024 ? c : 1024};
+    int64_t h = (int64_t)(((uintptr_t)0 - (uintptr_t)p) % (FL_W * sizeof(float))) / (int64_t)sizeof(float);
+    return h < n ? h : n;
+}
+
+/* An output row written late, with non-temporal stores, its writing spread over the next
+ * row's passes so that the stream to memory overlaps that row's reads and exponentials instead
+ * of following them (y == NULL: nothing pending). What is written, by kind:
+ *   FL_PEND_SCALE   y_k = alpha * src_k                          softmax (src: exponentials)
+ *   FL_PEND_SHIFT   y_k = ((double)src_k - m) - ls, rounded once  log_softmax (src: logits)
+ *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
+ * and y_t = gy for t >= 0 (the CE target). The elements before the first vector-aligned one
+ * (the head) and after the last whole vector (the tail) take plain stores. next: the first
+ * element not yet written (0, or the head's end plus a multiple of FL_W). The source rows
+ * must stay untouched until the row is drained. */
+enum { FL_PEND_SCALE, FL_PEND_SHIFT, FL_PEND_CE };
+typedef struct {
+    float *y;
+    const float *src, *w;
+    int64_t c, next, t;
+    int kind;
+    float alpha, beta, gy;
+    double m, ls;
+} fl_pend;
+
+/* the n <= FL_W elements of the pending row at k, of a constant kind */
+FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind)
+{
+    const float *s = p->src + k;
+    if (kind == FL_PEND_SHIFT) {
+        float v[FL_W];
+        for (int64_t j = 0; j < FL_W; j++) v[j] = j < n ? (float)(((double)s[j] - p->m) - p->ls) : 0.0f;
+        return flv_load(v);
+    }
+    flv sv = n == FL_W ? flv_load(s) : flv_load_part(s, n, 0.0f);
+    if (kind == FL_PEND_SCALE) return flv_mul(sv, flv_set1(p->alpha));
+    flv wv = !p->w ? flv_set1(1.0f) : n == FL_W ? flv_load(p->w + k) : flv_load_part(p->w + k, n, 0.0f);
+    return flv_fma(sv, flv_set1(p->alpha), flv_mul(flv_set1(-p->beta), wv));
+}
+
+/* write the pending row's elements [next, k1) (see fl_pend) */
+FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind)
+{
+    float *y = p->y;
+    int64_t c = p->c, t = p->t;
+    int64_t s0 = fl_stream_head(y, c), s1 = s0 + (c - s0) / FL_W * FL_W; /* [s0, s1): streamed */
+    int64_t k = p->next;
+    if (k == 0) {
+        if (s0 > 0) flv_store_part(y, fl_pend_vec(p, 0, s0, kind), s0);
+        if (t >= 0 && t < s0) y[t] = p->gy;
+        k = s0;
+    }
+    for (; k + FL_W <= k1 && k < s1; k += FL_W) {
+        flv v = fl_pend_vec(p, k, FL_W, kind);
+        if ((uint64_t)(t - k) < FL_W) {
+            /* patch the target lane before the line leaves: a later plain store to a
+             * streamed line would read it back from memory */
+            float tmp[FL_W];
+            flv_store(tmp, v);
+            tmp[t - k] = p->gy;
+            v = flv_load(tmp);
+        }
+        flv_stream(y + k, v);
+    }
+    if (k1 == c && s1 < c) {
+        flv_store_part(y + s1, fl_pend_vec(p, s1, c - s1, kind), c - s1);
+        if (t >= s1) y[t] = p->gy;
+    }
+    p->next = k1 == c ? c : k;
+}
+
+/* write about n more elements of the pending row (all of it when n >= what is left) */
+static inline void fl_pend_drain(fl_pend *p, int64_t n)
+{
+    if (!p || !p->y) return;
+    int64_t k1 = (p->next == 0 ? fl_stream_head(p->y, p->c) : p->next) + n;
+    if (k1 >= p->c) k1 = p->c;
+    switch (p->kind) {
+    case FL_PEND_SCALE: fl_pend_write(p, k1, FL_PEND_SCALE); break;
+    case FL_PEND_SHIFT: fl_pend_write(p, k1, FL_PEND_SHIFT); break;
+    default: fl_pend_write(p, k1, FL_PEND_CE); break;
+    }
+    if (p->next == p->c) p->y = NULL;
+}
+
+/* elements of a pending row written per step of the next row's sum (4 KB) */
+#define FL_PEND_STEP 1024
+
+/* Memory to bring in while a row is summed (n floats at p; n = 0: none) and a pending row to
+ * write meanwhile (pend NULL: none). The sum loops ask for both one step at a time, spread
+ * over the exponentials: a burst of prefetches ahead of the loop stalls on the fill buffers
+ * (a fifth of the CE gradient's time). */
+typedef struct { const float *p; int64_t n; fl_pend *pend; } fl_ahead;
+
+static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0, NULL}; return a; }
+
+/* The next row when rows are contiguous (memory that is not the next row is a wasted hint,
+ * never a fault), all of it up to 1 MB: summing a row from L2 while the next one streams in
+ * overlaps the reads with the exponentials (logsumexp 4096x32000 112 -> 82 ms) */
+#define FL_AHEAD_MAX ((int64_t)1 << 18)
+static inline fl_ahead fl_ahead_next_row(const float *x, int64_t c, fl_pend *pend)
+{
+    fl_ahead a = {x + c, c < FL_AHEAD_MAX ? c : FL_AHEAD_MAX, pend};
     return a;
 }
 
+/* the steps are of 4*FL_W elements, which divide FL_PEND_STEP */
 static inline void fl_ahead_touch(fl_ahead a, int64_t k, int64_t len)
 {
     for (int64_t j = k; j < k + len && j < a.n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(a.p + j);
+    if (a.pend && a.pend->y && k % FL_PEND_STEP == 0) fl_pend_drain(a.pend, FL_PEND_STEP);
 }
 
-/* exp(x - m) for a finite m, with the rounding error of x - m folded in */
-static inline flv fl_vexp_sub(flv x, flv m)
+/* A floor for the logits of a row of finite max m: every x below it has exp(x - m) = 0 in
+ * float32 (x - m < -224 however m rounds), and x raised to it keeps that, so -inf needs no NaN
+ * test in fl_vexp_sub. For |m| >= 2^29 the 256 below m would round back to m; the floor is
+ * then a few ULP below it. */
+static inline flv fl_exp_floor(flv m)
 {
+    return flv_sub(m, flv_max_ord(flv_set1(256.0f), flv_mul(flv_abs(m), flv_set1(0x1p-21f))));
+}
+
+/* exp(x - m) for x <= m, m finite, with the rounding error of x - m folded in (TwoSum), as
+ * exp(s)*(1 + e); lo = fl_exp_floor(m). */
+static inline flv fl_vexp_sub(flv x, flv m, flv lo)
+{
+    x = flv_max_ord(x, lo);
     flv s = flv_sub(x, m);
     flv bv = flv_sub(s, x);
     flv e = flv_add(flv_sub(x, flv_sub(s, bv)), flv_sub(flv_neg(m), bv));
-    e = flv_zero_nan(e); /* x = -inf: s = -inf and e is inf - inf */
-    flv p = flv_exp(s);
+    flv p = flv_exp_neg(s);
     return flv_fma(p, e, p);
 }
 
@@ -87,7 +193,7 @@ static inline flv fl_vexp_sub(flv x, flv m)
 static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise,
                                      fl_ahead ahead)
 {
-    flv vm = flv_set1(m), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
+    flv vm = flv_set1(m), lo = fl_exp_floor(vm), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
     fl_dacc acc = fl_dacc_zero();
     int64_t k = 0;
     if (precise) {
@@ -99,7 +205,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             for (int j = 0; j < 4; j++) {
                 flv xv = flv_load(x + k + j * FL_W);
                 d[j] = flv_sub(xv, vm);
-                e[j] = fl_vexp_sub(xv, vm);
+                e[j] = fl_vexp_sub(xv, vm, lo);
             }
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
@@ -112,7 +218,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             fl_ahead_touch(ahead, k, FL_W);
             flv xv = flv_load(x + k);
             flv d = flv_sub(xv, vm);
-            flv e = fl_vexp_sub(xv, vm);
+            flv e = fl_vexp_sub(xv, vm, lo);
             if (y) flv_store(y + k, e);
             acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
             cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
@@ -153,7 +259,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
     if (k < n) {
         flv xv = flv_load_part(x + k, n - k, -INFINITY);
         flv d = flv_sub(xv, vm);
-        flv e = precise ? fl_vexp_sub(xv, vm) : flv_exp_neg(d);
+        flv e = precise ? fl_vexp_sub(xv, vm, lo) : flv_exp_neg(d);
         if (y) flv_store_part(y + k, e, n - k);
         acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
@@ -214,12 +320,6 @@ static inline void fl_rscale_f32(float *y, int64_t n, float a)
     if (k < n) flv_store_part(y + k, flv_mul(flv_load_part(y + k, n - k, 0.0f), va), n - k);
 }
 
-/* elements before the first FL_W*4-byte aligned one at p (at most n): the plain-store head */
-static inline int64_t fl_stream_head(const float *p, int64_t n)
-{
-    int64_t h = (int64_t)(((uintptr_t)0 - (uintptr_t)p) % (FL_W * sizeof(float))) / (int64_t)sizeof(float);
-    return h < n ? h : n;
-}
 
 /* y_k = (x_k - m) - c in double, then rounded once: log_softmax without cancellation loss */
 static inline void fl_rsub2_f32(const float *x, int64_t n, double m, double c, float *y)

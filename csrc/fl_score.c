@@ -104,9 +104,9 @@ static inline flv fl_vexp_sub_t(flv x, flv m, flv vt)
  * vector keeps the pass at the speed of the exponentials. */
 #define FL_GROUP 4
 
-static inline flv fl_vexp_row(flv x, flv m, flv vt, int unit)
+static inline flv fl_vexp_row(flv x, flv m, flv lo, flv vt, int unit)
 {
-    return unit ? fl_vexp_sub(x, m) : fl_vexp_sub_t(x, m, vt);
+    return unit ? fl_vexp_sub(x, m, lo) : fl_vexp_sub_t(x, m, vt);
 }
 
 /* One pass over a float32 row with max m: s = sum e_k, sq = sum e_k^2 and dot = sum e_k (x_k - m)
@@ -115,7 +115,7 @@ static inline flv fl_vexp_row(flv x, flv m, flv vt, int unit)
  * close to 1). */
 static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t y, double *s, double *sq, double *dot)
 {
-    flv vm = flv_set1(m), vt = flv_set1((float)t), zero = flv_set1(0.0f);
+    flv vm = flv_set1(m), lo = fl_exp_floor(vm), vt = flv_set1((float)t), zero = flv_set1(0.0f);
     int unit = t == 1.0;
     double s1 = 0.0, s2 = 0.0, d = 0.0;
     float lanes[FL_W] = {0};       /* the vector of exponentials holding e_y */
@@ -125,7 +125,7 @@ static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t
         flv a = zero, b = zero, c = zero;
         for (; k < end; k += FL_W) {
             flv xv = flv_load(x + k);
-            flv e = fl_vexp_row(xv, vm, vt, unit);
+            flv e = fl_vexp_row(xv, vm, lo, vt, unit);
             if (k == k0) flv_store(lanes, e);
             a = flv_add(a, e);
             b = flv_fma(e, e, b);
@@ -137,7 +137,7 @@ static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t
     }
     if (k < n) {
         flv xv = flv_load_part(x + k, n - k, -INFINITY);
-        flv e = fl_vexp_row(xv, vm, vt, unit);
+        flv e = fl_vexp_row(xv, vm, lo, vt, unit);
         if (k == k0) flv_store(lanes, e);
         s1 += flv_hsum_d(e);
         s2 += flv_hsum_d(flv_mul(e, e));

@@ -1,9 +1,11 @@
-"""Gradients of 8 MB and more (csrc: FL_STREAM_BYTES) are written with non-temporal stores from
-the first 64-byte aligned element of each row on, and a row's gradient is written while the
-next row is read (csrc/fl_ce.c, fl_ce_pending). The arithmetic must not change: every
-streamed gradient is compared bitwise with the same rows computed in small, cached calls
-(reduction="sum" scales each row alike whatever the batch), for a fresh output, an output
-starting 4 bytes past alignment (a plain-store head in every row), and in place."""
+"""Float32 outputs of 8 MB and more (csrc: FL_STREAM_BYTES), the cross-entropy gradient and
+the softmax and log_softmax rows, are written with non-temporal stores from the first 64-byte
+aligned element of each row on, and a row is written while the next row is read
+(csrc/fl_rowmath.h, fl_pend). The arithmetic must not change: every streamed output is
+compared bitwise with the same rows computed in small, cached calls (reduction="sum" scales
+each row alike whatever the batch), for a fresh output, an output starting 4 bytes past
+alignment (a plain-store head in every row), in place, and from logits that are not
+contiguous (rows gathered into the scratch rows a pending row may still read)."""
 import numpy as np
 import pytest
 
@@ -53,3 +55,34 @@ def test_streamed_gradient_equals_cached_rows(where, options):
         loss, _ = fl.cross_entropy_and_grad(got, t, reduction="sum", grad_out=got, **kw)
     np.testing.assert_array_equal(got, want)
     assert loss == pytest.approx(want_loss, rel=1e-6)
+
+
+def _rows_with_specials(rng):
+    x = (rng.standard_normal(SHAPE) * 4).astype(np.float32)
+    x[5, :] = -np.inf
+    x[5, 3] = 1.0
+    x[6, 100:2000] = -np.inf
+    x[7, 9] = np.nan          # a NaN row between two ordinary rows
+    x[9, :] = -np.inf         # all -inf: NaN
+    x[10, 4099] = np.inf      # +inf: NaN
+    x[11, :] = 1e30           # ties of a large max
+    return x
+
+
+@pytest.mark.parametrize("fn", [fl.softmax, fl.log_softmax])
+@pytest.mark.parametrize("where", ["fresh", "misaligned", "in_place", "fortran_input"])
+def test_streamed_softmax_equals_cached_rows(fn, where):
+    x = _rows_with_specials(np.random.default_rng(10))
+    want = np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)])
+    if where == "fresh":
+        got = fn(x)
+    elif where == "misaligned":
+        got = _misaligned(SHAPE)
+        fn(x, out=got)
+    elif where == "in_place":
+        got = x.copy()
+        fn(got, out=got)
+    else:
+        got = np.empty(SHAPE, np.float32)
+        fn(np.asfortranarray(x), out=got)
+    np.testing.assert_array_equal(got, want)

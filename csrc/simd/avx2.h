@@ -45,6 +45,8 @@ static inline flv flv_max(flv a, flv b)
 {
     return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
 }
+/* a > b ? a : b for operands that are not NaN: one instruction */
+static inline flv flv_max_ord(flv a, flv b) { return _mm256_max_ps(a, b); }
 static inline flv flv_min(flv a, flv b)
 {
     return _mm256_blendv_ps(_mm256_min_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));

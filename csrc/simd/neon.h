@@ -46,6 +46,8 @@ static inline flv flv_div(flv a, flv b) { return vdivq_f32(a, b); }
 static inline uint32x4_t fl_neon_isnan_(flv a) { return vmvnq_u32(vceqq_f32(a, a)); }
 /* (a != a || a > b) ? a : b exactly as scalar.h (fmax would differ on +-0 and on which NaN) */
 static inline flv flv_max(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcgtq_f32(a, b)), a, b); }
+/* a > b ? a : b for operands that are not NaN (vmaxq_f32 would differ on +-0) */
+static inline flv flv_max_ord(flv a, flv b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
 static inline flv flv_min(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcltq_f32(a, b)), a, b); }
 static inline flv flv_fma(flv a, flv b, flv c) { return vfmaq_f32(c, a, b); }
 static inline flv flv_abs(flv a) { return vabsq_f32(a); }
