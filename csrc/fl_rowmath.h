@@ -131,8 +131,11 @@ static inline void fl_pend_drain(fl_pend *p, int64_t n)
     if (p->next == p->c) p->y = NULL;
 }
 
-/* elements of a pending row written per step of the next row's sum (4 KB) */
-#define FL_PEND_STEP 1024
+/* Elements of a pending row written per step of the next row's sum: as many as the step
+ * sums, so the non-temporal stores are spread evenly among the exponentials. In bursts of 4 KB
+ * they stalled the core on the write-combining buffers instead (log_softmax 4096x32000: a
+ * third of the time in the writing). */
+#define FL_PEND_STEP (4 * FL_W)
 
 /* Memory to bring in while a row is summed (n floats at p; n = 0: none) and a pending row to
  * write meanwhile (pend NULL: none). The sum loops ask for both one step at a time, spread
@@ -152,7 +155,6 @@ static inline fl_ahead fl_ahead_next_row(const float *x, int64_t c, fl_pend *pen
     return a;
 }
 
-/* the steps are of 4*FL_W elements, which divide FL_PEND_STEP */
 static inline void fl_ahead_touch(fl_ahead a, int64_t k, int64_t len)
 {
     for (int64_t j = k; j < k + len && j < a.n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(a.p + j);
