@@ -187,7 +187,8 @@ static void fl_ce_write_grad_f32(float *g, const float *e, int64_t c, float alph
  * right to 104 * 2^-24 relative, inside the losses' 1e-5.
  * If e is not NULL it receives exp(x_k - bm[b]) of each block b, bm[b] the running max then
  * (fl_ce_rescale brings them to the final max). A nan or +inf element returns at once with
- * that value; an all -inf row returns -inf. */
+ * that value; an all -inf row returns -inf. A pending row (pend) is written a step at a time
+ * among the sums' exponentials (fl_ahead_touch). */
 static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, double *n_max, double *rest,
                               fl_pend *pend)
 {
@@ -202,7 +203,7 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
          * the next block is the start of the next row when rows are contiguous (a prefetch of
          * memory that is not the next row is only wasted, never a fault). */
         int64_t after = c - k - n; /* elements of the row after this block */
-        fl_ahead ahead = {x + k + n, after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n, NULL};
+        fl_ahead ahead = {x + k + n, after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n, pend};
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
             nm = 0.0;
@@ -218,7 +219,6 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
                                      : fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0, ahead);
         nm += nb;
         rs += rb;
-        fl_pend_drain(pend, FL_CE_BLOCK);
     }
     *n_max = nm;
     *rest = rs;
