@@ -140,8 +140,7 @@ static int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, lo = fl_exp_floor(*m);
     fl_dacc acc = fl_dacc_zero();
     for (int64_t k = 0; k < c; k++) {
-        flv xv = flv_load(t->xt + k * FL_W), d = flv_sub(xv, *m);
-        flv e = fl_vexp_sub(xv, *m, lo);
+        flv d, e = fl_vexp_sub(flv_load(t->xt + k * FL_W), *m, lo, &d);
         if (keep) flv_store(t->yt + k * FL_W, e);
         acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));

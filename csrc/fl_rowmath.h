@@ -171,14 +171,15 @@ static inline flv fl_exp_floor(flv m)
 }
 
 /* exp(x - m) for x <= m, m finite, with the rounding error of x - m folded in (TwoSum), as
- * exp(s)*(1 + e); lo = fl_exp_floor(m). */
-static inline flv fl_vexp_sub(flv x, flv m, flv lo)
+ * exp(s)*(1 + e); lo = fl_exp_floor(m). *shift receives s, negative exactly where x < m. */
+static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift)
 {
     x = flv_max_ord(x, lo);
     flv s = flv_sub(x, m);
     flv bv = flv_sub(s, x);
     flv e = flv_add(flv_sub(x, flv_sub(s, bv)), flv_sub(flv_neg(m), bv));
     flv p = flv_exp_neg(s);
+    *shift = s;
     return flv_fma(p, e, p);
 }
 
@@ -205,9 +206,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             flv d[4], e[4];
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
-                flv xv = flv_load(x + k + j * FL_W);
-                d[j] = flv_sub(xv, vm);
-                e[j] = fl_vexp_sub(xv, vm, lo);
+                e[j] = fl_vexp_sub(flv_load(x + k + j * FL_W), vm, lo, &d[j]);
             }
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
@@ -218,9 +217,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
         }
         for (; k + FL_W <= n; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);
-            flv xv = flv_load(x + k);
-            flv d = flv_sub(xv, vm);
-            flv e = fl_vexp_sub(xv, vm, lo);
+            flv d, e = fl_vexp_sub(flv_load(x + k), vm, lo, &d);
             if (y) flv_store(y + k, e);
             acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
             cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
@@ -261,7 +258,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
     if (k < n) {
         flv xv = flv_load_part(x + k, n - k, -INFINITY);
         flv d = flv_sub(xv, vm);
-        flv e = precise ? fl_vexp_sub(xv, vm, lo) : flv_exp_neg(d);
+        flv e = precise ? fl_vexp_sub(xv, vm, lo, &d) : flv_exp_neg(d);
         if (y) flv_store_part(y + k, e, n - k);
         acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));

@@ -106,7 +106,8 @@ static inline flv fl_vexp_sub_t(flv x, flv m, flv vt)
 
 static inline flv fl_vexp_row(flv x, flv m, flv lo, flv vt, int unit)
 {
-    return unit ? fl_vexp_sub(x, m, lo) : fl_vexp_sub_t(x, m, vt);
+    flv shift;
+    return unit ? fl_vexp_sub(x, m, lo, &shift) : fl_vexp_sub_t(x, m, vt);
 }
 
 /* One pass over a float32 row with max m: s = sum e_k, sq = sum e_k^2 and dot = sum e_k (x_k - m)
