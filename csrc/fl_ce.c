@@ -188,9 +188,11 @@ static void fl_ce_write_grad_f32(float *g, const float *e, int64_t c, float alph
  * If e is not NULL it receives exp(x_k - bm[b]) of each block b, bm[b] the running max then
  * (fl_ce_rescale brings them to the final max). A nan or +inf element returns at once with
  * that value; an all -inf row returns -inf. A pending row (pend) is written a step at a time
- * among the sums' exponentials (fl_ahead_touch). */
+ * among the sums' exponentials (fl_ahead_touch). raw: when x is a converted copy, the next row
+ * of the input as it is in memory (fl_ahead_next_row), fetched block by block instead of x's
+ * own next block; p NULL otherwise. */
 static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, double *n_max, double *rest,
-                              fl_pend *pend)
+                              fl_pend *pend, fl_ahead raw)
 {
     float m = -INFINITY;
     double nm = 0.0, rs = 0.0;
@@ -203,7 +205,13 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
          * the next block is the start of the next row when rows are contiguous (a prefetch of
          * memory that is not the next row is only wasted, never a fault). */
         int64_t after = c - k - n; /* elements of the row after this block */
-        fl_ahead ahead = {x + k + n, after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n, pend};
+        fl_ahead ahead = {(const char *)(x + k + n), 4 * (after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n), 4,
+                          pend};
+        if (raw.p) {
+            ahead.p = raw.p + k * raw.esz;
+            ahead.n = n * raw.esz;
+            ahead.esz = raw.esz;
+        }
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
             nm = 0.0;
@@ -264,7 +272,11 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
     float *bm = scratch + 3 * c, *e2 = bm + fl_ce_nblocks(c);
     float *e = !g ? NULL : pend->y && pend->src == scratch + 2 * c ? e2 : scratch + 2 * c;
     double n_max, rest;
-    float m = fl_ce_online_f32(x, c, e, bm, &n_max, &rest, pend);
+    const fl_arr *xa = &a->x;
+    fl_ahead raw = x == scratch && xa->sc == 1 && xa->s1 == c
+                       ? fl_ahead_next_row(fl_row_ptr(xa, i0, i1), c, (int64_t)fl_esize(xa->dtype), pend)
+                       : fl_ahead_none();
+    float m = fl_ce_online_f32(x, c, e, bm, &n_max, &rest, pend, raw);
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double wy = a->weight ? a->weight[y] : 1.0;
     double xy = (double)x[y] - (double)m; /* before the gradient, which may overwrite x (in place) */

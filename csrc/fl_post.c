@@ -152,11 +152,13 @@ static int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t 
 
 /* ---------------- softmax and log_softmax ---------------- */
 
-/* fl_ahead_next_row for a row read in place from rows that follow each other in memory, none
- * otherwise (a gathered row, or rows further apart: the hint would fetch memory not needed) */
-static fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const float *x, const float *bx, fl_pend *pend)
+/* fl_ahead_next_row for input rows that follow each other in memory (in place or converted
+ * to a scratch row), none otherwise (the hint would fetch memory not needed) */
+static fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const char *xrow, fl_pend *pend)
 {
-    return x == bx || ctx->x->s1 != ctx->g.c ? fl_ahead_none() : fl_ahead_next_row(x, ctx->g.c, pend);
+    const fl_arr *x = ctx->x;
+    if (x->sc != 1 || x->s1 != ctx->g.c) return fl_ahead_none();
+    return fl_ahead_next_row(xrow, ctx->g.c, (int64_t)fl_esize(x->dtype), pend);
 }
 
 /* A float32 softmax or log_softmax row into y, or, when pend is not NULL, left pending there
@@ -172,7 +174,7 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, float *y, flo
     float *be = scratch + 2 * c == held ? scratch + 3 * c : scratch + 2 * c;
     const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
     float m = fl_rmax_f32(x, c);
-    fl_ahead ahead = fl_post_ahead(ctx, x, bx, pend);
+    fl_ahead ahead = fl_post_ahead(ctx, xrow, pend);
     if (!isfinite(m)) {
         /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
         fl_pend_drain(pend, c);
@@ -345,7 +347,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         float *bx = (float *)scratch, *bp = bx + c;
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float m = fl_rmax_f32(x, c);
-        fl_ahead ahead = fl_post_ahead(ctx, x, bx, NULL);
+        fl_ahead ahead = fl_post_ahead(ctx, xrow, NULL);
         if (!isfinite(m)) {
             v = fl_reduce_special(ctx->op, m, c);
         } else {

@@ -137,27 +137,31 @@ static inline void fl_pend_drain(fl_pend *p, int64_t n)
  * third of the time in the writing). */
 #define FL_PEND_STEP (4 * FL_W)
 
-/* Memory to bring in while a row is summed (n floats at p; n = 0: none) and a pending row to
- * write meanwhile (pend NULL: none). The sum loops ask for both one step at a time, spread
- * over the exponentials: a burst of prefetches ahead of the loop stalls on the fill buffers
- * (a fifth of the CE gradient's time). */
-typedef struct { const float *p; int64_t n; fl_pend *pend; } fl_ahead;
+/* Memory to bring in while a row is summed (n bytes at p, esz bytes for each element the sum
+ * walks; n = 0: none) and a pending row to write meanwhile (pend NULL: none). The sum loops ask
+ * for both one step at a time, spread over the exponentials: a burst of prefetches ahead of the
+ * loop stalls on the fill buffers (a fifth of the CE gradient's time). */
+typedef struct { const char *p; int64_t n, esz; fl_pend *pend; } fl_ahead;
 
-static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0, NULL}; return a; }
+static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0, 4, NULL}; return a; }
 
-/* The next row when rows are contiguous (memory that is not the next row is a wasted hint,
- * never a fault), all of it up to 1 MB: summing a row from L2 while the next one streams in
- * overlaps the reads with the exponentials (logsumexp 4096x32000 112 -> 82 ms) */
-#define FL_AHEAD_MAX ((int64_t)1 << 18)
-static inline fl_ahead fl_ahead_next_row(const float *x, int64_t c, fl_pend *pend)
+/* Rows of c elements of esz bytes each, row following row: the next row after row, all of it
+ * up to 1 MB (memory that is not the next row is a wasted hint, never a fault). Summing a row
+ * from L2 while the next one streams in overlaps the reads with the exponentials (logsumexp
+ * 4096x32000 112 -> 82 ms); a half-precision row is fetched at the pace of the float32 row
+ * the sum walks, whatever scratch row that is. */
+#define FL_AHEAD_MAX ((int64_t)1 << 20)
+static inline fl_ahead fl_ahead_next_row(const char *row, int64_t c, int64_t esz, fl_pend *pend)
 {
-    fl_ahead a = {x + c, c < FL_AHEAD_MAX ? c : FL_AHEAD_MAX, pend};
+    int64_t n = c * esz;
+    fl_ahead a = {row + n, n < FL_AHEAD_MAX ? n : FL_AHEAD_MAX, esz, pend};
     return a;
 }
 
+/* the steps [k, k + len) of the sum, in elements */
 static inline void fl_ahead_touch(fl_ahead a, int64_t k, int64_t len)
 {
-    for (int64_t j = k; j < k + len && j < a.n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(a.p + j);
+    for (int64_t j = k * a.esz; j < (k + len) * a.esz && j < a.n; j += 64) FL_PREFETCH(a.p + j);
     if (a.pend && a.pend->y && k % FL_PEND_STEP == 0) fl_pend_drain(a.pend, FL_PEND_STEP);
 }
 
