@@ -205,8 +205,8 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
          * the next block is the start of the next row when rows are contiguous (a prefetch of
          * memory that is not the next row is only wasted, never a fault). */
         int64_t after = c - k - n; /* elements of the row after this block */
-        fl_ahead ahead = {(const char *)(x + k + n), 4 * (after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n), 4,
-                          pend};
+        int64_t fetch = after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n;
+        fl_ahead ahead = {(const char *)(x + k + n), fetch * (int64_t)sizeof(float), sizeof(float), pend};
         if (raw.p) {
             ahead.p = raw.p + k * raw.esz;
             ahead.n = n * raw.esz;

@@ -275,7 +275,8 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
     /* float32: the logits and exponentials rows of fl_softmax_row_f32 and an output row */
-    size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1), bytes = ctx->f64 ? 2 * c * sizeof(double) : 5 * c * sizeof(float);
+    size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1);
+    size_t bytes = ctx->f64 ? 2 * c * sizeof(double) : 5 * c * sizeof(float);
     if (ctx->stream) {
         fl_softmax_stream_scratch *s = malloc(sizeof(fl_softmax_stream_scratch) + 4 * c * sizeof(float));
         if (!s) { ctx->failed = 1; return; }
