@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "fl_simd.h"
+#include "fl_dd.h"
 #include "fl_scalar_math.h"
 
 /* ---------- float32 rows ---------- */
@@ -562,7 +563,8 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
 }
 
 /* fl_rdot_shift_f32 for float64 rows, to the accuracy of the exponentials alone: the shift
- * x_k - m carried with its rounding error (TwoSum), each product with its own (fma), all added
+ * x_k - m carried with its rounding error (TwoSum), each product with its own (Dekker's
+ * product: no fma, which would be a libm call on the scalar path), all added
  * in compensated lanes. A plain sum of rounded products took the float64 entropy of a peaked
  * 200-class row to 4.16 ULP (found by the fuzz harness). Terms with p_k = 0 (-inf logits,
  * underflow) add nothing. */
@@ -571,11 +573,9 @@ static inline double fl_rdot_shift_f64(const double *x, const double *p, int64_t
     fl_csum8 acc = {{0}, {0}};
     for (int64_t k = 0; k < n; k++) {
         if (!(p[k] > 0.0)) continue;
-        double d = x[k] - m, bv = d - x[k];
-        double e = (x[k] - (d - bv)) + (-m - bv);
-        double prod = p[k] * d;
-        fl_csum8_add(&acc, (int)(k & 7), prod);
-        fl_csum8_add(&acc, (int)(k & 7), fma(p[k], d, -prod) + p[k] * e);
+        fl_dd d = fl_dd_two_sum(x[k], -m), prod = fl_dd_two_prod(p[k], d.hi);
+        fl_csum8_add(&acc, (int)(k & 7), prod.hi);
+        fl_csum8_add(&acc, (int)(k & 7), prod.lo + p[k] * d.lo);
     }
     return fl_csum8_total(&acc);
 }
