@@ -158,25 +158,6 @@ static void fl_ce_index_coefs(const fl_ce_ctx *ctx, double s, double wy, double 
 
 static int64_t fl_ce_nblocks(int64_t c) { return (c + FL_CE_BLOCK - 1) / FL_CE_BLOCK; }
 
-/* alpha*e_k - beta*w_k for the n lanes at k (w NULL: all 1) */
-static inline flv fl_ce_gvec(const float *e, const float *w, int64_t k, int64_t n, flv va, flv vb)
-{
-    flv ev = n == FL_W ? flv_load(e + k) : flv_load_part(e + k, n, 0.0f);
-    flv wv = !w ? flv_set1(1.0f) : n == FL_W ? flv_load(w + k) : flv_load_part(w + k, n, 0.0f);
-    return flv_fma(ev, va, flv_mul(vb, wv));
-}
-
-/* g_c = alpha*e_c - beta*w_c, and g_y = gy, each element written once */
-static void fl_ce_write_grad_f32(float *g, const float *e, int64_t c, float alpha, float beta, const float *w,
-                                 int64_t y, float gy)
-{
-    flv va = flv_set1(alpha), vb = flv_set1(-beta);
-    int64_t k = 0;
-    for (; k + FL_W <= c; k += FL_W) flv_store(g + k, fl_ce_gvec(e, w, k, FL_W, va, vb));
-    if (k < c) flv_store_part(g + k, fl_ce_gvec(e, w, k, c - k, va, vb), c - k);
-    g[y] = gy;
-}
-
 /* One pass over a row: its max m and the sum of exp(x_k - m) split as n_max + rest. n_max
  * counts the elements equal to the max (their exponential is exactly 1) and rest sums the
  * others in double, so rest stays accurate relative to itself: when the target holds the
@@ -288,12 +269,12 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
         double alpha, beta, gy;
         fl_ce_rescale(e, c, bm, m);
         fl_ce_index_coefs(ctx, s, wy, (double)e[y], xy, S, lse, &alpha, &beta, &gy);
+        fl_pend p = {g, e, ctx->wf, c, 0, y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy, 0.0, 0.0};
         if (ctx->stream && g == (float *)(void *)grow) {
             fl_pend_drain(pend, c);
-            fl_pend p = {g, e, ctx->wf, c, 0, y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy, 0.0, 0.0};
             *pend = p;
         } else {
-            fl_ce_write_grad_f32(g, e, c, (float)alpha, (float)beta, ctx->wf, y, (float)gy);
+            fl_pend_write_plain(&p);
             fl_row_out_f32(&a->grad, grow, c, g);
         }
     }

@@ -187,10 +187,8 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, float *y, flo
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;
-    } else if (log_mode) {
-        fl_rsub2_f32(x, c, p.m, p.ls, y);
     } else {
-        fl_rscale_f32(y, c, p.alpha);
+        fl_pend_write_plain(&p);
     }
 }
 

@@ -132,6 +132,24 @@ static inline void fl_pend_drain(fl_pend *p, int64_t n)
     if (p->next == p->c) p->y = NULL;
 }
 
+/* the whole row of p at once with plain stores: an output that is not streamed */
+FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind)
+{
+    int64_t k = 0, c = p->c;
+    for (; k + FL_W <= c; k += FL_W) flv_store(p->y + k, fl_pend_vec(p, k, FL_W, kind));
+    if (k < c) flv_store_part(p->y + k, fl_pend_vec(p, k, c - k, kind), c - k);
+    if (p->t >= 0) p->y[p->t] = p->gy;
+}
+
+static inline void fl_pend_write_plain(const fl_pend *p)
+{
+    switch (p->kind) {
+    case FL_PEND_SCALE: fl_pend_plain_k(p, FL_PEND_SCALE); break;
+    case FL_PEND_SHIFT: fl_pend_plain_k(p, FL_PEND_SHIFT); break;
+    default: fl_pend_plain_k(p, FL_PEND_CE); break;
+    }
+}
+
 /* Elements of a pending row written per step of the next row's sum: as many as the step
  * sums, so the non-temporal stores are spread evenly among the exponentials. In bursts of 4 KB
  * they stalled the core on the write-combining buffers instead (log_softmax 4096x32000: a
@@ -324,12 +342,6 @@ static inline void fl_rscale_f32(float *y, int64_t n, float a)
     if (k < n) flv_store_part(y + k, flv_mul(flv_load_part(y + k, n - k, 0.0f), va), n - k);
 }
 
-
-/* y_k = (x_k - m) - c in double, then rounded once: log_softmax without cancellation loss */
-static inline void fl_rsub2_f32(const float *x, int64_t n, double m, double c, float *y)
-{
-    for (int64_t k = 0; k < n; k++) y[k] = (float)(((double)x[k] - m) - c);
-}
 
 /* A shift x - m made finite: -inf (where exp(x - m) = 0) becomes -1e300, so p * shift is 0
  * without a select. (GCC 12's AVX2 vectorisation of the select form, p > 0 ? p * d : 0, gave
