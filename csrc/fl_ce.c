@@ -1,9 +1,10 @@
 /* fl_ce.c: fused cross-entropy: per-row logsumexp, loss and optionally the gradient, in one
  * sweep per row. Compiled once per ISA; every symbol is FL_FN(name).
  *
- * A row is read from memory once (class-index targets, float32 compute type): pass 1 walks it
- * in blocks of 4 KB, takes each block's max and sums its exp(x - max) from L1 (an online
- * logsumexp, fl_ce_online_f32), storing the exponentials in a scratch row when a gradient is
+ * A row is read from memory once (class-index targets, float32 compute type; float16 and
+ * bfloat16 rows are read in place and widened in registers, fl_xrow): pass 1 walks it in
+ * blocks of 1024 elements, takes each block's max and sums its exp(x - max) from L1 (an online
+ * logsumexp, fl_ce_online_t), storing the exponentials in a scratch row when a gradient is
  * wanted; pass 2 reads that scratch row back from cache and writes each gradient element once
  * (non-temporal stores when the gradient is large). The gradient row may be the logits row
  * itself: what the loss needs from the logits (the target's logit, weighted sums of the row)
@@ -16,7 +17,7 @@
  *   probabilities:  g_c = s*(c1*(T*p_c - w_c*t'_c) + c2*2z*lse*p_c),   T = sum_c w_c*t'_c
  * so g_c = alpha*e_c - beta*w_c(*t'_c): one fused multiply-add per element. For the target
  * class, p_y - 1 is recomputed in double as -(S - e_y)/S from a sum that keeps the max's 1
- * apart (fl_ce_online_f32), so it and the loss keep their relative accuracy when p_y is close
+ * apart (fl_ce_online_t), so it and the loss keep their relative accuracy when p_y is close
  * to 1 (the case a trained model is in).
  *
  * Reductions: each block of rows (fl_rows_per_block) adds its rows in compensated float64
@@ -111,7 +112,7 @@ static inline double fl_ce_zcoef(const fl_ce_args *a, double s, double lse)
     return a->z_loss > 0.0 ? s * a->grad_scale_z * 2.0 * a->z_loss * lse : 0.0;
 }
 
-/* The sum S = n_max + rest of a row's exponentials (see fl_ce_online_f32) and its log. */
+/* The sum S = n_max + rest of a row's exponentials (see fl_ce_online_t) and its log. */
 typedef struct { double n_max, rest, S, logS; } fl_ce_sum;
 
 static inline fl_ce_sum fl_ce_make_sum(double n_max, double rest)
@@ -150,7 +151,7 @@ static void fl_ce_index_coefs(const fl_ce_ctx *ctx, double s, double wy, double 
 
 /* ---------------- float32 rows (float32, float16, bfloat16 logits) ---------------- */
 
-/* Rows are summed in blocks of FL_CE_BLOCK elements (4 KB): the block's max is taken first,
+/* Rows are summed in blocks of FL_CE_BLOCK elements (4 KB of float32): the block's max is taken first,
  * which brings it into L1, then its exponentials are summed from there, so a row is read from
  * memory once and that read overlaps the exponentials (an online logsumexp). The blocks are
  * fixed by the row length alone, so the result does not depend on the thread count. */
@@ -169,30 +170,25 @@ static int64_t fl_ce_nblocks(int64_t c) { return (c + FL_CE_BLOCK - 1) / FL_CE_B
  * If e is not NULL it receives exp(x_k - bm[b]) of each block b, bm[b] the running max then
  * (fl_ce_rescale brings them to the final max). A nan or +inf element returns at once with
  * that value; an all -inf row returns -inf. A pending row (pend) is written a step at a time
- * among the sums' exponentials (fl_ahead_touch). raw: when x is a converted copy, the next row
- * of the input as it is in memory (fl_ahead_next_row), fetched block by block instead of x's
- * own next block; p NULL otherwise. */
-static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, double *n_max, double *rest,
-                              fl_pend *pend, fl_ahead raw)
+ * among the sums' exponentials (fl_ahead_touch). x is of dtype dt (fl_xrow). */
+FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float *bm, double *n_max, double *rest,
+                                      fl_pend *pend, int32_t dt)
 {
     float m = -INFINITY;
     double nm = 0.0, rs = 0.0;
+    int64_t esz = (int64_t)fl_xsize(dt);
     *n_max = *rest = 0.0;
     for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
         int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
-        float mb = fl_rmax_f32(x + k, n);
+        const char *xb = (const char *)x + k * esz;
+        float mb = fl_rmax_t(xb, n, dt);
         /* the next block is on another page, where the hardware prefetcher stops: have it
          * fetched while this one's exponentials are computed from L1. After the last block,
          * the next block is the start of the next row when rows are contiguous (a prefetch of
          * memory that is not the next row is only wasted, never a fault). */
         int64_t after = c - k - n; /* elements of the row after this block */
         int64_t fetch = after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n;
-        fl_ahead ahead = {(const char *)(x + k + n), fetch * (int64_t)sizeof(float), sizeof(float), pend};
-        if (raw.p) {
-            ahead.p = raw.p + k * raw.esz;
-            ahead.n = n * raw.esz;
-            ahead.esz = raw.esz;
-        }
+        fl_ahead ahead = {xb + n * esz, fetch * esz, esz, pend};
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
             nm = 0.0;
@@ -204,8 +200,8 @@ static float fl_ce_online_f32(const float *x, int64_t c, float *e, float *bm, do
             if (e) memset(e + k, 0, (size_t)n * sizeof(float));
             continue;
         }
-        double nb = 0.0, rb = mb < m ? fl_rsumexp_below_f32(x + k, n, m, e ? e + k : NULL, ahead)
-                                     : fl_rsumexp_f32(x + k, n, m, e ? e + k : NULL, &nb, 0, ahead);
+        double nb = 0.0, rb = mb < m ? fl_rsumexp_below_t(xb, n, m, e ? e + k : NULL, ahead, dt)
+                                     : fl_rsumexp_t(xb, n, m, e ? e + k : NULL, &nb, 0, ahead, dt);
         nm += nb;
         rs += rb;
     }
@@ -224,21 +220,22 @@ static void fl_ce_rescale(float *e, int64_t c, const float *bm, float m)
 }
 
 /* sum over c of w_c*(x_c - m) in double, skipping w_c = 0 (so a -inf logit of weight 0 adds 0) */
-static double fl_ce_wshift_f32(const float *x, const double *w, int64_t c, float m)
+FL_ALWAYS_INLINE double fl_ce_wshift_t(const void *x, const double *w, int64_t c, float m, int32_t dt)
 {
     double acc[4] = {0, 0, 0, 0};
     int64_t k = 0;
     if (!w) {
         for (; k + 4 <= c; k += 4)
-            for (int j = 0; j < 4; j++) acc[j] += (double)x[k + j] - (double)m;
-        for (; k < c; k++) acc[0] += (double)x[k] - (double)m;
+            for (int j = 0; j < 4; j++) acc[j] += (double)fl_xget(x, k + j, dt) - (double)m;
+        for (; k < c; k++) acc[0] += (double)fl_xget(x, k, dt) - (double)m;
     } else {
-        for (; k < c; k++) acc[k & 3] += w[k] != 0.0 ? w[k] * ((double)x[k] - (double)m) : 0.0;
+        for (; k < c; k++) acc[k & 3] += w[k] != 0.0 ? w[k] * ((double)fl_xget(x, k, dt) - (double)m) : 0.0;
     }
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-/* A class-index row of the float32 compute type. Scratch: the gathered row, the gradient row
+/* A class-index row of the float32 compute type (logits read as fl_row_in_x gives them).
+ * Scratch: the gathered row (strided rows only), the gradient row
  * when the output cannot take it in place, the exponentials, the block maxima, a second row of
  * exponentials. A streamed gradient is left pending in pend (its exponentials in whichever
  * exponential row pend does not hold), written during the next row's first pass. */
@@ -247,21 +244,18 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
 {
     const fl_ce_args *a = ctx->a;
     int64_t c = ctx->g.c;
-    const float *x = fl_row_in_f32(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
+    fl_xrow x = fl_row_in_x(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
     char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
     float *g = grow ? fl_row_dst_f32(&a->grad, grow, scratch + c) : NULL;
     float *bm = scratch + 3 * c, *e2 = bm + fl_ce_nblocks(c);
     float *e = !g ? NULL : pend->y && pend->src == scratch + 2 * c ? e2 : scratch + 2 * c;
     double n_max, rest;
-    const fl_arr *xa = &a->x;
-    fl_ahead raw = x == scratch && xa->sc == 1 && xa->s1 == c
-                       ? fl_ahead_next_row(fl_row_ptr(xa, i0, i1), c, (int64_t)fl_esize(xa->dtype), pend)
-                       : fl_ahead_none();
-    float m = fl_ce_online_f32(x, c, e, bm, &n_max, &rest, pend, raw);
+    float m = fl_x_dispatch(x.dt, fl_ce_online_t, x.p, c, e, bm, &n_max, &rest, pend);
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double wy = a->weight ? a->weight[y] : 1.0;
-    double xy = (double)x[y] - (double)m; /* before the gradient, which may overwrite x (in place) */
-    double sw = a->label_smoothing > 0.0 ? fl_ce_wshift_f32(x, a->weight, c, m) : 0.0;
+    /* before the gradient, which may overwrite x (in place) */
+    double xy = (double)fl_x_dispatch(x.dt, fl_xget, x.p, y) - (double)m;
+    double sw = a->label_smoothing > 0.0 ? fl_x_dispatch(x.dt, fl_ce_wshift_t, x.p, a->weight, c, m) : 0.0;
     fl_ce_sum S = fl_ce_make_sum(n_max, rest);
     double lse = (double)m + S.logS;
     fl_ce_row r = fl_ce_index_loss(ctx, s, wy, xy, S, sw, lse);
@@ -269,7 +263,7 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
         double alpha, beta, gy;
         fl_ce_rescale(e, c, bm, m);
         fl_ce_index_coefs(ctx, s, wy, (double)e[y], xy, S, lse, &alpha, &beta, &gy);
-        fl_pend p = {g, e, ctx->wf, c, 0, y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy, 0.0, 0.0};
+        fl_pend p = {g, e, ctx->wf, c, 0, y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy, 0.0, 0.0, FL_F32};
         if (ctx->stream && g == (float *)(void *)grow) {
             fl_pend_drain(pend, c);
             *pend = p;
@@ -293,14 +287,14 @@ static const float *fl_ce_target_f32(const fl_arr *t, const char *row, int64_t c
 
 /* T = sum_c wt_c and D = sum_c wt_c*(x_c - m) with wt_c = w_c*t'_c, t'_c = keep*t_c + k;
  * terms with wt_c = 0 add 0 to D (0 * log 0 = 0) */
-static void fl_ce_tdot_f32(const float *x, const float *t, const double *w, int64_t c, float m,
-                           double keep, double k, double *T, double *D)
+FL_ALWAYS_INLINE void fl_ce_tdot_t(const void *x, const float *t, const double *w, int64_t c, float m,
+                                   double keep, double k, double *T, double *D, int32_t dt)
 {
     double st = 0.0, sd = 0.0;
     for (int64_t j = 0; j < c; j++) {
         double wt = (keep * (double)t[j] + k) * (w ? w[j] : 1.0);
         st += wt;
-        sd += wt != 0.0 ? wt * ((double)x[j] - (double)m) : 0.0;
+        sd += wt != 0.0 ? wt * ((double)fl_xget(x, j, dt) - (double)m) : 0.0;
     }
     *T = st;
     *D = sd;
@@ -328,15 +322,15 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
 {
     const fl_ce_args *a = ctx->a;
     int64_t c = ctx->g.c;
-    const float *x = fl_row_in_f32(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
+    fl_xrow x = fl_row_in_x(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
     const float *t = fl_ce_target_f32(&a->target, fl_row_ptr(&a->target, i0, i1), c, scratch + 2 * c);
     char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
     float *g = grow ? fl_row_dst_f32(&a->grad, grow, scratch + c) : NULL;
-    float m = fl_rmax_f32(x, c);
+    float m = fl_x_dispatch(x.dt, fl_rmax_t, x.p, c);
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T, D;
-    fl_ce_tdot_f32(x, t, a->weight, c, m, keep, k, &T, &D);
-    double n_max, rest = fl_rsumexp_f32(x, c, m, g, &n_max, 0, fl_ahead_none());
+    fl_x_dispatch(x.dt, fl_ce_tdot_t, x.p, t, a->weight, c, m, keep, k, &T, &D);
+    double n_max, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, g, &n_max, 0, fl_ahead_none());
     fl_ce_sum S = fl_ce_make_sum(n_max, rest);
     double lse = (double)m + S.logS;
     fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};
@@ -350,7 +344,7 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
 
 /* ---------------- float64 rows ---------------- */
 
-/* The n_max + rest sum of fl_ce_online_f32 for double rows (two passes), rest in four compensated lanes */
+/* The n_max + rest sum of fl_ce_online_t for double rows (two passes), rest in four compensated lanes */
 static double fl_ce_sumexp_f64(const double *x, int64_t n, double m, double *y, double *n_max)
 {
     fl_ksum acc[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
@@ -586,7 +580,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     fl_tile_load((const float *)(void *)fl_row_ptr(&a->x, i0, i1), a->x.s1, a->x.sc, c, nr, gidx, t->xt);
     flv m = fl_tile_max(t->xt, c);
     if (!flv_all_finite(m)) return 0; /* lanes past nr repeat row 0 or hold 0 */
-    /* the sums of fl_ce_online_f32, lane-wise: two float32 accumulators of at most 32 terms,
+    /* the sums of fl_ce_online_t, lane-wise: two float32 accumulators of at most 32 terms,
      * classes alternating between them */
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), half = flv_set1(0.5f), vy = flv_load(yf);
     flv cnt = zero, r0 = zero, r1 = zero, vxy = m, kf = zero;
@@ -595,7 +589,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     for (; k + 2 <= c; k += 2) {
         flv x0 = flv_load(t->xt + k * FL_W), x1 = flv_load(t->xt + (k + 1) * FL_W);
         flv d0 = flv_sub(x0, m), d1v = flv_sub(x1, m);
-        flv e0 = flv_exp_neg(d0), e1 = flv_exp_neg(d1v);
+        flv e0 = flv_exp_neg_fast(d0), e1 = flv_exp_neg_fast(d1v);
         if (grad) {
             flv_store(t->gt + k * FL_W, e0);
             flv_store(t->gt + (k + 1) * FL_W, e1);
@@ -609,7 +603,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
         kf = flv_add(kf, one);
     }
     if (k < c) {
-        flv x0 = flv_load(t->xt + k * FL_W), d0 = flv_sub(x0, m), e0 = flv_exp_neg(d0);
+        flv x0 = flv_load(t->xt + k * FL_W), d0 = flv_sub(x0, m), e0 = flv_exp_neg_fast(d0);
         if (grad) flv_store(t->gt + k * FL_W, e0);
         r0 = flv_add(r0, flv_sel_neg(d0, e0, zero));
         cnt = flv_add(cnt, flv_sel_neg(d0, zero, one));
@@ -638,7 +632,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
          * weight 0: the scale is infinite when a mean has no valid row. */
         flv S = flv_add(cnt, rest), scale = flv_mul(flv_set1((float)a->grad_scale_ce), vsw);
         flv alpha = flv_sel_neg(vy, zero, flv_div(scale, S));
-        flv gy = flv_neg(flv_mul(alpha, flv_sel_neg(vxy, flv_sub(S, flv_exp_neg(vxy)), others)));
+        flv gy = flv_neg(flv_mul(alpha, flv_sel_neg(vxy, flv_sub(S, flv_exp_neg_fast(vxy)), others)));
         kf = zero;
         for (k = 0; k < c; k++) {
             flv g = flv_mul(flv_load(t->gt + k * FL_W), alpha);
@@ -770,7 +764,7 @@ static void fl_ce_task(void *vctx, int64_t b0, int64_t b1)
         fl_tile_index(ctx->a->x.s1, ctx->g.c, tiles.gidx, tiles.oidx);
         tp = &tiles;
     }
-    fl_pend pend = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_CE, 0.0f, 0.0f, 0.0f, 0.0, 0.0};
+    fl_pend pend = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_CE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32};
     for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch, tp, &pend);
     fl_pend_drain(&pend, ctx->g.c);
     if (ctx->stream) fl_stream_fence();

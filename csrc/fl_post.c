@@ -172,8 +172,8 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, float *y, flo
     const float *held = pend ? pend->src : NULL;
     float *bx = scratch == held ? scratch + c : scratch;
     float *be = scratch + 2 * c == held ? scratch + 3 * c : scratch + 2 * c;
-    const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
-    float m = fl_rmax_f32(x, c);
+    fl_xrow x = fl_row_in_x(ctx->x, xrow, c, bx);
+    float m = fl_x_dispatch(x.dt, fl_rmax_t, x.p, c);
     fl_ahead ahead = fl_post_ahead(ctx, xrow, pend);
     if (!isfinite(m)) {
         /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
@@ -181,9 +181,9 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, float *y, flo
         for (int64_t k = 0; k < c; k++) y[k] = NAN;
         return;
     }
-    double n_eq, rest = fl_rsumexp_f32(x, c, m, log_mode ? NULL : pend ? be : y, &n_eq, 1, ahead);
-    fl_pend p = {y, log_mode ? x : pend ? be : y, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
-                 (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest)};
+    double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, log_mode ? NULL : pend ? be : y, &n_eq, 1, ahead);
+    fl_pend p = {y, log_mode ? x.p : pend ? be : y, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
+                 (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt};
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;
@@ -278,7 +278,7 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
     if (ctx->stream) {
         fl_softmax_stream_scratch *s = malloc(sizeof(fl_softmax_stream_scratch) + 4 * c * sizeof(float));
         if (!s) { ctx->failed = 1; return; }
-        fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0};
+        fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32};
         s->pend = none;
         fl_walk_rows(ctx, b0, b1, s, fl_softmax_stream_row);
         fl_pend_drain(&s->pend, ctx->g.c);
@@ -320,15 +320,16 @@ static double fl_reduce_special(int what, double m, int64_t c)
 
 /* The entropy of a float32 row in double throughout: for results below 1e-30, where the
  * float32 exponentials of the small terms are subnormal and too coarse. */
-static double fl_entropy_f32_precise(const float *x, int64_t n, float m)
+FL_ALWAYS_INLINE double fl_entropy_precise_t(const void *x, int64_t n, float m, int32_t dt)
 {
     fl_csum8 rest = {{0}, {0}}, dot = {{0}, {0}};
     int64_t cnt = 0;
     for (int64_t k = 0; k < n; k++) {
-        if (x[k] >= m) {
+        float xk = fl_xget(x, k, dt);
+        if (xk >= m) {
             cnt++;
-        } else if (x[k] > -INFINITY) {
-            double d = (double)x[k] - (double)m, e = fl_exp_d(d);
+        } else if (xk > -INFINITY) {
+            double d = (double)xk - (double)m, e = fl_exp_d(d);
             fl_csum8_add(&rest, (int)(k & 7), e);
             fl_csum8_add(&dot, (int)(k & 7), e * d);
         }
@@ -344,23 +345,24 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     double v;
     if (!ctx->f64) {
         float *bx = (float *)scratch, *bp = bx + c;
-        const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
-        float m = fl_rmax_f32(x, c);
+        fl_xrow x = fl_row_in_x(ctx->x, xrow, c, bx);
+        float m = fl_x_dispatch(x.dt, fl_rmax_t, x.p, c);
         fl_ahead ahead = fl_post_ahead(ctx, xrow, NULL);
         if (!isfinite(m)) {
             v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double n_eq, rest = fl_rsumexp_f32(x, c, m, ent ? bp : NULL, &n_eq, 1, ahead);
-            v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f32(x, bp, c, m) : 0.0);
+            double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ent ? bp : NULL, &n_eq, 1, ahead);
+            double dot = ent ? fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m) : 0.0;
+            v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
              * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),
              * redo the sum in double */
             if (!ent && fabs(v) < rest / (n_eq + rest)) {
-                rest = fl_rsumexp_f32_precise(x, c, m, &n_eq);
+                rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
                 v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
             }
-            if (ent && v < 1e-30) v = fl_entropy_f32_precise(x, c, m);
+            if (ent && v < 1e-30) v = fl_x_dispatch(x.dt, fl_entropy_precise_t, x.p, c, m);
         }
     } else {
         double *bx = (double *)scratch, *bp = bx + c;
@@ -434,7 +436,7 @@ static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
         if (h < 1e-30) {
             float *row = (float *)scratch;
             for (int64_t k = 0; k < c; k++) row[k] = t->xt[k * FL_W + j];
-            h = fl_entropy_f32_precise(row, c, mv[j]);
+            h = fl_entropy_precise_t(row, c, mv[j], FL_F32);
         }
         fl_put_scalar(ctx->y, i0, i1 + j, h);
     }
@@ -459,8 +461,8 @@ int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)
 
 /* ---------------- sigmoid and log_sigmoid ---------------- */
 
-/* y = sigmoid(x) or log_sigmoid(x) over n contiguous floats */
-static void fl_elementwise_span_f32(const float *x, float *y, int64_t n, int logm)
+/* y = sigmoid(x) or log_sigmoid(x) over n contiguous elements, x and y both of dtype dt */
+FL_ALWAYS_INLINE void fl_elementwise_span_t(const void *x, void *y, int64_t n, int logm, int32_t dt)
 {
     int64_t k = 0;
     /* four independent vectors a step, side by side (see FL_UNROLL) */
@@ -468,20 +470,32 @@ static void fl_elementwise_span_f32(const float *x, float *y, int64_t n, int log
         flv v[4];
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
-            flv xv = flv_load(x + k + j * FL_W);
+            flv xv = fl_xload(x, k + j * FL_W, dt);
             v[j] = logm ? fl_vlog_sigmoid(xv) : fl_vsigmoid(xv);
         }
         FL_UNROLL(4)
-        for (int j = 0; j < 4; j++) flv_store(y + k + j * FL_W, v[j]);
+        for (int j = 0; j < 4; j++) fl_xstore_part(y, k + j * FL_W, v[j], FL_W, dt);
     }
     for (; k + FL_W <= n; k += FL_W) {
-        flv v = flv_load(x + k);
-        flv_store(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v));
+        flv v = fl_xload(x, k, dt);
+        fl_xstore_part(y, k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), FL_W, dt);
     }
     if (k < n) {
-        flv v = flv_load_part(x + k, n - k, 0.0f);
-        flv_store_part(y + k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), n - k);
+        flv v = fl_xload_part(x, k, n - k, 0.0f, dt);
+        fl_xstore_part(y, k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), n - k, dt);
     }
+}
+
+static void fl_elementwise_span(const void *x, void *y, int64_t n, int logm, int32_t dt)
+{
+    fl_x_dispatch(dt, fl_elementwise_span_t, x, y, n, logm);
+}
+
+/* Are x and y rows of contiguous elements of one dtype the float32 kernels read in place? */
+static int fl_rows_same_x(const fl_arr *x, const fl_arr *y)
+{
+    return x->dtype == y->dtype && x->sc == 1 && y->sc == 1 &&
+           (x->dtype == FL_F32 || x->dtype == FL_F16 || x->dtype == FL_BF16);
 }
 
 /* the float64 twin (the compiler vectorises the loops) */
@@ -499,11 +513,13 @@ static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *s
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     char *yrow = fl_row_ptr(ctx->y, i0, i1);
     int logm = ctx->op == FL_LOG_SIGMOID;
-    if (!ctx->f64) {
+    if (!ctx->f64 && fl_rows_same_x(ctx->x, ctx->y)) {
+        fl_elementwise_span(xrow, yrow, c, logm, ctx->x->dtype);
+    } else if (!ctx->f64) {
         float *bx = (float *)scratch, *by = bx + c;
         const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
         float *y = fl_row_dst_f32(ctx->y, yrow, by);
-        fl_elementwise_span_f32(x, y, c, logm);
+        fl_elementwise_span(x, y, c, logm, FL_F32);
         fl_row_out_f32(ctx->y, yrow, c, y);
     } else {
         double *bx = (double *)scratch, *by = bx + c;
@@ -514,13 +530,12 @@ static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *s
     }
 }
 
-/* Is the whole grid of a one run of contiguous elements of the compute type (rows back to
- * back)? Then it is one span, cut into blocks of FL_BLOCK_ELEMS whatever the row length: short
- * rows do not pay a call each, and one long row (a 1-D input) is shared by the threads. */
-static int fl_grid_flat(const fl_arr *a, fl_grid g, int f64)
+/* Is the whole grid of a one run of contiguous elements (rows back to back)? Then it is one
+ * span, cut into blocks of FL_BLOCK_ELEMS whatever the row length: short rows do not pay a
+ * call each, and one long row (a 1-D input) is shared by the threads. */
+static int fl_grid_flat(const fl_arr *a, fl_grid g)
 {
-    return (f64 ? fl_row_is_f64(a) : fl_row_is_f32(a)) && (g.n1 == 1 || a->s1 == g.c) &&
-           (g.n0 == 1 || a->s0 == g.n1 * g.c);
+    return a->sc == 1 && (g.n1 == 1 || a->s1 == g.c) && (g.n0 == 1 || a->s0 == g.n1 * g.c);
 }
 
 static void fl_elementwise_flat(const fl_post_ctx *ctx, int64_t b0, int64_t b1)
@@ -530,7 +545,8 @@ static void fl_elementwise_flat(const fl_post_ctx *ctx, int64_t b0, int64_t b1)
     if (ctx->f64)
         fl_elementwise_span_f64((const double *)ctx->x->data + k0, (double *)ctx->y->data + k0, k1 - k0, logm);
     else
-        fl_elementwise_span_f32((const float *)ctx->x->data + k0, (float *)ctx->y->data + k0, k1 - k0, logm);
+        fl_elementwise_span((const char *)ctx->x->data + k0 * (int64_t)fl_xsize(ctx->x->dtype),
+                            (char *)ctx->y->data + k0 * (int64_t)fl_xsize(ctx->x->dtype), k1 - k0, logm, ctx->x->dtype);
 }
 
 static void fl_elementwise_task(void *vctx, int64_t b0, int64_t b1)
@@ -544,7 +560,8 @@ int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
 {
     fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0, 0};
     int64_t n = g.n0 * g.n1 * g.c;
-    if (n > 0 && x->dtype == y->dtype && fl_grid_flat(x, g, ctx.f64) && fl_grid_flat(y, g, ctx.f64)) {
+    int same = ctx.f64 ? x->dtype == FL_F64 && y->dtype == FL_F64 : fl_rows_same_x(x, y);
+    if (n > 0 && same && fl_grid_flat(x, g) && fl_grid_flat(y, g)) {
         ctx.flat_n = n;
         fl_parallel_for((n + FL_BLOCK_ELEMS - 1) / FL_BLOCK_ELEMS, fl_elementwise_task, &ctx);
         return ctx.failed ? FL_ENOMEM : FL_OK;
@@ -566,17 +583,19 @@ static inline int fl_better(double a, int64_t ia, double b, int64_t ib)
  * FL_ARGMAX_RUN elements with the vector max; only the run that holds the answer is scanned
  * element by element. */
 #define FL_ARGMAX_RUN 256
-static int64_t fl_argmax_f32(const float *x, int64_t c)
+FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, int32_t dt)
 {
-    int64_t at = 0;
-    float bm = fl_rmax_f32(x, c < FL_ARGMAX_RUN ? c : FL_ARGMAX_RUN);
+    int64_t at = 0, esz = (int64_t)fl_xsize(dt);
+    float bm = fl_rmax_t(x, c < FL_ARGMAX_RUN ? c : FL_ARGMAX_RUN, dt);
     for (int64_t k = FL_ARGMAX_RUN; k < c && bm == bm; k += FL_ARGMAX_RUN) {
-        float r = fl_rmax_f32(x + k, c - k < FL_ARGMAX_RUN ? c - k : FL_ARGMAX_RUN);
+        float r = fl_rmax_t((const char *)x + k * esz, c - k < FL_ARGMAX_RUN ? c - k : FL_ARGMAX_RUN, dt);
         if (r > bm || r != r) { bm = r; at = k; }
     }
     int64_t end = c - at < FL_ARGMAX_RUN ? c : at + FL_ARGMAX_RUN;
-    for (int64_t k = at; k < end; k++)
-        if (x[k] == bm || (bm != bm && x[k] != x[k])) return k;
+    for (int64_t k = at; k < end; k++) {
+        float v = fl_xget(x, k, dt);
+        if (v == bm || (bm != bm && v != v)) return k;
+    }
     return at; /* not reached: the run holds its max */
 }
 
@@ -586,9 +605,9 @@ static void fl_argmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     int64_t best = 0;
     if (!ctx->f64) {
-        const float *x = fl_row_in_f32(ctx->x, xrow, c, (float *)scratch);
-        fl_prefetch_next_row(x, c);
-        best = fl_argmax_f32(x, c);
+        fl_xrow x = fl_row_in_x(ctx->x, xrow, c, (float *)scratch);
+        fl_prefetch_next_row(x.p, c * (int64_t)fl_xsize(x.dt));
+        best = fl_x_dispatch(x.dt, fl_argmax_t, x.p, c);
     } else {
         const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
         double bv = x[0];

@@ -77,6 +77,77 @@ static inline const float *fl_row_in_f32(const fl_arr *a, const char *row, int64
     return buf;
 }
 
+/* ---------- rows read as they are: float32, float16, bfloat16 ----------
+ *
+ * A row of logits with contiguous classes is read in place in its own dtype dt (FL_F32,
+ * FL_F16 or FL_BF16), each vector widened to float32 in registers as it is loaded: a
+ * half-precision row is never copied to a float32 row first, so it moves half the bytes. The
+ * row functions taking (const void *x, int32_t dt) have always-inlined cores that callers
+ * instantiate with a constant dt (fl_x_dispatch), so each dtype gets its own loops. */
+typedef struct { const void *p; int32_t dt; } fl_xrow;
+
+/* the row of a to compute on: in place when its classes are contiguous, else gathered into
+ * buf as float32 */
+static inline fl_xrow fl_row_in_x(const fl_arr *a, const char *row, int64_t c, float *buf)
+{
+    fl_xrow r = {row, a->dtype};
+    if (a->sc == 1 && (a->dtype == FL_F32 || a->dtype == FL_F16 || a->dtype == FL_BF16)) return r;
+    r.p = fl_row_in_f32(a, row, c, buf);
+    r.dt = FL_F32;
+    return r;
+}
+
+static inline size_t fl_xsize(int32_t dt) { return dt == FL_F32 ? 4 : 2; }
+
+/* element k of x, widened */
+FL_ALWAYS_INLINE float fl_xget(const void *x, int64_t k, int32_t dt)
+{
+    if (dt == FL_F16) return fl_f16_to_f32(((const uint16_t *)x)[k]);
+    if (dt == FL_BF16) return fl_bf16_to_f32(((const uint16_t *)x)[k]);
+    return ((const float *)x)[k];
+}
+
+/* FL_W elements of x from k, widened for arithmetic (a signalling NaN may come out quiet) */
+FL_ALWAYS_INLINE flv fl_xload(const void *x, int64_t k, int32_t dt)
+{
+    if (dt == FL_F16) return flv_load_f16_arith((const uint16_t *)x + k);
+    if (dt == FL_BF16) return flv_load_bf16((const uint16_t *)x + k);
+    return flv_load((const float *)x + k);
+}
+
+/* the n < FL_W elements of x from k, the other lanes fill */
+FL_ALWAYS_INLINE flv fl_xload_part(const void *x, int64_t k, int64_t n, float fill, int32_t dt)
+{
+    if (dt == FL_F32) return flv_load_part((const float *)x + k, n, fill);
+    float v[FL_W];
+    for (int64_t j = 0; j < FL_W; j++) v[j] = j < n ? fl_xget(x, k + j, dt) : fill;
+    return flv_load(v);
+}
+
+/* store FL_W lanes (the first n when n < FL_W) at y + k, narrowed to dt */
+FL_ALWAYS_INLINE void fl_xstore_part(void *y, int64_t k, flv v, int64_t n, int32_t dt)
+{
+    if (dt == FL_F32) {
+        if (n >= FL_W) flv_store((float *)y + k, v);
+        else flv_store_part((float *)y + k, v, n);
+        return;
+    }
+    uint16_t *p = (uint16_t *)y + k;
+    if (n >= FL_W) {
+        if (dt == FL_F16) flv_store_f16(p, v);
+        else flv_store_bf16(p, v);
+        return;
+    }
+    float t[FL_W];
+    flv_store(t, v);
+    for (int64_t j = 0; j < n; j++) p[j] = dt == FL_F16 ? fl_f32_to_f16(t[j]) : fl_f32_to_bf16(t[j]);
+}
+
+/* fn(args..., dt) with dt a constant: the instance of an always-inlined row core for the
+ * dtype of a row (fl_xrow.dt) */
+#define fl_x_dispatch(dt, fn, ...)                                                                         \
+    ((dt) == FL_F16 ? fn(__VA_ARGS__, FL_F16) : (dt) == FL_BF16 ? fn(__VA_ARGS__, FL_BF16) : fn(__VA_ARGS__, FL_F32))
+
 static inline const double *fl_row_in_f64(const fl_arr *a, const char *row, int64_t c, double *buf)
 {
     int64_t sc = a->sc;

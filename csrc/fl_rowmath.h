@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "fl_simd.h"
+#include "fl_rowio.h"
 #include "fl_dd.h"
 #include "fl_scalar_math.h"
 
@@ -21,28 +22,30 @@
 /* max of a row; NaN anywhere gives NaN; an empty row gives -inf. The new element is the first
  * operand of flv_max, whose NaN test is then off the loop-carried chain, and four
  * accumulators hide the latency of what remains. */
-static inline float fl_rmax_f32(const float *x, int64_t n)
+FL_ALWAYS_INLINE float fl_rmax_t(const void *x, int64_t n, int32_t dt)
 {
     flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     int64_t k = 0;
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
-        a0 = flv_max(flv_load(x + k), a0);
-        a1 = flv_max(flv_load(x + k + FL_W), a1);
-        a2 = flv_max(flv_load(x + k + 2 * FL_W), a2);
-        a3 = flv_max(flv_load(x + k + 3 * FL_W), a3);
+        a0 = flv_max(fl_xload(x, k, dt), a0);
+        a1 = flv_max(fl_xload(x, k + FL_W, dt), a1);
+        a2 = flv_max(fl_xload(x, k + 2 * FL_W, dt), a2);
+        a3 = flv_max(fl_xload(x, k + 3 * FL_W, dt), a3);
     }
-    for (; k + FL_W <= n; k += FL_W) a0 = flv_max(flv_load(x + k), a0);
-    if (k < n) a0 = flv_max(flv_load_part(x + k, n - k, -INFINITY), a0);
+    for (; k + FL_W <= n; k += FL_W) a0 = flv_max(fl_xload(x, k, dt), a0);
+    if (k < n) a0 = flv_max(fl_xload_part(x, k, n - k, -INFINITY, dt), a0);
     return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
 }
 
-/* Ask for the first 4 KB after a row of c floats: the next row when rows are contiguous, on
- * a page the hardware prefetcher will not enter by itself, brought in while this row is
- * computed. (Memory that is not the next row is a wasted hint, never a fault.) */
-static inline void fl_prefetch_next_row(const float *x, int64_t c)
+static inline float fl_rmax_f32(const float *x, int64_t n) { return fl_rmax_t(x, n, FL_F32); }
+
+/* Ask for the first 4 KB after a row of the given bytes: the next row when rows are
+ * contiguous, on a page the hardware prefetcher will not enter by itself, brought in while
+ * this row is computed. (Memory that is not the next row is a wasted hint, never a fault.) */
+static inline void fl_prefetch_next_row(const void *x, int64_t bytes)
 {
-    int64_t n = c < 1024 ? c : 1024;
-    for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(float)) FL_PREFETCH(x + c + j);
+    int64_t n = bytes < 4096 ? bytes : 4096;
+    for (int64_t j = 0; j < n; j += 64) FL_PREFETCH((const char *)x + bytes + j);
 }
 
 /* elements before the first FL_W*4-byte aligned one at p (at most n): the plain-store head */
@@ -56,7 +59,7 @@ static inline int64_t fl_stream_head(const float *p, int64_t n)
  * row's passes so that the stream to memory overlaps that row's reads and exponentials instead
  * of following them (y == NULL: nothing pending). What is written, by kind:
  *   FL_PEND_SCALE   y_k = alpha * src_k                          softmax (src: exponentials)
- *   FL_PEND_SHIFT   y_k = ((double)src_k - m) - ls, rounded once  log_softmax (src: logits)
+ *   FL_PEND_SHIFT   y_k = ((double)src_k - m) - ls, rounded once  log_softmax (src: logits of dtype sdt)
  *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
  * and y_t = gy for t >= 0 (the CE target). The elements before the first vector-aligned one
  * (the head) and after the last whole vector (the tail) take plain stores. next: the first
@@ -65,22 +68,28 @@ static inline int64_t fl_stream_head(const float *p, int64_t n)
 enum { FL_PEND_SCALE, FL_PEND_SHIFT, FL_PEND_CE };
 typedef struct {
     float *y;
-    const float *src, *w;
+    const void *src; /* float32 but for FL_PEND_SHIFT */
+    const float *w;
     int64_t c, next, t;
     int kind;
     float alpha, beta, gy;
     double m, ls;
+    int32_t sdt; /* FL_PEND_SHIFT: the dtype of src */
 } fl_pend;
 
-/* the n <= FL_W elements of the pending row at k, of a constant kind */
-FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind)
+/* the n <= FL_W elements of the pending row at k, of a constant kind (and source dtype dt,
+ * p->sdt, for FL_PEND_SHIFT) */
+FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind, int32_t dt)
 {
-    const float *s = p->src + k;
     if (kind == FL_PEND_SHIFT) {
+        /* lanes past n hold garbage, which the callers do not store */
         float v[FL_W];
-        for (int64_t j = 0; j < FL_W; j++) v[j] = j < n ? (float)(((double)s[j] - p->m) - p->ls) : 0.0f;
+        double m = p->m, ls = p->ls;
+        flv_store(v, n == FL_W ? fl_xload(p->src, k, dt) : fl_xload_part(p->src, k, n, 0.0f, dt));
+        for (int64_t j = 0; j < FL_W; j++) v[j] = (float)(((double)v[j] - m) - ls);
         return flv_load(v);
     }
+    const float *s = (const float *)p->src + k;
     flv sv = n == FL_W ? flv_load(s) : flv_load_part(s, n, 0.0f);
     if (kind == FL_PEND_SCALE) return flv_mul(sv, flv_set1(p->alpha));
     flv wv = !p->w ? flv_set1(1.0f) : n == FL_W ? flv_load(p->w + k) : flv_load_part(p->w + k, n, 0.0f);
@@ -88,19 +97,19 @@ FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kin
 }
 
 /* write the pending row's elements [next, k1) (see fl_pend) */
-FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind)
+FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t dt)
 {
     float *y = p->y;
     int64_t c = p->c, t = p->t;
     int64_t s0 = fl_stream_head(y, c), s1 = s0 + (c - s0) / FL_W * FL_W; /* [s0, s1): streamed */
     int64_t k = p->next;
     if (k == 0) {
-        if (s0 > 0) flv_store_part(y, fl_pend_vec(p, 0, s0, kind), s0);
+        if (s0 > 0) flv_store_part(y, fl_pend_vec(p, 0, s0, kind, dt), s0);
         if (t >= 0 && t < s0) y[t] = p->gy;
         k = s0;
     }
     for (; k + FL_W <= k1 && k < s1; k += FL_W) {
-        flv v = fl_pend_vec(p, k, FL_W, kind);
+        flv v = fl_pend_vec(p, k, FL_W, kind, dt);
         if ((uint64_t)(t - k) < FL_W) {
             /* patch the target lane before the line leaves: a later plain store to a
              * streamed line would read it back from memory */
@@ -112,7 +121,7 @@ FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind)
         flv_stream(y + k, v);
     }
     if (k1 == c && s1 < c) {
-        flv_store_part(y + s1, fl_pend_vec(p, s1, c - s1, kind), c - s1);
+        flv_store_part(y + s1, fl_pend_vec(p, s1, c - s1, kind, dt), c - s1);
         if (t >= s1) y[t] = p->gy;
     }
     p->next = k1 == c ? c : k;
@@ -125,28 +134,28 @@ static inline void fl_pend_drain(fl_pend *p, int64_t n)
     int64_t k1 = (p->next == 0 ? fl_stream_head(p->y, p->c) : p->next) + n;
     if (k1 >= p->c) k1 = p->c;
     switch (p->kind) {
-    case FL_PEND_SCALE: fl_pend_write(p, k1, FL_PEND_SCALE); break;
-    case FL_PEND_SHIFT: fl_pend_write(p, k1, FL_PEND_SHIFT); break;
-    default: fl_pend_write(p, k1, FL_PEND_CE); break;
+    case FL_PEND_SCALE: fl_pend_write(p, k1, FL_PEND_SCALE, FL_F32); break;
+    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write, p, k1, FL_PEND_SHIFT); break;
+    default: fl_pend_write(p, k1, FL_PEND_CE, FL_F32); break;
     }
     if (p->next == p->c) p->y = NULL;
 }
 
 /* the whole row of p at once with plain stores: an output that is not streamed */
-FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind)
+FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind, int32_t dt)
 {
     int64_t k = 0, c = p->c;
-    for (; k + FL_W <= c; k += FL_W) flv_store(p->y + k, fl_pend_vec(p, k, FL_W, kind));
-    if (k < c) flv_store_part(p->y + k, fl_pend_vec(p, k, c - k, kind), c - k);
+    for (; k + FL_W <= c; k += FL_W) flv_store(p->y + k, fl_pend_vec(p, k, FL_W, kind, dt));
+    if (k < c) flv_store_part(p->y + k, fl_pend_vec(p, k, c - k, kind, dt), c - k);
     if (p->t >= 0) p->y[p->t] = p->gy;
 }
 
 static inline void fl_pend_write_plain(const fl_pend *p)
 {
     switch (p->kind) {
-    case FL_PEND_SCALE: fl_pend_plain_k(p, FL_PEND_SCALE); break;
-    case FL_PEND_SHIFT: fl_pend_plain_k(p, FL_PEND_SHIFT); break;
-    default: fl_pend_plain_k(p, FL_PEND_CE); break;
+    case FL_PEND_SCALE: fl_pend_plain_k(p, FL_PEND_SCALE, FL_F32); break;
+    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_plain_k, p, FL_PEND_SHIFT); break;
+    default: fl_pend_plain_k(p, FL_PEND_CE, FL_F32); break;
     }
 }
 
@@ -212,12 +221,13 @@ static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift)
  * tiny. When y is not NULL it also receives exp(x_k - m). m must be finite.
  * precise: carry the rounding error of x - m into the exponential (fl_vexp_sub), which every
  * ULP-bounded output needs; without it exp(x - m) is off by up to |x - m| * 2^-24 relative,
- * which is enough for losses held to a relative tolerance, and the terms are first added in
+ * which is enough for losses held to a relative tolerance, the exponential is the shorter
+ * flv_exp_neg_fast (2 ULP instead of 1), and the terms are first added in
  * float32 lanes, FL_SUM_CHUNK vectors at a time (a relative error below FL_SUM_CHUNK * 2^-24
  * = 2e-6 at worst), before joining the float64 lanes. */
 #define FL_SUM_CHUNK 32
-static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise,
-                                     fl_ahead ahead)
+FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y, double *n_eq, int precise,
+                                     fl_ahead ahead, int32_t dt)
 {
     flv vm = flv_set1(m), lo = fl_exp_floor(vm), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
     fl_dacc acc = fl_dacc_zero();
@@ -229,7 +239,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             flv d[4], e[4];
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
-                e[j] = fl_vexp_sub(flv_load(x + k + j * FL_W), vm, lo, &d[j]);
+                e[j] = fl_vexp_sub(fl_xload(x, k + j * FL_W, dt), vm, lo, &d[j]);
             }
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
@@ -240,7 +250,7 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
         }
         for (; k + FL_W <= n; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);
-            flv d, e = fl_vexp_sub(flv_load(x + k), vm, lo, &d);
+            flv d, e = fl_vexp_sub(fl_xload(x, k, dt), vm, lo, &d);
             if (y) flv_store(y + k, e);
             acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
             cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
@@ -256,8 +266,8 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
                 flv d[4], e[4];
                 FL_UNROLL(4)
                 for (int j = 0; j < 4; j++) {
-                    d[j] = flv_sub(flv_load(x + k + j * FL_W), vm);
-                    e[j] = flv_exp_neg(d[j]);
+                    d[j] = flv_sub(fl_xload(x, k + j * FL_W, dt), vm);
+                    e[j] = flv_exp_neg_fast(d[j]);
                 }
                 FL_UNROLL(4)
                 for (int j = 0; j < 4; j++) {
@@ -268,8 +278,8 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
             }
             for (; k + FL_W <= end; k += FL_W) {
                 fl_ahead_touch(ahead, k, FL_W);
-                flv d = flv_sub(flv_load(x + k), vm);
-                flv e = flv_exp_neg(d);
+                flv d = flv_sub(fl_xload(x, k, dt), vm);
+                flv e = flv_exp_neg_fast(d);
                 if (y) flv_store(y + k, e);
                 part[0] = flv_add(part[0], flv_sel_neg(d, e, zero));
                 cnt4[0] = flv_add(cnt4[0], flv_sel_neg(d, zero, one));
@@ -279,9 +289,9 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
         }
     }
     if (k < n) {
-        flv xv = flv_load_part(x + k, n - k, -INFINITY);
+        flv xv = fl_xload_part(x, k, n - k, -INFINITY, dt);
         flv d = flv_sub(xv, vm);
-        flv e = precise ? fl_vexp_sub(xv, vm, lo, &d) : flv_exp_neg(d);
+        flv e = precise ? fl_vexp_sub(xv, vm, lo, &d) : flv_exp_neg_fast(d);
         if (y) flv_store_part(y + k, e, n - k);
         acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
         cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
@@ -290,9 +300,15 @@ static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y
     return fl_dacc_sum(acc);
 }
 
-/* fl_rsumexp_f32 without precise, for a run of elements all below m (its own max is smaller,
+static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise,
+                                     fl_ahead ahead)
+{
+    return fl_rsumexp_t(x, n, m, y, n_eq, precise, ahead, FL_F32);
+}
+
+/* fl_rsumexp_t without precise, for a run of elements all below m (its own max is smaller,
  * so no NaN and no entry equal to m): every term goes to rest and there is nothing to count. */
-static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, float *y, fl_ahead ahead)
+FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, float *y, fl_ahead ahead, int32_t dt)
 {
     flv vm = flv_set1(m), zero = flv_set1(0.0f);
     fl_dacc acc = fl_dacc_zero();
@@ -304,7 +320,7 @@ static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, fl
             fl_ahead_touch(ahead, k, 4 * FL_W);
             flv e[4];
             FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) e[j] = flv_exp_neg(flv_sub(flv_load(x + k + j * FL_W), vm));
+            for (int j = 0; j < 4; j++) e[j] = flv_exp_neg_fast(flv_sub(fl_xload(x, k + j * FL_W, dt), vm));
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
                 if (y) flv_store(y + k + j * FL_W, e[j]);
@@ -313,7 +329,7 @@ static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, fl
         }
         for (; k + FL_W <= end; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);
-            flv e = flv_exp_neg(flv_sub(flv_load(x + k), vm));
+            flv e = flv_exp_neg_fast(flv_sub(fl_xload(x, k, dt), vm));
             if (y) flv_store(y + k, e);
             part[0] = flv_add(part[0], e);
         }
@@ -321,7 +337,7 @@ static inline double fl_rsumexp_below_f32(const float *x, int64_t n, float m, fl
     }
     if (k < n) {
         /* the fill lanes are -inf: exp gives 0 */
-        flv e = flv_exp_neg(flv_sub(flv_load_part(x + k, n - k, -INFINITY), vm));
+        flv e = flv_exp_neg_fast(flv_sub(fl_xload_part(x, k, n - k, -INFINITY, dt), vm));
         if (y) flv_store_part(y + k, e, n - k);
         acc = fl_dacc_add(acc, e);
     }
@@ -349,13 +365,13 @@ static inline void fl_rscale_f32(float *y, int64_t n, float a)
 static inline double fl_clamp_shift_d(double d) { return d < -1e300 ? -1e300 : d; }
 
 /* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m); -inf logits add 0 */
-static inline double fl_rdot_shift_f32(const float *x, const float *p, int64_t n, double m)
+FL_ALWAYS_INLINE double fl_rdot_shift_t(const void *x, const float *p, int64_t n, double m, int32_t dt)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t k = 0;
     for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) acc[j] += (double)p[k + j] * fl_clamp_shift_d((double)x[k + j] - m);
-    for (; k < n; k++) acc[0] += (double)p[k] * fl_clamp_shift_d((double)x[k] - m);
+        for (int j = 0; j < 8; j++) acc[j] += (double)p[k + j] * fl_clamp_shift_d((double)fl_xget(x, k + j, dt) - m);
+    for (; k < n; k++) acc[0] += (double)p[k] * fl_clamp_shift_d((double)fl_xget(x, k, dt) - m);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -541,19 +557,20 @@ static inline double fl_rsumexp_f64(const double *x, int64_t n, double m, double
 
 /* As fl_rsumexp_f32 with double-precision exponentials of the exact differences x_k - m: for
  * float32 rows whose logsumexp cancels (|m + log s| small against the float32 error of s). */
-static inline double fl_rsumexp_f32_precise(const float *x, int64_t n, float m, double *n_eq)
+FL_ALWAYS_INLINE double fl_rsumexp_precise_t(const void *x, int64_t n, float m, double *n_eq, int32_t dt)
 {
     fl_csum8 acc = {{0}, {0}};
     int64_t cnt = 0;
     for (int64_t k = 0; k < n; k++) {
-        cnt += x[k] >= m;
-        fl_csum8_add(&acc, (int)(k & 7), x[k] < m ? fl_exp_d((double)x[k] - (double)m) : 0.0);
+        float xk = fl_xget(x, k, dt);
+        cnt += xk >= m;
+        fl_csum8_add(&acc, (int)(k & 7), xk < m ? fl_exp_d((double)xk - (double)m) : 0.0);
     }
     *n_eq = (double)cnt;
     return fl_csum8_total(&acc);
 }
 
-/* fl_rsumexp_f32_precise for the FL_W rows of a tile at once (xt[k * FL_W + j], row maxima m),
+/* fl_rsumexp_precise_t for the FL_W rows of a tile at once (xt[k * FL_W + j], row maxima m),
  * lane by lane in double with one Neumaier-compensated sum per lane: the loops over the lanes
  * vectorise, where the row function would take the rows one by one. */
 static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const float *m, double *n_eq, double *rest)
@@ -574,7 +591,7 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
     for (int j = 0; j < FL_W; j++) rest[j] = s[j] + comp[j];
 }
 
-/* fl_rdot_shift_f32 for float64 rows, to the accuracy of the exponentials alone: the shift
+/* fl_rdot_shift_t for float64 rows, to the accuracy of the exponentials alone: the shift
  * x_k - m carried with its rounding error (TwoSum), each product with its own (Dekker's
  * product: no fma, which would be a libm call on the scalar path), all added
  * in compensated lanes. A plain sum of rounded products took the float64 entropy of a peaked

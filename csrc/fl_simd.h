@@ -27,10 +27,13 @@
  *   flv  flv_gather(const float *p, const int32_t *idx)   lane j = p[idx[j]]  (idx: FL_W entries)
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
  *   flv  flv_exp_neg(flv)   flv_exp for x <= 0 or nan only (shifts by a max), cheaper where the ISA allows
+ *   flv  flv_exp_neg_fast(flv)   flv_exp_neg by a shorter polynomial, <= 2 ULP (not 1): the losses' sums
  *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
  *   flv  flv_log1p(flv)  log1pf
  *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves
  *   void flv_store_f16(uint16_t*, flv) / flv_store_bf16(uint16_t*, flv)      narrow, round to nearest even
+ *   flv  flv_load_f16_arith(const uint16_t*)   flv_load_f16 where a signalling NaN may come out quiet:
+ *                                        for arithmetic, to which any NaN is NaN (one instruction fewer)
  *
  * float64 kernels use the scalar double functions of fl_scalar_math.h (fl_exp_d, fl_log1p_d, ...),
  * written branch-free so that each ISA build's compiler can vectorise their loops. The float32

@@ -7,7 +7,9 @@ and run:
 * ``test_math_sampled``: every 1021st float32 bit pattern plus dense windows around the edges,
   all specials, f16/bf16 conversions of all 65536 patterns, load_part/store_part/hmax/hsum.
   A few seconds per ISA; always runs.
-* ``test_math_exhaustive`` (marked slow): every float32 input of exp (all of [-104, 104]), log
+* ``test_math_exhaustive`` (marked slow): every float32 input of exp (all of [-104, 104]), of
+  the x <= 0 exponentials of the row sums, flv_exp_neg and the losses' shorter
+  flv_exp_neg_fast (all of [-104, 0]), log
   (all non-negative floats) and log1p (all of [-1, inf]), and float32 -> f16/bf16 narrowing of
   every non-negative float. About 40-60 s per ISA on two cores, so by default only the best
   ISA of this CPU runs it; ``FASTLOGITS_EXHAUSTIVE=all`` runs every ISA, ``=0`` none.

@@ -206,6 +206,22 @@ static inline flv flv_exp_neg(flv x)
     p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
     return fl_avx2_ldexp_(p, n);
 }
+
+/* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
+static inline flv flv_exp_neg_fast(flv x)
+{
+    flv xc = _mm256_blendv_ps(x, _mm256_set1_ps(-104.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_LO), _CMP_LT_OQ));
+    flv n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(FL_LOG2E_F)),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm256_fmadd_ps(_mm256_set1_ps(FL_EXPF5_C5), r, _mm256_set1_ps(FL_EXPF5_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    return fl_avx2_ldexp_(p, n);
+}
 static inline flv flv_log(flv x) { return fl_log_core_(x, _mm256_setzero_ps()); }
 
 static inline flv flv_log1p(flv x)
@@ -229,6 +245,10 @@ static inline flv flv_load_f16(const uint16_t *p)
                                     _mm256_cmpgt_epi32(_mm256_set1_epi32(0x7e00), a));
     return _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_and_si256(snan, _mm256_set1_epi32(0x00400000))),
                             _mm256_cvtph_ps(h));
+}
+static inline flv flv_load_f16_arith(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
 }
 static inline void flv_store_f16(uint16_t *p, flv v)
 {

@@ -162,6 +162,22 @@ static inline flv flv_exp_neg(flv x)
     return fl_avx512_ldexp_(p, n);
 }
 
+/* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
+static inline flv flv_exp_neg_fast(flv x)
+{
+    flv xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    flv n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FL_LOG2E_F)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm512_fmadd_ps(_mm512_set1_ps(FL_EXPF5_C5), r, _mm512_set1_ps(FL_EXPF5_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return fl_avx512_ldexp_(p, n);
+}
+
 /* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */
 static inline flv fl_log_core_(flv x, flv c)
 {
@@ -223,6 +239,10 @@ static inline flv flv_load_f16(const uint16_t *p)
                      _mm512_cmplt_epi32_mask(a, _mm512_set1_epi32(0x7e00));
     __m512i f = _mm512_castps_si512(_mm512_cvtph_ps(h));
     return _mm512_castsi512_ps(_mm512_mask_andnot_epi32(f, snan, _mm512_set1_epi32(0x00400000), f));
+}
+static inline flv flv_load_f16_arith(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
 }
 static inline void flv_store_f16(uint16_t *p, flv v)
 {

@@ -147,6 +147,28 @@ static inline flv fl_log_core_(flv x, flv c)
 /* flv_exp for x <= 0: the general one */
 static inline flv flv_exp_neg(flv x) { return flv_exp(x); }
 
+/* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
+static inline flv flv_exp_neg_fast(flv x)
+{
+    flv xc = vbslq_f32(vcltq_f32(x, FL_NEON_C(FL_EXPF_LO)), FL_NEON_C(-104.0f), x);
+    flv n = vrndnq_f32(vmulq_f32(xc, FL_NEON_C(FL_LOG2E_F)));
+    flv r = vfmsq_f32(xc, n, FL_NEON_C(FL_LN2_HI_F));
+    r = vfmsq_f32(r, n, FL_NEON_C(FL_LN2_LO_F));
+    flv p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C4), FL_NEON_C(FL_EXPF5_C5), r);
+    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C3), p, r);
+    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C2), p, r);
+    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C1), p, r);
+    p = vfmaq_f32(FL_NEON_C(1.0f), p, r);
+    int32x4_t ni = vcvtq_s32_f32(n); /* n is integral; NaN lanes give 0, replaced below */
+    int32x4_t n1 = vshrq_n_s32(vaddq_s32(ni, vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(ni), 31))), 1);
+    int32x4_t n2 = vsubq_s32(ni, n1);
+    int32x4_t bias = vdupq_n_s32(127);
+    flv s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+    flv s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+    flv y = vmulq_f32(vmulq_f32(p, s1), s2);
+    return vbslq_f32(fl_neon_isnan_(x), x, y);
+}
+
 static inline flv flv_log(flv x) { return fl_log_core_(x, vdupq_n_f32(0.0f)); }
 
 static inline flv flv_log1p(flv x)
@@ -170,6 +192,7 @@ static inline flv flv_load_f16(const uint16_t *p)
     uint32x4_t f = vreinterpretq_u32_f32(vcvt_f32_f16(vreinterpret_f16_u16(h)));
     return vreinterpretq_f32_u32(vbicq_u32(f, vandq_u32(snan, vdupq_n_u32(0x00400000u))));
 }
+static inline flv flv_load_f16_arith(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 static inline void flv_store_f16(uint16_t *p, flv v) { vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(v))); }
 static inline flv flv_load_bf16(const uint16_t *p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
 static inline void flv_store_bf16(uint16_t *p, flv v)

@@ -43,10 +43,12 @@ static inline void fl_dacc_store(double *p, fl_dacc a) { *p = a; }
 static inline flv flv_gather(const float *p, const int32_t *idx) { return p[idx[0]]; }
 static inline flv flv_exp(flv a) { return fl_expf_s(a); }
 static inline flv flv_exp_neg(flv a) { return fl_expf_s(a); }
+static inline flv flv_exp_neg_fast(flv a) { return fl_expf_fast_s(a); }
 static inline flv flv_log(flv a) { return fl_logf_s(a); }
 static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
 static inline flv flv_load_f16(const uint16_t *p) { return fl_f16_to_f32(*p); }
 static inline flv flv_load_bf16(const uint16_t *p) { return fl_bf16_to_f32(*p); }
+static inline flv flv_load_f16_arith(const uint16_t *p) { return fl_f16_to_f32(*p); }
 static inline void flv_store_f16(uint16_t *p, flv v) { *p = fl_f32_to_f16(v); }
 static inline void flv_store_bf16(uint16_t *p, flv v) { *p = fl_f32_to_bf16(v); }
 
