@@ -246,7 +246,8 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
     int64_t c = ctx->g.c;
     fl_xrow x = fl_row_in_x(&a->x, fl_row_ptr(&a->x, i0, i1), c, scratch);
     char *grow = a->grad.data ? fl_row_ptr(&a->grad, i0, i1) : NULL;
-    float *g = grow ? fl_row_dst_f32(&a->grad, grow, scratch + c) : NULL;
+    int direct = grow && fl_row_is_x(&a->grad); /* written into its row, narrowed as it goes */
+    void *g = !grow ? NULL : direct ? (void *)grow : (void *)(scratch + c);
     float *bm = scratch + 3 * c, *e2 = bm + fl_ce_nblocks(c);
     float *e = !g ? NULL : pend->y && pend->src == scratch + 2 * c ? e2 : scratch + 2 * c;
     double n_max, rest;
@@ -263,13 +264,14 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
         double alpha, beta, gy;
         fl_ce_rescale(e, c, bm, m);
         fl_ce_index_coefs(ctx, s, wy, (double)e[y], xy, S, lse, &alpha, &beta, &gy);
-        fl_pend p = {g, e, ctx->wf, c, 0, y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy, 0.0, 0.0, FL_F32};
-        if (ctx->stream && g == (float *)(void *)grow) {
+        fl_pend p = {g,   e,      ctx->wf, c,   0,   y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy,
+                     0.0, 0.0,    FL_F32,  direct ? a->grad.dtype : FL_F32};
+        if (ctx->stream && direct) {
             fl_pend_drain(pend, c);
             *pend = p;
         } else {
             fl_pend_write_plain(&p);
-            fl_row_out_f32(&a->grad, grow, c, g);
+            if (!direct) fl_row_out_f32(&a->grad, grow, c, (const float *)g);
         }
     }
     return r;
@@ -764,7 +766,7 @@ static void fl_ce_task(void *vctx, int64_t b0, int64_t b1)
         fl_tile_index(ctx->a->x.s1, ctx->g.c, tiles.gidx, tiles.oidx);
         tp = &tiles;
     }
-    fl_pend pend = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_CE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32};
+    fl_pend pend = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_CE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32, FL_F32};
     for (int64_t b = b0; b < b1; b++) fl_ce_block(ctx, b, scratch, tp, &pend);
     fl_pend_drain(&pend, ctx->g.c);
     if (ctx->stream) fl_stream_fence();

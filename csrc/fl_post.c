@@ -161,11 +161,12 @@ static fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const char *xrow, fl_pend 
     return fl_ahead_next_row(xrow, ctx->g.c, (int64_t)fl_esize(x->dtype), pend);
 }
 
-/* A float32 softmax or log_softmax row into y, or, when pend is not NULL, left pending there
- * (y must then be the output row itself, and written by nobody else until drained). Scratch:
- * two rows for the logits and two for the exponentials, so that a new row does not overwrite
- * what the pending one still reads. */
-static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, float *y, float *scratch, fl_pend *pend)
+/* A softmax or log_softmax row computed in float32 into y (of dtype ydt: float32, float16 or
+ * bfloat16), or, when pend is not NULL, left pending there (y must then be the output row
+ * itself, and written by nobody else until drained). Scratch: two rows for the logits and two
+ * for the exponentials, so that a new row does not overwrite what the pending one still reads. */
+static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int32_t ydt, float *scratch,
+                               fl_pend *pend)
 {
     int64_t c = ctx->g.c;
     int log_mode = ctx->op == FL_LOG_SOFTMAX;
@@ -178,12 +179,14 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, float *y, flo
     if (!isfinite(m)) {
         /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
         fl_pend_drain(pend, c);
-        for (int64_t k = 0; k < c; k++) y[k] = NAN;
+        for (int64_t k = 0; k < c; k++) fl_xput(y, k, NAN, ydt);
         return;
     }
-    double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, log_mode ? NULL : pend ? be : y, &n_eq, 1, ahead);
-    fl_pend p = {y, log_mode ? x.p : pend ? be : y, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
-                 (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt};
+    /* the exponentials: in the output row itself when it is float32 and not left pending */
+    float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
+    double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead);
+    fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
+                 (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt, ydt};
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;
@@ -198,9 +201,11 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     char *yrow = fl_row_ptr(ctx->y, i0, i1);
     int log_mode = ctx->op == FL_LOG_SOFTMAX;
-    if (!ctx->f64) {
-        float *y = fl_row_dst_f32(ctx->y, yrow, (float *)scratch + 4 * c);
-        fl_softmax_row_f32(ctx, xrow, y, (float *)scratch, NULL);
+    if (!ctx->f64 && fl_row_is_x(ctx->y)) {
+        fl_softmax_row_f32(ctx, xrow, yrow, ctx->y->dtype, (float *)scratch, NULL);
+    } else if (!ctx->f64) {
+        float *y = (float *)scratch + 4 * c;
+        fl_softmax_row_f32(ctx, xrow, y, FL_F32, (float *)scratch, NULL);
         fl_row_out_f32(ctx->y, yrow, c, y);
     } else {
         double *bx = (double *)scratch, *by = bx + c;
@@ -265,7 +270,7 @@ typedef struct { fl_pend pend; float rows[]; } fl_softmax_stream_scratch;
 static void fl_softmax_stream_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     fl_softmax_stream_scratch *s = (fl_softmax_stream_scratch *)scratch;
-    fl_softmax_row_f32(ctx, fl_row_ptr(ctx->x, i0, i1), (float *)(void *)fl_row_ptr(ctx->y, i0, i1), s->rows,
+    fl_softmax_row_f32(ctx, fl_row_ptr(ctx->x, i0, i1), fl_row_ptr(ctx->y, i0, i1), ctx->y->dtype, s->rows,
                        &s->pend);
 }
 
@@ -278,7 +283,7 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
     if (ctx->stream) {
         fl_softmax_stream_scratch *s = malloc(sizeof(fl_softmax_stream_scratch) + 4 * c * sizeof(float));
         if (!s) { ctx->failed = 1; return; }
-        fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32};
+        fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32, FL_F32};
         s->pend = none;
         fl_walk_rows(ctx, b0, b1, s, fl_softmax_stream_row);
         fl_pend_drain(&s->pend, ctx->g.c);

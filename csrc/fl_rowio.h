@@ -38,10 +38,17 @@ static inline int fl_row_is_f32(const fl_arr *a) { return a->dtype == FL_F32 && 
  * stay in cache anyway, and streaming stores spare the read of each output line. */
 #define FL_STREAM_BYTES ((int64_t)8 << 20)
 
-/* Should an output of n0*n1 rows of c floats be streamed? (contiguous float32 rows only) */
+/* Are the rows of a contiguous elements of a float type the float32 kernels read and write in
+ * place (float32, float16, bfloat16; see fl_xrow)? */
+static inline int fl_row_is_x(const fl_arr *a)
+{
+    return a->sc == 1 && (a->dtype == FL_F32 || a->dtype == FL_F16 || a->dtype == FL_BF16);
+}
+
+/* Should an output of nrows rows of c elements be streamed? (rows of fl_row_is_x only) */
 static inline int fl_stream_ok(const fl_arr *y, int64_t nrows, int64_t c)
 {
-    return fl_row_is_f32(y) && nrows * c * (int64_t)sizeof(float) >= FL_STREAM_BYTES;
+    return fl_row_is_x(y) && nrows * c * (int64_t)fl_esize(y->dtype) >= FL_STREAM_BYTES;
 }
 static inline int fl_row_is_f64(const fl_arr *a) { return a->dtype == FL_F64 && a->sc == 1; }
 
@@ -91,7 +98,7 @@ typedef struct { const void *p; int32_t dt; } fl_xrow;
 static inline fl_xrow fl_row_in_x(const fl_arr *a, const char *row, int64_t c, float *buf)
 {
     fl_xrow r = {row, a->dtype};
-    if (a->sc == 1 && (a->dtype == FL_F32 || a->dtype == FL_F16 || a->dtype == FL_BF16)) return r;
+    if (fl_row_is_x(a)) return r;
     r.p = fl_row_in_f32(a, row, c, buf);
     r.dt = FL_F32;
     return r;
@@ -141,6 +148,23 @@ FL_ALWAYS_INLINE void fl_xstore_part(void *y, int64_t k, flv v, int64_t n, int32
     float t[FL_W];
     flv_store(t, v);
     for (int64_t j = 0; j < n; j++) p[j] = dt == FL_F16 ? fl_f32_to_f16(t[j]) : fl_f32_to_bf16(t[j]);
+}
+
+/* y[k] = v narrowed to dt */
+FL_ALWAYS_INLINE void fl_xput(void *y, int64_t k, float v, int32_t dt)
+{
+    if (dt == FL_F16) ((uint16_t *)y)[k] = fl_f32_to_f16(v);
+    else if (dt == FL_BF16) ((uint16_t *)y)[k] = fl_f32_to_bf16(v);
+    else ((float *)y)[k] = v;
+}
+
+/* FL_W lanes at y + k narrowed to dt, with a non-temporal store (y + k aligned to FL_W
+ * elements of dt) */
+FL_ALWAYS_INLINE void fl_xstream(void *y, int64_t k, flv v, int32_t dt)
+{
+    if (dt == FL_F16) flv_stream_f16((uint16_t *)y + k, v);
+    else if (dt == FL_BF16) flv_stream_bf16((uint16_t *)y + k, v);
+    else flv_stream((float *)y + k, v);
 }
 
 /* fn(args..., dt) with dt a constant: the instance of an always-inlined row core for the

@@ -48,10 +48,11 @@ static inline void fl_prefetch_next_row(const void *x, int64_t bytes)
     for (int64_t j = 0; j < n; j += 64) FL_PREFETCH((const char *)x + bytes + j);
 }
 
-/* elements before the first FL_W*4-byte aligned one at p (at most n): the plain-store head */
-static inline int64_t fl_stream_head(const float *p, int64_t n)
+/* elements before the first one aligned to a vector of esz-byte elements at p (at most n):
+ * the plain-store head */
+static inline int64_t fl_stream_head(const void *p, int64_t n, int64_t esz)
 {
-    int64_t h = (int64_t)(((uintptr_t)0 - (uintptr_t)p) % (FL_W * sizeof(float))) / (int64_t)sizeof(float);
+    int64_t h = (int64_t)(((uintptr_t)0 - (uintptr_t)p) % (uintptr_t)(FL_W * esz)) / esz;
     return h < n ? h : n;
 }
 
@@ -61,13 +62,14 @@ static inline int64_t fl_stream_head(const float *p, int64_t n)
  *   FL_PEND_SCALE   y_k = alpha * src_k                          softmax (src: exponentials)
  *   FL_PEND_SHIFT   y_k = ((double)src_k - m) - ls, rounded once  log_softmax (src: logits of dtype sdt)
  *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
- * and y_t = gy for t >= 0 (the CE target). The elements before the first vector-aligned one
- * (the head) and after the last whole vector (the tail) take plain stores. next: the first
- * element not yet written (0, or the head's end plus a multiple of FL_W). The source rows
- * must stay untouched until the row is drained. */
+ * and y_t = gy for t >= 0 (the CE target), each computed in float32 and narrowed to the
+ * output's dtype ydt (float32, float16 or bfloat16). The elements before the first
+ * vector-aligned one (the head) and after the last whole vector (the tail) take plain stores.
+ * next: the first element not yet written (0, or the head's end plus a multiple of FL_W). The
+ * source rows must stay untouched until the row is drained. */
 enum { FL_PEND_SCALE, FL_PEND_SHIFT, FL_PEND_CE };
 typedef struct {
-    float *y;
+    void *y;
     const void *src; /* float32 but for FL_PEND_SHIFT */
     const float *w;
     int64_t c, next, t;
@@ -75,17 +77,18 @@ typedef struct {
     float alpha, beta, gy;
     double m, ls;
     int32_t sdt; /* FL_PEND_SHIFT: the dtype of src */
+    int32_t ydt; /* the dtype of y */
 } fl_pend;
 
-/* the n <= FL_W elements of the pending row at k, of a constant kind (and source dtype dt,
- * p->sdt, for FL_PEND_SHIFT) */
-FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind, int32_t dt)
+/* the n <= FL_W elements of the pending row at k, of a constant kind (and source dtype sdt
+ * for FL_PEND_SHIFT) */
+FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind, int32_t sdt)
 {
     if (kind == FL_PEND_SHIFT) {
         /* lanes past n hold garbage, which the callers do not store */
         float v[FL_W];
         double m = p->m, ls = p->ls;
-        flv_store(v, n == FL_W ? fl_xload(p->src, k, dt) : fl_xload_part(p->src, k, n, 0.0f, dt));
+        flv_store(v, n == FL_W ? fl_xload(p->src, k, sdt) : fl_xload_part(p->src, k, n, 0.0f, sdt));
         for (int64_t j = 0; j < FL_W; j++) v[j] = (float)(((double)v[j] - m) - ls);
         return flv_load(v);
     }
@@ -96,20 +99,20 @@ FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kin
     return flv_fma(sv, flv_set1(p->alpha), flv_mul(flv_set1(-p->beta), wv));
 }
 
-/* write the pending row's elements [next, k1) (see fl_pend) */
-FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t dt)
+/* write the pending row's elements [next, k1) (see fl_pend), y of dtype ydt */
+FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t sdt, int32_t ydt)
 {
-    float *y = p->y;
+    void *y = p->y;
     int64_t c = p->c, t = p->t;
-    int64_t s0 = fl_stream_head(y, c), s1 = s0 + (c - s0) / FL_W * FL_W; /* [s0, s1): streamed */
+    int64_t s0 = fl_stream_head(y, c, (int64_t)fl_xsize(ydt)), s1 = s0 + (c - s0) / FL_W * FL_W; /* streamed */
     int64_t k = p->next;
     if (k == 0) {
-        if (s0 > 0) flv_store_part(y, fl_pend_vec(p, 0, s0, kind, dt), s0);
-        if (t >= 0 && t < s0) y[t] = p->gy;
+        if (s0 > 0) fl_xstore_part(y, 0, fl_pend_vec(p, 0, s0, kind, sdt), s0, ydt);
+        if (t >= 0 && t < s0) fl_xput(y, t, p->gy, ydt);
         k = s0;
     }
     for (; k + FL_W <= k1 && k < s1; k += FL_W) {
-        flv v = fl_pend_vec(p, k, FL_W, kind, dt);
+        flv v = fl_pend_vec(p, k, FL_W, kind, sdt);
         if ((uint64_t)(t - k) < FL_W) {
             /* patch the target lane before the line leaves: a later plain store to a
              * streamed line would read it back from memory */
@@ -118,44 +121,54 @@ FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t dt
             tmp[t - k] = p->gy;
             v = flv_load(tmp);
         }
-        flv_stream(y + k, v);
+        fl_xstream(y, k, v, ydt);
     }
     if (k1 == c && s1 < c) {
-        flv_store_part(y + s1, fl_pend_vec(p, s1, c - s1, kind, dt), c - s1);
-        if (t >= s1) y[t] = p->gy;
+        fl_xstore_part(y, s1, fl_pend_vec(p, s1, c - s1, kind, sdt), c - s1, ydt);
+        if (t >= s1) fl_xput(y, t, p->gy, ydt);
     }
     p->next = k1 == c ? c : k;
+}
+
+FL_ALWAYS_INLINE void fl_pend_write_shift(fl_pend *p, int64_t k1, int32_t sdt)
+{
+    fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SHIFT, sdt);
 }
 
 /* write about n more elements of the pending row (all of it when n >= what is left) */
 static inline void fl_pend_drain(fl_pend *p, int64_t n)
 {
     if (!p || !p->y) return;
-    int64_t k1 = (p->next == 0 ? fl_stream_head(p->y, p->c) : p->next) + n;
+    int64_t k1 = (p->next == 0 ? fl_stream_head(p->y, p->c, (int64_t)fl_xsize(p->ydt)) : p->next) + n;
     if (k1 >= p->c) k1 = p->c;
     switch (p->kind) {
-    case FL_PEND_SCALE: fl_pend_write(p, k1, FL_PEND_SCALE, FL_F32); break;
-    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write, p, k1, FL_PEND_SHIFT); break;
-    default: fl_pend_write(p, k1, FL_PEND_CE, FL_F32); break;
+    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE, FL_F32); break;
+    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write_shift, p, k1); break;
+    default: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE, FL_F32); break;
     }
     if (p->next == p->c) p->y = NULL;
 }
 
 /* the whole row of p at once with plain stores: an output that is not streamed */
-FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind, int32_t dt)
+FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind, int32_t sdt, int32_t ydt)
 {
     int64_t k = 0, c = p->c;
-    for (; k + FL_W <= c; k += FL_W) flv_store(p->y + k, fl_pend_vec(p, k, FL_W, kind, dt));
-    if (k < c) flv_store_part(p->y + k, fl_pend_vec(p, k, c - k, kind, dt), c - k);
-    if (p->t >= 0) p->y[p->t] = p->gy;
+    for (; k + FL_W <= c; k += FL_W) fl_xstore_part(p->y, k, fl_pend_vec(p, k, FL_W, kind, sdt), FL_W, ydt);
+    if (k < c) fl_xstore_part(p->y, k, fl_pend_vec(p, k, c - k, kind, sdt), c - k, ydt);
+    if (p->t >= 0) fl_xput(p->y, p->t, p->gy, ydt);
+}
+
+FL_ALWAYS_INLINE void fl_pend_plain_shift(const fl_pend *p, int32_t sdt)
+{
+    fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SHIFT, sdt);
 }
 
 static inline void fl_pend_write_plain(const fl_pend *p)
 {
     switch (p->kind) {
-    case FL_PEND_SCALE: fl_pend_plain_k(p, FL_PEND_SCALE, FL_F32); break;
-    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_plain_k, p, FL_PEND_SHIFT); break;
-    default: fl_pend_plain_k(p, FL_PEND_CE, FL_F32); break;
+    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SCALE, FL_F32); break;
+    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_plain_shift, p); break;
+    default: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_CE, FL_F32); break;
     }
 }
 

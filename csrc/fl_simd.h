@@ -32,6 +32,8 @@
  *   flv  flv_log1p(flv)  log1pf
  *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves
  *   void flv_store_f16(uint16_t*, flv) / flv_store_bf16(uint16_t*, flv)      narrow, round to nearest even
+ *   void flv_stream_f16(uint16_t*, flv) / flv_stream_bf16(uint16_t*, flv)    the same with a non-temporal
+ *                                        store (p aligned to FL_W*2 bytes; plain where the ISA has none)
  *   flv  flv_load_f16_arith(const uint16_t*)   flv_load_f16 where a signalling NaN may come out quiet:
  *                                        for arithmetic, to which any NaN is NaN (one instruction fewer)
  *

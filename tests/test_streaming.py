@@ -1,7 +1,8 @@
-"""Float32 outputs of 8 MB and more (csrc: FL_STREAM_BYTES), the cross-entropy gradient and
-the softmax and log_softmax rows, are written with non-temporal stores from the first 64-byte
-aligned element of each row on, and a row is written while the next row is read
-(csrc/fl_rowmath.h, fl_pend). The arithmetic must not change: every streamed output is
+"""Outputs of 8 MB and more (csrc: FL_STREAM_BYTES) in float32, float16 or bfloat16, the
+cross-entropy gradient and the softmax and log_softmax rows, are written with non-temporal
+stores from the first vector-aligned element of each row on, and a row is written while the
+next row is read (csrc/fl_rowmath.h, fl_pend; half-precision rows are narrowed as they are
+stored). The arithmetic must not change: every streamed output is
 compared bitwise with the same rows computed in small, cached calls (reduction="sum" scales
 each row alike whatever the batch), for a fresh output, an output starting 4 bytes past
 alignment (a plain-store head in every row), in place, and from logits that are not
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 import fastlogits as fl
+from arrays import as_dtype
 
 SHAPE = (520, 4100)  # 8.5 MB of float32, rows not a multiple of the vector width
+HALF_SHAPE = (1040, 4100)  # 8.5 MB of float16 or bfloat16
 
 
 def _in_pieces(x, t, **kw):
@@ -20,12 +23,14 @@ def _in_pieces(x, t, **kw):
     return sum(p[0] for p in parts), np.concatenate([p[1] for p in parts])
 
 
-def _misaligned(shape):
-    n = int(np.prod(shape))
-    raw = np.empty(n + 16, np.float32)
-    base = (-raw.ctypes.data // 4) % 16  # first 64-byte aligned element
+def _misaligned(shape, dtype=np.float32):
+    """an output whose rows start one element past a 64-byte boundary"""
+    dtype = np.dtype(dtype)
+    n, size = int(np.prod(shape)), dtype.itemsize
+    raw = np.empty(n + 64, dtype)
+    base = (-raw.ctypes.data // size) % (64 // size)  # first 64-byte aligned element
     out = raw[base + 1: base + 1 + n].reshape(shape)
-    assert out.ctypes.data % 64 == 4
+    assert out.ctypes.data % 64 == size
     return out
 
 
@@ -86,3 +91,54 @@ def test_streamed_softmax_equals_cached_rows(fn, where):
         got = np.empty(SHAPE, np.float32)
         fn(np.asfortranarray(x), out=got)
     np.testing.assert_array_equal(got, want)
+
+
+def _half_rows(dtype, rng):
+    x = (rng.standard_normal(HALF_SHAPE) * 4).astype(np.float32)
+    x[5, :] = -np.inf
+    x[5, 3] = 1.0
+    x[7, 9] = np.nan
+    x[10, 4099] = np.inf
+    return x.astype(as_dtype(dtype))
+
+
+@pytest.mark.parametrize("fn", [fl.softmax, fl.log_softmax])
+@pytest.mark.parametrize("where", ["fresh", "misaligned", "in_place", "fortran_input"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_streamed_half_softmax_equals_cached_rows(dtype, where, fn):
+    x = _half_rows(dtype, np.random.default_rng(11))
+    want = np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)])
+    if where == "fresh":
+        got = fn(x)
+    elif where == "misaligned":
+        got = _misaligned(HALF_SHAPE, x.dtype)
+        fn(x, out=got)
+    elif where == "in_place":
+        got = x.copy()
+        fn(got, out=got)
+    else:
+        got = np.empty(HALF_SHAPE, x.dtype)
+        fn(np.asfortranarray(x), out=got)
+    np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("where", ["fresh", "misaligned", "in_place"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_streamed_half_gradient_equals_cached_rows(dtype, where):
+    rng = np.random.default_rng(12)
+    x = _half_rows(dtype, rng)
+    t = rng.integers(0, HALF_SHAPE[1], HALF_SHAPE[0])
+    t[1] = 0
+    t[2] = HALF_SHAPE[1] - 1
+    parts = [fl.cross_entropy_and_grad(x[i:i + 64], t[i:i + 64], reduction="sum", label_smoothing=0.1)
+             for i in range(0, x.shape[0], 64)]
+    want = np.concatenate([p[1] for p in parts])
+    if where == "fresh":
+        _, got = fl.cross_entropy_and_grad(x, t, reduction="sum", label_smoothing=0.1)
+    elif where == "misaligned":
+        _, got = fl.cross_entropy_and_grad(x, t, reduction="sum", label_smoothing=0.1,
+                                           grad_out=_misaligned(HALF_SHAPE, x.dtype))
+    else:
+        got = x.copy()
+        fl.cross_entropy_and_grad(got, t, reduction="sum", label_smoothing=0.1, grad_out=got)
+    np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))

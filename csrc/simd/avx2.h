@@ -254,12 +254,16 @@ static inline void flv_store_f16(uint16_t *p, flv v)
 {
     _mm_storeu_si128((__m128i *)(void *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
+static inline void flv_stream_f16(uint16_t *p, flv v)
+{
+    _mm_stream_si128((__m128i *)(void *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
 static inline flv flv_load_bf16(const uint16_t *p)
 {
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
-static inline void flv_store_bf16(uint16_t *p, flv v)
+static inline __m128i fl_avx2_narrow_bf16_(flv v)
 {
     __m256i u = _mm256_castps_si256(v);
     __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
@@ -271,7 +275,9 @@ static inline void flv_store_bf16(uint16_t *p, flv v)
     /* pack 32 -> 16 within 128-bit halves (values <= 0xffff, no saturation), then gather halves */
     __m256i pk = _mm256_packus_epi32(r, r);
     pk = _mm256_permute4x64_epi64(pk, 0x08); /* qwords 0, 2 */
-    _mm_storeu_si128((__m128i *)(void *)p, _mm256_castsi256_si128(pk));
+    return _mm256_castsi256_si128(pk);
 }
+static inline void flv_store_bf16(uint16_t *p, flv v) { _mm_storeu_si128((__m128i *)(void *)p, fl_avx2_narrow_bf16_(v)); }
+static inline void flv_stream_bf16(uint16_t *p, flv v) { _mm_stream_si128((__m128i *)(void *)p, fl_avx2_narrow_bf16_(v)); }
 
 #endif

@@ -248,12 +248,16 @@ static inline void flv_store_f16(uint16_t *p, flv v)
 {
     _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
+static inline void flv_stream_f16(uint16_t *p, flv v)
+{
+    _mm256_stream_si256((__m256i *)(void *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
 static inline flv flv_load_bf16(const uint16_t *p)
 {
     __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
-static inline void flv_store_bf16(uint16_t *p, flv v)
+static inline __m256i fl_avx512_narrow_bf16_(flv v)
 {
     __m512i u = _mm512_castps_si512(v);
     __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
@@ -261,7 +265,9 @@ static inline void flv_store_bf16(uint16_t *p, flv v)
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
     r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000)); /* quiet NaN */
-    _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
 }
+static inline void flv_store_bf16(uint16_t *p, flv v) { _mm256_storeu_si256((__m256i *)(void *)p, fl_avx512_narrow_bf16_(v)); }
+static inline void flv_stream_bf16(uint16_t *p, flv v) { _mm256_stream_si256((__m256i *)(void *)p, fl_avx512_narrow_bf16_(v)); }
 
 #endif

@@ -194,6 +194,7 @@ static inline flv flv_load_f16(const uint16_t *p)
 }
 static inline flv flv_load_f16_arith(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 static inline void flv_store_f16(uint16_t *p, flv v) { vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(v))); }
+static inline void flv_stream_f16(uint16_t *p, flv v) { flv_store_f16(p, v); }
 static inline flv flv_load_bf16(const uint16_t *p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
 static inline void flv_store_bf16(uint16_t *p, flv v)
 {
@@ -204,5 +205,6 @@ static inline void flv_store_bf16(uint16_t *p, flv v)
     r = vbslq_u32(nan, vorrq_u32(u, vdupq_n_u32(0x00400000u)), r); /* quiet NaN */
     vst1_u16(p, vshrn_n_u32(r, 16));
 }
+static inline void flv_stream_bf16(uint16_t *p, flv v) { flv_store_bf16(p, v); }
 
 #endif

@@ -51,5 +51,7 @@ static inline flv flv_load_bf16(const uint16_t *p) { return fl_bf16_to_f32(*p); 
 static inline flv flv_load_f16_arith(const uint16_t *p) { return fl_f16_to_f32(*p); }
 static inline void flv_store_f16(uint16_t *p, flv v) { *p = fl_f32_to_f16(v); }
 static inline void flv_store_bf16(uint16_t *p, flv v) { *p = fl_f32_to_bf16(v); }
+static inline void flv_stream_f16(uint16_t *p, flv v) { flv_store_f16(p, v); }
+static inline void flv_stream_bf16(uint16_t *p, flv v) { flv_store_bf16(p, v); }
 
 #endif
