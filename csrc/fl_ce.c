@@ -181,7 +181,7 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
     for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
         int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
         const char *xb = (const char *)x + k * esz;
-        float mb = fl_rmax_t(xb, n, dt);
+        float lo, mb = fl_rmaxmin_t(xb, n, dt, &lo);
         /* the next block is on another page, where the hardware prefetcher stops: have it
          * fetched while this one's exponentials are computed from L1. After the last block,
          * the next block is the start of the next row when rows are contiguous (a prefetch of
@@ -200,8 +200,14 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
             if (e) memset(e + k, 0, (size_t)n * sizeof(float));
             continue;
         }
-        double nb = 0.0, rb = mb < m ? fl_rsumexp_below_t(xb, n, m, e ? e + k : NULL, ahead, dt)
-                                     : fl_rsumexp_t(xb, n, m, e ? e + k : NULL, &nb, 0, ahead, dt);
+        /* a block with no logit far below the max (no -inf or masked entry) takes the
+         * exponential without the clamp and the subnormal branch */
+        float *eb = e ? e + k : NULL;
+        double nb = 0.0, rb;
+        if (lo >= m + FL_EXPF_NORMAL_LO)
+            rb = mb < m ? fl_rsumexp_below_t(xb, n, m, eb, ahead, 1, dt) : fl_rsumexp_t(xb, n, m, eb, &nb, 0, ahead, 1, dt);
+        else
+            rb = mb < m ? fl_rsumexp_below_t(xb, n, m, eb, ahead, 0, dt) : fl_rsumexp_t(xb, n, m, eb, &nb, 0, ahead, 0, dt);
         nm += nb;
         rs += rb;
     }
@@ -332,7 +338,7 @@ static fl_ce_row fl_ce_prob_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T, D;
     fl_x_dispatch(x.dt, fl_ce_tdot_t, x.p, t, a->weight, c, m, keep, k, &T, &D);
-    double n_max, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, g, &n_max, 0, fl_ahead_none());
+    double n_max, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, g, &n_max, 0, fl_ahead_none(), 0);
     fl_ce_sum S = fl_ce_make_sum(n_max, rest);
     double lse = (double)m + S.logS;
     fl_ce_row r = {s * (T * S.logS - D), fl_ce_zterm(a, s, lse)};

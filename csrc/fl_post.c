@@ -184,7 +184,7 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
     }
     /* the exponentials: in the output row itself when it is float32 and not left pending */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
-    double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead);
+    double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
                  (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt, ydt};
     if (pend) {
@@ -357,7 +357,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ent ? bp : NULL, &n_eq, 1, ahead);
+            double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ent ? bp : NULL, &n_eq, 1, ahead, 0);
             double dot = ent ? fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m) : 0.0;
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where

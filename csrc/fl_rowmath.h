@@ -39,6 +39,37 @@ FL_ALWAYS_INLINE float fl_rmax_t(const void *x, int64_t n, int32_t dt)
 
 static inline float fl_rmax_f32(const float *x, int64_t n) { return fl_rmax_t(x, n, FL_F32); }
 
+/* fl_rmax_t, and in *mn the row's min (NaN entries ignored: a NaN's max decides the row) */
+FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, int32_t dt, float *mn)
+{
+    flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    flv b0 = flv_set1(INFINITY), b1 = b0, b2 = b0, b3 = b0;
+    int64_t k = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv v0 = fl_xload(x, k, dt), v1 = fl_xload(x, k + FL_W, dt);
+        flv v2 = fl_xload(x, k + 2 * FL_W, dt), v3 = fl_xload(x, k + 3 * FL_W, dt);
+        a0 = flv_max(v0, a0);
+        a1 = flv_max(v1, a1);
+        a2 = flv_max(v2, a2);
+        a3 = flv_max(v3, a3);
+        b0 = flv_min_ord(v0, b0);
+        b1 = flv_min_ord(v1, b1);
+        b2 = flv_min_ord(v2, b2);
+        b3 = flv_min_ord(v3, b3);
+    }
+    for (; k + FL_W <= n; k += FL_W) {
+        flv v = fl_xload(x, k, dt);
+        a0 = flv_max(v, a0);
+        b0 = flv_min_ord(v, b0);
+    }
+    if (k < n) {
+        a0 = flv_max(fl_xload_part(x, k, n - k, -INFINITY, dt), a0);
+        b0 = flv_min_ord(fl_xload_part(x, k, n - k, INFINITY, dt), b0);
+    }
+    *mn = -flv_hmax(flv_neg(flv_min_ord(flv_min_ord(b0, b1), flv_min_ord(b2, b3))));
+    return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
+}
+
 /* Ask for the first 4 KB after a row of the given bytes: the next row when rows are
  * contiguous, on a page the hardware prefetcher will not enter by itself, brought in while
  * this row is computed. (Memory that is not the next row is a wasted hint, never a fault.) */
@@ -228,6 +259,10 @@ static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift)
     return flv_fma(p, e, p);
 }
 
+/* the non-precise sums' exponential of d <= 0; normal: every d is known to be at least
+ * FL_EXPF_NORMAL_LO (the same values, cheaper) */
+FL_ALWAYS_INLINE flv fl_vexp_loss(flv d, int normal) { return normal ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d); }
+
 /* Sum of exp(x_k - m) over the row, split as n_eq + rest: n_eq counts the entries equal to the
  * max (each contributes exactly 1) and rest sums the others, in float64 lanes. Keeping the ones
  * apart lets log(sum) = log1p((n_eq - 1) + rest) stay accurate for peaked rows, where rest is
@@ -237,10 +272,12 @@ static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift)
  * which is enough for losses held to a relative tolerance, the exponential is the shorter
  * flv_exp_neg_fast (2 ULP instead of 1), and the terms are first added in
  * float32 lanes, FL_SUM_CHUNK vectors at a time (a relative error below FL_SUM_CHUNK * 2^-24
- * = 2e-6 at worst), before joining the float64 lanes. */
+ * = 2e-6 at worst), before joining the float64 lanes. normal (without precise): every x_k is
+ * known to be at least m + FL_EXPF_NORMAL_LO, so the exponentials skip their clamp and
+ * subnormal handling (fl_vexp_loss; the same values). */
 #define FL_SUM_CHUNK 32
 FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y, double *n_eq, int precise,
-                                     fl_ahead ahead, int32_t dt)
+                                     fl_ahead ahead, int normal, int32_t dt)
 {
     flv vm = flv_set1(m), lo = fl_exp_floor(vm), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
     fl_dacc acc = fl_dacc_zero();
@@ -280,7 +317,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
                 FL_UNROLL(4)
                 for (int j = 0; j < 4; j++) {
                     d[j] = flv_sub(fl_xload(x, k + j * FL_W, dt), vm);
-                    e[j] = flv_exp_neg_fast(d[j]);
+                    e[j] = fl_vexp_loss(d[j], normal);
                 }
                 FL_UNROLL(4)
                 for (int j = 0; j < 4; j++) {
@@ -292,7 +329,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
             for (; k + FL_W <= end; k += FL_W) {
                 fl_ahead_touch(ahead, k, FL_W);
                 flv d = flv_sub(fl_xload(x, k, dt), vm);
-                flv e = flv_exp_neg_fast(d);
+                flv e = fl_vexp_loss(d, normal);
                 if (y) flv_store(y + k, e);
                 part[0] = flv_add(part[0], flv_sel_neg(d, e, zero));
                 cnt4[0] = flv_add(cnt4[0], flv_sel_neg(d, zero, one));
@@ -316,12 +353,13 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
 static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise,
                                      fl_ahead ahead)
 {
-    return fl_rsumexp_t(x, n, m, y, n_eq, precise, ahead, FL_F32);
+    return fl_rsumexp_t(x, n, m, y, n_eq, precise, ahead, 0, FL_F32);
 }
 
 /* fl_rsumexp_t without precise, for a run of elements all below m (its own max is smaller,
  * so no NaN and no entry equal to m): every term goes to rest and there is nothing to count. */
-FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, float *y, fl_ahead ahead, int32_t dt)
+FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, float *y, fl_ahead ahead, int normal,
+                                           int32_t dt)
 {
     flv vm = flv_set1(m), zero = flv_set1(0.0f);
     fl_dacc acc = fl_dacc_zero();
@@ -333,7 +371,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
             fl_ahead_touch(ahead, k, 4 * FL_W);
             flv e[4];
             FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) e[j] = flv_exp_neg_fast(flv_sub(fl_xload(x, k + j * FL_W, dt), vm));
+            for (int j = 0; j < 4; j++) e[j] = fl_vexp_loss(flv_sub(fl_xload(x, k + j * FL_W, dt), vm), normal);
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
                 if (y) flv_store(y + k + j * FL_W, e[j]);
@@ -342,7 +380,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
         }
         for (; k + FL_W <= end; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);
-            flv e = flv_exp_neg_fast(flv_sub(fl_xload(x, k, dt), vm));
+            flv e = fl_vexp_loss(flv_sub(fl_xload(x, k, dt), vm), normal);
             if (y) flv_store(y + k, e);
             part[0] = flv_add(part[0], e);
         }

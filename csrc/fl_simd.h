@@ -16,6 +16,7 @@
  *   flv  flv_load_part(const float*, int64_t n, float fill)   first n lanes (0 <= n < FL_W), rest = fill
  *   void flv_store_part(float*, flv, int64_t n)               writes only the first n lanes
  *   flv  flv_add/sub/mul/div/max/min(flv, flv)   flv flv_fma(a, b, c) = a*b + c (fused where the ISA has FMA)
+ *   flv  flv_max_ord/min_ord(flv, flv)   max/min for operands that are not NaN (one instruction)
  *   flv  flv_abs(flv)   flv flv_neg(flv)
  *   flv  flv_zero_nan(flv a)             NaN lanes become +0, others unchanged
  *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
@@ -28,6 +29,7 @@
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
  *   flv  flv_exp_neg(flv)   flv_exp for x <= 0 or nan only (shifts by a max), cheaper where the ISA allows
  *   flv  flv_exp_neg_fast(flv)   flv_exp_neg by a shorter polynomial, <= 2 ULP (not 1): the losses' sums
+ *   flv  flv_exp_neg_fast_normal(flv)   the same values for x in [FL_EXPF_NORMAL_LO, 0] only, cheaper
  *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
  *   flv  flv_log1p(flv)  log1pf
  *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves

@@ -46,6 +46,7 @@ static inline flv flv_max(flv a, flv b)
 }
 /* a > b ? a : b for operands that are not NaN: one instruction */
 static inline flv flv_max_ord(flv a, flv b) { return _mm512_max_ps(a, b); }
+static inline flv flv_min_ord(flv a, flv b) { return _mm512_min_ps(a, b); }
 static inline flv flv_min(flv a, flv b)
 {
     return _mm512_mask_mov_ps(_mm512_min_ps(a, b), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);
@@ -160,6 +161,22 @@ static inline flv flv_exp_neg(flv x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
     return fl_avx512_ldexp_(p, n);
+}
+
+/* flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp and the
+ * subnormal results' branch */
+static inline flv flv_exp_neg_fast_normal(flv x)
+{
+    flv n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(FL_LOG2E_F)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm512_fmadd_ps(_mm512_set1_ps(FL_EXPF5_C5), r, _mm512_set1_ps(FL_EXPF5_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
 }
 
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */

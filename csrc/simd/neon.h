@@ -48,6 +48,7 @@ static inline uint32x4_t fl_neon_isnan_(flv a) { return vmvnq_u32(vceqq_f32(a, a
 static inline flv flv_max(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcgtq_f32(a, b)), a, b); }
 /* a > b ? a : b for operands that are not NaN (vmaxq_f32 would differ on +-0) */
 static inline flv flv_max_ord(flv a, flv b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+static inline flv flv_min_ord(flv a, flv b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
 static inline flv flv_min(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcltq_f32(a, b)), a, b); }
 static inline flv flv_fma(flv a, flv b, flv c) { return vfmaq_f32(c, a, b); }
 static inline flv flv_abs(flv a) { return vabsq_f32(a); }
@@ -146,6 +147,9 @@ static inline flv fl_log_core_(flv x, flv c)
 
 /* flv_exp for x <= 0: the general one */
 static inline flv flv_exp_neg(flv x) { return flv_exp(x); }
+
+/* flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0] (the same values) */
+static inline flv flv_exp_neg_fast_normal(flv x) { return flv_exp_neg_fast(x); }
 
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
 static inline flv flv_exp_neg_fast(flv x)

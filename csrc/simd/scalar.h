@@ -25,6 +25,7 @@ static inline flv flv_div(flv a, flv b) { return a / b; }
 static inline flv flv_max(flv a, flv b) { return (a != a || a > b) ? a : b; }
 /* for operands that are not NaN (cheaper where the ISA has a max instruction) */
 static inline flv flv_max_ord(flv a, flv b) { return a > b ? a : b; }
+static inline flv flv_min_ord(flv a, flv b) { return a < b ? a : b; }
 static inline flv flv_min(flv a, flv b) { return (a != a || a < b) ? a : b; }
 /* not fused: a scalar fmaf would be a libm call on CPUs without FMA */
 static inline flv flv_fma(flv a, flv b, flv c) { return a * b + c; }
@@ -44,6 +45,7 @@ static inline flv flv_gather(const float *p, const int32_t *idx) { return p[idx[
 static inline flv flv_exp(flv a) { return fl_expf_s(a); }
 static inline flv flv_exp_neg(flv a) { return fl_expf_s(a); }
 static inline flv flv_exp_neg_fast(flv a) { return fl_expf_fast_s(a); }
+static inline flv flv_exp_neg_fast_normal(flv a) { return fl_expf_fast_s(a); }
 static inline flv flv_log(flv a) { return fl_logf_s(a); }
 static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
 static inline flv flv_load_f16(const uint16_t *p) { return fl_f16_to_f32(*p); }

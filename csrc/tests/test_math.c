@@ -1,7 +1,7 @@
 /* test_math.c: accuracy and semantics tests of one ISA build of fl_simd.h.
  *
  *   cc -O2 -std=c11 -DFL_ISA=N [ISA flags] test_math.c -o test_math -lm -lpthread
- *   ./test_math [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|log|log1p|f16|bf16|double] [--bench]
+ *   ./test_math [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]
  *
  * Default is exhaustive: flv_exp over every float32 bit pattern, flv_log over every
  * non-negative float (negatives sampled), flv_log1p over every float in [-1, inf] (below -1
@@ -107,9 +107,10 @@ static double ulp_err_d(double y, long double r)
 }
 
 /* ---- float32 lane functions, range sweeps on threads ---- */
-/* FN_EXPN, FN_EXPF: flv_exp_neg and flv_exp_neg_fast, defined for x <= 0 (and nan) */
-enum { FN_EXP, FN_EXPN, FN_EXPF, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
-static const char *fn_name[FN_COUNT] = {"exp", "exp_neg", "exp_fast", "log", "log1p", "f32->f16", "f32->bf16"};
+/* FN_EXPN, FN_EXPF: flv_exp_neg and flv_exp_neg_fast, defined for x <= 0 (and nan);
+ * FN_EXPFN: flv_exp_neg_fast_normal, for x in [FL_EXPF_NORMAL_LO, 0] */
+enum { FN_EXP, FN_EXPN, FN_EXPF, FN_EXPFN, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
+static const char *fn_name[FN_COUNT] = {"exp", "exp_neg", "exp_fast", "exp_fast_normal", "log", "log1p", "f32->f16", "f32->bf16"};
 /* for |x| < 2^-25 the references need no libm call: exp(x) = 1 + x and log1p(x) = x - x^2/2
  * to far below float resolution (relative error x^2/2 resp. x^2/3 < 2^-50) */
 static int g_cheap_tiny = 0;
@@ -139,6 +140,14 @@ static void eval_batch(int fn, const float *in, float *out, uint16_t *h, int nb)
         case FN_EXP: flv_store(out + i, flv_exp(x)); break;
         case FN_EXPN: flv_store(out + i, flv_exp_neg(x)); break;
         case FN_EXPF: flv_store(out + i, flv_exp_neg_fast(x)); break;
+        case FN_EXPFN: {
+            /* the same bits as flv_exp_neg_fast, or a NaN that the sweep reports */
+            float a[FL_W], b[FL_W];
+            flv_store(a, flv_exp_neg_fast_normal(x));
+            flv_store(b, flv_exp_neg_fast(x));
+            for (int j = 0; j < FL_W; j++) out[i + j] = fl_f2u(a[j]) == fl_f2u(b[j]) ? a[j] : NAN;
+            break;
+        }
         case FN_LOG: flv_store(out + i, flv_log(x)); break;
         case FN_LOG1P: flv_store(out + i, flv_log1p(x)); break;
         case FN_F16: flv_store_f16(h + i, x); break;
@@ -178,7 +187,7 @@ static void *run_job(void *arg)
                     double xd = (double)x;
                     int tiny = j->cheap_tiny && fabs(xd) < 0x1p-25;
                     if (j->fn == FN_EXP || j->fn == FN_EXPN) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_s(x) : 0.0f; }
-                    else if (j->fn == FN_EXPF) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_fast_s(x) : 0.0f; }
+                    else if (j->fn == FN_EXPF || j->fn == FN_EXPFN) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_fast_s(x) : 0.0f; }
                     else if (j->fn == FN_LOG) { r = log(xd); s = twin ? fl_logf_s(x) : 0.0f; }
                     else { r = tiny ? xd - 0.5 * xd * xd : log1p(xd); s = twin ? fl_log1pf_s(x) : 0.0f; }
                     e = ulp_err_f(out[i], r);
@@ -191,7 +200,7 @@ static void *run_job(void *arg)
                 if (e > ULP_LIMIT) {
                     if (st.bad < 5 && j->fn < FN_F16)
                         fprintf(stderr, "  %s(%a [%08x]) = %a, ref %a (%g ulp)\n", fn_name[j->fn], x, fl_f2u(x), out[i],
-                                j->fn <= FN_EXPF ? exp((double)x) : j->fn == FN_LOG ? log((double)x) : log1p((double)x), e);
+                                j->fn <= FN_EXPFN ? exp((double)x) : j->fn == FN_LOG ? log((double)x) : log1p((double)x), e);
                     st.bad++;
                 }
                 if (e > st.maxerr || st.n == 1) { st.maxerr = e; st.worst = fl_f2u(x); st.worst_y = out[i]; }
@@ -571,7 +580,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bench")) do_bench = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
-        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
     }
     if (g_stride < 1) g_stride = 1;
     g_cheap_tiny = 1;
@@ -580,7 +589,7 @@ int main(int argc, char **argv)
     test_specials();
     test_semantics();
     test_halves();
-    if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
+    if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("exp_fast_normal") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
         fprintf(stderr, "unknown --only %s\n", g_only);
         return 2;
     }
@@ -613,6 +622,8 @@ int main(int argc, char **argv)
     int nd = (int)(sizeof expn_dense / sizeof expn_dense[0]);
     if (want("exp_neg")) test_fn(FN_EXPN, expn_full, 1, expn_samp, 1, expn_dense, nd);
     if (want("exp_fast")) test_fn(FN_EXPF, expn_full, 1, expn_samp, 1, expn_dense, nd);
+    const range_t expfn_full[] = {{0x80000000u, 0xc2ac0000u}}; /* [-86, -0] */
+    if (want("exp_fast_normal")) test_fn(FN_EXPFN, expfn_full, 1, NULL, 0, expn_dense + 3, nd - 3);
 
     const range_t log_full[] = {{0x00000000u, 0x7f800000u}};
     const range_t log_samp[] = {{0x7f800001u, 0xffffffffu}}; /* NaN in, NaN out */
