@@ -81,7 +81,7 @@ static inline int fl_in01(double v) { return (v >= 0.0) & (v <= 1.0); } /* nan: 
     default: ok = 0; break;                                                                   \
     }
 
-/* Are the targets of a used in place by fl_lanes_f32 (contiguous float32)? */
+/* Are the targets of a used in place by fl_lanes_t (contiguous float32)? */
 static inline int fl_targets_in_place_f32(const fl_arr *a) { return a->dtype == FL_F32 && a->sc == 1; }
 
 /* The n targets at p as contiguous float: in place for contiguous float32 (which the lanes
@@ -218,10 +218,11 @@ static inline flv fl_lane_loss(int focal, const fl_vconst *K, flv vx, flv vy, fl
 
 /* One piece of n contiguous elements; returns the sum of its losses (double). With check set,
  * the targets are checked here, in the pass that reads them, and *ok cleared if one is not in
- * [0, 1]. focal: the focal loss, else BCE. */
-FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const float *x, const float *y, const float *w,
-                                          const float *pw, float *l, float *g, int64_t n, int check, int *ok,
-                                          int focal)
+ * [0, 1]. focal: the focal loss, else BCE. The logits x and the outputs l and g are of dtype
+ * dt (float32, float16 or bfloat16: widened as loaded, narrowed as stored). */
+FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, const float *y, const float *w,
+                                          const float *pw, void *l, void *g, int64_t n, int check, int *ok,
+                                          int focal, int32_t dt)
 {
     fl_vconst K = {flv_set1(1.0f), flv_set1((float)c->o.grad_scale), flv_set1((float)c->o.alpha),
                    flv_set1((float)(1.0 - c->o.alpha)), flv_set1((float)c->o.gamma),
@@ -237,7 +238,7 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const float *x, c
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
             int64_t o = k + j * FL_W;
-            flv vx = flv_load(x + o), vy = flv_load(y + o);
+            flv vx = fl_xload(x, o, dt), vy = flv_load(y + o);
             flv vw = w ? flv_load(w + o) : K.one, vp = pw ? flv_load(pw + o) : K.one;
             vl[j] = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vgs[j] : NULL);
             if (check) fl_vrange_add(&range, vy);
@@ -245,49 +246,49 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const float *x, c
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
             acc = fl_dacc_add(acc, vl[j]);
-            if (l) flv_store(l + k + j * FL_W, vl[j]);
-            if (g) flv_store(g + k + j * FL_W, vgs[j]);
+            if (l) fl_xstore_part(l, k + j * FL_W, vl[j], FL_W, dt);
+            if (g) fl_xstore_part(g, k + j * FL_W, vgs[j], FL_W, dt);
         }
     }
     for (; k + FL_W <= n; k += FL_W) {
-        flv vx = flv_load(x + k), vy = flv_load(y + k);
+        flv vx = fl_xload(x, k, dt), vy = flv_load(y + k);
         flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
         flv vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         acc = fl_dacc_add(acc, vl);
-        if (l) flv_store(l + k, vl);
-        if (g) flv_store(g + k, vg);
+        if (l) fl_xstore_part(l, k, vl, FL_W, dt);
+        if (g) fl_xstore_part(g, k, vg, FL_W, dt);
     }
     if (k < n) {
         int64_t m = n - k;
-        flv vx = flv_load_part(x + k, m, 0.0f), vy = flv_load_part(y + k, m, 0.0f);
+        flv vx = fl_xload_part(x, k, m, 0.0f, dt), vy = flv_load_part(y + k, m, 0.0f);
         flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one, vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
         flv vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         /* the fill lanes hold finite losses of x = y = 0: mask them out of the sum */
         acc = fl_dacc_add(acc, flv_mul(vl, flv_load_part(fl_ones, m, 0.0f)));
-        if (l) flv_store_part(l + k, vl, m);
-        if (g) flv_store_part(g + k, vg, m);
+        if (l) fl_xstore_part(l, k, vl, m, dt);
+        if (g) fl_xstore_part(g, k, vg, m, dt);
     }
     if (check) *ok &= fl_vrange_in01(range);
     return fl_dacc_sum(acc);
 }
 
-/* fl_lanes_f32_body, with the common option sets (no weights, no per-element loss, targets
+/* fl_lanes_f32_body for logits of dtype dt, with the common option sets (no weights, no per-element loss, targets
  * checked here; loss or loss and gradient) compiled as constants: no branch in the loop */
-static double fl_lanes_f32(const fl_bce_ctx *c, const float *x, const float *y, const float *w,
-                           const float *pw, float *l, float *g, int64_t n, int check, int *ok)
+FL_ALWAYS_INLINE double fl_lanes_t(const fl_bce_ctx *c, const void *x, const float *y, const float *w,
+                                   const float *pw, void *l, void *g, int64_t n, int check, int *ok, int32_t dt)
 {
     int focal = c->o.kind == FL_LOSS_FOCAL;
     if (!w && !pw && !l && check) {
         if (focal) {
-            return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, n, 1, ok, 1)
-                     : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, n, 1, ok, 1);
+            return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, n, 1, ok, 1, dt)
+                     : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, n, 1, ok, 1, dt);
         }
-        return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, n, 1, ok, 0)
-                 : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, n, 1, ok, 0);
+        return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, n, 1, ok, 0, dt)
+                 : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, n, 1, ok, 0, dt);
     }
-    return fl_lanes_f32_body(c, x, y, w, pw, l, g, n, check, ok, focal);
+    return fl_lanes_f32_body(c, x, y, w, pw, l, g, n, check, ok, focal, dt);
 }
 
 /* ---------------- float64 elements ---------------- */
@@ -333,7 +334,7 @@ static inline double fl_pow_scaled_d(double q, int mode, double gamma, double *d
     return m;
 }
 
-/* the float64 twin of fl_lanes_f32, element by element (each ISA build vectorises the loops);
+/* the float64 twin of fl_lanes_t, element by element (each ISA build vectorises the loops);
  * l receives the losses (a scratch row when the caller does not keep them) */
 static double fl_elems_f64(const fl_bce_ctx *c, const double *x, const double *y, const double *w,
                            const double *pw, double *l, double *g, int64_t n)
@@ -398,7 +399,12 @@ static double fl_piece_f32(const fl_bce_ctx *c, int64_t i0, int64_t i1, int64_t 
                            float *buf, int *ok)
 {
     int64_t m = c->chunk;
-    const float *x = fl_row_in_f32(c->x, fl_piece_ptr(c->x, i0, i1, k0), n, buf);
+    /* logits and outputs of one float type, contiguous: read and written where they are */
+    int native = fl_row_is_x(c->x) && (!c->loss || (fl_row_is_x(c->loss) && c->loss->dtype == c->x->dtype)) &&
+                 (!c->grad || (fl_row_is_x(c->grad) && c->grad->dtype == c->x->dtype));
+    int32_t dt = native ? c->x->dtype : FL_F32;
+    const char *xp = fl_piece_ptr(c->x, i0, i1, k0);
+    const void *x = native ? (const void *)xp : (const void *)fl_row_in_f32(c->x, xp, n, buf);
     const float *y;
     int valid = fl_targets_f32(c->y, fl_piece_ptr(c->y, i0, i1, k0), n, buf + m, &y, 0);
     int lanes_check = c->o.check_target && fl_targets_in_place_f32(c->y);
@@ -407,11 +413,11 @@ static double fl_piece_f32(const fl_bce_ctx *c, int64_t i0, int64_t i1, int64_t 
     const float *pw = c->pw ? fl_row_in_f32(c->pw, fl_piece_ptr(c->pw, i0, i1, k0), n, buf + 3 * m) : NULL;
     char *lrow = c->loss ? fl_piece_ptr(c->loss, i0, i1, k0) : NULL;
     char *grow = c->grad ? fl_piece_ptr(c->grad, i0, i1, k0) : NULL;
-    float *l = lrow ? fl_row_dst_f32(c->loss, lrow, buf + 4 * m) : NULL;
-    float *g = grow ? fl_row_dst_f32(c->grad, grow, buf + 5 * m) : NULL;
-    double s = fl_lanes_f32(c, x, y, w, pw, l, g, n, lanes_check, ok);
-    if (l) fl_row_out_f32(c->loss, lrow, n, l);
-    if (g) fl_row_out_f32(c->grad, grow, n, g);
+    void *l = !lrow ? NULL : native ? (void *)lrow : (void *)fl_row_dst_f32(c->loss, lrow, buf + 4 * m);
+    void *g = !grow ? NULL : native ? (void *)grow : (void *)fl_row_dst_f32(c->grad, grow, buf + 5 * m);
+    double s = fl_x_dispatch(dt, fl_lanes_t, c, x, y, w, pw, l, g, n, lanes_check, ok);
+    if (l && !native) fl_row_out_f32(c->loss, lrow, n, (const float *)l);
+    if (g && !native) fl_row_out_f32(c->grad, grow, n, (const float *)g);
     return s;
 }
 

@@ -39,6 +39,14 @@ def _gathered(x):
     return g
 
 
+def _stepped(x):
+    """the same values with no axis of unit stride (elementwise kernels may walk a Fortran
+    array in memory order, which would read it in place)"""
+    g = np.empty((x.shape[0], 2 * x.shape[1]), x.dtype)[:, ::2]
+    g[...] = x
+    return g
+
+
 def _same(got, want, what):
     got, want = np.asarray(got), np.asarray(want)
     assert got.dtype == want.dtype, what
@@ -68,6 +76,7 @@ POST = {
 def test_postprocessing_in_place_rows_equal_gathered_rows(dtype, c, op):
     x = _logits(12, c, dtype, seed=c)
     _same(POST[op](x), POST[op](_gathered(x)), "%s %s C=%d" % (op, dtype, c))
+    _same(POST[op](x), POST[op](_stepped(x)), "%s %s C=%d" % (op, dtype, c))
 
 
 def test_softmax_in_place_half_row_equals_gathered_row_with_out():
@@ -127,3 +136,28 @@ def test_cross_entropy_half_gradient_in_place(dtype):
     loss, _ = fl.cross_entropy_and_grad(got, t, reduction="none", grad_out=got)
     _same(loss, want_loss, "loss")
     _same(got, want, "gradient")
+
+
+BCE_CASES = {
+    "bce": lambda x, y, **kw: fl.bce_with_logits_and_grad(x, y, reduction="none", **kw),
+    "bce_weighted": lambda x, y, **kw: fl.bce_with_logits_and_grad(
+        x, y, reduction="none", weight=np.float32(0.7), pos_weight=np.linspace(0.5, 2.0, x.shape[1]), **kw),
+    "focal": lambda x, y, **kw: fl.sigmoid_focal_loss_and_grad(x, y, reduction="none", **kw),
+    "bce_sum": lambda x, y, **kw: fl.bce_with_logits_and_grad(x, y, reduction="sum", **kw),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BCE_CASES))
+@pytest.mark.parametrize("c", [70, 2500])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_losses_in_place_rows_equal_gathered_rows(dtype, c, case):
+    x = _logits(12, c, dtype, seed=c + 3)
+    y = (np.random.default_rng(c).random((12, c)) < 0.3).astype(x.dtype)
+    loss, grad = BCE_CASES[case](x, y)
+    loss_g, grad_g = BCE_CASES[case](_stepped(x), y)
+    _same(loss, loss_g, "loss")
+    _same(grad, grad_g, "gradient")
+    if case == "bce":
+        got = x.copy()
+        BCE_CASES[case](got, y, grad_out=got)
+        _same(got, grad_g, "gradient in place")
