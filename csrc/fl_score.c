@@ -81,8 +81,27 @@ typedef struct { double nll, correct, hit, conf, brier, ent, gap; } fl_row_stats
         for (int64_t k = y + 1; k < c; k++) r += (x[k] > v) | (x[k] != x[k]);     \
         return r;                                                                 \
     }
-FL_DEFINE_RANK(fl_rank_f32, float)
 FL_DEFINE_RANK(fl_rank_f64, double)
+
+/* the same for a row of dtype dt (float32, float16, bfloat16: fl_xrow) */
+FL_ALWAYS_INLINE int64_t fl_rank_t(const void *x, int64_t c, int64_t y, int32_t dt)
+{
+    float v = fl_xget(x, y, dt);
+    int64_t r = 0;
+    if (v != v) {
+        for (int64_t k = 0; k < y; k++) r += fl_xget(x, k, dt) != fl_xget(x, k, dt);
+        return r;
+    }
+    for (int64_t k = 0; k < y; k++) {
+        float xk = fl_xget(x, k, dt);
+        r += (xk >= v) | (xk != xk);
+    }
+    for (int64_t k = y + 1; k < c; k++) {
+        float xk = fl_xget(x, k, dt);
+        r += (xk > v) | (xk != xk);
+    }
+    return r;
+}
 
 /* exp((x - m)/T) with both the rounding error e of x - m (TwoSum) and the remainder of the
  * division folded in: (s + e)/T = d + (r + e)/T with d = s/T rounded, r = s - d*T exact (fma). */
@@ -110,11 +129,12 @@ static inline flv fl_vexp_row(flv x, flv m, flv lo, flv vt, int unit)
     return unit ? fl_vexp_sub(x, m, lo, &shift) : fl_vexp_sub_t(x, m, vt);
 }
 
-/* One pass over a float32 row with max m: s = sum e_k, sq = sum e_k^2 and dot = sum e_k (x_k - m)
+/* One pass over a row of dtype dt with max m: s = sum e_k, sq = sum e_k^2 and dot = sum e_k (x_k - m)
  * with e_k = exp((x_k - m)/T) (a term with e_k = 0 adds 0 to dot, so -inf logits are harmless);
  * returns e_y, the very value added into s, so that s - e_y is exact where it matters (p_y
  * close to 1). */
-static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t y, double *s, double *sq, double *dot)
+FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, int64_t y, double *s, double *sq,
+                                   double *dot, int32_t dt)
 {
     flv vm = flv_set1(m), lo = fl_exp_floor(vm), vt = flv_set1((float)t), zero = flv_set1(0.0f);
     int unit = t == 1.0;
@@ -125,7 +145,7 @@ static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t
         int64_t end = k + FL_GROUP * FL_W < nfull ? k + FL_GROUP * FL_W : nfull;
         flv a = zero, b = zero, c = zero;
         for (; k < end; k += FL_W) {
-            flv xv = flv_load(x + k);
+            flv xv = fl_xload(x, k, dt);
             flv e = fl_vexp_row(xv, vm, lo, vt, unit);
             if (k == k0) flv_store(lanes, e);
             a = flv_add(a, e);
@@ -137,7 +157,7 @@ static float fl_rstats_f32(const float *x, int64_t n, float m, double t, int64_t
         d += flv_hsum_d(c);
     }
     if (k < n) {
-        flv xv = flv_load_part(x + k, n - k, -INFINITY);
+        flv xv = fl_xload_part(x, k, n - k, -INFINITY, dt);
         flv e = fl_vexp_row(xv, vm, lo, vt, unit);
         if (k == k0) flv_store(lanes, e);
         s1 += flv_hsum_d(e);
@@ -221,19 +241,26 @@ static void fl_special_stats(fl_row_stats *st)
     st->nll = st->conf = st->brier = st->ent = st->gap = NAN;
 }
 
-static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)
+/* a row of dtype dt, read in place (or gathered as float32: fl_row_in_x) */
+FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, int64_t y, fl_row_stats *st,
+                                       int32_t dt)
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
-    const float *x = fl_row_in_f32(ctx->x, xrow, c, (float *)scratch);
-    int64_t rank = ctx->o->want_rank ? fl_rank_f32(x, c, y) : 1;
+    int64_t rank = ctx->o->want_rank ? fl_rank_t(x, c, y, dt) : 1;
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
-    float m = fl_rmax_f32(x, c);
+    float m = fl_rmax_t(x, c, dt);
     if (!isfinite(m)) { fl_special_stats(st); return; }
     double s, sq, dot;
-    float ey = fl_rstats_f32(x, c, m, t, y, &s, &sq, &dot);
-    fl_softmax_stats(s, sq, dot, (double)ey, (double)x[y] - (double)m, t, st);
+    float ey = fl_rstats_t(x, c, m, t, y, &s, &sq, &dot, dt);
+    fl_softmax_stats(s, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+}
+
+static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)
+{
+    fl_xrow x = fl_row_in_x(ctx->x, xrow, ctx->g.c, (float *)scratch);
+    fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st);
 }
 
 static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)

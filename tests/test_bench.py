@@ -47,7 +47,22 @@ def test_cases_cover_the_table():
     for name, shape in full:
         op = bench._ops()[name]
         shapes = {"binary": bench.BINARY_SHAPES, "masked": bench.MASKED_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
+        if op.dtype != "float32":
+            shapes = bench.HALF_SHAPES
+            assert bench._ops()[name.split("/")[0]].dtype == "float32"
         assert shape in shapes, (name, shape)
+
+
+@pytest.mark.parametrize("name", [n for n in OPS if "/" in n])
+def test_half_precision_cases_run_on_their_dtype(name):
+    op = bench._ops()[name]
+    d = bench.make_data(op, TINY[op.targets])
+    assert d.x.dtype.name == op.dtype and op.dtype in ("float16", "bfloat16")
+    out = op.fast(d)
+    array_out = out[1] if isinstance(out, tuple) else out  # a gradient, or an elementwise/row output
+    if op.name.split("/")[0] not in ("predict", "cross_entropy"):  # int64 classes, a float loss
+        assert np.asarray(array_out).dtype.name == op.dtype
+    assert set(op.peers) <= {"torch"}
 
 
 @pytest.mark.parametrize("with_torch", [False, True], ids=["numpy_only", "torch"])

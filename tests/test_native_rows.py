@@ -161,3 +161,17 @@ def test_binary_losses_in_place_rows_equal_gathered_rows(dtype, c, case):
         got = x.copy()
         BCE_CASES[case](got, y, grad_out=got)
         _same(got, grad_g, "gradient in place")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+@pytest.mark.parametrize("c", [70, 2500])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_score_in_place_rows_equal_gathered_rows(dtype, c, temperature):
+    x = _logits(12, c, dtype, seed=c + 4)[8:]  # rows without NaN or inf: finite metrics
+    x = np.concatenate([x, _logits(12, c, dtype, seed=c + 5)[[0, 1, 6, 7]]])
+    t = np.random.default_rng(c).integers(0, c, x.shape[0])
+    got = fl.score(x, t, temperature=temperature)
+    want = fl.score(_gathered(x), t, temperature=temperature)
+    assert got.keys() == want.keys()
+    for name in got:
+        _same(got[name], want[name], name)

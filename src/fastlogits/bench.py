@@ -12,7 +12,7 @@ import gc
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -28,6 +28,11 @@ BINARY_SHAPES = [(4096, 4096), (65536, 1000)]
 # masked logits (three classes in four at -inf, as a constrained vocabulary leaves them)
 MASKED_SHAPES = [(4096, 32000)]
 QUICK_SHAPES = [(8192, 1000), (1_000_000, 10), (512, 32000)]
+# half-precision logits: these operations again on float16 and bfloat16 ("<name>/f16",
+# "<name>/bf16"), to set against their float32 rows of the same shape
+HALF_OPS = ["softmax", "log_softmax", "logsumexp", "sigmoid", "predict", "cross_entropy", "cross_entropy_and_grad"]
+HALF_DTYPES = {"f16": "float16", "bf16": "bfloat16"}
+HALF_SHAPES = [(4096, 32000)]
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Op:
     reference: Callable[[Data], Any]
     peers: Dict[str, Callable[[Data], Any]] = field(default_factory=dict)
     check: Optional[Callable[[Any, Any], None]] = None
+    dtype: str = "float32"                          # of the logits (and of the outputs)
 
 
 def _scipy() -> Any:
@@ -201,6 +207,14 @@ def _ops() -> Dict[str, Op]:
         lambda d: ref.sigmoid_focal_loss_and_grad(d.x, d.target),
         peers(torch=torch and (lambda d: _torch_fwd_bwd(torch, d, lambda t: _torch_focal(torch, t, d.torch_target)))),
         _close(1e-5)))
+    by_name = {op.name: op for op in ops}
+    for name in HALF_OPS:
+        for tag, dtype in HALF_DTYPES.items():
+            # half-precision outputs hold 8 (bfloat16) or 11 significant bits; the peer is
+            # PyTorch on tensors of the same dtype
+            half = by_name[name]
+            ops.append(replace(half, name=f"{name}/{tag}", dtype=dtype, peers=peers(torch=half.peers.get("torch")),
+                               check=_close(1e-2) if half.check is not _equal else _equal))
     return {op.name: op for op in ops}
 
 
@@ -236,7 +250,10 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
     out: List[Tuple[str, Tuple[int, int]]] = []
     for name in names:
         op = table[name]
-        shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES}.get(op.targets, class_shapes)
+        if op.dtype != "float32":
+            shapes = QUICK_SHAPES[-1:] if quick else HALF_SHAPES
+        else:
+            shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES}.get(op.targets, class_shapes)
         out.extend((name, s) for s in shapes)
     return out
 
@@ -274,6 +291,14 @@ def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> Dict[str, fl
     return {"read_GBps": nbytes / read / 1e9, "copy_GBps": 2 * nbytes / copy / 1e9}
 
 
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(np.float32)
@@ -285,12 +310,14 @@ def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
         d.target = 4 * rng.integers(0, (shape[1] + 3) // 4, size=shape[0]).astype(np.int64)
     elif op.targets == "binary":
         d.target = (rng.random(shape, dtype=np.float32) < 0.3).astype(np.float32)
+    if op.dtype != "float32":
+        d.x = x.astype(_numpy_dtype(op.dtype))
     if op.fast_warm is not None:
-        d.out = np.empty_like(x)
+        d.out = np.empty_like(d.x)
         d.out.fill(0.0)
     torch = _torch()
     if torch is not None:
-        d.torch_x = torch.from_numpy(x)
+        d.torch_x = torch.from_numpy(x).to(getattr(torch, op.dtype))
         if d.target is not None:
             d.torch_target = torch.from_numpy(d.target)
     return d
@@ -324,7 +351,7 @@ def run_case(name: str, shape: Tuple[int, int], *, threads: int, bandwidth: Dict
     if torch is not None:
         torch.set_num_threads(threads)
     fl.set_num_threads(threads)
-    res: Dict[str, Any] = {"op": name, "shape": list(shape), "dtype": "float32", "threads": threads}
+    res: Dict[str, Any] = {"op": name, "shape": list(shape), "dtype": op.dtype, "threads": threads}
     res["fastlogits_cold_s"] = _best_time(lambda: op.fast(d), repeats, budget_s)
     warm = op.fast_warm
     if warm is not None:
@@ -385,13 +412,13 @@ def format_table(report: Dict[str, Any]) -> str:
     lines = [
         f"fastlogits {report['fastlogits']} ({report['isa']}), {report['threads']} thread(s); "
         f"measured bandwidth: read {bw['read_GBps']:.1f} GB/s, non-temporal copy {bw['copy_GBps']:.1f} GB/s",
-        f"{'operation':<26}{'shape':>14}{'fl warm ms':>11}{'fl cold ms':>11}{'Gelem/s':>9}{'% bw':>7}"
+        f"{'operation':<28}{'shape':>14}{'fl warm ms':>11}{'fl cold ms':>11}{'Gelem/s':>9}{'% bw':>7}"
         f"{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x torch':>9}",
     ]
     for r in report["results"]:
         warm = r.get("fastlogits_warm_s")
         lines.append(
-            f"{r['op']:<26}{r['shape'][0]:>8}x{r['shape'][1]:<6}"
+            f"{r['op']:<28}{r['shape'][0]:>8}x{r['shape'][1]:<6}"
             f"{_cell(warm and warm * 1e3, 10, '.2f')} {r['fastlogits_cold_s'] * 1e3:>10.2f}"
             f"{r['gelem_per_s']:>9.2f}{r['pct_of_bandwidth']:>6.0f}%"
             + _cell(r.get("speedup_vs_reference"), 8, ".1f")
