@@ -181,7 +181,7 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
     for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
         int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
         const char *xb = (const char *)x + k * esz;
-        float lo, mb = fl_rmaxmin_t(xb, n, dt, &lo);
+        float lo, mb = fl_rmaxmin_t(xb, n, &lo, dt);
         /* the next block is on another page, where the hardware prefetcher stops: have it
          * fetched while this one's exponentials are computed from L1. After the last block,
          * the next block is the start of the next row when rows are contiguous (a prefetch of

@@ -174,7 +174,7 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
     float *bx = scratch == held ? scratch + c : scratch;
     float *be = scratch + 2 * c == held ? scratch + 3 * c : scratch + 2 * c;
     fl_xrow x = fl_row_in_x(ctx->x, xrow, c, bx);
-    float m = fl_x_dispatch(x.dt, fl_rmax_t, x.p, c);
+    float lo, m = fl_x_dispatch(x.dt, fl_rmaxmin_t, x.p, c, &lo);
     fl_ahead ahead = fl_post_ahead(ctx, xrow, pend);
     if (!isfinite(m)) {
         /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
@@ -184,7 +184,8 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
     }
     /* the exponentials: in the output row itself when it is float32 and not left pending */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
-    double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
+    double n_eq, rest = lo >= m + FL_EXPF_NORMAL_LO ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1)
+                                                   : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
                  (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt, ydt};
     if (pend) {
@@ -351,13 +352,16 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     if (!ctx->f64) {
         float *bx = (float *)scratch, *bp = bx + c;
         fl_xrow x = fl_row_in_x(ctx->x, xrow, c, bx);
-        float m = fl_x_dispatch(x.dt, fl_rmax_t, x.p, c);
+        float lo, m = fl_x_dispatch(x.dt, fl_rmaxmin_t, x.p, c, &lo);
         fl_ahead ahead = fl_post_ahead(ctx, xrow, NULL);
         if (!isfinite(m)) {
             v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
-            double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ent ? bp : NULL, &n_eq, 1, ahead, 0);
+            float *e = ent ? bp : NULL;
+            double n_eq, rest = lo >= m + FL_EXPF_NORMAL_LO
+                                    ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1)
+                                    : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);
             double dot = ent ? fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m) : 0.0;
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where

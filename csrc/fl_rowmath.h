@@ -40,7 +40,7 @@ FL_ALWAYS_INLINE float fl_rmax_t(const void *x, int64_t n, int32_t dt)
 static inline float fl_rmax_f32(const float *x, int64_t n) { return fl_rmax_t(x, n, FL_F32); }
 
 /* fl_rmax_t, and in *mn the row's min (NaN entries ignored: a NaN's max decides the row) */
-FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, int32_t dt, float *mn)
+FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t dt)
 {
     flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     flv b0 = flv_set1(INFINITY), b1 = b0, b2 = b0, b3 = b0;
@@ -247,17 +247,20 @@ static inline flv fl_exp_floor(flv m)
 }
 
 /* exp(x - m) for x <= m, m finite, with the rounding error of x - m folded in (TwoSum), as
- * exp(s)*(1 + e); lo = fl_exp_floor(m). *shift receives s, negative exactly where x < m. */
-static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift)
+ * exp(s)*(1 + e); lo = fl_exp_floor(m). *shift receives s, negative exactly where x < m.
+ * normal: x >= m + FL_EXPF_NORMAL_LO is known (no floor needed; the same values, cheaper). */
+FL_ALWAYS_INLINE flv fl_vexp_sub_n(flv x, flv m, flv lo, flv *shift, int normal)
 {
-    x = flv_max_ord(x, lo);
+    if (!normal) x = flv_max_ord(x, lo);
     flv s = flv_sub(x, m);
     flv bv = flv_sub(s, x);
     flv e = flv_add(flv_sub(x, flv_sub(s, bv)), flv_sub(flv_neg(m), bv));
-    flv p = flv_exp_neg(s);
+    flv p = normal ? flv_exp_neg_normal(s) : flv_exp_neg(s);
     *shift = s;
     return flv_fma(p, e, p);
 }
+
+static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift) { return fl_vexp_sub_n(x, m, lo, shift, 0); }
 
 /* the non-precise sums' exponential of d <= 0; normal: every d is known to be at least
  * FL_EXPF_NORMAL_LO (the same values, cheaper) */
@@ -272,9 +275,9 @@ FL_ALWAYS_INLINE flv fl_vexp_loss(flv d, int normal) { return normal ? flv_exp_n
  * which is enough for losses held to a relative tolerance, the exponential is the shorter
  * flv_exp_neg_fast (2 ULP instead of 1), and the terms are first added in
  * float32 lanes, FL_SUM_CHUNK vectors at a time (a relative error below FL_SUM_CHUNK * 2^-24
- * = 2e-6 at worst), before joining the float64 lanes. normal (without precise): every x_k is
- * known to be at least m + FL_EXPF_NORMAL_LO, so the exponentials skip their clamp and
- * subnormal handling (fl_vexp_loss; the same values). */
+ * = 2e-6 at worst), before joining the float64 lanes. normal: every x_k is known to be at
+ * least m + FL_EXPF_NORMAL_LO, so the exponentials skip their floor, clamp and subnormal
+ * handling (fl_vexp_sub_n, fl_vexp_loss; the same values). */
 #define FL_SUM_CHUNK 32
 FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y, double *n_eq, int precise,
                                      fl_ahead ahead, int normal, int32_t dt)
@@ -289,7 +292,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
             flv d[4], e[4];
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
-                e[j] = fl_vexp_sub(fl_xload(x, k + j * FL_W, dt), vm, lo, &d[j]);
+                e[j] = fl_vexp_sub_n(fl_xload(x, k + j * FL_W, dt), vm, lo, &d[j], normal);
             }
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
@@ -300,7 +303,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
         }
         for (; k + FL_W <= n; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);
-            flv d, e = fl_vexp_sub(fl_xload(x, k, dt), vm, lo, &d);
+            flv d, e = fl_vexp_sub_n(fl_xload(x, k, dt), vm, lo, &d, normal);
             if (y) flv_store(y + k, e);
             acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
             cnt = flv_add(cnt, flv_sel_neg(d, zero, one));

@@ -45,7 +45,7 @@ static inline double fl_rint(double x) { return (x + 6755399441055744.0) - 67553
  * vector operations fewer: for the sums of the cross-entropy, held to a relative tolerance,
  * never for an output bounded in ULP. */
 /* down to here the exponentials are normal floats (n >= -124 in the reduction), so
- * flv_exp_neg_fast_normal needs no clamp and no subnormal handling */
+ * flv_exp_neg_normal and flv_exp_neg_fast_normal need no clamp and no subnormal handling */
 #define FL_EXPF_NORMAL_LO -86.0f
 #define FL_EXPF5_C1 0x1.ffffecp-1f
 #define FL_EXPF5_C2 0x1.fffdb6p-2f

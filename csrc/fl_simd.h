@@ -29,7 +29,9 @@
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
  *   flv  flv_exp_neg(flv)   flv_exp for x <= 0 or nan only (shifts by a max), cheaper where the ISA allows
  *   flv  flv_exp_neg_fast(flv)   flv_exp_neg by a shorter polynomial, <= 2 ULP (not 1): the losses' sums
- *   flv  flv_exp_neg_fast_normal(flv)   the same values for x in [FL_EXPF_NORMAL_LO, 0] only, cheaper
+ *   flv  flv_exp_neg_normal(flv), flv_exp_neg_fast_normal(flv)   flv_exp_neg and flv_exp_neg_fast with the
+ *                                        same values, for x in [FL_EXPF_NORMAL_LO, 0] only: no clamp, no
+ *                                        subnormal results (cheaper)
  *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
  *   flv  flv_log1p(flv)  log1pf
  *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves

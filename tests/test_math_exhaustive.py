@@ -9,7 +9,7 @@ and run:
   A few seconds per ISA; always runs.
 * ``test_math_exhaustive`` (marked slow): every float32 input of exp (all of [-104, 104]), of
   the x <= 0 exponentials of the row sums, flv_exp_neg and the losses' shorter
-  flv_exp_neg_fast (all of [-104, 0]; its no-clamp twin over [-86, 0]), log
+  flv_exp_neg_fast (all of [-104, 0]; their no-clamp twins over [-86, 0]), log
   (all non-negative floats) and log1p (all of [-1, inf]), and float32 -> f16/bf16 narrowing of
   every non-negative float. About 40-60 s per ISA on two cores, so by default only the best
   ISA of this CPU runs it; ``FASTLOGITS_EXHAUSTIVE=all`` runs every ISA, ``=0`` none.

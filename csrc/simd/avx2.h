@@ -208,6 +208,24 @@ static inline flv flv_exp_neg(flv x)
     return fl_avx2_ldexp_(p, n);
 }
 
+/* flv_exp_neg for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp, and 2^n
+ * applied as one exponent-field multiplication (the result is normal) */
+static inline flv flv_exp_neg_normal(flv x)
+{
+    flv n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(FL_LOG2E_F)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
 /* flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp, and
  * 2^n applied as one exponent-field multiplication (the result is normal) */
 static inline flv flv_exp_neg_fast_normal(flv x)

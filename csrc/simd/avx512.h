@@ -163,6 +163,24 @@ static inline flv flv_exp_neg(flv x)
     return fl_avx512_ldexp_(p, n);
 }
 
+/* flv_exp_neg for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp and the
+ * subnormal results' branch */
+static inline flv flv_exp_neg_normal(flv x)
+{
+    flv n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(FL_LOG2E_F)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
+    flv p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp and the
  * subnormal results' branch */
 static inline flv flv_exp_neg_fast_normal(flv x)

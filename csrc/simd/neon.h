@@ -148,7 +148,8 @@ static inline flv fl_log_core_(flv x, flv c)
 /* flv_exp for x <= 0: the general one */
 static inline flv flv_exp_neg(flv x) { return flv_exp(x); }
 
-/* flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0] (the same values) */
+/* flv_exp_neg and flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0] (the same values) */
+static inline flv flv_exp_neg_normal(flv x) { return flv_exp_neg(x); }
 static inline flv flv_exp_neg_fast_normal(flv x) { return flv_exp_neg_fast(x); }
 
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */

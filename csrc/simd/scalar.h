@@ -46,6 +46,7 @@ static inline flv flv_exp(flv a) { return fl_expf_s(a); }
 static inline flv flv_exp_neg(flv a) { return fl_expf_s(a); }
 static inline flv flv_exp_neg_fast(flv a) { return fl_expf_fast_s(a); }
 static inline flv flv_exp_neg_fast_normal(flv a) { return fl_expf_fast_s(a); }
+static inline flv flv_exp_neg_normal(flv a) { return fl_expf_s(a); }
 static inline flv flv_log(flv a) { return fl_logf_s(a); }
 static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
 static inline flv flv_load_f16(const uint16_t *p) { return fl_f16_to_f32(*p); }

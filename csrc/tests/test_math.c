@@ -1,7 +1,7 @@
 /* test_math.c: accuracy and semantics tests of one ISA build of fl_simd.h.
  *
  *   cc -O2 -std=c11 -DFL_ISA=N [ISA flags] test_math.c -o test_math -lm -lpthread
- *   ./test_math [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]
+ *   ./test_math [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]
  *
  * Default is exhaustive: flv_exp over every float32 bit pattern, flv_log over every
  * non-negative float (negatives sampled), flv_log1p over every float in [-1, inf] (below -1
@@ -108,9 +108,10 @@ static double ulp_err_d(double y, long double r)
 
 /* ---- float32 lane functions, range sweeps on threads ---- */
 /* FN_EXPN, FN_EXPF: flv_exp_neg and flv_exp_neg_fast, defined for x <= 0 (and nan);
- * FN_EXPFN: flv_exp_neg_fast_normal, for x in [FL_EXPF_NORMAL_LO, 0] */
-enum { FN_EXP, FN_EXPN, FN_EXPF, FN_EXPFN, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
-static const char *fn_name[FN_COUNT] = {"exp", "exp_neg", "exp_fast", "exp_fast_normal", "log", "log1p", "f32->f16", "f32->bf16"};
+ * FN_EXPNN, FN_EXPFN: flv_exp_neg_normal and flv_exp_neg_fast_normal, for x in
+ * [FL_EXPF_NORMAL_LO, 0], which must give the same bits as the first two */
+enum { FN_EXP, FN_EXPN, FN_EXPF, FN_EXPNN, FN_EXPFN, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
+static const char *fn_name[FN_COUNT] = {"exp", "exp_neg", "exp_fast", "exp_neg_normal", "exp_fast_normal", "log", "log1p", "f32->f16", "f32->bf16"};
 /* for |x| < 2^-25 the references need no libm call: exp(x) = 1 + x and log1p(x) = x - x^2/2
  * to far below float resolution (relative error x^2/2 resp. x^2/3 < 2^-50) */
 static int g_cheap_tiny = 0;
@@ -140,11 +141,12 @@ static void eval_batch(int fn, const float *in, float *out, uint16_t *h, int nb)
         case FN_EXP: flv_store(out + i, flv_exp(x)); break;
         case FN_EXPN: flv_store(out + i, flv_exp_neg(x)); break;
         case FN_EXPF: flv_store(out + i, flv_exp_neg_fast(x)); break;
+        case FN_EXPNN:
         case FN_EXPFN: {
-            /* the same bits as flv_exp_neg_fast, or a NaN that the sweep reports */
+            /* the same bits as flv_exp_neg(_fast), or a NaN that the sweep reports */
             float a[FL_W], b[FL_W];
-            flv_store(a, flv_exp_neg_fast_normal(x));
-            flv_store(b, flv_exp_neg_fast(x));
+            flv_store(a, fn == FN_EXPNN ? flv_exp_neg_normal(x) : flv_exp_neg_fast_normal(x));
+            flv_store(b, fn == FN_EXPNN ? flv_exp_neg(x) : flv_exp_neg_fast(x));
             for (int j = 0; j < FL_W; j++) out[i + j] = fl_f2u(a[j]) == fl_f2u(b[j]) ? a[j] : NAN;
             break;
         }
@@ -186,7 +188,7 @@ static void *run_job(void *arg)
                     int twin = ((b0 + (uint64_t)i) & 15u) == 0;
                     double xd = (double)x;
                     int tiny = j->cheap_tiny && fabs(xd) < 0x1p-25;
-                    if (j->fn == FN_EXP || j->fn == FN_EXPN) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_s(x) : 0.0f; }
+                    if (j->fn == FN_EXP || j->fn == FN_EXPN || j->fn == FN_EXPNN) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_s(x) : 0.0f; }
                     else if (j->fn == FN_EXPF || j->fn == FN_EXPFN) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_fast_s(x) : 0.0f; }
                     else if (j->fn == FN_LOG) { r = log(xd); s = twin ? fl_logf_s(x) : 0.0f; }
                     else { r = tiny ? xd - 0.5 * xd * xd : log1p(xd); s = twin ? fl_log1pf_s(x) : 0.0f; }
@@ -580,7 +582,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bench")) do_bench = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
-        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
     }
     if (g_stride < 1) g_stride = 1;
     g_cheap_tiny = 1;
@@ -589,7 +591,7 @@ int main(int argc, char **argv)
     test_specials();
     test_semantics();
     test_halves();
-    if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("exp_fast_normal") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
+    if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("exp_neg_normal") || want("exp_fast_normal") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
         fprintf(stderr, "unknown --only %s\n", g_only);
         return 2;
     }
@@ -623,6 +625,7 @@ int main(int argc, char **argv)
     if (want("exp_neg")) test_fn(FN_EXPN, expn_full, 1, expn_samp, 1, expn_dense, nd);
     if (want("exp_fast")) test_fn(FN_EXPF, expn_full, 1, expn_samp, 1, expn_dense, nd);
     const range_t expfn_full[] = {{0x80000000u, 0xc2ac0000u}}; /* [-86, -0] */
+    if (want("exp_neg_normal")) test_fn(FN_EXPNN, expfn_full, 1, NULL, 0, expn_dense + 3, nd - 3);
     if (want("exp_fast_normal")) test_fn(FN_EXPFN, expfn_full, 1, NULL, 0, expn_dense + 3, nd - 3);
 
     const range_t log_full[] = {{0x00000000u, 0x7f800000u}};
