@@ -184,8 +184,9 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
     }
     /* the exponentials: in the output row itself when it is float32 and not left pending */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
-    double n_eq, rest = lo >= m + FL_EXPF_NORMAL_LO ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1)
-                                                   : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
+    double n_eq, rest = lo >= m + FL_EXPF_NORMAL_LO
+                            ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1)
+                            : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
                  (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt, ydt};
     if (pend) {
@@ -503,8 +504,7 @@ static void fl_elementwise_span(const void *x, void *y, int64_t n, int logm, int
 /* Are x and y rows of contiguous elements of one dtype the float32 kernels read in place? */
 static int fl_rows_same_x(const fl_arr *x, const fl_arr *y)
 {
-    return x->dtype == y->dtype && x->sc == 1 && y->sc == 1 &&
-           (x->dtype == FL_F32 || x->dtype == FL_F16 || x->dtype == FL_BF16);
+    return x->dtype == y->dtype && fl_row_is_x(x) && fl_row_is_x(y);
 }
 
 /* the float64 twin (the compiler vectorises the loops) */

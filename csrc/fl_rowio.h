@@ -1,8 +1,9 @@
 /* fl_rowio.h: reading and writing one row of an operand in a compute type.
  *
  * Kernels compute on contiguous rows of float (float32, half-precision and bfloat16 operands)
- * or double (when an operand is float64). A row that is already float32 or float64 with unit
- * class stride is used in place; any other row is gathered into (or scattered from) a
+ * or double (when an operand is float64). A row of float32 or float64 with unit class stride
+ * is used in place, and so is a float16 or bfloat16 one where a kernel reads it through
+ * fl_xrow (widened in registers); any other row is gathered into (or scattered from) a
  * per-thread scratch row, converting as it goes. So every dtype and every layout reaches the
  * same arithmetic, and a row is read from memory once.
  */

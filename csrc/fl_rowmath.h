@@ -220,8 +220,8 @@ static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0, 4, NULL}; re
 /* Rows of c elements of esz bytes each, row following row: the next row after row, all of it
  * up to 1 MB (memory that is not the next row is a wasted hint, never a fault). Summing a row
  * from L2 while the next one streams in overlaps the reads with the exponentials (logsumexp
- * 4096x32000 112 -> 82 ms); a half-precision row is fetched at the pace of the float32 row
- * the sum walks, whatever scratch row that is. */
+ * 4096x32000 112 -> 82 ms); the sum walks a row of the same dtype (esz) or, for a gathered
+ * row, its float32 copy, so the fetch keeps pace with it element by element. */
 #define FL_AHEAD_MAX ((int64_t)1 << 20)
 static inline fl_ahead fl_ahead_next_row(const char *row, int64_t c, int64_t esz, fl_pend *pend)
 {

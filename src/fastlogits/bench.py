@@ -19,6 +19,7 @@ import numpy as np
 
 import fastlogits as fl
 from fastlogits import _core
+from fastlogits._input import BFLOAT16
 from fastlogits import reference as ref
 
 # ---------------------------------------------------------------------------- the table
@@ -291,14 +292,6 @@ def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> Dict[str, fl
     return {"read_GBps": nbytes / read / 1e9, "copy_GBps": 2 * nbytes / copy / 1e9}
 
 
-def _numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
 def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(np.float32)
@@ -311,7 +304,7 @@ def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
     elif op.targets == "binary":
         d.target = (rng.random(shape, dtype=np.float32) < 0.3).astype(np.float32)
     if op.dtype != "float32":
-        d.x = x.astype(_numpy_dtype(op.dtype))
+        d.x = x.astype(BFLOAT16 if op.dtype == "bfloat16" else np.dtype(op.dtype))
     if op.fast_warm is not None:
         d.out = np.empty_like(d.x)
         d.out.fill(0.0)
