@@ -133,22 +133,49 @@ static inline flv fl_avx2_ldexp_(flv p, flv n)
     return _mm256_blendv_ps(y, _mm256_castsi256_ps(_mm256_cvtps_epi32(v)), tiny);
 }
 
-static inline flv flv_exp(flv x)
+/* The pieces of the exponentials: x = n*ln2 + r (Cody-Waite), exp(r) by fl_expf_s's
+ * degree-7 polynomial or by the degree-5 one of FL_EXPF5_C1..C5, 2^n of a normal result as
+ * one exponent-field multiplication */
+static inline flv fl_avx2_reduce_(flv x, flv *n)
 {
-    flv xc = _mm256_blendv_ps(x, _mm256_set1_ps(89.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_HI), _CMP_GT_OQ));
-    xc = _mm256_blendv_ps(xc, _mm256_set1_ps(-104.0f), _mm256_cmp_ps(xc, _mm256_set1_ps(FL_EXPF_LO), _CMP_LT_OQ));
-    flv n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(FL_LOG2E_F)),
-                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
+    *n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(FL_LOG2E_F)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(FL_LN2_HI_F), x);
+    return _mm256_fnmadd_ps(*n, _mm256_set1_ps(FL_LN2_LO_F), r);
+}
+static inline flv fl_avx2_poly7_(flv r)
+{
     flv p = _mm256_set1_ps(1.9875691500e-4f);
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    flv y = fl_avx2_ldexp_(p, n);
+    return _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+}
+static inline flv fl_avx2_poly5_(flv r)
+{
+    flv p = _mm256_fmadd_ps(_mm256_set1_ps(FL_EXPF5_C5), r, _mm256_set1_ps(FL_EXPF5_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C1));
+    return _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+}
+static inline flv fl_avx2_scale_normal_(flv p, flv n)
+{
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+/* the x <= 0 exponentials' clamp: a nan lane stays nan (the comparison is false for it) */
+static inline flv fl_avx2_clamp_lo_(flv x)
+{
+    return _mm256_blendv_ps(x, _mm256_set1_ps(-104.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_LO), _CMP_LT_OQ));
+}
+
+static inline flv flv_exp(flv x)
+{
+    flv xc = _mm256_blendv_ps(x, _mm256_set1_ps(89.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_HI), _CMP_GT_OQ));
+    flv n, r = fl_avx2_reduce_(fl_avx2_clamp_lo_(xc), &n);
+    flv y = fl_avx2_ldexp_(fl_avx2_poly7_(r), n);
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
@@ -189,73 +216,31 @@ static inline flv fl_log_core_(flv x, flv c)
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
-/* flv_exp for x <= 0 (a shift by the row's max): no upper clamp, and a nan lane stays nan
- * through the arithmetic (the clamp's comparison is false for it) */
+/* flv_exp for x <= 0 (a shift by the row's max): no upper clamp */
 static inline flv flv_exp_neg(flv x)
 {
-    flv xc = _mm256_blendv_ps(x, _mm256_set1_ps(-104.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_LO), _CMP_LT_OQ));
-    flv n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(FL_LOG2E_F)),
-                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    return fl_avx2_ldexp_(p, n);
+    flv n, r = fl_avx2_reduce_(fl_avx2_clamp_lo_(x), &n);
+    return fl_avx2_ldexp_(fl_avx2_poly7_(r), n);
 }
 
-/* flv_exp_neg for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp, and 2^n
- * applied as one exponent-field multiplication (the result is normal) */
+/* flv_exp_neg and flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without
+ * the clamp, 2^n applied as one exponent-field multiplication (the result is normal) */
 static inline flv flv_exp_neg_normal(flv x)
 {
-    flv n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(FL_LOG2E_F)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    flv n, r = fl_avx2_reduce_(x, &n);
+    return fl_avx2_scale_normal_(fl_avx2_poly7_(r), n);
 }
-
-/* flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp, and
- * 2^n applied as one exponent-field multiplication (the result is normal) */
 static inline flv flv_exp_neg_fast_normal(flv x)
 {
-    flv n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(FL_LOG2E_F)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm256_fmadd_ps(_mm256_set1_ps(FL_EXPF5_C5), r, _mm256_set1_ps(FL_EXPF5_C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    flv n, r = fl_avx2_reduce_(x, &n);
+    return fl_avx2_scale_normal_(fl_avx2_poly5_(r), n);
 }
 
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
 static inline flv flv_exp_neg_fast(flv x)
 {
-    flv xc = _mm256_blendv_ps(x, _mm256_set1_ps(-104.0f), _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_LO), _CMP_LT_OQ));
-    flv n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(FL_LOG2E_F)),
-                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_HI_F), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm256_fmadd_ps(_mm256_set1_ps(FL_EXPF5_C5), r, _mm256_set1_ps(FL_EXPF5_C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FL_EXPF5_C1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    return fl_avx2_ldexp_(p, n);
+    flv n, r = fl_avx2_reduce_(fl_avx2_clamp_lo_(x), &n);
+    return fl_avx2_ldexp_(fl_avx2_poly5_(r), n);
 }
 static inline flv flv_log(flv x) { return fl_log_core_(x, _mm256_setzero_ps()); }
 

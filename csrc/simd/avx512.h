@@ -124,23 +124,40 @@ static inline flv fl_avx512_ldexp_(flv p, flv n)
     return _mm512_mask_mov_ps(y, tiny, _mm512_castsi512_ps(_mm512_cvtps_epi32(v)));
 }
 
-static inline flv flv_exp(flv x)
+/* The pieces of the exponentials: x = n*ln2 + r (Cody-Waite), exp(r) by fl_expf_s's
+ * degree-7 polynomial or by the degree-5 one of FL_EXPF5_C1..C5 */
+static inline flv fl_avx512_reduce_(flv x, flv *n)
 {
-    /* the algorithm of fl_expf_s; 2^n is applied with one rounding, subnormals and overflow
-     * included, so the clamps only keep n finite (NaN is restored at the end) */
-    flv xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
-    flv n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FL_LOG2E_F)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
+    *n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(FL_LOG2E_F)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    flv r = _mm512_fnmadd_ps(*n, _mm512_set1_ps(FL_LN2_HI_F), x);
+    return _mm512_fnmadd_ps(*n, _mm512_set1_ps(FL_LN2_LO_F), r);
+}
+static inline flv fl_avx512_poly7_(flv r)
+{
     flv p = _mm512_set1_ps(1.9875691500e-4f);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    flv y = fl_avx512_ldexp_(p, n);
+    return _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+}
+static inline flv fl_avx512_poly5_(flv r)
+{
+    flv p = _mm512_fmadd_ps(_mm512_set1_ps(FL_EXPF5_C5), r, _mm512_set1_ps(FL_EXPF5_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C1));
+    return _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+}
+
+static inline flv flv_exp(flv x)
+{
+    /* the algorithm of fl_expf_s; 2^n is applied with one rounding, subnormals and overflow
+     * included, so the clamps only keep n finite (NaN is restored at the end) */
+    flv n, xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    flv r = fl_avx512_reduce_(xc, &n);
+    flv y = fl_avx512_ldexp_(fl_avx512_poly7_(r), n);
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
 }
 
@@ -148,69 +165,28 @@ static inline flv flv_exp(flv x)
  * through the arithmetic (vmaxps returns its second operand when either is nan) */
 static inline flv flv_exp_neg(flv x)
 {
-    flv xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    flv n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FL_LOG2E_F)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    return fl_avx512_ldexp_(p, n);
+    flv n, r = fl_avx512_reduce_(_mm512_max_ps(_mm512_set1_ps(-104.0f), x), &n);
+    return fl_avx512_ldexp_(fl_avx512_poly7_(r), n);
 }
 
-/* flv_exp_neg for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp and the
- * subnormal results' branch */
+/* flv_exp_neg and flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without
+ * the clamp and the subnormal results' branch */
 static inline flv flv_exp_neg_normal(flv x)
 {
-    flv n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(FL_LOG2E_F)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    flv n, r = fl_avx512_reduce_(x, &n);
+    return _mm512_scalef_ps(fl_avx512_poly7_(r), n);
 }
-
-/* flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0]: the same values, without the clamp and the
- * subnormal results' branch */
 static inline flv flv_exp_neg_fast_normal(flv x)
 {
-    flv n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(FL_LOG2E_F)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm512_fmadd_ps(_mm512_set1_ps(FL_EXPF5_C5), r, _mm512_set1_ps(FL_EXPF5_C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    flv n, r = fl_avx512_reduce_(x, &n);
+    return _mm512_scalef_ps(fl_avx512_poly5_(r), n);
 }
 
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
 static inline flv flv_exp_neg_fast(flv x)
 {
-    flv xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    flv n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FL_LOG2E_F)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    flv r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_HI_F), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FL_LN2_LO_F), r);
-    flv p = _mm512_fmadd_ps(_mm512_set1_ps(FL_EXPF5_C5), r, _mm512_set1_ps(FL_EXPF5_C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FL_EXPF5_C1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return fl_avx512_ldexp_(p, n);
+    flv n, r = fl_avx512_reduce_(_mm512_max_ps(_mm512_set1_ps(-104.0f), x), &n);
+    return fl_avx512_ldexp_(fl_avx512_poly5_(r), n);
 }
 
 /* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */

@@ -86,13 +86,31 @@ static inline flv flv_gather(const float *p, const int32_t *idx)
     return vld1q_f32(t);
 }
 
+/* The pieces of the exponentials: x = n*ln2 + r (Cody-Waite) and p * 2^n as two
+ * exponent-field multiplications whose halves are both normal (n in [-150, 128]; NaN lanes give
+ * n = 0, and the callers put the NaN back) */
+static inline flv fl_neon_reduce_(flv x, flv *n)
+{
+    *n = vrndnq_f32(vmulq_f32(x, FL_NEON_C(FL_LOG2E_F)));
+    flv r = vfmsq_f32(x, *n, FL_NEON_C(FL_LN2_HI_F));
+    return vfmsq_f32(r, *n, FL_NEON_C(FL_LN2_LO_F));
+}
+static inline flv fl_neon_scale2_(flv p, flv n)
+{
+    int32x4_t ni = vcvtq_s32_f32(n);
+    int32x4_t n1 = vshrq_n_s32(vaddq_s32(ni, vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(ni), 31))), 1);
+    int32x4_t n2 = vsubq_s32(ni, n1);
+    int32x4_t bias = vdupq_n_s32(127);
+    flv s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+    flv s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+    return vmulq_f32(vmulq_f32(p, s1), s2);
+}
+
 static inline flv flv_exp(flv x)
 {
     flv xc = vbslq_f32(vcgtq_f32(x, FL_NEON_C(FL_EXPF_HI)), FL_NEON_C(89.0f), x);
     xc = vbslq_f32(vcltq_f32(xc, FL_NEON_C(FL_EXPF_LO)), FL_NEON_C(-104.0f), xc);
-    flv n = vrndnq_f32(vmulq_f32(xc, FL_NEON_C(FL_LOG2E_F)));
-    flv r = vfmsq_f32(xc, n, FL_NEON_C(FL_LN2_HI_F));
-    r = vfmsq_f32(r, n, FL_NEON_C(FL_LN2_LO_F));
+    flv n, r = fl_neon_reduce_(xc, &n);
     flv p = FL_NEON_C(1.9875691500e-4f);
     p = vfmaq_f32(FL_NEON_C(1.3981999507e-3f), p, r);
     p = vfmaq_f32(FL_NEON_C(8.3334519073e-3f), p, r);
@@ -100,14 +118,7 @@ static inline flv flv_exp(flv x)
     p = vfmaq_f32(FL_NEON_C(1.6666665459e-1f), p, r);
     p = vfmaq_f32(FL_NEON_C(5.0000001201e-1f), p, r);
     p = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), FL_NEON_C(1.0f));
-    int32x4_t ni = vcvtq_s32_f32(n); /* n is integral; NaN lanes give 0, replaced below */
-    int32x4_t n1 = vshrq_n_s32(vaddq_s32(ni, vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(ni), 31))), 1);
-    int32x4_t n2 = vsubq_s32(ni, n1);
-    int32x4_t bias = vdupq_n_s32(127);
-    flv s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
-    flv s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
-    flv y = vmulq_f32(vmulq_f32(p, s1), s2);
-    return vbslq_f32(fl_neon_isnan_(x), x, y);
+    return vbslq_f32(fl_neon_isnan_(x), x, fl_neon_scale2_(p, n));
 }
 
 /* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */
@@ -148,31 +159,22 @@ static inline flv fl_log_core_(flv x, flv c)
 /* flv_exp for x <= 0: the general one */
 static inline flv flv_exp_neg(flv x) { return flv_exp(x); }
 
-/* flv_exp_neg and flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0] (the same values) */
-static inline flv flv_exp_neg_normal(flv x) { return flv_exp_neg(x); }
-static inline flv flv_exp_neg_fast_normal(flv x) { return flv_exp_neg_fast(x); }
-
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
 static inline flv flv_exp_neg_fast(flv x)
 {
     flv xc = vbslq_f32(vcltq_f32(x, FL_NEON_C(FL_EXPF_LO)), FL_NEON_C(-104.0f), x);
-    flv n = vrndnq_f32(vmulq_f32(xc, FL_NEON_C(FL_LOG2E_F)));
-    flv r = vfmsq_f32(xc, n, FL_NEON_C(FL_LN2_HI_F));
-    r = vfmsq_f32(r, n, FL_NEON_C(FL_LN2_LO_F));
+    flv n, r = fl_neon_reduce_(xc, &n);
     flv p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C4), FL_NEON_C(FL_EXPF5_C5), r);
     p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C3), p, r);
     p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C2), p, r);
     p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C1), p, r);
     p = vfmaq_f32(FL_NEON_C(1.0f), p, r);
-    int32x4_t ni = vcvtq_s32_f32(n); /* n is integral; NaN lanes give 0, replaced below */
-    int32x4_t n1 = vshrq_n_s32(vaddq_s32(ni, vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(ni), 31))), 1);
-    int32x4_t n2 = vsubq_s32(ni, n1);
-    int32x4_t bias = vdupq_n_s32(127);
-    flv s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
-    flv s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
-    flv y = vmulq_f32(vmulq_f32(p, s1), s2);
-    return vbslq_f32(fl_neon_isnan_(x), x, y);
+    return vbslq_f32(fl_neon_isnan_(x), x, fl_neon_scale2_(p, n));
 }
+
+/* flv_exp_neg and flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0] (the same values) */
+static inline flv flv_exp_neg_normal(flv x) { return flv_exp_neg(x); }
+static inline flv flv_exp_neg_fast_normal(flv x) { return flv_exp_neg_fast(x); }
 
 static inline flv flv_log(flv x) { return fl_log_core_(x, vdupq_n_f32(0.0f)); }
 
