@@ -270,8 +270,8 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
         double alpha, beta, gy;
         fl_ce_rescale(e, c, bm, m);
         fl_ce_index_coefs(ctx, s, wy, (double)e[y], xy, S, lse, &alpha, &beta, &gy);
-        fl_pend p = {g,   e,      ctx->wf, c,   0,   y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy,
-                     0.0, 0.0,    FL_F32,  direct ? a->grad.dtype : FL_F32};
+        fl_pend p = {g, e, ctx->wf, c, 0, y, FL_PEND_CE, (float)alpha, (float)beta, (float)gy,
+                     0.0, 0.0, FL_F32, direct ? a->grad.dtype : FL_F32};
         if (ctx->stream && direct) {
             fl_pend_drain(pend, c);
             *pend = p;

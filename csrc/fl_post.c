@@ -126,7 +126,7 @@ static void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratc
 }
 
 /* Load a tile, take its max and the n_eq + rest sums of each lane's row with TwoSum-corrected
- * exponentials (as fl_rsumexp_f32 with precise set), storing them in t->yt if keep. Returns 0
+ * exponentials (as fl_rsumexp_t with precise set), storing them in t->yt if keep. Returns 0
  * when a row's max is not finite. */
 static int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, int keep,
                         flv *m, float *n_eq, double *rest)

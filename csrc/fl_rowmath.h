@@ -37,7 +37,6 @@ FL_ALWAYS_INLINE float fl_rmax_t(const void *x, int64_t n, int32_t dt)
     return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
 }
 
-static inline float fl_rmax_f32(const float *x, int64_t n) { return fl_rmax_t(x, n, FL_F32); }
 
 /* fl_rmax_t, and in *mn the row's min (NaN entries ignored: a NaN's max decides the row) */
 FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t dt)
@@ -353,12 +352,6 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
     return fl_dacc_sum(acc);
 }
 
-static inline double fl_rsumexp_f32(const float *x, int64_t n, float m, float *y, double *n_eq, int precise,
-                                     fl_ahead ahead)
-{
-    return fl_rsumexp_t(x, n, m, y, n_eq, precise, ahead, 0, FL_F32);
-}
-
 /* fl_rsumexp_t without precise, for a run of elements all below m (its own max is smaller,
  * so no NaN and no entry equal to m): every term goes to rest and there is nothing to count. */
 FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, float *y, fl_ahead ahead, int normal,
@@ -592,7 +585,7 @@ static inline double fl_csum8_total_plus(const fl_csum8 *a, double extra)
 
 static inline double fl_csum8_total(const fl_csum8 *a) { return fl_csum8_total_plus(a, 0.0); }
 
-/* As fl_rsumexp_f32, for double rows; *total (if not NULL) receives n_eq + rest rounded once. */
+/* As fl_rsumexp_t, for double rows; *total (if not NULL) receives n_eq + rest rounded once. */
 static inline double fl_rsumexp_f64(const double *x, int64_t n, double m, double *y, double *n_eq, double *total)
 {
     fl_csum8 acc = {{0}, {0}};
@@ -609,7 +602,7 @@ static inline double fl_rsumexp_f64(const double *x, int64_t n, double m, double
     return fl_csum8_total(&acc);
 }
 
-/* As fl_rsumexp_f32 with double-precision exponentials of the exact differences x_k - m: for
+/* As fl_rsumexp_t with double-precision exponentials of the exact differences x_k - m: for
  * float32 rows whose logsumexp cancels (|m + log s| small against the float32 error of s). */
 FL_ALWAYS_INLINE double fl_rsumexp_precise_t(const void *x, int64_t n, float m, double *n_eq, int32_t dt)
 {
