@@ -39,7 +39,7 @@ typedef struct {
 #define FL_ENOMEM 1
 #define FL_EBADTARGET 2  /* a binary target outside [0, 1] (floats), not 0/1 (integers), or nan */
 
-/* postprocessing, in fl_post.c */
+/* postprocessing: fl_softmax.c, fl_reduce.c (logsumexp, entropy), fl_sigmoid.c, fl_select.c */
 enum { FL_SOFTMAX = 0, FL_LOG_SOFTMAX = 1 };
 enum { FL_LOGSUMEXP = 0, FL_ENTROPY = 1 };
 enum { FL_SIGMOID = 0, FL_LOG_SIGMOID = 1 };

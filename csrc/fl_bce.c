@@ -35,6 +35,7 @@
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_sigmoid_math.h"
 
 enum { FL_POW_ONE = 0, FL_POW_ID = 1, FL_POW_SQ = 2, FL_POW_GEN = 3 };
 

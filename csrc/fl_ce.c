@@ -33,6 +33,8 @@
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
+#include "fl_tile.h"
 
 /* Neumaier's compensated sum; an infinite or nan total is returned as it is */
 typedef struct { double s, c; } fl_ksum;

@@ -25,6 +25,7 @@
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
 
 typedef struct {
     const fl_arr *x, *t, *w;   /* w may be NULL: every weight is 1 */
