@@ -18,12 +18,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import tempfile
 from types import TracebackType
-from typing import IO, Iterable, Optional, Tuple, Type
+from typing import IO, Iterable, Iterator, Optional, Tuple, Type
 
 import numpy as np
 
@@ -91,17 +92,40 @@ def write_array(f: IO[bytes], a: np.ndarray) -> None:
         data = data[n if n is not None else 0:]
 
 
-def scratch_file(near: Optional[str] = None) -> Tuple[IO[bytes], str]:
-    """An anonymous temporary file (read-write) and its directory: that of the file ``near``
-    or, if that is not given or not writable, the system's temporary directory. The file
-    disappears when it is closed and no longer mapped."""
-    if near:
-        directory = os.path.dirname(os.path.abspath(near))
+def scratch_file(near: Optional[str], nbytes: int) -> Tuple[IO[bytes], str]:
+    """An anonymous temporary file (read-write) with ``nbytes`` reserved, and its directory:
+    that of the file ``near`` if it has room, else the system's temporary directory (FileError
+    if neither has). The file disappears when it is closed and no longer mapped."""
+    places = ([os.path.dirname(os.path.abspath(near))] if near else []) + [tempfile.gettempdir()]
+    for i, directory in enumerate(places):
         try:
-            return tempfile.TemporaryFile(dir=directory), directory
-        except OSError:
-            pass
-    return tempfile.TemporaryFile(), tempfile.gettempdir()
+            f = tempfile.TemporaryFile(dir=directory)
+        except OSError as exc:
+            if i + 1 < len(places):
+                continue
+            raise scratch_error(directory, exc) from None
+        try:
+            reserve(f, nbytes)
+        except OSError as exc:
+            f.close()
+            if i + 1 < len(places):
+                continue
+            raise scratch_error(directory, exc) from None
+        return f, directory
+    raise AssertionError("unreachable: the last place raises")
+
+
+def scratch_error(directory: str, exc: OSError) -> FileError:
+    return FileError(f"cannot write a scratch copy of the data in {directory}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def scratch_errors(directory: str) -> Iterator[None]:
+    """An OSError writing a scratch file (a full disk) as one FileError naming where."""
+    try:
+        yield
+    except OSError as exc:
+        raise scratch_error(directory, exc) from None
 
 
 def check_destination(path: str, inputs: Iterable[str] = (), what: str = "--out") -> str:
@@ -152,6 +176,8 @@ class AtomicFile:
                  tb: Optional[TracebackType]) -> None:
         if exc_type is not None:
             self._discard()
+            if isinstance(exc, OSError) and exc.filename is None:  # writing the descriptor failed
+                raise os_error(self.path, exc) from None
             return
         try:
             with deferred_signals():
@@ -167,6 +193,9 @@ class AtomicFile:
         assert self.file is not None and self.tmp is not None
         self.file.flush()
         os.fsync(self.file.fileno())
+        if not _names_file(self.tmp, self.file):
+            raise FileError(f"{self.path}: the temporary file {self.tmp} was replaced by another file "
+                            f"during the run (someone else writes into {self.directory}); nothing was written")
         self.file.close()
         os.replace(self.tmp, self.path)
         self.tmp = None
@@ -185,6 +214,15 @@ class AtomicFile:
                 except OSError:
                     pass
             self.file = self.tmp = None
+
+
+def _names_file(path: str, f: IO[bytes]) -> bool:
+    """Whether ``path`` (not followed if a symlink) is still the file open as ``f``."""
+    try:
+        a, b = os.lstat(path), os.fstat(f.fileno())
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _sync_directory(directory: str) -> None:

@@ -14,14 +14,13 @@ multiple of 64 bytes as ``np.save`` writes it.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import math
-from typing import IO, Iterator, Optional, Tuple
+from typing import IO, Optional, Tuple
 
 import numpy as np
 
-from ._atomic import FileError, reserve, scratch_file
+from ._atomic import FileError, scratch_errors, scratch_file
 
 Header = Tuple[Tuple[int, ...], bool, np.dtype]
 
@@ -88,13 +87,11 @@ def map_data(f: IO[bytes], offset: int, header: Header) -> np.ndarray:
 
 def copy_to_scratch(src: IO[bytes], header: Header, near: Optional[str]) -> np.ndarray:
     """The next ``data_nbytes(header)`` bytes of ``src`` copied piece by piece (bounded memory)
-    into an anonymous scratch file (beside the file ``near`` if possible), mapped. Errors of
-    ``src`` propagate; those of the scratch file (a full disk) become FileError."""
-    tmp, directory = scratch_file(near)
+    into an anonymous scratch file (beside the file ``near`` if there is room), mapped. Errors
+    of ``src`` propagate; those of the scratch file (a full disk) become FileError."""
+    left = data_nbytes(header)
+    tmp, directory = scratch_file(near, left)
     with tmp:
-        left = data_nbytes(header)
-        with scratch_errors(directory):
-            reserve(tmp, left)
         while left:
             piece = src.read(min(left, _PIECE))
             if not piece:
@@ -105,15 +102,6 @@ def copy_to_scratch(src: IO[bytes], header: Header, near: Optional[str]) -> np.n
         with scratch_errors(directory):
             tmp.flush()
         return _mapped(tmp, 0, header)
-
-
-@contextlib.contextmanager
-def scratch_errors(directory: str) -> Iterator[None]:
-    """An OSError writing a scratch file (a full disk) as one FileError naming where."""
-    try:
-        yield
-    except OSError as exc:
-        raise FileError(f"cannot write a scratch copy of the data in {directory}: {exc.strerror or exc}") from None
 
 
 def header_bytes(shape: Tuple[int, ...], dtype: np.dtype) -> bytes:
