@@ -431,6 +431,22 @@ def test_signal_during_parquet_conversion_leaves_nothing(tmp_path, sig):
     assert os.listdir(data) == ["x.parquet"] and sorted(os.listdir(tmp_path)) == ["data"]
 
 
+def test_a_signal_inside_a_critical_section_is_raised_at_its_end():
+    """A signal while the temporary file is being created or renamed does not cut that short:
+    it is raised when the section ends (whichever thread the OS delivered it to)."""
+    from fastlogits._signals import Interrupted, deferred_signals, signals_as_exceptions
+
+    done, before = [], signal.getsignal(signal.SIGTERM)
+    with signals_as_exceptions():
+        with pytest.raises(Interrupted) as info:
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for i in range(1000):  # bytecodes: where the handler runs
+                    done.append(i)
+        assert info.value.signum == signal.SIGTERM and len(done) == 1000
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_failed_final_rename_leaves_nothing(tmp_path):
     x = np.random.default_rng(9).normal(size=(30, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

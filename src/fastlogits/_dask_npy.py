@@ -46,11 +46,13 @@ def from_npy(path: str, chunks: Optional[int] = None) -> Any:
     Examples
     --------
     >>> import numpy as np, fastlogits.dask as fld, tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "logits.npy")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "logits.npy")
     >>> np.save(path, np.arange(12, dtype=np.float32).reshape(4, 3))
     >>> x = fld.from_npy(path, chunks=3)
     >>> x.chunks, fld.predict(x).compute().tolist()
     (((3, 1), (3,)), [2, 2, 2, 2])
+    >>> tmp.cleanup()
     """
     import dask.array as da
 

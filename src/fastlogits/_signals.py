@@ -2,12 +2,12 @@
 SIGHUP unwinds through its cleanup (temporary outputs removed) instead of dying in place.
 
 - :func:`signals_as_exceptions` installs handlers that raise :class:`Interrupted` in the main
-  thread, once: a second signal while unwinding is ignored so the cleanup can finish. A signal
-  whose disposition is "ignore" (``nohup``) stays ignored. The previous handlers come back on
-  exit.
-- :func:`deferred_signals` blocks those signals around a critical section (creating a temporary
-  file and taking charge of it, removing it); one that arrives meanwhile is delivered when the
-  section ends. POSIX only; elsewhere a no-op.
+  thread (where CPython runs every Python-level handler, whichever thread the OS picked), once:
+  a second signal while unwinding is ignored so the cleanup can finish. A signal whose
+  disposition is "ignore" (``nohup``) stays ignored. The previous handlers come back on exit.
+- :func:`deferred_signals` marks a critical section (creating a temporary file and taking
+  charge of its name, renaming or removing it): a signal that arrives inside it is raised when
+  the section ends, so the section is never cut in the middle.
 """
 from __future__ import annotations
 
@@ -36,24 +36,43 @@ class Interrupted(BaseException):
         return f"interrupted by {signal.Signals(self.signum).name}"
 
 
+class _State:
+    """What the handlers need to know (they are process-wide, so is this)."""
+
+    fired = False                   # Interrupted has been raised: ignore further signals
+    depth = 0                       # nesting of deferred_signals sections
+    pending: Optional[int] = None   # a signal that arrived inside a section
+
+
+_STATE = _State()
+
+
+def _raise(signum: int) -> None:
+    _STATE.fired = True
+    raise Interrupted(signum)
+
+
+def _handler(signum: int, frame: Optional[FrameType]) -> None:
+    del frame
+    if _STATE.fired:
+        return
+    if _STATE.depth:
+        _STATE.pending = signum
+        return
+    _raise(signum)
+
+
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers; there, Python's own defaults apply
         return
-    fired: List[int] = []
-
-    def handler(signum: int, frame: Optional[FrameType]) -> None:
-        del frame
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
-
+    _STATE.fired, _STATE.pending = False, None
     previous: Dict[signal.Signals, Any] = {}
     try:
         for s in _signals():
             if signal.getsignal(s) is not signal.SIG_IGN:
-                previous[s] = signal.signal(s, handler)
+                previous[s] = signal.signal(s, _handler)
         yield
     finally:
         for s, old in previous.items():
@@ -62,11 +81,11 @@ def signals_as_exceptions() -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _signals())
+    _STATE.depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _STATE.depth -= 1
+        if not _STATE.depth and _STATE.pending is not None and not _STATE.fired:
+            signum, _STATE.pending = _STATE.pending, None
+            _raise(signum)
