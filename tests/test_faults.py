@@ -686,6 +686,24 @@ def test_plot_is_atomic_and_never_follows_a_symlink(tmp_path):
                               tmp_path / "x.png"), "is the input file")
 
 
+def test_bench_plot_goes_through_the_atomic_writer(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    from fastlogits import bench
+    from fastlogits import cli as cli_module
+
+    report = {"results": [{"op": "softmax", "shape": [4, 3], "speedup_vs_numpy": 2.0}],
+              "fastlogits": fl.__version__, "isa": "scalar", "threads": 1}
+    monkeypatch.setattr(bench, "run", lambda **kwargs: report)  # the plot, not the timing
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    png = tmp_path / "bench.png"
+    os.symlink(victim, png)
+    assert cli_module.main(["bench", "--json", "--plot", str(png)]) == 0
+    assert victim.read_bytes() == b"precious"
+    assert not png.is_symlink() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(tmp_path)) == ["bench.png", "victim.txt"]
+
+
 def _with_umask(mask):
     def preexec():
         os.umask(mask)
