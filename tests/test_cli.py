@@ -187,6 +187,7 @@ def test_predict_failure_leaves_nothing(data, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.npy"]
 
 
+@pytest.mark.slow
 def test_score_file_over_2gb_in_bounded_memory(tmp_path):
     """Score a > 2 GB float32 .npy through the CLI; the child's peak RSS stays under 500 MB.
 

@@ -3,7 +3,9 @@
 - :class:`AtomicFile`: a temporary file created by ``mkstemp`` beside the destination (mode
   0600, ``O_EXCL``, so nothing planted at its name is followed), written through the descriptor
   ``mkstemp`` returned (never reopened by name), given its final mode with ``fchmod``, flushed
-  to disk with ``fsync`` and renamed over the destination with ``os.replace``. Any failure or
+  to disk with ``fsync`` and renamed over the destination with ``os.replace`` (after checking
+  that its name still names the file written: someone who can write the directory may have
+  swapped it, and the data would be lost without a word). Any failure or
   signal on the way (see ``_signals``) removes the temporary file and leaves a previous file at
   the destination untouched. A destination that is a symlink is replaced, never written through.
 - The final mode: an existing regular file at the destination keeps its permission bits (as
