@@ -25,6 +25,7 @@ from ._post import (
     topk,
 )
 from ._score import fit_temperature, score
+from ._files import open_logits
 
 _select_isa_from_env()
 
@@ -44,6 +45,7 @@ __all__ = [
     "log_sigmoid",
     "log_softmax",
     "logsumexp",
+    "open_logits",
     "predict",
     "predict_binary",
     "score",

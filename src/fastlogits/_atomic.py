@@ -33,8 +33,10 @@ import numpy as np
 from ._signals import deferred_signals
 
 
-class FileError(Exception):
-    """A file cannot be used: reported by the command line as one line, exit status 2."""
+class FileError(OSError):
+    """A file cannot be used (malformed, truncated, unreadable, a full disk): an OSError, as
+    NumPy's and h5py's own errors for such files; reported by the command line as one line,
+    exit status 2. The message names the file and what is wrong; ``errno`` is None."""
 
 
 def os_error(path: str, exc: OSError) -> FileError:
@@ -166,11 +168,10 @@ class AtomicFile:
                 self.file = os.fdopen(fd, "w+b")
             if hasattr(os, "fchmod"):
                 os.fchmod(self.file.fileno(), self.mode)
-        except OSError as exc:
+        except BaseException as exc:
             self._discard()
-            raise os_error(self.path, exc) from None
-        except BaseException:
-            self._discard()
+            if isinstance(exc, OSError) and not isinstance(exc, FileError):
+                raise os_error(self.path, exc) from None
             raise
         return self.file
 
@@ -178,12 +179,16 @@ class AtomicFile:
                  tb: Optional[TracebackType]) -> None:
         if exc_type is not None:
             self._discard()
-            if isinstance(exc, OSError) and exc.filename is None:  # writing the descriptor failed
+            if isinstance(exc, OSError) and not isinstance(exc, FileError) and exc.filename is None:
+                # writing the descriptor failed
                 raise os_error(self.path, exc) from None
             return
         try:
             with deferred_signals():
                 self._commit()
+        except FileError:
+            self._discard()
+            raise
         except OSError as err:
             self._discard()
             raise os_error(self.path, err) from None

@@ -1,4 +1,4 @@
-"""Reading and writing logits files for the command line, without loading them whole.
+"""Reading logits files for the command line and :func:`open_logits`, without loading them whole.
 
 Inputs (every one checked as hostile: sizes against the bytes present, CRCs, offsets, nulls):
 
@@ -7,53 +7,151 @@ Inputs (every one checked as hostile: sizes against the bytes present, CRCs, off
 - ``.npz`` (``key``): the member's CRC-32 is checked in one bounded-memory pass; a stored
   member is then mapped in place, a compressed one inflated into an anonymous scratch file and
   mapped (``_npz``).
-- Parquet (``.parquet``/``.pq``, needs pyarrow): one list column or one numeric column per class,
-  copied batch by batch into an anonymous scratch file and mapped (``_parquet``).
+- ``.safetensors`` (``key``): the header is parsed and checked against the file (``_safetensors``),
+  the tensor memory-mapped in place.
+- HDF5 (``.h5``/``.hdf5``/``.hdf``, ``key``, needs h5py), Zarr (a directory, ``key`` inside a
+  group, needs zarr) and Parquet (``.parquet``/``.pq``, ``columns``, needs pyarrow): read lazily in
+  row chunks (``_chunked.ChunkedRows``; ``_hdf5``, ``_zarr``, ``_parquet``).
 
 Scratch files have no name (``O_TMPFILE``, or unlinked at once), so nothing is ever left
-behind. Outputs are written by :class:`ArrayOutput` through ``_atomic.AtomicFile``: a temporary
-file beside the destination, written with write() through the descriptor ``mkstemp`` returned,
-space reserved first, renamed into place only when complete (mode: that of the file it
-replaces, else ``0o666 & ~umask``).
+behind. Outputs are written by ``_outputs`` through ``_atomic.AtomicFile``.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from types import TracebackType
-from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ._atomic import AtomicFile, FileError, check_destination, os_error, reserve, write_array
-from ._npy import data_nbytes, header_bytes, map_data, read_header, size_error
+from ._atomic import FileError, os_error
+from ._chunked import ChunkedRows
+from ._hdf5 import open_hdf5
+from ._npy import data_nbytes, map_data, read_header, size_error
 from ._npz import open_npz
-from ._parquet import open_parquet, pyarrow
+from ._parquet import open_parquet
+from ._safetensors import open_safetensors
+from ._zarr import is_zarr_store, open_zarr
 
-_PARQUET = (".parquet", ".pq")
-
+PARQUET = (".parquet", ".pq")
+HDF5 = (".h5", ".hdf5", ".hdf")
+_FORMATS = ".npy, .npz, .safetensors, .h5/.hdf5, .parquet/.pq or a Zarr store (a directory)"
 
 def _suffix(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequence[str]] = None) -> np.ndarray:
-    """The array stored in ``path``, memory-mapped read-only."""
+def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequence[str]] = None,
+               options: Sequence[str] = ("--key", "--column")) -> Union[np.ndarray, ChunkedRows]:
+    """The array stored in ``path``: memory-mapped read-only (.npy, .npz, safetensors) or read
+    lazily in row chunks (HDF5, Zarr, Parquet). ``key`` names the array of a container
+    (.npz member, safetensors tensor, HDF5 dataset, array of a Zarr group), ``columns`` the
+    Parquet column(s); ``options`` are how messages call these two."""
     if not os.path.exists(path):
         raise FileError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise FileError(f"{path}: is a directory, expected a .npy, .npz or Parquet file")
     ext = _suffix(path)
+    zarr = os.path.isdir(path)
+    if zarr and not is_zarr_store(path):
+        raise FileError(f"{path}: is a directory without Zarr metadata; expected {_FORMATS}")
+    a: Union[np.ndarray, ChunkedRows]
     try:
-        if ext == ".npz":
-            return open_npz(path, key)
-        if ext in _PARQUET:
-            return open_parquet(path, columns)
-        if ext != ".npy":
-            raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected .npy, .npz, .parquet or .pq")
-        return _open_npy(path)
+        if zarr:
+            a = open_zarr(path, key)
+        elif ext == ".npz":
+            a = open_npz(path, key)
+        elif ext == ".safetensors":
+            a = open_safetensors(path, key)
+        elif ext in HDF5:
+            a = open_hdf5(path, key)
+        elif ext in PARQUET:
+            a = open_parquet(path, columns)
+        elif ext == ".npy":
+            a = _open_npy(path)
+        else:
+            raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected {_FORMATS}")
+    except FileError:
+        raise
     except OSError as exc:  # reading the input failed (permissions, I/O error, no memory to map)
         raise os_error(path, exc) from None
+    _check_options(path, ext, zarr, key, columns, options)
+    return a
+
+
+def _check_options(path: str, ext: str, zarr: bool, key: Optional[str], columns: Optional[Sequence[str]],
+                   options: Sequence[str]) -> None:
+    """A key or columns given for a file that has no use for them is an error (checked after
+    the file, so a malformed file is reported as such)."""
+    if key is not None and not zarr and ext in (".npy",) + PARQUET:
+        hint = f"name Parquet columns with {options[1]}" if ext in PARQUET else "a .npy file holds one array"
+        raise FileError(f"{path}: {options[0]} names an array inside an .npz, safetensors, HDF5 or Zarr file; {hint}")
+    if columns is not None and (zarr or ext not in PARQUET):
+        hint = "a .npy file holds one array" if ext == ".npy" else f"name the array with {options[0]}"
+        raise FileError(f"{path}: {options[1]} names Parquet columns; {hint}")
+
+
+def open_logits(path: Union[str, "os.PathLike[str]"], key: Union[str, Sequence[str], None] = None
+                ) -> Union[np.ndarray, ChunkedRows]:
+    """Open an array stored in a file, as the command line does, without loading it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.npy``; ``.npz``; ``.safetensors``; HDF5 (``.h5``, ``.hdf5``, ``.hdf``; needs the
+        ``hdf5`` extra, h5py); a Zarr store, v2 or v3 as the installed zarr reads them (a
+        directory; needs the ``zarr`` extra); Parquet (``.parquet``, ``.pq``; needs the
+        ``parquet`` extra, pyarrow).
+    key : str or sequence of str, optional
+        The array inside a container: the ``.npz`` member, the safetensors tensor, the HDF5
+        dataset (a path such as ``"eval/logits"``), the array of a Zarr group. For Parquet, the
+        column: one list column (``"logits"``) or several numeric columns, one per class (a
+        sequence, or names separated by commas). Optional when the file holds exactly one
+        array (for Parquet: all the columns are then taken, one per class).
+
+    Returns
+    -------
+    numpy.memmap or ChunkedRows
+        ``.npy``, ``.npz`` and safetensors: a read-only ``numpy.memmap`` of the data in place
+        (a compressed ``.npz`` member, or data not aligned for its dtype, is first copied into
+        an anonymous scratch file). HDF5, Zarr and Parquet: a ``ChunkedRows``, a read-only
+        array-like that holds no data: ``shape``, ``dtype``, ``ndim``, ``size``, ``nbytes``,
+        ``len()``; ``a[i]``, ``a[lo:hi]``, ``a[lo:hi, ...]`` (the first index an integer or a
+        slice) read those rows now into a new ndarray; ``a.iter_chunks(rows=None)`` yields
+        ``(start, block)`` over all rows in about 32 MiB blocks; ``np.asarray(a)`` copies the
+        rows chunk by chunk into an anonymous scratch file (needs as much free disk as the
+        array) and returns it memory-mapped, once (it is kept while ``a`` lives). Every
+        fastlogits function accepts either: ``fl.score(fl.open_logits("val.h5", "logits"), y)``
+        streams through the array in bounded memory.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The file cannot be used: malformed (with what is wrong), an unknown ``key``, a
+        missing optional dependency (naming the extra to install), an I/O error. Errors in
+        the data of a ``ChunkedRows`` (a corrupt chunk, a null) are raised when the rows
+        holding them are read.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlogits as fl, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> np.save(path, np.array([[2.0, 0.5, -1.0], [0.1, 1.5, 0.3]], np.float32))
+    >>> x = fl.open_logits(path)
+    >>> x.shape, fl.predict(x).tolist()
+    ((2, 3), [0, 1])
+    """
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise TypeError(f"path: expected a str or os.PathLike of str, got {type(path).__name__}")
+    if not os.path.exists(name):
+        raise FileNotFoundError(2, "No such file or directory", name)
+    columns: Optional[List[str]] = None
+    if _suffix(name) in PARQUET and key is not None:
+        columns = [c.strip() for c in key.split(",")] if isinstance(key, str) else [str(c) for c in key]
+        key = None
+    elif key is not None and not isinstance(key, str):
+        raise TypeError(f"key: expected a str (a sequence of column names only for Parquet), got {type(key).__name__}")
+    return open_array(name, key=key, columns=columns)
 
 
 def _open_npy(path: str) -> np.ndarray:
@@ -66,109 +164,9 @@ def _open_npy(path: str) -> np.ndarray:
         return map_data(f, data, header)
 
 
-def check_output(path: str, inputs: Iterable[str] = ()) -> str:
-    """The extension of an output path :class:`ArrayOutput` can write (checked before any work)."""
-    ext = _suffix(path)
-    if ext not in (".npy",) + _PARQUET:
-        raise FileError(f"{path}: unsupported output type {ext or '(none)'!r}; expected .npy, .parquet or .pq")
-    check_destination(path, inputs)
-    return ext
-
-
-class ArrayOutput:
-    """An output array written chunk by chunk, in row order, through an :class:`AtomicFile`:
-    ``.npy`` (the header, then the rows with write(); the whole size reserved first) or Parquet
-    (needs pyarrow; one record batch per chunk). Use as a context manager: leaving it with an
-    exception removes the temporary file and leaves any previous file at ``path`` as it was.
-    ``inputs``: paths the output must not overwrite (see AtomicFile).
-    """
-
-    def __init__(self, path: str, shape: Tuple[int, ...], dtype: np.dtype, column: str, *,
-                 inputs: Iterable[str] = ()):
-        self.path = path
-        self.ext = check_output(path, inputs)
-        self.pa: Any = pyarrow() if self.ext in _PARQUET else None
-        self.atomic = AtomicFile(path, inputs=inputs)
-        self.shape, self.dtype, self.column = tuple(shape), np.dtype(dtype), column
-        self.rows = 0
-        self._file: Optional[IO[bytes]] = None
-        self._writer: Any = None
-
-    def __enter__(self) -> "ArrayOutput":
-        self._file = self.atomic.__enter__()
-        try:
-            with self._errors():
-                if self.pa is None:
-                    header = header_bytes(self.shape, self.dtype)
-                    reserve(self._file, len(header) + int(np.prod(self.shape)) * self.dtype.itemsize)
-                    self._file.write(header)
-                else:
-                    self._writer = self.pa.parquet.ParquetWriter(self._file, self._schema())
-        except BaseException as exc:
-            self.atomic.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
-
-    def _schema(self) -> Any:
-        pa = self.pa
-        value = pa.from_numpy_dtype(self.dtype)
-        if len(self.shape) == 1:
-            return pa.schema([(self.column, value)])
-        return pa.schema([(self.column, pa.list_(value, int(np.prod(self.shape[1:]))))])
-
-    def write(self, start: int, block: np.ndarray) -> None:
-        """Rows ``start:start + len(block)``; chunks come in order."""
-        assert self._file is not None and start == self.rows, "chunks must be written in order"
-        with self._errors():
-            if self._writer is None:
-                write_array(self._file, np.asarray(block, dtype=self.dtype))
-            else:
-                self._writer.write_batch(self.pa.record_batch([self._column(block)], schema=self._writer.schema))
-        self.rows += len(block)
-
-    def _column(self, block: np.ndarray) -> Any:
-        pa = self.pa
-        flat = np.ascontiguousarray(block, dtype=self.dtype).reshape(len(block), -1)
-        if len(self.shape) == 1:
-            return pa.array(flat[:, 0])
-        return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
-        failure = exc
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            try:
-                with self._errors():
-                    writer.close()  # the footer (into a file about to be removed, on failure)
-            except BaseException as err:
-                failure = failure or err
-        if failure is None and self.rows != self.shape[0]:
-            failure = RuntimeError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
-        if failure is exc:
-            self.atomic.__exit__(exc_type, exc, tb)
-            return
-        assert failure is not None
-        self.atomic.__exit__(type(failure), failure, failure.__traceback__)
-        raise failure
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """An OSError (a full disk: ENOSPC, EFBIG) or a pyarrow error while writing, as one
-        FileError naming the output."""
-        try:
-            yield
-        except OSError as exc:
-            raise os_error(self.path, exc) from None
-        except Exception as exc:
-            if self.pa is None or not isinstance(exc, self.pa.lib.ArrowException):
-                raise
-            raise FileError(f"{self.path}: cannot write ({' '.join(str(exc).split())})") from None
-
-
 def row_chunks(n: int, rows: int) -> Iterator[slice]:
     for lo in range(0, n, rows):
         yield slice(lo, min(n, lo + rows))
 
 
-__all__: List[str] = ["ArrayOutput", "AtomicFile", "FileError", "check_output", "open_array", "row_chunks"]
+__all__: List[str] = ["ChunkedRows", "FileError", "open_array", "open_logits", "row_chunks"]

@@ -55,6 +55,8 @@ def open_npz(path: str, key: Optional[str]) -> np.ndarray:
                 _check_member(zf, info)
                 return _map_stored(path, info, name)
             return _inflate(zf, info, path, name)
+        except FileError:
+            raise
         except _ZIP_ERRORS as exc:
             raise FileError(f"{name}: corrupt zip member ({one_line(exc)})") from None
 
