@@ -41,12 +41,17 @@ class ChunkedRows:
     ``ValueError`` naming the file and the row, when the rows holding them are read.
     """
 
-    def __init__(self, path: str, name: str, shape: Tuple[int, ...], dtype: np.dtype, chunk_rows: int):
+    def __init__(self, path: str, name: str, shape: Tuple[int, ...], dtype: np.dtype, *, storage_rows: int = 1,
+                 chunk_rows: Optional[int] = None):
         self.path = path  # the file (scratch copies go beside it)
         self.name = name  # how messages name the array: the path, with the key if any
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
-        self.chunk_rows = max(1, int(chunk_rows))  # rows per read of iter_chunks
+        # rows of one stored chunk: reads that start and end on multiples of it decode each once
+        self.storage_rows = max(1, int(storage_rows))
+        # rows per read of iter_chunks: about 32 MiB, a multiple of storage_rows
+        row_bytes = self.dtype.itemsize * math.prod(self.shape[1:])
+        self.chunk_rows = read_rows(row_bytes, self.storage_rows) if chunk_rows is None else max(1, int(chunk_rows))
         self._copy: Optional[np.ndarray] = None
 
     # -- what subclasses provide

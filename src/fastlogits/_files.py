@@ -52,6 +52,9 @@ def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequen
     zarr = os.path.isdir(path)
     if zarr and not is_zarr_store(path):
         raise FileError(f"{path}: is a directory without Zarr metadata; expected {_FORMATS}")
+    if key is not None and ext in PARQUET and not zarr:  # else every column would be read as logits
+        raise FileError(f"{path}: {options[0]} names an array inside an .npz, safetensors, HDF5 or Zarr file; "
+                        f"name Parquet columns with {options[1]}")
     a: Union[np.ndarray, ChunkedRows]
     try:
         if zarr:
@@ -80,9 +83,9 @@ def _check_options(path: str, ext: str, zarr: bool, key: Optional[str], columns:
                    options: Sequence[str]) -> None:
     """A key or columns given for a file that has no use for them is an error (checked after
     the file, so a malformed file is reported as such)."""
-    if key is not None and not zarr and ext in (".npy",) + PARQUET:
-        hint = f"name Parquet columns with {options[1]}" if ext in PARQUET else "a .npy file holds one array"
-        raise FileError(f"{path}: {options[0]} names an array inside an .npz, safetensors, HDF5 or Zarr file; {hint}")
+    if key is not None and not zarr and ext == ".npy":
+        raise FileError(f"{path}: {options[0]} names an array inside an .npz, safetensors, HDF5 or Zarr file; "
+                        f"a .npy file holds one array")
     if columns is not None and (zarr or ext not in PARQUET):
         hint = "a .npy file holds one array" if ext == ".npy" else f"name the array with {options[0]}"
         raise FileError(f"{path}: {options[1]} names Parquet columns; {hint}")

@@ -25,7 +25,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 
 from ._atomic import FileError
-from ._chunked import ChunkedRows, read_rows
+from ._chunked import ChunkedRows
 from ._npy import check_dtype, one_line
 from ._safetensors import name_list
 
@@ -42,9 +42,7 @@ class Hdf5Rows(ChunkedRows):
     """An HDF5 dataset read in row chunks; the file stays open while this object lives."""
 
     def __init__(self, path: str, name: str, file: Any, dataset: Any, dtype: np.dtype):
-        storage_rows = int(dataset.chunks[0]) if dataset.chunks else 1
-        super().__init__(path, name, dataset.shape, dtype,
-                         read_rows(dtype.itemsize * math.prod(dataset.shape[1:]), storage_rows))
+        super().__init__(path, name, dataset.shape, dtype, storage_rows=dataset.chunks[0] if dataset.chunks else 1)
         self._file, self._dataset = file, dataset
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
@@ -116,9 +114,10 @@ def _check_storage(lib: Any, ds: Any, name: str) -> None:
     plist = ds.id.get_create_plist()
     layout = plist.get_layout()
     if ds.is_virtual:
-        raise FileError(f"{name}: a virtual dataset (its data lives in other files); not supported")
+        raise FileError(f"{name}: a virtual dataset (its data lives in other files); not supported: only the file "
+                        f"given is read")
     if plist.get_external_count():
-        raise FileError(f"{name}: the data is stored in external files; not supported")
+        raise FileError(f"{name}: the data is stored in external files; not supported: only the file given is read")
     nbytes = ds.dtype.itemsize * math.prod(ds.shape)
     if nbytes == 0:
         return

@@ -14,7 +14,8 @@ or the row number as ``row``), then the fields (``label``; ``proba``; ``log_prob
 Floats are written in the shortest form that reads back to the same value of their dtype
 (``0.1`` for the float32 nearest 0.1), booleans as ``true``/``false``; in JSON (``.jsonl``, and
 the lists of ``.csv``) a NaN or an infinity, which JSON cannot express, is ``null``.
-``.npy`` holds the first field only, with its own dtype.
+``.npy`` holds the first field only, with its own dtype (bfloat16 as float32: NumPy's ``.npy``
+format has no bfloat16, ``np.save`` would write anonymous 2-byte records).
 """
 from __future__ import annotations
 
@@ -137,10 +138,10 @@ class PredictionOutput:
 
     def _begin(self, f: IO[bytes]) -> None:
         if self.ext == ".npy":
-            field = self.fields[0]
-            shape = (self.total,) + field.shape
-            header = header_bytes(shape, field.dtype)
-            reserve(f, len(header) + int(np.prod(shape)) * field.dtype.itemsize)
+            dtype = _table_dtype(self.fields[0].dtype)
+            shape = (self.total,) + self.fields[0].shape
+            header = header_bytes(shape, dtype)
+            reserve(f, len(header) + int(np.prod(shape)) * dtype.itemsize)
             f.write(header)
         elif self.ext == ".csv":
             f.write(_csv_lines([[self.id_name] + [fl.name for fl in self.fields]]))
@@ -162,7 +163,7 @@ class PredictionOutput:
         n = len(values[0])
         with self._errors():
             if self.ext == ".npy":
-                write_array(self._file, np.asarray(values[0], dtype=self.fields[0].dtype))
+                write_array(self._file, np.asarray(values[0], dtype=_table_dtype(self.fields[0].dtype)))
             elif self._writer is not None:
                 self._writer.write_batch(self._batch(start, n, values, ids))
             else:
@@ -186,6 +187,7 @@ class PredictionOutput:
 
 
 def _table_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a value is stored with: its own, bfloat16 as float32."""
     return np.dtype(np.float32) if dtype == BFLOAT16 else np.dtype(dtype)
 
 

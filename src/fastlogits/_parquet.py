@@ -30,7 +30,7 @@ from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, T
 import numpy as np
 
 from ._atomic import FileError
-from ._chunked import ChunkedRows, read_rows
+from ._chunked import ChunkedRows
 from ._npy import check_dtype, one_line
 from ._pages import chunk_rows
 
@@ -148,17 +148,20 @@ class ParquetRows(ChunkedRows):
 
     def __init__(self, pa: Any, pf: Any, path: str, layout: "_Layout"):
         row_bytes = layout.dtype.itemsize * (layout.shape[1] if len(layout.shape) == 2 else 1)
-        super().__init__(path, path, layout.shape, layout.dtype, read_rows(row_bytes, 1))
+        batch_rows = chunk_rows(row_bytes, _BATCH_BYTES)
+        # iter_chunks (and the scratch copy of np.asarray) go one record batch at a time
+        super().__init__(path, path, layout.shape, layout.dtype, chunk_rows=batch_rows)
         self.layout = layout
-        self._cursor = _Cursor(pa, pf, path, layout.columns, chunk_rows(row_bytes, _BATCH_BYTES))
+        self._cursor = _Cursor(pa, pf, path, layout.columns, batch_rows)
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
-        blocks, row = [], lo
+        out = np.empty((hi - lo,) + self.shape[1:], self.dtype)
+        row = lo
         for batch in self._cursor.read(lo, hi):
             block = _list_block if self.layout.is_list else _column_block
-            blocks.append(block(batch, self.layout, row, self.path))
+            out[row - lo:row - lo + len(batch)] = block(batch, self.layout, row, self.path)
             row += len(batch)
-        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        return out
 
 
 class ParquetColumn:

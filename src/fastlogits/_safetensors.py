@@ -37,7 +37,7 @@ from ._npy import map_data, one_line
 
 MAX_HEADER = 100_000_000
 
-# dtype name -> (NumPy dtype or None when it cannot be read, bytes per element or None when not whole)
+# the dtypes read (BOOL as bytes), as NumPy dtypes
 _READABLE = {
     "F16": np.dtype("<f2"), "BF16": BFLOAT16, "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
     "I8": np.dtype("i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "I64": np.dtype("<i8"),
@@ -153,10 +153,10 @@ def _check_layout(path: str, tensors: Dict[str, Tensor], buffer: int) -> None:
     at, previous = 0, None
     for name, t in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
         if t.begin != at:
-            what = "overlaps" if t.begin < at else "leaves a gap after"
-            after = f"tensor {previous!r}" if previous is not None else "the header"
-            raise FileError(f"{path}: corrupt safetensors file: tensor {name!r} (bytes {t.begin}:{t.end} of the "
-                            f"data) {what} {after}, which ends at {at}")
+            where = f"after tensor {previous!r}, which ends at {at}" if previous is not None else "at byte 0"
+            what = "overlaps the data" if t.begin < at else "leaves a gap"
+            raise FileError(f"{path}: corrupt safetensors file: tensor {name!r} (bytes {t.begin}:{t.end} of the data) "
+                            f"{what} {where}; the tensors must tile the data")
         at, previous = t.end, name
     if at != buffer:
         if at > buffer:

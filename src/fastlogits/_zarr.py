@@ -25,7 +25,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 
 from ._atomic import FileError
-from ._chunked import ChunkedRows, read_rows
+from ._chunked import ChunkedRows
 from ._npy import check_dtype, one_line
 from ._safetensors import name_list
 
@@ -48,8 +48,7 @@ class ZarrRows(ChunkedRows):
     """A Zarr array read in row chunks."""
 
     def __init__(self, path: str, name: str, array: Any, dtype: np.dtype):
-        super().__init__(path, name, array.shape, dtype,
-                         read_rows(dtype.itemsize * math.prod(array.shape[1:]), int(array.chunks[0])))
+        super().__init__(path, name, array.shape, dtype, storage_rows=int(array.chunks[0]))
         self._array = array
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
@@ -113,6 +112,8 @@ def _dtype(array: Any, name: str) -> np.dtype:
     if dt.names is not None or dt.kind not in "biuf":
         raise FileError(f"{name}: expected a numeric array (integer or float), got dtype {dt}")
     check_dtype(name, dt)
+    if any(int(c) < 1 for c in array.chunks):
+        raise FileError(f"{name}: corrupt metadata: chunk shape {tuple(array.chunks)}")
     native: np.dtype = dt.newbyteorder("=") if dt.byteorder in "<>" else dt
     return native
 

@@ -294,18 +294,27 @@ def _ids(args: argparse.Namespace, ext: str, n: int) -> Any:
     return ids
 
 
-def _chunk(args: argparse.Namespace, pred: _Prediction, ext: str) -> int:
-    """Rows per chunk: about 32 MiB of logits plus outputs; fewer for a text output, whose
-    strings take tens of bytes per value."""
+def _read_rows(args: argparse.Namespace, pred: _Prediction) -> int:
+    """Rows read per step: ``--chunk-rows``, else about 32 MiB of logits plus their outputs,
+    a multiple of the rows of a stored chunk of a lazily read file (so none is decoded twice)."""
     if args.chunk_rows:
         return int(args.chunk_rows)
     row_logits = pred.rows.dtype.itemsize * int(np.prod(pred.rows.shape[1:]))
     row_out = sum(int(np.prod(f.shape)) * f.dtype.itemsize for f in pred.fields)
     rows = chunk_rows(2 * row_logits + row_out)  # 2x: a softmax of the chunk for topk_proba
-    if ext in (".csv", ".jsonl"):
-        values = sum(int(np.prod(f.shape)) for f in pred.fields)
-        rows = min(rows, max(1, _TEXT_VALUES // max(1, values)))
+    if isinstance(pred.rows, ChunkedRows):
+        step = pred.rows.storage_rows
+        rows = max(step, rows // step * step)
     return rows
+
+
+def _write_rows(pred: _Prediction, ext: str, read: int) -> int:
+    """Rows computed and written per step: all rows read, or fewer for a text output, whose
+    strings take tens of bytes per value."""
+    if ext not in (".csv", ".jsonl"):
+        return read
+    values = sum(int(np.prod(f.shape)) for f in pred.fields)
+    return min(read, max(1, _TEXT_VALUES // max(1, values)))
 
 
 def _run_predict(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
@@ -315,17 +324,21 @@ def _run_predict(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int
     pred = _prediction(args, x, ext in TABLES)
     n = pred.rows.shape[0]
     ids = _ids(args, ext, n)
-    rows = _chunk(args, pred, ext)
+    read = _read_rows(args, pred)
+    write = _write_rows(pred, ext, read)
     # pages are handed back behind the cursor when a chunk is a run of the file (rows along its
     # first axis); chunks of a transposed file (--axis 0) cut across all of it
     releaser = PageReleaser(x) if pred.rows is x and isinstance(x, np.ndarray) else None
     update, close = progress_reporter(_progress(), n)
     try:
-        with PredictionOutput(args.out, n, pred.fields, id_name=args.id_column, id_type=None if ids is None else ids.type,
-                              inputs=[args.logits]) as dest:
-            for sl in row_chunks(n, rows):
+        with PredictionOutput(args.out, n, pred.fields, id_name=args.id_column,
+                              id_type=None if ids is None else ids.type, inputs=[args.logits]) as dest:
+            for sl in row_chunks(n, read):
                 chunk = pred.rows[sl]
-                dest.write(sl.start, pred.fn(np.asarray(chunk)), None if ids is None else ids.read(sl.start, sl.stop))
+                block = np.asarray(chunk)
+                for sub in row_chunks(len(block), write):
+                    lo, hi = sl.start + sub.start, sl.start + sub.stop
+                    dest.write(lo, pred.fn(block[sub]), None if ids is None else ids.read(lo, hi))
                 if releaser is not None:
                     releaser.release(chunk)
                 update(sl.stop)
