@@ -196,6 +196,11 @@ def test_zarr_made_by_zarr(tmp_path, xy, zarr_format):
         fl.open_logits(tmp_path / "g.zarr")
     with pytest.raises(FileError, match="'eval' is a group"):
         fl.open_logits(tmp_path / "g.zarr", "eval")
+    if zarr_format == 2:  # a big-endian array is read in native byte order
+        _zarr_array(zr, tmp_path / "be.zarr", x.astype(">f8"), (100, 9), 2)
+        be = fl.open_logits(tmp_path / "be.zarr")
+        assert be.dtype == np.float64 and be.dtype.isnative and be[:].dtype.isnative
+        np.testing.assert_array_equal(be[:], x.astype(np.float64))
 
 
 def test_zarr_sharded_v3(tmp_path, xy):

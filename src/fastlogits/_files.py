@@ -136,12 +136,13 @@ def open_logits(path: Union[str, "os.PathLike[str]"], key: Union[str, Sequence[s
 
     Examples
     --------
-    >>> import numpy as np, fastlogits as fl, tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
-    >>> np.save(path, np.array([[2.0, 0.5, -1.0], [0.1, 1.5, 0.3]], np.float32))
-    >>> x = fl.open_logits(path)
+    >>> import numpy as np, fastlogits as fl, os, shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(os.path.join(d, "x.npy"), np.array([[2.0, 0.5, -1.0], [0.1, 1.5, 0.3]], np.float32))
+    >>> x = fl.open_logits(os.path.join(d, "x.npy"))
     >>> x.shape, fl.predict(x).tolist()
     ((2, 3), [0, 1])
+    >>> del x; shutil.rmtree(d)
     """
     name = os.fspath(path)
     if not isinstance(name, str):

@@ -39,7 +39,8 @@ def h5py() -> Any:
 
 
 class Hdf5Rows(ChunkedRows):
-    """An HDF5 dataset read in row chunks; the file stays open while this object lives."""
+    """An HDF5 dataset read in row chunks; the file stays open while this object lives (h5py
+    closes it when the last reference goes)."""
 
     def __init__(self, path: str, name: str, file: Any, dataset: Any, dtype: np.dtype):
         super().__init__(path, name, dataset.shape, dtype, storage_rows=dataset.chunks[0] if dataset.chunks else 1)
@@ -52,9 +53,6 @@ class Hdf5Rows(ChunkedRows):
         except Exception as exc:  # h5py raises OSError, RuntimeError, ValueError, ... for a bad chunk
             raise FileError(f"{self.name}: cannot read rows {lo}:{hi} ({one_line(exc)})") from None
         return out
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def open_hdf5(path: str, key: Optional[str]) -> Hdf5Rows:
