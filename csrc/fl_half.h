@@ -62,7 +62,8 @@ static inline uint16_t fl_f32_to_f16(float f)
  * in a format of p bits gives x correctly rounded whenever float32 has at least p + 2 bits
  * (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using
  * rounding to odd", IEEE Trans. Computers 57(4), 2008): binary16 has 11 and bfloat16 8 against
- * float32's 24, in every binade the two formats share (float32 covers both exponent ranges).
+ * float32's 24 over both their exponent ranges, and among the subnormals float32's spacing
+ * (2^-149) is 2^-16 of bfloat16's.
  * Rounding float64 to float32 to nearest and then to half instead rounds twice: a value just
  * below a half-way point between two halves can land on that point and then round up. */
 static inline float fl_f64_to_f32_odd(double x)

@@ -15,7 +15,8 @@
 #   which is what fl_pool.c's atfork handler is for (TSan refuses it by default).
 # - allocator_may_return_null=1: tests/test_threads.py asks for a 2**40-element scratch row on
 #   purpose, to check that every task failing at once is reported as MemoryError.
-# - The kernels keep -O3 (Release) with -g: TSan works at any level, and the reports name lines.
+# - The kernels keep -O3 (Release) with -g, unstripped: TSan works at any level, and the reports
+#   name functions and lines.
 # - Reports go to files (log_path), printed at the end: pytest's output capture would swallow a
 #   report written to stderr by a process that halts on it, and the subprocess tests' children
 #   (which inherit the preload) report there too.
@@ -52,6 +53,7 @@ CC="$CC" "$py" -m pip install --quiet --no-build-isolation \
     -Cbuild-dir="$work/build" \
     -Ccmake.define.FASTLOGITS_TSAN=ON \
     -Ccmake.build-type=Release \
+    -Cinstall.strip=false \
     .
 echo "tsan.sh: built in $(( $(date +%s) - start )) s"
 

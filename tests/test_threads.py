@@ -60,7 +60,7 @@ def test_allocation_failure_in_every_task_at_once(threads, func):
     ThreadSanitizer run of scripts/tsan.sh checks), and the call raises MemoryError."""
     fl.set_num_threads(2)
     x = np.broadcast_to(np.float32(1), (8, 2**40))
-    for _ in range(20):
+    for _ in range(500):  # the two tasks overlap only when the worker claims its range in time
         with pytest.raises(MemoryError):
             func(x)
 
@@ -68,10 +68,11 @@ def test_allocation_failure_in_every_task_at_once(threads, func):
 def test_first_kernel_calls_from_many_threads_at_once():
     """The dispatch table is chosen by the first kernel call, which runs without the GIL: in a
     fresh process, 8 threads make their first call together (under scripts/tsan.sh the child
-    inherits ThreadSanitizer, which fails it on a race over the table pointer)."""
+    inherits ThreadSanitizer, which fails it on a race over the table pointer). The rows are
+    long enough for the calls to overlap."""
     code = (
         "import threading, numpy as np, fastlogits as fl\n"
-        "x = np.linspace(-3, 3, 4000, dtype=np.float32).reshape(40, 100)\n"
+        "x = np.linspace(-3, 3, 400000, dtype=np.float32).reshape(100, 4000)\n"
         "want = None\n"
         "out = [None] * 8\n"
         "go = threading.Barrier(8)\n"
@@ -88,13 +89,14 @@ def test_first_kernel_calls_from_many_threads_at_once():
 
 def test_isa_select_while_kernels_run(threads):
     """Switching the SIMD path while other threads run kernels: each call runs wholly on one
-    path, so every result is bitwise one of the paths' own results."""
+    path, so every result is bitwise one of the paths' own results. The calls are long enough
+    (1.6 MB) for the switches to land while kernels run (which scripts/tsan.sh checks)."""
     from conftest import ISAS
     from fastlogits import _core
     import threading
 
     before = _core.isa_name()
-    x = (np.random.default_rng(5).standard_normal((64, 257)) * 4).astype(np.float32)
+    x = (np.random.default_rng(5).standard_normal((100, 4000)) * 4).astype(np.float32)
     per_path = {}
     for name in ISAS:
         assert _core.isa_select(name) == 0
@@ -114,7 +116,7 @@ def test_isa_select_while_kernels_run(threads):
     for t in workers:
         t.start()
     try:
-        for i in range(300):
+        for i in range(100):
             assert _core.isa_select(ISAS[i % len(ISAS)]) == 0
     finally:
         stop.set()
