@@ -23,6 +23,14 @@
 extern "C" {
 #endif
 
+/* threadpoolctl finds the pool by these two symbols in the loaded extension (see
+   src/fastlogits/_threadpool.py): a Windows DLL (.pyd) exports only what is marked so */
+#if defined(_WIN32)
+#define FL_POOL_EXPORT __declspec(dllexport)
+#else
+#define FL_POOL_EXPORT
+#endif
+
 /* upper bound on the thread count; fl_set_num_threads and FASTLOGITS_NUM_THREADS are clamped */
 #define FL_POOL_MAX_THREADS 1024
 
@@ -37,8 +45,8 @@ typedef void (*fl_task_fn)(void *ctx, int64_t begin, int64_t end);
 void fl_parallel_for(int64_t n_blocks, fl_task_fn fn, void *ctx);
 /* like fl_parallel_for but uses at most max_threads threads (>=1; values < 1 are treated as 1) */
 void fl_parallel_for_max(int64_t n_blocks, int max_threads, fl_task_fn fn, void *ctx);
-int fl_get_num_threads(void);      /* current setting */
-void fl_set_num_threads(int n);    /* n >= 1 (clamped to [1, FL_POOL_MAX_THREADS]); the pool grows/shrinks lazily */
+FL_POOL_EXPORT int fl_get_num_threads(void);   /* current setting */
+FL_POOL_EXPORT void fl_set_num_threads(int n); /* n >= 1 (clamped to [1, FL_POOL_MAX_THREADS]); the pool grows/shrinks lazily */
 int fl_default_num_threads(void);  /* FASTLOGITS_NUM_THREADS env var if valid positive int, else CPUs in this
                                       process's affinity mask (sched_getaffinity / CPU_COUNT), else
                                       sysconf(_SC_NPROCESSORS_ONLN); on Windows the active processors of all

@@ -4,7 +4,8 @@
 #   2. built with -fsanitize=thread and run: any ThreadSanitizer report fails it;
 #   3. cross-compiled for Windows with MinGW-w64 (the Win32 pool of csrc/fl_thread.h), twice:
 #      with C11 atomics and with the Interlocked fallback MSVC builds use (FL_ATOMIC_INTERLOCKED),
-#      and run under wine.
+#      and run under wine; and built as a DLL exporting only what is marked for export (as an
+#      MSVC .pyd does), which must export the two symbols threadpoolctl looks for.
 #   scripts/test_pool.sh [plain|tsan|windows ...]    (default: all three)
 # Needs gcc's ThreadSanitizer runtime (libtsan), gcc-mingw-w64-x86-64 and wine (Debian's wine64);
 # a missing tool fails under CI=true and skips otherwise (scripts/missing_tool.sh).
@@ -63,6 +64,16 @@ run_windows() {
         echo "test_pool.sh: Windows ($MINGW_CC, $variant atomics) under $wine"
         "$wine" "$out/test_pool_$variant.exe" --quick
     done
+    "$MINGW_CC" "${flags[@]}" -shared -Wl,--exclude-all-symbols csrc/fl_pool.c -o "$out/fl_pool.dll"
+    local exports
+    exports="$("${MINGW_CC%gcc}objdump" -p "$out/fl_pool.dll")"
+    for sym in fl_get_num_threads fl_set_num_threads; do
+        if ! grep -q "\] $sym\$" <<<"$exports"; then
+            echo "test_pool.sh: the Windows DLL does not export $sym (threadpoolctl could not find the pool)" >&2
+            exit 1
+        fi
+    done
+    echo "test_pool.sh: the Windows DLL exports fl_get_num_threads and fl_set_num_threads"
     # let the prefix's wineserver finish before the prefix is removed
     local server
     server="$(dirname "$(command -v "$wine")")/wineserver"
