@@ -16,6 +16,7 @@
  *   FL_SCORE_SIGMOID  every element is a binary prediction (sigmoid), target a bool per element,
  *                     the row's sample weight applies to each element of the row.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,6 +388,14 @@ static void fl_neumaier_add(double *s, double *comp, double v)
     *s = t;
 }
 
+/* Rows narrower than float64 divide by the temperature in float32 lanes; a temperature outside
+ * the normal float32 range (T > FLT_MAX rounds to inf, T < FLT_MIN is subnormal or 0) would make
+ * (x - m)/T a NaN (0/0, inf*0), so such rows take the float64 path, widened on reading. */
+static int fl_score_f64_rows(const fl_arr *x, double t)
+{
+    return x->dtype == FL_F64 || !(t >= (double)FLT_MIN && t <= (double)FLT_MAX);
+}
+
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, double *acc)
 {
@@ -396,7 +405,7 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
     int64_t nsums = FL_SCORE_NSUMS + 3 * o->bins;
     double *part = (double *)calloc((size_t)nb * (size_t)nsums, sizeof(double));
     if (!part) return FL_ENOMEM;
-    fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, x->dtype == FL_F64, 0};
+    fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, fl_score_f64_rows(x, o->temperature), 0};
     fl_parallel_for(nb, fl_score_task, &ctx);
     if (!fl_atomic_load(&ctx.failed))
         for (int64_t b = 0; b < nb; b++)

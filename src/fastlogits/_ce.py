@@ -200,7 +200,10 @@ class _Run:
 
 
 def _prob_denominator(p: _Problem) -> float:
-    """Under "mean", probability targets divide by the sum of the sample weights (rows)."""
+    """Under "mean", probability targets divide by the sum of the sample weights (rows).
+    With no classes it is NaN, as PyTorch's (which divides by numel / C = 0 / 0)."""
+    if p.x.shape[p.axis] == 0:
+        return math.nan
     if p.sample_weight is None:
         return float(math.prod(p.row_shape))
     return float(np.sum(p.sample_weight))

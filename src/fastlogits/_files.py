@@ -1,32 +1,34 @@
 """Reading and writing logits files for the command line, without loading them whole.
 
-- ``.npy``: ``np.load(mmap_mode="r", allow_pickle=False)``: memory-mapped, never unpickled.
-- ``.npz`` (``key``): a member stored uncompressed (``np.savez``) is memory-mapped in place (its
-  offset inside the zip is known); a compressed member (``np.savez_compressed``) cannot be
-  mapped and is loaded into memory whole.
-- Parquet (``.parquet``/``.pq``, needs pyarrow, the ``parquet`` extra): one fixed-size-list
-  (or list) column, or one numeric column per class. The file is read in record batches and
-  copied into a temporary ``.npy`` (removed when the run ends) that is then memory-mapped, so
-  memory stays bounded; the temporary file needs as much disk as the logits.
-- Outputs are written to a temporary file next to the destination and renamed into place
-  with ``os.replace`` only when complete, so a failure never leaves a truncated file.
+Inputs (every one checked as hostile: sizes against the bytes present, CRCs, offsets, nulls):
+
+- ``.npy``: the header is parsed by NumPy's parser (nothing unpickled), the size it promises is
+  compared with the file's, and the data is memory-mapped read-only (``_npy``).
+- ``.npz`` (``key``): the member's CRC-32 is checked in one bounded-memory pass; a stored
+  member is then mapped in place, a compressed one inflated into an anonymous scratch file and
+  mapped (``_npz``).
+- Parquet (``.parquet``/``.pq``, needs pyarrow): one list column or one numeric column per class,
+  copied batch by batch into an anonymous scratch file and mapped (``_parquet``).
+
+Scratch files have no name (``O_TMPFILE``, or unlinked at once), so nothing is ever left
+behind. Outputs are written by :class:`ArrayOutput` through ``_atomic.AtomicFile``: a temporary
+file beside the destination, written with write() through the descriptor ``mkstemp`` returned,
+space reserved first, renamed into place only when complete (mode: that of the file it
+replaces, else ``0o666 & ~umask``).
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import struct
-import tempfile
-import zipfile
-import zlib
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from types import TracebackType
+from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
-
-class FileError(Exception):
-    """A file cannot be used: reported by the command line as one line, exit status 2."""
-
+from ._atomic import AtomicFile, FileError, check_destination, os_error, reserve, write_array
+from ._npy import data_nbytes, header_bytes, map_data, read_header, size_error
+from ._npz import open_npz
+from ._parquet import open_parquet, pyarrow
 
 _PARQUET = (".parquet", ".pq")
 
@@ -35,246 +37,133 @@ def _suffix(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequence[str]] = None,
-               scratch: Optional[contextlib.ExitStack] = None) -> np.ndarray:
-    """The array stored in ``path`` (memory-mapped where the format allows)."""
+def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequence[str]] = None) -> np.ndarray:
+    """The array stored in ``path``, memory-mapped read-only."""
     if not os.path.exists(path):
         raise FileError(f"{path}: no such file")
     if os.path.isdir(path):
         raise FileError(f"{path}: is a directory, expected a .npy, .npz or Parquet file")
     ext = _suffix(path)
-    if ext == ".npz":
-        return _open_npz(path, key)
-    if ext in _PARQUET:
-        if scratch is None:
-            raise FileError(f"{path}: Parquet input needs a scratch directory")
-        return _open_parquet(path, columns, scratch)
-    if ext != ".npy":
-        raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected .npy, .npz, .parquet or .pq")
     try:
-        arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, EOFError) as exc:  # EOFError: an empty file
-        raise FileError(f"{path}: cannot read as .npy ({_one_line(exc)})") from None
-    _check_dtype(path, arr.dtype)
-    return arr
+        if ext == ".npz":
+            return open_npz(path, key)
+        if ext in _PARQUET:
+            return open_parquet(path, columns)
+        if ext != ".npy":
+            raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected .npy, .npz, .parquet or .pq")
+        return _open_npy(path)
+    except OSError as exc:  # reading the input failed (permissions, I/O error, no memory to map)
+        raise os_error(path, exc) from None
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _check_dtype(path: str, dtype: np.dtype) -> None:
-    if dtype.hasobject or dtype.kind not in "biuf" and dtype.name != "bfloat16":
-        raise FileError(f"{path}: expected a numeric array, got dtype {dtype}")
-
-
-# --------------------------------------------------------------------------- npz
-
-def _open_npz(path: str, key: Optional[str]) -> np.ndarray:
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise FileError(f"{path}: not a valid .npz (zip) file") from None
-    with zf:
-        names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-        if key is None:
-            if len(names) != 1:
-                raise FileError(f"{path}: holds arrays {', '.join(names)}; choose one with --key")
-            key = names[0]
-        if key not in names:
-            raise FileError(f"{path}: no array named {key!r}; it holds {', '.join(names) or 'nothing'}")
-        info = zf.getinfo(key + ".npy")
-        if info.compress_type == zipfile.ZIP_STORED:
-            return _memmap_stored_member(path, info)
-    with np.load(path, allow_pickle=False) as npz:  # compressed: cannot be mapped
-        try:
-            arr: np.ndarray = npz[key]
-        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # corrupt member
-            raise FileError(f"{path}[{key}]: cannot read ({_one_line(exc)})") from None
-    _check_dtype(f"{path}[{key}]", arr.dtype)
-    return arr
-
-
-def _memmap_stored_member(path: str, info: zipfile.ZipInfo) -> np.ndarray:
-    """Memory-map an uncompressed .npy member of a zip: its data starts after the local file
-    header (30 bytes + name + extra field) and the .npy header."""
+def _open_npy(path: str) -> np.ndarray:
     with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            raise FileError(f"{path}: corrupt zip member {info.filename}")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-        except ValueError as exc:
-            raise FileError(f"{path}[{info.filename}]: cannot read ({_one_line(exc)})") from None
-        offset = f.tell()
-    _check_dtype(f"{path}[{info.filename}]", dtype)
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+        header = read_header(f, path)
+        data = f.tell()
+        holds = os.fstat(f.fileno()).st_size - data
+        if data_nbytes(header) > holds:
+            raise size_error(path, header, holds)
+        return map_data(f, data, header)
 
 
-# --------------------------------------------------------------------------- parquet
-
-def _pyarrow() -> Any:
-    """The pyarrow module (with pyarrow.parquet loaded); Any, as pyarrow ships no type information."""
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise FileError("reading or writing Parquet needs pyarrow: pip install 'fastlogits[parquet]'") from None
-    return pyarrow
+def check_output(path: str, inputs: Iterable[str] = ()) -> str:
+    """The extension of an output path :class:`ArrayOutput` can write (checked before any work)."""
+    ext = _suffix(path)
+    if ext not in (".npy",) + _PARQUET:
+        raise FileError(f"{path}: unsupported output type {ext or '(none)'!r}; expected .npy, .parquet or .pq")
+    check_destination(path, inputs)
+    return ext
 
 
-def _open_parquet(path: str, columns: Optional[Sequence[str]], scratch: contextlib.ExitStack) -> np.ndarray:
-    pa = _pyarrow()
-    try:
-        pf = pa.parquet.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise FileError(f"{path}: cannot read as Parquet ({_one_line(exc)})") from None
-    schema = pf.schema_arrow
-    cols = list(columns) if columns else list(schema.names)
-    missing = [c for c in cols if c not in schema.names]
-    if missing:
-        raise FileError(f"{path}: no column {missing[0]!r}; it has {', '.join(schema.names)}")
-    types = [schema.field(c).type for c in cols]
-    is_list = [pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t) for t in types]
-    if any(is_list) and len(cols) != 1:
-        raise FileError(f"{path}: give one list column or several numeric columns, got {', '.join(cols)}")
-    n = pf.metadata.num_rows
-    if is_list[0]:
-        value_type = types[0].value_type
-        width = _list_width(pf, cols[0], types[0])
-        shape: Tuple[int, ...] = (n, width)
-    else:
-        value_type = types[0]
-        shape = (n,) if len(cols) == 1 else (n, len(cols))
-    dtype = np.dtype(value_type.to_pandas_dtype())
-    _check_dtype(path, dtype)
-    tmp = _ScratchNpy(os.path.dirname(os.path.abspath(path)), shape, dtype, scratch)
-    row = 0
-    for batch in pf.iter_batches(columns=cols, batch_size=65536):
-        block = _batch_to_numpy(batch, is_list[0], shape, path)
-        tmp.array[row:row + len(block)] = block
-        row += len(block)
-    return tmp.finish()
-
-
-def _list_width(pf: Any, column: str, typ: Any) -> int:
-    pa = _pyarrow()
-    if pa.types.is_fixed_size_list(typ):
-        return int(typ.list_size)
-    for batch in pf.iter_batches(columns=[column], batch_size=1):
-        return len(batch.column(0)[0])
-    return 0
-
-
-def _batch_to_numpy(batch: Any, is_list: bool, shape: Tuple[int, ...], path: str) -> np.ndarray:
-    if is_list:
-        col = batch.column(0)
-        values: np.ndarray = col.flatten().to_numpy(zero_copy_only=False)
-        if values.size != len(col) * shape[1]:
-            raise FileError(f"{path}: list column rows have different lengths (expected {shape[1]})")
-        return values.reshape(len(col), shape[1])
-    arrays = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(batch.num_columns)]
-    return arrays[0] if len(shape) == 1 else np.stack(arrays, axis=1)
-
-
-class _ScratchNpy:
-    """A temporary .npy in ``directory``, deleted when ``scratch`` closes."""
-
-    def __init__(self, directory: str, shape: Tuple[int, ...], dtype: np.dtype, scratch: contextlib.ExitStack):
-        try:
-            fd, self.path = tempfile.mkstemp(suffix=".npy", prefix=".fastlogits-", dir=directory)
-        except OSError:
-            fd, self.path = tempfile.mkstemp(suffix=".npy", prefix="fastlogits-")
-        os.close(fd)
-        scratch.callback(_remove_quietly, self.path)
-        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=shape)
-
-    def finish(self) -> np.ndarray:
-        self.array.flush()
-        del self.array
-        arr: np.ndarray = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        return arr
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)
-
-
-# --------------------------------------------------------------------------- outputs
-
-class AtomicOutput:
-    """An output array filled chunk by chunk and renamed into place only when complete.
-
-    ``.npy`` is written through ``np.lib.format.open_memmap``; Parquet (needs pyarrow) through
-    a ``ParquetWriter``, one record batch per chunk. Use as a context manager: leaving it with
-    an exception removes the temporary file.
+class ArrayOutput:
+    """An output array written chunk by chunk, in row order, through an :class:`AtomicFile`:
+    ``.npy`` (the header, then the rows with write(); the whole size reserved first) or Parquet
+    (needs pyarrow; one record batch per chunk). Use as a context manager: leaving it with an
+    exception removes the temporary file and leaves any previous file at ``path`` as it was.
+    ``inputs``: paths the output must not overwrite (see AtomicFile).
     """
 
-    def __init__(self, path: str, shape: Tuple[int, ...], dtype: np.dtype, column: str):
+    def __init__(self, path: str, shape: Tuple[int, ...], dtype: np.dtype, column: str, *,
+                 inputs: Iterable[str] = ()):
         self.path = path
-        self.ext = _suffix(path)
-        if self.ext not in (".npy",) + _PARQUET:
-            raise FileError(f"{path}: unsupported output type {self.ext or '(none)'!r}; expected .npy, .parquet or .pq")
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileError(f"{path}: directory {directory} does not exist")
-        fd, self.tmp = tempfile.mkstemp(suffix=self.ext + ".part", prefix=".fastlogits-", dir=directory)
-        os.close(fd)
-        self.shape, self.dtype, self.column = shape, np.dtype(dtype), column
-        self._array: Optional[np.memmap] = None
+        self.ext = check_output(path, inputs)
+        self.pa: Any = pyarrow() if self.ext in _PARQUET else None
+        self.atomic = AtomicFile(path, inputs=inputs)
+        self.shape, self.dtype, self.column = tuple(shape), np.dtype(dtype), column
+        self.rows = 0
+        self._file: Optional[IO[bytes]] = None
         self._writer: Any = None
 
-    def __enter__(self) -> "AtomicOutput":
+    def __enter__(self) -> "ArrayOutput":
+        self._file = self.atomic.__enter__()
         try:
-            if self.ext == ".npy":
-                self._array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=self.shape)
-            else:
-                pa = _pyarrow()
-                self._pa = pa
-                self._writer = pa.parquet.ParquetWriter(self.tmp, self._schema(pa))
-        except BaseException:
-            _remove_quietly(self.tmp)
+            with self._errors():
+                if self.pa is None:
+                    header = header_bytes(self.shape, self.dtype)
+                    reserve(self._file, len(header) + int(np.prod(self.shape)) * self.dtype.itemsize)
+                    self._file.write(header)
+                else:
+                    self._writer = self.pa.parquet.ParquetWriter(self._file, self._schema())
+        except BaseException as exc:
+            self.atomic.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
-    def _schema(self, pa: Any) -> Any:
+    def _schema(self) -> Any:
+        pa = self.pa
         value = pa.from_numpy_dtype(self.dtype)
         if len(self.shape) == 1:
             return pa.schema([(self.column, value)])
         return pa.schema([(self.column, pa.list_(value, int(np.prod(self.shape[1:]))))])
 
     def write(self, start: int, block: np.ndarray) -> None:
-        if self._array is not None:
-            self._array[start:start + len(block)] = block
-            return
-        pa = self._pa
-        flat = np.ascontiguousarray(block).reshape(len(block), -1)
-        if len(self.shape) == 1:
-            col = pa.array(flat[:, 0])
-        else:
-            col = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-        self._writer.write_batch(pa.record_batch([col], schema=self._writer.schema))
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if self._array is not None:
-                self._array.flush()
-                self._array = None
-            if self._writer is not None:
-                self._writer.close()
-        finally:
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
+        """Rows ``start:start + len(block)``; chunks come in order."""
+        assert self._file is not None and start == self.rows, "chunks must be written in order"
+        with self._errors():
+            if self._writer is None:
+                write_array(self._file, np.asarray(block, dtype=self.dtype))
             else:
-                _remove_quietly(self.tmp)
+                self._writer.write_batch(self.pa.record_batch([self._column(block)], schema=self._writer.schema))
+        self.rows += len(block)
+
+    def _column(self, block: np.ndarray) -> Any:
+        pa = self.pa
+        flat = np.ascontiguousarray(block, dtype=self.dtype).reshape(len(block), -1)
+        if len(self.shape) == 1:
+            return pa.array(flat[:, 0])
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        failure = exc
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            try:
+                with self._errors():
+                    writer.close()  # the footer (into a file about to be removed, on failure)
+            except BaseException as err:
+                failure = failure or err
+        if failure is None and self.rows != self.shape[0]:
+            failure = RuntimeError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
+        if failure is exc:
+            self.atomic.__exit__(exc_type, exc, tb)
+            return
+        assert failure is not None
+        self.atomic.__exit__(type(failure), failure, failure.__traceback__)
+        raise failure
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """An OSError (a full disk: ENOSPC, EFBIG) or a pyarrow error while writing, as one
+        FileError naming the output."""
+        try:
+            yield
+        except OSError as exc:
+            raise os_error(self.path, exc) from None
+        except Exception as exc:
+            if self.pa is None or not isinstance(exc, self.pa.lib.ArrowException):
+                raise
+            raise FileError(f"{self.path}: cannot write ({' '.join(str(exc).split())})") from None
 
 
 def row_chunks(n: int, rows: int) -> Iterator[slice]:
@@ -282,4 +171,4 @@ def row_chunks(n: int, rows: int) -> Iterator[slice]:
         yield slice(lo, min(n, lo + rows))
 
 
-__all__: List[str] = ["AtomicOutput", "FileError", "open_array", "row_chunks"]
+__all__: List[str] = ["ArrayOutput", "AtomicFile", "FileError", "check_output", "open_array", "row_chunks"]

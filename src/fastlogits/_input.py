@@ -2,7 +2,8 @@
 
 Conventions of API section 1: anything ``np.asarray`` accepts, plus CPU objects with
 ``__dlpack__`` (PyTorch tensors, including ``requires_grad`` and bfloat16 ones, JAX arrays),
-read without a copy wherever the layout allows. Integer and bool logits become float64;
+read without a copy wherever the layout allows (a PyTorch tensor with its lazy negation or
+conjugation bit set is resolved first: a copy). Integer and bool logits become float64;
 complex, object, string and other dtypes raise ``TypeError``.
 
 ml_dtypes (bfloat16) is imported only when a bfloat16 array is made here: its import costs more
@@ -54,18 +55,43 @@ def dtype_code(dtype: np.dtype) -> int:
     return BF16 if is_bfloat16(dt) else _CODES[dt]
 
 
+def _device_name(obj: Any) -> str:
+    """How to name the device of a tensor that is not in CPU memory, for an error message."""
+    device = getattr(obj, "device", None)
+    if device is not None:
+        return str(device)
+    try:
+        kind, index = obj.__dlpack_device__()
+    except (ValueError, RuntimeError, BufferError, TypeError):
+        return "unknown"
+    return f"DLPack device type {kind} (index {index})"
+
+
+def _resolve_lazy_bits(obj: Any) -> Any:
+    """A PyTorch tensor with its lazy negation or conjugation applied: DLPack exports the stored
+    values without those bits (``t.conj().imag`` would be read with the wrong sign)."""
+    for flag, resolve in (("is_neg", "resolve_neg"), ("is_conj", "resolve_conj")):
+        test = getattr(obj, flag, None)
+        if callable(test) and test():
+            obj = getattr(obj, resolve)()
+    return obj
+
+
 def _from_dlpack(obj: Any, name: str) -> np.ndarray:
     try:
-        device = obj.__dlpack_device__()
-    except (ValueError, RuntimeError, BufferError) as exc:  # e.g. PyTorch's "meta" device
-        device = (None, str(exc))
-    if device[0] not in (_KDLCPU, _KDLCUDAHOST):
+        device = obj.__dlpack_device__()[0]
+    except (ValueError, RuntimeError, BufferError):  # e.g. PyTorch's "meta" device
+        device = None
+    if device not in (_KDLCPU, _KDLCUDAHOST):
+        where = _device_name(obj)
+        hint = " (a meta tensor holds no data)" if where == "meta" else ""
         raise TypeError(
             f"{name}: expected an array in CPU memory, got a {type(obj).__name__} on device "
-            f"{device}; move it to the CPU first (for PyTorch: tensor.cpu())"
+            f"{where}{hint}; move it to the CPU first (for PyTorch: tensor.cpu())"
         )
     if getattr(obj, "requires_grad", False):
         obj = obj.detach()  # reading is all we do; autograd's guard would refuse the export
+    obj = _resolve_lazy_bits(obj)
     if str(getattr(obj, "dtype", "")) == "torch.bfloat16":
         # NumPy has no bfloat16 DLPack type: share the bits as int16 and view them as bfloat16
         import torch

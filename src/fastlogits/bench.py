@@ -13,7 +13,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -426,7 +426,7 @@ def to_json(report: Dict[str, Any]) -> str:
     return json.dumps(report, indent=2)
 
 
-def plot(report: Dict[str, Any], path: str) -> None:
+def plot(report: Dict[str, Any], path: Union[str, IO[bytes]]) -> None:
     """A bar chart of the speed-ups against each peer (needs matplotlib, the ``plot`` extra)."""
     import matplotlib
 

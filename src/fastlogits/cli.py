@@ -1,9 +1,12 @@
 """The ``fastlogits`` command line (API section 5): ``score``, ``predict``, ``bench``, ``info``.
 
 Each subcommand is one entry of ``COMMANDS``: a function adding its arguments to an argparse
-subparser and a function running it. Every
-error, from argparse or from the work, is one line ``fastlogits: error: ...`` on stderr and
-exit status 2; nothing half-written is left under ``--out``.
+subparser and a function running it. Every error, from argparse or from the work (a bad file,
+a full disk), is one line ``fastlogits: error: ...`` on stderr and exit status 2. SIGINT,
+SIGTERM and SIGHUP unwind through the same cleanup and end with one line
+``fastlogits: error: interrupted by SIGTERM`` and the shell's status for the signal,
+128 + its number (130, 143, 129). Either way nothing half-written is left: outputs (``--out``,
+``--plot``) are renamed into place only when complete, and scratch files have no name.
 """
 from __future__ import annotations
 
@@ -12,11 +15,14 @@ import contextlib
 import json
 import math
 import sys
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._files import AtomicOutput, FileError, open_array, row_chunks
+from ._files import ArrayOutput, AtomicFile, FileError, check_output, open_array, row_chunks
+from ._pages import PageReleaser, chunk_rows
+from ._progress import progress_reporter
+from ._signals import Interrupted, signals_as_exceptions
 
 
 class UsageError(Exception):
@@ -69,7 +75,8 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("multiclass", "binary", "multilabel"), help="default: inferred")
     p.add_argument("--axis", type=int, default=-1, help="class axis (default -1)")
     p.add_argument("--metrics", metavar="a,b", help="comma-separated metric names (default: all that apply)")
-    p.add_argument("--k", type=_positive_int, default=5, help="k of top_k_accuracy (default 5)")
+    p.add_argument("--k", type=_positive_int, help="k of top_k_accuracy (default 5, the metric left out when there "
+                   "are fewer classes; a K above the number of classes is an error)")
     p.add_argument("--bins", type=_positive_int, default=15, help="ECE bins (default 15)")
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by T (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -91,26 +98,49 @@ def _run_score(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
         raise UsageError(f"--plot: expected a .png path, got {args.plot!r}")
     plt = _pyplot() if args.plot else None
     _set_threads(args.threads)
-    logits = open_array(args.logits, key=args.key, columns=_columns(args.column), scratch=scratch)
     target_path = args.target or args.logits
-    target = open_array(target_path, key=args.target_key, columns=_columns(args.target_column), scratch=scratch)
+    plot = AtomicFile(args.plot, inputs=[args.logits, target_path], what="--plot") if args.plot else None
+    logits = open_array(args.logits, key=args.key, columns=_columns(args.column))
+    target = open_array(target_path, key=args.target_key, columns=_columns(args.target_column))
     metrics = args.metrics
     if args.plot and metrics is not None and "ece" not in metrics.split(","):
         metrics = metrics + ",ece"
+    k = _top_k(args, logits, target)
     result, task, reliability = score_details(
-        logits, target, task=args.task, axis=args.axis, metrics=metrics, k=args.k, bins=args.bins,
+        logits, target, task=args.task, axis=args.axis, metrics=metrics, k=k, bins=args.bins,
         temperature=args.temperature, chunk_rows=args.chunk_rows, progress=_progress())
-    if args.plot:
-        _plot_reliability(plt, reliability, result.get("ece", float("nan")), args.plot, args.logits)
+    if plot is not None:
+        with plot as f:
+            _plot_reliability(plt, reliability, result.get("ece", float("nan")), f, args.logits)
+    if "top_k_accuracy" in result:
+        result = {**result, "k": k}
     if args.json:
-        print(json.dumps({"task": task, **{k: _json_value(v) for k, v in result.items()}}))
+        print(json.dumps({"task": task, **{k: _json_value(v) for k, v in result.items()}}, allow_nan=False))
     else:
         _print_table(task, result)
     return 0
 
 
+def _top_k(args: argparse.Namespace, logits: np.ndarray, target: np.ndarray) -> int:
+    """The k of top_k_accuracy. By default 5, and the metric is left out when there are fewer
+    classes (as ``fl.score`` with ``metrics=None``); a ``--k`` given explicitly asks for the
+    metric, so a K above the number of classes of a multiclass problem is an error (as
+    ``fl.score`` raises when ``top_k_accuracy`` is asked for with such a k)."""
+    if args.k is None:
+        return 5
+    ax = args.axis
+    if logits.ndim >= 2 and -logits.ndim <= ax < logits.ndim and args.task in (None, "multiclass"):
+        c = logits.shape[ax]
+        row_shape = logits.shape[:ax % logits.ndim] + logits.shape[ax % logits.ndim + 1:]
+        multiclass = args.task == "multiclass" or (c > 1 and target.shape == row_shape)
+        if multiclass and args.k > c:
+            raise UsageError(f"--k: expected 1 <= K <= {c} (the number of classes) for top_k_accuracy, got {args.k}")
+    return int(args.k)
+
+
 def _json_value(v: Any) -> Any:
-    return v if isinstance(v, int) or math.isfinite(v) else str(v)
+    """Strict JSON: NaN and infinities (no JSON number) become null."""
+    return v if isinstance(v, int) or math.isfinite(v) else None
 
 
 def _print_table(task: str, result: Dict[str, Any]) -> None:
@@ -131,7 +161,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plot_reliability(plt: Any, rel: Dict[str, np.ndarray], ece: float, path: str, name: str) -> None:
+def _plot_reliability(plt: Any, rel: Dict[str, np.ndarray], ece: float, out: IO[bytes], name: str) -> None:
     edges, weight = rel["edges"], rel["weight"]
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     filled = weight > 0
@@ -148,7 +178,7 @@ def _plot_reliability(plt: Any, rel: Dict[str, np.ndarray], ece: float, path: st
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("fraction")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -163,7 +193,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     what.add_argument("--topk", type=_positive_int, metavar="K", help="indices of the K largest logits")
     what.add_argument("--threshold", type=float, metavar="T", help="binary labels: sigmoid(x) > T, elementwise")
     p.add_argument("--axis", type=int, default=-1, help="class axis (default -1)")
-    p.add_argument("--chunk-rows", type=_positive_int, default=65536, help="rows per chunk (default 65536)")
+    p.add_argument("--chunk-rows", type=_positive_int, help="rows per chunk (default: about 32 MiB of logits)")
     p.add_argument("--threads", type=_positive_int, help="threads (default: all CPUs available)")
     p.add_argument("--key", help="array name inside a LOGITS .npz")
     p.add_argument("--column", help="LOGITS Parquet column (a list column) or comma-separated columns")
@@ -215,24 +245,26 @@ def _float_out(x: np.ndarray) -> np.dtype:
 
 def _run_predict(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
     _set_threads(args.threads)
-    x = open_array(args.logits, key=args.key, columns=_columns(args.column), scratch=scratch)
+    check_output(args.out, inputs=[args.logits])
+    x = open_array(args.logits, key=args.key, columns=_columns(args.column))
     pred = _prediction(args, x)
     n = pred.shape[0]
-    update, close = _progress_callbacks(n)
+    rows = args.chunk_rows or chunk_rows(pred.rows[:1].nbytes + int(np.prod(pred.shape[1:])) * pred.dtype.itemsize)
+    # pages are handed back behind the cursor when a chunk is a run of the file (rows along its
+    # first axis); chunks of a transposed file (--axis 0) cut across all of it
+    releaser = PageReleaser(x) if pred.rows is x else None
+    update, close = progress_reporter(_progress(), n)
     try:
-        with AtomicOutput(args.out, pred.shape, pred.dtype, pred.column) as out:
-            for sl in row_chunks(n, args.chunk_rows):
-                out.write(sl.start, pred.fn(np.asarray(pred.rows[sl])))
+        with ArrayOutput(args.out, pred.shape, pred.dtype, pred.column, inputs=[args.logits]) as dest:
+            for sl in row_chunks(n, rows):
+                chunk = pred.rows[sl]
+                dest.write(sl.start, pred.fn(np.asarray(chunk)))
+                if releaser is not None:
+                    releaser.release(chunk)
                 update(sl.stop)
     finally:
         close()
     return 0
-
-
-def _progress_callbacks(total: int) -> Tuple[Callable[[int], None], Callable[[], None]]:
-    from ._score import _progress_reporter
-
-    return _progress_reporter(_progress(), total)
 
 
 # --------------------------------------------------------------------------- info
@@ -270,10 +302,12 @@ def _run_bench(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'fastlogits[plot]'") from None
+    plot = AtomicFile(args.plot, what="--plot") if args.plot else None
     report = bench.run(quick=args.quick, threads=args.threads, progress=None if args.json else _say)
     print(bench.to_json(report) if args.json else bench.format_table(report))
-    if args.plot:
-        bench.plot(report, args.plot)
+    if plot is not None:
+        with plot as f:
+            bench.plot(report, f)
     return 0
 
 
@@ -316,11 +350,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     run = next(cmd.run for cmd in COMMANDS if cmd.name == args.command)
     try:
-        with contextlib.ExitStack() as scratch:
+        with signals_as_exceptions(), contextlib.ExitStack() as scratch:
             return run(args, scratch)
-    except KeyboardInterrupt:
-        sys.stderr.write("fastlogits: interrupted\n")
+    except Interrupted as exc:
+        sys.stderr.write(f"fastlogits: error: {exc}\n")
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # SIGINT where the handlers could not be installed
+        sys.stderr.write("fastlogits: error: interrupted by SIGINT\n")
         return 130
-    except (UsageError, FileError, ValueError, TypeError, IndexError, OSError, MemoryError) as exc:
+    except (UsageError, FileError, ValueError, TypeError, IndexError, OSError, EOFError, OverflowError,
+            MemoryError) as exc:
         sys.stderr.write(f"fastlogits: error: {' '.join(str(exc).split()) or type(exc).__name__}\n")
         return 2

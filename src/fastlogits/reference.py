@@ -452,7 +452,7 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
         with np.errstate(invalid="ignore"):
             ce_i = np.where(row_bad, np.nan, s * ce)
         z_i = s * zterm
-        D1 = D2 = np.sum(s)
+        D1 = D2 = np.sum(s) if C > 0 else np.nan        # PyTorch: numel / C = 0 / 0
 
     with np.errstate(invalid="ignore", divide="ignore"):
         loss: Any
