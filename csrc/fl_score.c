@@ -23,6 +23,7 @@
 
 #include "fastlogits.h"
 #include "fl_kernels.h"
+#include "fl_atomic.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
@@ -35,7 +36,7 @@ typedef struct {
     int64_t nsums;             /* FL_SCORE_NSUMS + 3 * bins */
     double *part;              /* nsums partial sums per block */
     int f64;
-    int failed;
+    fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
 } fl_score_ctx;
 
 /* ---------- the fixed block structure ---------- */
@@ -364,7 +365,7 @@ static void fl_score_task(void *vctx, int64_t b0, int64_t b1)
     int sigmoid = ctx->o->mode == FL_SCORE_SIGMOID;
     size_t esz = (ctx->f64 || sigmoid) ? sizeof(double) : sizeof(float);
     void *scratch = malloc(2 * (size_t)(c > 0 ? c : 1) * esz);
-    if (!scratch) { ctx->failed = 1; return; }
+    if (!scratch) { fl_atomic_store(&ctx->failed, 1); return; }
     for (int64_t b = b0; b < b1; b++) {
         double *part = ctx->part + b * ctx->nsums;
         int64_t r0, r1;
@@ -406,9 +407,9 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
     if (!part) return FL_ENOMEM;
     fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, fl_score_f64_rows(x, o->temperature), 0};
     fl_parallel_for(nb, fl_score_task, &ctx);
-    if (!ctx.failed)
+    if (!fl_atomic_load(&ctx.failed))
         for (int64_t b = 0; b < nb; b++)
             for (int64_t j = 0; j < nsums; j++) fl_neumaier_add(&acc[2 * j], &acc[2 * j + 1], part[b * nsums + j]);
     free(part);
-    return ctx.failed ? FL_ENOMEM : FL_OK;
+    return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
 }

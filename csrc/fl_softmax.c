@@ -141,7 +141,7 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
     size_t bytes = ctx->f64 ? 2 * c * sizeof(double) : 5 * c * sizeof(float);
     if (ctx->stream) {
         fl_softmax_stream_scratch *s = malloc(sizeof(fl_softmax_stream_scratch) + 4 * c * sizeof(float));
-        if (!s) { ctx->failed = 1; return; }
+        if (!s) { fl_atomic_store(&ctx->failed, 1); return; }
         fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32, FL_F32};
         s->pend = none;
         fl_walk_rows(ctx, b0, b1, s, fl_softmax_stream_row);

@@ -2,8 +2,11 @@
 
 The public API is fixed by the project's API contract; every function accepts anything
 ``np.asarray`` does plus CPU DLPack objects (PyTorch tensors, JAX arrays) and never modifies
-its inputs.
+its inputs. The submodules ``fastlogits.reference`` (the NumPy oracle), ``fastlogits.dask``
+(needs Dask) and ``fastlogits.recipes`` are imported on first use, ``fl.reference`` included.
 """
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from ._config import _select_isa_from_env, get_num_threads, set_num_threads, show_config
 from ._bce import (
@@ -32,6 +35,21 @@ _select_isa_from_env()
 from ._threadpool import register as _register_threadpoolctl  # noqa: E402
 
 _register_threadpoolctl()
+
+_LAZY_SUBMODULES = ("dask", "recipes", "reference")
+
+if TYPE_CHECKING:
+    from . import dask, recipes, reference  # noqa: F401
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``fl.reference``, ``fl.dask``, ``fl.recipes``: imported on first access, so that
+        ``import fastlogits`` stays fast and Dask stays optional."""
+        if name in _LAZY_SUBMODULES:
+            import importlib
+
+            return importlib.import_module(f"{__name__}.{name}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "__version__",

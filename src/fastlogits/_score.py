@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from . import _core
-from ._input import BFLOAT16, as_array, as_logits, normalize_axis
+from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid, with_axis
 from ._pages import CHUNK_BYTES, PageReleaser
 from ._progress import progress_reporter
@@ -78,7 +78,7 @@ class _Problem:
 # --------------------------------------------------------------------------- preparing
 
 def _is_numeric(dt: np.dtype) -> bool:
-    return dt.kind in "biuf" or dt == BFLOAT16
+    return dt.kind in "biuf" or is_bfloat16(dt)
 
 
 def _infer_task(x: np.ndarray, t: np.ndarray, task: Optional[str], ax: Optional[int]) -> str:
@@ -225,7 +225,7 @@ def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
 
 def _class_indices(t: np.ndarray, c: int, lead_offset: int) -> np.ndarray:
     """A chunk of a multiclass target as int64 class indices, checked."""
-    if t.dtype.kind == "f" or t.dtype == BFLOAT16:
+    if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         tf = np.asarray(t, dtype=np.float64)
         bad = ~(tf == np.round(tf))
         if bad.any():

@@ -19,7 +19,7 @@ import numpy as np
 
 import fastlogits as fl
 from fastlogits import _core
-from fastlogits._input import BFLOAT16
+from fastlogits._input import bfloat16
 from fastlogits import reference as ref
 
 # ---------------------------------------------------------------------------- the table
@@ -304,7 +304,7 @@ def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
     elif op.targets == "binary":
         d.target = (rng.random(shape, dtype=np.float32) < 0.3).astype(np.float32)
     if op.dtype != "float32":
-        d.x = x.astype(BFLOAT16 if op.dtype == "bfloat16" else np.dtype(op.dtype))
+        d.x = x.astype(bfloat16() if op.dtype == "bfloat16" else np.dtype(op.dtype))
     if op.fast_warm is not None:
         d.out = np.empty_like(d.x)
         d.out.fill(0.0)

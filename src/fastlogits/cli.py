@@ -350,13 +350,18 @@ def _run_predict(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int
 # --------------------------------------------------------------------------- info
 
 def _add_info(p: argparse.ArgumentParser) -> None:
-    del p  # no arguments
+    p.add_argument("--json", action="store_true",
+                   help="everything a bug report needs (versions, SIMD, threads, build, OS, CPU, "
+                        "optional dependencies) as JSON")
 
 
 def _run_info(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
     import fastlogits as fl
 
-    fl.show_config()
+    if args.json:
+        print(json.dumps(fl.show_config(mode="dicts"), indent=2))
+    else:
+        fl.show_config()
     return 0
 
 
@@ -403,7 +408,7 @@ class Command(NamedTuple):
 COMMANDS: List[Command] = [
     Command("score", "metrics of logits against targets (streamed, any file size)", _add_score, _run_score),
     Command("predict", "labels, probabilities or top-k indices of logits, written to --out", _add_predict, _run_predict),
-    Command("info", "version, SIMD path and threads", _add_info, _run_info),
+    Command("info", "version, SIMD path and threads (--json: the full report for bug reports)", _add_info, _run_info),
     Command("bench", "time every kernel against NumPy, SciPy and PyTorch; measure the bandwidth", _add_bench, _run_bench),
 ]
 

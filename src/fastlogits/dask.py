@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import _bce, _ce, _core, _post, _score
 from ._dask_npy import from_npy
-from ._input import BFLOAT16, as_array, as_logits, normalize_axis
+from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid
 
 __all__ = [
@@ -96,7 +96,7 @@ def _target_probe(t: "da.Array") -> np.ndarray:
 def _weight_probe(w: Optional["da.Array"]) -> Optional[np.ndarray]:
     if w is None:
         return None
-    return _probe_as(w, np.float64) if w.dtype.kind in "iubf" or w.dtype == BFLOAT16 else _probe(w)
+    return _probe_as(w, np.float64) if w.dtype.kind in "iubf" or is_bfloat16(w.dtype) else _probe(w)
 
 
 def _single_class_chunk(x: "da.Array", ax: int, name: str = "x") -> None:
