@@ -30,7 +30,7 @@ from typing import IO, Any, Iterable, Iterator, List, NamedTuple, Optional, Sequ
 import numpy as np
 
 from ._atomic import AtomicFile, FileError, check_destination, os_error, reserve, write_array
-from ._input import BFLOAT16
+from ._input import is_bfloat16
 from ._npy import header_bytes
 from ._parquet import pyarrow
 
@@ -188,7 +188,7 @@ class PredictionOutput:
 
 def _table_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype a value is stored with: its own, bfloat16 as float32."""
-    return np.dtype(np.float32) if dtype == BFLOAT16 else np.dtype(dtype)
+    return np.dtype(np.float32) if is_bfloat16(np.dtype(dtype)) else np.dtype(dtype)
 
 
 # --------------------------------------------------------------------------- text
@@ -212,7 +212,7 @@ def _value_strings(v: np.ndarray, *, json_: bool) -> np.ndarray:
         return np.where(v, "true", "false")
     if v.dtype.kind in "iu":
         return v.astype(str)
-    if v.dtype == BFLOAT16:
+    if is_bfloat16(v.dtype):
         v = v.astype(np.float32)
     text = v.astype(str)
     if json_:

@@ -32,14 +32,15 @@ from typing import Any, Dict, IO, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ._atomic import FileError
-from ._input import BFLOAT16
+from ._input import bfloat16
 from ._npy import map_data, one_line
 
 MAX_HEADER = 100_000_000
 
-# the dtypes read (BOOL as bytes), as NumPy dtypes
-_READABLE = {
-    "F16": np.dtype("<f2"), "BF16": BFLOAT16, "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
+# the dtypes read (BOOL as bytes), as NumPy dtypes; BF16 is ml_dtypes' bfloat16, made on first use
+# (importing ml_dtypes costs more than NumPy): a placeholder of its size here
+_READABLE: Dict[str, np.dtype] = {
+    "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
     "I8": np.dtype("i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "I64": np.dtype("<i8"),
     "U8": np.dtype("u1"), "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
     "BOOL": np.dtype("u1"),
@@ -61,7 +62,7 @@ def open_safetensors(path: str, key: Optional[str]) -> np.ndarray:
         size = os.fstat(f.fileno()).st_size
         tensors, data_start = read_header(f, path, size)
         name, t = _choose(path, tensors, key)
-        dtype = _READABLE.get(t.dtype)
+        dtype = bfloat16() if t.dtype == "BF16" else _READABLE.get(t.dtype)
         if dtype is None:
             raise FileError(f"{path}[{name}]: dtype {t.dtype} is not supported; expected F16, BF16, F32 or F64 "
                             f"(logits), an integer dtype or BOOL (targets)")
