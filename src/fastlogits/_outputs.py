@@ -74,7 +74,7 @@ class PredictionOutput:
         self.id_name = id_name or "row"
         if self.ext == ".npy" and len(self.fields) != 1:
             raise ValueError(f"a .npy output holds one array, got fields {[f.name for f in self.fields]}")
-        if self.id_name in [f.name for f in self.fields]:
+        if self.ext != ".npy" and self.id_name in [f.name for f in self.fields]:
             raise FileError(f"{path}: the id column {self.id_name!r} has the name of a prediction column; "
                             f"rename it in the input")
         for f in self.fields:
