@@ -6,7 +6,7 @@ rows cannot be allocated; the binary-loss kernels return a status instead of rai
 invalid target, ``cross_entropy`` returns its sums (``_CeSums``) and ``score`` adds its sums
 to ``acc``.
 """
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -25,6 +25,12 @@ def topk(x: _Spec, values: _Spec, indices: _Spec, grid: _Grid, k: int) -> None: 
 def threshold(x: _Spec, out: _Spec, grid: _Grid, t: float) -> None: ...
 def stream_read(src: np.ndarray) -> float: ...
 def stream_copy(dst: np.ndarray, src: np.ndarray) -> None: ...
+
+PROBE_ELEMENTS: int
+PROBE_OPS: Dict[str, int]
+
+def math_probe(what: str, reps: int) -> float: ...
+
 def bce(
     x: _Spec,
     y: _Spec,
