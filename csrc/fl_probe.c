@@ -9,8 +9,8 @@
  *                   (flv_exp_neg_normal: the degree-7 polynomial, no clamp, normal results)
  *   FL_PROBE_DIV    sum 1 / (1 + x_k), the sigmoid's division
  *   FL_PROBE_LOG1P  sum log1p(t_k) for t_k in [0, 1], the log-sigmoid's and BCE's (fl_vlog1p_unit)
- * Per element: one load, the operation with its one argument operation (a subtraction or an
- * addition; none for log1p), one addition to the sum: the least work of any kernel that needs
+ * Per element: one load, the operation with its one argument operation (a subtraction, an
+ * addition or a multiplication), one addition to the sum: the least work of any kernel that needs
  * the operation, and nothing else. The caller times the call (FL_PROBE_N * reps operations);
  * the sum is returned so that the work cannot be optimised away. Compiled once per ISA. */
 #include <stdint.h>
@@ -31,18 +31,21 @@ FL_ALWAYS_INLINE flv fl_probe_op(flv x, int what)
     }
 }
 
+/* one accumulator, four operations added to it as a tree a step: a single loop-carried
+ * addition per four vectors, and no accumulator for the compiler to spill (with the log1p's
+ * constants, four of them left one on the stack on AVX2, and the loop ran at the speed of
+ * that store and reload instead of the arithmetic's) */
 FL_ALWAYS_INLINE double fl_probe_loop(const float *x, int64_t reps, int what)
 {
-    flv a0 = flv_set1(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    flv a = flv_set1(0.0f);
     for (int64_t r = 0; r < reps; r++) {
         for (int k = 0; k + 4 * FL_W <= FL_PROBE_N; k += 4 * FL_W) {
-            a0 = flv_add(a0, fl_probe_op(flv_load(x + k), what));
-            a1 = flv_add(a1, fl_probe_op(flv_load(x + k + FL_W), what));
-            a2 = flv_add(a2, fl_probe_op(flv_load(x + k + 2 * FL_W), what));
-            a3 = flv_add(a3, fl_probe_op(flv_load(x + k + 3 * FL_W), what));
+            flv o0 = fl_probe_op(flv_load(x + k), what), o1 = fl_probe_op(flv_load(x + k + FL_W), what);
+            flv o2 = fl_probe_op(flv_load(x + k + 2 * FL_W), what), o3 = fl_probe_op(flv_load(x + k + 3 * FL_W), what);
+            a = flv_add(a, flv_add(flv_add(o0, o1), flv_add(o2, o3)));
         }
     }
-    return flv_hsum_d(flv_add(flv_add(a0, a1), flv_add(a2, a3)));
+    return flv_hsum_d(a);
 }
 
 double FL_FN(math_probe)(int what, int64_t reps)
