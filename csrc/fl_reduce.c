@@ -70,10 +70,13 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         } else {
             int ent = ctx->op == FL_ENTROPY;
             float *e = ent ? bp : NULL;
-            double n_eq, rest = lo >= m + FL_EXPF_NORMAL_LO
-                                    ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1)
-                                    : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);
-            double dot = ent ? fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m) : 0.0;
+            /* the exponentials in bp carry the factor scale of fl_rsumexp_shift_t (1 on the
+             * TwoSum paths), which the entropy's dot product divides out */
+            double n_eq, scale = 1.0, rest = fl_shift_ok(m, lo) ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, e, &n_eq, &scale, ahead)
+                                           : lo >= m + FL_EXPF_NORMAL_LO
+                                           ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1)
+                                           : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);
+            double dot = ent ? fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m) / scale : 0.0;
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
              * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),

@@ -3,10 +3,14 @@
  * product. Float64 rows are in fl_rowmath_f64.h, tiles of small rows in fl_tile.h, the
  * prefetching and streamed output rows in fl_pend.h, sigmoids in fl_sigmoid_math.h.
  *
- * Accuracy design (see API.md, "Accuracy"): x - m is carried with its rounding error e
- * (TwoSum), folded into the exponential as exp(s)*(1 + e), so exp(x_i - max) is right to about
- * one ULP even when x_i and the max differ in magnitude; sums of exponentials accumulate in
- * float64 lanes. Everything is compiled once per ISA, with FL_W lanes.
+ * Accuracy design (see API.md, "Accuracy"): exp(x_i - max) must be right to about one ULP even
+ * when x_i and the max differ in magnitude, where x - m rounds. Rows of moderate logits
+ * (fl_shift_ok: |max| <= 64, none more than 86 below it) take exp(x_i) * 2^-sn with
+ * sn = round(max * log2 e) instead (fl_rsumexp_shift_t): nothing is rounded before the
+ * exponential's own reduction, and the factor exp(max - sn ln2) is divided out of the sums in
+ * double. Other rows carry x - m with its rounding error e (TwoSum), folded into the
+ * exponential as exp(s)*(1 + e). Sums of exponentials accumulate in float64 lanes. Everything
+ * is compiled once per ISA, with FL_W lanes.
  */
 #ifndef FL_ROWMATH_H
 #define FL_ROWMATH_H
@@ -226,6 +230,73 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
         acc = fl_dacc_add(acc, e);
     }
     return fl_dacc_sum(acc);
+}
+
+/* Can a row of max m and min lo take the exact-reduction exponentials of fl_rsumexp_shift_t?
+ * Its logits then lie in [m - 86, m], within [-150, 64] where flv_exp_shift_normal holds, and
+ * x * log2(e) - sn in [-125, 1]. Beyond 64 the float32 exponentials of x itself would leave
+ * the reduction's tested range; such rows take the TwoSum path. */
+#define FL_SHIFT_MMAX 64.0f
+static inline int fl_shift_ok(float m, float lo) { return fabsf(m) <= FL_SHIFT_MMAX && lo >= m + FL_EXPF_NORMAL_LO; }
+
+/* the ties of a vector holding some x >= m (x == m: m is the row's max): counted, and their
+ * exponentials taken out of e (they join the count, not the rest) */
+static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
+{
+    float xs[FL_W], es[FL_W], mv = flv_hmax(m);
+    flv_store(xs, xv);
+    flv_store(es, e);
+    for (int j = 0; j < FL_W; j++)
+        if (xs[j] >= mv) { es[j] = 0.0f; (*ties)++; }
+    return flv_load(es);
+}
+
+/* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
+ * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
+ * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
+ * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y (if not NULL) receives the
+ * e_k, scaled by c. Per vector: the exponential, one comparison for ties (which only a vector
+ * holding the max takes further, fl_take_ties) and the float64 sum: the TwoSum correction's
+ * seven vector operations and the two selects of the counting are gone. */
+FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, float *y, double *n_eq, double *scale,
+                                           fl_ahead ahead, int32_t dt)
+{
+    float sn = fl_rintf(m * FL_LOG2E_F);
+    flv vm = flv_set1(m), vsn = flv_set1(sn);
+    fl_dacc acc = fl_dacc_zero();
+    int64_t k = 0, ties = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        fl_ahead_touch(ahead, k, 4 * FL_W);
+        flv xv[4], e[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            xv[j] = fl_xload(x, k + j * FL_W, dt);
+            e[j] = flv_exp_shift_normal(xv[j], vsn);
+        }
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            if (y) flv_store(y + k + j * FL_W, e[j]);
+            if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+            acc = fl_dacc_add(acc, e[j]);
+        }
+    }
+    for (; k < n; k += FL_W) {
+        /* the last vectors, the final one partial: its fill lanes (m itself, a valid argument)
+         * are taken out with the ties and not counted */
+        int64_t len = n - k < FL_W ? n - k : FL_W;
+        fl_ahead_touch(ahead, k, FL_W);
+        flv xv = fl_xload_part(x, k, len, m, dt), e = flv_exp_shift_normal(xv, vsn);
+        if (y) flv_store_part(y + k, e, len);
+        if (flv_any_ge(xv, vm)) {
+            ties -= FL_W - len;
+            e = fl_take_ties(xv, vm, e, &ties);
+        }
+        acc = fl_dacc_add(acc, e);
+    }
+    double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+    *scale = c;
+    *n_eq = (double)ties;
+    return fl_dacc_sum(acc) / c;
 }
 
 /* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */

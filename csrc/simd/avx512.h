@@ -70,6 +70,7 @@ static inline __m128 fl_avx512_max4_(__m128 a, __m128 b)
 {
     return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));
 }
+static inline int flv_any_ge(flv a, flv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ) != 0; }
 static inline int flv_all_finite(flv a)
 {
     return _mm512_cmp_ps_mask(flv_abs(a), _mm512_set1_ps(INFINITY), _CMP_LT_OQ) == 0xffff;
@@ -180,6 +181,17 @@ static inline flv flv_exp_neg_fast_normal(flv x)
 {
     flv n, r = fl_avx512_reduce_(x, &n);
     return _mm512_scalef_ps(fl_avx512_poly5_(r), n);
+}
+/* exp(x) * 2^-sn, as fl_expf_shift_s and fl_expf_fast_shift_s (a normal result) */
+static inline flv flv_exp_shift_normal(flv x, flv sn)
+{
+    flv n, r = fl_avx512_reduce_(x, &n);
+    return _mm512_scalef_ps(fl_avx512_poly7_(r), _mm512_sub_ps(n, sn));
+}
+static inline flv flv_exp_fast_shift_normal(flv x, flv sn)
+{
+    flv n, r = fl_avx512_reduce_(x, &n);
+    return _mm512_scalef_ps(fl_avx512_poly5_(r), _mm512_sub_ps(n, sn));
 }
 
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */
