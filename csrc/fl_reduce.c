@@ -70,6 +70,18 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         } else {
             int ent = ctx->op == FL_ENTROPY;
             float *e = ent ? bp : NULL;
+            if (!ent && fl_shift_ok(m, lo)) {
+                /* the cheaper sums first: their rest is within FL_FAST_REST_ERR * 2^-24 (relative),
+                 * which moves log S by at most that times rest/S; where this is below 3 * 2^-24 *
+                 * |v| (under 3 ULP of the float32 result, 3.5 with its rounding) it stands, else
+                 * the precise sums below redo the row */
+                double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, ahead);
+                v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
+                if (FL_FAST_REST_ERR * rest <= 3.0 * fabs(v) * (n_eq + rest)) {
+                    fl_put_scalar(ctx->y, i0, i1, v);
+                    return;
+                }
+            }
             /* the exponentials in bp carry the factor scale of fl_rsumexp_shift_t (1 on the
              * TwoSum paths), which the entropy's dot product divides out */
             double n_eq, scale = 1.0, rest = fl_shift_ok(m, lo) ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, e, &n_eq, &scale, ahead)

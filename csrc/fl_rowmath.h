@@ -299,6 +299,55 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
     return fl_dacc_sum(acc) / c;
 }
 
+/* fl_rsumexp_shift_t's rest and *n_eq for logsumexp's first try: the degree-5 exponential
+ * (flv_exp_fast_shift_normal, 1.95 ULP) and float32 partial sums, FL_SUM_CHUNK vectors at a time
+ * in four partials before the float64 lanes, as the cross-entropy's sums (a vector goes
+ * through at most 12 float32 roundings: 10 in its partial, 2 joining them), no y. The rest is
+ * then within FL_FAST_REST_ERR * 2^-24 of its value, relatively, and logsumexp keeps it where
+ * that error, carried into log S, is well inside its 4 ULP (fl_reduce_row). */
+#define FL_FAST_REST_ERR 17.0
+FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float m, double *n_eq, fl_ahead ahead,
+                                                int32_t dt)
+{
+    float sn = fl_rintf(m * FL_LOG2E_F);
+    flv vm = flv_set1(m), vsn = flv_set1(sn), zero = flv_set1(0.0f);
+    fl_dacc acc = fl_dacc_zero();
+    int64_t k = 0, ties = 0;
+    while (k + FL_W <= n) {
+        flv part[4] = {zero, zero, zero, zero};
+        int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+        for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
+            fl_ahead_touch(ahead, k, 4 * FL_W);
+            flv xv[4], e[4];
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                xv[j] = fl_xload(x, k + j * FL_W, dt);
+                e[j] = flv_exp_fast_shift_normal(xv[j], vsn);
+            }
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+                part[j] = flv_add(part[j], e[j]);
+            }
+        }
+        for (; k + FL_W <= end; k += FL_W) {
+            fl_ahead_touch(ahead, k, FL_W);
+            flv xv = fl_xload(x, k, dt), e = flv_exp_fast_shift_normal(xv, vsn);
+            if (flv_any_ge(xv, vm)) e = fl_take_ties(xv, vm, e, &ties);
+            part[0] = flv_add(part[0], e);
+        }
+        acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
+    }
+    if (k < n) {
+        /* the fill lanes (m itself) are taken out with the ties and not counted */
+        flv xv = fl_xload_part(x, k, n - k, m, dt), e = flv_exp_fast_shift_normal(xv, vsn);
+        ties -= FL_W - (n - k);
+        acc = fl_dacc_add(acc, fl_take_ties(xv, vm, e, &ties));
+    }
+    *n_eq = (double)ties;
+    return fl_dacc_sum(acc) / fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+}
+
 /* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */
 static inline double fl_log_sum(double n_eq, double rest)
 {
