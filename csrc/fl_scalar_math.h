@@ -259,10 +259,14 @@ static inline double fl_log_core_d(double x, double c)
     int sub = x < 2.2250738585072014e-308;
     double xs = sub ? x * 18014398509481984.0 : x; /* 2^54 */
     uint64_t u = fl_d2u(xs);
-    int64_t e = (int64_t)((u >> 52) & 0x7ff) - 1022;
+    /* the exponent as a double through the bits of 2^52 + e, not an int64 conversion: every
+     * step is then a 64-bit lane operation AVX2 has (it has no int64 -> double conversion), so
+     * loops over lanes of this function vectorise there too (logsumexp 65536x2: the lanes'
+     * logarithms ran one by one). The same value. */
+    double ef = fl_u2d(0x4330000000000000ull | ((u >> 52) & 0x7ffull)) - (4503599627370496.0 + 1022.0);
     double m = fl_u2d((u & 0x000fffffffffffffull) | 0x3fe0000000000000ull); /* [0.5, 1) */
     int small = m < FL_SQRTH_D;
-    e = small ? e - 1 : e;
+    ef = small ? ef - 1.0 : ef;
     m = small ? m + m : m;
     double f = m - 1.0;
     double s = f / (2.0 + f);
@@ -273,7 +277,7 @@ static inline double fl_log_core_d(double x, double c)
                      w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
     double r = t2 + t1;
     double hfsq = 0.5 * f * f;
-    double fe = (double)e - (sub ? 54.0 : 0.0);
+    double fe = ef - (sub ? 54.0 : 0.0);
     double y = fe * FL_LN2_HI_D - ((hfsq - (s * (hfsq + r) + (fe * FL_LN2_LO_D + c))) - f);
     y = x == 0.0 ? -(double)INFINITY : y;
     y = x < 0.0 ? (double)NAN : y;

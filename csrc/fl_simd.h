@@ -26,6 +26,8 @@
  *   fl_dacc fl_dacc_zero(void), fl_dacc fl_dacc_add(fl_dacc, flv), double fl_dacc_sum(fl_dacc):
  *                                        FL_W float64 lanes accumulating float32 vectors
  *   void fl_dacc_store(double *p, fl_dacc)   its FL_W lanes, in lane order
+ *   fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)   a + (double)p * max((double)x - m, -1e300)
+ *                                        lane by lane (the entropy's dot product; no fused multiply-add)
  *   flv  flv_gather(const float *p, const int32_t *idx)   lane j = p[idx[j]]  (idx: FL_W entries)
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
  *   flv  flv_exp_neg(flv)   flv_exp for x <= 0 or nan only (shifts by a max), cheaper where the ISA allows

@@ -104,6 +104,19 @@ static inline double fl_dacc_sum(fl_dacc a)
     __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
 }
+/* a + (double)p * max((double)x - m, -1e300), lane by lane, each step rounded once */
+static inline __m256d fl_avx2_prod_(__m128 p, __m128 x, __m256d m)
+{
+    __m256d d = _mm256_max_pd(_mm256_sub_pd(_mm256_cvtps_pd(x), m), _mm256_set1_pd(-1e300));
+    return _mm256_mul_pd(_mm256_cvtps_pd(p), d);
+}
+static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
+{
+    __m256d vm = _mm256_set1_pd(m);
+    a.lo = _mm256_add_pd(a.lo, fl_avx2_prod_(_mm256_castps256_ps128(p), _mm256_castps256_ps128(x), vm));
+    a.hi = _mm256_add_pd(a.hi, fl_avx2_prod_(_mm256_extractf128_ps(p, 1), _mm256_extractf128_ps(x, 1), vm));
+    return a;
+}
 static inline void fl_dacc_store(double *p, fl_dacc a) { _mm256_storeu_pd(p, a.lo); _mm256_storeu_pd(p + 4, a.hi); }
 static inline flv flv_gather(const float *p, const int32_t *idx)
 {

@@ -105,6 +105,20 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+/* a + (double)p * max((double)x - m, -1e300), lane by lane, each step rounded once */
+static inline __m512d fl_avx512_prod_(__m256 p, __m256 x, __m512d m)
+{
+    __m512d d = _mm512_max_pd(_mm512_sub_pd(_mm512_cvtps_pd(x), m), _mm512_set1_pd(-1e300));
+    return _mm512_mul_pd(_mm512_cvtps_pd(p), d);
+}
+static inline __m256 fl_avx512_hi256_(flv v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
+{
+    __m512d vm = _mm512_set1_pd(m);
+    a.lo = _mm512_add_pd(a.lo, fl_avx512_prod_(_mm512_castps512_ps256(p), _mm512_castps512_ps256(x), vm));
+    a.hi = _mm512_add_pd(a.hi, fl_avx512_prod_(fl_avx512_hi256_(p), fl_avx512_hi256_(x), vm));
+    return a;
+}
 static inline void fl_dacc_store(double *p, fl_dacc a) { _mm512_storeu_pd(p, a.lo); _mm512_storeu_pd(p + 8, a.hi); }
 static inline flv flv_gather(const float *p, const int32_t *idx)
 {

@@ -80,6 +80,19 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return vaddvq_f64(vaddq_f64(a.lo, a.hi)); }
+/* a + (double)p * max((double)x - m, -1e300), lane by lane, each step rounded once */
+static inline float64x2_t fl_neon_prod_(float32x2_t p, float32x2_t x, float64x2_t m)
+{
+    float64x2_t d = vmaxq_f64(vsubq_f64(vcvt_f64_f32(x), m), vdupq_n_f64(-1e300));
+    return vmulq_f64(vcvt_f64_f32(p), d);
+}
+static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
+{
+    float64x2_t vm = vdupq_n_f64(m);
+    a.lo = vaddq_f64(a.lo, fl_neon_prod_(vget_low_f32(p), vget_low_f32(x), vm));
+    a.hi = vaddq_f64(a.hi, fl_neon_prod_(vget_high_f32(p), vget_high_f32(x), vm));
+    return a;
+}
 static inline void fl_dacc_store(double *p, fl_dacc a) { vst1q_f64(p, a.lo); vst1q_f64(p + 2, a.hi); }
 static inline flv flv_gather(const float *p, const int32_t *idx)
 {

@@ -41,6 +41,11 @@ typedef double fl_dacc;
 static inline fl_dacc fl_dacc_zero(void) { return 0.0; }
 static inline fl_dacc fl_dacc_add(fl_dacc a, flv v) { return a + (double)v; }
 static inline double fl_dacc_sum(fl_dacc a) { return a; }
+static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
+{
+    double d = (double)x - m;
+    return a + (double)p * (d < -1e300 ? -1e300 : d);
+}
 static inline void fl_dacc_store(double *p, fl_dacc a) { *p = a; }
 static inline flv flv_gather(const float *p, const int32_t *idx) { return p[idx[0]]; }
 static inline flv flv_exp(flv a) { return fl_expf_s(a); }
