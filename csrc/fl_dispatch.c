@@ -172,6 +172,7 @@ int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_gri
 int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) { return fl_table()->threshold(x, out, g, t); }
 double fl_stream_read(const float *src, int64_t n) { return fl_table()->stream_read(src, n); }
 void fl_stream_copy(float *dst, const float *src, int64_t n) { fl_table()->stream_copy(dst, src, n); }
+double fl_math_probe(int what, int64_t reps) { return fl_table()->math_probe(what, reps); }
 int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
            const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total)
 {

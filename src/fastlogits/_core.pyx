@@ -35,6 +35,7 @@ cdef extern from "fastlogits.h":
     int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) nogil
     double fl_stream_read(const float *src, int64_t n) nogil
     void fl_stream_copy(float *dst, const float *src, int64_t n) nogil
+    double fl_math_probe(int what, int64_t reps) nogil
     ctypedef struct fl_bce_opts:
         int kind
         double alpha
@@ -208,6 +209,21 @@ def stream_copy(cnp.ndarray dst, cnp.ndarray src):
     cdef int64_t n = src.size
     with nogil:
         fl_stream_copy(d, s, n)
+
+
+PROBE_ELEMENTS = 1024  # FL_PROBE_N: operations per pass of fl_math_probe
+PROBE_OPS = {"exp": 0, "div": 1, "log1p": 2}  # FL_PROBE_EXP, FL_PROBE_DIV, FL_PROBE_LOG1P
+
+
+def math_probe(str what, int64_t reps):
+    """reps passes of the throughput loop of one operation ("exp", "div", "log1p"; fl_probe.c)
+    over 1024 floats in L1, on the active ISA; returns its sum. Time the call:
+    PROBE_ELEMENTS * reps operations."""
+    cdef int op = PROBE_OPS[what]
+    cdef double s
+    with nogil:
+        s = fl_math_probe(op, reps)
+    return s
 
 
 def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha, double gamma,
