@@ -36,7 +36,13 @@ echo "cross_neon.sh: $QEMU -L $SYSROOT test_math ${args[*]}"
 # The kernels: every kernel source compiled for the scalar and the NEON path (warnings are
 # errors, as in the package build) and compared by csrc/tests/test_kernels_isa.c.
 flags=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -fno-math-errno -fno-trapping-math -Icsrc)
-kernels=(csrc/fl_softmax.c csrc/fl_reduce.c csrc/fl_sigmoid.c csrc/fl_select.c csrc/fl_ce.c csrc/fl_bce.c csrc/fl_score.c csrc/fl_stream.c csrc/fl_table.c)
+# The list is CMakeLists.txt's FL_KERNEL_SOURCES, read from there so that a new kernel file
+# cannot be left out of this build (it was once: the link failed only here).
+mapfile -t kernels < <(sed -n '/^set(FL_KERNEL_SOURCES/,/)/p' CMakeLists.txt \
+    | tr ' ()' '\n\n\n' | sed -n 's|^\${CSRC}/|csrc/|p')
+if [ ${#kernels[@]} -lt 2 ]; then
+    echo "cross_neon.sh: could not read FL_KERNEL_SOURCES from CMakeLists.txt" >&2; exit 1
+fi
 objs=()
 for isa in 0 3; do
     for src in "${kernels[@]}"; do
