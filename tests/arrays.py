@@ -26,7 +26,8 @@ except Exception:  # pragma: no cover
     bfloat16 = None
 
 __all__ = ["adversarial_arrays", "class_targets", "prob_targets", "binary_targets",
-           "assert_ulp_close", "assert_rel_close", "ulp_distance", "as_dtype", "bfloat16"]
+           "assert_ulp_close", "assert_rel_close", "ulp_distance", "exact_parts", "rounded",
+           "as_dtype", "bfloat16"]
 
 
 def as_dtype(name):
@@ -310,6 +311,10 @@ def binary_targets(shape, seed=0, kind="float", soft=False):
 
 
 # --------------------------------------------------------------------------- assertions
+#
+# Errors are measured against exact values: fastlogits.reference.exact(...) results (DDArray:
+# value = (hi + lo) * 2**ex, about 106 bits) or plain float arrays of any precision.  The
+# arithmetic is float64 only, so the measure is the same on every platform.
 
 def _finfo(dtype):
     dtype = np.dtype(dtype)
@@ -318,57 +323,110 @@ def _finfo(dtype):
     return np.finfo(dtype)
 
 
-def _to_ld(a):
-    """Convert to longdouble (exactly, for every float format up to float64)."""
+def _is_exact(a):
+    """True for an exact (double-double) value: it has hi, lo and ex parts."""
+    return all(hasattr(a, name) for name in ("hi", "lo", "ex"))
+
+
+def _to_f64(a):
+    """A float array as float64 (exactly for every format up to float64)."""
     a = np.asarray(a)
     if a.dtype.kind == "V" or a.dtype == np.float16:
         a = a.astype(np.float32)
-    return a.astype(np.longdouble)
+    with np.errstate(over="ignore"):
+        return a.astype(np.float64)
 
 
-def ulp_distance(actual, expected, dtype):
-    """Elementwise distance |actual - expected| in ULPs of ``dtype`` at ``expected``.
+def exact_parts(expected):
+    """``(hi, lo, ex)``, float64/float64/int64 arrays with ``expected = (hi + lo) * 2**ex``
+    and ``0.5 <= |hi| < 1`` (or hi zero or non-finite, with lo = ex = 0)."""
+    if _is_exact(expected):
+        return np.asarray(expected.hi), np.asarray(expected.lo), np.asarray(expected.ex)
+    e = np.asarray(expected)
+    if e.dtype.kind == "V" or e.dtype == np.float16:
+        e = e.astype(np.float32)
+    if e.dtype.kind != "f":
+        e = e.astype(np.float64)
+    ordinary = np.isfinite(e) & (e != 0)
+    m, k = np.frexp(np.where(ordinary, e, 0.5))            # exact in e's own precision
+    hi = np.where(ordinary, m, e).astype(np.float64)
+    lo = np.where(ordinary, m - hi, 0).astype(np.float64)  # non-zero for long double only
+    return hi, lo, np.where(ordinary, k, 0).astype(np.int64)
 
-    ``expected`` may be more precise than ``dtype`` (e.g. longdouble): the distance is
-    then fractional (a correctly rounded result is <= 0.5).  Both nan -> 0; same-sign
+
+def rounded(expected, dtype):
+    """The exact value rounded to ``dtype`` (one rounding for exact values)."""
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if _is_exact(expected):
+            return expected.astype(dtype)
+        return _to_f64(expected).astype(dtype)
+
+
+def _ldexp(x, k):
+    return np.ldexp(x, np.clip(k, -2200, 2200).astype(np.int32))
+
+
+def _ulp_exponent(ex, dtype):
+    """log2 of the ULP of ``dtype`` at values (hi * 2**ex, 0.5 <= |hi| < 1); at 0 it is the
+    smallest subnormal."""
+    fi = _finfo(dtype)
+    return np.maximum(np.asarray(ex, dtype=np.int64) - 1, int(fi.minexp)) - int(fi.nmant)
+
+
+def ulp_distance(actual, expected, dtype, scale=None):
+    """Elementwise ``|actual - expected|`` in ULPs of ``dtype`` at ``expected``.
+
+    ``expected`` is exact (a ``reference.exact`` result) or a float array of any precision;
+    the distance is then fractional (a correctly rounded result is <= 0.5). ``actual`` is a
+    float array, or an exact value (to compare two oracles). With ``scale`` (non-negative
+    floats broadcasting against ``expected``) the unit is the larger of the ULP at
+    ``expected`` and the ULP at ``scale``: "within N ULP of the value or of the size of the
+    terms it was computed from", for results that cancel. Both nan -> 0; same-sign
     infinities -> 0 (an expected value that rounds to +-inf in ``dtype`` counts as that
     infinity); nan vs a number, or an infinity vs a finite value -> inf.
     """
     dtype = np.dtype(dtype)
-    fi = _finfo(dtype)
-    a = _to_ld(actual)
-    e = _to_ld(expected)
-    a, e = np.broadcast_arrays(a, e)
-    with np.errstate(over="ignore", invalid="ignore"):
-        e_rounded = _to_ld(np.asarray(e).astype(np.float64).astype(dtype)) \
-            if dtype != np.longdouble else e
-    nmant = int(fi.nmant)
-    minexp = int(fi.minexp)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _, ex = np.frexp(np.abs(np.where(np.isfinite(e), e, 1)))
-        ex = np.maximum(ex.astype(np.int64) - 1, minexp)
-        ulp = np.ldexp(np.ones(e.shape, dtype=np.longdouble), (ex - nmant).astype(np.int32))
-        d = np.abs(a - e) / ulp
-    an, en = np.isnan(a), np.isnan(e)
-    ai, ei = np.isinf(a), np.isinf(e_rounded)
-    d = np.where(an | en, np.inf, d)
-    d = np.where(an & en, 0, d)
-    d = np.where((ai | ei) & ~an & ~en, np.inf, d)
-    d = np.where(ai & ei & (np.sign(a) == np.sign(e_rounded)), 0, d)
-    return np.asarray(d, dtype=np.longdouble)
+    hi, lo, ex = exact_parts(expected)
+    unit = _ulp_exponent(ex, dtype)
+    if scale is not None:
+        shi, _, sex = exact_parts(np.abs(_to_f64(scale)))
+        unit = np.maximum(unit, np.where(np.isfinite(shi) & (shi != 0), _ulp_exponent(sex, dtype), unit))
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        if _is_exact(actual):
+            diff = actual - expected
+            dh, dl, dex = exact_parts(diff)
+            d = _ldexp(np.abs(dh + dl), dex - unit)
+            a = _to_f64(actual.astype(np.float64))
+        else:
+            a = _to_f64(actual)
+            a, hi, lo, ex, unit = np.broadcast_arrays(a, hi, lo, ex, unit)
+            d = _ldexp(np.abs((_ldexp(a, -ex) - hi) - lo), ex - unit)
+        a, hi, d = np.broadcast_arrays(a, hi, d)
+        e_rounded = np.broadcast_to(rounded(expected, dtype), a.shape)
+        an, en = np.isnan(a), np.isnan(hi)
+        ai, ei = np.isinf(a), np.isinf(_to_f64(e_rounded))
+        d = np.where(an | en, np.inf, d)
+        d = np.where(an & en, 0.0, d)
+        d = np.where((ai | ei) & ~an & ~en, np.inf, d)
+        d = np.where(ai & ei & (np.sign(a) == np.sign(_to_f64(e_rounded))), 0.0, d)
+    return np.asarray(d, dtype=np.float64)
 
 
 def _fmt(v):
     v = np.asarray(v)
     if v.ndim == 0:
         return repr(v[()])
-    s = np.array2string(v, threshold=8, edgeitems=3, precision=10)
+    s = np.array2string(v, threshold=8, edgeitems=3, precision=17)
     return s.replace("\n", " ")
 
 
 def _report(kind, context, actual, expected, err, inputs, limit_text, worst=5):
+    """The failure message: context, the limit, and the worst points (as scipy.special's
+    FuncData): index, inputs, got, want (the exact value rounded to float64), error."""
     actual = np.asarray(actual)
-    expected = np.asarray(expected)
+    want = _to_f64(rounded(expected, np.float64)) if _is_exact(expected) else np.asarray(expected)
+    want = np.broadcast_to(want, actual.shape)
     flat = np.asarray(err, dtype=np.float64).reshape(-1)
     order = np.argsort(-np.where(np.isnan(flat), np.inf, flat), kind="stable")[:worst]
     lines = [f"{kind} check failed: {context}",
@@ -384,8 +442,8 @@ def _report(kind, context, actual, expected, err, inputs, limit_text, worst=5):
                     parts.append(f"{name}={_fmt(arr[idx])}")
                 except (IndexError, TypeError):
                     pass
-        parts.append(f"actual={_fmt(actual[idx] if actual.ndim else actual)}")
-        parts.append(f"expected={_fmt(expected[idx] if expected.ndim else expected)}")
+        parts.append(f"got={_fmt(actual[idx] if actual.ndim else actual)}")
+        parts.append(f"want={_fmt(want[idx] if want.ndim else want)}")
         parts.append(f"err={float(flat[k]):.4g}")
         lines.append(" ".join(parts))
     return "\n".join(lines)
@@ -398,47 +456,48 @@ def _context_text(context):
 
 
 def _shape_check(actual, expected, context):
-    a, e = np.asarray(actual), np.asarray(expected)
-    if a.shape != e.shape:
-        raise AssertionError(f"shape mismatch: {_context_text(context)}: actual {a.shape}, "
-                             f"expected {e.shape}")
-    return a, e
+    a_shape, e_shape = np.shape(actual), np.shape(expected.hi if _is_exact(expected) else expected)
+    if a_shape != e_shape:
+        raise AssertionError(f"shape mismatch: {_context_text(context)}: actual {a_shape}, "
+                             f"expected {e_shape}")
 
 
 def assert_ulp_close(actual, expected, max_ulp, dtype, context="", inputs=None,
-                     check_dtype=True):
-    """Assert ``ulp_distance(actual, expected, dtype) <= max_ulp`` everywhere.
+                     check_dtype=True, scale=None):
+    """Assert ``ulp_distance(actual, expected, dtype, scale) <= max_ulp`` everywhere.
 
-    ``dtype`` is the output dtype in which ULPs are measured (float16, bfloat16,
-    float32, float64, longdouble).  ``context`` is a string or a dict (function, dtype,
-    shape, axis, ...).  ``inputs`` is an optional dict name -> array indexed by the
-    output index (pass a class-axis-last view of the logits to see whole rows for a
-    reduction).  With ``check_dtype``, an ndarray/NumPy scalar ``actual`` must have
-    exactly ``dtype`` (byte order ignored).  On failure the AssertionError lists the
-    context and the five worst points.
+    ``dtype`` is the dtype in which ULPs are measured (float16, bfloat16, float32,
+    float64).  ``context`` is a string or a dict (function, dtype, shape, axis, ...).
+    ``inputs`` is an optional dict name -> array indexed by the output index (pass a
+    class-axis-last view of the logits to see whole rows for a reduction).  With
+    ``check_dtype``, an ndarray/NumPy scalar ``actual`` must have exactly ``dtype`` (byte
+    order ignored).  On failure the AssertionError lists the context and the five worst
+    points. Returns the largest distance (for the accuracy tables).
     """
     dtype = np.dtype(dtype)
     if check_dtype and isinstance(actual, (np.ndarray, np.generic)):
         if np.dtype(actual.dtype).newbyteorder("=") != dtype.newbyteorder("="):
             raise AssertionError(f"dtype mismatch: {_context_text(context)}: actual "
                                  f"{actual.dtype}, expected {dtype}")
-    a, e = _shape_check(actual, expected, context)
-    err = ulp_distance(a, e, dtype)
+    _shape_check(actual, expected, context)
+    err = ulp_distance(actual, expected, dtype, scale)
     bad = ~(err <= max_ulp)
     if np.any(bad):
         raise AssertionError(_report(
-            "ULP", _context_text(context), a, e, err, inputs,
+            "ULP", _context_text(context), np.asarray(actual), expected, err, inputs,
             f"max_ulp={max_ulp} ({int(bad.sum())} of {bad.size} points exceed it; "
             f"max {float(np.max(err)):.4g} ulp)"))
+    return float(np.max(err, initial=0.0))
 
 
 def assert_rel_close(actual, expected, rtol, atol=0.0, context="", inputs=None):
-    """Assert ``|actual - expected| <= atol + rtol*|expected|`` everywhere, with the
-    same nan/inf conventions as :func:`assert_ulp_close` (both nan equal, same-sign
-    infinities equal, anything else involving nan/inf fails) and the same report."""
-    a, e = _shape_check(actual, expected, context)
-    a = _to_ld(a)
-    e = _to_ld(e)
+    """Assert ``|actual - expected| <= atol + rtol*|expected|`` everywhere (float64
+    arithmetic), with the same nan/inf conventions as :func:`assert_ulp_close` (both nan
+    equal, same-sign infinities equal, anything else involving nan/inf fails) and the same
+    report. For comparisons with other libraries, whose own errors are stated that way."""
+    _shape_check(actual, expected, context)
+    a = _to_f64(actual)
+    e = _to_f64(rounded(expected, np.float64)) if _is_exact(expected) else _to_f64(expected)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         tol = atol + rtol * np.abs(e)
         diff = np.abs(a - e)
@@ -450,8 +509,7 @@ def assert_rel_close(actual, expected, rtol, atol=0.0, context="", inputs=None):
     bad = ~(err <= 1)
     if np.any(bad):
         raise AssertionError(_report(
-            "relative", _context_text(context), np.asarray(actual), np.asarray(expected),
+            "relative", _context_text(context), np.asarray(actual), e,
             err, inputs,
             f"rtol={rtol} atol={atol} ({int(bad.sum())} of {bad.size} points fail; "
             f"err = |a-e|/(atol+rtol*|e|))"))
-
