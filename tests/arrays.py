@@ -513,3 +513,94 @@ def assert_rel_close(actual, expected, rtol, atol=0.0, context="", inputs=None):
             err, inputs,
             f"rtol={rtol} atol={atol} ({int(bad.sum())} of {bad.size} points fail; "
             f"err = |a-e|/(atol+rtol*|e|))"))
+
+
+# --------------------------------------------------------------------------- gradient scales
+#
+# A gradient entry is a difference of terms (p_c - 1, T*p_c - w_c*t_c, sigmoid(x) - y): where
+# they cancel, any algorithm, the oracle's extended backend included, is accurate to the size
+# of the terms, not of their difference. These give that size per entry (float64, rough),
+# the `scale` of `assert_ulp_close`.
+
+def _shifted_rows(x, axis):
+    """The logits as float64 with the class axis last, and their row max (0 where not finite)."""
+    v = np.moveaxis(_to_f64(x), axis, -1)
+    with np.errstate(invalid="ignore"):
+        m = np.max(v, axis=-1, keepdims=True, initial=-np.inf)
+    return v, np.where(np.isfinite(m), m, 0.0)
+
+
+def ce_grad_scale(x, target, axis=-1, weight=None, sample_weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0):
+    """Per logit, the size of the terms of the cross-entropy gradient:
+    c1*s_i*((1-eps)*w_y*|p_c - [c=y]| + (eps/C)*(W*p_c + w_c)) for class indices,
+    c1*s_i*(T_i*p_c + w_c*t'_ic) for probabilities, plus c2*s_i*2z*|lse_i|*p_c."""
+    v, m = _shifted_rows(x, axis)
+    C = v.shape[-1]
+    if v.size == 0:
+        return np.zeros(np.shape(x))
+    eps, z = float(label_smoothing), float(z_loss)
+    with np.errstate(all="ignore"):
+        e = np.exp(v - m)
+        total = e.sum(axis=-1, keepdims=True)
+        p = e / total
+        lse = np.abs(m + np.log(total))
+        w = np.ones(C) if weight is None else _to_f64(weight)
+        s = np.ones(v.shape[:-1]) if sample_weight is None else _to_f64(sample_weight)
+        t = np.asarray(target)
+        if t.dtype.kind in "iu":
+            valid = t != ignore_index
+            tc = np.where(valid, t, 0)
+            onehot = np.arange(C) == tc[..., None]
+            wy = np.where(valid, w[tc], 0.0)
+            terms = (1 - eps) * wy[..., None] * np.abs(p - onehot) + eps / C * (w.sum() * p + w)
+            d1, d2 = np.sum(s * wy), np.sum(np.where(valid, s, 0.0))
+        else:
+            valid = np.ones(v.shape[:-1], dtype=bool)
+            wt = w * ((1 - eps) * np.moveaxis(_to_f64(t), axis, -1) + eps / C)
+            terms = wt.sum(axis=-1, keepdims=True) * p + wt
+            d1 = d2 = np.sum(s)
+        c1, c2 = (1 / d1, 1 / d2) if reduction == "mean" else (1.0, 1.0)
+        scale = c1 * s[..., None] * terms + c2 * s[..., None] * 2 * z * lse * p
+        scale = np.where(valid[..., None] & np.isfinite(scale), scale, 0.0)
+    return np.moveaxis(scale, -1, axis)
+
+
+def _sigmoids(x):
+    with np.errstate(over="ignore"):
+        x = _to_f64(x)
+        t = np.exp(-np.abs(x))
+        sp = np.where(x >= 0, 1 / (1 + t), t / (1 + t))
+        sn = np.where(x >= 0, t / (1 + t), 1 / (1 + t))
+    return sp, sn
+
+
+def bce_grad_scale(x, target, weight=None, pos_weight=None, reduction="mean"):
+    """Per logit, |w|*(sigmoid(x)*(1-y) + |pw|*y*sigmoid(-x)) (over the count for "mean")."""
+    sp, sn = _sigmoids(x)
+    y = _to_f64(target)
+    w = 1.0 if weight is None else np.abs(_to_f64(weight))
+    pw = 1.0 if pos_weight is None else np.abs(_to_f64(pos_weight))
+    with np.errstate(invalid="ignore"):
+        scale = np.broadcast_to(w * (sp * (1 - y) + pw * y * sn), np.shape(x))
+    n = max(np.size(x), 1) if reduction == "mean" else 1
+    return np.where(np.isfinite(scale), scale, 0.0) / n
+
+
+def focal_grad_scale(x, target, alpha=0.25, gamma=2.0, reduction="mean"):
+    """Per logit, the size of the two terms of the focal-loss gradient,
+    |a_t|*(q**g*(p*(1-y) + y*(1-p)) + g*ce*q**(g-1)*p*(1-p)) (over the count for "mean")."""
+    sp, sn = _sigmoids(x)
+    y = _to_f64(target)
+    xf = _to_f64(x)
+    with np.errstate(all="ignore"):
+        ls_pos = np.minimum(xf, 0) - np.log1p(np.exp(-np.abs(xf)))      # log sigmoid(x)
+        ls_neg = np.minimum(-xf, 0) - np.log1p(np.exp(-np.abs(xf)))     # log sigmoid(-x)
+        ce = -(np.where(y == 0, 0, y * ls_pos) + np.where(y == 1, 0, (1 - y) * ls_neg))
+        q = sp * (1 - y) + sn * y
+        at = np.abs(alpha * y + (1 - alpha) * (1 - y)) if alpha >= 0 else 1.0
+        mod = q ** gamma
+        second = np.where(q > 0, gamma * ce * mod * sp * sn / np.where(q > 0, q, 1), 0.0)
+        scale = at * (mod * (sp * (1 - y) + y * sn) + np.abs(second))
+    n = max(np.size(x), 1) if reduction == "mean" else 1
+    return np.where(np.isfinite(scale), scale, 0.0) / n

@@ -360,7 +360,7 @@ _EXP_ARG_LIMIT_EX = 40                         # |t| >= 2**39: exp(t) is 0 or in
 def _ldexp(x: Any, k: Any) -> Any:
     """x * 2**k for int64 k of any size (clipped where the result is 0 or inf anyway); int32
     exponents because that is the only ldexp loop every platform has."""
-    return np.ldexp(x, np.clip(k, -_LDEXP_LIMIT, _LDEXP_LIMIT).astype(np.int32))
+    return np.ldexp(x, np.minimum(np.maximum(k, -_LDEXP_LIMIT), _LDEXP_LIMIT).astype(np.int32))
 
 
 def _two_sum(a: Any, b: Any) -> Tuple[Any, Any]:
@@ -480,9 +480,9 @@ class DDArray:
     # ------------------------------------------------------------------ construction
     @classmethod
     def _normal(cls, hi: Any, lo: Any, ex: Any) -> "DDArray":
-        """Normalise hi to [0.5, 1) (moving its binary exponent into ex)."""
+        """Normalise a double-double (|lo| <= ulp(hi)/2) so that hi is in [0.5, 1) (its
+        binary exponent moves into ex)."""
         with np.errstate(invalid="ignore", over="ignore"):
-            hi, lo = _fast_two_sum(hi, lo)
             ordinary = np.isfinite(hi) & (hi != 0)
             m, k = np.frexp(np.where(ordinary, hi, 0.5))
             hi = np.where(ordinary, m, hi)
@@ -681,6 +681,10 @@ class DDArray:
 
     def log1p(self) -> "DDArray":
         small = self.ex <= -1                                  # |x| < 0.5
+        if np.all(small):
+            return self._log1p_small()
+        if not np.any(small):
+            return (self + 1.0).log()
         r_small = _dd_where(small, self, DDArray.from_float(np.zeros(self.shape)))
         r_big = _dd_where(small, DDArray.from_float(np.ones(self.shape)), self + 1.0)
         return _dd_where(small, r_small._log1p_small(), r_big.log())
@@ -794,7 +798,9 @@ def _lse_parts(v: Any) -> Tuple[Any, Any, Any]:
         # s = 1 + (sum of the others) when the maximum is finite: log1p keeps the
         # accuracy of log s for rows dominated by one class (s close to 1)
         rest = _sum_last(_where(_is_first_max(v), 0.0, e), keepdims=True)
-        log_s = _where(np.isfinite(m), _log1p(rest), _log(_sum_last(e, keepdims=True)))
+        log_s = _log1p(rest)
+        if not np.all(np.isfinite(m)):
+            log_s = _where(np.isfinite(m), log_s, _log(_sum_last(e, keepdims=True)))
     return shift, d, log_s
 
 
@@ -805,13 +811,14 @@ def _is_first_max(v: Any) -> Any:
     return np.arange(v.shape[-1]) == first
 
 
-def _lse_last(v: Any) -> Any:
-    """logsumexp over the last axis (keepdims): ``m + log(sum(exp(x - m)))``.
+def _lse_last(v: Any, parts: Optional[Tuple[Any, Any, Any]] = None) -> Any:
+    """logsumexp over the last axis (keepdims): ``m + log(sum(exp(x - m)))`` (``parts``:
+    those of ``_lse_parts(v)`` if already at hand).
 
     Where m and log s cancel, the result inherits the absolute error of log s: 2**-64
     relative in long double, so the exact oracle's long-double backend hands the rows that
     cancel by more than a factor 16 (its error would exceed 0.01 ULP) to double-double."""
-    shift, _, log_s = _lse_parts(v)
+    shift, _, log_s = _lse_parts(v) if parts is None else parts
     lse = shift + log_s
     if not (_EXACT.get() and isinstance(lse, np.ndarray) and lse.dtype == np.longdouble):
         return lse
@@ -1038,8 +1045,9 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
 
     shift, d, log_s = _lse_parts(v)
     m = _row_max(v)
-    lse = _lse_last(v)                                  # (..., 1)
-    logp = d - log_s                                    # (x - m) - log s
+    lse = _lse_last(v, (shift, d, log_s))               # (..., 1)
+    with np.errstate(invalid="ignore"):
+        logp = d - log_s                                # (x - m) - log s
     vf = _float_of(v)
     row_bad = np.any(np.isnan(vf) | (vf == np.inf), axis=-1)     # nan or +inf in row
     zero_rows = _work(np.zeros(row_shape), wk)
