@@ -361,9 +361,10 @@ def test_prob_targets_mean_divides_by_sample_weights():
     assert_rel_close(fl.cross_entropy(x, t, weight=w), fl.cross_entropy(x, t, weight=w, reduction="sum") / 8, 1e-14)
 
 
-def test_zero_probability_on_minus_inf_logit():
-    x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, 2.0]], dtype=np.float32)
-    t = np.array([[0.5, 0.0, 0.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+@pytest.mark.parametrize("dname", ["float32", "float64"])
+def test_zero_probability_on_minus_inf_logit(dname):
+    x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, 2.0]], dtype=dname)
+    t = np.array([[0.5, 0.0, 0.5], [0.0, 0.0, 1.0]], dtype=dname)
     loss, grad = fl.cross_entropy_and_grad(x, t, reduction="none")
     assert np.all(np.isfinite(loss)) and loss[1] == 0.0
     assert grad[0, 1] == 0.0 and np.array_equal(grad[1], [0.0, 0.0, 0.0])
