@@ -26,6 +26,7 @@ except Exception:  # pragma: no cover
     bfloat16 = None
 
 __all__ = ["adversarial_arrays", "class_targets", "prob_targets", "binary_targets",
+           "binary_target_like", "weight_like", "relayout",
            "assert_ulp_close", "assert_rel_close", "ulp_distance", "exact_parts", "rounded",
            "as_dtype", "bfloat16"]
 
@@ -308,6 +309,74 @@ def binary_targets(shape, seed=0, kind="float", soft=False):
         m = rng.random(shape) < 0.3
         out = np.where(m, rng.random(shape).astype(dt), out)
     return out
+
+
+# --------------------------------------------------------------------------- elementwise losses
+
+WEIGHT_SPECS = ("none", "scalar", "last", "rows", "full", "leading1")
+TARGET_KINDS = ("float64", "float32", "float16", "bool", "int64", "int8", "uint8", "soft")
+RELAYOUTS = ("C", "F", "reversed", "strided", "big-endian", "unaligned", "read-only")
+
+
+def weight_like(spec, shape, rng, low=0.25, high=2.25):
+    """A positive weight broadcasting to ``shape`` as PyTorch's BCE weight/pos_weight do:
+    "none" (None), "scalar" (0-d), "last" (the last axis), "rows" (the last axis 1),
+    "full" (the shape itself), "leading1" (1s then the last axis)."""
+    shape = tuple(shape)
+    if spec == "none":
+        return None
+    if spec == "scalar" or not shape:
+        wshape = ()
+    elif spec == "last":
+        wshape = shape[-1:]
+    elif spec == "rows":
+        wshape = shape[:-1] + (1,)
+    elif spec == "full":
+        wshape = shape
+    elif spec == "leading1":
+        wshape = (1,) * (len(shape) - 1) + shape[-1:]
+    else:  # pragma: no cover
+        raise ValueError(spec)
+    return rng.uniform(low, high, wshape)
+
+
+def binary_target_like(kind, shape, seed=0):
+    """0/1 targets of ``shape`` in the dtype named by ``kind`` (TARGET_KINDS; "soft": float64
+    with values strictly inside (0, 1) too)."""
+    if kind in ("bool", "soft"):
+        return binary_targets(shape, seed=seed, kind="bool" if kind == "bool" else "float", soft=kind == "soft")
+    return binary_targets(shape, seed=seed, kind="int").astype(kind)
+
+
+def relayout(a, how):
+    """``a`` (equal values) in another memory layout: one of RELAYOUTS."""
+    a = np.asarray(a)
+    if a.ndim == 0 or how == "C":
+        return a
+    if how == "F":
+        return np.asfortranarray(a)
+    if how == "reversed":
+        rev = (slice(None, None, -1),) * a.ndim
+        return np.ascontiguousarray(a[rev])[rev]
+    if how == "strided":
+        big = np.zeros(tuple(2 * n for n in a.shape), dtype=a.dtype)
+        sl = (slice(None, None, 2),) * a.ndim
+        big[sl] = a
+        return big[sl]
+    if how == "big-endian":
+        return a.astype(a.dtype.newbyteorder(">")) if a.dtype.itemsize > 1 and a.dtype.kind in "fiu" else a
+    if how == "unaligned":
+        if a.dtype.itemsize == 1 or a.size == 0:
+            return a
+        buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
+        un = buf[1:].view(a.dtype).reshape(a.shape)
+        un[...] = a
+        return un
+    if how == "read-only":
+        ro = a.copy()
+        ro.flags.writeable = False
+        return ro
+    raise ValueError(how)  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- assertions
@@ -651,7 +720,8 @@ def ce_grad_ulp(x, axis, dtype):
 
 def focal_ulp(x, target, gamma, dtype):
     """Bound of the focal loss and gradient, per element: LOSS_ULP + 2*gamma; float64 with
-    gamma not in {0, 1, 2} takes q**gamma as exp(gamma*log q), which adds |gamma*log q| ULP."""
+    gamma not in {0, 1, 2} takes q**gamma as exp(gamma*log q), whose argument carries the
+    rounding of log q and of the product: 2*|gamma*log q| ULP more."""
     if _is_half(dtype):
         return HALF_ULP
     bound = LOSS_ULP + FOCAL_ULP_PER_GAMMA * gamma
@@ -661,7 +731,7 @@ def focal_ulp(x, target, gamma, dtype):
     y = _to_f64(target)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = sp * (1 - y) + sn * y
-        extra = np.where(q > 0, np.abs(gamma * np.log(q)), 0.0)
+        extra = np.where(q > 0, 2 * np.abs(gamma * np.log(q)), 0.0)
     return bound + np.where(np.isfinite(extra), extra, 0.0)
 
 
@@ -671,12 +741,25 @@ def reduced_ulp(per_element_ulp):
     return float(np.max(per_element_ulp, initial=0.0)) + 1
 
 
-def assert_reduced_close(actual, expected, max_ulp, dtype, context=""):
+def underflow_slack(max_ulp, n_terms, dtype, weight=1.0):
+    """The absolute error a sum of ``n_terms`` elementwise losses of the compute dtype may carry
+    from elements in its subnormal range (each within ``max_ulp`` of the smallest subnormal,
+    times its weights): a float32 loss of 1e-116 is 0."""
+    tiny = float(np.finfo(compute_dtype(dtype)).smallest_subnormal)
+    return float(max_ulp) * tiny * n_terms * weight
+
+
+def assert_reduced_close(actual, expected, max_ulp, dtype, context="", atol=0.0):
     """A reduced loss (Python float) against the exactly summed exact value, in ULPs of the
-    compute dtype of ``dtype`` but without its range (a float32 sum may exceed 3.4e38)."""
+    compute dtype of ``dtype`` but without its range (a float32 sum may exceed 3.4e38), or
+    within ``atol`` (see underflow_slack)."""
     cdt = compute_dtype(dtype)
     scale = 2.0 ** (52 - int(np.finfo(cdt).nmant))
     err = ulp_distance(np.float64(actual), expected, np.float64) / scale
+    if not err <= max_ulp and atol > 0:
+        exact = rounded(expected, np.float64)
+        if np.isfinite(exact) and abs(float(actual) - float(exact)) <= atol:
+            return 0.0
     if not err <= max_ulp:
         raise AssertionError(_report(
             "ULP", _context_text(context), np.float64(actual), expected, err, None,
