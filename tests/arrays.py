@@ -436,11 +436,12 @@ def _ldexp(x, k):
     return np.ldexp(x, np.clip(k, -2200, 2200).astype(np.int32))
 
 
-def _ulp_exponent(ex, dtype):
-    """log2 of the ULP of ``dtype`` at values (hi * 2**ex, 0.5 <= |hi| < 1); at 0 it is the
+def _ulp_exponent(hi, ex, dtype):
+    """log2 of the ULP of ``dtype`` at values hi * 2**ex (0.5 <= |hi| < 1); at 0 it is the
     smallest subnormal."""
     fi = _finfo(dtype)
-    return np.maximum(np.asarray(ex, dtype=np.int64) - 1, int(fi.minexp)) - int(fi.nmant)
+    ex = np.where(np.asarray(hi) == 0, int(fi.minexp), np.asarray(ex, dtype=np.int64) - 1)
+    return np.maximum(ex, int(fi.minexp)) - int(fi.nmant)
 
 
 def ulp_distance(actual, expected, dtype, scale=None):
@@ -457,10 +458,10 @@ def ulp_distance(actual, expected, dtype, scale=None):
     """
     dtype = np.dtype(dtype)
     hi, lo, ex = exact_parts(expected)
-    unit = _ulp_exponent(ex, dtype)
+    unit = _ulp_exponent(hi, ex, dtype)
     if scale is not None:
         shi, _, sex = exact_parts(np.abs(_to_f64(scale)))
-        unit = np.maximum(unit, np.where(np.isfinite(shi) & (shi != 0), _ulp_exponent(sex, dtype), unit))
+        unit = np.maximum(unit, np.where(np.isfinite(shi), _ulp_exponent(shi, sex, dtype), unit))
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         if _is_exact(actual):
             diff = actual - expected
