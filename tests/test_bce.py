@@ -66,15 +66,17 @@ def _grad_out(spec, x):
 
 def _check_loss(loss, want, bound, x, reduction, weight, context):
     """The loss against the exact value: per element in ULPs of the logits' dtype, reduced in
-    ULPs of the compute dtype (plus what elements below its normal range may lose, each up to
-    ``weight`` times a subnormal); returns the error."""
+    ULPs of the compute dtype (``bound`` gives both, a function of the dtype; plus what elements
+    below the compute dtype's normal range may lose, each up to ``weight`` times a subnormal);
+    returns the error."""
     if reduction == "none":
         assert np.shape(loss) == x.shape and np.asarray(loss).dtype == _native(x), context
-        return assert_ulp_close(loss, want, bound, _native(x), context, inputs={"x": x})
+        return assert_ulp_close(loss, want, bound(_native(x)), _native(x), context, inputs={"x": x})
     assert isinstance(loss, float), (type(loss), context)
     n = x.size if reduction == "sum" else 1
-    slack = underflow_slack(np.max(bound, initial=0.0), n, _native(x), weight)
-    return assert_reduced_close(loss, want, reduced_ulp(bound), _native(x), context, atol=slack)
+    per_element = bound(compute_dtype(_native(x)))
+    slack = underflow_slack(np.max(per_element, initial=0.0), n, _native(x), weight)
+    return assert_reduced_close(loss, want, reduced_ulp(per_element), _native(x), context, atol=slack)
 
 
 def _weight_scale(kw):
@@ -99,10 +101,11 @@ def _check_binary(name, x, y, kw, reduction, gspec, context, accuracy=None):
     kw_c = dict(kw) if focal else {k: _as_computed(v, dt) for k, v in kw.items()}
     want, want_grad = R.exact(getattr(R, name + "_and_grad"), x, y_c, reduction=reduction, **kw_c)
     if focal:
-        bound = focal_ulp(x, y_c, kw["gamma"], dt)
+        def bound(d):
+            return focal_ulp(x, y_c, kw["gamma"], d)
         scale = focal_grad_scale(x, y_c, reduction=reduction, **kw)
     else:
-        bound = loss_ulp(dt)
+        bound = loss_ulp
         scale = bce_grad_scale(x, y_c, reduction=reduction, **kw_c)
     loss = f(x, y, reduction=reduction, **kw)
     err = _check_loss(loss, want, bound, x, reduction, _weight_scale(kw), context)
@@ -111,7 +114,7 @@ def _check_binary(name, x, y, kw, reduction, gspec, context, accuracy=None):
     if grad_out is not None:
         assert g is grad_out, context
     assert g.shape == x.shape and g.dtype == dt, context
-    gerr = assert_ulp_close(g, want_grad, bound, dt, f"{context} grad", inputs={"x": x0}, scale=scale)
+    gerr = assert_ulp_close(g, want_grad, bound(dt), dt, f"{context} grad", inputs={"x": x0}, scale=scale)
     if reduction == "none":
         assert np.array_equal(np.asarray(loss2), np.asarray(loss), equal_nan=True), context
     else:

@@ -80,7 +80,7 @@ def _check_against_reference(x, axis, t, kw, reduction, dname, context, accuracy
         what = f"cross_entropy {kind} loss"
     else:
         assert isinstance(loss, float) and isinstance(loss_only, float)
-        err = assert_reduced_close(loss, want, reduced_ulp(loss_ulp(out)), out, context)
+        err = assert_reduced_close(loss, want, reduced_ulp(loss_ulp(compute_dtype(out))), out, context)
         assert loss_only == loss or (math.isnan(loss) and math.isnan(loss_only)), context
         what = f"cross_entropy {kind} {reduction}"
     assert grad.shape == x.shape and grad.dtype == out  # outputs in native order

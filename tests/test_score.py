@@ -10,8 +10,7 @@ terms. Tolerances, with eps the compute dtype's epsilon: nll, brier and mean_ent
 32 eps * log C absolute: the entropy of a peaked row is tiny and only known to that), ece
 32 eps absolute (a sum of cancelling per-bin differences, in [0, 1]),
 accuracy, top_k_accuracy and roc_auc 64 float64 eps (+ n * 2**-53) relative (ratios of weight
-sums). Counts
-exactly. scikit-learn is an optional oracle: the tests that use it skip without it.
+sums). Counts exactly. scikit-learn is an optional oracle: the tests that use it skip without it.
 """
 import math
 
