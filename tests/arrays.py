@@ -719,6 +719,18 @@ def ce_grad_ulp(x, axis, dtype):
     return LOSS_ULP + np.moveaxis(np.broadcast_to(spread, v.shape), -1, axis)
 
 
+def ce_loss_ulp(x, axis, dtype):
+    """Bound of the per-row cross-entropy loss: LOSS_ULP; float32 rows add their spread (see
+    ce_grad_ulp: a loss dominated by the exponentials of the other classes, -log p_y of a
+    target holding the max, carries their error)."""
+    if _is_half(dtype) or np.dtype(dtype) == np.float64:
+        return loss_ulp(dtype)
+    v, m = _shifted_rows(x, axis)
+    with np.errstate(invalid="ignore"):
+        gap = np.where(np.isfinite(v), np.abs(v - m), 0.0)
+    return LOSS_ULP + np.max(gap, axis=-1, initial=0.0)
+
+
 def focal_ulp(x, target, gamma, dtype):
     """Bound of the focal loss and gradient, per element: LOSS_ULP + 2*gamma; float64 with
     gamma not in {0, 1, 2} takes q**gamma as exp(gamma*log q), whose argument carries the

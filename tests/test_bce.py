@@ -64,19 +64,19 @@ def _grad_out(spec, x):
     return None
 
 
-def _check_loss(loss, want, bound, x, reduction, weight, context):
+def _check_loss(loss, want, bounds, x, reduction, weight, context):
     """The loss against the exact value: per element in ULPs of the logits' dtype, reduced in
-    ULPs of the compute dtype (``bound`` gives both, a function of the dtype; plus what elements
+    ULPs of the compute dtype (``bounds``: the per-element bounds in both; plus what elements
     below the compute dtype's normal range may lose, each up to ``weight`` times a subnormal);
     returns the error."""
+    bound_out, bound_compute = bounds
     if reduction == "none":
         assert np.shape(loss) == x.shape and np.asarray(loss).dtype == _native(x), context
-        return assert_ulp_close(loss, want, bound(_native(x)), _native(x), context, inputs={"x": x})
+        return assert_ulp_close(loss, want, bound_out, _native(x), context, inputs={"x": x})
     assert isinstance(loss, float), (type(loss), context)
     n = x.size if reduction == "sum" else 1
-    per_element = bound(compute_dtype(_native(x)))
-    slack = underflow_slack(np.max(per_element, initial=0.0), n, _native(x), weight)
-    return assert_reduced_close(loss, want, reduced_ulp(per_element), _native(x), context, atol=slack)
+    slack = underflow_slack(np.max(bound_compute, initial=0.0), n, _native(x), weight)
+    return assert_reduced_close(loss, want, reduced_ulp(bound_compute), _native(x), context, atol=slack)
 
 
 def _weight_scale(kw):
@@ -100,21 +100,21 @@ def _check_binary(name, x, y, kw, reduction, gspec, context, accuracy=None):
     y_c = _as_computed(y, dt)
     kw_c = dict(kw) if focal else {k: _as_computed(v, dt) for k, v in kw.items()}
     want, want_grad = R.exact(getattr(R, name + "_and_grad"), x, y_c, reduction=reduction, **kw_c)
+    # bounds and scales from the logits before an in-place gradient overwrites them
     if focal:
-        def bound(d):
-            return focal_ulp(x, y_c, kw["gamma"], d)
+        bounds = (focal_ulp(x, y_c, kw["gamma"], dt), focal_ulp(x, y_c, kw["gamma"], compute_dtype(dt)))
         scale = focal_grad_scale(x, y_c, reduction=reduction, **kw)
     else:
-        bound = loss_ulp
+        bounds = (loss_ulp(dt), loss_ulp(compute_dtype(dt)))
         scale = bce_grad_scale(x, y_c, reduction=reduction, **kw_c)
     loss = f(x, y, reduction=reduction, **kw)
-    err = _check_loss(loss, want, bound, x, reduction, _weight_scale(kw), context)
+    err = _check_loss(loss, want, bounds, x, reduction, _weight_scale(kw), context)
     grad_out = _grad_out(gspec, x)
     loss2, g = fg(x, y, reduction=reduction, grad_out=grad_out, **kw)
     if grad_out is not None:
         assert g is grad_out, context
     assert g.shape == x.shape and g.dtype == dt, context
-    gerr = assert_ulp_close(g, want_grad, bound(dt), dt, f"{context} grad", inputs={"x": x0}, scale=scale)
+    gerr = assert_ulp_close(g, want_grad, bounds[0], dt, f"{context} grad", inputs={"x": x0}, scale=scale)
     if reduction == "none":
         assert np.array_equal(np.asarray(loss2), np.asarray(loss), equal_nan=True), context
     else:
