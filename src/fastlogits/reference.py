@@ -425,7 +425,7 @@ def _dd_times_int(k: Any, c: Tuple[float, float, float]) -> Tuple[Any, Any]:
     return _dd_add(h, l, k * c[2], 0.0)
 
 
-def _inverse_factorials(n: int) -> list:
+def _inverse_factorials(n: int) -> List[Tuple[Any, Any]]:
     """1/k! for k = 0..n in double-double (k! is exact in float64 for k <= 22)."""
     one = np.ones(1)
     return [_dd_div(one, 0.0 * one, np.array([float(math.factorial(k))]), 0.0 * one)
@@ -620,10 +620,10 @@ class DDArray:
     def __ge__(self, other: Any) -> Any:
         return self._sign(other) >= 0
 
-    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+    def __eq__(self, other: Any) -> Any:
         return self._sign(other) == 0
 
-    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+    def __ne__(self, other: Any) -> Any:
         return ~(self == other)
 
     __hash__ = None  # type: ignore[assignment]
