@@ -465,7 +465,7 @@ class DDArray:
     platforms without an extended long double (and everywhere under FASTLOGITS_ORACLE=portable).
 
     ``value = (hi + lo) * 2**ex`` elementwise (``hi``, ``lo`` float64, ``ex`` int64 arrays of
-    one shape).  Supports ``+ - * /``, unary minus, ``**`` by a float, comparisons, indexing
+    one shape).  Supports ``+ - * /``, unary minus, ``**`` (of x >= 0), comparisons, indexing
     and the helpers of this module (``exp``, ``log``, ``log1p``, sums along the last axis).
     ``astype(dtype)`` rounds once to a NumPy float dtype; ``hi``/``lo``/``ex`` give the
     unrounded value (``tests/arrays.py`` measures ULP errors from them).
