@@ -256,11 +256,11 @@ def test_float64_cross_entropy_probability_targets_on_a_long_row():
 
 
 @pytest.mark.parametrize("name", ["bce_with_logits", "sigmoid_focal_loss"])
-@pytest.mark.parametrize("shape", [(1_000_000,), (333_334, 3)])
-def test_float64_binary_losses_summed_over_a_million_elements(name, shape):
+@pytest.mark.parametrize("shape", [(200_000,), (66_667, 3)])
+def test_float64_binary_losses_summed_over_many_elements(name, shape):
     """The exact oracle found float64 BCE sums of a million elements, each within 0.5 ULP, off
-    by 100 to 735 ULP: the lanes of a piece, the pieces of a block and the blocks were added in
-    plain running sums. All three are compensated sums now."""
+    by 100 to 735 ULP (200000 elements: 40 to 90 ULP): the lanes of a piece, the pieces of a
+    block and the blocks were added in plain running sums. All three are compensated sums now."""
     import arrays
 
     x = np.full(shape, 0.3)
