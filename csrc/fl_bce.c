@@ -14,6 +14,9 @@
  *              (a zero coefficient times the infinite max(.) of x = +-inf is taken as 0: the
  *              loss limits 0 or +inf); all terms are >= 0 for non-negative weights
  *   BCE grad = w*(s+*(1 + (pw-1)*y) - pw*y) = B*s+ - A*s-   (no cancellation for y in {0,1})
+ * A term whose target factor is 0 (pw*y or 1-y) is absent whatever the weight: its coefficient
+ * is 0 even for w = inf (not inf*0 = NaN), so an infinite weight gives an infinite loss as in
+ * PyTorch, and a zero weight masks an element even at x = +-inf.
  * Focal loss (torchvision): ce = the BCE loss with w = pw = 1, q = 1 - p_t = s+*(1-y) + s-*y
  * (a sum of non-negative terms: no cancellation near p_t = 1), a_t = alpha*y + (1-alpha)*(1-y)
  * (1 when alpha < 0):
@@ -35,6 +38,8 @@
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
+#include "fl_sigmoid_math.h"
 
 enum { FL_POW_ONE = 0, FL_POW_ID = 1, FL_POW_SQ = 2, FL_POW_GEN = 3 };
 
@@ -161,10 +166,18 @@ static inline flv fl_vpow(flv q, int mode, double gamma)
 /* per-lane constants of a piece */
 typedef struct { flv one, scale, alpha, alpha_c, gamma; int use_alpha, pow_mode; double gamma_d; } fl_vconst;
 
+/* the coefficient wc of a term with target factor c: 0 where c = 0, whatever the weight (c NaN
+ * stays NaN: -|c| is then not < 0 and c*0 is NaN) */
+static inline flv fl_vcoef(flv c, flv wc)
+{
+    return flv_sel_neg(flv_neg(flv_abs(c)), wc, flv_mul(c, flv_set1(0.0f)));
+}
+
 static inline void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv *loss, flv *grad)
 {
     flv t = fl_vexp_mabs(x);
-    flv a = flv_mul(flv_mul(w, pw), y), b = flv_mul(w, flv_sub(K->one, y));
+    flv yc = flv_sub(K->one, y);
+    flv a = fl_vcoef(flv_mul(pw, y), flv_mul(flv_mul(w, pw), y)), b = fl_vcoef(yc, flv_mul(w, yc));
     *loss = fl_vsoftplus2(x, a, b, fl_vlog1p_unit(t));
     if (grad) {
         flv sp, sn;
@@ -345,7 +358,8 @@ static double fl_elems_f64(const fl_bce_ctx *c, const double *x, const double *y
         for (int64_t k = 0; k < n; k++) {
             double xk = x[k], yk = y[k], wk = w ? w[k] : 1.0, pk = pw ? pw[k] : 1.0;
             double t = fl_exp_d(-fabs(xk));
-            double a = (wk * pk) * yk, b = wk * (1.0 - yk);
+            double yc = 1.0 - yk;
+            double a = pk * yk == 0.0 ? 0.0 : (wk * pk) * yk, b = yc == 0.0 ? 0.0 : wk * yc; /* see fl_vcoef */
             l[k] = fl_softplus2_d(xk, a, b, fl_log1p_d(t));
             if (g) {
                 double r = 1.0 / (1.0 + t), tr = t * r;

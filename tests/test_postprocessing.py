@@ -169,6 +169,31 @@ def test_logsumexp_where_max_and_log_sum_cancel():
     assert_ulp_close(fl.logsumexp(x), want, 4, np.float64, "log 2 pair")
 
 
+def test_row_paths_of_the_softmax_family_keep_4_ulp(isa):
+    """Rows on each side of every path choice of the float32 row sums: logsumexp's cheaper first
+    try (kept only where its error bound is under 3 ULP of the result) and its redo, the exact
+    reduction of rows whose max is within 64 of zero and the TwoSum rows beyond, rows with a
+    logit more than 86 below the max, ties with the max in the last partial vector."""
+    rng = np.random.default_rng(19)
+    rows = []
+    for c in (37, 1000, 4099):
+        for centre in (-30.0, -12.0, -6.0, -3.0, -1.0, 0.0, 1.0, 3.0, 6.0, 12.0, 63.9, 64.1, -63.9, -64.1):
+            x = rng.standard_normal(c).astype(np.float32) * np.float32(rng.choice([0.1, 1.0, 3.0]))
+            x += np.float32(centre - np.log(c))  # logsumexp about `centre`, the max about it too
+            rows.append(x)
+        far = rng.standard_normal(c).astype(np.float32)
+        far[::7] -= np.float32(100.0)  # some logits more than 86 below the max
+        rows.append(far)
+        tie = rng.standard_normal(c).astype(np.float32)
+        tie[-1] = tie[-2] = tie.max() + np.float32(1.0)  # two maxima, the last in the tail
+        rows.append(tie)
+    for x in rows:
+        what = f"C={x.size}, max {x.max():.3g}"
+        for name in ("logsumexp", "softmax", "log_softmax", "entropy"):
+            assert_ulp_close(getattr(fl, name)(x), ref.exact(getattr(ref, name), x), 4, np.float32,
+                             f"{name} {what}", inputs={"row": x})
+
+
 def test_peaked_rows_keep_their_tiny_parts():
     """log(sum exp) of a row dominated by one class must keep the tiny rest (log1p)."""
     x = np.array([0.0, -40.0], dtype=np.float32)

@@ -1084,7 +1084,7 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
         with np.errstate(invalid="ignore"):
             ce_i = _where(row_bad, np.nan, s * ce)
         z_i = s * zterm
-        D1 = D2 = _sum_all(s)
+        D1 = D2 = _sum_all(s) if C > 0 else _work(np.nan, wk)   # PyTorch: numel / C = 0 / 0
 
     with np.errstate(invalid="ignore", divide="ignore"):
         loss: Any
