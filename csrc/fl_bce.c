@@ -38,6 +38,7 @@
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
 #include "fl_sigmoid_math.h"
 
 enum { FL_POW_ONE = 0, FL_POW_ID = 1, FL_POW_SQ = 2, FL_POW_GEN = 3 };
@@ -388,13 +389,17 @@ static double fl_elems_f64(const fl_bce_ctx *c, const double *x, const double *y
             }
         }
     }
-    /* eight partial sums, combined pairwise: fixed order */
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) acc[j] += l[k + j];
-    for (; k < n; k++) acc[0] += l[k];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    /* eight compensated lanes in a fixed order: plain running sums lost up to 700 ULP over a
+     * million elements each within 0.5 ULP */
+    fl_csum8 acc = {{0}, {0}};
+    for (int64_t k = 0; k < n; k++) fl_csum8_add(&acc, (int)(k & 7), l[k]);
+    double total = fl_csum8_total(&acc);
+    if (isfinite(total)) return total;
+    /* an infinite loss (x = +-inf) or a nan: the compensation holds inf - inf, the plain sum
+     * the right value */
+    total = 0.0;
+    for (int64_t k = 0; k < n; k++) total += l[k];
+    return total;
 }
 
 /* ---------------- pieces, blocks, driver ---------------- */
@@ -472,15 +477,15 @@ static void fl_bce_task(void *vctx, int64_t b0, int64_t b1)
     for (int64_t b = b0; b < b1; b++) {
         if (!buf) { c->status[b] = FL_ENOMEM; continue; }
         int64_t u1 = (b + 1) * c->per_block < c->n_pieces ? (b + 1) * c->per_block : c->n_pieces;
-        double sum = 0.0;
+        double sum = 0.0, comp = 0.0; /* compensated: a block may hold thousands of short pieces */
         int ok = 1;
         for (int64_t u = b * c->per_block; u < u1; u++) {
             int64_t i0, i1, k0, n;
             fl_piece_pos(c, u, &i0, &i1, &k0, &n);
-            sum += c->f64 ? fl_piece_f64(c, i0, i1, k0, n, (double *)buf, &ok)
-                          : fl_piece_f32(c, i0, i1, k0, n, (float *)buf, &ok);
+            fl_neumaier(&sum, &comp, c->f64 ? fl_piece_f64(c, i0, i1, k0, n, (double *)buf, &ok)
+                                            : fl_piece_f32(c, i0, i1, k0, n, (float *)buf, &ok));
         }
-        if (c->partial) c->partial[b] = sum;
+        if (c->partial) c->partial[b] = isfinite(sum) ? sum + comp : sum;
         c->status[b] = ok ? FL_OK : FL_EBADTARGET;
     }
     free(buf);
@@ -526,13 +531,13 @@ static int fl_bce_drive(fl_bce_ctx *c, fl_task_fn task, double *total)
     }
     fl_parallel_for(n_blocks, task, c);
     int st = FL_OK;
-    double sum = 0.0;
+    double sum = 0.0, comp = 0.0;
     for (int64_t b = 0; b < n_blocks; b++) {
         if (c->status[b] == FL_ENOMEM) st = FL_ENOMEM;
         else if (c->status[b] == FL_EBADTARGET && st == FL_OK) st = FL_EBADTARGET;
-        if (c->partial) sum += c->partial[b];
+        if (c->partial) fl_neumaier(&sum, &comp, c->partial[b]);
     }
-    if (total) *total = sum;
+    if (total) *total = isfinite(sum) ? sum + comp : sum;
     free(c->status);
     free(c->partial);
     return st;
