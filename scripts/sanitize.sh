@@ -79,7 +79,7 @@ hidden=(matplotlib pyarrow dask distributed)
 if [ "${FASTLOGITS_SANITIZE_NO_TORCH:-0}" = 1 ]; then hidden+=(torch); fi
 for mod in "${hidden[@]}"; do
     mkdir -p "$work/hidden/$mod"
-    echo "raise ImportError('$mod hidden by scripts/sanitize.sh')" > "$work/hidden/$mod/__init__.py"
+    echo "raise ModuleNotFoundError('$mod hidden by scripts/sanitize.sh', name='$mod')" > "$work/hidden/$mod/__init__.py"
 done
 export PYTHONPATH="$work/hidden${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$full" = 1 ]; then
@@ -95,10 +95,17 @@ LD_PRELOAD="$libasan" "$py" -m pytest "${targets[@]}" "${pytest_args[@]}" "${ext
 status=$?
 set -e
 echo "sanitize.sh: tests finished with status $status after $(( $(date +%s) - start )) s"
-reports=("$work"/reports/*)
-if [ -e "${reports[0]}" ]; then
+# allocator_may_return_null still writes one warning line per refused request (the 2**40-element
+# rows above, on purpose); a report holding nothing else is not a finding.
+benign='^==[0-9]+==WARNING: AddressSanitizer failed to allocate 0x[0-9a-f]+ bytes$'
+findings=()
+for report in "$work"/reports/*; do
+    [ -e "$report" ] || continue
+    if grep -Evq "$benign" "$report"; then findings+=("$report"); fi
+done
+if [ ${#findings[@]} -gt 0 ]; then
     echo "sanitize.sh: sanitizer reports:" >&2
-    cat "${reports[@]}" >&2
+    cat "${findings[@]}" >&2
     [ "$status" -ne 0 ] || status=88
 fi
 case $status in

@@ -12,6 +12,8 @@ import importlib
 import io
 import os
 import pkgutil
+import re
+import sys
 
 import pytest
 
@@ -31,6 +33,21 @@ def _module_names():
 
 MODULES = _module_names()
 
+_IMPORT = re.compile(r"^\s*import\s+([\w., ]+?)\s*$|^\s*from\s+([\w.]+)\s+import\b", re.M)
+
+
+def _optional_imports(test):
+    """The modules an example imports, except the standard library and NumPy: a module's
+    examples may use an optional dependency that the module imports lazily (the examples of
+    fastlogits._dask_npy import fastlogits.dask, which needs dask)."""
+    names = set()
+    for example in test.examples:
+        for plain, source in _IMPORT.findall(example.source):
+            names.update(part.split()[0] for part in plain.split(",") if part.strip())
+            if source:
+                names.add(source)
+    return {n for n in names if n.split(".")[0] not in sys.stdlib_module_names and n.split(".")[0] != "numpy"}
+
 
 def test_public_modules_are_discovered():
     for name in ("fastlogits", "fastlogits._post", "fastlogits._bce", "fastlogits._config",
@@ -47,6 +64,11 @@ def test_docstring_examples(name, threads):
     # DocTestFinder keeps only objects defined in the module itself, so re-exports (the
     # package namespace) are not run twice.
     tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, name) if t.examples]
+    for library in sorted({lib for t in tests for lib in _optional_imports(t)}):
+        try:
+            importlib.import_module(library)
+        except ImportError as exc:
+            pytest.skip(f"{name}'s examples import {library}, which is not usable here: {exc}")
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     report = io.StringIO()
     for test in tests:
