@@ -251,19 +251,32 @@ static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
     return flv_load(es);
 }
 
+/* What fl_rsumexp_shift_t computes besides the sum, a constant at each call site:
+ *   FL_SUM_STORE  y receives the exponentials
+ *   FL_SUM_TIES   the entries equal to the max are counted apart (n_eq) and left out of the
+ *                 rest, as fl_rsumexp_t does; without it *n_eq = 0 and the rest is the whole
+ *                 sum, which is all the softmax needs (its maxima's exponentials are stored
+ *                 and scaled like the others, so the sum that divides them holds them too)
+ *   FL_SUM_DOT    *dot receives the entropy's sum_k exp(x_k - m) * (x_k - m), as
+ *                 fl_rdot_shift_t (float64 lanes, each step rounded once) but in the same
+ *                 pass, from the exponentials in registers: a second pass over the logits
+ *                 and the stored exponentials was a quarter of the entropy's instructions */
+enum { FL_SUM_STORE = 1, FL_SUM_TIES = 2, FL_SUM_DOT = 4 };
+
 /* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
  * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
  * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
- * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y (if not NULL) receives the
- * e_k, scaled by c. Per vector: the exponential, one comparison for ties (which only a vector
- * holding the max takes further, fl_take_ties) and the float64 sum: the TwoSum correction's
- * seven vector operations and the two selects of the counting are gone. */
+ * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y receives the e_k, scaled
+ * by c, and *dot the entropy's sum divided by c, as opts asks (FL_SUM_*). Per vector: the
+ * exponential, with FL_SUM_TIES one comparison for ties (which only a vector holding the max
+ * takes further, fl_take_ties), and the float64 sum: the TwoSum correction's seven vector
+ * operations and the two selects of the counting are gone. */
 FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, float *y, double *n_eq, double *scale,
-                                           fl_ahead ahead, int32_t dt)
+                                           double *dot, int opts, fl_ahead ahead, int32_t dt)
 {
     float sn = fl_rintf(m * FL_LOG2E_F);
     flv vm = flv_set1(m), vsn = flv_set1(sn);
-    fl_dacc acc = fl_dacc_zero();
+    fl_dacc acc = fl_dacc_zero(), adot = acc;
     int64_t k = 0, ties = 0;
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
         fl_ahead_touch(ahead, k, 4 * FL_W);
@@ -275,27 +288,37 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
         }
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
-            if (y) flv_store(y + k + j * FL_W, e[j]);
-            if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+            if (opts & FL_SUM_STORE) flv_store(y + k + j * FL_W, e[j]);
+            /* a tie's product is 0 (x - m = 0) with its exponential or without */
+            if (opts & FL_SUM_DOT) adot = fl_dacc_add_prod(adot, e[j], xv[j], (double)m);
+            if ((opts & FL_SUM_TIES) && flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
             acc = fl_dacc_add(acc, e[j]);
         }
     }
     for (; k < n; k += FL_W) {
         /* the last vectors, the final one partial: its fill lanes (m itself, a valid argument)
-         * are taken out with the ties and not counted */
+         * are taken out with the ties and not counted, or zeroed */
         int64_t len = n - k < FL_W ? n - k : FL_W;
         fl_ahead_touch(ahead, k, FL_W);
         flv xv = fl_xload_part(x, k, len, m, dt), e = flv_exp_shift_normal(xv, vsn);
-        if (y) flv_store_part(y + k, e, len);
-        if (flv_any_ge(xv, vm)) {
-            ties -= FL_W - len;
-            e = fl_take_ties(xv, vm, e, &ties);
+        if (opts & FL_SUM_STORE) flv_store_part(y + k, e, len);
+        if (opts & FL_SUM_DOT) adot = fl_dacc_add_prod(adot, e, xv, (double)m); /* the fill lanes add 0 */
+        if (opts & FL_SUM_TIES) {
+            if (flv_any_ge(xv, vm)) {
+                ties -= FL_W - len;
+                e = fl_take_ties(xv, vm, e, &ties);
+            }
+        } else if (len < FL_W) {
+            float es[FL_W];
+            flv_store(es, e);
+            e = flv_load_part(es, len, 0.0f);
         }
         acc = fl_dacc_add(acc, e);
     }
     double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
     *scale = c;
     *n_eq = (double)ties;
+    if (opts & FL_SUM_DOT) *dot = fl_dacc_sum(adot) / c;
     return fl_dacc_sum(acc) / c;
 }
 
