@@ -46,8 +46,9 @@ FL_ALWAYS_INLINE float fl_rmax_t(const void *x, int64_t n, int32_t dt)
 }
 
 
-/* fl_rmax_t, and in *mn the row's min (NaN entries ignored: a NaN's max decides the row) */
-FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t dt)
+/* fl_rmaxmin_t for the rows that hold a NaN: the max NaN-propagating throughout (flv_max, four
+ * accumulators: the NaN returned does not change with the NaN-free path's structure) */
+FL_ALWAYS_INLINE float fl_rmaxmin_nan_t(const void *x, int64_t n, float *mn, int32_t dt)
 {
     flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     flv b0 = flv_set1(INFINITY), b1 = b0, b2 = b0, b3 = b0;
@@ -75,6 +76,48 @@ FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t
     }
     *mn = -flv_hmax(flv_neg(flv_min_ord(flv_min_ord(b0, b1), flv_min_ord(b2, b3))));
     return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
+}
+
+/* fl_rmax_t, and in *mn the row's min (NaN entries ignored: a NaN's max decides the row). The
+ * max and min ignore NaN (flv_max_ord, flv_min_ord with the new element first) and one NaN
+ * flag per two vectors (flv_nan_mark) finds the rows that hold one, which are taken again by
+ * fl_rmaxmin_nan_t: the NaN-propagating max cost two operations more per vector, a quarter of
+ * the pass. Four accumulators hide the latency of the chains. */
+FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t dt)
+{
+    flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    flv b0 = flv_set1(INFINITY), b1 = b0, b2 = b0, b3 = b0, nan = flv_set1(0.0f);
+    int64_t k = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv v0 = fl_xload(x, k, dt), v1 = fl_xload(x, k + FL_W, dt);
+        flv v2 = fl_xload(x, k + 2 * FL_W, dt), v3 = fl_xload(x, k + 3 * FL_W, dt);
+        a0 = flv_max_ord(v0, a0);
+        a1 = flv_max_ord(v1, a1);
+        a2 = flv_max_ord(v2, a2);
+        a3 = flv_max_ord(v3, a3);
+        b0 = flv_min_ord(v0, b0);
+        b1 = flv_min_ord(v1, b1);
+        b2 = flv_min_ord(v2, b2);
+        b3 = flv_min_ord(v3, b3);
+        nan = flv_nan_mark(nan, v0, v1);
+        nan = flv_nan_mark(nan, v2, v3);
+    }
+    for (; k + FL_W <= n; k += FL_W) {
+        flv v = fl_xload(x, k, dt);
+        a0 = flv_max_ord(v, a0);
+        b0 = flv_min_ord(v, b0);
+        nan = flv_nan_mark(nan, v, v);
+    }
+    if (k < n) {
+        flv v = fl_xload_part(x, k, n - k, -INFINITY, dt);
+        a0 = flv_max_ord(v, a0);
+        b0 = flv_min_ord(fl_xload_part(x, k, n - k, INFINITY, dt), b0);
+        nan = flv_nan_mark(nan, v, v);
+    }
+    float fl = flv_hmax(nan);
+    if (fl != fl) return fl_rmaxmin_nan_t(x, n, mn, dt);
+    *mn = -flv_hmax(flv_neg(flv_min_ord(flv_min_ord(b0, b1), flv_min_ord(b2, b3))));
+    return flv_hmax(flv_max_ord(flv_max_ord(a0, a1), flv_max_ord(a2, a3)));
 }
 
 /* A floor for the logits of a row of finite max m: every x below it has exp(x - m) = 0 in
@@ -263,6 +306,16 @@ static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
  *                 and the stored exponentials was a quarter of the entropy's instructions */
 enum { FL_SUM_STORE = 1, FL_SUM_TIES = 2, FL_SUM_DOT = 4 };
 
+/* fl_take_ties for four vectors of a finite row: one comparison of their max finds the
+ * (rare) step that holds ties; a comparison and a branch per vector were a sixth of
+ * logsumexp's instructions */
+static inline void fl_take_ties4(const flv *xv, flv m, flv *e, int64_t *ties)
+{
+    if (!flv_any_ge(flv_max_ord(flv_max_ord(xv[0], xv[1]), flv_max_ord(xv[2], xv[3])), m)) return;
+    for (int j = 0; j < 4; j++)
+        if (flv_any_ge(xv[j], m)) e[j] = fl_take_ties(xv[j], m, e[j], ties);
+}
+
 /* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
  * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
  * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
@@ -286,12 +339,15 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
             xv[j] = fl_xload(x, k + j * FL_W, dt);
             e[j] = flv_exp_shift_normal(xv[j], vsn);
         }
+        if (opts & FL_SUM_STORE) {
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) flv_store(y + k + j * FL_W, e[j]);
+        }
+        if (opts & FL_SUM_TIES) fl_take_ties4(xv, vm, e, &ties);
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
-            if (opts & FL_SUM_STORE) flv_store(y + k + j * FL_W, e[j]);
             /* a tie's product is 0 (x - m = 0) with its exponential or without */
             if (opts & FL_SUM_DOT) adot = fl_dacc_add_prod(adot, e[j], xv[j], (double)m);
-            if ((opts & FL_SUM_TIES) && flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
             acc = fl_dacc_add(acc, e[j]);
         }
     }
@@ -347,11 +403,9 @@ FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float 
                 xv[j] = fl_xload(x, k + j * FL_W, dt);
                 e[j] = flv_exp_fast_shift_normal(xv[j], vsn);
             }
+            fl_take_ties4(xv, vm, e, &ties);
             FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) {
-                if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
-                part[j] = flv_add(part[j], e[j]);
-            }
+            for (int j = 0; j < 4; j++) part[j] = flv_add(part[j], e[j]);
         }
         for (; k + FL_W <= end; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);
