@@ -70,7 +70,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         } else {
             int ent = ctx->op == FL_ENTROPY;
             float *e = ent ? bp : NULL;
-            if (!ent && fl_shift_ok(m, lo)) {
+            if (!ent && fl_shift_ok(m, lo, c)) {
                 /* the cheaper sums first: their rest is within FL_FAST_REST_ERR * 2^-24 (relative),
                  * which moves log S by at most that times rest/S; where this is below 3 * 2^-24 *
                  * |v| (under 3 ULP of the float32 result, 3.5 with its rounding) it stands, else
@@ -85,7 +85,8 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             /* rows of moderate logits: the entropy's dot product in the same pass as the sums;
              * other rows keep their exponentials in bp for a second pass */
             double n_eq, scale, dot = 0.0, rest;
-            if (fl_shift_ok(m, lo))
+            int shift = fl_shift_ok(m, lo, c);
+            if (shift)
                 rest = ent ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, &dot,
                                            FL_SUM_TIES | FL_SUM_DOT, ahead)
                            : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL, FL_SUM_TIES,
@@ -94,7 +95,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
                 rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1);
             else
                 rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);
-            if (ent && !fl_shift_ok(m, lo)) dot = fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m);
+            if (ent && !shift) dot = fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
              * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),

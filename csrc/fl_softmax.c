@@ -45,7 +45,7 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
      * log_softmax log S from its parts. */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
     double n_eq, scale = 1.0, rest;
-    if (fl_shift_ok(m, lo))
+    if (fl_shift_ok(m, lo, c))
         rest = log_mode ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL, FL_SUM_TIES, ahead)
                         : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, ey, &n_eq, &scale, NULL, FL_SUM_STORE, ahead);
     else if (lo >= m + FL_EXPF_NORMAL_LO)
