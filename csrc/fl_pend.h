@@ -74,9 +74,12 @@ FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kin
     return flv_fma(sv, flv_set1(p->alpha), flv_mul(flv_set1(-p->beta), wv));
 }
 
-/* write the pending row's elements [next, k1) (see fl_pend), y of dtype ydt */
-FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t sdt, int32_t ydt)
+/* write the pending row's elements [next, k1) (see fl_pend), y of dtype ydt. The row's fields
+ * are read from a local copy: through p, every store to y (which may alias *p for all the
+ * compiler knows) made the loop reload its source, factors and shift. */
+FL_ALWAYS_INLINE void fl_pend_write(fl_pend *pp, int64_t k1, int kind, int32_t sdt, int32_t ydt)
 {
+    fl_pend q = *pp, *p = &q;
     void *y = p->y;
     int64_t c = p->c, t = p->t;
     int64_t s0 = fl_stream_head(y, c, (int64_t)fl_xsize(ydt)), s1 = s0 + (c - s0) / FL_W * FL_W; /* streamed */
@@ -102,7 +105,7 @@ FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t sd
         fl_xstore_part(y, s1, fl_pend_vec(p, s1, c - s1, kind, sdt), c - s1, ydt);
         if (t >= s1) fl_xput(y, t, p->gy, ydt);
     }
-    p->next = k1 == c ? c : k;
+    pp->next = k1 == c ? c : k;
 }
 
 FL_ALWAYS_INLINE void fl_pend_write_shift(fl_pend *p, int64_t k1, int32_t sdt)
@@ -124,9 +127,12 @@ static inline void fl_pend_drain(fl_pend *p, int64_t n)
     if (p->next == p->c) p->y = NULL;
 }
 
-/* the whole row of p at once with plain stores: an output that is not streamed */
-FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind, int32_t sdt, int32_t ydt)
+/* the whole row of p at once with plain stores: an output that is not streamed (fields read
+ * from a local copy, as in fl_pend_write) */
+FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *pp, int kind, int32_t sdt, int32_t ydt)
 {
+    fl_pend q = *pp;
+    const fl_pend *p = &q;
     int64_t k = 0, c = p->c;
     for (; k + FL_W <= c; k += FL_W) fl_xstore_part(p->y, k, fl_pend_vec(p, k, FL_W, kind, sdt), FL_W, ydt);
     if (k < c) fl_xstore_part(p->y, k, fl_pend_vec(p, k, c - k, kind, sdt), c - k, ydt);

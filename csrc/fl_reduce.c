@@ -82,13 +82,20 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
                     return;
                 }
             }
-            /* the exponentials in bp carry the factor scale of fl_rsumexp_shift_t (1 on the
-             * TwoSum paths), which the entropy's dot product divides out */
-            double n_eq, scale = 1.0, rest = fl_shift_ok(m, lo, c) ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, e, &n_eq, &scale, ahead)
-                                           : lo >= m + FL_EXPF_NORMAL_LO
-                                           ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1)
-                                           : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);
-            double dot = ent ? fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m) / scale : 0.0;
+            /* rows of moderate logits: the entropy's dot product in the same pass as the sums;
+             * other rows keep their exponentials in bp for a second pass */
+            double n_eq, scale, dot = 0.0, rest;
+            int shift = fl_shift_ok(m, lo, c);
+            if (shift)
+                rest = ent ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, &dot,
+                                           FL_SUM_TIES | FL_SUM_DOT, ahead)
+                           : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL, FL_SUM_TIES,
+                                           ahead);
+            else if (lo >= m + FL_EXPF_NORMAL_LO)
+                rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1);
+            else
+                rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);
+            if (ent && !shift) dot = fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
              * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),

@@ -47,8 +47,9 @@ FL_ALWAYS_INLINE float fl_rmax_t(const void *x, int64_t n, int32_t dt)
 }
 
 
-/* fl_rmax_t, and in *mn the row's min (NaN entries ignored: a NaN's max decides the row) */
-FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t dt)
+/* fl_rmaxmin_t for the rows that hold a NaN: the max NaN-propagating throughout (flv_max, four
+ * accumulators: the NaN returned does not change with the NaN-free path's structure) */
+FL_ALWAYS_INLINE float fl_rmaxmin_nan_t(const void *x, int64_t n, float *mn, int32_t dt)
 {
     flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     flv b0 = flv_set1(INFINITY), b1 = b0, b2 = b0, b3 = b0;
@@ -76,6 +77,48 @@ FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t
     }
     *mn = -flv_hmax(flv_neg(flv_min_ord(flv_min_ord(b0, b1), flv_min_ord(b2, b3))));
     return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
+}
+
+/* fl_rmax_t, and in *mn the row's min (NaN entries ignored: a NaN's max decides the row). The
+ * max and min ignore NaN (flv_max_ord, flv_min_ord with the new element first) and one NaN
+ * flag per two vectors (flv_nan_mark) finds the rows that hold one, which are taken again by
+ * fl_rmaxmin_nan_t: the NaN-propagating max cost two operations more per vector, a quarter of
+ * the pass. Four accumulators hide the latency of the chains. */
+FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t dt)
+{
+    flv a0 = flv_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    flv b0 = flv_set1(INFINITY), b1 = b0, b2 = b0, b3 = b0, nan = flv_set1(0.0f);
+    int64_t k = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv v0 = fl_xload(x, k, dt), v1 = fl_xload(x, k + FL_W, dt);
+        flv v2 = fl_xload(x, k + 2 * FL_W, dt), v3 = fl_xload(x, k + 3 * FL_W, dt);
+        a0 = flv_max_ord(v0, a0);
+        a1 = flv_max_ord(v1, a1);
+        a2 = flv_max_ord(v2, a2);
+        a3 = flv_max_ord(v3, a3);
+        b0 = flv_min_ord(v0, b0);
+        b1 = flv_min_ord(v1, b1);
+        b2 = flv_min_ord(v2, b2);
+        b3 = flv_min_ord(v3, b3);
+        nan = flv_nan_mark(nan, v0, v1);
+        nan = flv_nan_mark(nan, v2, v3);
+    }
+    for (; k + FL_W <= n; k += FL_W) {
+        flv v = fl_xload(x, k, dt);
+        a0 = flv_max_ord(v, a0);
+        b0 = flv_min_ord(v, b0);
+        nan = flv_nan_mark(nan, v, v);
+    }
+    if (k < n) {
+        flv v = fl_xload_part(x, k, n - k, -INFINITY, dt);
+        a0 = flv_max_ord(v, a0);
+        b0 = flv_min_ord(fl_xload_part(x, k, n - k, INFINITY, dt), b0);
+        nan = flv_nan_mark(nan, v, v);
+    }
+    float fl = flv_hmax(nan);
+    if (fl != fl) return fl_rmaxmin_nan_t(x, n, mn, dt);
+    *mn = -flv_hmax(flv_neg(flv_min_ord(flv_min_ord(b0, b1), flv_min_ord(b2, b3))));
+    return flv_hmax(flv_max_ord(flv_max_ord(a0, a1), flv_max_ord(a2, a3)));
 }
 
 /* A floor for the logits of a row of finite max m: every x below it has exp(x - m) = 0 in
@@ -258,19 +301,44 @@ static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
     return flv_load(es);
 }
 
+/* What fl_rsumexp_shift_t computes besides the sum, a constant at each call site:
+ *   FL_SUM_STORE  y receives the exponentials
+ *   FL_SUM_TIES   the entries equal to the max are counted apart (n_eq) and left out of the
+ *                 rest, as fl_rsumexp_t does; without it *n_eq = 0 and the rest is the whole
+ *                 sum, which is all the softmax needs (its maxima's exponentials are stored
+ *                 and scaled like the others, so the sum that divides them holds them too)
+ *   FL_SUM_DOT    *dot receives the entropy's sum_k exp(x_k - m) * (x_k - m), as
+ *                 fl_rdot_shift_t (float64 lanes, each step rounded once) but in the same
+ *                 pass, from the exponentials in registers: a second pass over the logits
+ *                 and the stored exponentials was a quarter of the entropy's instructions */
+enum { FL_SUM_STORE = 1, FL_SUM_TIES = 2, FL_SUM_DOT = 4 };
+
+/* fl_take_ties for four vectors of a finite row: one comparison of their max finds the
+ * (rare) step that holds ties; a comparison and a branch per vector were a sixth of
+ * logsumexp's instructions. Inlined and unrolled so that xv and e stay in registers (a loop
+ * over them kept both arrays on the stack: AVX-512 logsumexp ran 15% slower). */
+FL_ALWAYS_INLINE void fl_take_ties4(const flv *xv, flv m, flv *e, int64_t *ties)
+{
+    if (!flv_any_ge(flv_max_ord(flv_max_ord(xv[0], xv[1]), flv_max_ord(xv[2], xv[3])), m)) return;
+    FL_UNROLL(4)
+    for (int j = 0; j < 4; j++)
+        if (flv_any_ge(xv[j], m)) e[j] = fl_take_ties(xv[j], m, e[j], ties);
+}
+
 /* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
  * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
  * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
- * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y (if not NULL) receives the
- * e_k, scaled by c. Per vector: the exponential, one comparison for ties (which only a vector
- * holding the max takes further, fl_take_ties) and the float64 sum: the TwoSum correction's
- * seven vector operations and the two selects of the counting are gone. */
+ * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y receives the e_k, scaled
+ * by c, and *dot the entropy's sum divided by c, as opts asks (FL_SUM_*). Per vector: the
+ * exponential, with FL_SUM_TIES one comparison for ties (which only a vector holding the max
+ * takes further, fl_take_ties), and the float64 sum: the TwoSum correction's seven vector
+ * operations and the two selects of the counting are gone. */
 FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, float *y, double *n_eq, double *scale,
-                                           fl_ahead ahead, int32_t dt)
+                                           double *dot, int opts, fl_ahead ahead, int32_t dt)
 {
     float sn = fl_rintf(m * FL_LOG2E_F);
     flv vm = flv_set1(m), vsn = flv_set1(sn);
-    fl_dacc acc = fl_dacc_zero();
+    fl_dacc acc = fl_dacc_zero(), adot = acc;
     int64_t k = 0, ties = 0;
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
         fl_ahead_touch(ahead, k, 4 * FL_W);
@@ -280,29 +348,42 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
             xv[j] = fl_xload(x, k + j * FL_W, dt);
             e[j] = flv_exp_shift_normal(xv[j], vsn);
         }
+        if (opts & FL_SUM_STORE) {
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) flv_store(y + k + j * FL_W, e[j]);
+        }
+        if (opts & FL_SUM_TIES) fl_take_ties4(xv, vm, e, &ties);
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
-            if (y) flv_store(y + k + j * FL_W, e[j]);
-            if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+            /* a tie's product is 0 (x - m = 0) with its exponential or without */
+            if (opts & FL_SUM_DOT) adot = fl_dacc_add_prod(adot, e[j], xv[j], (double)m);
             acc = fl_dacc_add(acc, e[j]);
         }
     }
     for (; k < n; k += FL_W) {
         /* the last vectors, the final one partial: its fill lanes (m itself, a valid argument)
-         * are taken out with the ties and not counted */
+         * are taken out with the ties and not counted, or zeroed */
         int64_t len = n - k < FL_W ? n - k : FL_W;
         fl_ahead_touch(ahead, k, FL_W);
         flv xv = fl_xload_part(x, k, len, m, dt), e = flv_exp_shift_normal(xv, vsn);
-        if (y) flv_store_part(y + k, e, len);
-        if (flv_any_ge(xv, vm)) {
-            ties -= FL_W - len;
-            e = fl_take_ties(xv, vm, e, &ties);
+        if (opts & FL_SUM_STORE) flv_store_part(y + k, e, len);
+        if (opts & FL_SUM_DOT) adot = fl_dacc_add_prod(adot, e, xv, (double)m); /* the fill lanes add 0 */
+        if (opts & FL_SUM_TIES) {
+            if (flv_any_ge(xv, vm)) {
+                ties -= FL_W - len;
+                e = fl_take_ties(xv, vm, e, &ties);
+            }
+        } else if (len < FL_W) {
+            float es[FL_W];
+            flv_store(es, e);
+            e = flv_load_part(es, len, 0.0f);
         }
         acc = fl_dacc_add(acc, e);
     }
     double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
     *scale = c;
     *n_eq = (double)ties;
+    if (opts & FL_SUM_DOT) *dot = fl_dacc_sum(adot) / c;
     return fl_dacc_sum(acc) / c;
 }
 
@@ -331,11 +412,9 @@ FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float 
                 xv[j] = fl_xload(x, k + j * FL_W, dt);
                 e[j] = flv_exp_fast_shift_normal(xv[j], vsn);
             }
+            fl_take_ties4(xv, vm, e, &ties);
             FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) {
-                if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
-                part[j] = flv_add(part[j], e[j]);
-            }
+            for (int j = 0; j < 4; j++) part[j] = flv_add(part[j], e[j]);
         }
         for (; k + FL_W <= end; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);

@@ -39,12 +39,13 @@ static inline flv fl_vlog1p_unit(flv t)
 /* exp(-|x|), in (0, 1] (nan for nan) */
 static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(flv_neg(flv_abs(x))); }
 
-/* sigmoid and log-sigmoid, elementwise, stable for any |x| */
+/* sigmoid and log-sigmoid, elementwise, stable for any |x|. sigmoid: 1/(1+t), or t/(1+t) for
+ * x < 0, as one division of the selected numerator: t/(1+t) is then rounded once, not as t
+ * times a rounded 1/(1+t), and the multiplication is gone. */
 static inline flv fl_vsigmoid(flv x)
 {
-    flv t = fl_vexp_mabs(x);
-    flv r = flv_div(flv_set1(1.0f), flv_add(flv_set1(1.0f), t));
-    return flv_sel_neg(x, flv_mul(t, r), r);           /* x < 0: t/(1+t) */
+    flv one = flv_set1(1.0f), t = fl_vexp_mabs(x);
+    return flv_div(flv_sel_neg(x, t, one), flv_add(one, t));
 }
 
 static inline flv fl_vlog_sigmoid(flv x)
@@ -56,8 +57,7 @@ static inline flv fl_vlog_sigmoid(flv x)
 static inline double fl_sigmoid_d(double x)
 {
     double t = fl_exp_d(-fabs(x));
-    double r = 1.0 / (1.0 + t);
-    return x < 0.0 ? t * r : r;
+    return (x < 0.0 ? t : 1.0) / (1.0 + t);
 }
 
 static inline double fl_log_sigmoid_d(double x)

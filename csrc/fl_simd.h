@@ -19,6 +19,8 @@
  *   flv  flv_max_ord/min_ord(flv, flv)   max/min for operands that are not NaN (one instruction)
  *   flv  flv_abs(flv)   flv flv_neg(flv)
  *   flv  flv_zero_nan(flv a)             NaN lanes become +0, others unchanged
+ *   flv  flv_nan_mark(flv acc, flv a, flv b)   acc, made NaN in the lanes where a or b is NaN: a
+ *                                        sticky flag from flv_set1(0), tested by flv_hmax(acc) being NaN
  *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
  *   int  flv_all_finite(flv)             1 when no lane is inf or NaN
  *   int  flv_any_ge(flv a, flv b)        1 when some lane has a >= b (NaN lanes: no)

@@ -138,6 +138,22 @@ def test_documented_values():
     np.testing.assert_allclose(fl.softmax([2.5, 0.3, -1.2]), [0.88064861, 0.09757865, 0.02177274], rtol=1e-7)
 
 
+@pytest.mark.parametrize("c", [1, 7, 33, 100, 1000])
+def test_nan_anywhere_in_a_row(c, isa):
+    """A NaN at any position of a row (the max pass's four-vector steps, its single vectors,
+    its partial tail) makes the row's softmax family NaN, beside +-inf and large logits too."""
+    positions = range(c) if c <= 100 else [0, 1, 63, 64, 500, 991, 992, 999]
+    for fill in (0.0, np.inf, -np.inf, 1e30):
+        x = np.full((len(positions), c), 2.0, np.float32)
+        x[:, c // 2] = fill
+        for r, k in enumerate(positions):
+            x[r, k] = np.nan
+        for f in (fl.logsumexp, fl.entropy, fl.softmax, fl.log_softmax):
+            got = f(x, axis=-1)
+            assert np.isnan(got).all(), (f.__name__, c, fill, np.argwhere(~np.isnan(got))[:3])
+        assert not np.isnan(fl.logsumexp(np.nan_to_num(x, nan=1.0), axis=-1)).any()
+
+
 def test_special_values_follow_pytorch():
     neg = np.full(3, -np.inf)
     assert fl.logsumexp(neg) == -np.inf

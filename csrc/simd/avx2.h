@@ -48,6 +48,8 @@ static inline flv flv_max(flv a, flv b)
 /* a > b ? a : b for operands that are not NaN: one instruction */
 static inline flv flv_max_ord(flv a, flv b) { return _mm256_max_ps(a, b); }
 static inline flv flv_min_ord(flv a, flv b) { return _mm256_min_ps(a, b); }
+/* acc, NaN in the lanes where a or b is NaN: an all-ones mask is a NaN */
+static inline flv flv_nan_mark(flv acc, flv a, flv b) { return _mm256_or_ps(acc, _mm256_cmp_ps(a, b, _CMP_UNORD_Q)); }
 static inline flv flv_min(flv a, flv b)
 {
     return _mm256_blendv_ps(_mm256_min_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));

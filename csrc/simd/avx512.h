@@ -47,6 +47,10 @@ static inline flv flv_max(flv a, flv b)
 /* a > b ? a : b for operands that are not NaN: one instruction */
 static inline flv flv_max_ord(flv a, flv b) { return _mm512_max_ps(a, b); }
 static inline flv flv_min_ord(flv a, flv b) { return _mm512_min_ps(a, b); }
+static inline flv flv_nan_mark(flv acc, flv a, flv b)
+{
+    return _mm512_mask_mov_ps(acc, _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q), _mm512_set1_ps(NAN));
+}
 static inline flv flv_min(flv a, flv b)
 {
     return _mm512_mask_mov_ps(_mm512_min_ps(a, b), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);

@@ -49,6 +49,11 @@ static inline flv flv_max(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isn
 /* a > b ? a : b for operands that are not NaN (vmaxq_f32 would differ on +-0) */
 static inline flv flv_max_ord(flv a, flv b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
 static inline flv flv_min_ord(flv a, flv b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
+static inline flv flv_nan_mark(flv acc, flv a, flv b)
+{
+    uint32x4_t ord = vandq_u32(vceqq_f32(a, a), vceqq_f32(b, b));
+    return vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(acc), vmvnq_u32(ord)));
+}
 static inline flv flv_min(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcltq_f32(a, b)), a, b); }
 static inline flv flv_fma(flv a, flv b, flv c) { return vfmaq_f32(c, a, b); }
 static inline flv flv_abs(flv a) { return vabsq_f32(a); }

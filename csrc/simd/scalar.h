@@ -26,6 +26,7 @@ static inline flv flv_max(flv a, flv b) { return (a != a || a > b) ? a : b; }
 /* for operands that are not NaN (cheaper where the ISA has a max instruction) */
 static inline flv flv_max_ord(flv a, flv b) { return a > b ? a : b; }
 static inline flv flv_min_ord(flv a, flv b) { return a < b ? a : b; }
+static inline flv flv_nan_mark(flv acc, flv a, flv b) { return (a != a || b != b) ? NAN : acc; }
 static inline flv flv_min(flv a, flv b) { return (a != a || a < b) ? a : b; }
 /* not fused: a scalar fmaf would be a libm call on CPUs without FMA */
 static inline flv flv_fma(flv a, flv b, flv c) { return a * b + c; }
