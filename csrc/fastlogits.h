@@ -34,6 +34,20 @@ typedef struct {
     int64_t c;        /* classes per row */
 } fl_grid;
 
+/* An order-independent sum (csrc/fl_rsum.h): FL_RSUM_WORDS int64 words, exported as they are.
+ * Every reduced sum of the kernels is one: the result is bitwise the same for any order of the
+ * values, any split into partial states and any order of merging them. */
+#define FL_RSUM_WORDS 8
+typedef struct { int64_t w[FL_RSUM_WORDS]; } fl_rsum;
+
+/* ISA-independent, in fl_rsum.c: merge other[i] into into[i], finalize s[i] into out[i],
+ * deposit the n values x[0], x[stride], ... into *s; fl_rsum_check_n returns the index of the
+ * first state no deposit could have made (states may come from users), or -1 */
+void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n);
+void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n);
+void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride);
+int64_t fl_rsum_check_n(const fl_rsum *s, int64_t n);
+
 /* status codes */
 #define FL_OK 0
 #define FL_ENOMEM 1
