@@ -106,15 +106,15 @@ typedef struct {
     double z_loss;
     double grad_scale_ce;  /* factor of the cross-entropy part in the gradient (1/D1 under "mean") */
     double grad_scale_z;   /* factor of the z-loss part in the gradient (1/D2 under "mean") */
-    int targets_only;      /* only validate class indices and sum D1, D2, n_valid (no logits read) */
+    int targets_only;      /* only validate class indices and sum d1, d2, n_valid (no logits read) */
 } fl_ce_args;
 
 typedef struct {
-    double ce_sum;      /* sum over rows of s_i * cross-entropy_i */
-    double z_sum;       /* sum over rows of s_i * z_loss * lse_i^2 */
-    double d1;          /* index targets: sum over non-ignored rows of s_i * w[y_i] */
-    double d2;          /* index targets: sum over non-ignored rows of s_i */
-    double n_valid;     /* number of non-ignored rows */
+    fl_rsum ce;         /* sum over rows of s_i * cross-entropy_i */
+    fl_rsum z;          /* sum over rows of s_i * z_loss * lse_i^2 */
+    fl_rsum d1;         /* index targets: sum over non-ignored rows of s_i * w[y_i]; probabilities: of s_i */
+    fl_rsum d2;         /* index targets: sum over non-ignored rows of s_i; probabilities: of s_i */
+    int64_t n_valid;    /* number of non-ignored rows */
     int64_t first_bad;  /* first row (grid order) whose class index is out of range, or -1 */
 } fl_ce_result;
 

@@ -7,6 +7,7 @@ the array supplies the data pointer, the rest is the row grid in elements. A gri
 """
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -52,12 +53,14 @@ cdef extern from "fastlogits.h":
         double grad_scale_ce
         double grad_scale_z
         int targets_only
+    ctypedef struct fl_rsum:
+        int64_t w[8]
     ctypedef struct fl_ce_result:
-        double ce_sum
-        double z_sum
-        double d1
-        double d2
-        double n_valid
+        fl_rsum ce
+        fl_rsum z
+        fl_rsum d1
+        fl_rsum d2
+        int64_t n_valid
         int64_t first_bad
     int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) nogil
     ctypedef struct fl_score_opts:
@@ -70,8 +73,6 @@ cdef extern from "fastlogits.h":
         int64_t block_rows
     int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, double *acc) nogil
-    ctypedef struct fl_rsum:
-        int64_t w[8]
     void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n) nogil
     void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n) nogil
     void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride) nogil
@@ -247,7 +248,8 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
                   double grad_scale_ce, double grad_scale_z, bint targets_only):
     """The fused cross-entropy kernel. Optional operands (sample_weight, loss, grad) are specs
     or None; ``weight`` is a contiguous float64 array of the C classes or None. Returns
-    ``(ce_sum, z_sum, d1, d2, n_valid, first_bad)`` (see fastlogits.h)."""
+    ``(sums, n_valid, first_bad)``: sums is a (4, RSUM_WORDS) int64 array of the sum states
+    ce, z, d1, d2 (see fl_ce_result in fastlogits.h)."""
     cdef fl_ce_args a
     cdef fl_ce_result r
     cdef cnp.ndarray w
@@ -271,7 +273,12 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
     with nogil:
         st = fl_cross_entropy(&a, g, &r)
     _check(st)
-    return (r.ce_sum, r.z_sum, r.d1, r.d2, r.n_valid, r.first_bad)
+    cdef cnp.npy_intp dims[2]
+    dims[0] = 4
+    dims[1] = 8
+    cdef cnp.ndarray sums = cnp.PyArray_ZEROS(2, dims, cnp.NPY_INT64, 0)
+    memcpy(cnp.PyArray_DATA(sums), &r.ce, 4 * sizeof(fl_rsum))
+    return sums, r.n_valid, r.first_bad
 def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
           int64_t bins, double temperature, int64_t period, int64_t block_rows,
           cnp.ndarray acc):
