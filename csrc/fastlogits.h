@@ -81,15 +81,18 @@ typedef struct {
     double gamma;        /* focal: focusing exponent, >= 0 */
     double grad_scale;   /* the gradient is multiplied by this (1/N for a mean) */
     int check_target;    /* validate targets on the fly (FL_EBADTARGET) */
+    int per_element;     /* *total takes every element's loss, else each piece's (a row's) sum */
 } fl_bce_opts;
 
 /* Elementwise binary loss over the grid: x logits (float dtypes), y targets (float, bool or
  * integer dtypes, read in place), w and pw weight and pos_weight (BCE only; the compute dtype,
  * zero strides along broadcast dimensions; NULL means 1). loss and grad are optional outputs in
- * x's dtype. *total (optional) receives the sum of the per-element losses, accumulated in
- * float64 per fixed block and combined in block order (independent of the thread count). */
+ * x's dtype. *total (optional) receives the sum of the per-element losses as an
+ * order-independent sum: the losses of each row (of each piece of FL_BLOCK_ELEMS elements of
+ * a longer row) are added in a fixed order and the row sums deposited, or every loss on its
+ * own with o->per_element. */
 int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw,
-           const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
+           const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o, fl_rsum *total);
 /* FL_EBADTARGET if any target of the grid is not a valid binary target, else FL_OK */
 int fl_check_binary_target(const fl_arr *y, fl_grid g);
 /* cross-entropy, in fl_ce.c.
@@ -121,9 +124,8 @@ typedef struct {
 int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
 /* offline scoring, in fl_score.c */
 enum { FL_SCORE_SOFTMAX = 0, FL_SCORE_SIGMOID = 1 };
-/* the running sums of fl_score, in this order, followed by three sums per ECE bin b (see
- * fl_score.c): weight*(correct - conf) at NSUMS + b, weight at NSUMS + bins + b, weight*conf at
- * NSUMS + 2*bins + b */
+/* the sums of fl_score, in this order, followed by three sums per ECE bin b: the weight at
+ * NSUMS + b, weight*correct at NSUMS + bins + b, weight*conf at NSUMS + 2*bins + b */
 enum {
     FL_SCORE_W = 0,        /* total weight (sigmoid mode: over elements) */
     FL_SCORE_NLL = 1,
@@ -134,21 +136,21 @@ enum {
     FL_SCORE_GAP = 6,      /* E_p[z] - z_y (softmax) or (p - y) z (sigmoid), z = x / T */
     FL_SCORE_NSUMS = 7
 };
+#define FL_SCORE_WANT_BINS ((int64_t)1 << FL_SCORE_NSUMS)
 typedef struct {
     int32_t mode;          /* FL_SCORE_SOFTMAX or FL_SCORE_SIGMOID */
     int32_t want_rank;     /* compute the rank of the target (accuracy, top-k, ECE), softmax mode */
     int64_t k;             /* top-k */
     int64_t bins;          /* ECE bins, >= 1 */
     double temperature;    /* > 0 */
-    int64_t period;        /* fixed blocks: rows come in periods of this many rows... */
-    int64_t block_rows;    /* ...each split into blocks of this many (<= period) */
+    int64_t sums;          /* the sums to fill: bit q for sum q (FL_SCORE_W...), FL_SCORE_WANT_BINS */
 } fl_score_opts;
 /* Score the rows of the grid. target: int64 per row (softmax) or bool per element (sigmoid,
  * same class stride semantics as x); weight: float64 per row, or NULL for weights of 1.
- * acc holds 2*(FL_SCORE_NSUMS + 3*bins) doubles, (sum, compensation) pairs, updated in place
- * in block order (the value of a sum is sum + compensation). */
+ * acc holds FL_SCORE_NSUMS + 3*bins order-independent sums (fl_rsum) into which the rows'
+ * sums are merged; the sums not asked for in o->sums are left as they are. */
 int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
-             const fl_score_opts *o, double *acc);
+             const fl_score_opts *o, fl_rsum *acc);
 
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */

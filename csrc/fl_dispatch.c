@@ -123,13 +123,13 @@ int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) { retu
 double fl_stream_read(const float *src, int64_t n) { return fl_table()->stream_read(src, n); }
 void fl_stream_copy(float *dst, const float *src, int64_t n) { fl_table()->stream_copy(dst, src, n); }
 int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
-           const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total)
+           const fl_arr *grad, fl_grid g, const fl_bce_opts *o, fl_rsum *total)
 {
     return fl_table()->bce(x, y, w, pw, loss, grad, g, o, total);
 }
 int fl_check_binary_target(const fl_arr *y, fl_grid g) { return fl_table()->check_binary_target(y, g); }
 int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) { return fl_table()->cross_entropy(args, g, res); }
-int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g, const fl_score_opts *o, double *acc)
+int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g, const fl_score_opts *o, fl_rsum *acc)
 {
     return fl_table()->score(x, target, weight, g, o, acc);
 }

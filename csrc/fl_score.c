@@ -5,11 +5,13 @@
  * divided by the temperature inside the arithmetic, gives its NLL, whether it is predicted
  * correctly, whether the target is in the top k, its top-label confidence, its Brier term, its
  * entropy and the gap E_p[z] - z_y (the derivative of the NLL in 1/T, up to the factor T, for
- * fit_temperature). Rows are weighted and summed per FIXED block of rows (boundaries depend on
- * the shape only, see fl_score_block_range), block partials are stored in an array, and after
- * the parallel loop they are added in block order into running Neumaier-compensated sums that
- * the caller carries from chunk to chunk. So the result is bitwise the same for every thread
- * count and for every chunking whose boundaries fall on block boundaries.
+ * fit_temperature). Each row's weighted values go into order-independent sums (fl_rsum.h)
+ * through small row buffers (one per sum, and one per ECE bin and sum); without sample weights
+ * the weight, accuracy and top-k sums are exact counts. Rows come in fixed blocks handed to
+ * the threads in stripes (fl_stripes.h), one partial state per stripe, and the call merges its
+ * states into the caller's (the running state of a streaming pass, or of a Dask task). So the
+ * result is bitwise the same for every thread count and every split of the rows into calls,
+ * whatever the order in which the states are merged.
  *
  * Two modes:
  *   FL_SCORE_SOFTMAX  rows of C classes, target an int64 class index per row;
@@ -26,40 +28,19 @@
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
 #include "fl_rowmath_f64.h"
+#include "fl_rsum.h"
+#include "fl_stripes.h"
 
 typedef struct {
     const fl_arr *x, *t, *w;   /* w may be NULL: every weight is 1 */
     fl_grid g;
     const fl_score_opts *o;
     int64_t nsums;             /* FL_SCORE_NSUMS + 3 * bins */
-    double *part;              /* nsums partial sums per block */
+    int64_t rpb;               /* rows per block */
+    fl_rsum *slot;             /* nsums partial states per stripe */
     int f64;
     int failed;
 } fl_score_ctx;
-
-/* ---------- the fixed block structure ---------- */
-
-/* Rows come in periods of o->period rows (the last one may be short); each period is split into
- * blocks of o->block_rows rows (the last block of a period may be short). */
-static int64_t fl_score_nblocks(int64_t nrows, const fl_score_opts *o)
-{
-    int64_t per = o->period, br = o->block_rows;
-    int64_t bpp = (per + br - 1) / br, rem = nrows % per;
-    return (nrows / per) * bpp + (rem + br - 1) / br;
-}
-
-static void fl_score_block_range(int64_t b, int64_t nrows, const fl_score_opts *o, int64_t *r0, int64_t *r1)
-{
-    int64_t per = o->period, br = o->block_rows;
-    int64_t bpp = (per + br - 1) / br;
-    int64_t q = b / bpp, j = b % bpp;
-    int64_t start = q * per + j * br, end = start + br;
-    int64_t pend = q * per + per;
-    if (end > pend) end = pend;
-    if (end > nrows) end = nrows;
-    *r0 = start;
-    *r1 = end;
-}
 
 /* ---------- per-row arithmetic ---------- */
 
@@ -303,26 +284,81 @@ static void fl_sigmoid_stats(double z, int y, fl_row_stats *st)
 
 /* ---------- accumulation ---------- */
 
-/* Add one weighted statistic set to a block's partial sums: W, the metric sums, then per ECE
- * bin of conf (NaN conf goes to bin 0, as the oracle) weight * (correct - conf), the weight and
- * weight * conf (the last two draw the reliability diagram). */
-static inline void fl_score_add(double *p, const fl_row_stats *st, double w, int64_t bins)
+/* A task's sums: per sum (and per ECE bin and sum, FL_SCORE_BIN_* in fastlogits.h) the values
+ * waiting for deposit; without sample weights the weight, accuracy and top-k sums (and each
+ * bin's weight and accuracy) are counts instead. */
+typedef struct {
+    fl_rsum_buf sum[FL_SCORE_NSUMS];
+    int64_t count[FL_SCORE_NSUMS];
+    fl_rsum_buf *bin;          /* 3 * bins */
+    int64_t *bin_count;        /* 3 * bins */
+    int64_t bins, want;
+    int weighted;
+} fl_score_acc;
+
+static int fl_score_acc_init(fl_score_acc *a, const fl_score_ctx *ctx)
 {
-    p[FL_SCORE_W] += w;
-    p[FL_SCORE_NLL] += w * st->nll;
-    p[FL_SCORE_CORRECT] += w * st->correct;
-    p[FL_SCORE_HIT] += w * st->hit;
-    p[FL_SCORE_BRIER] += w * st->brier;
-    p[FL_SCORE_ENT] += w * st->ent;
-    p[FL_SCORE_GAP] += w * st->gap;
-    int64_t b = 0;
+    int64_t bins = ctx->o->bins;
+    a->bins = bins;
+    a->want = ctx->o->sums;
+    a->weighted = ctx->w != NULL;
+    a->bin = (fl_rsum_buf *)malloc((size_t)(3 * bins) * sizeof(fl_rsum_buf));
+    a->bin_count = (int64_t *)calloc((size_t)(3 * bins), sizeof(int64_t));
+    if (!a->bin || !a->bin_count) {
+        free(a->bin);
+        free(a->bin_count);
+        return 0;
+    }
+    for (int q = 0; q < FL_SCORE_NSUMS; q++) {
+        fl_rsum_buf_init(&a->sum[q]);
+        a->count[q] = 0;
+    }
+    for (int64_t q = 0; q < 3 * bins; q++) fl_rsum_buf_init(&a->bin[q]);
+    return 1;
+}
+
+/* a sum's value v (weighted: times w); counts when unweighted and the value is 0 or 1 */
+static inline void fl_score_put(fl_rsum_buf *buf, int64_t *count, int is_count, int weighted, double w, double v)
+{
+    if (!weighted && is_count) *count += (int64_t)v;
+    else fl_rsum_buf_add(buf, weighted ? w * v : v);
+}
+
+/* Add one weighted statistic set to the task's sums: W, the metric sums asked for, then per
+ * ECE bin of conf (NaN conf goes to bin 0, as the oracle) the weight, weight * correct and
+ * weight * conf. */
+static inline void fl_score_add(fl_score_acc *a, const fl_row_stats *st, double w)
+{
+    static const int is_count[FL_SCORE_NSUMS] = {1, 0, 1, 1, 0, 0, 0};
+    const double v[FL_SCORE_NSUMS] = {1.0, st->nll, st->correct, st->hit, st->brier, st->ent, st->gap};
+    for (int q = 0; q < FL_SCORE_NSUMS; q++)
+        if (a->want & ((int64_t)1 << q)) fl_score_put(&a->sum[q], &a->count[q], is_count[q], a->weighted, w, v[q]);
+    if (!(a->want & FL_SCORE_WANT_BINS)) return;
+    int64_t bins = a->bins, b = 0;
     if (st->conf == st->conf) {
         double f = st->conf * (double)bins;
         b = f >= (double)bins ? bins - 1 : (f > 0.0 ? (int64_t)f : 0);
     }
-    p[FL_SCORE_NSUMS + b] += w * (st->correct - st->conf);
-    p[FL_SCORE_NSUMS + bins + b] += w;
-    p[FL_SCORE_NSUMS + 2 * bins + b] += w * st->conf;
+    fl_score_put(&a->bin[b], &a->bin_count[b], 1, a->weighted, w, 1.0);
+    fl_score_put(&a->bin[bins + b], &a->bin_count[bins + b], 1, a->weighted, w, st->correct);
+    fl_score_put(&a->bin[2 * bins + b], &a->bin_count[2 * bins + b], 0, a->weighted, w, st->conf);
+}
+
+/* The task's sums into states out[nsums] (deposits what waits, then the counts); frees a. */
+static void fl_score_acc_done(fl_score_acc *a, fl_rsum *out)
+{
+    for (int q = 0; q < FL_SCORE_NSUMS; q++) {
+        fl_rsum_buf_done(&a->sum[q]);
+        if (a->count[q]) fl_rsum_add(&a->sum[q].s, (double)a->count[q]);
+        out[q] = a->sum[q].s;
+    }
+    for (int64_t q = 0; q < 3 * a->bins; q++) {
+        fl_rsum_buf_done(&a->bin[q]);
+        if (a->bin_count[q]) fl_rsum_add(&a->bin[q].s, (double)a->bin_count[q]);
+        out[FL_SCORE_NSUMS + q] = a->bin[q].s;
+    }
+    free(a->bin);
+    free(a->bin_count);
 }
 
 static double fl_row_weight(const fl_score_ctx *ctx, int64_t i0, int64_t i1)
@@ -331,12 +367,12 @@ static double fl_row_weight(const fl_score_ctx *ctx, int64_t i0, int64_t i1)
     return *(const double *)fl_row_ptr(ctx->w, i0, i1);
 }
 
-static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratch, double *part)
+static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratch, fl_score_acc *acc)
 {
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     const char *trow = fl_row_ptr(ctx->t, i0, i1);
     double w = fl_row_weight(ctx, i0, i1);
-    int64_t bins = ctx->o->bins, c = ctx->g.c;
+    int64_t c = ctx->g.c;
     fl_row_stats st;
     if (ctx->o->mode == FL_SCORE_SOFTMAX) {
         int64_t y = *(const int64_t *)trow;
@@ -344,7 +380,7 @@ static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             fl_softmax_row_f64(ctx, xrow, y, scratch, &st);
         else
             fl_softmax_row_f32(ctx, xrow, y, scratch, &st);
-        fl_score_add(part, &st, w, bins);
+        fl_score_add(acc, &st, w);
         return;
     }
     double t = ctx->o->temperature;
@@ -352,54 +388,50 @@ static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     const uint8_t *tb = (const uint8_t *)trow;
     for (int64_t k = 0; k < c; k++) {
         fl_sigmoid_stats(x[k] / t, tb[k * ctx->t->sc] != 0, &st);
-        fl_score_add(part, &st, w, bins);
+        fl_score_add(acc, &st, w);
     }
 }
 
-static void fl_score_task(void *vctx, int64_t b0, int64_t b1)
+/* Blocks [b0, b1) into the states of slot `slot`. */
+static void fl_score_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
 {
     fl_score_ctx *ctx = (fl_score_ctx *)vctx;
     int64_t c = ctx->g.c, n1 = ctx->g.n1, nrows = ctx->g.n0 * ctx->g.n1;
     int sigmoid = ctx->o->mode == FL_SCORE_SIGMOID;
     size_t esz = (ctx->f64 || sigmoid) ? sizeof(double) : sizeof(float);
     void *scratch = malloc(2 * (size_t)(c > 0 ? c : 1) * esz);
-    if (!scratch) { ctx->failed = 1; return; }
-    for (int64_t b = b0; b < b1; b++) {
-        double *part = ctx->part + b * ctx->nsums;
-        int64_t r0, r1;
-        fl_score_block_range(b, nrows, ctx->o, &r0, &r1);
-        int64_t i0 = r0 / n1, i1 = r0 % n1;
-        for (int64_t r = r0; r < r1; r++) {
-            fl_score_row(ctx, i0, i1, scratch, part);
-            if (++i1 == n1) { i1 = 0; i0++; }
-        }
+    fl_score_acc *acc = (fl_score_acc *)malloc(sizeof(fl_score_acc));
+    if (!scratch || !acc || !fl_score_acc_init(acc, ctx)) {
+        free(scratch);
+        free(acc);
+        ctx->failed = 1;
+        return;
     }
+    int64_t r0 = b0 * ctx->rpb, r1 = b1 * ctx->rpb < nrows ? b1 * ctx->rpb : nrows;
+    int64_t i0 = r0 / n1, i1 = r0 % n1;
+    for (int64_t r = r0; r < r1; r++) {
+        fl_score_row(ctx, i0, i1, scratch, acc);
+        if (++i1 == n1) { i1 = 0; i0++; }
+    }
+    fl_score_acc_done(acc, ctx->slot + slot * ctx->nsums);
+    free(acc);
     free(scratch);
 }
 
-/* s, comp += v (Neumaier); an infinite or NaN running sum is carried without compensation */
-static void fl_neumaier_add(double *s, double *comp, double v)
-{
-    double t = *s + v;
-    if (!isfinite(t)) { *s = t; return; }
-    *comp += fabs(*s) >= fabs(v) ? (*s - t) + v : (v - t) + *s;
-    *s = t;
-}
-
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
-                 const fl_score_opts *o, double *acc)
+                 const fl_score_opts *o, fl_rsum *acc)
 {
     int64_t nrows = g.n0 * g.n1;
     if (nrows <= 0 || g.c <= 0) return FL_OK;
-    int64_t nb = fl_score_nblocks(nrows, o);
+    int64_t rpb = fl_rows_per_block(g.c), nb = (nrows + rpb - 1) / rpb, ns = fl_stripe_count(nb);
     int64_t nsums = FL_SCORE_NSUMS + 3 * o->bins;
-    double *part = (double *)calloc((size_t)nb * (size_t)nsums, sizeof(double));
-    if (!part) return FL_ENOMEM;
-    fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, x->dtype == FL_F64, 0};
-    fl_parallel_for(nb, fl_score_task, &ctx);
+    fl_rsum *slot = (fl_rsum *)malloc((size_t)(ns * nsums) * sizeof(fl_rsum));
+    if (!slot) return FL_ENOMEM;
+    for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_init(&slot[j]);
+    fl_score_ctx ctx = {x, target, weight, g, o, nsums, rpb, slot, x->dtype == FL_F64, 0};
+    fl_stripes_run(nb, ns, fl_score_task, &ctx);
     if (!ctx.failed)
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t j = 0; j < nsums; j++) fl_neumaier_add(&acc[2 * j], &acc[2 * j + 1], part[b * nsums + j]);
-    free(part);
+        for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_merge(&acc[j % nsums], &slot[j]);
+    free(slot);
     return ctx.failed ? FL_ENOMEM : FL_OK;
 }

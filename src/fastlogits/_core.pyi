@@ -3,8 +3,8 @@
 An operand spec is ``(array, dtype_code, s0, s1, sc)`` as built by ``fastlogits._layout``;
 a grid is ``(n0, n1, c)``. Kernels return None and raise ``MemoryError`` when their scratch
 rows cannot be allocated; the binary-loss kernels return a status instead of raising for an
-invalid target, ``cross_entropy`` returns its sums (``_CeSums``) and ``score`` adds its sums
-to ``acc``.
+invalid target, ``cross_entropy`` returns its sum states (``_CeSums``), ``bce`` sets a sum
+state and ``score`` merges its sum states into ``acc`` (states: see ``fastlogits._rsum``).
 """
 from typing import Optional, Tuple
 
@@ -12,8 +12,8 @@ import numpy as np
 
 _Spec = Tuple[np.ndarray, int, int, int, int]
 _Grid = Tuple[int, int, int]
-# cross_entropy's sums: (ce_sum, z_sum, d1, d2, n_valid, first_bad), see fl_ce_result
-_CeSums = Tuple[float, float, float, float, float, int]
+# cross_entropy's result: ((4, RSUM_WORDS) sum states ce, z, d1, d2; n_valid; first_bad), see fl_ce_result
+_CeSums = Tuple[np.ndarray, int, int]
 
 BAD_TARGET: int
 
@@ -38,7 +38,9 @@ def bce(
     gamma: float,
     grad_scale: float,
     check_target: bool,
-) -> Tuple[int, float]: ...
+    total: Optional[np.ndarray],
+    per_element: bool,
+) -> int: ...
 def check_binary_target(y: _Spec, grid: _Grid) -> int: ...
 def cross_entropy(
     x: _Spec,
@@ -65,8 +67,7 @@ def score(
     k: int,
     bins: int,
     temperature: float,
-    period: int,
-    block_rows: int,
+    sums: int,
     acc: np.ndarray,
 ) -> None: ...
 RSUM_WORDS: int

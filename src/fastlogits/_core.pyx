@@ -36,9 +36,12 @@ cdef extern from "fastlogits.h":
         double gamma
         double grad_scale
         int check_target
+        int per_element
+    ctypedef struct fl_rsum:
+        int64_t w[8]
     int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw,
                const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o,
-               double *total) nogil
+               fl_rsum *total) nogil
     int fl_check_binary_target(const fl_arr *y, fl_grid g) nogil
     ctypedef struct fl_ce_args:
         fl_arr x
@@ -53,8 +56,6 @@ cdef extern from "fastlogits.h":
         double grad_scale_ce
         double grad_scale_z
         int targets_only
-    ctypedef struct fl_rsum:
-        int64_t w[8]
     ctypedef struct fl_ce_result:
         fl_rsum ce
         fl_rsum z
@@ -69,10 +70,9 @@ cdef extern from "fastlogits.h":
         int64_t k
         int64_t bins
         double temperature
-        int64_t period
-        int64_t block_rows
+        int64_t sums
     int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
-                 const fl_score_opts *o, double *acc) nogil
+                 const fl_score_opts *o, fl_rsum *acc) nogil
     void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n) nogil
     void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n) nogil
     void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride) nogil
@@ -187,9 +187,10 @@ BAD_TARGET = 2  # FL_EBADTARGET
 
 
 def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha, double gamma,
-        double grad_scale, bint check_target):
-    """Binary loss kernel; w, pw, loss, grad are specs or None. Returns (status, total):
-    status 0, or BAD_TARGET when a target is invalid (MemoryError is raised here)."""
+        double grad_scale, bint check_target, total, bint per_element):
+    """Binary loss kernel; w, pw, loss, grad are specs or None; ``total`` a C-contiguous int64
+    sum state (RSUM_WORDS) to set to the losses' sum, or None. Returns the status: 0, or
+    BAD_TARGET when a target is invalid (MemoryError is raised here)."""
     cdef fl_arr cx = _operand(x), cy = _operand(y), cw, cpw, cl, cg
     cdef fl_arr *pw_ = NULL
     cdef fl_arr *w_ = NULL
@@ -214,13 +215,16 @@ def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha,
     o.gamma = gamma
     o.grad_scale = grad_scale
     o.check_target = check_target
-    cdef double total = 0.0
+    o.per_element = per_element
+    cdef fl_rsum *t_ = NULL
+    if total is not None:
+        t_ = <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>total)
     cdef int st
     with nogil:
-        st = fl_bce(&cx, &cy, w_, pw_, l_, g_, g, &o, &total)
+        st = fl_bce(&cx, &cy, w_, pw_, l_, g_, g, &o, t_)
     if st != BAD_TARGET:
         _check(st)
-    return st, total
+    return st
 
 
 def check_binary_target(tuple y, tuple grid):
@@ -280,10 +284,10 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
     memcpy(cnp.PyArray_DATA(sums), &r.ce, 4 * sizeof(fl_rsum))
     return sums, r.n_valid, r.first_bad
 def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
-          int64_t bins, double temperature, int64_t period, int64_t block_rows,
-          cnp.ndarray acc):
-    """Add a chunk's weighted sums to ``acc`` (C-contiguous float64, 2*(7+3*bins) values);
-    ``weight`` is a spec or None (weights of 1)."""
+          int64_t bins, double temperature, int64_t sums, cnp.ndarray acc):
+    """Merge a chunk's weighted sums into ``acc`` (C-contiguous int64 sum states,
+    (7 + 3*bins, RSUM_WORDS)); ``sums`` says which to fill (fl_score_opts); ``weight`` is a
+    spec or None (weights of 1)."""
     cdef fl_arr cx = _operand(x), ct = _operand(target), cw
     cdef fl_arr *pw = NULL
     if weight is not None:
@@ -296,9 +300,8 @@ def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, i
     o.k = k
     o.bins = bins
     o.temperature = temperature
-    o.period = period
-    o.block_rows = block_rows
-    cdef double *pacc = <double *>cnp.PyArray_DATA(acc)
+    o.sums = sums
+    cdef fl_rsum *pacc = <fl_rsum *>cnp.PyArray_DATA(acc)
     cdef int st
     with nogil:
         st = fl_score(&cx, &ct, pw, g, &o, pacc)

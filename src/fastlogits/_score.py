@@ -4,15 +4,21 @@ How the streaming stays exact and cheap:
 
 - Rows are the positions of the logits without the class axis, in C order. Chunks are cut
   along one axis of the row shape (the *lead* axis), so a chunk of a memmap is a view.
-- The kernel (csrc/fl_score.c) sums weighted per-row statistics per FIXED block of rows whose
-  boundaries depend on the shape only, and adds the block sums in block order to running
-  compensated sums carried from chunk to chunk. Chunk boundaries are multiples of the block
-  period, hence the result is bitwise the same for every ``chunk_rows`` and thread count.
+- The kernel (csrc/fl_score.c) adds the weighted per-row statistics of a chunk to
+  order-independent sums (csrc/fl_rsum.h): a chunk's ``ScoreState`` merges with the others'
+  into the same sums whatever the chunks, the thread count or the order of merging, so the
+  result is bitwise the same for every ``chunk_rows``, thread count and Dask chunking.
 - Pages of a read-only memmap are handed back to the OS after each chunk, so the resident
   memory of scoring a file larger than RAM stays at about one chunk.
 - ``roc_auc`` needs every score at once (it sorts them): it keeps one score, one label and one
   weight per row and label, so its memory grows with the number of rows (N, or N x L for
   multilabel). The other metrics use memory independent of N.
+
+The reduction's internal interface, shared by ``score``, ``fit_temperature`` and
+``fastlogits.dask`` (and meant for a streaming scorer): ``check`` (a call's or a chunk's arrays
+as a ``Problem``), ``spec`` (the options every chunk shares, a ``Spec``), ``partial`` (a chunk's
+``ScoreState``, merged with ``ScoreState.merge`` in any order) and ``finish`` (merged state to
+the metrics dict; ``reliability`` to the per-bin table).
 """
 from __future__ import annotations
 
@@ -24,7 +30,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
-from . import _core
+from . import _core, _rsum
+from ._auc import AucData
+from ._brent import brent
 from ._input import BFLOAT16, as_array, as_logits, normalize_axis
 from ._layout import make_grid, with_axis
 
@@ -36,20 +44,19 @@ TASK_METRICS = {
     "multilabel": ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"),
 }
 
-# kernel modes and the order of its running sums (csrc/fastlogits.h)
+# kernel modes, the order of its sums and the flag of the ECE bins' sums (csrc/fastlogits.h)
 _SOFTMAX, _SIGMOID = 0, 1
 _W, _NLL, _CORRECT, _HIT, _BRIER, _ENT, _GAP, _NSUMS = range(8)
+_WANT_BINS = 1 << _NSUMS
 _METRIC_SUM = {"nll": _NLL, "accuracy": _CORRECT, "top_k_accuracy": _HIT, "brier": _BRIER, "mean_entropy": _ENT}
 
-# A block holds about this many logits: it is the unit of parallel work and of summation order.
-_BLOCK_ELEMS = 16384
 # Default chunk: about this many bytes of logits per kernel call.
 _CHUNK_BYTES = 1 << 25
 
 
 @dataclass
-class _Problem:
-    """A scoring problem in the kernel's terms, before chunking."""
+class Problem:
+    """A scoring problem (or a chunk of its rows) in the kernel's terms."""
 
     task: str
     x: np.ndarray                 # logits with a class axis (binary: of length 1)
@@ -124,7 +131,9 @@ def _binary_problem(x: np.ndarray, t: np.ndarray, ax: Optional[int]) -> Tuple[np
     return xb, axb, tb
 
 
-def _prepare(logits: Any, target: Any, task: Optional[str], axis: Any, sample_weight: Any) -> _Problem:
+def check(logits: Any, target: Any, task: Optional[str], axis: Any, sample_weight: Any) -> Problem:
+    """The arrays of a call (or stand-ins of their shapes and dtypes, or a chunk of rows)
+    checked and laid out as the kernel reads them; ``task`` None is inferred."""
     x = as_logits(logits, "logits")
     t = as_array(target, "target")
     if x.ndim == 0:
@@ -152,7 +161,7 @@ def _prepare(logits: Any, target: Any, task: Optional[str], axis: Any, sample_we
             raise TypeError(f"sample_weight: expected real numbers, got dtype {w.dtype}")
         if w.shape != row_shape:
             raise ValueError(f"sample_weight: expected shape {row_shape}, got {w.shape}")
-    return _Problem(task, x, ax, t, w, row_shape)
+    return Problem(task, x, ax, t, w, row_shape)
 
 
 def _select_metrics(metrics: Any, task: str, k: Any, c: int) -> List[str]:
@@ -192,70 +201,123 @@ def _check_scalar_args(bins: Any, temperature: Any, chunk_rows: Any) -> Tuple[in
     return int(bins), temp
 
 
-# --------------------------------------------------------------------------- chunks
+# --------------------------------------------------------------------------- options and state
+
+@dataclass(frozen=True)
+class Spec:
+    """What every chunk of one scoring shares: the metrics and the kernel's options."""
+
+    names: Tuple[str, ...]    # the metrics, in the order of the result
+    k: int
+    bins: int
+    temperature: float
+    want_rank: bool           # the kernel ranks the target (accuracy, top-k, ECE)
+    want_auc: bool            # collect scores for roc_auc
+    sums: int                 # the kernel's sums to fill (fl_score_opts.sums)
+
+    @property
+    def nsums(self) -> int:
+        return _NSUMS + 3 * self.bins
+
+
+def spec(p: Problem, metrics: Any, k: Any, bins: Any, temperature: Any) -> Spec:
+    """The options of a scoring of ``p``'s task, checked."""
+    names = _select_metrics(metrics, p.task, k, p.c if p.task == "multiclass" else 1)
+    nbins, temp = _check_scalar_args(bins, temperature, None)
+    sums = 1 << _W
+    for m in names:
+        if m in _METRIC_SUM:
+            sums |= 1 << _METRIC_SUM[m]
+    if "ece" in names:
+        sums |= _WANT_BINS
+    return Spec(tuple(names), int(k), nbins, temp, any(m in names for m in ("accuracy", "top_k_accuracy", "ece")),
+                "roc_auc" in names, sums)
+
+
+def _slope_spec(temperature: float) -> Spec:
+    """fit_temperature's sums: the weight and the gap E_p[z] - z_y at one temperature."""
+    return Spec((), 1, 1, temperature, False, False, (1 << _W) | (1 << _GAP))
+
 
 @dataclass
-class _Blocks:
-    """The fixed block structure and the chunk size in lead-axis units."""
+class ScoreState:
+    """The state of a scoring over some rows: order-independent sum states (``sums``: W, the
+    metric sums, then per ECE bin the weight, the weighted accuracy and the weighted
+    confidence, see fl_score in fastlogits.h), the row count, and what roc_auc needs. The
+    state of all rows is the merge of the states of any split of them, in any order."""
 
-    period: int        # rows per period (chunk starts are multiples of it)
-    block_rows: int    # rows per block inside a period
-    lead_unit: int     # lead-axis indices per period
-    chunk_lead: int    # lead-axis indices per chunk (a multiple of lead_unit)
+    sums: np.ndarray               # (spec.nsums, _rsum.WORDS) int64
+    n_rows: int
+    auc: Optional[AucData] = None
+
+    @classmethod
+    def empty(cls, s: Spec) -> "ScoreState":
+        return cls(_rsum.empty(s.nsums), 0, AucData() if s.want_auc else None)
+
+    def merge(self, other: "ScoreState") -> "ScoreState":
+        auc = None if self.auc is None or other.auc is None else self.auc.merge(other.auc)
+        return ScoreState(_rsum.merge(self.sums, other.sums), self.n_rows + other.n_rows, auc)
 
 
-def _plan_blocks(p: _Problem, chunk_rows: Optional[int]) -> _Blocks:
-    lead_len = p.x.shape[p.lead]
-    per_lead = p.n_rows // lead_len if lead_len else 1
-    per_lead = max(per_lead, 1)
-    block = max(1, _BLOCK_ELEMS // max(p.c, 1))
-    if per_lead <= block:
-        unit = block // per_lead
-        period = block_rows = unit * per_lead
-    else:
-        unit, period, block_rows = 1, per_lead, block
-    if chunk_rows is None:
-        chunk_rows = max(1, _CHUNK_BYTES // max(1, p.c * p.x.itemsize))
-    chunk_lead = -(-int(chunk_rows) // per_lead)
-    chunk_lead = -(-chunk_lead // unit) * unit
-    return _Blocks(period, block_rows, unit, chunk_lead)
-
+# --------------------------------------------------------------------------- chunks
 
 def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
     return a[(slice(None),) * axis + (slice(lo, hi),)]
 
 
-def _class_indices(t: np.ndarray, c: int, lead_offset: int) -> np.ndarray:
+def _class_indices(t: np.ndarray, c: int, origin: Sequence[int]) -> np.ndarray:
     """A chunk of a multiclass target as int64 class indices, checked."""
     if t.dtype.kind == "f" or t.dtype == BFLOAT16:
         tf = np.asarray(t, dtype=np.float64)
         bad = ~(tf == np.round(tf))
         if bad.any():
-            pos = _position(bad, lead_offset)
+            pos = _position(bad, origin)
             raise ValueError(f"target: the multiclass target must hold integer class indices, got {tf[bad][0].item()!r} at position {pos}")
     bad = (t < 0) | (t >= c)
     if bad.any():
-        pos = _position(bad, lead_offset)
+        pos = _position(bad, origin)
         raise IndexError(f"target: class index {t[bad][0].item()!r} at position {pos} is out of range [0, {c})")
     return np.require(t, np.int64, ["C", "A"])  # aligned too: a memmapped .npz member may not be
 
 
-def _binary_labels(t: np.ndarray, lead_offset: int, lead_axis: int) -> np.ndarray:
+def _binary_labels(t: np.ndarray, origin: Sequence[int]) -> np.ndarray:
     """A chunk of a binary or multilabel target as bool, checked to hold only 0 and 1."""
     if t.dtype.kind == "b":
         return t
     bad = ~((t == 0) | (t == 1))
     if bad.any():
-        pos = _position(bad, lead_offset, lead_axis)
+        pos = _position(bad, origin)
         raise ValueError(f"target: binary and multilabel targets must be 0 or 1, got {t[bad][0].item()!r} at position {pos}")
     labels: np.ndarray = t != 0
     return labels
 
 
-def _position(bad: np.ndarray, lead_offset: int, lead_axis: int = 0) -> Tuple[int, ...]:
+def _position(bad: np.ndarray, origin: Sequence[int]) -> Tuple[int, ...]:
+    """The first bad position, in the whole target when ``origin`` is the chunk's first index
+    along each axis of it."""
     pos = [int(i) for i in np.argwhere(bad)[0]]
-    pos[lead_axis] += lead_offset
-    return tuple(pos)
+    return tuple(i + int(o) for i, o in zip(pos, origin)) if origin else tuple(pos)
+
+
+def partial(p: Problem, s: Spec, origin: Sequence[int] = ()) -> ScoreState:
+    """The state of the rows of ``p`` (a chunk of them); an error for a bad target names its
+    position in the whole target when ``origin`` gives the chunk's first index there."""
+    state = ScoreState.empty(s)
+    state.n_rows = p.n_rows
+    if p.mode == _SOFTMAX:
+        tk = with_axis(_class_indices(p.t, p.c, origin), p.ax)
+    else:
+        tb = _binary_labels(p.t, origin)
+        tk = tb if p.task == "multilabel" else with_axis(tb, p.ax)
+    wc = None if p.w is None else np.require(p.w, np.float64, ["C", "A"])
+    if p.x.size:
+        ops = [p.x, tk] + ([] if wc is None else [with_axis(wc, p.ax)])
+        g = make_grid(ops, p.ax, p.c)
+        _core.score(g.specs[0], g.specs[1], None if wc is None else g.specs[2], g.grid, p.mode,
+                    s.want_rank, s.k, s.bins, s.temperature, s.sums, state.sums)
+    if state.auc is not None:
+        state.auc = AucData.of(p.x, tk, wc, p.ax)
+    return state
 
 
 # --------------------------------------------------------------------------- memmap pages
@@ -338,99 +400,43 @@ def _progress_reporter(progress: Any, total: int) -> Tuple[Callable[[int], None]
 
 # --------------------------------------------------------------------------- the pass
 
-@dataclass
-class _Sums:
-    """The kernel's running sums after a full pass, plus what roc_auc collected."""
-
-    values: np.ndarray                 # W, the metric sums, then the ECE bins
-    n_rows: int
-    scores: Optional[np.ndarray]       # (N, L) logits, for roc_auc
-    labels: Optional[np.ndarray]       # (N, L) bool
-    weights: Optional[np.ndarray]      # (N,) float64 or None
+def _chunk_lead(p: Problem, chunk_rows: Optional[int]) -> int:
+    """Lead-axis indices per chunk: about ``chunk_rows`` rows (default: _CHUNK_BYTES of logits)."""
+    lead_len = p.x.shape[p.lead]
+    per_lead = max(p.n_rows // lead_len if lead_len else 1, 1)
+    if chunk_rows is None:
+        chunk_rows = max(1, _CHUNK_BYTES // max(1, p.c * p.x.itemsize))
+    return -(-int(chunk_rows) // per_lead)
 
 
-def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool, want_auc: bool,
-          chunk_rows: Optional[int], progress: Any) -> _Sums:
-    """One streaming pass of the kernel over all rows."""
-    blocks = _plan_blocks(p, chunk_rows)
-    acc = np.zeros(2 * (_NSUMS + 3 * bins), dtype=np.float64)
-    n, c, ax, lead = p.n_rows, p.c, p.ax, p.lead
-    lead_len = p.x.shape[lead]
-    t_lead = lead if p.task == "multilabel" else 0
-    auc = _AucCollector(p) if want_auc else None
+def _chunk(p: Problem, lo: int, hi: int) -> Problem:
+    """The rows of lead-axis indices [lo, hi) as a problem of their own (views)."""
+    t_lead = p.lead if p.task == "multilabel" else 0
+    x = _lead_slice(p.x, p.lead, lo, hi)
+    w = None if p.w is None else _lead_slice(p.w, 0, lo, hi)
+    return Problem(p.task, x, p.ax, _lead_slice(p.t, t_lead, lo, hi), w, x.shape[:p.ax] + x.shape[p.ax + 1:])
+
+
+def _pass(p: Problem, s: Spec, chunk_rows: Optional[int], progress: Any) -> ScoreState:
+    """One streaming pass over all rows, chunk by chunk, merging the chunks' states."""
+    state = ScoreState.empty(s)
+    n, lead_len = p.n_rows, p.x.shape[p.lead]
+    t_lead = p.lead if p.task == "multilabel" else 0
+    step = _chunk_lead(p, chunk_rows)
     releasers = [_PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
     update, close = _progress_reporter(progress, n)
     try:
-        for lo in range(0, lead_len, blocks.chunk_lead):
-            hi = min(lo + blocks.chunk_lead, lead_len)
-            xc = _lead_slice(p.x, lead, lo, hi)
-            tc = _lead_slice(p.t, t_lead, lo, hi)
-            ws = None if p.w is None else _lead_slice(p.w, 0, lo, hi)
-            wc = None if ws is None else np.require(ws, np.float64, ["C", "A"])
-            if p.mode == _SOFTMAX:
-                tk = with_axis(_class_indices(tc, c, lo), ax)
-            else:
-                tb = _binary_labels(tc, lo, t_lead)
-                tk = tb if p.task == "multilabel" else with_axis(tb, ax)
-            ops = [xc, tk] + ([] if wc is None else [with_axis(wc, ax)])
-            if xc.size:
-                g = make_grid(ops, ax, c)
-                _core.score(g.specs[0], g.specs[1], None if wc is None else g.specs[2], g.grid, p.mode,
-                            want_rank, k, bins, temperature, blocks.period, blocks.block_rows, acc)
-            if auc is not None:
-                auc.add(xc, tk, wc)
-            for r, a in zip(releasers, (xc, tc, ws)):
-                r.release(cast(np.ndarray, a))  # ws is None only when p.w is, which has no releaser
+        for lo in range(0, lead_len, step):
+            hi = min(lo + step, lead_len)
+            c = _chunk(p, lo, hi)
+            origin = tuple(lo if d == t_lead else 0 for d in range(p.t.ndim))
+            state = state.merge(partial(c, s, origin))
+            for r, a in zip(releasers, (c.x, c.t, c.w)):
+                r.release(cast(np.ndarray, a))  # c.w is None only when p.w is, which has no releaser
             update(hi * (n // lead_len) if lead_len else n)
     finally:
         close()
-    values = acc[0::2] + acc[1::2]
-    values = np.where(np.isfinite(acc[0::2]), values, acc[0::2])
-    return _Sums(values, n, *(auc.result() if auc else (None, None, None)))
-
-
-class _AucCollector:
-    """Keeps the scores, labels and weights roc_auc needs (memory grows with N)."""
-
-    def __init__(self, p: _Problem):
-        self.p = p
-        self.scores: List[np.ndarray] = []
-        self.labels: List[np.ndarray] = []
-        self.weights: List[np.ndarray] = []
-
-    def add(self, xc: np.ndarray, tk: np.ndarray, wc: Optional[np.ndarray]) -> None:
-        c = self.p.c
-        self.scores.append(np.moveaxis(xc, self.p.ax, -1).reshape(-1, c).copy())
-        self.labels.append(np.moveaxis(tk, self.p.ax, -1).reshape(-1, c).copy())
-        if wc is not None:
-            self.weights.append(wc.reshape(-1).copy())
-
-    def result(self) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        c = self.p.c
-        s = np.concatenate(self.scores) if self.scores else np.zeros((0, c), self.p.x.dtype)
-        y = np.concatenate(self.labels) if self.labels else np.zeros((0, c), bool)
-        w = np.concatenate(self.weights) if self.weights else None
-        return s, y, w
-
-
-def roc_auc(scores: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> float:
-    """Exact (sample-weighted) ROC AUC with ties averaged, as sklearn.metrics.roc_auc_score:
-    the weighted probability that a positive scores above a negative, ties counting one half.
-    NaN if a class is absent (or has no weight) or a score is NaN."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if np.isnan(scores).any():
-        return float("nan")
-    w = np.ones(scores.shape, dtype=np.float64) if w is None else np.asarray(w, dtype=np.float64)
-    wp_total, wn_total = float(np.sum(w[y])), float(np.sum(w[~y]))
-    if not (wp_total > 0 and wn_total > 0):
-        return float("nan")
-    order = np.argsort(scores, kind="stable")
-    s, yy, ww = scores[order], y[order], w[order]
-    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
-    wp = np.add.reduceat(np.where(yy, ww, 0.0), starts)
-    wn = np.add.reduceat(np.where(yy, 0.0, ww), starts)
-    neg_below = np.concatenate(([0.0], np.cumsum(wn)[:-1]))
-    return float((np.sum(wp * neg_below) + 0.5 * np.sum(wp * wn)) / (wp_total * wn_total))
+    return state
 
 
 def _ratio(a: float, b: float) -> float:
@@ -438,43 +444,34 @@ def _ratio(a: float, b: float) -> float:
         return float(np.float64(a) / np.float64(b))
 
 
-def _results(p: _Problem, names: Sequence[str], sums: _Sums) -> Dict[str, Any]:
-    v = sums.values
+def finish(p: Problem, s: Spec, state: ScoreState) -> Dict[str, Any]:
+    """The metrics of ``s.names`` from the merged state of all rows."""
+    v = _rsum.value(state.sums)
     out: Dict[str, Any] = {}
-    for m in names:
+    for m in s.names:
         if m == "count":
-            out[m] = sums.n_rows
+            out[m] = state.n_rows
         elif m in _METRIC_SUM:
             out[m] = _ratio(v[_METRIC_SUM[m]], v[_W])
         elif m == "ece":
-            bins = v[_NSUMS:_NSUMS + (len(v) - _NSUMS) // 3]
-            total = math.fsum(abs(float(b)) for b in bins) if np.all(np.isfinite(bins)) else float(np.sum(np.abs(bins)))
+            _, correct, conf = np.split(v[_NSUMS:], 3)
+            gaps = np.abs(correct - conf)
+            total = math.fsum(gaps) if np.all(np.isfinite(gaps)) else float(np.sum(gaps))
             out[m] = _ratio(total, v[_W])
         elif m == "roc_auc":
-            out[m] = _roc_auc_metric(p, sums)
+            # not None: the state collects scores and labels whenever roc_auc is asked for
+            out[m] = cast(AucData, state.auc).metric(p.task, p.c)
     return out
 
 
-def _reliability(sums: _Sums) -> Dict[str, np.ndarray]:
+def reliability(state: ScoreState) -> Dict[str, np.ndarray]:
     """Per confidence bin: total weight, weighted mean confidence and accuracy (NaN when empty)."""
-    v = sums.values
-    bins = (len(v) - _NSUMS) // 3
-    diff, weight, conf = (v[_NSUMS + i * bins:_NSUMS + (i + 1) * bins] for i in range(3))
+    weight, correct, conf = np.split(_rsum.value(state.sums)[_NSUMS:], 3)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = conf / weight
-        accuracy = (diff + conf) / weight
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    return {"edges": edges, "weight": weight.copy(), "confidence": mean_conf, "accuracy": accuracy}
-
-
-def _roc_auc_metric(p: _Problem, sums: _Sums) -> float:
-    # not None: the pass collects scores and labels whenever roc_auc is asked for
-    s, y = cast(np.ndarray, sums.scores), cast(np.ndarray, sums.labels)
-    if p.task == "binary":
-        return roc_auc(s[:, 0], y[:, 0], sums.weights)
-    aucs = [roc_auc(s[:, j], y[:, j], sums.weights) for j in range(s.shape[1])]
-    aucs = [a for a in aucs if not math.isnan(a)]
-    return float(np.mean(aucs)) if aucs else float("nan")
+        accuracy = correct / weight
+    edges = np.linspace(0.0, 1.0, len(weight) + 1)
+    return {"edges": edges, "weight": weight, "confidence": mean_conf, "accuracy": accuracy}
 
 
 # --------------------------------------------------------------------------- public
@@ -513,8 +510,9 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     temperature : float, default 1.0
         The logits are divided by it (inside the kernel) before every metric.
     chunk_rows : int, optional
-        Rows per chunk (default: about 32 MiB of logits). Rounded up to a multiple of the
-        internal block size; the result is bitwise the same for every value.
+        Rows per chunk (default: about 32 MiB of logits; rounded up to whole indices of the
+        first axis that is not the class axis). The result is bitwise the same for every
+        value: the sums are order-independent (csrc/fl_rsum.h).
     progress : callable or True, optional
         ``progress(rows_done, rows_total)`` after each chunk, or True for a tqdm bar on stderr
         (without tqdm installed, a plain progress line on stderr).
@@ -537,7 +535,8 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     ``roc_auc`` is exact (sort-based, ties averaged, like ``sklearn.metrics.roc_auc_score``),
     binary over all scores, multilabel the macro mean over labels having both classes; it
     needs all scores at once, so its memory grows with N (N x L for multilabel). All sums are
-    float64; a metric over zero total weight is NaN; NaN logits give NaN metrics.
+    float64, order-independent (bitwise the same for every ``chunk_rows``, thread count and
+    Dask chunking); a metric over zero total weight is NaN; NaN logits give NaN metrics.
 
     Examples
     --------
@@ -558,13 +557,11 @@ def score_details(logits: Any, target: Any, *, task: Optional[str] = None, axis:
                   ) -> Tuple[Dict[str, Any], str, Dict[str, np.ndarray]]:
     """:func:`score` plus the task it scored and the reliability table (per confidence bin:
     ``edges``, ``weight``, ``confidence``, ``accuracy``), for the command line's ``--plot``."""
-    p = _prepare(logits, target, task, axis, sample_weight)
-    names = _select_metrics(metrics, p.task, k, p.c if p.task == "multiclass" else 1)
-    bins, temp = _check_scalar_args(bins, temperature, chunk_rows)
-    want_rank = any(m in names for m in ("accuracy", "top_k_accuracy", "ece"))
-    sums = _pass(p, temperature=temp, k=int(k), bins=bins, want_rank=want_rank, want_auc="roc_auc" in names,
-                 chunk_rows=chunk_rows, progress=progress)
-    return _results(p, names, sums), p.task, _reliability(sums)
+    p = check(logits, target, task, axis, sample_weight)
+    s = spec(p, metrics, k, bins, temperature)
+    _check_scalar_args(bins, temperature, chunk_rows)
+    state = _pass(p, s, chunk_rows, progress)
+    return finish(p, s, state), p.task, reliability(state)
 
 
 # Temperatures are searched in [1/_T_RANGE, _T_RANGE], to |log T - log T*| <= _LOG_T_TOL.
@@ -594,13 +591,12 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     >>> round(fl.fit_temperature(z * 2.0, y), 1)  # logits twice too sharp
     2.0
     """
-    p = _prepare(logits, target, None, axis, sample_weight)
+    p = check(logits, target, None, axis, sample_weight)
 
     def derivative(u: float) -> float:
         """The derivative of the NLL in 1/T, at T = exp(-u)."""
         t = math.exp(-u)
-        s = _pass(p, temperature=t, k=1, bins=1, want_rank=False, want_auc=False, chunk_rows=None, progress=None)
-        return t * float(s.values[_GAP])
+        return _slope(t, _pass(p, _slope_spec(t), None, None))
 
     u_max = math.log(_T_RANGE)
     f0 = derivative(0.0)
@@ -622,44 +618,10 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
             return 1.0 / _T_RANGE if direction > 0 else _T_RANGE
         a, fa = b, fb
         step *= 2.0
-    return math.exp(-_brent(derivative, a, b, fa, fb, _LOG_T_TOL))
+    return math.exp(-brent(derivative, a, b, fa, fb, _LOG_T_TOL))
 
 
-def _brent(f: Callable[[float], float], a: float, b: float, fa: float, fb: float, tol: float) -> float:
-    """Root of f in [a, b] (fa, fb of opposite signs) by Brent's method, to |x - x*| <= tol."""
-    if fb == 0.0:
-        return b
-    c, fc = a, fa
-    d = e = b - a
-    for _ in range(200):
-        if (fb > 0) == (fc > 0):
-            c, fc = a, fa
-            d = e = b - a
-        if abs(fc) < abs(fb):
-            a, b, c = b, c, b
-            fa, fb, fc = fb, fc, fb
-        tol1 = 2.0 * 2.2e-16 * abs(b) + 0.5 * tol
-        xm = 0.5 * (c - b)
-        if abs(xm) <= tol1 or fb == 0.0:
-            return b
-        if abs(e) >= tol1 and abs(fa) > abs(fb):
-            s = fb / fa
-            if a == c:
-                pp, q = 2.0 * xm * s, 1.0 - s
-            else:
-                q, r = fa / fc, fb / fc
-                pp = s * (2.0 * xm * q * (q - r) - (b - a) * (r - 1.0))
-                q = (q - 1.0) * (r - 1.0) * (s - 1.0)
-            if pp > 0:
-                q = -q
-            pp = abs(pp)
-            if 2.0 * pp < min(3.0 * xm * q - abs(tol1 * q), abs(e * q)):
-                e, d = d, pp / q
-            else:
-                d = e = xm
-        else:
-            d = e = xm
-        a, fa = b, fb
-        b += d if abs(d) > tol1 else math.copysign(tol1, xm)
-        fb = f(b)
-    return b
+def _slope(temperature: float, state: ScoreState) -> float:
+    """fit_temperature's finisher: the derivative of the NLL in 1/T from the merged state."""
+    return temperature * float(_rsum.value(state.sums[_GAP]))
+
