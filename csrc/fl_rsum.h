@@ -33,13 +33,14 @@
  * Capacity: 2^48 values per state (each count holds 2^95 units, a slice at most 2^47).
  *
  * Cost: a deposit is a multiplication by the window's scale 2^(1074 - 48T) and, per bin, a
- * round to integer by the 1.5 * 2^52 trick and two exact operations; slices are at most 2^47
- * units, so 64 of them add exactly in a double, and FL_RSUM_LANES lanes of double counts are
- * flushed into the int64 words after each run of 64 values per lane. fl_rsum_add_f64s /
- * fl_rsum_add_f32s deposit arrays that way (loops the compiler vectorises: about 17 vector
- * operations per FL_RSUM_LANES values, one pass for max|x| and one for the slices);
- * fl_rsum_buf collects single values (one per row) in a small buffer and deposits it as an
- * array. fl_rsum_add deposits one value directly (about 40 scalar instructions).
+ * round to integer by the 1.5 * 2^52 trick (whose bit pattern holds the slice as an integer),
+ * two exact operations and an integer addition. fl_rsum_add_f64s / fl_rsum_add_f32s deposit
+ * arrays in runs of FL_RSUM_RUN values: one pass takes max|x| as an integer max of the bit
+ * patterns, one sums the slices' bit patterns in uint64; both are integer reductions the
+ * compiler vectorises (about 16 vector instructions per vector of doubles), and the run's
+ * totals go into the int64 words once. fl_rsum_buf collects single values (one per row) in a
+ * small buffer and deposits it as an array. fl_rsum_add deposits one value directly (about 40
+ * scalar instructions).
  *
  * The state is FL_RSUM_WORDS int64 words (fl_rsum in fastlogits.h), exported as is: the
  * window top T, the flags, then per bin (top first) hi, lo with count = hi * 2^32 + lo and lo in
@@ -73,9 +74,8 @@
 #define FL_RSUM_NINF 2
 #define FL_RSUM_NAN 4
 
-/* double lanes of the array deposits, and values per lane between two flushes */
-#define FL_RSUM_LANES 8
-#define FL_RSUM_RUN 64
+/* values per run of the array deposits (their slice sums stay far below 2^63) */
+#define FL_RSUM_RUN 512
 
 static const double fl_rsum_magic = 6755399441055744.0; /* 1.5 * 2^52: t + magic - magic rounds t */
 static const double fl_rsum_step = 281474976710656.0;   /* 2^48: one bin down */
@@ -95,16 +95,20 @@ static inline double fl_rsum_cap(int64_t t)
 /* 1/u_t = 2^(1074 - 48t): a slice of bin t in units of u_t (normal for every t of a window) */
 static inline double fl_rsum_scale(int64_t t) { return fl_u2d((uint64_t)(2097 - 48 * t) << 52); }
 
-/* The slices of a value of the window whose scale is sc, in units of each bin (top first);
- * |x| <= the window's cap, so each is an integer of at most 2^47 in magnitude. */
-static inline void fl_rsum_slices(double x, double sc, double *q0, double *q1, double *q2)
+/* The slices of a value of the window whose scale is sc (|x| <= the window's cap), top first,
+ * each an integer of at most 2^47 units of its bin: a slice q is rounded as t + 1.5 * 2^52, whose
+ * bit pattern is that of 1.5 * 2^52 plus q; the bit patterns are returned (integers to add up:
+ * subtract fl_d2u(fl_rsum_magic) once per value). */
+static inline void fl_rsum_slice_bits(double x, double sc, uint64_t *b0, uint64_t *b1, uint64_t *b2)
 {
     double t = x * sc;
-    *q0 = (t + fl_rsum_magic) - fl_rsum_magic;
-    t = (t - *q0) * fl_rsum_step;
-    *q1 = (t + fl_rsum_magic) - fl_rsum_magic;
-    t = (t - *q1) * fl_rsum_step;
-    *q2 = (t + fl_rsum_magic) - fl_rsum_magic;
+    double a = t + fl_rsum_magic;
+    *b0 = fl_d2u(a);
+    t = (t - (a - fl_rsum_magic)) * fl_rsum_step;
+    a = t + fl_rsum_magic;
+    *b1 = fl_d2u(a);
+    t = (t - (a - fl_rsum_magic)) * fl_rsum_step;
+    *b2 = fl_d2u(t + fl_rsum_magic);
 }
 
 /* count of bin k += c (|c| <= 2^62), keeping lo in [0, 2^32); hi wraps past the capacity */
@@ -154,11 +158,11 @@ static inline void fl_rsum_add(fl_rsum *s, double x)
         return;
     }
     if (a > fl_rsum_cap(s->w[FL_RSUM_W_TOP])) fl_rsum_fit(s, a);
-    double q0, q1, q2;
-    fl_rsum_slices(x, fl_rsum_scale(s->w[FL_RSUM_W_TOP]), &q0, &q1, &q2);
-    fl_rsum_count_add(s, 0, (int64_t)q0);
-    fl_rsum_count_add(s, 1, (int64_t)q1);
-    fl_rsum_count_add(s, 2, (int64_t)q2);
+    uint64_t b0, b1, b2, mb = fl_d2u(fl_rsum_magic);
+    fl_rsum_slice_bits(x, fl_rsum_scale(s->w[FL_RSUM_W_TOP]), &b0, &b1, &b2);
+    fl_rsum_count_add(s, 0, (int64_t)(b0 - mb));
+    fl_rsum_count_add(s, 1, (int64_t)(b1 - mb));
+    fl_rsum_count_add(s, 2, (int64_t)(b2 - mb));
 }
 
 /* s += o (exact): the higher window, counts added bin by bin, flags or-ed. */
@@ -189,59 +193,37 @@ static inline int fl_rsum_valid(const fl_rsum *s)
 
 /* ---------------- arrays ---------------- */
 
-/* One run of n <= FL_RSUM_LANES * FL_RSUM_RUN values of type T (float or double): max |x| first
- * (NaN ignored), the window raised once, then the slices summed in FL_RSUM_LANES double lanes
- * (at most FL_RSUM_RUN per lane: exact) and flushed. Returns 0, having deposited nothing, when
- * the run holds an infinity or a NaN (a NaN turns its lane's sums to NaN): the caller then
- * deposits it value by value. The lane index of a value is its position in the run: the
- * tail's values go one per lane too. */
-#define FL_RSUM_DEFINE_RUN(NAME, T)                                                                 \
+/* One run of n <= FL_RSUM_RUN values of type T (float or double, UT the unsigned integer of
+ * its bits). max |x| first, by the bit patterns of |x|, which order like the values (NaN above
+ * infinity above every finite value): one integer max per value. A run holding an infinity or
+ * a NaN returns 0, having deposited nothing (the caller deposits it value by value).
+ * Otherwise the window is raised once, and the slices' bit patterns summed in uint64 (exact
+ * modulo 2^64, and the run's slice sums are below 2^63 in magnitude): both loops are integer
+ * reductions, which the compiler vectorises. */
+#define FL_RSUM_DEFINE_RUN(NAME, T, UT, TO_BITS, FROM_BITS, MAXBITS)                                \
     static int NAME##_lanes(fl_rsum *s, const T *x, int64_t n)                                      \
     {                                                                                               \
-        double mx[FL_RSUM_LANES] = {0}, c0[FL_RSUM_LANES] = {0}, c1[FL_RSUM_LANES] = {0};           \
-        double c2[FL_RSUM_LANES] = {0};                                                             \
-        int64_t i, nfull = n - n % FL_RSUM_LANES;                                                   \
-        for (i = 0; i < nfull; i += FL_RSUM_LANES)                                                  \
-            for (int j = 0; j < FL_RSUM_LANES; j++) {                                               \
-                double a = fabs((double)x[i + j]);                                                  \
-                mx[j] = a > mx[j] ? a : mx[j];                                                      \
-            }                                                                                       \
-        for (int j = 0; i + j < n; j++) {                                                           \
-            double a = fabs((double)x[i + j]);                                                      \
-            mx[j] = a > mx[j] ? a : mx[j];                                                          \
+        UT mx = 0;                                                                                  \
+        for (int64_t i = 0; i < n; i++) {                                                           \
+            UT b = TO_BITS(x[i]) & ((UT) ~(UT)0 >> 1);                                              \
+            mx = b > mx ? b : mx;                                                                   \
         }                                                                                           \
-        double m = 0.0;                                                                             \
-        for (int j = 0; j < FL_RSUM_LANES; j++) m = mx[j] > m ? mx[j] : m;                          \
-        if (m > DBL_MAX) return 0;                                                                  \
+        if (mx > (UT)(MAXBITS)) return 0;                                                           \
+        double m = (double)FROM_BITS(mx);                                                           \
         if (m > fl_rsum_cap(s->w[FL_RSUM_W_TOP])) fl_rsum_fit(s, m);                                \
         double sc = fl_rsum_scale(s->w[FL_RSUM_W_TOP]);                                             \
-        for (i = 0; i < nfull; i += FL_RSUM_LANES)                                                  \
-            for (int j = 0; j < FL_RSUM_LANES; j++) {                                               \
-                double q0, q1, q2;                                                                  \
-                fl_rsum_slices((double)x[i + j], sc, &q0, &q1, &q2);                                \
-                c0[j] += q0;                                                                        \
-                c1[j] += q1;                                                                        \
-                c2[j] += q2;                                                                        \
-            }                                                                                       \
-        for (int j = 0; i + j < n; j++) {                                                           \
-            double q0, q1, q2;                                                                      \
-            fl_rsum_slices((double)x[i + j], sc, &q0, &q1, &q2);                                    \
-            c0[j] += q0;                                                                            \
-            c1[j] += q1;                                                                            \
-            c2[j] += q2;                                                                            \
+        uint64_t c0 = 0, c1 = 0, c2 = 0;                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                           \
+            uint64_t b0, b1, b2;                                                                    \
+            fl_rsum_slice_bits((double)x[i], sc, &b0, &b1, &b2);                                    \
+            c0 += b0;                                                                               \
+            c1 += b1;                                                                               \
+            c2 += b2;                                                                               \
         }                                                                                           \
-        int nan = 0;                                                                                \
-        for (int j = 0; j < FL_RSUM_LANES; j++) nan |= c0[j] != c0[j];                              \
-        if (nan) return 0;                                                                          \
-        int64_t t0 = 0, t1 = 0, t2 = 0;                                                             \
-        for (int j = 0; j < FL_RSUM_LANES; j++) {                                                   \
-            t0 += (int64_t)c0[j];                                                                   \
-            t1 += (int64_t)c1[j];                                                                   \
-            t2 += (int64_t)c2[j];                                                                   \
-        }                                                                                           \
-        fl_rsum_count_add(s, 0, t0);                                                                \
-        fl_rsum_count_add(s, 1, t1);                                                                \
-        fl_rsum_count_add(s, 2, t2);                                                                \
+        uint64_t off = (uint64_t)n * fl_d2u(fl_rsum_magic);                                         \
+        fl_rsum_count_add(s, 0, (int64_t)(c0 - off));                                               \
+        fl_rsum_count_add(s, 1, (int64_t)(c1 - off));                                               \
+        fl_rsum_count_add(s, 2, (int64_t)(c2 - off));                                               \
         return 1;                                                                                   \
     }                                                                                               \
     static void NAME(fl_rsum *s, const T *x, int64_t n)                                             \
@@ -249,22 +231,22 @@ static inline int fl_rsum_valid(const fl_rsum *s)
         if (!NAME##_lanes(s, x, n))                                                                 \
             for (int64_t i = 0; i < n; i++) fl_rsum_add(s, (double)x[i]);                           \
     }
-FL_RSUM_DEFINE_RUN(fl_rsum_run_f64, double)
-FL_RSUM_DEFINE_RUN(fl_rsum_run_f32, float)
+FL_RSUM_DEFINE_RUN(fl_rsum_run_f64, double, uint64_t, fl_d2u, fl_u2d, 0x7fefffffffffffffull)
+FL_RSUM_DEFINE_RUN(fl_rsum_run_f32, float, uint32_t, fl_f2u, fl_u2f, 0x7f7fffffu)
 
 /* Deposit n contiguous doubles / floats. */
 static inline void fl_rsum_add_f64s(fl_rsum *s, const double *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i += FL_RSUM_LANES * FL_RSUM_RUN) {
-        int64_t m = n - i < FL_RSUM_LANES * FL_RSUM_RUN ? n - i : FL_RSUM_LANES * FL_RSUM_RUN;
+    for (int64_t i = 0; i < n; i += FL_RSUM_RUN) {
+        int64_t m = n - i < FL_RSUM_RUN ? n - i : FL_RSUM_RUN;
         fl_rsum_run_f64(s, x + i, m);
     }
 }
 
 static inline void fl_rsum_add_f32s(fl_rsum *s, const float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i += FL_RSUM_LANES * FL_RSUM_RUN) {
-        int64_t m = n - i < FL_RSUM_LANES * FL_RSUM_RUN ? n - i : FL_RSUM_LANES * FL_RSUM_RUN;
+    for (int64_t i = 0; i < n; i += FL_RSUM_RUN) {
+        int64_t m = n - i < FL_RSUM_RUN ? n - i : FL_RSUM_RUN;
         fl_rsum_run_f32(s, x + i, m);
     }
 }

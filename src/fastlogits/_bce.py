@@ -232,7 +232,7 @@ def partial(p: Problem, origin: Sequence[int] = ()) -> BceState:
 
 def finish(p: Problem, state: BceState) -> float:
     """The reduced loss of ``p.reduction`` ("sum" or "mean") from the merged state."""
-    total = _rsum.value(state.sum)
+    total = float(_rsum.value(state.sum))
     if p.reduction == "sum":
         return total
     return total / state.n if state.n else math.nan
