@@ -6,8 +6,8 @@
  * correctly, whether the target is in the top k, its top-label confidence, its Brier term, its
  * entropy and the gap E_p[z] - z_y (the derivative of the NLL in 1/T, up to the factor T, for
  * fit_temperature). Each row's weighted values go into order-independent sums (fl_rsum.h)
- * through small row buffers (one per sum, and one per ECE bin and sum); without sample weights
- * the weight, accuracy and top-k sums are exact counts. Rows come in fixed blocks handed to
+ * through small row buffers (one per sum, and per ECE bin); without sample weights the
+ * weight, accuracy and top-k sums are exact counts. Rows come in fixed blocks handed to
  * the threads in stripes (fl_stripes.h), one partial state per stripe, and the call merges its
  * states into the caller's (the running state of a streaming pass, or of a Dask task). So the
  * result is bitwise the same for every thread count and every split of the rows into calls,
@@ -284,26 +284,28 @@ static void fl_sigmoid_stats(double z, int y, fl_row_stats *st)
 
 /* ---------- accumulation ---------- */
 
-/* A task's sums: per sum (and per ECE bin and sum, FL_SCORE_BIN_* in fastlogits.h) the values
- * waiting for deposit; without sample weights the weight, accuracy and top-k sums (and each
- * bin's weight and accuracy) are counts instead. */
+/* A task's sums: the values of each sum waiting for deposit, and per ECE bin those of the
+ * weight, weight * correct and weight * conf. Without sample weights the weight, accuracy and
+ * top-k sums are exact counts instead (count, and the bins' weight and accuracy in
+ * bin_count), so only each bin's confidence needs a buffer. */
 typedef struct {
     fl_rsum_buf sum[FL_SCORE_NSUMS];
     int64_t count[FL_SCORE_NSUMS];
-    fl_rsum_buf *bin;          /* 3 * bins */
-    int64_t *bin_count;        /* 3 * bins */
+    fl_rsum_buf *bin;          /* weighted: 3 * bins (weight, correct, conf); else bins (conf) */
+    int64_t *bin_count;        /* unweighted: 2 * bins (weight, correct) */
     int64_t bins, want;
     int weighted;
 } fl_score_acc;
 
 static int fl_score_acc_init(fl_score_acc *a, const fl_score_ctx *ctx)
 {
-    int64_t bins = ctx->o->bins;
+    int64_t bins = ctx->o->bins, nbuf;
     a->bins = bins;
     a->want = ctx->o->sums;
     a->weighted = ctx->w != NULL;
-    a->bin = (fl_rsum_buf *)malloc((size_t)(3 * bins) * sizeof(fl_rsum_buf));
-    a->bin_count = (int64_t *)calloc((size_t)(3 * bins), sizeof(int64_t));
+    nbuf = (a->weighted ? 3 : 1) * bins;
+    a->bin = (fl_rsum_buf *)malloc((size_t)nbuf * sizeof(fl_rsum_buf));
+    a->bin_count = (int64_t *)calloc((size_t)(2 * bins), sizeof(int64_t));
     if (!a->bin || !a->bin_count) {
         free(a->bin);
         free(a->bin_count);
@@ -313,15 +315,8 @@ static int fl_score_acc_init(fl_score_acc *a, const fl_score_ctx *ctx)
         fl_rsum_buf_init(&a->sum[q]);
         a->count[q] = 0;
     }
-    for (int64_t q = 0; q < 3 * bins; q++) fl_rsum_buf_init(&a->bin[q]);
+    for (int64_t q = 0; q < nbuf; q++) fl_rsum_buf_init(&a->bin[q]);
     return 1;
-}
-
-/* a sum's value v (weighted: times w); counts when unweighted and the value is 0 or 1 */
-static inline void fl_score_put(fl_rsum_buf *buf, int64_t *count, int is_count, int weighted, double w, double v)
-{
-    if (!weighted && is_count) *count += (int64_t)v;
-    else fl_rsum_buf_add(buf, weighted ? w * v : v);
 }
 
 /* Add one weighted statistic set to the task's sums: W, the metric sums asked for, then per
@@ -329,33 +324,65 @@ static inline void fl_score_put(fl_rsum_buf *buf, int64_t *count, int is_count, 
  * weight * conf. */
 static inline void fl_score_add(fl_score_acc *a, const fl_row_stats *st, double w)
 {
+    /* the sums that are 0/1 per row: counts when unweighted */
     static const int is_count[FL_SCORE_NSUMS] = {1, 0, 1, 1, 0, 0, 0};
     const double v[FL_SCORE_NSUMS] = {1.0, st->nll, st->correct, st->hit, st->brier, st->ent, st->gap};
-    for (int q = 0; q < FL_SCORE_NSUMS; q++)
-        if (a->want & ((int64_t)1 << q)) fl_score_put(&a->sum[q], &a->count[q], is_count[q], a->weighted, w, v[q]);
+    for (int q = 0; q < FL_SCORE_NSUMS; q++) {
+        if (!(a->want & ((int64_t)1 << q))) continue;
+        if (a->weighted) fl_rsum_buf_add(&a->sum[q], w * v[q]);
+        else if (is_count[q]) a->count[q] += (int64_t)v[q];
+        else fl_rsum_buf_add(&a->sum[q], v[q]);
+    }
     if (!(a->want & FL_SCORE_WANT_BINS)) return;
     int64_t bins = a->bins, b = 0;
     if (st->conf == st->conf) {
         double f = st->conf * (double)bins;
         b = f >= (double)bins ? bins - 1 : (f > 0.0 ? (int64_t)f : 0);
     }
-    fl_score_put(&a->bin[b], &a->bin_count[b], 1, a->weighted, w, 1.0);
-    fl_score_put(&a->bin[bins + b], &a->bin_count[bins + b], 1, a->weighted, w, st->correct);
-    fl_score_put(&a->bin[2 * bins + b], &a->bin_count[2 * bins + b], 0, a->weighted, w, st->conf);
+    if (a->weighted) {
+        fl_rsum_buf_add(&a->bin[b], w);
+        fl_rsum_buf_add(&a->bin[bins + b], w * st->correct);
+        fl_rsum_buf_add(&a->bin[2 * bins + b], w * st->conf);
+    } else {
+        a->bin_count[b]++;
+        a->bin_count[bins + b] += (int64_t)st->correct;
+        fl_rsum_buf_add(&a->bin[b], st->conf);
+    }
+}
+
+/* A count as a state of its own. */
+static inline fl_rsum fl_score_count(int64_t n)
+{
+    fl_rsum s;
+    fl_rsum_init(&s);
+    fl_rsum_add(&s, (double)n);
+    return s;
 }
 
 /* The task's sums into states out[nsums] (deposits what waits, then the counts); frees a. */
 static void fl_score_acc_done(fl_score_acc *a, fl_rsum *out)
 {
+    int64_t bins = a->bins;
     for (int q = 0; q < FL_SCORE_NSUMS; q++) {
         fl_rsum_buf_done(&a->sum[q]);
-        if (a->count[q]) fl_rsum_add(&a->sum[q].s, (double)a->count[q]);
         out[q] = a->sum[q].s;
+        if (a->count[q]) {
+            fl_rsum c = fl_score_count(a->count[q]);
+            fl_rsum_merge(&out[q], &c);
+        }
     }
-    for (int64_t q = 0; q < 3 * a->bins; q++) {
-        fl_rsum_buf_done(&a->bin[q]);
-        if (a->bin_count[q]) fl_rsum_add(&a->bin[q].s, (double)a->bin_count[q]);
-        out[FL_SCORE_NSUMS + q] = a->bin[q].s;
+    fl_rsum *bo = out + FL_SCORE_NSUMS;
+    for (int64_t q = 0; q < (a->weighted ? 3 : 1) * bins; q++) fl_rsum_buf_done(&a->bin[q]);
+    for (int64_t b = 0; b < bins; b++) {
+        if (a->weighted) {
+            bo[b] = a->bin[b].s;
+            bo[bins + b] = a->bin[bins + b].s;
+            bo[2 * bins + b] = a->bin[2 * bins + b].s;
+        } else {
+            bo[b] = fl_score_count(a->bin_count[b]);
+            bo[bins + b] = fl_score_count(a->bin_count[bins + b]);
+            bo[2 * bins + b] = a->bin[b].s;
+        }
     }
     free(a->bin);
     free(a->bin_count);
