@@ -69,7 +69,7 @@ static void fl_ce_one_row(fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t r, fl_
     } else {
         /* every row counts; the denominators are the sample weights' sum */
         acc->n_valid++;
-        if (a->sample_weight.data) fl_rsum_buf_add(&acc->d1, s);
+        if (a->sample_weight.data) fl_rsum_buf_add(&acc->d2, s);
         if (!a->targets_only) lr = fl_ce_prob_row(ctx, i0, i1, s, scratch);
     }
     if (lr.ce != 0.0) fl_rsum_buf_add(&acc->ce, lr.ce);
@@ -147,21 +147,17 @@ static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *t
     if (tiles) fl_ce_tiles_flush(ctx, tiles, acc);
 }
 
-/* The task's sums as a partial result: the unweighted denominators are the count of valid rows
- * (probability targets: d1 = d2 = the rows' sample weights, or their count). */
+/* The task's sums as a partial result: without sample weights d2 is the count of valid rows,
+ * without class weights (and for probability targets) d1 is d2. */
 static void fl_ce_acc_done(const fl_ce_ctx *ctx, fl_ce_acc *acc, int64_t bad, fl_ce_result *out)
 {
     const fl_ce_args *a = ctx->a;
-    int sw = a->sample_weight.data != NULL;
     fl_rsum_buf_done(&acc->ce);
     fl_rsum_buf_done(&acc->z);
     fl_rsum_buf_done(&acc->d1);
     fl_rsum_buf_done(&acc->d2);
-    if (!sw && !(ctx->index && a->weight)) fl_rsum_add(&acc->d1.s, (double)acc->n_valid);
-    if (!ctx->index)
-        acc->d2.s = acc->d1.s;
-    else if (!sw)
-        fl_rsum_add(&acc->d2.s, (double)acc->n_valid);
+    if (!a->sample_weight.data) fl_rsum_add(&acc->d2.s, (double)acc->n_valid);
+    if (!(ctx->index && a->weight)) acc->d1.s = acc->d2.s;
     out->ce = acc->ce.s;
     out->z = acc->z.s;
     out->d1 = acc->d1.s;

@@ -42,8 +42,9 @@ typedef struct {
     int failed;        /* set by a task that could not allocate its scratch */
 } fl_ce_ctx;
 
-/* A task's sums: the rows' loss parts and denominators waiting in buffers (d1 only with class
- * or sample weights, d2 only with sample weights: otherwise they are n_valid), the valid rows */
+/* A task's sums: the rows' loss parts and denominators waiting in buffers, and the valid rows.
+ * d2 = sum s_i takes values only with sample weights (else it is n_valid); d1 = sum s_i w[y_i]
+ * only with class weights (else it is d2). */
 typedef struct {
     fl_rsum_buf ce, z, d1, d2;
     int64_t n_valid;
@@ -54,7 +55,7 @@ typedef struct {
 static inline void fl_ce_acc_row(const fl_ce_args *a, fl_ce_acc *acc, double s, double sw)
 {
     acc->n_valid++;
-    if (a->weight || a->sample_weight.data) fl_rsum_buf_add(&acc->d1, sw);
+    if (a->weight) fl_rsum_buf_add(&acc->d1, sw);
     if (a->sample_weight.data) fl_rsum_buf_add(&acc->d2, s);
 }
 

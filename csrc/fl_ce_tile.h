@@ -98,17 +98,20 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     fl_tile_load((const float *)(void *)fl_row_ptr(&a->x, i0, i1), a->x.s1, a->x.sc, c, nr, gidx, t->xt);
     flv m = fl_tile_max(t->xt, c);
     if (!flv_all_finite(m)) return 0; /* lanes past nr repeat row 0 or hold 0 */
-    /* the rows are the tile's now: their weights into the denominators */
+    /* the rows are the tile's now: their weights into the denominators, a tile at a time (the
+     * lanes of ignored rows and past nr add 0) */
+    acc->n_valid += nv;
     if (weighted) {
-        for (int64_t j = 0; j < nr; j++) {
-            if (yf[j] < 0.0f) continue;
-            double s = a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1 + j) : 1.0;
-            double w = s * (a->weight ? a->weight[(int64_t)yf[j]] : 1.0);
-            sw[j] = (float)w;
-            fl_ce_acc_row(a, acc, s, w);
+        double ds[FL_W], dw[FL_W];
+        for (int64_t j = 0; j < FL_W; j++) {
+            int use = j < nr && yf[j] >= 0.0f;
+            double s = use && a->sample_weight.data ? *(const double *)fl_row_ptr(&a->sample_weight, i0, i1 + j) : 1.0;
+            dw[j] = use ? s * (a->weight ? a->weight[(int64_t)yf[j]] : 1.0) : 0.0;
+            ds[j] = use ? s : 0.0;
+            sw[j] = (float)dw[j];
         }
-    } else {
-        acc->n_valid += nv;
+        if (a->weight) fl_rsum_buf_add_n(&acc->d1, dw, FL_W);
+        if (a->sample_weight.data) fl_rsum_buf_add_n(&acc->d2, ds, FL_W);
     }
     /* the sums of fl_ce_online_t, lane-wise: two float32 accumulators of at most 32 terms,
      * classes alternating between them */

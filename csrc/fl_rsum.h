@@ -277,6 +277,17 @@ static inline void fl_rsum_buf_add(fl_rsum_buf *b, double v)
     }
 }
 
+/* n <= FL_RSUM_BUF values at once */
+static inline void fl_rsum_buf_add_n(fl_rsum_buf *b, const double *v, int64_t n)
+{
+    if (b->n + n > FL_RSUM_BUF) {
+        fl_rsum_add_f64s(&b->s, b->v, b->n);
+        b->n = 0;
+    }
+    memcpy(b->v + b->n, v, (size_t)n * sizeof(double));
+    b->n += n;
+}
+
 /* deposit what is pending; b->s is then the state of every value added */
 static inline void fl_rsum_buf_done(fl_rsum_buf *b)
 {
