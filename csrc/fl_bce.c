@@ -113,7 +113,7 @@ static inline flv fl_vpow(flv q, int mode, double gamma)
 /* per-lane constants of a piece */
 typedef struct { flv one, scale, alpha, alpha_c, gamma; int use_alpha, pow_mode; double gamma_d; } fl_vconst;
 
-static inline void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv *loss, flv *grad)
+FL_ALWAYS_INLINE void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv *loss, flv *grad)
 {
     flv t = fl_vexp_mabs(x);
     flv a = flv_mul(flv_mul(w, pw), y), b = flv_mul(w, flv_sub(K->one, y));
@@ -125,7 +125,7 @@ static inline void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv 
     }
 }
 
-static inline void fl_vfocal(const fl_vconst *K, flv x, flv y, flv *loss, flv *grad)
+FL_ALWAYS_INLINE void fl_vfocal(const fl_vconst *K, flv x, flv y, flv *loss, flv *grad)
 {
     flv t = fl_vexp_mabs(x);
     flv yc = flv_sub(K->one, y);
@@ -159,8 +159,9 @@ static inline int fl_vrange_in01(fl_vrange r)
     return (flv_hmax(flv_neg(r.lo)) <= 0.0f) & (flv_hmax(r.hi) <= 1.0f); /* nan: 0 */
 }
 
-/* one vector of the piece: its loss (and gradient) for x, y and the weights w, pw */
-static inline flv fl_lane_loss(int focal, const fl_vconst *K, flv vx, flv vy, flv vw, flv vp, flv *vg)
+/* one vector of the piece: its loss (and gradient) for x, y and the weights w, pw; inlined
+ * into each option set of fl_lanes_t (a call per vector cost the focal loss a third more) */
+FL_ALWAYS_INLINE flv fl_lane_loss(int focal, const fl_vconst *K, flv vx, flv vy, flv vw, flv vp, flv *vg)
 {
     flv vl;
     if (focal) fl_vfocal(K, vx, vy, &vl, vg);
@@ -231,22 +232,25 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
 }
 
 /* fl_lanes_f32_body for logits of dtype dt, with the common option sets (no weights, no per-element loss, targets
- * checked here; loss or loss and gradient) compiled as constants: no branch in the loop */
+ * checked here; BCE or focal, loss or loss and gradient, the losses kept for a per-element sum or not) compiled as
+ * constants: no branch in the loop */
+#define FL_LANES_FAST(FOCAL, G, EL) fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, G, EL, n, 1, ok, FOCAL, dt)
 FL_ALWAYS_INLINE double fl_lanes_t(const fl_bce_ctx *c, const void *x, const float *y, const float *w,
                                    const float *pw, void *l, void *g, float *el, int64_t n, int check, int *ok,
                                    int32_t dt)
 {
     int focal = c->o.kind == FL_LOSS_FOCAL;
-    if (!w && !pw && !l && !el && check) {
+    if (!w && !pw && !l && check) {
         if (focal) {
-            return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, NULL, n, 1, ok, 1, dt)
-                     : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, NULL, n, 1, ok, 1, dt);
+            if (el) return g ? FL_LANES_FAST(1, g, el) : FL_LANES_FAST(1, NULL, el);
+            return g ? FL_LANES_FAST(1, g, NULL) : FL_LANES_FAST(1, NULL, NULL);
         }
-        return g ? fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, g, NULL, n, 1, ok, 0, dt)
-                 : fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, NULL, NULL, n, 1, ok, 0, dt);
+        if (el) return g ? FL_LANES_FAST(0, g, el) : FL_LANES_FAST(0, NULL, el);
+        return g ? FL_LANES_FAST(0, g, NULL) : FL_LANES_FAST(0, NULL, NULL);
     }
     return fl_lanes_f32_body(c, x, y, w, pw, l, g, el, n, check, ok, focal, dt);
 }
+#undef FL_LANES_FAST
 
 /* ---------------- pieces, blocks, driver ---------------- */
 
