@@ -134,8 +134,13 @@ enum {
     FL_SCORE_BRIER = 4,
     FL_SCORE_ENT = 5,
     FL_SCORE_GAP = 6,      /* E_p[z] - z_y (softmax) or (p - y) z (sigmoid), z = x / T */
-    FL_SCORE_NSUMS = 7
+    FL_SCORE_TP = 7,       /* sigmoid mode: predicted positive (x > 0) and labelled 1 */
+    FL_SCORE_PP = 8,       /* sigmoid mode: predicted positive */
+    FL_SCORE_AP = 9,       /* sigmoid mode: labelled 1 */
+    FL_SCORE_NSUMS = 10
 };
+/* per-class sums (fl_score_opts.per_class) */
+enum { FL_PC_CONFUSION = 1, FL_PC_ECE = 2, FL_PC_AUC = 4 };
 #define FL_SCORE_WANT_BINS ((int64_t)1 << FL_SCORE_NSUMS)
 typedef struct {
     int32_t mode;          /* FL_SCORE_SOFTMAX or FL_SCORE_SIGMOID */
@@ -144,6 +149,15 @@ typedef struct {
     int64_t bins;          /* ECE bins, >= 1 */
     double temperature;    /* > 0 */
     int64_t sums;          /* the sums to fill: bit q for sum q (FL_SCORE_W...), FL_SCORE_WANT_BINS */
+    int64_t ignore_index;  /* softmax mode: rows whose target equals it are skipped */
+    int32_t per_class;     /* FL_PC_* bits; FL_PC_CONFUSION and FL_PC_ECE in softmax mode only */
+    int64_t auc_bins;      /* with FL_PC_AUC: the B >= 2 thresholds j/(B-1) */
+    int64_t *cm;           /* FL_PC_CONFUSION without weights: C*C counts (true, predicted), added to */
+    fl_rsum *cmw;          /* FL_PC_CONFUSION with weights: C*C states, merged into */
+    fl_rsum *pc;           /* per class c, states merged into at c*npc: with FL_PC_ECE per ECE bin b
+                            * the weight (b), weight*[y == c] (bins + b), weight*p_c (2*bins + b);
+                            * then with FL_PC_AUC per level l = 0..B (the number of thresholds
+                            * <= p_c) the weight (l) and the weight of the positives (B + 1 + l) */
 } fl_score_opts;
 /* Score the rows of the grid. target: int64 per row (softmax) or bool per element (sigmoid,
  * same class stride semantics as x); weight: float64 per row, or NULL for weights of 1.

@@ -29,6 +29,7 @@
 #include "fl_rowmath.h"
 #include "fl_rowmath_f64.h"
 #include "fl_rsum.h"
+#include "fl_score_pc.h"
 #include "fl_stripes.h"
 
 typedef struct {
@@ -38,6 +39,8 @@ typedef struct {
     int64_t nsums;             /* FL_SCORE_NSUMS + 3 * bins */
     int64_t rpb;               /* rows per block */
     fl_rsum *slot;             /* nsums partial states per stripe */
+    fl_pc_acc *pc;             /* per-class sums per stripe (fl_score_pc.h) */
+    const double *thr;         /* the binned AUC's thresholds */
     int f64;
     int failed;
 } fl_score_ctx;
@@ -45,7 +48,7 @@ typedef struct {
 /* ---------- per-row arithmetic ---------- */
 
 /* everything a row (softmax) or an element (sigmoid) contributes, before weighting */
-typedef struct { double nll, correct, hit, conf, brier, ent, gap; } fl_row_stats;
+typedef struct { double nll, correct, hit, conf, brier, ent, gap, tp, pp, ap, p; } fl_row_stats;
 
 /* How many classes come before the target y in the order of predict/topk (NaN largest, then by
  * value, ties to the lower index): the target is the prediction iff the rank is 0 and in the
@@ -83,6 +86,32 @@ FL_ALWAYS_INLINE int64_t fl_rank_t(const void *x, int64_t c, int64_t y, int32_t 
         r += (xk > v) | (xk != xk);
     }
     return r;
+}
+
+/* The predicted class, as predict: the first NaN, else the first maximum. */
+FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, int32_t dt)
+{
+    float best = fl_xget(x, 0, dt);
+    int64_t arg = 0;
+    if (best != best) return 0;
+    for (int64_t k = 1; k < c; k++) {
+        float v = fl_xget(x, k, dt);
+        if (v != v) return k;
+        if (v > best) { best = v; arg = k; }
+    }
+    return arg;
+}
+
+static int64_t fl_argmax_f64(const double *x, int64_t c)
+{
+    double best = x[0];
+    int64_t arg = 0;
+    if (best != best) return 0;
+    for (int64_t k = 1; k < c; k++) {
+        if (x[k] != x[k]) return k;
+        if (x[k] > best) { best = x[k]; arg = k; }
+    }
+    return arg;
 }
 
 /* exp((x - m)/T) with both the rounding error e of x - m (TwoSum) and the remainder of the
@@ -223,43 +252,89 @@ static void fl_special_stats(fl_row_stats *st)
     st->nll = st->conf = st->brier = st->ent = st->gap = NAN;
 }
 
+/* A softmax row's per-class sums: the confusion cell, and every class's probability
+ * p_c = e_c / s (NaN for a special row: s is NaN then) into the ECE bins and AUC levels. */
+static inline void fl_softmax_pc(fl_pc_acc *a, int64_t y, int64_t pred, const float *e32, const double *e64,
+                                 double s, double w)
+{
+    if (a->confusion) fl_pc_confusion(a, y, pred, w);
+    if (!a->npc) return;
+    double inv = 1.0 / s;
+    for (int64_t c = 0; c < a->c; c++) {
+        double e = e64 ? e64[c] : (double)e32[c];
+        fl_pc_add(a, c, e * inv, c == y, w);
+    }
+}
+
+/* the exponentials e_k = exp((x_k - m)/T) of a float row into e */
+FL_ALWAYS_INLINE void fl_row_exps_t(const void *x, int64_t n, float m, double t, float *e, int32_t dt)
+{
+    flv vm = flv_set1(m), lo = fl_exp_floor(vm), vt = flv_set1((float)t);
+    int unit = t == 1.0;
+    int64_t k = 0;
+    for (; k + FL_W <= n; k += FL_W) flv_store(e + k, fl_vexp_row(fl_xload(x, k, dt), vm, lo, vt, unit));
+    if (k < n) {
+        float tail[FL_W];
+        flv_store(tail, fl_vexp_row(fl_xload_part(x, k, n - k, -INFINITY, dt), vm, lo, vt, unit));
+        for (int64_t j = 0; k + j < n; j++) e[k + j] = tail[j];
+    }
+}
+
 /* a row of dtype dt, read in place (or gathered as float32: fl_row_in_x) */
 FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, int64_t y, fl_row_stats *st,
-                                       int32_t dt)
+                                       fl_pc_acc *pc, double w, float *e, int32_t dt)
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
     int64_t rank = ctx->o->want_rank ? fl_rank_t(x, c, y, dt) : 1;
+    int64_t pred = pc->confusion ? fl_argmax_t(x, c, dt) : 0;
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
     float m = fl_rmax_t(x, c, dt);
-    if (!isfinite(m)) { fl_special_stats(st); return; }
-    double s, sq, dot;
-    float ey = fl_rstats_t(x, c, m, t, y, &s, &sq, &dot, dt);
-    fl_softmax_stats(s, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+    double s = NAN;
+    if (!isfinite(m)) {
+        fl_special_stats(st);
+    } else {
+        double sq, dot;
+        float ey = fl_rstats_t(x, c, m, t, y, &s, &sq, &dot, dt);
+        fl_softmax_stats(s, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+        if (pc->npc) fl_row_exps_t(x, c, m, t, e, dt);
+    }
+    if (pc->npc && s != s)
+        for (int64_t k = 0; k < c; k++) e[k] = NAN;
+    fl_softmax_pc(pc, y, pred, e, NULL, s, w);
 }
 
-static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)
+static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st,
+                               fl_pc_acc *pc, double w)
 {
-    fl_xrow x = fl_row_in_x(ctx->x, xrow, ctx->g.c, (float *)scratch);
-    fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st);
+    float *buf = (float *)scratch, *e = buf + ctx->g.c;
+    fl_xrow x = fl_row_in_x(ctx->x, xrow, ctx->g.c, buf);
+    fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st, pc, w, e);
 }
 
-static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)
+static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st,
+                               fl_pc_acc *pc, double w)
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
     double *bx = (double *)scratch, *e = bx + c;
     const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
     int64_t rank = ctx->o->want_rank ? fl_rank_f64(x, c, y) : 1;
+    int64_t pred = pc->confusion ? fl_argmax_f64(x, c) : 0;
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
-    double m = fl_rmax_f64(x, c);
-    if (!isfinite(m)) { fl_special_stats(st); return; }
-    double s = fl_rsumexp_t_f64(x, c, m, t, e);
-    double sq, dot;
-    fl_rsq_dot_f64(x, e, c, m, &sq, &dot);
-    fl_softmax_stats(s, sq, dot, e[y], x[y] - m, t, st);
+    double m = fl_rmax_f64(x, c), s = NAN;
+    if (!isfinite(m)) {
+        fl_special_stats(st);
+        for (int64_t k = 0; k < c && pc->npc; k++) e[k] = NAN;
+    } else {
+        s = fl_rsumexp_t_f64(x, c, m, t, e);
+        double sq, dot;
+        fl_rsq_dot_f64(x, e, c, m, &sq, &dot);
+        fl_softmax_stats(s, sq, dot, e[y], x[y] - m, t, st);
+    }
+    fl_softmax_pc(pc, y, pred, NULL, e, s, w);
 }
 
 /* One binary prediction z = x/T against y in {0, 1}, with a = |z| and u = exp(-a):
@@ -280,6 +355,10 @@ static void fl_sigmoid_stats(double z, int y, fl_row_stats *st)
     st->brier = pw * pw;
     st->ent = a == INFINITY ? 0.0 : l1p + small * a;
     st->gap = pw == 0.0 ? 0.0 : (y ? -pw : pw) * z; /* (p - y) * z, 0 at the saturated limit */
+    st->pp = z > 0.0;
+    st->ap = y != 0;
+    st->tp = st->pp * st->ap;
+    st->p = z > 0.0 ? big : small;              /* sigmoid(z); NaN stays NaN */
 }
 
 /* ---------- accumulation ---------- */
@@ -325,8 +404,9 @@ static int fl_score_acc_init(fl_score_acc *a, const fl_score_ctx *ctx)
 static inline void fl_score_add(fl_score_acc *a, const fl_row_stats *st, double w)
 {
     /* the sums that are 0/1 per row: counts when unweighted */
-    static const int is_count[FL_SCORE_NSUMS] = {1, 0, 1, 1, 0, 0, 0};
-    const double v[FL_SCORE_NSUMS] = {1.0, st->nll, st->correct, st->hit, st->brier, st->ent, st->gap};
+    static const int is_count[FL_SCORE_NSUMS] = {1, 0, 1, 1, 0, 0, 0, 1, 1, 1};
+    const double v[FL_SCORE_NSUMS] = {1.0, st->nll, st->correct, st->hit, st->brier, st->ent, st->gap,
+                                      st->tp, st->pp, st->ap};
     for (int q = 0; q < FL_SCORE_NSUMS; q++) {
         if (!(a->want & ((int64_t)1 << q))) continue;
         if (a->weighted) fl_rsum_buf_add(&a->sum[q], w * v[q]);
@@ -394,7 +474,8 @@ static double fl_row_weight(const fl_score_ctx *ctx, int64_t i0, int64_t i1)
     return *(const double *)fl_row_ptr(ctx->w, i0, i1);
 }
 
-static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratch, fl_score_acc *acc)
+static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratch, fl_score_acc *acc,
+                         fl_pc_acc *pc)
 {
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     const char *trow = fl_row_ptr(ctx->t, i0, i1);
@@ -403,10 +484,11 @@ static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     fl_row_stats st;
     if (ctx->o->mode == FL_SCORE_SOFTMAX) {
         int64_t y = *(const int64_t *)trow;
+        if (y == ctx->o->ignore_index) return;
         if (ctx->f64)
-            fl_softmax_row_f64(ctx, xrow, y, scratch, &st);
+            fl_softmax_row_f64(ctx, xrow, y, scratch, &st, pc, w);
         else
-            fl_softmax_row_f32(ctx, xrow, y, scratch, &st);
+            fl_softmax_row_f32(ctx, xrow, y, scratch, &st, pc, w);
         fl_score_add(acc, &st, w);
         return;
     }
@@ -414,8 +496,10 @@ static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
     const uint8_t *tb = (const uint8_t *)trow;
     for (int64_t k = 0; k < c; k++) {
-        fl_sigmoid_stats(x[k] / t, tb[k * ctx->t->sc] != 0, &st);
+        int label = tb[k * ctx->t->sc] != 0;
+        fl_sigmoid_stats(x[k] / t, label, &st);
         fl_score_add(acc, &st, w);
+        if (pc->npc) fl_pc_add(pc, k, st.p, label, w);
     }
 }
 
@@ -428,18 +512,21 @@ static void fl_score_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
     size_t esz = (ctx->f64 || sigmoid) ? sizeof(double) : sizeof(float);
     void *scratch = malloc(2 * (size_t)(c > 0 ? c : 1) * esz);
     fl_score_acc *acc = (fl_score_acc *)malloc(sizeof(fl_score_acc));
-    if (!scratch || !acc || !fl_score_acc_init(acc, ctx)) {
+    int64_t r0 = b0 * ctx->rpb, r1 = b1 * ctx->rpb < nrows ? b1 * ctx->rpb : nrows;
+    fl_pc_acc *pc = &ctx->pc[slot];
+    if (!scratch || !acc || !fl_pc_init(pc, ctx->o, c, r1 - r0, ctx->w != NULL, ctx->thr) ||
+        !fl_score_acc_init(acc, ctx)) {
         free(scratch);
         free(acc);
         ctx->failed = 1;
         return;
     }
-    int64_t r0 = b0 * ctx->rpb, r1 = b1 * ctx->rpb < nrows ? b1 * ctx->rpb : nrows;
     int64_t i0 = r0 / n1, i1 = r0 % n1;
     for (int64_t r = r0; r < r1; r++) {
-        fl_score_row(ctx, i0, i1, scratch, acc);
+        fl_score_row(ctx, i0, i1, scratch, acc, pc);
         if (++i1 == n1) { i1 = 0; i0++; }
     }
+    fl_pc_settle(pc);
     fl_score_acc_done(acc, ctx->slot + slot * ctx->nsums);
     free(acc);
     free(scratch);
@@ -453,12 +540,26 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
     int64_t rpb = fl_rows_per_block(g.c), nb = (nrows + rpb - 1) / rpb, ns = fl_stripe_count(nb);
     int64_t nsums = FL_SCORE_NSUMS + 3 * o->bins;
     fl_rsum *slot = (fl_rsum *)malloc((size_t)(ns * nsums) * sizeof(fl_rsum));
-    if (!slot) return FL_ENOMEM;
+    fl_pc_acc *pc = (fl_pc_acc *)calloc((size_t)ns, sizeof(fl_pc_acc));
+    int64_t nthr = o->per_class & FL_PC_AUC ? o->auc_bins : 1;
+    double *thr = (double *)malloc((size_t)nthr * sizeof(double));
+    if (!slot || !pc || !thr) {
+        free(slot);
+        free(pc);
+        free(thr);
+        return FL_ENOMEM;
+    }
+    for (int64_t j = 0; j < nthr; j++) thr[j] = nthr > 1 ? (double)j / (double)(nthr - 1) : 0.0;
     for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_init(&slot[j]);
-    fl_score_ctx ctx = {x, target, weight, g, o, nsums, rpb, slot, x->dtype == FL_F64, 0};
+    fl_score_ctx ctx = {x, target, weight, g, o, nsums, rpb, slot, pc, thr, x->dtype == FL_F64, 0};
     fl_stripes_run(nb, ns, fl_score_task, &ctx);
-    if (!ctx.failed)
+    if (!ctx.failed) {
         for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_merge(&acc[j % nsums], &slot[j]);
+        for (int64_t j = 0; j < ns; j++) fl_pc_merge_into(&pc[j], o);
+    }
+    for (int64_t j = 0; j < ns; j++) fl_pc_free(&pc[j]);
     free(slot);
+    free(pc);
+    free(thr);
     return ctx.failed ? FL_ENOMEM : FL_OK;
 }

@@ -1,5 +1,8 @@
-"""The exact ROC AUC of ``score`` (sort-based, ties averaged, as sklearn.metrics.roc_auc_score),
-and the scores, labels and weights it needs, collected chunk by chunk.
+"""The exact ranking metrics of ``score`` and the Scorer: ROC AUC (sort-based, ties averaged,
+as sklearn.metrics.roc_auc_score) and average precision (as
+sklearn.metrics.average_precision_score), and the scores, labels and weights they need,
+collected chunk by chunk (binary and multilabel: the logits; multiclass one-vs-rest: the
+probabilities, with one-hot labels).
 
 The AUC needs every score at once, so ``AucData`` keeps one score, label and weight per row and
 label: its memory grows with the number of rows. ``AucData.merge`` concatenates; the AUC sorts
@@ -8,9 +11,8 @@ weight), so the result is bitwise the same for any split into chunks and any ord
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -34,26 +36,42 @@ class AucData:
     def merge(self, other: "AucData") -> "AucData":
         return AucData(self.scores + other.scores, self.labels + other.labels, self.weights + other.weights)
 
-    def metric(self, task: str, c: int) -> float:
-        """roc_auc: binary over every score; multilabel the macro mean over labels with both
-        classes (NaN when none has)."""
+    @property
+    def n_bytes(self) -> int:
+        return sum(a.nbytes for a in self.scores + self.labels + self.weights)
+
+    def arrays(self, c: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """Every kept score (rows x labels), label and weight (None: all 1), concatenated."""
         s = np.concatenate(self.scores) if self.scores else np.zeros((0, c))
         y = np.concatenate(self.labels) if self.labels else np.zeros((0, c), bool)
         w = np.concatenate(self.weights) if self.weights else None
+        return s, y, w
+
+    def per_label(self, c: int, name: str) -> np.ndarray:
+        """``name`` ("roc_auc" or "average_precision") of each label column; NaN for a label
+        without both classes."""
+        s, y, w = self.arrays(c)
+        fn = roc_auc if name == "roc_auc" else average_precision
+        return np.array([fn(s[:, j], y[:, j], w) for j in range(c)], dtype=np.float64)
+
+    def metric(self, task: str, c: int, name: str = "roc_auc") -> float:
+        """``name`` ("roc_auc" or "average_precision"): binary over every score; otherwise the
+        macro mean over labels with both classes (NaN when none has)."""
+        vals = self.per_label(c, name)
         if task == "binary":
-            return roc_auc(s[:, 0], y[:, 0], w)
-        aucs = [roc_auc(s[:, j], y[:, j], w) for j in range(s.shape[1])]
-        aucs = [a for a in aucs if not math.isnan(a)]
-        return float(np.mean(aucs)) if aucs else float("nan")
+            return float(vals[0])
+        vals = vals[~np.isnan(vals)]
+        return float(np.mean(vals)) if vals.size else float("nan")
 
 
-def roc_auc(scores: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> float:
-    """Exact (sample-weighted) ROC AUC with ties averaged, as sklearn.metrics.roc_auc_score:
-    the weighted probability that a positive scores above a negative, ties counting one half.
-    NaN if a class is absent (or has no weight) or a score is NaN."""
+def _grouped(scores: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]
+             ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The weights of the positives and of the negatives at each distinct score, ascending;
+    None if a score is NaN. The order of the sums depends only on the multiset of (score,
+    label, weight), so the result does not depend on how the rows were split."""
     scores = np.asarray(scores, dtype=np.float64)
     if np.isnan(scores).any():
-        return float("nan")
+        return None
     if w is None:
         # unit weights: every sum below is an exact count, whatever the order within ties
         order = np.argsort(scores, kind="stable")
@@ -65,8 +83,36 @@ def roc_auc(scores: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> float
     starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
     wp = np.add.reduceat(np.where(yy, ww, 0.0), starts) if s.size else np.zeros(0)
     wn = np.add.reduceat(np.where(yy, 0.0, ww), starts) if s.size else np.zeros(0)
+    return wp, wn
+
+
+def roc_auc(scores: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> float:
+    """Exact (sample-weighted) ROC AUC with ties averaged, as sklearn.metrics.roc_auc_score:
+    the weighted probability that a positive scores above a negative, ties counting one half.
+    NaN if a class is absent (or has no weight) or a score is NaN."""
+    g = _grouped(scores, y, w)
+    if g is None:
+        return float("nan")
+    wp, wn = g
     wp_total, wn_total = float(np.sum(wp)), float(np.sum(wn))
     if not (wp_total > 0 and wn_total > 0):
         return float("nan")
     neg_below = np.concatenate(([0.0], np.cumsum(wn)[:-1]))
     return float((np.sum(wp * neg_below) + 0.5 * np.sum(wp * wn)) / (wp_total * wn_total))
+
+
+def average_precision(scores: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> float:
+    """Exact (sample-weighted) average precision, as sklearn.metrics.average_precision_score:
+    ``sum_k (R_k - R_{k-1}) P_k`` over the distinct scores in descending order (a tie is one
+    threshold). NaN if a class is absent (or has no weight) or a score is NaN."""
+    g = _grouped(scores, y, w)
+    if g is None:
+        return float("nan")
+    wp, wn = g[0][::-1], g[1][::-1]
+    tps, fps = np.cumsum(wp), np.cumsum(wn)
+    if not (tps.size and tps[-1] > 0 and fps[-1] > 0):
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
+    recall = np.concatenate(([0.0], tps / tps[-1]))
+    return float(np.sum(np.diff(recall) * precision))

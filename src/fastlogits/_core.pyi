@@ -69,6 +69,12 @@ def score(
     temperature: float,
     sums: int,
     acc: np.ndarray,
+    ignore_index: int,
+    per_class: int,
+    auc_bins: int,
+    cm: Optional[np.ndarray],
+    cmw: Optional[np.ndarray],
+    pc: Optional[np.ndarray],
 ) -> None: ...
 RSUM_WORDS: int
 

@@ -71,6 +71,12 @@ cdef extern from "fastlogits.h":
         int64_t bins
         double temperature
         int64_t sums
+        int64_t ignore_index
+        int32_t per_class
+        int64_t auc_bins
+        int64_t *cm
+        fl_rsum *cmw
+        fl_rsum *pc
     int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, fl_rsum *acc) nogil
     void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n) nogil
@@ -284,10 +290,13 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
     memcpy(cnp.PyArray_DATA(sums), &r.ce, 4 * sizeof(fl_rsum))
     return sums, r.n_valid, r.first_bad
 def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
-          int64_t bins, double temperature, int64_t sums, cnp.ndarray acc):
+          int64_t bins, double temperature, int64_t sums, cnp.ndarray acc, int64_t ignore_index,
+          int per_class, int64_t auc_bins, cm, cmw, pc):
     """Merge a chunk's weighted sums into ``acc`` (C-contiguous int64 sum states,
-    (7 + 3*bins, RSUM_WORDS)); ``sums`` says which to fill (fl_score_opts); ``weight`` is a
-    spec or None (weights of 1)."""
+    (10 + 3*bins, RSUM_WORDS)); ``sums`` says which to fill (fl_score_opts); ``weight`` is a
+    spec or None (weights of 1). Per-class sums (``per_class`` bits, fl_score_opts): ``cm``
+    C-contiguous int64 (C, C) counts, ``cmw`` int64 (C, C, RSUM_WORDS) states, ``pc`` int64
+    (C, npc, RSUM_WORDS) states, each None when not used."""
     cdef fl_arr cx = _operand(x), ct = _operand(target), cw
     cdef fl_arr *pw = NULL
     if weight is not None:
@@ -301,6 +310,12 @@ def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, i
     o.bins = bins
     o.temperature = temperature
     o.sums = sums
+    o.ignore_index = ignore_index
+    o.per_class = per_class
+    o.auc_bins = auc_bins
+    o.cm = NULL if cm is None else <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>cm)
+    o.cmw = NULL if cmw is None else <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>cmw)
+    o.pc = NULL if pc is None else <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>pc)
     cdef fl_rsum *pacc = <fl_rsum *>cnp.PyArray_DATA(acc)
     cdef int st
     with nogil:

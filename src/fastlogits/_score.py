@@ -30,25 +30,37 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
-from . import _core, _rsum
+from . import _core, _perclass, _rsum
 from ._auc import AucData
 from ._brent import brent
 from ._input import BFLOAT16, as_array, as_logits, normalize_axis
 from ._layout import make_grid, with_axis
 
-ALL_METRICS = ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy", "roc_auc")
 TASKS = ("multiclass", "binary", "multilabel")
+# the per-class block (multiclass): computed when per_class=True or named in metrics
+PER_CLASS_METRICS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1",
+                     "balanced_accuracy", "classwise_ece")
+_MULTICLASS = ("count", "nll", "perplexity", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy")
+_BINARY = ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc", "average_precision", "f1",
+           "precision", "recall")
 TASK_METRICS = {
-    "multiclass": ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy"),
-    "binary": ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"),
-    "multilabel": ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"),
+    "multiclass": _MULTICLASS + PER_CLASS_METRICS + ("roc_auc_ovr", "average_precision_ovr"),
+    "binary": _BINARY,
+    "multilabel": _BINARY,
 }
+DEFAULT_METRICS = {"multiclass": _MULTICLASS, "binary": _BINARY, "multilabel": _BINARY}
+ALL_METRICS = tuple(dict.fromkeys(TASK_METRICS["multiclass"] + _BINARY))
 
 # kernel modes, the order of its sums and the flag of the ECE bins' sums (csrc/fastlogits.h)
 _SOFTMAX, _SIGMOID = 0, 1
-_W, _NLL, _CORRECT, _HIT, _BRIER, _ENT, _GAP, _NSUMS = range(8)
+_W, _NLL, _CORRECT, _HIT, _BRIER, _ENT, _GAP, _TP, _PP, _AP, _NSUMS = range(11)
 _WANT_BINS = 1 << _NSUMS
 _METRIC_SUM = {"nll": _NLL, "accuracy": _CORRECT, "top_k_accuracy": _HIT, "brier": _BRIER, "mean_entropy": _ENT}
+_COUNTS = {"f1": (_TP, _PP, _AP), "precision": (_TP, _PP), "recall": (_TP, _AP)}
+# the kernel's per-class sums (fl_score_opts.per_class)
+PC_CONFUSION, PC_ECE, PC_AUC = 1, 2, 4
+_CM_METRICS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1", "balanced_accuracy")
+_RANK_METRICS = ("roc_auc", "average_precision", "roc_auc_ovr", "average_precision_ovr")
 
 # Default chunk: about this many bytes of logits per kernel call.
 _CHUNK_BYTES = 1 << 25
@@ -164,11 +176,13 @@ def check(logits: Any, target: Any, task: Optional[str], axis: Any, sample_weigh
     return Problem(task, x, ax, t, w, row_shape)
 
 
-def _select_metrics(metrics: Any, task: str, k: Any, c: int) -> List[str]:
+def _select_metrics(metrics: Any, task: str, k: Any, c: int, per_class: bool = False) -> List[str]:
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k: expected an int, got {type(k).__name__}")
     if metrics is None:
-        names = [m for m in TASK_METRICS[task] if m != "top_k_accuracy" or 1 <= k <= c]
+        names = [m for m in DEFAULT_METRICS[task] if m != "top_k_accuracy" or 1 <= k <= c]
+        if per_class and task == "multiclass":
+            names += PER_CLASS_METRICS
     else:
         names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else list(metrics)
         for m in names:
@@ -178,6 +192,8 @@ def _select_metrics(metrics: Any, task: str, k: Any, c: int) -> List[str]:
                 raise ValueError(
                     f"metrics: {m!r} does not apply to the {task} task; it has {', '.join(TASK_METRICS[task])}"
                 )
+        if per_class and task == "multiclass":
+            names += PER_CLASS_METRICS
     if "top_k_accuracy" in names and not 1 <= k <= c:
         raise ValueError(f"k: expected 1 <= k <= {c} (the number of classes), got {k}")
     return list(dict.fromkeys(names))
@@ -212,26 +228,65 @@ class Spec:
     bins: int
     temperature: float
     want_rank: bool           # the kernel ranks the target (accuracy, top-k, ECE)
-    want_auc: bool            # collect scores for roc_auc
+    want_auc: bool            # keep the scores for the exact ranking metrics
     sums: int                 # the kernel's sums to fill (fl_score_opts.sums)
+    ignore_index: int = -100  # multiclass rows with this target count in no metric
+    per_class: int = 0        # the kernel's per-class sums (PC_* bits)
+    auc_bins: int = 0         # the binned ranking metrics' thresholds (0: exact)
+    c: int = 1                # classes (labels) of the per-class sums
 
     @property
     def nsums(self) -> int:
         return _NSUMS + 3 * self.bins
 
+    @property
+    def npc(self) -> int:
+        """Per-class sum states (fl_score_opts.pc)."""
+        return (3 * self.bins if self.per_class & PC_ECE else 0) + (
+            2 * (self.auc_bins + 1) if self.per_class & PC_AUC else 0)
 
-def spec(p: Problem, metrics: Any, k: Any, bins: Any, temperature: Any) -> Spec:
+
+def check_auc_bins(auc_bins: Any) -> int:
+    """``auc_bins`` as an int (0 for None: exact), checked."""
+    if auc_bins is None:
+        return 0
+    if isinstance(auc_bins, (bool, np.bool_)) or not isinstance(auc_bins, (int, np.integer)) or auc_bins < 2:
+        raise ValueError(f"auc_bins: expected None or an int >= 2, got {auc_bins!r}")
+    return int(auc_bins)
+
+
+def check_ignore_index(ignore_index: Any) -> int:
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+    return int(ignore_index)
+
+
+def spec(p: Problem, metrics: Any, k: Any, bins: Any, temperature: Any, *, per_class: bool = False,
+         auc_bins: Any = None, ignore_index: Any = -100) -> Spec:
     """The options of a scoring of ``p``'s task, checked."""
-    names = _select_metrics(metrics, p.task, k, p.c if p.task == "multiclass" else 1)
+    if not isinstance(per_class, (bool, np.bool_)):
+        raise TypeError(f"per_class: expected a bool, got {type(per_class).__name__}")
+    names = _select_metrics(metrics, p.task, k, p.c if p.task == "multiclass" else 1, bool(per_class))
+    names = list(dict.fromkeys(names))
     nbins, temp = _check_scalar_args(bins, temperature, None)
+    ab = check_auc_bins(auc_bins)
+    ign = check_ignore_index(ignore_index)
     sums = 1 << _W
     for m in names:
         if m in _METRIC_SUM:
             sums |= 1 << _METRIC_SUM[m]
+        if m == "perplexity":
+            sums |= 1 << _NLL
+        for q in _COUNTS.get(m, ()):
+            sums |= 1 << q
     if "ece" in names:
         sums |= _WANT_BINS
+    pc = PC_CONFUSION if any(m in names for m in _CM_METRICS) else 0
+    pc |= PC_ECE if "classwise_ece" in names else 0
+    ranked = any(m in names for m in _RANK_METRICS)
+    pc |= PC_AUC if ranked and ab else 0
     return Spec(tuple(names), int(k), nbins, temp, any(m in names for m in ("accuracy", "top_k_accuracy", "ece")),
-                "roc_auc" in names, sums)
+                ranked and not ab, sums, ign, pc, ab, p.c)
 
 
 def _slope_spec(temperature: float) -> Spec:
@@ -249,14 +304,25 @@ class ScoreState:
     sums: np.ndarray               # (spec.nsums, _rsum.WORDS) int64
     n_rows: int
     auc: Optional[AucData] = None
+    cm: Optional[np.ndarray] = None   # unweighted confusion counts (C, C) int64
+    cmw: Optional[np.ndarray] = None  # weighted confusion states (C, C, WORDS), once a weighted chunk came
+    pc: Optional[np.ndarray] = None   # per-class states (C, spec.npc, WORDS)
 
     @classmethod
     def empty(cls, s: Spec) -> "ScoreState":
-        return cls(_rsum.empty(s.nsums), 0, AucData() if s.want_auc else None)
+        cm = np.zeros((s.c, s.c), np.int64) if s.per_class & PC_CONFUSION else None
+        pc = _rsum.empty((s.c, s.npc)) if s.npc else None
+        return cls(_rsum.empty(s.nsums), 0, AucData() if s.want_auc else None, cm, None, pc)
 
     def merge(self, other: "ScoreState") -> "ScoreState":
         auc = None if self.auc is None or other.auc is None else self.auc.merge(other.auc)
-        return ScoreState(_rsum.merge(self.sums, other.sums), self.n_rows + other.n_rows, auc)
+        cm = None if self.cm is None or other.cm is None else self.cm + other.cm
+        if self.cmw is None or other.cmw is None:
+            cmw = self.cmw if other.cmw is None else other.cmw
+        else:
+            cmw = _rsum.merge(self.cmw, other.cmw)
+        pc = None if self.pc is None or other.pc is None else _rsum.merge(self.pc, other.pc)
+        return ScoreState(_rsum.merge(self.sums, other.sums), self.n_rows + other.n_rows, auc, cm, cmw, pc)
 
 
 # --------------------------------------------------------------------------- chunks
@@ -265,15 +331,16 @@ def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
     return a[(slice(None),) * axis + (slice(lo, hi),)]
 
 
-def _class_indices(t: np.ndarray, c: int, origin: Sequence[int]) -> np.ndarray:
-    """A chunk of a multiclass target as int64 class indices, checked."""
+def _class_indices(t: np.ndarray, c: int, origin: Sequence[int], ignore_index: int = -100) -> np.ndarray:
+    """A chunk of a multiclass target as int64 class indices, checked (``ignore_index`` is
+    allowed anywhere)."""
     if t.dtype.kind == "f" or t.dtype == BFLOAT16:
         tf = np.asarray(t, dtype=np.float64)
         bad = ~(tf == np.round(tf))
         if bad.any():
             pos = _position(bad, origin)
             raise ValueError(f"target: the multiclass target must hold integer class indices, got {tf[bad][0].item()!r} at position {pos}")
-    bad = (t < 0) | (t >= c)
+    bad = ((t < 0) | (t >= c)) & (t != ignore_index)
     if bad.any():
         pos = _position(bad, origin)
         raise IndexError(f"target: class index {t[bad][0].item()!r} at position {pos} is out of range [0, {c})")
@@ -305,19 +372,39 @@ def partial(p: Problem, s: Spec, origin: Sequence[int] = ()) -> ScoreState:
     state = ScoreState.empty(s)
     state.n_rows = p.n_rows
     if p.mode == _SOFTMAX:
-        tk = with_axis(_class_indices(p.t, p.c, origin), p.ax)
+        ti = _class_indices(p.t, p.c, origin, s.ignore_index)
+        state.n_rows = p.n_rows - int(np.count_nonzero(ti == s.ignore_index))
+        tk = with_axis(ti, p.ax)
     else:
         tb = _binary_labels(p.t, origin)
         tk = tb if p.task == "multilabel" else with_axis(tb, p.ax)
     wc = None if p.w is None else np.require(p.w, np.float64, ["C", "A"])
+    if wc is not None and s.per_class & PC_CONFUSION:
+        state.cmw = _rsum.empty((s.c, s.c))
     if p.x.size:
         ops = [p.x, tk] + ([] if wc is None else [with_axis(wc, p.ax)])
         g = make_grid(ops, p.ax, p.c)
         _core.score(g.specs[0], g.specs[1], None if wc is None else g.specs[2], g.grid, p.mode,
-                    s.want_rank, s.k, s.bins, s.temperature, s.sums, state.sums)
+                    s.want_rank, s.k, s.bins, s.temperature, s.sums, state.sums, s.ignore_index,
+                    s.per_class, s.auc_bins, state.cm, state.cmw, state.pc)
     if state.auc is not None:
-        state.auc = AucData.of(p.x, tk, wc, p.ax)
+        state.auc = _ovr_data(p, ti, wc, s) if p.mode == _SOFTMAX else AucData.of(p.x, tk, wc, p.ax)
     return state
+
+
+def _ovr_data(p: Problem, ti: np.ndarray, wc: Optional[np.ndarray], s: Spec) -> AucData:
+    """The exact one-vs-rest data of a multiclass chunk: softmax(x / T) of the counted rows,
+    their one-hot targets and weights."""
+    from ._post import softmax
+    x2 = np.moveaxis(p.x, p.ax, -1).reshape(-1, p.c)
+    t2 = ti.reshape(-1)
+    keep = t2 != s.ignore_index
+    x2, t2 = x2[keep], t2[keep]
+    z = x2 if s.temperature == 1.0 else np.asarray(x2, np.float64) / s.temperature
+    prob = np.asarray(softmax(z, axis=-1, dtype=np.float64), dtype=np.float64)
+    onehot = t2[:, None] == np.arange(p.c)[None, :]
+    w = [] if wc is None else [wc.reshape(-1)[keep].copy()]
+    return AucData([prob], [onehot], w)
 
 
 # --------------------------------------------------------------------------- memmap pages
@@ -448,20 +535,45 @@ def finish(p: Problem, s: Spec, state: ScoreState) -> Dict[str, Any]:
     """The metrics of ``s.names`` from the merged state of all rows."""
     v = _rsum.value(state.sums)
     out: Dict[str, Any] = {}
+    cm_names = [m for m in s.names if m in _CM_METRICS]
+    if cm_names:
+        cm = _perclass.confusion(state.cm, state.cmw, p.c)
+        out.update(_perclass.from_confusion(cm, cm_names))
     for m in s.names:
         if m == "count":
             out[m] = state.n_rows
         elif m in _METRIC_SUM:
             out[m] = _ratio(v[_METRIC_SUM[m]], v[_W])
+        elif m == "perplexity":
+            out[m] = float(np.exp(_ratio(v[_NLL], v[_W])))
+        elif m == "f1":
+            out[m] = _ratio(2.0 * v[_TP], v[_PP] + v[_AP]) if v[_PP] + v[_AP] > 0 else 0.0
+        elif m in ("precision", "recall"):
+            den = v[_PP] if m == "precision" else v[_AP]
+            out[m] = _ratio(v[_TP], den) if den > 0 else 0.0
+        elif m == "classwise_ece":
+            out[m] = _perclass.classwise_ece(cast(np.ndarray, state.pc), s.bins, v[_W])
+        elif m in _RANK_METRICS:
+            out[m] = _rank_metric(p, s, state, m)
         elif m == "ece":
             _, correct, conf = np.split(v[_NSUMS:], 3)
             gaps = np.abs(correct - conf)
             total = math.fsum(gaps) if np.all(np.isfinite(gaps)) else float(np.sum(gaps))
             out[m] = _ratio(total, v[_W])
-        elif m == "roc_auc":
-            # not None: the state collects scores and labels whenever roc_auc is asked for
-            out[m] = cast(AucData, state.auc).metric(p.task, p.c)
-    return out
+    return {m: out[m] for m in s.names}
+
+
+def _rank_metric(p: Problem, s: Spec, state: ScoreState, m: str) -> float:
+    """roc_auc / average_precision (binary, multilabel macro) and their one-vs-rest forms."""
+    name = "roc_auc" if m.startswith("roc_auc") else "average_precision"
+    if not s.auc_bins:
+        # not None: the state keeps the scores whenever a ranking metric is asked for, exactly
+        return cast(AucData, state.auc).metric(p.task, p.c, name)
+    pcs = cast(np.ndarray, state.pc)
+    off = 3 * s.bins if s.per_class & PC_ECE else 0
+    hist = pcs[:, off:off + 2 * (s.auc_bins + 1)]
+    vals = _perclass.binned_auc(hist) if name == "roc_auc" else _perclass.binned_ap(hist)
+    return float(vals[0]) if p.task == "binary" else _perclass.macro(vals)
 
 
 def reliability(state: ScoreState) -> Dict[str, np.ndarray]:
