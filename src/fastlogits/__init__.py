@@ -25,6 +25,7 @@ from ._post import (
     topk,
 )
 from ._score import fit_temperature, score
+from ._scorer import Scorer
 
 _select_isa_from_env()
 
@@ -33,6 +34,7 @@ from ._threadpool import register as _register_threadpoolctl  # noqa: E402
 _register_threadpoolctl()
 
 __all__ = [
+    "Scorer",
     "__version__",
     "bce_with_logits",
     "bce_with_logits_and_grad",

@@ -19,7 +19,8 @@ import numpy as np
 
 @dataclass
 class AucData:
-    """Scores (rows x labels), labels and row weights of some rows, as lists of chunks."""
+    """Scores (rows x labels), labels and row weights (1 when unweighted) of some rows, as
+    lists of chunks."""
 
     scores: List[np.ndarray] = field(default_factory=list)
     labels: List[np.ndarray] = field(default_factory=list)
@@ -30,8 +31,9 @@ class AucData:
         """The data of a chunk: logits ``x`` and bool labels ``t`` with the label axis ``ax``,
         row weights ``w`` (None: all 1)."""
         c = x.shape[ax]
-        return cls([np.moveaxis(x, ax, -1).reshape(-1, c).copy()], [np.moveaxis(t, ax, -1).reshape(-1, c).copy()],
-                   [] if w is None else [np.asarray(w, dtype=np.float64).reshape(-1).copy()])
+        rows = np.moveaxis(x, ax, -1).reshape(-1, c).copy()
+        ww = np.ones(rows.shape[0]) if w is None else np.asarray(w, dtype=np.float64).reshape(-1).copy()
+        return cls([rows], [np.moveaxis(t, ax, -1).reshape(-1, c).copy()], [ww])
 
     def merge(self, other: "AucData") -> "AucData":
         return AucData(self.scores + other.scores, self.labels + other.labels, self.weights + other.weights)
@@ -45,7 +47,7 @@ class AucData:
         s = np.concatenate(self.scores) if self.scores else np.zeros((0, c))
         y = np.concatenate(self.labels) if self.labels else np.zeros((0, c), bool)
         w = np.concatenate(self.weights) if self.weights else None
-        return s, y, w
+        return s, y, None if w is None or np.all(w == 1.0) else w
 
     def per_label(self, c: int, name: str) -> np.ndarray:
         """``name`` ("roc_auc" or "average_precision") of each label column; NaN for a label

@@ -26,7 +26,7 @@ import math
 import mmap
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -366,6 +366,14 @@ def _position(bad: np.ndarray, origin: Sequence[int]) -> Tuple[int, ...]:
     return tuple(i + int(o) for i, o in zip(pos, origin)) if origin else tuple(pos)
 
 
+def partial_check(p: Problem, s: Spec, origin: Sequence[int] = ()) -> None:
+    """Check the targets of ``p`` as :func:`partial` does, without scoring."""
+    if p.mode == _SOFTMAX:
+        _class_indices(p.t, p.c, origin, s.ignore_index)
+    else:
+        _binary_labels(p.t, origin)
+
+
 def partial(p: Problem, s: Spec, origin: Sequence[int] = ()) -> ScoreState:
     """The state of the rows of ``p`` (a chunk of them); an error for a bad target names its
     position in the whole target when ``origin`` gives the chunk's first index there."""
@@ -403,7 +411,7 @@ def _ovr_data(p: Problem, ti: np.ndarray, wc: Optional[np.ndarray], s: Spec) -> 
     z = x2 if s.temperature == 1.0 else np.asarray(x2, np.float64) / s.temperature
     prob = np.asarray(softmax(z, axis=-1, dtype=np.float64), dtype=np.float64)
     onehot = t2[:, None] == np.arange(p.c)[None, :]
-    w = [] if wc is None else [wc.reshape(-1)[keep].copy()]
+    w = [np.ones(int(keep.sum()))] if wc is None else [wc.reshape(-1)[keep].copy()]
     return AucData([prob], [onehot], w)
 
 
@@ -504,25 +512,32 @@ def _chunk(p: Problem, lo: int, hi: int) -> Problem:
     return Problem(p.task, x, p.ax, _lead_slice(p.t, t_lead, lo, hi), w, x.shape[:p.ax] + x.shape[p.ax + 1:])
 
 
-def _pass(p: Problem, s: Spec, chunk_rows: Optional[int], progress: Any) -> ScoreState:
-    """One streaming pass over all rows, chunk by chunk, merging the chunks' states."""
-    state = ScoreState.empty(s)
+def _chunks(p: Problem, chunk_rows: Optional[int], progress: Any
+            ) -> Iterator[Tuple[Problem, Tuple[int, ...], int, int]]:
+    """The chunks of one streaming pass (at least one, maybe empty): (chunk, its origin in the
+    target, lo, hi along the lead axis); each chunk's pages are released once it is done."""
     n, lead_len = p.n_rows, p.x.shape[p.lead]
     t_lead = p.lead if p.task == "multilabel" else 0
     step = _chunk_lead(p, chunk_rows)
     releasers = [_PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
     update, close = _progress_reporter(progress, n)
     try:
-        for lo in range(0, lead_len, step):
+        for lo in range(0, max(lead_len, 1), step):
             hi = min(lo + step, lead_len)
             c = _chunk(p, lo, hi)
-            origin = tuple(lo if d == t_lead else 0 for d in range(p.t.ndim))
-            state = state.merge(partial(c, s, origin))
+            yield c, tuple(lo if d == t_lead else 0 for d in range(p.t.ndim)), lo, hi
             for r, a in zip(releasers, (c.x, c.t, c.w)):
                 r.release(cast(np.ndarray, a))  # c.w is None only when p.w is, which has no releaser
             update(hi * (n // lead_len) if lead_len else n)
     finally:
         close()
+
+
+def _pass(p: Problem, s: Spec, chunk_rows: Optional[int], progress: Any) -> ScoreState:
+    """One streaming pass over all rows, chunk by chunk, merging the chunks' states."""
+    state = ScoreState.empty(s)
+    for c, origin, _, _ in _chunks(p, chunk_rows, progress):
+        state = state.merge(partial(c, s, origin))
     return state
 
 
@@ -590,7 +605,9 @@ def reliability(state: ScoreState) -> Dict[str, np.ndarray]:
 
 def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
           k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0,
-          chunk_rows: Optional[int] = None, progress: Any = None) -> Dict[str, Any]:
+          chunk_rows: Optional[int] = None, progress: Any = None, ignore_index: int = -100,
+          num_classes: Optional[int] = None, per_class: bool = False, auc_bins: Optional[int] = None,
+          group: Any = None) -> Dict[str, Any]:
     """Offline evaluation metrics of logits against targets, in one streaming pass.
 
     Parameters
@@ -628,6 +645,15 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     progress : callable or True, optional
         ``progress(rows_done, rows_total)`` after each chunk, or True for a tqdm bar on stderr
         (without tqdm installed, a plain progress line on stderr).
+    ignore_index, num_classes, per_class, auc_bins
+        As in :class:`fastlogits.Scorer`: multiclass rows whose target is ``ignore_index``
+        count in no metric; the per-class block; binned ranking metrics.
+    group : array_like of int, optional
+        One group value per row (the target's row shape): the result gains
+        ``"groups": {value: metrics}`` for every value with a counted row.
+
+    The result is exactly what one :class:`fastlogits.Scorer` fed with the same rows returns
+    (``score`` is one Scorer updated with the file's chunks).
 
     Returns
     -------
@@ -660,20 +686,27 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     """
     return score_details(logits, target, task=task, axis=axis, metrics=metrics, k=k, bins=bins,
                          sample_weight=sample_weight, temperature=temperature, chunk_rows=chunk_rows,
-                         progress=progress)[0]
+                         progress=progress, ignore_index=ignore_index, num_classes=num_classes,
+                         per_class=per_class, auc_bins=auc_bins, group=group)[0]
 
 
 def score_details(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
                   k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0,
-                  chunk_rows: Optional[int] = None, progress: Any = None
-                  ) -> Tuple[Dict[str, Any], str, Dict[str, np.ndarray]]:
+                  chunk_rows: Optional[int] = None, progress: Any = None, ignore_index: int = -100,
+                  num_classes: Optional[int] = None, per_class: bool = False, auc_bins: Optional[int] = None,
+                  group: Any = None) -> Tuple[Dict[str, Any], str, Dict[str, np.ndarray]]:
     """:func:`score` plus the task it scored and the reliability table (per confidence bin:
     ``edges``, ``weight``, ``confidence``, ``accuracy``), for the command line's ``--plot``."""
+    from ._scorer import Scorer, check_group
+    scorer = Scorer(task, num_classes=num_classes, metrics=metrics, k=k, bins=bins, axis=axis,
+                    ignore_index=ignore_index, temperature=temperature, per_class=per_class, auc_bins=auc_bins)
     p = check(logits, target, task, axis, sample_weight)
-    s = spec(p, metrics, k, bins, temperature)
     _check_scalar_args(bins, temperature, chunk_rows)
-    state = _pass(p, s, chunk_rows, progress)
-    return finish(p, s, state), p.task, reliability(state)
+    g = None if group is None else check_group(group, p.row_shape)
+    for c, origin, lo, hi in _chunks(p, chunk_rows, progress):
+        scorer._update_problem(c, origin, None if g is None else _lead_slice(g, 0, lo, hi))
+    state = scorer._merged()
+    return scorer.compute(), p.task, reliability(cast(ScoreState, state))
 
 
 # Temperatures are searched in [1/_T_RANGE, _T_RANGE], to |log T - log T*| <= _LOG_T_TOL.

@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import _bce, _ce, _post, _score
 from ._input import BFLOAT16, as_array, normalize_axis
+from ._scorer import Scorer, check_group
 
 __all__ = [
     "bce_with_logits", "cross_entropy", "entropy", "log_sigmoid", "log_softmax", "logsumexp",
@@ -288,24 +289,29 @@ def _drop(origin: Tuple[int, ...], ax: int) -> Tuple[int, ...]:
 
 # --------------------------------------------------------------------------- score
 
-def _score_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], origin: Tuple[int, ...],
-                p: "_score.Problem", s: "_score.Spec") -> "_score.ScoreState":
+def _score_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], g: Optional[np.ndarray],
+                origin: Tuple[int, ...], p: "_score.Problem", config: Dict[str, Any]) -> Scorer:
+    """A block's Scorer (pickled back to the driver as its state_dict)."""
     c = _score.check(x, t, p.task, p.ax, w)
-    return _score.partial(c, s, origin if p.task == "multilabel" else _drop(origin, p.ax))
+    scorer = Scorer(**config)
+    scorer._update_problem(c, origin if p.task == "multilabel" else _drop(origin, p.ax), g)
+    return scorer
 
 
 def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
-          k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0) -> Dict[str, Any]:
+          k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0,
+          ignore_index: int = -100, num_classes: Optional[int] = None, per_class: bool = False,
+          auc_bins: Optional[int] = None, group: Any = None) -> Dict[str, Any]:
     """:func:`fastlogits.score` of Dask arrays, computed now on the current Dask scheduler.
 
     Arguments and result as in :func:`fastlogits.score` (the chunking is the Dask arrays'
     own, so there is no ``chunk_rows``; for progress use Dask's diagnostics, e.g.
     ``dask.diagnostics.ProgressBar`` or ``distributed.progress``). ``target`` and
-    ``sample_weight`` may be Dask or NumPy arrays. The result is bitwise equal to
-    ``fastlogits.score`` of the same data in memory, for any chunking of the row axes: every
-    task returns the state of its block's order-independent sums and the driver merges them.
-    ``roc_auc`` gathers one score, label and weight per row (and label) to the caller, as the
-    in-memory function keeps them. A class index out of range raises ``IndexError`` naming one
+    ``sample_weight`` (and ``group``) may be Dask or NumPy arrays. The result is bitwise equal
+    to ``fastlogits.score`` of the same data in memory, for any chunking of the row axes: every
+    task returns the :class:`fastlogits.Scorer` of its block and the driver merges them. The
+    exact ranking metrics (``roc_auc``, ``average_precision`` and their ``_ovr`` forms with
+    ``auc_bins=None``) gather their scores to the caller, as the in-memory function keeps them. A class index out of range raises ``IndexError`` naming one
     offending position.
 
     Examples
@@ -320,15 +326,19 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     x = _as_dask(logits, "logits")
     t = _as_dask(target, "target")
     w = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
+    g = None if group is None else _as_dask(group, "group")
+    scorer = Scorer(task, num_classes=num_classes, metrics=metrics, k=k, bins=bins, axis=axis,
+                    ignore_index=ignore_index, temperature=temperature, per_class=per_class, auc_bins=auc_bins)
     p = _score.check(_logits_probe(x), _probe(t), task, axis, _weight_probe(w))
-    s = _score.spec(p, metrics, k, bins, temperature)
+    if g is not None:
+        check_group(_probe(g), p.row_shape)
     if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
         x = x[..., None]
     if p.t.ndim != t.ndim:
         t = da.squeeze(t, axis=p.ax)
     _single_class_chunk(x, p.ax, "logits")
-    blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False)])
-    return _score.finish(p, s, _merged(_score_task, blocks, _score.ScoreState.empty(s), p, s))
+    blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False), (g, False)])
+    return _merged(_score_task, blocks, scorer, p, scorer._config).compute()
 
 
 # --------------------------------------------------------------------------- cross_entropy
