@@ -17,6 +17,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 
+_MAX_PIECES = 64
+
+
 @dataclass
 class AucData:
     """Scores (rows x labels), labels and row weights (1 when unweighted) of some rows, as
@@ -36,7 +39,12 @@ class AucData:
         return cls([rows], [np.moveaxis(t, ax, -1).reshape(-1, c).copy()], [ww])
 
     def merge(self, other: "AucData") -> "AucData":
-        return AucData(self.scores + other.scores, self.labels + other.labels, self.weights + other.weights)
+        """The data of both (new lists; many chunks are joined into one array, so merging
+        chunk after chunk costs O(rows) per merge, not O(chunks))."""
+        m = AucData(self.scores + other.scores, self.labels + other.labels, self.weights + other.weights)
+        if len(m.scores) > _MAX_PIECES:
+            m = AucData([np.concatenate(m.scores)], [np.concatenate(m.labels)], [np.concatenate(m.weights)])
+        return m
 
     @property
     def n_bytes(self) -> int:

@@ -23,18 +23,18 @@ the metrics dict; ``reliability`` to the per-bin table).
 from __future__ import annotations
 
 import math
-import mmap
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
 from . import _core, _perclass, _rsum
 from ._auc import AucData
 from ._brent import brent
-from ._input import BFLOAT16, as_array, as_logits, normalize_axis
+from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid, with_axis
+from ._pages import PageReleaser, chunk_rows as rows_per_chunk
+from ._progress import progress_reporter
 
 TASKS = ("multiclass", "binary", "multilabel")
 # the per-class block (multiclass): computed when per_class=True or named in metrics
@@ -62,8 +62,6 @@ PC_CONFUSION, PC_ECE, PC_AUC = 1, 2, 4
 _CM_METRICS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1", "balanced_accuracy")
 _RANK_METRICS = ("roc_auc", "average_precision", "roc_auc_ovr", "average_precision_ovr")
 
-# Default chunk: about this many bytes of logits per kernel call.
-_CHUNK_BYTES = 1 << 25
 
 
 @dataclass
@@ -99,7 +97,7 @@ class Problem:
 # --------------------------------------------------------------------------- preparing
 
 def _is_numeric(dt: np.dtype) -> bool:
-    return dt.kind in "biuf" or dt == BFLOAT16
+    return dt.kind in "biuf" or is_bfloat16(dt)
 
 
 def _infer_task(x: np.ndarray, t: np.ndarray, task: Optional[str], ax: Optional[int]) -> str:
@@ -334,7 +332,7 @@ def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
 def _class_indices(t: np.ndarray, c: int, origin: Sequence[int], ignore_index: int = -100) -> np.ndarray:
     """A chunk of a multiclass target as int64 class indices, checked (``ignore_index`` is
     allowed anywhere)."""
-    if t.dtype.kind == "f" or t.dtype == BFLOAT16:
+    if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         tf = np.asarray(t, dtype=np.float64)
         bad = ~(tf == np.round(tf))
         if bad.any():
@@ -415,92 +413,14 @@ def _ovr_data(p: Problem, ti: np.ndarray, wc: Optional[np.ndarray], s: Spec) -> 
     return AucData([prob], [onehot], w)
 
 
-# --------------------------------------------------------------------------- memmap pages
-
-def _read_only_mmap(a: np.ndarray) -> Optional[mmap.mmap]:
-    """The mmap behind a read-only np.memmap view, if any."""
-    b: Any = a
-    while b is not None:
-        if isinstance(b, np.memmap):
-            mm = getattr(b, "_mmap", None)
-            return mm if getattr(b, "mode", None) == "r" and isinstance(mm, mmap.mmap) else None
-        b = getattr(b, "base", None)
-    return None
-
-
-class _PageReleaser:
-    """Gives the pages of a read-only memmap back to the OS once a chunk has been scored, so
-    the resident memory stays at about one chunk whatever the file size. Only an optimisation:
-    platforms without madvise simply keep the pages (the OS may still evict them)."""
-
-    def __init__(self, a: np.ndarray):
-        self.mm = _read_only_mmap(a) if hasattr(mmap, "MADV_DONTNEED") else None
-        self.base = 0
-        if self.mm is not None:
-            view = np.frombuffer(self.mm, dtype=np.uint8)
-            self.base = view.__array_interface__["data"][0]
-            del view
-
-    def release(self, chunk: np.ndarray) -> None:
-        if self.mm is None or chunk.size == 0:
-            return
-        lo, hi = _byte_bounds(chunk)
-        if lo < self.base or hi > self.base + len(self.mm):
-            return  # not memory of this mapping
-        start = (lo - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
-        end = hi - self.base
-        try:
-            self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-        except (OSError, ValueError):
-            self.mm = None
-
-
-def _byte_bounds(a: np.ndarray) -> Tuple[int, int]:
-    try:
-        from numpy.lib.array_utils import byte_bounds
-    except ImportError:  # NumPy < 2
-        byte_bounds = np.byte_bounds  # type: ignore[attr-defined]  # NumPy 2's stubs lack it
-    return byte_bounds(a)
-
-
-# --------------------------------------------------------------------------- progress
-
-def _progress_reporter(progress: Any, total: int) -> Tuple[Callable[[int], None], Callable[[], None]]:
-    """(update(rows_done), close()) for ``progress``: None/False, a callable or True (a tqdm bar
-    on stderr; without tqdm, a plain line on stderr rewritten in place)."""
-    if progress is None or progress is False:
-        return (lambda done: None), (lambda: None)
-    if callable(progress):
-        return (lambda done: progress(done, total)), (lambda: None)
-    if progress is not True:
-        raise TypeError(f"progress: expected None, True or a callable (rows_done, rows_total), got {progress!r}")
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def update(done: int) -> None:
-            pct = 100.0 * done / total if total else 100.0
-            sys.stderr.write(f"\rfastlogits: {done}/{total} rows ({pct:5.1f}%)")
-            sys.stderr.flush()
-
-        def close() -> None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-        return update, close
-    bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, desc="fastlogits")
-
-    def update_bar(done: int) -> None:
-        bar.update(done - bar.n)
-    return update_bar, bar.close
-
-
 # --------------------------------------------------------------------------- the pass
 
 def _chunk_lead(p: Problem, chunk_rows: Optional[int]) -> int:
-    """Lead-axis indices per chunk: about ``chunk_rows`` rows (default: _CHUNK_BYTES of logits)."""
+    """Lead-axis indices per chunk: about ``chunk_rows`` rows (default: _pages.CHUNK_BYTES of logits)."""
     lead_len = p.x.shape[p.lead]
     per_lead = max(p.n_rows // lead_len if lead_len else 1, 1)
     if chunk_rows is None:
-        chunk_rows = max(1, _CHUNK_BYTES // max(1, p.c * p.x.itemsize))
+        chunk_rows = rows_per_chunk(p.c * p.x.itemsize)
     return -(-int(chunk_rows) // per_lead)
 
 
@@ -519,8 +439,8 @@ def _chunks(p: Problem, chunk_rows: Optional[int], progress: Any
     n, lead_len = p.n_rows, p.x.shape[p.lead]
     t_lead = p.lead if p.task == "multilabel" else 0
     step = _chunk_lead(p, chunk_rows)
-    releasers = [_PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
-    update, close = _progress_reporter(progress, n)
+    releasers = [PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
+    update, close = progress_reporter(progress, n)
     try:
         for lo in range(0, max(lead_len, 1), step):
             hi = min(lo + step, lead_len)
@@ -560,7 +480,8 @@ def finish(p: Problem, s: Spec, state: ScoreState) -> Dict[str, Any]:
         elif m in _METRIC_SUM:
             out[m] = _ratio(v[_METRIC_SUM[m]], v[_W])
         elif m == "perplexity":
-            out[m] = float(np.exp(_ratio(v[_NLL], v[_W])))
+            with np.errstate(over="ignore"):
+                out[m] = float(np.exp(_ratio(v[_NLL], v[_W])))
         elif m == "f1":
             out[m] = _ratio(2.0 * v[_TP], v[_PP] + v[_AP]) if v[_PP] + v[_AP] > 0 else 0.0
         elif m in ("precision", "recall"):
