@@ -384,3 +384,34 @@ def test_dask_any_chunking():
     expected = fl.score(x, y, sample_weight=w, **kw)
     got = fld.score(da.from_array(x, chunks=((3, 250, 247), 5)), y, sample_weight=w, **kw)
     _same(got, expected)
+
+
+# --------------------------------------------------------------------------- command line
+
+def test_cli_per_class_groups_ignore_index_and_strict_json(tmp_path, capsys):
+    import json
+
+    from fastlogits import cli
+    x, y, w = _data(n=300, c=4, seed=15)
+    y[::5] = -100
+    g = np.random.default_rng(4).integers(0, 3, 300)
+    x[0] = np.nan  # a NaN metric must come out as null
+    y[0] = 1
+    for name, a in (("x", x), ("y", y), ("g", g)):
+        np.save(tmp_path / f"{name}.npy", a)
+    args = ["score", str(tmp_path / "x.npy"), "--target", str(tmp_path / "y.npy"), "--per-class",
+            "--group", str(tmp_path / "g.npy")]
+    assert cli.main(args + ["--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    exp = fl.score(x, y, per_class=True, group=g)
+    assert got["count"] == exp["count"] and got["nll"] is None
+    assert got["confusion_matrix"] == exp["confusion_matrix"].tolist()
+    assert sorted(got["groups"]) == ["0", "1", "2"]
+    assert got["groups"]["1"]["macro_f1"] == exp["groups"][1]["macro_f1"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "per class" in text and "confusion matrix" in text and "groups" in text
+    np.save(tmp_path / "y7.npy", np.where(y == -100, 7, y))
+    assert cli.main(["score", str(tmp_path / "x.npy"), "--target", str(tmp_path / "y7.npy"), "--ignore-index", "7",
+                     "--json", "--metrics", "count"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == exp["count"]
