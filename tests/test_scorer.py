@@ -45,13 +45,16 @@ def _same(a, b, path=""):
 
 # --------------------------------------------------------------------------- scikit-learn parity
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_per_class_block_matches_sklearn(weighted):
+def test_per_class_block_matches_sklearn(weighted, dtype):
+    from arrays import as_dtype
     sk = pytest.importorskip("sklearn.metrics")
     x, y, w = _data()
+    x = x.astype(as_dtype(dtype))
     sw = w if weighted else None
     r = fl.score(x, y, per_class=True, sample_weight=sw)
-    pred = np.argmax(x, axis=1)
+    pred = np.argmax(x.astype(np.float32), axis=1)
     cm = sk.confusion_matrix(y, pred, sample_weight=sw)
     np.testing.assert_allclose(r["confusion_matrix"], cm, rtol=1e-13)
     p, rc, f, s = sk.precision_recall_fscore_support(y, pred, sample_weight=sw, zero_division=0)

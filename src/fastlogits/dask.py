@@ -345,7 +345,8 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
         t = da.squeeze(t, axis=p.ax)
     _single_class_chunk(x, p.ax, "logits")
     blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False), (g, False)])
-    return _merged(_score_task, blocks, scorer, p, scorer._config).compute()
+    merged: Scorer = _merged(_score_task, blocks, scorer, p, scorer._config)
+    return merged.compute()
 
 
 # --------------------------------------------------------------------------- cross_entropy
