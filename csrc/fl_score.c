@@ -90,18 +90,18 @@ FL_ALWAYS_INLINE int64_t fl_rank_t(const void *x, int64_t c, int64_t y, int32_t 
     return r;
 }
 
-/* The predicted class, as predict: the first NaN, else the first maximum. */
-FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, int32_t dt)
+/* The predicted class, as predict: the first NaN, else the first maximum; m is the row's
+ * max from fl_rmax_t (NaN when the row holds one), so the scan stops at the first element
+ * equal to it, or at the first NaN. */
+FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, float m, int32_t dt)
 {
-    float best = fl_xget(x, 0, dt);
-    int64_t arg = 0;
-    if (best != best) return 0;
-    for (int64_t k = 1; k < c; k++) {
-        float v = fl_xget(x, k, dt);
-        if (v != v) return k;
-        if (v > best) { best = v; arg = k; }
+    int64_t k = 0;
+    if (m != m) {
+        while (k < c && fl_xget(x, k, dt) == fl_xget(x, k, dt)) k++;
+    } else {
+        while (k < c && fl_xget(x, k, dt) != m) k++;
     }
-    return arg;
+    return k < c ? k : 0;
 }
 
 static int64_t fl_argmax_f64(const double *x, int64_t c)
@@ -262,9 +262,14 @@ static inline void fl_softmax_pc(fl_pc_acc *a, int64_t y, int64_t pred, const fl
     if (a->confusion) fl_pc_confusion(a, y, pred, w);
     if (!a->npc) return;
     double inv = 1.0 / s;
+    if (!a->weighted) {
+        if (e64) fl_pc_row_f64(a, e64, inv, y);
+        else fl_pc_row_f32(a, e32, inv, y);
+        return;
+    }
     for (int64_t c = 0; c < a->c; c++) {
         double e = e64 ? e64[c] : (double)e32[c];
-        fl_pc_add(a, c, e * inv, c == y, w);
+        fl_pc_add_weighted(a, c, e * inv, c == y, w);
     }
 }
 
@@ -289,10 +294,10 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
     int64_t rank = ctx->o->want_rank ? fl_rank_t(x, c, y, dt) : 1;
-    int64_t pred = pc->confusion ? fl_argmax_t(x, c, dt) : 0;
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
     float m = fl_rmax_t(x, c, dt);
+    int64_t pred = !pc->confusion ? 0 : rank == 0 ? y : fl_argmax_t(x, c, m, dt);
     double s = NAN;
     if (!isfinite(m)) {
         fl_special_stats(st);
@@ -497,11 +502,13 @@ static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     double t = ctx->o->temperature;
     const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
     const uint8_t *tb = (const uint8_t *)trow;
+    pc->nrows++;
     for (int64_t k = 0; k < c; k++) {
         int label = tb[k * ctx->t->sc] != 0;
         fl_sigmoid_stats(x[k] / t, label, &st);
         fl_score_add(acc, &st, w);
-        if (pc->npc) fl_pc_add(pc, k, st.p, label, w);
+        if (pc->npc && pc->weighted) fl_pc_add_weighted(pc, k, st.p, label, w);
+        else if (pc->npc) fl_pc_elem(pc, k, st.p, label);
     }
 }
 

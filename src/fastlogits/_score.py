@@ -312,6 +312,13 @@ class ScoreState:
         pc = _rsum.empty((s.c, s.npc)) if s.npc else None
         return cls(_rsum.empty(s.nsums), 0, AucData() if s.want_auc else None, cm, None, pc)
 
+    def copy(self) -> "ScoreState":
+        """A state owning its arrays (safe to add rows to in place)."""
+        def own(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if a is None else a.copy()
+        auc = None if self.auc is None else self.auc.merge(AucData())
+        return ScoreState(self.sums.copy(), self.n_rows, auc, own(self.cm), own(self.cmw), own(self.pc))
+
     def merge(self, other: "ScoreState") -> "ScoreState":
         auc = None if self.auc is None or other.auc is None else self.auc.merge(other.auc)
         cm = None if self.cm is None or other.cm is None else self.cm + other.cm
@@ -372,20 +379,23 @@ def partial_check(p: Problem, s: Spec, origin: Sequence[int] = ()) -> None:
         _binary_labels(p.t, origin)
 
 
-def partial(p: Problem, s: Spec, origin: Sequence[int] = ()) -> ScoreState:
+def partial(p: Problem, s: Spec, origin: Sequence[int] = (), into: Optional[ScoreState] = None) -> ScoreState:
     """The state of the rows of ``p`` (a chunk of them); an error for a bad target names its
-    position in the whole target when ``origin`` gives the chunk's first index there."""
-    state = ScoreState.empty(s)
-    state.n_rows = p.n_rows
+    position in the whole target when ``origin`` gives the chunk's first index there. With
+    ``into`` (a state of ``s`` owned by the caller) the rows are added to it in place and it
+    is returned: the kernel merges its sums only once it has succeeded, and everything is
+    checked before, so an error leaves ``into`` as it was."""
+    n_rows = p.n_rows
     if p.mode == _SOFTMAX:
         ti = _class_indices(p.t, p.c, origin, s.ignore_index)
-        state.n_rows = p.n_rows - int(np.count_nonzero(ti == s.ignore_index))
+        n_rows = p.n_rows - int(np.count_nonzero(ti == s.ignore_index))
         tk = with_axis(ti, p.ax)
     else:
         tb = _binary_labels(p.t, origin)
         tk = tb if p.task == "multilabel" else with_axis(tb, p.ax)
     wc = None if p.w is None else np.require(p.w, np.float64, ["C", "A"])
-    if wc is not None and s.per_class & PC_CONFUSION:
+    state = ScoreState.empty(s) if into is None else into
+    if wc is not None and s.per_class & PC_CONFUSION and state.cmw is None:
         state.cmw = _rsum.empty((s.c, s.c))
     if p.x.size:
         ops = [p.x, tk] + ([] if wc is None else [with_axis(wc, p.ax)])
@@ -393,8 +403,9 @@ def partial(p: Problem, s: Spec, origin: Sequence[int] = ()) -> ScoreState:
         _core.score(g.specs[0], g.specs[1], None if wc is None else g.specs[2], g.grid, p.mode,
                     s.want_rank, s.k, s.bins, s.temperature, s.sums, state.sums, s.ignore_index,
                     s.per_class, s.auc_bins, state.cm, state.cmw, state.pc)
+    state.n_rows += n_rows
     if state.auc is not None:
-        state.auc = _ovr_data(p, ti, wc, s) if p.mode == _SOFTMAX else AucData.of(p.x, tk, wc, p.ax)
+        state.auc = state.auc.merge(_ovr_data(p, ti, wc, s) if p.mode == _SOFTMAX else AucData.of(p.x, tk, wc, p.ax))
     return state
 
 

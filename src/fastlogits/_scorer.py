@@ -167,8 +167,8 @@ class Scorer:
                 merged[key] = merged[key].merge(st) if key in merged else st
             self._groups = merged
         else:
-            st = _score.partial(p, spec, origin)
-            self._state = st if self._state is None else self._state.merge(st)
+            # in place: partial checks everything first and the kernel merges only on success
+            self._state = _score.partial(p, spec, origin, into=self._state)
         self._task, self._c, self._spec, self._grouped = p.task, c, spec, grouped
 
     # ------------------------------------------------------------------ merge
@@ -189,11 +189,11 @@ class Scorer:
         if self._spec is None:
             self._task, self._c, self._spec, self._grouped = other._task, other._c, other._spec, other._grouped
         if other._state is not None:
-            self._state = other._state if self._state is None else self._state.merge(other._state)
+            self._state = other._state.copy() if self._state is None else self._state.merge(other._state)
         if other._groups is not None:
             merged = dict(self._groups or {})
             for key, st in other._groups.items():
-                merged[key] = merged[key].merge(st) if key in merged else st
+                merged[key] = merged[key].merge(st) if key in merged else st.copy()
             self._groups = merged
         return self
 
@@ -308,7 +308,8 @@ def _split(p: Problem, g: np.ndarray) -> List[Tuple[int, Problem]]:
 # --------------------------------------------------------------------------- (de)serialising
 
 def _encode(st: ScoreState, spec: Optional[Spec]) -> Dict[str, Any]:
-    d: Dict[str, Any] = {"sums": st.sums.copy(), "n_rows": int(st.n_rows), "cm": st.cm, "cmw": st.cmw, "pc": st.pc,
+    st = st.copy()  # a snapshot: the Scorer adds rows to its arrays in place
+    d: Dict[str, Any] = {"sums": st.sums, "n_rows": int(st.n_rows), "cm": st.cm, "cmw": st.cmw, "pc": st.pc,
                          "auc": None}
     if st.auc is not None:
         s, y, w = st.auc.arrays(spec.c if spec is not None else 1)
