@@ -418,3 +418,39 @@ def test_cli_per_class_groups_ignore_index_and_strict_json(tmp_path, capsys):
     assert cli.main(["score", str(tmp_path / "x.npy"), "--target", str(tmp_path / "y7.npy"), "--ignore-index", "7",
                      "--json", "--metrics", "count"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == exp["count"]
+
+
+# --------------------------------------------------------------------------- special values, weighted paths
+
+def test_special_rows_in_the_per_class_block():
+    x, y, _ = _data(n=200, c=4, seed=16, dtype=np.float64)
+    x[3, 1] = np.nan
+    x[5] = -np.inf
+    x[9, 2] = np.inf
+    r = fl.score(x, y, per_class=True, metrics=["count", "roc_auc_ovr"], auc_bins=11)
+    pred = fl.predict(x)
+    cm = np.zeros((4, 4))
+    np.add.at(cm, (y, pred), 1)
+    np.testing.assert_array_equal(r["confusion_matrix"], cm)  # NaN rows predicted as predict does
+    assert math.isnan(r["classwise_ece"])                     # their softmax is NaN
+    assert 0.0 <= r["roc_auc_ovr"] <= 1.0                     # NaN scores are never positive
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unit_weights_equal_no_weights(dtype):
+    """The weighted path (order-independent states per value) against the unweighted one
+    (exact counts and fixed-point sums, first bins derived)."""
+    x, y, _ = _data(n=700, c=6, seed=17, dtype=dtype)
+    y[::11] = -100
+    kw = dict(per_class=True, auc_bins=25, metrics=["count", "roc_auc_ovr", "average_precision_ovr"])
+    a = fl.score(x, y, **kw)
+    b = fl.score(x, y, sample_weight=np.ones(700), **kw)
+    np.testing.assert_array_equal(a["confusion_matrix"], b["confusion_matrix"])
+    for key in ("classwise_ece", "roc_auc_ovr", "average_precision_ovr", "macro_f1", "balanced_accuracy"):
+        assert a[key] == pytest.approx(b[key], rel=1e-14, abs=1e-17), key
+    rng = np.random.default_rng(5)
+    xb = rng.normal(size=(300, 3))
+    yb = rng.random((300, 3)) < 0.4
+    kb = dict(auc_bins=9, metrics=["roc_auc", "average_precision"])
+    ra, rb = fl.score(xb, yb, **kb), fl.score(xb, yb, sample_weight=np.ones(300), **kb)
+    assert ra == pytest.approx(rb, rel=1e-14)
