@@ -454,3 +454,8 @@ def test_unit_weights_equal_no_weights(dtype):
     kb = dict(auc_bins=9, metrics=["roc_auc", "average_precision"])
     ra, rb = fl.score(xb, yb, **kb), fl.score(xb, yb, sample_weight=np.ones(300), **kb)
     assert ra == pytest.approx(rb, rel=1e-14)
+
+
+def test_a_confusion_matrix_too_large_is_refused_up_front():
+    with pytest.raises(ValueError, match="per_class: the confusion matrix of 128256 classes"):
+        fl.score(np.zeros((2, 128256), np.float32), [0, 1], per_class=True)

@@ -61,6 +61,8 @@ _COUNTS = {"f1": (_TP, _PP, _AP), "precision": (_TP, _PP), "recall": (_TP, _AP)}
 PC_CONFUSION, PC_ECE, PC_AUC = 1, 2, 4
 _CM_METRICS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1", "balanced_accuracy")
 _RANK_METRICS = ("roc_auc", "average_precision", "roc_auc_ovr", "average_precision_ovr")
+# the largest confusion matrix (of int64 counts) a scoring may allocate
+_MAX_CONFUSION_BYTES = 1 << 32
 
 
 
@@ -280,6 +282,9 @@ def spec(p: Problem, metrics: Any, k: Any, bins: Any, temperature: Any, *, per_c
     if "ece" in names:
         sums |= _WANT_BINS
     pc = PC_CONFUSION if any(m in names for m in _CM_METRICS) else 0
+    if pc and p.c * p.c * 8 > _MAX_CONFUSION_BYTES:
+        raise ValueError(f"per_class: the confusion matrix of {p.c} classes would take {p.c * p.c * 8 / 2**30:.0f} GiB "
+                         f"(more than {_MAX_CONFUSION_BYTES >> 30} GiB); ask for per-class metrics with fewer classes")
     pc |= PC_ECE if "classwise_ece" in names else 0
     ranked = any(m in names for m in _RANK_METRICS)
     pc |= PC_AUC if ranked and ab else 0

@@ -43,7 +43,9 @@ def _check_config(task: Any, num_classes: Any, metrics: Any, k: Any, bins: Any, 
             if m not in _score.ALL_METRICS:
                 raise ValueError(f"metrics: unknown metric {m!r}; valid names are {', '.join(_score.ALL_METRICS)}")
         metrics = tuple(dict.fromkeys(names))
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k: expected an int, got {type(k).__name__}")
+    if k < 1:
         raise ValueError(f"k: expected an int >= 1, got {k!r}")
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"axis: expected an int, got {type(axis).__name__}")
