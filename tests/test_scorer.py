@@ -459,3 +459,23 @@ def test_unit_weights_equal_no_weights(dtype):
 def test_a_confusion_matrix_too_large_is_refused_up_front():
     with pytest.raises(ValueError, match="per_class: the confusion matrix of 128256 classes"):
         fl.score(np.zeros((2, 128256), np.float32), [0, 1], per_class=True)
+
+
+def test_cli_group_and_target_columns_of_a_parquet_table(tmp_path, capsys):
+    import json
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from fastlogits import cli
+    x, y, _ = _data(n=120, c=3, seed=18)
+    y[::4] = -100
+    g = np.arange(120) % 2
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"logits": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 3), "y": y,
+                             "slice": g}), path)
+    assert cli.main(["score", str(path), "--column", "logits", "--target-column", "y", "--group-column", "slice",
+                     "--metrics", "count,roc_auc_ovr", "--auc-bins", "8", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    exp = fl.score(x, y, group=g, metrics="count,roc_auc_ovr", auc_bins=8)
+    assert got["roc_auc_ovr"] == exp["roc_auc_ovr"] and got["groups"]["1"]["count"] == exp["groups"][1]["count"]
