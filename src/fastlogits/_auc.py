@@ -20,6 +20,12 @@ import numpy as np
 _MAX_PIECES = 64
 
 
+def _label_last(a: np.ndarray, ax: int) -> np.ndarray:
+    """``a`` with the label axis last (itself when it already is: moveaxis costs a chunk's
+    worth of Python overhead when chunks are small)."""
+    return a if ax == a.ndim - 1 else np.moveaxis(a, ax, -1)
+
+
 @dataclass
 class AucData:
     """Scores (rows x labels), labels and row weights (1 when unweighted) of some rows, as
@@ -34,9 +40,9 @@ class AucData:
         """The data of a chunk: logits ``x`` and bool labels ``t`` with the label axis ``ax``,
         row weights ``w`` (None: all 1)."""
         c = x.shape[ax]
-        rows = np.moveaxis(x, ax, -1).reshape(-1, c).copy()
+        rows = _label_last(x, ax).reshape(-1, c).copy()
         ww = np.ones(rows.shape[0]) if w is None else np.asarray(w, dtype=np.float64).reshape(-1).copy()
-        return cls([rows], [np.moveaxis(t, ax, -1).reshape(-1, c).copy()], [ww])
+        return cls([rows], [_label_last(t, ax).reshape(-1, c).copy()], [ww])
 
     def merge(self, other: "AucData") -> "AucData":
         """The data of both (new lists; many chunks are joined into one array, so merging
