@@ -34,6 +34,20 @@ typedef struct {
     int64_t c;        /* classes per row */
 } fl_grid;
 
+/* An order-independent sum (csrc/fl_rsum.h): FL_RSUM_WORDS int64 words, exported as they are.
+ * Every reduced sum of the kernels is one: the result is bitwise the same for any order of the
+ * values, any split into partial states and any order of merging them. */
+#define FL_RSUM_WORDS 8
+typedef struct { int64_t w[FL_RSUM_WORDS]; } fl_rsum;
+
+/* ISA-independent, in fl_rsum.c: merge other[i] into into[i], finalize s[i] into out[i],
+ * deposit the n values x[0], x[stride], ... into *s; fl_rsum_check_n returns the index of the
+ * first state no deposit could have made (states may come from users), or -1 */
+void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n);
+void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n);
+void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride);
+int64_t fl_rsum_check_n(const fl_rsum *s, int64_t n);
+
 /* status codes */
 #define FL_OK 0
 #define FL_ENOMEM 1
@@ -71,15 +85,18 @@ typedef struct {
     double gamma;        /* focal: focusing exponent, >= 0 */
     double grad_scale;   /* the gradient is multiplied by this (1/N for a mean) */
     int check_target;    /* validate targets on the fly (FL_EBADTARGET) */
+    int per_element;     /* *total takes every element's loss, else each piece's (a row's) sum */
 } fl_bce_opts;
 
 /* Elementwise binary loss over the grid: x logits (float dtypes), y targets (float, bool or
  * integer dtypes, read in place), w and pw weight and pos_weight (BCE only; the compute dtype,
  * zero strides along broadcast dimensions; NULL means 1). loss and grad are optional outputs in
- * x's dtype. *total (optional) receives the sum of the per-element losses, accumulated in
- * float64 per fixed block and combined in block order (independent of the thread count). */
+ * x's dtype. *total (optional) receives the sum of the per-element losses as an
+ * order-independent sum: the losses of each row (of each piece of FL_BLOCK_ELEMS elements of
+ * a longer row) are added in a fixed order and the row sums deposited, or every loss on its
+ * own with o->per_element. */
 int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw,
-           const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
+           const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o, fl_rsum *total);
 /* FL_EBADTARGET if any target of the grid is not a valid binary target, else FL_OK */
 int fl_check_binary_target(const fl_arr *y, fl_grid g);
 /* cross-entropy, in fl_ce.c.
@@ -96,24 +113,23 @@ typedef struct {
     double z_loss;
     double grad_scale_ce;  /* factor of the cross-entropy part in the gradient (1/D1 under "mean") */
     double grad_scale_z;   /* factor of the z-loss part in the gradient (1/D2 under "mean") */
-    int targets_only;      /* only validate class indices and sum D1, D2, n_valid (no logits read) */
+    int targets_only;      /* only validate class indices and sum d1, d2, n_valid (no logits read) */
 } fl_ce_args;
 
 typedef struct {
-    double ce_sum;      /* sum over rows of s_i * cross-entropy_i */
-    double z_sum;       /* sum over rows of s_i * z_loss * lse_i^2 */
-    double d1;          /* index targets: sum over non-ignored rows of s_i * w[y_i] */
-    double d2;          /* index targets: sum over non-ignored rows of s_i */
-    double n_valid;     /* number of non-ignored rows */
+    fl_rsum ce;         /* sum over rows of s_i * cross-entropy_i */
+    fl_rsum z;          /* sum over rows of s_i * z_loss * lse_i^2 */
+    fl_rsum d1;         /* index targets: sum over non-ignored rows of s_i * w[y_i]; probabilities: of s_i */
+    fl_rsum d2;         /* index targets: sum over non-ignored rows of s_i; probabilities: of s_i */
+    int64_t n_valid;    /* number of non-ignored rows */
     int64_t first_bad;  /* first row (grid order) whose class index is out of range, or -1 */
 } fl_ce_result;
 
 int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
 /* offline scoring, in fl_score.c */
 enum { FL_SCORE_SOFTMAX = 0, FL_SCORE_SIGMOID = 1 };
-/* the running sums of fl_score, in this order, followed by three sums per ECE bin b (see
- * fl_score.c): weight*(correct - conf) at NSUMS + b, weight at NSUMS + bins + b, weight*conf at
- * NSUMS + 2*bins + b */
+/* the sums of fl_score, in this order, followed by three sums per ECE bin b: the weight at
+ * NSUMS + b, weight*correct at NSUMS + bins + b, weight*conf at NSUMS + 2*bins + b */
 enum {
     FL_SCORE_W = 0,        /* total weight (sigmoid mode: over elements) */
     FL_SCORE_NLL = 1,
@@ -122,23 +138,37 @@ enum {
     FL_SCORE_BRIER = 4,
     FL_SCORE_ENT = 5,
     FL_SCORE_GAP = 6,      /* E_p[z] - z_y (softmax) or (p - y) z (sigmoid), z = x / T */
-    FL_SCORE_NSUMS = 7
+    FL_SCORE_TP = 7,       /* sigmoid mode: predicted positive (x > 0) and labelled 1 */
+    FL_SCORE_PP = 8,       /* sigmoid mode: predicted positive */
+    FL_SCORE_AP = 9,       /* sigmoid mode: labelled 1 */
+    FL_SCORE_NSUMS = 10
 };
+/* per-class sums (fl_score_opts.per_class) */
+enum { FL_PC_CONFUSION = 1, FL_PC_ECE = 2, FL_PC_AUC = 4 };
+#define FL_SCORE_WANT_BINS ((int64_t)1 << FL_SCORE_NSUMS)
 typedef struct {
     int32_t mode;          /* FL_SCORE_SOFTMAX or FL_SCORE_SIGMOID */
     int32_t want_rank;     /* compute the rank of the target (accuracy, top-k, ECE), softmax mode */
     int64_t k;             /* top-k */
     int64_t bins;          /* ECE bins, >= 1 */
     double temperature;    /* > 0 */
-    int64_t period;        /* fixed blocks: rows come in periods of this many rows... */
-    int64_t block_rows;    /* ...each split into blocks of this many (<= period) */
+    int64_t sums;          /* the sums to fill: bit q for sum q (FL_SCORE_W...), FL_SCORE_WANT_BINS */
+    int64_t ignore_index;  /* softmax mode: rows whose target equals it are skipped */
+    int32_t per_class;     /* FL_PC_* bits; FL_PC_CONFUSION and FL_PC_ECE in softmax mode only */
+    int64_t auc_bins;      /* with FL_PC_AUC: the B >= 2 thresholds j/(B-1) */
+    int64_t *cm;           /* FL_PC_CONFUSION without weights: C*C counts (true, predicted), added to */
+    fl_rsum *cmw;          /* FL_PC_CONFUSION with weights: C*C states, merged into */
+    fl_rsum *pc;           /* per class c, states merged into at c*npc: with FL_PC_ECE per ECE bin b
+                            * the weight (b), weight*[y == c] (bins + b), weight*p_c (2*bins + b);
+                            * then with FL_PC_AUC per level l = 0..B (the number of thresholds
+                            * <= p_c) the weight (l) and the weight of the positives (B + 1 + l) */
 } fl_score_opts;
 /* Score the rows of the grid. target: int64 per row (softmax) or bool per element (sigmoid,
  * same class stride semantics as x); weight: float64 per row, or NULL for weights of 1.
- * acc holds 2*(FL_SCORE_NSUMS + 3*bins) doubles, (sum, compensation) pairs, updated in place
- * in block order (the value of a sum is sum + compensation). */
+ * acc holds FL_SCORE_NSUMS + 3*bins order-independent sums (fl_rsum) into which the rows'
+ * sums are merged; the sums not asked for in o->sums are left as they are. */
 int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
-             const fl_score_opts *o, double *acc);
+             const fl_score_opts *o, fl_rsum *acc);
 
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */

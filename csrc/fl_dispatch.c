@@ -174,13 +174,13 @@ double fl_stream_read(const float *src, int64_t n) { return fl_table()->stream_r
 void fl_stream_copy(float *dst, const float *src, int64_t n) { fl_table()->stream_copy(dst, src, n); }
 double fl_math_probe(int what, int64_t reps) { return fl_table()->math_probe(what, reps); }
 int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
-           const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total)
+           const fl_arr *grad, fl_grid g, const fl_bce_opts *o, fl_rsum *total)
 {
     return fl_table()->bce(x, y, w, pw, loss, grad, g, o, total);
 }
 int fl_check_binary_target(const fl_arr *y, fl_grid g) { return fl_table()->check_binary_target(y, g); }
 int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) { return fl_table()->cross_entropy(args, g, res); }
-int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g, const fl_score_opts *o, double *acc)
+int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g, const fl_score_opts *o, fl_rsum *acc)
 {
     return fl_table()->score(x, target, weight, g, o, acc);
 }

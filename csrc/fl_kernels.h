@@ -17,10 +17,10 @@ typedef struct {
     void (*stream_copy)(float *, const float *, int64_t);
     double (*math_probe)(int, int64_t);
     int (*bce)(const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *,
-               const fl_arr *, fl_grid, const fl_bce_opts *, double *);
+               const fl_arr *, fl_grid, const fl_bce_opts *, fl_rsum *);
     int (*check_binary_target)(const fl_arr *, fl_grid);
     int (*cross_entropy)(const fl_ce_args *, fl_grid, fl_ce_result *);
-    int (*score)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, const fl_score_opts *, double *);
+    int (*score)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, const fl_score_opts *, fl_rsum *);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -47,11 +47,11 @@ double FL_FN(stream_read)(const float *src, int64_t n);
 void FL_FN(stream_copy)(float *dst, const float *src, int64_t n);
 double FL_FN(math_probe)(int what, int64_t reps);
 int FL_FN(bce)(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
-               const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
+               const fl_arr *grad, fl_grid g, const fl_bce_opts *o, fl_rsum *total);
 int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g);
 int FL_FN(cross_entropy)(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
-                 const fl_score_opts *o, double *acc);
+                 const fl_score_opts *o, fl_rsum *acc);
 #endif
 
 #endif

@@ -248,9 +248,9 @@ static inline void fl_put_scalar(const fl_arr *a, int64_t i0, int64_t i1, double
     }
 }
 
-/* Rows are handed to threads in fixed blocks of about FL_BLOCK_ELEMS elements: the partition
- * depends only on the shape, never on the thread count, so per-block partial results combined
- * in block order are bitwise the same for any number of threads. */
+/* Rows are handed to threads in fixed blocks of about FL_BLOCK_ELEMS elements, the unit of
+ * parallel work. It fixes no result: rows are computed independently, and what the reducing
+ * kernels sum goes into order-independent sums (fl_rsum.h). */
 #define FL_BLOCK_ELEMS 16384
 static inline int64_t fl_rows_per_block(int64_t c)
 {

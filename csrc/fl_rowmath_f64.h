@@ -5,7 +5,9 @@
  *
  * Sums are Neumaier-compensated in eight lanes (fl_csum8) and rounded once at the end: a row
  * sum is a fixed-order function of the row alone, so it is the same for every thread count
- * and chunking. Compiled once per ISA. */
+ * and chunking. fl_neumaier is the project's one compensated step (the tiles' lanes use it
+ * too, fl_tile.h); sums across rows are order-independent sums instead (fl_rsum.h). Compiled
+ * once per ISA. */
 #ifndef FL_ROWMATH_F64_H
 #define FL_ROWMATH_F64_H
 

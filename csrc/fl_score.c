@@ -5,11 +5,13 @@
  * divided by the temperature inside the arithmetic, gives its NLL, whether it is predicted
  * correctly, whether the target is in the top k, its top-label confidence, its Brier term, its
  * entropy and the gap E_p[z] - z_y (the derivative of the NLL in 1/T, up to the factor T, for
- * fit_temperature). Rows are weighted and summed per FIXED block of rows (boundaries depend on
- * the shape only, see fl_score_block_range), block partials are stored in an array, and after
- * the parallel loop they are added in block order into running Neumaier-compensated sums that
- * the caller carries from chunk to chunk. So the result is bitwise the same for every thread
- * count and for every chunking whose boundaries fall on block boundaries.
+ * fit_temperature). Each row's weighted values go into order-independent sums (fl_rsum.h)
+ * through small row buffers (one per sum, and per ECE bin); without sample weights the
+ * weight, accuracy and top-k sums are exact counts. Rows come in fixed blocks handed to
+ * the threads in stripes (fl_stripes.h), one partial state per stripe, and the call merges its
+ * states into the caller's (the running state of a streaming pass, or of a Dask task). So the
+ * result is bitwise the same for every thread count and every split of the rows into calls,
+ * whatever the order in which the states are merged.
  *
  * Two modes:
  *   FL_SCORE_SOFTMAX  rows of C classes, target an int64 class index per row;
@@ -28,45 +30,27 @@
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
 #include "fl_rowmath_f64.h"
+#include "fl_rsum.h"
+#include "fl_score_pc.h"
+#include "fl_stripes.h"
 
 typedef struct {
     const fl_arr *x, *t, *w;   /* w may be NULL: every weight is 1 */
     fl_grid g;
     const fl_score_opts *o;
     int64_t nsums;             /* FL_SCORE_NSUMS + 3 * bins */
-    double *part;              /* nsums partial sums per block */
+    int64_t rpb;               /* rows per block */
+    fl_rsum *slot;             /* nsums partial states per stripe */
+    fl_pc_acc *pc;             /* per-class sums per stripe (fl_score_pc.h) */
+    const double *thr;         /* the binned AUC's thresholds */
     int f64;
     fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
 } fl_score_ctx;
 
-/* ---------- the fixed block structure ---------- */
-
-/* Rows come in periods of o->period rows (the last one may be short); each period is split into
- * blocks of o->block_rows rows (the last block of a period may be short). */
-static int64_t fl_score_nblocks(int64_t nrows, const fl_score_opts *o)
-{
-    int64_t per = o->period, br = o->block_rows;
-    int64_t bpp = (per + br - 1) / br, rem = nrows % per;
-    return (nrows / per) * bpp + (rem + br - 1) / br;
-}
-
-static void fl_score_block_range(int64_t b, int64_t nrows, const fl_score_opts *o, int64_t *r0, int64_t *r1)
-{
-    int64_t per = o->period, br = o->block_rows;
-    int64_t bpp = (per + br - 1) / br;
-    int64_t q = b / bpp, j = b % bpp;
-    int64_t start = q * per + j * br, end = start + br;
-    int64_t pend = q * per + per;
-    if (end > pend) end = pend;
-    if (end > nrows) end = nrows;
-    *r0 = start;
-    *r1 = end;
-}
-
 /* ---------- per-row arithmetic ---------- */
 
 /* everything a row (softmax) or an element (sigmoid) contributes, before weighting */
-typedef struct { double nll, correct, hit, conf, brier, ent, gap; } fl_row_stats;
+typedef struct { double nll, correct, hit, conf, brier, ent, gap, tp, pp, ap, p; } fl_row_stats;
 
 /* How many classes come before the target y in the order of predict/topk (NaN largest, then by
  * value, ties to the lower index): the target is the prediction iff the rank is 0 and in the
@@ -104,6 +88,32 @@ FL_ALWAYS_INLINE int64_t fl_rank_t(const void *x, int64_t c, int64_t y, int32_t 
         r += (xk > v) | (xk != xk);
     }
     return r;
+}
+
+/* The predicted class, as predict: the first NaN, else the first maximum; m is the row's
+ * max from fl_rmax_t (NaN when the row holds one), so the scan stops at the first element
+ * equal to it, or at the first NaN. */
+FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, float m, int32_t dt)
+{
+    int64_t k = 0;
+    if (m != m) {
+        while (k < c && fl_xget(x, k, dt) == fl_xget(x, k, dt)) k++;
+    } else {
+        while (k < c && fl_xget(x, k, dt) != m) k++;
+    }
+    return k < c ? k : 0;
+}
+
+static int64_t fl_argmax_f64(const double *x, int64_t c)
+{
+    double best = x[0];
+    int64_t arg = 0;
+    if (best != best) return 0;
+    for (int64_t k = 1; k < c; k++) {
+        if (x[k] != x[k]) return k;
+        if (x[k] > best) { best = x[k]; arg = k; }
+    }
+    return arg;
 }
 
 /* exp((x - m)/T) with both the rounding error e of x - m (TwoSum) and the remainder of the
@@ -244,9 +254,42 @@ static void fl_special_stats(fl_row_stats *st)
     st->nll = st->conf = st->brier = st->ent = st->gap = NAN;
 }
 
+/* A softmax row's per-class sums: the confusion cell, and every class's probability
+ * p_c = e_c / s (NaN for a special row: s is NaN then) into the ECE bins and AUC levels. */
+static inline void fl_softmax_pc(fl_pc_acc *a, int64_t y, int64_t pred, const float *e32, const double *e64,
+                                 double s, double w)
+{
+    if (a->confusion) fl_pc_confusion(a, y, pred, w);
+    if (!a->npc) return;
+    double inv = 1.0 / s;
+    if (!a->weighted) {
+        if (e64) fl_pc_row_f64(a, e64, inv, y);
+        else fl_pc_row_f32(a, e32, inv, y);
+        return;
+    }
+    for (int64_t c = 0; c < a->c; c++) {
+        double e = e64 ? e64[c] : (double)e32[c];
+        fl_pc_add_weighted(a, c, e * inv, c == y, w);
+    }
+}
+
+/* the exponentials e_k = exp((x_k - m)/T) of a float row into e */
+FL_ALWAYS_INLINE void fl_row_exps_t(const void *x, int64_t n, float m, double t, float *e, int32_t dt)
+{
+    flv vm = flv_set1(m), lo = fl_exp_floor(vm), vt = flv_set1((float)t);
+    int unit = t == 1.0;
+    int64_t k = 0;
+    for (; k + FL_W <= n; k += FL_W) flv_store(e + k, fl_vexp_row(fl_xload(x, k, dt), vm, lo, vt, unit));
+    if (k < n) {
+        float tail[FL_W];
+        flv_store(tail, fl_vexp_row(fl_xload_part(x, k, n - k, -INFINITY, dt), vm, lo, vt, unit));
+        for (int64_t j = 0; k + j < n; j++) e[k + j] = tail[j];
+    }
+}
+
 /* a row of dtype dt, read in place (or gathered as float32: fl_row_in_x) */
 FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, int64_t y, fl_row_stats *st,
-                                       int32_t dt)
+                                       fl_pc_acc *pc, double w, float *e, int32_t dt)
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
@@ -254,33 +297,51 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
     float m = fl_rmax_t(x, c, dt);
-    if (!isfinite(m)) { fl_special_stats(st); return; }
-    double s, sq, dot;
-    float ey = fl_rstats_t(x, c, m, t, y, &s, &sq, &dot, dt);
-    fl_softmax_stats(s, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+    int64_t pred = !pc->confusion ? 0 : rank == 0 ? y : fl_argmax_t(x, c, m, dt);
+    double s = NAN;
+    if (!isfinite(m)) {
+        fl_special_stats(st);
+    } else {
+        double sq, dot;
+        float ey = fl_rstats_t(x, c, m, t, y, &s, &sq, &dot, dt);
+        fl_softmax_stats(s, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+        if (pc->npc) fl_row_exps_t(x, c, m, t, e, dt);
+    }
+    if (pc->npc && s != s)
+        for (int64_t k = 0; k < c; k++) e[k] = NAN;
+    fl_softmax_pc(pc, y, pred, e, NULL, s, w);
 }
 
-static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)
+static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st,
+                               fl_pc_acc *pc, double w)
 {
-    fl_xrow x = fl_row_in_x(ctx->x, xrow, ctx->g.c, (float *)scratch);
-    fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st);
+    float *buf = (float *)scratch, *e = buf + ctx->g.c;
+    fl_xrow x = fl_row_in_x(ctx->x, xrow, ctx->g.c, buf);
+    fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st, pc, w, e);
 }
 
-static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st)
+static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st,
+                               fl_pc_acc *pc, double w)
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
     double *bx = (double *)scratch, *e = bx + c;
     const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
     int64_t rank = ctx->o->want_rank ? fl_rank_f64(x, c, y) : 1;
+    int64_t pred = pc->confusion ? fl_argmax_f64(x, c) : 0;
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
-    double m = fl_rmax_f64(x, c);
-    if (!isfinite(m)) { fl_special_stats(st); return; }
-    double s = fl_rsumexp_t_f64(x, c, m, t, e);
-    double sq, dot;
-    fl_rsq_dot_f64(x, e, c, m, &sq, &dot);
-    fl_softmax_stats(s, sq, dot, e[y], x[y] - m, t, st);
+    double m = fl_rmax_f64(x, c), s = NAN;
+    if (!isfinite(m)) {
+        fl_special_stats(st);
+        for (int64_t k = 0; k < c && pc->npc; k++) e[k] = NAN;
+    } else {
+        s = fl_rsumexp_t_f64(x, c, m, t, e);
+        double sq, dot;
+        fl_rsq_dot_f64(x, e, c, m, &sq, &dot);
+        fl_softmax_stats(s, sq, dot, e[y], x[y] - m, t, st);
+    }
+    fl_softmax_pc(pc, y, pred, NULL, e, s, w);
 }
 
 /* One binary prediction z = x/T against y in {0, 1}, with a = |z| and u = exp(-a):
@@ -301,30 +362,117 @@ static void fl_sigmoid_stats(double z, int y, fl_row_stats *st)
     st->brier = pw * pw;
     st->ent = a == INFINITY ? 0.0 : l1p + small * a;
     st->gap = pw == 0.0 ? 0.0 : (y ? -pw : pw) * z; /* (p - y) * z, 0 at the saturated limit */
+    st->pp = z > 0.0;
+    st->ap = y != 0;
+    st->tp = st->pp * st->ap;
+    st->p = z > 0.0 ? big : small;              /* sigmoid(z); NaN stays NaN */
 }
 
 /* ---------- accumulation ---------- */
 
-/* Add one weighted statistic set to a block's partial sums: W, the metric sums, then per ECE
- * bin of conf (NaN conf goes to bin 0, as the oracle) weight * (correct - conf), the weight and
- * weight * conf (the last two draw the reliability diagram). */
-static inline void fl_score_add(double *p, const fl_row_stats *st, double w, int64_t bins)
+/* A task's sums: the values of each sum waiting for deposit, and per ECE bin those of the
+ * weight, weight * correct and weight * conf. Without sample weights the weight, accuracy and
+ * top-k sums are exact counts instead (count, and the bins' weight and accuracy in
+ * bin_count), so only each bin's confidence needs a buffer. */
+typedef struct {
+    fl_rsum_buf sum[FL_SCORE_NSUMS];
+    int64_t count[FL_SCORE_NSUMS];
+    fl_rsum_buf *bin;          /* weighted: 3 * bins (weight, correct, conf); else bins (conf) */
+    int64_t *bin_count;        /* unweighted: 2 * bins (weight, correct) */
+    int64_t bins, want;
+    int weighted;
+} fl_score_acc;
+
+static int fl_score_acc_init(fl_score_acc *a, const fl_score_ctx *ctx)
 {
-    p[FL_SCORE_W] += w;
-    p[FL_SCORE_NLL] += w * st->nll;
-    p[FL_SCORE_CORRECT] += w * st->correct;
-    p[FL_SCORE_HIT] += w * st->hit;
-    p[FL_SCORE_BRIER] += w * st->brier;
-    p[FL_SCORE_ENT] += w * st->ent;
-    p[FL_SCORE_GAP] += w * st->gap;
-    int64_t b = 0;
+    int64_t bins = ctx->o->bins, nbuf;
+    a->bins = bins;
+    a->want = ctx->o->sums;
+    a->weighted = ctx->w != NULL;
+    nbuf = (a->weighted ? 3 : 1) * bins;
+    a->bin = (fl_rsum_buf *)malloc((size_t)nbuf * sizeof(fl_rsum_buf));
+    a->bin_count = (int64_t *)calloc((size_t)(2 * bins), sizeof(int64_t));
+    if (!a->bin || !a->bin_count) {
+        free(a->bin);
+        free(a->bin_count);
+        return 0;
+    }
+    for (int q = 0; q < FL_SCORE_NSUMS; q++) {
+        fl_rsum_buf_init(&a->sum[q]);
+        a->count[q] = 0;
+    }
+    for (int64_t q = 0; q < nbuf; q++) fl_rsum_buf_init(&a->bin[q]);
+    return 1;
+}
+
+/* Add one weighted statistic set to the task's sums: W, the metric sums asked for, then per
+ * ECE bin of conf (NaN conf goes to bin 0, as the oracle) the weight, weight * correct and
+ * weight * conf. */
+static inline void fl_score_add(fl_score_acc *a, const fl_row_stats *st, double w)
+{
+    /* the sums that are 0/1 per row: counts when unweighted */
+    static const int is_count[FL_SCORE_NSUMS] = {1, 0, 1, 1, 0, 0, 0, 1, 1, 1};
+    const double v[FL_SCORE_NSUMS] = {1.0, st->nll, st->correct, st->hit, st->brier, st->ent, st->gap,
+                                      st->tp, st->pp, st->ap};
+    for (int q = 0; q < FL_SCORE_NSUMS; q++) {
+        if (!(a->want & ((int64_t)1 << q))) continue;
+        if (a->weighted) fl_rsum_buf_add(&a->sum[q], w * v[q]);
+        else if (is_count[q]) a->count[q] += (int64_t)v[q];
+        else fl_rsum_buf_add(&a->sum[q], v[q]);
+    }
+    if (!(a->want & FL_SCORE_WANT_BINS)) return;
+    int64_t bins = a->bins, b = 0;
     if (st->conf == st->conf) {
         double f = st->conf * (double)bins;
         b = f >= (double)bins ? bins - 1 : (f > 0.0 ? (int64_t)f : 0);
     }
-    p[FL_SCORE_NSUMS + b] += w * (st->correct - st->conf);
-    p[FL_SCORE_NSUMS + bins + b] += w;
-    p[FL_SCORE_NSUMS + 2 * bins + b] += w * st->conf;
+    if (a->weighted) {
+        fl_rsum_buf_add(&a->bin[b], w);
+        fl_rsum_buf_add(&a->bin[bins + b], w * st->correct);
+        fl_rsum_buf_add(&a->bin[2 * bins + b], w * st->conf);
+    } else {
+        a->bin_count[b]++;
+        a->bin_count[bins + b] += (int64_t)st->correct;
+        fl_rsum_buf_add(&a->bin[b], st->conf);
+    }
+}
+
+/* A count as a state of its own. */
+static inline fl_rsum fl_score_count(int64_t n)
+{
+    fl_rsum s;
+    fl_rsum_init(&s);
+    fl_rsum_add(&s, (double)n);
+    return s;
+}
+
+/* The task's sums into states out[nsums] (deposits what waits, then the counts); frees a. */
+static void fl_score_acc_done(fl_score_acc *a, fl_rsum *out)
+{
+    int64_t bins = a->bins;
+    for (int q = 0; q < FL_SCORE_NSUMS; q++) {
+        fl_rsum_buf_done(&a->sum[q]);
+        out[q] = a->sum[q].s;
+        if (a->count[q]) {
+            fl_rsum c = fl_score_count(a->count[q]);
+            fl_rsum_merge(&out[q], &c);
+        }
+    }
+    fl_rsum *bo = out + FL_SCORE_NSUMS;
+    for (int64_t q = 0; q < (a->weighted ? 3 : 1) * bins; q++) fl_rsum_buf_done(&a->bin[q]);
+    for (int64_t b = 0; b < bins; b++) {
+        if (a->weighted) {
+            bo[b] = a->bin[b].s;
+            bo[bins + b] = a->bin[bins + b].s;
+            bo[2 * bins + b] = a->bin[2 * bins + b].s;
+        } else {
+            bo[b] = fl_score_count(a->bin_count[b]);
+            bo[bins + b] = fl_score_count(a->bin_count[bins + b]);
+            bo[2 * bins + b] = a->bin[b].s;
+        }
+    }
+    free(a->bin);
+    free(a->bin_count);
 }
 
 static double fl_row_weight(const fl_score_ctx *ctx, int64_t i0, int64_t i1)
@@ -333,59 +481,64 @@ static double fl_row_weight(const fl_score_ctx *ctx, int64_t i0, int64_t i1)
     return *(const double *)fl_row_ptr(ctx->w, i0, i1);
 }
 
-static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratch, double *part)
+static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratch, fl_score_acc *acc,
+                         fl_pc_acc *pc)
 {
     const char *xrow = fl_row_ptr(ctx->x, i0, i1);
     const char *trow = fl_row_ptr(ctx->t, i0, i1);
     double w = fl_row_weight(ctx, i0, i1);
-    int64_t bins = ctx->o->bins, c = ctx->g.c;
+    int64_t c = ctx->g.c;
     fl_row_stats st;
     if (ctx->o->mode == FL_SCORE_SOFTMAX) {
         int64_t y = *(const int64_t *)trow;
+        if (y == ctx->o->ignore_index) return;
         if (ctx->f64)
-            fl_softmax_row_f64(ctx, xrow, y, scratch, &st);
+            fl_softmax_row_f64(ctx, xrow, y, scratch, &st, pc, w);
         else
-            fl_softmax_row_f32(ctx, xrow, y, scratch, &st);
-        fl_score_add(part, &st, w, bins);
+            fl_softmax_row_f32(ctx, xrow, y, scratch, &st, pc, w);
+        fl_score_add(acc, &st, w);
         return;
     }
     double t = ctx->o->temperature;
     const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
     const uint8_t *tb = (const uint8_t *)trow;
+    pc->nrows++;
     for (int64_t k = 0; k < c; k++) {
-        fl_sigmoid_stats(x[k] / t, tb[k * ctx->t->sc] != 0, &st);
-        fl_score_add(part, &st, w, bins);
+        int label = tb[k * ctx->t->sc] != 0;
+        fl_sigmoid_stats(x[k] / t, label, &st);
+        fl_score_add(acc, &st, w);
+        if (pc->npc && pc->weighted) fl_pc_add_weighted(pc, k, st.p, label, w);
+        else if (pc->npc) fl_pc_elem(pc, k, st.p, label);
     }
 }
 
-static void fl_score_task(void *vctx, int64_t b0, int64_t b1)
+/* Blocks [b0, b1) into the states of slot `slot`. */
+static void fl_score_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
 {
     fl_score_ctx *ctx = (fl_score_ctx *)vctx;
     int64_t c = ctx->g.c, n1 = ctx->g.n1, nrows = ctx->g.n0 * ctx->g.n1;
     int sigmoid = ctx->o->mode == FL_SCORE_SIGMOID;
     size_t esz = (ctx->f64 || sigmoid) ? sizeof(double) : sizeof(float);
     void *scratch = malloc(2 * (size_t)(c > 0 ? c : 1) * esz);
-    if (!scratch) { fl_atomic_store(&ctx->failed, 1); return; }
-    for (int64_t b = b0; b < b1; b++) {
-        double *part = ctx->part + b * ctx->nsums;
-        int64_t r0, r1;
-        fl_score_block_range(b, nrows, ctx->o, &r0, &r1);
-        int64_t i0 = r0 / n1, i1 = r0 % n1;
-        for (int64_t r = r0; r < r1; r++) {
-            fl_score_row(ctx, i0, i1, scratch, part);
-            if (++i1 == n1) { i1 = 0; i0++; }
-        }
+    fl_score_acc *acc = (fl_score_acc *)malloc(sizeof(fl_score_acc));
+    int64_t r0 = b0 * ctx->rpb, r1 = b1 * ctx->rpb < nrows ? b1 * ctx->rpb : nrows;
+    fl_pc_acc *pc = &ctx->pc[slot];
+    if (!scratch || !acc || !fl_pc_init(pc, ctx->o, c, r1 - r0, ctx->w != NULL, ctx->thr) ||
+        !fl_score_acc_init(acc, ctx)) {
+        free(scratch);
+        free(acc);
+        fl_atomic_store(&ctx->failed, 1);
+        return;
     }
+    int64_t i0 = r0 / n1, i1 = r0 % n1;
+    for (int64_t r = r0; r < r1; r++) {
+        fl_score_row(ctx, i0, i1, scratch, acc, pc);
+        if (++i1 == n1) { i1 = 0; i0++; }
+    }
+    fl_pc_settle(pc);
+    fl_score_acc_done(acc, ctx->slot + slot * ctx->nsums);
+    free(acc);
     free(scratch);
-}
-
-/* s, comp += v (Neumaier); an infinite or NaN running sum is carried without compensation */
-static void fl_neumaier_add(double *s, double *comp, double v)
-{
-    double t = *s + v;
-    if (!isfinite(t)) { *s = t; return; }
-    *comp += fabs(*s) >= fabs(v) ? (*s - t) + v : (v - t) + *s;
-    *s = t;
 }
 
 /* Rows narrower than float64 divide by the temperature in float32 lanes; a temperature outside
@@ -397,19 +550,33 @@ static int fl_score_f64_rows(const fl_arr *x, double t)
 }
 
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
-                 const fl_score_opts *o, double *acc)
+                 const fl_score_opts *o, fl_rsum *acc)
 {
     int64_t nrows = g.n0 * g.n1;
     if (nrows <= 0 || g.c <= 0) return FL_OK;
-    int64_t nb = fl_score_nblocks(nrows, o);
+    int64_t rpb = fl_rows_per_block(g.c), nb = (nrows + rpb - 1) / rpb, ns = fl_stripe_count(nb);
     int64_t nsums = FL_SCORE_NSUMS + 3 * o->bins;
-    double *part = (double *)calloc((size_t)nb * (size_t)nsums, sizeof(double));
-    if (!part) return FL_ENOMEM;
-    fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, fl_score_f64_rows(x, o->temperature), 0};
-    fl_parallel_for(nb, fl_score_task, &ctx);
-    if (!fl_atomic_load(&ctx.failed))
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t j = 0; j < nsums; j++) fl_neumaier_add(&acc[2 * j], &acc[2 * j + 1], part[b * nsums + j]);
-    free(part);
+    fl_rsum *slot = (fl_rsum *)malloc((size_t)(ns * nsums) * sizeof(fl_rsum));
+    fl_pc_acc *pc = (fl_pc_acc *)calloc((size_t)ns, sizeof(fl_pc_acc));
+    int64_t nthr = o->per_class & FL_PC_AUC ? o->auc_bins : 1;
+    double *thr = (double *)malloc((size_t)nthr * sizeof(double));
+    if (!slot || !pc || !thr) {
+        free(slot);
+        free(pc);
+        free(thr);
+        return FL_ENOMEM;
+    }
+    for (int64_t j = 0; j < nthr; j++) thr[j] = nthr > 1 ? (double)j / (double)(nthr - 1) : 0.0;
+    for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_init(&slot[j]);
+    fl_score_ctx ctx = {x, target, weight, g, o, nsums, rpb, slot, pc, thr, fl_score_f64_rows(x, o->temperature), 0};
+    fl_stripes_run(nb, ns, fl_score_task, &ctx);
+    if (!fl_atomic_load(&ctx.failed)) {
+        for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_merge(&acc[j % nsums], &slot[j]);
+        for (int64_t j = 0; j < ns; j++) fl_pc_merge_into(&pc[j], o);
+    }
+    for (int64_t j = 0; j < ns; j++) fl_pc_free(&pc[j]);
+    free(slot);
+    free(pc);
+    free(thr);
     return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
 }

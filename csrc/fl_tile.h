@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include "fl_simd.h"
 #include "fl_scalar_math.h"
+#include "fl_rowmath_f64.h"
 
 #define FL_LANES_MAX_C 64
 
@@ -77,8 +78,8 @@ static inline flv fl_tile_max(const float *xt, int64_t c)
 }
 
 /* fl_rsumexp_precise_t for the FL_W rows of a tile at once (xt[k * FL_W + j], row maxima m),
- * lane by lane in double with one Neumaier-compensated sum per lane: the loops over the lanes
- * vectorise, where the row function would take the rows one by one. */
+ * lane by lane in double with one compensated sum per lane (fl_neumaier): the loops over the
+ * lanes vectorise, where the row function would take the rows one by one. */
 static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const float *m, double *n_eq, double *rest)
 {
     double s[FL_W], comp[FL_W];
@@ -87,11 +88,8 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
         const float *xk = xt + k * FL_W;
         for (int j = 0; j < FL_W; j++) {
             double d = (double)xk[j] - (double)m[j];
-            double v = d < 0.0 ? fl_exp_d(d) : 0.0;
-            double t = s[j] + v;
             n_eq[j] += d < 0.0 ? 0.0 : 1.0;
-            comp[j] += fabs(s[j]) >= fabs(v) ? (s[j] - t) + v : (v - t) + s[j];
-            s[j] = t;
+            fl_neumaier(&s[j], &comp[j], d < 0.0 ? fl_exp_d(d) : 0.0);
         }
     }
     for (int j = 0; j < FL_W; j++) rest[j] = s[j] + comp[j];

@@ -13,7 +13,7 @@ import pytest
 import fastlogits as fl
 from fastlogits import bench
 
-TINY = {"none": (64, 10), "class": (64, 10), "masked": (64, 16), "binary": (32, 8)}
+TINY = {"none": (64, 10), "class": (64, 10), "masked": (64, 16), "binary": (32, 8), "scored": (64, 10)}
 BANDWIDTH = {"read_GBps": 10.0, "copy_GBps": 20.0}
 RATES = {"exp": 2.0, "div": 4.0, "log1p": 1.0}  # probe rates, G operations/s per core
 OPS = list(bench._ops())
@@ -47,7 +47,8 @@ def test_cases_cover_the_table():
     assert len(set(full)) == len(full)
     for name, shape in full:
         op = bench._ops()[name]
-        shapes = {"binary": bench.BINARY_SHAPES, "masked": bench.MASKED_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
+        shapes = {"binary": bench.BINARY_SHAPES, "masked": bench.MASKED_SHAPES,
+                  "scored": bench.SCORE_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
         if op.dtype != "float32":
             shapes = bench.HALF_SHAPES
             assert bench._ops()[name.split("/")[0]].dtype == "float32"

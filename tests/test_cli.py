@@ -133,7 +133,7 @@ ERRORS = {
     "no target": (["score", "{d}/x.npy"], "needs targets"),
     "shape mismatch": (["score", "{d}/x.npy", "--target", "{d}/xb.npy", "--task", "multiclass"], "target"),
     "target out of range": (["score", "{d}/x.npy", "--target", "{d}/yfar.npy"], "out of range"),
-    "unknown metric": (["score", "{d}/x.npy", "--target", "{d}/y.npy", "--metrics", "nll,f1"], "valid names"),
+    "unknown metric": (["score", "{d}/x.npy", "--target", "{d}/y.npy", "--metrics", "nll,f2_score"], "valid names"),
     "unreadable npy": (["score", "{d}/junk.npy", "--target", "{d}/y.npy"], "cannot read"),
     "unknown format": (["score", "{d}/x.txt", "--target", "{d}/y.npy"], ""),
     "npz key": (["score", "{d}/stored.npz", "--key", "nope", "--target", "{d}/y.npy"], "no array named"),

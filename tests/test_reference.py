@@ -567,8 +567,9 @@ def test_score_multiclass_vs_sklearn(weighted):
     s = np.random.default_rng(1).uniform(0.1, 3, len(y)) if weighted else None
     for T in (1.0, 1.7):
         res = R.score(x, y, sample_weight=s, temperature=T, k=3)
-        assert set(res) == {"count", "nll", "accuracy", "top_k_accuracy", "ece", "brier",
+        assert set(res) == {"count", "nll", "perplexity", "accuracy", "top_k_accuracy", "ece", "brier",
                             "mean_entropy"}
+        assert res["perplexity"] == pytest.approx(np.exp(res["nll"]), rel=1e-15)
         p = R.softmax(x / T)
         labels = np.arange(x.shape[1])
         assert res["count"] == len(y)
@@ -617,7 +618,13 @@ def test_score_binary_vs_sklearn(weighted, layout):
     xx = x[:, None] if layout == "n1" else x
     yy = y.astype(bool) if layout == "bool" else (y.astype(float) if layout == "1d" else y)
     res = R.score(xx, yy, sample_weight=s)
-    assert set(res) == {"count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"}
+    assert set(res) == {"count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc",
+                        "average_precision", "f1", "precision", "recall"}
+    assert res["average_precision"] == pytest.approx(metrics.average_precision_score(y, x, sample_weight=s),
+                                                     rel=1e-12)
+    for name in ("f1", "precision", "recall"):
+        fn = getattr(metrics, f"{name}_score")
+        assert res[name] == pytest.approx(fn(y, x > 0, sample_weight=s), rel=1e-12), name
     p = 1 / (1 + np.exp(-x))
     assert res["count"] == n
     assert res["nll"] == pytest.approx(metrics.log_loss(y, p, sample_weight=s), rel=1e-10)

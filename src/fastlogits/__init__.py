@@ -29,6 +29,7 @@ from ._post import (
     topk,
 )
 from ._score import fit_temperature, score
+from ._scorer import Scorer
 
 _select_isa_from_env()
 
@@ -57,6 +58,7 @@ else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "Scorer",
     "__version__",
     "bce_with_logits",
     "bce_with_logits_and_grad",

@@ -4,23 +4,34 @@ torchvision's sigmoid focal loss.
 One C pass reads logits and targets (float, bool or integer targets in their own dtype, never
 converted to a float copy), optional ``weight``/``pos_weight`` passed with zero strides along
 their broadcast dimensions (never materialised), and writes the per-element loss and/or the
-gradient. Reduced losses are float64 sums of fixed per-block partials, so they are bitwise the
-same for any thread count.
+gradient.
+
+Reduced losses are order-independent float64 sums (csrc/fl_rsum.h) of the rows' losses: the
+losses of a row of the last axis are added in a fixed order (a function of the row's length)
+and the row sums deposited; the elements of a 1-D array (or of a last axis of length 1) are
+rows of one element each. So the sum is bitwise the same for any thread count and any split of
+the rows (Dask chunks, whose states merge the same way), and for any memory layout.
+
+The reduction's internal interface, shared by the in-memory functions and ``fastlogits.dask``:
+``check`` (one call's or one chunk's arguments as a ``Problem``), ``partial`` (a chunk's
+``BceState``, merged with ``BceState.merge`` in any order), ``finish`` (merged states to the
+reduced loss) and ``losses`` (``reduction="none"``).
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, List, Optional, Tuple, cast
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
-from . import _core
+from . import _core, _rsum
 from ._input import as_array, as_logits, check_out, is_bfloat16, is_float
 from ._layout import make_grid
 
 _REDUCTIONS = ("none", "mean", "sum")
-_BCE, _FOCAL = 0, 1
+BCE, FOCAL = 0, 1  # kernel kinds (fl_bce_opts.kind)
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
@@ -56,8 +67,9 @@ def _as_target(target: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndar
     return t, kernel_view
 
 
-def _target_error(t: np.ndarray) -> ValueError:
-    """The error naming the first (C order) invalid target and its position."""
+def _target_error(t: np.ndarray, origin: Sequence[int] = ()) -> ValueError:
+    """The error naming the first (C order) invalid target and its position (offset by
+    ``origin``, the chunk's first index along each axis of the whole target)."""
     if t.dtype.kind in "biu":
         bad = (t != 0) & (t != 1)
         expected = "0 or 1 (integer targets)"
@@ -67,7 +79,8 @@ def _target_error(t: np.ndarray) -> ValueError:
         expected = "values in [0, 1] (float targets)"
     pos = np.unravel_index(int(np.argmax(bad)), t.shape) if t.ndim else ()
     value = t[pos] if t.ndim else t[()]
-    return ValueError(f"target: expected {expected}, got {value!r} at position {tuple(int(i) for i in pos)}")
+    where = tuple(int(i) + int(o) for i, o in zip(pos, origin)) if origin else tuple(int(i) for i in pos)
+    return ValueError(f"target: expected {expected}, got {value!r} at position {where}")
 
 
 def _as_weight(weight: Any, name: str, shape: Tuple[int, ...], dtype: np.dtype) -> Optional[np.ndarray]:
@@ -123,59 +136,133 @@ def _grad_target(grad_out: Any, x: np.ndarray, inputs: List[Optional[np.ndarray]
     return user, None
 
 
-def _run(kind: int, logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any,
-         want_grad: bool, grad_out: Any, alpha: float = -1.0, gamma: float = 0.0) -> Any:
+@dataclass
+class Problem:
+    """Checked arguments of one call (or of one chunk of it), as the kernel reads them."""
+
+    kind: int
+    x: np.ndarray                 # logits (a 0-d input as shape (1,))
+    t_user: np.ndarray            # the target as given (for error messages)
+    t: np.ndarray                 # the target as the kernel reads it
+    w: Optional[np.ndarray]       # weight, broadcast to x (zero strides)
+    pw: Optional[np.ndarray]      # pos_weight, likewise
+    reduction: str
+    alpha: float
+    gamma: float
+    scalar: bool                  # the logits were 0-d
+
+    @property
+    def per_element(self) -> bool:
+        """Rows of one element: a 1-D input or a last axis of length 1."""
+        return self.x.ndim <= 1 or self.x.shape[-1] == 1
+
+
+@dataclass
+class BceState:
+    """The sum of the losses of some elements (an order-independent sum state) and their
+    count; the state of all rows is the merge of the states of any split of them."""
+
+    sum: np.ndarray   # (_rsum.WORDS,) int64
+    n: int
+
+    @classmethod
+    def empty(cls) -> "BceState":
+        return cls(_rsum.empty(), 0)
+
+    def merge(self, other: "BceState") -> "BceState":
+        return BceState(_rsum.merge(self.sum, other.sum), self.n + other.n)
+
+
+def check(kind: int, logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any,
+          alpha: float = -1.0, gamma: float = 0.0) -> Problem:
+    """The arguments checked and laid out as the kernel reads them (the arrays may be
+    stand-ins of the right shapes and dtypes, to check a call's arguments)."""
     reduction = _check_reduction(reduction)
     x = as_logits(logits, "logits")
     t_user, t = _as_target(target, x.shape)
     cdt = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
     w = _as_weight(weight, "weight", x.shape, cdt)
     pw = _as_weight(pos_weight, "pos_weight", x.shape, cdt)
-    grad: Optional[np.ndarray] = None
-    user_grad: Optional[np.ndarray] = None
-    if want_grad:
-        grad, user_grad = _grad_target(grad_out, x, [t, w, pw])
-    elif grad_out is not None:
-        raise TypeError("grad_out: only the *_and_grad functions take it")
     scalar = x.ndim == 0
     if scalar:
         x, t = x.reshape(1), t.reshape(1)
         w = None if w is None else w.reshape(1)
         pw = None if pw is None else pw.reshape(1)
-    loss = np.empty_like(x) if reduction == "none" else None
-    n = x.size
-    total = 0.0
-    if n:
-        scale = 1.0 / n if reduction == "mean" else 1.0
-        g1 = None if grad is None else grad.reshape(x.shape)
-        ops = [a for a in (x, t, w, pw, loss, g1) if a is not None]
-        n_out = (loss is not None) + (g1 is not None)
-        ax = _grid_axis(x)
-        gr = make_grid(ops, ax, x.shape[ax], n_outputs=n_out)
-        it = iter(gr.specs)
-        sx, sy = next(it), next(it)
-        sw = next(it) if w is not None else None
-        spw = next(it) if pw is not None else None
-        sl = next(it) if loss is not None else None
-        sg = next(it) if g1 is not None else None
-        prevalidate = user_grad is None and grad_out is not None
-        try:
-            if prevalidate:
-                _core.check_binary_target(sy, gr.grid)
-            total = _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, kind, alpha, gamma, scale, not prevalidate)
-        except _core.BadTargetError:
-            raise _target_error(t_user) from None
-        gr.finish()
-    if user_grad is not None and grad is not None:
+    return Problem(kind, x, t_user, t, w, pw, reduction, alpha, gamma, scalar)
+
+
+def _kernel(p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray], total: Optional[np.ndarray],
+            check_first: bool, origin: Sequence[int] = ()) -> None:
+    """One kernel call over p's elements (none: nothing to do). ``check_first`` validates every
+    target before anything is written (for an in-place gradient); an invalid target raises the
+    error naming its position (offset by ``origin``)."""
+    x = p.x
+    if not x.size:
+        return
+    scale = 1.0 / x.size if p.reduction == "mean" else 1.0
+    g1 = None if grad is None else grad.reshape(x.shape)
+    ops = [a for a in (x, p.t, p.w, p.pw, loss, g1) if a is not None]
+    n_out = (loss is not None) + (g1 is not None)
+    # rows of the last axis (fixed-order sums); rows of one element in the grid's longest runs
+    ax = _grid_axis(x) if p.per_element else x.ndim - 1
+    gr = make_grid(ops, ax, x.shape[ax], n_outputs=n_out)
+    it = iter(gr.specs)
+    sx, sy = next(it), next(it)
+    sw = next(it) if p.w is not None else None
+    spw = next(it) if p.pw is not None else None
+    sl = next(it) if loss is not None else None
+    sg = next(it) if g1 is not None else None
+    try:
+        if check_first:
+            _core.check_binary_target(sy, gr.grid)
+        _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, p.kind, p.alpha, p.gamma, scale, not check_first,
+                  total, p.per_element)
+    except _core.BadTargetError:
+        raise _target_error(p.t_user, origin) from None
+    gr.finish()
+
+
+def partial(p: Problem, origin: Sequence[int] = ()) -> BceState:
+    """The state of p's elements (a chunk); a ValueError for an invalid target names its
+    position in the whole target when ``origin`` gives the chunk's first index there."""
+    total = _rsum.empty()
+    _kernel(p, None, None, total, False, origin)
+    return BceState(total, int(p.x.size))
+
+
+def finish(p: Problem, state: BceState) -> float:
+    """The reduced loss of ``p.reduction`` ("sum" or "mean") from the merged state."""
+    total = float(_rsum.value(state.sum))
+    if p.reduction == "sum":
+        return total
+    return total / state.n if state.n else math.nan
+
+
+def losses(p: Problem, origin: Sequence[int] = ()) -> Any:
+    """The per-element losses (``reduction="none"``), errors positioned as in :func:`partial`."""
+    loss = np.empty_like(p.x)
+    _kernel(p, loss, None, None, False, origin)
+    return loss[0] if p.scalar else loss
+
+
+def _run(p: Problem, want_grad: bool, grad_out: Any) -> Any:
+    if not want_grad:
+        if grad_out is not None:
+            raise TypeError("grad_out: only the *_and_grad functions take it")
+        return losses(p) if p.reduction == "none" else finish(p, partial(p))
+    grad, user_grad = _grad_target(grad_out, p.x.reshape(p.t_user.shape) if p.scalar else p.x,
+                                   [p.t, p.w, p.pw])
+    loss = np.empty_like(p.x) if p.reduction == "none" else None
+    total = None if loss is not None else _rsum.empty()
+    _kernel(p, loss, grad, total, user_grad is None and grad_out is not None)
+    if user_grad is not None:
         np.copyto(user_grad, grad)
         grad = user_grad
-    if loss is not None:  # reduction == "none"
-        value: Any = loss[0] if scalar else loss
-    elif reduction == "sum":
-        value = float(total)
+    if loss is not None:
+        value: Any = loss[0] if p.scalar else loss
     else:
-        value = float(total) / n if n else math.nan
-    return (value, grad) if want_grad else value
+        value = finish(p, BceState(cast(np.ndarray, total), int(p.x.size)))
+    return value, grad
 
 
 def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight: Any = None,
@@ -201,7 +288,9 @@ def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight:
         are used in the compute dtype (float32, float64 for float64 logits).
     reduction : {"mean", "sum", "none"}
         ``"mean"`` divides the sum by the number of elements (nan for no elements). Reduced
-        losses are Python floats accumulated in float64.
+        losses are Python floats: order-independent float64 sums of the rows' losses (each row
+        of the last axis added in a fixed order; the elements of a 1-D array one by one), the
+        same bitwise for every thread count, memory layout and Dask chunking.
 
     Returns
     -------
@@ -216,7 +305,7 @@ def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight:
     >>> fl.bce_with_logits([[0.0, 3.0]], [[1.0, 0.0]], pos_weight=[2.0, 1.0], reduction="none").round(4).tolist()
     [[1.3863, 3.0486]]
     """
-    return _run(_BCE, logits, target, weight, pos_weight, reduction, False, None)
+    return _run(check(BCE, logits, target, weight, pos_weight, reduction), False, None)
 
 
 def bce_with_logits_and_grad(logits: Any, target: Any, *, weight: Any = None, pos_weight: Any = None,
@@ -247,7 +336,7 @@ def bce_with_logits_and_grad(logits: Any, target: Any, *, weight: Any = None, po
     >>> round(loss, 6), grad.round(6).tolist()
     (0.44019, [-0.119203, 0.268941])
     """
-    return cast(Tuple[Any, np.ndarray], _run(_BCE, logits, target, weight, pos_weight, reduction, True, grad_out))
+    return cast(Tuple[Any, np.ndarray], _run(check(BCE, logits, target, weight, pos_weight, reduction), True, grad_out))
 
 
 def _focal_params(alpha: Any, gamma: Any) -> Tuple[float, float]:
@@ -294,7 +383,7 @@ def sigmoid_focal_loss(logits: Any, target: Any, *, alpha: float = 0.25, gamma: 
     0.011446
     """
     a, g = _focal_params(alpha, gamma)
-    return _run(_FOCAL, logits, target, None, None, reduction, False, None, a, g)
+    return _run(check(FOCAL, logits, target, None, None, reduction, a, g), False, None)
 
 
 def sigmoid_focal_loss_and_grad(logits: Any, target: Any, *, alpha: float = 0.25, gamma: float = 2.0,
@@ -325,4 +414,4 @@ def sigmoid_focal_loss_and_grad(logits: Any, target: Any, *, alpha: float = 0.25
     (0.017444, [-0.001218, 0.039436])
     """
     a, g = _focal_params(alpha, gamma)
-    return cast(Tuple[Any, np.ndarray], _run(_FOCAL, logits, target, None, None, reduction, True, grad_out, a, g))
+    return cast(Tuple[Any, np.ndarray], _run(check(FOCAL, logits, target, None, None, reduction, a, g), True, grad_out))

@@ -4,29 +4,49 @@ One C kernel (csrc/fl_ce.c) computes per row the logsumexp, the loss and, when a
 gradient, reading each row once and writing the gradient once; no N x C temporary (log-softmax
 or one-hot) is ever made. This module checks the arguments, lays the operands on the kernel's
 row grid (any class axis, any strides) and turns the kernel's sums into the reduced loss.
+
+The reduction's internal interface, shared by the in-memory functions and ``fastlogits.dask``:
+``check`` (the arguments of one call, or of one chunk of rows, checked: a ``Problem``),
+``partial`` (a chunk's ``CeState``: order-independent sums, merged with ``CeState.merge`` in any
+order) and ``finish`` (merged states to the reduced loss); ``losses`` gives the per-row losses.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _rsum
 from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, normalize_axis
 from ._layout import make_grid, with_axis
 
 _REDUCTIONS = ("none", "mean", "sum")
 _INT64_MAX = np.iinfo(np.int64).max
 _NATIVE_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
-# the kernel's sums (ce_sum, z_sum, d1, d2, n_valid, first_bad), as _core.cross_entropy returns them
-_Sums = Tuple[float, float, float, float, float, int]
 
 
 @dataclass
-class _Problem:
-    """Checked arguments of one call."""
+class CeState:
+    """The sums of a cross-entropy over some rows: order-independent sum states (``sums``:
+    ce, z, d1, d2, see fl_ce_result in fastlogits.h) and the count of valid rows. The state of
+    all rows is the merge of the states of any split of them, in any order, bitwise."""
+
+    sums: np.ndarray   # (4, _rsum.WORDS) int64
+    n_valid: int
+
+    @classmethod
+    def empty(cls) -> "CeState":
+        return cls(_rsum.empty(4), 0)
+
+    def merge(self, other: "CeState") -> "CeState":
+        return CeState(_rsum.merge(self.sums, other.sums), self.n_valid + other.n_valid)
+
+
+@dataclass
+class Problem:
+    """Checked arguments of one call (or of one chunk of its rows)."""
 
     x: np.ndarray                 # logits
     axis: int
@@ -122,8 +142,10 @@ def _float64_operand(obj: Any, shape: Tuple[int, ...], name: str, what: str) -> 
     return np.require(a, np.float64, ["A"])  # the kernel reads aligned doubles
 
 
-def _problem(logits: Any, target: Any, axis: int, weight: Any, sample_weight: Any, ignore_index: int,
-             reduction: str, label_smoothing: float, z_loss: float) -> _Problem:
+def check(logits: Any, target: Any, axis: int, weight: Any, sample_weight: Any, ignore_index: int,
+          reduction: str, label_smoothing: float, z_loss: float) -> Problem:
+    """The arguments of cross_entropy checked and converted as the kernel reads them (the
+    arrays may be stand-ins of the right shapes and dtypes, to check a call's arguments)."""
     eps, z, ignore = _check_options(reduction, label_smoothing, z_loss, ignore_index)
     x = as_logits(logits, "logits")
     if x.ndim == 0:
@@ -138,7 +160,7 @@ def _problem(logits: Any, target: Any, axis: int, weight: Any, sample_weight: An
     if sample_weight is not None:
         row_shape = x.shape[:ax] + x.shape[ax + 1 :]
         s = _float64_operand(sample_weight, row_shape, "sample_weight", "the target's row shape")
-    return _Problem(x, ax, t, index, w, s, ignore, reduction, eps, z)
+    return Problem(x, ax, t, index, w, s, ignore, reduction, eps, z)
 
 
 def _div(a: float, b: float) -> float:
@@ -152,11 +174,14 @@ def _div(a: float, b: float) -> float:
         return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
-def _raise_bad_index(p: _Problem, flat_row: int) -> None:
-    pos = tuple(int(i) for i in np.unravel_index(flat_row, p.target.shape))
+def _raise_bad_index(p: Problem, flat_row: int, origin: Sequence[int]) -> None:
+    """IndexError for the class index of row ``flat_row``; ``origin`` (the chunk's first index
+    along each axis of the whole target) makes the message name its position there."""
+    local = tuple(int(i) for i in np.unravel_index(flat_row, p.target.shape))
+    pos = tuple(i + int(o) for i, o in zip(local, origin)) if origin else local
     n_classes = p.x.shape[p.axis]
     raise IndexError(
-        f"target: class index {int(p.target[pos])} at position {pos} is out of range [0, {n_classes}) "
+        f"target: class index {int(p.target[local])} at position {pos} is out of range [0, {n_classes}) "
         f"and is not ignore_index={p.ignore_index}"
     )
 
@@ -164,7 +189,7 @@ def _raise_bad_index(p: _Problem, flat_row: int) -> None:
 class _Run:
     """The operands of a kernel call laid on one row grid."""
 
-    def __init__(self, p: _Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray]):
+    def __init__(self, p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray]):
         ax = p.axis
         t = with_axis(p.target, ax) if p.index else p.target
         inputs = [p.x, t]
@@ -184,59 +209,62 @@ class _Run:
         self.loss = rest.pop(0) if loss is not None else None
         self.grad = rest.pop(0) if grad is not None else None
 
-    def call(self, with_outputs: bool, scale_ce: float = 1.0, scale_z: float = 1.0) -> _Sums:
+    def call(self, with_outputs: bool, scale_ce: float = 1.0, scale_z: float = 1.0,
+             origin: Sequence[int] = ()) -> CeState:
+        """The kernel over the rows; ``with_outputs`` False only checks the class indices and
+        sums the denominators (no logit is read)."""
         p = self.p
-        r = _core.cross_entropy(
+        sums, n_valid, first_bad = _core.cross_entropy(
             self.x, self.t, self.s,
             self.loss if with_outputs else None, self.grad if with_outputs else None,
             self.layout.grid, p.weight, p.ignore_index, p.label_smoothing, p.z_loss,
             scale_ce, scale_z, not with_outputs,
         )
-        if r[5] >= 0:
-            _raise_bad_index(p, r[5])
+        if first_bad >= 0:
+            _raise_bad_index(p, first_bad, origin)
         if with_outputs:
             self.layout.finish()
-        return r
+        return CeState(sums, n_valid)
 
 
-def _prob_denominator(p: _Problem) -> float:
-    """Under "mean", probability targets divide by the sum of the sample weights (rows).
-    With no classes it is NaN, as PyTorch's (which divides by numel / C = 0 / 0)."""
-    if p.x.shape[p.axis] == 0:
-        return math.nan
-    if p.sample_weight is None:
-        return float(math.prod(p.row_shape))
-    return float(np.sum(p.sample_weight))
+def partial(p: Problem, origin: Sequence[int] = ()) -> CeState:
+    """The state of the rows of ``p`` (a chunk); an IndexError names the position of a bad
+    class index in the whole target when ``origin`` gives the chunk's first index there."""
+    return _Run(p, None, None).call(True, origin=origin)
 
 
-def _reduced(p: _Problem, r: _Sums) -> float:
-    ce_sum, z_sum, d1, d2, n_valid, _ = r
+def finish(p: Problem, state: CeState) -> float:
+    """The reduced loss of ``p.reduction`` from the merged state of all rows."""
+    ce, z, d1, d2 = _rsum.value(state.sums)
     if p.reduction == "sum":
-        return float(ce_sum + z_sum)
-    if not p.index:
-        d1 = d2 = _prob_denominator(p)
-        n_valid = math.prod(p.row_shape)
-    if n_valid == 0:
+        return float(ce + z)
+    if state.n_valid == 0 or (not p.index and p.x.shape[p.axis] == 0):
+        # no valid row; or probability targets over no classes, where PyTorch's mean divides
+        # numel / C = 0 / 0
         return math.nan
-    loss = _div(ce_sum, d1)
+    loss = _div(ce, d1)
     if p.z_loss > 0:
-        loss += _div(z_sum, d2)
+        loss += _div(z, d2)
     return loss
 
 
-def _grad_scales(p: _Problem, run: _Run) -> Tuple[float, float]:
+def losses(p: Problem, origin: Sequence[int] = ()) -> Any:
+    """The per-row losses (``reduction="none"``), errors positioned as in :func:`partial`."""
+    loss = _loss_array(p)
+    _Run(p, loss, None).call(True, origin=origin)
+    return _unwrap(loss)
+
+
+def _grad_scales(p: Problem, run: _Run) -> Tuple[float, float]:
     """Factors of the cross-entropy and z-loss parts of the gradient: 1/D1 and 1/D2 under
     "mean" (which needs the denominators before any gradient row is written), else 1."""
     if p.reduction != "mean":
         return 1.0, 1.0
-    if p.index:
-        _, _, d1, d2, _, _ = run.call(False)
-    else:
-        d1 = d2 = _prob_denominator(p)
+    _, _, d1, d2 = _rsum.value(run.call(False).sums)
     return _div(1.0, d1), _div(1.0, d2)
 
 
-def _grad_target(p: _Problem, grad_out: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+def _grad_target(p: Problem, grad_out: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """(the array returned as the gradient, the array the kernel writes). They differ when
     grad_out overlaps an input other than exactly the logits (in place)."""
     if grad_out is None:
@@ -253,7 +281,7 @@ def _grad_target(p: _Problem, grad_out: Optional[np.ndarray]) -> Tuple[np.ndarra
     return g, g
 
 
-def _loss_array(p: _Problem) -> np.ndarray:
+def _loss_array(p: Problem) -> np.ndarray:
     return np.empty(p.row_shape, dtype=p.x.dtype)
 
 
@@ -300,8 +328,9 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
         Class index whose rows contribute neither loss nor gradient.
     reduction : {"mean", "sum", "none"}, default "mean"
         ``"none"`` returns the per-row losses (the row shape, the logits' dtype; a NumPy
-        scalar for 1-D logits); ``"mean"``/``"sum"`` return a Python float accumulated in
-        float64 (bitwise the same for every thread count).
+        scalar for 1-D logits); ``"mean"``/``"sum"`` return a Python float: the rows' values
+        are summed in order-independent float64 sums (csrc/fl_rsum.h), so the result is
+        bitwise the same for every thread count and every split of the rows (Dask chunks).
     label_smoothing : float in [0, 1], default 0
     z_loss : float >= 0, default 0
 
@@ -329,10 +358,8 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     >>> fl.cross_entropy(logits, np.array([0, -100]), reduction="none").round(6).tolist()
     [0.127097, 0.0]
     """
-    p = _problem(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss)
-    loss = _loss_array(p) if reduction == "none" else None
-    r = _Run(p, loss, None).call(True)
-    return _unwrap(loss) if loss is not None else _reduced(p, r)
+    p = check(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss)
+    return losses(p) if p.reduction == "none" else finish(p, partial(p))
 
 
 def cross_entropy_and_grad(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
@@ -371,14 +398,14 @@ def cross_entropy_and_grad(logits: Any, target: Any, *, axis: int = -1, weight: 
     >>> round(loss, 6), grad.round(4).tolist()
     (0.127097, [[-0.1194, 0.0976, 0.0218]])
     """
-    p = _problem(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss)
+    p = check(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss)
     loss = _loss_array(p) if reduction == "none" else None
     grad, written = _grad_target(p, grad_out)
     run = _Run(p, loss, written)
     scale_ce, scale_z = _grad_scales(p, run)
     if p.index and p.reduction != "mean":
         run.call(False)  # validate the class indices before the gradient is written
-    r = run.call(True, scale_ce, scale_z)
+    state = run.call(True, scale_ce, scale_z)
     if written is not grad:
         np.copyto(grad, written)
-    return (_unwrap(loss) if loss is not None else _reduced(p, r)), grad
+    return (_unwrap(loss) if loss is not None else finish(p, state)), grad

@@ -3,8 +3,9 @@
 An operand spec is ``(array, dtype_code, s0, s1, sc)`` as built by ``fastlogits._layout``;
 a grid is ``(n0, n1, c)``. Kernels return None and raise the exception of their non-zero
 status (``status_error``: ``MemoryError`` when their scratch cannot be allocated,
-``BadTargetError`` for an invalid binary target); ``bce`` returns its total,
-``cross_entropy`` its sums (``_CeSums``), and ``score`` adds its sums to ``acc``.
+``BadTargetError`` for an invalid binary target); ``cross_entropy`` returns its sum states
+(``_CeSums``), ``bce`` sets a sum state and ``score`` merges its sum states into ``acc``
+(states: see ``fastlogits._rsum``).
 """
 from typing import Any, Dict, Optional, Tuple
 
@@ -12,8 +13,8 @@ import numpy as np
 
 _Spec = Tuple[np.ndarray, int, int, int, int]
 _Grid = Tuple[int, int, int]
-# cross_entropy's sums: (ce_sum, z_sum, d1, d2, n_valid, first_bad), see fl_ce_result
-_CeSums = Tuple[float, float, float, float, float, int]
+# cross_entropy's result: ((4, RSUM_WORDS) sum states ce, z, d1, d2; n_valid; first_bad), see fl_ce_result
+_CeSums = Tuple[np.ndarray, int, int]
 
 class BadTargetError(ValueError): ...
 
@@ -46,7 +47,9 @@ def bce(
     gamma: float,
     grad_scale: float,
     check_target: bool,
-) -> float: ...
+    total: Optional[np.ndarray],
+    per_element: bool,
+) -> None: ...
 def check_binary_target(y: _Spec, grid: _Grid) -> None: ...
 def cross_entropy(
     x: _Spec,
@@ -73,10 +76,21 @@ def score(
     k: int,
     bins: int,
     temperature: float,
-    period: int,
-    block_rows: int,
+    sums: int,
     acc: np.ndarray,
+    ignore_index: int,
+    per_class: int,
+    auc_bins: int,
+    cm: Optional[np.ndarray],
+    cmw: Optional[np.ndarray],
+    pc: Optional[np.ndarray],
 ) -> None: ...
+RSUM_WORDS: int
+
+def rsum_check(states: np.ndarray) -> int: ...
+def rsum_merge(into: np.ndarray, other: np.ndarray) -> None: ...
+def rsum_value(states: np.ndarray, out: np.ndarray) -> None: ...
+def rsum_add(state: np.ndarray, values: np.ndarray) -> None: ...
 def isa_name() -> str: ...
 def isa_best() -> str: ...
 def isa_select(name: str) -> int: ...

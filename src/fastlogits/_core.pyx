@@ -8,6 +8,7 @@ non-zero status becomes the exception of ``_STATUS_ERRORS``.
 """
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -42,9 +43,12 @@ cdef extern from "fastlogits.h":
         double gamma
         double grad_scale
         int check_target
+        int per_element
+    ctypedef struct fl_rsum:
+        int64_t w[8]
     int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw,
                const fl_arr *loss, const fl_arr *grad, fl_grid g, const fl_bce_opts *o,
-               double *total) nogil
+               fl_rsum *total) nogil
     int fl_check_binary_target(const fl_arr *y, fl_grid g) nogil
     ctypedef struct fl_ce_args:
         fl_arr x
@@ -60,11 +64,11 @@ cdef extern from "fastlogits.h":
         double grad_scale_z
         int targets_only
     ctypedef struct fl_ce_result:
-        double ce_sum
-        double z_sum
-        double d1
-        double d2
-        double n_valid
+        fl_rsum ce
+        fl_rsum z
+        fl_rsum d1
+        fl_rsum d2
+        int64_t n_valid
         int64_t first_bad
     int fl_cross_entropy(const fl_ce_args *args, fl_grid g, fl_ce_result *res) nogil
     ctypedef struct fl_score_opts:
@@ -73,10 +77,19 @@ cdef extern from "fastlogits.h":
         int64_t k
         int64_t bins
         double temperature
-        int64_t period
-        int64_t block_rows
+        int64_t sums
+        int64_t ignore_index
+        int32_t per_class
+        int64_t auc_bins
+        int64_t *cm
+        fl_rsum *cmw
+        fl_rsum *pc
     int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
-                 const fl_score_opts *o, double *acc) nogil
+                 const fl_score_opts *o, fl_rsum *acc) nogil
+    void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n) nogil
+    void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n) nogil
+    void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride) nogil
+    int64_t fl_rsum_check_n(const fl_rsum *s, int64_t n) nogil
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
@@ -227,9 +240,10 @@ def math_probe(str what, int64_t reps):
 
 
 def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha, double gamma,
-        double grad_scale, bint check_target):
-    """Binary loss kernel; w, pw, loss, grad are specs or None. Returns the total loss;
-    BadTargetError when a target is invalid."""
+        double grad_scale, bint check_target, total, bint per_element):
+    """Binary loss kernel; w, pw, loss, grad are specs or None; ``total`` a C-contiguous int64
+    sum state (RSUM_WORDS) to set to the losses' sum, or None. BadTargetError when a target is
+    invalid."""
     cdef fl_arr cx = _operand(x), cy = _operand(y), cw, cpw, cl, cg
     cdef fl_arr *pw_ = NULL
     cdef fl_arr *w_ = NULL
@@ -254,12 +268,14 @@ def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha,
     o.gamma = gamma
     o.grad_scale = grad_scale
     o.check_target = check_target
-    cdef double total = 0.0
+    o.per_element = per_element
+    cdef fl_rsum *t_ = NULL
+    if total is not None:
+        t_ = <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>total)
     cdef int st
     with nogil:
-        st = fl_bce(&cx, &cy, w_, pw_, l_, g_, g, &o, &total)
+        st = fl_bce(&cx, &cy, w_, pw_, l_, g_, g, &o, t_)
     _check(st)
-    return total
 
 
 def check_binary_target(tuple y, tuple grid):
@@ -287,7 +303,8 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
                   double grad_scale_ce, double grad_scale_z, bint targets_only):
     """The fused cross-entropy kernel. Optional operands (sample_weight, loss, grad) are specs
     or None; ``weight`` is a contiguous float64 array of the C classes or None. Returns
-    ``(ce_sum, z_sum, d1, d2, n_valid, first_bad)`` (see fastlogits.h)."""
+    ``(sums, n_valid, first_bad)``: sums is a (4, RSUM_WORDS) int64 array of the sum states
+    ce, z, d1, d2 (see fl_ce_result in fastlogits.h)."""
     cdef fl_ce_args a
     cdef fl_ce_result r
     cdef cnp.ndarray w
@@ -311,14 +328,22 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
     with nogil:
         st = fl_cross_entropy(&a, g, &r)
     _check(st)
-    return (r.ce_sum, r.z_sum, r.d1, r.d2, r.n_valid, r.first_bad)
+    cdef cnp.npy_intp dims[2]
+    dims[0] = 4
+    dims[1] = 8
+    cdef cnp.ndarray sums = cnp.PyArray_ZEROS(2, dims, cnp.NPY_INT64, 0)
+    memcpy(cnp.PyArray_DATA(sums), &r.ce, 4 * sizeof(fl_rsum))
+    return sums, r.n_valid, r.first_bad
 
 
 def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
-          int64_t bins, double temperature, int64_t period, int64_t block_rows,
-          cnp.ndarray acc):
-    """Add a chunk's weighted sums to ``acc`` (C-contiguous float64, 2*(7+3*bins) values);
-    ``weight`` is a spec or None (weights of 1)."""
+          int64_t bins, double temperature, int64_t sums, cnp.ndarray acc, int64_t ignore_index,
+          int per_class, int64_t auc_bins, cm, cmw, pc):
+    """Merge a chunk's weighted sums into ``acc`` (C-contiguous int64 sum states,
+    (10 + 3*bins, RSUM_WORDS)); ``sums`` says which to fill (fl_score_opts); ``weight`` is a
+    spec or None (weights of 1). Per-class sums (``per_class`` bits, fl_score_opts): ``cm``
+    C-contiguous int64 (C, C) counts, ``cmw`` int64 (C, C, RSUM_WORDS) states, ``pc`` int64
+    (C, npc, RSUM_WORDS) states, each None when not used."""
     cdef fl_arr cx = _operand(x), ct = _operand(target), cw
     cdef fl_arr *pw = NULL
     if weight is not None:
@@ -331,13 +356,60 @@ def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, i
     o.k = k
     o.bins = bins
     o.temperature = temperature
-    o.period = period
-    o.block_rows = block_rows
-    cdef double *pacc = <double *>cnp.PyArray_DATA(acc)
+    o.sums = sums
+    o.ignore_index = ignore_index
+    o.per_class = per_class
+    o.auc_bins = auc_bins
+    o.cm = NULL if cm is None else <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>cm)
+    o.cmw = NULL if cmw is None else <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>cmw)
+    o.pc = NULL if pc is None else <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>pc)
+    cdef fl_rsum *pacc = <fl_rsum *>cnp.PyArray_DATA(acc)
     cdef int st
     with nogil:
         st = fl_score(&cx, &ct, pw, g, &o, pacc)
     _check(st)
+
+
+RSUM_WORDS = 8  # FL_RSUM_WORDS
+
+
+def rsum_check(cnp.ndarray states):
+    """Index of the first of the C-contiguous int64 states (n, RSUM_WORDS) that no deposit can
+    have made, or -1."""
+    cdef const fl_rsum *s = <const fl_rsum *>cnp.PyArray_DATA(states)
+    cdef int64_t n = states.size // RSUM_WORDS
+    cdef int64_t r
+    with nogil:
+        r = fl_rsum_check_n(s, n)
+    return r
+
+
+def rsum_merge(cnp.ndarray into, cnp.ndarray other):
+    """into[i] += other[i] for C-contiguous int64 states of one shape (..., RSUM_WORDS)."""
+    cdef fl_rsum *a = <fl_rsum *>cnp.PyArray_DATA(into)
+    cdef const fl_rsum *b = <const fl_rsum *>cnp.PyArray_DATA(other)
+    cdef int64_t n = into.size // RSUM_WORDS
+    with nogil:
+        fl_rsum_merge_n(a, b, n)
+
+
+def rsum_value(cnp.ndarray states, cnp.ndarray out):
+    """out[i] = the sum of state i (C-contiguous states, float64 out of states.size // RSUM_WORDS)."""
+    cdef const fl_rsum *s = <const fl_rsum *>cnp.PyArray_DATA(states)
+    cdef double *o = <double *>cnp.PyArray_DATA(out)
+    cdef int64_t n = out.size
+    with nogil:
+        fl_rsum_value_n(s, o, n)
+
+
+def rsum_add(cnp.ndarray state, cnp.ndarray values):
+    """Deposit the float64 1-D ``values`` (any stride) into one C-contiguous state."""
+    cdef fl_rsum *s = <fl_rsum *>cnp.PyArray_DATA(state)
+    cdef const double *x = <const double *>cnp.PyArray_DATA(values)
+    cdef int64_t n = values.shape[0]
+    cdef int64_t stride = values.strides[0] // 8 if n > 1 else 1
+    with nogil:
+        fl_rsum_add_n(s, x, n, stride)
 
 
 def isa_name():

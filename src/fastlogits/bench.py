@@ -39,6 +39,8 @@ STANDARD_SHAPES = [(8192, 1000), (1_000_000, 10), (65536, 2), (4096, 32000), (51
 BINARY_SHAPES = [(4096, 4096), (65536, 1000)]
 # masked logits (three classes in four at -inf, as a constrained vocabulary leaves them)
 MASKED_SHAPES = [(4096, 32000)]
+# fl.score with and without the per-class block on a large multiclass shape (400 MB of float32)
+SCORE_SHAPES = [(100_000, 1000)]
 QUICK_SHAPES = [(8192, 1000), (1_000_000, 10), (512, 32000)]
 # half-precision logits: these operations again on float16 and bfloat16 ("<name>/f16",
 # "<name>/bf16"), to set against their float32 rows of the same shape
@@ -91,7 +93,7 @@ class Op:
     bandwidth bounds it ("read": loss-only work; "copy": an output as large as the input)."""
 
     name: str
-    targets: str                                    # "none", "class", "masked", "binary"
+    targets: str                                    # "none", "class", "masked", "binary", "scored"
     bound: str                                      # "read" or "copy"
     fast: Callable[[Data], Any]
     fast_warm: Optional[Callable[[Data], Any]]
@@ -245,6 +247,15 @@ def _ops() -> Dict[str, Op]:
         lambda d: ref.sigmoid_focal_loss_and_grad(d.x, d.target),
         peers(torch=torch and (lambda d: _torch_fwd_bwd(torch, d, lambda t: _torch_focal(torch, t, d.torch_target)))),
         _close(1e-5)))
+    ops.append(Op(
+        "score", "scored", "read",
+        lambda d: (fl.score(d.x, d.target, metrics="accuracy")["accuracy"],), None,
+        lambda d: (_accuracy_f1(d)[0],), {}, _close(1e-9)))
+    ops.append(Op(
+        "score_per_class", "scored", "read",
+        lambda d: _per_class_pair(fl.score(d.x, d.target, per_class=True)), None, _accuracy_f1,
+        peers(torchmetrics=_torchmetrics_per_class() if torch else None, sklearn=_sklearn_per_class()),
+        _close(1e-9)))
     by_name = {op.name: op for op in ops}
     for name in HALF_OPS:
         for tag, dtype in HALF_DTYPES.items():
@@ -264,6 +275,59 @@ def _torch_focal(torch: Any, x: Any, y: Any, alpha: float = 0.25, gamma: float =
     loss = ce * (1 - p_t) ** gamma
     loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
     return loss.mean()
+
+
+def _per_class_pair(r: Dict[str, Any]) -> Tuple[float, float]:
+    return r["accuracy"], r["macro_f1"]
+
+
+def _accuracy_f1(d: Data) -> Tuple[float, float]:
+    """Accuracy and macro F1 of the argmax, from a NumPy confusion matrix (the check)."""
+    c = d.x.shape[1]
+    assert d.target is not None
+    cm = np.bincount(d.target * c + ref.predict(d.x), minlength=c * c).reshape(c, c).astype(np.float64)
+    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    present = (support + predicted) > 0
+    return float(tp.sum() / cm.sum()), float(f1[present].mean())
+
+
+def _torchmetrics_per_class() -> Optional[Callable[[Data], Any]]:
+    """torchmetrics' MulticlassAccuracy + ConfusionMatrix + CalibrationError + F1 fed the same
+    chunks as fl.score (about 32 MiB of logits each), or None without torchmetrics."""
+    try:
+        import torch
+        import torchmetrics.classification as tc
+    except ImportError:
+        return None
+
+    def run(d: Data) -> Tuple[float, float]:
+        n, c = d.x.shape
+        metrics = [tc.MulticlassAccuracy(c, average="micro"), tc.MulticlassF1Score(c, average="macro"),
+                   tc.MulticlassConfusionMatrix(c), tc.MulticlassCalibrationError(c, n_bins=15)]
+        step = max(1, (1 << 25) // (4 * c))
+        for lo in range(0, n, step):
+            p = torch.softmax(d.torch_x[lo:lo + step], -1)
+            for m in metrics:
+                m.update(p, d.torch_target[lo:lo + step])
+        out = [m.compute() for m in metrics]
+        return float(out[0]), float(out[1])
+    return run
+
+
+def _sklearn_per_class() -> Optional[Callable[[Data], Any]]:
+    """scikit-learn's accuracy, confusion matrix and macro F1 of the argmax, or None."""
+    try:
+        import sklearn.metrics as skm
+    except ImportError:
+        return None
+
+    def run(d: Data) -> Tuple[float, float]:
+        pred = np.argmax(d.x, axis=1)
+        skm.confusion_matrix(d.target, pred)
+        return float(skm.accuracy_score(d.target, pred)), float(skm.f1_score(d.target, pred, average="macro"))
+    return run
 
 
 def _k5(d: Data) -> int:
@@ -291,7 +355,8 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
         if op.dtype != "float32":
             shapes = QUICK_SHAPES[-1:] if quick else HALF_SHAPES
         else:
-            shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES}.get(op.targets, class_shapes)
+            shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES, "scored": SCORE_SHAPES}.get(op.targets,
+                                                                                                  class_shapes)
         out.extend((name, s) for s in shapes)
         if op.dtype == "float32" and op.targets != "masked" and arithmetic(name) and not quick:
             out.extend((name, s) for s in CACHE_SHAPES)
@@ -352,7 +417,7 @@ def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(np.float32)
     d = Data(x)
-    if op.targets == "class":
+    if op.targets in ("class", "scored"):
         d.target = rng.integers(0, shape[1], size=shape[0]).astype(np.int64)
     elif op.targets == "masked":
         x[:, np.arange(shape[1]) % 4 != 0] = -np.inf

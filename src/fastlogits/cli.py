@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
@@ -25,6 +24,7 @@ from ._files import PARQUET, ChunkedRows, FileError, open_array, row_chunks
 from ._outputs import TABLES, Field, PredictionOutput, check_text_id_type, output_suffix
 from ._pages import PageReleaser, chunk_rows
 from ._progress import progress_reporter
+from ._scorer import nan_to_none
 from ._signals import Interrupted, signals_as_exceptions
 
 
@@ -98,6 +98,16 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--column", help=_COLUMN)
     p.add_argument("--target-key", help="the targets' array inside an .npz, safetensors, HDF5 or Zarr file")
     p.add_argument("--target-column", help="the targets' column of a Parquet file (by default LOGITS itself)")
+    p.add_argument("--ignore-index", type=int, default=-100, metavar="N",
+                   help="multiclass rows whose target is N count in no metric (default -100: padding)")
+    p.add_argument("--per-class", action="store_true",
+                   help="add the confusion matrix, per-class precision/recall/F1/support, macro/weighted/micro F1, "
+                   "balanced accuracy and classwise ECE (multiclass)")
+    p.add_argument("--auc-bins", type=_positive_int, metavar="B",
+                   help="rank metrics in B probability bins (constant memory) instead of exactly")
+    p.add_argument("--group", metavar="PATH", help="an integer group per row: every metric is also given per group")
+    p.add_argument("--group-key", help="the groups' array inside an .npz, safetensors, HDF5 or Zarr file")
+    p.add_argument("--group-column", metavar="NAME", help="the groups' column of the Parquet LOGITS table")
 
 
 def _run_score(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
@@ -118,19 +128,33 @@ def _run_score(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
     if args.plot and metrics is not None and "ece" not in metrics.split(","):
         metrics = metrics + ",ece"
     k = _top_k(args, logits, target)
+    group = _open_group(args)
     result, task, reliability = score_details(
         logits, target, task=args.task, axis=args.axis, metrics=metrics, k=k, bins=args.bins,
-        temperature=args.temperature, chunk_rows=args.chunk_rows, progress=_progress())
+        temperature=args.temperature, chunk_rows=args.chunk_rows, progress=_progress(),
+        ignore_index=args.ignore_index, per_class=args.per_class, auc_bins=args.auc_bins, group=group)
     if plot is not None:
         with plot as f:
             _plot_reliability(plt, reliability, result.get("ece", float("nan")), f, args.logits)
     if "top_k_accuracy" in result:
         result = {**result, "k": k}
     if args.json:
-        print(json.dumps({"task": task, **{k: _json_value(v) for k, v in result.items()}}, allow_nan=False))
+        print(json.dumps({"task": task, **nan_to_none(result)}, allow_nan=False))
     else:
-        _print_table(task, result)
+        _print_report(task, result)
     return 0
+
+
+def _open_group(args: argparse.Namespace) -> Optional[Union[np.ndarray, ChunkedRows]]:
+    if args.group is not None and args.group_column is not None:
+        raise UsageError("--group and --group-column: give one of them")
+    if args.group_column is not None:
+        return open_array(args.logits, columns=[args.group_column], options=("--group-key", "--group-column"))
+    if args.group is not None:
+        return open_array(args.group, key=args.group_key, options=("--group-key", "--group-column"))
+    if args.group_key is not None:
+        raise UsageError("--group-key names the array inside the --group file; give --group PATH")
+    return None
 
 
 def _top_k(args: argparse.Namespace, logits: Union[np.ndarray, ChunkedRows],
@@ -151,16 +175,43 @@ def _top_k(args: argparse.Namespace, logits: Union[np.ndarray, ChunkedRows],
     return int(args.k)
 
 
-def _json_value(v: Any) -> Any:
-    """Strict JSON: NaN and infinities (no JSON number) become null."""
-    return v if isinstance(v, int) or math.isfinite(v) else None
+def _fmt(value: Any) -> str:
+    return str(value) if isinstance(value, (int, np.integer)) else format(float(value), ".6f")
 
 
-def _print_table(task: str, result: Dict[str, Any]) -> None:
-    width = max(len(k) for k in list(result) + ["task"])
+# the confusion matrix is printed up to this many classes (the JSON output always has it)
+_MAX_PRINTED_CLASSES = 20
+
+
+def _print_report(task: str, result: Dict[str, Any]) -> None:
+    """The scalar metrics as a table, then the per-class table, the confusion matrix (small C)
+    and one row per group."""
+    scalars = {key: v for key, v in result.items() if not isinstance(v, (dict, np.ndarray))}
+    width = max(len(key) for key in list(scalars) + ["task"])
     print(f"{'task':<{width}}  {task}")
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value if isinstance(value, int) else format(value, '.6f')}")
+    for key, value in scalars.items():
+        print(f"{key:<{width}}  {_fmt(value)}")
+    if "per_class" in result:
+        pc = result["per_class"]
+        print("\nper class")
+        print(f"{'class':>6}  {'precision':>10}  {'recall':>10}  {'f1':>10}  {'support':>12}")
+        for c in range(len(pc["f1"])):
+            print(f"{c:>6}  {pc['precision'][c]:>10.6f}  {pc['recall'][c]:>10.6f}  {pc['f1'][c]:>10.6f}  "
+                  f"{pc['support'][c]:>12g}")
+    cm = result.get("confusion_matrix")
+    if cm is not None and len(cm) <= _MAX_PRINTED_CLASSES:
+        print("\nconfusion matrix (rows: true class, columns: predicted class)")
+        cw = max(6, max(len(f"{v:g}") for v in cm.ravel()) if cm.size else 6)
+        print(" " * 6 + "".join(f"  {c:>{cw}}" for c in range(len(cm))))
+        for c, row in enumerate(cm):
+            print(f"{c:>6}" + "".join(f"  {v:>{cw}g}" for v in row))
+    groups = result.get("groups")
+    if groups:
+        names = [key for key in scalars]
+        print("\ngroups")
+        print(f"{'group':>8}" + "".join(f"  {n:>{max(10, len(n))}}" for n in names))
+        for g, sub in groups.items():
+            print(f"{g:>8}" + "".join(f"  {_fmt(sub[n]):>{max(10, len(n))}}" for n in names))
 
 
 def _pyplot() -> Any:

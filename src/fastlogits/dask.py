@@ -13,23 +13,19 @@ What each function returns:
   once on the current Dask scheduler (a ``distributed.Client`` if one is active) and return a
   Python ``float`` (``score``: a ``dict``), like the in-memory functions.
 
-How reductions stay bitwise equal to the in-memory functions: the in-memory kernels sum rows in
-FIXED blocks (their boundaries depend on the shape only) and add the per-block partial sums in
-block order (compensated for ``score`` and ``cross_entropy``, plainly for ``bce_with_logits``).
-Here the rows are rechunked along their first axis so that chunk boundaries fall on block
-boundaries, every task returns the partial sum of each of its blocks (one kernel call per
-block, so each partial is exactly the in-memory one), and the driver adds the partials in block
-order with the kernels' own summation. ``roc_auc`` (and, for probability targets with sample
-weights, the ``"mean"`` denominator ``sum(sample_weight)``) gather one float per row to the
-driver, as the in-memory functions hold them in memory.
+How reductions stay bitwise equal to the in-memory functions: every reduced sum of fastlogits
+is order-independent (csrc/fl_rsum.h): its state, a few int64 words, is the same for any split
+of the rows and any order of merging. Each task computes the partial state of its block of
+rows with the in-memory module's own ``partial`` (any chunking of the row axes; the class axis,
+and for ``bce_with_logits`` the last axis, in one chunk), the driver merges the states and
+finishes them as the in-memory function does. ``roc_auc`` gathers one score, label and weight
+per row (and label) to the driver, as the in-memory function holds them in memory.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,19 +35,15 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
-from . import _bce, _ce, _core, _post, _score
+from . import _bce, _ce, _post, _score
 from ._dask_npy import from_npy
-from ._input import as_array, as_logits, is_bfloat16, normalize_axis
-from ._layout import make_grid
+from ._input import as_array, is_bfloat16, normalize_axis
+from ._scorer import Scorer, check_group
 
 __all__ = [
     "bce_with_logits", "cross_entropy", "entropy", "from_npy", "log_sigmoid", "log_softmax", "logsumexp",
     "predict", "predict_binary", "score", "sigmoid", "softmax", "topk",
 ]
-
-# csrc/fl_rowio.h FL_BLOCK_ELEMS: the kernels' unit of parallel work and of summation order
-_BLOCK_ELEMS = 16384
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 # --------------------------------------------------------------------------- inputs
@@ -271,140 +263,63 @@ def topk(x: Any, k: int, axis: int = -1) -> Tuple["da.Array", "da.Array"]:
     return pair
 
 
-# --------------------------------------------------------------------------- fixed blocks
+# --------------------------------------------------------------------------- reductions
 
-def _aligned_chunks(chunks: Sequence[int], unit: int) -> Tuple[int, ...]:
-    """Chunk lengths near ``chunks`` whose boundaries are multiples of ``unit`` (so they fall on
-    the kernels' block boundaries)."""
-    n = int(sum(chunks))
-    cuts = {int(round(b / unit)) * unit for b in np.cumsum(chunks)[:-1]}
-    edges = [0] + sorted(c for c in cuts if 0 < c < n) + [n]
-    return tuple(int(e) for e in np.diff(edges)) or (n,)
-
-
-def _lead_blocks(arrays: Sequence[Optional["da.Array"]], leads: Sequence[Optional[int]], chunks: Tuple[int, ...]
-                 ) -> List[List[Any]]:
-    """Every array rechunked to ``chunks`` along its lead axis (None: one chunk) and to one
-    chunk along the others, as per-chunk lists of Delayed blocks (None for a missing array)."""
-    out: List[List[Any]] = []
-    for a, lead in zip(arrays, leads):
-        if a is None:
-            out.append([None] * len(chunks))
-            continue
-        spec: Dict[int, Any] = {d: -1 for d in range(a.ndim)}
-        if lead is not None:
-            spec[lead] = chunks
-        blocks = list(a.rechunk(spec).to_delayed().ravel())
-        out.append(blocks if lead is not None else blocks * len(chunks))
-    return [list(per_chunk) for per_chunk in zip(*out)]
+def _blocks(x: "da.Array", ax: Optional[int], operands: Sequence[Tuple[Optional["da.Array"], bool]]
+            ) -> List[Tuple[Tuple[int, ...], List[Any]]]:
+    """For every block of ``x``: its origin (first index along each axis), its Delayed block
+    and those of ``operands`` that match it, each rechunked to x's chunks (``True``: of x's
+    shape) or to those of its row axes (``False``: x's shape without the class axis ``ax``)."""
+    row_chunks = x.chunks if ax is None else x.chunks[:ax] + x.chunks[ax + 1:]
+    delayed = [(x.to_delayed(), True)] + [None if a is None else (a.rechunk(x.chunks if full else row_chunks)
+                                                                  .to_delayed(), full) for a, full in operands]
+    starts = [np.concatenate(([0], np.cumsum(c)[:-1])).astype(int) for c in x.chunks]
+    out = []
+    for idx in np.ndindex(*x.numblocks):
+        rows = idx if ax is None else idx[:ax] + idx[ax + 1:]
+        origin = tuple(int(starts[d][i]) for d, i in enumerate(idx))
+        out.append((origin, [None if d is None else d[0][idx if d[1] else rows] for d in delayed]))
+    return out
 
 
-def _lead_offsets(chunks: Sequence[int]) -> List[int]:
-    return [int(o) for o in np.concatenate(([0], np.cumsum(chunks)[:-1]))]
+def _merged(task: Callable[..., Any], blocks: List[Tuple[Tuple[int, ...], List[Any]]], empty: Any, *args: Any) -> Any:
+    """Run ``task(*blocks, origin, *args)`` on every block on the current scheduler and merge
+    the partial states (in any order: the result does not depend on it)."""
+    fn = dask.delayed(task, pure=True)
+    states = dask.compute(*[fn(*ops, origin, *args) for origin, ops in blocks])
+    return functools.reduce(lambda a, b: a.merge(b), states, empty)
 
 
-def _compensated_total(parts: np.ndarray) -> np.ndarray:
-    """The kernels' Neumaier sum of per-block partials (rows of ``parts``) in block order, one
-    total per column; a total that becomes infinite or NaN is carried without compensation."""
-    m = parts.shape[1]
-    s, comp = np.zeros(m), np.zeros(m)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for v in parts:
-            t = s + v
-            c = np.where(np.abs(s) >= np.abs(v), (s - t) + v, (v - t) + s)
-            comp = np.where(np.isfinite(t), comp + c, comp)
-            s = t
-        return np.where(np.isfinite(s), s + comp, s)
-
-
-def _row_major(a: np.ndarray, ax: int) -> np.ndarray:
-    """Rows of ``a`` (class axis ``ax`` last) as a 2-D array in the kernels' row order (C order
-    of the other axes)."""
-    m = np.moveaxis(a, ax, -1)
-    return m.reshape(-1, m.shape[-1])
-
-
-def _position(flat: int, shape: Tuple[int, ...]) -> Tuple[int, ...]:
-    return tuple(int(i) for i in np.unravel_index(flat, shape))
+def _drop(origin: Tuple[int, ...], ax: int) -> Tuple[int, ...]:
+    return origin[:ax] + origin[ax + 1:]
 
 
 # --------------------------------------------------------------------------- score
 
-@dataclass(frozen=True)
-class _ScoreSpec:
-    """What a score task needs to know about the whole problem."""
-
-    task: str
-    ax: int
-    c: int
-    t_lead: int
-    period: int
-    block_rows: int
-    want_rank: bool
-    k: int
-    bins: int
-    temperature: float
-    want_auc: bool
-
-    @property
-    def mode(self) -> int:
-        return _score._SOFTMAX if self.task == "multiclass" else _score._SIGMOID
-
-
-def _score_block_ranges(n: int, period: int, block_rows: int) -> List[Tuple[int, int]]:
-    """The kernel's blocks (csrc/fl_score.c fl_score_block_range) of rows [0, n)."""
-    return [(r0, min(r0 + block_rows, q + period, n))
-            for q in range(0, n, period) for r0 in range(q, min(q + period, n), block_rows)]
-
-
-def _score_chunk(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], lead_offset: int, s: _ScoreSpec
-                 ) -> Tuple[np.ndarray, Optional[Tuple[Any, ...]]]:
-    """The partial sums (W, the metric sums, the ECE bins) of each of the chunk's blocks, one
-    block per row of the result, plus the scores, labels and weights roc_auc needs."""
-    nsums = _score._NSUMS + 3 * s.bins
-    x = as_logits(x, "logits")
-    if s.mode == _score._SOFTMAX:
-        tk = np.expand_dims(_score._class_indices(t, s.c, lead_offset), s.ax)
-    else:
-        tb = _score._binary_labels(t, lead_offset, s.t_lead)
-        tk = tb if s.task == "multilabel" else np.expand_dims(tb, s.ax)
-    x2, t2 = _row_major(x, s.ax), _row_major(tk, s.ax)
-    w2 = None if w is None else np.ascontiguousarray(w, dtype=np.float64).reshape(-1, 1)
-    ranges = _score_block_ranges(x2.shape[0], s.period, s.block_rows) if x.size else []
-    parts = np.zeros((len(ranges), nsums))
-    for i, (r0, r1) in enumerate(ranges):
-        ops = [x2[r0:r1], t2[r0:r1]] + ([] if w2 is None else [w2[r0:r1]])
-        g = make_grid(ops, 1, s.c)
-        acc = np.zeros(2 * nsums)
-        _core.score(g.specs[0], g.specs[1], None if w2 is None else g.specs[2], g.grid, s.mode, s.want_rank,
-                    s.k, s.bins, s.temperature, r1 - r0, r1 - r0, acc)
-        parts[i] = acc[0::2]  # one Neumaier addition to zero: exactly the block's partial sum
-    auc = (np.array(x2), np.array(t2, dtype=bool), None if w2 is None else w2.reshape(-1).copy()) if s.want_auc else None
-    return parts, auc
-
-
-def _binary_view(x: "da.Array", t: "da.Array", p: "_score._Problem") -> Tuple["da.Array", "da.Array"]:
-    """The dask logits and target reshaped as _score._prepare reshaped their probes."""
-    if p.x.ndim == x.ndim + 1:
-        x = x[..., None]
-    if p.t.ndim != t.ndim:
-        t = da.squeeze(t, axis=p.ax)
-    return x, t
+def _score_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], g: Optional[np.ndarray],
+                origin: Tuple[int, ...], p: "_score.Problem", config: Dict[str, Any]) -> Scorer:
+    """A block's Scorer (pickled back to the driver as its state_dict)."""
+    c = _score.check(x, t, p.task, p.ax, w)
+    scorer = Scorer(**config)
+    scorer._update_problem(c, origin if p.task == "multilabel" else _drop(origin, p.ax), g)
+    return scorer
 
 
 def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
-          k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0) -> Dict[str, Any]:
+          k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0,
+          ignore_index: int = -100, num_classes: Optional[int] = None, per_class: bool = False,
+          auc_bins: Optional[int] = None, group: Any = None) -> Dict[str, Any]:
     """:func:`fastlogits.score` of Dask arrays, computed now on the current Dask scheduler.
 
     Arguments and result as in :func:`fastlogits.score` (the chunking is the Dask arrays'
     own, so there is no ``chunk_rows``; for progress use Dask's diagnostics, e.g.
     ``dask.diagnostics.ProgressBar`` or ``distributed.progress``). ``target`` and
-    ``sample_weight`` may be Dask or NumPy arrays. The result is bitwise equal to
-    ``fastlogits.score`` of the same data in memory: the rows are rechunked along their first
-    axis onto the kernel's block boundaries, every task returns its blocks' partial sums and
-    these are added in block order as the in-memory pass adds them. ``roc_auc`` gathers one
-    score, label and weight per row (and label) to the caller, as the in-memory function keeps
-    them. A class index out of range raises ``IndexError`` naming one offending position.
+    ``sample_weight`` (and ``group``) may be Dask or NumPy arrays. The result is bitwise equal
+    to ``fastlogits.score`` of the same data in memory, for any chunking of the row axes: every
+    task returns the :class:`fastlogits.Scorer` of its block and the driver merges them. The
+    exact ranking metrics (``roc_auc``, ``average_precision`` and their ``_ovr`` forms with
+    ``auc_bins=None``) gather their scores to the caller, as the in-memory function keeps them. A class index out of range raises ``IndexError`` naming one
+    offending position.
 
     Examples
     --------
@@ -418,111 +333,42 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     x = _as_dask(logits, "logits")
     t = _as_dask(target, "target")
     w = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
-    p = _score._prepare(_logits_probe(x), _probe(t), task, axis, _weight_probe(w))
-    names = _score._select_metrics(metrics, p.task, k, p.c if p.task == "multiclass" else 1)
-    bins, temp = _score._check_scalar_args(bins, temperature, None)
-    x, t = _binary_view(x, t, p)
+    g = None if group is None else _as_dask(group, "group")
+    scorer = Scorer(task, num_classes=num_classes, metrics=metrics, k=k, bins=bins, axis=axis,
+                    ignore_index=ignore_index, temperature=temperature, per_class=per_class, auc_bins=auc_bins)
+    p = _score.check(_logits_probe(x), _probe(t), task, axis, _weight_probe(w))
+    if g is not None:
+        check_group(_probe(g), p.row_shape)
+    if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
+        x = x[..., None]
+    if p.t.ndim != t.ndim:
+        t = da.squeeze(t, axis=p.ax)
     _single_class_chunk(x, p.ax, "logits")
-    plan = _score._plan_blocks(p, None)
-    t_lead = p.lead if p.task == "multilabel" else 0
-    spec = _ScoreSpec(p.task, p.ax, p.c, t_lead, plan.period, plan.block_rows,
-                      any(m in names for m in ("accuracy", "top_k_accuracy", "ece")), int(k), bins, temp,
-                      "roc_auc" in names)
-    chunks = _aligned_chunks(x.chunks[p.lead], plan.lead_unit)
-    per_chunk = _lead_blocks([x, t, w], [p.lead, t_lead, 0], chunks)
-    task_fn = dask.delayed(_score_chunk, pure=True)
-    results = dask.compute(*[task_fn(xb, tb, wb, off, spec)
-                             for (xb, tb, wb), off in zip(per_chunk, _lead_offsets(chunks))])
-    parts = np.concatenate([r[0] for r in results]) if results else np.zeros((0, _score._NSUMS + 3 * bins))
-    sums = _score._Sums(_compensated_total(parts), p.n_rows, *_gathered_auc(results, p.c, x.dtype, spec.want_auc))
-    return _score._results(p, names, sums)
-
-
-def _gathered_auc(results: Sequence[Tuple[Any, ...]], c: int, dtype: np.dtype, want: bool) -> Tuple[Any, ...]:
-    if not want:
-        return None, None, None
-    aucs = [r[1] for r in results]
-    s = np.concatenate([a[0] for a in aucs]) if aucs else np.zeros((0, c), dtype)
-    y = np.concatenate([a[1] for a in aucs]) if aucs else np.zeros((0, c), bool)
-    w = np.concatenate([a[2] for a in aucs]) if aucs and aucs[0][2] is not None else None
-    return s, y, w
+    blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False), (g, False)])
+    merged: Scorer = _merged(_score_task, blocks, scorer, p, scorer._config)
+    return merged.compute()
 
 
 # --------------------------------------------------------------------------- cross_entropy
 
-@dataclass(frozen=True)
-class _CeSpec:
-    """What a cross-entropy task needs to know about the whole problem."""
-
-    ax: int
-    c: int
-    index: bool
-    weight: Optional[np.ndarray]
-    ignore_index: int
-    label_smoothing: float
-    z_loss: float
+def _ce_check(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray], p: "_ce.Problem") -> "_ce.Problem":
+    """A block's arguments checked with the call's options."""
+    return _ce.check(x, t, p.axis, p.weight, sw, p.ignore_index, p.reduction, p.label_smoothing, p.z_loss)
 
 
-def _checked_indices(t: np.ndarray, c: int, ignore: int, origin: Sequence[int]) -> np.ndarray:
-    """A block of class indices as the kernel reads them (int64 or int32), checked as _ce
-    checks them; ``origin`` (the block's first index along each axis) makes the error name
-    the position in the whole target."""
-    def fail(mask: np.ndarray, what: str) -> IndexError:
-        local = np.unravel_index(int(np.argmax(mask)), t.shape)
-        pos = tuple(int(i) + int(o) for i, o in zip(local, origin))
-        return IndexError(f"target: class index {int(t[local])} at position {pos} is out of range{what}")
-    if t.dtype == np.uint64 and t.size and (t > _INT64_MAX).any():
-        raise fail(t > _INT64_MAX, "")
-    ti = t if t.dtype in (np.dtype(np.int64), np.dtype(np.int32)) else t.astype(np.int64)
-    bad = (ti != ignore) & ((ti < 0) | (ti >= c))
-    if bad.any():
-        raise fail(bad, f" [0, {c}) and is not ignore_index={ignore}")
-    return ti
+def _ce_task(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray], origin: Tuple[int, ...],
+             p: "_ce.Problem") -> "_ce.CeState":
+    return _ce.partial(_ce_check(x, t, sw, p), _drop(origin, p.axis))
 
 
-def _ce_chunk(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray], lead_offset: int, s: _CeSpec) -> np.ndarray:
-    """(ce_sum, z_sum, d1, d2, n_valid) of each of the chunk's blocks, one block per row of the
-    result, each exactly the in-memory kernel's partial for that block."""
-    x2 = _row_major(as_logits(x, "logits"), s.ax)
-    if s.index:
-        origin = (lead_offset,) + (0,) * (t.ndim - 1)
-        t2 = np.ascontiguousarray(_checked_indices(t, s.c, s.ignore_index, origin)).reshape(-1, 1)
-    else:
-        t2 = _row_major(_ce._prob_target(as_array(t, "target"), t.shape), s.ax)
-    s2 = None if sw is None else np.asarray(sw, dtype=np.float64).reshape(-1, 1)
-    rpb = max(1, _BLOCK_ELEMS // max(s.c, 1))
-    n = x2.shape[0]
-    parts = np.zeros((-(-n // rpb), 5))
-    for i, r0 in enumerate(range(0, n, rpb)):
-        ops = [x2[r0:r0 + rpb], t2[r0:r0 + rpb]] + ([] if s2 is None else [s2[r0:r0 + rpb]])
-        g = make_grid(ops, 1, s.c)
-        r = _core.cross_entropy(g.specs[0], g.specs[1], None if s2 is None else g.specs[2], None, None, g.grid,
-                                s.weight, s.ignore_index, s.label_smoothing, s.z_loss, 1.0, 1.0, False)
-        parts[i] = r[:5]
-    return parts
-
-
-def _ce_none_block(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray] = None, *, s: _CeSpec,
+def _ce_none_block(x: np.ndarray, t: np.ndarray, sw: Optional[np.ndarray] = None, *, p: "_ce.Problem",
                    block_info: Optional[Dict[Any, Any]] = None) -> np.ndarray:
     """Per-row losses of one block; class indices and sample weights come with a length-1
     class axis (so Dask aligns their blocks with the logits' blocks)."""
-    if s.index:
-        t = np.squeeze(t, s.ax)
-        origin = [lo for d, (lo, _) in enumerate(block_info[0]["array-location"]) if d != s.ax] if block_info else ()
-        t = _checked_indices(t, s.c, s.ignore_index, origin or (0,) * t.ndim)
-    sw = None if sw is None else np.squeeze(sw, s.ax)
-    return np.asarray(_ce.cross_entropy(x, t, axis=s.ax, weight=s.weight, sample_weight=sw,
-                                        ignore_index=s.ignore_index, reduction="none",
-                                        label_smoothing=s.label_smoothing, z_loss=s.z_loss))
-
-
-def _ce_none(x: "da.Array", t: "da.Array", sw: Optional["da.Array"], s: _CeSpec, dtype: np.dtype) -> "da.Array":
-    row_chunks = x.chunks[:s.ax] + x.chunks[s.ax + 1:]
-    args = [x, da.expand_dims(t.rechunk(row_chunks), s.ax) if s.index else t.rechunk(x.chunks)]
-    if sw is not None:
-        args.append(da.expand_dims(sw.rechunk(row_chunks), s.ax))
-    fn = functools.partial(_ce_none_block, s=s)
-    return da.map_blocks(fn, *args, dtype=dtype, drop_axis=s.ax, meta=np.empty((0,) * (x.ndim - 1), dtype))
+    origin = tuple(lo for lo, _ in block_info[0]["array-location"]) if block_info else (0,) * x.ndim
+    t = np.squeeze(t, p.axis) if p.index else t
+    sw = None if sw is None else np.squeeze(sw, p.axis)
+    return np.asarray(_ce.losses(_ce_check(x, t, sw, p), _drop(origin, p.axis)))
 
 
 def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = None, sample_weight: Any = None,
@@ -534,12 +380,11 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     ``sample_weight`` may be Dask or NumPy arrays (rechunked to the logits' rows), ``weight``
     (C values) anything array-like. ``reduction="none"`` returns a lazy Dask array of per-row
     losses (bitwise the in-memory ones). ``"mean"``/``"sum"`` are computed now and return a
-    Python float bitwise equal to the in-memory result: every task returns the kernel's
-    per-block sums of its rows (loss, z-loss, ``sum s_i*w[y_i]``, ``sum s_i``, valid rows)
-    and they are combined in block order. With probability targets and sample weights,
-    ``"mean"`` divides by ``sum(sample_weight)``, summed as NumPy sums it in memory (the
-    weights, one float per row, are gathered for that). The class axis must be a single chunk.
-    A class index out of range raises ``IndexError`` naming one offending position.
+    Python float bitwise equal to the in-memory result, for any chunking of the row axes:
+    every task returns the state of its block's order-independent sums (loss, z-loss, the
+    denominators ``sum s_i*w[y_i]`` and ``sum s_i``, valid rows) and the driver merges them. The
+    class axis must be a single chunk. A class index out of range raises ``IndexError``
+    naming one offending position.
 
     Examples
     --------
@@ -554,107 +399,38 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     t = _as_dask(target, "target")
     sw = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
     w = None if weight is None else as_array(weight, "weight")
-    probe_x = _logits_probe(x)
-    p = _ce._problem(probe_x, _target_probe(t), axis, w, _weight_probe(sw), ignore_index, reduction,
-                     label_smoothing, z_loss)
+    p = _ce.check(_logits_probe(x), _target_probe(t), axis, w, _weight_probe(sw), ignore_index, reduction,
+                  label_smoothing, z_loss)
     _single_class_chunk(x, p.axis, "logits")
-    spec = _CeSpec(p.axis, x.shape[p.axis], p.index, p.weight, p.ignore_index, p.label_smoothing, p.z_loss)
-    if p.reduction == "none":
-        return _ce_none(x, t, sw, spec, probe_x.dtype)
-    # rows are cut along the first axis that is not the class axis (1-D logits are one row)
-    lead = None if x.ndim == 1 else (0 if p.axis != 0 else 1)
-    rows = int(np.prod(p.row_shape))
-    if lead is None or x.shape[lead] == 0:
-        chunks: Tuple[int, ...] = (1,) if lead is None else (0,)
-    else:
-        rpb, per_lead = max(1, _BLOCK_ELEMS // max(spec.c, 1)), max(1, rows // x.shape[lead])
-        chunks = _aligned_chunks(x.chunks[lead], rpb // math.gcd(rpb, per_lead))
-    t_lead = None if lead is None else (0 if p.index else lead)
-    per_chunk = _lead_blocks([x, t, sw], [lead, t_lead, None if lead is None else 0], chunks)
-    task_fn = dask.delayed(_ce_chunk, pure=True)
-    tasks = [task_fn(xb, tb, sb, off, spec) for (xb, tb, sb), off in zip(per_chunk, _lead_offsets(chunks))]
-    want_sw = not p.index and p.reduction == "mean" and sw is not None
-    results = dask.compute(*tasks, *([cast(Any, sw).astype(np.float64)] if want_sw else []))
-    totals = tuple(float(v) for v in _compensated_total(np.concatenate(results[:len(tasks)])))
-    if want_sw:
-        p = dataclasses.replace(p, sample_weight=results[-1])  # _reduced sums it as in memory
-    ce_sum, z_sum, d1, d2, n_valid = totals
-    return _ce._reduced(p, (ce_sum, z_sum, d1, d2, n_valid, -1))
+    if p.reduction != "none":
+        blocks = _blocks(x, p.axis, [(t, not p.index), (sw, False)])
+        return _ce.finish(p, _merged(_ce_task, blocks, _ce.CeState.empty(), p))
+    row_chunks = x.chunks[:p.axis] + x.chunks[p.axis + 1:]
+    args = [x, da.expand_dims(t.rechunk(row_chunks), p.axis) if p.index else t.rechunk(x.chunks)]
+    if sw is not None:
+        args.append(da.expand_dims(sw.rechunk(row_chunks), p.axis))
+    dt = p.x.dtype
+    return da.map_blocks(functools.partial(_ce_none_block, p=p), *args, dtype=dt, drop_axis=p.axis,
+                         meta=np.empty((0,) * (x.ndim - 1), dt))
 
 
 # --------------------------------------------------------------------------- bce_with_logits
 
-@dataclass(frozen=True)
-class _BceSpec:
-    """The in-memory kernel's element grid of a C-contiguous array: rows of ``length``
-    elements along the last axis longer than 1 (``one_row``: axis 0, so the whole array is one
-    row chunked along its elements), cut into pieces of ``piece`` elements, ``per_block``
-    pieces per block."""
-
-    one_row: bool
-    length: int
-    piece: int
-    per_block: int
+def _bce_check(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], pw: Optional[np.ndarray],
+               p: "_bce.Problem") -> "_bce.Problem":
+    """A block's arguments checked with the call's options."""
+    return _bce.check(p.kind, x, t, w, pw, p.reduction, p.alpha, p.gamma)
 
 
-def _bce_plan(shape: Tuple[int, ...]) -> Tuple[_BceSpec, int]:
-    """The grid of csrc/fl_bce.c for logits of ``shape`` in C order, and the unit (along
-    axis 0) that chunk boundaries must be multiples of to fall on its block boundaries."""
-    dims = [d for d in range(len(shape)) if shape[d] > 1]
-    ga = dims[-1] if dims else len(shape) - 1
-    length = shape[ga]
-    piece = max(1, min(length, _BLOCK_ELEMS))
-    per_block = max(1, _BLOCK_ELEMS // piece)
-    spec = _BceSpec(ga == 0, length, piece, per_block)
-    if ga == 0:
-        return spec, piece
-    if piece >= _BLOCK_ELEMS:
-        return spec, 1  # a block is one piece of a row: every row boundary is a block boundary
-    per_lead = max(1, int(np.prod(shape[1:ga])))
-    return spec, per_block // math.gcd(per_block, per_lead)
+def _bce_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], pw: Optional[np.ndarray],
+              origin: Tuple[int, ...], p: "_bce.Problem") -> "_bce.BceState":
+    return _bce.partial(_bce_check(x, t, w, pw, p), origin)
 
 
-def _bce_bad_targets(t: np.ndarray) -> np.ndarray:
-    """Where a target is invalid, as _bce checks it (bool targets are always valid)."""
-    if t.dtype.kind in "biu":
-        return np.asarray((t != 0) & (t != 1))
-    with np.errstate(invalid="ignore"):
-        return ~((t >= 0) & (t <= 1))
-
-
-def _check_bce_targets(t: np.ndarray, origin: Sequence[int]) -> None:
-    """_bce's target check for a block whose first element is at ``origin`` of the target,
-    the error naming the position in the whole target."""
-    bad = _bce_bad_targets(t)
-    if not bad.any():
-        return
-    local = np.unravel_index(int(np.argmax(bad)), t.shape)
-    pos = tuple(int(i) + int(o) for i, o in zip(local, origin))
-    expected = "0 or 1 (integer targets)" if t.dtype.kind in "biu" else "values in [0, 1] (float targets)"
-    raise ValueError(f"target: expected {expected}, got {t[local]!r} at position {pos}")
-
-
-def _bce_chunk(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], pw: Optional[np.ndarray],
-               lead_offset: int, s: _BceSpec) -> np.ndarray:
-    """The loss sum of each of the chunk's blocks, each exactly the in-memory kernel's."""
-    _check_bce_targets(t, (lead_offset,) + (0,) * (t.ndim - 1))
-    shape2 = (1, -1) if s.one_row else (-1, s.length)
-    x2, t2 = x.reshape(shape2), t.reshape(shape2)
-    w2, pw2 = (None if a is None else a.reshape(shape2) for a in (w, pw))
-    cuts: List[Tuple[Any, ...]]
-    if s.piece >= _BLOCK_ELEMS or s.one_row:
-        cuts = [(r, slice(k0, k0 + s.piece)) for r in range(x2.shape[0]) for k0 in range(0, x2.shape[1], s.piece)]
-    else:
-        cuts = [(slice(r0, r0 + s.per_block),) for r0 in range(0, x2.shape[0], s.per_block)]
-    return np.array([_bce.bce_with_logits(x2[c], t2[c], weight=None if w2 is None else w2[c],
-                                          pos_weight=None if pw2 is None else pw2[c], reduction="sum")
-                     for c in cuts], dtype=np.float64)
-
-
-def _bce_none_block(x: np.ndarray, t: np.ndarray, *weights: np.ndarray, names: Tuple[str, ...],
-                    block_info: Optional[Dict[Any, Any]] = None) -> np.ndarray:
-    _check_bce_targets(t, [lo for lo, _ in block_info[0]["array-location"]] if block_info else [0] * t.ndim)
-    return np.asarray(_bce.bce_with_logits(x, t, reduction="none", **dict(zip(names, weights))))
+def _bce_none_block(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], pw: Optional[np.ndarray], *,
+                    p: "_bce.Problem", block_info: Optional[Dict[Any, Any]] = None) -> np.ndarray:
+    origin = tuple(lo for lo, _ in block_info[0]["array-location"]) if block_info else (0,) * x.ndim
+    return np.asarray(_bce.losses(_bce_check(x, t, w, pw, p), origin))
 
 
 def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight: Any = None,
@@ -665,9 +441,10 @@ def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight:
     and ``pos_weight`` may be Dask or NumPy arrays and broadcast against the logits as there.
     ``reduction="none"`` returns a lazy Dask array (bitwise the in-memory losses, any
     chunks). ``"mean"``/``"sum"`` are computed now and return a Python float bitwise equal to
-    the in-memory result on the same data in C order: the elements are rechunked along axis 0
-    onto the kernel's blocks and the per-block sums are added in block order. An invalid
-    target raises ``ValueError`` naming one offending position.
+    the in-memory result, for any chunking: the last axis (the rows whose losses are added in
+    a fixed order) is put in one chunk, every task returns the state of its block's
+    order-independent sum and the driver merges them. An invalid target raises ``ValueError``
+    naming one offending position.
 
     Examples
     --------
@@ -677,33 +454,20 @@ def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight:
     """
     x = _as_dask(logits, "logits")
     t = _as_dask(target, "target")
-    weights = {name: _as_dask(a, name) for name, a in (("weight", weight), ("pos_weight", pos_weight)) if a is not None}
-    reduction = _bce._check_reduction(reduction)
+    weights = [None if a is None else _as_dask(a, name) for name, a in (("weight", weight), ("pos_weight", pos_weight))]
     probe_x = _logits_probe(x)
-    _bce._as_target(_target_probe(t), probe_x.shape)
     cdt = np.dtype(np.float64) if probe_x.dtype == np.float64 else np.dtype(np.float32)
-    for name, a in weights.items():
-        _bce._as_weight(_probe_as(a, cdt) if a.dtype.kind in "biuf" else _probe(a), name, x.shape, cdt)
-    scalar = x.ndim == 0
-    if scalar:
+    probes = [None if a is None else _probe_as(a, cdt) if a.dtype.kind in "biuf" else _probe(a) for a in weights]
+    p = _bce.check(_bce.BCE, probe_x, _target_probe(t), probes[0], probes[1], reduction)
+    if x.ndim == 0:
         x, t = x.reshape(1), t.reshape(1)
+    elif p.reduction != "none" and x.shape[-1] > 1:
+        x = x.rechunk({x.ndim - 1: -1})  # rows of the last axis are summed whole
     t = t.rechunk(x.chunks)
-    weights = {name: da.broadcast_to(a, x.shape).rechunk(x.chunks) for name, a in weights.items()}
-    if reduction == "none":
-        fn = functools.partial(_bce_none_block, names=tuple(weights))
-        out = da.map_blocks(fn, x, t, *weights.values(), dtype=probe_x.dtype,
-                            meta=np.empty((0,) * x.ndim, probe_x.dtype))
-        return out.reshape(()) if scalar else out
-    spec, unit = _bce_plan(x.shape)
-    chunks = _aligned_chunks(x.chunks[0], unit)
-    w, pw = weights.get("weight"), weights.get("pos_weight")
-    per_chunk = _lead_blocks([x, t, w, pw], [0, 0, 0, 0], chunks)
-    task_fn = dask.delayed(_bce_chunk, pure=True)
-    results = dask.compute(*[task_fn(*blocks, off, spec) for blocks, off in zip(per_chunk, _lead_offsets(chunks))])
-    total = 0.0
-    for part in results:
-        for v in part:  # the kernel's plain float64 sum, in block order
-            total += float(v)
-    if reduction == "sum":
-        return total
-    return total / x.size if x.size else math.nan
+    w, pw = (None if a is None else da.broadcast_to(a, x.shape).rechunk(x.chunks) for a in weights)
+    if p.reduction != "none":
+        blocks = _blocks(x, None, [(t, True), (w, True), (pw, True)])
+        return _bce.finish(p, _merged(_bce_task, blocks, _bce.BceState.empty(), p))
+    out = da.map_blocks(functools.partial(_bce_none_block, p=p), x, t, w, pw, dtype=p.x.dtype,
+                        meta=np.empty((0,) * x.ndim, p.x.dtype))
+    return out.reshape(()) if p.scalar else out

@@ -1321,12 +1321,15 @@ def sigmoid_focal_loss_and_grad(logits: Any, target: Any, *, alpha: float = 0.25
 
 # --------------------------------------------------------------------------- section 4
 
-_ALL_METRICS = ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier",
-                "mean_entropy", "roc_auc")
+_ALL_METRICS = ("count", "nll", "perplexity", "accuracy", "top_k_accuracy", "ece", "brier",
+                "mean_entropy", "roc_auc", "average_precision", "f1", "precision", "recall")
+_BINARY_METRICS = ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc",
+                   "average_precision", "f1", "precision", "recall")
 _TASK_METRICS = {
-    "multiclass": ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy"),
-    "binary": ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"),
-    "multilabel": ("count", "nll", "accuracy", "ece", "brier", "mean_entropy", "roc_auc"),
+    "multiclass": ("count", "nll", "perplexity", "accuracy", "top_k_accuracy", "ece", "brier",
+                   "mean_entropy"),
+    "binary": _BINARY_METRICS,
+    "multilabel": _BINARY_METRICS,
 }
 
 
@@ -1541,6 +1544,8 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
                     out[m] = N
                 elif m == "nll":
                     out[m] = _wmean(nll, s)
+                elif m == "perplexity":
+                    out[m] = float(np.exp(_wmean(nll, s)))
                 elif m == "accuracy":
                     out[m] = _wmean(correct, s)
                 elif m == "top_k_accuracy":
@@ -1583,14 +1588,44 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
                 out[m] = _wmean((p - ye) ** 2, se)
             elif m == "mean_entropy":
                 out[m] = _wmean(_binary_entropy(ze), se)
-            elif m == "roc_auc":
+            elif m in ("roc_auc", "average_precision"):
+                fn = _roc_auc if m == "roc_auc" else _average_precision
                 if task == "binary":
-                    out[m] = _roc_auc(xe, ye, se)
+                    out[m] = fn(xe, ye, se)
                 else:
-                    aucs = [_roc_auc(xs[:, j], ys[:, j], s) for j in range(xs.shape[1])]
+                    aucs = [fn(xs[:, j], ys[:, j], s) for j in range(xs.shape[1])]
                     aucs = [a for a in aucs if not math.isnan(a)]
                     out[m] = float(np.mean(aucs)) if aucs else float("nan")
+            elif m in ("f1", "precision", "recall"):
+                # at the threshold 0.5 (logit 0), every element pooled (micro), 0 for 0/0
+                pos = ze > 0
+                tp = float(np.sum(se * (pos & (ye == 1))))
+                pp, ap = float(np.sum(se * pos)), float(np.sum(se * (ye == 1)))
+                num, den = {"f1": (2 * tp, pp + ap), "precision": (tp, pp), "recall": (tp, ap)}[m]
+                out[m] = num / den if den > 0 else 0.0
     return out
+
+
+def _average_precision(scores: Any, y: Any, w: Any) -> float:
+    """Average precision from the definition: sum over the distinct scores t, in descending
+    order, of (R(t) - R(previous t)) * P(t), where P and R are the weighted precision and
+    recall of the rule score >= t; nan if a class is absent or a score is nan."""
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(y) == 1
+    w = np.asarray(w, dtype=np.float64)
+    if np.isnan(scores).any():
+        return float("nan")
+    total_pos, total_neg = float(np.sum(w[y])), float(np.sum(w[~y]))
+    if not (total_pos > 0 and total_neg > 0):
+        return float("nan")
+    ap, prev_r = 0.0, 0.0
+    for t in np.unique(scores)[::-1]:
+        sel = scores >= t
+        tp, fp = float(np.sum(w[sel & y])), float(np.sum(w[sel & ~y]))
+        r = tp / total_pos
+        ap += (r - prev_r) * (tp / (tp + fp) if tp + fp > 0 else 0.0)
+        prev_r = r
+    return ap
 
 
 def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None) -> float:

@@ -1,0 +1,318 @@
+/* fl_score_pc.h: the per-class sums of fl_score (confusion matrix, classwise ECE bins, binned
+ * AUC histograms), accumulated in the same pass over the rows as the other metrics.
+ * Included by fl_score.c only (static inline, one copy per ISA build).
+ *
+ * Each stripe of rows (fl_stripes.h) fills small arrays of its own, merged into the caller's
+ * after the parallel loop, so the result does not depend on the thread count:
+ * - confusion matrix: the stripe keeps one cell (true, predicted) per row, and its weight when
+ *   weighted (O(rows), not O(C^2), per stripe); after the parallel loop the caller adds the
+ *   cells to its exact int64 counts, or deposits the weights into order-independent states
+ *   (fl_rsum.h), one per cell.
+ * - per class c, FL_PC_* layout of fastlogits.h: the classwise ECE bins of p_c (weight,
+ *   weight * [y == c], weight * p_c) and the AUC histogram of p_c over the levels
+ *   0..B (level = the number of thresholds t_j = j/(B-1) with t_j <= p_c; weight, weight of
+ *   the positives). Without sample weights the weights are int64 counts and sum p_c is a
+ *   128-bit fixed-point sum of p_c rounded down to a multiple of 2^-62 (exact integer
+ *   arithmetic, so order-independent; an absolute error below 2^-62 per row, far below the
+ *   float error of p_c itself); at the end of the stripe they are deposited as exact doubles
+ *   into the stripe's states. With weights each value goes into the stripe's states directly
+ *   (fl_rsum_add: slower, exact).
+ * - Without weights, most probabilities of a wide row are small and fall in the first ECE bin
+ *   and in AUC level 1 (0 <= p < t_1; level 0 holds only NaN): a row only adds each p_c to a
+ *   per-class total (a contiguous array) and does the bin and level work for the few
+ *   p_c >= min(1/bins, 1/(B-1)); that bin and level are the totals minus the others at the end
+ *   (exact integers). A row whose softmax is NaN puts NaN into every class's first bin and
+ *   counts at level 0.
+ * The deposited values are exact, and their sum has no bits below 2^-62 and stays below 2^77,
+ * which the states keep without dropping any (fl_rsum.h's window), so the merged state's value
+ * is the exact total whatever the split into stripes, calls and merges.
+ */
+#ifndef FL_SCORE_PC_H
+#define FL_SCORE_PC_H
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "fastlogits.h"
+#include "fl_rsum.h"
+
+typedef struct {
+    int64_t c, bins, levels;   /* classes, ECE bins, AUC levels (B + 1, or 0 without FL_PC_AUC) */
+    int64_t npc, ece, auc;     /* states per class, offsets of the ECE and AUC blocks (-1: absent) */
+    int confusion, weighted;
+    const double *thr;         /* the B thresholds j/(B-1) */
+    int64_t *cell;             /* the confusion cells of the stripe's rows (and their weights) */
+    double *cw;
+    int64_t ncell;
+    int64_t *cnt;              /* unweighted counts, C*npc (the conf slots unused) */
+    uint64_t *fx;              /* unweighted sum p_c per (class, ECE bin): lo, hi */
+    fl_rsum *st;               /* C*npc states */
+    uint64_t *tot_lo, *tot_hi; /* unweighted: sum p_c per class (fixed point) */
+    int64_t *npos;             /* unweighted: rows with y == c */
+    int64_t nrows;             /* unweighted: rows seen */
+    int special;               /* unweighted: a row with a NaN softmax was seen */
+    double tmin;               /* below it, p_c is in the first bin and level */
+} fl_pc_acc;
+
+/* The stripe's arrays for `rows` rows; 0 when out of memory (then fl_pc_free is still safe). */
+static int fl_pc_init(fl_pc_acc *a, const fl_score_opts *o, int64_t c, int64_t rows, int weighted,
+                      const double *thr)
+{
+    memset(a, 0, sizeof(*a));
+    a->c = c;
+    a->bins = o->bins;
+    a->weighted = weighted;
+    a->confusion = (o->per_class & FL_PC_CONFUSION) != 0;
+    a->ece = (o->per_class & FL_PC_ECE) ? 0 : -1;
+    a->auc = (o->per_class & FL_PC_AUC) ? (a->ece >= 0 ? 3 * o->bins : 0) : -1;
+    a->levels = a->auc >= 0 ? o->auc_bins + 1 : 0;
+    a->npc = (a->ece >= 0 ? 3 * o->bins : 0) + 2 * a->levels;
+    a->thr = thr;
+    if (a->confusion) {
+        a->cell = (int64_t *)malloc((size_t)(rows > 0 ? rows : 1) * sizeof(int64_t));
+        if (!a->cell) return 0;
+        if (weighted && !(a->cw = (double *)malloc((size_t)(rows > 0 ? rows : 1) * sizeof(double)))) return 0;
+    }
+    if (a->npc && weighted) {
+        a->st = (fl_rsum *)malloc((size_t)(c * a->npc) * sizeof(fl_rsum));
+        if (!a->st) return 0;
+        for (int64_t j = 0; j < c * a->npc; j++) fl_rsum_init(&a->st[j]);
+    }
+    if (a->npc) {
+        if (!weighted) {
+            a->cnt = (int64_t *)calloc((size_t)(c * a->npc), sizeof(int64_t));
+            a->fx = (uint64_t *)calloc((size_t)(2 * c * (a->ece >= 0 ? a->bins : 0) + 1), sizeof(uint64_t));
+            a->tot_lo = (uint64_t *)calloc((size_t)c, sizeof(uint64_t));
+            a->tot_hi = (uint64_t *)calloc((size_t)c, sizeof(uint64_t));
+            a->npos = (int64_t *)calloc((size_t)c, sizeof(int64_t));
+            if (!a->cnt || !a->fx || !a->tot_lo || !a->tot_hi || !a->npos) return 0;
+        }
+        a->tmin = 2.0;
+        if (a->ece >= 0 && a->bins > 1) a->tmin = 1.0 / (double)a->bins;
+        if (a->auc >= 0 && thr[1] < a->tmin) a->tmin = thr[1];
+        a->tmin *= 1.0 - 0x1p-40;  /* below the boundaries' rounding: the slow path decides */
+    }
+    return 1;
+}
+
+static void fl_pc_free(fl_pc_acc *a)
+{
+    free(a->cell);
+    free(a->cw);
+    free(a->cnt);
+    free(a->fx);
+    free(a->st);
+    free(a->tot_lo);
+    free(a->tot_hi);
+    free(a->npos);
+}
+
+/* one row's true class y and predicted class pred (weight w) */
+static inline void fl_pc_confusion(fl_pc_acc *a, int64_t y, int64_t pred, double w)
+{
+    if (a->weighted) a->cw[a->ncell] = w;
+    a->cell[a->ncell++] = y * a->c + pred;
+}
+
+static inline int64_t fl_pc_ece_bin(double p, int64_t bins)
+{
+    double f = p * (double)bins;
+    return f >= (double)bins ? bins - 1 : (f > 0.0 ? (int64_t)f : 0);  /* NaN: bin 0 */
+}
+
+/* the number of thresholds t_j = j/(B-1) (j = 0..B-1) with t_j <= p; NaN: 0 */
+static inline int64_t fl_pc_level(const double *thr, int64_t nthr, double p)
+{
+    if (!(p >= 0.0)) return 0;
+    double f = p * (double)(nthr - 1);
+    int64_t q = f >= (double)(nthr - 1) ? nthr - 1 : (int64_t)f;
+    if (q + 1 < nthr && thr[q + 1] <= p) q++;
+    if (thr[q] > p) q--;
+    return q + 1;
+}
+
+/* p in [0, 1] in units of 2^-62, rounded down (a signed conversion: one instruction) */
+static inline uint64_t fl_pc_fx(double p) { return (uint64_t)(int64_t)(p * 0x1p62); }
+
+/* the 128-bit fixed-point addition of p in [0, 1] */
+static inline void fl_pc_fx_add(uint64_t *f, double p)
+{
+    uint64_t v = fl_pc_fx(p);
+    f[0] += v;
+    f[1] += f[0] < v;
+}
+
+/* With weights: class c's probability p (positive: y == c, or the label is 1) for a row of
+ * weight w, into the stripe's states. */
+static inline void fl_pc_add_weighted(fl_pc_acc *a, int64_t c, double p, int positive, double w)
+{
+    int64_t base = c * a->npc;
+    if (a->ece >= 0) {
+        int64_t j = base + a->ece + fl_pc_ece_bin(p, a->bins);
+        fl_rsum_add(&a->st[j], w);
+        if (positive) fl_rsum_add(&a->st[j + a->bins], w);
+        fl_rsum_add(&a->st[j + 2 * a->bins], w * p);
+    }
+    if (a->auc >= 0) {
+        int64_t j = base + a->auc + fl_pc_level(a->thr, a->levels - 1, p);
+        fl_rsum_add(&a->st[j], w);
+        if (positive) fl_rsum_add(&a->st[j + a->levels], w);
+    }
+}
+
+/* Without weights: class c's p (finite, >= tmin) into the ECE bins and AUC levels above the
+ * first ones (which are derived at the end). */
+static inline void fl_pc_add_high(fl_pc_acc *a, int64_t c, double p, int positive)
+{
+    int64_t base = c * a->npc;
+    if (a->ece >= 0) {
+        int64_t b = fl_pc_ece_bin(p, a->bins);
+        if (b > 0) {
+            a->cnt[base + a->ece + b]++;
+            a->cnt[base + a->ece + a->bins + b] += positive;
+            fl_pc_fx_add(a->fx + 2 * (c * a->bins + b), p);
+        }
+    }
+    if (a->auc >= 0) {
+        int64_t l = fl_pc_level(a->thr, a->levels - 1, p);
+        if (l > 1) {
+            a->cnt[base + a->auc + l]++;
+            a->cnt[base + a->auc + a->levels + l] += positive;
+        }
+    }
+}
+
+/* Without weights: a row whose probabilities are all NaN (ECE: NaN in the first bins; AUC:
+ * level 0). */
+static void fl_pc_special_row(fl_pc_acc *a, int64_t y)
+{
+    a->special = 1;
+    if (a->auc < 0) return;
+    for (int64_t c = 0; c < a->c; c++) a->cnt[c * a->npc + a->auc]++;
+    if (y >= 0) a->cnt[y * a->npc + a->auc + a->levels]++;
+}
+
+/* Without weights: one row's probabilities p_c = e[c] * inv (float or double exponentials);
+ * positive is the class y (-1: none), NaN inv a special row. */
+#define FL_PC_DEFINE_ROW(NAME, T)                                                            \
+    static void NAME(fl_pc_acc *a, const T *e, double inv, int64_t y)                        \
+    {                                                                                        \
+        a->nrows++;                                                                          \
+        if (y >= 0) a->npos[y]++;                                                            \
+        if (inv != inv) { fl_pc_special_row(a, y); return; }                                 \
+        uint64_t *lo = a->tot_lo, *hi = a->tot_hi;                                           \
+        double tmin = a->tmin;                                                               \
+        if (a->ece >= 0)                                                                     \
+            for (int64_t c = 0; c < a->c; c++) {  /* the totals: a loop that vectorises */   \
+                uint64_t v = fl_pc_fx((double)e[c] * inv);                                   \
+                uint64_t t = lo[c] + v;                                                      \
+                hi[c] += t < v;                                                              \
+                lo[c] = t;                                                                   \
+            }                                                                                \
+        /* the few large p_c: e_c >= tmin * s, with room for the rounding of the product */  \
+        T emin = (T)(tmin / inv * (1.0 - 0x1p-20));                                          \
+        for (int64_t c = 0; c < a->c; c++) {                                                 \
+            if (e[c] < emin) continue;                                                       \
+            double p = (double)e[c] * inv;                                                   \
+            if (p >= tmin) fl_pc_add_high(a, c, p, c == y);                                  \
+        }                                                                                    \
+    }
+FL_PC_DEFINE_ROW(fl_pc_row_f32, float)
+FL_PC_DEFINE_ROW(fl_pc_row_f64, double)
+
+/* Without weights: label k's probability p of one binary element (the row is counted apart,
+ * in nrows); only the AUC levels (sigmoid mode has no classwise ECE). */
+static inline void fl_pc_elem(fl_pc_acc *a, int64_t k, double p, int positive)
+{
+    a->npos[k] += positive;
+    if (p >= a->tmin) {
+        fl_pc_add_high(a, k, p, positive);
+    } else if (p != p && a->auc >= 0) {
+        a->cnt[k * a->npc + a->auc]++;
+        a->cnt[k * a->npc + a->auc + a->levels] += positive;
+    }
+}
+
+/* Without weights: the first ECE bin and AUC level 1 of every class from the totals. */
+static void fl_pc_derive_first(fl_pc_acc *a)
+{
+    for (int64_t c = 0; c < a->c; c++) {
+        int64_t base = c * a->npc;
+        if (a->ece >= 0) {
+            int64_t n = a->nrows, pos = a->npos[c];
+            uint64_t lo = a->tot_lo[c], hi = a->tot_hi[c];
+            for (int64_t b = 1; b < a->bins; b++) {
+                const uint64_t *f = a->fx + 2 * (c * a->bins + b);
+                n -= a->cnt[base + a->ece + b];
+                pos -= a->cnt[base + a->ece + a->bins + b];
+                hi -= f[1] + (lo < f[0]);
+                lo -= f[0];
+            }
+            a->cnt[base + a->ece] = n;
+            a->cnt[base + a->ece + a->bins] = pos;
+            a->fx[2 * c * a->bins] = lo;
+            a->fx[2 * c * a->bins + 1] = hi;
+        }
+        if (a->auc >= 0) {
+            int64_t n = a->nrows, pos = a->npos[c];
+            for (int64_t l = 0; l < a->levels; l++) {
+                if (l == 1) continue;
+                n -= a->cnt[base + a->auc + l];
+                pos -= a->cnt[base + a->auc + a->levels + l];
+            }
+            a->cnt[base + a->auc + 1] = n;
+            a->cnt[base + a->auc + a->levels + 1] = pos;
+        }
+    }
+}
+
+static inline void fl_pc_deposit_count(fl_rsum *s, int64_t n)
+{
+    if (n) fl_rsum_add(s, (double)n);
+}
+
+/* The unweighted counts and fixed-point sums into the stripe's states, as exact doubles. */
+/* The end of a stripe's rows (in its task): the derived first bins. */
+static void fl_pc_settle(fl_pc_acc *a)
+{
+    if (!a->weighted && a->npc) fl_pc_derive_first(a);
+}
+
+/* Without weights: the stripe's counts and fixed-point sums deposited into the states st
+ * (C*npc), as exact doubles. */
+static void fl_pc_deposit(const fl_pc_acc *a, fl_rsum *st)
+{
+    for (int64_t c = 0; c < a->c; c++) {
+        int64_t base = c * a->npc;
+        if (a->ece >= 0) {
+            for (int64_t b = 0; b < a->bins; b++) {
+                fl_pc_deposit_count(&st[base + a->ece + b], a->cnt[base + a->ece + b]);
+                fl_pc_deposit_count(&st[base + a->ece + a->bins + b], a->cnt[base + a->ece + a->bins + b]);
+                const uint64_t *f = a->fx + 2 * (c * a->bins + b);
+                fl_rsum *s = &st[base + a->ece + 2 * a->bins + b];
+                if (f[1]) fl_rsum_add(s, (double)f[1] * 4.0);
+                if (f[0] >> 32) fl_rsum_add(s, (double)(f[0] >> 32) * 0x1p-30);
+                if (f[0] & 0xffffffffu) fl_rsum_add(s, (double)(f[0] & 0xffffffffu) * 0x1p-62);
+            }
+            if (a->special) fl_rsum_add(&st[base + a->ece + 2 * a->bins], NAN);
+        }
+        for (int64_t l = 0; l < 2 * a->levels; l++)
+            fl_pc_deposit_count(&st[base + a->auc + l], a->cnt[base + a->auc + l]);
+    }
+}
+
+/* The stripe's sums into the caller's (after the parallel loop, one stripe at a time). */
+static void fl_pc_merge_into(const fl_pc_acc *a, const fl_score_opts *o)
+{
+    if (a->confusion && !a->weighted)
+        for (int64_t i = 0; i < a->ncell; i++) o->cm[a->cell[i]]++;
+    if (a->confusion && a->weighted)
+        for (int64_t i = 0; i < a->ncell; i++) fl_rsum_add(&o->cmw[a->cell[i]], a->cw[i]);
+    if (!a->npc) return;
+    if (a->weighted)
+        for (int64_t j = 0; j < a->c * a->npc; j++) fl_rsum_merge(&o->pc[j], &a->st[j]);
+    else
+        fl_pc_deposit(a, o->pc);
+}
+
+#endif
