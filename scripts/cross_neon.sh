@@ -35,7 +35,7 @@ echo "cross_neon.sh: $QEMU -L $SYSROOT test_math ${args[*]}"
 # The kernels: every kernel source compiled for the scalar and the NEON path (warnings are
 # errors, as in the package build) and compared by csrc/tests/test_kernels_isa.c.
 flags=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -fno-math-errno -fno-trapping-math -Icsrc)
-kernels=(csrc/fl_softmax.c csrc/fl_reduce.c csrc/fl_sigmoid.c csrc/fl_select.c csrc/fl_ce.c csrc/fl_bce.c csrc/fl_score.c csrc/fl_stream.c csrc/fl_table.c)
+kernels=(csrc/fl_softmax.c csrc/fl_reduce.c csrc/fl_sigmoid.c csrc/fl_select.c csrc/fl_ce.c csrc/fl_bce.c csrc/fl_score.c csrc/fl_seq.c csrc/fl_stream.c csrc/fl_table.c)
 objs=()
 for isa in 0 3; do
     for src in "${kernels[@]}"; do

@@ -220,3 +220,18 @@ def test_float64_entropy_of_peaked_rows():
     rows = np.random.default_rng(1).standard_normal((400, 200)) * 40
     arrays.assert_ulp_close(fl.entropy(rows), ref.entropy(rows.astype(np.longdouble)), 3, np.dtype(np.float64),
                             context="entropy float64 400 peaked rows")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cross_entropy_nan_after_the_first_block(dtype):
+    """A NaN (or +inf) logit in a later 1024-element block of the online logsumexp was counted
+    as a maximum and the row's loss came out finite (log C); the row has no softmax: nan."""
+    import ml_dtypes
+
+    dt = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    for bad in (np.nan, np.inf):
+        x = np.zeros((2, 3000), dt)
+        x[0, 2000] = bad
+        loss = fl.cross_entropy(x, np.array([0, 1]), reduction="none")
+        assert np.isnan(loss[0]) and np.isfinite(loss[1]), (bad, loss)
+        assert np.isnan(fl.cross_entropy(x, np.array([0, 1])))

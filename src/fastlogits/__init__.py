@@ -25,6 +25,7 @@ from ._post import (
     topk,
 )
 from ._score import fit_temperature, score
+from ._sequence import sequence_scores
 
 _select_isa_from_env()
 
@@ -47,6 +48,7 @@ __all__ = [
     "predict",
     "predict_binary",
     "score",
+    "sequence_scores",
     "set_num_threads",
     "show_config",
     "sigmoid",

@@ -70,6 +70,16 @@ def score(
     sums: int,
     acc: np.ndarray,
 ) -> None: ...
+def sequence_scores(
+    x: _Spec,
+    tokens: _Spec,
+    grid: _Grid,
+    ignore_index: int,
+    temperature: float,
+    logprob: np.ndarray,
+    count: np.ndarray,
+    greedy: np.ndarray,
+) -> int: ...
 RSUM_WORDS: int
 
 def rsum_check(states: np.ndarray) -> int: ...

@@ -34,12 +34,12 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
-from . import _bce, _ce, _post, _score
+from . import _bce, _ce, _post, _score, _sequence
 from ._input import BFLOAT16, as_array, normalize_axis
 
 __all__ = [
     "bce_with_logits", "cross_entropy", "entropy", "log_sigmoid", "log_softmax", "logsumexp",
-    "predict", "predict_binary", "score", "sigmoid", "softmax", "topk",
+    "predict", "predict_binary", "score", "sequence_scores", "sigmoid", "softmax", "topk",
 ]
 
 
@@ -329,6 +329,49 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     _single_class_chunk(x, p.ax, "logits")
     blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False)])
     return _score.finish(p, s, _merged(_score_task, blocks, _score.ScoreState.empty(s), p, s))
+
+
+# --------------------------------------------------------------------------- sequence_scores
+
+def _seq_task(x: np.ndarray, t: np.ndarray, origin: Tuple[int, ...], p: "_sequence.Problem"
+              ) -> Tuple[int, "_sequence.SeqState"]:
+    """A block's state and its first sequence."""
+    c = _sequence.check(x, t, p.axis, p.ignore_index, p.temperature)
+    rows = _drop(origin, p.axis)
+    return rows[0], _sequence.partial(c, rows)
+
+
+def sequence_scores(logits: Any, tokens: Any, *, axis: int = -1, ignore_index: int = -100,
+                    temperature: float = 1.0) -> Dict[str, np.ndarray]:
+    """:func:`fastlogits.sequence_scores` of Dask arrays, computed now on the current Dask
+    scheduler.
+
+    Arguments and result as in :func:`fastlogits.sequence_scores`; ``tokens`` may be a Dask or
+    NumPy array (rechunked to the logits' blocks). The sequence and position axes may be
+    chunked freely (long sequences split along the positions too); the vocabulary axis must be
+    a single chunk. Every task returns the per-sequence states of its block (order-independent
+    sums, counts, greedy flags) and the driver merges them, so the result is bitwise equal to
+    the in-memory one for any chunking. A token out of range raises ``IndexError`` naming one
+    offending position.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastlogits as fl, fastlogits.dask as fld
+    >>> logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [0.2, 0.6, 0.2]]]))
+    >>> r = fld.sequence_scores(da.from_array(logits, chunks=(1, 2, 3)), np.array([[-100, 2, 1]]))
+    >>> round(float(r["logprob"][0]), 6), int(r["count"][0]), bool(r["greedy"][0])
+    (-0.733969, 2, True)
+    """
+    x = _as_dask(logits, "logits")
+    t = _as_dask(tokens, "tokens")
+    p = _sequence.check(_logits_probe(x), _target_probe(t), axis, ignore_index, temperature)
+    _single_class_chunk(x, p.axis, "logits")
+    fn = dask.delayed(_seq_task, pure=True)
+    parts = dask.compute(*[fn(*ops, origin, p) for origin, ops in _blocks(x, p.axis, [(t, False)])])
+    state = _sequence.SeqState.empty(p.tokens.shape[0])
+    for start, part in parts:
+        state.merge_at(part, start)
+    return _sequence.finish(state)
 
 
 # --------------------------------------------------------------------------- cross_entropy

@@ -51,6 +51,7 @@ __all__ = [
     "bce_with_logits", "bce_with_logits_and_grad",
     "sigmoid_focal_loss", "sigmoid_focal_loss_and_grad",
     "score", "fit_temperature",
+    "sequence_scores",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -995,3 +996,48 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
         else:
             hi = mid
     return float(1.0 / math.exp(0.5 * (lo + hi)))
+
+
+# --------------------------------------------------------------------------- section 7
+
+def sequence_scores(logits: Any, tokens: Any, *, axis: int = -1, ignore_index: int = -100,
+                    temperature: float = 1.0) -> Dict[str, Any]:
+    """Per sequence b of ``(B, T, V)`` logits (the vocabulary at ``axis``, then the sequence
+    and the position axes in order) and ``tokens`` ``(B, T)``, over the positions t whose token
+    y_bt is not ``ignore_index``:
+
+    * ``logprob[b] = sum_t log_softmax(x_bt / temperature)[y_bt]`` (nan where a row has no
+      softmax: it holds nan or +inf, or only -inf), 0.0 with no scored position;
+    * ``count[b]``: the number of scored positions;
+    * ``greedy[b]``: ``predict(x_bt) == y_bt`` at every scored position (True with none).
+
+    The log-probabilities and their sum are in working precision (long double for long-double
+    logits). A token outside [0, V) that is not ``ignore_index`` raises IndexError."""
+    x, od, wd = _as_logits(logits, "logits")
+    if x.ndim != 3:
+        raise ValueError(f"logits: expected a 3-d array, got shape {x.shape}")
+    ax = _norm_axis(axis, 3)
+    v = np.moveaxis(_work(x, wd), ax, -1)
+    V = v.shape[-1]
+    tok = np.asarray(tokens)
+    if tok.shape != v.shape[:-1]:
+        raise ValueError(f"tokens: expected shape {v.shape[:-1]}, got {tok.shape}")
+    if tok.dtype.kind not in "iu":
+        raise TypeError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
+    scored = tok != ignore_index
+    bad = scored & ((tok < 0) | (tok >= V))
+    if np.any(bad):
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise IndexError(f"tokens: token {int(tok[pos])} at position {pos} is out of range [0, {V})")
+    idx = np.where(scored, tok, 0).astype(np.int64)[..., None]
+    if V == 0:
+        picked = np.zeros(tok.shape, dtype=v.dtype)
+        best = np.zeros(tok.shape, dtype=np.int64)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            picked = np.take_along_axis(_log_softmax_last(v / v.dtype.type(temperature)), idx, axis=-1)[..., 0]
+        best = np.argmax(v, axis=-1)  # NumPy's argmax: the first nan, else the first maximum
+    with np.errstate(invalid="ignore"):
+        logprob = np.sum(np.where(scored, picked, 0), axis=1)
+    return {"logprob": logprob, "count": np.sum(scored, axis=1).astype(np.int64),
+            "greedy": np.all(~scored | (best == tok), axis=1)}
