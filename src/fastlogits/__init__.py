@@ -12,6 +12,7 @@ from ._bce import (
     sigmoid_focal_loss,
     sigmoid_focal_loss_and_grad,
 )
+from ._calibration import calibration_curve
 from ._ce import cross_entropy, cross_entropy_and_grad
 from ._post import (
     entropy,
@@ -24,7 +25,8 @@ from ._post import (
     softmax,
     topk,
 )
-from ._score import fit_temperature, score
+from ._score import score
+from ._temperature import fit_temperature
 from ._sequence import sequence_scores
 
 _select_isa_from_env()
@@ -37,6 +39,7 @@ __all__ = [
     "__version__",
     "bce_with_logits",
     "bce_with_logits_and_grad",
+    "calibration_curve",
     "cross_entropy",
     "cross_entropy_and_grad",
     "entropy",

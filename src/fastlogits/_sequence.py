@@ -12,15 +12,13 @@ merged in any order) and ``finish`` (a state to the result dict).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
 from . import _core, _rsum
-from ._ce import _real
-from ._input import as_array, as_logits, dtype_code, normalize_axis
+from ._input import as_array, as_logits, dtype_code, int64_value, normalize_axis, positive_value
 
 _INT64_MAX = np.iinfo(np.int64).max
 _NATIVE_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
@@ -59,17 +57,6 @@ class Problem:
     temperature: float
 
 
-def _check_options(ignore_index: Any, temperature: Any) -> Tuple[int, float]:
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__} {ignore_index!r}")
-    if not -_INT64_MAX - 1 <= int(ignore_index) <= _INT64_MAX:
-        raise ValueError(f"ignore_index: expected an int64 value, got {ignore_index!r}")
-    t = _real(temperature, "temperature")
-    if not 0.0 < t < math.inf:
-        raise ValueError(f"temperature: expected a finite value > 0, got {temperature!r}")
-    return int(ignore_index), t
-
-
 def _tokens(tokens: Any, shape: Tuple[int, ...], x_shape: Tuple[int, ...], axis: int) -> np.ndarray:
     """Token ids the kernel reads directly: int64 or int32 (other integer dtypes become int64;
     uint64 values beyond int64 are out of range whatever V is)."""
@@ -91,7 +78,7 @@ def _tokens(tokens: Any, shape: Tuple[int, ...], x_shape: Tuple[int, ...], axis:
 
 def check(logits: Any, tokens: Any, axis: Any, ignore_index: Any, temperature: Any) -> Problem:
     """The arguments of sequence_scores checked and converted as the kernel reads them."""
-    ignore, temp = _check_options(ignore_index, temperature)
+    ignore, temp = int64_value(ignore_index, "ignore_index"), positive_value(temperature, "temperature")
     x = as_logits(logits, "logits")
     if x.ndim != 3:
         raise ValueError(

@@ -24,6 +24,7 @@ per row (and label) to the driver, as the in-memory function holds them in memor
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,11 +35,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
-from . import _bce, _ce, _post, _score, _sequence
-from ._input import BFLOAT16, as_array, normalize_axis
+from . import _bce, _ce, _kept, _post, _score, _sequence, _temperature
+from ._input import BFLOAT16, as_array, int64_value, normalize_axis
 
 __all__ = [
-    "bce_with_logits", "cross_entropy", "entropy", "log_sigmoid", "log_softmax", "logsumexp",
+    "bce_with_logits", "cross_entropy", "entropy", "fit_temperature", "log_sigmoid", "log_softmax", "logsumexp",
     "predict", "predict_binary", "score", "sequence_scores", "sigmoid", "softmax", "topk",
 ]
 
@@ -329,6 +330,55 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     _single_class_chunk(x, p.ax, "logits")
     blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False)])
     return _score.finish(p, s, _merged(_score_task, blocks, _score.ScoreState.empty(s), p, s))
+
+
+# --------------------------------------------------------------------------- fit_temperature
+
+def _kept_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], origin: Tuple[int, ...],
+               p: "_score.Problem", s: "_score.Spec", ignore_index: int) -> "_score.ScoreState":
+    c = _score.check(x, t, p.task, p.ax, w)
+    return _kept.partial(c, s, ignore_index, origin if p.task == "multilabel" else _drop(origin, p.ax))
+
+
+def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None,
+                    ignore_index: int = -100) -> float:
+    """:func:`fastlogits.fit_temperature` of Dask arrays, computed now on the current Dask
+    scheduler.
+
+    Arguments and result as in :func:`fastlogits.fit_temperature` (``target`` and
+    ``sample_weight`` may be Dask or NumPy arrays). Each step of the search is one pass over
+    the blocks (persist the arrays first to keep them in memory between the 10 to 20 passes):
+    every task returns the state of its block's order-independent sums and the driver merges
+    them, so every step, and the result, is bitwise the in-memory one for any chunking of the
+    row axes. A search that ends on a bound warns as the in-memory function does.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastlogits as fl, fastlogits.dask as fld
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(2000, 5)) * 3
+    >>> y = (rng.random(2000)[:, None] < np.cumsum(fl.softmax(z), axis=1)).argmax(axis=1)
+    >>> fld.fit_temperature(da.from_array(z * 2.0, chunks=(500, 5)), y) == fl.fit_temperature(z * 2.0, y)
+    True
+    """
+    x = _as_dask(logits, "logits")
+    t = _as_dask(target, "target")
+    w = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
+    p = _score.check(_logits_probe(x), _probe(t), None, axis, _weight_probe(w))
+    ignore = int64_value(ignore_index, "ignore_index")
+    if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
+        x = x[..., None]
+    if p.t.ndim != t.ndim:
+        t = da.squeeze(t, axis=p.ax)
+    _single_class_chunk(x, p.ax, "logits")
+    blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False)])
+
+    def derivative(u: float) -> float:
+        temp = math.exp(-u)
+        s = _temperature.slope_spec(temp)
+        return _temperature.slope(temp, _merged(_kept_task, blocks, _score.ScoreState.empty(s), p, s, ignore))
+
+    return _temperature.search(derivative)
 
 
 # --------------------------------------------------------------------------- sequence_scores

@@ -51,7 +51,7 @@ __all__ = [
     "bce_with_logits", "bce_with_logits_and_grad",
     "sigmoid_focal_loss", "sigmoid_focal_loss_and_grad",
     "score", "fit_temperature",
-    "sequence_scores",
+    "sequence_scores", "calibration_curve",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -954,7 +954,23 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     return out
 
 
-def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None) -> float:
+def _kept_rows(logits: Any, target: Any, axis: Any, sample_weight: Any, ignore_index: Any) -> Any:
+    """(logits, target, sample_weight, axis) without the rows whose target is
+    ``ignore_index``, for targets with one value per row (multiclass, binary); multilabel
+    targets (the logits' shape, class axis longer than 1) are returned as they are."""
+    x, t = np.asarray(logits), np.asarray(target)
+    ax = -1 if x.ndim <= 1 else _norm_axis(axis, x.ndim)
+    row_shape = x.shape if x.ndim <= 1 else x.shape[:ax] + x.shape[ax + 1:]
+    if t.shape != row_shape:
+        return logits, target, sample_weight, axis
+    keep = t != ignore_index
+    rows = x if x.ndim <= 1 else np.moveaxis(x, ax, -1)
+    w = None if sample_weight is None else np.asarray(sample_weight)[keep]
+    return rows[keep], t[keep], w, -1
+
+
+def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None,
+                    ignore_index: int = -100) -> float:
     """The temperature T > 0 minimising the (sample-weighted) NLL of ``logits / T``.
 
     The NLL is convex in ``beta = 1/T`` (its derivative is ``E_s[E_p[x] - x_y]`` for
@@ -962,8 +978,10 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     beta), so the derivative's root is found by bisection on ``log(beta)`` over
     ``[1e-6, 1e6]``; if the minimum lies outside that range the nearest end is returned
     (T = 1e6 when no positive T improves on T -> inf, T = 1e-6 for separable data).
-    The task is inferred as in ``score``.
+    The task is inferred as in ``score``; rows whose target (one per row) is
+    ``ignore_index`` are left out.
     """
+    logits, target, sample_weight, axis = _kept_rows(logits, target, axis, sample_weight, ignore_index)
     task, xs, ys, row_shape = _prepare_task(logits, target, None, axis)
     wd = xs.dtype
     N = xs.shape[0]
@@ -1041,3 +1059,55 @@ def sequence_scores(logits: Any, tokens: Any, *, axis: int = -1, ignore_index: i
         logprob = np.sum(np.where(scored, picked, 0), axis=1)
     return {"logprob": logprob, "count": np.sum(scored, axis=1).astype(np.int64),
             "greedy": np.all(~scored | (best == tok), axis=1)}
+
+
+def calibration_curve(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1,
+                      bins: int = 15, sample_weight: Any = None, ignore_index: int = -100,
+                      temperature: float = 1.0, kind: str = "top_label") -> Dict[str, Any]:
+    """Per bin ``[b/B, (b+1)/B)`` (the last one closed) of a confidence c_i with weights s_i:
+    ``weight = sum s_i``, ``count``, ``accuracy = sum s_i a_i / weight`` and
+    ``confidence = sum s_i c_i / weight`` (nan for a bin without rows), where
+
+    * ``kind="top_label"``: multiclass ``c = max softmax(x / T)``, ``a = [predict(x) == y]``;
+      binary and multilabel (per element) ``c = max(p, 1 - p)``, ``a = [(x > 0) == y]``;
+    * ``kind="positive"`` (binary, multilabel): ``c = p = sigmoid(x / T)``, ``a = y``.
+
+    A nan confidence falls in bin 0. Rows whose target (one per row) is ``ignore_index`` are
+    left out."""
+    if kind not in ("top_label", "positive"):
+        raise ValueError(f"kind: expected 'top_label' or 'positive', got {kind!r}")
+    logits, target, sample_weight, axis = _kept_rows(logits, target, axis, sample_weight, ignore_index)
+    task, xs, ys, row_shape = _prepare_task(logits, target, task, axis)
+    wd = xs.dtype
+    n = xs.shape[0]
+    s = np.ones(n, dtype=wd) if sample_weight is None else np.asarray(sample_weight, dtype=wd).reshape(-1)
+    z = xs / np.asarray(float(temperature), dtype=wd)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if task == "multiclass":
+            if kind != "top_label":
+                raise ValueError("kind: 'positive' applies to the binary and multilabel tasks")
+            conf = np.max(_softmax_last(z), axis=1) if n else np.zeros(0, wd)
+            acc = (np.argmax(z, axis=1) == ys).astype(wd) if n else np.zeros(0, wd)
+        else:
+            if task == "multilabel":
+                s = np.repeat(s, xs.shape[1])
+            ze, ye = z.reshape(-1), ys.reshape(-1).astype(wd)
+            p = _sigmoid_w(ze)
+            if kind == "positive":
+                conf, acc = p, ye
+            else:
+                conf = np.where(np.isnan(ze), np.nan, np.maximum(p, _sigmoid_w(-ze)))
+                acc = ((ze > 0) == (ye == 1)).astype(wd)
+        b = np.clip(np.floor(np.where(np.isnan(conf), 0, conf) * bins), 0, bins - 1).astype(np.int64)
+    weight = np.zeros(bins, dtype=wd)
+    hits = np.zeros(bins, dtype=wd)
+    confs = np.zeros(bins, dtype=wd)
+    np.add.at(weight, b, s)
+    np.add.at(hits, b, s * acc)
+    np.add.at(confs, b, s * conf)
+    count = np.bincount(b, minlength=bins).astype(np.int64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"edges_low": edges[:-1], "edges_high": edges[1:], "weight": weight, "count": count,
+                "accuracy": np.where(count > 0, hits / weight, np.nan),
+                "confidence": np.where(count > 0, confs / weight, np.nan)}
