@@ -61,7 +61,8 @@ def _bin_of(p: np.ndarray, bins: int) -> np.ndarray:
     """The bin of each probability: [0, 1/B), ..., [(B-1)/B, 1]; NaN in bin 0 (as the ECE's)."""
     with np.errstate(invalid="ignore"):
         b = np.floor(np.where(np.isnan(p), 0.0, p) * bins)
-    return np.clip(b, 0, bins - 1).astype(np.intp)
+    out: np.ndarray = np.clip(b, 0, bins - 1).astype(np.intp)
+    return out
 
 
 def _positive_chunk(c: Problem, bins: int, temperature: float, origin: Tuple[int, ...],
