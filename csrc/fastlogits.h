@@ -73,6 +73,10 @@ int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold
  * non-temporal stores */
 double fl_stream_read(const float *src, int64_t n);
 void fl_stream_copy(float *dst, const float *src, int64_t n);
+/* the arithmetic-throughput probe of the bench's roofline, in fl_probe.c: reps passes of one
+ * operation summed over 1024 floats in L1; returns the sum (time the call for the rate) */
+enum { FL_PROBE_EXP = 0, FL_PROBE_DIV = 1, FL_PROBE_LOG1P = 2 };
+double fl_math_probe(int what, int64_t reps);
 /* binary losses, in fl_bce.c */
 enum { FL_LOSS_BCE = 0, FL_LOSS_FOCAL = 1 };
 typedef struct {

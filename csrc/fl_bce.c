@@ -7,7 +7,8 @@
  * dtype (float, bool or integer) a piece at a time.
  *
  * The total (*total, an order-independent sum: fl_rsum.h) takes each piece's losses summed in a
- * fixed order (float64 lanes, a function of the piece's length alone: the pieces of a row
+ * fixed order (float64 lanes; compensated lanes for float64 logits, fl_bce_f64.h: a function
+ * of the piece's length alone, and the pieces of a row
  * depend only on the row's length), or with o->per_element each element's loss on its own (the
  * caller's rows are one element long, e.g. a 1-D array, and the grid walks them in long runs).
  * Either way the total is bitwise the same for every thread count, and for every split of the
@@ -20,6 +21,9 @@
  *              (a zero coefficient times the infinite max(.) of x = +-inf is taken as 0: the
  *              loss limits 0 or +inf); all terms are >= 0 for non-negative weights
  *   BCE grad = w*(s+*(1 + (pw-1)*y) - pw*y) = B*s+ - A*s-   (no cancellation for y in {0,1})
+ * A term whose target factor is 0 (pw*y or 1-y) is absent whatever the weight: its coefficient
+ * is 0 even for w = inf (not inf*0 = NaN), so an infinite weight gives an infinite loss as in
+ * PyTorch, and a zero weight masks an element even at x = +-inf.
  * Focal loss (torchvision): ce = the BCE loss with w = pw = 1, q = 1 - p_t = s+*(1-y) + s-*y
  * (a sum of non-negative terms: no cancellation near p_t = 1), a_t = alpha*y + (1-alpha)*(1-y)
  * (1 when alpha < 0):
@@ -113,10 +117,18 @@ static inline flv fl_vpow(flv q, int mode, double gamma)
 /* per-lane constants of a piece */
 typedef struct { flv one, scale, alpha, alpha_c, gamma; int use_alpha, pow_mode; double gamma_d; } fl_vconst;
 
+/* the coefficient wc of a term with target factor c: 0 where c = 0, whatever the weight (c NaN
+ * stays NaN: -|c| is then not < 0 and c*0 is NaN) */
+static inline flv fl_vcoef(flv c, flv wc)
+{
+    return flv_sel_neg(flv_neg(flv_abs(c)), wc, flv_mul(c, flv_set1(0.0f)));
+}
+
 FL_ALWAYS_INLINE void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv *loss, flv *grad)
 {
     flv t = fl_vexp_mabs(x);
-    flv a = flv_mul(flv_mul(w, pw), y), b = flv_mul(w, flv_sub(K->one, y));
+    flv yc = flv_sub(K->one, y);
+    flv a = fl_vcoef(flv_mul(pw, y), flv_mul(flv_mul(w, pw), y)), b = fl_vcoef(yc, flv_mul(w, yc));
     *loss = fl_vsoftplus2(x, a, b, fl_vlog1p_unit(t));
     if (grad) {
         flv sp, sn;
@@ -308,9 +320,9 @@ static void fl_piece_f64(const fl_bce_ctx *c, int64_t i0, int64_t i1, int64_t k0
     char *grow = c->grad ? fl_piece_ptr(c->grad, i0, i1, k0) : NULL;
     double *l = lrow ? fl_row_dst_f64(c->loss, lrow, buf + 4 * m) : buf + 4 * m;
     double *g = grow ? fl_row_dst_f64(c->grad, grow, buf + 5 * m) : NULL;
-    double s = fl_elems_f64(c, x, y, w, pw, l, g, n);
+    fl_elems_f64(c, x, y, w, pw, l, g, n);
     if (c->sum && c->o.per_element) fl_rsum_add_f64s(&acc->s, l, n);
-    else if (c->sum) fl_rsum_buf_add(acc, s);
+    else if (c->sum) fl_rsum_buf_add(acc, fl_piece_sum_f64(l, n));
     if (lrow) fl_row_out_f64(c->loss, lrow, n, l);
     if (g) fl_row_out_f64(c->grad, grow, n, g);
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "fastlogits.h"
+#include "fl_atomic.h"
 #include "fl_kernels.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
@@ -186,14 +187,14 @@ static void fl_ce_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
          * maxima, a second row of exponentials (a pending streamed gradient's) */
         size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1);
         scratch = malloc((4 * c + (size_t)fl_ce_nblocks((int64_t)c)) * (ctx->f64 ? sizeof(double) : sizeof(float)));
-        if (!scratch) { ctx->failed = 1; return; }
+        if (!scratch) { fl_atomic_store(&ctx->failed, 1); return; }
     }
     fl_ce_tiles tiles, *tp = NULL;
     void *tile_mem = NULL;
     if (ctx->lanes) {
         size_t n = (size_t)ctx->g.c * FL_W;
         tile_mem = malloc(2 * n * sizeof(float) + (2 * FL_W + n) * sizeof(int32_t));
-        if (!tile_mem) { free(scratch); ctx->failed = 1; return; }
+        if (!tile_mem) { free(scratch); fl_atomic_store(&ctx->failed, 1); return; }
         tiles.xt = (float *)tile_mem;
         tiles.gt = tiles.xt + n;
         tiles.gidx = (int32_t *)(void *)(tiles.gt + n);
@@ -270,7 +271,7 @@ int FL_FN(cross_entropy)(const fl_ce_args *a, fl_grid g, fl_ce_result *res)
     } else {
         for (int64_t i = 0; i < ns; i++) fl_ce_result_init(&ctx.slot[i]);
         fl_stripes_run(nb, ns, fl_ce_task, &ctx);
-        if (ctx.failed) status = FL_ENOMEM;
+        if (fl_atomic_load(&ctx.failed)) status = FL_ENOMEM;
         else fl_ce_combine(&ctx, ns, res);
     }
     free(wf);

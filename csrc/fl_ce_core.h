@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "fastlogits.h"
+#include "fl_atomic.h"
 #include "fl_kernels.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
@@ -40,7 +41,7 @@ typedef struct {
     fl_ce_result *slot; /* one partial result per stripe of blocks (fl_stripes.h) */
     int stream;        /* write a contiguous float32 gradient with non-temporal stores */
     int lanes;         /* small C: rows in the SIMD lanes (fl_ce_tile_f32) */
-    int failed;        /* set by a task that could not allocate its scratch */
+    fl_atomic_int failed; /* set by a task that could not allocate its scratch (several may, at once) */
 } fl_ce_ctx;
 
 /* A task's sums: the rows' loss parts and denominators waiting in buffers, and the valid rows.

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "fastlogits.h"
+#include "fl_atomic.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
@@ -26,7 +27,7 @@ typedef struct {
     int64_t k;                 /* top-k */
     double threshold;          /* predict_binary */
     int f64;                   /* compute in double */
-    int failed;                /* set by a task that could not allocate */
+    fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
     int64_t flat_n;            /* elementwise over one contiguous run: its length (grid: blocks) */
     int stream;                /* softmax: rows left pending and written with non-temporal stores */
 } fl_post_ctx;
@@ -51,7 +52,7 @@ static inline void fl_run_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t 
     void *scratch = NULL;
     if (scratch_bytes) {
         scratch = malloc(scratch_bytes);
-        if (!scratch) { ctx->failed = 1; return; }
+        if (!scratch) { fl_atomic_store(&ctx->failed, 1); return; }
     }
     fl_walk_rows(ctx, b0, b1, scratch, fn);
     free(scratch);
@@ -63,7 +64,7 @@ static inline int fl_drive(fl_post_ctx *ctx, fl_task_fn task)
     if (nrows <= 0) return FL_OK;
     int64_t rpb = fl_rows_per_block(ctx->g.c);
     fl_parallel_for((nrows + rpb - 1) / rpb, task, ctx);
-    return ctx->failed ? FL_ENOMEM : FL_OK;
+    return fl_atomic_load(&ctx->failed) ? FL_ENOMEM : FL_OK;
 }
 
 /* two scratch rows of the compute type: one for the input, one for the output */
@@ -111,7 +112,7 @@ static inline void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t
     int64_t r = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
     size_t nt = (size_t)c * FL_W;
     char *mem = (char *)malloc(scratch_bytes + 2 * nt * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
-    if (!mem) { ctx->failed = 1; return; }
+    if (!mem) { fl_atomic_store(&ctx->failed, 1); return; }
     void *scratch = mem;
     fl_post_tiles t;
     t.xt = (float *)(void *)(mem + scratch_bytes);

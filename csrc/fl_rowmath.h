@@ -3,10 +3,14 @@
  * product. Float64 rows are in fl_rowmath_f64.h, tiles of small rows in fl_tile.h, the
  * prefetching and streamed output rows in fl_pend.h, sigmoids in fl_sigmoid_math.h.
  *
- * Accuracy design (see API.md, "Accuracy"): x - m is carried with its rounding error e
- * (TwoSum), folded into the exponential as exp(s)*(1 + e), so exp(x_i - max) is right to about
- * one ULP even when x_i and the max differ in magnitude; sums of exponentials accumulate in
- * float64 lanes. Everything is compiled once per ISA, with FL_W lanes.
+ * Accuracy design (see API.md, "Accuracy"): exp(x_i - max) must be right to about one ULP even
+ * when x_i and the max differ in magnitude, where x - m rounds. Rows of moderate logits
+ * (fl_shift_ok: |max| <= 64, none more than 86 below it) take exp(x_i) * 2^-sn with
+ * sn = round(max * log2 e) instead (fl_rsumexp_shift_t): nothing is rounded before the
+ * exponential's own reduction, and the factor exp(max - sn ln2) is divided out of the sums in
+ * double. Other rows carry x - m with its rounding error e (TwoSum), folded into the
+ * exponential as exp(s)*(1 + e). Sums of exponentials accumulate in float64 lanes. Everything
+ * is compiled once per ISA, with FL_W lanes.
  */
 #ifndef FL_ROWMATH_H
 #define FL_ROWMATH_H
@@ -228,6 +232,122 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
     return fl_dacc_sum(acc);
 }
 
+/* Can a row of max m and min lo take the exact-reduction exponentials of fl_rsumexp_shift_t?
+ * Its logits then lie in [m - 86, m], within [-150, 64] where flv_exp_shift_normal holds, and
+ * x * log2(e) - sn in [-125, 1]. Beyond 64 the float32 exponentials of x itself would leave
+ * the reduction's tested range; such rows take the TwoSum path. */
+#define FL_SHIFT_MMAX 64.0f
+static inline int fl_shift_ok(float m, float lo) { return fabsf(m) <= FL_SHIFT_MMAX && lo >= m + FL_EXPF_NORMAL_LO; }
+
+/* the ties of a vector holding some x >= m (x == m: m is the row's max): counted, and their
+ * exponentials taken out of e (they join the count, not the rest) */
+static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
+{
+    float xs[FL_W], es[FL_W], mv = flv_hmax(m);
+    flv_store(xs, xv);
+    flv_store(es, e);
+    for (int j = 0; j < FL_W; j++)
+        if (xs[j] >= mv) { es[j] = 0.0f; (*ties)++; }
+    return flv_load(es);
+}
+
+/* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
+ * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
+ * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
+ * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y (if not NULL) receives the
+ * e_k, scaled by c. Per vector: the exponential, one comparison for ties (which only a vector
+ * holding the max takes further, fl_take_ties) and the float64 sum: the TwoSum correction's
+ * seven vector operations and the two selects of the counting are gone. */
+FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, float *y, double *n_eq, double *scale,
+                                           fl_ahead ahead, int32_t dt)
+{
+    float sn = fl_rintf(m * FL_LOG2E_F);
+    flv vm = flv_set1(m), vsn = flv_set1(sn);
+    fl_dacc acc = fl_dacc_zero();
+    int64_t k = 0, ties = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        fl_ahead_touch(ahead, k, 4 * FL_W);
+        flv xv[4], e[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            xv[j] = fl_xload(x, k + j * FL_W, dt);
+            e[j] = flv_exp_shift_normal(xv[j], vsn);
+        }
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            if (y) flv_store(y + k + j * FL_W, e[j]);
+            if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+            acc = fl_dacc_add(acc, e[j]);
+        }
+    }
+    for (; k < n; k += FL_W) {
+        /* the last vectors, the final one partial: its fill lanes (m itself, a valid argument)
+         * are taken out with the ties and not counted */
+        int64_t len = n - k < FL_W ? n - k : FL_W;
+        fl_ahead_touch(ahead, k, FL_W);
+        flv xv = fl_xload_part(x, k, len, m, dt), e = flv_exp_shift_normal(xv, vsn);
+        if (y) flv_store_part(y + k, e, len);
+        if (flv_any_ge(xv, vm)) {
+            ties -= FL_W - len;
+            e = fl_take_ties(xv, vm, e, &ties);
+        }
+        acc = fl_dacc_add(acc, e);
+    }
+    double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+    *scale = c;
+    *n_eq = (double)ties;
+    return fl_dacc_sum(acc) / c;
+}
+
+/* fl_rsumexp_shift_t's rest and *n_eq for logsumexp's first try: the degree-5 exponential
+ * (flv_exp_fast_shift_normal, 1.95 ULP) and float32 partial sums, FL_SUM_CHUNK vectors at a time
+ * in four partials before the float64 lanes, as the cross-entropy's sums (a vector goes
+ * through at most 12 float32 roundings: 10 in its partial, 2 joining them), no y. The rest is
+ * then within FL_FAST_REST_ERR * 2^-24 of its value, relatively, and logsumexp keeps it where
+ * that error, carried into log S, is well inside its 4 ULP (fl_reduce_row). */
+#define FL_FAST_REST_ERR 17.0
+FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float m, double *n_eq, fl_ahead ahead,
+                                                int32_t dt)
+{
+    float sn = fl_rintf(m * FL_LOG2E_F);
+    flv vm = flv_set1(m), vsn = flv_set1(sn), zero = flv_set1(0.0f);
+    fl_dacc acc = fl_dacc_zero();
+    int64_t k = 0, ties = 0;
+    while (k + FL_W <= n) {
+        flv part[4] = {zero, zero, zero, zero};
+        int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+        for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
+            fl_ahead_touch(ahead, k, 4 * FL_W);
+            flv xv[4], e[4];
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                xv[j] = fl_xload(x, k + j * FL_W, dt);
+                e[j] = flv_exp_fast_shift_normal(xv[j], vsn);
+            }
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+                part[j] = flv_add(part[j], e[j]);
+            }
+        }
+        for (; k + FL_W <= end; k += FL_W) {
+            fl_ahead_touch(ahead, k, FL_W);
+            flv xv = fl_xload(x, k, dt), e = flv_exp_fast_shift_normal(xv, vsn);
+            if (flv_any_ge(xv, vm)) e = fl_take_ties(xv, vm, e, &ties);
+            part[0] = flv_add(part[0], e);
+        }
+        acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
+    }
+    if (k < n) {
+        /* the fill lanes (m itself) are taken out with the ties and not counted */
+        flv xv = fl_xload_part(x, k, n - k, m, dt), e = flv_exp_fast_shift_normal(xv, vsn);
+        ties -= FL_W - (n - k);
+        acc = fl_dacc_add(acc, fl_take_ties(xv, vm, e, &ties));
+    }
+    *n_eq = (double)ties;
+    return fl_dacc_sum(acc) / fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+}
+
 /* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */
 static inline double fl_log_sum(double n_eq, double rest)
 {
@@ -248,15 +368,21 @@ static inline void fl_rscale_f32(float *y, int64_t n, float a)
  * wrong sums when d was -inf.) */
 static inline double fl_clamp_shift_d(double d) { return d < -1e300 ? -1e300 : d; }
 
-/* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m); -inf logits add 0 */
+/* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m); -inf logits add 0. In float64 lanes,
+ * four vectors a step into two accumulators (fl_dacc_add_prod): the per-element double loop
+ * this replaces was not vectorised by GCC and ran at a third of the exponentials' rate. */
 FL_ALWAYS_INLINE double fl_rdot_shift_t(const void *x, const float *p, int64_t n, double m, int32_t dt)
 {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    fl_dacc a0 = fl_dacc_zero(), a1 = a0;
     int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) acc[j] += (double)p[k + j] * fl_clamp_shift_d((double)fl_xget(x, k + j, dt) - m);
-    for (; k < n; k++) acc[0] += (double)p[k] * fl_clamp_shift_d((double)fl_xget(x, k, dt) - m);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k + 2 * FL_W <= n; k += 2 * FL_W) {
+        a0 = fl_dacc_add_prod(a0, flv_load(p + k), fl_xload(x, k, dt), m);
+        a1 = fl_dacc_add_prod(a1, flv_load(p + k + FL_W), fl_xload(x, k + FL_W, dt), m);
+    }
+    for (; k + FL_W <= n; k += FL_W) a0 = fl_dacc_add_prod(a0, flv_load(p + k), fl_xload(x, k, dt), m);
+    /* the fill lanes: p = 0 and x = m add exactly 0 */
+    if (k < n) a0 = fl_dacc_add_prod(a0, flv_load_part(p + k, n - k, 0.0f), fl_xload_part(x, k, n - k, (float)m, dt), m);
+    return fl_dacc_sum(a0) + fl_dacc_sum(a1);
 }
 
 #endif

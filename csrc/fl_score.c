@@ -18,12 +18,14 @@
  *   FL_SCORE_SIGMOID  every element is a binary prediction (sigmoid), target a bool per element,
  *                     the row's sample weight applies to each element of the row.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fastlogits.h"
 #include "fl_kernels.h"
+#include "fl_atomic.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
@@ -39,7 +41,7 @@ typedef struct {
     int64_t rpb;               /* rows per block */
     fl_rsum *slot;             /* nsums partial states per stripe */
     int f64;
-    int failed;
+    fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
 } fl_score_ctx;
 
 /* ---------- per-row arithmetic ---------- */
@@ -431,7 +433,7 @@ static void fl_score_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
     if (!scratch || !acc || !fl_score_acc_init(acc, ctx)) {
         free(scratch);
         free(acc);
-        ctx->failed = 1;
+        fl_atomic_store(&ctx->failed, 1);
         return;
     }
     int64_t r0 = b0 * ctx->rpb, r1 = b1 * ctx->rpb < nrows ? b1 * ctx->rpb : nrows;
@@ -445,6 +447,14 @@ static void fl_score_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
     free(scratch);
 }
 
+/* Rows narrower than float64 divide by the temperature in float32 lanes; a temperature outside
+ * the normal float32 range (T > FLT_MAX rounds to inf, T < FLT_MIN is subnormal or 0) would make
+ * (x - m)/T a NaN (0/0, inf*0), so such rows take the float64 path, widened on reading. */
+static int fl_score_f64_rows(const fl_arr *x, double t)
+{
+    return x->dtype == FL_F64 || !(t >= (double)FLT_MIN && t <= (double)FLT_MAX);
+}
+
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, fl_rsum *acc)
 {
@@ -455,10 +465,10 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
     fl_rsum *slot = (fl_rsum *)malloc((size_t)(ns * nsums) * sizeof(fl_rsum));
     if (!slot) return FL_ENOMEM;
     for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_init(&slot[j]);
-    fl_score_ctx ctx = {x, target, weight, g, o, nsums, rpb, slot, x->dtype == FL_F64, 0};
+    fl_score_ctx ctx = {x, target, weight, g, o, nsums, rpb, slot, fl_score_f64_rows(x, o->temperature), 0};
     fl_stripes_run(nb, ns, fl_score_task, &ctx);
-    if (!ctx.failed)
+    if (!fl_atomic_load(&ctx.failed))
         for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_merge(&acc[j % nsums], &slot[j]);
     free(slot);
-    return ctx.failed ? FL_ENOMEM : FL_OK;
+    return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
 }

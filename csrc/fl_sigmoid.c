@@ -117,7 +117,7 @@ int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
     if (n > 0 && same && fl_grid_flat(x, g) && fl_grid_flat(y, g)) {
         ctx.flat_n = n;
         fl_parallel_for((n + FL_BLOCK_ELEMS - 1) / FL_BLOCK_ELEMS, fl_elementwise_task, &ctx);
-        return ctx.failed ? FL_ENOMEM : FL_OK;
+        return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
     }
     return fl_drive(&ctx, fl_elementwise_task);
 }

@@ -39,13 +39,16 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
         for (int64_t k = 0; k < c; k++) fl_xput(y, k, NAN, ydt);
         return;
     }
-    /* the exponentials: in the output row itself when it is float32 and not left pending */
+    /* the exponentials: in the output row itself when it is float32 and not left pending; they
+     * carry the factor scale of fl_rsumexp_shift_t (1 on the TwoSum paths), which the softmax's
+     * 1/S takes out */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
-    double n_eq, rest = lo >= m + FL_EXPF_NORMAL_LO
-                            ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1)
-                            : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
+    double n_eq, scale = 1.0, rest = fl_shift_ok(m, lo) ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, ey, &n_eq, &scale, ahead)
+                                   : lo >= m + FL_EXPF_NORMAL_LO
+                                   ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1)
+                                   : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
-                 (float)(1.0 / (n_eq + rest)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt, ydt};
+                 (float)(1.0 / ((n_eq + rest) * scale)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt, ydt};
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;
@@ -141,7 +144,7 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
     size_t bytes = ctx->f64 ? 2 * c * sizeof(double) : 5 * c * sizeof(float);
     if (ctx->stream) {
         fl_softmax_stream_scratch *s = malloc(sizeof(fl_softmax_stream_scratch) + 4 * c * sizeof(float));
-        if (!s) { ctx->failed = 1; return; }
+        if (!s) { fl_atomic_store(&ctx->failed, 1); return; }
         fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32, FL_F32};
         s->pend = none;
         fl_walk_rows(ctx, b0, b1, s, fl_softmax_stream_row);

@@ -1,4 +1,4 @@
-"""sequence_scores: parity with the reference (in long double, nearly exact) and with PyTorch's
+"""sequence_scores: parity with the exact oracle (reference.exact) and with PyTorch's
 log_softmax + gather, the greedy flag on ties and special rows, layouts, dtypes, every SIMD
 path, thread counts, Dask chunkings, errors.
 
@@ -19,11 +19,14 @@ from arrays import as_dtype, assert_rel_close
 RTOL = {"float32": 1e-5, "float16": 1e-5, "bfloat16": 1e-5, "float64": 1e-12}
 
 
-def _exact(x):
+def _as_float(x):
+    """float16 and bfloat16 logits as float32 (exactly) for the oracle."""
     x = np.asarray(x)
-    if x.dtype.kind == "V" or x.dtype == np.float16 or x.dtype == as_dtype("bfloat16"):
-        x = x.astype(np.float32)
-    return x.astype(np.longdouble)
+    return x.astype(np.float32) if x.dtype.kind == "V" or x.dtype == np.float16 else x
+
+
+def _exact(x):
+    return _as_float(x).astype(np.longdouble)
 
 
 def _row_scale(x, tokens, axis, ignore_index, temperature):
@@ -38,12 +41,13 @@ def _row_scale(x, tokens, axis, ignore_index, temperature):
 
 def _check(x, tokens, *, axis=-1, ignore_index=-100, temperature=1.0, dname="float32", context=""):
     r = fl.sequence_scores(x, tokens, axis=axis, ignore_index=ignore_index, temperature=temperature)
-    e = ref.sequence_scores(_exact(x), tokens, axis=axis, ignore_index=ignore_index, temperature=temperature)
+    e = ref.exact(ref.sequence_scores, _as_float(x), tokens, axis=axis, ignore_index=ignore_index,
+                  temperature=temperature)
     assert r["logprob"].dtype == np.float64 and r["count"].dtype == np.int64 and r["greedy"].dtype == np.bool_
     scale = _row_scale(x, tokens, axis, ignore_index, temperature)
     with np.errstate(invalid="ignore"):
         atol = np.where(np.isfinite(scale), scale, 0) * RTOL[dname] + 1e-300
-    assert_rel_close(r["logprob"], e["logprob"], 0.0, atol=atol, context=context)
+    assert_rel_close(r["logprob"], e["logprob"].astype(np.float64), 0.0, atol=atol, context=context)
     np.testing.assert_array_equal(r["count"], e["count"], err_msg=context)
     np.testing.assert_array_equal(r["greedy"], e["greedy"], err_msg=context)
     return r

@@ -27,12 +27,11 @@ from typing import Any, List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from . import _core, _rsum
-from ._input import BFLOAT16, as_array, as_logits, check_out
+from ._input import as_array, as_logits, check_out, is_bfloat16, is_float
 from ._layout import make_grid
 
 _REDUCTIONS = ("none", "mean", "sum")
 BCE, FOCAL = 0, 1  # kernel kinds (fl_bce_opts.kind)
-_FLOAT_TARGETS = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
@@ -52,7 +51,7 @@ def _as_target(target: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndar
         kernel_view = t
     elif dt.kind in "iu" and dt.itemsize in _SIGNED:
         kernel_view = t.view(np.dtype(_SIGNED[dt.itemsize]).newbyteorder(dt.byteorder))
-    elif dt.newbyteorder("=") in _FLOAT_TARGETS:
+    elif is_float(dt):
         kernel_view = t
     else:
         raise TypeError(
@@ -89,7 +88,7 @@ def _as_weight(weight: Any, name: str, shape: Tuple[int, ...], dtype: np.dtype) 
     if weight is None:
         return None
     w = as_array(weight, name)
-    if w.dtype.kind not in "biuf" and w.dtype != BFLOAT16:
+    if w.dtype.kind not in "biuf" and not is_bfloat16(w.dtype):
         raise TypeError(f"{name}: expected a real array, got dtype {w.dtype}")
     try:
         ok = np.broadcast_shapes(w.shape, shape) == shape
@@ -213,12 +212,13 @@ def _kernel(p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray], 
     spw = next(it) if p.pw is not None else None
     sl = next(it) if loss is not None else None
     sg = next(it) if g1 is not None else None
-    if check_first and _core.check_binary_target(sy, gr.grid) == _core.BAD_TARGET:
-        raise _target_error(p.t_user, origin)
-    status = _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, p.kind, p.alpha, p.gamma, scale, not check_first,
-                       total, p.per_element)
-    if status == _core.BAD_TARGET:
-        raise _target_error(p.t_user, origin)
+    try:
+        if check_first:
+            _core.check_binary_target(sy, gr.grid)
+        _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, p.kind, p.alpha, p.gamma, scale, not check_first,
+                  total, p.per_element)
+    except _core.BadTargetError:
+        raise _target_error(p.t_user, origin) from None
     gr.finish()
 
 

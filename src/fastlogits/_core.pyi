@@ -1,12 +1,13 @@
 """Type stubs of the compiled binding ``fastlogits._core`` (see ``_core.pyx``).
 
 An operand spec is ``(array, dtype_code, s0, s1, sc)`` as built by ``fastlogits._layout``;
-a grid is ``(n0, n1, c)``. Kernels return None and raise ``MemoryError`` when their scratch
-rows cannot be allocated; the binary-loss kernels return a status instead of raising for an
-invalid target, ``cross_entropy`` returns its sum states (``_CeSums``), ``bce`` sets a sum
-state and ``score`` merges its sum states into ``acc`` (states: see ``fastlogits._rsum``).
+a grid is ``(n0, n1, c)``. Kernels return None and raise the exception of their non-zero
+status (``status_error``: ``MemoryError`` when their scratch cannot be allocated,
+``BadTargetError`` for an invalid binary target); ``cross_entropy`` returns its sum states
+(``_CeSums``), ``bce`` sets a sum state and ``score`` merges its sum states into ``acc``
+(states: see ``fastlogits._rsum``).
 """
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -15,7 +16,9 @@ _Grid = Tuple[int, int, int]
 # cross_entropy's result: ((4, RSUM_WORDS) sum states ce, z, d1, d2; n_valid; first_bad), see fl_ce_result
 _CeSums = Tuple[np.ndarray, int, int]
 
-BAD_TARGET: int
+class BadTargetError(ValueError): ...
+
+def status_error(status: int) -> Exception: ...
 
 def softmax(x: _Spec, y: _Spec, grid: _Grid, mode: int) -> None: ...
 def row_reduce(x: _Spec, out: _Spec, grid: _Grid, what: int) -> None: ...
@@ -25,6 +28,12 @@ def topk(x: _Spec, values: _Spec, indices: _Spec, grid: _Grid, k: int) -> None: 
 def threshold(x: _Spec, out: _Spec, grid: _Grid, t: float) -> None: ...
 def stream_read(src: np.ndarray) -> float: ...
 def stream_copy(dst: np.ndarray, src: np.ndarray) -> None: ...
+
+PROBE_ELEMENTS: int
+PROBE_OPS: Dict[str, int]
+
+def math_probe(what: str, reps: int) -> float: ...
+
 def bce(
     x: _Spec,
     y: _Spec,
@@ -40,8 +49,8 @@ def bce(
     check_target: bool,
     total: Optional[np.ndarray],
     per_element: bool,
-) -> int: ...
-def check_binary_target(y: _Spec, grid: _Grid) -> int: ...
+) -> None: ...
+def check_binary_target(y: _Spec, grid: _Grid) -> None: ...
 def cross_entropy(
     x: _Spec,
     target: _Spec,
@@ -92,3 +101,4 @@ def isa_select(name: str) -> int: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def default_num_threads() -> int: ...
+def build_info() -> Dict[str, Any]: ...

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, cast
 import numpy as np
 
 from . import _score
+from ._pages import PageReleaser
 from ._score import Problem, ScoreState, Spec
 
 # targets that hold one value per row (multilabel targets are 0/1 per element)
@@ -51,7 +52,7 @@ def run(p: Problem, s: Spec, ignore_index: int, chunk_rows: Optional[int] = None
     lead_len = p.x.shape[p.lead]
     t_lead = p.lead if p.task == "multilabel" else 0
     step = _score._chunk_lead(p, chunk_rows)
-    releasers = [_score._PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
+    releasers = [PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
     for lo in range(0, lead_len, step):
         c = _score._chunk(p, lo, min(lo + step, lead_len))
         origin = tuple(lo if d == t_lead else 0 for d in range(p.t.ndim))

@@ -18,22 +18,22 @@ The reduction's internal interface, shared by ``score``, ``fit_temperature`` (``
 ``calibration_curve`` and ``fastlogits.dask`` (and meant for a streaming scorer): ``check`` (a
 call's or a chunk's arrays as a ``Problem``), ``spec`` (the options every chunk shares, a ``Spec``), ``partial`` (a chunk's
 ``ScoreState``, merged with ``ScoreState.merge`` in any order) and ``finish`` (merged state to
-the metrics dict; ``reliability`` to the per-bin table).
+the metrics dict).
 """
 from __future__ import annotations
 
 import math
-import mmap
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
 from . import _core, _rsum
 from ._auc import AucData
-from ._input import BFLOAT16, as_array, as_logits, normalize_axis
+from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid, with_axis
+from ._pages import PageReleaser, chunk_rows as rows_per_chunk
+from ._progress import progress_reporter
 
 ALL_METRICS = ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy", "roc_auc")
 TASKS = ("multiclass", "binary", "multilabel")
@@ -49,8 +49,6 @@ _W, _NLL, _CORRECT, _HIT, _BRIER, _ENT, _GAP, _NSUMS = range(8)
 _WANT_BINS = 1 << _NSUMS
 _METRIC_SUM = {"nll": _NLL, "accuracy": _CORRECT, "top_k_accuracy": _HIT, "brier": _BRIER, "mean_entropy": _ENT}
 
-# Default chunk: about this many bytes of logits per kernel call.
-_CHUNK_BYTES = 1 << 25
 
 
 @dataclass
@@ -86,7 +84,7 @@ class Problem:
 # --------------------------------------------------------------------------- preparing
 
 def _is_numeric(dt: np.dtype) -> bool:
-    return dt.kind in "biuf" or dt == BFLOAT16
+    return dt.kind in "biuf" or is_bfloat16(dt)
 
 
 def _infer_task(x: np.ndarray, t: np.ndarray, task: Optional[str], ax: Optional[int]) -> str:
@@ -261,7 +259,7 @@ def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
 
 def _class_indices(t: np.ndarray, c: int, origin: Sequence[int]) -> np.ndarray:
     """A chunk of a multiclass target as int64 class indices, checked."""
-    if t.dtype.kind == "f" or t.dtype == BFLOAT16:
+    if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         tf = np.asarray(t, dtype=np.float64)
         bad = ~(tf == np.round(tf))
         if bad.any():
@@ -314,92 +312,14 @@ def partial(p: Problem, s: Spec, origin: Sequence[int] = ()) -> ScoreState:
     return state
 
 
-# --------------------------------------------------------------------------- memmap pages
-
-def _read_only_mmap(a: np.ndarray) -> Optional[mmap.mmap]:
-    """The mmap behind a read-only np.memmap view, if any."""
-    b: Any = a
-    while b is not None:
-        if isinstance(b, np.memmap):
-            mm = getattr(b, "_mmap", None)
-            return mm if getattr(b, "mode", None) == "r" and isinstance(mm, mmap.mmap) else None
-        b = getattr(b, "base", None)
-    return None
-
-
-class _PageReleaser:
-    """Gives the pages of a read-only memmap back to the OS once a chunk has been scored, so
-    the resident memory stays at about one chunk whatever the file size. Only an optimisation:
-    platforms without madvise simply keep the pages (the OS may still evict them)."""
-
-    def __init__(self, a: np.ndarray):
-        self.mm = _read_only_mmap(a) if hasattr(mmap, "MADV_DONTNEED") else None
-        self.base = 0
-        if self.mm is not None:
-            view = np.frombuffer(self.mm, dtype=np.uint8)
-            self.base = view.__array_interface__["data"][0]
-            del view
-
-    def release(self, chunk: np.ndarray) -> None:
-        if self.mm is None or chunk.size == 0:
-            return
-        lo, hi = _byte_bounds(chunk)
-        if lo < self.base or hi > self.base + len(self.mm):
-            return  # not memory of this mapping
-        start = (lo - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
-        end = hi - self.base
-        try:
-            self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-        except (OSError, ValueError):
-            self.mm = None
-
-
-def _byte_bounds(a: np.ndarray) -> Tuple[int, int]:
-    try:
-        from numpy.lib.array_utils import byte_bounds
-    except ImportError:  # NumPy < 2
-        byte_bounds = np.byte_bounds  # type: ignore[attr-defined]  # NumPy 2's stubs lack it
-    return byte_bounds(a)
-
-
-# --------------------------------------------------------------------------- progress
-
-def _progress_reporter(progress: Any, total: int) -> Tuple[Callable[[int], None], Callable[[], None]]:
-    """(update(rows_done), close()) for ``progress``: None/False, a callable or True (a tqdm bar
-    on stderr; without tqdm, a plain line on stderr rewritten in place)."""
-    if progress is None or progress is False:
-        return (lambda done: None), (lambda: None)
-    if callable(progress):
-        return (lambda done: progress(done, total)), (lambda: None)
-    if progress is not True:
-        raise TypeError(f"progress: expected None, True or a callable (rows_done, rows_total), got {progress!r}")
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def update(done: int) -> None:
-            pct = 100.0 * done / total if total else 100.0
-            sys.stderr.write(f"\rfastlogits: {done}/{total} rows ({pct:5.1f}%)")
-            sys.stderr.flush()
-
-        def close() -> None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-        return update, close
-    bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, desc="fastlogits")
-
-    def update_bar(done: int) -> None:
-        bar.update(done - bar.n)
-    return update_bar, bar.close
-
-
 # --------------------------------------------------------------------------- the pass
 
 def _chunk_lead(p: Problem, chunk_rows: Optional[int]) -> int:
-    """Lead-axis indices per chunk: about ``chunk_rows`` rows (default: _CHUNK_BYTES of logits)."""
+    """Lead-axis indices per chunk: about ``chunk_rows`` rows (default: _pages.CHUNK_BYTES of logits)."""
     lead_len = p.x.shape[p.lead]
     per_lead = max(p.n_rows // lead_len if lead_len else 1, 1)
     if chunk_rows is None:
-        chunk_rows = max(1, _CHUNK_BYTES // max(1, p.c * p.x.itemsize))
+        chunk_rows = rows_per_chunk(p.c * p.x.itemsize)
     return -(-int(chunk_rows) // per_lead)
 
 
@@ -417,8 +337,8 @@ def _pass(p: Problem, s: Spec, chunk_rows: Optional[int], progress: Any) -> Scor
     n, lead_len = p.n_rows, p.x.shape[p.lead]
     t_lead = p.lead if p.task == "multilabel" else 0
     step = _chunk_lead(p, chunk_rows)
-    releasers = [_PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
-    update, close = _progress_reporter(progress, n)
+    releasers = [PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
+    update, close = progress_reporter(progress, n)
     try:
         for lo in range(0, lead_len, step):
             hi = min(lo + step, lead_len)
@@ -456,16 +376,6 @@ def finish(p: Problem, s: Spec, state: ScoreState) -> Dict[str, Any]:
             # not None: the state collects scores and labels whenever roc_auc is asked for
             out[m] = cast(AucData, state.auc).metric(p.task, p.c)
     return out
-
-
-def reliability(state: ScoreState) -> Dict[str, np.ndarray]:
-    """Per confidence bin: total weight, weighted mean confidence and accuracy (NaN when empty)."""
-    weight, correct, conf = np.split(_rsum.value(state.sums)[_NSUMS:], 3)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = conf / weight
-        accuracy = correct / weight
-    edges = np.linspace(0.0, 1.0, len(weight) + 1)
-    return {"edges": edges, "weight": weight, "confidence": mean_conf, "accuracy": accuracy}
 
 
 # --------------------------------------------------------------------------- public
@@ -540,19 +450,7 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     >>> r["count"], round(r["accuracy"], 4), round(r["top_k_accuracy"], 4)
     (3, 0.6667, 1.0)
     """
-    return score_details(logits, target, task=task, axis=axis, metrics=metrics, k=k, bins=bins,
-                         sample_weight=sample_weight, temperature=temperature, chunk_rows=chunk_rows,
-                         progress=progress)[0]
-
-
-def score_details(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
-                  k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0,
-                  chunk_rows: Optional[int] = None, progress: Any = None
-                  ) -> Tuple[Dict[str, Any], str, Dict[str, np.ndarray]]:
-    """:func:`score` plus the task it scored and the reliability table (per confidence bin:
-    ``edges``, ``weight``, ``confidence``, ``accuracy``), for the command line's ``--plot``."""
     p = check(logits, target, task, axis, sample_weight)
     s = spec(p, metrics, k, bins, temperature)
     _check_scalar_args(bins, temperature, chunk_rows)
-    state = _pass(p, s, chunk_rows, progress)
-    return finish(p, s, state), p.task, reliability(state)
+    return finish(p, s, _pass(p, s, chunk_rows, progress))

@@ -36,11 +36,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
 from . import _bce, _ce, _kept, _post, _score, _sequence, _temperature
-from ._input import BFLOAT16, as_array, int64_value, normalize_axis
+from ._dask_npy import from_npy
+from ._input import as_array, int64_value, is_bfloat16, normalize_axis
 
 __all__ = [
-    "bce_with_logits", "cross_entropy", "entropy", "fit_temperature", "log_sigmoid", "log_softmax", "logsumexp",
-    "predict", "predict_binary", "score", "sequence_scores", "sigmoid", "softmax", "topk",
+    "bce_with_logits", "cross_entropy", "entropy", "fit_temperature", "from_npy", "log_sigmoid", "log_softmax",
+    "logsumexp", "predict", "predict_binary", "score", "sequence_scores", "sigmoid", "softmax", "topk",
 ]
 
 
@@ -49,6 +50,11 @@ __all__ = [
 def _as_dask(a: Any, name: str) -> "da.Array":
     """A Dask array as it is; anything else (NumPy, memmap, DLPack tensor) as one chunk."""
     if isinstance(a, da.Array):
+        if any(math.isnan(size) for sizes in a.chunks for size in sizes):
+            raise ValueError(
+                f"{name}: the Dask array has unknown chunk sizes (nan, e.g. after boolean indexing); "
+                f"call {name}.compute_chunk_sizes() first"
+            )
         return a
     arr = as_array(a, name)
     return da.from_array(arr, chunks=arr.shape, asarray=False)
@@ -81,7 +87,7 @@ def _target_probe(t: "da.Array") -> np.ndarray:
 def _weight_probe(w: Optional["da.Array"]) -> Optional[np.ndarray]:
     if w is None:
         return None
-    return _probe_as(w, np.float64) if w.dtype.kind in "iubf" or w.dtype == BFLOAT16 else _probe(w)
+    return _probe_as(w, np.float64) if w.dtype.kind in "iubf" or is_bfloat16(w.dtype) else _probe(w)
 
 
 def _single_class_chunk(x: "da.Array", ax: int, name: str = "x") -> None:
