@@ -254,10 +254,10 @@ def _ops() -> Dict[str, Op]:
         _close(1e-5)))
     ops.append(Op(
         "sequence_scores/bf16", "class", "read",
-        lambda d: fl.sequence_scores(*_sequences(d.x, d.target)), None,
-        lambda d: ref.sequence_scores(*_sequences(d.x, d.target)),
+        lambda d: fl.sequence_scores(*_sequences(d)), None,
+        lambda d: ref.sequence_scores(*_sequences(d)),
         peers(torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target, reduction="none")
-                               .view(*_sequences(d.x, d.target)[1].shape).sum(1))),
+                               .view(*_sequences(d)[1].shape).sum(1))),
         _sequence_check, dtype="bfloat16"))
     by_name = {op.name: op for op in ops}
     for name in HALF_OPS:
@@ -280,10 +280,11 @@ def _torch_focal(torch: Any, x: Any, y: Any, alpha: float = 0.25, gamma: float =
     return loss.mean()
 
 
-def _sequences(x: np.ndarray, tokens: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Rows of positions as 8 sequences (B, T, V) and their tokens (B, T) (views)."""
-    b = 8 if x.shape[0] % 8 == 0 else 1
-    return x.reshape(b, -1, x.shape[-1]), tokens.reshape(b, -1)
+def _sequences(d: Data) -> Tuple[np.ndarray, np.ndarray]:
+    """The rows of positions as 8 sequences (B, T, V) and their tokens (B, T) (views)."""
+    assert d.target is not None  # a case with class targets
+    b = 8 if d.x.shape[0] % 8 == 0 else 1
+    return d.x.reshape(b, -1, d.x.shape[-1]), d.target.reshape(b, -1)
 
 
 def _sequence_check(got: Any, want: Any) -> None:
