@@ -76,5 +76,5 @@ def test_draws_a_png_for_each_case():
     plt = pytest.importorskip("matplotlib.pyplot")
     for scale in (1.0, 2.5, 0.4):
         buf = io.BytesIO()
-        draw_reliability(plt, _layout(*_model(scale, n=3000))[0], buf)
+        draw_reliability(plt, _layout(*_model(scale, n=1000))[0], buf)
         assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
