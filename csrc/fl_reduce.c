@@ -70,7 +70,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         } else {
             int ent = ctx->op == FL_ENTROPY;
             float *e = ent ? bp : NULL;
-            if (!ent && fl_shift_ok(m, lo)) {
+            if (!ent && fl_shift_ok(m, lo, c)) {
                 /* the cheaper sums first: their rest is within FL_FAST_REST_ERR * 2^-24 (relative),
                  * which moves log S by at most that times rest/S; where this is below 3 * 2^-24 *
                  * |v| (under 3 ULP of the float32 result, 3.5 with its rounding) it stands, else
@@ -84,7 +84,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             }
             /* the exponentials in bp carry the factor scale of fl_rsumexp_shift_t (1 on the
              * TwoSum paths), which the entropy's dot product divides out */
-            double n_eq, scale = 1.0, rest = fl_shift_ok(m, lo) ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, e, &n_eq, &scale, ahead)
+            double n_eq, scale = 1.0, rest = fl_shift_ok(m, lo, c) ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, e, &n_eq, &scale, ahead)
                                            : lo >= m + FL_EXPF_NORMAL_LO
                                            ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1)
                                            : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);

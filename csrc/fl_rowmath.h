@@ -24,6 +24,7 @@
 #include "fl_scalar_math.h"
 
 #include "fl_pend.h"
+#include "fl_tile.h"
 
 /* ---------- float32 rows ---------- */
 
@@ -232,12 +233,18 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
     return fl_dacc_sum(acc);
 }
 
-/* Can a row of max m and min lo take the exact-reduction exponentials of fl_rsumexp_shift_t?
- * Its logits then lie in [m - 86, m], within [-150, 64] where flv_exp_shift_normal holds, and
- * x * log2(e) - sn in [-125, 1]. Beyond 64 the float32 exponentials of x itself would leave
- * the reduction's tested range; such rows take the TwoSum path. */
+/* Can a row of c classes, max m and min lo take the exact-reduction exponentials of
+ * fl_rsumexp_shift_t? Its logits then lie in [m - 86, m], within [-150, 64] where
+ * flv_exp_shift_normal holds, and x * log2(e) - sn in [-125, 1]. Beyond 64 the float32
+ * exponentials of x itself would leave the reduction's tested range; such rows take the TwoSum
+ * path. So do rows of at most FL_LANES_MAX_C classes: the tiles (fl_tile.h) compute those with
+ * the TwoSum formulas, and a row that a tile hands back (a tile holding a NaN row, say) must
+ * come out with the same bits as in the tile, or a row's result would depend on its neighbours. */
 #define FL_SHIFT_MMAX 64.0f
-static inline int fl_shift_ok(float m, float lo) { return fabsf(m) <= FL_SHIFT_MMAX && lo >= m + FL_EXPF_NORMAL_LO; }
+static inline int fl_shift_ok(float m, float lo, int64_t c)
+{
+    return c > FL_LANES_MAX_C && fabsf(m) <= FL_SHIFT_MMAX && lo >= m + FL_EXPF_NORMAL_LO;
+}
 
 /* the ties of a vector holding some x >= m (x == m: m is the row's max): counted, and their
  * exponentials taken out of e (they join the count, not the rest) */
