@@ -170,6 +170,22 @@ typedef struct {
 int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
              const fl_score_opts *o, fl_rsum *acc);
 
+/* per-sequence scores of a language model, in fl_seq.c: row (i0, i1) of the grid is position
+ * i1 of sequence i0 */
+typedef struct {
+    fl_arr x;              /* logits (float dtypes) */
+    fl_arr tokens;         /* FL_I64/FL_I32 token per row (row grid only) */
+    int64_t ignore_index;  /* rows whose token equals it are not scored (nor read) */
+    double temperature;    /* > 0: the rows are log_softmax(x / temperature) */
+} fl_seq_args;
+/* For every sequence i0 < g.n0: merge the order-independent sum of its scored rows'
+ * log-probabilities into logprob[i0], add their number to count[i0], and clear greedy[i0]
+ * (0/1) unless every scored token is the argmax of its row (NaN largest, ties to the lowest
+ * index). *first_bad: the first row (grid order) whose token is neither ignore_index nor in
+ * [0, g.c) (such rows are skipped), or -1. */
+int fl_sequence_scores(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_t *count, uint8_t *greedy,
+                       int64_t *first_bad);
+
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */
 int fl_isa_select(const char *name);     /* 0: selected; 1: unknown name; 2: not supported here */

@@ -28,6 +28,7 @@
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
 #include "fl_rsum.h"
+#include "fl_lse_row.h"
 
 typedef struct {
     const fl_ce_args *a;
@@ -106,15 +107,6 @@ static inline double fl_ce_zterm(const fl_ce_args *a, double s, double lse)
 static inline double fl_ce_zcoef(const fl_ce_args *a, double s, double lse)
 {
     return a->z_loss > 0.0 ? s * a->grad_scale_z * 2.0 * a->z_loss * lse : 0.0;
-}
-
-/* The sum S = n_max + rest of a row's exponentials (see fl_ce_online_t) and its log. */
-typedef struct { double n_max, rest, S, logS; } fl_ce_sum;
-
-static inline fl_ce_sum fl_ce_make_sum(double n_max, double rest)
-{
-    double S = n_max + rest;
-    return (fl_ce_sum){n_max, rest, S, n_max == 1.0 ? fl_log1p_d(rest) : fl_log_d(S)};
 }
 
 /* Loss of a class-index row: xy = x_y - m, sw = sum_c w_c*(x_c - m). */

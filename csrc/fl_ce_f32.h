@@ -4,11 +4,11 @@
  * A row is read from memory once (class-index targets; float16 and bfloat16 rows are read in
  * place and widened in registers, fl_xrow): pass 1 walks it in blocks of FL_CE_BLOCK elements,
  * takes each block's max and sums its exp(x - max) from L1 (an online logsumexp,
- * fl_ce_online_t), storing the exponentials in a scratch row when a gradient is wanted; pass 2
- * reads that scratch row back from cache and writes each gradient element once (non-temporal
- * stores when the gradient is large: fl_pend.h). The gradient row may be the logits row itself:
- * what the loss needs from the logits (the target's logit, weighted sums of the row) is taken
- * before pass 2. Probability targets take the row's max, its weighted dot products and its
+ * fl_ce_online_t in fl_lse_row.h), storing the exponentials in a scratch row when a gradient
+ * is wanted; pass 2 reads that scratch row back from cache and writes each gradient element
+ * once (non-temporal stores when the gradient is large: fl_pend.h). The gradient row may be
+ * the logits row itself: what the loss needs from the logits (the target's logit, weighted
+ * sums of the row) is taken before pass 2. Probability targets take the row's max, its weighted dot products and its
  * sum of exponentials in separate passes from cache. Compiled once per ISA.
  */
 #ifndef FL_CE_F32_H
@@ -16,70 +16,7 @@
 
 #include "fl_ce_core.h"
 
-/* Rows are summed in blocks of FL_CE_BLOCK elements (4 KB of float32): the block's max is taken first,
- * which brings it into L1, then its exponentials are summed from there, so a row is read from
- * memory once and that read overlaps the exponentials (an online logsumexp). The blocks are
- * fixed by the row length alone, so the result does not depend on the thread count. */
-#define FL_CE_BLOCK 1024
-
 static int64_t fl_ce_nblocks(int64_t c) { return (c + FL_CE_BLOCK - 1) / FL_CE_BLOCK; }
-
-/* One pass over a row: its max m and the sum of exp(x_k - m) split as n_max + rest. n_max
- * counts the elements equal to the max (their exponential is exactly 1) and rest sums the
- * others in double, so rest stays accurate relative to itself: when the target holds the
- * max, -log p_y = log1p(n_max - 1 + rest) and 1 - p_y = (n_max - 1 + rest)/S keep their
- * relative accuracy however close p_y is to 1. When a block raises the running max, the sum
- * so far is rescaled by exp(old - new) (in double; the old max's ones become part of rest).
- * The exponentials are not TwoSum-corrected: |x - m| < 104 where they matter, so they are
- * right to 104 * 2^-24 relative, inside the losses' 1e-5.
- * If e is not NULL it receives exp(x_k - bm[b]) of each block b, bm[b] the running max then
- * (fl_ce_rescale brings them to the final max). A nan or +inf element returns at once with
- * that value; an all -inf row returns -inf. A pending row (pend) is written a step at a time
- * among the sums' exponentials (fl_ahead_touch). x is of dtype dt (fl_xrow). */
-FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float *bm, double *n_max, double *rest,
-                                      fl_pend *pend, int32_t dt)
-{
-    float m = -INFINITY;
-    double nm = 0.0, rs = 0.0;
-    int64_t esz = (int64_t)fl_xsize(dt);
-    *n_max = *rest = 0.0;
-    for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
-        int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK;
-        const char *xb = (const char *)x + k * esz;
-        float lo, mb = fl_rmaxmin_t(xb, n, &lo, dt);
-        /* the next block is on another page, where the hardware prefetcher stops: have it
-         * fetched while this one's exponentials are computed from L1. After the last block,
-         * the next block is the start of the next row when rows are contiguous (a prefetch of
-         * memory that is not the next row is only wasted, never a fault). */
-        int64_t after = c - k - n; /* elements of the row after this block */
-        int64_t fetch = after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n;
-        fl_ahead ahead = {xb + n * esz, fetch * esz, esz, pend};
-        if (mb > m) {
-            rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
-            nm = 0.0;
-            m = mb;
-        }
-        if (bm) bm[b] = m;
-        if (m == -INFINITY) {
-            /* nothing but -inf so far: these exponentials are 0 whatever the max turns out to be */
-            if (e) memset(e + k, 0, (size_t)n * sizeof(float));
-            continue;
-        }
-        /* a block with no logit far below the max (no -inf or masked entry) takes the
-         * exponential without the clamp and the subnormal branch */
-        float *eb = e ? e + k : NULL;
-        double nb = 0.0, rb;
-        if (lo >= m + FL_EXPF_NORMAL_LO)
-            rb = mb < m ? fl_rsumexp_below_t(xb, n, m, eb, ahead, 1, dt) : fl_rsumexp_t(xb, n, m, eb, &nb, 0, ahead, 1, dt);
-        else
-            rb = mb < m ? fl_rsumexp_below_t(xb, n, m, eb, ahead, 0, dt) : fl_rsumexp_t(xb, n, m, eb, &nb, 0, ahead, 0, dt);
-        nm += nb;
-        rs += rb;
-    }
-    *n_max = nm;
-    *rest = rs;
-    return m;
-}
 
 /* Bring the exponentials of blocks summed under an earlier, smaller running max to the final max m. */
 static void fl_ce_rescale(float *e, int64_t c, const float *bm, float m)

@@ -184,3 +184,8 @@ int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_gri
 {
     return fl_table()->score(x, target, weight, g, o, acc);
 }
+int fl_sequence_scores(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_t *count, uint8_t *greedy,
+                       int64_t *first_bad)
+{
+    return fl_table()->sequence_scores(a, g, logprob, count, greedy, first_bad);
+}

@@ -19,4 +19,5 @@ const fl_kernel_table FL_TABLE_NAME = {
     .check_binary_target = FL_FN(check_binary_target),
     .cross_entropy = FL_FN(cross_entropy),
     .score = FL_FN(score),
+    .sequence_scores = FL_FN(sequence_scores),
 };

@@ -21,6 +21,9 @@ OPS = list(bench._ops())
 
 def _perturbed(result):
     """The result with its first output wrong: indices moved by one, values by 1%."""
+    if isinstance(result, dict):
+        first = next(iter(result))
+        return {**result, first: _perturbed(result[first])}
     if isinstance(result, tuple):
         return (_perturbed(result[0]),) + tuple(result[1:])
     a = np.asarray(result)
@@ -50,15 +53,19 @@ def test_cases_cover_the_table():
         shapes = {"binary": bench.BINARY_SHAPES, "masked": bench.MASKED_SHAPES,
                   "scored": bench.SCORE_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
         if op.dtype != "float32":
-            shapes = bench.HALF_SHAPES
-            assert bench._ops()[name.split("/")[0]].dtype == "float32"
+            shapes = bench.HALF_SHAPES + (bench.LM_SHAPES if name in bench.LM_OPS else [])
+            if name.split("/")[0] in bench.HALF_OPS:
+                assert bench._ops()[name.split("/")[0]].dtype == "float32"
         elif bench.arithmetic(name) and op.targets != "masked":
             shapes = shapes + bench.CACHE_SHAPES
         assert shape in shapes, (name, shape)
     # every float32 operation with arithmetic runs once from cache; the others never do
     from_cache = {name for name, shape in full if shape in bench.CACHE_SHAPES}
     assert from_cache == {n for n in OPS if "/" not in n and bench.arithmetic(n) and bench._ops()[n].targets != "masked"}
-    assert set(bench.ARITHMETIC) <= set(OPS)
+    assert set(bench.ARITHMETIC) <= {n.split("/")[0] for n in OPS}
+    # the language-model case, beside the cross-entropy of the same data, in both runs
+    for name in bench.LM_OPS:
+        assert (name, bench.LM_SHAPES[0]) in full and (name, bench.LM_QUICK_SHAPES[0]) in quick
     assert all(set(ops) <= set(bench._core.PROBE_OPS) for ops in bench.ARITHMETIC.values())
 
 
@@ -69,7 +76,7 @@ def test_half_precision_cases_run_on_their_dtype(name):
     assert d.x.dtype.name == op.dtype and op.dtype in ("float16", "bfloat16")
     out = op.fast(d)
     array_out = out[1] if isinstance(out, tuple) else out  # a gradient, or an elementwise/row output
-    if op.name.split("/")[0] not in ("predict", "cross_entropy"):  # int64 classes, a float loss
+    if op.name.split("/")[0] not in ("predict", "cross_entropy", "sequence_scores"):  # not in the logits' dtype
         assert np.asarray(array_out).dtype.name == op.dtype
     assert set(op.peers) <= {"torch"}
 

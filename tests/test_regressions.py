@@ -325,3 +325,18 @@ def test_small_class_row_does_not_depend_on_a_nan_neighbour(name, c, isa):
     assert differ.size == 0, f"{name} C={c}: rows {differ.tolist()} change when a neighbour is NaN"
     if name == "softmax" and c == 1:
         assert np.all(clean == 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cross_entropy_nan_after_the_first_block(dtype):
+    """A NaN (or +inf) logit in a later 1024-element block of the online logsumexp was counted
+    as a maximum and the row's loss came out finite (log C); the row has no softmax: nan."""
+    import ml_dtypes
+
+    dt = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    for bad in (np.nan, np.inf):
+        x = np.zeros((2, 3000), dt)
+        x[0, 2000] = bad
+        loss = fl.cross_entropy(x, np.array([0, 1]), reduction="none")
+        assert np.isnan(loss[0]) and np.isfinite(loss[1]), (bad, loss)
+        assert np.isnan(fl.cross_entropy(x, np.array([0, 1])))

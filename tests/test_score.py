@@ -410,8 +410,10 @@ def test_fit_temperature_vs_reference(task):
 
 def test_fit_temperature_limits():
     y = np.array([0, 1, 0, 1])
-    assert fl.fit_temperature(np.array([-1.0, 1.0, -2.0, 2.0]), y) == 1e-6   # separable
-    assert fl.fit_temperature(np.array([1.0, -1.0, 2.0, -2.0]), y) == 1e6    # anti-correlated
+    with pytest.warns(RuntimeWarning, match="search bound"):
+        assert fl.fit_temperature(np.array([-1.0, 1.0, -2.0, 2.0]), y) == 1e-6   # separable
+    with pytest.warns(RuntimeWarning, match="search bound"):
+        assert fl.fit_temperature(np.array([1.0, -1.0, 2.0, -2.0]), y) == 1e6    # anti-correlated
     assert math.isnan(fl.fit_temperature(np.array([np.nan, 1.0, 2.0, -2.0]), y))
 
 

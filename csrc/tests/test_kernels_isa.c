@@ -2,10 +2,11 @@
  *
  * Built with the kernel sources compiled twice (FL_ISA=0 and the path under test, e.g. NEON
  * through scripts/cross_neon.sh under qemu-user), it runs softmax, log_softmax, logsumexp,
- * entropy, sigmoid, log_sigmoid, argmax, top-k, cross-entropy (loss and gradient) and BCE on
- * random rows of several widths (tails included) with special values, and compares the
- * tables' results: float32 outputs within 4 ULP of each other, losses within 1e-6 relative,
- * predictions equal. Exit status 0 when all agree. */
+ * entropy, sigmoid, log_sigmoid, argmax, top-k, cross-entropy (loss and gradient), the
+ * per-sequence scores and BCE on random rows of several widths (tails included) with special
+ * values, and compares the tables' results: float32 outputs within 4 ULP of each other, losses
+ * within 1e-6 relative, predictions, counts and greedy flags equal. Exit status 0 when all
+ * agree. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -131,6 +132,26 @@ static void run_shape(int64_t n, int64_t c)
         snprintf(name, sizeof name, "cross_entropy %lldx%lld", (long long)n, (long long)c);
         check_rel(name, fl_rsum_value(&r1.ce), fl_rsum_value(&r2.ce), 1e-6);
         check_f32(name, ya, yb, total, 8);
+    }
+    for (int tempered = 0; tempered < 2; tempered++) {
+        /* the 37 rows as sequences of 4 positions (the last one shorter: a 10 x 4 grid with
+         * its last three tokens ignored), some tokens their row's argmax */
+        int64_t tok[40], cnt1[10] = {0}, cnt2[10] = {0};
+        uint8_t gr1[10], gr2[10];
+        fl_rsum lp1[10], lp2[10];
+        for (int64_t r = 0; r < 40; r++) tok[r] = r < n ? (r % 3 ? target[r] : ia[c >= 3 ? 3 * r : r]) : -100;
+        for (int j = 0; j < 10; j++) { fl_rsum_init(&lp1[j]); fl_rsum_init(&lp2[j]); gr1[j] = gr2[j] = 1; }
+        fl_seq_args q = {{x, FL_F32, 4 * c, c, 1}, {tok, FL_I64, 4, 1, 0}, -100, tempered ? 1.7 : 1.0};
+        fl_grid gs = {10, 4, c};
+        int64_t bad1, bad2;
+        s->sequence_scores(&q, gs, lp1, cnt1, gr1, &bad1);
+        v->sequence_scores(&q, gs, lp2, cnt2, gr2, &bad2);
+        snprintf(name, sizeof name, "sequence_scores %lldx%lld T=%s", (long long)n, (long long)c, tempered ? "1.7" : "1");
+        for (int j = 0; j < 10; j++) check_rel(name, fl_rsum_value(&lp1[j]), fl_rsum_value(&lp2[j]), 1e-6);
+        if (memcmp(cnt1, cnt2, sizeof cnt1) || memcmp(gr1, gr2, sizeof gr1) || bad1 != bad2) {
+            printf("FAIL %s: counts, greedy flags or bad rows differ\n", name);
+            failures++;
+        }
     }
     {
         fl_arr at = rows(bt, FL_F32, c);

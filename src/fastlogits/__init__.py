@@ -16,6 +16,7 @@ from ._bce import (
     sigmoid_focal_loss,
     sigmoid_focal_loss_and_grad,
 )
+from ._calibration import calibration_curve
 from ._ce import cross_entropy, cross_entropy_and_grad
 from ._post import (
     entropy,
@@ -28,8 +29,10 @@ from ._post import (
     softmax,
     topk,
 )
-from ._score import fit_temperature, score
+from ._score import score
 from ._scorer import Scorer
+from ._sequence import sequence_scores
+from ._temperature import fit_temperature
 
 _select_isa_from_env()
 
@@ -62,6 +65,7 @@ __all__ = [
     "__version__",
     "bce_with_logits",
     "bce_with_logits_and_grad",
+    "calibration_curve",
     "cross_entropy",
     "cross_entropy_and_grad",
     "entropy",
@@ -74,6 +78,7 @@ __all__ = [
     "predict",
     "predict_binary",
     "score",
+    "sequence_scores",
     "set_num_threads",
     "show_config",
     "sigmoid",

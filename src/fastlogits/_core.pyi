@@ -85,6 +85,16 @@ def score(
     cmw: Optional[np.ndarray],
     pc: Optional[np.ndarray],
 ) -> None: ...
+def sequence_scores(
+    x: _Spec,
+    tokens: _Spec,
+    grid: _Grid,
+    ignore_index: int,
+    temperature: float,
+    logprob: np.ndarray,
+    count: np.ndarray,
+    greedy: np.ndarray,
+) -> int: ...
 RSUM_WORDS: int
 
 def rsum_check(states: np.ndarray) -> int: ...

@@ -7,7 +7,7 @@ the array supplies the data pointer, the rest is the row grid in elements. A gri
 non-zero status becomes the exception of ``_STATUS_ERRORS``.
 """
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 
 cnp.import_array()
@@ -86,6 +86,13 @@ cdef extern from "fastlogits.h":
         fl_rsum *pc
     int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, fl_rsum *acc) nogil
+    ctypedef struct fl_seq_args:
+        fl_arr x
+        fl_arr tokens
+        int64_t ignore_index
+        double temperature
+    int fl_sequence_scores(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_t *count,
+                           uint8_t *greedy, int64_t *first_bad) nogil
     void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n) nogil
     void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n) nogil
     void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride) nogil
@@ -368,6 +375,29 @@ def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, i
     with nogil:
         st = fl_score(&cx, &ct, pw, g, &o, pacc)
     _check(st)
+
+
+def sequence_scores(tuple x, tuple tokens, tuple grid, int64_t ignore_index, double temperature,
+                    cnp.ndarray logprob, cnp.ndarray count, cnp.ndarray greedy):
+    """Merge the per-sequence scores of the rows into ``logprob`` (sum states, C-contiguous
+    int64 (n0, RSUM_WORDS)), ``count`` (int64 (n0,)) and ``greedy`` (bool (n0,)), sequence i0
+    being row i0 of the grid; returns the first row (grid order) with an out-of-range token,
+    or -1."""
+    cdef fl_seq_args a
+    a.x = _operand(x)
+    a.tokens = _operand(tokens)
+    a.ignore_index = ignore_index
+    a.temperature = temperature
+    cdef fl_grid g = _grid(grid)
+    cdef fl_rsum *lp = <fl_rsum *>cnp.PyArray_DATA(logprob)
+    cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(count)
+    cdef uint8_t *gr = <uint8_t *>cnp.PyArray_DATA(greedy)
+    cdef int64_t bad = -1
+    cdef int st
+    with nogil:
+        st = fl_sequence_scores(&a, g, lp, cnt, gr, &bad)
+    _check(st)
+    return bad
 
 
 RSUM_WORDS = 8  # FL_RSUM_WORDS

@@ -177,3 +177,25 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     if not -ndim <= ax < ndim:
         raise np.exceptions.AxisError(f"{name}: {ax} is out of bounds for an array of dimension {ndim}")
     return ax % ndim
+
+
+def int64_value(value: Any, name: str) -> int:
+    """An integer option that must fit int64 (e.g. ``ignore_index``); bools are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if not np.iinfo(np.int64).min <= int(value) <= np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: expected an int64 value, got {value!r}")
+    return int(value)
+
+
+def positive_value(value: Any, name: str) -> float:
+    """A finite real number > 0 (e.g. ``temperature``); text and bools are refused."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name}: expected a positive number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a positive number, got {type(value).__name__} {value!r}") from None
+    if not 0.0 < v < float("inf"):
+        raise ValueError(f"{name}: expected a finite value > 0, got {value!r}")
+    return v

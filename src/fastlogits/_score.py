@@ -1,4 +1,4 @@
-"""Offline scoring (API section 4): ``score`` and ``fit_temperature``, streamed over row chunks.
+"""Offline scoring (API section 4): ``score``, streamed over row chunks.
 
 How the streaming stays exact and cheap:
 
@@ -14,11 +14,11 @@ How the streaming stays exact and cheap:
   weight per row and label, so its memory grows with the number of rows (N, or N x L for
   multilabel). The other metrics use memory independent of N.
 
-The reduction's internal interface, shared by ``score``, ``fit_temperature`` and
-``fastlogits.dask`` (and meant for a streaming scorer): ``check`` (a call's or a chunk's arrays
-as a ``Problem``), ``spec`` (the options every chunk shares, a ``Spec``), ``partial`` (a chunk's
+The reduction's internal interface, shared by ``score``, ``fit_temperature`` (``_temperature``),
+``calibration_curve`` and ``fastlogits.dask`` (and meant for a streaming scorer): ``check`` (a
+call's or a chunk's arrays as a ``Problem``), ``spec`` (the options every chunk shares, a ``Spec``), ``partial`` (a chunk's
 ``ScoreState``, merged with ``ScoreState.merge`` in any order) and ``finish`` (merged state to
-the metrics dict; ``reliability`` to the per-bin table).
+the metrics dict).
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ import numpy as np
 
 from . import _core, _perclass, _rsum
 from ._auc import AucData
-from ._brent import brent
 from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid, with_axis
 from ._pages import PageReleaser, chunk_rows as rows_per_chunk
@@ -292,11 +291,6 @@ def spec(p: Problem, metrics: Any, k: Any, bins: Any, temperature: Any, *, per_c
                 ranked and not ab, sums, ign, pc, ab, p.c)
 
 
-def _slope_spec(temperature: float) -> Spec:
-    """fit_temperature's sums: the weight and the gap E_p[z] - z_y at one temperature."""
-    return Spec((), 1, 1, temperature, False, False, (1 << _W) | (1 << _GAP))
-
-
 @dataclass
 class ScoreState:
     """The state of a scoring over some rows: order-independent sum states (``sums``: W, the
@@ -528,16 +522,6 @@ def _rank_metric(p: Problem, s: Spec, state: ScoreState, m: str) -> float:
     return float(vals[0]) if p.task == "binary" else _perclass.macro(vals)
 
 
-def reliability(state: ScoreState) -> Dict[str, np.ndarray]:
-    """Per confidence bin: total weight, weighted mean confidence and accuracy (NaN when empty)."""
-    weight, correct, conf = np.split(_rsum.value(state.sums)[_NSUMS:], 3)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = conf / weight
-        accuracy = correct / weight
-    edges = np.linspace(0.0, 1.0, len(weight) + 1)
-    return {"edges": edges, "weight": weight, "confidence": mean_conf, "accuracy": accuracy}
-
-
 # --------------------------------------------------------------------------- public
 
 def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
@@ -621,19 +605,6 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     >>> r["count"], round(r["accuracy"], 4), round(r["top_k_accuracy"], 4)
     (3, 0.6667, 1.0)
     """
-    return score_details(logits, target, task=task, axis=axis, metrics=metrics, k=k, bins=bins,
-                         sample_weight=sample_weight, temperature=temperature, chunk_rows=chunk_rows,
-                         progress=progress, ignore_index=ignore_index, num_classes=num_classes,
-                         per_class=per_class, auc_bins=auc_bins, group=group)[0]
-
-
-def score_details(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
-                  k: int = 5, bins: int = 15, sample_weight: Any = None, temperature: float = 1.0,
-                  chunk_rows: Optional[int] = None, progress: Any = None, ignore_index: int = -100,
-                  num_classes: Optional[int] = None, per_class: bool = False, auc_bins: Optional[int] = None,
-                  group: Any = None) -> Tuple[Dict[str, Any], str, Dict[str, np.ndarray]]:
-    """:func:`score` plus the task it scored and the reliability table (per confidence bin:
-    ``edges``, ``weight``, ``confidence``, ``accuracy``), for the command line's ``--plot``."""
     from ._scorer import Scorer, check_group
     scorer = Scorer(task, num_classes=num_classes, metrics=metrics, k=k, bins=bins, axis=axis,
                     ignore_index=ignore_index, temperature=temperature, per_class=per_class, auc_bins=auc_bins)
@@ -642,68 +613,4 @@ def score_details(logits: Any, target: Any, *, task: Optional[str] = None, axis:
     g = None if group is None else check_group(group, p.row_shape)
     for c, origin, lo, hi in _chunks(p, chunk_rows, progress):
         scorer._update_problem(c, origin, None if g is None else _lead_slice(g, 0, lo, hi))
-    state = scorer._merged()
-    return scorer.compute(), p.task, reliability(cast(ScoreState, state))
-
-
-# Temperatures are searched in [1/_T_RANGE, _T_RANGE], to |log T - log T*| <= _LOG_T_TOL.
-_T_RANGE = 1e6
-_LOG_T_TOL = 1e-8
-
-
-def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None) -> float:
-    """The temperature T > 0 minimising the (sample-weighted) NLL of ``logits / T``.
-
-    The task is inferred as in :func:`score`. The NLL is convex in ``1/T``; its derivative in
-    ``1/T`` is ``T * sum_i s_i (E_p[z_i] - z_{i,y})`` (``z = logits/T``; binary: ``(p - y) z``),
-    which the scoring kernel returns from one streaming pass. Its root is bracketed in
-    ``log T`` starting from T = 1 and refined with Brent's method to
-    ``|log T - log T*| <= 1e-8`` (a relative tolerance of 1e-8 on T, down to the rounding noise
-    of the float32 arithmetic for float32 logits). Each evaluation is one pass over the data,
-    typically 10 to 20 in all. The search is limited to ``[1e-6, 1e6]``: ``1e6`` is returned
-    when no finite T improves on T -> inf (uninformative logits), ``1e-6`` for separable data.
-    NaN logits give NaN.
-
-    Examples
-    --------
-    >>> import numpy as np, fastlogits as fl
-    >>> rng = np.random.default_rng(0)
-    >>> z = rng.normal(size=(20000, 5)) * 3
-    >>> y = (rng.random(20000)[:, None] < np.cumsum(fl.softmax(z), axis=1)).argmax(axis=1)
-    >>> round(fl.fit_temperature(z * 2.0, y), 1)  # logits twice too sharp
-    2.0
-    """
-    p = check(logits, target, None, axis, sample_weight)
-
-    def derivative(u: float) -> float:
-        """The derivative of the NLL in 1/T, at T = exp(-u)."""
-        t = math.exp(-u)
-        return _slope(t, _pass(p, _slope_spec(t), None, None))
-
-    u_max = math.log(_T_RANGE)
-    f0 = derivative(0.0)
-    if math.isnan(f0):
-        return float("nan")
-    if f0 == 0.0:
-        return 1.0
-    a, fa = 0.0, f0
-    direction = 1.0 if f0 < 0 else -1.0  # f increases with u = log(1/T)
-    step = 1.0
-    while True:
-        b = direction * min(step, u_max)
-        fb = derivative(b)
-        if math.isnan(fb):
-            return float("nan")
-        if (fb > 0 and direction > 0) or (fb < 0 and direction < 0):
-            break
-        if abs(b) >= u_max:
-            return 1.0 / _T_RANGE if direction > 0 else _T_RANGE
-        a, fa = b, fb
-        step *= 2.0
-    return math.exp(-brent(derivative, a, b, fa, fb, _LOG_T_TOL))
-
-
-def _slope(temperature: float, state: ScoreState) -> float:
-    """fit_temperature's finisher: the derivative of the NLL in 1/T from the merged state."""
-    return temperature * float(_rsum.value(state.sums[_GAP]))
-
+    return scorer.compute()

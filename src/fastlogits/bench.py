@@ -47,6 +47,12 @@ QUICK_SHAPES = [(8192, 1000), (1_000_000, 10), (512, 32000)]
 HALF_OPS = ["softmax", "log_softmax", "logsumexp", "sigmoid", "predict", "cross_entropy", "cross_entropy_and_grad"]
 HALF_DTYPES = {"f16": "float16", "bf16": "bfloat16"}
 HALF_SHAPES = [(4096, 32000)]
+# language-model evaluation: per-sequence scores of 8 sequences of 2048 positions over a
+# 128256-token vocabulary in bfloat16, beside the cross-entropy loss of the same data
+# (rows = positions; the sequence operation sees them as (8, rows / 8, V))
+LM_SHAPES = [(8 * 2048, 128256)]
+LM_QUICK_SHAPES = [(8 * 32, 128256)]
+LM_OPS = ["sequence_scores/bf16", "cross_entropy/bf16"]
 # from cache: the float32 operations with arithmetic (see ARITHMETIC) again on an input that
 # stays in the last-level cache between calls (8 MB), where only the arithmetic bound applies
 CACHE_SHAPES = [(64, 32000)]
@@ -64,6 +70,7 @@ ARITHMETIC: Dict[str, Dict[str, int]] = {
     "cross_entropy": {"exp": 1},
     "cross_entropy_masked": {"exp": 1},
     "cross_entropy_and_grad": {"exp": 1},
+    "sequence_scores": {"exp": 1},
     "sigmoid": {"exp": 1, "div": 1},                       # exp(-|x|), 1/(1 + t)
     "log_sigmoid": {"exp": 1, "log1p": 1},                 # exp(-|x|), log1p(t)
     "bce_with_logits": {"exp": 1, "log1p": 1},             # softplus terms
@@ -256,6 +263,13 @@ def _ops() -> Dict[str, Op]:
         lambda d: _per_class_pair(fl.score(d.x, d.target, per_class=True)), None, _accuracy_f1,
         peers(torchmetrics=_torchmetrics_per_class() if torch else None, sklearn=_sklearn_per_class()),
         _close(1e-9)))
+    ops.append(Op(
+        "sequence_scores/bf16", "class", "read",
+        lambda d: fl.sequence_scores(*_sequences(d)), None,
+        lambda d: ref.sequence_scores(*_sequences(d)),
+        peers(torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target, reduction="none")
+                               .view(*_sequences(d)[1].shape).sum(1))),
+        _sequence_check, dtype="bfloat16"))
     by_name = {op.name: op for op in ops}
     for name in HALF_OPS:
         for tag, dtype in HALF_DTYPES.items():
@@ -330,6 +344,19 @@ def _sklearn_per_class() -> Optional[Callable[[Data], Any]]:
     return run
 
 
+def _sequences(d: Data) -> Tuple[np.ndarray, np.ndarray]:
+    """The rows of positions as 8 sequences (B, T, V) and their tokens (B, T) (views)."""
+    assert d.target is not None  # a case with class targets
+    b = 8 if d.x.shape[0] % 8 == 0 else 1
+    return d.x.reshape(b, -1, d.x.shape[-1]), d.target.reshape(b, -1)
+
+
+def _sequence_check(got: Any, want: Any) -> None:
+    _close(1e-5)(got["logprob"], want["logprob"])
+    _equal(got["count"], want["count"])
+    _equal(got["greedy"], want["greedy"])
+
+
 def _k5(d: Data) -> int:
     """k of the top-k case: 5, or every class when there are fewer."""
     return min(5, int(d.x.shape[-1]))
@@ -352,7 +379,9 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
     out: List[Tuple[str, Tuple[int, int]]] = []
     for name in names:
         op = table[name]
-        if op.dtype != "float32":
+        if name == "sequence_scores/bf16":
+            shapes = []  # with its cross-entropy, below
+        elif op.dtype != "float32":
             shapes = QUICK_SHAPES[-1:] if quick else HALF_SHAPES
         else:
             shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES, "scored": SCORE_SHAPES}.get(op.targets,
@@ -360,6 +389,7 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
         out.extend((name, s) for s in shapes)
         if op.dtype == "float32" and op.targets != "masked" and arithmetic(name) and not quick:
             out.extend((name, s) for s in CACHE_SHAPES)
+    out.extend((name, s) for name in LM_OPS for s in (LM_QUICK_SHAPES if quick else LM_SHAPES))
     return out
 
 

@@ -111,7 +111,9 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 
 def _run_score(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
-    from ._score import score_details
+    from ._calibration import calibration_curve
+    from ._plot import reliability_kind
+    from ._score import check, score
 
     if args.target is None and args.target_key is None and args.target_column is None:
         raise UsageError("score needs targets: --target PATH (or --target-key/--target-column for LOGITS itself)")
@@ -129,13 +131,17 @@ def _run_score(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
         metrics = metrics + ",ece"
     k = _top_k(args, logits, target)
     group = _open_group(args)
-    result, task, reliability = score_details(
-        logits, target, task=args.task, axis=args.axis, metrics=metrics, k=k, bins=args.bins,
-        temperature=args.temperature, chunk_rows=args.chunk_rows, progress=_progress(),
-        ignore_index=args.ignore_index, per_class=args.per_class, auc_bins=args.auc_bins, group=group)
+    task = check(logits, target, args.task, args.axis, None).task
+    result = score(logits, target, task=task, axis=args.axis, metrics=metrics, k=k, bins=args.bins,
+                   temperature=args.temperature, chunk_rows=args.chunk_rows, progress=_progress(),
+                   ignore_index=args.ignore_index, per_class=args.per_class, auc_bins=args.auc_bins, group=group)
     if plot is not None:
+        # a second pass over the data: the diagram's bins (binary: of p, not the ece's)
+        curve = calibration_curve(logits, target, task=task, axis=args.axis, bins=args.bins,
+                                  temperature=args.temperature, ignore_index=args.ignore_index,
+                                  kind=reliability_kind(task))
         with plot as f:
-            _plot_reliability(plt, reliability, result.get("ece", float("nan")), f, args.logits)
+            _plot_reliability(plt, curve, task, result.get("ece", float("nan")), f, args.logits)
     if "top_k_accuracy" in result:
         result = {**result, "k": k}
     if args.json:
@@ -225,25 +231,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plot_reliability(plt: Any, rel: Dict[str, np.ndarray], ece: float, out: IO[bytes], name: str) -> None:
-    edges, weight = rel["edges"], rel["weight"]
-    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    filled = weight > 0
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    top.bar(centers[filled], rel["accuracy"][filled], width=width[filled], edgecolor="black", alpha=0.8, label="accuracy")
-    top.plot(rel["confidence"][filled], rel["accuracy"][filled], "o", color="C3", label="mean confidence")
-    top.set_ylabel("accuracy")
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
-    top.set_title(f"Reliability of {name}\nECE = {ece:.4f}")
-    top.legend(loc="upper left")
-    bottom.bar(centers, weight / max(weight.sum(), 1e-300), width=width, edgecolor="black")
-    bottom.set_xlabel("confidence")
-    bottom.set_ylabel("fraction")
-    fig.tight_layout()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
+def _plot_reliability(plt: Any, curve: Dict[str, np.ndarray], task: str, ece: float, out: IO[bytes],
+                      name: str) -> None:
+    from ._plot import draw_reliability, reliability_layout
+
+    draw_reliability(plt, reliability_layout(curve, task, ece, name), out)
 
 
 # --------------------------------------------------------------------------- predict

@@ -35,14 +35,14 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
-from . import _bce, _ce, _post, _score
+from . import _bce, _ce, _kept, _post, _score, _sequence, _temperature
 from ._dask_npy import from_npy
-from ._input import as_array, is_bfloat16, normalize_axis
+from ._input import as_array, int64_value, is_bfloat16, normalize_axis
 from ._scorer import Scorer, check_group
 
 __all__ = [
-    "bce_with_logits", "cross_entropy", "entropy", "from_npy", "log_sigmoid", "log_softmax", "logsumexp",
-    "predict", "predict_binary", "score", "sigmoid", "softmax", "topk",
+    "bce_with_logits", "cross_entropy", "entropy", "fit_temperature", "from_npy", "log_sigmoid", "log_softmax",
+    "logsumexp", "predict", "predict_binary", "score", "sequence_scores", "sigmoid", "softmax", "topk",
 ]
 
 
@@ -347,6 +347,98 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False), (g, False)])
     merged: Scorer = _merged(_score_task, blocks, scorer, p, scorer._config)
     return merged.compute()
+
+
+# --------------------------------------------------------------------------- fit_temperature
+
+def _kept_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], origin: Tuple[int, ...],
+               p: "_score.Problem", s: "_score.Spec", ignore_index: int) -> "_score.ScoreState":
+    c = _score.check(x, t, p.task, p.ax, w)
+    return _kept.partial(c, s, ignore_index, origin if p.task == "multilabel" else _drop(origin, p.ax))
+
+
+def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None,
+                    ignore_index: int = -100) -> float:
+    """:func:`fastlogits.fit_temperature` of Dask arrays, computed now on the current Dask
+    scheduler.
+
+    Arguments and result as in :func:`fastlogits.fit_temperature` (``target`` and
+    ``sample_weight`` may be Dask or NumPy arrays). Each step of the search is one pass over
+    the blocks (persist the arrays first to keep them in memory between the 10 to 20 passes):
+    every task returns the state of its block's order-independent sums and the driver merges
+    them, so every step, and the result, is bitwise the in-memory one for any chunking of the
+    row axes. A search that ends on a bound warns as the in-memory function does.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastlogits as fl, fastlogits.dask as fld
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(2000, 5)) * 3
+    >>> y = (rng.random(2000)[:, None] < np.cumsum(fl.softmax(z), axis=1)).argmax(axis=1)
+    >>> fld.fit_temperature(da.from_array(z * 2.0, chunks=(500, 5)), y) == fl.fit_temperature(z * 2.0, y)
+    True
+    """
+    x = _as_dask(logits, "logits")
+    t = _as_dask(target, "target")
+    w = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
+    p = _score.check(_logits_probe(x), _probe(t), None, axis, _weight_probe(w))
+    ignore = int64_value(ignore_index, "ignore_index")
+    if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
+        x = x[..., None]
+    if p.t.ndim != t.ndim:
+        t = da.squeeze(t, axis=p.ax)
+    _single_class_chunk(x, p.ax, "logits")
+    blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False)])
+
+    def derivative(u: float) -> float:
+        temp = math.exp(-u)
+        s = _temperature.slope_spec(temp)
+        return _temperature.slope(temp, _merged(_kept_task, blocks, _score.ScoreState.empty(s), p, s, ignore))
+
+    return _temperature.search(derivative)
+
+
+# --------------------------------------------------------------------------- sequence_scores
+
+def _seq_task(x: np.ndarray, t: np.ndarray, origin: Tuple[int, ...], p: "_sequence.Problem"
+              ) -> Tuple[int, "_sequence.SeqState"]:
+    """A block's state and its first sequence."""
+    c = _sequence.check(x, t, p.axis, p.ignore_index, p.temperature)
+    rows = _drop(origin, p.axis)
+    return rows[0], _sequence.partial(c, rows)
+
+
+def sequence_scores(logits: Any, tokens: Any, *, axis: int = -1, ignore_index: int = -100,
+                    temperature: float = 1.0) -> Dict[str, np.ndarray]:
+    """:func:`fastlogits.sequence_scores` of Dask arrays, computed now on the current Dask
+    scheduler.
+
+    Arguments and result as in :func:`fastlogits.sequence_scores`; ``tokens`` may be a Dask or
+    NumPy array (rechunked to the logits' blocks). The sequence and position axes may be
+    chunked freely (long sequences split along the positions too); the vocabulary axis must be
+    a single chunk. Every task returns the per-sequence states of its block (order-independent
+    sums, counts, greedy flags) and the driver merges them, so the result is bitwise equal to
+    the in-memory one for any chunking. A token out of range raises ``IndexError`` naming one
+    offending position.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastlogits as fl, fastlogits.dask as fld
+    >>> logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [0.2, 0.6, 0.2]]]))
+    >>> r = fld.sequence_scores(da.from_array(logits, chunks=(1, 2, 3)), np.array([[-100, 2, 1]]))
+    >>> round(float(r["logprob"][0]), 6), int(r["count"][0]), bool(r["greedy"][0])
+    (-0.733969, 2, True)
+    """
+    x = _as_dask(logits, "logits")
+    t = _as_dask(tokens, "tokens")
+    p = _sequence.check(_logits_probe(x), _target_probe(t), axis, ignore_index, temperature)
+    _single_class_chunk(x, p.axis, "logits")
+    fn = dask.delayed(_seq_task, pure=True)
+    parts = dask.compute(*[fn(*ops, origin, p) for origin, ops in _blocks(x, p.axis, [(t, False)])])
+    state = _sequence.SeqState.empty(p.tokens.shape[0])
+    for start, part in parts:
+        state.merge_at(part, start)
+    return _sequence.finish(state)
 
 
 # --------------------------------------------------------------------------- cross_entropy

@@ -74,6 +74,7 @@ __all__ = [
     "bce_with_logits", "bce_with_logits_and_grad",
     "sigmoid_focal_loss", "sigmoid_focal_loss_and_grad",
     "score", "fit_temperature",
+    "sequence_scores", "calibration_curve",
     "exact", "backend", "use_backend", "DDArray",
 ]
 
@@ -1628,7 +1629,23 @@ def _average_precision(scores: Any, y: Any, w: Any) -> float:
     return ap
 
 
-def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None) -> float:
+def _kept_rows(logits: Any, target: Any, axis: Any, sample_weight: Any, ignore_index: Any) -> Any:
+    """(logits, target, sample_weight, axis) without the rows whose target is
+    ``ignore_index``, for targets with one value per row (multiclass, binary); multilabel
+    targets (the logits' shape, class axis longer than 1) are returned as they are."""
+    x, t = np.asarray(logits), np.asarray(target)
+    ax = -1 if x.ndim <= 1 else _norm_axis(axis, x.ndim)
+    row_shape = x.shape if x.ndim <= 1 else x.shape[:ax] + x.shape[ax + 1:]
+    if t.shape != row_shape:
+        return logits, target, sample_weight, axis
+    keep = t != ignore_index
+    rows = x if x.ndim <= 1 else np.moveaxis(x, ax, -1)
+    w = None if sample_weight is None else np.asarray(sample_weight)[keep]
+    return rows[keep], t[keep], w, -1
+
+
+def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None,
+                    ignore_index: int = -100) -> float:
     """The temperature T > 0 minimising the (sample-weighted) NLL of ``logits / T``.
 
     The NLL is convex in ``beta = 1/T`` (its derivative is ``E_s[E_p[x] - x_y]`` for
@@ -1636,8 +1653,10 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     beta), so the derivative's root is found by bisection on ``log(beta)`` over
     ``[1e-6, 1e6]``; if the minimum lies outside that range the nearest end is returned
     (T = 1e6 when no positive T improves on T -> inf, T = 1e-6 for separable data).
-    The task is inferred as in ``score``.
+    The task is inferred as in ``score``; rows whose target (one per row) is
+    ``ignore_index`` are left out.
     """
+    logits, target, sample_weight, axis = _kept_rows(logits, target, axis, sample_weight, ignore_index)
     task, xs, ys, row_shape = _prepare_task(logits, target, None, axis)
     wd = xs.dtype
     N = xs.shape[0]
@@ -1670,3 +1689,99 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
         else:
             hi = mid
     return float(1.0 / math.exp(0.5 * (lo + hi)))
+
+
+# --------------------------------------------------------------------------- section 7
+
+def sequence_scores(logits: Any, tokens: Any, *, axis: int = -1, ignore_index: int = -100,
+                    temperature: float = 1.0) -> Dict[str, Any]:
+    """Per sequence b of ``(B, T, V)`` logits (the vocabulary at ``axis``, then the sequence
+    and the position axes in order) and ``tokens`` ``(B, T)``, over the positions t whose token
+    y_bt is not ``ignore_index``:
+
+    * ``logprob[b] = sum_t log_softmax(x_bt / temperature)[y_bt]`` (nan where a row has no
+      softmax: it holds nan or +inf, or only -inf), 0.0 with no scored position;
+    * ``count[b]``: the number of scored positions;
+    * ``greedy[b]``: ``predict(x_bt) == y_bt`` at every scored position (True with none).
+
+    Under ``exact`` the log-probabilities and their sums are unrounded (``logprob`` is a
+    DDArray). A token outside [0, V) that is not ``ignore_index`` raises IndexError."""
+    x, od, wk = _as_logits(logits, "logits")
+    if x.ndim != 3:
+        raise ValueError(f"logits: expected a 3-d array, got shape {x.shape}")
+    ax = _norm_axis(axis, 3)
+    v = _moveaxis(_work(x, wk), ax, -1)
+    V = v.shape[-1]
+    tok = np.asarray(tokens)
+    if tok.shape != v.shape[:-1]:
+        raise ValueError(f"tokens: expected shape {v.shape[:-1]}, got {tok.shape}")
+    if tok.dtype.kind not in "iu":
+        raise TypeError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
+    scored = tok != ignore_index
+    bad = scored & ((tok < 0) | (tok >= V))
+    if np.any(bad):
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise IndexError(f"tokens: token {int(tok[pos])} at position {pos} is out of range [0, {V})")
+    count = np.sum(scored, axis=1).astype(np.int64)
+    if V == 0:
+        return {"logprob": np.zeros(tok.shape[0]), "count": count, "greedy": np.ones(tok.shape[0], bool)}
+    idx = np.where(scored, tok, 0).astype(np.int64)[..., None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = v / _work(np.float64(temperature), wk)
+        picked = _take_last(_log_softmax_last(z), idx)[..., 0]
+        logprob = _sum_last(_where(scored, picked, 0.0))
+    best = np.argmax(_float_of(v), axis=-1)  # NumPy's argmax: the first nan, else the first maximum
+    return {"logprob": DDArray.lift(logprob) if _EXACT.get() else logprob, "count": count,
+            "greedy": np.all(~scored | (best == tok), axis=1)}
+
+
+def calibration_curve(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1,
+                      bins: int = 15, sample_weight: Any = None, ignore_index: int = -100,
+                      temperature: float = 1.0, kind: str = "top_label") -> Dict[str, Any]:
+    """Per bin ``[b/B, (b+1)/B)`` (the last one closed) of a confidence c_i with weights s_i:
+    ``weight = sum s_i``, ``count``, ``accuracy = sum s_i a_i / weight`` and
+    ``confidence = sum s_i c_i / weight`` (nan for a bin without rows), where
+
+    * ``kind="top_label"``: multiclass ``c = max softmax(x / T)``, ``a = [predict(x) == y]``;
+      binary and multilabel (per element) ``c = max(p, 1 - p)``, ``a = [(x > 0) == y]``;
+    * ``kind="positive"`` (binary, multilabel): ``c = p = sigmoid(x / T)``, ``a = y``.
+
+    A nan confidence falls in bin 0. Rows whose target (one per row) is ``ignore_index`` are
+    left out."""
+    if kind not in ("top_label", "positive"):
+        raise ValueError(f"kind: expected 'top_label' or 'positive', got {kind!r}")
+    logits, target, sample_weight, axis = _kept_rows(logits, target, axis, sample_weight, ignore_index)
+    task, xs, ys, row_shape = _prepare_task(logits, target, task, axis)
+    wd = xs.dtype
+    n = xs.shape[0]
+    s = np.ones(n, dtype=wd) if sample_weight is None else np.asarray(sample_weight, dtype=wd).reshape(-1)
+    z = xs / np.asarray(float(temperature), dtype=wd)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if task == "multiclass":
+            if kind != "top_label":
+                raise ValueError("kind: 'positive' applies to the binary and multilabel tasks")
+            conf = np.max(_softmax_last(z), axis=1) if n else np.zeros(0, wd)
+            acc = (np.argmax(z, axis=1) == ys).astype(wd) if n else np.zeros(0, wd)
+        else:
+            if task == "multilabel":
+                s = np.repeat(s, xs.shape[1])
+            ze, ye = z.reshape(-1), ys.reshape(-1).astype(wd)
+            p = _sigmoid_w(ze)
+            if kind == "positive":
+                conf, acc = p, ye
+            else:
+                conf = np.where(np.isnan(ze), np.nan, np.maximum(p, _sigmoid_w(-ze)))
+                acc = ((ze > 0) == (ye == 1)).astype(wd)
+        b = np.clip(np.floor(np.where(np.isnan(conf), 0, conf) * bins), 0, bins - 1).astype(np.int64)
+    weight = np.zeros(bins, dtype=wd)
+    hits = np.zeros(bins, dtype=wd)
+    confs = np.zeros(bins, dtype=wd)
+    np.add.at(weight, b, s)
+    np.add.at(hits, b, s * acc)
+    np.add.at(confs, b, s * conf)
+    count = np.bincount(b, minlength=bins).astype(np.int64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"edges_low": edges[:-1], "edges_high": edges[1:], "weight": weight, "count": count,
+                "accuracy": np.where(count > 0, hits / weight, np.nan),
+                "confidence": np.where(count > 0, confs / weight, np.nan)}
