@@ -28,7 +28,8 @@ from ._post import (
     softmax,
     topk,
 )
-from ._score import fit_temperature, score
+from ._calibrate import fit_temperature
+from ._score import score
 
 _select_isa_from_env()
 

@@ -1,4 +1,5 @@
-"""Offline scoring (API section 4): ``score`` and ``fit_temperature``, streamed over row chunks.
+"""Offline scoring (API section 4): ``score``, streamed over row chunks (and the passes of
+``fit_temperature``, in ``_calibrate``).
 
 How the streaming stays exact and cheap:
 
@@ -17,8 +18,9 @@ How the streaming stays exact and cheap:
 The reduction's internal interface, shared by ``score``, ``fit_temperature`` and
 ``fastlogits.dask`` (and meant for a streaming scorer): ``check`` (a call's or a chunk's arrays
 as a ``Problem``), ``spec`` (the options every chunk shares, a ``Spec``), ``partial`` (a chunk's
-``ScoreState``, merged with ``ScoreState.merge`` in any order) and ``finish`` (merged state to
-the metrics dict; ``reliability`` to the per-bin table).
+``ScoreState``, merged with ``ScoreState.merge`` in any order), ``run_pass`` (the merged state
+of all rows, chunk by chunk) and ``finish`` (merged state to the metrics dict; ``reliability``
+to the per-bin table).
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ import numpy as np
 
 from . import _core, _rsum
 from ._auc import AucData
-from ._brent import brent
 from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid, with_axis
 from ._pages import PageReleaser, chunk_rows as rows_per_chunk
@@ -232,9 +233,15 @@ def spec(p: Problem, metrics: Any, k: Any, bins: Any, temperature: Any) -> Spec:
                 "roc_auc" in names, sums)
 
 
-def _slope_spec(temperature: float) -> Spec:
-    """fit_temperature's sums: the weight and the gap E_p[z] - z_y at one temperature."""
+def slope_spec(temperature: float) -> Spec:
+    """fit_temperature's sums (``_calibrate``): the weight and the gap E_p[z] - z_y at one
+    temperature."""
     return Spec((), 1, 1, temperature, False, False, (1 << _W) | (1 << _GAP))
+
+
+def gap_total(state: ScoreState) -> float:
+    """The merged sum of the weighted gaps E_p[z] - z_y of a ``slope_spec`` pass."""
+    return float(_rsum.value(state.sums[_GAP]))
 
 
 @dataclass
@@ -337,7 +344,7 @@ def _chunk(p: Problem, lo: int, hi: int) -> Problem:
     return Problem(p.task, x, p.ax, _lead_slice(p.t, t_lead, lo, hi), w, x.shape[:p.ax] + x.shape[p.ax + 1:])
 
 
-def _pass(p: Problem, s: Spec, chunk_rows: Optional[int], progress: Any) -> ScoreState:
+def run_pass(p: Problem, s: Spec, chunk_rows: Optional[int], progress: Any) -> ScoreState:
     """One streaming pass over all rows, chunk by chunk, merging the chunks' states."""
     state = ScoreState.empty(s)
     n, lead_len = p.n_rows, p.x.shape[p.lead]
@@ -375,9 +382,7 @@ def finish(p: Problem, s: Spec, state: ScoreState) -> Dict[str, Any]:
             out[m] = _ratio(v[_METRIC_SUM[m]], v[_W])
         elif m == "ece":
             _, correct, conf = np.split(v[_NSUMS:], 3)
-            gaps = np.abs(correct - conf)
-            total = math.fsum(gaps) if np.all(np.isfinite(gaps)) else float(np.sum(gaps))
-            out[m] = _ratio(total, v[_W])
+            out[m] = _ratio(_rsum.value(_rsum.of(np.abs(correct - conf))), v[_W])
         elif m == "roc_auc":
             # not None: the state collects scores and labels whenever roc_auc is asked for
             out[m] = cast(AucData, state.auc).metric(p.task, p.c)
@@ -480,68 +485,5 @@ def score_details(logits: Any, target: Any, *, task: Optional[str] = None, axis:
     p = check(logits, target, task, axis, sample_weight)
     s = spec(p, metrics, k, bins, temperature)
     _check_scalar_args(bins, temperature, chunk_rows)
-    state = _pass(p, s, chunk_rows, progress)
+    state = run_pass(p, s, chunk_rows, progress)
     return finish(p, s, state), p.task, reliability(state)
-
-
-# Temperatures are searched in [1/_T_RANGE, _T_RANGE], to |log T - log T*| <= _LOG_T_TOL.
-_T_RANGE = 1e6
-_LOG_T_TOL = 1e-8
-
-
-def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None) -> float:
-    """The temperature T > 0 minimising the (sample-weighted) NLL of ``logits / T``.
-
-    The task is inferred as in :func:`score`. The NLL is convex in ``1/T``; its derivative in
-    ``1/T`` is ``T * sum_i s_i (E_p[z_i] - z_{i,y})`` (``z = logits/T``; binary: ``(p - y) z``),
-    which the scoring kernel returns from one streaming pass. Its root is bracketed in
-    ``log T`` starting from T = 1 and refined with Brent's method to
-    ``|log T - log T*| <= 1e-8`` (a relative tolerance of 1e-8 on T, down to the rounding noise
-    of the float32 arithmetic for float32 logits). Each evaluation is one pass over the data,
-    typically 10 to 20 in all. The search is limited to ``[1e-6, 1e6]``: ``1e6`` is returned
-    when no finite T improves on T -> inf (uninformative logits), ``1e-6`` for separable data.
-    NaN logits give NaN.
-
-    Examples
-    --------
-    >>> import numpy as np, fastlogits as fl
-    >>> rng = np.random.default_rng(0)
-    >>> z = rng.normal(size=(20000, 5)) * 3
-    >>> y = (rng.random(20000)[:, None] < np.cumsum(fl.softmax(z), axis=1)).argmax(axis=1)
-    >>> round(fl.fit_temperature(z * 2.0, y), 1)  # logits twice too sharp
-    2.0
-    """
-    p = check(logits, target, None, axis, sample_weight)
-
-    def derivative(u: float) -> float:
-        """The derivative of the NLL in 1/T, at T = exp(-u)."""
-        t = math.exp(-u)
-        return _slope(t, _pass(p, _slope_spec(t), None, None))
-
-    u_max = math.log(_T_RANGE)
-    f0 = derivative(0.0)
-    if math.isnan(f0):
-        return float("nan")
-    if f0 == 0.0:
-        return 1.0
-    a, fa = 0.0, f0
-    direction = 1.0 if f0 < 0 else -1.0  # f increases with u = log(1/T)
-    step = 1.0
-    while True:
-        b = direction * min(step, u_max)
-        fb = derivative(b)
-        if math.isnan(fb):
-            return float("nan")
-        if (fb > 0 and direction > 0) or (fb < 0 and direction < 0):
-            break
-        if abs(b) >= u_max:
-            return 1.0 / _T_RANGE if direction > 0 else _T_RANGE
-        a, fa = b, fb
-        step *= 2.0
-    return math.exp(-brent(derivative, a, b, fa, fb, _LOG_T_TOL))
-
-
-def _slope(temperature: float, state: ScoreState) -> float:
-    """fit_temperature's finisher: the derivative of the NLL in 1/T from the merged state."""
-    return temperature * float(_rsum.value(state.sums[_GAP]))
-
