@@ -2,15 +2,14 @@
 generator) and scikit-learn.
 
 The reference computes the metrics in float64 from the formulas; the kernels in the compute
-dtype (float32 for float32/float16/bfloat16 logits, float64 for float64) with compensated
-sums of per-block partials; within a block (up to 16384 rows, or elements in the binary and
-multilabel modes) the terms are plain running sums, which adds up to n * 2**-53 relative for n
-terms. Tolerances, with eps the compute dtype's epsilon: nll, brier and mean_entropy 32 eps
-(+ n * 2**-53) relative (both sides' probabilities within a few ULP, squared or logged; mean_entropy also
-32 eps * log C absolute: the entropy of a peaked row is tiny and only known to that), ece
-32 eps absolute (a sum of cancelling per-bin differences, in [0, 1]),
-accuracy, top_k_accuracy and roc_auc 64 float64 eps (+ n * 2**-53) relative (ratios of weight
-sums). Counts exactly. scikit-learn is an optional oracle: the tests that use it skip without it.
+dtype (float32 for float32/float16/bfloat16 logits, float64 for float64) and add the rows'
+values in order-independent sums (csrc/fl_rsum.h: within 0.5 ULP + n * 2**-96 of the exact
+sum of n terms, whatever their order). Tolerances, with eps the compute dtype's epsilon: nll,
+brier and mean_entropy 32 eps (+ n * 2**-96) relative (both sides' probabilities within a few
+ULP, squared or logged; mean_entropy also 32 eps * log C absolute: the entropy of a peaked row
+is tiny and only known to that), ece 32 eps absolute (a sum of cancelling per-bin differences,
+in [0, 1]), accuracy, top_k_accuracy and roc_auc 64 float64 eps (+ n * 2**-96) relative
+(ratios of weight sums). Counts exactly. scikit-learn is an optional oracle: the tests that use it skip without it.
 """
 import math
 
@@ -59,19 +58,16 @@ def _eps(dtype):
     return EPS64 if np.dtype(dtype) == np.float64 else 2.0**-23
 
 
-BLOCK_TERMS = 16384  # csrc/fl_score.c adds up to this many per-element terms per block
-
-
 def _tolerance(key, dtype, classes, terms):
     """(rtol, atol) of a metric (see the module docstring)."""
-    eps = _eps(dtype) * 32 + min(terms, BLOCK_TERMS) * 2.0**-53
+    eps = _eps(dtype) * 32 + terms * 2.0**-96
     if key in ("nll", "brier"):
         return eps, 0.0
     if key == "mean_entropy":
         return eps, eps * math.log(max(classes, 2))
     if key == "ece":
         return eps, eps
-    return 64 * EPS64 + min(terms, BLOCK_TERMS) * 2.0**-53, 0.0
+    return 64 * EPS64 + terms * 2.0**-96, 0.0
 
 
 def _close(actual, expected, dtype, classes=2, what="", terms=1):

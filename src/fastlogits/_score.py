@@ -503,9 +503,7 @@ def finish(p: Problem, s: Spec, state: ScoreState) -> Dict[str, Any]:
             out[m] = _rank_metric(p, s, state, m)
         elif m == "ece":
             _, correct, conf = np.split(v[_NSUMS:], 3)
-            gaps = np.abs(correct - conf)
-            total = math.fsum(gaps) if np.all(np.isfinite(gaps)) else float(np.sum(gaps))
-            out[m] = _ratio(total, v[_W])
+            out[m] = _ratio(_rsum.value(_rsum.of(np.abs(correct - conf))), v[_W])
     return {m: out[m] for m in s.names}
 
 

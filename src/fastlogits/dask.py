@@ -20,6 +20,9 @@ rows with the in-memory module's own ``partial`` (any chunking of the row axes; 
 and for ``bce_with_logits`` the last axis, in one chunk), the driver merges the states and
 finishes them as the in-memory function does. ``roc_auc`` gathers one score, label and weight
 per row (and label) to the driver, as the in-memory function holds them in memory.
+
+This module holds the reductions; the per-block maps and the argument probes are in
+``_dask_map``, ``from_npy`` in ``_dask_npy``.
 """
 from __future__ import annotations
 
@@ -35,232 +38,19 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
-from . import _bce, _ce, _kept, _post, _score, _sequence, _temperature
+from . import _bce, _ce, _kept, _score, _sequence, _temperature
+from ._dask_map import (
+    as_dask, entropy, log_sigmoid, log_softmax, logits_probe, logsumexp, predict, predict_binary, probe, probe_as,
+    sigmoid, single_class_chunk, softmax, target_probe, topk, weight_probe,
+)
 from ._dask_npy import from_npy
-from ._input import as_array, int64_value, is_bfloat16, normalize_axis
+from ._input import as_array, int64_value
 from ._scorer import Scorer, check_group
 
 __all__ = [
     "bce_with_logits", "cross_entropy", "entropy", "fit_temperature", "from_npy", "log_sigmoid", "log_softmax",
     "logsumexp", "predict", "predict_binary", "score", "sequence_scores", "sigmoid", "softmax", "topk",
 ]
-
-
-# --------------------------------------------------------------------------- inputs
-
-def _as_dask(a: Any, name: str) -> "da.Array":
-    """A Dask array as it is; anything else (NumPy, memmap, DLPack tensor) as one chunk."""
-    if isinstance(a, da.Array):
-        if any(math.isnan(size) for sizes in a.chunks for size in sizes):
-            raise ValueError(
-                f"{name}: the Dask array has unknown chunk sizes (nan, e.g. after boolean indexing); "
-                f"call {name}.compute_chunk_sizes() first"
-            )
-        return a
-    arr = as_array(a, name)
-    return da.from_array(arr, chunks=arr.shape, asarray=False)
-
-
-def _probe(a: "da.Array") -> np.ndarray:
-    """A stand-in of ``a``'s shape holding no memory (one broadcast zero), for the in-memory
-    argument checks. Dtypes those checks would convert (copying the whole shape) are replaced
-    by what they convert to: integer/bool logits and weights by float64, integer targets by int64."""
-    return np.broadcast_to(np.zeros((), a.dtype), a.shape)
-
-
-def _probe_as(a: "da.Array", dtype: Any) -> np.ndarray:
-    return np.broadcast_to(np.zeros((), dtype), a.shape)
-
-
-def _logits_probe(x: "da.Array") -> np.ndarray:
-    return _probe_as(x, np.float64) if x.dtype.kind in "iub" else _probe(x)
-
-
-def _target_probe(t: "da.Array") -> np.ndarray:
-    dt = t.dtype
-    if dt.kind in "iu" and dt not in (np.dtype(np.int32), np.dtype(np.int64)):
-        return _probe_as(t, np.int64)
-    if dt.kind == "f" and dt.itemsize > 8:
-        return _probe_as(t, np.float64)
-    return _probe(t)
-
-
-def _weight_probe(w: Optional["da.Array"]) -> Optional[np.ndarray]:
-    if w is None:
-        return None
-    return _probe_as(w, np.float64) if w.dtype.kind in "iubf" or is_bfloat16(w.dtype) else _probe(w)
-
-
-def _single_class_chunk(x: "da.Array", ax: int, name: str = "x") -> None:
-    if len(x.chunks[ax]) > 1:
-        raise ValueError(
-            f"{name}: the class axis {ax} must be a single chunk, got chunks {x.chunks[ax]} along it; "
-            f"rechunk first with {name}.rechunk({{{ax}: -1}})"
-        )
-
-
-def _small_probe(x: "da.Array", ax: Optional[int]) -> np.ndarray:
-    """A real array of x's dtype with one element per axis except the class axis, to run the
-    in-memory function once: it checks the arguments and tells the result's dtype."""
-    shape = tuple(n if d == ax else 1 for d, n in enumerate(x.shape))
-    return np.zeros(shape, x.dtype)
-
-
-# --------------------------------------------------------------------------- postprocessing
-
-def _block_call(func: Callable[..., Any], block: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """``func`` on one block, as an array (the in-memory functions return NumPy scalars for
-    0-d results)."""
-    return np.asarray(func(block, **kwargs))
-
-
-def _elementwise(func: Callable[..., Any], x: Any, **kwargs: Any) -> "da.Array":
-    x = _as_dask(x, "x")
-    dt = _block_call(func, np.zeros((1,) * x.ndim, x.dtype), **kwargs).dtype
-    fn = functools.partial(_block_call, func, **kwargs)
-    return x.map_blocks(fn, dtype=dt, meta=np.empty((0,) * x.ndim, dt))
-
-
-def _per_row(func: Callable[..., Any], x: Any, axis: Any, keep: str, **kwargs: Any) -> "da.Array":
-    """``func`` along the class axis of every block; ``keep`` says what becomes of that axis:
-    "same" (softmax-like), "drop" (a reduction) or "one" (a reduction with keepdims)."""
-    x = _as_dask(x, "x")
-    if x.ndim == 0:
-        func(np.zeros((), x.dtype), axis=axis, **kwargs)  # raises the in-memory function's error
-    ax = normalize_axis(axis, x.ndim)
-    dt = _block_call(func, _small_probe(x, ax), axis=ax, **kwargs).dtype
-    _single_class_chunk(x, ax)
-    fn = functools.partial(_block_call, func, axis=ax, **kwargs)
-    if keep == "same":
-        return x.map_blocks(fn, dtype=dt, meta=np.empty((0,) * x.ndim, dt))
-    if keep == "one":
-        chunks = x.chunks[:ax] + ((1,),) + x.chunks[ax + 1:]
-        return x.map_blocks(fn, dtype=dt, chunks=chunks, meta=np.empty((0,) * x.ndim, dt))
-    return x.map_blocks(fn, dtype=dt, drop_axis=ax, meta=np.empty((0,) * (x.ndim - 1), dt))
-
-
-def sigmoid(x: Any, *, dtype: Any = None) -> "da.Array":
-    """Lazy :func:`fastlogits.sigmoid` of a Dask array (any chunks).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> fld.sigmoid(da.from_array([1.2, 0.0], chunks=1)).compute().round(6).tolist()
-    [0.768525, 0.5]
-    """
-    return _elementwise(_post.sigmoid, x, dtype=dtype)
-
-
-def log_sigmoid(x: Any, *, dtype: Any = None) -> "da.Array":
-    """Lazy :func:`fastlogits.log_sigmoid` of a Dask array (any chunks).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> fld.log_sigmoid(da.from_array([0.0, -800.0], chunks=1)).compute().tolist()
-    [-0.6931471805599453, -800.0]
-    """
-    return _elementwise(_post.log_sigmoid, x, dtype=dtype)
-
-
-def softmax(x: Any, axis: int = -1, *, dtype: Any = None) -> "da.Array":
-    """Lazy :func:`fastlogits.softmax` along ``axis`` (which must be a single chunk).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> x = da.from_array([[2.5, 0.3, -1.2], [0.0, 0.0, 0.0]], chunks=(1, 3))
-    >>> fld.softmax(x).compute().round(4).tolist()
-    [[0.8806, 0.0976, 0.0218], [0.3333, 0.3333, 0.3333]]
-    """
-    return _per_row(_post.softmax, x, axis, "same", dtype=dtype)
-
-
-def log_softmax(x: Any, axis: int = -1, *, dtype: Any = None) -> "da.Array":
-    """Lazy :func:`fastlogits.log_softmax` along ``axis`` (which must be a single chunk).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> fld.log_softmax(da.from_array([[0.0, 0.0]], chunks=(1, 2))).compute().round(6).tolist()
-    [[-0.693147, -0.693147]]
-    """
-    return _per_row(_post.log_softmax, x, axis, "same", dtype=dtype)
-
-
-def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> "da.Array":
-    """Lazy :func:`fastlogits.logsumexp` along ``axis`` (which must be a single chunk).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> fld.logsumexp(da.from_array([[0.0, 0.0], [1.0, -1.0]], chunks=(1, 2))).compute().round(6).tolist()
-    [0.693147, 1.126928]
-    """
-    return _per_row(_post.logsumexp, x, axis, "one" if keepdims else "drop", keepdims=keepdims)
-
-
-def entropy(x: Any, axis: int = -1, *, keepdims: bool = False) -> "da.Array":
-    """Lazy :func:`fastlogits.entropy` along ``axis`` (which must be a single chunk).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> fld.entropy(da.from_array([[0.0, 0.0]], chunks=(1, 2))).compute().round(6).tolist()
-    [0.693147]
-    """
-    return _per_row(_post.entropy, x, axis, "one" if keepdims else "drop", keepdims=keepdims)
-
-
-def predict(x: Any, axis: int = -1) -> "da.Array":
-    """Lazy :func:`fastlogits.predict` (int64 argmax) along ``axis`` (a single chunk).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> fld.predict(da.from_array([[2.5, 0.3], [0.1, 4.0]], chunks=(1, 2))).compute().tolist()
-    [0, 1]
-    """
-    return _per_row(_post.predict, x, axis, "drop")
-
-
-def predict_binary(x: Any, threshold: float = 0.5) -> "da.Array":
-    """Lazy :func:`fastlogits.predict_binary` of a Dask array (any chunks).
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> fld.predict_binary(da.from_array([1.2, -0.3, 3.0], chunks=2), threshold=0.9).compute().tolist()
-    [False, False, True]
-    """
-    return _elementwise(_post.predict_binary, x, threshold=threshold)
-
-
-def _topk_last(block: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    return _post.topk(block, k, axis=-1)
-
-
-def topk(x: Any, k: int, axis: int = -1) -> Tuple["da.Array", "da.Array"]:
-    """Lazy :func:`fastlogits.topk`: ``(values, indices)`` with ``axis`` of length ``k``
-    (``axis`` must be a single chunk). Both come from one pass over each block.
-
-    Examples
-    --------
-    >>> import dask.array as da, fastlogits.dask as fld
-    >>> v, i = fld.topk(da.from_array([[0.5, 2.0, -1.0, 2.0]], chunks=(1, 4)), 2)
-    >>> v.compute().tolist(), i.compute().tolist()
-    ([[2.0, 2.0]], [[1, 3]])
-    """
-    x = _as_dask(x, "x")
-    if x.ndim == 0:
-        _post.topk(np.zeros((), x.dtype), k, axis)
-    ax = normalize_axis(axis, x.ndim)
-    values, _ = _post.topk(_small_probe(x, ax), k, axis=ax)
-    _single_class_chunk(x, ax)
-    pair: Tuple[Any, Any] = da.apply_gufunc(
-        functools.partial(_topk_last, k=int(k)), "(c)->(k),(k)", x, axes=[(ax,), (ax,), (ax,)],
-        output_dtypes=(values.dtype, np.dtype(np.int64)), output_sizes={"k": int(k)})
-    return pair
 
 
 # --------------------------------------------------------------------------- reductions
@@ -330,20 +120,20 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     >>> r == fl.score(logits, y, k=2)
     True
     """
-    x = _as_dask(logits, "logits")
-    t = _as_dask(target, "target")
-    w = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
-    g = None if group is None else _as_dask(group, "group")
+    x = as_dask(logits, "logits")
+    t = as_dask(target, "target")
+    w = None if sample_weight is None else as_dask(sample_weight, "sample_weight")
+    g = None if group is None else as_dask(group, "group")
     scorer = Scorer(task, num_classes=num_classes, metrics=metrics, k=k, bins=bins, axis=axis,
                     ignore_index=ignore_index, temperature=temperature, per_class=per_class, auc_bins=auc_bins)
-    p = _score.check(_logits_probe(x), _probe(t), task, axis, _weight_probe(w))
+    p = _score.check(logits_probe(x), probe(t), task, axis, weight_probe(w))
     if g is not None:
-        check_group(_probe(g), p.row_shape)
+        check_group(probe(g), p.row_shape)
     if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
         x = x[..., None]
     if p.t.ndim != t.ndim:
         t = da.squeeze(t, axis=p.ax)
-    _single_class_chunk(x, p.ax, "logits")
+    single_class_chunk(x, p.ax, "logits")
     blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False), (g, False)])
     merged: Scorer = _merged(_score_task, blocks, scorer, p, scorer._config)
     return merged.compute()
@@ -378,16 +168,16 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     >>> fld.fit_temperature(da.from_array(z * 2.0, chunks=(500, 5)), y) == fl.fit_temperature(z * 2.0, y)
     True
     """
-    x = _as_dask(logits, "logits")
-    t = _as_dask(target, "target")
-    w = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
-    p = _score.check(_logits_probe(x), _probe(t), None, axis, _weight_probe(w))
+    x = as_dask(logits, "logits")
+    t = as_dask(target, "target")
+    w = None if sample_weight is None else as_dask(sample_weight, "sample_weight")
+    p = _score.check(logits_probe(x), probe(t), None, axis, weight_probe(w))
     ignore = int64_value(ignore_index, "ignore_index")
     if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
         x = x[..., None]
     if p.t.ndim != t.ndim:
         t = da.squeeze(t, axis=p.ax)
-    _single_class_chunk(x, p.ax, "logits")
+    single_class_chunk(x, p.ax, "logits")
     blocks = _blocks(x, p.ax, [(t, p.task == "multilabel"), (w, False)])
 
     def derivative(u: float) -> float:
@@ -429,10 +219,10 @@ def sequence_scores(logits: Any, tokens: Any, *, axis: int = -1, ignore_index: i
     >>> round(float(r["logprob"][0]), 6), int(r["count"][0]), bool(r["greedy"][0])
     (-0.733969, 2, True)
     """
-    x = _as_dask(logits, "logits")
-    t = _as_dask(tokens, "tokens")
-    p = _sequence.check(_logits_probe(x), _target_probe(t), axis, ignore_index, temperature)
-    _single_class_chunk(x, p.axis, "logits")
+    x = as_dask(logits, "logits")
+    t = as_dask(tokens, "tokens")
+    p = _sequence.check(logits_probe(x), target_probe(t), axis, ignore_index, temperature)
+    single_class_chunk(x, p.axis, "logits")
     fn = dask.delayed(_seq_task, pure=True)
     parts = dask.compute(*[fn(*ops, origin, p) for origin, ops in _blocks(x, p.axis, [(t, False)])])
     state = _sequence.SeqState.empty(p.tokens.shape[0])
@@ -487,13 +277,13 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     >>> fld.cross_entropy(logits, np.array([0, -100]), reduction="none").compute().round(6).tolist()
     [0.127097, 0.0]
     """
-    x = _as_dask(logits, "logits")
-    t = _as_dask(target, "target")
-    sw = None if sample_weight is None else _as_dask(sample_weight, "sample_weight")
+    x = as_dask(logits, "logits")
+    t = as_dask(target, "target")
+    sw = None if sample_weight is None else as_dask(sample_weight, "sample_weight")
     w = None if weight is None else as_array(weight, "weight")
-    p = _ce.check(_logits_probe(x), _target_probe(t), axis, w, _weight_probe(sw), ignore_index, reduction,
+    p = _ce.check(logits_probe(x), target_probe(t), axis, w, weight_probe(sw), ignore_index, reduction,
                   label_smoothing, z_loss)
-    _single_class_chunk(x, p.axis, "logits")
+    single_class_chunk(x, p.axis, "logits")
     if p.reduction != "none":
         blocks = _blocks(x, p.axis, [(t, not p.index), (sw, False)])
         return _ce.finish(p, _merged(_ce_task, blocks, _ce.CeState.empty(), p))
@@ -544,13 +334,13 @@ def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight:
     >>> round(fld.bce_with_logits(da.from_array([2.0, -1.0, 0.5], chunks=2), [1, 0, 1]), 6)
     0.304756
     """
-    x = _as_dask(logits, "logits")
-    t = _as_dask(target, "target")
-    weights = [None if a is None else _as_dask(a, name) for name, a in (("weight", weight), ("pos_weight", pos_weight))]
-    probe_x = _logits_probe(x)
+    x = as_dask(logits, "logits")
+    t = as_dask(target, "target")
+    weights = [None if a is None else as_dask(a, name) for name, a in (("weight", weight), ("pos_weight", pos_weight))]
+    probe_x = logits_probe(x)
     cdt = np.dtype(np.float64) if probe_x.dtype == np.float64 else np.dtype(np.float32)
-    probes = [None if a is None else _probe_as(a, cdt) if a.dtype.kind in "biuf" else _probe(a) for a in weights]
-    p = _bce.check(_bce.BCE, probe_x, _target_probe(t), probes[0], probes[1], reduction)
+    probes = [None if a is None else probe_as(a, cdt) if a.dtype.kind in "biuf" else probe(a) for a in weights]
+    p = _bce.check(_bce.BCE, probe_x, target_probe(t), probes[0], probes[1], reduction)
     if x.ndim == 0:
         x, t = x.reshape(1), t.reshape(1)
     elif p.reduction != "none" and x.shape[-1] > 1:

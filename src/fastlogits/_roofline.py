@@ -1,0 +1,110 @@
+"""The roofline of ``fastlogits bench``: what this machine can do, measured in the run, and the
+bounds of a case.
+
+A case's roofline is the larger of two bounds: the memory bound (the bytes the case must move
+over the read bandwidth for loss-only work, over the copy bandwidth for an output as large as
+the input; STREAM-like, arrays of at least 256 MiB) and the arithmetic bound (its elements times
+the operations each needs, ``ARITHMETIC``, over the rates of those operations on this core and
+ISA, measured by the probe loop of csrc/fl_probe.c). Cases on ``CACHE_SHAPES`` run from cache:
+only their arithmetic bound applies. Also the timing helpers every measurement uses.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+
+# from cache: the float32 operations with arithmetic (see ARITHMETIC) again on an input that
+# stays in the last-level cache between calls (8 MB), where only the arithmetic bound applies
+CACHE_SHAPES = [(64, 32000)]
+
+# The arithmetic each element of an operation needs at least, by the operations of the probe
+# (csrc/fl_probe.c): "exp" an exponential, "div" a division, "log1p" the log1p polynomial of the
+# sigmoid family. Half-precision cases share their float32 operation's entry; an operation not
+# listed needs none (argmax, top-k: comparisons only), and its roofline is its memory bound.
+ARITHMETIC: Dict[str, Dict[str, int]] = {
+    "softmax": {"exp": 1},
+    "log_softmax": {"exp": 1},
+    "logsumexp": {"exp": 1},
+    "entropy": {"exp": 1},
+    "softmax_masked": {"exp": 1},
+    "cross_entropy": {"exp": 1},
+    "cross_entropy_masked": {"exp": 1},
+    "cross_entropy_and_grad": {"exp": 1},
+    "sequence_scores": {"exp": 1},
+    "sigmoid": {"exp": 1, "div": 1},                       # exp(-|x|), 1/(1 + t)
+    "log_sigmoid": {"exp": 1, "log1p": 1},                 # exp(-|x|), log1p(t)
+    "bce_with_logits": {"exp": 1, "log1p": 1},             # softplus terms
+    "bce_with_logits_and_grad": {"exp": 1, "log1p": 1, "div": 1},   # and the sigmoid
+    "sigmoid_focal_loss": {"exp": 1, "log1p": 1, "div": 1},         # ce and q = 1 - p_t
+    "sigmoid_focal_loss_and_grad": {"exp": 1, "log1p": 1, "div": 2},  # and s+ s- / q
+}
+# a run whose read or copy bandwidth moved more than this between its start and its end is flagged
+DRIFT_LIMIT = 0.15
+
+
+def arithmetic(name: str) -> Dict[str, int]:
+    """The operations per element of a case's operation (ARITHMETIC), half precision included."""
+    return ARITHMETIC.get(name.split("/")[0], {})
+
+
+def times(fn: Callable[[], Any], repeats: int, budget_s: float) -> List[float]:
+    """Wall times of up to ``repeats`` calls; a call slower than the budget is not repeated
+    (slow peers run once). The first call is a warm-up when there is time for another, and only
+    then left out."""
+    t0 = time.perf_counter()
+    fn()
+    got = [time.perf_counter() - t0]
+    spent = got[0]
+    for _ in range(repeats):
+        if spent + min(got) > budget_s:
+            break
+        t0 = time.perf_counter()
+        fn()
+        t = time.perf_counter() - t0
+        got.append(t)
+        spent += t
+    return got[1:] if len(got) > 1 else got
+
+
+def best_time(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
+    return min(times(fn, repeats, budget_s))
+
+
+def measure_arithmetic(repeats: int = 7, reps: int = 20000) -> Dict[str, float]:
+    """Rates of the probe's operations (csrc/fl_probe.c) on one core of the active ISA, in
+    G operations/s, best of ``repeats`` calls of ``reps`` passes over 1024 floats in L1."""
+    n = _core.PROBE_ELEMENTS * reps
+    return {what: n / best_time(lambda: _core.math_probe(what, reps), repeats, 10.0) / 1e9
+            for what in _core.PROBE_OPS}
+
+
+def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> Dict[str, float]:
+    """Read and non-temporal copy bandwidth in GB/s (copy counts read + write bytes), with the
+    current thread count."""
+    n = nbytes // 4
+    src = np.ones(n, dtype=np.float32)
+    dst = np.empty_like(src)
+    dst.fill(0.0)  # touch the pages first: this measures bandwidth, not page faults
+    read = best_time(lambda: _core.stream_read(src), repeats, 30.0)
+    copy = best_time(lambda: _core.stream_copy(dst, src), repeats, 30.0)
+    return {"read_GBps": nbytes / read / 1e9, "copy_GBps": 2 * nbytes / copy / 1e9}
+
+
+def roofline(name: str, shape: Tuple[int, int], moved: int, bound: str, threads: int,
+             bandwidth: Dict[str, float], rates: Optional[Dict[str, float]]) -> Dict[str, Any]:
+    """The bounds of a case: memory (``moved`` bytes over the read or copy bandwidth; none from
+    cache), arithmetic (each element's operations over the probe's rates, per core times the
+    threads; none without rates), the roofline (the larger) and which one it is, and the
+    operations per element in exponentials (each weighed by the exponential's rate over its own)."""
+    elems = shape[0] * shape[1]
+    limit = bandwidth["read_GBps"] if bound == "read" else bandwidth["copy_GBps"]
+    mem_s = 0.0 if shape in CACHE_SHAPES else moved / limit / 1e9
+    ops = arithmetic(name)
+    arith_s = sum(elems * count / (rates[what] * 1e9 * threads) for what, count in ops.items()) if rates else 0.0
+    exps = sum(count * rates["exp"] / rates[what] for what, count in ops.items()) if rates else None
+    return {"memory_bound_s": mem_s, "arithmetic_bound_s": arith_s, "roofline_s": max(mem_s, arith_s),
+            "roofline_by": "arithmetic" if arith_s > mem_s else "memory", "exp_equivalents": exps}
