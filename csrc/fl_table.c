@@ -18,4 +18,9 @@ const fl_kernel_table FL_TABLE_NAME = {
     .check_binary_target = FL_FN(check_binary_target),
     .cross_entropy = FL_FN(cross_entropy),
     .score = FL_FN(score),
+    /* decoding */
+    .filter_logits = FL_FN(filter_logits),
+    .sample = FL_FN(sample),
+    .token_logprobs = FL_FN(token_logprobs),
+    .apply_penalties = FL_FN(apply_penalties),
 };

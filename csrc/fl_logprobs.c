@@ -1,0 +1,247 @@
+/* fl_logprobs.c: token_logprobs (API section 8): the log-probability of a chosen token, its
+ * rank and the top-n alternatives, per row. Compiled once per ISA; every symbol is FL_FN(name).
+ *
+ * One pass over the row from memory takes its max and min, counts the values strictly above
+ * the chosen token's (its rank) and keeps the top-n candidates behind a rising threshold
+ * (fl_dlist, NaN ranking first as in topk); a second pass sums the exponentials from cache
+ * while the next row is fetched (fl_rsumexp_t with the TwoSum-corrected exponential, the
+ * precise sum of log_softmax), and log p = ((double)y - m) - log(sum) rounded once: the value
+ * log_softmax gives for that element. With a temperature the row is first divided into a
+ * scratch row (y = x / T rounded to float32, as log_softmax(x / T) would see it). float64 rows
+ * are computed in float64 throughout.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastlogits.h"
+#include "fl_decode_select.h"
+#include "fl_kernels.h"
+#include "fl_pool.h"
+#include "fl_rowio.h"
+#include "fl_rowmath.h"
+
+typedef struct {
+    const fl_lp_args *a;
+    fl_grid g;
+    int64_t *bad;   /* per block: the first row (grid order) whose token is out of range, or -1 */
+    int failed;
+} fl_lp_ctx;
+
+typedef struct {
+    void *xbuf, *ybuf;   /* c float64 each: a gathered row, the tempered row */
+    fl_dlist list;
+    fl_dpos *top;        /* the top-n candidates in order */
+} fl_lp_scratch;
+
+/* element j of a per-row output whose entries lie along its class stride */
+static void fl_lp_put(const fl_arr *a, int64_t i0, int64_t i1, int64_t j, double v)
+{
+    char *p = fl_row_ptr(a, i0, i1) + j * a->sc * (int64_t)fl_esize(a->dtype);
+    if (a->dtype == FL_I64) *(int64_t *)(void *)p = (int64_t)v;
+    else if (a->dtype == FL_F64) *(double *)(void *)p = v;
+    else *(float *)(void *)p = (float)v;
+}
+
+/* Pass 1 of a float row: max, min (NaN ignored), and the number of values strictly above yt
+ * (NaN compares false); the top-n candidates into L when want > 0. */
+FL_ALWAYS_INLINE float fl_lp_scan_t(const void *x, int64_t c, float yt, int64_t want, fl_dlist *L, float *mn,
+                                    int64_t *above, int32_t dt)
+{
+    flv amax = flv_set1(-INFINITY), amin = flv_set1(INFINITY), zero = flv_set1(0.0f), one = flv_set1(1.0f);
+    flv vt = flv_set1(yt), cnt = zero;
+    float thr = -INFINITY;
+    uint64_t theta = 0;
+    int64_t k = 0, n_above = 0, esz = (int64_t)fl_xsize(dt);
+    L->n = 0;
+    for (; k + 4 * FL_W <= c; k += 4 * FL_W) {
+        for (int64_t j = 0; j < 4 * FL_W * esz; j += 64) FL_PREFETCH((const char *)x + k * esz + 2048 + j);
+        flv v[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            v[j] = fl_xload(x, k + j * FL_W, dt);
+            amin = flv_min_ord(v[j], amin);
+            cnt = flv_add(cnt, flv_sel_neg(flv_sub(vt, v[j]), one, zero));
+        }
+        flv bm = flv_max(flv_max(v[0], v[1]), flv_max(v[2], v[3]));
+        amax = flv_max(bm, amax);
+        if (want > 0 && !(flv_hmax(bm) < thr)) fl_dlist_offer_t(x, k, 4 * FL_W, want, 1.0f, &thr, &theta, L, dt);
+        if ((k / (4 * FL_W)) % 4096 == 4095) {
+            /* float lanes count exactly up to 2^24: move the counts out well before */
+            n_above += (int64_t)flv_hsum_d(cnt);
+            cnt = zero;
+        }
+    }
+    for (; k < c; k++) {
+        float v = fl_xget(x, k, dt);
+        n_above += v > yt;
+        amin = flv_min_ord(flv_set1(v), amin);
+        amax = flv_max(flv_set1(v), amax);
+        if (want > 0) fl_dlist_offer_t(x, k, 1, want, 1.0f, &thr, &theta, L, dt);
+    }
+    if (want > 0 && L->n > want) fl_dlist_prune(L, want);
+    *above = n_above + (int64_t)flv_hsum_d(cnt);
+    *mn = -flv_hmax(flv_neg(amin));
+    return flv_hmax(amax);
+}
+
+/* the top-n of the list (the top candidates and their ties, index order) in position order
+ * into top: those above the n-th key sorted, then its ties by index */
+static void fl_lp_order(const fl_dlist *L, int64_t n, fl_dpos *top)
+{
+    uint64_t theta = 0;
+    if (L->n > n) {
+        for (int64_t q = 0; q < L->n; q++) L->sel[q] = L->c[q].key;
+        theta = fl_dec_kth_largest(L->sel, L->n, n);
+    }
+    int64_t g = 0;
+    for (int64_t q = 0; q < L->n; q++)
+        if (L->n <= n || L->c[q].key > theta) top[g++] = (fl_dpos){L->c[q].key, L->c[q].i, 0};
+    qsort(top, (size_t)g, sizeof(fl_dpos), fl_dpos_cmp);
+    for (int64_t q = 0; q < L->n && g < n; q++)
+        if (L->c[q].key == theta) top[g++] = (fl_dpos){L->c[q].key, L->c[q].i, 0};
+}
+
+static double fl_lp_value(uint64_t key) { return key == UINT64_MAX ? NAN : fl_dkey_value(key); }
+
+/* one float row (float32, float16, bfloat16: computed in float32) */
+static void fl_lp_row_f32(const fl_lp_ctx *ctx, fl_lp_scratch *s, int64_t i0, int64_t i1, int64_t tok)
+{
+    const fl_lp_args *a = ctx->a;
+    int64_t c = ctx->g.c, n = a->top_n;
+    const char *xrow = fl_row_ptr(&a->x, i0, i1);
+    fl_xrow x = fl_row_in_x(&a->x, xrow, c, (float *)s->xbuf);
+    float t = (float)*(const double *)fl_row_ptr(&a->temperature, i0, i1);
+    if (t != 1.0f) {
+        float *y = (float *)s->ybuf;
+        flv tv = flv_set1(t);
+        int64_t k = 0;
+        for (; k + FL_W <= c; k += FL_W) flv_store(y + k, flv_div(fl_x_dispatch(x.dt, fl_xload, x.p, k), tv));
+        for (; k < c; k++) y[k] = fl_xget(x.p, k, x.dt) / t;
+        x.p = y;
+        x.dt = FL_F32;
+    }
+    float yt = fl_xget(x.p, tok, x.dt), mn;
+    int64_t above;
+    float m = fl_x_dispatch(x.dt, fl_lp_scan_t, x.p, c, yt, n, &s->list, &mn, &above);
+    double ls = NAN;
+    if (isfinite(m)) {
+        fl_ahead ahead = a->x.sc == 1 && a->x.s1 == c ? fl_ahead_next_row(xrow, c, (int64_t)fl_esize(a->x.dtype), NULL)
+                                                       : fl_ahead_none();
+        double n_eq, rest = mn >= m + FL_EXPF_NORMAL_LO
+                                ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, NULL, &n_eq, 1, ahead, 1)
+                                : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, NULL, &n_eq, 1, ahead, 0);
+        ls = fl_log_sum(n_eq, rest);
+    }
+    fl_put_scalar(&a->logprob, i0, i1, (double)(float)(((double)yt - (double)m) - ls));
+    if (a->rank.data) *(int64_t *)fl_row_ptr(&a->rank, i0, i1) = 1 + above;
+    if (n > 0) {
+        fl_lp_order(&s->list, n, s->top);
+        for (int64_t j = 0; j < n; j++) {
+            fl_lp_put(&a->top_token, i0, i1, j, (double)s->top[j].idx);
+            fl_lp_put(&a->top_logprob, i0, i1, j, (double)(float)((fl_lp_value(s->top[j].key) - (double)m) - ls));
+        }
+    }
+}
+
+/* one float64 row */
+static void fl_lp_row_f64(const fl_lp_ctx *ctx, fl_lp_scratch *s, int64_t i0, int64_t i1, int64_t tok)
+{
+    const fl_lp_args *a = ctx->a;
+    int64_t c = ctx->g.c, n = a->top_n;
+    const double *x = fl_row_in_f64(&a->x, fl_row_ptr(&a->x, i0, i1), c, (double *)s->xbuf);
+    double t = *(const double *)fl_row_ptr(&a->temperature, i0, i1);
+    if (t != 1.0) {
+        double *y = (double *)s->ybuf;
+        for (int64_t k = 0; k < c; k++) y[k] = x[k] / t;
+        x = y;
+    }
+    double m = fl_rmax_f64(x, c), yt = x[tok], ls = NAN;
+    int64_t above = 0;
+    for (int64_t k = 0; k < c; k++) above += x[k] > yt;
+    if (isfinite(m)) {
+        double n_eq, rest = fl_rsumexp_f64(x, c, m, NULL, &n_eq, NULL);
+        ls = fl_log_sum(n_eq, rest);
+    }
+    fl_put_scalar(&a->logprob, i0, i1, (yt - m) - ls);
+    if (a->rank.data) *(int64_t *)fl_row_ptr(&a->rank, i0, i1) = 1 + above;
+    if (n > 0) {
+        /* the candidates by key: every element at or above the rising threshold */
+        fl_dlist *L = &s->list;
+        uint64_t theta = 0;
+        L->n = 0;
+        for (int64_t k = 0; k < c; k++) {
+            uint64_t key = x[k] != x[k] ? UINT64_MAX : fl_dkey(x[k]);
+            if (key < theta) continue;
+            if (!fl_dlist_room(L, n, &theta)) return;
+            L->c[L->n].key = key;
+            L->c[L->n].i = k;
+            L->n++;
+        }
+        if (L->n > n) fl_dlist_prune(L, n);
+        fl_lp_order(L, n, s->top);
+        for (int64_t j = 0; j < n; j++) {
+            fl_lp_put(&a->top_token, i0, i1, j, (double)s->top[j].idx);
+            fl_lp_put(&a->top_logprob, i0, i1, j, (x[s->top[j].idx] - m) - ls);
+        }
+    }
+}
+
+static int64_t fl_lp_token(const fl_arr *t, int64_t i0, int64_t i1)
+{
+    const char *p = fl_row_ptr(t, i0, i1);
+    return t->dtype == FL_I32 ? (int64_t)*(const int32_t *)(const void *)p : *(const int64_t *)(const void *)p;
+}
+
+static void fl_lp_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_lp_ctx *ctx = (fl_lp_ctx *)vctx;
+    const fl_lp_args *a = ctx->a;
+    int64_t c = ctx->g.c, n = a->top_n;
+    fl_lp_scratch s;
+    memset(&s, 0, sizeof(s));
+    s.list.cap = 2 * n + 64;
+    s.list.nan_top = 1;
+    s.xbuf = malloc((size_t)c * sizeof(double));
+    s.ybuf = malloc((size_t)c * sizeof(double));
+    s.list.c = (fl_dcand *)malloc((size_t)s.list.cap * sizeof(fl_dcand));
+    s.list.sel = (uint64_t *)malloc((size_t)s.list.cap * sizeof(uint64_t));
+    s.top = (fl_dpos *)malloc((size_t)(n > 0 ? n : 1) * sizeof(fl_dpos));
+    if (s.xbuf && s.ybuf && s.list.c && s.list.sel && s.top) {
+        int64_t rpb = fl_rows_per_block(c), nrows = ctx->g.n0 * ctx->g.n1;
+        for (int64_t b = b0; b < b1 && !s.list.failed; b++) {
+            int64_t r0 = b * rpb, r1 = r0 + rpb < nrows ? r0 + rpb : nrows;
+            ctx->bad[b] = -1;
+            for (int64_t r = r0; r < r1 && !s.list.failed; r++) {
+                int64_t i0 = r / ctx->g.n1, i1 = r % ctx->g.n1, tok = fl_lp_token(&a->tokens, i0, i1);
+                if ((uint64_t)tok >= (uint64_t)c) {
+                    if (ctx->bad[b] < 0) ctx->bad[b] = r;
+                    continue;
+                }
+                if (a->x.dtype == FL_F64) fl_lp_row_f64(ctx, &s, i0, i1, tok);
+                else fl_lp_row_f32(ctx, &s, i0, i1, tok);
+            }
+        }
+    }
+    if (!(s.xbuf && s.ybuf && s.list.c && s.list.sel && s.top) || s.list.failed) ctx->failed = 1;
+    free(s.xbuf);
+    free(s.ybuf);
+    free(s.list.c);
+    free(s.list.sel);
+    free(s.top);
+}
+
+int FL_FN(token_logprobs)(const fl_lp_args *a, fl_grid g, int64_t *first_bad)
+{
+    *first_bad = -1;
+    int64_t nrows = g.n0 * g.n1;
+    if (nrows <= 0) return FL_OK;
+    int64_t rpb = fl_rows_per_block(g.c), nb = (nrows + rpb - 1) / rpb;
+    fl_lp_ctx ctx = {a, g, (int64_t *)malloc((size_t)nb * sizeof(int64_t)), 0};
+    if (!ctx.bad) return FL_ENOMEM;
+    fl_parallel_for(nb, fl_lp_task, &ctx);
+    for (int64_t b = 0; b < nb; b++)
+        if (ctx.bad[b] >= 0) { *first_bad = ctx.bad[b]; break; }
+    free(ctx.bad);
+    return ctx.failed ? FL_ENOMEM : FL_OK;
+}
