@@ -42,6 +42,8 @@ typedef struct {
     int64_t c;
     void *xbuf, *ybuf;      /* c float64 each: gathered input rows, output rows */
     fl_dlist list;
+    float *bmax;            /* c / FL_DLIST_BLK + 1 block maxima, and as many keys */
+    uint64_t *bkey;
     void *yrow, *erow;      /* c float64 each: the tempered row and its masses (float or float64) */
     double *bsum;           /* per FL_DEC_BLOCK elements of the row: their mass */
     fl_dset set, work;
@@ -54,11 +56,13 @@ static inline int fl_dscratch_init(fl_dscratch *s, int64_t c)
     memset(s, 0, sizeof(*s));
     s->c = c;
     s->list.cap = 2 * FL_DEC_LIST_MAX + 64;
+    s->bmax = (float *)malloc((size_t)(c / FL_DLIST_BLK + 1) * sizeof(float));
+    s->bkey = (uint64_t *)malloc((size_t)(c / FL_DLIST_BLK + 1) * sizeof(uint64_t));
     s->xbuf = malloc((size_t)c * sizeof(double));
     s->ybuf = malloc((size_t)c * sizeof(double));
     s->list.c = (fl_dcand *)malloc((size_t)s->list.cap * sizeof(fl_dcand));
     s->list.sel = (uint64_t *)malloc((size_t)s->list.cap * sizeof(uint64_t));
-    return s->xbuf && s->ybuf && s->list.c && s->list.sel;
+    return s->xbuf && s->ybuf && s->list.c && s->list.sel && s->bmax && s->bkey;
 }
 
 static inline void fl_dset_free(fl_dset *d)
@@ -74,6 +78,8 @@ static inline void fl_dscratch_free(fl_dscratch *s)
     free(s->ybuf);
     free(s->list.c);
     free(s->list.sel);
+    free(s->bmax);
+    free(s->bkey);
     free(s->yrow);
     free(s->erow);
     free(s->bsum);
@@ -254,7 +260,10 @@ static inline fl_dres fl_drow_resolve_f32(fl_dscratch *s, fl_xrow x, int64_t c, 
     if (topk && p->kprime <= FL_DEC_LIST_MAX) want = p->kprime;
     else if (!topk && (topp || minp) && p->keep <= FL_DEC_LIST_MAX) want = p->keep > FL_DEC_SPEC ? p->keep : FL_DEC_SPEC;
     if (want > 0) {
-        if (fl_x_dispatch(x.dt, fl_dlist_scan_t, x.p, c, want, t, &s->list)) { r.state = FL_DROW_NAN; return r; }
+        if (fl_x_dispatch(x.dt, fl_dlist_scan_t, x.p, c, want, t, &s->list, s->bmax, s->bkey)) {
+            r.state = FL_DROW_NAN;
+            return r;
+        }
         if (s->list.failed) { s->failed = 1; r.state = FL_DROW_EMPTY; return r; }
         uint64_t top = 0;
         for (int64_t j = 0; j < s->list.n; j++) top = s->list.c[j].key > top ? s->list.c[j].key : top;

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "fl_rowio.h"
+#include "fl_rowmath.h"
 #include "fl_scalar_math.h"
 #include "fl_simd.h"
 
@@ -221,10 +222,10 @@ static inline int fl_dlist_room(fl_dlist *L, int64_t want, uint64_t *theta)
     return L->n + L->n / 2 < L->cap || fl_dlist_grow(L);
 }
 
-/* offer x[k0 .. k0 + len) to the list, x >= *thr (the logit threshold of *theta) or NaN;
- * 1 when a NaN or +inf ends the scan */
-FL_ALWAYS_INLINE int fl_dlist_offer_t(const void *x, int64_t k0, int64_t len, int64_t want, float t, float *thr,
-                                      uint64_t *theta, fl_dlist *L, int32_t dt)
+/* offer x[k0 .. k0 + len) (token ids base + k) to the list, x >= *thr (the logit threshold
+ * of *theta) or NaN; 1 when a NaN or +inf ends the scan */
+FL_ALWAYS_INLINE int fl_dlist_offer_t(const void *x, int64_t k0, int64_t len, int64_t base, int64_t want, float t,
+                                      float *thr, uint64_t *theta, fl_dlist *L, int32_t dt)
 {
     for (int64_t k = k0; k < k0 + len; k++) {
         float v = fl_xget(x, k, dt);
@@ -235,29 +236,64 @@ FL_ALWAYS_INLINE int fl_dlist_offer_t(const void *x, int64_t k0, int64_t len, in
             *thr = fl_dlist_thr(*theta, t);
         }
         L->c[L->n].key = fl_rank_key(fl_temper_f(v, t));
-        L->c[L->n].i = k;
+        L->c[L->n].i = base + k;
         L->n++;
     }
     return 0;
 }
 
-/* The list of the want largest tempered values of a float row and all their ties, in one
- * pass: a block of 4 vectors whose max is below the threshold is skipped after one compare.
- * Returns 1 when the row holds a NaN or +inf and L->nan_top is 0. */
-FL_ALWAYS_INLINE int fl_dlist_scan_t(const void *x, int64_t c, int64_t want, float t, fl_dlist *L, int32_t dt)
+/* Elements per block of the first pass: the pass keeps each block's max, the second looks
+ * only at the blocks that can hold a candidate. */
+#define FL_DLIST_BLK 128
+
+/* the largest value of each block of FL_DLIST_BLK elements into bmax (NaN when the block holds
+ * one); returns the number of blocks */
+FL_ALWAYS_INLINE int64_t fl_dlist_block_max_t(const void *x, int64_t c, float *bmax, int32_t dt)
 {
-    float thr = -INFINITY;
-    uint64_t theta = 0;
-    int64_t k = 0, esz = (int64_t)fl_xsize(dt);
-    L->n = 0;
-    for (; k + 4 * FL_W <= c; k += 4 * FL_W) {
-        for (int64_t j = 0; j < 4 * FL_W * esz; j += 64) FL_PREFETCH((const char *)x + k * esz + 2048 + j);
-        flv m = flv_max(flv_max(fl_xload(x, k, dt), fl_xload(x, k + FL_W, dt)),
-                        flv_max(fl_xload(x, k + 2 * FL_W, dt), fl_xload(x, k + 3 * FL_W, dt)));
-        if (flv_hmax(m) < thr) continue;
-        if (fl_dlist_offer_t(x, k, 4 * FL_W, want, t, &thr, &theta, L, dt)) return 1;
+    int64_t b = 0, k = 0, esz = (int64_t)fl_xsize(dt);
+    for (; k + FL_DLIST_BLK <= c; k += FL_DLIST_BLK, b++) {
+        for (int64_t j = 0; j < FL_DLIST_BLK * esz; j += 64) FL_PREFETCH((const char *)x + k * esz + 4096 + j);
+        flv m0 = fl_xload(x, k, dt), m1 = fl_xload(x, k + FL_W, dt);
+        for (int64_t j = 2 * FL_W; j < FL_DLIST_BLK; j += 2 * FL_W) {
+            m0 = flv_max(fl_xload(x, k + j, dt), m0);
+            m1 = flv_max(fl_xload(x, k + j + FL_W, dt), m1);
+        }
+        bmax[b] = flv_hmax(flv_max(m0, m1));
     }
-    if (fl_dlist_offer_t(x, k, c - k, want, t, &thr, &theta, L, dt)) return 1;
+    if (k < c) bmax[b++] = fl_rmax_t((const char *)x + k * esz, c - k, dt);
+    return b;
+}
+
+/* The list of the want largest tempered values of a float row and all their ties. Pass 1
+ * reads the row from memory once for its blocks' maxima; the want-th largest block max is at
+ * most the want-th largest value (the want largest maxima are want distinct elements), so pass
+ * 2 only looks into the blocks whose max reaches it (about want of them), from cache, and
+ * there one vector at a time. bmax: room for c / FL_DLIST_BLK + 1 floats, bkey as many keys.
+ * Returns 1 when the row holds a NaN or +inf. */
+FL_ALWAYS_INLINE int fl_dlist_scan_t(const void *x, int64_t c, int64_t want, float t, fl_dlist *L, float *bmax,
+                                     uint64_t *bkey, int32_t dt)
+{
+    int64_t nb = fl_dlist_block_max_t(x, c, bmax, dt);
+    for (int64_t b = 0; b < nb; b++) {
+        if (bmax[b] != bmax[b] || bmax[b] == INFINITY) return 1;
+        bkey[b] = fl_dkey((double)bmax[b]);
+    }
+    uint64_t theta = 0;
+    float thr = -INFINITY;
+    if (nb >= want) {
+        /* in logit space: every x whose tempered value reaches that of the block max */
+        float bx = (float)fl_dkey_value(fl_dec_kth_largest(bkey, nb, want));
+        thr = fl_xthresh_f(fl_temper_f(bx, t), t);
+    }
+    L->n = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        if (bmax[b] < thr) continue;
+        int64_t k0 = b * FL_DLIST_BLK, k1 = k0 + FL_DLIST_BLK < c ? k0 + FL_DLIST_BLK : c, k = k0;
+        for (; k + FL_W <= k1; k += FL_W)
+            if (!(flv_hmax(fl_xload(x, k, dt)) < thr)) fl_dlist_offer_t(x, k, FL_W, 0, want, t, &thr, &theta, L, dt);
+        fl_dlist_offer_t(x, k, k1 - k, 0, want, t, &thr, &theta, L, dt);
+        if (L->failed) return 0;
+    }
     if (L->n > want) fl_dlist_prune(L, want);
     return 0;
 }

@@ -1,14 +1,17 @@
 /* fl_logprobs.c: token_logprobs (API section 8): the log-probability of a chosen token, its
  * rank and the top-n alternatives, per row. Compiled once per ISA; every symbol is FL_FN(name).
  *
- * One pass over the row from memory takes its max and min, counts the values strictly above
- * the chosen token's (its rank) and keeps the top-n candidates behind a rising threshold
- * (fl_dlist, NaN ranking first as in topk); a second pass sums the exponentials from cache
- * while the next row is fetched (fl_rsumexp_t with the TwoSum-corrected exponential, the
- * precise sum of log_softmax), and log p = ((double)y - m) - log(sum) rounded once: the value
- * log_softmax gives for that element. With a temperature the row is first divided into a
- * scratch row (y = x / T rounded to float32, as log_softmax(x / T) would see it). float64 rows
- * are computed in float64 throughout.
+ * A row is read from memory once, in blocks of FL_LP_BLOCK elements that stay in L1: each
+ * block's max and min, the count of values strictly above the chosen token's (its rank) and
+ * the top-n candidates behind a rising threshold (fl_dlist, NaN ranking first as in topk),
+ * then the block's exponentials against the running max (the n_eq + rest sums of the
+ * cross-entropy kernel: the shorter exponential, float32 partial sums of FL_SUM_CHUNK vectors
+ * joining float64 lanes, so a token's log-probability costs what its cross-entropy does; the
+ * sums are rescaled in float64 when a later block raises the max: an online logsumexp).
+ * log p = ((double)y - m) - log(sum), rounded once; the relative error of the sum stays below
+ * about 2e-6 (a few ULP of log p on ordinary rows, see tests/test_decode.py). With a temperature
+ * each block is first divided in L1 (y = x / T rounded to float32, as log_softmax(x / T) would
+ * see it). float64 rows are computed in float64 throughout.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -43,19 +46,17 @@ static void fl_lp_put(const fl_arr *a, int64_t i0, int64_t i1, int64_t j, double
     else *(float *)(void *)p = (float)v;
 }
 
-/* Pass 1 of a float row: max, min (NaN ignored), and the number of values strictly above yt
- * (NaN compares false); the top-n candidates into L when want > 0. */
-FL_ALWAYS_INLINE float fl_lp_scan_t(const void *x, int64_t c, float yt, int64_t want, fl_dlist *L, float *mn,
-                                    int64_t *above, int32_t dt)
+/* One block of a float row (n elements at x, token ids base + k), read once: its max, its
+ * min (NaN ignored), the number of values strictly above yt (NaN compares false), and the
+ * top-n candidates offered to L behind its threshold (want > 0). */
+FL_ALWAYS_INLINE float fl_lp_block_t(const void *x, int64_t n, int64_t base, float yt, int64_t want, fl_dlist *L,
+                                     float *thr, uint64_t *theta, float *mn, int64_t *above, int32_t dt)
 {
     flv amax = flv_set1(-INFINITY), amin = flv_set1(INFINITY), zero = flv_set1(0.0f), one = flv_set1(1.0f);
     flv vt = flv_set1(yt), cnt = zero;
-    float thr = -INFINITY;
-    uint64_t theta = 0;
-    int64_t k = 0, n_above = 0, esz = (int64_t)fl_xsize(dt);
-    L->n = 0;
-    for (; k + 4 * FL_W <= c; k += 4 * FL_W) {
-        for (int64_t j = 0; j < 4 * FL_W * esz; j += 64) FL_PREFETCH((const char *)x + k * esz + 2048 + j);
+    int64_t k = 0, esz = (int64_t)fl_xsize(dt);
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        for (int64_t j = 0; j < 4 * FL_W * esz; j += 64) FL_PREFETCH((const char *)x + k * esz + 4096 + j);
         flv v[4];
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
@@ -65,24 +66,73 @@ FL_ALWAYS_INLINE float fl_lp_scan_t(const void *x, int64_t c, float yt, int64_t 
         }
         flv bm = flv_max(flv_max(v[0], v[1]), flv_max(v[2], v[3]));
         amax = flv_max(bm, amax);
-        if (want > 0 && !(flv_hmax(bm) < thr)) fl_dlist_offer_t(x, k, 4 * FL_W, want, 1.0f, &thr, &theta, L, dt);
-        if ((k / (4 * FL_W)) % 4096 == 4095) {
-            /* float lanes count exactly up to 2^24: move the counts out well before */
-            n_above += (int64_t)flv_hsum_d(cnt);
-            cnt = zero;
-        }
+        if (want > 0 && !(flv_hmax(bm) < *thr)) fl_dlist_offer_t(x, k, 4 * FL_W, base, want, 1.0f, thr, theta, L, dt);
     }
-    for (; k < c; k++) {
+    int64_t n_above = (int64_t)flv_hsum_d(cnt);
+    for (; k < n; k++) {
         float v = fl_xget(x, k, dt);
         n_above += v > yt;
         amin = flv_min_ord(flv_set1(v), amin);
         amax = flv_max(flv_set1(v), amax);
-        if (want > 0) fl_dlist_offer_t(x, k, 1, want, 1.0f, &thr, &theta, L, dt);
+        if (want > 0) fl_dlist_offer_t(x, k, 1, base, want, 1.0f, thr, theta, L, dt);
     }
-    if (want > 0 && L->n > want) fl_dlist_prune(L, want);
-    *above = n_above + (int64_t)flv_hsum_d(cnt);
+    *above += n_above;
     *mn = -flv_hmax(flv_neg(amin));
     return flv_hmax(amax);
+}
+
+/* Elements per block of a row: read from memory once, the block stays in L1 for its sum. */
+#define FL_LP_BLOCK 2048
+
+/* The online logsumexp of a row (n_eq + rest kept apart) block by block, each block summed
+ * from L1 against the running max and the sums rescaled in float64 when a block raises it;
+ * with the rank count and top-n candidates of the same read. Returns log(sum) (NaN for a row
+ * without softmax) and the max in *m. */
+FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt, int64_t want, fl_dlist *L,
+                                    float *buf, float *m_out, int64_t *above, int32_t dt)
+{
+    float thr = -INFINITY, m = -INFINITY;
+    uint64_t theta = 0;
+    double n_eq = 0.0, rest = 0.0;
+    int valid = 1;
+    int64_t esz = (int64_t)fl_xsize(dt);
+    L->n = 0;
+    *above = 0;
+    for (int64_t k0 = 0; k0 < c; k0 += FL_LP_BLOCK) {
+        int64_t n = c - k0 < FL_LP_BLOCK ? c - k0 : FL_LP_BLOCK;
+        const void *xb = (const char *)x + k0 * esz;
+        float mn, bm;
+        if (t != 1.0f) {
+            /* the tempered block, x / t rounded to float32, in L1 */
+            flv tv = flv_set1(t);
+            int64_t k = 0;
+            for (; k + FL_W <= n; k += FL_W) flv_store(buf + k, flv_div(fl_xload(xb, k, dt), tv));
+            for (; k < n; k++) buf[k] = fl_xget(xb, k, dt) / t;
+            bm = fl_lp_block_t(buf, n, k0, yt, want, L, &thr, &theta, &mn, above, FL_F32);
+        } else {
+            bm = fl_lp_block_t(xb, n, k0, yt, want, L, &thr, &theta, &mn, above, dt);
+        }
+        if (bm != bm || bm == INFINITY) valid = 0;
+        if (!valid || bm == -INFINITY) continue;
+        if (bm > m) {
+            double f = m == -INFINITY ? 0.0 : fl_exp_d((double)m - (double)bm);
+            rest = (rest + n_eq) * f;
+            n_eq = 0.0;
+            m = bm;
+        }
+        double ne, r;
+        if (t != 1.0f)
+            r = mn >= m + FL_EXPF_NORMAL_LO ? fl_rsumexp_t(buf, n, m, NULL, &ne, 0, fl_ahead_none(), 1, FL_F32)
+                                            : fl_rsumexp_t(buf, n, m, NULL, &ne, 0, fl_ahead_none(), 0, FL_F32);
+        else
+            r = mn >= m + FL_EXPF_NORMAL_LO ? fl_rsumexp_t(xb, n, m, NULL, &ne, 0, fl_ahead_none(), 1, dt)
+                                            : fl_rsumexp_t(xb, n, m, NULL, &ne, 0, fl_ahead_none(), 0, dt);
+        rest += r;
+        n_eq += ne;
+    }
+    if (want > 0 && L->n > want) fl_dlist_prune(L, want);
+    *m_out = valid ? m : NAN;
+    return valid && m > -INFINITY ? fl_log_sum(n_eq, rest) : NAN;
 }
 
 /* the top-n of the list (the top candidates and their ties, index order) in position order
@@ -112,27 +162,9 @@ static void fl_lp_row_f32(const fl_lp_ctx *ctx, fl_lp_scratch *s, int64_t i0, in
     const char *xrow = fl_row_ptr(&a->x, i0, i1);
     fl_xrow x = fl_row_in_x(&a->x, xrow, c, (float *)s->xbuf);
     float t = (float)*(const double *)fl_row_ptr(&a->temperature, i0, i1);
-    if (t != 1.0f) {
-        float *y = (float *)s->ybuf;
-        flv tv = flv_set1(t);
-        int64_t k = 0;
-        for (; k + FL_W <= c; k += FL_W) flv_store(y + k, flv_div(fl_x_dispatch(x.dt, fl_xload, x.p, k), tv));
-        for (; k < c; k++) y[k] = fl_xget(x.p, k, x.dt) / t;
-        x.p = y;
-        x.dt = FL_F32;
-    }
-    float yt = fl_xget(x.p, tok, x.dt), mn;
+    float yt = fl_xget(x.p, tok, x.dt) / t, m;
     int64_t above;
-    float m = fl_x_dispatch(x.dt, fl_lp_scan_t, x.p, c, yt, n, &s->list, &mn, &above);
-    double ls = NAN;
-    if (isfinite(m)) {
-        fl_ahead ahead = a->x.sc == 1 && a->x.s1 == c ? fl_ahead_next_row(xrow, c, (int64_t)fl_esize(a->x.dtype), NULL)
-                                                       : fl_ahead_none();
-        double n_eq, rest = mn >= m + FL_EXPF_NORMAL_LO
-                                ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, NULL, &n_eq, 1, ahead, 1)
-                                : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, NULL, &n_eq, 1, ahead, 0);
-        ls = fl_log_sum(n_eq, rest);
-    }
+    double ls = fl_x_dispatch(x.dt, fl_lp_row_t, x.p, c, t, yt, n, &s->list, (float *)s->ybuf, &m, &above);
     fl_put_scalar(&a->logprob, i0, i1, (double)(float)(((double)yt - (double)m) - ls));
     if (a->rank.data) *(int64_t *)fl_row_ptr(&a->rank, i0, i1) = 1 + above;
     if (n > 0) {

@@ -13,6 +13,7 @@ from ._bce import (
     sigmoid_focal_loss_and_grad,
 )
 from ._ce import cross_entropy, cross_entropy_and_grad
+from ._decode import apply_penalties, filter_logits, sample, token_logprobs
 from ._post import (
     entropy,
     log_sigmoid,
@@ -34,11 +35,13 @@ _register_threadpoolctl()
 
 __all__ = [
     "__version__",
+    "apply_penalties",
     "bce_with_logits",
     "bce_with_logits_and_grad",
     "cross_entropy",
     "cross_entropy_and_grad",
     "entropy",
+    "filter_logits",
     "fit_temperature",
     "get_num_threads",
     "log_sigmoid",
@@ -46,6 +49,7 @@ __all__ = [
     "logsumexp",
     "predict",
     "predict_binary",
+    "sample",
     "score",
     "set_num_threads",
     "show_config",
@@ -53,5 +57,6 @@ __all__ = [
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_and_grad",
     "softmax",
+    "token_logprobs",
     "topk",
 ]
