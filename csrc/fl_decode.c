@@ -100,7 +100,7 @@ static void fl_dec_filter_row(fl_dec_ctx *ctx, fl_dscratch *s, int64_t i0, int64
         fl_row_out_f64(&a->out, yrow, c, y);
         return;
     }
-    float *y = fl_row_dst_f32(&a->out, yrow, (float *)s->ybuf);
+    float *y = a->out.dtype == FL_F64 ? (float *)s->ybuf : fl_row_dst_f32(&a->out, yrow, (float *)s->ybuf);
     fl_xrow x = fl_row_in_x(&a->x, xrow, c, (float *)s->xbuf);
     float t = (float)p.t;
     fl_dres r = fl_drow_resolve_f32(s, x, c, &p);
@@ -113,7 +113,12 @@ static void fl_dec_filter_row(fl_dec_ctx *ctx, fl_dscratch *s, int64_t i0, int64
         fl_dcut_xthr(&r.cut, t, &xa, &xb);
         fl_x_dispatch(x.dt, fl_dec_write_t, x.p, c, t, xa, xb, r.cut.idx_b, y);
     }
-    fl_row_out_f32(&a->out, yrow, c, y);
+    if (a->out.dtype == FL_F64) {
+        /* the float32 results widened (fl_row_out_f32 writes the float32 family only) */
+        for (int64_t k = 0; k < c; k++) ((double *)(void *)yrow)[k * a->out.sc] = (double)y[k];
+    } else {
+        fl_row_out_f32(&a->out, yrow, c, y);
+    }
 }
 
 /* ---------- sample ---------- */
