@@ -9,6 +9,7 @@
  * is checked before any logit is touched: one past the vocabulary makes the call return its
  * position with nothing modified.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,7 @@
 #include "fl_kernels.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
+#include "fl_scalar_math.h"
 
 typedef struct {
     const fl_pen_args *a;
@@ -42,13 +44,25 @@ static inline double fl_pen_get(const fl_arr *x, char *row, int64_t v)
     }
 }
 
+/* val rounded to float32 to odd: truncated toward zero, the last bit set when inexact. A
+ * further rounding to nearest to half precision (11 or 8 bits, fewer than 24 - 2) is then the
+ * correct rounding of val itself: one rounding, not two. */
+static inline float fl_pen_round_odd(double val)
+{
+    float f = (float)val;
+    if ((double)f == val || val != val) return f;
+    uint32_t b = fl_f2u(f);
+    if (fabs((double)f) > fabs(val)) b -= 1; /* rounded away from zero: step back */
+    return fl_u2f(b | 1u);
+}
+
 static inline void fl_pen_set(const fl_arr *x, char *row, int64_t v, double val)
 {
     char *p = row + v * x->sc * (int64_t)fl_esize(x->dtype);
     switch (x->dtype) {
     case FL_F64: *(double *)(void *)p = val; break;
-    case FL_F16: *(uint16_t *)(void *)p = fl_f32_to_f16((float)val); break;
-    case FL_BF16: *(uint16_t *)(void *)p = fl_f32_to_bf16((float)val); break;
+    case FL_F16: *(uint16_t *)(void *)p = fl_f32_to_f16(fl_pen_round_odd(val)); break;
+    case FL_BF16: *(uint16_t *)(void *)p = fl_f32_to_bf16(fl_pen_round_odd(val)); break;
     default: *(float *)(void *)p = (float)val; break;
     }
 }
