@@ -36,6 +36,8 @@ echo "cross_neon.sh: $QEMU -L $SYSROOT test_math ${args[*]}"
 # errors, as in the package build) and compared by csrc/tests/test_kernels_isa.c.
 flags=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -fno-math-errno -fno-trapping-math -Icsrc)
 kernels=(csrc/fl_post.c csrc/fl_ce.c csrc/fl_bce.c csrc/fl_score.c csrc/fl_stream.c csrc/fl_table.c)
+# decoding (API section 8)
+kernels+=(csrc/fl_decode.c csrc/fl_logprobs.c csrc/fl_penalties.c)
 objs=()
 for isa in 0 3; do
     for src in "${kernels[@]}"; do
