@@ -158,20 +158,97 @@ static inline double fl_dec_exp_row_d(const double *x, int64_t c, double t, doub
     return z;
 }
 
-/* the candidates of the row whose tempered value is at least lo, into s->set */
-static inline void fl_dec_set_from_row(fl_dscratch *s, int f64, double lo)
+/* candidate k of the row into s->set */
+static inline void fl_dec_set_push(fl_dscratch *s, int f64, int64_t k)
 {
     fl_dset *d = &s->set;
-    int64_t n = 0;
-    for (int64_t k = 0; k < s->c; k++) {
-        double y = f64 ? ((const double *)s->yrow)[k] : (double)((const float *)s->yrow)[k];
-        if (!(y >= lo)) continue;
-        d->key[n] = fl_dkey(y);
-        d->e[n] = f64 ? ((const double *)s->erow)[k] : (double)((const float *)s->erow)[k];
-        d->idx[n] = k;
-        n++;
+    double y = f64 ? ((const double *)s->yrow)[k] : (double)((const float *)s->yrow)[k];
+    d->key[d->n] = fl_dkey(y);
+    d->e[d->n] = f64 ? ((const double *)s->erow)[k] : (double)((const float *)s->erow)[k];
+    d->idx[d->n] = k;
+    d->n++;
+}
+
+/* the candidates of the row whose tempered value is at least lo, into s->set; a vector of a
+ * float row below lo is passed over with one compare */
+static inline void fl_dec_set_from_row(fl_dscratch *s, int f64, double lo)
+{
+    int64_t k = 0, c = s->c;
+    s->set.n = 0;
+    if (!f64) {
+        const float *y = (const float *)s->yrow;
+        float lf = (float)lo;
+        for (; k + FL_W <= c; k += FL_W) {
+            if (flv_hmax(flv_load(y + k)) < lf) continue;
+            for (int64_t j = k; j < k + FL_W; j++)
+                if ((double)y[j] >= lo) fl_dec_set_push(s, 0, j);
+        }
     }
-    d->n = n;
+    for (; k < c; k++) {
+        double y = f64 ? ((const double *)s->yrow)[k] : (double)((const float *)s->yrow)[k];
+        if (y >= lo) fl_dec_set_push(s, f64, k);
+    }
+}
+
+/* The mass of a float row's tokens within d[j] of its max m, for each of FL_DEC_NPIV
+ * distances, in a fixed order whatever the ISA (sixteen lanes, lane i taking the elements i
+ * mod 16: float32 over 256 elements, then float64, added pairwise at the end): floors for the
+ * top-p candidates. */
+#define FL_DEC_NPIV 5
+#define FL_DEC_DV (16 / FL_W)
+static inline void fl_dec_pivot_masses(const float *y, const float *e, int64_t c, float m, const float *d, double *mass)
+{
+    fl_dacc acc[FL_DEC_NPIV][FL_DEC_DV];
+    flv thr[FL_DEC_NPIV], zero = flv_set1(0.0f);
+    for (int j = 0; j < FL_DEC_NPIV; j++) {
+        thr[j] = flv_set1(m - d[j]);
+        for (int q = 0; q < FL_DEC_DV; q++) acc[j][q] = fl_dacc_zero();
+    }
+    int64_t k = 0;
+    while (k + 16 <= c) {
+        /* float32 partial sums of up to 16 terms per lane, then into the float64 lanes */
+        flv part[FL_DEC_NPIV][FL_DEC_DV];
+        for (int j = 0; j < FL_DEC_NPIV; j++)
+            for (int q = 0; q < FL_DEC_DV; q++) part[j][q] = zero;
+        for (int64_t end = k + 256 < c ? k + 256 : c; k + 16 <= end; k += 16)
+            for (int q = 0; q < FL_DEC_DV; q++) {
+                flv yv = flv_load(y + k + q * FL_W), ev = flv_load(e + k + q * FL_W);
+                for (int j = 0; j < FL_DEC_NPIV; j++)
+                    part[j][q] = flv_add(part[j][q], flv_sel_neg(flv_sub(yv, thr[j]), zero, ev));
+            }
+        for (int j = 0; j < FL_DEC_NPIV; j++)
+            for (int q = 0; q < FL_DEC_DV; q++) acc[j][q] = fl_dacc_add(acc[j][q], part[j][q]);
+    }
+    for (int j = 0; j < FL_DEC_NPIV; j++) {
+        double l[16];
+        for (int q = 0; q < FL_DEC_DV; q++) fl_dacc_store(l + q * FL_W, acc[j][q]);
+        for (int64_t i = k; i < c; i++) l[i - k] += y[i] >= m - d[j] ? (double)e[i] : 0.0;
+        for (int w = 8; w >= 1; w /= 2)
+            for (int i = 0; i < w; i++) l[i] += l[i + w];
+        mass[j] = l[0];
+    }
+}
+
+/* The distances from the max, closest first, within which top-p candidates are sought: five
+ * doubling distances, then five steps inside the first one whose mass reaches mass_lim (the
+ * candidates start at the closest that does). Fills d (2 * FL_DEC_NPIV, +inf past the
+ * last useful one); returns how many there are. */
+static inline int fl_dec_pivots(const float *y, const float *e, int64_t c, float m, double mass_lim, float *d)
+{
+    static const float coarse[FL_DEC_NPIV] = {2.0f, 4.0f, 8.0f, 16.0f, 32.0f};
+    double mass[FL_DEC_NPIV];
+    fl_dec_pivot_masses(y, e, c, m, coarse, mass);
+    int j = 0;
+    while (j < FL_DEC_NPIV && !(mass[j] >= mass_lim)) j++;
+    if (j == FL_DEC_NPIV) return 0;
+    float lo = j ? coarse[j - 1] : 0.0f, step = (coarse[j] - lo) / FL_DEC_NPIV, fine[FL_DEC_NPIV];
+    for (int q = 0; q < FL_DEC_NPIV; q++) fine[q] = lo + step * (float)(q + 1);
+    fl_dec_pivot_masses(y, e, c, m, fine, mass);
+    int n = 0;
+    for (int q = 0; q < FL_DEC_NPIV; q++)
+        if (mass[q] >= mass_lim) d[n++] = fine[q];
+    for (int q = j + 1; q < FL_DEC_NPIV; q++) d[n++] = coarse[q];
+    return n;
 }
 
 /* keep the candidates of s->set whose key is at least key_lo (index order kept) */
@@ -237,11 +314,25 @@ static inline void fl_dec_resolve_row(fl_dscratch *s, const fl_drow *p, int f64,
         fl_dcut k = fl_dsel(s->set, fl_dscratch_work(s), &q, s->hist);
         fl_dec_set_cut(&s->set, k.key_b);
         mass_lim = topp ? p->p * k.mass : mass_lim;
-    } else {
-        fl_dec_set_from_row(s, f64, minp ? mp : -(double)INFINITY);
-        if (s->set.n < p->keep) fl_dec_set_from_row(s, f64, -(double)INFINITY);
+        fl_dec_resolve_set(s, p, minp ? fl_dkey(mp) : 0, mass_lim, 1, &r->cut);
+        r->src = FL_DSRC_SET;
+        return;
     }
-    fl_dec_resolve_set(s, p, minp ? fl_dkey(mp) : 0, mass_lim, 1, &r->cut);
+    /* top-p's prefix lies within the first distance from the max that holds its mass: the
+     * candidates start there (fl_dec_pivots; the next distance is tried when the prefix runs
+     * to the set's end, and at last every token) */
+    float d[2 * FL_DEC_NPIV];
+    int nd = topp && !f64 ? fl_dec_pivots((const float *)s->yrow, (const float *)s->erow, s->c, (float)m, mass_lim, d) : 0;
+    for (int j = 0;; j++) {
+        double lo = j < nd ? (double)((float)m - d[j]) : -(double)INFINITY;
+        fl_dec_set_from_row(s, f64, minp && mp > lo ? mp : lo);
+        if (s->set.n < p->keep) {
+            fl_dec_set_from_row(s, f64, -(double)INFINITY);
+            j = nd;
+        }
+        int whole = j >= nd || (minp && mp >= lo); /* the set holds every candidate */
+        if (fl_dec_resolve_set(s, p, minp ? fl_dkey(mp) : 0, mass_lim, whole, &r->cut)) break;
+    }
     r->src = FL_DSRC_SET;
 }
 
