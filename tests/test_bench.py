@@ -47,13 +47,16 @@ def test_cases_cover_the_table():
     for name, shape in full:
         op = bench._ops()[name]
         shapes = {"binary": bench.BINARY_SHAPES, "masked": bench.MASKED_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
+        if op.shapes:  # cases with shapes of their own (decoding)
+            assert shape in op.shapes, (name, shape)
+            continue
         if op.dtype != "float32":
             shapes = bench.HALF_SHAPES
             assert bench._ops()[name.split("/")[0]].dtype == "float32"
         assert shape in shapes, (name, shape)
 
 
-@pytest.mark.parametrize("name", [n for n in OPS if "/" in n])
+@pytest.mark.parametrize("name", [n for n in OPS if "/" in n and not bench._ops()[n].shapes])
 def test_half_precision_cases_run_on_their_dtype(name):
     op = bench._ops()[name]
     d = bench.make_data(op, TINY[op.targets])
@@ -112,3 +115,14 @@ def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch):
 def test_measure_bandwidth_is_positive():
     bw = bench.measure_bandwidth(nbytes=1 << 20, repeats=1)
     assert bw["read_GBps"] > 0 and bw["copy_GBps"] > 0
+
+
+# ---- decoding (API section 8)
+@pytest.mark.parametrize("name", [n for n in OPS if bench._ops()[n].shapes])
+def test_decoding_cases_run_on_their_dtype_next_to_their_baseline(name):
+    op = bench._ops()[name]
+    d = bench.make_data(op, TINY[op.targets])
+    assert d.x.dtype.name == op.dtype and "baseline" in op.peers
+    assert {n for n, _ in bench.cases() if n == name} == {name}
+    op.peers["baseline"](d)
+

@@ -62,6 +62,7 @@ class Op:
     peers: Dict[str, Callable[[Data], Any]] = field(default_factory=dict)
     check: Optional[Callable[[Any, Any], None]] = None
     dtype: str = "float32"                          # of the logits (and of the outputs)
+    shapes: Optional[List[Tuple[int, int]]] = None  # the shapes of its cases, when not the table's
 
 
 def _scipy() -> Any:
@@ -216,6 +217,10 @@ def _ops() -> Dict[str, Op]:
             half = by_name[name]
             ops.append(replace(half, name=f"{name}/{tag}", dtype=dtype, peers=peers(torch=half.peers.get("torch")),
                                check=_close(1e-2) if half.check is not _equal else _equal))
+    # decoding (API section 8): sample and token_logprobs, with fastlogits' own baseline peer
+    from ._bench_decode import decode_ops
+
+    ops.extend(decode_ops(Op, torch, _close))
     return {op.name: op for op in ops}
 
 
@@ -251,7 +256,9 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
     out: List[Tuple[str, Tuple[int, int]]] = []
     for name in names:
         op = table[name]
-        if op.dtype != "float32":
+        if op.shapes:
+            shapes = op.shapes
+        elif op.dtype != "float32":
             shapes = QUICK_SHAPES[-1:] if quick else HALF_SHAPES
         else:
             shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES}.get(op.targets, class_shapes)
@@ -406,7 +413,7 @@ def format_table(report: Dict[str, Any]) -> str:
         f"fastlogits {report['fastlogits']} ({report['isa']}), {report['threads']} thread(s); "
         f"measured bandwidth: read {bw['read_GBps']:.1f} GB/s, non-temporal copy {bw['copy_GBps']:.1f} GB/s",
         f"{'operation':<28}{'shape':>14}{'fl warm ms':>11}{'fl cold ms':>11}{'Gelem/s':>9}{'% bw':>7}"
-        f"{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x torch':>9}",
+        f"{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x base':>8}{'x torch':>9}",
     ]
     for r in report["results"]:
         warm = r.get("fastlogits_warm_s")
@@ -415,10 +422,14 @@ def format_table(report: Dict[str, Any]) -> str:
             f"{_cell(warm and warm * 1e3, 10, '.2f')} {r['fastlogits_cold_s'] * 1e3:>10.2f}"
             f"{r['gelem_per_s']:>9.2f}{r['pct_of_bandwidth']:>6.0f}%"
             + _cell(r.get("speedup_vs_reference"), 8, ".1f")
-            + "".join(_cell(r.get(f"speedup_vs_{p}"), 9, ".1f") for p in ("scipy", "numpy", "torch"))
+            + "".join(_cell(r.get(f"speedup_vs_{p}"), 9, ".1f") for p in ("scipy", "numpy"))
+            + _cell(r.get("speedup_vs_baseline"), 8, ".2f")
+            + _cell(r.get("speedup_vs_torch"), 9, ".1f")
         )
     lines.append("x peer = peer time / fastlogits time (warm where there is an output); % bw = bytes that must "
-                 "move / time, over the read bandwidth (loss, reductions) or the copy bandwidth (outputs).")
+                 "move / time, over the read bandwidth (loss, reductions) or the copy bandwidth (outputs); x base = "
+                 "fastlogits' baseline on the same logits (decoding: one logsumexp for sample, "
+                 "cross_entropy(reduction='none') for token_logprobs) / this one.")
     return "\n".join(lines)
 
 
