@@ -19,7 +19,7 @@ from fastlogits import reference as ref
 
 # the decoding shape: a batch of 64 requests over Llama 3's vocabulary
 DECODE_SHAPES = [(64, 128256)]
-CHAIN = dict(top_k=50, top_p=0.9, min_p=0.05)
+CHAIN: Dict[str, Any] = dict(top_k=50, top_p=0.9, min_p=0.05)
 TOP_N = 5
 
 
@@ -60,8 +60,8 @@ def _check_draws(got: Any, want: Any) -> None:
 
 
 def _filtered_log_softmax(x: np.ndarray) -> np.ndarray:
-    f = ref.filter_logits(x.astype(np.float32), **CHAIN).astype(np.float64)
-    return f - ref.logsumexp(f, keepdims=True)
+    f = np.asarray(ref.filter_logits(x.astype(np.float32), **CHAIN), dtype=np.float64)
+    return np.asarray(f - ref.logsumexp(f, keepdims=True))
 
 
 def decode_ops(op_type: Any, torch: Any, close: Callable[[float], Callable[[Any, Any], None]]) -> List[Any]:

@@ -139,7 +139,7 @@ def token_logprobs(logits: Any, tokens: Any, *, axis: int = -1, top_n: int = 0,
             pos = tuple(int(i) for i in np.unravel_index(bad, rows))
             raise IndexError(f"tokens: token id {int(tok[pos])} at position {pos} is out of range [0, {c})")
         g.finish()
-    if not n:
+    if rank is None:
         return _scalar_or(logprob)
     return _scalar_or(logprob), _scalar_or(rank), top_lp, top_tok
 
@@ -264,7 +264,12 @@ def sample(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top_p: Any
     >>> import fastlogits as fl
     >>> logits = [[2.0, 1.0, 0.5, -1.0], [0.0, 3.0, 2.9, 1.0]]
     >>> fl.sample(logits, top_k=2, seed=1234).tolist()
-    [0, 1]
+    [1, 1]
+    >>> tokens, logprobs = fl.sample(logits, top_p=0.8, seed=1234, offset=3, return_logprobs=True)
+    >>> tokens.tolist(), logprobs.round(4).tolist()
+    ([0, 2], [-0.3133, -0.7444])
+    >>> [int(fl.sample(logits[1], top_k=2, seed=7, offset=step)) for step in range(6)]  # a request's steps
+    [2, 2, 1, 1, 2, 1]
     >>> fl.sample(logits, temperature=0.0, seed=0).tolist()  # greedy
     [0, 1]
     """
