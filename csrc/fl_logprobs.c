@@ -46,9 +46,23 @@ static void fl_lp_put(const fl_arr *a, int64_t i0, int64_t i1, int64_t j, double
     else *(float *)(void *)p = (float)v;
 }
 
+/* The top-n candidates of a block in L1 (n elements at x, token ids base + k) offered to L:
+ * a run of 4 vectors whose max is below the threshold is passed over with one compare. */
+FL_ALWAYS_INLINE void fl_lp_offer_block_t(const void *x, int64_t n, int64_t base, int64_t want, fl_dlist *L,
+                                          float *thr, uint64_t *theta, int32_t dt)
+{
+    int64_t k = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv m = flv_max(flv_max(fl_xload(x, k, dt), fl_xload(x, k + FL_W, dt)),
+                        flv_max(fl_xload(x, k + 2 * FL_W, dt), fl_xload(x, k + 3 * FL_W, dt)));
+        if (!(flv_hmax(m) < *thr)) fl_dlist_offer_t(x, k, 4 * FL_W, base, want, 1.0f, thr, theta, L, dt);
+    }
+    fl_dlist_offer_t(x, k, n - k, base, want, 1.0f, thr, theta, L, dt);
+}
+
 /* One block of a float row (n elements at x, token ids base + k), read once: its max, its
- * min (NaN ignored), the number of values strictly above yt (NaN compares false), and the
- * top-n candidates offered to L behind its threshold (want > 0). */
+ * min (NaN ignored) and the number of values strictly above yt (NaN compares false); when
+ * the block's max reaches the top-n threshold (want > 0), its candidates, from L1. */
 FL_ALWAYS_INLINE float fl_lp_block_t(const void *x, int64_t n, int64_t base, float yt, int64_t want, fl_dlist *L,
                                      float *thr, uint64_t *theta, float *mn, int64_t *above, int32_t dt)
 {
@@ -64,21 +78,20 @@ FL_ALWAYS_INLINE float fl_lp_block_t(const void *x, int64_t n, int64_t base, flo
             amin = flv_min_ord(v[j], amin);
             cnt = flv_add(cnt, flv_sel_neg(flv_sub(vt, v[j]), one, zero));
         }
-        flv bm = flv_max(flv_max(v[0], v[1]), flv_max(v[2], v[3]));
-        amax = flv_max(bm, amax);
-        if (want > 0 && !(flv_hmax(bm) < *thr)) fl_dlist_offer_t(x, k, 4 * FL_W, base, want, 1.0f, thr, theta, L, dt);
+        amax = flv_max(flv_max(flv_max(v[0], v[1]), flv_max(v[2], v[3])), amax);
     }
     int64_t n_above = (int64_t)flv_hsum_d(cnt);
-    for (; k < n; k++) {
-        float v = fl_xget(x, k, dt);
+    for (int64_t j = k; j < n; j++) {
+        float v = fl_xget(x, j, dt);
         n_above += v > yt;
         amin = flv_min_ord(flv_set1(v), amin);
         amax = flv_max(flv_set1(v), amax);
-        if (want > 0) fl_dlist_offer_t(x, k, 1, base, want, 1.0f, thr, theta, L, dt);
     }
+    float bm = flv_hmax(amax);
+    if (want > 0 && !(bm < *thr)) fl_lp_offer_block_t(x, n, base, want, L, thr, theta, dt);
     *above += n_above;
     *mn = -flv_hmax(flv_neg(amin));
-    return flv_hmax(amax);
+    return bm;
 }
 
 /* Elements per block of a row: read from memory once, the block stays in L1 for its sum. */
