@@ -32,7 +32,6 @@ typedef struct {
     int f64;
     double m;         /* the largest tempered value */
     fl_dcut cut;      /* the kept prefix */
-    double zrow;      /* FL_DSRC_ROW: the mass of the row */
     const void *x;    /* the row (float32 for a gathered one), to take a drawn token's value */
     int32_t dt;
 } fl_dres;
@@ -111,9 +110,6 @@ static inline int fl_dscratch_gen(fl_dscratch *s)
     s->gen = ok;
     return ok;
 }
-
-/* the work arrays for a select over n candidates */
-static inline fl_dset fl_dscratch_work(fl_dscratch *s) { return s->work; }
 
 /* ---------- the general path's pass over the row ---------- */
 
@@ -290,7 +286,7 @@ static inline int fl_dec_resolve_set(fl_dscratch *s, const fl_drow *p, uint64_t 
             whole |= s->set.n < before; /* the min-p floor lies inside the set */
         }
     }
-    *cut = fl_dsel(s->set, fl_dscratch_work(s), &q, s->hist);
+    *cut = fl_dsel(s->set, s->work, &q, s->hist);
     return whole || cut->n < s->set.n;
 }
 
@@ -302,7 +298,6 @@ static inline void fl_dec_resolve_row(fl_dscratch *s, const fl_drow *p, int f64,
         fl_dcut all = {s->c, fl_dkey(-(double)INFINITY), s->c - 1, z};
         r->src = FL_DSRC_ROW;
         r->cut = all;
-        r->zrow = z;
         return;
     }
     double mp = minp ? (f64 ? fl_minp_floor_d(m, p->lminp) : (double)fl_minp_floor_f(m, p->lminp)) : -(double)INFINITY;
@@ -311,7 +306,7 @@ static inline void fl_dec_resolve_row(fl_dscratch *s, const fl_drow *p, int f64,
         /* top-k over every token first: top-p's mass is that of the top-k survivors */
         fl_dkeep q = {p->keep, p->kprime, (double)INFINITY};
         fl_dec_set_from_row(s, f64, -(double)INFINITY);
-        fl_dcut k = fl_dsel(s->set, fl_dscratch_work(s), &q, s->hist);
+        fl_dcut k = fl_dsel(s->set, s->work, &q, s->hist);
         fl_dec_set_cut(&s->set, k.key_b);
         mass_lim = topp ? p->p * k.mass : mass_lim;
         fl_dec_resolve_set(s, p, minp ? fl_dkey(mp) : 0, mass_lim, 1, &r->cut);
