@@ -190,7 +190,7 @@ static inline void fl_dec_set_from_row(fl_dscratch *s, int f64, double lo)
  * distances, in a fixed order whatever the ISA (sixteen lanes, lane i taking the elements i
  * mod 16: float32 over 256 elements, then float64, added pairwise at the end): floors for the
  * top-p candidates. */
-#define FL_DEC_NPIV 5
+#define FL_DEC_NPIV 4 /* (two float32 vectors each on AVX2: the sums stay in registers) */
 #define FL_DEC_DV (16 / FL_W)
 static inline void fl_dec_pivot_masses(const float *y, const float *e, int64_t c, float m, const float *d, double *mass)
 {
@@ -225,13 +225,13 @@ static inline void fl_dec_pivot_masses(const float *y, const float *e, int64_t c
     }
 }
 
-/* The distances from the max, closest first, within which top-p candidates are sought: five
- * doubling distances, then five steps inside the first one whose mass reaches mass_lim (the
- * candidates start at the closest that does). Fills d (2 * FL_DEC_NPIV, +inf past the
- * last useful one); returns how many there are. */
+/* The distances from the max, closest first, within which top-p candidates are sought: four
+ * doubling distances, then four steps inside the first one whose mass reaches mass_lim (the
+ * candidates start at the closest that does). Fills d (up to 2 * FL_DEC_NPIV); returns how
+ * many there are. */
 static inline int fl_dec_pivots(const float *y, const float *e, int64_t c, float m, double mass_lim, float *d)
 {
-    static const float coarse[FL_DEC_NPIV] = {2.0f, 4.0f, 8.0f, 16.0f, 32.0f};
+    static const float coarse[FL_DEC_NPIV] = {2.5f, 5.0f, 10.0f, 20.0f};
     double mass[FL_DEC_NPIV];
     fl_dec_pivot_masses(y, e, c, m, coarse, mass);
     int j = 0;
@@ -331,6 +331,26 @@ static inline void fl_dec_resolve_row(fl_dscratch *s, const fl_drow *p, int f64,
     r->src = FL_DSRC_SET;
 }
 
+/* The mass of a float row, sum of exp(y - m) over its tempered values y, by the SIMD sums of
+ * the cross-entropy kernel (shorter exponential, float32 partial sums): fast, ISA-dependent in
+ * its last bits, within 1e-5 relative; used only where FL_DEC_ZTOL covers that (y: scratch
+ * for the tempered row when t != 1). */
+#define FL_DEC_ZTOL 1e-4
+FL_ALWAYS_INLINE double fl_dec_fast_mass_t(const void *x, int64_t c, float t, float m, float *y, int32_t dt)
+{
+    double n_eq, rest;
+    if (t == 1.0f) {
+        rest = fl_rsumexp_t(x, c, m, NULL, &n_eq, 0, fl_ahead_none(), 0, dt);
+    } else {
+        flv tv = flv_set1(t);
+        int64_t k = 0;
+        for (; k + FL_W <= c; k += FL_W) flv_store(y + k, flv_div(fl_xload(x, k, dt), tv));
+        for (; k < c; k++) y[k] = fl_temper_f(fl_xget(x, k, dt), t);
+        rest = fl_rsumexp_t(y, c, m, NULL, &n_eq, 0, fl_ahead_none(), 0, FL_F32);
+    }
+    return n_eq + rest;
+}
+
 /* ---------- a row to its kept set ---------- */
 
 /* the float32 (or gathered) row x with c >= 1 classes */
@@ -362,14 +382,8 @@ static inline fl_dres fl_drow_resolve_f32(fl_dscratch *s, fl_xrow x, int64_t c, 
     if (m == -INFINITY) { r.state = FL_DROW_EMPTY; return r; }
     r.m = m;
     if (!fl_dscratch_gen(s)) { r.state = FL_DROW_EMPTY; return r; }
-    int have_row = 0;
-    double z = 0.0;
     if (want > 0) {
         int whole = topk || s->list.n == c; /* the list holds every token that can be kept */
-        if (topp && !whole) {
-            z = fl_x_dispatch(x.dt, fl_dec_exp_row_t, x.p, c, t, m, (float *)s->yrow, (float *)s->erow, s->bsum);
-            have_row = 1;
-        }
         fl_dset *d = &s->set;
         double zl = 0.0;
         for (int64_t j = 0; j < s->list.n; j++) {
@@ -381,10 +395,25 @@ static inline fl_dres fl_drow_resolve_f32(fl_dscratch *s, fl_xrow x, int64_t c, 
         }
         d->n = s->list.n;
         uint64_t kmp = minp ? fl_dkey((double)fl_minp_floor_f(m, p->lminp)) : 0;
-        double lim = topp ? p->p * (whole ? zl : z) : (double)INFINITY;
-        if (fl_dec_resolve_set(s, p, kmp, lim, whole, &r.cut)) return r;
+        if (!topp || whole) {
+            if (fl_dec_resolve_set(s, p, kmp, topp ? p->p * zl : (double)INFINITY, whole, &r.cut)) return r;
+        } else {
+            /* top-p over the whole row needs its mass: a fast SIMD sum, whose relative error
+             * (below 1e-5) is well inside FL_DEC_ZTOL, decides when the prefix is the same at
+             * both ends of its error band; otherwise the portable pass below decides */
+            double zf = fl_x_dispatch(x.dt, fl_dec_fast_mass_t, x.p, c, t, m, (float *)s->yrow);
+            fl_dcut lo, hi;
+            if (fl_dec_resolve_set(s, p, kmp, p->p * zf * (1.0 - FL_DEC_ZTOL), 0, &lo) &&
+                fl_dec_resolve_set(s, p, kmp, p->p * zf * (1.0 + FL_DEC_ZTOL), 0, &hi) && lo.n == hi.n) {
+                r.cut = lo;
+                return r;
+            }
+        }
     }
-    if (!have_row) z = fl_x_dispatch(x.dt, fl_dec_exp_row_t, x.p, c, t, m, (float *)s->yrow, (float *)s->erow, s->bsum);
+    double z = fl_x_dispatch(x.dt, fl_dec_exp_row_t, x.p, c, t, m, (float *)s->yrow, (float *)s->erow, s->bsum);
+    if (want > 0 && topp && s->list.n < c && fl_dec_resolve_set(s, p, minp ? fl_dkey((double)fl_minp_floor_f(m, p->lminp)) : 0,
+                                                                 p->p * z, 0, &r.cut))
+        return r;
     fl_dec_resolve_row(s, p, 0, (double)m, z, &r);
     return r;
 }
