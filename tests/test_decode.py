@@ -451,3 +451,29 @@ def test_sample_argument_errors(kw, exc, msg):
         fl.sample(np.zeros((3, 5), dtype=np.float32), **kw)
     with pytest.raises(TypeError):
         fl.sample(np.zeros((3, 5)))  # seed is required
+
+
+def test_top_p_at_an_exact_boundary_is_the_same_on_every_path():
+    """top_p equal to the mass of a prefix, to the last bit: the fast sum of the row's mass cannot
+    decide there, and the portable pass does; every path keeps the same tokens."""
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((6, 3000)) * 2).astype(np.float32)
+    e = np.exp(x.astype(np.float64) - x.max(axis=1, keepdims=True))
+    order = np.argsort(-x, axis=1, kind="stable")
+    cum = np.cumsum(np.take_along_axis(e, order, 1), axis=1) / e.sum(axis=1, keepdims=True)
+    before = _core.isa_name()
+    try:
+        for pos in (3, 40, 120):
+            p = cum[np.arange(6), pos]
+            want = None
+            for isa in ISAS:
+                assert _core.isa_select(isa) == 0
+                got = (fl.filter_logits(x, top_p=p), fl.sample(x, top_p=p, seed=3))
+                if want is None:
+                    want = got
+                    kept = np.isfinite(got[0]).sum(axis=1)
+                    assert (np.abs(kept - (pos + 1)) <= 1).all(), kept   # the prefix at the boundary
+                np.testing.assert_array_equal(got[0], want[0], err_msg=isa)
+                np.testing.assert_array_equal(got[1], want[1], err_msg=isa)
+    finally:
+        _core.isa_select(before)
