@@ -147,7 +147,8 @@ typedef struct {
     fl_arr min_keep;      /* int64 per row: min_tokens_to_keep, >= 1 */
     fl_arr seed;          /* sample: uint64 per row (the Philox key; int64 storage) */
     fl_arr offset;        /* sample: uint64 per row (counter words 0-1) */
-    fl_arr stream;        /* sample: uint64 per row (counter words 2-3: the row's C-order index, or 0) */
+    fl_arr stream;        /* sample: uint64 per row (counter words 2-3); data NULL: the row's index in grid
+                             order (its C-order index) */
     fl_arr out;           /* filter_logits: the filtered logits (x's grid); sample: int64 tokens (row grid) */
     fl_arr logprob;       /* sample: the drawn tokens' log-probabilities (row grid), or data NULL */
 } fl_dec_args;

@@ -161,7 +161,7 @@ static int fl_dec_sample_row(fl_dec_ctx *ctx, fl_dscratch *s, int64_t i0, int64_
         }
     } else {
         uint64_t seed = (uint64_t)fl_arg_i64(&a->seed, i0, i1), off = (uint64_t)fl_arg_i64(&a->offset, i0, i1);
-        uint64_t stream = (uint64_t)fl_arg_i64(&a->stream, i0, i1);
+        uint64_t stream = a->stream.data ? (uint64_t)fl_arg_i64(&a->stream, i0, i1) : (uint64_t)(i0 * ctx->g.n1 + i1);
         double u = fl_philox_uniform(seed, off, stream);
         fl_dres r;
         if (f64) r = fl_drow_resolve_f64(s, fl_row_in_f64(&a->x, xrow, c, (double *)s->xbuf), c, &p);

@@ -251,6 +251,17 @@ def test_sample_keys_per_request_and_offsets():
     np.testing.assert_array_equal(big, ref.sample(x, seed=2**64 - 1, offset=2**64 - 1))
 
 
+def test_sample_row_keys_follow_the_c_order_of_the_rows_in_every_layout():
+    """With one int seed a row's key holds its C-order index over the rows, whatever the class
+    axis and the memory layout (the kernels see the rows in their own grid order)."""
+    x = _rows(seed=8, n=12, c=300).reshape(3, 4, 300)
+    want = fl.sample(x, top_p=0.9, seed=99)
+    np.testing.assert_array_equal(want.reshape(-1), ref.sample(x.reshape(12, 300), top_p=0.9, seed=99))
+    for layout, axis in [(np.moveaxis(x, -1, 0), 0), (np.moveaxis(x, -1, 1), 1), (np.asfortranarray(x), -1),
+                         (np.ascontiguousarray(np.moveaxis(x, -1, 1))[:, ::-1][:, ::-1], 1)]:
+        np.testing.assert_array_equal(fl.sample(layout, top_p=0.9, seed=99, axis=axis), want)
+
+
 def test_sample_greedy_rows_are_predict():
     x = _rows(seed=2, n=6, c=100)
     x[0, 3] = np.nan

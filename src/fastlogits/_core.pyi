@@ -84,7 +84,7 @@ def filter_logits(x: _Spec, settings: _Settings, out: _Spec, grid: _Grid) -> Non
 def sample(
     x: _Spec,
     settings: _Settings,
-    keys: Tuple[_Spec, _Spec, _Spec],
+    keys: Tuple[_Spec, _Spec, Optional[_Spec]],
     tokens: _Spec,
     logprob: Optional[_Spec],
     grid: _Grid,

@@ -386,12 +386,12 @@ def filter_logits(tuple x, tuple settings, tuple out, tuple grid):
 
 def sample(tuple x, tuple settings, tuple keys, tuple tokens, object logprob, tuple grid):
     """Draw one token per row into ``tokens``; ``keys`` holds the specs of (seed, offset,
-    stream); ``logprob`` is a spec or None. Returns the first row (grid order) without a
-    distribution, or -1."""
+    stream), stream None for the row's index; ``logprob`` is a spec or None. Returns the first
+    row (grid order) without a distribution, or -1."""
     cdef fl_dec_args a = _dec_args(x, settings, tokens)
     a.seed = _operand(keys[0])
     a.offset = _operand(keys[1])
-    a.stream = _operand(keys[2])
+    a.stream = _optional(keys[2])
     a.logprob = _optional(logprob)
     cdef fl_grid g = _grid(grid)
     cdef int64_t bad = -1

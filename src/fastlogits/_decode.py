@@ -20,8 +20,8 @@ from ._decode_args import (
     temperature_setting,
     u64_setting,
 )
-from ._input import as_array, as_logits, check_out, normalize_axis
-from ._layout import make_grid, with_axis
+from ._input import as_array, as_logits, check_out, dtype_code, normalize_axis
+from ._layout import Grid, Spec, make_grid, with_axis
 
 _Settings = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -51,8 +51,17 @@ def _settings(x: np.ndarray, ax: int, rows: Tuple[int, ...], temperature: Any, t
     )
 
 
-def _per_row(arrays: Tuple[np.ndarray, ...], ax: int) -> List[np.ndarray]:
-    return [with_axis(a, ax) for a in arrays]
+def _lay(inputs: List[np.ndarray], ax: int, n_classes: int, settings: Tuple[np.ndarray, ...],
+         outputs: List[np.ndarray]) -> Tuple[Grid, List[Spec]]:
+    """The inputs (logits first), the settings and the outputs on the kernels' row grid: the
+    grid and the specs, in this order. A 0-d setting (one value for every row) is read with
+    zero strides; the others have the rows shape and join the grid."""
+    per_row = [a for a in settings if a.ndim]
+    n_in = len(inputs) + len(per_row)
+    g = make_grid(inputs + [with_axis(a, ax) for a in per_row] + outputs, ax, n_classes, n_outputs=len(outputs))
+    laid = iter(g.specs[len(inputs):n_in])
+    specs = [next(laid) if a.ndim else (a, dtype_code(a.dtype), 0, 0, 0) for a in settings]
+    return g, g.specs[:len(inputs)] + specs + g.specs[n_in:]
 
 
 def _scalar_or(a: np.ndarray) -> Any:
@@ -128,11 +137,10 @@ def token_logprobs(logits: Any, tokens: Any, *, axis: int = -1, top_n: int = 0,
     top_lp = np.empty(rows + (n,), dtype=out_dtype)
     top_tok = np.empty(rows + (n,), dtype=np.int64)
     if logprob.size:
-        ops = [x] + _per_row((tok, temp, logprob), ax)
+        outputs = [with_axis(logprob, ax)]
         if rank is not None:
-            ops += [with_axis(rank, ax), np.moveaxis(top_lp, -1, ax), np.moveaxis(top_tok, -1, ax)]
-        g = make_grid(ops, ax, c, n_outputs=len(ops) - 3)
-        s = g.specs
+            outputs += [with_axis(rank, ax), np.moveaxis(top_lp, -1, ax), np.moveaxis(top_tok, -1, ax)]
+        g, s = _lay([x], ax, c, (tok, temp), outputs)
         bad = _core.token_logprobs(s[0], s[1], s[2], s[3], s[4] if n else None, s[5] if n else None,
                                    s[6] if n else None, g.grid, n)
         if bad >= 0:
@@ -209,8 +217,8 @@ def filter_logits(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top
     if np.may_share_memory(x, y) and not (x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
                                           and x.strides == y.strides and x.dtype == y.dtype):
         target = np.empty_like(y)
-    g = make_grid([x] + _per_row(settings, ax) + [target], ax, x.shape[ax], n_outputs=1)
-    _core.filter_logits(g.specs[0], (g.specs[1], g.specs[2], g.specs[3], g.specs[4], g.specs[5]), g.specs[6], g.grid)
+    g, s = _lay([x], ax, x.shape[ax], settings, [target])
+    _core.filter_logits(s[0], (s[1], s[2], s[3], s[4], s[5]), s[6], g.grid)
     g.finish()
     if target is not y:
         np.copyto(y, target)
@@ -280,19 +288,16 @@ def sample(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top_p: Any
     settings = _settings(x, ax, rows, temperature, top_k, top_p, min_p, min_tokens_to_keep, greedy=True)
     seeds, per_request = u64_setting(seed, "seed", rows)
     offsets, _ = u64_setting(offset, "offset", rows)
-    if per_request:
-        stream = np.broadcast_to(np.int64(0), rows)
-    else:
-        stream = np.arange(int(np.prod(rows, dtype=np.int64)), dtype=np.int64).reshape(rows)
     tokens = np.empty(rows, dtype=np.int64)
     logprobs = np.empty(rows, dtype=np.float64 if x.dtype == np.float64 else np.float32)
     if tokens.size:
         outputs = [with_axis(tokens, ax)] + ([with_axis(logprobs, ax)] if return_logprobs else [])
-        g = make_grid([x] + _per_row(settings + (seeds, offsets, stream), ax) + outputs, ax, x.shape[ax],
-                      n_outputs=len(outputs))
-        s = g.specs
-        bad = _core.sample(s[0], (s[1], s[2], s[3], s[4], s[5]), (s[6], s[7], s[8]), s[9],
-                           s[10] if return_logprobs else None, g.grid)
+        g, s = _lay([x], ax, x.shape[ax], settings + (seeds, offsets), outputs)
+        # the counter's stream: 0 for a seed per request, else the row's C-order index (the
+        # kernel's row order: no stream operand)
+        stream = (np.array(0, dtype=np.int64), dtype_code(np.dtype(np.int64)), 0, 0, 0) if per_request else None
+        bad = _core.sample(s[0], (s[1], s[2], s[3], s[4], s[5]), (s[6], s[7], stream), s[8],
+                           s[9] if return_logprobs else None, g.grid)
         if bad >= 0:
             pos = tuple(int(i) for i in np.unravel_index(bad, rows))
             raise ValueError(f"logits: the row at position {pos} has no distribution to sample from (it holds "
@@ -366,15 +371,15 @@ def apply_penalties(logits: Any, prev_tokens: Any, *, repetition_penalty: Any = 
     length = prev.shape[-1]
     if y.size == 0 or length == 0 or prev.size == 0:
         return y
-    # y is the kernel's output: a layout the grid cannot take is updated through a copy
-    g = make_grid([prev] + _per_row((rep, pres, freq), y.ndim - 1) + [y], y.ndim - 1, y.shape[-1], n_outputs=1)
-    s = g.specs
-    bad = _core.apply_penalties(s[4], s[0], (s[1], s[2], s[3]), g.grid, length)
+    # the kernel updates y in place; a layout the grid cannot take is updated through a copy
+    g, s = _lay([y, prev], y.ndim - 1, y.shape[-1], (rep, pres, freq), [])
+    bad = _core.apply_penalties(s[0], s[1], (s[2], s[3], s[4]), g.grid, length)
     if bad >= 0:
         pos = tuple(int(i) for i in np.unravel_index(bad, prev.shape))
         raise IndexError(f"prev_tokens: token id {int(prev[pos])} at position {pos} is out of range for "
                          f"{x.shape[-1]} classes")
-    g.finish()
+    if s[0][0] is not y:
+        np.copyto(y, s[0][0])
     return y
 
 

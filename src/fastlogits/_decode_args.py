@@ -1,9 +1,9 @@
 """Argument checks of the decoding functions (API section 8): per-row settings, keys, tokens.
 
 Every setting may be a Python scalar or an array of the rows shape (the logits' shape without
-the class axis), one value per request of a serving batch. A checked setting comes back as an
-array of the rows shape (a broadcast view for a scalar) in the dtype the kernels read: float64
-or int64 (uint64 keys are stored as int64 bit patterns).
+the class axis), one value per request of a serving batch. A checked setting comes back in the
+dtype the kernels read, float64 or int64 (uint64 keys as int64 bit patterns): a 0-d array for
+one value (the kernels read it with zero strides) or a contiguous array of the rows shape.
 """
 from __future__ import annotations
 
@@ -37,10 +37,15 @@ def _rows_array(value: Any, name: str, rows_shape: Tuple[int, ...]) -> np.ndarra
     return a
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def real_setting(value: Any, name: str, rows_shape: Tuple[int, ...], lo: float, hi: float, *,
                  lo_open: bool = False, what: str = "") -> np.ndarray:
-    """A float64 setting per row with every value in [lo, hi] ((lo, hi] when lo_open)."""
-    a = np.asarray(_rows_array(value, name, rows_shape), dtype=np.float64)
+    """A float64 setting with every value in [lo, hi] ((lo, hi] when lo_open)."""
+    a = np.array(float(value)) if _is_number(value) else \
+        np.ascontiguousarray(_rows_array(value, name, rows_shape), dtype=np.float64)
     ok = (a > lo if lo_open else a >= lo) & (a <= hi)
     if not ok.all():
         interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
@@ -48,31 +53,31 @@ def real_setting(value: Any, name: str, rows_shape: Tuple[int, ...], lo: float, 
         got = float(a[_position(bad)]) if a.ndim else float(a)
         at = f" at position {_position(bad)}" if a.ndim else ""
         raise ValueError(f"{name}: expected {what or 'values'} in {interval}, got {got!r}{at}")
-    return np.broadcast_to(a, rows_shape)
+    return a
 
 
 def int_setting(value: Any, name: str, rows_shape: Tuple[int, ...], lo: int) -> np.ndarray:
-    """An int64 setting per row with every value >= lo."""
-    a = _rows_array(value, name, rows_shape)
-    if a.dtype.kind == "f" or a.dtype == BFLOAT16:
+    """An int64 setting with every value >= lo."""
+    a = np.asarray(value) if _is_number(value) else _rows_array(value, name, rows_shape)
+    if a.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an int or an integer array, got dtype {a.dtype}")
     if a.size and a.min() < lo:
         bad = a < lo
         got = int(a[_position(bad)]) if a.ndim else int(a)
         at = f" at position {_position(bad)}" if a.ndim else ""
         raise ValueError(f"{name}: expected integers >= {lo}, got {got}{at}")
-    return np.broadcast_to(np.minimum(a, _INT64_MAX).astype(np.int64), rows_shape)
+    r = np.asarray(np.minimum(a, _INT64_MAX), dtype=np.int64)  # an ndarray, also for one value
+    return r if r.ndim == 0 else np.ascontiguousarray(r)       # (ascontiguousarray makes 0-d 1-d)
 
 
 def u64_setting(value: Any, name: str, rows_shape: Tuple[int, ...]) -> Tuple[np.ndarray, bool]:
-    """A uint64 key part per row (seed, offset) as int64 bit patterns, and whether it was given
-    per row (an array) rather than as one int."""
+    """A uint64 key part (seed, offset) as int64 bit patterns, and whether it was given per row
+    (an array) rather than as one int."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         v = int(value)
         if not 0 <= v <= _U64_MAX:
             raise ValueError(f"{name}: expected an int in [0, 2**64), got {v}")
-        one = np.array(v, dtype=np.uint64).view(np.int64)
-        return np.broadcast_to(one, rows_shape), False
+        return np.array(v, dtype=np.uint64).view(np.int64), False
     a = _rows_array(value, name, rows_shape)
     if a.ndim == 0 or a.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an int or an integer array of the rows shape {rows_shape}, "
@@ -122,7 +127,7 @@ def index_array(value: Any, name: str, shape: Tuple[int, ...], what: str) -> np.
 
 
 def optional_top(value: Optional[Any], rows_shape: Tuple[int, ...], n_classes: int) -> np.ndarray:
-    """top_k per row; None (off) becomes n_classes, which keeps every token."""
+    """top_k; None (off) becomes n_classes, which keeps every token."""
     if value is None:
-        return np.broadcast_to(np.int64(max(n_classes, 1)), rows_shape)
+        return np.array(max(n_classes, 1), dtype=np.int64)
     return int_setting(value, "top_k", rows_shape, 1)
