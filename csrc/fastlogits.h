@@ -39,7 +39,7 @@ typedef struct {
 #define FL_ENOMEM 1
 #define FL_EBADTARGET 2  /* a binary target outside [0, 1] (floats), not 0/1 (integers), or nan */
 
-/* postprocessing, in fl_post.c */
+/* postprocessing: fl_softmax.c, fl_reduce.c (logsumexp, entropy), fl_sigmoid.c, fl_select.c */
 enum { FL_SOFTMAX = 0, FL_LOG_SOFTMAX = 1 };
 enum { FL_LOGSUMEXP = 0, FL_ENTROPY = 1 };
 enum { FL_SIGMOID = 0, FL_LOG_SIGMOID = 1 };
@@ -59,6 +59,10 @@ int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold
  * non-temporal stores */
 double fl_stream_read(const float *src, int64_t n);
 void fl_stream_copy(float *dst, const float *src, int64_t n);
+/* the arithmetic-throughput probe of the bench's roofline, in fl_probe.c: reps passes of one
+ * operation summed over 1024 floats in L1; returns the sum (time the call for the rate) */
+enum { FL_PROBE_EXP = 0, FL_PROBE_DIV = 1, FL_PROBE_LOG1P = 2 };
+double fl_math_probe(int what, int64_t reps);
 /* binary losses, in fl_bce.c */
 enum { FL_LOSS_BCE = 0, FL_LOSS_FOCAL = 1 };
 typedef struct {

@@ -29,10 +29,13 @@
 #include <string.h>
 
 #include "fastlogits.h"
+#include "fl_atomic.h"
 #include "fl_kernels.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
+#include "fl_tile.h"
 
 /* Neumaier's compensated sum; an infinite or nan total is returned as it is */
 typedef struct { double s, c; } fl_ksum;
@@ -61,7 +64,7 @@ typedef struct {
     int64_t *bad;      /* per block: first row with an out-of-range class index, or -1 */
     int stream;        /* write a contiguous float32 gradient with non-temporal stores */
     int lanes;         /* small C: rows in the SIMD lanes (fl_ce_tile_f32) */
-    int failed;        /* set by a task that could not allocate its scratch */
+    fl_atomic_int failed; /* set by a task that could not allocate its scratch (several may, at once) */
 } fl_ce_ctx;
 
 typedef struct { double ce, z; } fl_ce_row;
@@ -421,12 +424,20 @@ static fl_ce_row fl_ce_prob_f64(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, do
     double m = fl_rmax_f64(x, c);
     if (!isfinite(m)) return fl_ce_bad_row(ctx, i0, i1, scratch);
     const double *w = a->weight;
-    double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c, T = 0.0, D = 0.0;
+    double eps = a->label_smoothing, keep = 1.0 - eps, k = eps / (double)c;
+    /* compensated: plain running sums were 300 ULP off on a 70000-class row. D is -inf when a
+     * positive probability sits on a -inf logit: the plain sum keeps that value, the
+     * compensation would turn it into nan. */
+    fl_csum8 st = {{0}, {0}}, sd = {{0}, {0}};
+    double plain_d = 0.0;
     for (int64_t j = 0; j < c; j++) {
         double wt = (keep * t[j] + k) * (w ? w[j] : 1.0);
-        T += wt;
-        D += wt != 0.0 ? wt * (x[j] - m) : 0.0;
+        double dj = wt != 0.0 ? wt * (x[j] - m) : 0.0;
+        fl_csum8_add(&st, (int)(j & 7), wt);
+        fl_csum8_add(&sd, (int)(j & 7), dj);
+        plain_d += dj;
     }
+    double T = fl_csum8_total(&st), D = isfinite(plain_d) ? fl_csum8_total(&sd) : plain_d;
     double n_max, rest = fl_ce_sumexp_f64(x, c, m, g, &n_max);
     fl_ce_sum S = fl_ce_make_sum(n_max, rest);
     double lse = m + S.logS;
@@ -755,14 +766,14 @@ static void fl_ce_task(void *vctx, int64_t b0, int64_t b1)
          * maxima, a second row of exponentials (a pending streamed gradient's) */
         size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1);
         scratch = malloc((4 * c + (size_t)fl_ce_nblocks((int64_t)c)) * (ctx->f64 ? sizeof(double) : sizeof(float)));
-        if (!scratch) { ctx->failed = 1; return; }
+        if (!scratch) { fl_atomic_store(&ctx->failed, 1); return; }
     }
     fl_ce_tiles tiles, *tp = NULL;
     void *tile_mem = NULL;
     if (ctx->lanes) {
         size_t n = (size_t)ctx->g.c * FL_W;
         tile_mem = malloc(2 * n * sizeof(float) + (2 * FL_W + n) * sizeof(int32_t));
-        if (!tile_mem) { free(scratch); ctx->failed = 1; return; }
+        if (!tile_mem) { free(scratch); fl_atomic_store(&ctx->failed, 1); return; }
         tiles.xt = (float *)tile_mem;
         tiles.gt = tiles.xt + n;
         tiles.gidx = (int32_t *)(void *)(tiles.gt + n);
@@ -831,7 +842,7 @@ int FL_FN(cross_entropy)(const fl_ce_args *a, fl_grid g, fl_ce_result *res)
         status = FL_ENOMEM;
     } else {
         fl_parallel_for(nb, fl_ce_task, &ctx);
-        if (ctx.failed) status = FL_ENOMEM;
+        if (fl_atomic_load(&ctx.failed)) status = FL_ENOMEM;
         else fl_ce_combine(&ctx, nb, res);
     }
     free(wf);

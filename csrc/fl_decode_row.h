@@ -13,6 +13,7 @@
 #include "fl_decode_select.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
 
 /* top-k up to this k' is resolved on the candidate list; top-p and min-p try a speculative
  * list of FL_DEC_SPEC candidates before the general path */

@@ -1,12 +1,18 @@
 /* fl_dispatch.c: pick the kernel table for this CPU once, and the public entry points.
  *
  * A path is usable when the CPU has the instructions (CPUID) and the OS saves the registers
- * they use (XGETBV: YMM state for AVX2, ZMM and opmask state for AVX-512). The best usable
- * path is chosen at first use; fl_isa_select() lets FASTLOGITS_ISA force a lower one.
+ * they use (XGETBV: YMM state for AVX2, ZMM and opmask state for AVX-512; on macOS the kernel's
+ * sysctl for AVX-512, see fl_os_avx512). The best usable path is chosen at first use;
+ * fl_isa_select() lets FASTLOGITS_ISA force a lower one.
+ *
+ * Kernels run without the GIL, from any thread, while another thread may make the first call
+ * or select a path: the table pointer is atomic, and each call reads it once, so a call runs
+ * wholly on one table.
  */
 #include <string.h>
 
 #include "fastlogits.h"
+#include "fl_atomic.h"
 #include "fl_kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -47,11 +53,47 @@ static int fl_has_avx2(void)
     return (r[1] >> 5) & 1;
 }
 
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+
+static int fl_sysctl_int(const char *name)
+{
+    int v = 0;
+    size_t n = sizeof v;
+    return sysctlbyname(name, &v, &n, NULL, 0) == 0 ? v : 0;
+}
+
+/* Is the Darwin kernel release (kern.osrelease, "21.3.0") at least major.minor? */
+static int fl_darwin_at_least(int major, int minor)
+{
+    char rel[64];
+    size_t n = sizeof rel - 1;
+    if (sysctlbyname("kern.osrelease", rel, &n, NULL, 0) != 0) return 0;
+    rel[n < sizeof rel ? n : sizeof rel - 1] = '\0';
+    int v[2] = {0, 0};
+    const char *p = rel;
+    for (int i = 0; i < 2; i++, p++) {
+        for (; *p >= '0' && *p <= '9'; p++) v[i] = 10 * v[i] + (*p - '0');
+        if (*p != '.') break;
+    }
+    return v[0] > major || (v[0] == major && v[1] >= minor);
+}
+
+/* Darwin gives a thread AVX-512 state only at its first AVX-512 instruction, so XCR0 shows no
+   ZMM or opmask state until then; the kernel tells through sysctl instead. Kernels before
+   21.3 (macOS 12.2) could corrupt the opmask registers on return from a signal handler, so
+   AVX-512 is used from 21.3 on only. Go's runtime (internal/cpu) applies the same rule. */
+static int fl_os_avx512(void) { return fl_sysctl_int("hw.optional.avx512f") > 0 && fl_darwin_at_least(21, 3); }
+#else
+/* the OS saves the opmask, ZMM_Hi256 and Hi16_ZMM state */
+static int fl_os_avx512(void) { return (fl_xgetbv() & 0xe6) == 0xe6; }
+#endif
+
 static int fl_has_avx512(void)
 {
     unsigned r[4];
     if (!fl_has_avx2()) return 0;
-    if ((fl_xgetbv() & 0xe6) != 0xe6) return 0; /* opmask, ZMM_Hi256, Hi16_ZMM */
+    if (!fl_os_avx512()) return 0;
     fl_cpuid(7, 0, r);
     unsigned f = (r[1] >> 16) & 1, dq = (r[1] >> 17) & 1, bw = (r[1] >> 30) & 1, vl = (r[1] >> 31) & 1;
     return f && dq && bw && vl;
@@ -77,16 +119,24 @@ static const fl_path fl_paths[] = {
 };
 #define FL_NPATHS (sizeof(fl_paths) / sizeof(fl_paths[0]))
 
-/* The table in use. Written at import (under the GIL) and by fl_isa_select only. */
-static const fl_kernel_table *fl_active = NULL;
+/* The table in use (a const fl_kernel_table *): NULL until the first call, replaced by
+   fl_isa_select. */
+static fl_atomic_ptr fl_active = NULL;
+
+static const fl_kernel_table *fl_best_table(void)
+{
+    for (size_t i = 0; i < FL_NPATHS; i++)
+        if (fl_paths[i].usable()) return fl_paths[i].table;
+    return &fl_table_scalar;
+}
 
 static const fl_kernel_table *fl_table(void)
 {
-    if (!fl_active) {
-        for (size_t i = 0; i < FL_NPATHS; i++)
-            if (fl_paths[i].usable()) { fl_active = fl_paths[i].table; break; }
-    }
-    return fl_active;
+    const fl_kernel_table *t = (const fl_kernel_table *)fl_atomic_load_ptr(&fl_active);
+    if (t) return t;
+    /* first use: a path selected by another thread in the meantime is kept */
+    fl_atomic_cas_ptr(&fl_active, NULL, fl_best_table());
+    return (const fl_kernel_table *)fl_atomic_load_ptr(&fl_active);
 }
 
 const char *fl_isa_best(void)
@@ -107,7 +157,7 @@ int fl_isa_select(const char *name)
     for (size_t i = 0; i < FL_NPATHS; i++) {
         if (!strcmp(fl_paths[i].name, name)) {
             if (!fl_paths[i].usable()) return 2;
-            fl_active = fl_paths[i].table;
+            fl_atomic_store_ptr(&fl_active, fl_paths[i].table);
             return 0;
         }
     }
@@ -122,6 +172,7 @@ int fl_topk(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl_gri
 int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) { return fl_table()->threshold(x, out, g, t); }
 double fl_stream_read(const float *src, int64_t n) { return fl_table()->stream_read(src, n); }
 void fl_stream_copy(float *dst, const float *src, int64_t n) { fl_table()->stream_copy(dst, src, n); }
+double fl_math_probe(int what, int64_t reps) { return fl_table()->math_probe(what, reps); }
 int fl_bce(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
            const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total)
 {

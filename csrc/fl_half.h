@@ -1,6 +1,7 @@
 /* fl_half.h: IEEE binary16 and bfloat16 <-> float32 by bit manipulation (portable, exact
  * widening, round-to-nearest-even narrowing, NaN kept NaN). The SIMD paths use F16C/AVX-512
- * conversions, which give the same bits. */
+ * conversions, which give the same bits. float64 -> binary16/bfloat16 rounds once (through
+ * float32 rounded to odd, see fl_f64_to_f32_odd). */
 #ifndef FL_HALF_H
 #define FL_HALF_H
 
@@ -55,5 +56,28 @@ static inline uint16_t fl_f32_to_f16(float f)
     if (rem > half || (rem == half && (q & 1u))) q++;
     return (uint16_t)(sign | q);
 }
+
+/* x rounded to float32 "to odd": x itself when exact, else whichever of the two floats around
+ * x has an odd last bit (its sticky bit records that x was not exact). Rounding this to nearest
+ * in a format of p bits gives x correctly rounded whenever float32 has at least p + 2 bits
+ * (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using
+ * rounding to odd", IEEE Trans. Computers 57(4), 2008): binary16 has 11 and bfloat16 8 against
+ * float32's 24 over both their exponent ranges, and among the subnormals float32's spacing
+ * (2^-149) is 2^-16 of bfloat16's.
+ * Rounding float64 to float32 to nearest and then to half instead rounds twice: a value just
+ * below a half-way point between two halves can land on that point and then round up. */
+static inline float fl_f64_to_f32_odd(double x)
+{
+    float f = (float)x; /* to nearest; inf beyond the float range */
+    if ((double)f == x || x != x) return f; /* exact, or NaN */
+    uint32_t u = fl_half_f_bits(f);
+    /* f rounded away from zero: step back to the float toward zero (sign-magnitude bits: one
+       less in magnitude, across binades and from inf to FLT_MAX alike) */
+    if (x > 0 ? (double)f > x : (double)f < x) u -= 1;
+    return fl_half_bits_f(u | 1u);
+}
+
+static inline uint16_t fl_f64_to_f16(double x) { return fl_f32_to_f16(fl_f64_to_f32_odd(x)); }
+static inline uint16_t fl_f64_to_bf16(double x) { return fl_f32_to_bf16(fl_f64_to_f32_odd(x)); }
 
 #endif

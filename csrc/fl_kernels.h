@@ -15,6 +15,7 @@ typedef struct {
     int (*threshold)(const fl_arr *, const fl_arr *, fl_grid, double);
     double (*stream_read)(const float *, int64_t);
     void (*stream_copy)(float *, const float *, int64_t);
+    double (*math_probe)(int, int64_t);
     int (*bce)(const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *, const fl_arr *,
                const fl_arr *, fl_grid, const fl_bce_opts *, double *);
     int (*check_binary_target)(const fl_arr *, fl_grid);
@@ -49,6 +50,7 @@ int FL_FN(topk)(const fl_arr *x, const fl_arr *values, const fl_arr *indices, fl
 int FL_FN(threshold)(const fl_arr *x, const fl_arr *out, fl_grid g, double threshold_logit);
 double FL_FN(stream_read)(const float *src, int64_t n);
 void FL_FN(stream_copy)(float *dst, const float *src, int64_t n);
+double FL_FN(math_probe)(int what, int64_t reps);
 int FL_FN(bce)(const fl_arr *x, const fl_arr *y, const fl_arr *w, const fl_arr *pw, const fl_arr *loss,
                const fl_arr *grad, fl_grid g, const fl_bce_opts *o, double *total);
 int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g);

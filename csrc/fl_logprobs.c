@@ -23,6 +23,7 @@
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
 
 typedef struct {
     const fl_lp_args *a;

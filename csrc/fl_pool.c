@@ -1,11 +1,12 @@
 /* fl_pool.c: persistent thread pool, see fl_pool.h.
  *
- * Design (POSIX):
+ * Design (the same code on POSIX and Windows; fl_thread.h maps the few OS calls, fl_atomic.h
+ * the atomics):
  *  - g_busy is a try-lock taken by the one caller whose job uses the pool; it also owns the worker
  *    list while it holds it (grow / shrink happen at job start). Anyone failing the try-lock, and
  *    any nested call (thread-local tls_in_task), runs its range inline.
- *  - Range t (1..T-1) of a job is offered to worker t by setting w->claim = 1 (release), then the
- *    caller bumps the worker's sequence number w->seq and signals its condition variable under
+ *  - Range t (1..T-1) of a job is offered to worker t by setting w->claim = 1, then the caller
+ *    bumps the worker's sequence number w->seq and signals its condition variable under
  *    g_mutex. Whoever takes the claim (CAS 1 -> 0) runs range t: normally worker t; but when the
  *    caller has finished range 0 it takes every range whose worker has not started yet (slow
  *    wake-up, or a scheduler that queued the worker behind the caller on the same CPU), so a job
@@ -13,11 +14,11 @@
  *    that runs a range may vary. g_pending counts ranges 1..T-1 not yet finished.
  *  - The job description (g_job) is written by the caller before the claims are published and
  *    only read after a successful claim; the caller does not touch it again until g_pending is 0,
- *    so it needs no atomics.
+ *    so it needs no atomics of its own (the claim CAS and the g_pending decrement order it).
  *  - Both sides spin for a short bounded time before sleeping (worker: waiting for the next job;
  *    caller: waiting for the workers), which keeps back-to-back calls cheap and idle CPU at zero.
- *  - fork: a pthread_atfork child handler forgets the workers (they do not exist in the child),
- *    reinitialises g_mutex / g_done_cond and clears g_busy; the pool is rebuilt lazily.
+ *  - fork (POSIX): a pthread_atfork child handler forgets the workers (they do not exist in the
+ *    child), reinitialises g_mutex / g_done_cond and clears g_busy; the pool is rebuilt lazily.
  */
 #if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* sched_getaffinity / CPU_COUNT, pthread_sigmask */
@@ -28,16 +29,12 @@
 #include <limits.h>
 #include <stdlib.h>
 
-#if defined(_WIN32)
-#ifndef _WIN32_WINNT
+#if defined(_WIN32) && !defined(_WIN32_WINNT)
 #define _WIN32_WINNT 0x0601 /* GetActiveProcessorCount */
 #endif
-#include <windows.h>
-#else
-#include <pthread.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdatomic.h>
+#include "fl_atomic.h"
+#include "fl_thread.h"
+#if !defined(_WIN32)
 #include <unistd.h>
 #endif
 
@@ -135,54 +132,6 @@ static inline int64_t split_point(int64_t n, int t, int T)
     return (int64_t)t * q + ((int64_t)t * r) / T;
 }
 
-#if defined(_WIN32)
-/* ================================================================ Windows: serial fallback */
-
-static volatile LONG g_num_threads = 0; /* 0: not yet read */
-
-int fl_get_num_threads(void)
-{
-    LONG v = InterlockedCompareExchange(&g_num_threads, 0, 0);
-    if (v == 0) {
-        InterlockedCompareExchange(&g_num_threads, (LONG)fl_default_num_threads(), 0);
-        v = InterlockedCompareExchange(&g_num_threads, 0, 0);
-    }
-    return (int)v;
-}
-
-void fl_set_num_threads(int n) { InterlockedExchange(&g_num_threads, (LONG)clamp_threads(n)); }
-
-int fl_reset_default_num_threads(void)
-{
-    int n = fl_default_num_threads();
-    InterlockedExchange(&g_num_threads, (LONG)n);
-    return n;
-}
-
-void fl_parallel_for_max(int64_t n_blocks, int max_threads, fl_task_fn fn, void *ctx)
-{
-    (void)max_threads;
-    if (n_blocks > 0) fn(ctx, 0, n_blocks);
-}
-
-void fl_parallel_for(int64_t n_blocks, fl_task_fn fn, void *ctx)
-{
-    if (n_blocks > 0) fn(ctx, 0, n_blocks);
-}
-
-void fl_pool_shutdown(void) {}
-
-#else
-/* ================================================================ POSIX pool */
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FL_CPU_RELAX() __builtin_ia32_pause()
-#elif defined(__GNUC__) && (defined(__aarch64__) || defined(__arm__))
-#define FL_CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define FL_CPU_RELAX() ((void)0)
-#endif
-
 /* spin iterations before sleeping: each is one pause (~10-150 cycles), so this is a few
    microseconds up to a few tens of microseconds, then the thread sleeps */
 #ifndef FL_POOL_SPIN
@@ -190,11 +139,11 @@ void fl_pool_shutdown(void) {}
 #endif
 
 typedef struct fl_worker {
-    pthread_t thread;
-    pthread_cond_t cond;   /* signalled (under g_mutex) when seq changes */
-    atomic_uint seq;       /* bumped by the caller to hand this worker a job (or the stop order) */
-    atomic_int stop;       /* set before the bump that tells the worker to exit */
-    atomic_int claim;      /* 1: range `index` of the current job is not taken yet */
+    fl_thread thread;
+    fl_cond cond;          /* signalled (under g_mutex) when seq changes */
+    fl_atomic_int seq;     /* bumped by the caller to hand this worker a job (or the stop order) */
+    fl_atomic_int stop;    /* set before the bump that tells the worker to exit */
+    fl_atomic_int claim;   /* 1: range `index` of the current job is not taken yet */
     int index;             /* thread index t >= 1 in the static split */
 } fl_worker;
 
@@ -205,43 +154,36 @@ typedef struct {
     int T;
 } fl_job;
 
-static atomic_int g_num_threads = 0;  /* 0: not yet read from fl_default_num_threads */
-static atomic_int g_busy = 0;         /* try-lock: the pool runs one job at a time */
-static atomic_int g_pending = 0;      /* workers of the current job not yet done */
-static atomic_int g_caller_waiting = 0; /* caller sleeps on g_done_cond (guarded by g_mutex) */
-static pthread_mutex_t g_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_done_cond = PTHREAD_COND_INITIALIZER;
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static fl_atomic_int g_num_threads = 0;   /* 0: not yet read from fl_default_num_threads */
+static fl_atomic_int g_busy = 0;          /* try-lock: the pool runs one job at a time */
+static fl_atomic_int g_pending = 0;       /* workers of the current job not yet done */
+static fl_atomic_int g_caller_waiting = 0; /* caller sleeps on g_done_cond (guarded by g_mutex) */
+static fl_mutex g_mutex = FL_MUTEX_INIT;
+static fl_cond g_done_cond = FL_COND_INIT;
 static fl_job g_job;                  /* written by the g_busy holder, read by assigned workers */
 static fl_worker **g_workers = NULL;  /* owned by the g_busy holder; g_workers[i]->index == i + 1 */
 static int g_n_workers = 0;
 static int g_cap_workers = 0;
-static _Thread_local int tls_in_task = 0; /* this thread is inside fn (or is a worker) */
+static FL_THREAD_LOCAL int tls_in_task = 0; /* this thread is inside fn (or is a worker) */
 
 /* ---------------------------------------------------------------- thread count setting */
 
 int fl_get_num_threads(void)
 {
-    int v = atomic_load_explicit(&g_num_threads, memory_order_relaxed);
+    int v = fl_atomic_load(&g_num_threads);
     if (v == 0) {
-        int expected = 0;
-        int d = fl_default_num_threads();
-        atomic_compare_exchange_strong_explicit(&g_num_threads, &expected, d, memory_order_relaxed,
-                                                memory_order_relaxed);
-        v = atomic_load_explicit(&g_num_threads, memory_order_relaxed);
+        fl_atomic_cas(&g_num_threads, 0, fl_default_num_threads());
+        v = fl_atomic_load(&g_num_threads);
     }
     return v;
 }
 
-void fl_set_num_threads(int n)
-{
-    atomic_store_explicit(&g_num_threads, clamp_threads(n), memory_order_relaxed);
-}
+void fl_set_num_threads(int n) { fl_atomic_store(&g_num_threads, clamp_threads(n)); }
 
 int fl_reset_default_num_threads(void)
 {
     int n = fl_default_num_threads();
-    atomic_store_explicit(&g_num_threads, n, memory_order_relaxed);
+    fl_atomic_store(&g_num_threads, n);
     return n;
 }
 
@@ -254,29 +196,38 @@ static void run_range(int t)
     if (e > b) g_job.fn(g_job.ctx, b, e);
 }
 
-static void *worker_main(void *arg)
+/* the worker has finished range t of the job: the last one wakes the caller if it sleeps */
+static void range_done(void)
+{
+    /* seq_cst pairs with the caller's store of g_caller_waiting followed by its load of
+       g_pending: one of the two sides sees the other */
+    if (fl_atomic_fetch_add(&g_pending, -1) == 1 && fl_atomic_load(&g_caller_waiting)) {
+        fl_mutex_lock(&g_mutex);
+        fl_cond_signal(&g_done_cond);
+        fl_mutex_unlock(&g_mutex);
+    }
+}
+
+FL_THREAD_MAIN(worker_main, arg)
 {
     fl_worker *w = (fl_worker *)arg;
-    unsigned seen = 0; /* seq starts at 0 and is only bumped after creation */
+    int seen = 0; /* seq starts at 0 and is only bumped after creation */
     int skip_spin = 0;
-    tls_in_task = 1;   /* any fl_parallel_for from a task on a worker runs inline */
+    tls_in_task = 1; /* any fl_parallel_for from a task on a worker runs inline */
     for (;;) {
-        unsigned s = atomic_load_explicit(&w->seq, memory_order_acquire);
+        int s = fl_atomic_load(&w->seq);
         for (int i = skip_spin ? FL_POOL_SPIN : 0; s == seen && i < FL_POOL_SPIN; i++) {
             FL_CPU_RELAX();
-            s = atomic_load_explicit(&w->seq, memory_order_acquire);
+            s = fl_atomic_load(&w->seq);
         }
         if (s == seen) {
-            pthread_mutex_lock(&g_mutex);
-            while ((s = atomic_load_explicit(&w->seq, memory_order_acquire)) == seen)
-                pthread_cond_wait(&w->cond, &g_mutex);
-            pthread_mutex_unlock(&g_mutex);
+            fl_mutex_lock(&g_mutex);
+            while ((s = fl_atomic_load(&w->seq)) == seen) fl_cond_wait(&w->cond, &g_mutex);
+            fl_mutex_unlock(&g_mutex);
         }
         seen = s;
-        if (atomic_load_explicit(&w->stop, memory_order_acquire)) break;
-        int one = 1;
-        if (!atomic_compare_exchange_strong_explicit(&w->claim, &one, 0, memory_order_acq_rel,
-                                                     memory_order_relaxed)) {
+        if (fl_atomic_load(&w->stop)) break;
+        if (!fl_atomic_cas(&w->claim, 1, 0)) {
             /* too late: the caller ran our range itself. Do not spin (we may be sharing the
                caller's CPU); sleep until the next job. */
             skip_spin = 1;
@@ -284,25 +235,17 @@ static void *worker_main(void *arg)
         }
         skip_spin = 0;
         run_range(w->index);
-        if (atomic_fetch_sub_explicit(&g_pending, 1, memory_order_seq_cst) == 1) {
-            /* last one: wake the caller if it went to sleep. seq_cst pairs with the caller's
-               store of g_caller_waiting followed by its load of g_pending. */
-            if (atomic_load_explicit(&g_caller_waiting, memory_order_seq_cst)) {
-                pthread_mutex_lock(&g_mutex);
-                pthread_cond_signal(&g_done_cond);
-                pthread_mutex_unlock(&g_mutex);
-            }
-        }
+        range_done();
     }
-    return NULL;
+    FL_THREAD_END;
 }
 
 static void wake_worker(fl_worker *w)
 {
-    pthread_mutex_lock(&g_mutex);
-    atomic_fetch_add_explicit(&w->seq, 1u, memory_order_release);
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&g_mutex);
+    fl_mutex_lock(&g_mutex);
+    fl_atomic_fetch_add(&w->seq, 1);
+    fl_cond_signal(&w->cond);
+    fl_mutex_unlock(&g_mutex);
 }
 
 /* called by the g_busy holder */
@@ -310,10 +253,10 @@ static void stop_workers_from(int keep)
 {
     while (g_n_workers > keep) {
         fl_worker *w = g_workers[--g_n_workers];
-        atomic_store_explicit(&w->stop, 1, memory_order_release);
+        fl_atomic_store(&w->stop, 1);
         wake_worker(w);
-        pthread_join(w->thread, NULL);
-        pthread_cond_destroy(&w->cond);
+        fl_thread_join(w->thread);
+        fl_cond_destroy(&w->cond);
         free(w);
         g_workers[g_n_workers] = NULL;
     }
@@ -331,33 +274,33 @@ static int grow_workers(int want)
         g_workers = nw;
         g_cap_workers = cap;
     }
-    /* workers start with all signals blocked so that signals go to the application's threads */
-    sigset_t all, old;
-    sigfillset(&all);
-    int masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
     while (g_n_workers < want) {
         fl_worker *w = (fl_worker *)calloc(1, sizeof *w);
         if (!w) break;
-        atomic_init(&w->seq, 0u);
-        atomic_init(&w->stop, 0);
-        atomic_init(&w->claim, 0);
+        fl_atomic_store(&w->seq, 0);
+        fl_atomic_store(&w->stop, 0);
+        fl_atomic_store(&w->claim, 0);
         w->index = g_n_workers + 1;
-        if (pthread_cond_init(&w->cond, NULL) != 0) {
+        if (fl_cond_init(&w->cond) != 0) {
             free(w);
             break;
         }
-        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-            pthread_cond_destroy(&w->cond);
+        if (fl_thread_start(&w->thread, worker_main, w) != 0) {
+            fl_cond_destroy(&w->cond);
             free(w);
             break;
         }
         g_workers[g_n_workers++] = w;
     }
-    if (masked) pthread_sigmask(SIG_SETMASK, &old, NULL);
     return g_n_workers;
 }
 
-/* ---------------------------------------------------------------- fork handling */
+/* ---------------------------------------------------------------- fork handling (POSIX) */
+
+#if defined(_WIN32)
+static void register_fork_handlers(void) {}
+#else
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void atfork_prepare(void) { pthread_mutex_lock(&g_mutex); }
 static void atfork_parent(void) { pthread_mutex_unlock(&g_mutex); }
@@ -372,12 +315,14 @@ static void atfork_child(void)
     g_cap_workers = 0;
     pthread_mutex_init(&g_mutex, NULL);
     pthread_cond_init(&g_done_cond, NULL);
-    atomic_store_explicit(&g_pending, 0, memory_order_relaxed);
-    atomic_store_explicit(&g_caller_waiting, 0, memory_order_relaxed);
-    atomic_store_explicit(&g_busy, 0, memory_order_relaxed);
+    fl_atomic_store(&g_pending, 0);
+    fl_atomic_store(&g_caller_waiting, 0);
+    fl_atomic_store(&g_busy, 0);
 }
 
 static void pool_once(void) { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); }
+static void register_fork_handlers(void) { pthread_once(&g_once, pool_once); }
+#endif
 
 /* ---------------------------------------------------------------- parallel for */
 
@@ -389,15 +334,21 @@ static void run_inline(int64_t n, fl_task_fn fn, void *ctx)
     tls_in_task = saved;
 }
 
-static int try_acquire(void)
-{
-    int expected = 0;
-    if (atomic_load_explicit(&g_busy, memory_order_relaxed)) return 0;
-    return atomic_compare_exchange_strong_explicit(&g_busy, &expected, 1, memory_order_acquire,
-                                                   memory_order_relaxed);
-}
+static int try_acquire(void) { return fl_atomic_load(&g_busy) == 0 && fl_atomic_cas(&g_busy, 0, 1); }
 
-static void release(void) { atomic_store_explicit(&g_busy, 0, memory_order_release); }
+static void release(void) { fl_atomic_store(&g_busy, 0); }
+
+/* wait until every worker of the job has finished: short spin, then sleep */
+static void wait_for_workers(void)
+{
+    for (int i = 0; fl_atomic_load(&g_pending) != 0 && i < FL_POOL_SPIN; i++) FL_CPU_RELAX();
+    if (fl_atomic_load(&g_pending) == 0) return;
+    fl_mutex_lock(&g_mutex);
+    fl_atomic_store(&g_caller_waiting, 1);
+    while (fl_atomic_load(&g_pending) != 0) fl_cond_wait(&g_done_cond, &g_mutex);
+    fl_atomic_store(&g_caller_waiting, 0);
+    fl_mutex_unlock(&g_mutex);
+}
 
 void fl_parallel_for_max(int64_t n_blocks, int max_threads, fl_task_fn fn, void *ctx)
 {
@@ -411,7 +362,7 @@ void fl_parallel_for_max(int64_t n_blocks, int max_threads, fl_task_fn fn, void 
         return;
     }
 
-    pthread_once(&g_once, pool_once);
+    register_fork_handlers();
     /* shrink to the current setting (lazily, only the holder of g_busy touches the workers) */
     if (g_n_workers > setting - 1) stop_workers_from(setting - 1);
     int avail = grow_workers(T - 1);
@@ -426,9 +377,9 @@ void fl_parallel_for_max(int64_t n_blocks, int max_threads, fl_task_fn fn, void 
     g_job.ctx = ctx;
     g_job.n = n_blocks;
     g_job.T = T;
-    atomic_store_explicit(&g_pending, T - 1, memory_order_relaxed);
+    fl_atomic_store(&g_pending, T - 1);
     for (int i = 0; i < T - 1; i++) {
-        atomic_store_explicit(&g_workers[i]->claim, 1, memory_order_release);
+        fl_atomic_store(&g_workers[i]->claim, 1);
         wake_worker(g_workers[i]);
     }
 
@@ -437,26 +388,13 @@ void fl_parallel_for_max(int64_t n_blocks, int max_threads, fl_task_fn fn, void 
     /* ranges whose worker has not started yet (slow wake-up, or the scheduler queued it behind
        us on this CPU) are run here rather than waited for; the split itself stays static */
     for (int i = T - 2; i >= 0; i--) {
-        int one = 1;
-        if (atomic_compare_exchange_strong_explicit(&g_workers[i]->claim, &one, 0, memory_order_acq_rel,
-                                                    memory_order_relaxed)) {
+        if (fl_atomic_cas(&g_workers[i]->claim, 1, 0)) {
             run_range(i + 1);
-            atomic_fetch_sub_explicit(&g_pending, 1, memory_order_seq_cst);
+            fl_atomic_fetch_add(&g_pending, -1);
         }
     }
     tls_in_task = 0;
-
-    /* wait for the workers: short spin, then sleep */
-    for (int i = 0; atomic_load_explicit(&g_pending, memory_order_acquire) != 0 && i < FL_POOL_SPIN; i++)
-        FL_CPU_RELAX();
-    if (atomic_load_explicit(&g_pending, memory_order_acquire) != 0) {
-        pthread_mutex_lock(&g_mutex);
-        atomic_store_explicit(&g_caller_waiting, 1, memory_order_seq_cst);
-        while (atomic_load_explicit(&g_pending, memory_order_seq_cst) != 0)
-            pthread_cond_wait(&g_done_cond, &g_mutex);
-        atomic_store_explicit(&g_caller_waiting, 0, memory_order_relaxed);
-        pthread_mutex_unlock(&g_mutex);
-    }
+    wait_for_workers();
     release();
 }
 
@@ -468,12 +406,10 @@ void fl_parallel_for(int64_t n_blocks, fl_task_fn fn, void *ctx)
 void fl_pool_shutdown(void)
 {
     if (tls_in_task) return; /* unsupported from inside a task; do nothing rather than deadlock */
-    while (!try_acquire()) sched_yield();
+    while (!try_acquire()) fl_yield();
     stop_workers_from(0);
     free(g_workers);
     g_workers = NULL;
     g_cap_workers = 0;
     release();
 }
-
-#endif /* _WIN32 */

@@ -1,4 +1,5 @@
-/* fl_pool.h: a small persistent thread pool for the kernels. Plain C11 + pthreads.
+/* fl_pool.h: a small persistent thread pool for the kernels. Plain C11 over POSIX threads or
+ * Win32 threads (fl_thread.h); the same pool, split and results on every platform.
  *
  * Workers are created lazily on the first parallel call and then persist; between jobs they
  * spin for a few microseconds at most and then sleep on a condition variable (no CPU use when
@@ -12,8 +13,6 @@
  * After fork() the child starts with no workers and rebuilds the pool lazily on its next
  * parallel call (pthread_atfork child handler). Calling fork() from inside a task is not
  * supported (the child may only exec or _exit then).
- *
- * On Windows (_WIN32) everything runs inline on the caller (serial fallback).
  */
 #ifndef FL_POOL_H
 #define FL_POOL_H
@@ -22,6 +21,14 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* threadpoolctl finds the pool by these two symbols in the loaded extension (see
+   src/fastlogits/_threadpool.py): a Windows DLL (.pyd) exports only what is marked so */
+#if defined(_WIN32)
+#define FL_POOL_EXPORT __declspec(dllexport)
+#else
+#define FL_POOL_EXPORT
 #endif
 
 /* upper bound on the thread count; fl_set_num_threads and FASTLOGITS_NUM_THREADS are clamped */
@@ -38,11 +45,12 @@ typedef void (*fl_task_fn)(void *ctx, int64_t begin, int64_t end);
 void fl_parallel_for(int64_t n_blocks, fl_task_fn fn, void *ctx);
 /* like fl_parallel_for but uses at most max_threads threads (>=1; values < 1 are treated as 1) */
 void fl_parallel_for_max(int64_t n_blocks, int max_threads, fl_task_fn fn, void *ctx);
-int fl_get_num_threads(void);      /* current setting */
-void fl_set_num_threads(int n);    /* n >= 1 (clamped to [1, FL_POOL_MAX_THREADS]); the pool grows/shrinks lazily */
+FL_POOL_EXPORT int fl_get_num_threads(void);   /* current setting */
+FL_POOL_EXPORT void fl_set_num_threads(int n); /* n >= 1 (clamped to [1, FL_POOL_MAX_THREADS]); the pool grows/shrinks lazily */
 int fl_default_num_threads(void);  /* FASTLOGITS_NUM_THREADS env var if valid positive int, else CPUs in this
                                       process's affinity mask (sched_getaffinity / CPU_COUNT), else
-                                      sysconf(_SC_NPROCESSORS_ONLN), at least 1 (and at most FL_POOL_MAX_THREADS) */
+                                      sysconf(_SC_NPROCESSORS_ONLN); on Windows the active processors of all
+                                      groups; at least 1 (and at most FL_POOL_MAX_THREADS) */
 
 /* Extra helpers (not needed by kernels): */
 /* re-read fl_default_num_threads() (e.g. after FASTLOGITS_NUM_THREADS changed), make it the current

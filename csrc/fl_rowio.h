@@ -229,8 +229,8 @@ static inline void fl_row_out_f64(const fl_arr *a, char *row, int64_t c, const d
     switch (a->dtype) {
     case FL_F64: { double *p = (double *)row; for (int64_t k = 0; k < c; k++) p[k * sc] = src[k]; break; }
     case FL_F32: { float *p = (float *)row; for (int64_t k = 0; k < c; k++) p[k * sc] = (float)src[k]; break; }
-    case FL_F16: { uint16_t *p = (uint16_t *)row; for (int64_t k = 0; k < c; k++) p[k * sc] = fl_f32_to_f16((float)src[k]); break; }
-    case FL_BF16: { uint16_t *p = (uint16_t *)row; for (int64_t k = 0; k < c; k++) p[k * sc] = fl_f32_to_bf16((float)src[k]); break; }
+    case FL_F16: { uint16_t *p = (uint16_t *)row; for (int64_t k = 0; k < c; k++) p[k * sc] = fl_f64_to_f16(src[k]); break; }
+    case FL_BF16: { uint16_t *p = (uint16_t *)row; for (int64_t k = 0; k < c; k++) p[k * sc] = fl_f64_to_bf16(src[k]); break; }
     default: break;
     }
 }
@@ -242,8 +242,8 @@ static inline void fl_put_scalar(const fl_arr *a, int64_t i0, int64_t i1, double
     switch (a->dtype) {
     case FL_F64: *(double *)p = v; break;
     case FL_F32: *(float *)p = (float)v; break;
-    case FL_F16: *(uint16_t *)p = fl_f32_to_f16((float)v); break;
-    case FL_BF16: *(uint16_t *)p = fl_f32_to_bf16((float)v); break;
+    case FL_F16: *(uint16_t *)p = fl_f64_to_f16(v); break;
+    case FL_BF16: *(uint16_t *)p = fl_f64_to_bf16(v); break;
     default: break;
     }
 }

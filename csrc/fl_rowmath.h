@@ -1,10 +1,16 @@
-/* fl_rowmath.h: the arithmetic on one contiguous row, float32 (SIMD lanes) and float64.
+/* fl_rowmath.h: the arithmetic on one contiguous float32 (or float16/bfloat16) row, in FL_W
+ * float32 lanes: max and min, exponentials of x - max, sums of exponentials, the entropy's dot
+ * product. Float64 rows are in fl_rowmath_f64.h, tiles of small rows in fl_tile.h, the
+ * prefetching and streamed output rows in fl_pend.h, sigmoids in fl_sigmoid_math.h.
  *
- * Accuracy design (see API.md, "Accuracy"): x - m is carried with its rounding error e
- * (TwoSum), folded into the exponential as exp(s)*(1 + e), so exp(x_i - max) is right to about
- * one ULP even when x_i and the max differ in magnitude; sums of exponentials accumulate in
- * float64 (float32 rows) or in eight compensated float64 lanes (float64 rows).
- * Everything is compiled once per ISA, with FL_W lanes.
+ * Accuracy design (see API.md, "Accuracy"): exp(x_i - max) must be right to about one ULP even
+ * when x_i and the max differ in magnitude, where x - m rounds. Rows of moderate logits
+ * (fl_shift_ok: |max| <= 64, none more than 86 below it) take exp(x_i) * 2^-sn with
+ * sn = round(max * log2 e) instead (fl_rsumexp_shift_t): nothing is rounded before the
+ * exponential's own reduction, and the factor exp(max - sn ln2) is divided out of the sums in
+ * double. Other rows carry x - m with its rounding error e (TwoSum), folded into the
+ * exponential as exp(s)*(1 + e). Sums of exponentials accumulate in float64 lanes. Everything
+ * is compiled once per ISA, with FL_W lanes.
  */
 #ifndef FL_ROWMATH_H
 #define FL_ROWMATH_H
@@ -16,6 +22,8 @@
 #include "fl_rowio.h"
 #include "fl_dd.h"
 #include "fl_scalar_math.h"
+
+#include "fl_pend.h"
 
 /* ---------- float32 rows ---------- */
 
@@ -67,173 +75,6 @@ FL_ALWAYS_INLINE float fl_rmaxmin_t(const void *x, int64_t n, float *mn, int32_t
     }
     *mn = -flv_hmax(flv_neg(flv_min_ord(flv_min_ord(b0, b1), flv_min_ord(b2, b3))));
     return flv_hmax(flv_max(flv_max(a0, a1), flv_max(a2, a3)));
-}
-
-/* Ask for the first 4 KB after a row of the given bytes: the next row when rows are
- * contiguous, on a page the hardware prefetcher will not enter by itself, brought in while
- * this row is computed. (Memory that is not the next row is a wasted hint, never a fault.) */
-static inline void fl_prefetch_next_row(const void *x, int64_t bytes)
-{
-    int64_t n = bytes < 4096 ? bytes : 4096;
-    for (int64_t j = 0; j < n; j += 64) FL_PREFETCH((const char *)x + bytes + j);
-}
-
-/* elements before the first one aligned to a vector of esz-byte elements at p (at most n):
- * the plain-store head */
-static inline int64_t fl_stream_head(const void *p, int64_t n, int64_t esz)
-{
-    int64_t h = (int64_t)(((uintptr_t)0 - (uintptr_t)p) % (uintptr_t)(FL_W * esz)) / esz;
-    return h < n ? h : n;
-}
-
-/* An output row written late, with non-temporal stores, its writing spread over the next
- * row's passes so that the stream to memory overlaps that row's reads and exponentials instead
- * of following them (y == NULL: nothing pending). What is written, by kind:
- *   FL_PEND_SCALE   y_k = alpha * src_k                          softmax (src: exponentials)
- *   FL_PEND_SHIFT   y_k = ((double)src_k - m) - ls, rounded once  log_softmax (src: logits of dtype sdt)
- *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
- * and y_t = gy for t >= 0 (the CE target), each computed in float32 and narrowed to the
- * output's dtype ydt (float32, float16 or bfloat16). The elements before the first
- * vector-aligned one (the head) and after the last whole vector (the tail) take plain stores.
- * next: the first element not yet written (0, or the head's end plus a multiple of FL_W). The
- * source rows must stay untouched until the row is drained. */
-enum { FL_PEND_SCALE, FL_PEND_SHIFT, FL_PEND_CE };
-typedef struct {
-    void *y;
-    const void *src; /* float32 but for FL_PEND_SHIFT */
-    const float *w;
-    int64_t c, next, t;
-    int kind;
-    float alpha, beta, gy;
-    double m, ls;
-    int32_t sdt; /* FL_PEND_SHIFT: the dtype of src */
-    int32_t ydt; /* the dtype of y */
-} fl_pend;
-
-/* the n <= FL_W elements of the pending row at k, of a constant kind (and source dtype sdt
- * for FL_PEND_SHIFT) */
-FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind, int32_t sdt)
-{
-    if (kind == FL_PEND_SHIFT) {
-        /* lanes past n hold garbage, which the callers do not store */
-        float v[FL_W];
-        double m = p->m, ls = p->ls;
-        flv_store(v, n == FL_W ? fl_xload(p->src, k, sdt) : fl_xload_part(p->src, k, n, 0.0f, sdt));
-        for (int64_t j = 0; j < FL_W; j++) v[j] = (float)(((double)v[j] - m) - ls);
-        return flv_load(v);
-    }
-    const float *s = (const float *)p->src + k;
-    flv sv = n == FL_W ? flv_load(s) : flv_load_part(s, n, 0.0f);
-    if (kind == FL_PEND_SCALE) return flv_mul(sv, flv_set1(p->alpha));
-    flv wv = !p->w ? flv_set1(1.0f) : n == FL_W ? flv_load(p->w + k) : flv_load_part(p->w + k, n, 0.0f);
-    return flv_fma(sv, flv_set1(p->alpha), flv_mul(flv_set1(-p->beta), wv));
-}
-
-/* write the pending row's elements [next, k1) (see fl_pend), y of dtype ydt */
-FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t sdt, int32_t ydt)
-{
-    void *y = p->y;
-    int64_t c = p->c, t = p->t;
-    int64_t s0 = fl_stream_head(y, c, (int64_t)fl_xsize(ydt)), s1 = s0 + (c - s0) / FL_W * FL_W; /* streamed */
-    int64_t k = p->next;
-    if (k == 0) {
-        if (s0 > 0) fl_xstore_part(y, 0, fl_pend_vec(p, 0, s0, kind, sdt), s0, ydt);
-        if (t >= 0 && t < s0) fl_xput(y, t, p->gy, ydt);
-        k = s0;
-    }
-    for (; k + FL_W <= k1 && k < s1; k += FL_W) {
-        flv v = fl_pend_vec(p, k, FL_W, kind, sdt);
-        if ((uint64_t)(t - k) < FL_W) {
-            /* patch the target lane before the line leaves: a later plain store to a
-             * streamed line would read it back from memory */
-            float tmp[FL_W];
-            flv_store(tmp, v);
-            tmp[t - k] = p->gy;
-            v = flv_load(tmp);
-        }
-        fl_xstream(y, k, v, ydt);
-    }
-    if (k1 == c && s1 < c) {
-        fl_xstore_part(y, s1, fl_pend_vec(p, s1, c - s1, kind, sdt), c - s1, ydt);
-        if (t >= s1) fl_xput(y, t, p->gy, ydt);
-    }
-    p->next = k1 == c ? c : k;
-}
-
-FL_ALWAYS_INLINE void fl_pend_write_shift(fl_pend *p, int64_t k1, int32_t sdt)
-{
-    fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SHIFT, sdt);
-}
-
-/* write about n more elements of the pending row (all of it when n >= what is left) */
-static inline void fl_pend_drain(fl_pend *p, int64_t n)
-{
-    if (!p || !p->y) return;
-    int64_t k1 = (p->next == 0 ? fl_stream_head(p->y, p->c, (int64_t)fl_xsize(p->ydt)) : p->next) + n;
-    if (k1 >= p->c) k1 = p->c;
-    switch (p->kind) {
-    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE, FL_F32); break;
-    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write_shift, p, k1); break;
-    default: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE, FL_F32); break;
-    }
-    if (p->next == p->c) p->y = NULL;
-}
-
-/* the whole row of p at once with plain stores: an output that is not streamed */
-FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind, int32_t sdt, int32_t ydt)
-{
-    int64_t k = 0, c = p->c;
-    for (; k + FL_W <= c; k += FL_W) fl_xstore_part(p->y, k, fl_pend_vec(p, k, FL_W, kind, sdt), FL_W, ydt);
-    if (k < c) fl_xstore_part(p->y, k, fl_pend_vec(p, k, c - k, kind, sdt), c - k, ydt);
-    if (p->t >= 0) fl_xput(p->y, p->t, p->gy, ydt);
-}
-
-FL_ALWAYS_INLINE void fl_pend_plain_shift(const fl_pend *p, int32_t sdt)
-{
-    fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SHIFT, sdt);
-}
-
-static inline void fl_pend_write_plain(const fl_pend *p)
-{
-    switch (p->kind) {
-    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SCALE, FL_F32); break;
-    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_plain_shift, p); break;
-    default: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_CE, FL_F32); break;
-    }
-}
-
-/* Elements of a pending row written per step of the next row's sum: as many as the step
- * sums, so the non-temporal stores are spread evenly among the exponentials. In bursts of 4 KB
- * they stalled the core on the write-combining buffers instead (log_softmax 4096x32000: a
- * third of the time in the writing). */
-#define FL_PEND_STEP (4 * FL_W)
-
-/* Memory to bring in while a row is summed (n bytes at p, esz bytes for each element the sum
- * walks; n = 0: none) and a pending row to write meanwhile (pend NULL: none). The sum loops ask
- * for both one step at a time, spread over the exponentials: a burst of prefetches ahead of the
- * loop stalls on the fill buffers (a fifth of the CE gradient's time). */
-typedef struct { const char *p; int64_t n, esz; fl_pend *pend; } fl_ahead;
-
-static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0, 4, NULL}; return a; }
-
-/* Rows of c elements of esz bytes each, row following row: the next row after row, all of it
- * up to 1 MB (memory that is not the next row is a wasted hint, never a fault). Summing a row
- * from L2 while the next one streams in overlaps the reads with the exponentials (logsumexp
- * 4096x32000 112 -> 82 ms); the sum walks a row of the same dtype (esz) or, for a gathered
- * row, its float32 copy, so the fetch keeps pace with it element by element. */
-#define FL_AHEAD_MAX ((int64_t)1 << 20)
-static inline fl_ahead fl_ahead_next_row(const char *row, int64_t c, int64_t esz, fl_pend *pend)
-{
-    int64_t n = c * esz;
-    fl_ahead a = {row + n, n < FL_AHEAD_MAX ? n : FL_AHEAD_MAX, esz, pend};
-    return a;
-}
-
-/* the steps [k, k + len) of the sum, in elements */
-static inline void fl_ahead_touch(fl_ahead a, int64_t k, int64_t len)
-{
-    for (int64_t j = k * a.esz; j < (k + len) * a.esz && j < a.n; j += 64) FL_PREFETCH(a.p + j);
-    if (a.pend && a.pend->y && k % FL_PEND_STEP == 0) fl_pend_drain(a.pend, FL_PEND_STEP);
 }
 
 /* A floor for the logits of a row of finite max m: every x below it has exp(x - m) = 0 in
@@ -391,6 +232,122 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
     return fl_dacc_sum(acc);
 }
 
+/* Can a row of max m and min lo take the exact-reduction exponentials of fl_rsumexp_shift_t?
+ * Its logits then lie in [m - 86, m], within [-150, 64] where flv_exp_shift_normal holds, and
+ * x * log2(e) - sn in [-125, 1]. Beyond 64 the float32 exponentials of x itself would leave
+ * the reduction's tested range; such rows take the TwoSum path. */
+#define FL_SHIFT_MMAX 64.0f
+static inline int fl_shift_ok(float m, float lo) { return fabsf(m) <= FL_SHIFT_MMAX && lo >= m + FL_EXPF_NORMAL_LO; }
+
+/* the ties of a vector holding some x >= m (x == m: m is the row's max): counted, and their
+ * exponentials taken out of e (they join the count, not the rest) */
+static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
+{
+    float xs[FL_W], es[FL_W], mv = flv_hmax(m);
+    flv_store(xs, xv);
+    flv_store(es, e);
+    for (int j = 0; j < FL_W; j++)
+        if (xs[j] >= mv) { es[j] = 0.0f; (*ties)++; }
+    return flv_load(es);
+}
+
+/* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
+ * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
+ * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
+ * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y (if not NULL) receives the
+ * e_k, scaled by c. Per vector: the exponential, one comparison for ties (which only a vector
+ * holding the max takes further, fl_take_ties) and the float64 sum: the TwoSum correction's
+ * seven vector operations and the two selects of the counting are gone. */
+FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, float *y, double *n_eq, double *scale,
+                                           fl_ahead ahead, int32_t dt)
+{
+    float sn = fl_rintf(m * FL_LOG2E_F);
+    flv vm = flv_set1(m), vsn = flv_set1(sn);
+    fl_dacc acc = fl_dacc_zero();
+    int64_t k = 0, ties = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        fl_ahead_touch(ahead, k, 4 * FL_W);
+        flv xv[4], e[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            xv[j] = fl_xload(x, k + j * FL_W, dt);
+            e[j] = flv_exp_shift_normal(xv[j], vsn);
+        }
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            if (y) flv_store(y + k + j * FL_W, e[j]);
+            if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+            acc = fl_dacc_add(acc, e[j]);
+        }
+    }
+    for (; k < n; k += FL_W) {
+        /* the last vectors, the final one partial: its fill lanes (m itself, a valid argument)
+         * are taken out with the ties and not counted */
+        int64_t len = n - k < FL_W ? n - k : FL_W;
+        fl_ahead_touch(ahead, k, FL_W);
+        flv xv = fl_xload_part(x, k, len, m, dt), e = flv_exp_shift_normal(xv, vsn);
+        if (y) flv_store_part(y + k, e, len);
+        if (flv_any_ge(xv, vm)) {
+            ties -= FL_W - len;
+            e = fl_take_ties(xv, vm, e, &ties);
+        }
+        acc = fl_dacc_add(acc, e);
+    }
+    double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+    *scale = c;
+    *n_eq = (double)ties;
+    return fl_dacc_sum(acc) / c;
+}
+
+/* fl_rsumexp_shift_t's rest and *n_eq for logsumexp's first try: the degree-5 exponential
+ * (flv_exp_fast_shift_normal, 1.95 ULP) and float32 partial sums, FL_SUM_CHUNK vectors at a time
+ * in four partials before the float64 lanes, as the cross-entropy's sums (a vector goes
+ * through at most 12 float32 roundings: 10 in its partial, 2 joining them), no y. The rest is
+ * then within FL_FAST_REST_ERR * 2^-24 of its value, relatively, and logsumexp keeps it where
+ * that error, carried into log S, is well inside its 4 ULP (fl_reduce_row). */
+#define FL_FAST_REST_ERR 17.0
+FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float m, double *n_eq, fl_ahead ahead,
+                                                int32_t dt)
+{
+    float sn = fl_rintf(m * FL_LOG2E_F);
+    flv vm = flv_set1(m), vsn = flv_set1(sn), zero = flv_set1(0.0f);
+    fl_dacc acc = fl_dacc_zero();
+    int64_t k = 0, ties = 0;
+    while (k + FL_W <= n) {
+        flv part[4] = {zero, zero, zero, zero};
+        int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+        for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
+            fl_ahead_touch(ahead, k, 4 * FL_W);
+            flv xv[4], e[4];
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                xv[j] = fl_xload(x, k + j * FL_W, dt);
+                e[j] = flv_exp_fast_shift_normal(xv[j], vsn);
+            }
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) {
+                if (flv_any_ge(xv[j], vm)) e[j] = fl_take_ties(xv[j], vm, e[j], &ties);
+                part[j] = flv_add(part[j], e[j]);
+            }
+        }
+        for (; k + FL_W <= end; k += FL_W) {
+            fl_ahead_touch(ahead, k, FL_W);
+            flv xv = fl_xload(x, k, dt), e = flv_exp_fast_shift_normal(xv, vsn);
+            if (flv_any_ge(xv, vm)) e = fl_take_ties(xv, vm, e, &ties);
+            part[0] = flv_add(part[0], e);
+        }
+        acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
+    }
+    if (k < n) {
+        /* the fill lanes (m itself) are taken out with the ties and not counted */
+        flv xv = fl_xload_part(x, k, n - k, m, dt), e = flv_exp_fast_shift_normal(xv, vsn);
+        ties -= FL_W - (n - k);
+        acc = fl_dacc_add(acc, fl_take_ties(xv, vm, e, &ties));
+    }
+    *n_eq = (double)ties;
+    return fl_dacc_sum(acc) / fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+}
+
 /* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */
 static inline double fl_log_sum(double n_eq, double rest)
 {
@@ -411,262 +368,21 @@ static inline void fl_rscale_f32(float *y, int64_t n, float a)
  * wrong sums when d was -inf.) */
 static inline double fl_clamp_shift_d(double d) { return d < -1e300 ? -1e300 : d; }
 
-/* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m); -inf logits add 0 */
+/* sum over k of p_k * (x_k - m) with p_k = exp(x_k - m); -inf logits add 0. In float64 lanes,
+ * four vectors a step into two accumulators (fl_dacc_add_prod): the per-element double loop
+ * this replaces was not vectorised by GCC and ran at a third of the exponentials' rate. */
 FL_ALWAYS_INLINE double fl_rdot_shift_t(const void *x, const float *p, int64_t n, double m, int32_t dt)
 {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    fl_dacc a0 = fl_dacc_zero(), a1 = a0;
     int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) acc[j] += (double)p[k + j] * fl_clamp_shift_d((double)fl_xget(x, k + j, dt) - m);
-    for (; k < n; k++) acc[0] += (double)p[k] * fl_clamp_shift_d((double)fl_xget(x, k, dt) - m);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-/* log1p(t) for 0 <= t <= 1 (or nan), the t = exp(-|x|) of softplus and log-sigmoid: fl_logf_core_s's
- * reduction and polynomial without its special cases, and without rounding 1 + t. Where
- * 1 + t < sqrt(2) the reduced argument f = m - 1 is t itself; above, m = (1 + t)/2 and
- * f = (t - 1)/2 = fma(t, 1/2, -1/2), exact for t in [sqrt(2) - 1, 1] (a multiple of ulp(t)/2
- * below 2^-1). So no correction term, and no division, is needed. */
-static inline flv fl_vlog1p_unit(flv t)
-{
-    flv half = flv_set1(0.5f), zero = flv_set1(0.0f);
-    flv d = flv_sub(t, flv_set1(2.0f * FL_SQRTH_F - 1.0f));
-    flv f = flv_sel_neg(d, t, flv_fma(t, half, flv_neg(half)));
-    flv fe = flv_sel_neg(d, zero, flv_set1(1.0f));
-    flv z = flv_mul(f, f);
-    flv p = flv_set1(FL_LOGF_P8);
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P7));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P6));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P5));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P4));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P3));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P2));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P1));
-    p = flv_fma(p, f, flv_set1(FL_LOGF_P0));
-    flv y = flv_fma(fe, flv_set1(FL_LN2_LO_F), flv_mul(flv_mul(p, f), z));
-    y = flv_fma(flv_neg(half), z, y);
-    y = flv_add(f, y);
-    return flv_fma(fe, flv_set1(FL_LN2_HI_F), y);
-}
-
-/* exp(-|x|), in (0, 1] (nan for nan) */
-static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(flv_neg(flv_abs(x))); }
-
-/* sigmoid and log-sigmoid, elementwise, stable for any |x| */
-static inline flv fl_vsigmoid(flv x)
-{
-    flv t = fl_vexp_mabs(x);
-    flv r = flv_div(flv_set1(1.0f), flv_add(flv_set1(1.0f), t));
-    return flv_sel_neg(x, flv_mul(t, r), r);           /* x < 0: t/(1+t) */
-}
-
-static inline flv fl_vlog_sigmoid(flv x)
-{
-    /* log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)) */
-    return flv_sub(flv_min(x, flv_set1(0.0f)), fl_vlog1p_unit(fl_vexp_mabs(x)));
-}
-
-/* ---------- small C: FL_W rows in the lanes ----------
- *
- * With few classes a row is shorter than a vector, and per-row overhead dominates. A tile
- * puts FL_W rows in the lanes instead: vector k of the tile holds class k of every row, so
- * max, exponentials and sums run lane-wise, one row per lane, with the same operations in the
- * same order as the row functions above apply to one row. Tile vectors live in an L1 scratch
- * of c * FL_W floats (xt[k * FL_W + j] = class k of row j). */
-#define FL_LANES_MAX_C 64
-
-/* Where a tile's rows are: row j at base + j*rs, its class k at + k*cs. rs == 1: a class of
- * the tile is one unit-stride load (class axis not last). Otherwise a gather with gidx[j] =
- * j*rs from base + k*cs (lanes at or past nr repeat row 0). nr <= FL_W rows; lanes past nr of
- * a unit-stride load hold 0. */
-static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr,
-                                const int32_t *gidx, float *xt)
-{
-    /* contiguous rows: the next tile follows this one; have it on its way to L1 now, or the
-     * gathers of the next tile each wait on memory (a prefetch past the data is harmless) */
-    if (cs == 1 && rs == c)
-        for (int64_t off = 0; off < FL_W * c; off += 64 / (int64_t)sizeof(float)) FL_PREFETCH(base + FL_W * c + off);
-    for (int64_t k = 0; k < c; k++) {
-        flv v;
-        if (rs == 1) v = nr == FL_W ? flv_load(base + k * cs) : flv_load_part(base + k * cs, nr, 0.0f);
-        else v = flv_gather(base + k * cs, gidx);
-        flv_store(xt + k * FL_W, v);
+    for (; k + 2 * FL_W <= n; k += 2 * FL_W) {
+        a0 = fl_dacc_add_prod(a0, flv_load(p + k), fl_xload(x, k, dt), m);
+        a1 = fl_dacc_add_prod(a1, flv_load(p + k + FL_W), fl_xload(x, k + FL_W, dt), m);
     }
-}
-
-/* The inverse of fl_tile_load for an output tile t. Rows contiguous (cs == 1, rs == c) with
- * oidx[p] = (p % c) * FL_W + p / c for p < c * FL_W: the tile's c * nr output floats are
- * written as vectors gathered from t; other layouts element by element. */
-static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, const int32_t *oidx,
-                                 const float *t)
-{
-    if (rs == 1) {
-        for (int64_t k = 0; k < c; k++) flv_store_part(base + k * cs, flv_load(t + k * FL_W), nr);
-    } else if (oidx) {
-        int64_t n = nr * c, p = 0;
-        for (; p + FL_W <= n; p += FL_W) flv_store(base + p, flv_gather(t, oidx + p));
-        if (p < n) flv_store_part(base + p, flv_gather(t, oidx + p), n - p);
-    } else {
-        for (int64_t j = 0; j < nr; j++)
-            for (int64_t k = 0; k < c; k++) base[j * rs + k * cs] = t[k * FL_W + j];
-    }
-}
-
-/* the index tables of a tile layout: gidx[j] = j*rs (fl_tile_load), oidx when rows are contiguous */
-static inline void fl_tile_index(int64_t rs, int64_t c, int32_t *gidx, int32_t *oidx)
-{
-    for (int64_t j = 0; j < FL_W; j++) gidx[j] = (int32_t)(j * rs);
-    for (int64_t p = 0; p < c * FL_W; p++) oidx[p] = (int32_t)((p % c) * FL_W + p / c);
-}
-
-/* Can rows of c classes with row stride rs (elements) be tiled? Any class stride can. */
-static inline int fl_tile_layout_ok(int64_t rs, int64_t c)
-{
-    /* any strides: lanes load with unit stride or gather with int32 offsets j * rs, so every
-     * layout of the same values takes the same arithmetic */
-    int64_t lim = ((int64_t)1 << 31) / FL_W;
-    return c >= 1 && c <= FL_LANES_MAX_C && rs > -lim && rs < lim;
-}
-
-/* per-lane max of a tile */
-static inline flv fl_tile_max(const float *xt, int64_t c)
-{
-    flv m = flv_load(xt);
-    for (int64_t k = 1; k < c; k++) m = flv_max(flv_load(xt + k * FL_W), m);
-    return m;
-}
-
-
-/* ---------- float64 rows ---------- */
-
-static inline double fl_rmax_f64(const double *x, int64_t n)
-{
-    double m = -INFINITY;
-    int nan = 0;
-    for (int64_t k = 0; k < n; k++) {
-        m = x[k] > m ? x[k] : m;
-        nan |= x[k] != x[k];
-    }
-    return nan ? NAN : m;
-}
-
-static inline double fl_exp_sub_d(double x, double m)
-{
-    double s = x - m;
-    double bv = s - x;
-    double e = (x - (s - bv)) + (-m - bv);
-    e = e == e ? e : 0.0;
-    return fl_exp_dx_d(s, e);
-}
-
-/* Compensated (Neumaier) accumulation in eight lanes, combined pairwise: the sums of double rows. */
-typedef struct { double s[8], c[8]; } fl_csum8;
-
-/* Neumaier's step: s += v, the rounding error exactly into c */
-static inline void fl_neumaier(double *s, double *c, double v)
-{
-    double t = *s + v;
-    *c += fabs(*s) >= fabs(v) ? (*s - t) + v : (v - t) + *s;
-    *s = t;
-}
-
-static inline void fl_csum8_add(fl_csum8 *a, int j, double v) { fl_neumaier(&a->s[j], &a->c[j], v); }
-
-/* The sixteen parts through one more compensated sum, rounded once: a pairwise sum of the
- * eight rounded lane totals was up to 1.5 ULP off, which took float64 softmax past its 4 ULP
- * bound (4.1 on a 615-class row, found by the fuzz harness). */
-static inline double fl_csum8_total_plus(const fl_csum8 *a, double extra)
-{
-    double s = extra, c = 0.0;
-    for (int j = 0; j < 8; j++) fl_neumaier(&s, &c, a->s[j]);
-    for (int j = 0; j < 8; j++) c += a->c[j];
-    return s + c;
-}
-
-static inline double fl_csum8_total(const fl_csum8 *a) { return fl_csum8_total_plus(a, 0.0); }
-
-/* As fl_rsumexp_t, for double rows; *total (if not NULL) receives n_eq + rest rounded once. */
-static inline double fl_rsumexp_f64(const double *x, int64_t n, double m, double *y, double *n_eq, double *total)
-{
-    fl_csum8 acc = {{0}, {0}};
-    int64_t cnt = 0;
-    for (int64_t k = 0; k < n; k++) {
-        double xk = x[k]; /* read before y[k] is written: y may be x (in place) */
-        double e = fl_exp_sub_d(xk, m);
-        if (y) y[k] = e;
-        cnt += xk >= m;
-        fl_csum8_add(&acc, (int)(k & 7), xk < m ? e : 0.0);
-    }
-    *n_eq = (double)cnt;
-    if (total) *total = fl_csum8_total_plus(&acc, *n_eq);
-    return fl_csum8_total(&acc);
-}
-
-/* As fl_rsumexp_t with double-precision exponentials of the exact differences x_k - m: for
- * float32 rows whose logsumexp cancels (|m + log s| small against the float32 error of s). */
-FL_ALWAYS_INLINE double fl_rsumexp_precise_t(const void *x, int64_t n, float m, double *n_eq, int32_t dt)
-{
-    fl_csum8 acc = {{0}, {0}};
-    int64_t cnt = 0;
-    for (int64_t k = 0; k < n; k++) {
-        float xk = fl_xget(x, k, dt);
-        cnt += xk >= m;
-        fl_csum8_add(&acc, (int)(k & 7), xk < m ? fl_exp_d((double)xk - (double)m) : 0.0);
-    }
-    *n_eq = (double)cnt;
-    return fl_csum8_total(&acc);
-}
-
-/* fl_rsumexp_precise_t for the FL_W rows of a tile at once (xt[k * FL_W + j], row maxima m),
- * lane by lane in double with one Neumaier-compensated sum per lane: the loops over the lanes
- * vectorise, where the row function would take the rows one by one. */
-static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const float *m, double *n_eq, double *rest)
-{
-    double s[FL_W], comp[FL_W];
-    for (int j = 0; j < FL_W; j++) s[j] = comp[j] = n_eq[j] = 0.0;
-    for (int64_t k = 0; k < c; k++) {
-        const float *xk = xt + k * FL_W;
-        for (int j = 0; j < FL_W; j++) {
-            double d = (double)xk[j] - (double)m[j];
-            double v = d < 0.0 ? fl_exp_d(d) : 0.0;
-            double t = s[j] + v;
-            n_eq[j] += d < 0.0 ? 0.0 : 1.0;
-            comp[j] += fabs(s[j]) >= fabs(v) ? (s[j] - t) + v : (v - t) + s[j];
-            s[j] = t;
-        }
-    }
-    for (int j = 0; j < FL_W; j++) rest[j] = s[j] + comp[j];
-}
-
-/* fl_rdot_shift_t for float64 rows, to the accuracy of the exponentials alone: the shift
- * x_k - m carried with its rounding error (TwoSum), each product with its own (Dekker's
- * product: no fma, which would be a libm call on the scalar path), all added
- * in compensated lanes. A plain sum of rounded products took the float64 entropy of a peaked
- * 200-class row to 4.16 ULP (found by the fuzz harness). Terms with p_k = 0 (-inf logits,
- * underflow) add nothing. */
-static inline double fl_rdot_shift_f64(const double *x, const double *p, int64_t n, double m)
-{
-    fl_csum8 acc = {{0}, {0}};
-    for (int64_t k = 0; k < n; k++) {
-        if (!(p[k] > 0.0)) continue;
-        fl_dd d = fl_dd_two_sum(x[k], -m), prod = fl_dd_two_prod(p[k], d.hi);
-        fl_csum8_add(&acc, (int)(k & 7), prod.hi);
-        fl_csum8_add(&acc, (int)(k & 7), prod.lo + p[k] * d.lo);
-    }
-    return fl_csum8_total(&acc);
-}
-
-static inline double fl_sigmoid_d(double x)
-{
-    double t = fl_exp_d(-fabs(x));
-    double r = 1.0 / (1.0 + t);
-    return x < 0.0 ? t * r : r;
-}
-
-static inline double fl_log_sigmoid_d(double x)
-{
-    double t = fl_exp_d(-fabs(x));
-    return (x < 0.0 ? x : 0.0) - fl_log1p_d(t);
+    for (; k + FL_W <= n; k += FL_W) a0 = fl_dacc_add_prod(a0, flv_load(p + k), fl_xload(x, k, dt), m);
+    /* the fill lanes: p = 0 and x = m add exactly 0 */
+    if (k < n) a0 = fl_dacc_add_prod(a0, flv_load_part(p + k, n - k, 0.0f), fl_xload_part(x, k, n - k, (float)m, dt), m);
+    return fl_dacc_sum(a0) + fl_dacc_sum(a1);
 }
 
 #endif

@@ -84,23 +84,60 @@ static inline float fl_expf_s(float x)
     return x != x ? x : y; /* nan stays nan (the clamps above would have eaten it) */
 }
 
-/* fl_expf_s with the degree-5 polynomial of FL_EXPF5_C1..C5, for x <= 0 or nan. Without
- * fused multiply-adds (portable C) the float32 polynomial would round twice a step (2.12
- * ULP), so it is evaluated in double and rounded once. */
+/* exp(r) by the degree-5 polynomial of FL_EXPF5_C1..C5. Without fused multiply-adds
+ * (portable C) the float32 polynomial would round twice a step (2.12 ULP), so it is evaluated
+ * in double and rounded once. */
+static inline float fl_expf5_poly_s(float r)
+{
+    double rd = (double)r, q = (double)FL_EXPF5_C5;
+    q = q * rd + (double)FL_EXPF5_C4;
+    q = q * rd + (double)FL_EXPF5_C3;
+    q = q * rd + (double)FL_EXPF5_C2;
+    q = q * rd + (double)FL_EXPF5_C1;
+    return (float)(q * rd + 1.0);
+}
+
+/* fl_expf_s with the degree-5 polynomial of FL_EXPF5_C1..C5, for x <= 0 or nan */
 static inline float fl_expf_fast_s(float x)
 {
     float xc = x < FL_EXPF_LO ? -104.0f : x;
     float n = fl_rintf(xc * FL_LOG2E_F);
     float r = xc - n * FL_LN2_HI_F;
     r = r - n * FL_LN2_LO_F;
-    double rd = (double)r, q = (double)FL_EXPF5_C5;
-    q = q * rd + (double)FL_EXPF5_C4;
-    q = q * rd + (double)FL_EXPF5_C3;
-    q = q * rd + (double)FL_EXPF5_C2;
-    q = q * rd + (double)FL_EXPF5_C1;
-    float p = (float)(q * rd + 1.0);
-    float y = fl_scale2f_s(p, n);
+    float y = fl_scale2f_s(fl_expf5_poly_s(r), n);
     return x != x ? x : y;
+}
+
+/* The rows' exact-reduction exponentials: exp(x) * 2^-sn for an integer-valued sn, by
+ * fl_expf_s's reduction and polynomial (fast: fl_expf_fast_s's) applied to x itself, the power
+ * of two joined to 2^n exactly. A row with max m shifts by sn = round(m * log2(e)) instead of
+ * computing x - m, whose rounding error (|x - m| * 2^-24 relative in the exponential) needed a
+ * TwoSum correction: here nothing is rounded before the polynomial but r, as in exp itself.
+ * For |x| <= FL_EXPF_SHIFT_XMAX, where the Cody-Waite split of ln2 stays exact to 2^-29 (n up
+ * to 217), and x * log2(e) - sn in [-125, 1]: a normal result, within the exponential's own
+ * error of exp(x) * 2^-sn (tested exhaustively over x in [-150, 64] in csrc/tests/test_math.c). */
+#define FL_EXPF_SHIFT_XMAX 150.0f
+static inline float fl_expf_shift_s(float x, float sn)
+{
+    float n = fl_rintf(x * FL_LOG2E_F);
+    float r = x - n * FL_LN2_HI_F;
+    r = r - n * FL_LN2_LO_F;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    return fl_scale2f_s(p, n - sn);
+}
+
+static inline float fl_expf_fast_shift_s(float x, float sn)
+{
+    float n = fl_rintf(x * FL_LOG2E_F);
+    float r = x - n * FL_LN2_HI_F;
+    r = r - n * FL_LN2_LO_F;
+    return fl_scale2f_s(fl_expf5_poly_s(r), n - sn);
 }
 
 #define FL_LOG2E_D 1.4426950408889634074
@@ -222,10 +259,14 @@ static inline double fl_log_core_d(double x, double c)
     int sub = x < 2.2250738585072014e-308;
     double xs = sub ? x * 18014398509481984.0 : x; /* 2^54 */
     uint64_t u = fl_d2u(xs);
-    int64_t e = (int64_t)((u >> 52) & 0x7ff) - 1022;
+    /* the exponent as a double through the bits of 2^52 + e, not an int64 conversion: every
+     * step is then a 64-bit lane operation AVX2 has (it has no int64 -> double conversion), so
+     * loops over lanes of this function vectorise there too (logsumexp 65536x2: the lanes'
+     * logarithms ran one by one). The same value. */
+    double ef = fl_u2d(0x4330000000000000ull | ((u >> 52) & 0x7ffull)) - (4503599627370496.0 + 1022.0);
     double m = fl_u2d((u & 0x000fffffffffffffull) | 0x3fe0000000000000ull); /* [0.5, 1) */
     int small = m < FL_SQRTH_D;
-    e = small ? e - 1 : e;
+    ef = small ? ef - 1.0 : ef;
     m = small ? m + m : m;
     double f = m - 1.0;
     double s = f / (2.0 + f);
@@ -236,7 +277,7 @@ static inline double fl_log_core_d(double x, double c)
                      w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
     double r = t2 + t1;
     double hfsq = 0.5 * f * f;
-    double fe = (double)e - (sub ? 54.0 : 0.0);
+    double fe = ef - (sub ? 54.0 : 0.0);
     double y = fe * FL_LN2_HI_D - ((hfsq - (s * (hfsq + r) + (fe * FL_LN2_LO_D + c))) - f);
     y = x == 0.0 ? -(double)INFINITY : y;
     y = x < 0.0 ? (double)NAN : y;

@@ -16,15 +16,18 @@
  *   FL_SCORE_SIGMOID  every element is a binary prediction (sigmoid), target a bool per element,
  *                     the row's sample weight applies to each element of the row.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fastlogits.h"
 #include "fl_kernels.h"
+#include "fl_atomic.h"
 #include "fl_pool.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
 
 typedef struct {
     const fl_arr *x, *t, *w;   /* w may be NULL: every weight is 1 */
@@ -33,7 +36,7 @@ typedef struct {
     int64_t nsums;             /* FL_SCORE_NSUMS + 3 * bins */
     double *part;              /* nsums partial sums per block */
     int f64;
-    int failed;
+    fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
 } fl_score_ctx;
 
 /* ---------- the fixed block structure ---------- */
@@ -362,7 +365,7 @@ static void fl_score_task(void *vctx, int64_t b0, int64_t b1)
     int sigmoid = ctx->o->mode == FL_SCORE_SIGMOID;
     size_t esz = (ctx->f64 || sigmoid) ? sizeof(double) : sizeof(float);
     void *scratch = malloc(2 * (size_t)(c > 0 ? c : 1) * esz);
-    if (!scratch) { ctx->failed = 1; return; }
+    if (!scratch) { fl_atomic_store(&ctx->failed, 1); return; }
     for (int64_t b = b0; b < b1; b++) {
         double *part = ctx->part + b * ctx->nsums;
         int64_t r0, r1;
@@ -385,6 +388,14 @@ static void fl_neumaier_add(double *s, double *comp, double v)
     *s = t;
 }
 
+/* Rows narrower than float64 divide by the temperature in float32 lanes; a temperature outside
+ * the normal float32 range (T > FLT_MAX rounds to inf, T < FLT_MIN is subnormal or 0) would make
+ * (x - m)/T a NaN (0/0, inf*0), so such rows take the float64 path, widened on reading. */
+static int fl_score_f64_rows(const fl_arr *x, double t)
+{
+    return x->dtype == FL_F64 || !(t >= (double)FLT_MIN && t <= (double)FLT_MAX);
+}
+
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, double *acc)
 {
@@ -394,11 +405,11 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
     int64_t nsums = FL_SCORE_NSUMS + 3 * o->bins;
     double *part = (double *)calloc((size_t)nb * (size_t)nsums, sizeof(double));
     if (!part) return FL_ENOMEM;
-    fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, x->dtype == FL_F64, 0};
+    fl_score_ctx ctx = {x, target, weight, g, o, nsums, part, fl_score_f64_rows(x, o->temperature), 0};
     fl_parallel_for(nb, fl_score_task, &ctx);
-    if (!ctx.failed)
+    if (!fl_atomic_load(&ctx.failed))
         for (int64_t b = 0; b < nb; b++)
             for (int64_t j = 0; j < nsums; j++) fl_neumaier_add(&acc[2 * j], &acc[2 * j + 1], part[b * nsums + j]);
     free(part);
-    return ctx.failed ? FL_ENOMEM : FL_OK;
+    return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
 }

@@ -21,10 +21,13 @@
  *   flv  flv_zero_nan(flv a)             NaN lanes become +0, others unchanged
  *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
  *   int  flv_all_finite(flv)             1 when no lane is inf or NaN
+ *   int  flv_any_ge(flv a, flv b)        1 when some lane has a >= b (NaN lanes: no)
  *   float flv_hmax(flv)  (NaN lanes propagate)    double flv_hsum_d(flv) (lanes widened, summed in double)
  *   fl_dacc fl_dacc_zero(void), fl_dacc fl_dacc_add(fl_dacc, flv), double fl_dacc_sum(fl_dacc):
  *                                        FL_W float64 lanes accumulating float32 vectors
  *   void fl_dacc_store(double *p, fl_dacc)   its FL_W lanes, in lane order
+ *   fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)   a + (double)p * max((double)x - m, -1e300)
+ *                                        lane by lane (the entropy's dot product; no fused multiply-add)
  *   flv  flv_gather(const float *p, const int32_t *idx)   lane j = p[idx[j]]  (idx: FL_W entries)
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
  *   flv  flv_exp_neg(flv)   flv_exp for x <= 0 or nan only (shifts by a max), cheaper where the ISA allows
@@ -32,6 +35,11 @@
  *   flv  flv_exp_neg_normal(flv), flv_exp_neg_fast_normal(flv)   flv_exp_neg and flv_exp_neg_fast with the
  *                                        same values, for x in [FL_EXPF_NORMAL_LO, 0] only: no clamp, no
  *                                        subnormal results (cheaper)
+ *   flv  flv_exp_shift_normal(flv x, flv sn), flv_exp_fast_shift_normal(flv x, flv sn)
+ *                                        exp(x) * 2^-sn for integer-valued sn (a row's shift in
+ *                                        place of its max, see fl_expf_shift_s): |x| <= 150 and a
+ *                                        normal result, x*log2(e) - sn in [-125, 1]; the
+ *                                        polynomials of flv_exp_neg_normal and _fast_normal
  *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
  *   flv  flv_log1p(flv)  log1pf
  *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves

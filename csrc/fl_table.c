@@ -14,6 +14,7 @@ const fl_kernel_table FL_TABLE_NAME = {
     .threshold = FL_FN(threshold),
     .stream_read = FL_FN(stream_read),
     .stream_copy = FL_FN(stream_copy),
+    .math_probe = FL_FN(math_probe),
     .bce = FL_FN(bce),
     .check_binary_target = FL_FN(check_binary_target),
     .cross_entropy = FL_FN(cross_entropy),

@@ -113,9 +113,9 @@ run_tests() {  # $1 = venv: the suite from a copy of tests/, once on the best pa
         cd "$dir"
         "$venv/bin/python" -c "import fastlogits as fl, sys; fl.show_config(); \
 assert not fl.__file__.startswith('$ROOT'), fl.__file__; print('imported from', fl.__file__)"
-        "$venv/bin/python" -m pytest tests -q -m "not slow" -p no:cacheprovider
+        "$venv/bin/python" -m pytest tests -q -m "not slow and not fuzz" -p no:cacheprovider
         FASTLOGITS_ISA=scalar "$venv/bin/python" -m pytest tests/test_postprocessing.py tests/test_bce.py \
-            tests/test_doctests.py -q -m "not slow" -p no:cacheprovider
+            tests/test_doctests.py -q -m "not slow and not fuzz" -p no:cacheprovider
     )
 }
 

@@ -2,22 +2,23 @@
 # Cross-compile csrc/tests/test_math.c for AArch64 with the NEON backend (FL_ISA=3) and run it
 # under qemu-user, sampled (--stride, not exhaustive) so it finishes in about a minute.
 #   scripts/cross_neon.sh [extra test_math args, e.g. --stride 4093 | --bench]
-# Needs the Debian packages gcc-aarch64-linux-gnu and qemu-user; without the cross compiler it
-# says so and exits 0 (skip). Exits nonzero when the build or any test fails.
+# Needs the Debian packages gcc-aarch64-linux-gnu and qemu-user. Without them it fails under
+# CI=true and skips (exit 0, saying so) otherwise (scripts/missing_tool.sh). Exits nonzero when
+# the build or any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/missing_tool.sh
+source scripts/missing_tool.sh
 
 CC="${AARCH64_CC:-aarch64-linux-gnu-gcc}"
 if ! command -v "$CC" >/dev/null 2>&1; then
-    echo "cross_neon.sh: $CC not found (apt-get install gcc-aarch64-linux-gnu qemu-user); skipping"
-    exit 0
+    missing_tool "$CC not found (apt-get install gcc-aarch64-linux-gnu qemu-user)"
 fi
 QEMU="${QEMU_AARCH64:-qemu-aarch64}"
 if ! command -v "$QEMU" >/dev/null 2>&1; then
     if command -v qemu-aarch64-static >/dev/null 2>&1; then QEMU=qemu-aarch64-static
     else
-        echo "cross_neon.sh: qemu-aarch64 not found (apt-get install qemu-user); skipping"
-        exit 0
+        missing_tool "qemu-aarch64 not found (apt-get install qemu-user)"
     fi
 fi
 SYSROOT="${AARCH64_SYSROOT:-/usr/aarch64-linux-gnu}"
@@ -35,9 +36,13 @@ echo "cross_neon.sh: $QEMU -L $SYSROOT test_math ${args[*]}"
 # The kernels: every kernel source compiled for the scalar and the NEON path (warnings are
 # errors, as in the package build) and compared by csrc/tests/test_kernels_isa.c.
 flags=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -fno-math-errno -fno-trapping-math -Icsrc)
-kernels=(csrc/fl_post.c csrc/fl_ce.c csrc/fl_bce.c csrc/fl_score.c csrc/fl_stream.c csrc/fl_table.c)
-# decoding (API section 8)
-kernels+=(csrc/fl_decode.c csrc/fl_logprobs.c csrc/fl_penalties.c)
+# The list is CMakeLists.txt's FL_KERNEL_SOURCES, read from there so that a new kernel file
+# cannot be left out of this build (it was once: the link failed only here).
+mapfile -t kernels < <(sed -n '/^set(FL_KERNEL_SOURCES/,/)/p' CMakeLists.txt \
+    | tr ' ()' '\n\n\n' | sed -n 's|^\${CSRC}/|csrc/|p')
+if [ ${#kernels[@]} -lt 2 ]; then
+    echo "cross_neon.sh: could not read FL_KERNEL_SOURCES from CMakeLists.txt" >&2; exit 1
+fi
 objs=()
 for isa in 0 3; do
     for src in "${kernels[@]}"; do

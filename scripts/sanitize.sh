@@ -59,8 +59,13 @@ py="$venv/bin/python"
     ".[test]"
 echo "sanitize.sh: built in $(( $(date +%s) - start )) s"
 
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=0"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
+# allocator_may_return_null: tests/test_status.py and tests/test_threads.py ask for a 2**40-element
+# scratch row on purpose (the kernels' FL_ENOMEM path); without it ASan aborts on the request.
+# Reports go to files (log_path) as well as killing the process: pytest's capture would hide a
+# report printed to stderr, and a CLI test's child process reports where no pytest sees it.
+mkdir -p "$work/reports"
+export ASAN_OPTIONS="log_path=$work/reports/asan:detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=0:allocator_may_return_null=1"
+export UBSAN_OPTIONS="log_path=$work/reports/ubsan:halt_on_error=1:print_stacktrace=1:exitcode=87"
 export FASTLOGITS_FUZZ_SECONDS="${FASTLOGITS_FUZZ_SECONDS:-60}"
 export FASTLOGITS_SANITIZED=1   # tests that measure RSS skip themselves
 pytest_args=(-q -p no:cacheprovider -m "not slow")
@@ -90,8 +95,15 @@ LD_PRELOAD="$libasan" "$py" -m pytest "${targets[@]}" "${pytest_args[@]}" "${ext
 status=$?
 set -e
 echo "sanitize.sh: tests finished with status $status after $(( $(date +%s) - start )) s"
+reports=("$work"/reports/*)
+if [ -e "${reports[0]}" ]; then
+    echo "sanitize.sh: sanitizer reports:" >&2
+    cat "${reports[@]}" >&2
+    [ "$status" -ne 0 ] || status=88
+fi
 case $status in
     86) echo "sanitize.sh: AddressSanitizer reported an error (see above)" >&2 ;;
     87) echo "sanitize.sh: UndefinedBehaviorSanitizer reported an error (see above)" >&2 ;;
+    88) echo "sanitize.sh: a sanitizer report from a process whose failure no test saw (see above)" >&2 ;;
 esac
 exit $status

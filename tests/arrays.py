@@ -26,7 +26,9 @@ except Exception:  # pragma: no cover
     bfloat16 = None
 
 __all__ = ["adversarial_arrays", "class_targets", "prob_targets", "binary_targets",
-           "assert_ulp_close", "assert_rel_close", "ulp_distance", "as_dtype", "bfloat16"]
+           "binary_target_like", "weight_like", "relayout",
+           "assert_ulp_close", "assert_rel_close", "ulp_distance", "exact_parts", "rounded",
+           "as_dtype", "bfloat16"]
 
 
 def as_dtype(name):
@@ -309,7 +311,79 @@ def binary_targets(shape, seed=0, kind="float", soft=False):
     return out
 
 
+# --------------------------------------------------------------------------- elementwise losses
+
+WEIGHT_SPECS = ("none", "scalar", "last", "rows", "full", "leading1")
+TARGET_KINDS = ("float64", "float32", "float16", "bool", "int64", "int8", "uint8", "soft")
+RELAYOUTS = ("C", "F", "reversed", "strided", "big-endian", "unaligned", "read-only")
+
+
+def weight_like(spec, shape, rng, low=0.25, high=2.25):
+    """A positive weight broadcasting to ``shape`` as PyTorch's BCE weight/pos_weight do:
+    "none" (None), "scalar" (0-d), "last" (the last axis), "rows" (the last axis 1),
+    "full" (the shape itself), "leading1" (1s then the last axis)."""
+    shape = tuple(shape)
+    if spec == "none":
+        return None
+    if spec == "scalar" or not shape:
+        wshape = ()
+    elif spec == "last":
+        wshape = shape[-1:]
+    elif spec == "rows":
+        wshape = shape[:-1] + (1,)
+    elif spec == "full":
+        wshape = shape
+    elif spec == "leading1":
+        wshape = (1,) * (len(shape) - 1) + shape[-1:]
+    else:  # pragma: no cover
+        raise ValueError(spec)
+    return rng.uniform(low, high, wshape)
+
+
+def binary_target_like(kind, shape, seed=0):
+    """0/1 targets of ``shape`` in the dtype named by ``kind`` (TARGET_KINDS; "soft": float64
+    with values strictly inside (0, 1) too)."""
+    if kind in ("bool", "soft"):
+        return binary_targets(shape, seed=seed, kind="bool" if kind == "bool" else "float", soft=kind == "soft")
+    return binary_targets(shape, seed=seed, kind="int").astype(kind)
+
+
+def relayout(a, how):
+    """``a`` (equal values) in another memory layout: one of RELAYOUTS."""
+    a = np.asarray(a)
+    if a.ndim == 0 or how == "C":
+        return a
+    if how == "F":
+        return np.asfortranarray(a)
+    if how == "reversed":
+        rev = (slice(None, None, -1),) * a.ndim
+        return np.ascontiguousarray(a[rev])[rev]
+    if how == "strided":
+        big = np.zeros(tuple(2 * n for n in a.shape), dtype=a.dtype)
+        sl = (slice(None, None, 2),) * a.ndim
+        big[sl] = a
+        return big[sl]
+    if how == "big-endian":
+        return a.astype(a.dtype.newbyteorder(">")) if a.dtype.itemsize > 1 and a.dtype.kind in "fiu" else a
+    if how == "unaligned":
+        if a.dtype.itemsize == 1 or a.size == 0:
+            return a
+        buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
+        un = buf[1:].view(a.dtype).reshape(a.shape)
+        un[...] = a
+        return un
+    if how == "read-only":
+        ro = a.copy()
+        ro.flags.writeable = False
+        return ro
+    raise ValueError(how)  # pragma: no cover
+
+
 # --------------------------------------------------------------------------- assertions
+#
+# Errors are measured against exact values: fastlogits.reference.exact(...) results (DDArray:
+# value = (hi + lo) * 2**ex, about 106 bits) or plain float arrays of any precision.  The
+# arithmetic is float64 only, so the measure is the same on every platform.
 
 def _finfo(dtype):
     dtype = np.dtype(dtype)
@@ -318,59 +392,114 @@ def _finfo(dtype):
     return np.finfo(dtype)
 
 
-def _to_ld(a):
-    """Convert to longdouble (exactly, for every float format up to float64)."""
+def _is_exact(a):
+    """True for an exact (double-double) value: it has hi, lo and ex parts."""
+    return all(hasattr(a, name) for name in ("hi", "lo", "ex"))
+
+
+def _to_f64(a):
+    """A float array as float64 (exactly for every format up to float64)."""
     a = np.asarray(a)
     if a.dtype.kind == "V" or a.dtype == np.float16:
         a = a.astype(np.float32)
-    return a.astype(np.longdouble)
+    with np.errstate(over="ignore"):
+        return a.astype(np.float64)
 
 
-def ulp_distance(actual, expected, dtype):
-    """Elementwise distance |actual - expected| in ULPs of ``dtype`` at ``expected``.
+def exact_parts(expected):
+    """``(hi, lo, ex)``, float64/float64/int64 arrays with ``expected = (hi + lo) * 2**ex``
+    and ``0.5 <= |hi| < 1`` (or hi zero or non-finite, with lo = ex = 0)."""
+    if _is_exact(expected):
+        return np.asarray(expected.hi), np.asarray(expected.lo), np.asarray(expected.ex)
+    e = np.asarray(expected)
+    if e.dtype.kind == "V" or e.dtype == np.float16:
+        e = e.astype(np.float32)
+    if e.dtype.kind != "f":
+        e = e.astype(np.float64)
+    ordinary = np.isfinite(e) & (e != 0)
+    m, k = np.frexp(np.where(ordinary, e, 0.5))            # exact in e's own precision
+    hi = np.where(ordinary, m, e).astype(np.float64)
+    lo = np.where(ordinary, m - hi, 0).astype(np.float64)  # non-zero for long double only
+    return hi, lo, np.where(ordinary, k, 0).astype(np.int64)
 
-    ``expected`` may be more precise than ``dtype`` (e.g. longdouble): the distance is
-    then fractional (a correctly rounded result is <= 0.5).  Both nan -> 0; same-sign
+
+def rounded(expected, dtype):
+    """The exact value rounded to ``dtype`` (one rounding for exact values)."""
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if _is_exact(expected):
+            return expected.astype(dtype)
+        return _to_f64(expected).astype(dtype)
+
+
+def _ldexp(x, k):
+    return np.ldexp(x, np.clip(k, -2200, 2200).astype(np.int32))
+
+
+def _ulp_exponent(hi, ex, dtype):
+    """log2 of the ULP of ``dtype`` at values hi * 2**ex (0.5 <= |hi| < 1); at 0 it is the
+    smallest subnormal."""
+    fi = _finfo(dtype)
+    ex = np.where(np.asarray(hi) == 0, int(fi.minexp), np.asarray(ex, dtype=np.int64) - 1)
+    return np.maximum(ex, int(fi.minexp)) - int(fi.nmant)
+
+
+def ulp_distance(actual, expected, dtype, scale=None):
+    """Elementwise ``|actual - expected|`` in ULPs of ``dtype`` at ``expected``.
+
+    ``expected`` is exact (a ``reference.exact`` result) or a float array of any precision;
+    the distance is then fractional (a correctly rounded result is <= 0.5). ``actual`` is a
+    float array, or an exact value (to compare two oracles). With ``scale`` (non-negative
+    floats broadcasting against ``expected``) the unit is the larger of the ULP at
+    ``expected`` and the ULP at ``scale``: "within N ULP of the value or of the size of the
+    terms it was computed from", for results that cancel. Both nan -> 0; same-sign
     infinities -> 0 (an expected value that rounds to +-inf in ``dtype`` counts as that
     infinity); nan vs a number, or an infinity vs a finite value -> inf.
     """
     dtype = np.dtype(dtype)
-    fi = _finfo(dtype)
-    a = _to_ld(actual)
-    e = _to_ld(expected)
-    a, e = np.broadcast_arrays(a, e)
-    with np.errstate(over="ignore", invalid="ignore"):
-        e_rounded = _to_ld(np.asarray(e).astype(np.float64).astype(dtype)) \
-            if dtype != np.longdouble else e
-    nmant = int(fi.nmant)
-    minexp = int(fi.minexp)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _, ex = np.frexp(np.abs(np.where(np.isfinite(e), e, 1)))
-        ex = np.maximum(ex.astype(np.int64) - 1, minexp)
-        ulp = np.ldexp(np.ones(e.shape, dtype=np.longdouble), (ex - nmant).astype(np.int32))
-        d = np.abs(a - e) / ulp
-    an, en = np.isnan(a), np.isnan(e)
-    ai, ei = np.isinf(a), np.isinf(e_rounded)
-    d = np.where(an | en, np.inf, d)
-    d = np.where(an & en, 0, d)
-    d = np.where((ai | ei) & ~an & ~en, np.inf, d)
-    d = np.where(ai & ei & (np.sign(a) == np.sign(e_rounded)), 0, d)
-    return np.asarray(d, dtype=np.longdouble)
+    hi, lo, ex = exact_parts(expected)
+    unit = _ulp_exponent(hi, ex, dtype)
+    if scale is not None:
+        shi, _, sex = exact_parts(np.abs(_to_f64(scale)))
+        unit = np.maximum(unit, np.where(np.isfinite(shi), _ulp_exponent(shi, sex, dtype), unit))
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        if _is_exact(actual):
+            diff = actual - expected
+            dh, dl, dex = exact_parts(diff)
+            d = _ldexp(np.abs(dh + dl), dex - unit)
+            a = _to_f64(actual.astype(np.float64))
+        else:
+            a = _to_f64(actual)
+            a, hi, lo, ex, unit = np.broadcast_arrays(a, hi, lo, ex, unit)
+            d = _ldexp(np.abs((_ldexp(a, -ex) - hi) - lo), ex - unit)
+        a, hi, d = np.broadcast_arrays(a, hi, d)
+        e_rounded = np.broadcast_to(rounded(expected, dtype), a.shape)
+        an, en = np.isnan(a), np.isnan(hi)
+        ai, ei = np.isinf(a), np.isinf(_to_f64(e_rounded))
+        d = np.where(an | en, np.inf, d)
+        d = np.where(an & en, 0.0, d)
+        d = np.where((ai | ei) & ~an & ~en, np.inf, d)
+        d = np.where(ai & ei & (np.sign(a) == np.sign(_to_f64(e_rounded))), 0.0, d)
+    return np.asarray(d, dtype=np.float64)
 
 
 def _fmt(v):
     v = np.asarray(v)
     if v.ndim == 0:
         return repr(v[()])
-    s = np.array2string(v, threshold=8, edgeitems=3, precision=10)
+    s = np.array2string(v, threshold=8, edgeitems=3, precision=17)
     return s.replace("\n", " ")
 
 
-def _report(kind, context, actual, expected, err, inputs, limit_text, worst=5):
+def _report(kind, context, actual, expected, err, inputs, limit_text, worst=5, rank=None):
+    """The failure message: context, the limit, and the worst points (as scipy.special's
+    FuncData): index, inputs, got, want (the exact value rounded to float64), error."""
     actual = np.asarray(actual)
-    expected = np.asarray(expected)
+    want = _to_f64(rounded(expected, np.float64)) if _is_exact(expected) else np.asarray(expected)
+    want = np.broadcast_to(want, actual.shape)
     flat = np.asarray(err, dtype=np.float64).reshape(-1)
-    order = np.argsort(-np.where(np.isnan(flat), np.inf, flat), kind="stable")[:worst]
+    key = flat if rank is None else np.broadcast_to(np.asarray(rank, dtype=np.float64), actual.shape).reshape(-1)
+    order = np.argsort(-np.where(np.isnan(key), np.inf, key), kind="stable")[:worst]
     lines = [f"{kind} check failed: {context}",
              f"  shape={actual.shape} dtype={actual.dtype} {limit_text}",
              "  worst points:"]
@@ -384,8 +513,8 @@ def _report(kind, context, actual, expected, err, inputs, limit_text, worst=5):
                     parts.append(f"{name}={_fmt(arr[idx])}")
                 except (IndexError, TypeError):
                     pass
-        parts.append(f"actual={_fmt(actual[idx] if actual.ndim else actual)}")
-        parts.append(f"expected={_fmt(expected[idx] if expected.ndim else expected)}")
+        parts.append(f"got={_fmt(actual[idx] if actual.ndim else actual)}")
+        parts.append(f"want={_fmt(want[idx] if want.ndim else want)}")
         parts.append(f"err={float(flat[k]):.4g}")
         lines.append(" ".join(parts))
     return "\n".join(lines)
@@ -398,47 +527,50 @@ def _context_text(context):
 
 
 def _shape_check(actual, expected, context):
-    a, e = np.asarray(actual), np.asarray(expected)
-    if a.shape != e.shape:
-        raise AssertionError(f"shape mismatch: {_context_text(context)}: actual {a.shape}, "
-                             f"expected {e.shape}")
-    return a, e
+    a_shape, e_shape = np.shape(actual), np.shape(expected.hi if _is_exact(expected) else expected)
+    if a_shape != e_shape:
+        raise AssertionError(f"shape mismatch: {_context_text(context)}: actual {a_shape}, "
+                             f"expected {e_shape}")
 
 
 def assert_ulp_close(actual, expected, max_ulp, dtype, context="", inputs=None,
-                     check_dtype=True):
-    """Assert ``ulp_distance(actual, expected, dtype) <= max_ulp`` everywhere.
+                     check_dtype=True, scale=None):
+    """Assert ``ulp_distance(actual, expected, dtype, scale) <= max_ulp`` everywhere.
 
-    ``dtype`` is the output dtype in which ULPs are measured (float16, bfloat16,
-    float32, float64, longdouble).  ``context`` is a string or a dict (function, dtype,
-    shape, axis, ...).  ``inputs`` is an optional dict name -> array indexed by the
-    output index (pass a class-axis-last view of the logits to see whole rows for a
-    reduction).  With ``check_dtype``, an ndarray/NumPy scalar ``actual`` must have
-    exactly ``dtype`` (byte order ignored).  On failure the AssertionError lists the
-    context and the five worst points.
+    ``dtype`` is the dtype in which ULPs are measured (float16, bfloat16, float32,
+    float64).  ``context`` is a string or a dict (function, dtype, shape, axis, ...).
+    ``inputs`` is an optional dict name -> array indexed by the output index (pass a
+    class-axis-last view of the logits to see whole rows for a reduction).  With
+    ``check_dtype``, an ndarray/NumPy scalar ``actual`` must have exactly ``dtype`` (byte
+    order ignored).  On failure the AssertionError lists the context and the five worst
+    points. Returns the largest distance (for the accuracy tables).
     """
     dtype = np.dtype(dtype)
     if check_dtype and isinstance(actual, (np.ndarray, np.generic)):
         if np.dtype(actual.dtype).newbyteorder("=") != dtype.newbyteorder("="):
             raise AssertionError(f"dtype mismatch: {_context_text(context)}: actual "
                                  f"{actual.dtype}, expected {dtype}")
-    a, e = _shape_check(actual, expected, context)
-    err = ulp_distance(a, e, dtype)
+    _shape_check(actual, expected, context)
+    err = ulp_distance(actual, expected, dtype, scale)
     bad = ~(err <= max_ulp)
     if np.any(bad):
+        limit = max_ulp if np.ndim(max_ulp) == 0 else \
+            f"per element, {float(np.min(max_ulp)):.4g} to {float(np.max(max_ulp)):.4g}"
         raise AssertionError(_report(
-            "ULP", _context_text(context), a, e, err, inputs,
-            f"max_ulp={max_ulp} ({int(bad.sum())} of {bad.size} points exceed it; "
-            f"max {float(np.max(err)):.4g} ulp)"))
+            "ULP", _context_text(context), np.asarray(actual), expected, err, inputs,
+            f"max_ulp={limit} ({int(bad.sum())} of {bad.size} points exceed it; "
+            f"max {float(np.max(err)):.4g} ulp)", rank=err - max_ulp))
+    return float(np.max(err, initial=0.0))
 
 
 def assert_rel_close(actual, expected, rtol, atol=0.0, context="", inputs=None):
-    """Assert ``|actual - expected| <= atol + rtol*|expected|`` everywhere, with the
-    same nan/inf conventions as :func:`assert_ulp_close` (both nan equal, same-sign
-    infinities equal, anything else involving nan/inf fails) and the same report."""
-    a, e = _shape_check(actual, expected, context)
-    a = _to_ld(a)
-    e = _to_ld(e)
+    """Assert ``|actual - expected| <= atol + rtol*|expected|`` everywhere (float64
+    arithmetic), with the same nan/inf conventions as :func:`assert_ulp_close` (both nan
+    equal, same-sign infinities equal, anything else involving nan/inf fails) and the same
+    report. For comparisons with other libraries, whose own errors are stated that way."""
+    _shape_check(actual, expected, context)
+    a = _to_f64(actual)
+    e = _to_f64(rounded(expected, np.float64)) if _is_exact(expected) else _to_f64(expected)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         tol = atol + rtol * np.abs(e)
         diff = np.abs(a - e)
@@ -450,8 +582,199 @@ def assert_rel_close(actual, expected, rtol, atol=0.0, context="", inputs=None):
     bad = ~(err <= 1)
     if np.any(bad):
         raise AssertionError(_report(
-            "relative", _context_text(context), np.asarray(actual), np.asarray(expected),
+            "relative", _context_text(context), np.asarray(actual), e,
             err, inputs,
             f"rtol={rtol} atol={atol} ({int(bad.sum())} of {bad.size} points fail; "
             f"err = |a-e|/(atol+rtol*|e|))"))
 
+
+# --------------------------------------------------------------------------- gradient scales
+#
+# A gradient entry is a difference of terms (p_c - 1, T*p_c - w_c*t_c, sigmoid(x) - y): where
+# they cancel, any algorithm, the oracle's extended backend included, is accurate to the size
+# of the terms, not of their difference. These give that size per entry (float64, rough),
+# the `scale` of `assert_ulp_close`.
+
+def _shifted_rows(x, axis):
+    """The logits as float64 with the class axis last, and their row max (0 where not finite)."""
+    v = np.moveaxis(_to_f64(x), axis, -1)
+    with np.errstate(invalid="ignore"):
+        m = np.max(v, axis=-1, keepdims=True, initial=-np.inf)
+    return v, np.where(np.isfinite(m), m, 0.0)
+
+
+def ce_grad_scale(x, target, axis=-1, weight=None, sample_weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0):
+    """Per logit, the size of the terms of the cross-entropy gradient:
+    c1*s_i*((1-eps)*w_y*|p_c - [c=y]| + (eps/C)*(W*p_c + w_c)) for class indices,
+    c1*s_i*(T_i*p_c + w_c*t'_ic) for probabilities, plus c2*s_i*2z*|lse_i|*p_c."""
+    v, m = _shifted_rows(x, axis)
+    C = v.shape[-1]
+    if v.size == 0:
+        return np.zeros(np.shape(x))
+    eps, z = float(label_smoothing), float(z_loss)
+    with np.errstate(all="ignore"):
+        e = np.exp(v - m)
+        total = e.sum(axis=-1, keepdims=True)
+        p = e / total
+        lse = np.abs(m + np.log(total))
+        w = np.ones(C) if weight is None else _to_f64(weight)
+        s = np.ones(v.shape[:-1]) if sample_weight is None else _to_f64(sample_weight)
+        t = np.asarray(target)
+        if t.dtype.kind in "iu":
+            valid = t != ignore_index
+            tc = np.where(valid, t, 0)
+            onehot = np.arange(C) == tc[..., None]
+            wy = np.where(valid, w[tc], 0.0)
+            terms = (1 - eps) * wy[..., None] * np.abs(p - onehot) + eps / C * (w.sum() * p + w)
+            d1, d2 = np.sum(s * wy), np.sum(np.where(valid, s, 0.0))
+        else:
+            valid = np.ones(v.shape[:-1], dtype=bool)
+            wt = w * ((1 - eps) * np.moveaxis(_to_f64(t), axis, -1) + eps / C)
+            terms = wt.sum(axis=-1, keepdims=True) * p + wt
+            d1 = d2 = np.sum(s)
+        c1, c2 = (1 / d1, 1 / d2) if reduction == "mean" else (1.0, 1.0)
+        scale = c1 * s[..., None] * terms + c2 * s[..., None] * 2 * z * lse * p
+        scale = np.where(valid[..., None] & np.isfinite(scale), scale, 0.0)
+    return np.moveaxis(scale, -1, axis)
+
+
+def _sigmoids(x):
+    with np.errstate(over="ignore"):
+        x = _to_f64(x)
+        t = np.exp(-np.abs(x))
+        sp = np.where(x >= 0, 1 / (1 + t), t / (1 + t))
+        sn = np.where(x >= 0, t / (1 + t), 1 / (1 + t))
+    return sp, sn
+
+
+def bce_grad_scale(x, target, weight=None, pos_weight=None, reduction="mean"):
+    """Per logit, |w|*(sigmoid(x)*(1-y) + |pw|*y*sigmoid(-x)) (over the count for "mean")."""
+    sp, sn = _sigmoids(x)
+    y = _to_f64(target)
+    w = 1.0 if weight is None else np.abs(_to_f64(weight))
+    pw = 1.0 if pos_weight is None else np.abs(_to_f64(pos_weight))
+    with np.errstate(invalid="ignore"):
+        scale = np.broadcast_to(w * (sp * (1 - y) + pw * y * sn), np.shape(x))
+    n = max(np.size(x), 1) if reduction == "mean" else 1
+    return np.where(np.isfinite(scale), scale, 0.0) / n
+
+
+def focal_grad_scale(x, target, alpha=0.25, gamma=2.0, reduction="mean"):
+    """Per logit, the size of the two terms of the focal-loss gradient,
+    |a_t|*(q**g*(p*(1-y) + y*(1-p)) + g*ce*q**(g-1)*p*(1-p)) (over the count for "mean")."""
+    sp, sn = _sigmoids(x)
+    y = _to_f64(target)
+    xf = _to_f64(x)
+    with np.errstate(all="ignore"):
+        ls_pos = np.minimum(xf, 0) - np.log1p(np.exp(-np.abs(xf)))      # log sigmoid(x)
+        ls_neg = np.minimum(-xf, 0) - np.log1p(np.exp(-np.abs(xf)))     # log sigmoid(-x)
+        ce = -(np.where(y == 0, 0, y * ls_pos) + np.where(y == 1, 0, (1 - y) * ls_neg))
+        q = sp * (1 - y) + sn * y
+        at = np.abs(alpha * y + (1 - alpha) * (1 - y)) if alpha >= 0 else 1.0
+        mod = q ** gamma
+        second = np.where(q > 0, gamma * ce * mod * sp * sn / np.where(q > 0, q, 1), 0.0)
+        scale = at * (mod * (sp * (1 - y) + y * sn) + np.abs(second))
+    n = max(np.size(x), 1) if reduction == "mean" else 1
+    return np.where(np.isfinite(scale), scale, 0.0) / n
+
+
+# --------------------------------------------------------------------------- the claims
+#
+# The accuracy that README.md and docs/accuracy.md state, as the parity tests enforce it
+# (errors against the exact oracle, in ULPs of the output dtype; "of its terms" is the `scale`
+# above). float16 and bfloat16 are computed in float32 and rounded once: 1 ULP of their own.
+
+POST_ULP = 4             # sigmoid, log_sigmoid, softmax, log_softmax, logsumexp, entropy
+LOSS_ULP = 8             # per-element losses and gradients (cross-entropy, BCE, focal at gamma 0)
+FOCAL_ULP_PER_GAMMA = 2  # focal: LOSS_ULP + 2*gamma (q**gamma multiplies q's error by gamma)
+HALF_ULP = 1
+
+
+def compute_dtype(dtype):
+    """The dtype the kernels compute in: float64 for float64, float32 for the others."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+def _is_half(dtype):
+    return np.dtype(dtype).itemsize == 2
+
+
+def loss_ulp(dtype):
+    """Bound of per-element cross-entropy and BCE losses and gradients (of their terms)."""
+    return HALF_ULP if _is_half(dtype) else LOSS_ULP
+
+
+def ce_grad_ulp(x, axis, dtype):
+    """Bound of the cross-entropy gradient, per logit: LOSS_ULP; float32 rows take their
+    exponentials from the rounded x - max (no TwoSum correction, a deliberate speed choice in
+    csrc/fl_ce.c), each off by |x_k - max| ULP, and every entry depends on their sum: the
+    row's spread (largest |x_k - max| over its finite logits) is added."""
+    if _is_half(dtype) or np.dtype(dtype) == np.float64:
+        return loss_ulp(dtype)
+    v, m = _shifted_rows(x, axis)
+    with np.errstate(invalid="ignore"):
+        gap = np.where(np.isfinite(v), np.abs(v - m), 0.0)
+        spread = np.max(gap, axis=-1, keepdims=True, initial=0.0)
+    return LOSS_ULP + np.moveaxis(np.broadcast_to(spread, v.shape), -1, axis)
+
+
+def ce_loss_ulp(x, axis, dtype):
+    """Bound of the per-row cross-entropy loss: LOSS_ULP; float32 rows add their spread (see
+    ce_grad_ulp: a loss dominated by the exponentials of the other classes, -log p_y of a
+    target holding the max, carries their error)."""
+    if _is_half(dtype) or np.dtype(dtype) == np.float64:
+        return loss_ulp(dtype)
+    v, m = _shifted_rows(x, axis)
+    with np.errstate(invalid="ignore"):
+        gap = np.where(np.isfinite(v), np.abs(v - m), 0.0)
+    return LOSS_ULP + np.max(gap, axis=-1, initial=0.0)
+
+
+def focal_ulp(x, target, gamma, dtype):
+    """Bound of the focal loss and gradient, per element: LOSS_ULP + 2*gamma; float64 with
+    gamma not in {0, 1, 2} takes q**gamma as exp(gamma*log q), whose argument carries the
+    rounding of log q and of the product: 2*|gamma*log q| ULP more."""
+    if _is_half(dtype):
+        return HALF_ULP
+    bound = LOSS_ULP + FOCAL_ULP_PER_GAMMA * gamma
+    if np.dtype(dtype) != np.float64 or gamma in (0.0, 1.0, 2.0):
+        return bound
+    sp, sn = _sigmoids(x)
+    y = _to_f64(target)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = sp * (1 - y) + sn * y
+        extra = np.where(q > 0, 2 * np.abs(gamma * np.log(q)), 0.0)
+    return bound + np.where(np.isfinite(extra), extra, 0.0)
+
+
+def reduced_ulp(per_element_ulp):
+    """Bound of a "mean"/"sum" loss (a float64), in ULPs of the compute dtype over float64's
+    range: the elements' own bound plus one (compensated sums of non-negative terms)."""
+    return float(np.max(per_element_ulp, initial=0.0)) + 1
+
+
+def underflow_slack(max_ulp, n_terms, dtype, weight=1.0):
+    """The absolute error a sum of ``n_terms`` elementwise losses of the compute dtype may carry
+    from elements in its subnormal range (each within ``max_ulp`` of the smallest subnormal,
+    times its weights): a float32 loss of 1e-116 is 0."""
+    tiny = float(np.finfo(compute_dtype(dtype)).smallest_subnormal)
+    return float(max_ulp) * tiny * n_terms * weight
+
+
+def assert_reduced_close(actual, expected, max_ulp, dtype, context="", atol=0.0):
+    """A reduced loss (Python float) against the exactly summed exact value, in ULPs of the
+    compute dtype of ``dtype`` but without its range (a float32 sum may exceed 3.4e38), or
+    within ``atol`` (see underflow_slack)."""
+    cdt = compute_dtype(dtype)
+    scale = 2.0 ** (52 - int(np.finfo(cdt).nmant))
+    err = ulp_distance(np.float64(actual), expected, np.float64) / scale
+    if not err <= max_ulp and atol > 0:
+        exact = rounded(expected, np.float64)
+        if np.isfinite(exact) and abs(float(actual) - float(exact)) <= atol:
+            return 0.0
+    if not err <= max_ulp:
+        raise AssertionError(_report(
+            "ULP", _context_text(context), np.float64(actual), expected, err, None,
+            f"reduced loss, max_ulp={max_ulp} of {cdt} (got {float(err):.4g})"))
+    return float(err)

@@ -1,4 +1,5 @@
-"""Shared fixtures: every SIMD path this CPU supports, and the thread count restored."""
+"""Shared fixtures: every SIMD path this CPU supports, the thread count restored, the accuracy
+table, and a deterministic hypothesis profile for the default run."""
 import os
 import sys
 
@@ -8,6 +9,19 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/arrays.py, the shared gen
 
 import fastlogits as fl  # noqa: E402
 from fastlogits import _core  # noqa: E402
+from fastlogits import reference  # noqa: E402
+
+try:  # hypothesis is a test requirement; the modules that use it say so if it is missing
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover
+    _hypothesis_settings = None
+
+if _hypothesis_settings is not None:
+    # The default run is deterministic: examples derived from each test alone, no example
+    # database. The fuzz layer (tests/fuzz, marker `fuzz`) asks for fresh random examples itself.
+    _hypothesis_settings.register_profile("deterministic", derandomize=True, database=None,
+                                          print_blob=True)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def supported_isas():
@@ -39,3 +53,36 @@ def threads():
     before = fl.get_num_threads()
     yield
     fl.set_num_threads(before)
+
+
+class Accuracy:
+    """The worst error (ULP) seen per (function, dtype) in this run, with its case."""
+
+    def __init__(self):
+        self.worst = {}
+
+    def record(self, function, dtype, err, case):
+        key = (function, str(dtype))
+        if err > self.worst.get(key, (-1.0, ""))[0]:
+            self.worst[key] = (float(err), case)
+
+
+_ACCURACY = Accuracy()
+
+
+@pytest.fixture(scope="session")
+def accuracy():
+    """Parity tests record their worst errors here; the table is printed after the run."""
+    return _ACCURACY
+
+
+def pytest_report_header(config):
+    return f"fastlogits exact oracle: {reference.backend()} backend (FASTLOGITS_ORACLE=portable forces double-double)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _ACCURACY.worst:
+        return
+    terminalreporter.section(f"worst errors against the exact oracle ({reference.backend()} backend), ULP")
+    for (function, dtype), (err, case) in sorted(_ACCURACY.worst.items()):
+        terminalreporter.write_line(f"{function:30s} {dtype:9s} {err:8.3f}  {case[:90]}")

@@ -998,7 +998,7 @@ def test_more_than_2_to_31_elements():
 
     Not here: whole-row work on one row of 2**31 elements in float16/bfloat16 or topk/entropy/
     softmax of such a row, which need a float or double scratch row of 8-16 GiB (see the
-    kernels' per-row scratch in csrc/fl_post.c)."""
+    kernels' per-row scratch in csrc/fl_postdrv.h)."""
     one = np.zeros(BIG, np.float32)
     one[BIG - 3], one[BIG - 1] = 7.0, 5.0
     exact = np.log(np.float64(BIG - 2) + np.exp(7.0) + np.exp(5.0))

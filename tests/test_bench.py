@@ -15,6 +15,7 @@ from fastlogits import bench
 
 TINY = {"none": (64, 10), "class": (64, 10), "masked": (64, 16), "binary": (32, 8)}
 BANDWIDTH = {"read_GBps": 10.0, "copy_GBps": 20.0}
+RATES = {"exp": 2.0, "div": 4.0, "log1p": 1.0}  # probe rates, G operations/s per core
 OPS = list(bench._ops())
 
 
@@ -53,7 +54,14 @@ def test_cases_cover_the_table():
         if op.dtype != "float32":
             shapes = bench.HALF_SHAPES
             assert bench._ops()[name.split("/")[0]].dtype == "float32"
+        elif bench.arithmetic(name) and op.targets != "masked":
+            shapes = shapes + bench.CACHE_SHAPES
         assert shape in shapes, (name, shape)
+    # every float32 operation with arithmetic runs once from cache; the others never do
+    from_cache = {name for name, shape in full if shape in bench.CACHE_SHAPES}
+    assert from_cache == {n for n in OPS if "/" not in n and bench.arithmetic(n) and bench._ops()[n].targets != "masked"}
+    assert set(bench.ARITHMETIC) <= set(OPS)
+    assert all(set(ops) <= set(bench._core.PROBE_OPS) for ops in bench.ARITHMETIC.values())
 
 
 @pytest.mark.parametrize("name", [n for n in OPS if "/" in n and not bench._ops()[n].shapes])
@@ -75,16 +83,24 @@ def test_run_case_reports_every_column(monkeypatch, with_torch):
     else:
         monkeypatch.setattr(bench, "_torch", lambda: None)
     shape = (128, 10)
-    r = bench.run_case("cross_entropy_and_grad", shape, threads=1, bandwidth=BANDWIDTH,
-                       repeats=1, peer_repeats=1, budget_s=1.0)
+    r = bench.run_case("cross_entropy_and_grad", shape, threads=1, bandwidth=BANDWIDTH, rates=RATES,
+                       repeats=3, peer_repeats=1, budget_s=1.0)
     assert r["op"] == "cross_entropy_and_grad" and r["shape"] == list(shape) and r["threads"] == 1
     best = r["fastlogits_warm_s"]
     assert 0 < best and 0 < r["fastlogits_cold_s"]
+    for kind in ("warm", "cold"):  # the spread: best and median of the repeats
+        assert r[f"fastlogits_{kind}_s"] <= r[f"fastlogits_{kind}_median_s"]
     assert r["gelem_per_s"] == pytest.approx(shape[0] * shape[1] / best / 1e9)
     # a copy-bound case moves logits and targets in and a gradient out
     moved = 2 * shape[0] * shape[1] * 4 + shape[0] * 8
     assert r["bound"] == "copy"
     assert r["pct_of_bandwidth"] == pytest.approx(100 * moved / best / 1e9 / BANDWIDTH["copy_GBps"])
+    # the roofline: the larger of the memory bound and one exponential per element at the probe's rate
+    mem, arith = moved / (BANDWIDTH["copy_GBps"] * 1e9), shape[0] * shape[1] / (RATES["exp"] * 1e9)
+    assert r["memory_bound_s"] == pytest.approx(mem) and r["arithmetic_bound_s"] == pytest.approx(arith)
+    assert r["roofline_by"] == ("memory" if mem > arith else "arithmetic")
+    assert r["pct_of_roofline"] == pytest.approx(100 * max(mem, arith) / best)
+    assert r["exp_equivalents"] == 1.0
     assert r["speedup_vs_reference"] == pytest.approx(r["reference_s"] / best)
     assert ("speedup_vs_torch" in r) is with_torch
 
@@ -92,29 +108,83 @@ def test_run_case_reports_every_column(monkeypatch, with_torch):
               "bandwidth": BANDWIDTH, "results": [r]}
     lines = bench.format_table(report).splitlines()
     assert len(lines) == 4
-    for column in ("fl warm ms", "fl cold ms", "Gelem/s", "% bw", "x ref", "x scipy", "x numpy", "x torch"):
+    columns = ("fl warm ms", "fl cold ms", "med ms", "Gelem/s", "% bw", "% roof", "x ref", "x scipy", "x numpy",
+               "x torch")
+    for column in columns:
         assert column in lines[1]
     row = lines[2].split()
     assert row[0] == "cross_entropy_and_grad" and row[1] == "128x10"
+    assert float(row[4]) == pytest.approx(r["fastlogits_warm_median_s"] * 1e3, abs=0.006)
+    assert row[7] == f"{r['pct_of_roofline']:.0f}%{r['roofline_by'][0]}"
     assert (row[-1] == "-") is not with_torch
     assert json.loads(bench.to_json(report))["results"][0]["op"] == "cross_entropy_and_grad"
 
 
-def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch):
+@pytest.mark.parametrize("name, per_element", [
+    ("softmax", 1 / 2.0), ("sigmoid", 1 / 2.0 + 1 / 4.0), ("log_sigmoid/f16", 1 / 2.0 + 1 / 1.0),
+    ("sigmoid_focal_loss_and_grad", 1 / 2.0 + 1 / 1.0 + 2 / 4.0), ("predict", 0.0)])
+def test_roofline_follows_from_bandwidth_and_probe(name, per_element):
+    """Each operation's arithmetic at the probe's rates (ns per element here), per core times
+    the threads; from cache only the arithmetic bound applies; without arithmetic the roofline
+    is the memory bound."""
+    shape, moved = (1000, 100), 800_000
+    for threads in (1, 2):
+        b = bench.roofline(name, shape, moved, "copy", threads, BANDWIDTH, RATES)
+        assert b["memory_bound_s"] == pytest.approx(moved / 20e9)
+        assert b["arithmetic_bound_s"] == pytest.approx(1e5 * per_element * 1e-9 / threads)
+        assert b["roofline_s"] == max(b["memory_bound_s"], b["arithmetic_bound_s"])
+        assert b["exp_equivalents"] == pytest.approx(per_element * RATES["exp"])
+    cached = bench.roofline(name, bench.CACHE_SHAPES[0], moved, "read", 1, BANDWIDTH, RATES)
+    assert cached["memory_bound_s"] == 0.0 and cached["roofline_s"] == cached["arithmetic_bound_s"]
+    no_probe = bench.roofline(name, shape, moved, "read", 1, BANDWIDTH, None)
+    assert no_probe["arithmetic_bound_s"] == 0.0 and no_probe["roofline_s"] == pytest.approx(moved / 10e9)
+
+
+@pytest.mark.parametrize("end_read, unstable", [(10.0, False), (11.4, False), (8.4, True), (11.6, True)])
+def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch, end_read, unstable):
     monkeypatch.setattr(bench, "cases", lambda quick=False: [("softmax", (64, 10)), ("cross_entropy", (64, 10))])
-    monkeypatch.setattr(bench, "measure_bandwidth", lambda nbytes=0, repeats=5: dict(BANDWIDTH))
+    measured = iter([dict(BANDWIDTH), dict(BANDWIDTH, read_GBps=end_read)])
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda nbytes=0, repeats=5: next(measured))
+    monkeypatch.setattr(bench, "measure_arithmetic", lambda: dict(RATES))
     before = fl.get_num_threads()
     seen = []
     report = bench.run(quick=True, threads=1, progress=seen.append)
     assert fl.get_num_threads() == before
     assert seen == ["softmax 64x10", "cross_entropy 64x10"]
-    assert report["threads"] == 1 and report["bandwidth"] == BANDWIDTH
+    assert report["threads"] == 1 and report["bandwidth"] == BANDWIDTH and report["rates"] == RATES
+    assert report["bandwidth_end"]["read_GBps"] == end_read
+    assert report["drift"]["read_GBps"] == pytest.approx(end_read / 10.0 - 1) and report["drift"]["copy_GBps"] == 0
+    assert report["unstable"] is unstable
+    assert ("UNSTABLE" in bench.format_table(report)) is unstable
     assert [r["op"] for r in report["results"]] == ["softmax", "cross_entropy"]
+    assert all(r["arithmetic_bound_s"] == pytest.approx(64 * 10 / 2e9) for r in report["results"])
 
 
 def test_measure_bandwidth_is_positive():
     bw = bench.measure_bandwidth(nbytes=1 << 20, repeats=1)
     assert bw["read_GBps"] > 0 and bw["copy_GBps"] > 0
+
+
+def test_probe_measures_every_operation_and_computes_it(isa):
+    """The probe's rates are positive on every ISA, and its loop computes what it says: the sums
+    of exp(x - 80), 1/(1 + x) and log1p(x/80) over its 1024 arguments, per pass."""
+    rates = bench.measure_arithmetic(repeats=1, reps=10)
+    assert set(rates) == {"exp", "div", "log1p"} and all(v > 0 for v in rates.values())
+    x = (np.arange(1024) % 97).astype(np.float32) * np.float32(80.0 / 96.0)
+    want = {"exp": np.exp(x.astype(np.float64) - 80).sum(), "div": (1 / (1 + x.astype(np.float64))).sum(),
+            "log1p": np.log1p(x.astype(np.float64) / 80).sum()}
+    for what, total in want.items():
+        assert bench._core.math_probe(what, 3) == pytest.approx(3 * total, rel=1e-4), what
+
+
+def test_plot_has_both_panels(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = bench.run_case("softmax", (64, 10), threads=1, bandwidth=BANDWIDTH, rates=RATES, repeats=1, peer_repeats=1)
+    report = {"fastlogits": fl.__version__, "isa": "test", "threads": 1, "torch": None, "bandwidth": BANDWIDTH,
+              "rates": RATES, "unstable": True, "results": [r]}
+    path = tmp_path / "bench.png"
+    bench.plot(report, str(path))
+    assert path.stat().st_size > 0
 
 
 # ---- decoding (API section 8)

@@ -151,6 +151,7 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow  # 110,000 calls: several seconds
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
 @pytest.mark.skipif(os.environ.get("FASTLOGITS_SANITIZED") == "1",
                     reason="AddressSanitizer's quarantine holds freed memory (leaks are its own job)")

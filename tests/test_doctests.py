@@ -1,10 +1,10 @@
 """The Examples sections of the docstrings: every module of the installed package is run.
 
-Modules are discovered with pkgutil, so a module added to fastlogits is covered without
-editing this file. Skipped: the compiled binding (``_core*``, no Python docstrings) and
-``__main__`` (the ``python -m fastlogits`` entry point, not an importable API). Examples are
-compared with NORMALIZE_WHITESPACE and ELLIPSIS; a failing example fails the test with
-doctest's report (expected and got).
+Modules are discovered with pkgutil (subpackages included), so a module added to fastlogits
+is covered without editing this file. Skipped: the compiled binding (``_core*``, no Python
+docstrings) and ``__main__`` (the ``python -m fastlogits`` entry point, not an importable
+API). Examples are compared with NORMALIZE_WHITESPACE and ELLIPSIS; a failing example fails
+the test with doctest's report (expected and got).
 """
 import doctest
 import glob
@@ -22,7 +22,7 @@ FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 def _module_names():
     names = ["fastlogits"]
-    for info in pkgutil.iter_modules(fastlogits.__path__, prefix="fastlogits."):
+    for info in pkgutil.walk_packages(fastlogits.__path__, prefix="fastlogits."):
         short = info.name.rsplit(".", 1)[1]
         if not short.startswith("_core") and short != "__main__":
             names.append(info.name)
@@ -34,7 +34,7 @@ MODULES = _module_names()
 
 def test_public_modules_are_discovered():
     for name in ("fastlogits", "fastlogits._post", "fastlogits._bce", "fastlogits._config",
-                 "fastlogits.reference"):
+                 "fastlogits.reference", "fastlogits.recipes.torch", "fastlogits.recipes.jax"):
         assert name in MODULES
 
 

@@ -1,31 +1,10 @@
-"""The training-loop recipes of docs/recipes/ against the frameworks' own cross-entropy.
-
-The recipes are imported by file path (they are documentation, not part of the package).
-Each test skips without its framework, and until ``fastlogits.cross_entropy_and_grad`` exists
-in the installed package, or outside a source checkout (docs/ is not installed).
+"""The training-loop recipes shipped in the wheel (fastlogits.recipes.torch and .jax) against
+the frameworks' own cross-entropy, under their transformations (autograd twice, jit, grad,
+vmap). Each test imports its framework inside (pytest.importorskip), so only it skips when the
+framework is not installed.
 """
-import importlib.util
-import os
-
 import numpy as np
 import pytest
-
-import fastlogits
-
-RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "recipes")
-
-pytestmark = pytest.mark.skipif(not hasattr(fastlogits, "cross_entropy_and_grad"),
-                                reason="fastlogits.cross_entropy_and_grad is not in this build yet")
-
-
-def _load(name):
-    path = os.path.join(RECIPES, name + ".py")
-    if not os.path.exists(path):
-        pytest.skip(f"needs the source tree ({path})")
-    spec = importlib.util.spec_from_file_location("recipe_" + name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _data(shape, dtype, ignore_index, seed=0):
@@ -40,13 +19,26 @@ def _data(shape, dtype, ignore_index, seed=0):
     return x, y, c
 
 
+def test_importing_the_package_imports_no_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys, fastlogits, fastlogits.recipes; "
+            "print(sorted(m for m in ('torch', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------ PyTorch
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("shape", [(64, 7), (8, 5, 3), (6,)])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_torch_recipe_matches_torch(reduction, shape, weighted, label_smoothing):
     torch = pytest.importorskip("torch")
-    recipe = _load("torch_cross_entropy")
+    from fastlogits.recipes.torch import cross_entropy
+
     ignore_index = -1
     x, y, c = _data(shape, np.float64, ignore_index)
     weight = torch.linspace(0.5, 2.0, c, dtype=torch.float64) if weighted else None
@@ -55,7 +47,7 @@ def test_torch_recipe_matches_torch(reduction, shape, weighted, label_smoothing)
     xt_ref = torch.tensor(x, requires_grad=True)
     want = torch.nn.functional.cross_entropy(xt_ref, torch.tensor(y), **kw)
     xt = torch.tensor(x, requires_grad=True)
-    got = recipe.cross_entropy(xt, torch.tensor(y), **kw)
+    got = cross_entropy(xt, torch.tensor(y), **kw)
     np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-10, atol=1e-12)
 
     upstream = torch.linspace(0.5, 1.5, want.numel(), dtype=torch.float64).reshape(want.shape)
@@ -66,10 +58,11 @@ def test_torch_recipe_matches_torch(reduction, shape, weighted, label_smoothing)
 
 def test_torch_recipe_float32_training_step():
     torch = pytest.importorskip("torch")
-    recipe = _load("torch_cross_entropy")
+    from fastlogits.recipes.torch import cross_entropy
+
     x, y, _ = _data((32, 10), np.float32, -100)
     xt = torch.tensor(x, requires_grad=True)
-    loss = recipe.cross_entropy(xt, torch.tensor(y))
+    loss = cross_entropy(xt, torch.tensor(y))
     loss.backward()
     xr = torch.tensor(x, requires_grad=True)
     torch.nn.functional.cross_entropy(xr, torch.tensor(y)).backward()
@@ -77,25 +70,97 @@ def test_torch_recipe_float32_training_step():
     np.testing.assert_allclose(xt.grad.numpy(), xr.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_jax_recipe_matches_optax_formula(reduction, label_smoothing):
-    jax = pytest.importorskip("jax")
-    jnp = pytest.importorskip("jax.numpy")
-    jax.config.update("jax_enable_x64", True)
-    recipe = _load("jax_cross_entropy")
-    x, y, c = _data((16, 6), np.float64, -100)
-    y[y < 0] = 0  # the plain JAX formula below has no ignore_index
-    ce = recipe.make_cross_entropy(reduction=reduction, label_smoothing=label_smoothing)
+def test_torch_recipe_refuses_a_second_derivative():
+    """The saved gradient is a constant to autograd: differentiating the gradient again gave
+    zero silently (hessian, hvp; the Hessian of cross-entropy is not zero). Every way of asking
+    for a second derivative now raises; the first derivative is unchanged."""
+    torch = pytest.importorskip("torch")
+    from fastlogits.recipes.torch import cross_entropy
 
+    x, y, _ = _data((4, 5), np.float64, -100)
+    xt = torch.tensor(x, requires_grad=True)
+    target = torch.tensor(y)
+
+    def loss(v):
+        return cross_entropy(v, target)
+
+    def grad_of_grad():
+        (g,) = torch.autograd.grad(loss(xt), xt, create_graph=True)
+        g.pow(2).sum().backward()
+
+    for second in (lambda: torch.autograd.gradgradcheck(loss, (xt,)),
+                   lambda: torch.autograd.functional.hessian(loss, xt),
+                   lambda: torch.autograd.functional.hvp(loss, xt, torch.ones_like(xt)),
+                   grad_of_grad):
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            second()
+    assert torch.autograd.gradcheck(loss, (xt,))
+    (g,) = torch.autograd.grad(loss(xt), xt, create_graph=True)  # first order under create_graph
+    xr = torch.tensor(x, requires_grad=True)
+    (want,) = torch.autograd.grad(torch.nn.functional.cross_entropy(xr, target), xr)
+    np.testing.assert_allclose(g.detach().numpy(), want.numpy(), rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------- JAX
+
+def _jax_x64():
+    jax = pytest.importorskip("jax")
+    return jax, jax.enable_x64(True)
+
+
+def _plain_jax_ce(jax, jnp, y, c, reduction, label_smoothing):
     def plain(logits):
         logp = jax.nn.log_softmax(logits, axis=-1)
         target = (1 - label_smoothing) * jax.nn.one_hot(y, c) + label_smoothing / c
         per_row = -jnp.sum(target * logp, axis=-1)
         return {"mean": jnp.mean, "sum": jnp.sum, "none": lambda v: v}[reduction](per_row)
+    return plain
 
-    upstream = jnp.linspace(0.5, 1.5, 16) if reduction == "none" else 1.0
-    got, got_grad = jax.value_and_grad(lambda v: jnp.sum(ce(v, jnp.asarray(y)) * upstream))(jnp.asarray(x))
-    want, want_grad = jax.value_and_grad(lambda v: jnp.sum(plain(v) * upstream))(jnp.asarray(x))
-    np.testing.assert_allclose(got, want, rtol=1e-10)
-    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_jax_recipe_matches_the_jax_formula(reduction, label_smoothing):
+    jax, x64 = _jax_x64()
+    jnp = jax.numpy
+    from fastlogits.recipes.jax import make_cross_entropy
+
+    with x64:
+        x, y, c = _data((16, 6), np.float64, -100)
+        y[y < 0] = 0  # the plain JAX formula has no ignore_index
+        ce = make_cross_entropy(reduction=reduction, label_smoothing=label_smoothing)
+        plain = _plain_jax_ce(jax, jnp, y, c, reduction, label_smoothing)
+        upstream = jnp.linspace(0.5, 1.5, 16) if reduction == "none" else 1.0
+        got, got_grad = jax.jit(jax.value_and_grad(lambda v: jnp.sum(ce(v, jnp.asarray(y)) * upstream)))(jnp.asarray(x))
+        want, want_grad = jax.value_and_grad(lambda v: jnp.sum(plain(v) * upstream))(jnp.asarray(x))
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_jax_recipe_under_vmap(reduction):
+    """jax.vmap over a batch of problems: each batch element is its own problem (a "mean" is
+    over that element's rows only), with and without grad inside, jit outside, and with the
+    labels shared (unbatched) by every element."""
+    jax, x64 = _jax_x64()
+    jnp = jax.numpy
+    from fastlogits.recipes.jax import make_cross_entropy
+
+    with x64:
+        rng = np.random.default_rng(3)
+        xb = jnp.asarray(rng.standard_normal((5, 8, 6)) * 3)
+        yb = jnp.asarray(rng.integers(0, 6, (5, 8)))
+        yb = yb.at[:, ::3].set(-100)  # ignored rows: the "mean" denominator differs per element
+        ce = make_cross_entropy(reduction=reduction, label_smoothing=0.05)
+        want = [ce(xb[i], yb[i]) for i in range(5)]
+        want_grad = [jax.grad(lambda v, i=i: jnp.sum(ce(v, yb[i])))(xb[i]) for i in range(5)]
+
+        got = jax.jit(jax.vmap(ce))(xb, yb)
+        np.testing.assert_array_equal(np.asarray(got), np.stack([np.asarray(w) for w in want]))
+        got_grad = jax.vmap(jax.grad(lambda v, t: jnp.sum(ce(v, t))))(xb, yb)
+        np.testing.assert_array_equal(np.asarray(got_grad), np.stack([np.asarray(g) for g in want_grad]))
+        # grad of a function of the vmapped losses
+        grad_outside = jax.grad(lambda v: jnp.sum(jax.vmap(ce)(v, yb)))(xb)
+        np.testing.assert_array_equal(np.asarray(grad_outside), np.asarray(got_grad))
+        # labels shared by the whole batch (in_axes None)
+        shared = jax.vmap(ce, in_axes=(0, None))(xb, yb[0])
+        np.testing.assert_array_equal(np.asarray(shared), np.stack([np.asarray(ce(xb[i], yb[0])) for i in range(5)]))

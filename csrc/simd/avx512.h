@@ -70,6 +70,7 @@ static inline __m128 fl_avx512_max4_(__m128 a, __m128 b)
 {
     return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));
 }
+static inline int flv_any_ge(flv a, flv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ) != 0; }
 static inline int flv_all_finite(flv a)
 {
     return _mm512_cmp_ps_mask(flv_abs(a), _mm512_set1_ps(INFINITY), _CMP_LT_OQ) == 0xffff;
@@ -104,6 +105,20 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+/* a + (double)p * max((double)x - m, -1e300), lane by lane, each step rounded once */
+static inline __m512d fl_avx512_prod_(__m256 p, __m256 x, __m512d m)
+{
+    __m512d d = _mm512_max_pd(_mm512_sub_pd(_mm512_cvtps_pd(x), m), _mm512_set1_pd(-1e300));
+    return _mm512_mul_pd(_mm512_cvtps_pd(p), d);
+}
+static inline __m256 fl_avx512_hi256_(flv v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
+{
+    __m512d vm = _mm512_set1_pd(m);
+    a.lo = _mm512_add_pd(a.lo, fl_avx512_prod_(_mm512_castps512_ps256(p), _mm512_castps512_ps256(x), vm));
+    a.hi = _mm512_add_pd(a.hi, fl_avx512_prod_(fl_avx512_hi256_(p), fl_avx512_hi256_(x), vm));
+    return a;
+}
 static inline void fl_dacc_store(double *p, fl_dacc a) { _mm512_storeu_pd(p, a.lo); _mm512_storeu_pd(p + 8, a.hi); }
 static inline flv flv_gather(const float *p, const int32_t *idx)
 {
@@ -180,6 +195,17 @@ static inline flv flv_exp_neg_fast_normal(flv x)
 {
     flv n, r = fl_avx512_reduce_(x, &n);
     return _mm512_scalef_ps(fl_avx512_poly5_(r), n);
+}
+/* exp(x) * 2^-sn, as fl_expf_shift_s and fl_expf_fast_shift_s (a normal result) */
+static inline flv flv_exp_shift_normal(flv x, flv sn)
+{
+    flv n, r = fl_avx512_reduce_(x, &n);
+    return _mm512_scalef_ps(fl_avx512_poly7_(r), _mm512_sub_ps(n, sn));
+}
+static inline flv flv_exp_fast_shift_normal(flv x, flv sn)
+{
+    flv n, r = fl_avx512_reduce_(x, &n);
+    return _mm512_scalef_ps(fl_avx512_poly5_(r), _mm512_sub_ps(n, sn));
 }
 
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5) */

@@ -55,6 +55,7 @@ static inline flv flv_abs(flv a) { return vabsq_f32(a); }
 static inline flv flv_neg(flv a) { return vnegq_f32(a); }
 static inline flv flv_zero_nan(flv a) { return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vceqq_f32(a, a))); }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return vbslq_f32(vcltq_f32(c, vdupq_n_f32(0.0f)), a, b); }
+static inline int flv_any_ge(flv a, flv b) { return vmaxvq_u32(vcgeq_f32(a, b)) != 0; }
 static inline int flv_all_finite(flv a) { return vminvq_u32(vcltq_f32(vabsq_f32(a), vdupq_n_f32(INFINITY))) != 0; }
 static inline float flv_hmax(flv a)
 {
@@ -79,6 +80,19 @@ static inline fl_dacc fl_dacc_add(fl_dacc a, flv v)
     return a;
 }
 static inline double fl_dacc_sum(fl_dacc a) { return vaddvq_f64(vaddq_f64(a.lo, a.hi)); }
+/* a + (double)p * max((double)x - m, -1e300), lane by lane, each step rounded once */
+static inline float64x2_t fl_neon_prod_(float32x2_t p, float32x2_t x, float64x2_t m)
+{
+    float64x2_t d = vmaxq_f64(vsubq_f64(vcvt_f64_f32(x), m), vdupq_n_f64(-1e300));
+    return vmulq_f64(vcvt_f64_f32(p), d);
+}
+static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
+{
+    float64x2_t vm = vdupq_n_f64(m);
+    a.lo = vaddq_f64(a.lo, fl_neon_prod_(vget_low_f32(p), vget_low_f32(x), vm));
+    a.hi = vaddq_f64(a.hi, fl_neon_prod_(vget_high_f32(p), vget_high_f32(x), vm));
+    return a;
+}
 static inline void fl_dacc_store(double *p, fl_dacc a) { vst1q_f64(p, a.lo); vst1q_f64(p + 2, a.hi); }
 static inline flv flv_gather(const float *p, const int32_t *idx)
 {
@@ -106,19 +120,32 @@ static inline flv fl_neon_scale2_(flv p, flv n)
     return vmulq_f32(vmulq_f32(p, s1), s2);
 }
 
-static inline flv flv_exp(flv x)
+/* exp(r) by fl_expf_s's degree-7 polynomial and by the degree-5 one of FL_EXPF5_C1..C5 */
+static inline flv fl_neon_poly7_(flv r)
 {
-    flv xc = vbslq_f32(vcgtq_f32(x, FL_NEON_C(FL_EXPF_HI)), FL_NEON_C(89.0f), x);
-    xc = vbslq_f32(vcltq_f32(xc, FL_NEON_C(FL_EXPF_LO)), FL_NEON_C(-104.0f), xc);
-    flv n, r = fl_neon_reduce_(xc, &n);
     flv p = FL_NEON_C(1.9875691500e-4f);
     p = vfmaq_f32(FL_NEON_C(1.3981999507e-3f), p, r);
     p = vfmaq_f32(FL_NEON_C(8.3334519073e-3f), p, r);
     p = vfmaq_f32(FL_NEON_C(4.1665795894e-2f), p, r);
     p = vfmaq_f32(FL_NEON_C(1.6666665459e-1f), p, r);
     p = vfmaq_f32(FL_NEON_C(5.0000001201e-1f), p, r);
-    p = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), FL_NEON_C(1.0f));
-    return vbslq_f32(fl_neon_isnan_(x), x, fl_neon_scale2_(p, n));
+    return vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), FL_NEON_C(1.0f));
+}
+static inline flv fl_neon_poly5_(flv r)
+{
+    flv p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C4), FL_NEON_C(FL_EXPF5_C5), r);
+    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C3), p, r);
+    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C2), p, r);
+    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C1), p, r);
+    return vfmaq_f32(FL_NEON_C(1.0f), p, r);
+}
+
+static inline flv flv_exp(flv x)
+{
+    flv xc = vbslq_f32(vcgtq_f32(x, FL_NEON_C(FL_EXPF_HI)), FL_NEON_C(89.0f), x);
+    xc = vbslq_f32(vcltq_f32(xc, FL_NEON_C(FL_EXPF_LO)), FL_NEON_C(-104.0f), xc);
+    flv n, r = fl_neon_reduce_(xc, &n);
+    return vbslq_f32(fl_neon_isnan_(x), x, fl_neon_scale2_(fl_neon_poly7_(r), n));
 }
 
 /* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */
@@ -164,17 +191,24 @@ static inline flv flv_exp_neg_fast(flv x)
 {
     flv xc = vbslq_f32(vcltq_f32(x, FL_NEON_C(FL_EXPF_LO)), FL_NEON_C(-104.0f), x);
     flv n, r = fl_neon_reduce_(xc, &n);
-    flv p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C4), FL_NEON_C(FL_EXPF5_C5), r);
-    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C3), p, r);
-    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C2), p, r);
-    p = vfmaq_f32(FL_NEON_C(FL_EXPF5_C1), p, r);
-    p = vfmaq_f32(FL_NEON_C(1.0f), p, r);
-    return vbslq_f32(fl_neon_isnan_(x), x, fl_neon_scale2_(p, n));
+    return vbslq_f32(fl_neon_isnan_(x), x, fl_neon_scale2_(fl_neon_poly5_(r), n));
 }
 
 /* flv_exp_neg and flv_exp_neg_fast for x in [FL_EXPF_NORMAL_LO, 0] (the same values) */
 static inline flv flv_exp_neg_normal(flv x) { return flv_exp_neg(x); }
 static inline flv flv_exp_neg_fast_normal(flv x) { return flv_exp_neg_fast(x); }
+
+/* exp(x) * 2^-sn, as fl_expf_shift_s and fl_expf_fast_shift_s (a normal result) */
+static inline flv flv_exp_shift_normal(flv x, flv sn)
+{
+    flv n, r = fl_neon_reduce_(x, &n);
+    return fl_neon_scale2_(fl_neon_poly7_(r), vsubq_f32(n, sn));
+}
+static inline flv flv_exp_fast_shift_normal(flv x, flv sn)
+{
+    flv n, r = fl_neon_reduce_(x, &n);
+    return fl_neon_scale2_(fl_neon_poly5_(r), vsubq_f32(n, sn));
+}
 
 static inline flv flv_log(flv x) { return fl_log_core_(x, vdupq_n_f32(0.0f)); }
 

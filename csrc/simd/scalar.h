@@ -33,6 +33,7 @@ static inline flv flv_abs(flv a) { return fl_u2f(fl_f2u(a) & 0x7fffffffu); }
 static inline flv flv_neg(flv a) { return -a; }
 static inline flv flv_zero_nan(flv a) { return a == a ? a : 0.0f; }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return c < 0.0f ? a : b; }
+static inline int flv_any_ge(flv a, flv b) { return a >= b; }
 static inline int flv_all_finite(flv a) { return fabsf(a) < INFINITY; }
 static inline float flv_hmax(flv a) { return a; }
 static inline double flv_hsum_d(flv a) { return (double)a; }
@@ -40,6 +41,11 @@ typedef double fl_dacc;
 static inline fl_dacc fl_dacc_zero(void) { return 0.0; }
 static inline fl_dacc fl_dacc_add(fl_dacc a, flv v) { return a + (double)v; }
 static inline double fl_dacc_sum(fl_dacc a) { return a; }
+static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
+{
+    double d = (double)x - m;
+    return a + (double)p * (d < -1e300 ? -1e300 : d);
+}
 static inline void fl_dacc_store(double *p, fl_dacc a) { *p = a; }
 static inline flv flv_gather(const float *p, const int32_t *idx) { return p[idx[0]]; }
 static inline flv flv_exp(flv a) { return fl_expf_s(a); }
@@ -47,6 +53,8 @@ static inline flv flv_exp_neg(flv a) { return fl_expf_s(a); }
 static inline flv flv_exp_neg_fast(flv a) { return fl_expf_fast_s(a); }
 static inline flv flv_exp_neg_fast_normal(flv a) { return fl_expf_fast_s(a); }
 static inline flv flv_exp_neg_normal(flv a) { return fl_expf_s(a); }
+static inline flv flv_exp_shift_normal(flv a, flv sn) { return fl_expf_shift_s(a, sn); }
+static inline flv flv_exp_fast_shift_normal(flv a, flv sn) { return fl_expf_fast_shift_s(a, sn); }
 static inline flv flv_log(flv a) { return fl_logf_s(a); }
 static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
 static inline flv flv_load_f16(const uint16_t *p) { return fl_f16_to_f32(*p); }

@@ -1,7 +1,7 @@
 /* test_math.c: accuracy and semantics tests of one ISA build of fl_simd.h.
  *
  *   cc -O2 -std=c11 -DFL_ISA=N [ISA flags] test_math.c -o test_math -lm -lpthread
- *   ./test_math [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]
+ *   ./test_math [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|exp_shift|exp_fast_shift|log|log1p|f16|bf16|double] [--bench]
  *
  * Default is exhaustive: flv_exp over every float32 bit pattern, flv_log over every
  * non-negative float (negatives sampled), flv_log1p over every float in [-1, inf] (below -1
@@ -109,9 +109,20 @@ static double ulp_err_d(double y, long double r)
 /* ---- float32 lane functions, range sweeps on threads ---- */
 /* FN_EXPN, FN_EXPF: flv_exp_neg and flv_exp_neg_fast, defined for x <= 0 (and nan);
  * FN_EXPNN, FN_EXPFN: flv_exp_neg_normal and flv_exp_neg_fast_normal, for x in
- * [FL_EXPF_NORMAL_LO, 0], which must give the same bits as the first two */
-enum { FN_EXP, FN_EXPN, FN_EXPF, FN_EXPNN, FN_EXPFN, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
-static const char *fn_name[FN_COUNT] = {"exp", "exp_neg", "exp_fast", "exp_neg_normal", "exp_fast_normal", "log", "log1p", "f32->f16", "f32->bf16"};
+ * [FL_EXPF_NORMAL_LO, 0], which must give the same bits as the first two;
+ * FN_EXPS, FN_EXPSF: flv_exp_shift_normal and flv_exp_fast_shift_normal, exp(x) * 2^-sn over
+ * x in [-150, 64] with sn = shift_of(x), results from 2^-120.5 to 2^0.5 (against
+ * exp(x - sn ln2) in double) */
+enum { FN_EXP, FN_EXPN, FN_EXPF, FN_EXPNN, FN_EXPFN, FN_EXPS, FN_EXPSF, FN_LOG, FN_LOG1P, FN_F16, FN_BF16, FN_COUNT };
+static const char *fn_name[FN_COUNT] = {"exp", "exp_neg", "exp_fast", "exp_neg_normal", "exp_fast_normal", "exp_shift",
+                                        "exp_fast_shift", "log", "log1p", "f32->f16", "f32->bf16"};
+
+/* the shift of the exp_shift sweeps for x: round(x log2 e) plus 0..119 by the bits of x, so
+ * that x log2(e) - sn covers [-120.5, 0.5] */
+static float shift_of(float x)
+{
+    return (float)(nearbyint((double)x * 1.4426950408889634) + (double)(fl_f2u(x) % 120u));
+}
 /* for |x| < 2^-25 the references need no libm call: exp(x) = 1 + x and log1p(x) = x - x^2/2
  * to far below float resolution (relative error x^2/2 resp. x^2/3 < 2^-50) */
 static int g_cheap_tiny = 0;
@@ -148,6 +159,14 @@ static void eval_batch(int fn, const float *in, float *out, uint16_t *h, int nb)
             flv_store(a, fn == FN_EXPNN ? flv_exp_neg_normal(x) : flv_exp_neg_fast_normal(x));
             flv_store(b, fn == FN_EXPNN ? flv_exp_neg(x) : flv_exp_neg_fast(x));
             for (int j = 0; j < FL_W; j++) out[i + j] = fl_f2u(a[j]) == fl_f2u(b[j]) ? a[j] : NAN;
+            break;
+        }
+        case FN_EXPS:
+        case FN_EXPSF: {
+            float sn[FL_W];
+            for (int j = 0; j < FL_W; j++) sn[j] = shift_of(in[i + j]);
+            flv s = flv_load(sn);
+            flv_store(out + i, fn == FN_EXPS ? flv_exp_shift_normal(x, s) : flv_exp_fast_shift_normal(x, s));
             break;
         }
         case FN_LOG: flv_store(out + i, flv_log(x)); break;
@@ -190,6 +209,11 @@ static void *run_job(void *arg)
                     int tiny = j->cheap_tiny && fabs(xd) < 0x1p-25;
                     if (j->fn == FN_EXP || j->fn == FN_EXPN || j->fn == FN_EXPNN) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_s(x) : 0.0f; }
                     else if (j->fn == FN_EXPF || j->fn == FN_EXPFN) { r = tiny ? 1.0 + xd : exp(xd); s = twin ? fl_expf_fast_s(x) : 0.0f; }
+                    else if (j->fn == FN_EXPS || j->fn == FN_EXPSF) {
+                        float sn = shift_of(x);
+                        r = exp(xd - (double)sn * 0.69314718055994530942);
+                        s = !twin ? 0.0f : j->fn == FN_EXPS ? fl_expf_shift_s(x, sn) : fl_expf_fast_shift_s(x, sn);
+                    }
                     else if (j->fn == FN_LOG) { r = log(xd); s = twin ? fl_logf_s(x) : 0.0f; }
                     else { r = tiny ? xd - 0.5 * xd * xd : log1p(xd); s = twin ? fl_log1pf_s(x) : 0.0f; }
                     e = ulp_err_f(out[i], r);
@@ -202,7 +226,7 @@ static void *run_job(void *arg)
                 if (e > ULP_LIMIT) {
                     if (st.bad < 5 && j->fn < FN_F16)
                         fprintf(stderr, "  %s(%a [%08x]) = %a, ref %a (%g ulp)\n", fn_name[j->fn], x, fl_f2u(x), out[i],
-                                j->fn <= FN_EXPFN ? exp((double)x) : j->fn == FN_LOG ? log((double)x) : log1p((double)x), e);
+                                j->fn <= FN_EXPSF ? exp((double)x - (j->fn >= FN_EXPS ? (double)shift_of(x) * 0.69314718055994530942 : 0.0)) : j->fn == FN_LOG ? log((double)x) : log1p((double)x), e);
                     st.bad++;
                 }
                 if (e > st.maxerr || st.n == 1) { st.maxerr = e; st.worst = fl_f2u(x); st.worst_y = out[i]; }
@@ -582,7 +606,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bench")) do_bench = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
-        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|exp_shift|exp_fast_shift|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
     }
     if (g_stride < 1) g_stride = 1;
     g_cheap_tiny = 1;
@@ -591,7 +615,7 @@ int main(int argc, char **argv)
     test_specials();
     test_semantics();
     test_halves();
-    if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("exp_neg_normal") || want("exp_fast_normal") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
+    if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("exp_neg_normal") || want("exp_fast_normal") || want("exp_shift") || want("exp_fast_shift") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
         fprintf(stderr, "unknown --only %s\n", g_only);
         return 2;
     }
@@ -627,6 +651,16 @@ int main(int argc, char **argv)
     const range_t expfn_full[] = {{0x80000000u, 0xc2ac0000u}}; /* [-86, -0] */
     if (want("exp_neg_normal")) test_fn(FN_EXPNN, expfn_full, 1, NULL, 0, expn_dense + 3, nd - 3);
     if (want("exp_fast_normal")) test_fn(FN_EXPFN, expfn_full, 1, NULL, 0, expn_dense + 3, nd - 3);
+    /* the rows' exact-reduction exponentials: every x in [-150, 64] (FL_EXPF_SHIFT_XMAX below,
+     * the largest max a row may shift by above), dense at the reduction boundaries */
+    const range_t exps_full[] = {{0x00000000u, 0x42800000u}, {0x80000000u, 0xc3160000u}};
+    const range_t exps_dense[] = {
+        {0x3eb17000u, 0x3eb18000u}, {0xbeb17000u, 0xbeb18000u}, /* +-ln2/2 */
+        {0xc3150000u, 0xc3160000u}, {0x427f0000u, 0x42800000u}, /* the ends */
+    };
+    int nsd = (int)(sizeof exps_dense / sizeof exps_dense[0]);
+    if (want("exp_shift")) test_fn(FN_EXPS, exps_full, 2, NULL, 0, exps_dense, nsd);
+    if (want("exp_fast_shift")) test_fn(FN_EXPSF, exps_full, 2, NULL, 0, exps_dense, nsd);
 
     const range_t log_full[] = {{0x00000000u, 0x7f800000u}};
     const range_t log_samp[] = {{0x7f800001u, 0xffffffffu}}; /* NaN in, NaN out */

@@ -1,21 +1,24 @@
-/* test_pool.c: standalone test of fl_pool (POSIX).
+/* test_pool.c: standalone test of fl_pool, on POSIX and Windows.
  *
  * build: cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread csrc/fl_pool.c csrc/tests/test_pool.c
+ * Windows (MinGW-w64, run under wine by scripts/test_pool.sh):
+ *   x86_64-w64-mingw32-gcc -O2 -std=c11 -Wall -Wextra -Werror csrc/fl_pool.c csrc/tests/test_pool.c
  * also run under -fsanitize=thread (the program sets TSan's die_after_fork=0 itself, see below)
  * and -fsanitize=address,undefined. Exit status 0 on success. Prints the overhead of an empty
- * fl_parallel_for at the end (argument "--quick" skips the benchmark).
+ * fl_parallel_for at the end (argument "--quick" skips the benchmark). The fork and affinity
+ * tests are POSIX only; everything else runs on both.
  */
 #include "../fl_pool.h"
 
-#include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "test_os.h"
+#if !defined(_WIN32)
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#endif
 
 /* Under ThreadSanitizer: the fork test starts threads in the child of a multi-threaded process,
    which TSan refuses by default (die_after_fork=1); the pool is designed for exactly that case. */
@@ -40,20 +43,6 @@ static atomic_int g_failures = 0;
         }                                                                                  \
     } while (0)
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ------------------------------------------------------------ recording task */
 
 #define MAX_RECS 4096
@@ -61,7 +50,7 @@ static double cpu_s(void)
 
 typedef struct {
     int64_t b, e;
-    pthread_t th;
+    test_tid th;
 } rec;
 
 typedef struct {
@@ -77,7 +66,7 @@ static void rec_task(void *ctx, int64_t b, int64_t e)
     if (k < MAX_RECS) {
         r->recs[k].b = b;
         r->recs[k].e = e;
-        r->recs[k].th = pthread_self();
+        r->recs[k].th = test_self();
     }
     for (int64_t i = b; i < e; i++) atomic_fetch_add(&r->counts[i], 1);
 }
@@ -96,6 +85,11 @@ static int cmp_rec(const void *a, const void *b)
 
 /* check that the recorded calls are exactly the static split of [0, n) over T threads, that
    every block ran once, that the first range ran on the caller and that T distinct threads ran */
+/* ranges that check_split saw run on a worker thread rather than the caller: a pool that
+   only ever ran jobs inline (the former Windows fallback, or workers that never start) would
+   pass the split checks with T = 1 only, but the count proves the workers do run */
+static long g_on_workers = 0;
+
 static int check_split(recorder *r, int64_t n, int T, const char *what)
 {
     int bad = 0;
@@ -116,10 +110,11 @@ static int check_split(recorder *r, int64_t n, int T, const char *what)
             /* range t>0 runs on worker t, or on the caller if that worker was late: never on
                another worker */
             for (int u = 1; u < t; u++)
-                if (pthread_equal(sorted[u].th, sorted[t].th) && !pthread_equal(sorted[t].th, pthread_self()))
+                if (test_same_thread(sorted[u].th, sorted[t].th) && !test_same_thread(sorted[t].th, test_self()))
                     bad = 1;
         }
-        if (!pthread_equal(sorted[0].th, pthread_self())) bad = 1;
+        if (!test_same_thread(sorted[0].th, test_self())) bad = 1;
+        for (int t = 1; t < T; t++) g_on_workers += !test_same_thread(sorted[t].th, test_self());
     }
     if (bad) {
         fprintf(stderr, "split mismatch (%s): n=%lld T=%d, %d calls\n", what, (long long)n, T, k);
@@ -173,7 +168,8 @@ static void test_coverage(void)
     fl_parallel_for(-5, rec_task, &g_rec);
     CHECK(atomic_load(&g_rec.n_recs) == 0);
     /* huge n_blocks: split arithmetic must not overflow (no work is done per block here) */
-    printf("coverage/static split: done\n");
+    CHECK(g_on_workers > 0);
+    printf("coverage/static split: done, %ld ranges run by worker threads\n", g_on_workers);
 }
 
 /* huge ranges: check the split points only */
@@ -194,6 +190,17 @@ static void span_task(void *ctx, int64_t b, int64_t e)
     atomic_fetch_add(&s->sum_len, (long long)(e - b));
 }
 
+/* floor(t * n / d) for 0 <= t <= d <= 8 and 0 <= n < 2^63 without 128-bit integers: long
+   division of t*n = (t*hi)*2^32 + t*lo by d, in two 32-bit digits (every step fits in 64 bits);
+   a different computation from the pool's own split_point */
+static int64_t floor_div(int t, int64_t n, int d)
+{
+    uint64_t hi = (uint64_t)n >> 32, lo = (uint64_t)n & 0xffffffffu;
+    uint64_t a = (uint64_t)t * hi, q1 = a / (uint64_t)d, r1 = a % (uint64_t)d;
+    uint64_t q0 = ((r1 << 32) + (uint64_t)t * lo) / (uint64_t)d;
+    return (int64_t)((q1 << 32) + q0);
+}
+
 static void test_huge(void)
 {
     int64_t n = INT64_MAX - 3;
@@ -204,12 +211,10 @@ static void test_huge(void)
     CHECK(atomic_load(&s.calls) == 7);
     CHECK(atomic_load(&s.sum_len) == (long long)n);
     for (int i = 0; i < 7 && i < atomic_load(&s.calls); i++) {
-        /* each range starts at t*n/7 for some t: compute with 128-bit arithmetic */
+        /* each range is [t*n/7, (t+1)*n/7) for some t (products beyond 64 bits: floor_div) */
         int found = 0;
-        for (int t = 0; t < 7; t++) {
-            __int128 b = (__int128)t * n / 7, e = (__int128)(t + 1) * n / 7;
-            if ((__int128)s.lo[i] == b && (__int128)s.hi[i] == e) found = 1;
-        }
+        for (int t = 0; t < 7; t++)
+            if (s.lo[i] == floor_div(t, n, 7) && s.hi[i] == floor_div(t + 1, n, 7)) found = 1;
         CHECK(found);
     }
     printf("huge n_blocks split: done\n");
@@ -260,16 +265,16 @@ static void *caller_main(void *arg)
 static void test_concurrent(int th)
 {
     fl_set_num_threads(th);
-    pthread_t t[8];
+    test_thread t[8];
     caller_arg a[8];
     for (int i = 0; i < 8; i++) {
         a[i].id = i;
         a[i].errors = 0;
-        CHECK(pthread_create(&t[i], NULL, caller_main, &a[i]) == 0);
+        CHECK(test_thread_create(&t[i], caller_main, &a[i]) == 0);
     }
     int errors = 0;
     for (int i = 0; i < 8; i++) {
-        pthread_join(t[i], NULL);
+        test_thread_join(t[i]);
         errors += a[i].errors;
     }
     CHECK(errors == 0);
@@ -285,30 +290,30 @@ static void *setter_main(void *arg)
     while (!atomic_load(&g_stop_setter)) {
         fl_set_num_threads(1 + (k++ % 5));
         (void)fl_get_num_threads();
-        sched_yield();
+        test_yield();
     }
     return NULL;
 }
 
 static void test_concurrent_set(void)
 {
-    pthread_t s;
+    test_thread s;
     atomic_store(&g_stop_setter, 0);
-    CHECK(pthread_create(&s, NULL, setter_main, NULL) == 0);
-    pthread_t t[4];
+    CHECK(test_thread_create(&s, setter_main, NULL) == 0);
+    test_thread t[4];
     caller_arg a[4];
     for (int i = 0; i < 4; i++) {
         a[i].id = i;
         a[i].errors = 0;
-        CHECK(pthread_create(&t[i], NULL, caller_main, &a[i]) == 0);
+        CHECK(test_thread_create(&t[i], caller_main, &a[i]) == 0);
     }
     int errors = 0;
     for (int i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
+        test_thread_join(t[i]);
         errors += a[i].errors;
     }
     atomic_store(&g_stop_setter, 1);
-    pthread_join(s, NULL);
+    test_thread_join(s);
     CHECK(errors == 0);
     printf("4 callers x 1000 jobs with concurrent fl_set_num_threads: %d errors\n", errors);
 }
@@ -324,8 +329,8 @@ static void hold_task(void *ctx, int64_t b, int64_t e)
     (void)e;
     if (b != 0) return;
     atomic_store(&g_hold_entered, 1);
-    double t0 = now_s();
-    while (atomic_load(&g_hold) && now_s() - t0 < 10.0) sched_yield();
+    double t0 = test_now_s();
+    while (atomic_load(&g_hold) && test_now_s() - t0 < 10.0) test_yield();
 }
 
 static void *holder_main(void *arg)
@@ -340,18 +345,18 @@ static void test_busy_inline(void)
     fl_set_num_threads(2);
     atomic_store(&g_hold, 1);
     atomic_store(&g_hold_entered, 0);
-    pthread_t h;
-    CHECK(pthread_create(&h, NULL, holder_main, NULL) == 0);
-    while (!atomic_load(&g_hold_entered)) sched_yield();
+    test_thread h;
+    CHECK(test_thread_create(&h, holder_main, NULL) == 0);
+    while (!atomic_load(&g_hold_entered)) test_yield();
     /* the pool is now busy with the holder's job: this call must run [0, 100) inline, at once */
-    double t0 = now_s();
+    double t0 = test_now_s();
     rec_reset(&g_rec);
     fl_parallel_for(100, rec_task, &g_rec);
-    double dt = now_s() - t0;
+    double dt = test_now_s() - t0;
     check_split(&g_rec, 100, 1, "while the pool is busy");
     CHECK(dt < 1.0);
     atomic_store(&g_hold, 0);
-    pthread_join(h, NULL);
+    test_thread_join(h);
     /* and the pool is usable again afterwards */
     rec_reset(&g_rec);
     fl_parallel_for(100, rec_task, &g_rec);
@@ -381,10 +386,10 @@ static void nest_outer(void *ctx, int64_t b, int64_t e)
         /* inner call ran inline: one call [0, 40) on this very thread */
         CHECK(atomic_load(&r->n_recs) == 1);
         CHECK(r->recs[0].b == 0 && r->recs[0].e == 40);
-        CHECK(pthread_equal(r->recs[0].th, pthread_self()));
+        CHECK(test_same_thread(r->recs[0].th, test_self()));
         fl_parallel_for_max(40, 2, rec_task, r);
         CHECK(atomic_load(&r->n_recs) == 2);
-        CHECK(pthread_equal(r->recs[1].th, pthread_self()));
+        CHECK(test_same_thread(r->recs[1].th, test_self()));
     }
 }
 
@@ -434,7 +439,9 @@ static void test_set_num_threads(void)
     printf("fl_set_num_threads changes / shutdown + rebuild: done\n");
 }
 
-/* ------------------------------------------------------------ fork */
+/* ------------------------------------------------------------ fork (POSIX) */
+
+#if !defined(_WIN32)
 
 static int child_jobs(void)
 {
@@ -492,20 +499,19 @@ static void test_fork(void)
     printf("fork child (idle pool in parent): exit code %d\n", rc);
 
     /* fork while another thread keeps the pool busy */
-    pthread_t bg;
+    test_thread bg;
     caller_arg a = {0, 0};
     atomic_store(&g_bg_stop, 0);
     fl_set_num_threads(2);
-    CHECK(pthread_create(&bg, NULL, bg_jobs, &a) == 0);
+    CHECK(test_thread_create(&bg, bg_jobs, &a) == 0);
     int worst = 0;
     for (int i = 0; i < 10; i++) {
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
+        test_sleep_ms(2);
         rc = run_in_child(child_jobs);
         if (rc != 0) worst = rc;
     }
     atomic_store(&g_bg_stop, 1);
-    pthread_join(bg, NULL);
+    test_thread_join(bg);
     CHECK(worst == 0);
     CHECK(a.errors == 0);
     printf("fork child x10 while pool busy in another thread: worst exit code %d, parent errors %d\n",
@@ -516,16 +522,6 @@ static void test_fork(void)
     rec_reset(&g_rec);
     fl_parallel_for(100, rec_task, &g_rec);
     check_split(&g_rec, 100, 3, "parent after fork");
-}
-
-/* ------------------------------------------------------------ FASTLOGITS_NUM_THREADS */
-
-static int cpus_in_mask(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    return (int)sysconf(_SC_NPROCESSORS_ONLN);
 }
 
 static int child_affinity(void)
@@ -551,10 +547,13 @@ static int child_affinity(void)
     if (fl_default_num_threads() != 6) return 7;
     return 0;
 }
+#endif /* !_WIN32 */
+
+/* ------------------------------------------------------------ FASTLOGITS_NUM_THREADS */
 
 static void test_env(void)
 {
-    int cpus = cpus_in_mask();
+    int cpus = test_cpus();
     if (cpus < 1) cpus = 1;
     struct {
         const char *v;
@@ -566,7 +565,7 @@ static void test_env(void)
         {"2147483647", FL_POOL_MAX_THREADS}, {"5000", FL_POOL_MAX_THREADS}, {"007", 7},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        setenv("FASTLOGITS_NUM_THREADS", cases[i].v, 1);
+        test_setenv("FASTLOGITS_NUM_THREADS", cases[i].v);
         int want = cases[i].want ? cases[i].want : cpus;
         int got = fl_default_num_threads();
         if (got != want) {
@@ -574,20 +573,22 @@ static void test_env(void)
             g_failures++;
         }
     }
-    unsetenv("FASTLOGITS_NUM_THREADS");
+    test_unsetenv("FASTLOGITS_NUM_THREADS");
     CHECK(fl_default_num_threads() == cpus);
-    setenv("FASTLOGITS_NUM_THREADS", "5", 1);
+    test_setenv("FASTLOGITS_NUM_THREADS", "5");
     CHECK(fl_reset_default_num_threads() == 5);
     CHECK(fl_get_num_threads() == 5);
     rec_reset(&g_rec);
     fl_parallel_for(100, rec_task, &g_rec);
     check_split(&g_rec, 100, 5, "after fl_reset_default_num_threads");
-    unsetenv("FASTLOGITS_NUM_THREADS");
+    test_unsetenv("FASTLOGITS_NUM_THREADS");
     CHECK(fl_reset_default_num_threads() == cpus);
+#if !defined(_WIN32)
     int rc = run_in_child(child_affinity);
     CHECK(rc == 0);
-    printf("FASTLOGITS_NUM_THREADS parsing (%d CPUs in mask), affinity child exit code %d: done\n",
-           cpus, rc);
+    printf("affinity child exit code %d\n", rc);
+#endif
+    printf("FASTLOGITS_NUM_THREADS parsing (%d CPUs): done\n", cpus);
 }
 
 /* ------------------------------------------------------------ idle CPU */
@@ -599,12 +600,10 @@ static void test_idle(void)
         rec_reset(&g_rec);
         fl_parallel_for(64, rec_task, &g_rec);
     }
-    struct timespec ts = {0, 50000000};
-    nanosleep(&ts, NULL); /* let the spinning phase end */
-    double c0 = cpu_s(), w0 = now_s();
-    ts.tv_nsec = 300000000;
-    nanosleep(&ts, NULL);
-    double dc = cpu_s() - c0, dw = now_s() - w0;
+    test_sleep_ms(50); /* let the spinning phase end */
+    double c0 = test_cpu_s(), w0 = test_now_s();
+    test_sleep_ms(300);
+    double dc = test_cpu_s() - c0, dw = test_now_s() - w0;
     CHECK(dc < 0.02);
     printf("idle: %.3f ms CPU over %.0f ms wall with 3 live workers\n", dc * 1e3, dw * 1e3);
 }
@@ -623,24 +622,23 @@ static void bench(void)
     fl_set_num_threads(2);
     for (int i = 0; i < 1000; i++) fl_parallel_for(2, empty_task, NULL); /* warm up */
     int reps = 200000;
-    double t0 = now_s();
+    double t0 = test_now_s();
     for (int i = 0; i < reps; i++) fl_parallel_for(2, empty_task, NULL);
-    double hot = (now_s() - t0) / reps * 1e6;
+    double hot = (test_now_s() - t0) / reps * 1e6;
     /* after an idle gap (workers asleep): the wake-up cost */
     double cold = 0;
     int creps = 200;
     for (int i = 0; i < creps; i++) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-        double t1 = now_s();
+        test_sleep_ms(1);
+        double t1 = test_now_s();
         fl_parallel_for(2, empty_task, NULL);
-        cold += now_s() - t1;
+        cold += test_now_s() - t1;
     }
     cold = cold / creps * 1e6;
     fl_set_num_threads(1);
-    t0 = now_s();
+    t0 = test_now_s();
     for (int i = 0; i < reps; i++) fl_parallel_for(2, empty_task, NULL);
-    double serial = (now_s() - t0) / reps * 1e6;
+    double serial = (test_now_s() - t0) / reps * 1e6;
     printf("overhead of empty fl_parallel_for(2 blocks): 2 threads back-to-back %.3f us, "
            "2 threads after 1 ms idle %.3f us, 1 thread (inline) %.4f us\n",
            hot, cold, serial);
@@ -651,18 +649,17 @@ int main(int argc, char **argv)
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     /* setenv before first use is honoured */
     const char *saved = getenv("FASTLOGITS_NUM_THREADS");
-    char *saved_copy = saved ? strdup(saved) : NULL;
-    setenv("FASTLOGITS_NUM_THREADS", "3", 1);
+    char saved_copy[64] = "";
+    if (saved && strlen(saved) < sizeof saved_copy) strcpy(saved_copy, saved);
+    test_setenv("FASTLOGITS_NUM_THREADS", "3");
     CHECK(fl_get_num_threads() == 3);
     rec_reset(&g_rec);
     fl_parallel_for(10, rec_task, &g_rec);
     check_split(&g_rec, 10, 3, "first use with FASTLOGITS_NUM_THREADS=3");
-    if (saved_copy) {
-        setenv("FASTLOGITS_NUM_THREADS", saved_copy, 1);
-        free(saved_copy);
-    } else {
-        unsetenv("FASTLOGITS_NUM_THREADS");
-    }
+    if (saved_copy[0])
+        test_setenv("FASTLOGITS_NUM_THREADS", saved_copy);
+    else
+        test_unsetenv("FASTLOGITS_NUM_THREADS");
     printf("FASTLOGITS_NUM_THREADS=3 before first use: get=%d\n", 3);
 
     test_coverage();
@@ -673,7 +670,9 @@ int main(int argc, char **argv)
     test_concurrent(2);
     test_concurrent(4);
     test_concurrent_set();
+#if !defined(_WIN32)
     test_fork();
+#endif
     test_env();
     test_idle();
     if (!quick) bench();

@@ -2,8 +2,12 @@
 
 The public API is fixed by the project's API contract; every function accepts anything
 ``np.asarray`` does plus CPU DLPack objects (PyTorch tensors, JAX arrays) and never modifies
-its inputs.
+its inputs. The submodules ``fastlogits.reference`` (the NumPy oracle), ``fastlogits.dask``
+(needs Dask) and ``fastlogits.recipes`` are imported on first use, ``fl.reference`` included,
+and so is ``fl.open_logits`` (with the file readers behind it).
 """
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from ._config import _select_isa_from_env, get_num_threads, set_num_threads, show_config
 from ._bce import (
@@ -33,6 +37,26 @@ from ._threadpool import register as _register_threadpoolctl  # noqa: E402
 
 _register_threadpoolctl()
 
+_LAZY_SUBMODULES = ("dask", "recipes", "reference")
+
+if TYPE_CHECKING:
+    from . import dask, recipes, reference  # noqa: F401
+    from ._files import open_logits
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``fl.reference``, ``fl.dask``, ``fl.recipes`` and ``fl.open_logits``: imported on
+        first access, so that ``import fastlogits`` stays fast and Dask stays optional."""
+        if name in _LAZY_SUBMODULES:
+            import importlib
+
+            return importlib.import_module(f"{__name__}.{name}")
+        if name == "open_logits":
+            from ._files import open_logits
+
+            return open_logits
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "__version__",
     "apply_penalties",
@@ -47,6 +71,7 @@ __all__ = [
     "log_sigmoid",
     "log_softmax",
     "logsumexp",
+    "open_logits",
     "predict",
     "predict_binary",
     "sample",

@@ -16,12 +16,11 @@ from typing import Any, List, Optional, Tuple, cast
 import numpy as np
 
 from . import _core
-from ._input import BFLOAT16, as_array, as_logits, check_out
+from ._input import as_array, as_logits, check_out, is_bfloat16, is_float
 from ._layout import make_grid
 
 _REDUCTIONS = ("none", "mean", "sum")
 _BCE, _FOCAL = 0, 1
-_FLOAT_TARGETS = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
@@ -41,7 +40,7 @@ def _as_target(target: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndar
         kernel_view = t
     elif dt.kind in "iu" and dt.itemsize in _SIGNED:
         kernel_view = t.view(np.dtype(_SIGNED[dt.itemsize]).newbyteorder(dt.byteorder))
-    elif dt.newbyteorder("=") in _FLOAT_TARGETS:
+    elif is_float(dt):
         kernel_view = t
     else:
         raise TypeError(
@@ -76,7 +75,7 @@ def _as_weight(weight: Any, name: str, shape: Tuple[int, ...], dtype: np.dtype) 
     if weight is None:
         return None
     w = as_array(weight, name)
-    if w.dtype.kind not in "biuf" and w.dtype != BFLOAT16:
+    if w.dtype.kind not in "biuf" and not is_bfloat16(w.dtype):
         raise TypeError(f"{name}: expected a real array, got dtype {w.dtype}")
     try:
         ok = np.broadcast_shapes(w.shape, shape) == shape
@@ -160,12 +159,12 @@ def _run(kind: int, logits: Any, target: Any, weight: Any, pos_weight: Any, redu
         sl = next(it) if loss is not None else None
         sg = next(it) if g1 is not None else None
         prevalidate = user_grad is None and grad_out is not None
-        if prevalidate and _core.check_binary_target(sy, gr.grid) == _core.BAD_TARGET:
-            raise _target_error(t_user)
-        status, total = _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, kind, alpha, gamma, scale,
-                                  not prevalidate)
-        if status == _core.BAD_TARGET:
-            raise _target_error(t_user)
+        try:
+            if prevalidate:
+                _core.check_binary_target(sy, gr.grid)
+            total = _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, kind, alpha, gamma, scale, not prevalidate)
+        except _core.BadTargetError:
+            raise _target_error(t_user) from None
         gr.finish()
     if user_grad is not None and grad is not None:
         np.copyto(user_grad, grad)

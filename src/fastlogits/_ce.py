@@ -14,13 +14,12 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._input import BFLOAT16, as_array, as_logits, check_out, normalize_axis
+from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, normalize_axis
 from ._layout import make_grid, with_axis
 
 _REDUCTIONS = ("none", "mean", "sum")
 _INT64_MAX = np.iinfo(np.int64).max
 _NATIVE_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
-_NATIVE_FLOAT = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
 # the kernel's sums (ce_sum, z_sum, d1, d2, n_valid, first_bad), as _core.cross_entropy returns them
 _Sums = Tuple[float, float, float, float, float, int]
 
@@ -93,7 +92,7 @@ def _prob_target(t: np.ndarray, x_shape: Tuple[int, ...]) -> np.ndarray:
     if t.shape != x_shape:
         raise ValueError(f"target: class probabilities must have the logits' shape {x_shape}, got shape {t.shape}")
     dt = t.dtype
-    if dt.newbyteorder("=") in _NATIVE_FLOAT and dt.isnative and t.flags.aligned:
+    if is_float(dt) and dt.isnative and t.flags.aligned:
         return t
     return t.astype(np.float64)
 
@@ -109,14 +108,14 @@ def _target(target: Any, x: np.ndarray, axis: int) -> Tuple[np.ndarray, bool]:
         )
     if kind in "iu":
         return _index_target(t, row_shape, x.shape, axis), True
-    if kind == "f" or t.dtype == BFLOAT16:
+    if kind == "f" or is_bfloat16(t.dtype):
         return _prob_target(t, x.shape), False
     raise TypeError(f"target: expected integer class indices or floating probabilities, got dtype {t.dtype}")
 
 
 def _float64_operand(obj: Any, shape: Tuple[int, ...], name: str, what: str) -> np.ndarray:
     a = as_array(obj, name)
-    if not (a.dtype.kind in "iuf" or a.dtype == BFLOAT16):
+    if not (a.dtype.kind in "iuf" or is_bfloat16(a.dtype)):
         raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
     if a.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} ({what}), got shape {a.shape}")
@@ -201,7 +200,10 @@ class _Run:
 
 
 def _prob_denominator(p: _Problem) -> float:
-    """Under "mean", probability targets divide by the sum of the sample weights (rows)."""
+    """Under "mean", probability targets divide by the sum of the sample weights (rows).
+    With no classes it is NaN, as PyTorch's (which divides by numel / C = 0 / 0)."""
+    if p.x.shape[p.axis] == 0:
+        return math.nan
     if p.sample_weight is None:
         return float(math.prod(p.row_shape))
     return float(np.sum(p.sample_weight))

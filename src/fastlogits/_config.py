@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Optional, TextIO
+from typing import Any, Dict, Optional, TextIO
 
 from . import _core
 from ._version import __version__
@@ -67,18 +67,39 @@ def isa() -> str:
     return str(_core.isa_name())
 
 
-def show_config(file: Optional[TextIO] = None) -> None:
-    """Print the version, the SIMD path chosen at import and the thread count.
+def show_config(file: Optional[TextIO] = None, mode: str = "stdout") -> Optional[Dict[str, Any]]:
+    """Print the version, the SIMD path chosen at import and the thread count, or, with
+    ``mode="dicts"``, return everything a bug report needs as a dict (as
+    ``numpy.show_config(mode="dicts")`` does): fastlogits' version, SIMD path (chosen and best
+    available), threads, build (compiler, build type, SIMD paths compiled in), Python, NumPy,
+    ml_dtypes, the OS, the CPU's model and flags, and the optional dependencies installed
+    (their versions, or None). ``fastlogits info --json`` prints the same as JSON.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print (default ``sys.stdout``); ``mode="stdout"`` only.
+    mode : {"stdout", "dicts"}
 
     Examples
     --------
     >>> import fastlogits as fl
     >>> fl.show_config()  # doctest: +ELLIPSIS
     fastlogits ...
+    >>> info = fl.show_config(mode="dicts")
+    >>> info["fastlogits"]["version"] == fl.__version__
+    True
     """
+    if mode == "dicts":
+        from . import _sysinfo
+
+        return _sysinfo.collect()
+    if mode != "stdout":
+        raise ValueError(f"mode: expected 'stdout' or 'dicts', got {mode!r}")
     out = sys.stdout if file is None else file
     print(f"fastlogits {__version__}", file=out)
     print(f"  SIMD path:      {_core.isa_name()} (best on this CPU: {_core.isa_best()})", file=out)
     print(f"  threads:        {get_num_threads()}", file=out)
     print(f"  FASTLOGITS_ISA: {os.environ.get('FASTLOGITS_ISA', '(unset)')}", file=out)
     print(f"  FASTLOGITS_NUM_THREADS: {os.environ.get('FASTLOGITS_NUM_THREADS', '(unset)')}", file=out)
+    return None

@@ -1,12 +1,12 @@
 """Type stubs of the compiled binding ``fastlogits._core`` (see ``_core.pyx``).
 
 An operand spec is ``(array, dtype_code, s0, s1, sc)`` as built by ``fastlogits._layout``;
-a grid is ``(n0, n1, c)``. Kernels return None and raise ``MemoryError`` when their scratch
-rows cannot be allocated; the binary-loss kernels return a status instead of raising for an
-invalid target, ``cross_entropy`` returns its sums (``_CeSums``) and ``score`` adds its sums
-to ``acc``.
+a grid is ``(n0, n1, c)``. Kernels return None and raise the exception of their non-zero
+status (``status_error``: ``MemoryError`` when their scratch cannot be allocated,
+``BadTargetError`` for an invalid binary target); ``bce`` returns its total,
+``cross_entropy`` its sums (``_CeSums``), and ``score`` adds its sums to ``acc``.
 """
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -15,7 +15,9 @@ _Grid = Tuple[int, int, int]
 # cross_entropy's sums: (ce_sum, z_sum, d1, d2, n_valid, first_bad), see fl_ce_result
 _CeSums = Tuple[float, float, float, float, float, int]
 
-BAD_TARGET: int
+class BadTargetError(ValueError): ...
+
+def status_error(status: int) -> Exception: ...
 
 def softmax(x: _Spec, y: _Spec, grid: _Grid, mode: int) -> None: ...
 def row_reduce(x: _Spec, out: _Spec, grid: _Grid, what: int) -> None: ...
@@ -25,6 +27,12 @@ def topk(x: _Spec, values: _Spec, indices: _Spec, grid: _Grid, k: int) -> None: 
 def threshold(x: _Spec, out: _Spec, grid: _Grid, t: float) -> None: ...
 def stream_read(src: np.ndarray) -> float: ...
 def stream_copy(dst: np.ndarray, src: np.ndarray) -> None: ...
+
+PROBE_ELEMENTS: int
+PROBE_OPS: Dict[str, int]
+
+def math_probe(what: str, reps: int) -> float: ...
+
 def bce(
     x: _Spec,
     y: _Spec,
@@ -38,8 +46,8 @@ def bce(
     gamma: float,
     grad_scale: float,
     check_target: bool,
-) -> Tuple[int, float]: ...
-def check_binary_target(y: _Spec, grid: _Grid) -> int: ...
+) -> float: ...
+def check_binary_target(y: _Spec, grid: _Grid) -> None: ...
 def cross_entropy(
     x: _Spec,
     target: _Spec,
@@ -75,6 +83,7 @@ def isa_select(name: str) -> int: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def default_num_threads() -> int: ...
+def build_info() -> Dict[str, Any]: ...
 
 # ---- decoding (API section 8) ----
 # settings: specs of (temperature, top_k, top_p, min_p, min_keep); keys: (seed, offset, stream)

@@ -3,14 +3,20 @@
 
 An operand spec is the tuple ``(array, dtype_code, s0, s1, sc)`` built by ``fastlogits._layout``:
 the array supplies the data pointer, the rest is the row grid in elements. A grid is
-``(n0, n1, c)``. Nothing here checks arguments: the Python layer has done that.
+``(n0, n1, c)``. Nothing here checks arguments: the Python layer has done that. A kernel's
+non-zero status becomes the exception of ``_STATUS_ERRORS``.
 """
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 
 cnp.import_array()
 
+
 cdef extern from "fastlogits.h":
+    enum:
+        FL_OK
+        FL_ENOMEM
+        FL_EBADTARGET
     ctypedef struct fl_arr:
         void *data
         int32_t dtype
@@ -29,6 +35,7 @@ cdef extern from "fastlogits.h":
     int fl_threshold(const fl_arr *x, const fl_arr *out, fl_grid g, double t) nogil
     double fl_stream_read(const float *src, int64_t n) nogil
     void fl_stream_copy(float *dst, const float *src, int64_t n) nogil
+    double fl_math_probe(int what, int64_t reps) nogil
     ctypedef struct fl_bce_opts:
         int kind
         double alpha
@@ -74,10 +81,19 @@ cdef extern from "fastlogits.h":
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
 
+
 cdef extern from "fl_pool.h":
     int fl_get_num_threads() nogil
     void fl_set_num_threads(int n) nogil
     int fl_default_num_threads() nogil
+
+
+cdef extern from "fl_build_info.h":
+    const char *FL_BUILD_COMPILER
+    const char *FL_BUILD_TYPE
+    const char *FL_BUILD_TARGET
+    const char *FL_BUILD_PATHS
+    const char *FL_BUILD_SANITIZER
 
 
 cdef fl_arr _operand(tuple spec):
@@ -99,9 +115,26 @@ cdef fl_grid _grid(tuple g):
     return r
 
 
+class BadTargetError(ValueError):
+    """FL_EBADTARGET: a binary target is not 0/1 (integers) or in [0, 1] (floats), or is nan."""
+
+
+# Every status code of fastlogits.h and the exception it becomes, in one place.
+_STATUS_ERRORS = {
+    FL_ENOMEM: (MemoryError, "a kernel could not allocate its scratch memory"),
+    FL_EBADTARGET: (BadTargetError, "a binary target is not 0/1 (integers) or in [0, 1] (floats), or is nan"),
+}
+
+
+def status_error(int status):
+    """The exception for a kernel's non-zero status (RuntimeError for a code not in the table)."""
+    exc, message = _STATUS_ERRORS.get(status, (RuntimeError, f"a kernel returned the unknown status {status}"))
+    return exc(f"fastlogits: {message}")
+
+
 cdef int _check(int status) except -1:
-    if status != 0:
-        raise MemoryError("fastlogits: a kernel could not allocate its scratch rows")
+    if status != FL_OK:
+        raise status_error(status)
     return 0
 
 
@@ -176,13 +209,27 @@ def stream_copy(cnp.ndarray dst, cnp.ndarray src):
     cdef int64_t n = src.size
     with nogil:
         fl_stream_copy(d, s, n)
-BAD_TARGET = 2  # FL_EBADTARGET
+
+
+PROBE_ELEMENTS = 1024  # FL_PROBE_N: operations per pass of fl_math_probe
+PROBE_OPS = {"exp": 0, "div": 1, "log1p": 2}  # FL_PROBE_EXP, FL_PROBE_DIV, FL_PROBE_LOG1P
+
+
+def math_probe(str what, int64_t reps):
+    """reps passes of the throughput loop of one operation ("exp", "div", "log1p"; fl_probe.c)
+    over 1024 floats in L1, on the active ISA; returns its sum. Time the call:
+    PROBE_ELEMENTS * reps operations."""
+    cdef int op = PROBE_OPS[what]
+    cdef double s
+    with nogil:
+        s = fl_math_probe(op, reps)
+    return s
 
 
 def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha, double gamma,
         double grad_scale, bint check_target):
-    """Binary loss kernel; w, pw, loss, grad are specs or None. Returns (status, total):
-    status 0, or BAD_TARGET when a target is invalid (MemoryError is raised here)."""
+    """Binary loss kernel; w, pw, loss, grad are specs or None. Returns the total loss;
+    BadTargetError when a target is invalid."""
     cdef fl_arr cx = _operand(x), cy = _operand(y), cw, cpw, cl, cg
     cdef fl_arr *pw_ = NULL
     cdef fl_arr *w_ = NULL
@@ -211,21 +258,20 @@ def bce(tuple x, tuple y, w, pw, loss, grad, tuple grid, int kind, double alpha,
     cdef int st
     with nogil:
         st = fl_bce(&cx, &cy, w_, pw_, l_, g_, g, &o, &total)
-    if st != BAD_TARGET:
-        _check(st)
-    return st, total
+    _check(st)
+    return total
 
 
 def check_binary_target(tuple y, tuple grid):
-    """0 when every target is 0/1 (integers) or in [0, 1] (floats), else BAD_TARGET."""
+    """BadTargetError unless every target is 0/1 (integers) or in [0, 1] (floats)."""
     cdef fl_arr cy = _operand(y)
     cdef fl_grid g = _grid(grid)
     cdef int st
     with nogil:
         st = fl_check_binary_target(&cy, g)
-    if st != BAD_TARGET:
-        _check(st)
-    return st
+    _check(st)
+
+
 cdef fl_arr _optional(object spec):
     cdef fl_arr a
     if spec is None:
@@ -266,6 +312,8 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
         st = fl_cross_entropy(&a, g, &r)
     _check(st)
     return (r.ce_sum, r.z_sum, r.d1, r.d2, r.n_valid, r.first_bad)
+
+
 def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
           int64_t bins, double temperature, int64_t period, int64_t block_rows,
           cnp.ndarray acc):
@@ -315,6 +363,17 @@ def set_num_threads(int n):
 
 def default_num_threads():
     return fl_default_num_threads()
+
+
+def build_info():
+    """What this extension was built with (fl_build_info.h, generated by CMake)."""
+    return {
+        "compiler": FL_BUILD_COMPILER.decode(),
+        "build_type": FL_BUILD_TYPE.decode(),
+        "target": FL_BUILD_TARGET.decode(),
+        "simd_paths": FL_BUILD_PATHS.decode().split(),
+        "sanitizer": FL_BUILD_SANITIZER.decode() or None,
+    }
 
 
 # ---- decoding (API section 8) ----

@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._input import BFLOAT16, as_array
+from ._input import as_array, is_bfloat16
 
 _U64_MAX = (1 << 64) - 1
 _INT64_MAX = np.iinfo(np.int64).max
@@ -32,7 +32,7 @@ def _rows_array(value: Any, name: str, rows_shape: Tuple[int, ...]) -> np.ndarra
             f"{name}: expected a scalar or an array of the rows shape {rows_shape} (the logits' shape "
             f"without the class axis), got shape {a.shape}"
         )
-    if a.dtype.kind == "b" or not (a.dtype.kind in "iuf" or a.dtype == BFLOAT16):
+    if a.dtype.kind == "b" or not (a.dtype.kind in "iuf" or is_bfloat16(a.dtype)):
         raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
     return a
 

@@ -1,280 +1,171 @@
-"""Reading and writing logits files for the command line, without loading them whole.
+"""Reading logits files for the command line and :func:`open_logits`, without loading them whole.
 
-- ``.npy``: ``np.load(mmap_mode="r", allow_pickle=False)``: memory-mapped, never unpickled.
-- ``.npz`` (``key``): a member stored uncompressed (``np.savez``) is memory-mapped in place (its
-  offset inside the zip is known); a compressed member (``np.savez_compressed``) cannot be
-  mapped and is loaded into memory whole.
-- Parquet (``.parquet``/``.pq``, needs pyarrow, the ``parquet`` extra): one fixed-size-list
-  (or list) column, or one numeric column per class. The file is read in record batches and
-  copied into a temporary ``.npy`` (removed when the run ends) that is then memory-mapped, so
-  memory stays bounded; the temporary file needs as much disk as the logits.
-- Outputs are written to a temporary file next to the destination and renamed into place
-  with ``os.replace`` only when complete, so a failure never leaves a truncated file.
+Inputs (every one checked as hostile: sizes against the bytes present, CRCs, offsets, nulls):
+
+- ``.npy``: the header is parsed by NumPy's parser (nothing unpickled), the size it promises is
+  compared with the file's, and the data is memory-mapped read-only (``_npy``).
+- ``.npz`` (``key``): the member's CRC-32 is checked in one bounded-memory pass; a stored
+  member is then mapped in place, a compressed one inflated into an anonymous scratch file and
+  mapped (``_npz``).
+- ``.safetensors`` (``key``): the header is parsed and checked against the file (``_safetensors``),
+  the tensor memory-mapped in place.
+- HDF5 (``.h5``/``.hdf5``/``.hdf``, ``key``, needs h5py), Zarr (a directory, ``key`` inside a
+  group, needs zarr) and Parquet (``.parquet``/``.pq``, ``columns``, needs pyarrow): read lazily in
+  row chunks (``_chunked.ChunkedRows``; ``_hdf5``, ``_zarr``, ``_parquet``).
+
+Scratch files have no name (``O_TMPFILE``, or unlinked at once), so nothing is ever left
+behind. Outputs are written by ``_outputs`` through ``_atomic.AtomicFile``.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import struct
-import tempfile
-import zipfile
-import zlib
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ._atomic import FileError, os_error
+from ._chunked import ChunkedRows
+from ._hdf5 import open_hdf5
+from ._npy import data_nbytes, map_data, read_header, size_error
+from ._npz import open_npz
+from ._parquet import open_parquet
+from ._safetensors import open_safetensors
+from ._zarr import is_zarr_store, open_zarr
 
-class FileError(Exception):
-    """A file cannot be used: reported by the command line as one line, exit status 2."""
-
-
-_PARQUET = (".parquet", ".pq")
-
+PARQUET = (".parquet", ".pq")
+HDF5 = (".h5", ".hdf5", ".hdf")
+_FORMATS = ".npy, .npz, .safetensors, .h5/.hdf5, .parquet/.pq or a Zarr store (a directory)"
 
 def _suffix(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
 def open_array(path: str, *, key: Optional[str] = None, columns: Optional[Sequence[str]] = None,
-               scratch: Optional[contextlib.ExitStack] = None) -> np.ndarray:
-    """The array stored in ``path`` (memory-mapped where the format allows)."""
+               options: Sequence[str] = ("--key", "--column")) -> Union[np.ndarray, ChunkedRows]:
+    """The array stored in ``path``: memory-mapped read-only (.npy, .npz, safetensors) or read
+    lazily in row chunks (HDF5, Zarr, Parquet). ``key`` names the array of a container
+    (.npz member, safetensors tensor, HDF5 dataset, array of a Zarr group), ``columns`` the
+    Parquet column(s); ``options`` are how messages call these two."""
     if not os.path.exists(path):
         raise FileError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise FileError(f"{path}: is a directory, expected a .npy, .npz or Parquet file")
     ext = _suffix(path)
-    if ext == ".npz":
-        return _open_npz(path, key)
-    if ext in _PARQUET:
-        if scratch is None:
-            raise FileError(f"{path}: Parquet input needs a scratch directory")
-        return _open_parquet(path, columns, scratch)
-    if ext != ".npy":
-        raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected .npy, .npz, .parquet or .pq")
+    zarr = os.path.isdir(path)
+    if zarr and not is_zarr_store(path):
+        raise FileError(f"{path}: is a directory without Zarr metadata; expected {_FORMATS}")
+    if key is not None and ext in PARQUET and not zarr:  # else every column would be read as logits
+        raise FileError(f"{path}: {options[0]} names an array inside an .npz, safetensors, HDF5 or Zarr file; "
+                        f"name Parquet columns with {options[1]}")
+    a: Union[np.ndarray, ChunkedRows]
     try:
-        arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, EOFError) as exc:  # EOFError: an empty file
-        raise FileError(f"{path}: cannot read as .npy ({_one_line(exc)})") from None
-    _check_dtype(path, arr.dtype)
-    return arr
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _check_dtype(path: str, dtype: np.dtype) -> None:
-    if dtype.hasobject or dtype.kind not in "biuf" and dtype.name != "bfloat16":
-        raise FileError(f"{path}: expected a numeric array, got dtype {dtype}")
-
-
-# --------------------------------------------------------------------------- npz
-
-def _open_npz(path: str, key: Optional[str]) -> np.ndarray:
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise FileError(f"{path}: not a valid .npz (zip) file") from None
-    with zf:
-        names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-        if key is None:
-            if len(names) != 1:
-                raise FileError(f"{path}: holds arrays {', '.join(names)}; choose one with --key")
-            key = names[0]
-        if key not in names:
-            raise FileError(f"{path}: no array named {key!r}; it holds {', '.join(names) or 'nothing'}")
-        info = zf.getinfo(key + ".npy")
-        if info.compress_type == zipfile.ZIP_STORED:
-            return _memmap_stored_member(path, info)
-    with np.load(path, allow_pickle=False) as npz:  # compressed: cannot be mapped
-        try:
-            arr: np.ndarray = npz[key]
-        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # corrupt member
-            raise FileError(f"{path}[{key}]: cannot read ({_one_line(exc)})") from None
-    _check_dtype(f"{path}[{key}]", arr.dtype)
-    return arr
-
-
-def _memmap_stored_member(path: str, info: zipfile.ZipInfo) -> np.ndarray:
-    """Memory-map an uncompressed .npy member of a zip: its data starts after the local file
-    header (30 bytes + name + extra field) and the .npy header."""
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            raise FileError(f"{path}: corrupt zip member {info.filename}")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-        except ValueError as exc:
-            raise FileError(f"{path}[{info.filename}]: cannot read ({_one_line(exc)})") from None
-        offset = f.tell()
-    _check_dtype(f"{path}[{info.filename}]", dtype)
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-
-
-# --------------------------------------------------------------------------- parquet
-
-def _pyarrow() -> Any:
-    """The pyarrow module (with pyarrow.parquet loaded); Any, as pyarrow ships no type information."""
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise FileError("reading or writing Parquet needs pyarrow: pip install 'fastlogits[parquet]'") from None
-    return pyarrow
-
-
-def _open_parquet(path: str, columns: Optional[Sequence[str]], scratch: contextlib.ExitStack) -> np.ndarray:
-    pa = _pyarrow()
-    try:
-        pf = pa.parquet.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise FileError(f"{path}: cannot read as Parquet ({_one_line(exc)})") from None
-    schema = pf.schema_arrow
-    cols = list(columns) if columns else list(schema.names)
-    missing = [c for c in cols if c not in schema.names]
-    if missing:
-        raise FileError(f"{path}: no column {missing[0]!r}; it has {', '.join(schema.names)}")
-    types = [schema.field(c).type for c in cols]
-    is_list = [pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t) for t in types]
-    if any(is_list) and len(cols) != 1:
-        raise FileError(f"{path}: give one list column or several numeric columns, got {', '.join(cols)}")
-    n = pf.metadata.num_rows
-    if is_list[0]:
-        value_type = types[0].value_type
-        width = _list_width(pf, cols[0], types[0])
-        shape: Tuple[int, ...] = (n, width)
-    else:
-        value_type = types[0]
-        shape = (n,) if len(cols) == 1 else (n, len(cols))
-    dtype = np.dtype(value_type.to_pandas_dtype())
-    _check_dtype(path, dtype)
-    tmp = _ScratchNpy(os.path.dirname(os.path.abspath(path)), shape, dtype, scratch)
-    row = 0
-    for batch in pf.iter_batches(columns=cols, batch_size=65536):
-        block = _batch_to_numpy(batch, is_list[0], shape, path)
-        tmp.array[row:row + len(block)] = block
-        row += len(block)
-    return tmp.finish()
-
-
-def _list_width(pf: Any, column: str, typ: Any) -> int:
-    pa = _pyarrow()
-    if pa.types.is_fixed_size_list(typ):
-        return int(typ.list_size)
-    for batch in pf.iter_batches(columns=[column], batch_size=1):
-        return len(batch.column(0)[0])
-    return 0
-
-
-def _batch_to_numpy(batch: Any, is_list: bool, shape: Tuple[int, ...], path: str) -> np.ndarray:
-    if is_list:
-        col = batch.column(0)
-        values: np.ndarray = col.flatten().to_numpy(zero_copy_only=False)
-        if values.size != len(col) * shape[1]:
-            raise FileError(f"{path}: list column rows have different lengths (expected {shape[1]})")
-        return values.reshape(len(col), shape[1])
-    arrays = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(batch.num_columns)]
-    return arrays[0] if len(shape) == 1 else np.stack(arrays, axis=1)
-
-
-class _ScratchNpy:
-    """A temporary .npy in ``directory``, deleted when ``scratch`` closes."""
-
-    def __init__(self, directory: str, shape: Tuple[int, ...], dtype: np.dtype, scratch: contextlib.ExitStack):
-        try:
-            fd, self.path = tempfile.mkstemp(suffix=".npy", prefix=".fastlogits-", dir=directory)
-        except OSError:
-            fd, self.path = tempfile.mkstemp(suffix=".npy", prefix="fastlogits-")
-        os.close(fd)
-        scratch.callback(_remove_quietly, self.path)
-        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=shape)
-
-    def finish(self) -> np.ndarray:
-        self.array.flush()
-        del self.array
-        arr: np.ndarray = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        return arr
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)
-
-
-# --------------------------------------------------------------------------- outputs
-
-class AtomicOutput:
-    """An output array filled chunk by chunk and renamed into place only when complete.
-
-    ``.npy`` is written through ``np.lib.format.open_memmap``; Parquet (needs pyarrow) through
-    a ``ParquetWriter``, one record batch per chunk. Use as a context manager: leaving it with
-    an exception removes the temporary file.
-    """
-
-    def __init__(self, path: str, shape: Tuple[int, ...], dtype: np.dtype, column: str):
-        self.path = path
-        self.ext = _suffix(path)
-        if self.ext not in (".npy",) + _PARQUET:
-            raise FileError(f"{path}: unsupported output type {self.ext or '(none)'!r}; expected .npy, .parquet or .pq")
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileError(f"{path}: directory {directory} does not exist")
-        fd, self.tmp = tempfile.mkstemp(suffix=self.ext + ".part", prefix=".fastlogits-", dir=directory)
-        os.close(fd)
-        self.shape, self.dtype, self.column = shape, np.dtype(dtype), column
-        self._array: Optional[np.memmap] = None
-        self._writer: Any = None
-
-    def __enter__(self) -> "AtomicOutput":
-        try:
-            if self.ext == ".npy":
-                self._array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=self.shape)
-            else:
-                pa = _pyarrow()
-                self._pa = pa
-                self._writer = pa.parquet.ParquetWriter(self.tmp, self._schema(pa))
-        except BaseException:
-            _remove_quietly(self.tmp)
-            raise
-        return self
-
-    def _schema(self, pa: Any) -> Any:
-        value = pa.from_numpy_dtype(self.dtype)
-        if len(self.shape) == 1:
-            return pa.schema([(self.column, value)])
-        return pa.schema([(self.column, pa.list_(value, int(np.prod(self.shape[1:]))))])
-
-    def write(self, start: int, block: np.ndarray) -> None:
-        if self._array is not None:
-            self._array[start:start + len(block)] = block
-            return
-        pa = self._pa
-        flat = np.ascontiguousarray(block).reshape(len(block), -1)
-        if len(self.shape) == 1:
-            col = pa.array(flat[:, 0])
+        if zarr:
+            a = open_zarr(path, key)
+        elif ext == ".npz":
+            a = open_npz(path, key)
+        elif ext == ".safetensors":
+            a = open_safetensors(path, key)
+        elif ext in HDF5:
+            a = open_hdf5(path, key)
+        elif ext in PARQUET:
+            a = open_parquet(path, columns)
+        elif ext == ".npy":
+            a = _open_npy(path)
         else:
-            col = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-        self._writer.write_batch(pa.record_batch([col], schema=self._writer.schema))
+            raise FileError(f"{path}: unsupported file type {ext or '(none)'!r}; expected {_FORMATS}")
+    except FileError:
+        raise
+    except OSError as exc:  # reading the input failed (permissions, I/O error, no memory to map)
+        raise os_error(path, exc) from None
+    _check_options(path, ext, zarr, key, columns, options)
+    return a
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if self._array is not None:
-                self._array.flush()
-                self._array = None
-            if self._writer is not None:
-                self._writer.close()
-        finally:
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-            else:
-                _remove_quietly(self.tmp)
+
+def _check_options(path: str, ext: str, zarr: bool, key: Optional[str], columns: Optional[Sequence[str]],
+                   options: Sequence[str]) -> None:
+    """A key or columns given for a file that has no use for them is an error (checked after
+    the file, so a malformed file is reported as such)."""
+    if key is not None and not zarr and ext == ".npy":
+        raise FileError(f"{path}: {options[0]} names an array inside an .npz, safetensors, HDF5 or Zarr file; "
+                        f"a .npy file holds one array")
+    if columns is not None and (zarr or ext not in PARQUET):
+        hint = "a .npy file holds one array" if ext == ".npy" else f"name the array with {options[0]}"
+        raise FileError(f"{path}: {options[1]} names Parquet columns; {hint}")
+
+
+def open_logits(path: Union[str, "os.PathLike[str]"], key: Union[str, Sequence[str], None] = None
+                ) -> Union[np.ndarray, ChunkedRows]:
+    """Open an array stored in a file, as the command line does, without loading it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.npy``; ``.npz``; ``.safetensors``; HDF5 (``.h5``, ``.hdf5``, ``.hdf``; needs the
+        ``hdf5`` extra, h5py); a Zarr store, v2 or v3 as the installed zarr reads them (a
+        directory; needs the ``zarr`` extra); Parquet (``.parquet``, ``.pq``; needs the
+        ``parquet`` extra, pyarrow).
+    key : str or sequence of str, optional
+        The array inside a container: the ``.npz`` member, the safetensors tensor, the HDF5
+        dataset (a path such as ``"eval/logits"``), the array of a Zarr group. For Parquet, the
+        column: one list column (``"logits"``) or several numeric columns, one per class (a
+        sequence, or names separated by commas). Optional when the file holds exactly one
+        array (for Parquet: all the columns are then taken, one per class).
+
+    Returns
+    -------
+    numpy.memmap or ChunkedRows
+        ``.npy``, ``.npz`` and safetensors: a read-only ``numpy.memmap`` of the data in place
+        (a compressed ``.npz`` member, or data not aligned for its dtype, is first copied into
+        an anonymous scratch file). HDF5, Zarr and Parquet: a ``ChunkedRows``, a read-only
+        array-like that holds no data: ``shape``, ``dtype``, ``ndim``, ``size``, ``nbytes``,
+        ``len()``; ``a[i]``, ``a[lo:hi]``, ``a[lo:hi, ...]`` (the first index an integer or a
+        slice) read those rows now into a new ndarray; ``a.iter_chunks(rows=None)`` yields
+        ``(start, block)`` over all rows in about 32 MiB blocks; ``np.asarray(a)`` copies the
+        rows chunk by chunk into an anonymous scratch file (needs as much free disk as the
+        array) and returns it memory-mapped, once (it is kept while ``a`` lives). Every
+        fastlogits function accepts either: ``fl.score(fl.open_logits("val.h5", "logits"), y)``
+        streams through the array in bounded memory.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The file cannot be used: malformed (with what is wrong), an unknown ``key``, a
+        missing optional dependency (naming the extra to install), an I/O error. Errors in
+        the data of a ``ChunkedRows`` (a corrupt chunk, a null) are raised when the rows
+        holding them are read.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlogits as fl, os, shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(os.path.join(d, "x.npy"), np.array([[2.0, 0.5, -1.0], [0.1, 1.5, 0.3]], np.float32))
+    >>> x = fl.open_logits(os.path.join(d, "x.npy"))
+    >>> x.shape, fl.predict(x).tolist()
+    ((2, 3), [0, 1])
+    >>> del x; shutil.rmtree(d)
+    """
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise TypeError(f"path: expected a str or os.PathLike of str, got {type(path).__name__}")
+    if not os.path.exists(name):
+        raise FileNotFoundError(2, "No such file or directory", name)
+    columns: Optional[List[str]] = None
+    if _suffix(name) in PARQUET and key is not None:
+        columns = [c.strip() for c in key.split(",")] if isinstance(key, str) else [str(c) for c in key]
+        key = None
+    elif key is not None and not isinstance(key, str):
+        raise TypeError(f"key: expected a str (a sequence of column names only for Parquet), got {type(key).__name__}")
+    return open_array(name, key=key, columns=columns)
+
+
+def _open_npy(path: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        header = read_header(f, path)
+        data = f.tell()
+        holds = os.fstat(f.fileno()).st_size - data
+        if data_nbytes(header) > holds:
+            raise size_error(path, header, holds)
+        return map_data(f, data, header)
 
 
 def row_chunks(n: int, rows: int) -> Iterator[slice]:
@@ -282,4 +173,4 @@ def row_chunks(n: int, rows: int) -> Iterator[slice]:
         yield slice(lo, min(n, lo + rows))
 
 
-__all__: List[str] = ["AtomicOutput", "FileError", "open_array", "row_chunks"]
+__all__: List[str] = ["ChunkedRows", "FileError", "open_array", "open_logits", "row_chunks"]

@@ -2,18 +2,19 @@
 
 Conventions of API section 1: anything ``np.asarray`` accepts, plus CPU objects with
 ``__dlpack__`` (PyTorch tensors, including ``requires_grad`` and bfloat16 ones, JAX arrays),
-read without a copy wherever the layout allows. Integer and bool logits become float64;
+read without a copy wherever the layout allows (a PyTorch tensor with its lazy negation or
+conjugation bit set is resolved first: a copy). Integer and bool logits become float64;
 complex, object, string and other dtypes raise ``TypeError``.
+
+ml_dtypes (bfloat16) is imported only when a bfloat16 array is made here: its import costs more
+than all of NumPy's, and an array that already is bfloat16 is recognised by its dtype alone
+(whoever made it imported ml_dtypes).
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
 import numpy as np
-import ml_dtypes
-
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
 
 # codes of fastlogits.h's fl_dtype (the narrower integers are read as binary targets)
 F32, F64, F16, BF16, I64, BOOL, I32, I16, I8 = 0, 1, 2, 3, 4, 5, 6, 7, 8
@@ -21,7 +22,6 @@ _CODES = {
     np.dtype(np.float32): F32,
     np.dtype(np.float64): F64,
     np.dtype(np.float16): F16,
-    BFLOAT16: BF16,
     np.dtype(np.int64): I64,
     np.dtype(np.bool_): BOOL,
     np.dtype(np.int32): I32,
@@ -32,27 +32,71 @@ _CODES = {
 _KDLCPU, _KDLCUDAHOST = 1, 3
 
 
+def bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16 (importing ml_dtypes on first use)."""
+    import ml_dtypes
+
+    dt: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return dt
+
+
+def is_bfloat16(dt: np.dtype) -> bool:
+    """Is dt ml_dtypes' bfloat16, in either byte order? (without importing ml_dtypes)"""
+    return dt.kind == "V" and dt.name == "bfloat16"
+
+
+def is_float(dt: np.dtype) -> bool:
+    """One of the four float dtypes the kernels read, in either byte order."""
+    return (dt.kind == "f" and dt.itemsize in (2, 4, 8)) or is_bfloat16(dt)
+
+
 def dtype_code(dtype: np.dtype) -> int:
-    return _CODES[np.dtype(dtype)]
+    dt = np.dtype(dtype)
+    return BF16 if is_bfloat16(dt) else _CODES[dt]
+
+
+def _device_name(obj: Any) -> str:
+    """How to name the device of a tensor that is not in CPU memory, for an error message."""
+    device = getattr(obj, "device", None)
+    if device is not None:
+        return str(device)
+    try:
+        kind, index = obj.__dlpack_device__()
+    except (ValueError, RuntimeError, BufferError, TypeError):
+        return "unknown"
+    return f"DLPack device type {kind} (index {index})"
+
+
+def _resolve_lazy_bits(obj: Any) -> Any:
+    """A PyTorch tensor with its lazy negation or conjugation applied: DLPack exports the stored
+    values without those bits (``t.conj().imag`` would be read with the wrong sign)."""
+    for flag, resolve in (("is_neg", "resolve_neg"), ("is_conj", "resolve_conj")):
+        test = getattr(obj, flag, None)
+        if callable(test) and test():
+            obj = getattr(obj, resolve)()
+    return obj
 
 
 def _from_dlpack(obj: Any, name: str) -> np.ndarray:
     try:
-        device = obj.__dlpack_device__()
-    except (ValueError, RuntimeError, BufferError) as exc:  # e.g. PyTorch's "meta" device
-        device = (None, str(exc))
-    if device[0] not in (_KDLCPU, _KDLCUDAHOST):
+        device = obj.__dlpack_device__()[0]
+    except (ValueError, RuntimeError, BufferError):  # e.g. PyTorch's "meta" device
+        device = None
+    if device not in (_KDLCPU, _KDLCUDAHOST):
+        where = _device_name(obj)
+        hint = " (a meta tensor holds no data)" if where == "meta" else ""
         raise TypeError(
             f"{name}: expected an array in CPU memory, got a {type(obj).__name__} on device "
-            f"{device}; move it to the CPU first (for PyTorch: tensor.cpu())"
+            f"{where}{hint}; move it to the CPU first (for PyTorch: tensor.cpu())"
         )
     if getattr(obj, "requires_grad", False):
         obj = obj.detach()  # reading is all we do; autograd's guard would refuse the export
+    obj = _resolve_lazy_bits(obj)
     if str(getattr(obj, "dtype", "")) == "torch.bfloat16":
         # NumPy has no bfloat16 DLPack type: share the bits as int16 and view them as bfloat16
         import torch
 
-        return np.from_dlpack(obj.view(torch.int16)).view(BFLOAT16)
+        return np.from_dlpack(obj.view(torch.int16)).view(bfloat16())
     try:
         return np.from_dlpack(obj)
     except (BufferError, TypeError, RuntimeError):
@@ -76,7 +120,7 @@ def as_logits(obj: Any, name: str = "x") -> np.ndarray:
     bfloat16, float32 or float64 (integers and bools become float64)."""
     a = as_array(obj, name)
     dt = a.dtype
-    if dt == BFLOAT16 or (dt.kind == "f" and dt.itemsize in (2, 4, 8)):
+    if is_float(dt):
         pass
     elif dt.kind in "iub":
         return np.asarray(a, dtype=np.float64)
@@ -100,11 +144,11 @@ def as_logits(obj: Any, name: str = "x") -> np.ndarray:
 def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     """A requested output dtype, one of the four float dtypes."""
     try:
-        dt = BFLOAT16 if dtype in ("bfloat16", ml_dtypes.bfloat16) else np.dtype(dtype)
+        dt = bfloat16() if isinstance(dtype, str) and dtype == "bfloat16" else np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{name}: expected a float dtype, got {dtype!r}") from None
     native: np.dtype = dt.newbyteorder("=")
-    if native not in FLOAT_DTYPES:
+    if not is_float(native):
         raise TypeError(f"{name}: expected float16, bfloat16, float32 or float64, got {dt}")
     return native
 
@@ -117,7 +161,7 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: Optional[np.dtype], name:
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
     if dtype is not None and out.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
-    if out.dtype.newbyteorder("=") not in FLOAT_DTYPES and dtype is None:
+    if not is_float(out.dtype) and dtype is None:
         raise TypeError(f"{name}: expected a float16, bfloat16, float32 or float64 array, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name}: the array is read-only")

@@ -17,16 +17,16 @@ How the streaming stays exact and cheap:
 from __future__ import annotations
 
 import math
-import mmap
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
 from . import _core
-from ._input import BFLOAT16, as_array, as_logits, normalize_axis
+from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid, with_axis
+from ._pages import CHUNK_BYTES, PageReleaser
+from ._progress import progress_reporter
 
 ALL_METRICS = ("count", "nll", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy", "roc_auc")
 TASKS = ("multiclass", "binary", "multilabel")
@@ -43,8 +43,6 @@ _METRIC_SUM = {"nll": _NLL, "accuracy": _CORRECT, "top_k_accuracy": _HIT, "brier
 
 # A block holds about this many logits: it is the unit of parallel work and of summation order.
 _BLOCK_ELEMS = 16384
-# Default chunk: about this many bytes of logits per kernel call.
-_CHUNK_BYTES = 1 << 25
 
 
 @dataclass
@@ -80,7 +78,7 @@ class _Problem:
 # --------------------------------------------------------------------------- preparing
 
 def _is_numeric(dt: np.dtype) -> bool:
-    return dt.kind in "biuf" or dt == BFLOAT16
+    return dt.kind in "biuf" or is_bfloat16(dt)
 
 
 def _infer_task(x: np.ndarray, t: np.ndarray, task: Optional[str], ax: Optional[int]) -> str:
@@ -215,7 +213,7 @@ def _plan_blocks(p: _Problem, chunk_rows: Optional[int]) -> _Blocks:
     else:
         unit, period, block_rows = 1, per_lead, block
     if chunk_rows is None:
-        chunk_rows = max(1, _CHUNK_BYTES // max(1, p.c * p.x.itemsize))
+        chunk_rows = max(1, CHUNK_BYTES // max(1, p.c * p.x.itemsize))
     chunk_lead = -(-int(chunk_rows) // per_lead)
     chunk_lead = -(-chunk_lead // unit) * unit
     return _Blocks(period, block_rows, unit, chunk_lead)
@@ -227,7 +225,7 @@ def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
 
 def _class_indices(t: np.ndarray, c: int, lead_offset: int) -> np.ndarray:
     """A chunk of a multiclass target as int64 class indices, checked."""
-    if t.dtype.kind == "f" or t.dtype == BFLOAT16:
+    if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         tf = np.asarray(t, dtype=np.float64)
         bad = ~(tf == np.round(tf))
         if bad.any():
@@ -258,84 +256,6 @@ def _position(bad: np.ndarray, lead_offset: int, lead_axis: int = 0) -> Tuple[in
     return tuple(pos)
 
 
-# --------------------------------------------------------------------------- memmap pages
-
-def _read_only_mmap(a: np.ndarray) -> Optional[mmap.mmap]:
-    """The mmap behind a read-only np.memmap view, if any."""
-    b: Any = a
-    while b is not None:
-        if isinstance(b, np.memmap):
-            mm = getattr(b, "_mmap", None)
-            return mm if getattr(b, "mode", None) == "r" and isinstance(mm, mmap.mmap) else None
-        b = getattr(b, "base", None)
-    return None
-
-
-class _PageReleaser:
-    """Gives the pages of a read-only memmap back to the OS once a chunk has been scored, so
-    the resident memory stays at about one chunk whatever the file size. Only an optimisation:
-    platforms without madvise simply keep the pages (the OS may still evict them)."""
-
-    def __init__(self, a: np.ndarray):
-        self.mm = _read_only_mmap(a) if hasattr(mmap, "MADV_DONTNEED") else None
-        self.base = 0
-        if self.mm is not None:
-            view = np.frombuffer(self.mm, dtype=np.uint8)
-            self.base = view.__array_interface__["data"][0]
-            del view
-
-    def release(self, chunk: np.ndarray) -> None:
-        if self.mm is None or chunk.size == 0:
-            return
-        lo, hi = _byte_bounds(chunk)
-        if lo < self.base or hi > self.base + len(self.mm):
-            return  # not memory of this mapping
-        start = (lo - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
-        end = hi - self.base
-        try:
-            self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-        except (OSError, ValueError):
-            self.mm = None
-
-
-def _byte_bounds(a: np.ndarray) -> Tuple[int, int]:
-    try:
-        from numpy.lib.array_utils import byte_bounds
-    except ImportError:  # NumPy < 2
-        byte_bounds = np.byte_bounds  # type: ignore[attr-defined]  # NumPy 2's stubs lack it
-    return byte_bounds(a)
-
-
-# --------------------------------------------------------------------------- progress
-
-def _progress_reporter(progress: Any, total: int) -> Tuple[Callable[[int], None], Callable[[], None]]:
-    """(update(rows_done), close()) for ``progress``: None/False, a callable or True (a tqdm bar
-    on stderr; without tqdm, a plain line on stderr rewritten in place)."""
-    if progress is None or progress is False:
-        return (lambda done: None), (lambda: None)
-    if callable(progress):
-        return (lambda done: progress(done, total)), (lambda: None)
-    if progress is not True:
-        raise TypeError(f"progress: expected None, True or a callable (rows_done, rows_total), got {progress!r}")
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def update(done: int) -> None:
-            pct = 100.0 * done / total if total else 100.0
-            sys.stderr.write(f"\rfastlogits: {done}/{total} rows ({pct:5.1f}%)")
-            sys.stderr.flush()
-
-        def close() -> None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-        return update, close
-    bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, desc="fastlogits")
-
-    def update_bar(done: int) -> None:
-        bar.update(done - bar.n)
-    return update_bar, bar.close
-
-
 # --------------------------------------------------------------------------- the pass
 
 @dataclass
@@ -358,8 +278,8 @@ def _pass(p: _Problem, *, temperature: float, k: int, bins: int, want_rank: bool
     lead_len = p.x.shape[lead]
     t_lead = lead if p.task == "multilabel" else 0
     auc = _AucCollector(p) if want_auc else None
-    releasers = [_PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
-    update, close = _progress_reporter(progress, n)
+    releasers = [PageReleaser(a) for a in (p.x, p.t, p.w) if a is not None]
+    update, close = progress_reporter(progress, n)
     try:
         for lo in range(0, lead_len, blocks.chunk_lead):
             hi = min(lo + blocks.chunk_lead, lead_len)

@@ -40,11 +40,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
 from . import _bce, _ce, _core, _post, _score
-from ._input import BFLOAT16, as_array, as_logits, normalize_axis
+from ._dask_npy import from_npy
+from ._input import as_array, as_logits, is_bfloat16, normalize_axis
 from ._layout import make_grid
 
 __all__ = [
-    "bce_with_logits", "cross_entropy", "entropy", "log_sigmoid", "log_softmax", "logsumexp",
+    "bce_with_logits", "cross_entropy", "entropy", "from_npy", "log_sigmoid", "log_softmax", "logsumexp",
     "predict", "predict_binary", "score", "sigmoid", "softmax", "topk",
 ]
 
@@ -58,6 +59,11 @@ _INT64_MAX = np.iinfo(np.int64).max
 def _as_dask(a: Any, name: str) -> "da.Array":
     """A Dask array as it is; anything else (NumPy, memmap, DLPack tensor) as one chunk."""
     if isinstance(a, da.Array):
+        if any(math.isnan(size) for sizes in a.chunks for size in sizes):
+            raise ValueError(
+                f"{name}: the Dask array has unknown chunk sizes (nan, e.g. after boolean indexing); "
+                f"call {name}.compute_chunk_sizes() first"
+            )
         return a
     arr = as_array(a, name)
     return da.from_array(arr, chunks=arr.shape, asarray=False)
@@ -90,7 +96,7 @@ def _target_probe(t: "da.Array") -> np.ndarray:
 def _weight_probe(w: Optional["da.Array"]) -> Optional[np.ndarray]:
     if w is None:
         return None
-    return _probe_as(w, np.float64) if w.dtype.kind in "iubf" or w.dtype == BFLOAT16 else _probe(w)
+    return _probe_as(w, np.float64) if w.dtype.kind in "iubf" or is_bfloat16(w.dtype) else _probe(w)
 
 
 def _single_class_chunk(x: "da.Array", ax: int, name: str = "x") -> None:

@@ -7,10 +7,28 @@ and nothing from the rest of fastlogits, so it can be loaded by file path.
 
 Precision
 ---------
-All arithmetic is done in ``np.result_type(x.dtype, np.float64)``: float64 for
-float16/bfloat16/float32/float64 inputs and extended precision for ``np.longdouble``
-inputs.  The parity tests pass longdouble arrays to obtain an (almost) exact oracle.
-Integer and bool logits are converted to float64.
+Called directly, a function computes in ``np.result_type(x.dtype, np.float64)``:
+float64 for float16/bfloat16/float32/float64 inputs, long double for ``np.longdouble``
+inputs; integer and bool logits are converted to float64.  That is the plain NumPy
+baseline (``fastlogits bench`` times it).
+
+``exact(f, *args, **kwargs)`` evaluates the same formulas in exact arithmetic and returns
+the results unrounded, as :class:`DDArray` values (about 106 significant bits and an
+unbounded exponent: enough to measure errors to a small fraction of a float64 ULP, in the
+subnormal range too); ``exact(...).astype(dtype)`` rounds once.  This is the oracle of the
+accuracy tests for the postprocessing functions (section 2) and the losses and their
+gradients (section 3).  Two backends compute it, chosen by :func:`backend`:
+
+* ``"extended"``: NumPy long double, used where it is genuinely extended (x86-64 Linux and
+  macOS: a 64-bit significand, ``np.finfo(np.longdouble).nmant >= 63``);
+* ``"portable"``: double-double arithmetic written here in vectorised NumPy float64
+  (:class:`DDArray`), identical on every platform: the only one on macOS arm64 and Windows,
+  where ``long double`` is plain double.
+
+``FASTLOGITS_ORACLE=portable`` forces the portable backend (so x86 CI proves the path of the
+other platforms), ``FASTLOGITS_ORACLE=extended`` requires the extended one; unset or
+``auto`` takes the extended backend where it exists.  :func:`use_backend` switches backends
+inside a ``with`` block.
 
 Output conventions (as in the fast API)
 ---------------------------------------
@@ -20,6 +38,8 @@ Output conventions (as in the fast API)
 * A function that reduces the class axis of a 1-D input returns a NumPy scalar; an
   elementwise function of a 0-d input returns a NumPy scalar; softmax-family (class
   axis) functions raise ``ValueError`` on 0-d input.
+* Under ``exact``, every such result (array, NumPy scalar or Python float) is a
+  ``DDArray`` of the same shape (0-d for scalars); ``dtype=`` and ``out=`` are ignored.
 
 Special values
 --------------
@@ -38,9 +58,12 @@ Special values
   nan loss and gradient for that row); ignored rows give exactly 0 loss and gradient.
 """
 
+import contextlib
+import contextvars
 import math
 import numbers
-from typing import Any, Dict, Optional, Tuple
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -51,15 +74,74 @@ __all__ = [
     "bce_with_logits", "bce_with_logits_and_grad",
     "sigmoid_focal_loss", "sigmoid_focal_loss_and_grad",
     "score", "fit_temperature",
+    "exact", "backend", "use_backend", "DDArray",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
 
+# --------------------------------------------------------------------------- the exact oracle
+
+_EXACT = contextvars.ContextVar("fastlogits_reference_exact", default=False)
+_FORCED_BACKEND: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar(
+    "fastlogits_reference_backend", default=None)
+_BACKENDS = ("extended", "portable")
+
+
+def _have_extended() -> bool:
+    """True where np.longdouble has a 64-bit significand (x87 extended precision)."""
+    return int(np.finfo(np.longdouble).nmant) >= 63
+
+
+def backend() -> str:
+    """The exact backend in force: ``"extended"`` (long double) or ``"portable"``
+    (double-double); see the module docstring for ``FASTLOGITS_ORACLE``."""
+    forced = _FORCED_BACKEND.get()
+    if forced is not None:
+        return forced
+    env = os.environ.get("FASTLOGITS_ORACLE", "").strip().lower()
+    if env in ("", "auto"):
+        return "extended" if _have_extended() else "portable"
+    if env == "portable":
+        return "portable"
+    if env == "extended":
+        if not _have_extended():
+            raise RuntimeError("FASTLOGITS_ORACLE=extended: np.longdouble is not extended precision "
+                               f"here (nmant={np.finfo(np.longdouble).nmant}); use 'portable' or 'auto'")
+        return "extended"
+    raise ValueError(f"FASTLOGITS_ORACLE: expected 'portable', 'extended' or 'auto', got {env!r}")
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """``with use_backend("portable"): ...`` computes ``exact`` results with that backend."""
+    if name not in _BACKENDS:
+        raise ValueError(f"name: expected one of {_BACKENDS}, got {name!r}")
+    if name == "extended" and not _have_extended():
+        raise RuntimeError("use_backend('extended'): np.longdouble is not extended precision here")
+    token = _FORCED_BACKEND.set(name)
+    try:
+        yield
+    finally:
+        _FORCED_BACKEND.reset(token)
+
+
+def exact(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``f(*args, **kwargs)`` (a function of sections 2-3 of this module) evaluated in exact
+    arithmetic, its results unrounded: :class:`DDArray` values in place of arrays, NumPy
+    scalars and Python floats (a tuple stays a tuple)."""
+    token = _EXACT.set(True)
+    try:
+        return f(*args, **kwargs)
+    finally:
+        _EXACT.reset(token)
+
+
 # --------------------------------------------------------------------------- helpers
 
 def _as_logits(x: Any, name: str = "logits") -> Any:
-    """Return (x as a NumPy array, the output dtype, the working dtype)."""
+    """Return (x as a NumPy array, the output dtype, the working kind): the float dtype of
+    the plain evaluation, or under ``exact`` the backend's (long double or DDArray)."""
     x = np.asarray(x)
     kind = x.dtype.kind
     if kind in "biu":
@@ -70,14 +152,23 @@ def _as_logits(x: Any, name: str = "logits") -> Any:
         raise TypeError(f"{name}: expected a real floating, integer or bool array, "
                         f"got dtype {x.dtype}")
     out_dtype = x.dtype.newbyteorder("=") if x.dtype.kind == "f" else x.dtype  # native order
+    return x, out_dtype, _work_kind(_float_work(x.dtype))
+
+
+def _float_work(dt: Any) -> Any:
+    """float64, or long double for long double inputs."""
     try:
-        work = np.result_type(x.dtype, np.float64)
+        work = np.result_type(dt, np.float64)
     except TypeError:
         work = np.dtype(np.float64)
-    if work.kind != "f":
-        work = np.dtype(np.float64)
-    # native byte order for the working copy
-    return x, out_dtype, work
+    return work if work.kind == "f" else np.dtype(np.float64)
+
+
+def _work_kind(float_work: Any) -> Any:
+    """The working kind: ``float_work`` normally, the exact backend's under ``exact``."""
+    if not _EXACT.get():
+        return float_work
+    return np.dtype(np.longdouble) if backend() == "extended" else DDArray
 
 
 def _is_ml_float(dt: Any) -> bool:
@@ -85,8 +176,11 @@ def _is_ml_float(dt: Any) -> bool:
     return bool(dt.kind == "V" and dt.itemsize <= 2 and dt.type.__module__.startswith("ml_dtypes"))
 
 
-def _work(x: Any, work: Any) -> Any:
-    return np.asarray(x, dtype=work)
+def _work(x: Any, kind: Any) -> Any:
+    """Numbers (arrays, scalars) in the working kind, exactly."""
+    if kind is DDArray:
+        return DDArray.lift(x)
+    return np.asarray(x, dtype=kind)
 
 
 def _norm_axis(axis: Any, ndim: int) -> int:
@@ -101,7 +195,10 @@ def _norm_axis(axis: Any, ndim: int) -> int:
 
 
 def _finish(res: Any, out_dtype: Any, dtype: Any = None, out: Any = None) -> Any:
-    """Cast `res` to the output dtype, honour `out=`, and unwrap 0-d results."""
+    """Cast `res` to the output dtype, honour `out=`, and unwrap 0-d results; under
+    ``exact``, the unrounded DDArray."""
+    if _EXACT.get():
+        return DDArray.lift(res)
     target = np.dtype(dtype) if dtype is not None else out_dtype
     with np.errstate(over="ignore", invalid="ignore"):
         res = np.asarray(res).astype(target)
@@ -115,20 +212,21 @@ def _finish(res: Any, out_dtype: Any, dtype: Any = None, out: Any = None) -> Any
     return res
 
 
+def _finish_float(total: Any) -> Any:
+    """A reduced loss: a Python float, or under ``exact`` the unrounded 0-d DDArray."""
+    if _EXACT.get():
+        return DDArray.lift(total)
+    return float(total)
+
+
 def _check_reduction(reduction: Any) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of 'none', 'mean', 'sum', got {reduction!r}")
 
 
-def _times(coef: Any, val: Any) -> Any:
-    """coef * val with the convention 0 * (+-inf) = 0 (and 0 * nan = 0: callers
-    re-impose nan for nan logits)."""
-    coef, val = np.broadcast_arrays(coef, val)
-    with np.errstate(invalid="ignore"):
-        return np.where(coef == 0, 0, coef * val)
-
-
 def _write_grad(grad: Any, out_dtype: Any, grad_out: Any) -> Any:
+    if _EXACT.get():
+        return DDArray.lift(grad)
     with np.errstate(over="ignore", invalid="ignore"):
         g = grad.astype(out_dtype)
     if grad_out is None:
@@ -140,146 +238,664 @@ def _write_grad(grad: Any, out_dtype: Any, grad_out: Any) -> Any:
     return grad_out
 
 
+# --------------------------------------------------------------------------- working arithmetic
+#
+# The formulas below are written once for every working kind: NumPy float arrays (float64 or
+# long double) and DDArray.  Arithmetic operators work on both; these helpers do the rest.
+
+def _is_dd(v: Any) -> bool:
+    return isinstance(v, DDArray)
+
+
+def _sign_of(v: Any) -> Any:
+    """An array with the sign, zeros and nans of v (for comparisons with 0)."""
+    return v.hi if _is_dd(v) else v
+
+
+def _float_of(v: Any) -> Any:
+    """v as floats, for maxima and nan/inf tests of (exactly representable) logits."""
+    return v.approx() if _is_dd(v) else v
+
+
+def _any_dd(*vs: Any) -> bool:
+    return any(_is_dd(v) for v in vs)
+
+
+def _exp(v: Any) -> Any:
+    return v.exp() if _is_dd(v) else np.exp(v)
+
+
+def _log(v: Any) -> Any:
+    return v.log() if _is_dd(v) else np.log(v)
+
+
+def _log1p(v: Any) -> Any:
+    return v.log1p() if _is_dd(v) else np.log1p(v)
+
+
+def _pow(v: Any, g: Any) -> Any:
+    """v**g for v >= 0 (g in the working kind)."""
+    return v ** g if _is_dd(v) else np.power(v, g)
+
+
+def _where(cond: Any, a: Any, b: Any) -> Any:
+    if _any_dd(a, b):
+        return _dd_where(cond, DDArray.lift(a), DDArray.lift(b))
+    return np.where(cond, a, b)
+
+
+def _sum_last(v: Any, keepdims: bool = False) -> Any:
+    return v.sum_last(keepdims) if _is_dd(v) else np.sum(v, axis=-1, keepdims=keepdims)
+
+
+def _sum_all(v: Any) -> Any:
+    return v.reshape(-1).sum_last() if _is_dd(v) else np.sum(v)
+
+
+def _moveaxis(v: Any, source: int, destination: int) -> Any:
+    return v.moveaxis(source, destination) if _is_dd(v) else np.moveaxis(v, source, destination)
+
+
+def _take_last(v: Any, index: Any) -> Any:
+    return v.take_along_last(index) if _is_dd(v) else np.take_along_axis(v, index, axis=-1)
+
+
+def _broadcast_to(v: Any, shape: Tuple[int, ...]) -> Any:
+    return v.broadcast_to(shape) if _is_dd(v) else np.broadcast_to(v, shape)
+
+
+def _abs(v: Any) -> Any:
+    return _where(_sign_of(v) < 0, -v, v)
+
+
+def _min0(v: Any) -> Any:
+    """min(v, 0)."""
+    return _where(_sign_of(v) < 0, v, 0.0)
+
+
+def _shifted_exp(v: Any, shift: Any) -> Any:
+    """exp(v - shift).  In long double the difference of two doubles of distant exponents
+    (a logit near 0 and a max of 700) is not exact; its rounding error, taken by TwoSum,
+    corrects the exponential to first order (exp(d + err) = exp(d) * (1 + err))."""
+    d = v - shift
+    e = _exp(d)
+    if _is_dd(d) or np.asarray(d).dtype != np.longdouble:
+        return e
+    bb = d - v
+    err = (v - (d - bb)) + (-shift - bb)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(d) & np.isfinite(e), e + e * err, e)
+
+
+def _times(coef: Any, val: Any) -> Any:
+    """coef * val with the convention 0 * (+-inf) = 0 (and 0 * nan = 0: callers
+    re-impose nan for nan logits)."""
+    with np.errstate(invalid="ignore"):
+        return _where(_sign_of(coef) == 0, 0.0, coef * val)
+
+
+# --------------------------------------------------------------------------- exact arithmetic
+#
+# The portable exact backend: double-double numbers (about 106 significant bits) with an
+# exponent of their own, so that neither the subnormal range nor overflow costs precision:
+# value = (hi + lo) * 2**ex, with hi = 0 (then lo = ex = 0), hi non-finite (lo = ex = 0) or
+# 0.5 <= |hi| < 1 and |lo| <= ulp(hi)/2.  Sums by TwoSum (Knuth), products by Dekker's
+# splitting (no fma, so the same bits on every platform), quotients by two correction steps;
+# exp by reduction to |r| <= ln2/2, a Taylor polynomial on r/256 and eight squarings;
+# log1p by one Newton step on expm1 from a float64 start (the step doubles the 53 correct
+# bits); log(m*2**k) = log1p(m - 1) + k*ln2.  References: T. J. Dekker, "A floating-point
+# technique for extending the available precision" (1971); D. E. Knuth, TAOCP vol. 2, 4.2.2;
+# Y. Hida, X. S. Li, D. H. Bailey, "Library for double-double and quad-double arithmetic"
+# (2007).
+
+_SPLITTER = 134217729.0                        # 2**27 + 1
+# ln 2 to 159 bits as three doubles (the digits of ln 2 = 0.6931471805599453094172321214581765680755...)
+_LN2 = (0.6931471805599453, 2.3190468138462996e-17, 5.707708438416212e-34)
+_EXP_SQUARINGS = 8                             # exp(r) = exp(r / 256)**256
+_EXP_TERMS = 11                                # Taylor terms of expm1 on |r| <= ln2/512
+_LDEXP_LIMIT = 2200                            # beyond, ldexp of a mantissa is 0 or inf anyway
+_EXP_ARG_LIMIT_EX = 40                         # |t| >= 2**39: exp(t) is 0 or inf here
+
+
+def _ldexp(x: Any, k: Any) -> Any:
+    """x * 2**k for int64 k of any size (clipped where the result is 0 or inf anyway); int32
+    exponents because that is the only ldexp loop every platform has."""
+    return np.ldexp(x, np.minimum(np.maximum(k, -_LDEXP_LIMIT), _LDEXP_LIMIT).astype(np.int32))
+
+
+def _two_sum(a: Any, b: Any) -> Tuple[Any, Any]:
+    """s + e = a + b exactly, s = fl(a + b)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _fast_two_sum(a: Any, b: Any) -> Tuple[Any, Any]:
+    """s + e = a + b exactly when |a| >= |b| (or a = 0)."""
+    s = a + b
+    return s, b - (s - a)
+
+
+def _split(a: Any) -> Tuple[Any, Any]:
+    """a = hi + lo with hi, lo of 26 significant bits each (|a| < 2**996)."""
+    c = _SPLITTER * a
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _two_prod(a: Any, b: Any) -> Tuple[Any, Any]:
+    """p + e = a * b exactly (Dekker), p = fl(a * b); no overflow or underflow assumed."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _dd_add(ah: Any, al: Any, bh: Any, bl: Any) -> Tuple[Any, Any]:
+    s, e = _two_sum(ah, bh)
+    t, f = _two_sum(al, bl)
+    s, e = _fast_two_sum(s, e + t)
+    return _fast_two_sum(s, e + f)
+
+
+def _dd_mul(ah: Any, al: Any, bh: Any, bl: Any) -> Tuple[Any, Any]:
+    p, e = _two_prod(ah, bh)
+    return _fast_two_sum(p, e + (ah * bl + al * bh))
+
+
+def _dd_div(ah: Any, al: Any, bh: Any, bl: Any) -> Tuple[Any, Any]:
+    """(ah + al) / (bh + bl): a float64 quotient and two correction steps."""
+    q1 = ah / bh
+    ph, pl = _dd_mul(bh, bl, q1, 0.0)
+    rh, rl = _dd_add(ah, al, -ph, -pl)
+    q2 = rh / bh
+    ph, pl = _dd_mul(bh, bl, q2, 0.0)
+    rh, rl = _dd_add(rh, rl, -ph, -pl)
+    q3 = rh / bh
+    q1, q2 = _fast_two_sum(q1, q2)
+    return _dd_add(q1, q2, q3, 0.0)
+
+
+def _dd_times_int(k: Any, c: Tuple[float, float, float]) -> Tuple[Any, Any]:
+    """k * (c0 + c1 + c2) in double-double for integral float64 k (|k| < 2**50) and a constant
+    given to 159 bits: each of k*c0, k*c1 is formed exactly."""
+    p0, e0 = _two_prod(k, c[0])
+    p1, e1 = _two_prod(k, c[1])
+    h, l = _dd_add(p0, e0, p1, e1)
+    return _dd_add(h, l, k * c[2], 0.0)
+
+
+def _inverse_factorials(n: int) -> List[Tuple[Any, Any]]:
+    """1/k! for k = 0..n in double-double (k! is exact in float64 for k <= 22)."""
+    one = np.ones(1)
+    return [_dd_div(one, 0.0 * one, np.array([float(math.factorial(k))]), 0.0 * one)
+            for k in range(n + 1)]
+
+
+_INV_FACT = [(float(h[0]), float(l[0])) for h, l in _inverse_factorials(_EXP_TERMS)]
+
+
+def _dd_expm1_reduced(th: Any, tl: Any) -> Tuple[Any, Any, Any]:
+    """For a finite double-double t with |t| < 2**39: (e_hi, e_lo, k) with
+    exp(t) = (1 + e) * 2**k, |e| <= 0.42, e accurate to about 2**-104 relative (so that
+    e itself is expm1(t) with full relative accuracy when k = 0)."""
+    k = np.rint(th / _LN2[0])
+    # r = t - k*ln2 term by term: t - fl(k*c0) is exact (Sterbenz), the rest are small
+    p0, e0 = _two_prod(k, _LN2[0])
+    p1, e1 = _two_prod(k, _LN2[1])
+    rh, rl = _dd_add(th - p0, tl, -e0, 0.0)
+    rh, rl = _dd_add(rh, rl, -p1, -e1)
+    rh, rl = _dd_add(rh, rl, -k * _LN2[2], 0.0)       # |r| <= ln2/2 (+ a rounding)
+    scale = 2.0 ** -_EXP_SQUARINGS
+    rh, rl = rh * scale, rl * scale
+    ph, pl = _INV_FACT[_EXP_TERMS]
+    ph, pl = np.full_like(rh, ph), np.full_like(rh, pl)
+    for j in range(_EXP_TERMS - 1, 0, -1):          # Horner: 1/1! + r/2! + r^2/3! + ...
+        ph, pl = _dd_mul(ph, pl, rh, rl)
+        ph, pl = _dd_add(ph, pl, _INV_FACT[j][0], _INV_FACT[j][1])
+    eh, el = _dd_mul(ph, pl, rh, rl)                 # expm1(r / 256)
+    for _ in range(_EXP_SQUARINGS):                  # expm1(2u) = 2 expm1(u) + expm1(u)^2
+        sh, sl = _dd_mul(eh, el, eh, el)
+        eh, el = _dd_add(2 * eh, 2 * el, sh, sl)
+    return eh, el, k.astype(np.int64)
+
+
+class DDArray:
+    """An array of real numbers held to about 106 bits, the exact oracle's working type on
+    platforms without an extended long double (and everywhere under FASTLOGITS_ORACLE=portable).
+
+    ``value = (hi + lo) * 2**ex`` elementwise (``hi``, ``lo`` float64, ``ex`` int64 arrays of
+    one shape).  Supports ``+ - * /``, unary minus, ``**`` (of x >= 0), comparisons, indexing
+    and the helpers of this module (``exp``, ``log``, ``log1p``, sums along the last axis).
+    ``astype(dtype)`` rounds once to a NumPy float dtype; ``hi``/``lo``/``ex`` give the
+    unrounded value (``tests/arrays.py`` measures ULP errors from them).
+    """
+
+    __slots__ = ("hi", "lo", "ex")
+    __array_ufunc__ = None                        # ndarray op DDArray -> DDArray's reflected op
+
+    def __init__(self, hi: Any, lo: Any, ex: Any) -> None:
+        self.hi, self.lo, self.ex = hi, lo, ex
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def _normal(cls, hi: Any, lo: Any, ex: Any) -> "DDArray":
+        """Normalise a double-double (|lo| <= ulp(hi)/2) so that hi is in [0.5, 1) (its
+        binary exponent moves into ex)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            ordinary = np.isfinite(hi) & (hi != 0)
+            m, k = np.frexp(np.where(ordinary, hi, 0.5))
+            hi = np.where(ordinary, m, hi)
+            lo = np.where(ordinary, _ldexp(lo, -k.astype(np.int64)), 0.0)
+            ex = np.where(ordinary, np.asarray(ex, dtype=np.int64) + k, 0)
+        return cls(hi, lo, ex)
+
+    @classmethod
+    def from_float(cls, a: Any) -> "DDArray":
+        """Exact conversion of a float array (any NumPy float dtype, long double included)."""
+        a = np.asarray(a)
+        if a.dtype.kind != "f" or a.dtype.itemsize <= 8:
+            a = np.asarray(a, dtype=np.float64)
+            return cls._normal(a, np.zeros(a.shape), np.zeros(a.shape, dtype=np.int64))
+        with np.errstate(invalid="ignore"):
+            ordinary = np.isfinite(a) & (a != 0)
+            m, k = np.frexp(np.where(ordinary, a, 0.5))
+            hi = np.where(ordinary, m, a).astype(np.float64)
+            lo = np.where(ordinary, m - hi, 0).astype(np.float64)
+        return cls._normal(hi, lo, np.where(ordinary, k, 0).astype(np.int64))
+
+    @staticmethod
+    def lift(a: Any) -> "DDArray":
+        return a if isinstance(a, DDArray) else DDArray.from_float(a)
+
+    # ------------------------------------------------------------------ array protocol
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return np.shape(self.hi)
+
+    @property
+    def ndim(self) -> int:
+        return np.ndim(self.hi)
+
+    @property
+    def size(self) -> int:
+        return int(np.size(self.hi))
+
+    def _map(self, f: Any) -> "DDArray":
+        return DDArray(f(self.hi), f(self.lo), f(self.ex))
+
+    def __getitem__(self, index: Any) -> "DDArray":
+        return self._map(lambda a: np.asarray(a)[index])
+
+    def reshape(self, *shape: Any) -> "DDArray":
+        return self._map(lambda a: np.reshape(a, *shape) if len(shape) == 1 else np.reshape(a, shape))
+
+    def moveaxis(self, source: int, destination: int) -> "DDArray":
+        return self._map(lambda a: np.moveaxis(a, source, destination))
+
+    def broadcast_to(self, shape: Tuple[int, ...]) -> "DDArray":
+        return self._map(lambda a: np.broadcast_to(a, shape))
+
+    def take_along_last(self, index: Any) -> "DDArray":
+        return self._map(lambda a: np.take_along_axis(a, index, axis=-1))
+
+    def put(self, index: Any, values: "DDArray") -> "DDArray":
+        """A copy with ``self[index] = values``."""
+        parts = [np.array(a, copy=True) for a in (self.hi, self.lo, self.ex)]
+        for a, b in zip(parts, (values.hi, values.lo, values.ex)):
+            a[index] = b
+        return DDArray(*parts)
+
+    def approx(self) -> Any:
+        """The value rounded to float64 (0 and +-inf beyond its range): exact for lifted
+        float64 inputs, enough for signs, comparisons, maxima and nan tests."""
+        with np.errstate(over="ignore"):
+            return _ldexp(self.hi, self.ex)
+
+    def __repr__(self) -> str:
+        return f"DDArray({self.astype(np.float64)!r})"
+
+    # ------------------------------------------------------------------ arithmetic
+    def __add__(self, other: Any) -> "DDArray":
+        o = DDArray.lift(other)
+        with np.errstate(invalid="ignore", over="ignore"):
+            ex = np.where(self.hi == 0, o.ex, np.where(o.hi == 0, self.ex, np.maximum(self.ex, o.ex)))
+            ah, al = _ldexp(self.hi, self.ex - ex), _ldexp(self.lo, self.ex - ex)
+            bh, bl = _ldexp(o.hi, o.ex - ex), _ldexp(o.lo, o.ex - ex)
+            h, l = _dd_add(ah, al, bh, bl)
+            special = ~(np.isfinite(self.hi) & np.isfinite(o.hi))
+            return DDArray._normal(np.where(special, self.hi + o.hi, h), np.where(special, 0.0, l), ex)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> "DDArray":
+        return DDArray(-self.hi, -self.lo, self.ex)
+
+    def __sub__(self, other: Any) -> "DDArray":
+        return self + (-DDArray.lift(other))
+
+    def __rsub__(self, other: Any) -> "DDArray":
+        return DDArray.lift(other) + (-self)
+
+    def __mul__(self, other: Any) -> "DDArray":
+        o = DDArray.lift(other)
+        with np.errstate(invalid="ignore", over="ignore"):
+            h, l = _dd_mul(self.hi, self.lo, o.hi, o.lo)
+            special = ~(np.isfinite(self.hi) & np.isfinite(o.hi))
+            return DDArray._normal(np.where(special, self.hi * o.hi, h), np.where(special, 0.0, l),
+                                   self.ex + o.ex)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Any) -> "DDArray":
+        o = DDArray.lift(other)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            special = ~(np.isfinite(self.hi) & np.isfinite(o.hi)) | (o.hi == 0)
+            h, l = _dd_div(self.hi, self.lo, np.where(special, 1.0, o.hi), np.where(special, 0.0, o.lo))
+            return DDArray._normal(np.where(special, self.hi / o.hi, h), np.where(special, 0.0, l),
+                                   self.ex - o.ex)
+
+    def __rtruediv__(self, other: Any) -> "DDArray":
+        return DDArray.lift(other) / self
+
+    def __pow__(self, g: Any) -> "DDArray":
+        """x**g for x >= 0 as exp(g*log x), and x**0 = 1 (as NumPy)."""
+        gd = DDArray.lift(g)
+        r = (self.log() * gd).exp()
+        return _dd_where(gd.hi == 0, DDArray.lift(np.ones(r.shape)), r)
+
+    # ------------------------------------------------------------------ comparisons
+    def _sign(self, other: Any) -> Any:
+        return (self - other).hi
+
+    def __lt__(self, other: Any) -> Any:
+        return self._sign(other) < 0
+
+    def __le__(self, other: Any) -> Any:
+        return self._sign(other) <= 0
+
+    def __gt__(self, other: Any) -> Any:
+        return self._sign(other) > 0
+
+    def __ge__(self, other: Any) -> Any:
+        return self._sign(other) >= 0
+
+    def __eq__(self, other: Any) -> Any:
+        return self._sign(other) == 0
+
+    def __ne__(self, other: Any) -> Any:
+        return ~(self == other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ functions
+    def exp(self) -> "DDArray":
+        hi, ex = self.hi, self.ex
+        with np.errstate(invalid="ignore", over="ignore"):
+            huge = np.isfinite(hi) & (hi != 0) & (ex > _EXP_ARG_LIMIT_EX)
+            ordinary = np.isfinite(hi) & ~huge
+            th = np.where(ordinary, _ldexp(hi, ex), 0.0)
+            tl = np.where(ordinary, _ldexp(self.lo, ex), 0.0)
+            eh, el, k = _dd_expm1_reduced(th, tl)
+            h, l = _dd_add(eh, el, 1.0, 0.0)
+            limit = np.where(hi > 0, np.inf, 0.0)          # exp(+-inf), exp(+-huge)
+            h = np.where(ordinary, h, np.where(np.isnan(hi), np.nan, limit))
+            return DDArray._normal(h, np.where(ordinary, l, 0.0), np.where(ordinary, k, 0))
+
+    def _log1p_small(self) -> "DDArray":
+        """log1p(r) for |r| < 0.5: r itself below 2**-110, else a Newton step on expm1."""
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            tiny = self.ex < -110
+            rh = np.where(tiny, 0.0, _ldexp(self.hi, self.ex))
+            rl = np.where(tiny, 0.0, _ldexp(self.lo, self.ex))
+            y0 = np.log1p(rh + rl)
+            eh, el, k = _dd_expm1_reduced(y0, np.zeros_like(y0))
+            # expm1(y0) = (1 + e) * 2**k - 1, kept relative near 0 (k = 0 there)
+            sh, sl = _dd_add(eh, el, 1.0, 0.0)
+            sh, sl = _ldexp(sh, k), _ldexp(sl, k)
+            mh, ml = _dd_add(sh, sl, -1.0, 0.0)
+            mh, ml = np.where(k == 0, eh, mh), np.where(k == 0, el, ml)
+            # y1 = y0 - (expm1(y0) - r) / (1 + expm1(y0))
+            dh, dl = _dd_add(mh, ml, -rh, -rl)
+            dh, dl = _dd_div(dh, dl, sh, sl)
+            h, l = _dd_add(y0, 0.0, -dh, -dl)
+            out = DDArray._normal(h, l, np.zeros(np.shape(h), dtype=np.int64))
+        return _dd_where(tiny, self, out)
+
+    def log(self) -> "DDArray":
+        """log(x): log1p(m - 1) + k*ln2 for x = m * 2**k, m in [sqrt(1/2), sqrt(2))."""
+        hi, lo, ex = self.hi, self.lo, self.ex
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ordinary = np.isfinite(hi) & (hi > 0)
+            low = ordinary & (hi < math.sqrt(0.5))
+            mh = np.where(ordinary, np.where(low, 2 * hi, hi), 1.0)
+            ml = np.where(ordinary, np.where(low, 2 * lo, lo), 0.0)
+            k = np.where(ordinary, ex - low, 0).astype(np.float64)
+            fh, fl = _fast_two_sum(mh - 1.0, ml)             # mh - 1 is exact
+            f = DDArray._normal(fh, fl, np.zeros(np.shape(fh), dtype=np.int64))
+            lg = f._log1p_small()
+            kh, kl = _dd_times_int(k, _LN2)
+            res = lg + DDArray._normal(kh, kl, np.zeros(np.shape(kh), dtype=np.int64))
+            special = np.where(hi == 0, -np.inf, np.where(hi == np.inf, np.inf, np.nan))
+        return _dd_where(ordinary, res, DDArray.from_float(special))
+
+    def log1p(self) -> "DDArray":
+        small = self.ex <= -1                                  # |x| < 0.5
+        if np.all(small):
+            return self._log1p_small()
+        if not np.any(small):
+            return (self + 1.0).log()
+        r_small = _dd_where(small, self, DDArray.from_float(np.zeros(self.shape)))
+        r_big = _dd_where(small, DDArray.from_float(np.ones(self.shape)), self + 1.0)
+        return _dd_where(small, r_small._log1p_small(), r_big.log())
+
+    def sum_last(self, keepdims: bool = False) -> "DDArray":
+        """Sum along the last axis, pairwise (error about log2(n) * 2**-106 of the sum of the
+        magnitudes)."""
+        x = self
+        n = x.shape[-1]
+        if n == 0:
+            z = np.zeros(x.shape[:-1] + (1,))
+            x = DDArray(z, z.copy(), z.astype(np.int64))
+        while x.shape[-1] > 1:
+            if x.shape[-1] % 2:
+                pad = np.zeros(x.shape[:-1] + (1,))
+                x = DDArray(np.concatenate([x.hi, pad], -1), np.concatenate([x.lo, pad], -1),
+                            np.concatenate([x.ex, pad.astype(np.int64)], -1))
+            x = x[..., 0::2] + x[..., 1::2]
+        return x if keepdims else x[..., 0]
+
+    # ------------------------------------------------------------------ rounding
+    def astype(self, dtype: Any) -> Any:
+        """The value rounded once to ``dtype`` (float64 and narrower: round to nearest even,
+        subnormals included; narrower ones go through a round-to-odd float64, which makes the
+        second rounding exact)."""
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f" and dtype.itemsize > 8:
+            return np.ldexp(self.hi.astype(dtype) + self.lo.astype(dtype), self.ex.astype(np.int32))
+        if dtype == np.float64:
+            return self._round_f64()
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._round_odd_f64().astype(dtype)
+
+    def _round_f64(self) -> Any:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            r = _ldexp(self.hi, self.ex)
+            # in the subnormal range ldexp rounded hi alone: redo it with lo (ties to even)
+            sub = np.isfinite(r) & (np.abs(r) < 2.0 ** -1022) & (self.hi != 0)
+            back = _ldexp(r, -self.ex)
+            rest = (self.hi - back) + self.lo
+            half = _ldexp(np.ones(np.shape(r)), -1075 - self.ex)
+            units = np.where(sub, r / 2.0 ** -1074, 0.0)
+            odd = np.fmod(np.abs(units), 2) == 1
+            step = (np.abs(rest) > half) | ((np.abs(rest) == half) & odd)
+            r = np.where(sub & step, r + np.sign(rest) * 2.0 ** -1074, r)
+        return r
+
+    def _round_odd_f64(self) -> Any:
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = _ldexp(self.hi, self.ex)
+            bits = np.asarray(r, dtype=np.float64).view(np.int64)
+            inexact = (self.lo != 0) & np.isfinite(r) & (r != 0)
+            even = (bits & 1) == 0
+            toward = np.where(self.lo > 0, np.inf, -np.inf)
+            return np.where(inexact & even, np.nextafter(r, toward), r)
+
+
+def _dd_where(cond: Any, a: DDArray, b: DDArray) -> DDArray:
+    return DDArray(np.where(cond, a.hi, b.hi), np.where(cond, a.lo, b.lo), np.where(cond, a.ex, b.ex))
+
+
 # --------------------------------------------------------------------------- section 2
+
+def _sigmoid_w(v: Any) -> Any:
+    """``1 / (1 + t)`` for v >= 0, ``t / (1 + t)`` below, with ``t = exp(-|v|)`` in (0, 1]."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = _exp(-_abs(v))
+        return _where(_sign_of(v) >= 0, 1.0 / (1.0 + t), t / (1.0 + t))
+
+
+def _log_sigmoid_w(v: Any) -> Any:
+    """log(sigmoid(v)) = min(v, 0) - log1p(exp(-|v|))."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _min0(v) - _log1p(_exp(-_abs(v)))
+
 
 def sigmoid(x: Any, *, dtype: Any = None, out: Any = None) -> Any:
     """``1 / (1 + exp(-x))`` elementwise, evaluated as ``exp(x) / (1 + exp(x))`` for
     negative x so that nothing overflows.  sigmoid(+-inf) = 1 / 0; nan -> nan."""
-    x, od, wd = _as_logits(x, "x")
-    v = _work(x, wd)
-    with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp(-np.abs(v))                       # in (0, 1]
-        res = np.where(v >= 0, 1 / (1 + e), e / (1 + e))
-        res = np.where(np.isnan(v), np.nan, res)
-    return _finish(res, od, dtype, out)
-
-
-def _log_sigmoid_w(v: Any) -> Any:
-    """log(sigmoid(v)) = min(v, 0) - log1p(exp(-|v|)) in the working dtype."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.minimum(v, 0) - np.log1p(np.exp(-np.abs(v)))
-
-
-def _sigmoid_w(v: Any) -> Any:
-    with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp(-np.abs(v))
-        return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+    x, od, wk = _as_logits(x, "x")
+    return _finish(_sigmoid_w(_work(x, wk)), od, dtype, out)
 
 
 def log_sigmoid(x: Any, *, dtype: Any = None, out: Any = None) -> Any:
     """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``: -inf at -inf, 0 at +inf."""
-    x, od, wd = _as_logits(x, "x")
-    return _finish(_log_sigmoid_w(_work(x, wd)), od, dtype, out)
+    x, od, wk = _as_logits(x, "x")
+    return _finish(_log_sigmoid_w(_work(x, wk)), od, dtype, out)
+
+
+def _row_max(v: Any) -> Any:
+    """The maximum over the last axis (keepdims) as floats; nan if the row holds one,
+    -inf for an empty row."""
+    return np.max(_float_of(v), axis=-1, keepdims=True, initial=-np.inf)
 
 
 def _lse_parts(v: Any) -> Tuple[Any, Any, Any]:
-    """Pieces of logsumexp over the last axis (keepdims) of a working-precision array:
+    """Pieces of logsumexp over the last axis (keepdims) of a working array:
     ``(shift, d, log_s)`` with ``d = v - shift``, ``log_s = log(sum(exp(d)))`` and
     ``lse = shift + log_s``.  ``shift`` is the row maximum when it is finite and 0
     otherwise, so an all -inf slice gives log(0) = -inf and a +inf slice gives +inf;
     nan propagates.  An empty slice gives lse = -inf."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if v.shape[-1] == 0:
-            shift = np.zeros(v.shape[:-1] + (1,), dtype=v.dtype)
-        else:
-            m = np.max(v, axis=-1, keepdims=True)
-            shift = np.where(np.isfinite(m), m, 0)
+            shift = np.zeros(v.shape[:-1] + (1,))
+            d = v - shift
+            return shift, d, _log(_sum_last(_exp(d), keepdims=True))
+        m = _row_max(v)
+        shift = np.where(np.isfinite(m), m, 0)
         d = v - shift
-        e = np.exp(d)
+        e = _shifted_exp(v, shift)
         # s = 1 + (sum of the others) when the maximum is finite: log1p keeps the
         # accuracy of log s for rows dominated by one class (s close to 1)
-        if v.shape[-1] == 0:
-            log_s = np.log(np.sum(e, axis=-1, keepdims=True))
-        else:
-            first = np.argmax(np.where(np.isnan(v), -np.inf, v), axis=-1)[..., None]
-            is_first = np.arange(v.shape[-1]) == first
-            rest = np.sum(np.where(is_first, 0, e), axis=-1, keepdims=True)
-            log_s = np.where(np.isfinite(m), np.log1p(rest),
-                             np.log(np.sum(e, axis=-1, keepdims=True)))
+        rest = _sum_last(_where(_is_first_max(v), 0.0, e), keepdims=True)
+        log_s = _log1p(rest)
+        if not np.all(np.isfinite(m)):
+            log_s = _where(np.isfinite(m), log_s, _log(_sum_last(e, keepdims=True)))
     return shift, d, log_s
 
 
-def _lse_last(v: Any) -> Any:
-    """logsumexp over the last axis (keepdims): ``m + log(sum(exp(x - m)))``."""
-    shift, _, log_s = _lse_parts(v)
-    return shift + log_s
+def _is_first_max(v: Any) -> Any:
+    """Boolean mask of the first maximum of each row (nan ignored)."""
+    f = _float_of(v)
+    first = np.argmax(np.where(np.isnan(f), -np.inf, f), axis=-1)[..., None]
+    return np.arange(v.shape[-1]) == first
 
 
-def _logp_last(v: Any) -> Any:
-    """``(x - m) - log(sum(exp(x - m)))`` (= x - lse without absorbing log s into a
-    huge m), no special-value handling."""
-    _, d, log_s = _lse_parts(v)
+def _lse_last(v: Any, parts: Optional[Tuple[Any, Any, Any]] = None) -> Any:
+    """logsumexp over the last axis (keepdims): ``m + log(sum(exp(x - m)))`` (``parts``:
+    those of ``_lse_parts(v)`` if already at hand).
+
+    Where m and log s cancel, the result inherits the absolute error of log s: 2**-64
+    relative in long double, so the exact oracle's long-double backend hands the rows that
+    cancel by more than a factor 16 (its error would exceed 0.01 ULP) to double-double."""
+    shift, _, log_s = _lse_parts(v) if parts is None else parts
+    lse = shift + log_s
+    if not (_EXACT.get() and isinstance(lse, np.ndarray) and lse.dtype == np.longdouble):
+        return lse
     with np.errstate(invalid="ignore"):
-        return d - log_s
+        cancel = (np.isfinite(lse) & (np.abs(shift) + np.abs(log_s) > 16 * np.abs(lse)))[..., 0]
+    if not np.any(cancel):
+        return lse
+    return DDArray.lift(lse).put(cancel, _lse_last(DDArray.lift(v[cancel])))
 
 
 def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
     """``log(sum(exp(x)))`` along ``axis``, computed as ``m + log(sum(exp(x - m)))``."""
-    x, od, wd = _as_logits(x, "x")
+    x, od, wk = _as_logits(x, "x")
     ax = _norm_axis(axis, x.ndim)
-    v = np.moveaxis(_work(x, wd), ax, -1)
+    v = _moveaxis(_work(x, wk), ax, -1)
     r = _lse_last(v)
-    r = np.moveaxis(r, -1, ax) if keepdims else r[..., 0]
+    r = _moveaxis(r, -1, ax) if keepdims else r[..., 0]
     return _finish(r, od)
 
 
 def _log_softmax_last(v: Any) -> Any:
-    """x - lse, with slices that hold +inf / nan / only -inf all nan (PyTorch)."""
-    lse = _lse_last(v)
-    r = _logp_last(v)
-    bad = ~np.isfinite(lse)
-    return np.where(bad, np.nan, r)
+    """``(x - m) - log(sum(exp(x - m)))`` (= x - lse without absorbing log s into a huge
+    m), with slices that hold +inf / nan / only -inf all nan (PyTorch)."""
+    _, d, log_s = _lse_parts(v)
+    with np.errstate(invalid="ignore"):
+        return _where(~np.isfinite(_row_max(v)), np.nan, d - log_s)
 
 
 def log_softmax(x: Any, axis: int = -1, *, dtype: Any = None, out: Any = None) -> Any:
     """``x - logsumexp(x)`` along ``axis``.  A slice that is all -inf, or holds +inf
     or nan, is all nan (as in PyTorch)."""
-    x, od, wd = _as_logits(x, "x")
+    x, od, wk = _as_logits(x, "x")
     ax = _norm_axis(axis, x.ndim)
-    v = np.moveaxis(_work(x, wd), ax, -1)
-    r = np.moveaxis(_log_softmax_last(v), -1, ax)
-    return _finish(r, od, dtype, out)
+    v = _moveaxis(_work(x, wk), ax, -1)
+    return _finish(_moveaxis(_log_softmax_last(v), -1, ax), od, dtype, out)
 
 
 def _softmax_last(v: Any) -> Any:
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.exp(_log_softmax_last(v))
+    """``exp(x_i - m) / sum_j exp(x_j - m)``; a slice that holds +inf / nan / only -inf is
+    all nan (PyTorch).  (Dividing by the sum rather than taking exp(x - lse) keeps the
+    relative accuracy of the exponentials for tiny probabilities.)"""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = _row_max(v)
+        e = _shifted_exp(v, np.where(np.isfinite(m), m, 0))
+        return _where(~np.isfinite(m), np.nan, e / _sum_last(e, keepdims=True))
 
 
 def softmax(x: Any, axis: int = -1, *, dtype: Any = None, out: Any = None) -> Any:
     """``exp(x - logsumexp(x))`` along ``axis`` (same special values as log_softmax)."""
-    x, od, wd = _as_logits(x, "x")
+    x, od, wk = _as_logits(x, "x")
     ax = _norm_axis(axis, x.ndim)
-    v = np.moveaxis(_work(x, wd), ax, -1)
-    r = np.moveaxis(_softmax_last(v), -1, ax)
-    return _finish(r, od, dtype, out)
+    v = _moveaxis(_work(x, wk), ax, -1)
+    return _finish(_moveaxis(_softmax_last(v), -1, ax), od, dtype, out)
 
 
 def _entropy_last(v: Any) -> Any:
     """H = log s - sum_i e_i (x_i - m) / s with e_i = exp(x_i - m), s = sum e_i,
     and e_i (x_i - m) = 0 when e_i = 0 (-inf logits).  Empty slice -> 0."""
-    C = v.shape[-1]
-    if C == 0:
-        return np.zeros(v.shape[:-1], dtype=v.dtype)
+    if v.shape[-1] == 0:
+        zero = np.zeros(v.shape[:-1])
+        return DDArray.lift(zero) if _is_dd(v) else zero.astype(v.dtype)
     shift, d, log_s = _lse_parts(v)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        m = np.max(v, axis=-1, keepdims=True)
-        e = np.exp(d)
-        s = np.sum(e, axis=-1)
-        h = log_s[..., 0] - np.sum(_times(e, d), axis=-1) / s
-        bad = ~np.isfinite(m[..., 0])          # all -inf, +inf, or nan
-        return np.where(bad, np.nan, h)
+        e = _shifted_exp(v, shift)
+        h = log_s[..., 0] - _sum_last(_times(e, d)) / _sum_last(e)
+        return _where(~np.isfinite(_row_max(v)[..., 0]), np.nan, h)   # all -inf, +inf, or nan
 
 
 def entropy(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
     """Shannon entropy in nats of ``softmax(x)`` along ``axis``:
     ``H = log s - sum_i e_i*(x_i - m)/s`` (max-shifted, so rows of ties do not cancel)."""
-    x, od, wd = _as_logits(x, "x")
+    x, od, wk = _as_logits(x, "x")
     ax = _norm_axis(axis, x.ndim)
-    v = np.moveaxis(_work(x, wd), ax, -1)
+    v = _moveaxis(_work(x, wk), ax, -1)
     r = _entropy_last(v)
     if keepdims:
-        r = np.expand_dims(r, ax)
+        r = r[(slice(None),) * ax + (None,)]
     return _finish(r, od)
 
 
@@ -291,7 +907,8 @@ def _order_desc(row: Any) -> np.ndarray:
 
 def predict(x: Any, axis: int = -1) -> Any:
     """int64 argmax along ``axis``; ties -> lowest index; NaN counts as the largest."""
-    x, od, wd = _as_logits(x, "x")
+    x, od, _ = _as_logits(x, "x")
+    wd = _float_work(x.dtype)
     ax = _norm_axis(axis, x.ndim)
     v = np.moveaxis(_work(x, wd), ax, -1)
     if v.shape[-1] == 0:
@@ -304,7 +921,8 @@ def predict(x: Any, axis: int = -1) -> Any:
 def predict_binary(x: Any, threshold: float = 0.5) -> Any:
     """``sigmoid(x) > threshold`` decided as ``x > log(t / (1 - t))`` (float64 threshold
     logit); NaN -> False.  ``threshold`` must lie in the open interval (0, 1)."""
-    x, od, wd = _as_logits(x, "x")
+    x, od, _ = _as_logits(x, "x")
+    wd = _float_work(x.dtype)
     try:
         t = float(threshold)
     except (TypeError, ValueError):
@@ -320,7 +938,8 @@ def predict_binary(x: Any, threshold: float = 0.5) -> Any:
 def topk(x: Any, k: int, axis: int = -1) -> Tuple[np.ndarray, np.ndarray]:
     """``(values, indices)`` of the k largest along ``axis``, sorted descending, ties to
     the lower index, NaN largest; ``1 <= k <= C``.  Values keep the input dtype."""
-    x, od, wd = _as_logits(x, "x")
+    x, od, _ = _as_logits(x, "x")
+    wd = _float_work(x.dtype)
     ax = _norm_axis(axis, x.ndim)
     C = x.shape[ax]
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
@@ -339,17 +958,30 @@ def topk(x: Any, k: int, axis: int = -1) -> Tuple[np.ndarray, np.ndarray]:
     return vals, idx
 
 
+
+
 # --------------------------------------------------------------------------- section 3
 
-def _reduce(loss: Any, reduction: Any, denom: Any = None) -> Any:
-    """Apply the reduction to a working-precision loss array."""
+def _floats(a: Any) -> np.ndarray:
+    """Numbers (arrays of any real dtype, Python numbers) as exactly converted floats."""
+    a = np.asarray(a)
+    return np.asarray(a, dtype=_float_work(a.dtype))
+
+
+def _reduce(loss: Any, reduction: Any) -> Any:
+    """Apply the reduction to a working loss array (the total or mean is still unrounded)."""
     if reduction == "none":
         return loss
-    total = np.sum(loss)
+    total = _sum_all(loss)
     if reduction == "sum":
-        return float(total)
+        return total
     with np.errstate(invalid="ignore", divide="ignore"):
-        return float(total / (loss.size if denom is None else denom))
+        return total / loss.size
+
+
+def _finish_loss(loss: Any, od: Any, reduction: str) -> Any:
+    """The loss as returned: an array of the logits' dtype for "none", else a float."""
+    return _finish(loss, od) if reduction == "none" else _finish_float(loss)
 
 
 def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: Any,
@@ -361,6 +993,7 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
         l_i = s_i*(-(1-eps)*w_y*logp_iy - (eps/C)*sum_c w_c*logp_ic) + z*s_i*lse_i**2
         dl_i/dx_ic = s_i*((1-eps)*w_y*(p_c - [c==y]) + (eps/C)*(W*p_c - w_c)
                           + 2*z*lse_i*p_c)
+    with p_y - 1 = -(sum_{c != y} e_c)/s, so that it does not cancel.
     Probability targets, t' = (1-eps)*t + eps/C, T_i = sum_c w_c*t'_ic:
         l_i = -s_i*sum_c w_c*t'_ic*logp_ic + z*s_i*lse_i**2
         dl_i/dx_ic = s_i*(T_i*p_c - w_c*t'_ic + 2*z*lse_i*p_c)
@@ -368,7 +1001,7 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
     cross_entropy); the gradient is scaled the same way.
     """
     _check_reduction(reduction)
-    x, od, wd = _as_logits(logits, "logits")
+    x, od, wk = _as_logits(logits, "logits")
     try:
         eps = float(label_smoothing)
     except (TypeError, ValueError):
@@ -379,7 +1012,7 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
     if not z >= 0:
         raise ValueError(f"z_loss: expected a value >= 0, got {z_loss!r}")
     ax = _norm_axis(axis, x.ndim)
-    v = np.moveaxis(_work(x, wd), ax, -1)          # (..., C)
+    v = _moveaxis(_work(x, wk), ax, -1)          # (..., C)
     C = v.shape[-1]
     row_shape = v.shape[:-1]
     t = np.asarray(target)
@@ -398,25 +1031,27 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
                              f"{x.shape}, got {t.shape}")
     else:
         raise TypeError(f"target: expected an integer or floating array, got dtype {t.dtype}")
-    if weight is None:
-        w = np.ones(C, dtype=wd)
-    else:
-        w = np.asarray(weight, dtype=wd)
-        if w.shape != (C,):
-            raise ValueError(f"weight: expected shape ({C},), got {w.shape}")
-    if sample_weight is None:
-        s = np.ones(row_shape, dtype=wd)
-    else:
-        s = np.asarray(sample_weight, dtype=wd)
-        if s.shape != row_shape:
-            raise ValueError(f"sample_weight: expected shape {row_shape} (the target's row "
-                             f"shape), got {s.shape}")
+    w_raw = np.ones(C) if weight is None else _floats(weight)
+    if w_raw.shape != (C,):
+        raise ValueError(f"weight: expected shape ({C},), got {w_raw.shape}")
+    s_raw = np.ones(row_shape) if sample_weight is None else _floats(sample_weight)
+    if s_raw.shape != row_shape:
+        raise ValueError(f"sample_weight: expected shape {row_shape} (the target's row "
+                         f"shape), got {s_raw.shape}")
+    w, s = _work(w_raw, wk), _work(s_raw, wk)
+    one, eps_w = _work(1.0, wk), _work(eps, wk)
+    keep = one - eps_w                                  # 1 - eps, exactly
+    smooth = eps_w / C if C > 0 else eps_w              # eps / C, exactly
 
-    lse = _lse_last(v)                                  # (..., 1)
-    logp = _logp_last(v)                                # (x - m) - log s
-    p = _softmax_last(v)
-    row_bad = np.any(np.isnan(v) | (v == np.inf), axis=-1)     # nan or +inf in row
-    zterm = np.zeros(row_shape, dtype=wd) if z == 0 else z * lse[..., 0] ** 2
+    shift, d, log_s = _lse_parts(v)
+    m = _row_max(v)
+    lse = _lse_last(v, (shift, d, log_s))               # (..., 1)
+    with np.errstate(invalid="ignore"):
+        logp = d - log_s                                # (x - m) - log s
+    vf = _float_of(v)
+    row_bad = np.any(np.isnan(vf) | (vf == np.inf), axis=-1)     # nan or +inf in row
+    zero_rows = _work(np.zeros(row_shape), wk)
+    zterm = zero_rows if z == 0 else _work(z, wk) * lse[..., 0] * lse[..., 0]
 
     if mode == "index":
         y = t.astype(np.int64)
@@ -427,79 +1062,76 @@ def _ce_core(logits: Any, target: Any, axis: Any, weight: Any, sample_weight: An
             raise IndexError(f"target: class index {int(y[pos])} at position {pos} is "
                              f"out of range [0, {C}) and is not ignore_index={ignore_index}")
         yc = np.where(valid, y, 0)
-        wy = w[yc] if C > 0 else np.zeros(row_shape, dtype=wd)
-        if C > 0:
-            logp_y = np.take_along_axis(logp, yc[..., None], axis=-1)[..., 0]
-        else:
-            logp_y = np.zeros(row_shape, dtype=wd)
-        ce = np.zeros(row_shape, dtype=wd)
+        wy = w[yc] if C > 0 else zero_rows
+        logp_y = _take_last(logp, yc[..., None])[..., 0] if C > 0 else zero_rows
+        ce = zero_rows
         if eps < 1:
-            ce = ce - _times((1 - eps) * wy, logp_y)
+            ce = ce - _times(keep * wy, logp_y)
         if eps > 0 and C > 0:
-            ce = ce - (eps / C) * np.sum(_times(w, logp), axis=-1)
+            ce = ce - smooth * _sum_last(_times(w, logp))
         with np.errstate(invalid="ignore"):
-            ce_i = np.where(valid, s * ce, 0)
-            z_i = np.where(valid, s * zterm, 0)
-            ce_i = np.where(valid & row_bad, np.nan, ce_i)
-        D1 = np.sum(np.where(valid, s * wy, 0))
-        D2 = np.sum(np.where(valid, s, 0))
+            ce_i = _where(valid, s * ce, 0.0)
+            z_i = _where(valid, s * zterm, 0.0)
+            ce_i = _where(valid & row_bad, np.nan, ce_i)
+        D1 = _sum_all(_where(valid, s * wy, 0.0))
+        D2 = _sum_all(_where(valid, s, 0.0))
     else:
-        tv = np.moveaxis(np.asarray(t, dtype=wd), ax, -1)
-        tp = (1 - eps) * tv + eps / C if (eps > 0 and C > 0) else tv
+        tv = _moveaxis(_work(_floats(t), wk), ax, -1)
+        tp = keep * tv + smooth if (eps > 0 and C > 0) else tv
         wt = w * tp                                         # w_c * t'_ic
-        ce = -np.sum(_times(wt, logp), axis=-1)
+        ce = -_sum_last(_times(wt, logp))
         valid = np.ones(row_shape, dtype=bool)
         with np.errstate(invalid="ignore"):
-            ce_i = np.where(row_bad, np.nan, s * ce)
+            ce_i = _where(row_bad, np.nan, s * ce)
         z_i = s * zterm
-        D1 = D2 = np.sum(s)
+        D1 = D2 = _sum_all(s) if C > 0 else _work(np.nan, wk)   # PyTorch: numel / C = 0 / 0
 
     with np.errstate(invalid="ignore", divide="ignore"):
         loss: Any
         if reduction == "none":
             loss = ce_i + z_i
-            c1 = c2 = np.asarray(1, dtype=wd)
+            c1 = c2 = one
         elif reduction == "sum":
-            loss = float(np.sum(ce_i) + np.sum(z_i))
-            c1 = c2 = np.asarray(1, dtype=wd)
+            loss = _sum_all(ce_i) + _sum_all(z_i)
+            c1 = c2 = one
         else:
             if not np.any(valid):
-                loss = float("nan")
+                loss = _work(np.nan, wk)
             else:
-                loss = np.sum(ce_i) / D1
+                loss = _sum_all(ce_i) / D1
                 if z != 0:
-                    loss = loss + np.sum(z_i) / D2
-                loss = float(loss)
-            c1 = np.asarray(1, dtype=wd) / D1
-            c2 = np.asarray(1, dtype=wd) / D2
+                    loss = loss + _sum_all(z_i) / D2
+            c1 = one / D1
+            c2 = one / D2
     if not want_grad:
         return loss, None, od, ax
 
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        e = _shifted_exp(v, shift)
+        total = _sum_last(e, keepdims=True)
+        finite = np.isfinite(m)
+        p = _where(finite, e / total, np.nan)
         if mode == "index":
-            onehot = np.zeros(v.shape, dtype=wd)
+            g_ce = p                                                        # C = 0: empty
             if C > 0:
-                np.put_along_axis(onehot, yc[..., None], 1, axis=-1)
-            W = np.sum(w)
-            g_ce = (1 - eps) * wy[..., None] * (p - onehot) + (eps / C if C else 0) * (W * p - w)
+                is_y = np.arange(C) == yc[..., None]
+                rest_y = _sum_last(_where(is_y, 0.0, e), keepdims=True)      # s - e_y
+                p_minus_y = _where(is_y, _where(finite, -(rest_y / total), np.nan), p)
+                g_ce = keep * wy[..., None] * p_minus_y
+                if eps > 0:
+                    g_ce = g_ce + smooth * (_sum_last(w) * p - w)
         else:
-            T = np.sum(wt, axis=-1, keepdims=True)
+            T = _sum_last(wt, keepdims=True)
             g_ce = T * p - wt
         g = c1 * s[..., None] * g_ce
         if z != 0:
-            g = g + c2 * s[..., None] * 2 * z * _times(lse, p)
-        g = np.where(valid[..., None], g, 0)
-        g = np.where((valid & row_bad)[..., None], np.nan, g)
+            g = g + c2 * s[..., None] * _work(2 * z, wk) * _times(lse, p)
+        g = _where(valid[..., None], g, 0.0)
+        g = _where((valid & row_bad)[..., None], np.nan, g)
         if reduction == "mean" and not np.any(valid):
-            g = np.zeros_like(g)
-    g = np.moveaxis(g, -1, ax)
+            g = _work(np.zeros(v.shape), wk)
+    g = _moveaxis(g, -1, ax)
     return loss, g, od, ax
-
-
-def _finish_loss(loss: Any, od: Any) -> Any:
-    if isinstance(loss, float):
-        return loss
-    return _finish(loss, od)
 
 
 def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
@@ -523,7 +1155,7 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     """
     loss, _, od, _ = _ce_core(logits, target, axis, weight, sample_weight, ignore_index,
                               reduction, label_smoothing, z_loss, False)
-    return _finish_loss(loss, od)
+    return _finish_loss(loss, od, reduction)
 
 
 def cross_entropy_and_grad(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
@@ -535,17 +1167,17 @@ def cross_entropy_and_grad(logits: Any, target: Any, *, axis: int = -1, weight: 
     every row is ignored under "mean", the loss is nan and the gradient all zeros."""
     loss, g, od, _ = _ce_core(logits, target, axis, weight, sample_weight, ignore_index,
                               reduction, label_smoothing, z_loss, True)
-    loss = _finish_loss(loss, od)
-    return loss, _write_grad(g, od, grad_out)
+    return _finish_loss(loss, od, reduction), _write_grad(g, od, grad_out)
 
 
-def _binary_target(target: Any, shape: Any, wd: Any, name: str = "target") -> Any:
+def _binary_target(target: Any, shape: Any, name: str = "target") -> Any:
+    """The target checked (API section 3: floats in [0, 1], nan invalid; bool; integers
+    0/1) and converted to floats exactly."""
     t = np.asarray(target)
     if t.dtype.kind not in "biuf" and not _is_ml_float(t.dtype):
         raise TypeError(f"{name}: expected a bool, integer or floating array, got dtype {t.dtype}")
     if t.shape != shape:
         raise ValueError(f"{name}: expected the logits' shape {shape}, got {t.shape}")
-    # API section 3: floats in [0, 1] (nan is invalid), bool, or integers 0/1
     if t.dtype.kind in "iu":
         bad = (t != 0) & (t != 1)
     elif t.dtype.kind == "b":
@@ -557,7 +1189,20 @@ def _binary_target(target: Any, shape: Any, wd: Any, name: str = "target") -> An
         pos = np.unravel_index(int(np.argmax(bad)), t.shape) if t.ndim else ()
         raise ValueError(f"{name}: expected values in [0, 1] (floats) or 0/1 (integers), got "
                          f"{t[pos]!r} at position {tuple(int(i) for i in pos)}")
-    return np.asarray(t, dtype=wd)
+    return _floats(t)
+
+
+def _broadcast_weight(name: str, weight: Any, shape: Tuple[int, ...]) -> np.ndarray:
+    """weight (None -> 1) as floats whose shape broadcasts to the logits' shape."""
+    arr = np.ones(()) if weight is None else _floats(weight)
+    try:
+        b = np.broadcast_shapes(arr.shape, shape)
+    except ValueError:
+        b = None
+    if b != shape:
+        raise ValueError(f"{name}: shape {arr.shape} does not broadcast to the logits' "
+                         f"shape {shape}")
+    return arr
 
 
 def _bce_core(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any, want_grad: bool) -> Any:
@@ -567,35 +1212,26 @@ def _bce_core(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction:
         dl/dx = w*(sigmoid(x)*(1 + (pw-1)*y) - pw*y)
     """
     _check_reduction(reduction)
-    x, od, wd = _as_logits(logits, "logits")
-    v = _work(x, wd)
-    y = _binary_target(target, v.shape, wd)
-    w = np.ones((), dtype=wd) if weight is None else np.asarray(weight, dtype=wd)
-    pw = np.ones((), dtype=wd) if pos_weight is None else np.asarray(pos_weight, dtype=wd)
-    for name, arr in (("weight", w), ("pos_weight", pw)):
-        try:
-            b = np.broadcast_shapes(arr.shape, v.shape)
-        except ValueError:
-            b = None
-        if b != v.shape:
-            raise ValueError(f"{name}: shape {arr.shape} does not broadcast to the logits' "
-                             f"shape {v.shape}")
+    x, od, wk = _as_logits(logits, "logits")
+    v = _work(x, wk)
+    y = _work(_binary_target(target, x.shape), wk)
+    w = _work(_broadcast_weight("weight", weight, x.shape), wk)
+    pw = _work(_broadcast_weight("pos_weight", pos_weight, x.shape), wk)
     a = w * pw * y                       # coefficient of -log_sigmoid(x)
-    b = w * (1 - y)                      # coefficient of -log_sigmoid(-x)
+    b = w * (1.0 - y)                    # coefficient of -log_sigmoid(-x)
+    nanx = np.isnan(_float_of(v))
     loss = -(_times(a, _log_sigmoid_w(v)) + _times(b, _log_sigmoid_w(-v))) + 0.0  # no -0.0
-    nanx = np.isnan(v)
-    loss = np.where(nanx, np.nan, loss)
+    loss = _where(nanx, np.nan, loss)
     red = _reduce(loss, reduction)
     if not want_grad:
         return red, None, od
     with np.errstate(invalid="ignore", over="ignore"):
         # = w*(sigmoid(x)*(1 + (pw-1)*y) - pw*y), written without the cancellation of
         # sigmoid(x) - 1 for y = 1 (exact for 0/1 targets at any |x|)
-        g = w * (_sigmoid_w(v) * (1 - y) - pw * y * _sigmoid_w(-v))
-        g = np.broadcast_to(g, v.shape)
+        g = _broadcast_to(w * (_sigmoid_w(v) * (1.0 - y) - pw * y * _sigmoid_w(-v)), x.shape)
         if reduction == "mean":
-            g = g / np.asarray(v.size, dtype=wd)
-        g = np.where(nanx, np.nan, g)
+            g = g / x.size
+        g = _where(nanx, np.nan, g)
     return red, g, od
 
 
@@ -606,7 +1242,7 @@ def bce_with_logits(logits: Any, target: Any, *, weight: Any = None, pos_weight:
     pos_weight broadcast against the target; "mean" divides by the element count.  At
     ``x = +-inf`` the loss is its limit (0 or +inf) where PyTorch gives nan."""
     loss, _, od = _bce_core(logits, target, weight, pos_weight, reduction, False)
-    return _finish_loss(loss, od)
+    return _finish_loss(loss, od, reduction)
 
 
 def bce_with_logits_and_grad(logits: Any, target: Any, *, weight: Any = None,
@@ -616,7 +1252,7 @@ def bce_with_logits_and_grad(logits: Any, target: Any, *, weight: Any = None,
     ``grad = weight*(sigmoid(x)*(1 + (pos_weight-1)*y) - pos_weight*y)`` (divided by
     the element count under "mean"); exact at ``x = +-inf``."""
     loss, g, od = _bce_core(logits, target, weight, pos_weight, reduction, True)
-    return _finish_loss(loss, od), _write_grad(g, od, grad_out)
+    return _finish_loss(loss, od, reduction), _write_grad(g, od, grad_out)
 
 
 def _focal_core(logits: Any, target: Any, alpha: Any, gamma: Any, reduction: Any, want_grad: bool) -> Any:
@@ -630,36 +1266,39 @@ def _focal_core(logits: Any, target: Any, alpha: Any, gamma: Any, reduction: Any
     The second term is taken as 0 where q = 0 or gamma = 0 (its limit); nan x -> nan.
     """
     _check_reduction(reduction)
-    x, od, wd = _as_logits(logits, "logits")
-    v = _work(x, wd)
-    y = _binary_target(target, v.shape, wd)
+    x, od, wk = _as_logits(logits, "logits")
+    v = _work(x, wk)
+    y = _work(_binary_target(target, x.shape), wk)
     alpha = float(alpha)
     gamma = float(gamma)
     if gamma < 0:
         raise ValueError(f"gamma: expected a value >= 0, got {gamma}")
+    ones = _work(np.ones(x.shape), wk)
+    g_w, a_w = _work(gamma, wk), _work(alpha, wk)
     p = _sigmoid_w(v)
     pm = _sigmoid_w(-v)                                   # 1 - p, without cancellation
-    ce = -(_times(y, _log_sigmoid_w(v)) + _times(1 - y, _log_sigmoid_w(-v)))
-    q = p * (1 - y) + pm * y
+    ce = -(_times(y, _log_sigmoid_w(v)) + _times(1.0 - y, _log_sigmoid_w(-v)))
+    q = p * (1.0 - y) + pm * y
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        mod = q ** gamma if gamma != 0 else np.ones_like(q)
-        at = alpha * y + (1 - alpha) * (1 - y) if alpha >= 0 else np.ones_like(y)
+        mod = _pow(q, g_w) if gamma != 0 else ones
+        at = a_w * y + (1.0 - a_w) * (1.0 - y) if alpha >= 0 else ones
         loss = at * _times(mod, ce)
-    nanx = np.isnan(v)
-    loss = np.where(nanx, np.nan, loss)
+    nanx = np.isnan(_float_of(v))
+    loss = _where(nanx, np.nan, loss)
     red = _reduce(loss, reduction)
     if not want_grad:
         return red, None, od
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        dce = p * (1 - y) - y * pm                        # p - y without cancellation
+        dce = p * (1.0 - y) - y * pm                      # p - y without cancellation
         if gamma == 0:
-            dmod = np.zeros_like(q)
+            dmod = 0.0 * ones
         else:
-            dmod = np.where(q > 0, gamma * q ** (gamma - 1) * (p * pm) * (1 - 2 * y), 0)
+            dq = (p * pm) * (1.0 - 2.0 * y)
+            dmod = _where(_sign_of(q) > 0, g_w * _pow(q, g_w - 1.0) * dq, 0.0)
         g = at * (_times(mod, dce) + _times(dmod, ce))
         if reduction == "mean":
-            g = g / np.asarray(v.size, dtype=wd)
-        g = np.where(nanx, np.nan, g)
+            g = g / x.size
+        g = _where(nanx, np.nan, g)
     return red, g, od
 
 
@@ -669,7 +1308,7 @@ def sigmoid_focal_loss(logits: Any, target: Any, *, alpha: float = 0.25, gamma: 
     ``alpha*y + (1-alpha)*(1-y)`` when ``alpha >= 0``; ce is bce_with_logits (with its
     exact +-inf limits), ``1 - p_t`` is evaluated as ``p*(1-y) + sigmoid(-x)*y``."""
     loss, _, od = _focal_core(logits, target, alpha, gamma, reduction, False)
-    return _finish_loss(loss, od)
+    return _finish_loss(loss, od, reduction)
 
 
 def sigmoid_focal_loss_and_grad(logits: Any, target: Any, *, alpha: float = 0.25,
@@ -677,7 +1316,7 @@ def sigmoid_focal_loss_and_grad(logits: Any, target: Any, *, alpha: float = 0.25
                                 grad_out: Any = None) -> Tuple[Any, Any]:
     """``(sigmoid_focal_loss(...), grad)``; see ``_focal_core`` for the formula."""
     loss, g, od = _focal_core(logits, target, alpha, gamma, reduction, True)
-    return _finish_loss(loss, od), _write_grad(g, od, grad_out)
+    return _finish_loss(loss, od, reduction), _write_grad(g, od, grad_out)
 
 
 # --------------------------------------------------------------------------- section 4
@@ -699,7 +1338,8 @@ def _prepare_task(logits: Any, target: Any, task: Any, axis: Any) -> Any:
     multiclass: integer (or integral-valued) target of the logits' shape without axis;
     multilabel: target of the logits' shape (class axis length > 1).
     """
-    x, od, wd = _as_logits(logits, "logits")
+    x, od, _ = _as_logits(logits, "logits")
+    wd = _float_work(x.dtype)
     t = np.asarray(target)
     if x.ndim == 0:
         raise ValueError("logits: expected at least 1 dimension, got a 0-d input")

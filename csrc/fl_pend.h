@@ -1,0 +1,184 @@
+/* fl_pend.h: memory traffic around a row computation: prefetching the rows to come and the
+ * pending-row writer that streams an output row to memory while the next row is computed.
+ *
+ * A kernel that reads a row from DRAM and writes a row of the same size would otherwise stall
+ * twice: on the reads of the next row (the hardware prefetcher does not cross into a new
+ * page) and on the burst of stores at the end of each row. fl_ahead spreads prefetches of the
+ * next row over the steps of the current row's sum; fl_pend spreads the previous row's
+ * non-temporal stores over the same steps, so reads, stores and exponentials overlap.
+ * Compiled once per ISA, with FL_W lanes. */
+#ifndef FL_PEND_H
+#define FL_PEND_H
+
+#include <stdint.h>
+#include "fl_simd.h"
+#include "fl_rowio.h"
+
+/* Ask for the first 4 KB after a row of the given bytes: the next row when rows are
+ * contiguous, on a page the hardware prefetcher will not enter by itself, brought in while
+ * this row is computed. (Memory that is not the next row is a wasted hint, never a fault.) */
+static inline void fl_prefetch_next_row(const void *x, int64_t bytes)
+{
+    int64_t n = bytes < 4096 ? bytes : 4096;
+    for (int64_t j = 0; j < n; j += 64) FL_PREFETCH((const char *)x + bytes + j);
+}
+
+/* elements before the first one aligned to a vector of esz-byte elements at p (at most n):
+ * the plain-store head */
+static inline int64_t fl_stream_head(const void *p, int64_t n, int64_t esz)
+{
+    int64_t h = (int64_t)(((uintptr_t)0 - (uintptr_t)p) % (uintptr_t)(FL_W * esz)) / esz;
+    return h < n ? h : n;
+}
+
+/* An output row written late, with non-temporal stores, its writing spread over the next
+ * row's passes so that the stream to memory overlaps that row's reads and exponentials instead
+ * of following them (y == NULL: nothing pending). What is written, by kind:
+ *   FL_PEND_SCALE   y_k = alpha * src_k                          softmax (src: exponentials)
+ *   FL_PEND_SHIFT   y_k = ((double)src_k - m) - ls, rounded once  log_softmax (src: logits of dtype sdt)
+ *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
+ * and y_t = gy for t >= 0 (the CE target), each computed in float32 and narrowed to the
+ * output's dtype ydt (float32, float16 or bfloat16). The elements before the first
+ * vector-aligned one (the head) and after the last whole vector (the tail) take plain stores.
+ * next: the first element not yet written (0, or the head's end plus a multiple of FL_W). The
+ * source rows must stay untouched until the row is drained. */
+enum { FL_PEND_SCALE, FL_PEND_SHIFT, FL_PEND_CE };
+typedef struct {
+    void *y;
+    const void *src; /* float32 but for FL_PEND_SHIFT */
+    const float *w;
+    int64_t c, next, t;
+    int kind;
+    float alpha, beta, gy;
+    double m, ls;
+    int32_t sdt; /* FL_PEND_SHIFT: the dtype of src */
+    int32_t ydt; /* the dtype of y */
+} fl_pend;
+
+/* the n <= FL_W elements of the pending row at k, of a constant kind (and source dtype sdt
+ * for FL_PEND_SHIFT) */
+FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind, int32_t sdt)
+{
+    if (kind == FL_PEND_SHIFT) {
+        /* lanes past n hold garbage, which the callers do not store */
+        float v[FL_W];
+        double m = p->m, ls = p->ls;
+        flv_store(v, n == FL_W ? fl_xload(p->src, k, sdt) : fl_xload_part(p->src, k, n, 0.0f, sdt));
+        for (int64_t j = 0; j < FL_W; j++) v[j] = (float)(((double)v[j] - m) - ls);
+        return flv_load(v);
+    }
+    const float *s = (const float *)p->src + k;
+    flv sv = n == FL_W ? flv_load(s) : flv_load_part(s, n, 0.0f);
+    if (kind == FL_PEND_SCALE) return flv_mul(sv, flv_set1(p->alpha));
+    flv wv = !p->w ? flv_set1(1.0f) : n == FL_W ? flv_load(p->w + k) : flv_load_part(p->w + k, n, 0.0f);
+    return flv_fma(sv, flv_set1(p->alpha), flv_mul(flv_set1(-p->beta), wv));
+}
+
+/* write the pending row's elements [next, k1) (see fl_pend), y of dtype ydt */
+FL_ALWAYS_INLINE void fl_pend_write(fl_pend *p, int64_t k1, int kind, int32_t sdt, int32_t ydt)
+{
+    void *y = p->y;
+    int64_t c = p->c, t = p->t;
+    int64_t s0 = fl_stream_head(y, c, (int64_t)fl_xsize(ydt)), s1 = s0 + (c - s0) / FL_W * FL_W; /* streamed */
+    int64_t k = p->next;
+    if (k == 0) {
+        if (s0 > 0) fl_xstore_part(y, 0, fl_pend_vec(p, 0, s0, kind, sdt), s0, ydt);
+        if (t >= 0 && t < s0) fl_xput(y, t, p->gy, ydt);
+        k = s0;
+    }
+    for (; k + FL_W <= k1 && k < s1; k += FL_W) {
+        flv v = fl_pend_vec(p, k, FL_W, kind, sdt);
+        if ((uint64_t)(t - k) < FL_W) {
+            /* patch the target lane before the line leaves: a later plain store to a
+             * streamed line would read it back from memory */
+            float tmp[FL_W];
+            flv_store(tmp, v);
+            tmp[t - k] = p->gy;
+            v = flv_load(tmp);
+        }
+        fl_xstream(y, k, v, ydt);
+    }
+    if (k1 == c && s1 < c) {
+        fl_xstore_part(y, s1, fl_pend_vec(p, s1, c - s1, kind, sdt), c - s1, ydt);
+        if (t >= s1) fl_xput(y, t, p->gy, ydt);
+    }
+    p->next = k1 == c ? c : k;
+}
+
+FL_ALWAYS_INLINE void fl_pend_write_shift(fl_pend *p, int64_t k1, int32_t sdt)
+{
+    fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SHIFT, sdt);
+}
+
+/* write about n more elements of the pending row (all of it when n >= what is left) */
+static inline void fl_pend_drain(fl_pend *p, int64_t n)
+{
+    if (!p || !p->y) return;
+    int64_t k1 = (p->next == 0 ? fl_stream_head(p->y, p->c, (int64_t)fl_xsize(p->ydt)) : p->next) + n;
+    if (k1 >= p->c) k1 = p->c;
+    switch (p->kind) {
+    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE, FL_F32); break;
+    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write_shift, p, k1); break;
+    default: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE, FL_F32); break;
+    }
+    if (p->next == p->c) p->y = NULL;
+}
+
+/* the whole row of p at once with plain stores: an output that is not streamed */
+FL_ALWAYS_INLINE void fl_pend_plain_k(const fl_pend *p, int kind, int32_t sdt, int32_t ydt)
+{
+    int64_t k = 0, c = p->c;
+    for (; k + FL_W <= c; k += FL_W) fl_xstore_part(p->y, k, fl_pend_vec(p, k, FL_W, kind, sdt), FL_W, ydt);
+    if (k < c) fl_xstore_part(p->y, k, fl_pend_vec(p, k, c - k, kind, sdt), c - k, ydt);
+    if (p->t >= 0) fl_xput(p->y, p->t, p->gy, ydt);
+}
+
+FL_ALWAYS_INLINE void fl_pend_plain_shift(const fl_pend *p, int32_t sdt)
+{
+    fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SHIFT, sdt);
+}
+
+static inline void fl_pend_write_plain(const fl_pend *p)
+{
+    switch (p->kind) {
+    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SCALE, FL_F32); break;
+    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_plain_shift, p); break;
+    default: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_CE, FL_F32); break;
+    }
+}
+
+/* Elements of a pending row written per step of the next row's sum: as many as the step
+ * sums, so the non-temporal stores are spread evenly among the exponentials. In bursts of 4 KB
+ * they stalled the core on the write-combining buffers instead (log_softmax 4096x32000: a
+ * third of the time in the writing). */
+#define FL_PEND_STEP (4 * FL_W)
+
+/* Memory to bring in while a row is summed (n bytes at p, esz bytes for each element the sum
+ * walks; n = 0: none) and a pending row to write meanwhile (pend NULL: none). The sum loops ask
+ * for both one step at a time, spread over the exponentials: a burst of prefetches ahead of the
+ * loop stalls on the fill buffers (a fifth of the CE gradient's time). */
+typedef struct { const char *p; int64_t n, esz; fl_pend *pend; } fl_ahead;
+
+static inline fl_ahead fl_ahead_none(void) { fl_ahead a = {NULL, 0, 4, NULL}; return a; }
+
+/* Rows of c elements of esz bytes each, row following row: the next row after row, all of it
+ * up to 1 MB (memory that is not the next row is a wasted hint, never a fault). Summing a row
+ * from L2 while the next one streams in overlaps the reads with the exponentials (logsumexp
+ * 4096x32000 112 -> 82 ms); the sum walks a row of the same dtype (esz) or, for a gathered
+ * row, its float32 copy, so the fetch keeps pace with it element by element. */
+#define FL_AHEAD_MAX ((int64_t)1 << 20)
+static inline fl_ahead fl_ahead_next_row(const char *row, int64_t c, int64_t esz, fl_pend *pend)
+{
+    int64_t n = c * esz;
+    fl_ahead a = {row + n, n < FL_AHEAD_MAX ? n : FL_AHEAD_MAX, esz, pend};
+    return a;
+}
+
+/* the steps [k, k + len) of the sum, in elements */
+static inline void fl_ahead_touch(fl_ahead a, int64_t k, int64_t len)
+{
+    for (int64_t j = k * a.esz; j < (k + len) * a.esz && j < a.n; j += 64) FL_PREFETCH(a.p + j);
+    if (a.pend && a.pend->y && k % FL_PEND_STEP == 0) fl_pend_drain(a.pend, FL_PEND_STEP);
+}
+
+#endif

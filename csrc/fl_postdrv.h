@@ -1,0 +1,164 @@
+/* fl_postdrv.h: the driver shared by the postprocessing kernels (fl_softmax.c, fl_reduce.c,
+ * fl_sigmoid.c, fl_select.c).
+ *
+ * A kernel is a row function plus a driver. The driver splits the row grid into fixed blocks
+ * (fl_rows_per_block) and hands block ranges to the thread pool; each task allocates its
+ * scratch rows once and walks its rows. Rows are read through fl_rowio.h, so the row functions
+ * only ever see contiguous float or double. With few classes, fl_run_tiles hands the rows to a
+ * tile function FL_W rows at a time (fl_tile.h). Compiled once per ISA, into each kernel file. */
+#ifndef FL_POSTDRV_H
+#define FL_POSTDRV_H
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "fastlogits.h"
+#include "fl_atomic.h"
+#include "fl_pool.h"
+#include "fl_rowio.h"
+#include "fl_rowmath.h"
+#include "fl_tile.h"
+
+/* A task over a block range: the common driver state of every kernel in this file. */
+typedef struct {
+    const fl_arr *x, *y, *z;   /* operands (y, z may be NULL) */
+    fl_grid g;
+    int op;                    /* which variant */
+    int64_t k;                 /* top-k */
+    double threshold;          /* predict_binary */
+    int f64;                   /* compute in double */
+    fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
+    int64_t flat_n;            /* elementwise over one contiguous run: its length (grid: blocks) */
+    int stream;                /* softmax: rows left pending and written with non-temporal stores */
+} fl_post_ctx;
+
+typedef void (*fl_row_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch);
+
+/* call fn on the rows of blocks [b0, b1) */
+static inline void fl_walk_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, void *scratch, fl_row_fn fn)
+{
+    int64_t rpb = fl_rows_per_block(ctx->g.c);
+    int64_t nrows = ctx->g.n0 * ctx->g.n1;
+    int64_t r0 = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
+    int64_t i0 = r0 / ctx->g.n1, i1 = r0 % ctx->g.n1;
+    for (int64_t r = r0; r < r1; r++) {
+        fn(ctx, i0, i1, scratch);
+        if (++i1 == ctx->g.n1) { i1 = 0; i0++; }
+    }
+}
+
+static inline void fl_run_rows(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn)
+{
+    void *scratch = NULL;
+    if (scratch_bytes) {
+        scratch = malloc(scratch_bytes);
+        if (!scratch) { fl_atomic_store(&ctx->failed, 1); return; }
+    }
+    fl_walk_rows(ctx, b0, b1, scratch, fn);
+    free(scratch);
+}
+
+static inline int fl_drive(fl_post_ctx *ctx, fl_task_fn task)
+{
+    int64_t nrows = ctx->g.n0 * ctx->g.n1;
+    if (nrows <= 0) return FL_OK;
+    int64_t rpb = fl_rows_per_block(ctx->g.c);
+    fl_parallel_for((nrows + rpb - 1) / rpb, task, ctx);
+    return fl_atomic_load(&ctx->failed) ? FL_ENOMEM : FL_OK;
+}
+
+/* two scratch rows of the compute type: one for the input, one for the output */
+static inline size_t fl_scratch2(const fl_post_ctx *ctx)
+{
+    return 2 * (size_t)(ctx->g.c > 0 ? ctx->g.c : 1) * (ctx->f64 ? sizeof(double) : sizeof(float));
+}
+
+/* fl_ahead_next_row for input rows that follow each other in memory (in place or converted
+ * to a scratch row), none otherwise (the hint would fetch memory not needed) */
+static inline fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const char *xrow, fl_pend *pend)
+{
+    const fl_arr *x = ctx->x;
+    if (x->sc != 1 || x->s1 != ctx->g.c) return fl_ahead_none();
+    return fl_ahead_next_row(xrow, ctx->g.c, (int64_t)fl_esize(x->dtype), pend);
+}
+
+/* ---------------- small C: rows in the lanes ---------------- */
+
+/* Per-task scratch of a tile kernel: the logits tile, an output tile, the index tables. */
+typedef struct { float *xt, *yt; int32_t *gidx, *gidx_part, *oidx; } fl_post_tiles;
+
+/* A tile kernel: nr rows (i0, i1 .. i1 + nr - 1) in the lanes. Returns 0, having written
+ * nothing, if the rows must go one by one (a non-finite max). */
+typedef int (*fl_tile_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
+                          void *scratch);
+
+/* Do x (and the row output y, if any) allow tiles: float32, C <= FL_LANES_MAX_C, one of the
+ * two tile layouts for both? */
+static inline int fl_post_lanes_ok(const fl_post_ctx *ctx, const fl_arr *y)
+{
+    const fl_arr *x = ctx->x;
+    if (FL_W == 1 || x->dtype != FL_F32 || !fl_tile_layout_ok(x->s1, ctx->g.c)) return 0;
+    /* any float32 output layout is stored from the tile (fl_tile_store), so out= never changes
+     * the arithmetic: results do not depend on where they are written */
+    return !y || y->dtype == FL_F32;
+}
+
+/* fl_run_rows with tiles of up to FL_W rows of the same i0; fn takes the rows a tile gives back. */
+static inline void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn,
+                         fl_tile_fn tile)
+{
+    int64_t rpb = fl_rows_per_block(ctx->g.c), c = ctx->g.c, n1 = ctx->g.n1, s1 = ctx->x->s1;
+    int64_t nrows = ctx->g.n0 * n1;
+    int64_t r = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
+    size_t nt = (size_t)c * FL_W;
+    char *mem = (char *)malloc(scratch_bytes + 2 * nt * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
+    if (!mem) { fl_atomic_store(&ctx->failed, 1); return; }
+    void *scratch = mem;
+    fl_post_tiles t;
+    t.xt = (float *)(void *)(mem + scratch_bytes);
+    t.yt = t.xt + nt;
+    t.gidx = (int32_t *)(void *)(t.yt + nt);
+    t.gidx_part = t.gidx + FL_W;
+    t.oidx = t.gidx_part + FL_W;
+    fl_tile_index(s1, c, t.gidx, t.oidx);
+    int64_t i0 = r / n1, i1 = r % n1;
+    while (r < r1) {
+        int64_t nr = r1 - r < n1 - i1 ? r1 - r : n1 - i1;
+        nr = nr < FL_W ? nr : FL_W;
+        if (nr < FL_W)
+            for (int64_t j = 0; j < FL_W; j++) t.gidx_part[j] = j < nr ? (int32_t)(j * s1) : 0;
+        if (!tile(ctx, i0, i1, nr, &t, scratch))
+            for (int64_t j = 0; j < nr; j++) fn(ctx, i0, i1 + j, scratch);
+        r += nr;
+        i1 += nr;
+        if (i1 == n1) { i1 = 0; i0++; }
+    }
+    free(mem);
+}
+
+/* Load a tile, take its max and the n_eq + rest sums of each lane's row with TwoSum-corrected
+ * exponentials (as fl_rsumexp_t with precise set), storing them in t->yt if keep. Returns 0
+ * when a row's max is not finite. */
+static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, int keep,
+                        flv *m, float *n_eq, double *rest)
+{
+    const fl_arr *x = ctx->x;
+    int64_t c = ctx->g.c;
+    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
+                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+    *m = fl_tile_max(t->xt, c);
+    if (!(flv_hmax(flv_abs(*m)) < INFINITY)) return 0; /* lanes past nr repeat row 0 or hold 0 */
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, lo = fl_exp_floor(*m);
+    fl_dacc acc = fl_dacc_zero();
+    for (int64_t k = 0; k < c; k++) {
+        flv d, e = fl_vexp_sub(flv_load(t->xt + k * FL_W), *m, lo, &d);
+        if (keep) flv_store(t->yt + k * FL_W, e);
+        acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
+        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+    }
+    flv_store(n_eq, cnt);
+    fl_dacc_store(rest, acc);
+    return 1;
+}
+
+#endif

@@ -1,0 +1,123 @@
+/* fl_sigmoid.c: sigmoid and log_sigmoid, elementwise. Compiled once per ISA; every exported
+ * symbol is FL_FN(name).
+ *
+ * Rows of contiguous elements are computed in place in FL_W float32 lanes (float16/bfloat16
+ * widened as loaded and narrowed as stored) or in float64; a grid that is one contiguous run is
+ * cut into blocks of FL_BLOCK_ELEMS elements whatever its row length, so short rows pay no
+ * per-row overhead and a 1-D input is shared by the threads. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "fastlogits.h"
+#include "fl_kernels.h"
+#include "fl_postdrv.h"
+#include "fl_sigmoid_math.h"
+
+/* ---------------- sigmoid and log_sigmoid ---------------- */
+
+/* y = sigmoid(x) or log_sigmoid(x) over n contiguous elements, x and y both of dtype dt */
+FL_ALWAYS_INLINE void fl_elementwise_span_t(const void *x, void *y, int64_t n, int logm, int32_t dt)
+{
+    int64_t k = 0;
+    /* four independent vectors a step, side by side (see FL_UNROLL) */
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv v[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            flv xv = fl_xload(x, k + j * FL_W, dt);
+            v[j] = logm ? fl_vlog_sigmoid(xv) : fl_vsigmoid(xv);
+        }
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) fl_xstore_part(y, k + j * FL_W, v[j], FL_W, dt);
+    }
+    for (; k + FL_W <= n; k += FL_W) {
+        flv v = fl_xload(x, k, dt);
+        fl_xstore_part(y, k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), FL_W, dt);
+    }
+    if (k < n) {
+        flv v = fl_xload_part(x, k, n - k, 0.0f, dt);
+        fl_xstore_part(y, k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), n - k, dt);
+    }
+}
+
+static void fl_elementwise_span(const void *x, void *y, int64_t n, int logm, int32_t dt)
+{
+    fl_x_dispatch(dt, fl_elementwise_span_t, x, y, n, logm);
+}
+
+/* Are x and y rows of contiguous elements of one dtype the float32 kernels read in place? */
+static int fl_rows_same_x(const fl_arr *x, const fl_arr *y)
+{
+    return x->dtype == y->dtype && fl_row_is_x(x) && fl_row_is_x(y);
+}
+
+/* the float64 twin (the compiler vectorises the loops) */
+static void fl_elementwise_span_f64(const double *x, double *y, int64_t n, int logm)
+{
+    if (logm)
+        for (int64_t k = 0; k < n; k++) y[k] = fl_log_sigmoid_d(x[k]);
+    else
+        for (int64_t k = 0; k < n; k++) y[k] = fl_sigmoid_d(x[k]);
+}
+
+static void fl_elementwise_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    const char *xrow = fl_row_ptr(ctx->x, i0, i1);
+    char *yrow = fl_row_ptr(ctx->y, i0, i1);
+    int logm = ctx->op == FL_LOG_SIGMOID;
+    if (!ctx->f64 && fl_rows_same_x(ctx->x, ctx->y)) {
+        fl_elementwise_span(xrow, yrow, c, logm, ctx->x->dtype);
+    } else if (!ctx->f64) {
+        float *bx = (float *)scratch, *by = bx + c;
+        const float *x = fl_row_in_f32(ctx->x, xrow, c, bx);
+        float *y = fl_row_dst_f32(ctx->y, yrow, by);
+        fl_elementwise_span(x, y, c, logm, FL_F32);
+        fl_row_out_f32(ctx->y, yrow, c, y);
+    } else {
+        double *bx = (double *)scratch, *by = bx + c;
+        const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
+        double *y = fl_row_dst_f64(ctx->y, yrow, by);
+        fl_elementwise_span_f64(x, y, c, logm);
+        fl_row_out_f64(ctx->y, yrow, c, y);
+    }
+}
+
+/* Is the whole grid of a one run of contiguous elements (rows back to back)? Then it is one
+ * span, cut into blocks of FL_BLOCK_ELEMS whatever the row length: short rows do not pay a
+ * call each, and one long row (a 1-D input) is shared by the threads. */
+static int fl_grid_flat(const fl_arr *a, fl_grid g)
+{
+    return a->sc == 1 && (g.n1 == 1 || a->s1 == g.c) && (g.n0 == 1 || a->s0 == g.n1 * g.c);
+}
+
+static void fl_elementwise_flat(const fl_post_ctx *ctx, int64_t b0, int64_t b1)
+{
+    int64_t k0 = b0 * FL_BLOCK_ELEMS, k1 = b1 * FL_BLOCK_ELEMS < ctx->flat_n ? b1 * FL_BLOCK_ELEMS : ctx->flat_n;
+    int logm = ctx->op == FL_LOG_SIGMOID;
+    if (ctx->f64)
+        fl_elementwise_span_f64((const double *)ctx->x->data + k0, (double *)ctx->y->data + k0, k1 - k0, logm);
+    else
+        fl_elementwise_span((const char *)ctx->x->data + k0 * (int64_t)fl_xsize(ctx->x->dtype),
+                            (char *)ctx->y->data + k0 * (int64_t)fl_xsize(ctx->x->dtype), k1 - k0, logm, ctx->x->dtype);
+}
+
+static void fl_elementwise_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    if (ctx->flat_n) fl_elementwise_flat(ctx, b0, b1);
+    else fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_elementwise_row);
+}
+
+int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
+{
+    fl_post_ctx ctx = {x, y, NULL, g, op, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0, 0};
+    int64_t n = g.n0 * g.n1 * g.c;
+    int same = ctx.f64 ? x->dtype == FL_F64 && y->dtype == FL_F64 : fl_rows_same_x(x, y);
+    if (n > 0 && same && fl_grid_flat(x, g) && fl_grid_flat(y, g)) {
+        ctx.flat_n = n;
+        fl_parallel_for((n + FL_BLOCK_ELEMS - 1) / FL_BLOCK_ELEMS, fl_elementwise_task, &ctx);
+        return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
+    }
+    return fl_drive(&ctx, fl_elementwise_task);
+}

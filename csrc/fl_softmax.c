@@ -1,0 +1,166 @@
+/* fl_softmax.c: softmax and log_softmax along the class axis, float32 (float16/bfloat16 read
+ * in place and written in their own dtype) and float64. Compiled once per ISA; every exported
+ * symbol is FL_FN(name).
+ *
+ * A row is one pass for its max, one for the sum of exponentials (kept in a scratch row, or
+ * written to y), one to scale or shift. Outputs of 8 MB and more are streamed: each row is left
+ * pending (fl_pend.h) and written with non-temporal stores during the next row's sum, so the
+ * stores overlap that row's reads and exponentials. Rows of few classes go FL_W at a time in
+ * the lanes (fl_tile.h), with the same formulas. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastlogits.h"
+#include "fl_kernels.h"
+#include "fl_postdrv.h"
+#include "fl_rowmath_f64.h"
+
+/* ---------------- softmax and log_softmax ---------------- */
+
+/* A softmax or log_softmax row computed in float32 into y (of dtype ydt: float32, float16 or
+ * bfloat16), or, when pend is not NULL, left pending there (y must then be the output row
+ * itself, and written by nobody else until drained). Scratch: two rows for the logits and two
+ * for the exponentials, so that a new row does not overwrite what the pending one still reads. */
+static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int32_t ydt, float *scratch,
+                               fl_pend *pend)
+{
+    int64_t c = ctx->g.c;
+    int log_mode = ctx->op == FL_LOG_SOFTMAX;
+    const float *held = pend ? pend->src : NULL;
+    float *bx = scratch == held ? scratch + c : scratch;
+    float *be = scratch + 2 * c == held ? scratch + 3 * c : scratch + 2 * c;
+    fl_xrow x = fl_row_in_x(ctx->x, xrow, c, bx);
+    float lo, m = fl_x_dispatch(x.dt, fl_rmaxmin_t, x.p, c, &lo);
+    fl_ahead ahead = fl_post_ahead(ctx, xrow, pend);
+    if (!isfinite(m)) {
+        /* all -inf, a +inf (inf - inf) or a NaN: every output is NaN, as in PyTorch */
+        fl_pend_drain(pend, c);
+        for (int64_t k = 0; k < c; k++) fl_xput(y, k, NAN, ydt);
+        return;
+    }
+    /* the exponentials: in the output row itself when it is float32 and not left pending; they
+     * carry the factor scale of fl_rsumexp_shift_t (1 on the TwoSum paths), which the softmax's
+     * 1/S takes out */
+    float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
+    double n_eq, scale = 1.0, rest = fl_shift_ok(m, lo) ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, ey, &n_eq, &scale, ahead)
+                                   : lo >= m + FL_EXPF_NORMAL_LO
+                                   ? fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1)
+                                   : fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
+    fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
+                 (float)(1.0 / ((n_eq + rest) * scale)), 0.0f, 0.0f, (double)m, fl_log_sum(n_eq, rest), x.dt, ydt};
+    if (pend) {
+        fl_pend_drain(pend, c);
+        *pend = p;
+    } else {
+        fl_pend_write_plain(&p);
+    }
+}
+
+static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    const char *xrow = fl_row_ptr(ctx->x, i0, i1);
+    char *yrow = fl_row_ptr(ctx->y, i0, i1);
+    int log_mode = ctx->op == FL_LOG_SOFTMAX;
+    if (!ctx->f64 && fl_row_is_x(ctx->y)) {
+        fl_softmax_row_f32(ctx, xrow, yrow, ctx->y->dtype, (float *)scratch, NULL);
+    } else if (!ctx->f64) {
+        float *y = (float *)scratch + 4 * c;
+        fl_softmax_row_f32(ctx, xrow, y, FL_F32, (float *)scratch, NULL);
+        fl_row_out_f32(ctx->y, yrow, c, y);
+    } else {
+        double *bx = (double *)scratch, *by = bx + c;
+        const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
+        double *y = fl_row_dst_f64(ctx->y, yrow, by);
+        double m = fl_rmax_f64(x, c);
+        if (!isfinite(m)) {
+            for (int64_t k = 0; k < c; k++) y[k] = NAN;
+        } else if (log_mode) {
+            double n_eq, rest = fl_rsumexp_f64(x, c, m, NULL, &n_eq, NULL);
+            double ls = fl_log_sum(n_eq, rest);
+            for (int64_t k = 0; k < c; k++) y[k] = (x[k] - m) - ls;
+        } else {
+            /* the error budget of the 4 ULP bound, each step rounded once: the exponential
+             * with its shift's error folded in (fl_exp_dx_d, under 1 ULP), the sum n_eq + rest
+             * (compensated, 0.5) and a division by it, not a multiplication by a rounded 1/s
+             * (0.5). The fuzz harness found 4.01 and 4.1 ULP when two of those were rounded
+             * twice. */
+            double n_eq, s;
+            fl_rsumexp_f64(x, c, m, y, &n_eq, &s);
+            for (int64_t k = 0; k < c; k++) y[k] /= s;
+        }
+        fl_row_out_f64(ctx->y, yrow, c, y);
+    }
+}
+
+/* fl_softmax_row for a tile, with the same formulas: softmax e * (float)(1/S), log_softmax
+ * ((x - m) - log S) in double rounded once. */
+static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    (void)scratch;
+    int64_t c = ctx->g.c;
+    int log_mode = ctx->op == FL_LOG_SOFTMAX;
+    flv m;
+    float n_eq[FL_W], f[FL_W];
+    double rest[FL_W];
+    if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) return 0;
+    if (!log_mode) {
+        for (int64_t j = 0; j < FL_W; j++) f[j] = (float)(1.0 / ((double)n_eq[j] + rest[j]));
+        flv inv = flv_load(f);
+        for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
+    } else {
+        /* the row path's formula, (x - m) - log S in double rounded once, so that a result does
+         * not depend on the layout that chose the path */
+        double ls[FL_W];
+        float mf[FL_W];
+        flv_store(mf, m);
+        for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
+        for (int64_t k = 0; k < c; k++)
+            for (int64_t j = 0; j < FL_W; j++)
+                t->yt[k * FL_W + j] = (float)(((double)t->xt[k * FL_W + j] - (double)mf[j]) - ls[j]);
+    }
+    const fl_arr *y = ctx->y;
+    fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr,
+                  y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
+    return 1;
+}
+
+/* A streamed task's scratch: the row left pending, then fl_softmax_row_f32's rows. */
+typedef struct { fl_pend pend; float rows[]; } fl_softmax_stream_scratch;
+
+static void fl_softmax_stream_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
+{
+    fl_softmax_stream_scratch *s = (fl_softmax_stream_scratch *)scratch;
+    fl_softmax_row_f32(ctx, fl_row_ptr(ctx->x, i0, i1), fl_row_ptr(ctx->y, i0, i1), ctx->y->dtype, s->rows,
+                       &s->pend);
+}
+
+static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
+{
+    fl_post_ctx *ctx = (fl_post_ctx *)vctx;
+    /* float32: the logits and exponentials rows of fl_softmax_row_f32 and an output row */
+    size_t c = (size_t)(ctx->g.c > 0 ? ctx->g.c : 1);
+    size_t bytes = ctx->f64 ? 2 * c * sizeof(double) : 5 * c * sizeof(float);
+    if (ctx->stream) {
+        fl_softmax_stream_scratch *s = malloc(sizeof(fl_softmax_stream_scratch) + 4 * c * sizeof(float));
+        if (!s) { fl_atomic_store(&ctx->failed, 1); return; }
+        fl_pend none = {NULL, NULL, NULL, 0, 0, -1, FL_PEND_SCALE, 0.0f, 0.0f, 0.0f, 0.0, 0.0, FL_F32, FL_F32};
+        s->pend = none;
+        fl_walk_rows(ctx, b0, b1, s, fl_softmax_stream_row);
+        fl_pend_drain(&s->pend, ctx->g.c);
+        fl_stream_fence();
+        free(s);
+    } else if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y)) {
+        fl_run_tiles(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile);
+    } else {
+        fl_run_rows(ctx, b0, b1, bytes, fl_softmax_row);
+    }
+}
+
+int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
+{
+    fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0, 0};
+    ctx.stream = !ctx.f64 && !fl_post_lanes_ok(&ctx, y) && fl_stream_ok(y, g.n0 * g.n1, g.c);
+    return fl_drive(&ctx, fl_softmax_task);
+}
