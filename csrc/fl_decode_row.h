@@ -1,5 +1,6 @@
 /* fl_decode_row.h: one row of filter_logits or sample, from its settings to its kept set and
- * its draw (the steps are described in fl_decode.c; the selection in fl_decode_select.h).
+ * its draw (the steps are described in fl_decode.c; the selection in fl_decode_select.h, the
+ * sums of exponentials it needs in fl_decode_mass.h).
  * Included by fl_decode.c only (a header to keep files short), compiled once per ISA.
  */
 #ifndef FL_DECODE_ROW_H
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fl_decode_mass.h"
 #include "fl_decode_select.h"
 #include "fl_rowio.h"
 #include "fl_rowmath.h"
@@ -112,48 +114,7 @@ static inline int fl_dscratch_gen(fl_dscratch *s)
     return ok;
 }
 
-/* ---------- the general path's pass over the row ---------- */
-
-/* y = the tempered row, e = exp(y - m) (fl_dec_expf), the mass of each block of FL_DEC_BLOCK
- * elements into bsum (fixed order); returns the row's mass, summed over the blocks in order */
-FL_ALWAYS_INLINE double fl_dec_exp_row_t(const void *x, int64_t c, float t, float m, float *y, float *e, double *bsum,
-                                         int32_t dt)
-{
-    flv tv = flv_set1(t);
-    double z = 0.0;
-    for (int64_t k0 = 0, b = 0; k0 < c; k0 += FL_DEC_BLOCK, b++) {
-        int64_t n = c - k0 < FL_DEC_BLOCK ? c - k0 : FL_DEC_BLOCK, k = 0;
-        for (; k + FL_W <= n; k += FL_W) {
-            flv v = fl_xload(x, k0 + k, dt);
-            flv_store(y + k0 + k, t == 1.0f ? v : flv_div(v, tv));
-        }
-        for (; k < n; k++) y[k0 + k] = fl_temper_f(fl_xget(x, k0 + k, dt), t);
-        for (k = 0; k < n; k++) e[k0 + k] = fl_dec_expf(y[k0 + k], m);
-        bsum[b] = fl_dec_sum16f(e + k0, n);
-        z += bsum[b];
-    }
-    return z;
-}
-
-static inline double fl_dec_exp_row_d(const double *x, int64_t c, double t, double m, double *y, double *e,
-                                      double *bsum)
-{
-    double z = 0.0;
-    for (int64_t k0 = 0, b = 0; k0 < c; k0 += FL_DEC_BLOCK, b++) {
-        int64_t n = c - k0 < FL_DEC_BLOCK ? c - k0 : FL_DEC_BLOCK;
-        double l[16] = {0};
-        for (int64_t k = 0; k < n; k++) {
-            y[k0 + k] = x[k0 + k] / t;
-            e[k0 + k] = fl_dec_exp_d(y[k0 + k], m);
-            l[k & 15] += e[k0 + k];
-        }
-        for (int w = 8; w >= 1; w /= 2)
-            for (int j = 0; j < w; j++) l[j] += l[j + w];
-        bsum[b] = l[0];
-        z += bsum[b];
-    }
-    return z;
-}
+/* ---------- candidate sets and the general path ---------- */
 
 /* candidate k of the row into s->set */
 static inline void fl_dec_set_push(fl_dscratch *s, int f64, int64_t k)
@@ -185,67 +146,6 @@ static inline void fl_dec_set_from_row(fl_dscratch *s, int f64, double lo)
         double y = f64 ? ((const double *)s->yrow)[k] : (double)((const float *)s->yrow)[k];
         if (y >= lo) fl_dec_set_push(s, f64, k);
     }
-}
-
-/* The mass of a float row's tokens within d[j] of its max m, for each of FL_DEC_NPIV
- * distances, in a fixed order whatever the ISA (sixteen lanes, lane i taking the elements i
- * mod 16: float32 over 256 elements, then float64, added pairwise at the end): floors for the
- * top-p candidates. */
-#define FL_DEC_NPIV 4 /* (two float32 vectors each on AVX2: the sums stay in registers) */
-#define FL_DEC_DV (16 / FL_W)
-static inline void fl_dec_pivot_masses(const float *y, const float *e, int64_t c, float m, const float *d, double *mass)
-{
-    fl_dacc acc[FL_DEC_NPIV][FL_DEC_DV];
-    flv thr[FL_DEC_NPIV], zero = flv_set1(0.0f);
-    for (int j = 0; j < FL_DEC_NPIV; j++) {
-        thr[j] = flv_set1(m - d[j]);
-        for (int q = 0; q < FL_DEC_DV; q++) acc[j][q] = fl_dacc_zero();
-    }
-    int64_t k = 0;
-    while (k + 16 <= c) {
-        /* float32 partial sums of up to 16 terms per lane, then into the float64 lanes */
-        flv part[FL_DEC_NPIV][FL_DEC_DV];
-        for (int j = 0; j < FL_DEC_NPIV; j++)
-            for (int q = 0; q < FL_DEC_DV; q++) part[j][q] = zero;
-        for (int64_t end = k + 256 < c ? k + 256 : c; k + 16 <= end; k += 16)
-            for (int q = 0; q < FL_DEC_DV; q++) {
-                flv yv = flv_load(y + k + q * FL_W), ev = flv_load(e + k + q * FL_W);
-                for (int j = 0; j < FL_DEC_NPIV; j++)
-                    part[j][q] = flv_add(part[j][q], flv_sel_neg(flv_sub(yv, thr[j]), zero, ev));
-            }
-        for (int j = 0; j < FL_DEC_NPIV; j++)
-            for (int q = 0; q < FL_DEC_DV; q++) acc[j][q] = fl_dacc_add(acc[j][q], part[j][q]);
-    }
-    for (int j = 0; j < FL_DEC_NPIV; j++) {
-        double l[16];
-        for (int q = 0; q < FL_DEC_DV; q++) fl_dacc_store(l + q * FL_W, acc[j][q]);
-        for (int64_t i = k; i < c; i++) l[i - k] += y[i] >= m - d[j] ? (double)e[i] : 0.0;
-        for (int w = 8; w >= 1; w /= 2)
-            for (int i = 0; i < w; i++) l[i] += l[i + w];
-        mass[j] = l[0];
-    }
-}
-
-/* The distances from the max, closest first, within which top-p candidates are sought: four
- * doubling distances, then four steps inside the first one whose mass reaches mass_lim (the
- * candidates start at the closest that does). Fills d (up to 2 * FL_DEC_NPIV); returns how
- * many there are. */
-static inline int fl_dec_pivots(const float *y, const float *e, int64_t c, float m, double mass_lim, float *d)
-{
-    static const float coarse[FL_DEC_NPIV] = {2.5f, 5.0f, 10.0f, 20.0f};
-    double mass[FL_DEC_NPIV];
-    fl_dec_pivot_masses(y, e, c, m, coarse, mass);
-    int j = 0;
-    while (j < FL_DEC_NPIV && !(mass[j] >= mass_lim)) j++;
-    if (j == FL_DEC_NPIV) return 0;
-    float lo = j ? coarse[j - 1] : 0.0f, step = (coarse[j] - lo) / FL_DEC_NPIV, fine[FL_DEC_NPIV];
-    for (int q = 0; q < FL_DEC_NPIV; q++) fine[q] = lo + step * (float)(q + 1);
-    fl_dec_pivot_masses(y, e, c, m, fine, mass);
-    int n = 0;
-    for (int q = 0; q < FL_DEC_NPIV; q++)
-        if (mass[q] >= mass_lim) d[n++] = fine[q];
-    for (int q = j + 1; q < FL_DEC_NPIV; q++) d[n++] = coarse[q];
-    return n;
 }
 
 /* keep the candidates of s->set whose key is at least key_lo (index order kept) */
@@ -330,26 +230,6 @@ static inline void fl_dec_resolve_row(fl_dscratch *s, const fl_drow *p, int f64,
         if (fl_dec_resolve_set(s, p, minp ? fl_dkey(mp) : 0, mass_lim, whole, &r->cut)) break;
     }
     r->src = FL_DSRC_SET;
-}
-
-/* The mass of a float row, sum of exp(y - m) over its tempered values y, by the SIMD sums of
- * the cross-entropy kernel (shorter exponential, float32 partial sums): fast, ISA-dependent in
- * its last bits, within 1e-5 relative; used only where FL_DEC_ZTOL covers that (y: scratch
- * for the tempered row when t != 1). */
-#define FL_DEC_ZTOL 1e-4
-FL_ALWAYS_INLINE double fl_dec_fast_mass_t(const void *x, int64_t c, float t, float m, float *y, int32_t dt)
-{
-    double n_eq, rest;
-    if (t == 1.0f) {
-        rest = fl_rsumexp_t(x, c, m, NULL, &n_eq, 0, fl_ahead_none(), 0, dt);
-    } else {
-        flv tv = flv_set1(t);
-        int64_t k = 0;
-        for (; k + FL_W <= c; k += FL_W) flv_store(y + k, flv_div(fl_xload(x, k, dt), tv));
-        for (; k < c; k++) y[k] = fl_temper_f(fl_xget(x, k, dt), t);
-        rest = fl_rsumexp_t(y, c, m, NULL, &n_eq, 0, fl_ahead_none(), 0, FL_F32);
-    }
-    return n_eq + rest;
 }
 
 /* ---------- a row to its kept set ---------- */

@@ -1,20 +1,30 @@
-"""token_logprobs and apply_penalties (API section 8) against the NumPy reference, an exact
-(longdouble) log_softmax and transformers' RepetitionPenaltyLogitsProcessor."""
+"""token_logprobs and apply_penalties (API section 8) against the exact oracle
+(fastlogits.reference under ``exact``), the NumPy reference and transformers'
+RepetitionPenaltyLogitsProcessor."""
 import numpy as np
 import pytest
 
 import fastlogits as fl
 from fastlogits import reference as ref
 
-from arrays import assert_ulp_close, bfloat16
+from arrays import assert_ulp_close, bfloat16, ce_loss_ulp, compute_dtype
 
 
-def _exact_logprobs(x, tokens, temperature=1.0):
-    """log_softmax of the float32-tempered logits in longdouble, at the tokens."""
-    y = np.asarray(x, dtype=np.float32) / np.float32(temperature) if np.asarray(x).dtype != np.float64 \
-        else np.asarray(x) / temperature
-    lp = ref.log_softmax(np.asarray(y).astype(np.longdouble))
-    return np.take_along_axis(lp, np.asarray(tokens)[..., None], -1)[..., 0]
+def _exact_logprobs(x, tokens, temperature=1.0, top_n=0):
+    """The exact log_softmax of the tempered logits (x / T rounded as the kernels divide) at
+    the tokens: unrounded DDArray values (with top_n, the whole tuple)."""
+    return ref.exact(ref.token_logprobs, x, tokens, temperature=temperature, top_n=top_n)
+
+
+def _logprob_ulp(x, temperature=1.0):
+    """The bound of a token's log-probability, per row: token_logprobs(x, t) is
+    -cross_entropy(x / T, t) computed with the cross-entropy's sums, so it carries the
+    cross-entropy's per-row bound (ce_loss_ulp: 8 ULP, plus the row's spread for float32) on
+    the tempered rows, in ULPs of the float32 (float64) result."""
+    cdt = compute_dtype(x.dtype)
+    t = np.asarray(temperature, dtype=cdt)
+    y = np.asarray(x, dtype=cdt) / (t[..., None] if t.ndim else t)
+    return ce_loss_ulp(y, -1, cdt)
 
 
 def _logits(seed=0, n=16, c=5000, scale=3.0):
@@ -30,20 +40,18 @@ def _logits(seed=0, n=16, c=5000, scale=3.0):
 
 @pytest.mark.parametrize("c", [3, 64, 5000, 70000])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_token_logprobs_against_exact_log_softmax(c, temperature, isa):
+def test_token_logprobs_against_the_exact_oracle(c, temperature, isa, accuracy):
     x = _logits(c=c)
     tok = np.random.default_rng(c).integers(0, c, x.shape[0])
     tok[0] = 17 % c
     got = fl.token_logprobs(x, tok, temperature=temperature)
-    want = _exact_logprobs(x, tok, temperature)
-    # the cross-entropy kernel's sums: a few ULP on ordinary rows; the relative error of the
-    # sum stays below 2e-6, which is up to 32 ULP of a log-probability close to 0 (row 0)
     ctx = dict(c=c, temperature=temperature, isa=isa)
-    assert_ulp_close(got[1:], want[1:], 4, np.float32, context=ctx)
-    assert_ulp_close(got[:1], want[:1], 32, np.float32, context=ctx)
+    err = assert_ulp_close(got, _exact_logprobs(x, tok, temperature), _logprob_ulp(x, temperature), np.float32,
+                           context=ctx)
+    accuracy.record("token_logprobs", "float32", err, str(ctx))
 
 
-def test_token_logprobs_adversarial_rows_stay_within_the_sum_bound():
+def test_token_logprobs_adversarial_rows_stay_within_the_sum_bound(accuracy):
     rng = np.random.default_rng(5)
     x = np.full((4, 20000), -16.3, dtype=np.float32)    # many equal terms: rounding in one direction
     x[:, 0] = 0.0
@@ -51,20 +59,24 @@ def test_token_logprobs_adversarial_rows_stay_within_the_sum_bound():
     x[2, 1:] = -9.7
     x[3, 1:] = np.float32(-30.0)
     tok = np.zeros(4, dtype=np.int64)
-    assert_ulp_close(fl.token_logprobs(x, tok), _exact_logprobs(x, tok), 32, np.float32)
+    err = assert_ulp_close(fl.token_logprobs(x, tok), _exact_logprobs(x, tok), _logprob_ulp(x), np.float32)
+    accuracy.record("token_logprobs", "float32", err, "adversarial rows")
 
 
-def test_token_logprobs_dtypes_and_scalars():
+def test_token_logprobs_dtypes_and_scalars(accuracy):
     x = _logits(c=300)
     tok = np.arange(16) * 7
     for dt in (np.float16, bfloat16):
         h = x.astype(dt)
-        got = fl.token_logprobs(h, tok)
+        got = fl.token_logprobs(h, tok, temperature=0.8)
         assert got.dtype == np.float32   # never rounded to half precision
-        assert_ulp_close(got, _exact_logprobs(h.astype(np.float32), tok), 4, np.float32)
-    d = fl.token_logprobs(x.astype(np.float64), tok)
+        err = assert_ulp_close(got, _exact_logprobs(h, tok, 0.8), _logprob_ulp(h, 0.8), np.float32)
+        accuracy.record("token_logprobs", np.dtype(dt).name, err, "300 classes, T=0.8")
+    d = fl.token_logprobs(x.astype(np.float64), tok, temperature=0.8)
     assert d.dtype == np.float64
-    assert_ulp_close(d, _exact_logprobs(x.astype(np.float64), tok), 4, np.float64)
+    err = assert_ulp_close(d, _exact_logprobs(x.astype(np.float64), tok, 0.8), _logprob_ulp(x.astype(np.float64)),
+                           np.float64)
+    accuracy.record("token_logprobs", "float64", err, "300 classes, T=0.8")
     one = fl.token_logprobs(x[3], 5)
     assert isinstance(one, np.float32) and one == fl.token_logprobs(x[3:4], [5])[0]
     # per-row temperatures
@@ -80,25 +92,26 @@ def test_token_logprobs_rank_and_top_n():
     lp, rank, top_lp, top_tok = fl.token_logprobs(x, [4, 0, 3], top_n=3)
     assert rank.tolist() == [1, 3, 4]               # every tied max has rank 1; NaN compares false
     assert top_tok.tolist() == [[1, 2, 4], [4, 2, 3], [0, 1, 2]]  # topk's order: NaN first, ties by index
-    want = ref.token_logprobs(x, [4, 0, 3], top_n=3)
+    want = _exact_logprobs(x, [4, 0, 3], top_n=3)
     np.testing.assert_array_equal(rank, want[1])
     np.testing.assert_array_equal(top_tok, want[3])
     assert np.isnan(lp[1]) and np.isnan(top_lp[1]).all()
-    np.testing.assert_allclose(top_lp[[0, 2]], want[2][[0, 2]], rtol=1e-6)
-    np.testing.assert_allclose(lp[[0, 2]], want[0][[0, 2]], rtol=1e-6)
+    assert_ulp_close(lp, want[0], _logprob_ulp(x), np.float32)                 # NaN where the oracle has NaN
+    assert_ulp_close(top_lp, want[2], _logprob_ulp(x)[:, None], np.float32)
 
 
 @pytest.mark.parametrize("c, n", [(5000, 5), (5000, 1), (70000, 20), (300, 300), (3000, 1500)])
-def test_token_logprobs_top_n_against_reference(c, n):
+def test_token_logprobs_top_n_against_the_exact_oracle(c, n, accuracy):
     x = _logits(seed=c + n, n=6, c=c)
     tok = np.random.default_rng(n).integers(0, c, 6)
     for t in (1.0, 1.7):
         lp, rank, top_lp, top_tok = fl.token_logprobs(x, tok, top_n=n, temperature=t)
-        w = ref.token_logprobs(x, tok, top_n=n, temperature=t)
+        w = _exact_logprobs(x, tok, t, top_n=n)
         np.testing.assert_array_equal(rank, w[1])
         np.testing.assert_array_equal(top_tok, w[3])
         assert top_lp.shape == (6, n) and top_lp.dtype == np.float32
-        np.testing.assert_allclose(top_lp, w[2], rtol=2e-6, atol=1e-6)
+        err = assert_ulp_close(top_lp, w[2], _logprob_ulp(x, t)[:, None], np.float32, context=dict(c=c, n=n, t=t))
+        accuracy.record("token_logprobs top_n", "float32", err, f"c={c} n={n} T={t}")
 
 
 def test_token_logprobs_axis_and_layouts():
@@ -155,21 +168,33 @@ def test_repetition_penalty_equals_transformers(penalty):
     # the same bits when 1/r is exact, else within one ULP of the quotient we round once
     exact_reciprocal = float(np.float32(1 / penalty)) == 1 / penalty
     assert_ulp_close(got, want, 0 if exact_reciprocal else 1, np.float32)
-    # and correctly rounded from the float64 result (0.5 ULP and the float64 rounding)
-    assert_ulp_close(got, ref.apply_penalties(x.astype(np.longdouble), h, repetition_penalty=penalty), 0.5001,
-                     np.float32, check_dtype=False)
+    # and correctly rounded from the exact result (0.5 ULP and the float64 rounding)
+    assert_ulp_close(got, ref.exact(ref.apply_penalties, x, h, repetition_penalty=penalty), 0.5001, np.float32)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
-def test_penalties_equal_reference(dtype):
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+def test_penalties_against_the_exact_oracle(dtype, accuracy):
+    """Computed in float64 and rounded once: correctly rounded for float32 and half precision
+    (0.5 ULP, plus float64's roundings); float64 logits carry the four roundings of x / r,
+    f * n, + p and the difference, 2 ULP of the value or of its terms."""
     dt = bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
     x = _logits(seed=4, n=10, c=700).astype(dt)
     h = _history(5, 10, 200, 700)
     kw = dict(repetition_penalty=np.linspace(0.8, 1.5, 10), presence_penalty=0.4, frequency_penalty=np.linspace(-0.5, 1.0, 10))
     got = fl.apply_penalties(x, h, **kw)
     assert got.dtype == dt
-    want = ref.apply_penalties(x, h, **kw)
-    np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+    want = ref.exact(ref.apply_penalties, x, h, **kw)
+    if dtype == "float64":
+        n = np.zeros(x.shape)
+        for i in range(x.shape[0]):
+            np.add.at(n[i], h[i][h[i] >= 0], 1)
+        r, f = kw["repetition_penalty"][:, None], kw["frequency_penalty"][:, None]
+        terms = np.where(n > 0, np.abs(x) * np.maximum(r, 1 / r) + np.abs(f) * n + 0.4, np.abs(x))
+        err = assert_ulp_close(got, want, 2, dt, scale=terms)
+    else:
+        err = assert_ulp_close(got, want, 0.5001, dt)
+    accuracy.record("apply_penalties", dtype, err, "10 x 700, history 200")
+    np.testing.assert_array_equal(got, ref.apply_penalties(x, h, **kw))   # the float64 formula, rounded once
 
 
 def test_penalties_by_hand_and_padding():

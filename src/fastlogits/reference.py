@@ -1645,12 +1645,15 @@ __all__ += ["token_logprobs", "filter_logits", "sample", "apply_penalties", "phi
 # precision of longdouble input). The tempered values themselves are float32 for all but
 # float64 logits, as the API divides in float32.
 
-def _tempered(x: Any, temperature: Any, rows_shape: Tuple[int, ...], wd: Any) -> Any:
-    """``x / T`` with the row's temperature, in float32 for half-precision and float32 logits."""
+def _tempered(x: Any, temperature: Any, rows_shape: Tuple[int, ...]) -> Any:
+    """``x / T`` with the row's temperature, rounded as the API divides: in float32 for
+    half-precision and float32 logits, in float64 for float64 logits (in long double for long
+    double ones). A float array also under ``exact``: the exact formulas start from these
+    rounded values, as the kernels do."""
     t = np.broadcast_to(np.asarray(temperature, dtype=np.float64), rows_shape)[..., None]
-    if x.dtype == np.float64 or wd != np.float64:
-        return _work(x, wd) / t
     with np.errstate(divide="ignore", invalid="ignore"):
+        if x.dtype.kind == "f" and x.dtype.itemsize >= 8:
+            return np.asarray(x, dtype=x.dtype.newbyteorder("=")) / t
         return np.asarray(x, dtype=np.float32) / t.astype(np.float32)
 
 
@@ -1704,7 +1707,7 @@ def filter_logits(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top
     least min_tokens_to_keep; dropped logits are -inf."""
     x, od, wd = _as_logits(logits)
     v, ax, rs = _rows_of(x, axis)
-    y = _tempered(v, temperature, rs, wd)
+    y = _tempered(v, temperature, rs)
     rows = y.reshape(-1, y.shape[-1])
     n = rows.shape[0]
     ks = _setting(-1 if top_k is None else top_k, rs, np.int64)
@@ -1719,51 +1722,65 @@ def filter_logits(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top
 
 
 def token_logprobs(logits: Any, tokens: Any, *, axis: int = -1, top_n: int = 0, temperature: Any = 1.0) -> Any:
-    """``log_softmax(logits / T)`` at the tokens; with top_n > 0 also the rank (1 + the number
-    of strictly greater tempered logits) and the top-n (as topk orders them)."""
+    """``log_softmax(logits / T)`` at the tokens (``x / T`` rounded as the API divides, see
+    ``_tempered``); with top_n > 0 also the rank (1 + the number of strictly greater tempered
+    logits) and the top-n (as topk orders them). Under ``exact`` the log-probabilities
+    (``logprob`` and ``top_logprobs``) are unrounded DDArray values."""
     x, od, wd = _as_logits(logits)
     v, ax, rs = _rows_of(x, axis)
-    y = _tempered(v, temperature, rs, wd)
+    y = _tempered(v, temperature, rs)
     lp = _log_softmax_last(_work(y, wd))
     t = np.asarray(tokens)
     if t.shape != rs or t.dtype.kind not in "iu":
         raise ValueError(f"tokens: expected integers of shape {rs}, got {t.dtype} {t.shape}")
     if t.size and (t.min() < 0 or t.max() >= y.shape[-1]):
         raise IndexError("tokens: a token id is out of range")
-    out_dtype = np.float64 if x.dtype == np.float64 or wd != np.float64 else np.float32
-    picked = np.take_along_axis(lp, t[..., None].astype(np.int64), -1)[..., 0]
-    res = picked.astype(out_dtype)
+    out_dtype = y.dtype   # float32 for all but float64 (and long double) logits
+
+    def finish(a: Any) -> Any:
+        if _EXACT.get():
+            return DDArray.lift(a)
+        a = np.asarray(a).astype(out_dtype)
+        return a[()] if a.ndim == 0 else a
+
+    res = finish(_take_last(lp, t[..., None].astype(np.int64))[..., 0])
     if not top_n:
-        return res[()] if res.ndim == 0 else res
+        return res
     yt = np.take_along_axis(y, t[..., None].astype(np.int64), -1)
     with np.errstate(invalid="ignore"):
         rank = 1 + np.sum(y > yt, axis=-1)
-    rows, lrows = y.reshape(-1, y.shape[-1]), lp.reshape(-1, y.shape[-1])
+    rows, c = y.reshape(-1, y.shape[-1]), y.shape[-1]
     idx = np.array([_order_desc(r)[:top_n] for r in rows], dtype=np.int64).reshape(rs + (top_n,))
-    top_lp = np.take_along_axis(lrows, idx.reshape(-1, top_n), -1).reshape(rs + (top_n,)).astype(out_dtype)
-    return (res[()] if res.ndim == 0 else res), (rank[()] if rank.ndim == 0 else rank.astype(np.int64)), top_lp, idx
+    top_lp = _take_last(lp.reshape(-1, c), idx.reshape(-1, top_n)).reshape(rs + (top_n,))
+    return res, (rank[()] if rank.ndim == 0 else rank.astype(np.int64)), finish(top_lp), idx
 
 
 def apply_penalties(logits: Any, prev_tokens: Any, *, repetition_penalty: Any = 1.0, presence_penalty: Any = 0.0,
                     frequency_penalty: Any = 0.0, out: Any = None) -> Any:
     """For each token v seen n_v > 0 times in a row's history (negative ids are padding):
-    x_v / r if x_v > 0 else x_v * r, then minus (frequency * n_v + presence)."""
+    x_v / r if x_v > 0 else x_v * r, then minus (frequency * n_v + presence). Under ``exact``
+    the result is unrounded (a DDArray)."""
     x, od, wd = _as_logits(logits)
     h = np.asarray(prev_tokens)
     V = x.shape[-1]
     rs = x.shape[:-1]
-    res = _work(x, wd).reshape(-1, V).copy()
-    hist = h.reshape(-1, h.shape[-1]) if h.size else np.zeros((res.shape[0], 0), dtype=np.int64)
-    r = _setting(repetition_penalty, rs, np.float64)
-    pres = _setting(presence_penalty, rs, np.float64)
-    freq = _setting(frequency_penalty, rs, np.float64)
+    v = _work(x, wd).reshape(-1, V)
+    n = v.shape[0]
+    hist = h.reshape(n, -1) if h.size else np.zeros((n, 0), dtype=np.int64)
     if hist.size and hist.max() >= V:
         raise IndexError("prev_tokens: a token id is out of range")
-    for i in range(res.shape[0]):
-        ids, counts = np.unique(hist[i][hist[i] >= 0], return_counts=True)
-        val = res[i, ids]
-        val = np.where(val > 0, val / r[i], val * r[i])
-        res[i, ids] = val - (freq[i] * counts + pres[i])
+    counts = np.zeros((n, V), dtype=np.float64)
+    rows, cols = np.nonzero(hist >= 0)
+    np.add.at(counts, (rows, hist[rows, cols]), 1.0)
+    seen = counts > 0
+
+    def per_row(value: Any) -> Any:
+        return _work(np.broadcast_to(_setting(value, rs, np.float64)[:, None], (n, V)), wd)
+
+    r = per_row(repetition_penalty)
+    with np.errstate(invalid="ignore", over="ignore"):
+        penalised = _where(v > 0, v / r, v * r) - (per_row(frequency_penalty) * counts + per_row(presence_penalty) * seen)
+        res = _where(seen, penalised, v)
     return _finish(res.reshape(x.shape), od, None, out)
 
 
@@ -1803,7 +1820,7 @@ def sample(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top_p: Any
     u = ((w[:, 1] << np.uint64(21)) | (w[:, 0] >> np.uint64(11))).astype(np.float64) * 2.0 ** -53
     temps = _setting(temperature, rs, np.float64)
     greedy = temps == 0
-    y = _tempered(v, np.where(greedy.reshape(rs), 1.0, temps.reshape(rs)), rs, wd)
+    y = _tempered(v, np.where(greedy.reshape(rs), 1.0, temps.reshape(rs)), rs)
     rows = y.reshape(-1, y.shape[-1])
     ks = _setting(-1 if top_k is None else top_k, rs, np.int64)
     ps = _setting(1.0 if top_p is None else top_p, rs, np.float64)
