@@ -2,12 +2,13 @@
  * decoding selection needs, each in its own pass over the row (the scratch rows are in L2):
  *   - the general path's pass: the tempered row, its exponentials and the masses of its blocks
  *     of FL_DEC_BLOCK elements, in a fixed order (the draw reads them);
- *   - the pivot masses of top-p: the mass within a few distances of the max, which bound where
- *     the nucleus ends, so that only the tokens above the closest sufficient distance become
- *     candidates;
- *   - the fast mass: the cross-entropy kernel's SIMD sums, ISA-dependent in their last bits,
- *     used only where a tolerance band covers that (fl_drow_resolve_f32).
- * Everything but the fast mass gives the same bits on every SIMD path. Included by
+ *   - the pivot masses of top-p (counts of top-k): the mass (number) of the tokens within a few
+ *     distances of the max, which bound where the kept set ends, so that only the tokens above
+ *     the closest sufficient distance become candidates;
+ *   - the precise mass: SIMD sums of the precise exponential, ISA-dependent in their last bits,
+ *     which bound the exact mass (fl_dec_mass_band) without the portable exponential of every
+ *     token.
+ * Everything but the precise mass gives the same bits on every SIMD path. Included by
  * fl_decode_row.h, compiled once per ISA.
  */
 #ifndef FL_DECODE_MASS_H
@@ -64,13 +65,14 @@ static inline double fl_dec_exp_row_d(const double *x, int64_t c, double t, doub
 /* The mass of a float row's tokens within d[j] of its max m, for each of FL_DEC_NPIV
  * distances, in a fixed order whatever the ISA (sixteen lanes, lane i taking the elements i
  * mod 16: float32 over 256 elements, then float64, added pairwise at the end): floors for the
- * top-p candidates. */
+ * top-p candidates. With e NULL, the number of those tokens (exact: at most 16 per float32
+ * lane before the float64 lanes): floors for top-k. */
 #define FL_DEC_NPIV 4 /* (two float32 vectors each on AVX2: the sums stay in registers) */
 #define FL_DEC_DV (16 / FL_W)
 static inline void fl_dec_pivot_masses(const float *y, const float *e, int64_t c, float m, const float *d, double *mass)
 {
     fl_dacc acc[FL_DEC_NPIV][FL_DEC_DV];
-    flv thr[FL_DEC_NPIV], zero = flv_set1(0.0f);
+    flv thr[FL_DEC_NPIV], zero = flv_set1(0.0f), one = flv_set1(1.0f);
     for (int j = 0; j < FL_DEC_NPIV; j++) {
         thr[j] = flv_set1(m - d[j]);
         for (int q = 0; q < FL_DEC_DV; q++) acc[j][q] = fl_dacc_zero();
@@ -83,7 +85,7 @@ static inline void fl_dec_pivot_masses(const float *y, const float *e, int64_t c
             for (int q = 0; q < FL_DEC_DV; q++) part[j][q] = zero;
         for (int64_t end = k + 256 < c ? k + 256 : c; k + 16 <= end; k += 16)
             for (int q = 0; q < FL_DEC_DV; q++) {
-                flv yv = flv_load(y + k + q * FL_W), ev = flv_load(e + k + q * FL_W);
+                flv yv = flv_load(y + k + q * FL_W), ev = e ? flv_load(e + k + q * FL_W) : one;
                 for (int j = 0; j < FL_DEC_NPIV; j++)
                     part[j][q] = flv_add(part[j][q], flv_sel_neg(flv_sub(yv, thr[j]), zero, ev));
             }
@@ -93,53 +95,80 @@ static inline void fl_dec_pivot_masses(const float *y, const float *e, int64_t c
     for (int j = 0; j < FL_DEC_NPIV; j++) {
         double l[16];
         for (int q = 0; q < FL_DEC_DV; q++) fl_dacc_store(l + q * FL_W, acc[j][q]);
-        for (int64_t i = k; i < c; i++) l[i - k] += y[i] >= m - d[j] ? (double)e[i] : 0.0;
+        for (int64_t i = k; i < c; i++) l[i - k] += y[i] >= m - d[j] ? (e ? (double)e[i] : 1.0) : 0.0;
         for (int w = 8; w >= 1; w /= 2)
             for (int i = 0; i < w; i++) l[i] += l[i + w];
         mass[j] = l[0];
     }
 }
 
-/* The distances from the max, closest first, within which top-p candidates are sought: four
- * doubling distances, then four steps inside the first one whose mass reaches mass_lim (the
- * candidates start at the closest that does). Fills d (up to 2 * FL_DEC_NPIV); returns how
- * many there are. */
-static inline int fl_dec_pivots(const float *y, const float *e, int64_t c, float m, double mass_lim, float *d)
+/* The distances from the max, closest first, within which candidates are sought: four
+ * doubling distances, then four steps inside the first one whose mass (count, e NULL) reaches
+ * lim (the candidates start at the closest that does). Fills d (up to 2 * FL_DEC_NPIV); returns
+ * how many there are. */
+static inline int fl_dec_pivots(const float *y, const float *e, int64_t c, float m, double lim, float *d)
 {
     static const float coarse[FL_DEC_NPIV] = {2.5f, 5.0f, 10.0f, 20.0f};
     double mass[FL_DEC_NPIV];
     fl_dec_pivot_masses(y, e, c, m, coarse, mass);
     int j = 0;
-    while (j < FL_DEC_NPIV && !(mass[j] >= mass_lim)) j++;
+    while (j < FL_DEC_NPIV && !(mass[j] >= lim)) j++;
     if (j == FL_DEC_NPIV) return 0;
     float lo = j ? coarse[j - 1] : 0.0f, step = (coarse[j] - lo) / FL_DEC_NPIV, fine[FL_DEC_NPIV];
     for (int q = 0; q < FL_DEC_NPIV; q++) fine[q] = lo + step * (float)(q + 1);
     fl_dec_pivot_masses(y, e, c, m, fine, mass);
     int n = 0;
     for (int q = 0; q < FL_DEC_NPIV; q++)
-        if (mass[q] >= mass_lim) d[n++] = fine[q];
+        if (mass[q] >= lim) d[n++] = fine[q];
     for (int q = j + 1; q < FL_DEC_NPIV; q++) d[n++] = coarse[q];
     return n;
 }
 
-/* The mass of a float row, sum of exp(y - m) over its tempered values y, by the SIMD sums of
- * the cross-entropy kernel (shorter exponential, float32 partial sums): fast, ISA-dependent in
- * its last bits, within 1e-5 relative; used only where FL_DEC_ZTOL covers that (y: scratch
- * for the tempered row when t != 1). */
-#define FL_DEC_ZTOL 1e-4
-FL_ALWAYS_INLINE double fl_dec_fast_mass_t(const void *x, int64_t c, float t, float m, float *y, int32_t dt)
+/* The tempered float row: x itself when it is float32 and t is 1, else x / t written to y. */
+FL_ALWAYS_INLINE const float *fl_dec_temper_row_t(const void *x, int64_t c, float t, float *y, int32_t dt)
 {
-    double n_eq, rest;
-    if (t == 1.0f) {
-        rest = fl_rsumexp_t(x, c, m, NULL, &n_eq, 0, fl_ahead_none(), 0, dt);
-    } else {
-        flv tv = flv_set1(t);
-        int64_t k = 0;
-        for (; k + FL_W <= c; k += FL_W) flv_store(y + k, flv_div(fl_xload(x, k, dt), tv));
-        for (; k < c; k++) y[k] = fl_temper_f(fl_xget(x, k, dt), t);
-        rest = fl_rsumexp_t(y, c, m, NULL, &n_eq, 0, fl_ahead_none(), 0, FL_F32);
+    if (t == 1.0f && dt == FL_F32) return (const float *)x;
+    flv tv = flv_set1(t);
+    int64_t k = 0;
+    for (; k + FL_W <= c; k += FL_W) {
+        flv v = fl_xload(x, k, dt);
+        flv_store(y + k, t == 1.0f ? v : flv_div(v, tv));
     }
+    for (; k < c; k++) y[k] = fl_temper_f(fl_xget(x, k, dt), t);
+    return y;
+}
+
+/* The row's mass, sum of exp(y - m) over its tempered values y (the row yp), by the SIMD sums
+ * of the precise exponential (the rounding of y - m folded in, within about 1 ULP, as the
+ * portable fl_dec_expf) in float64 lanes, those exponentials into e: fast, but ISA-dependent in
+ * its last bits, so it only bounds the row's exact mass (fl_dec_mass_band) and places the
+ * candidates' floor. */
+static inline double fl_dec_precise_mass(const float *yp, int64_t c, float m, float *e)
+{
+    double n_eq, rest = fl_rsumexp_t(yp, c, m, e, &n_eq, 1, fl_ahead_none(), 0, FL_F32);
     return n_eq + rest;
+}
+
+/* The bounds of a float row's exact mass Z (the sum of the portable exponentials, the general
+ * path's, fl_dec_exp_row_t) from the candidates' exact masses (the set d) and the precise mass
+ * zp of the row (exponentials e): Z = (the candidates' mass) + (the others' portable masses),
+ * and the others' precise masses, zp less the candidates' precise ones, are within
+ * FL_DEC_ETOL of those (each exponential within 2.1 ULP of the portable one: 2.5e-7), up to
+ * float64 sums in other orders and masses below exp(-86) (FL_DEC_STOL of zp). So the top-p
+ * boundary found at both bounds is the one Z gives, unless top_p falls within about 1e-6 of
+ * the share of a prefix whose mass is that of the rest: then the general path decides. */
+#define FL_DEC_ETOL 1e-6
+#define FL_DEC_STOL 1e-10
+static inline void fl_dec_mass_band(const fl_dset *d, const float *e, double zp, double *zlo, double *zhi)
+{
+    double exact = 0.0, approx = 0.0;
+    for (int64_t j = 0; j < d->n; j++) {
+        exact += d->e[j];
+        approx += (double)e[d->idx[j]];
+    }
+    double rest = zp > approx ? zp - approx : 0.0;
+    *zlo = exact + rest * (1.0 - FL_DEC_ETOL) - FL_DEC_STOL * zp;
+    *zhi = exact + rest * (1.0 + FL_DEC_ETOL) + FL_DEC_STOL * zp;
 }
 
 #endif

@@ -48,6 +48,7 @@ typedef struct {
     uint64_t *bkey;
     void *yrow, *erow;      /* c float64 each: the tempered row and its masses (float or float64) */
     double *bsum;           /* per FL_DEC_BLOCK elements of the row: their mass */
+    int64_t *bpos;          /* the draw's blocks: where each starts among the candidates */
     fl_dset set, work;
     fl_dhist *hist;
     int gen, failed;
@@ -85,6 +86,7 @@ static inline void fl_dscratch_free(fl_dscratch *s)
     free(s->yrow);
     free(s->erow);
     free(s->bsum);
+    free(s->bpos);
     fl_dset_free(&s->set);
     fl_dset_free(&s->work);
     free(s->hist);
@@ -107,8 +109,10 @@ static inline int fl_dscratch_gen(fl_dscratch *s)
     s->yrow = malloc((size_t)c * sizeof(double));
     s->erow = malloc((size_t)c * sizeof(double));
     s->bsum = (double *)malloc((size_t)(c / FL_DEC_BLOCK + 1) * sizeof(double));
+    s->bpos = (int64_t *)malloc((size_t)(c / FL_DEC_BLOCK + 2) * sizeof(int64_t));
     s->hist = (fl_dhist *)malloc(sizeof(fl_dhist));
-    int ok = s->yrow && s->erow && s->bsum && s->hist && fl_dset_alloc(&s->set, c) && fl_dset_alloc(&s->work, c);
+    int ok = s->yrow && s->erow && s->bsum && s->bpos && s->hist && fl_dset_alloc(&s->set, c) &&
+             fl_dset_alloc(&s->work, c);
     if (!ok) s->failed = 1;
     s->gen = ok;
     return ok;
@@ -116,35 +120,49 @@ static inline int fl_dscratch_gen(fl_dscratch *s)
 
 /* ---------- candidate sets and the general path ---------- */
 
-/* candidate k of the row into s->set */
-static inline void fl_dec_set_push(fl_dscratch *s, int f64, int64_t k)
+/* The tokens of the float row y whose value is at least lo into s->set, in index order: the
+ * lanes of a vector that pass are read off its comparison mask, so a token below lo costs one
+ * compare. Their masses come from erow, or (erow NULL) are computed here for them alone:
+ * exp(y - m) by fl_dec_expf, the values the general path's pass gives. */
+static inline void fl_dec_set_from_f32(fl_dscratch *s, const float *y, const float *erow, float lo, float m)
 {
     fl_dset *d = &s->set;
-    double y = f64 ? ((const double *)s->yrow)[k] : (double)((const float *)s->yrow)[k];
-    d->key[d->n] = fl_dkey(y);
-    d->e[d->n] = f64 ? ((const double *)s->erow)[k] : (double)((const float *)s->erow)[k];
-    d->idx[d->n] = k;
-    d->n++;
+    int64_t k = 0, c = s->c, n = 0;
+    flv lv = flv_set1(lo);
+    for (; k + FL_W <= c; k += FL_W)
+        for (unsigned msk = flv_mask_ge(flv_load(y + k), lv); msk; msk &= msk - 1) d->idx[n++] = k + fl_ctz(msk);
+    for (; k < c; k++)
+        if (y[k] >= lo) d->idx[n++] = k;
+    for (int64_t j = 0; j < n; j++) {
+        float v = y[d->idx[j]];
+        d->key[j] = fl_dkey((double)v);
+        d->e[j] = erow ? (double)erow[d->idx[j]] : (double)v;
+    }
+    if (!erow) /* a loop of its own, which vectorises */
+        for (int64_t j = 0; j < n; j++) d->e[j] = (double)fl_dec_expf((float)d->e[j], m);
+    d->n = n;
 }
 
-/* the candidates of the row whose tempered value is at least lo, into s->set; a vector of a
- * float row below lo is passed over with one compare */
+/* the candidates of the row (s->yrow, masses s->erow: the general path's pass) whose tempered
+ * value is at least lo, into s->set */
 static inline void fl_dec_set_from_row(fl_dscratch *s, int f64, double lo)
 {
-    int64_t k = 0, c = s->c;
-    s->set.n = 0;
     if (!f64) {
-        const float *y = (const float *)s->yrow;
-        float lf = (float)lo;
-        for (; k + FL_W <= c; k += FL_W) {
-            if (flv_hmax(flv_load(y + k)) < lf) continue;
-            for (int64_t j = k; j < k + FL_W; j++)
-                if ((double)y[j] >= lo) fl_dec_set_push(s, 0, j);
-        }
+        /* the smallest float32 f >= lo: y >= f exactly when (double)y >= lo */
+        float f = (float)lo;
+        fl_dec_set_from_f32(s, (const float *)s->yrow, (const float *)s->erow, (double)f < lo ? nextafterf(f, INFINITY) : f,
+                            0.0f);
+        return;
     }
-    for (; k < c; k++) {
-        double y = f64 ? ((const double *)s->yrow)[k] : (double)((const float *)s->yrow)[k];
-        if (y >= lo) fl_dec_set_push(s, f64, k);
+    const double *y = (const double *)s->yrow, *e = (const double *)s->erow;
+    fl_dset *d = &s->set;
+    d->n = 0;
+    for (int64_t k = 0; k < s->c; k++) {
+        if (!(y[k] >= lo)) continue;
+        d->key[d->n] = fl_dkey(y[k]);
+        d->e[d->n] = e[k];
+        d->idx[d->n] = k;
+        d->n++;
     }
 }
 
@@ -232,9 +250,64 @@ static inline void fl_dec_resolve_row(fl_dscratch *s, const fl_drow *p, int f64,
     r->src = FL_DSRC_SET;
 }
 
+/* ---------- the candidate paths of a float row ---------- */
+
+/* The kept prefix of a float row (tempered values yp, max m) from the tokens above a floor that
+ * the kept set provably lies above, without the exponentials of the whole row:
+ *   - top-k beyond the list: the floor at the first distance from the max with at least k'
+ *     tokens above it (exact counts), then top-p and min-p on the top-k survivors, as the
+ *     general path does;
+ *   - top-p: the floor at the first distance whose precise mass (fl_dec_precise_mass, into *zp
+ *     and s->erow when *zp is 0) exceeds top_p's share of the row's; the prefix must end inside
+ *     the candidates and be the same at both ends of the bounds of the row's exact mass
+ *     (fl_dec_mass_band), so it is the one the exact mass gives;
+ *   - min-p alone: its floor.
+ * The candidates' masses are fl_dec_expf's, the general path's values. Returns 0 (the general
+ * path must decide) when no floor holds the kept set or the band cannot decide. */
+static inline int fl_drow_candidates_f32(fl_dscratch *s, const fl_drow *p, const float *yp, float m, double *zp,
+                                         fl_dcut *cut)
+{
+    int64_t c = s->c;
+    int topk = p->kprime < c, topp = p->p < 1.0, minp = p->lminp > -(double)INFINITY;
+    float mpf = minp ? fl_minp_floor_f(m, p->lminp) : -INFINITY, d[2 * FL_DEC_NPIV];
+    if (topk) {
+        if (!fl_dec_pivots(yp, NULL, c, m, (double)p->kprime, d)) return 0;
+        fl_dec_set_from_f32(s, yp, NULL, m - d[0], m);
+        fl_dkeep q = {p->keep, p->kprime, (double)INFINITY};
+        fl_dcut k = fl_dsel(s->set, s->work, &q, s->hist);
+        fl_dec_set_cut(&s->set, k.key_b);
+        fl_dec_resolve_set(s, p, minp ? fl_dkey((double)mpf) : 0, topp ? p->p * k.mass : (double)INFINITY, 1, cut);
+        return 1;
+    }
+    if (!topp) {
+        fl_dec_set_from_f32(s, yp, NULL, mpf, m);
+        return s->set.n >= p->keep && fl_dec_resolve_set(s, p, 0, (double)INFINITY, 1, cut);
+    }
+    const float *e = (const float *)s->erow;
+    if (*zp == 0.0) *zp = fl_dec_precise_mass(yp, c, m, (float *)s->erow);
+    int nd = fl_dec_pivots(yp, e, c, m, p->p * *zp * (1.0 + 4 * FL_DEC_ETOL), d);
+    for (int j = 0; j < nd; j++) {
+        /* min-p's floor above the distance's: the candidates hold every token min-p keeps */
+        int whole = minp && mpf >= m - d[j];
+        fl_dec_set_from_f32(s, yp, NULL, whole ? mpf : m - d[j], m);
+        if (s->set.n < p->keep) return 0;
+        double zlo, zhi;
+        fl_dec_mass_band(&s->set, e, *zp, &zlo, &zhi);
+        fl_dcut lo, hi;
+        if (fl_dec_resolve_set(s, p, 0, p->p * zlo, whole, &lo) && fl_dec_resolve_set(s, p, 0, p->p * zhi, whole, &hi)) {
+            *cut = lo;
+            return lo.n == hi.n;
+        }
+        if (whole) return 0;
+    }
+    return 0;
+}
+
 /* ---------- a row to its kept set ---------- */
 
-/* the float32 (or gathered) row x with c >= 1 classes */
+/* the float32 (or gathered) row x with c >= 1 classes: the candidate list (top-k up to
+ * FL_DEC_LIST_MAX, a speculative list for top-p and min-p), then the candidate paths, then
+ * the general path */
 static inline fl_dres fl_drow_resolve_f32(fl_dscratch *s, fl_xrow x, int64_t c, const fl_drow *p)
 {
     fl_dres r;
@@ -263,6 +336,8 @@ static inline fl_dres fl_drow_resolve_f32(fl_dscratch *s, fl_xrow x, int64_t c, 
     if (m == -INFINITY) { r.state = FL_DROW_EMPTY; return r; }
     r.m = m;
     if (!fl_dscratch_gen(s)) { r.state = FL_DROW_EMPTY; return r; }
+    const float *yp = NULL; /* the tempered row, once made */
+    double zp = 0.0;        /* its precise mass, once taken */
     if (want > 0) {
         int whole = topk || s->list.n == c; /* the list holds every token that can be kept */
         fl_dset *d = &s->set;
@@ -279,22 +354,25 @@ static inline fl_dres fl_drow_resolve_f32(fl_dscratch *s, fl_xrow x, int64_t c, 
         if (!topp || whole) {
             if (fl_dec_resolve_set(s, p, kmp, topp ? p->p * zl : (double)INFINITY, whole, &r.cut)) return r;
         } else {
-            /* top-p over the whole row needs its mass: a fast SIMD sum, whose relative error
-             * (below 1e-5) is well inside FL_DEC_ZTOL, decides when the prefix is the same at
-             * both ends of its error band; otherwise the portable pass below decides */
-            double zf = fl_x_dispatch(x.dt, fl_dec_fast_mass_t, x.p, c, t, m, (float *)s->yrow);
+            /* top-p over the whole row needs its mass: the prefix found at both bounds of the
+             * exact mass (fl_dec_mass_band) is the one it gives */
+            yp = fl_x_dispatch(x.dt, fl_dec_temper_row_t, x.p, c, t, (float *)s->yrow);
+            zp = fl_dec_precise_mass(yp, c, m, (float *)s->erow);
+            double zlo, zhi;
+            fl_dec_mass_band(d, (const float *)s->erow, zp, &zlo, &zhi);
             fl_dcut lo, hi;
-            if (fl_dec_resolve_set(s, p, kmp, p->p * zf * (1.0 - FL_DEC_ZTOL), 0, &lo) &&
-                fl_dec_resolve_set(s, p, kmp, p->p * zf * (1.0 + FL_DEC_ZTOL), 0, &hi) && lo.n == hi.n) {
+            if (fl_dec_resolve_set(s, p, kmp, p->p * zlo, 0, &lo) && fl_dec_resolve_set(s, p, kmp, p->p * zhi, 0, &hi) &&
+                lo.n == hi.n) {
                 r.cut = lo;
                 return r;
             }
         }
     }
+    if (topk || topp || minp) {
+        if (!yp) yp = fl_x_dispatch(x.dt, fl_dec_temper_row_t, x.p, c, t, (float *)s->yrow);
+        if (fl_drow_candidates_f32(s, p, yp, m, &zp, &r.cut)) return r;
+    }
     double z = fl_x_dispatch(x.dt, fl_dec_exp_row_t, x.p, c, t, m, (float *)s->yrow, (float *)s->erow, s->bsum);
-    if (want > 0 && topp && s->list.n < c && fl_dec_resolve_set(s, p, minp ? fl_dkey((double)fl_minp_floor_f(m, p->lminp)) : 0,
-                                                                 p->p * z, 0, &r.cut))
-        return r;
     fl_dec_resolve_row(s, p, 0, (double)m, z, &r);
     return r;
 }
@@ -331,24 +409,34 @@ static inline void fl_dcut_xthr(const fl_dcut *cut, float t, float *xa, float *x
 
 /* ---------- the draw ---------- */
 
-/* The token at the uniform u of the kept masses, in index order: the blocks' masses (a fixed
- * order), then one block element by element; *lp receives its log-probability. */
+/* The token at the uniform u of the kept masses, in index order: the masses of the row's
+ * blocks of FL_DEC_BLOCK tokens (each summed in sixteen lanes by token index, a fixed order),
+ * then one block token by token; *lp receives its log-probability. The candidates' blocks are
+ * summed by the token indices they hold, so the sums are those of the row path's blocks for the
+ * same kept tokens, whatever else the candidates hold: a token does not depend on the path
+ * that found the kept set. */
 static inline int64_t fl_drow_draw(fl_dscratch *s, const fl_dres *r, double u, double *lp)
 {
-    int64_t n = r->src == FL_DSRC_ROW ? s->c : s->set.n, nb = (n + FL_DEC_BLOCK - 1) / FL_DEC_BLOCK;
     const fl_dset *d = &s->set;
     double *bs = s->bsum;
-    if (r->src == FL_DSRC_SET) {
-        /* the candidates' blocks, masked by the cut */
-        for (int64_t b = 0; b < nb; b++) {
+    int64_t *bp = s->bpos, n, nb = 0;
+    if (r->src == FL_DSRC_ROW) {
+        n = s->c;
+        for (; nb * FL_DEC_BLOCK < n; nb++) bp[nb] = nb * FL_DEC_BLOCK;  /* bs: the general path's pass */
+    } else {
+        n = d->n;
+        for (int64_t j = 0; j < n; nb++) {
             double l[16] = {0};
-            int64_t k0 = b * FL_DEC_BLOCK, k1 = k0 + FL_DEC_BLOCK < n ? k0 + FL_DEC_BLOCK : n;
-            for (int64_t j = k0; j < k1; j++) l[(j - k0) & 15] += fl_dcut_keeps(&r->cut, d->key[j], d->idx[j]) ? d->e[j] : 0.0;
+            int64_t blk = d->idx[j] / FL_DEC_BLOCK;
+            bp[nb] = j;
+            for (; j < n && d->idx[j] / FL_DEC_BLOCK == blk; j++)
+                if (fl_dcut_keeps(&r->cut, d->key[j], d->idx[j])) l[d->idx[j] & 15] += d->e[j];
             for (int w = 8; w >= 1; w /= 2)
-                for (int j = 0; j < w; j++) l[j] += l[j + w];
-            bs[b] = l[0];
+                for (int i = 0; i < w; i++) l[i] += l[i + w];
+            bs[nb] = l[0];
         }
     }
+    bp[nb] = n;
     double z = 0.0;
     for (int64_t b = 0; b < nb; b++) z += bs[b];
     /* the block where the running mass passes u * z; should rounding leave it unpassed, the
@@ -362,8 +450,7 @@ static inline int64_t fl_drow_draw(fl_dscratch *s, const fl_dres *r, double u, d
         if (acc + bs[q] > target) found = 1;
         else acc += bs[q];
     }
-    int64_t k0 = b * FL_DEC_BLOCK, k1 = k0 + FL_DEC_BLOCK < n ? k0 + FL_DEC_BLOCK : n;
-    for (int64_t j = k0; j < k1; j++) {
+    for (int64_t j = bp[b]; j < bp[b + 1]; j++) {
         double e;
         if (r->src == FL_DSRC_ROW) e = r->f64 ? ((const double *)s->erow)[j] : (double)((const float *)s->erow)[j];
         else e = fl_dcut_keeps(&r->cut, d->key[j], d->idx[j]) ? d->e[j] : 0.0;

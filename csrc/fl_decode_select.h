@@ -34,6 +34,21 @@
 #include "fl_rowmath.h"
 #include "fl_scalar_math.h"
 #include "fl_simd.h"
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#endif
+
+/* the index of the lowest set bit of v != 0 (a lane of a comparison mask) */
+static inline int fl_ctz(unsigned v)
+{
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward(&i, v);
+    return (int)i;
+#else
+    return __builtin_ctz(v);
+#endif
+}
 
 /* ---------- order keys, tempering, thresholds ---------- */
 

@@ -312,7 +312,56 @@ def test_sample_scalar_row_and_empty_batch():
         fl.sample(np.zeros((3, 0)), seed=1)
 
 
+LARGE_CONFIGS = [
+    ("top_p", dict(top_p=0.9)),
+    ("top_p wide", dict(top_p=0.99, temperature=1.3)),
+    ("top_p min_p", dict(top_p=0.95, min_p=0.01, temperature=0.7)),
+    ("top_k beyond the list", dict(top_k=2000)),
+    ("top_k top_p min_p", dict(top_k=5000, top_p=0.95, min_p=0.002)),
+    ("min_p", dict(min_p=0.001)),
+]
+
+
+@pytest.mark.parametrize("name, kw", LARGE_CONFIGS)
+def test_large_vocabulary_paths_equal_the_reference_on_every_isa(name, kw):
+    """A 128k vocabulary, where top-p nuclei, large top-k and wide min-p sets hold thousands of
+    tokens (the candidate paths of fl_decode_row.h): the kept sets and the draws are the
+    reference's, and the same on every SIMD path."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 128256)) * 3).astype(np.float32)
+    x[1] = (x[1] / 3) ** 3                          # heavy tail: a small nucleus far from the bulk
+    want_f = ref.filter_logits(x, **kw)
+    want_t = ref.sample(x, seed=5, offset=2, **kw)
+    before = _core.isa_name()
+    try:
+        for isa in ISAS:
+            assert _core.isa_select(isa) == 0
+            got = fl.filter_logits(x, **kw)
+            np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want_f), err_msg=f"{name} {isa}")
+            np.testing.assert_array_equal(got, want_f, err_msg=f"{name} {isa}")
+            np.testing.assert_array_equal(fl.sample(x, seed=5, offset=2, **kw), want_t, err_msg=f"{name} {isa}")
+    finally:
+        _core.isa_select(before)
+
+
 # --------------------------------------------------------------------------- determinism
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_draw_depends_only_on_the_kept_set(dtype):
+    """Sampling with filters and sampling the filtered logits unfiltered (the whole row's pass)
+    draw the same tokens with the same log-probabilities, bitwise: the kept masses are summed
+    in blocks of the row whatever path found the kept set (a candidate list, the candidates
+    above a floor, the whole row)."""
+    x = np.concatenate([_rows(seed=s, n=12, c=3000, dtype=np.dtype(dtype)) for s in range(2)])
+    x = x[np.isfinite(x).any(axis=1)]
+    offs = np.arange(x.shape[0])
+    for name, kw in CONFIGS + LARGE_CONFIGS:
+        t1, lp1 = fl.sample(x, seed=np.full(x.shape[0], 8, np.uint64), offset=offs, return_logprobs=True, **kw)
+        t2, lp2 = fl.sample(fl.filter_logits(x, **kw), seed=np.full(x.shape[0], 8, np.uint64), offset=offs,
+                            return_logprobs=True)
+        np.testing.assert_array_equal(t1, t2, err_msg=name)
+        np.testing.assert_array_equal(lp1, lp2, err_msg=name)
+
 
 def _decode_outputs(x):
     out = []
@@ -481,7 +530,7 @@ def test_top_p_at_an_exact_boundary_is_the_same_on_every_path():
     cum = np.cumsum(np.take_along_axis(e, order, 1), axis=1) / e.sum(axis=1, keepdims=True)
     before = _core.isa_name()
     try:
-        for pos in (3, 40, 120):
+        for pos in (3, 40, 120, 600, 1800):   # on the speculative list, and beyond it
             p = cum[np.arange(6), pos]
             want = None
             for isa in ISAS:
