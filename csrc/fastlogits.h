@@ -186,6 +186,54 @@ typedef struct {
 int fl_sequence_scores(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_t *count, uint8_t *greedy,
                        int64_t *first_bad);
 
+/* ---- decoding (API section 8), in fl_decode.c, fl_logprobs.c and fl_penalties.c ---- */
+/* sample and filter_logits. Per-row settings are row-grid operands (float64 or int64). */
+typedef struct {
+    fl_arr x;             /* logits */
+    fl_arr temperature;   /* float64 per row: > 0 (0: greedy, sample only) */
+    fl_arr top_k;         /* int64 per row: <= 0 or >= C: off */
+    fl_arr top_p;         /* float64 per row, in [0, 1]: 1 is off */
+    fl_arr min_p;         /* float64 per row, in [0, 1]: 0 is off */
+    fl_arr min_keep;      /* int64 per row: min_tokens_to_keep, >= 1 */
+    fl_arr seed;          /* sample: uint64 per row (the Philox key; int64 storage) */
+    fl_arr offset;        /* sample: uint64 per row (counter words 0-1) */
+    fl_arr stream;        /* sample: uint64 per row (counter words 2-3); data NULL: the row's index in grid
+                             order (its C-order index) */
+    fl_arr out;           /* filter_logits: the filtered logits (x's grid); sample: int64 tokens (row grid) */
+    fl_arr logprob;       /* sample: the drawn tokens' log-probabilities (row grid), or data NULL */
+} fl_dec_args;
+int fl_filter_logits(const fl_dec_args *a, fl_grid g);
+/* *first_bad: the first row (grid order) with a temperature > 0 and no softmax (a NaN, a +inf,
+ * or every logit -inf), or -1 */
+int fl_sample(const fl_dec_args *a, fl_grid g, int64_t *first_bad);
+
+typedef struct {
+    fl_arr x;             /* logits */
+    fl_arr tokens;        /* int64 or int32 per row */
+    fl_arr temperature;   /* float64 per row, > 0 */
+    fl_arr logprob;       /* float32 or float64 per row */
+    fl_arr rank;          /* int64 per row, or data NULL */
+    fl_arr top_logprob;   /* top_n per row along its class stride, float32 or float64 */
+    fl_arr top_token;     /* top_n per row along its class stride, int64 */
+    int64_t top_n;
+} fl_lp_args;
+/* *first_bad: the first row (grid order) whose token is outside [0, C), or -1 (its outputs are
+ * not written) */
+int fl_token_logprobs(const fl_lp_args *a, fl_grid g, int64_t *first_bad);
+
+typedef struct {
+    fl_arr x;             /* logits, modified in place */
+    fl_arr prev;          /* int64 or int32 token ids: len per row along its class stride */
+    fl_arr repetition, presence, frequency;  /* float64 per row */
+    int64_t len;
+} fl_pen_args;
+/* *first_bad: the first position (row * len + j, grid order) of an id >= C, or -1; nothing is
+ * modified when there is one */
+int fl_apply_penalties(const fl_pen_args *a, fl_grid g, int64_t *first_bad);
+/* the generator of sample, exposed for its known-answer tests: Philox-4x32 of ctr and key */
+void fl_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+/* ---- end of decoding ---- */
+
 /* runtime dispatch, in fl_dispatch.c */
 const char *fl_isa_name(void);           /* the path in use */
 int fl_isa_select(const char *name);     /* 0: selected; 1: unknown name; 2: not supported here */

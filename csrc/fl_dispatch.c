@@ -189,3 +189,11 @@ int fl_sequence_scores(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_
 {
     return fl_table()->sequence_scores(a, g, logprob, count, greedy, first_bad);
 }
+
+/* ---- decoding (API section 8) ---- */
+#include "fl_philox.h"
+int fl_filter_logits(const fl_dec_args *a, fl_grid g) { return fl_table()->filter_logits(a, g); }
+int fl_sample(const fl_dec_args *a, fl_grid g, int64_t *first_bad) { return fl_table()->sample(a, g, first_bad); }
+int fl_token_logprobs(const fl_lp_args *a, fl_grid g, int64_t *first_bad) { return fl_table()->token_logprobs(a, g, first_bad); }
+int fl_apply_penalties(const fl_pen_args *a, fl_grid g, int64_t *first_bad) { return fl_table()->apply_penalties(a, g, first_bad); }
+void fl_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) { fl_philox4x32(ctr, key, 10, out); }

@@ -22,6 +22,11 @@ typedef struct {
     int (*cross_entropy)(const fl_ce_args *, fl_grid, fl_ce_result *);
     int (*score)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, const fl_score_opts *, fl_rsum *);
     int (*sequence_scores)(const fl_seq_args *, fl_grid, fl_rsum *, int64_t *, uint8_t *, int64_t *);
+    /* decoding */
+    int (*filter_logits)(const fl_dec_args *, fl_grid);
+    int (*sample)(const fl_dec_args *, fl_grid, int64_t *);
+    int (*token_logprobs)(const fl_lp_args *, fl_grid, int64_t *);
+    int (*apply_penalties)(const fl_pen_args *, fl_grid, int64_t *);
 } fl_kernel_table;
 
 extern const fl_kernel_table fl_table_scalar;
@@ -55,6 +60,11 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
                  const fl_score_opts *o, fl_rsum *acc);
 int FL_FN(sequence_scores)(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_t *count, uint8_t *greedy,
                            int64_t *first_bad);
+/* decoding */
+int FL_FN(filter_logits)(const fl_dec_args *a, fl_grid g);
+int FL_FN(sample)(const fl_dec_args *a, fl_grid g, int64_t *first_bad);
+int FL_FN(token_logprobs)(const fl_lp_args *a, fl_grid g, int64_t *first_bad);
+int FL_FN(apply_penalties)(const fl_pen_args *a, fl_grid g, int64_t *first_bad);
 #endif
 
 #endif

@@ -24,6 +24,7 @@
  *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
  *   int  flv_all_finite(flv)             1 when no lane is inf or NaN
  *   int  flv_any_ge(flv a, flv b)        1 when some lane has a >= b (NaN lanes: no)
+ *   unsigned flv_mask_ge(flv a, flv b)   bit j set when lane j has a >= b (NaN lanes: no)
  *   float flv_hmax(flv)  (NaN lanes propagate)    double flv_hsum_d(flv) (lanes widened, summed in double)
  *   fl_dacc fl_dacc_zero(void), fl_dacc fl_dacc_add(fl_dacc, flv), double fl_dacc_sum(fl_dacc):
  *                                        FL_W float64 lanes accumulating float32 vectors

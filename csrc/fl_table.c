@@ -20,4 +20,9 @@ const fl_kernel_table FL_TABLE_NAME = {
     .cross_entropy = FL_FN(cross_entropy),
     .score = FL_FN(score),
     .sequence_scores = FL_FN(sequence_scores),
+    /* decoding */
+    .filter_logits = FL_FN(filter_logits),
+    .sample = FL_FN(sample),
+    .token_logprobs = FL_FN(token_logprobs),
+    .apply_penalties = FL_FN(apply_penalties),
 };

@@ -52,6 +52,10 @@ def test_cases_cover_the_table():
         op = bench._ops()[name]
         shapes = {"binary": bench.BINARY_SHAPES, "masked": bench.MASKED_SHAPES,
                   "scored": bench.SCORE_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
+        if op.shapes:  # cases with shapes of their own (decoding), float32 ones with arithmetic from cache too
+            own = op.shapes + (bench.CACHE_SHAPES if op.dtype == "float32" and bench.arithmetic(name) else [])
+            assert shape in own, (name, shape)
+            continue
         if op.dtype != "float32":
             shapes = bench.HALF_SHAPES + (bench.LM_SHAPES if name in bench.LM_OPS else [])
             if name.split("/")[0] in bench.HALF_OPS:
@@ -69,7 +73,7 @@ def test_cases_cover_the_table():
     assert all(set(ops) <= set(bench._core.PROBE_OPS) for ops in bench.ARITHMETIC.values())
 
 
-@pytest.mark.parametrize("name", [n for n in OPS if "/" in n])
+@pytest.mark.parametrize("name", [n for n in OPS if "/" in n and not bench._ops()[n].shapes])
 def test_half_precision_cases_run_on_their_dtype(name):
     op = bench._ops()[name]
     d = bench.make_data(op, TINY[op.targets])
@@ -190,3 +194,14 @@ def test_plot_has_both_panels(tmp_path):
     path = tmp_path / "bench.png"
     bench.plot(report, str(path))
     assert path.stat().st_size > 0
+
+
+# ---- decoding (API section 8)
+@pytest.mark.parametrize("name", [n for n in OPS if bench._ops()[n].shapes])
+def test_decoding_cases_run_on_their_dtype_next_to_their_baseline(name):
+    op = bench._ops()[name]
+    d = bench.make_data(op, TINY[op.targets])
+    assert d.x.dtype.name == op.dtype and "baseline" in op.peers
+    assert {s for n, s in bench.cases() if n == name} >= set(op.shapes)
+    op.peers["baseline"](d)
+

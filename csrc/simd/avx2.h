@@ -70,6 +70,7 @@ static inline __m128 fl_avx2_max4_(__m128 a, __m128 b)
     return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));
 }
 static inline int flv_any_ge(flv a, flv b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ)) != 0; }
+static inline unsigned flv_mask_ge(flv a, flv b) { return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
 static inline int flv_all_finite(flv a)
 {
     return _mm256_movemask_ps(_mm256_cmp_ps(flv_abs(a), _mm256_set1_ps(INFINITY), _CMP_LT_OQ)) == 0xff;

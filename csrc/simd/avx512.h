@@ -75,6 +75,7 @@ static inline __m128 fl_avx512_max4_(__m128 a, __m128 b)
     return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));
 }
 static inline int flv_any_ge(flv a, flv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ) != 0; }
+static inline unsigned flv_mask_ge(flv a, flv b) { return (unsigned)_mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
 static inline int flv_all_finite(flv a)
 {
     return _mm512_cmp_ps_mask(flv_abs(a), _mm512_set1_ps(INFINITY), _CMP_LT_OQ) == 0xffff;

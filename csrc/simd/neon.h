@@ -61,6 +61,11 @@ static inline flv flv_neg(flv a) { return vnegq_f32(a); }
 static inline flv flv_zero_nan(flv a) { return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vceqq_f32(a, a))); }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return vbslq_f32(vcltq_f32(c, vdupq_n_f32(0.0f)), a, b); }
 static inline int flv_any_ge(flv a, flv b) { return vmaxvq_u32(vcgeq_f32(a, b)) != 0; }
+static inline unsigned flv_mask_ge(flv a, flv b)
+{
+    static const uint32_t bit[4] = {1u, 2u, 4u, 8u};
+    return vaddvq_u32(vandq_u32(vcgeq_f32(a, b), vld1q_u32(bit)));
+}
 static inline int flv_all_finite(flv a) { return vminvq_u32(vcltq_f32(vabsq_f32(a), vdupq_n_f32(INFINITY))) != 0; }
 static inline float flv_hmax(flv a)
 {

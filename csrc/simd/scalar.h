@@ -35,6 +35,7 @@ static inline flv flv_neg(flv a) { return -a; }
 static inline flv flv_zero_nan(flv a) { return a == a ? a : 0.0f; }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return c < 0.0f ? a : b; }
 static inline int flv_any_ge(flv a, flv b) { return a >= b; }
+static inline unsigned flv_mask_ge(flv a, flv b) { return a >= b; }
 static inline int flv_all_finite(flv a) { return fabsf(a) < INFINITY; }
 static inline float flv_hmax(flv a) { return a; }
 static inline double flv_hsum_d(flv a) { return (double)a; }

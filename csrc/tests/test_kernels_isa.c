@@ -3,7 +3,8 @@
  * Built with the kernel sources compiled twice (FL_ISA=0 and the path under test, e.g. NEON
  * through scripts/cross_neon.sh under qemu-user), it runs softmax, log_softmax, logsumexp,
  * entropy, sigmoid, log_sigmoid, argmax, top-k, cross-entropy (loss and gradient), the
- * per-sequence scores and BCE on random rows of several widths (tails included) with special
+ * per-sequence scores, BCE and the decoding kernels (sample, filter_logits, token_logprobs,
+ * apply_penalties; Philox KAT) on random rows of several widths (tails included) with special
  * values, and compares the tables' results: float32 outputs within 4 ULP of each other, losses
  * within 1e-6 relative, predictions, counts and greedy flags equal. Exit status 0 when all
  * agree. */
@@ -166,10 +167,113 @@ static void run_shape(int64_t n, int64_t c)
     free(x); free(ya); free(yb); free(ra); free(rb); free(ia); free(ib); free(target); free(bt);
 }
 
+/* ---- decoding (API section 8): Philox-4x32-10 against Random123's known answers; sample and
+ * filter_logits bitwise equal to the scalar path (their decisions use no fused or
+ * ISA-dependent arithmetic), token_logprobs within 8 ULP, penalties equal ---- */
+#include "../fl_philox.h"
+
+static void check_philox(void)
+{
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+         0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0,
+         0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int i = 0; i < 3; i++) {
+        uint32_t out[4];
+        fl_philox4x32(kat[i], kat[i] + 4, 10, out);
+        if (memcmp(out, kat[i] + 6, sizeof out)) { printf("FAIL philox known answer %d\n", i); failures++; }
+    }
+}
+
+static void run_decode(int64_t n, int64_t c)
+{
+    const fl_kernel_table *s = &fl_table_scalar, *v = &FL_TEST_TABLE;
+    int64_t total = n * c;
+    float *x = malloc(sizeof(float) * (size_t)total), *ya = malloc(sizeof(float) * (size_t)total),
+          *yb = malloc(sizeof(float) * (size_t)total);
+    double *set = malloc(sizeof(double) * 4 * (size_t)n);
+    int64_t *iset = malloc(sizeof(int64_t) * 6 * (size_t)n), *ta = malloc(sizeof(int64_t) * (size_t)n),
+            *tb = malloc(sizeof(int64_t) * (size_t)n);
+    for (int64_t i = 0; i < total; i++) x[i] = (float)((uniform() - 0.5) * (i / c % 3 ? 12.0 : 0.5));
+    for (int64_t r = 0; r < n; r++) {
+        set[r] = r % 4 ? 0.5 + uniform() : 1.0;                           /* temperature */
+        set[n + r] = r % 3 ? uniform() : 1.0;                              /* top_p */
+        set[2 * n + r] = r % 5 ? 0.0 : 0.02;                               /* min_p */
+        iset[r] = r % 2 ? (int64_t)(uniform() * (double)c) : 0;            /* top_k (0: off) */
+        iset[n + r] = 1 + r % 3;                                           /* min_tokens_to_keep */
+        iset[2 * n + r] = 1234 + r;                                        /* seed */
+        iset[3 * n + r] = r;                                               /* offset */
+        iset[4 * n + r] = 0;                                               /* stream */
+        iset[5 * n + r] = (int64_t)(uniform() * (double)c) % c;            /* a token */
+    }
+    fl_grid g = {1, n, c};
+    fl_dec_args a;
+    memset(&a, 0, sizeof a);
+    a.x = rows(x, FL_F32, c);
+    a.temperature = per_row(set, FL_F64);
+    a.top_p = per_row(set + n, FL_F64);
+    a.min_p = per_row(set + 2 * n, FL_F64);
+    a.top_k = per_row(iset, FL_I64);
+    a.min_keep = per_row(iset + n, FL_I64);
+    a.seed = per_row(iset + 2 * n, FL_I64);
+    a.offset = per_row(iset + 3 * n, FL_I64);
+    a.stream = per_row(iset + 4 * n, FL_I64);
+    char name[96];
+    int64_t bad1, bad2;
+    a.out = per_row(ta, FL_I64);
+    s->sample(&a, g, &bad1);
+    a.out = per_row(tb, FL_I64);
+    v->sample(&a, g, &bad2);
+    snprintf(name, sizeof name, "sample %lldx%lld", (long long)n, (long long)c);
+    if (bad1 != bad2 || memcmp(ta, tb, sizeof(int64_t) * (size_t)n)) { printf("FAIL %s\n", name); failures++; }
+    a.out = rows(ya, FL_F32, c);
+    s->filter_logits(&a, g);
+    a.out = rows(yb, FL_F32, c);
+    v->filter_logits(&a, g);
+    snprintf(name, sizeof name, "filter_logits %lldx%lld", (long long)n, (long long)c);
+    check_f32(name, ya, yb, total, 0);
+    fl_lp_args l;
+    memset(&l, 0, sizeof l);
+    l.x = a.x;
+    l.tokens = per_row(iset + 5 * n, FL_I64);
+    l.temperature = a.temperature;
+    l.logprob = per_row(ya, FL_F32);
+    l.rank = per_row(ta, FL_I64);
+    s->token_logprobs(&l, g, &bad1);
+    l.logprob = per_row(yb, FL_F32);
+    l.rank = per_row(tb, FL_I64);
+    v->token_logprobs(&l, g, &bad2);
+    snprintf(name, sizeof name, "token_logprobs %lldx%lld", (long long)n, (long long)c);
+    check_f32(name, ya, yb, n, 8);
+    if (memcmp(ta, tb, sizeof(int64_t) * (size_t)n)) { printf("FAIL %s rank\n", name); failures++; }
+    memcpy(ya, x, sizeof(float) * (size_t)total);
+    memcpy(yb, x, sizeof(float) * (size_t)total);
+    fl_pen_args p;
+    memset(&p, 0, sizeof p);
+    p.prev = rows(iset + 5 * n, FL_I64, 1);
+    p.len = 1;
+    p.repetition = a.temperature;
+    p.presence = a.top_p;
+    p.frequency = a.top_p;
+    p.x = rows(ya, FL_F32, c);
+    s->apply_penalties(&p, g, &bad1);
+    p.x = rows(yb, FL_F32, c);
+    v->apply_penalties(&p, g, &bad2);
+    snprintf(name, sizeof name, "apply_penalties %lldx%lld", (long long)n, (long long)c);
+    check_f32(name, ya, yb, total, 0);
+    free(x); free(ya); free(yb); free(set); free(iset); free(ta); free(tb);
+}
+/* ---- end of decoding ---- */
+
 int main(void)
 {
     static const int64_t widths[] = {1, 2, 3, 5, 10, 17, 33, 64, 100, 1000, 4099};
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) run_shape(37, widths[i]);
+    check_philox();
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) run_decode(37, widths[i]);
     printf("%s: %d failure(s)\n", FL_TEST_TABLE.name, failures);
     return failures ? 1 : 0;
 }

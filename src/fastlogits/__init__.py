@@ -18,6 +18,7 @@ from ._bce import (
 )
 from ._calibration import calibration_curve
 from ._ce import cross_entropy, cross_entropy_and_grad
+from ._decode import apply_penalties, filter_logits, sample, token_logprobs
 from ._post import (
     entropy,
     log_sigmoid,
@@ -63,12 +64,14 @@ else:
 __all__ = [
     "Scorer",
     "__version__",
+    "apply_penalties",
     "bce_with_logits",
     "bce_with_logits_and_grad",
     "calibration_curve",
     "cross_entropy",
     "cross_entropy_and_grad",
     "entropy",
+    "filter_logits",
     "fit_temperature",
     "get_num_threads",
     "log_sigmoid",
@@ -77,6 +80,7 @@ __all__ = [
     "open_logits",
     "predict",
     "predict_binary",
+    "sample",
     "score",
     "sequence_scores",
     "set_num_threads",
@@ -85,5 +89,6 @@ __all__ = [
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_and_grad",
     "softmax",
+    "token_logprobs",
     "topk",
 ]

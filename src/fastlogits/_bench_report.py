@@ -24,7 +24,7 @@ def format_table(report: Dict[str, Any]) -> str:
         f"measured bandwidth: read {bw['read_GBps']:.1f} GB/s, non-temporal copy {bw['copy_GBps']:.1f} GB/s; "
         f"probe (G op/s per core): {_rates(report.get('rates'))}",
         f"{'operation':<28}{'shape':>14}{'fl warm ms':>11}{'fl cold ms':>11}{'med ms':>9}{'Gelem/s':>9}{'% bw':>7}"
-        f"{'% roof':>8}{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x torch':>9}",
+        f"{'% roof':>8}{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x base':>8}{'x torch':>9}",
     ]
     for r in report["results"]:
         warm = r.get("fastlogits_warm_s")
@@ -37,13 +37,17 @@ def format_table(report: Dict[str, Any]) -> str:
             f"{_cell(median and median * 1e3, 9, '.2f')}"
             f"{r['gelem_per_s']:>9.2f}{r['pct_of_bandwidth']:>6.0f}%{roof}"
             + _cell(r.get("speedup_vs_reference"), 8, ".1f")
-            + "".join(_cell(r.get(f"speedup_vs_{p}"), 9, ".1f") for p in ("scipy", "numpy", "torch"))
+            + "".join(_cell(r.get(f"speedup_vs_{p}"), 9, ".1f") for p in ("scipy", "numpy"))
+            + _cell(r.get("speedup_vs_baseline"), 8, ".2f")
+            + _cell(r.get("speedup_vs_torch"), 9, ".1f")
         )
     lines.append("x peer = peer time / fastlogits time (warm where there is an output); % bw = bytes that must "
                  "move / time, over the read bandwidth (loss, reductions) or the copy bandwidth (outputs); "
                  "med ms = median of the repeats of the best path (warm where there is one); % roof = "
                  "max(memory bound, arithmetic bound) / time, m or a for the bound that is larger (from "
-                 f"cache, {', '.join(f'{n}x{c}' for n, c in CACHE_SHAPES)}: arithmetic only).")
+                 f"cache, {', '.join(f'{n}x{c}' for n, c in CACHE_SHAPES)}: arithmetic only); x base = "
+                 "fastlogits' baseline on the same logits (decoding: one logsumexp for sample, "
+                 "cross_entropy(reduction='none') for token_logprobs) / this one.")
     if "drift" in report:
         drift = ", ".join(f"{k.split('_')[0]} {100 * v:+.0f}%" for k, v in report["drift"].items())
         lines.append(f"bandwidth at the end: {drift}"

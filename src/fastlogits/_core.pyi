@@ -108,3 +108,30 @@ def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def default_num_threads() -> int: ...
 def build_info() -> Dict[str, Any]: ...
+
+# ---- decoding (API section 8) ----
+# settings: specs of (temperature, top_k, top_p, min_p, min_keep); keys: (seed, offset, stream)
+_Settings = Tuple[_Spec, _Spec, _Spec, _Spec, _Spec]
+
+def filter_logits(x: _Spec, settings: _Settings, out: _Spec, grid: _Grid) -> None: ...
+def sample(
+    x: _Spec,
+    settings: _Settings,
+    keys: Tuple[_Spec, _Spec, Optional[_Spec]],
+    tokens: _Spec,
+    logprob: Optional[_Spec],
+    grid: _Grid,
+) -> int: ...
+def token_logprobs(
+    x: _Spec,
+    tokens: _Spec,
+    temperature: _Spec,
+    logprob: _Spec,
+    rank: Optional[_Spec],
+    top_logprob: Optional[_Spec],
+    top_token: Optional[_Spec],
+    grid: _Grid,
+    top_n: int,
+) -> int: ...
+def apply_penalties(x: _Spec, prev: _Spec, penalties: Tuple[_Spec, _Spec, _Spec], grid: _Grid, length: int) -> int: ...
+def philox4x32_10(counter: Tuple[int, int, int, int], key: Tuple[int, int]) -> Tuple[int, int, int, int]: ...

@@ -41,6 +41,9 @@ ARITHMETIC: Dict[str, Dict[str, int]] = {
     "bce_with_logits_and_grad": {"exp": 1, "log1p": 1, "div": 1},   # and the sigmoid
     "sigmoid_focal_loss": {"exp": 1, "log1p": 1, "div": 1},         # ce and q = 1 - p_t
     "sigmoid_focal_loss_and_grad": {"exp": 1, "log1p": 1, "div": 2},  # and s+ s- / q
+    "token_logprobs": {"exp": 1},                          # the row's logsumexp
+    # sample (top-k, top-p, min-p) needs none per element: top-k's selection compares, and only
+    # the few candidates it keeps take an exponential
 }
 # a run whose read or copy bandwidth moved more than this between its start and its end is flagged
 DRIFT_LIMIT = 0.15

@@ -78,6 +78,7 @@ class Op:
     peers: Dict[str, Callable[[Data], Any]] = field(default_factory=dict)
     check: Optional[Callable[[Any, Any], None]] = None
     dtype: str = "float32"                          # of the logits (and of the outputs)
+    shapes: Optional[List[Tuple[int, int]]] = None  # the shapes of its cases, when not the table's
 
 
 def _scipy() -> Any:
@@ -248,6 +249,10 @@ def _ops() -> Dict[str, Op]:
             half = by_name[name]
             ops.append(replace(half, name=f"{name}/{tag}", dtype=dtype, peers=peers(torch=half.peers.get("torch")),
                                check=_close(1e-2) if half.check is not _equal else _equal))
+    # decoding (API section 8): sample and token_logprobs, with fastlogits' own baseline peer
+    from ._bench_decode import decode_ops
+
+    ops.extend(decode_ops(Op, torch, _close))
     return {op.name: op for op in ops}
 
 
@@ -351,6 +356,8 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
         op = table[name]
         if name == "sequence_scores/bf16":
             shapes = []  # with its cross-entropy, below
+        elif op.shapes:
+            shapes = op.shapes
         elif op.dtype != "float32":
             shapes = QUICK_SHAPES[-1:] if quick else HALF_SHAPES
         else:

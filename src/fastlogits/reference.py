@@ -1785,3 +1785,217 @@ def calibration_curve(logits: Any, target: Any, *, task: Optional[str] = None, a
         return {"edges_low": edges[:-1], "edges_high": edges[1:], "weight": weight, "count": count,
                 "accuracy": np.where(count > 0, hits / weight, np.nan),
                 "confidence": np.where(count > 0, confs / weight, np.nan)}
+
+
+# --------------------------------------------------------------------------- section 8
+__all__ += ["token_logprobs", "filter_logits", "sample", "apply_penalties", "philox4x32"]
+
+# Decoding, from the formulas: the tempered logits are sorted (stably: ties to the lower index)
+# and every filter is read off the sorted row; probabilities are in float64 (or the working
+# precision of longdouble input). The tempered values themselves are float32 for all but
+# float64 logits, as the API divides in float32.
+
+def _tempered(x: Any, temperature: Any, rows_shape: Tuple[int, ...]) -> Any:
+    """``x / T`` with the row's temperature, rounded as the API divides: in float32 for
+    half-precision and float32 logits, in float64 for float64 logits (in long double for long
+    double ones). A float array also under ``exact``: the exact formulas start from these
+    rounded values, as the kernels do."""
+    t = np.broadcast_to(np.asarray(temperature, dtype=np.float64), rows_shape)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if x.dtype.kind == "f" and x.dtype.itemsize >= 8:
+            return np.asarray(x, dtype=x.dtype.newbyteorder("=")) / t
+        return np.asarray(x, dtype=np.float32) / t.astype(np.float32)
+
+
+def _rows_of(x: Any, axis: Any) -> Tuple[Any, int, Tuple[int, ...]]:
+    ax = _norm_axis(axis, np.ndim(x))
+    v = np.moveaxis(x, ax, -1)
+    return v, ax, v.shape[:-1]
+
+
+def _setting(value: Any, rows_shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+    return np.broadcast_to(np.asarray(value, dtype=dtype), rows_shape).reshape(-1)
+
+
+def _kept_sorted(ys: Any, k: Optional[int], p: float, min_p: float, keep: int) -> int:
+    """How many of the sorted (descending) tempered values ``ys`` the chain keeps."""
+    C = ys.shape[0]
+    keep = min(keep, C)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        e = np.exp(ys.astype(np.result_type(ys.dtype, np.float64)) - ys[0])
+        e = np.where(np.isnan(e), 0, e)
+        # c_>(i): how many values are strictly greater (the first position of i's value)
+        c_gt = np.searchsorted(-ys, -ys, side="left")
+        ok = np.ones(C, dtype=bool)
+        if k is not None:
+            ok &= c_gt < min(max(k, keep), C)
+        if p < 1.0:
+            z1 = np.sum(np.where(ok, e, 0))
+            above = np.concatenate([[0], np.cumsum(np.where(ok, e, 0))[:-1]])
+            ok &= above < p * z1
+        if min_p > 0.0:
+            ok &= (ys.astype(np.float64) - np.float64(ys[0])) >= np.log(min_p)
+    prefix = int(np.argmin(ok)) if not ok.all() else C
+    return max(keep, prefix)
+
+
+def _filter_row(y: Any, k: Optional[int], p: float, min_p: float, keep: int) -> Tuple[Any, Any]:
+    """(the filtered row, its kept mask) of one tempered row."""
+    if np.isnan(y).any() or np.isposinf(y).any():
+        return np.full_like(y, np.nan), np.zeros(y.shape, dtype=bool)
+    order = np.lexsort((np.arange(y.shape[0]), -y))
+    kept = np.zeros(y.shape, dtype=bool)
+    if not np.isneginf(y).all():
+        kept[order[:_kept_sorted(y[order], k, p, min_p, keep)]] = True
+    return np.where(kept, y, -np.inf), kept
+
+
+def filter_logits(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top_p: Any = None,
+                  min_p: Any = None, min_tokens_to_keep: Any = 1, axis: int = -1, out: Any = None) -> Any:
+    """Temperature, top-k (ties kept), top-p (the smallest prefix, ties to the lower index,
+    whose mass reaches top_p), min-p (probability >= min_p * the largest); each step keeps at
+    least min_tokens_to_keep; dropped logits are -inf."""
+    x, od, wd = _as_logits(logits)
+    v, ax, rs = _rows_of(x, axis)
+    y = _tempered(v, temperature, rs)
+    rows = y.reshape(-1, y.shape[-1])
+    n = rows.shape[0]
+    ks = _setting(-1 if top_k is None else top_k, rs, np.int64)
+    ps = _setting(1.0 if top_p is None else top_p, rs, np.float64)
+    mps = _setting(0.0 if min_p is None else min_p, rs, np.float64)
+    keeps = _setting(min_tokens_to_keep, rs, np.int64)
+    res = np.empty_like(rows)
+    for i in range(n):
+        res[i] = _filter_row(rows[i], None if ks[i] < 0 else int(ks[i]), float(ps[i]), float(mps[i]), int(keeps[i]))[0]
+    r = np.moveaxis(res.reshape(y.shape), -1, ax)
+    return _finish(r, od, None, out)
+
+
+def token_logprobs(logits: Any, tokens: Any, *, axis: int = -1, top_n: int = 0, temperature: Any = 1.0) -> Any:
+    """``log_softmax(logits / T)`` at the tokens (``x / T`` rounded as the API divides, see
+    ``_tempered``); with top_n > 0 also the rank (1 + the number of strictly greater tempered
+    logits) and the top-n (as topk orders them). Under ``exact`` the log-probabilities
+    (``logprob`` and ``top_logprobs``) are unrounded DDArray values."""
+    x, od, wd = _as_logits(logits)
+    v, ax, rs = _rows_of(x, axis)
+    y = _tempered(v, temperature, rs)
+    lp = _log_softmax_last(_work(y, wd))
+    t = np.asarray(tokens)
+    if t.shape != rs or t.dtype.kind not in "iu":
+        raise ValueError(f"tokens: expected integers of shape {rs}, got {t.dtype} {t.shape}")
+    if t.size and (t.min() < 0 or t.max() >= y.shape[-1]):
+        raise IndexError("tokens: a token id is out of range")
+    out_dtype = y.dtype   # float32 for all but float64 (and long double) logits
+
+    def finish(a: Any) -> Any:
+        if _EXACT.get():
+            return DDArray.lift(a)
+        a = np.asarray(a).astype(out_dtype)
+        return a[()] if a.ndim == 0 else a
+
+    res = finish(_take_last(lp, t[..., None].astype(np.int64))[..., 0])
+    if not top_n:
+        return res
+    yt = np.take_along_axis(y, t[..., None].astype(np.int64), -1)
+    with np.errstate(invalid="ignore"):
+        rank = 1 + np.sum(y > yt, axis=-1)
+    rows, c = y.reshape(-1, y.shape[-1]), y.shape[-1]
+    idx = np.array([_order_desc(r)[:top_n] for r in rows], dtype=np.int64).reshape(rs + (top_n,))
+    top_lp = _take_last(lp.reshape(-1, c), idx.reshape(-1, top_n)).reshape(rs + (top_n,))
+    return res, (rank[()] if rank.ndim == 0 else rank.astype(np.int64)), finish(top_lp), idx
+
+
+def apply_penalties(logits: Any, prev_tokens: Any, *, repetition_penalty: Any = 1.0, presence_penalty: Any = 0.0,
+                    frequency_penalty: Any = 0.0, out: Any = None) -> Any:
+    """For each token v seen n_v > 0 times in a row's history (negative ids are padding):
+    x_v / r if x_v > 0 else x_v * r, then minus (frequency * n_v + presence). Under ``exact``
+    the result is unrounded (a DDArray)."""
+    x, od, wd = _as_logits(logits)
+    h = np.asarray(prev_tokens)
+    V = x.shape[-1]
+    rs = x.shape[:-1]
+    v = _work(x, wd).reshape(-1, V)
+    n = v.shape[0]
+    hist = h.reshape(n, -1) if h.size else np.zeros((n, 0), dtype=np.int64)
+    if hist.size and hist.max() >= V:
+        raise IndexError("prev_tokens: a token id is out of range")
+    counts = np.zeros((n, V), dtype=np.float64)
+    rows, cols = np.nonzero(hist >= 0)
+    np.add.at(counts, (rows, hist[rows, cols]), 1.0)
+    seen = counts > 0
+
+    def per_row(value: Any) -> Any:
+        return _work(np.broadcast_to(_setting(value, rs, np.float64)[:, None], (n, V)), wd)
+
+    r = per_row(repetition_penalty)
+    with np.errstate(invalid="ignore", over="ignore"):
+        penalised = _where(v > 0, v / r, v * r) - (per_row(frequency_penalty) * counts + per_row(presence_penalty) * seen)
+        res = _where(seen, penalised, v)
+    return _finish(res.reshape(x.shape), od, None, out)
+
+
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32(counter: Any, key: Any, rounds: int = 10) -> np.ndarray:
+    """Philox-4x32 (Salmon et al., SC11) of uint32 counters (..., 4) and keys (..., 2)."""
+    c = [np.asarray(counter, dtype=np.uint64)[..., j] for j in range(4)]
+    k = [np.asarray(key, dtype=np.uint64)[..., j] for j in range(2)]
+    for r in range(rounds):
+        if r:
+            k = [(k[0] + np.uint64(_PHILOX_W[0])) & _M32, (k[1] + np.uint64(_PHILOX_W[1])) & _M32]
+        p0, p1 = np.uint64(_PHILOX_M[0]) * c[0], np.uint64(_PHILOX_M[1]) * c[2]
+        c = [(p1 >> np.uint64(32)) ^ c[1] ^ k[0], p1 & _M32, (p0 >> np.uint64(32)) ^ c[3] ^ k[1], p0 & _M32]
+    return np.stack(c, axis=-1)
+
+
+def sample(logits: Any, *, temperature: Any = 1.0, top_k: Any = None, top_p: Any = None, min_p: Any = None,
+           min_tokens_to_keep: Any = 1, seed: Any, offset: Any = 0, axis: int = -1,
+           return_logprobs: bool = False) -> Any:
+    """The inverse CDF, in index order, of the filtered softmax at each row's uniform: Philox-4x32-10
+    with key seed and counter (offset, stream), stream = the row's C-order index for one int
+    seed and 0 for a seed per row; the uniform is (w1 * 2^21 + w0 // 2^11) / 2^53."""
+    x, od, wd = _as_logits(logits)
+    v, ax, rs = _rows_of(x, axis)
+    n = int(np.prod(rs, dtype=np.int64))
+    per_row = np.ndim(seed) > 0
+    seeds = _setting(seed, rs, np.uint64)
+    offs = _setting(offset, rs, np.uint64)
+    stream = np.zeros(n, dtype=np.uint64) if per_row else np.arange(n, dtype=np.uint64)
+    m32 = np.uint64(0xFFFFFFFF)
+    ctr = np.stack([offs & m32, offs >> np.uint64(32), stream & m32, stream >> np.uint64(32)], axis=-1)
+    w = philox4x32(ctr, np.stack([seeds & m32, seeds >> np.uint64(32)], axis=-1))
+    u = ((w[:, 1] << np.uint64(21)) | (w[:, 0] >> np.uint64(11))).astype(np.float64) * 2.0 ** -53
+    temps = _setting(temperature, rs, np.float64)
+    greedy = temps == 0
+    y = _tempered(v, np.where(greedy.reshape(rs), 1.0, temps.reshape(rs)), rs)
+    rows = y.reshape(-1, y.shape[-1])
+    ks = _setting(-1 if top_k is None else top_k, rs, np.int64)
+    ps = _setting(1.0 if top_p is None else top_p, rs, np.float64)
+    mps = _setting(0.0 if min_p is None else min_p, rs, np.float64)
+    keeps = _setting(min_tokens_to_keep, rs, np.int64)
+    tokens = np.empty(n, dtype=np.int64)
+    lps = np.zeros(n, dtype=np.float64)
+    for i in range(n):
+        row = rows[i]
+        if greedy[i]:
+            tokens[i] = _order_desc(_work(v.reshape(-1, v.shape[-1])[i], wd))[0]
+            continue
+        filt, kept = _filter_row(row, None if ks[i] < 0 else int(ks[i]), float(ps[i]), float(mps[i]), int(keeps[i]))
+        if not kept.any():
+            raise ValueError(f"logits: row {i} has no distribution to sample from")
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = np.where(kept, np.exp(_work(filt, wd) - np.max(_work(filt, wd))), 0)
+        cum = np.cumsum(e)
+        j = int(np.searchsorted(cum, u[i] * cum[-1], side="right"))
+        tokens[i] = min(j, int(np.flatnonzero(kept)[-1]))
+        lps[i] = np.log(e[tokens[i]] / cum[-1])
+    tok = tokens.reshape(rs)
+    tok = tok[()] if tok.ndim == 0 else tok
+    if not return_logprobs:
+        return tok
+    out_dtype = np.float64 if x.dtype == np.float64 else np.float32
+    lp = lps.reshape(rs).astype(out_dtype)
+    return tok, (lp[()] if lp.ndim == 0 else lp)
