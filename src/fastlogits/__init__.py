@@ -16,9 +16,7 @@ from ._bce import (
     sigmoid_focal_loss,
     sigmoid_focal_loss_and_grad,
 )
-from ._calibration import calibration_curve
 from ._ce import cross_entropy, cross_entropy_and_grad
-from ._decode import apply_penalties, filter_logits, sample, token_logprobs
 from ._post import (
     entropy,
     log_sigmoid,
@@ -30,10 +28,6 @@ from ._post import (
     softmax,
     topk,
 )
-from ._score import score
-from ._scorer import Scorer
-from ._sequence import sequence_scores
-from ._temperature import fit_temperature
 
 _select_isa_from_env()
 
@@ -42,24 +36,41 @@ from ._threadpool import register as _register_threadpoolctl  # noqa: E402
 _register_threadpoolctl()
 
 _LAZY_SUBMODULES = ("dask", "recipes", "reference")
+# the evaluation, decoding and file functions, by the module that defines them: imported on
+# first use, so that `import fastlogits` (paid by every command-line call) stays near NumPy's
+_LAZY_NAMES = {
+    "Scorer": "_scorer", "score": "_score", "fit_temperature": "_temperature",
+    "calibration_curve": "_calibration", "sequence_scores": "_sequence", "open_logits": "_files",
+    "apply_penalties": "_decode", "filter_logits": "_decode", "sample": "_decode", "token_logprobs": "_decode",
+}
 
 if TYPE_CHECKING:
     from . import dask, recipes, reference  # noqa: F401
+    from ._calibration import calibration_curve
+    from ._decode import apply_penalties, filter_logits, sample, token_logprobs
     from ._files import open_logits
+    from ._score import score
+    from ._scorer import Scorer
+    from ._sequence import sequence_scores
+    from ._temperature import fit_temperature
 else:
 
     def __getattr__(name: str) -> Any:
-        """``fl.reference``, ``fl.dask``, ``fl.recipes`` and ``fl.open_logits``: imported on
-        first access, so that ``import fastlogits`` stays fast and Dask stays optional."""
+        """The submodules ``fl.reference``, ``fl.dask``, ``fl.recipes`` and the functions of
+        ``_LAZY_NAMES``: imported on first access, so that ``import fastlogits`` stays fast and
+        Dask stays optional."""
+        import importlib
+
         if name in _LAZY_SUBMODULES:
-            import importlib
-
             return importlib.import_module(f"{__name__}.{name}")
-        if name == "open_logits":
-            from ._files import open_logits
-
-            return open_logits
+        if name in _LAZY_NAMES:
+            value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+            globals()[name] = value
+            return value
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    def __dir__() -> "list[str]":
+        return sorted(set(globals()) | set(_LAZY_NAMES) | set(_LAZY_SUBMODULES))
 
 __all__ = [
     "Scorer",
