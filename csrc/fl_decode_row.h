@@ -121,16 +121,20 @@ static inline int fl_dscratch_gen(fl_dscratch *s)
 /* ---------- candidate sets and the general path ---------- */
 
 /* The tokens of the float row y whose value is at least lo into s->set, in index order: the
- * lanes of a vector that pass are read off its comparison mask, so a token below lo costs one
- * compare. Their masses come from erow, or (erow NULL) are computed here for them alone:
- * exp(y - m) by fl_dec_expf, the values the general path's pass gives. */
+ * lanes that pass are read off the comparison masks of four vectors at a time (one branch a
+ * step of 4 * FL_W tokens however many pass), so a token below lo costs one compare. Their
+ * masses come from erow, or (erow NULL) are computed here for them alone: exp(y - m) by
+ * fl_dec_expf, the values the general path's pass gives. */
 static inline void fl_dec_set_from_f32(fl_dscratch *s, const float *y, const float *erow, float lo, float m)
 {
     fl_dset *d = &s->set;
     int64_t k = 0, c = s->c, n = 0;
     flv lv = flv_set1(lo);
-    for (; k + FL_W <= c; k += FL_W)
-        for (unsigned msk = flv_mask_ge(flv_load(y + k), lv); msk; msk &= msk - 1) d->idx[n++] = k + fl_ctz(msk);
+    for (; k + 4 * FL_W <= c; k += 4 * FL_W) {
+        uint64_t msk = 0;
+        for (int j = 0; j < 4; j++) msk |= (uint64_t)flv_mask_ge(flv_load(y + k + j * FL_W), lv) << (j * FL_W);
+        for (; msk; msk &= msk - 1) d->idx[n++] = k + fl_ctz64(msk);
+    }
     for (; k < c; k++)
         if (y[k] >= lo) d->idx[n++] = k;
     for (int64_t j = 0; j < n; j++) {
@@ -189,12 +193,14 @@ static inline int64_t fl_dec_set_count(const fl_dset *d, uint64_t key_lo)
 }
 
 /* The kept prefix of the candidates in s->set, every min-p survivor among them (the floor
- * key_mp, 0: min-p off); whole: the set holds every token that could be kept. Returns 0 when
- * the prefix may go on past the set (then the general path must decide). */
-static inline int fl_dec_resolve_set(fl_dscratch *s, const fl_drow *p, uint64_t key_mp, double mass_lim, int whole,
-                                     fl_dcut *cut)
+ * key_mp, 0: min-p off), for top-p's mass limits lo and hi >= lo at once; whole: the set holds
+ * every token that could be kept. Returns 1 (cut) when both limits give the same prefix and it
+ * ends inside the set, -1 when it may go on past the set, 0 when the two limits give
+ * different prefixes. */
+static inline int fl_dec_resolve_band(fl_dscratch *s, const fl_drow *p, uint64_t key_mp, double lo, double hi, int whole,
+                                      fl_dcut *cut)
 {
-    fl_dkeep q = {p->keep, INT64_MAX, mass_lim};
+    fl_dkeep q = {p->keep, INT64_MAX, lo};
     int64_t before = s->set.n;
     if (key_mp) {
         if (fl_dec_set_count(&s->set, key_mp) < p->keep) {
@@ -205,8 +211,16 @@ static inline int fl_dec_resolve_set(fl_dscratch *s, const fl_drow *p, uint64_t 
             whole |= s->set.n < before; /* the min-p floor lies inside the set */
         }
     }
-    *cut = fl_dsel(s->set, s->work, &q, s->hist);
-    return whole || cut->n < s->set.n;
+    if (!fl_dsel_band(s->set, s->work, &q, hi, s->hist, cut)) return 0;
+    return whole || cut->n < s->set.n ? 1 : -1;
+}
+
+/* fl_dec_resolve_band for one mass limit: 0 when the prefix may go on past the set (then the
+ * general path must decide) */
+static inline int fl_dec_resolve_set(fl_dscratch *s, const fl_drow *p, uint64_t key_mp, double mass_lim, int whole,
+                                     fl_dcut *cut)
+{
+    return fl_dec_resolve_band(s, p, key_mp, mass_lim, mass_lim, whole, cut) == 1;
 }
 
 /* The general path: every token's mass is in s->erow (the row's mass z). */
@@ -293,12 +307,8 @@ static inline int fl_drow_candidates_f32(fl_dscratch *s, const fl_drow *p, const
         if (s->set.n < p->keep) return 0;
         double zlo, zhi;
         fl_dec_mass_band(&s->set, e, *zp, &zlo, &zhi);
-        fl_dcut lo, hi;
-        if (fl_dec_resolve_set(s, p, 0, p->p * zlo, whole, &lo) && fl_dec_resolve_set(s, p, 0, p->p * zhi, whole, &hi)) {
-            *cut = lo;
-            return lo.n == hi.n;
-        }
-        if (whole) return 0;
+        int res = fl_dec_resolve_band(s, p, 0, p->p * zlo, p->p * zhi, whole, cut);
+        if (res >= 0) return res;
     }
     return 0;
 }
@@ -360,12 +370,7 @@ static inline fl_dres fl_drow_resolve_f32(fl_dscratch *s, fl_xrow x, int64_t c, 
             zp = fl_dec_precise_mass(yp, c, m, (float *)s->erow);
             double zlo, zhi;
             fl_dec_mass_band(d, (const float *)s->erow, zp, &zlo, &zhi);
-            fl_dcut lo, hi;
-            if (fl_dec_resolve_set(s, p, kmp, p->p * zlo, 0, &lo) && fl_dec_resolve_set(s, p, kmp, p->p * zhi, 0, &hi) &&
-                lo.n == hi.n) {
-                r.cut = lo;
-                return r;
-            }
+            if (fl_dec_resolve_band(s, p, kmp, p->p * zlo, p->p * zhi, 0, &r.cut) == 1) return r;
         }
     }
     if (topk || topp || minp) {
@@ -429,8 +434,8 @@ static inline int64_t fl_drow_draw(fl_dscratch *s, const fl_dres *r, double u, d
             double l[16] = {0};
             int64_t blk = d->idx[j] / FL_DEC_BLOCK;
             bp[nb] = j;
-            for (; j < n && d->idx[j] / FL_DEC_BLOCK == blk; j++)
-                if (fl_dcut_keeps(&r->cut, d->key[j], d->idx[j])) l[d->idx[j] & 15] += d->e[j];
+            for (; j < n && d->idx[j] / FL_DEC_BLOCK == blk; j++) /* (a product, not a branch: e * 1 is e) */
+                l[d->idx[j] & 15] += d->e[j] * (double)fl_dcut_keeps(&r->cut, d->key[j], d->idx[j]);
             for (int w = 8; w >= 1; w /= 2)
                 for (int i = 0; i < w; i++) l[i] += l[i + w];
             bs[nb] = l[0];

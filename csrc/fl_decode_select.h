@@ -50,6 +50,18 @@ static inline int fl_ctz(unsigned v)
 #endif
 }
 
+/* the same for a 64-bit mask (the lanes of four vectors) */
+static inline int fl_ctz64(uint64_t v)
+{
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward64(&i, v);
+    return (int)i;
+#else
+    return __builtin_ctzll(v);
+#endif
+}
+
 /* ---------- order keys, tempering, thresholds ---------- */
 
 /* An unsigned key in the order of the value (NaN excluded); -0 and +0 share the key of +0. */
@@ -388,20 +400,28 @@ static inline void fl_dset_range(const fl_dset *s, uint64_t *lo, uint64_t *hi)
     *hi = b;
 }
 
-/* Where the kept prefix of the candidates in (n >= 1) ends; when every position is kept, at
- * the last candidate. in is left as it is; work (capacity in.n) holds the bucket that is
- * narrowed level by level. O(in.n) for the first level, then the size of one bucket. */
-static inline fl_dcut fl_dsel(fl_dset in, fl_dset work, const fl_dkeep *q, fl_dhist *h)
+/* Where the kept prefix of the candidates in (n >= 1) ends, for the mass limits q->mass_lim
+ * and hi >= it at once (hi == q->mass_lim: one limit): 1 and the cut when both give the same
+ * one, 0 when they do not (their prefixes end in different buckets of a level, or at
+ * different positions of the last). When every position is kept, the cut is at the last
+ * candidate. in is left as it is; work (capacity in.n) holds the bucket that is narrowed
+ * level by level. O(in.n) for the first level, then the size of one bucket. */
+static inline int fl_dsel_band(fl_dset in, fl_dset work, const fl_dkeep *q, double hi, fl_dhist *h, fl_dcut *cut)
 {
+    fl_dkeep qh = *q;
+    qh.mass_lim = hi;
     int64_t c = 0;
     double m = 0.0;
     fl_dset s = in;
     for (;;) {
-        uint64_t lo, hi;
-        fl_dset_range(&s, &lo, &hi);
-        if (s.n <= FL_DSEL_SMALL || lo == hi) return fl_dsel_finish(&s, c, m, q);
+        uint64_t lo, up;
+        fl_dset_range(&s, &lo, &up);
+        if (s.n <= FL_DSEL_SMALL || lo == up) {
+            *cut = fl_dsel_finish(&s, c, m, q);
+            return hi == q->mass_lim || fl_dsel_finish(&s, c, m, &qh).n == cut->n;
+        }
         int top = 63;
-        while (!(((lo ^ hi) >> top) & 1)) top--;
+        while (!(((lo ^ up) >> top) & 1)) top--;
         int shift = top >= FL_DSEL_BITS - 1 ? top - (FL_DSEL_BITS - 1) : 0;
         uint64_t mask = ((uint64_t)1 << FL_DSEL_BITS) - 1;
         memset(h, 0, sizeof(*h));
@@ -415,7 +435,11 @@ static inline fl_dcut fl_dsel(fl_dset in, fl_dset work, const fl_dkeep *q, fl_dh
             if (!h->cnt[b]) continue;
             int64_t nc = c + h->cnt[b];
             double nm = m + h->mass[b];
-            if (!fl_dkeep_at(q, nc, nc, nm)) break;
+            if (!fl_dkeep_at(q, nc, nc, nm)) {
+                /* the prefix of the lower limit ends in bucket b: so must the higher one's */
+                if (fl_dkeep_at(&qh, nc, nc, nm)) return 0;
+                break;
+            }
             c = nc;
             m = nm;
         }
@@ -426,7 +450,8 @@ static inline fl_dcut fl_dsel(fl_dset in, fl_dset work, const fl_dkeep *q, fl_dh
             for (int64_t j = 1; j < s.n; j++)
                 if (s.key[j] < s.key[last] || (s.key[j] == s.key[last] && s.idx[j] > s.idx[last])) last = j;
             fl_dcut all = {c, s.key[last], s.idx[last], m};
-            return all;
+            *cut = all;
+            return 1;
         }
         int64_t w = 0;
         for (int64_t j = 0; j < s.n; j++) {
@@ -439,6 +464,14 @@ static inline fl_dcut fl_dsel(fl_dset in, fl_dset work, const fl_dkeep *q, fl_dh
         s = work;
         s.n = w;
     }
+}
+
+/* Where the kept prefix of the candidates in (n >= 1) ends (fl_dsel_band for one limit). */
+static inline fl_dcut fl_dsel(fl_dset in, fl_dset work, const fl_dkeep *q, fl_dhist *h)
+{
+    fl_dcut cut;
+    fl_dsel_band(in, work, q, q->mass_lim, h, &cut);
+    return cut;
 }
 
 /* is token idx, of value key, kept by the prefix ending at cut? */

@@ -7,9 +7,10 @@
  * then the block's exponentials against the running max (the n_eq + rest sums of the
  * cross-entropy kernel: the shorter exponential, float32 partial sums of FL_SUM_CHUNK vectors
  * joining float64 lanes, so a token's log-probability costs what its cross-entropy does; the
- * sums are rescaled in float64 when a later block raises the max: an online logsumexp).
- * log p = ((double)y - m) - log(sum), rounded once; the relative error of the sum stays below
- * about 2e-6 (a few ULP of log p on ordinary rows, see tests/test_decode.py). With a temperature
+ * sums are rescaled in float64 when a later block raises the max: an online logsumexp; a
+ * block below the running max takes the sum without the count of ties; the next block is
+ * fetched during the sums). log p = ((double)y - m) - log(sum), rounded once, within the
+ * cross-entropy's per-row bound (tests/test_decode_logprobs.py). With a temperature
  * each block is first divided in L1 (y = x / T rounded to float32, as log_softmax(x / T) would
  * see it). float64 rows are computed in float64 throughout.
  */
@@ -36,6 +37,8 @@ typedef struct {
     void *xbuf, *ybuf;   /* c float64 each: a gathered row, the tempered row */
     fl_dlist list;
     fl_dpos *top;        /* the top-n candidates in order */
+    float *bmax;         /* c / FL_LP_BLOCK + 1 block maxima, and as many keys */
+    uint64_t *bkey;
 } fl_lp_scratch;
 
 /* element j of a per-row output whose entries lie along its class stride */
@@ -47,72 +50,117 @@ static void fl_lp_put(const fl_arr *a, int64_t i0, int64_t i1, int64_t j, double
     else *(float *)(void *)p = (float)v;
 }
 
-/* The top-n candidates of a block in L1 (n elements at x, token ids base + k) offered to L:
- * a run of 4 vectors whose max is below the threshold is passed over with one compare. */
-FL_ALWAYS_INLINE void fl_lp_offer_block_t(const void *x, int64_t n, int64_t base, int64_t want, fl_dlist *L,
-                                          float *thr, uint64_t *theta, int32_t dt)
+/* The top-n candidates of a block (n elements at x, tempered by t, token ids base + k) offered
+ * to L: the lanes at or above the threshold (in logit space) are read off comparison masks,
+ * and a run of four vectors below it costs one compare; a block holding NaN (nan: which ranks
+ * first) has each vector's NaN lanes offered too, and a NaN threshold offers every element. */
+FL_ALWAYS_INLINE void fl_lp_offer_block_t(const void *x, int64_t n, int64_t base, int64_t want, float t, fl_dlist *L,
+                                          float *thr, uint64_t *theta, int nan, int32_t dt)
 {
+    const unsigned all = (1u << FL_W) - 1u;
     int64_t k = 0;
-    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
-        flv m = flv_max(flv_max(fl_xload(x, k, dt), fl_xload(x, k + FL_W, dt)),
-                        flv_max(fl_xload(x, k + 2 * FL_W, dt), fl_xload(x, k + 3 * FL_W, dt)));
-        if (!(flv_hmax(m) < *thr)) fl_dlist_offer_t(x, k, 4 * FL_W, base, want, 1.0f, thr, theta, L, dt);
+    for (; k + 4 * FL_W <= n && *thr == *thr; k += 4 * FL_W) {
+        flv v[4];
+        for (int j = 0; j < 4; j++) v[j] = fl_xload(x, k + j * FL_W, dt);
+        if (!nan && !flv_any_ge(flv_max_ord(flv_max_ord(v[0], v[1]), flv_max_ord(v[2], v[3])), flv_set1(*thr))) continue;
+        for (int j = 0; j < 4; j++) {
+            unsigned msk = flv_mask_ge(v[j], flv_set1(*thr)) | (nan ? all & ~flv_mask_ge(v[j], v[j]) : 0u);
+            for (; msk; msk &= msk - 1)
+                fl_dlist_offer_t(x, k + j * FL_W + fl_ctz(msk), 1, base, want, t, thr, theta, L, dt);
+        }
     }
-    fl_dlist_offer_t(x, k, n - k, base, want, 1.0f, thr, theta, L, dt);
+    fl_dlist_offer_t(x, k, n - k, base, want, t, thr, theta, L, dt);
 }
 
-/* One block of a float row (n elements at x, token ids base + k), read once: its max, its
- * min (NaN ignored) and the number of values strictly above yt (NaN compares false); when
- * the block's max reaches the top-n threshold (want > 0), its candidates, from L1. */
-FL_ALWAYS_INLINE float fl_lp_block_t(const void *x, int64_t n, int64_t base, float yt, int64_t want, fl_dlist *L,
-                                     float *thr, uint64_t *theta, float *mn, int64_t *above, int32_t dt)
+/* One block of a float row (n elements at x), read once: its max (NaN when it holds one), its
+ * min (NaN ignored) and the number of values strictly above yt (NaN compares false). */
+FL_ALWAYS_INLINE float fl_lp_block_t(const void *x, int64_t n, float yt, float *mn, int64_t *above, int32_t dt)
 {
-    flv amax = flv_set1(-INFINITY), amin = flv_set1(INFINITY), zero = flv_set1(0.0f), one = flv_set1(1.0f);
-    flv vt = flv_set1(yt), cnt = zero;
-    int64_t k = 0, esz = (int64_t)fl_xsize(dt);
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), vt = flv_set1(yt);
+    /* four independent chains of each (max, min, count): one would be latency-bound */
+    flv amax[4], amins[4], cnt[4];
+    for (int j = 0; j < 4; j++) {
+        amax[j] = flv_set1(-INFINITY);
+        amins[j] = flv_set1(INFINITY);
+        cnt[j] = zero;
+    }
+    int64_t k = 0;
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
-        for (int64_t j = 0; j < 4 * FL_W * esz; j += 64) FL_PREFETCH((const char *)x + k * esz + 4096 + j);
-        flv v[4];
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
-            v[j] = fl_xload(x, k + j * FL_W, dt);
-            amin = flv_min_ord(v[j], amin);
-            cnt = flv_add(cnt, flv_sel_neg(flv_sub(vt, v[j]), one, zero));
+            flv v = fl_xload(x, k + j * FL_W, dt);
+            amax[j] = flv_max(v, amax[j]);
+            amins[j] = flv_min_ord(v, amins[j]);
+            cnt[j] = flv_add(cnt[j], flv_sel_neg(flv_sub(vt, v), one, zero));
         }
-        amax = flv_max(flv_max(flv_max(v[0], v[1]), flv_max(v[2], v[3])), amax);
     }
-    int64_t n_above = (int64_t)flv_hsum_d(cnt);
+    flv amx = flv_max(flv_max(amax[0], amax[1]), flv_max(amax[2], amax[3]));
+    flv amin = flv_min_ord(flv_min_ord(amins[0], amins[1]), flv_min_ord(amins[2], amins[3]));
+    int64_t n_above = (int64_t)flv_hsum_d(flv_add(flv_add(cnt[0], cnt[1]), flv_add(cnt[2], cnt[3])));
     for (int64_t j = k; j < n; j++) {
         float v = fl_xget(x, j, dt);
         n_above += v > yt;
         amin = flv_min_ord(flv_set1(v), amin);
-        amax = flv_max(flv_set1(v), amax);
+        amx = flv_max(flv_set1(v), amx);
     }
-    float bm = flv_hmax(amax);
-    if (want > 0 && !(bm < *thr)) fl_lp_offer_block_t(x, n, base, want, L, thr, theta, dt);
+    float bm = flv_hmax(amx);
     *above += n_above;
     *mn = -flv_hmax(flv_neg(amin));
     return bm;
 }
 
+/* The sum of a block's exp(y - m) split as *n_eq + the result (cross-entropy's sums), the
+ * memory of ahead fetched meanwhile: a block below the running max has no entry equal to it,
+ * so all of it is rest; normal: no entry more than 86 below m (the exponential's cheaper
+ * form). */
+FL_ALWAYS_INLINE double fl_lp_sum_t(const void *y, int64_t n, float m, int below, int normal, double *n_eq,
+                                    fl_ahead ahead, int32_t dt)
+{
+    if (below)
+        return normal ? fl_rsumexp_below_t(y, n, m, NULL, ahead, 1, dt) : fl_rsumexp_below_t(y, n, m, NULL, ahead, 0, dt);
+    return normal ? fl_rsumexp_t(y, n, m, NULL, n_eq, 0, ahead, 1, dt) : fl_rsumexp_t(y, n, m, NULL, n_eq, 0, ahead, 0, dt);
+}
+
 /* Elements per block of a row: read from memory once, the block stays in L1 for its sum. */
 #define FL_LP_BLOCK 2048
 
-/* The online logsumexp of a row (n_eq + rest kept apart) block by block, each block summed
- * from L1 against the running max and the sums rescaled in float64 when a block raises it;
- * with the rank count and top-n candidates of the same read. Returns log(sum) (NaN for a row
- * without softmax) and the max in *m. */
-FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt, int64_t want, fl_dlist *L,
-                                    float *buf, float *m_out, int64_t *above, int32_t dt)
+/* The top-n candidates of a row, after its pass (bmax: its blocks' maxima, tempered): the
+ * want-th largest block maximum is at most the want-th largest value (the want largest maxima
+ * are want distinct elements), so only the blocks whose maximum reaches it can hold a
+ * candidate (about want of them, from cache), and there only the values above it. */
+FL_ALWAYS_INLINE void fl_lp_top_t(const void *x, int64_t c, float t, int64_t want, const float *bmax, uint64_t *bkey,
+                                  fl_dlist *L, int32_t dt)
 {
-    float thr = -INFINITY, m = -INFINITY;
-    uint64_t theta = 0;
+    int64_t nb = (c + FL_LP_BLOCK - 1) / FL_LP_BLOCK, esz = (int64_t)fl_xsize(dt);
+    uint64_t bound = 0, theta = 0;
+    for (int64_t b = 0; b < nb; b++) bkey[b] = fl_rank_key(bmax[b]);
+    if (nb > want) {
+        bound = fl_dec_kth_largest(bkey, nb, want);
+        for (int64_t b = 0; b < nb; b++) bkey[b] = fl_rank_key(bmax[b]); /* (reordered by the select) */
+    }
+    float thr = bound ? fl_dlist_thr(bound, t) : -INFINITY;
+    L->n = 0;
+    for (int64_t b = 0, k0 = 0; b < nb; b++, k0 += FL_LP_BLOCK) {
+        if (bkey[b] < bound) continue;
+        int64_t n = c - k0 < FL_LP_BLOCK ? c - k0 : FL_LP_BLOCK;
+        fl_lp_offer_block_t((const char *)x + k0 * esz, n, k0, want, t, L, &thr, &theta, bmax[b] != bmax[b], dt);
+    }
+    if (L->n > want) fl_dlist_prune(L, want);
+}
+
+/* The online logsumexp of a row (n_eq + rest kept apart) block by block, each block summed
+ * from L1 against the running max and the sums rescaled in float64 when a block raises it,
+ * with the rank count of the same read; the blocks' maxima into bmax. Returns log(sum) (NaN
+ * for a row without softmax) and the max in *m. */
+FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt, float *buf, float *bmax, float *m_out,
+                                    int64_t *above, int32_t dt)
+{
+    float m = -INFINITY;
     double n_eq = 0.0, rest = 0.0;
     int valid = 1;
     int64_t esz = (int64_t)fl_xsize(dt);
-    L->n = 0;
     *above = 0;
-    for (int64_t k0 = 0; k0 < c; k0 += FL_LP_BLOCK) {
+    for (int64_t k0 = 0, b = 0; k0 < c; k0 += FL_LP_BLOCK, b++) {
         int64_t n = c - k0 < FL_LP_BLOCK ? c - k0 : FL_LP_BLOCK;
         const void *xb = (const char *)x + k0 * esz;
         float mn, bm;
@@ -122,10 +170,11 @@ FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt,
             int64_t k = 0;
             for (; k + FL_W <= n; k += FL_W) flv_store(buf + k, flv_div(fl_xload(xb, k, dt), tv));
             for (; k < n; k++) buf[k] = fl_xget(xb, k, dt) / t;
-            bm = fl_lp_block_t(buf, n, k0, yt, want, L, &thr, &theta, &mn, above, FL_F32);
+            bm = fl_lp_block_t(buf, n, yt, &mn, above, FL_F32);
         } else {
-            bm = fl_lp_block_t(xb, n, k0, yt, want, L, &thr, &theta, &mn, above, dt);
+            bm = fl_lp_block_t(xb, n, yt, &mn, above, dt);
         }
+        bmax[b] = bm;
         if (bm != bm || bm == INFINITY) valid = 0;
         if (!valid || bm == -INFINITY) continue;
         if (bm > m) {
@@ -134,17 +183,16 @@ FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt,
             n_eq = 0.0;
             m = bm;
         }
-        double ne, r;
-        if (t != 1.0f)
-            r = mn >= m + FL_EXPF_NORMAL_LO ? fl_rsumexp_t(buf, n, m, NULL, &ne, 0, fl_ahead_none(), 1, FL_F32)
-                                            : fl_rsumexp_t(buf, n, m, NULL, &ne, 0, fl_ahead_none(), 0, FL_F32);
-        else
-            r = mn >= m + FL_EXPF_NORMAL_LO ? fl_rsumexp_t(xb, n, m, NULL, &ne, 0, fl_ahead_none(), 1, dt)
-                                            : fl_rsumexp_t(xb, n, m, NULL, &ne, 0, fl_ahead_none(), 0, dt);
-        rest += r;
+        /* the next block (after the last, the start of the next row when rows are contiguous)
+         * is on another page, where the hardware prefetcher stops: fetched during the sums */
+        int64_t after = c - k0 - n, fetch = after > FL_LP_BLOCK ? FL_LP_BLOCK : after > 0 ? after : n;
+        fl_ahead ahead = {(const char *)xb + n * esz, fetch * esz, esz, NULL};
+        double ne = 0.0;
+        int below = bm < m, normal = mn >= m + FL_EXPF_NORMAL_LO;
+        rest += t != 1.0f ? fl_lp_sum_t(buf, n, m, below, normal, &ne, ahead, FL_F32)
+                          : fl_lp_sum_t(xb, n, m, below, normal, &ne, ahead, dt);
         n_eq += ne;
     }
-    if (want > 0 && L->n > want) fl_dlist_prune(L, want);
     *m_out = valid ? m : NAN;
     return valid && m > -INFINITY ? fl_log_sum(n_eq, rest) : NAN;
 }
@@ -178,10 +226,11 @@ static void fl_lp_row_f32(const fl_lp_ctx *ctx, fl_lp_scratch *s, int64_t i0, in
     float t = (float)*(const double *)fl_row_ptr(&a->temperature, i0, i1);
     float yt = fl_xget(x.p, tok, x.dt) / t, m;
     int64_t above;
-    double ls = fl_x_dispatch(x.dt, fl_lp_row_t, x.p, c, t, yt, n, &s->list, (float *)s->ybuf, &m, &above);
+    double ls = fl_x_dispatch(x.dt, fl_lp_row_t, x.p, c, t, yt, (float *)s->ybuf, s->bmax, &m, &above);
     fl_put_scalar(&a->logprob, i0, i1, (double)(float)(((double)yt - (double)m) - ls));
     if (a->rank.data) *(int64_t *)fl_row_ptr(&a->rank, i0, i1) = 1 + above;
     if (n > 0) {
+        fl_x_dispatch(x.dt, fl_lp_top_t, x.p, c, t, n, s->bmax, s->bkey, &s->list);
         fl_lp_order(&s->list, n, s->top);
         for (int64_t j = 0; j < n; j++) {
             fl_lp_put(&a->top_token, i0, i1, j, (double)s->top[j].idx);
@@ -253,7 +302,10 @@ static void fl_lp_task(void *vctx, int64_t b0, int64_t b1)
     s.list.c = (fl_dcand *)malloc((size_t)s.list.cap * sizeof(fl_dcand));
     s.list.sel = (uint64_t *)malloc((size_t)s.list.cap * sizeof(uint64_t));
     s.top = (fl_dpos *)malloc((size_t)(n > 0 ? n : 1) * sizeof(fl_dpos));
-    if (s.xbuf && s.ybuf && s.list.c && s.list.sel && s.top) {
+    s.bmax = (float *)malloc((size_t)(c / FL_LP_BLOCK + 1) * sizeof(float));
+    s.bkey = (uint64_t *)malloc((size_t)(c / FL_LP_BLOCK + 1) * sizeof(uint64_t));
+    int ok = s.xbuf && s.ybuf && s.list.c && s.list.sel && s.top && s.bmax && s.bkey;
+    if (ok) {
         int64_t rpb = fl_rows_per_block(c), nrows = ctx->g.n0 * ctx->g.n1;
         for (int64_t b = b0; b < b1 && !s.list.failed; b++) {
             int64_t r0 = b * rpb, r1 = r0 + rpb < nrows ? r0 + rpb : nrows;
@@ -269,12 +321,14 @@ static void fl_lp_task(void *vctx, int64_t b0, int64_t b1)
             }
         }
     }
-    if (!(s.xbuf && s.ybuf && s.list.c && s.list.sel && s.top) || s.list.failed) ctx->failed = 1;
+    if (!ok || s.list.failed) ctx->failed = 1;
     free(s.xbuf);
     free(s.ybuf);
     free(s.list.c);
     free(s.list.sel);
     free(s.top);
+    free(s.bmax);
+    free(s.bkey);
 }
 
 int FL_FN(token_logprobs)(const fl_lp_args *a, fl_grid g, int64_t *first_bad)

@@ -215,6 +215,28 @@ def test_filter_logits_equals_transformers_warpers(kw):
     np.testing.assert_array_equal(got[both], want[both])
 
 
+def test_decoding_reads_torch_tensors_in_place_and_leaves_inputs_alone():
+    """CPU tensors (bfloat16 included, through DLPack) give what their NumPy twins give; no input
+    is modified."""
+    torch = pytest.importorskip("torch")
+    x = _rows(seed=3, n=6, c=500)
+    for dt, tdt in ((np.float32, torch.float32), (bfloat16, torch.bfloat16)):
+        xn = x.astype(dt)
+        xt = torch.from_numpy(x).to(tdt)
+        before = xt.clone()
+        kw = dict(top_k=40, top_p=0.9, temperature=0.8)
+        np.testing.assert_array_equal(fl.filter_logits(xt, **kw).astype(np.float32),
+                                      fl.filter_logits(xn, **kw).astype(np.float32))
+        np.testing.assert_array_equal(fl.sample(xt, seed=4, **kw), fl.sample(xn, seed=4, **kw))
+        tok = np.arange(6) * 7
+        for a, b in zip(fl.token_logprobs(xt, torch.from_numpy(tok), top_n=3), fl.token_logprobs(xn, tok, top_n=3)):
+            np.testing.assert_array_equal(a, b)
+        hist = np.arange(6 * 4).reshape(6, 4)
+        np.testing.assert_array_equal(fl.apply_penalties(xt, torch.from_numpy(hist), presence_penalty=0.5).astype(np.float32),
+                                      fl.apply_penalties(xn, hist, presence_penalty=0.5).astype(np.float32))
+        assert torch.equal(xt, before)
+
+
 # --------------------------------------------------------------------------- sample
 
 @pytest.mark.parametrize("name, kw", CONFIGS)

@@ -114,6 +114,26 @@ def test_token_logprobs_top_n_against_the_exact_oracle(c, n, accuracy):
         accuracy.record("token_logprobs top_n", "float32", err, f"c={c} n={n} T={t}")
 
 
+def test_token_logprobs_top_n_wherever_the_top_values_lie():
+    """The top-n come from the blocks whose maxima reach the n-th largest block maximum: rows
+    whose top values share one block (the first, the last), span ties across blocks, or hold
+    NaN and +inf in later blocks (NaN ranks first, as topk orders) give the reference's list."""
+    c, n = 10000, 6
+    x = np.tile(np.linspace(-5, 5, c, dtype=np.float32), (6, 1))   # ascending: all in the last block
+    x[1] = x[1][::-1]                                               # all in the first block
+    x[2] = np.round(x[2])                                           # ties of the max across blocks
+    x[3, [2500, 7000]] = np.nan
+    x[4, 9000] = np.inf
+    x[5] = np.random.default_rng(1).standard_normal(c).astype(np.float32)
+    x[5, 4100:4106] = 30.0                                          # six ties in one block
+    tok = np.arange(6) * 17
+    for t in (1.0, 0.6):
+        got = fl.token_logprobs(x, tok, top_n=n, temperature=t)
+        want = ref.token_logprobs(x, tok, top_n=n, temperature=t)
+        np.testing.assert_array_equal(got[3], want[3], err_msg=f"T={t}")
+        np.testing.assert_array_equal(got[1], want[1], err_msg=f"T={t}")
+
+
 def test_token_logprobs_axis_and_layouts():
     x = _logits(seed=9, n=5, c=400)
     tok = np.array([1, 2, 3, 4, 5])
