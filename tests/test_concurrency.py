@@ -206,6 +206,7 @@ def test_inputs_are_never_modified():
             assert before == after, f"{name} modified {[k for k in before if before[k] != after[k]]}"
 
 
+@pytest.mark.slow  # every kernel at 1-8 threads (4-10 s); the default run keeps test_reproducible.py's thread checks
 def test_bitwise_identical_for_every_thread_count(threads):
     data = [_inputs(n, c, dt) for n, c, dt in [(20000, 33, np.float32), (3000, 130, np.float64),
                                                 (5000, 7, np.float16), (300, 3000, np.float32)]]
