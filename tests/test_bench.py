@@ -205,3 +205,35 @@ def test_decoding_cases_run_on_their_dtype_next_to_their_baseline(name):
     assert {s for n, s in bench.cases() if n == name} >= set(op.shapes)
     op.peers["baseline"](d)
 
+
+
+@pytest.mark.parametrize("name", ["cross_entropy/bf16", "softmax/f16", "cross_entropy"])
+def test_make_data_holds_no_float32_copy_of_half_logits(name):
+    """The LM case's 8 x 2048 x 128256 bfloat16 logits are 4 GiB; drawn as one float32 array,
+    scaled and converted (as the bench did), they took 21 GB and the full run was killed by the
+    kernel's OOM killer on a 24 GB machine. The case's arrays are drawn in row blocks now."""
+    import tracemalloc
+
+    op = bench._ops()[name]
+    shape = (2048, 8192)
+    tracemalloc.start()
+    try:
+        d = bench.make_data(op, shape)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    held = sum(a.nbytes for a in (d.x, d.target, d.out) if a is not None)
+    assert peak <= held + 16 * bench.DRAW_ELEMS, (name, peak, held)
+    if d.torch_x is not None:  # PyTorch reads the same memory (bfloat16 through its bits)
+        assert d.torch_x.data_ptr() == d.x.ctypes.data
+        assert str(d.torch_x.dtype) == f"torch.{op.dtype}"
+        np.testing.assert_array_equal(d.torch_x.float().numpy(), d.x.astype(np.float32))
+
+
+def test_the_reference_is_not_timed_where_its_float64_temporaries_would_not_fit(monkeypatch):
+    monkeypatch.setattr(bench, "REFERENCE_MAX_ELEMS", 64 * 10 - 1)
+    r = bench.run_case("logsumexp", (64, 10), threads=1, bandwidth=BANDWIDTH, rates=RATES, repeats=1, peer_repeats=1)
+    assert "reference_s" not in r and "speedup_vs_reference" not in r
+    monkeypatch.setattr(bench, "REFERENCE_MAX_ELEMS", 64 * 10)
+    r = bench.run_case("logsumexp", (64, 10), threads=1, bandwidth=BANDWIDTH, rates=RATES, repeats=1, peer_repeats=1)
+    assert r["speedup_vs_reference"] > 0

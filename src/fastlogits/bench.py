@@ -50,6 +50,11 @@ HALF_SHAPES = [(4096, 32000)]
 LM_SHAPES = [(8 * 2048, 128256)]
 LM_QUICK_SHAPES = [(8 * 32, 128256)]
 LM_OPS = ["sequence_scores/bf16", "cross_entropy/bf16"]
+# the NumPy reference works in float64 with temporaries of the logits' size (about 32 bytes an
+# element at its peak): above this it is not timed (the LM case would need 70 GB)
+REFERENCE_MAX_ELEMS = 1 << 28
+# logits are drawn in float32 blocks of about this many elements (make_data)
+DRAW_ELEMS = 1 << 20
 
 
 @dataclass
@@ -372,9 +377,28 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
 
 # ---------------------------------------------------------------------------- measuring
 
+def _logits(rng: np.random.Generator, shape: Tuple[int, int], dtype: Any) -> np.ndarray:
+    """randn * 3 of ``shape`` in ``dtype``, drawn in row blocks of float32: a half-precision
+    case of 8 x 2048 x 128256 holds its 4 GiB and no float32 copy of 8 GiB beside it."""
+    x = np.empty(shape, dtype)
+    step = max(1, DRAW_ELEMS // max(1, shape[1]))
+    for lo in range(0, shape[0], step):
+        block = rng.standard_normal((min(step, shape[0] - lo), shape[1]), dtype=np.float32)
+        block *= 3
+        x[lo:lo + step] = block
+    return x
+
+
+def _torch_view(torch: Any, a: np.ndarray) -> Any:
+    """A tensor sharing ``a``'s memory (bfloat16 through its bits: torch cannot read ml_dtypes)."""
+    if a.dtype == bfloat16():
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(np.float32)
+    x = _logits(rng, shape, bfloat16() if op.dtype == "bfloat16" else np.dtype(op.dtype))
     d = Data(x)
     if op.targets in ("class", "scored"):
         d.target = rng.integers(0, shape[1], size=shape[0]).astype(np.int64)
@@ -383,14 +407,12 @@ def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
         d.target = 4 * rng.integers(0, (shape[1] + 3) // 4, size=shape[0]).astype(np.int64)
     elif op.targets == "binary":
         d.target = (rng.random(shape, dtype=np.float32) < 0.3).astype(np.float32)
-    if op.dtype != "float32":
-        d.x = x.astype(bfloat16() if op.dtype == "bfloat16" else np.dtype(op.dtype))
     if op.fast_warm is not None:
         d.out = np.empty_like(d.x)
         d.out.fill(0.0)
     torch = _torch()
     if torch is not None:
-        d.torch_x = torch.from_numpy(x).to(getattr(torch, op.dtype))
+        d.torch_x = _torch_view(torch, d.x)
         if d.target is not None:
             d.torch_target = torch.from_numpy(d.target)
     return d
@@ -442,7 +464,8 @@ def run_case(name: str, shape: Tuple[int, int], *, threads: int, bandwidth: Dict
     res.update(roofline(name, shape, _bytes(op, d), op.bound, threads, bandwidth, rates))
     res["pct_of_roofline"] = 100.0 * res["roofline_s"] / best
     peer_fns = dict(op.peers)
-    peer_fns["reference"] = op.reference  # timed once when slow: see _roofline.times
+    if elems <= REFERENCE_MAX_ELEMS:
+        peer_fns["reference"] = op.reference  # timed once when slow: see _roofline.times
     for peer, fn in peer_fns.items():
         t = best_time(lambda: fn(d), peer_repeats, budget_s)
         res[f"{peer}_s"] = t
