@@ -129,24 +129,32 @@ def test_run_case_reports_every_column(monkeypatch, with_torch):
     assert json.loads(bench.to_json(report))["results"][0]["op"] == "cross_entropy_and_grad"
 
 
-@pytest.mark.parametrize("name, per_element", [
-    ("softmax", 1 / 2.0), ("sigmoid", 1 / 2.0 + 1 / 4.0), ("log_sigmoid/f16", 1 / 2.0 + 1 / 1.0),
-    ("sigmoid_focal_loss_and_grad", 1 / 2.0 + 1 / 1.0 + 2 / 4.0), ("predict", 0.0)])
-def test_roofline_follows_from_bandwidth_and_probe(name, per_element):
+@pytest.mark.parametrize("name, per_element, work", [
+    ("softmax", 1 / 2.0, 1 / 2.0), ("sigmoid", 1 / 2.0, 1 / 2.0 + 1 / 4.0),
+    ("log_sigmoid/f16", 1 / 2.0 + 1 / 1.0, 1 / 2.0 + 1 / 1.0),
+    ("sigmoid_focal_loss_and_grad", 1 / 2.0 + 1 / 1.0, 1 / 2.0 + 1 / 1.0 + 2 / 4.0), ("predict", 0.0, 0.0)])
+def test_roofline_follows_from_bandwidth_and_probe(name, per_element, work):
     """Each operation's arithmetic at the probe's rates (ns per element here), per core times
-    the threads; from cache only the arithmetic bound applies; without arithmetic the roofline
-    is the memory bound."""
+    the threads: exponentials and log1p add (the same FMA ports), divisions run beside them (a
+    division-bound case would take max); from cache only the arithmetic bound applies; without
+    arithmetic the roofline is the memory bound."""
     shape, moved = (1000, 100), 800_000
     for threads in (1, 2):
         b = bench.roofline(name, shape, moved, "copy", threads, BANDWIDTH, RATES)
         assert b["memory_bound_s"] == pytest.approx(moved / 20e9)
         assert b["arithmetic_bound_s"] == pytest.approx(1e5 * per_element * 1e-9 / threads)
         assert b["roofline_s"] == max(b["memory_bound_s"], b["arithmetic_bound_s"])
-        assert b["exp_equivalents"] == pytest.approx(per_element * RATES["exp"])
+        assert b["exp_equivalents"] == pytest.approx(work * RATES["exp"])
     cached = bench.roofline(name, bench.CACHE_SHAPES[0], moved, "read", 1, BANDWIDTH, RATES)
     assert cached["memory_bound_s"] == 0.0 and cached["roofline_s"] == cached["arithmetic_bound_s"]
     no_probe = bench.roofline(name, shape, moved, "read", 1, BANDWIDTH, None)
     assert no_probe["arithmetic_bound_s"] == 0.0 and no_probe["roofline_s"] == pytest.approx(moved / 10e9)
+
+
+def test_divisions_bound_the_arithmetic_when_they_take_longer_than_the_rest():
+    slow_divider = {**RATES, "div": 0.5}  # two ns a division against half a ns an exponential
+    b = bench.roofline("sigmoid", (1000, 100), 0, "copy", 1, BANDWIDTH, slow_divider)
+    assert b["arithmetic_bound_s"] == pytest.approx(1e5 * 2.0 * 1e-9)
 
 
 @pytest.mark.parametrize("end_read, unstable", [(10.0, False), (11.4, False), (8.4, True), (11.6, True)])
