@@ -240,6 +240,17 @@ static inline int fl_avx2_any_below_normal_(flv x)
     return _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_NORMAL_LO), _CMP_LT_OQ));
 }
 
+/* Is every lane of x below FL_EXPF_NORMAL_LO (the movemask `below`) also below FL_EXPF_LO,
+ * where the exponential is 0 (masked logits, -inf)? *zero receives those lanes. Such a vector
+ * takes the normal path with those lanes zeroed: the same bits as the general path's clamp and
+ * subnormal-safe scaling, at a fraction of their cost (a row of masked logits has a -inf lane
+ * in nearly every vector). A nan lane is in neither mask. */
+static inline int fl_avx2_only_zero_below_(flv x, int below, flv *zero)
+{
+    *zero = _mm256_cmp_ps(x, _mm256_set1_ps(FL_EXPF_LO), _CMP_LT_OQ);
+    return _mm256_movemask_ps(*zero) == below;
+}
+
 /* flv_exp for x <= 0 (a shift by the row's max): no upper clamp. A vector whose lanes are all
  * at or above FL_EXPF_NORMAL_LO (the common case) takes flv_exp_neg_normal's path, the same
  * bits without the clamp and with 2^n as one exponent-field multiplication (exact: the result
@@ -247,10 +258,15 @@ static inline int fl_avx2_any_below_normal_(flv x)
  * vector operations (sigmoid 8192x1000, callgrind: see the commit). */
 static inline flv flv_exp_neg(flv x)
 {
-    flv n, r;
-    if (!fl_avx2_any_below_normal_(x)) {
+    flv n, r, zero;
+    int below = fl_avx2_any_below_normal_(x);
+    if (!below) {
         r = fl_avx2_reduce_(x, &n);
         return fl_avx2_scale_normal_(fl_avx2_poly7_(r), n);
+    }
+    if (fl_avx2_only_zero_below_(x, below, &zero)) {
+        r = fl_avx2_reduce_(_mm256_blendv_ps(x, _mm256_setzero_ps(), zero), &n);
+        return _mm256_andnot_ps(zero, fl_avx2_scale_normal_(fl_avx2_poly7_(r), n));
     }
     r = fl_avx2_reduce_(fl_avx2_clamp_lo_(x), &n);
     return fl_avx2_ldexp_(fl_avx2_poly7_(r), n);
@@ -284,10 +300,15 @@ static inline flv flv_exp_fast_shift_normal(flv x, flv sn)
 /* flv_exp_neg with the degree-5 polynomial (FL_EXPF5_C1..C5), its common case likewise */
 static inline flv flv_exp_neg_fast(flv x)
 {
-    flv n, r;
-    if (!fl_avx2_any_below_normal_(x)) {
+    flv n, r, zero;
+    int below = fl_avx2_any_below_normal_(x);
+    if (!below) {
         r = fl_avx2_reduce_(x, &n);
         return fl_avx2_scale_normal_(fl_avx2_poly5_(r), n);
+    }
+    if (fl_avx2_only_zero_below_(x, below, &zero)) {
+        r = fl_avx2_reduce_(_mm256_blendv_ps(x, _mm256_setzero_ps(), zero), &n);
+        return _mm256_andnot_ps(zero, fl_avx2_scale_normal_(fl_avx2_poly5_(r), n));
     }
     r = fl_avx2_reduce_(fl_avx2_clamp_lo_(x), &n);
     return fl_avx2_ldexp_(fl_avx2_poly5_(r), n);
