@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastlogits as fl
+from fastlogits import _score_check
 from arrays import class_targets
 
 PER_CLASS_KEYS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1", "balanced_accuracy",
@@ -196,7 +197,7 @@ def test_bitwise_over_splits_merge_trees_and_threads(weighted, auc_bins):
     w = w if weighted else None
     g = np.random.default_rng(1).integers(0, 3, 1200)
     kw = dict(per_class=True, auc_bins=auc_bins,
-              metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr", "average_precision_ovr"])
+              metrics=list(_score_check.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr", "average_precision_ovr"])
     whole = fl.Scorer(**kw)
     whole.update(x, y, sample_weight=w, group=g)
     expected = whole.compute()
@@ -369,7 +370,7 @@ def test_dask_distributed_uneven_chunks():
     x, y, w = _data(n=2000, c=6, seed=13)
     y[::9] = -100
     g = np.random.default_rng(3).integers(0, 3, 2000)
-    kw = dict(per_class=True, auc_bins=16, metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
+    kw = dict(per_class=True, auc_bins=16, metrics=list(_score_check.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
     expected = fl.score(x, y, sample_weight=w, group=g, **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             distributed.Client(cl):
@@ -383,7 +384,7 @@ def test_dask_any_chunking():
     import fastlogits.dask as fld
     x, y, w = _data(n=500, c=5, seed=14)
     y[::7] = -100
-    kw = dict(per_class=True, metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
+    kw = dict(per_class=True, metrics=list(_score_check.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
     expected = fl.score(x, y, sample_weight=w, **kw)
     got = fld.score(da.from_array(x, chunks=((3, 250, 247), 5)), y, sample_weight=w, **kw)
     _same(got, expected)

@@ -14,9 +14,10 @@ from typing import Optional, Sequence, cast
 
 import numpy as np
 
-from . import _score
+from . import _score, _score_check, _score_state
 from ._pages import PageReleaser
-from ._score import Problem, ScoreState, Spec
+from ._score_check import Problem, Spec
+from ._score_state import ScoreState
 
 # targets that hold one value per row (multilabel targets are 0/1 per element)
 _ROW_TASKS = ("multiclass", "binary")
@@ -32,9 +33,9 @@ def kept(c: Problem, ignore_index: int, origin: Sequence[int] = ()) -> Problem:
         return c
     filled = np.where(keep, c.t, 0)
     if c.task == "multiclass":
-        t = _score._class_indices(filled, c.c, origin)
+        t = _score_check._class_indices(filled, c.c, origin)
     else:
-        t = _score._binary_labels(filled, origin)
+        t = _score_check._binary_labels(filled, origin)
     x = np.moveaxis(c.x, c.ax, -1)[keep]
     w = None if c.w is None else np.asarray(c.w)[keep]
     return Problem(c.task, x, 1, t[keep], w, (x.shape[0],))
@@ -43,7 +44,7 @@ def kept(c: Problem, ignore_index: int, origin: Sequence[int] = ()) -> Problem:
 def partial(c: Problem, s: Spec, ignore_index: int, origin: Sequence[int] = ()) -> ScoreState:
     """The state of the kept rows of chunk ``c`` (``count`` included: the kept rows)."""
     k = kept(c, ignore_index, origin)
-    return _score.partial(k, s, origin if k is c else ())
+    return _score_state.partial(k, s, origin if k is c else ())
 
 
 def run(p: Problem, s: Spec, ignore_index: int, chunk_rows: Optional[int] = None) -> ScoreState:
