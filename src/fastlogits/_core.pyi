@@ -1,4 +1,4 @@
-"""Type stubs of the compiled binding ``fastlogits._core`` (see ``_core.pyx``).
+"""Type stubs of the compiled binding ``fastlogits._core`` (see ``_core.pyx`` and its ``_core_*.pxi``).
 
 An operand spec is ``(array, dtype_code, s0, s1, sc)`` as built by ``fastlogits._layout``;
 a grid is ``(n0, n1, c)``. Kernels return None and raise the exception of their non-zero
