@@ -30,8 +30,7 @@ import numpy as np
 
 from ._pages import PageReleaser, chunk_rows as rows_per_chunk
 from ._progress import progress_reporter
-from ._score_check import Problem, Spec, _check_scalar_args, check
-from ._score_state import ScoreState, partial
+from ._score_check import Problem, _check_scalar_args, check
 
 
 def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
@@ -76,14 +75,6 @@ def _chunks(p: Problem, chunk_rows: Optional[int], progress: Any
             update(hi * (n // lead_len) if lead_len else n)
     finally:
         close()
-
-
-def _pass(p: Problem, s: Spec, chunk_rows: Optional[int], progress: Any) -> ScoreState:
-    """One streaming pass over all rows, chunk by chunk, merging the chunks' states."""
-    state = ScoreState.empty(s)
-    for c, origin, _, _ in _chunks(p, chunk_rows, progress):
-        state = state.merge(partial(c, s, origin))
-    return state
 
 
 # --------------------------------------------------------------------------- public
