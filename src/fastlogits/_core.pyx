@@ -23,6 +23,7 @@ cdef extern from "fastlogits.h":
         FL_OK
         FL_ENOMEM
         FL_EBADTARGET
+        FL_RSUM_WORDS
     ctypedef struct fl_arr:
         void *data
         int32_t dtype
@@ -34,7 +35,7 @@ cdef extern from "fastlogits.h":
         int64_t n1
         int64_t c
     ctypedef struct fl_rsum:
-        int64_t w[8]
+        int64_t w[FL_RSUM_WORDS]
 
 
 cdef fl_arr _operand(tuple spec):

@@ -116,7 +116,7 @@ def cross_entropy(tuple x, tuple target, object sample_weight, object loss, obje
     _check(st)
     cdef cnp.npy_intp dims[2]
     dims[0] = 4
-    dims[1] = 8
+    dims[1] = FL_RSUM_WORDS
     cdef cnp.ndarray sums = cnp.PyArray_ZEROS(2, dims, cnp.NPY_INT64, 0)
     memcpy(cnp.PyArray_DATA(sums), &r.ce, 4 * sizeof(fl_rsum))
     return sums, r.n_valid, r.first_bad

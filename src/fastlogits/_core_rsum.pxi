@@ -1,13 +1,22 @@
 # Included by _core.pyx: the order-independent sum states (fl_rsum.c; fastlogits._rsum).
 
 cdef extern from "fastlogits.h":
+    void fl_rsum_init_n(fl_rsum *s, int64_t n) nogil
     void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n) nogil
     void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n) nogil
     void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride) nogil
     int64_t fl_rsum_check_n(const fl_rsum *s, int64_t n) nogil
 
 
-RSUM_WORDS = 8  # FL_RSUM_WORDS
+RSUM_WORDS = FL_RSUM_WORDS
+
+
+def rsum_init(cnp.ndarray states):
+    """Make every one of the C-contiguous int64 states (..., RSUM_WORDS) the state of an empty sum."""
+    cdef fl_rsum *s = <fl_rsum *>cnp.PyArray_DATA(states)
+    cdef int64_t n = states.size // RSUM_WORDS
+    with nogil:
+        fl_rsum_init_n(s, n)
 
 
 def rsum_check(cnp.ndarray states):
