@@ -349,6 +349,82 @@ def test_merge_checks_the_configuration():
         d.merge(a)
 
 
+class _CountingNumpy:
+    """NumPy as ``fastlogits._auc`` sees it, adding up the elements of every array its
+    array-making functions return: what keeping the scores costs in copies."""
+
+    MAKERS = ("array", "asarray", "ascontiguousarray", "concatenate", "copy", "empty", "zeros", "ones", "full",
+              "resize", "append", "stack", "vstack", "hstack")
+
+    def __init__(self):
+        self.elements = 0
+
+    def __getattr__(self, name):
+        f = getattr(np, name)
+        if name not in self.MAKERS:
+            return f
+
+        def counted(*args, **kwargs):
+            out = f(*args, **kwargs)
+            self.elements += int(np.size(out))
+            return out
+        return counted
+
+
+def test_kept_scores_grow_in_linear_work(monkeypatch):
+    """Regression: the exact ranking metrics kept their scores as lists of chunks, joined into
+    one array every 64 chunks, so N rows streamed in chunks of m rows were copied about
+    N / (128 m) times each: quadratic in the number of updates and of merges (fl.score over a
+    memmap with a small chunk_rows, fastlogits.dask's driver merging the blocks' Scorers).
+    They now grow in place: every kept row is copied O(1) times, amortised."""
+    from fastlogits import _auc
+    rng = np.random.default_rng(12)
+    n, m = 20000, 10
+    x = rng.normal(size=n)
+    y = rng.random(n) < 0.3
+    kw = dict(metrics=["roc_auc", "average_precision"])
+    want = fl.score(x, y, **kw)
+    counting = _CountingNumpy()
+    monkeypatch.setattr(_auc, "np", counting)
+    s = fl.Scorer(**kw)
+    for lo in range(0, n, m):
+        s.update(x[lo:lo + m], y[lo:lo + m])
+    assert s.compute() == want
+    # a score and a label per row (no weights: every one is 1); the buffers grow by half
+    assert counting.elements <= 4 * 2 * n, counting.elements
+    parts = []
+    for lo in range(0, n, 100):
+        part = fl.Scorer(**kw)
+        part.update(x[lo:lo + 100], y[lo:lo + 100])
+        parts.append(part)
+    counting.elements = 0
+    merged = fl.Scorer(**kw)
+    for part in parts:
+        merged.merge(part)
+    assert merged.compute() == want
+    assert counting.elements <= 4 * 2 * n, counting.elements
+
+
+def test_merge_shares_no_array_with_the_other_scorer():
+    """Regression: merging a Scorer that had weighted rows into one that had none took the
+    other's weighted confusion states as they were (the same array), so the next weighted
+    update of the first added its rows to the second Scorer too."""
+    x, y, w = _data(n=60, c=4, seed=21)
+    a = fl.Scorer(per_class=True)
+    a.update(x[:20], y[:20])
+    b = fl.Scorer(per_class=True)
+    b.update(x[20:40], y[20:40], sample_weight=w[20:40])
+    before = b.compute()
+    a.merge(b)
+    a.update(x[40:], y[40:], sample_weight=w[40:])
+    _same(b.compute(), before)
+    one = fl.Scorer(per_class=True)
+    one.update(x[:20], y[:20])
+    one.update(x[20:40], y[20:40], sample_weight=w[20:40])
+    one.update(x[40:], y[40:], sample_weight=w[40:])
+    _same(a.compute(), one.compute())
+
+
 def test_argument_errors():
     with pytest.raises(ValueError, match="auc_bins"):
         fl.Scorer(auc_bins=1)

@@ -38,18 +38,28 @@ class ScoreState:
         """A state owning its arrays (safe to add rows to in place)."""
         def own(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
             return None if a is None else a.copy()
-        auc = None if self.auc is None else self.auc.merge(AucData())
+        auc = None if self.auc is None else self.auc.copy()
         return ScoreState(self.sums.copy(), self.n_rows, auc, own(self.cm), own(self.cmw), own(self.pc))
 
+    def add(self, other: "ScoreState") -> None:
+        """Add the rows of ``other`` (a state of the same spec) to this one, in place; ``other``
+        is left as it was and shares nothing with this state."""
+        if self.auc is not None and other.auc is not None:
+            self.auc.merge_from(other.auc)
+        if self.cm is not None and other.cm is not None:
+            self.cm += other.cm
+        if other.cmw is not None:
+            self.cmw = other.cmw.copy() if self.cmw is None else _rsum.merge(self.cmw, other.cmw)
+        if self.pc is not None and other.pc is not None:
+            self.pc = _rsum.merge(self.pc, other.pc)
+        self.sums = _rsum.merge(self.sums, other.sums)
+        self.n_rows += other.n_rows
+
     def merge(self, other: "ScoreState") -> "ScoreState":
-        auc = None if self.auc is None or other.auc is None else self.auc.merge(other.auc)
-        cm = None if self.cm is None or other.cm is None else self.cm + other.cm
-        if self.cmw is None or other.cmw is None:
-            cmw = self.cmw if other.cmw is None else other.cmw
-        else:
-            cmw = _rsum.merge(self.cmw, other.cmw)
-        pc = None if self.pc is None or other.pc is None else _rsum.merge(self.pc, other.pc)
-        return ScoreState(_rsum.merge(self.sums, other.sums), self.n_rows + other.n_rows, auc, cm, cmw, pc)
+        """A new state of the rows of both (neither is changed)."""
+        merged = self.copy()
+        merged.add(other)
+        return merged
 
 
 def partial_check(p: Problem, s: Spec, origin: Sequence[int] = ()) -> None:
@@ -85,14 +95,16 @@ def partial(p: Problem, s: Spec, origin: Sequence[int] = (), into: Optional[Scor
                     s.want_rank, s.k, s.bins, s.temperature, s.sums, state.sums, s.ignore_index,
                     s.per_class, s.auc_bins, state.cm, state.cmw, state.pc)
     state.n_rows += n_rows
-    if state.auc is not None:
-        state.auc = state.auc.merge(_ovr_data(p, ti, wc, s) if p.mode == _SOFTMAX else AucData.of(p.x, tk, wc, p.ax))
+    if state.auc is not None and p.mode == _SOFTMAX:
+        _add_ovr(state.auc, p, ti, wc, s)
+    elif state.auc is not None:
+        state.auc.add_logits(p.x, tk, wc, p.ax)
     return state
 
 
-def _ovr_data(p: Problem, ti: np.ndarray, wc: Optional[np.ndarray], s: Spec) -> AucData:
-    """The exact one-vs-rest data of a multiclass chunk: softmax(x / T) of the counted rows,
-    their one-hot targets and weights."""
+def _add_ovr(auc: AucData, p: Problem, ti: np.ndarray, wc: Optional[np.ndarray], s: Spec) -> None:
+    """Append the exact one-vs-rest data of a multiclass chunk to ``auc``: softmax(x / T) of the
+    counted rows, their one-hot targets and weights."""
     from ._post import softmax
     x2 = np.moveaxis(p.x, p.ax, -1).reshape(-1, p.c)
     t2 = ti.reshape(-1)
@@ -101,5 +113,4 @@ def _ovr_data(p: Problem, ti: np.ndarray, wc: Optional[np.ndarray], s: Spec) -> 
     z = x2 if s.temperature == 1.0 else np.asarray(x2, np.float64) / s.temperature
     prob = np.asarray(softmax(z, axis=-1, dtype=np.float64), dtype=np.float64)
     onehot = t2[:, None] == np.arange(p.c)[None, :]
-    w = [np.ones(int(keep.sum()))] if wc is None else [wc.reshape(-1)[keep].copy()]
-    return AucData([prob], [onehot], w)
+    auc.add(prob, onehot, None if wc is None else wc.reshape(-1)[keep])

@@ -165,10 +165,14 @@ class Scorer:
             g = check_group(group, p.row_shape)
             _score_state.partial_check(p, spec, origin)
             new_groups = {key: _score_state.partial(sub, spec) for key, sub in _split(p, g)}
-            merged = dict(self._groups or {})
+            # every group's rows are scored: nothing can fail from here on
+            groups = self._groups if self._groups is not None else {}
             for key, st in new_groups.items():
-                merged[key] = merged[key].merge(st) if key in merged else st
-            self._groups = merged
+                if key in groups:
+                    groups[key].add(st)
+                else:
+                    groups[key] = st
+            self._groups = groups
         else:
             # in place: partial checks everything first and the kernel merges only on success
             self._state = _score_state.partial(p, spec, origin, into=self._state)
@@ -192,12 +196,18 @@ class Scorer:
         if self._spec is None:
             self._task, self._c, self._spec, self._grouped = other._task, other._c, other._spec, other._grouped
         if other._state is not None:
-            self._state = other._state.copy() if self._state is None else self._state.merge(other._state)
+            if self._state is None:
+                self._state = other._state.copy()
+            else:
+                self._state.add(other._state)
         if other._groups is not None:
-            merged = dict(self._groups or {})
+            groups = self._groups if self._groups is not None else {}
             for key, st in other._groups.items():
-                merged[key] = merged[key].merge(st) if key in merged else st.copy()
-            self._groups = merged
+                if key in groups:
+                    groups[key].add(st)
+                else:
+                    groups[key] = st.copy()
+            self._groups = groups
         return self
 
     # ------------------------------------------------------------------ compute
@@ -206,9 +216,11 @@ class Scorer:
         """The state of every row (grouped: the merge of the groups' states, in key order)."""
         if self._spec is None:
             return None
-        state = self._state if self._state is not None else ScoreState.empty(self._spec)
-        for key in sorted(self._groups or {}):
-            state = state.merge((self._groups or {})[key])
+        if not self._groups:
+            return self._state if self._state is not None else ScoreState.empty(self._spec)
+        state = self._state.copy() if self._state is not None else ScoreState.empty(self._spec)
+        for key in sorted(self._groups):
+            state.add(self._groups[key])
         return state
 
     def compute(self) -> Dict[str, Any]:
@@ -275,7 +287,8 @@ class Scorer:
         self.__dict__.update(Scorer.from_state_dict(d).__dict__)
 
     def __repr__(self) -> str:
-        n = 0 if self._spec is None else (self._merged() or ScoreState(np.zeros(0), 0)).n_rows
+        states = ([] if self._state is None else [self._state]) + list((self._groups or {}).values())
+        n = sum(st.n_rows for st in states)
         return f"Scorer(task={self._task!r}, num_classes={self._c!r}, rows={n})"
 
 
@@ -358,7 +371,7 @@ def _decode_auc(a: Dict[str, Any], spec: Spec) -> AucData:
         w = np.asarray(w, dtype=np.float64)
         if w.shape != (s.shape[0],):
             raise ValueError("state_dict: auc: expected one weight per kept row")
-    return AucData([s.copy()], [y.copy()], [] if w is None else [w.copy()])
+    return AucData.of_arrays(s, y, w)
 
 
 def nan_to_none(v: Any) -> Any:
