@@ -24,9 +24,10 @@ T_RANGE = 1e6
 _LOG_T_TOL = 1e-8
 
 
-def slope_spec(temperature: float) -> Spec:
-    """fit_temperature's sums: the weight and the gap E_p[z] - z_y at one temperature."""
-    return Spec((), 1, 1, temperature, False, False, (1 << _score_check._W) | (1 << _score_check._GAP))
+def slope_spec(temperature: float, ignore_index: int) -> Spec:
+    """fit_temperature's sums: the weight and the gap E_p[z] - z_y at one temperature, over the
+    rows whose target is not ``ignore_index``."""
+    return Spec((), 1, 1, temperature, False, False, (1 << _score_check._W) | (1 << _score_check._GAP), ignore_index)
 
 
 def slope(temperature: float, state: ScoreState) -> float:
@@ -104,6 +105,6 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
 
     def derivative(u: float) -> float:
         t = math.exp(-u)
-        return slope(t, _kept.run(p, slope_spec(t), ignore))
+        return slope(t, _kept.run(p, slope_spec(t, ignore)))
 
     return search(derivative)

@@ -142,9 +142,9 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
 # --------------------------------------------------------------------------- fit_temperature
 
 def _kept_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], origin: Tuple[int, ...],
-               p: "_score_check.Problem", s: "_score_check.Spec", ignore_index: int) -> "_score_state.ScoreState":
+               p: "_score_check.Problem", s: "_score_check.Spec") -> "_score_state.ScoreState":
     c = _score_check.check(x, t, p.task, p.ax, w)
-    return _kept.partial(c, s, ignore_index, origin if p.task == "multilabel" else _drop(origin, p.ax))
+    return _kept.partial(c, s, origin if p.task == "multilabel" else _drop(origin, p.ax))
 
 
 def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None,
@@ -182,8 +182,8 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
 
     def derivative(u: float) -> float:
         temp = math.exp(-u)
-        s = _temperature.slope_spec(temp)
-        return _temperature.slope(temp, _merged(_kept_task, blocks, _score_state.ScoreState.empty(s), p, s, ignore))
+        s = _temperature.slope_spec(temp, ignore)
+        return _temperature.slope(temp, _merged(_kept_task, blocks, _score_state.ScoreState.empty(s), p, s))
 
     return _temperature.search(derivative)
 
