@@ -10,9 +10,10 @@ How the streaming stays exact and cheap:
   result is bitwise the same for every ``chunk_rows``, thread count and Dask chunking.
 - Pages of a read-only memmap are handed back to the OS after each chunk, so the resident
   memory of scoring a file larger than RAM stays at about one chunk.
-- ``roc_auc`` needs every score at once (it sorts them): it keeps one score, one label and one
-  weight per row and label, so its memory grows with the number of rows (N, or N x L for
-  multilabel). The other metrics use memory independent of N.
+- ``roc_auc`` needs every score at once (it sorts them): it keeps one score and one label per
+  row and label (and a weight per row once a weighted row came), so its memory grows with the
+  number of rows (N, or N x L for multilabel), in buffers that grow in place (``_auc``). The
+  other metrics use memory independent of N.
 
 The reduction's internal interface, shared by ``score``, the ``Scorer`` (``_scorer``),
 ``fit_temperature`` (``_temperature``), ``calibration_curve`` and ``fastlogits.dask``, lives in
