@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+
 def _label_last(a: np.ndarray, ax: int) -> np.ndarray:
     """``a`` with the label axis last (itself when it already is: moveaxis costs a chunk's
     worth of Python overhead when chunks are small)."""
