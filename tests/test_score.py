@@ -298,9 +298,12 @@ def test_bitwise_for_chunk_rows_and_threads(case):
     old = fl.get_num_threads()
     results = []
     try:
+        # chunks of one row each (a kernel call per row: one block, so one thread whatever the count)
+        fl.set_num_threads(1)
+        results.append(fl.score(x, y, sample_weight=w, chunk_rows=1, temperature=0.9, **kw))
         for threads in (1, 2, 3):
             fl.set_num_threads(threads)
-            for chunk_rows in (None, 1, 777, 5000, 10**9):
+            for chunk_rows in (None, 777, 5000, 10**9):
                 r = fl.score(x, y, sample_weight=w, chunk_rows=chunk_rows, temperature=0.9, **kw)
                 results.append(r)
     finally:
