@@ -303,6 +303,21 @@ def test_state_dict_and_pickle_round_trips():
         fl.Scorer.from_state_dict({"format": "x"})
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_state_dict_keeps_half_precision_scores(dtype):
+    """Regression: the exact ranking metrics keep the logits in their own dtype, and a state
+    holding bfloat16 scores was refused by from_state_dict (and so by pickle, and by
+    fastlogits.dask on a distributed cluster): 'expected (rows, C) float scores'."""
+    dt = pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else np.float16
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(200, 3)).astype(dt)
+    y = rng.random((200, 3)) < 0.4
+    s = fl.Scorer(metrics=["count", "roc_auc", "average_precision"])
+    s.update(x, y)
+    _same(fl.Scorer.from_state_dict(s.state_dict()).compute(), s.compute())
+    _same(pickle.loads(pickle.dumps(s)).compute(), fl.score(x, y, metrics=["count", "roc_auc", "average_precision"]))
+
+
 def test_empty_reset_and_inference():
     s = fl.Scorer()
     assert s.compute() == {"count": 0}

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _rsum, _score_check, _score_finish, _score_state
 from ._auc import AucData
-from ._input import as_array
+from ._input import as_array, is_bfloat16
 from ._score_check import Problem, Spec
 from ._score_state import ScoreState
 
@@ -365,7 +365,8 @@ def _decode(d: Dict[str, Any], spec: Spec) -> ScoreState:
 
 def _decode_auc(a: Dict[str, Any], spec: Spec) -> AucData:
     s, y, w = np.asarray(a["scores"]), np.asarray(a["labels"]), a["weights"]
-    if s.ndim != 2 or s.shape[1] != spec.c or s.dtype.kind != "f" or y.shape != s.shape or y.dtype != bool:
+    floats = s.dtype.kind == "f" or is_bfloat16(s.dtype)  # the scores are kept in the logits' dtype
+    if s.ndim != 2 or s.shape[1] != spec.c or not floats or y.shape != s.shape or y.dtype != bool:
         raise ValueError("state_dict: auc: expected (rows, C) float scores and bool labels")
     if w is not None:
         w = np.asarray(w, dtype=np.float64)
