@@ -40,9 +40,11 @@ typedef struct {
 #define FL_RSUM_WORDS 8
 typedef struct { int64_t w[FL_RSUM_WORDS]; } fl_rsum;
 
-/* ISA-independent, in fl_rsum.c: merge other[i] into into[i], finalize s[i] into out[i],
- * deposit the n values x[0], x[stride], ... into *s; fl_rsum_check_n returns the index of the
- * first state no deposit could have made (states may come from users), or -1 */
+/* ISA-independent, in fl_rsum.c: make s[i] the state of an empty sum, merge other[i] into
+ * into[i], finalize s[i] into out[i], deposit the n values x[0], x[stride], ... into *s;
+ * fl_rsum_check_n returns the index of the first state no deposit could have made (states may
+ * come from users), or -1 */
+void fl_rsum_init_n(fl_rsum *s, int64_t n);
 void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n);
 void fl_rsum_value_n(const fl_rsum *s, double *out, int64_t n);
 void fl_rsum_add_n(fl_rsum *s, const double *x, int64_t n, int64_t stride);

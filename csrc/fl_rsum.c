@@ -3,6 +3,11 @@
  * integers, so every ISA build of the kernels and this file agree on them bit for bit. */
 #include "fl_rsum.h"
 
+void fl_rsum_init_n(fl_rsum *s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) fl_rsum_init(&s[i]);
+}
+
 void fl_rsum_merge_n(fl_rsum *into, const fl_rsum *other, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) fl_rsum_merge(&into[i], &other[i]);

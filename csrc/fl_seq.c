@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "fastlogits.h"
+#include "fl_atomic.h"
 #include "fl_kernels.h"
 #include "fl_lse_row.h"
 #include "fl_rowio.h"
@@ -50,7 +51,7 @@ typedef struct {
     int64_t rpb;      /* rows per block */
     int f64;
     fl_seq_part *slot;
-    int failed;
+    fl_atomic_int failed;   /* set by a task that could not allocate (several may, at once) */
 } fl_seq_ctx;
 
 typedef struct { double logp; int greedy; } fl_seq_row;
@@ -210,7 +211,7 @@ static void fl_seq_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
     p->count = (int64_t *)calloc(n, sizeof(int64_t));
     p->greedy = (uint8_t *)malloc(n);
     if (!scratch || !p->sum || !p->count || !p->greedy) {
-        ctx->failed = 1;
+        fl_atomic_store(&ctx->failed, 1);
         free(scratch);
         return;
     }
@@ -239,7 +240,7 @@ int FL_FN(sequence_scores)(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, in
     fl_stripes_run(nb, ns, fl_seq_task, &ctx);
     for (int64_t i = 0; i < ns; i++) {
         fl_seq_part *p = &ctx.slot[i];
-        if (!ctx.failed) {
+        if (!fl_atomic_load(&ctx.failed)) {
             for (int64_t j = 0; j < p->n; j++) {
                 fl_rsum_merge(&logprob[p->first + j], &p->sum[j]);
                 count[p->first + j] += p->count[j];
@@ -252,5 +253,5 @@ int FL_FN(sequence_scores)(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, in
         free(p->greedy);
     }
     free(ctx.slot);
-    return ctx.failed ? FL_ENOMEM : FL_OK;
+    return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
 }

@@ -457,6 +457,22 @@ def test_invalid_targets_raise_before_anything_is_written(bad, pos, msg):
         R.bce_with_logits(x, np.array([[0, 1], [1, 2]]))
 
 
+@pytest.mark.parametrize("dtype, value, shown", [
+    (np.int64, 2, "2"), (np.uint8, 255, "255"), (np.float32, 1.5, "1.5"), (np.float64, np.nan, "nan"),
+    (np.float16, -0.5, "-0.5"), ("bfloat16", 3.0, "3.0"),
+])
+def test_a_bad_target_is_shown_as_a_plain_number(dtype, value, shown):
+    """Regression: the message showed the NumPy scalar's repr (``got np.int64(2)``)."""
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    y = np.zeros((2, 3), dtype=dtype)
+    y[1, 2] = value
+    for f in (fl.bce_with_logits, fl.sigmoid_focal_loss):
+        with pytest.raises(ValueError) as ei:
+            f(np.zeros((2, 3), np.float32), y)
+        assert str(ei.value).endswith(f", got {shown} at position (1, 2)"), str(ei.value)
+
+
 def test_argument_errors():
     x = np.zeros((4, 3))
     y = np.zeros((4, 3))

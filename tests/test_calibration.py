@@ -180,6 +180,27 @@ def test_fit_temperature_warns_on_a_search_bound():
     assert t == pytest.approx(ref.fit_temperature(x, y2), rel=1e-6)
 
 
+def test_only_the_given_ignore_index_is_ignored():
+    """Regression: with ignore_index=7, a target of -100 (the default ignore_index) was
+    silently left out instead of being an out-of-range class index, as cross_entropy says."""
+    x, y = _data("multiclass", n=300, seed=6)
+    bad = y.copy()
+    bad[11] = -100
+    bad[::5] = 7
+    with pytest.raises(IndexError, match=r"class index -100 at position \(11,\)"):
+        fl.cross_entropy(x, bad, ignore_index=7)
+    with pytest.raises(IndexError, match=r"class index -100 at position \(11,\)"):
+        fl.calibration_curve(x, bad, ignore_index=7)
+    with pytest.raises(IndexError, match=r"class index -100 at position \(11,\)"):
+        fl.fit_temperature(x, bad, ignore_index=7)
+    keep = bad != 7
+    ok = np.where(keep, y, 7)
+    want = fl.calibration_curve(x[keep], y[keep])
+    for key, v in fl.calibration_curve(x, ok, ignore_index=7).items():
+        np.testing.assert_array_equal(v, want[key], err_msg=key)
+    assert fl.fit_temperature(x, ok, ignore_index=7) == fl.fit_temperature(x[keep], y[keep])
+
+
 def test_fit_temperature_ignore_index_matches_reference():
     x, y = _data("multiclass", n=800, seed=10)
     y = np.where(np.arange(800) % 5 == 0, -100, y)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastlogits as fl
-from fastlogits import _bce, _ce, _score
+from fastlogits import _bce, _ce, _score_check, _score_finish, _score_state
 
 RNG = np.random.default_rng(2018)
 
@@ -160,13 +160,13 @@ def test_score_any_split_merge_chunk_rows_and_threads(task, weighted):
     want = with_threads(lambda: fl.score(x, y, sample_weight=w, **kw))
     for chunk_rows in (1, 7, 999, 4096, None):
         same(fl.score(x, y, sample_weight=w, chunk_rows=chunk_rows, **kw), want)
-    p = _score.check(x, y, None, -1, w)
-    s = _score.spec(p, None, kw.get("k", 5), kw.get("bins", 15), kw.get("temperature", 1.0))
+    p = _score_check.check(x, y, None, -1, w)
+    s = _score_check.spec(p, None, kw.get("k", 5), kw.get("bins", 15), kw.get("temperature", 1.0))
     for _ in range(4):
         b = cuts(n, RNG)
-        states = [_score.partial(_score.check(x[lo:hi], y[lo:hi], p.task, -1, None if w is None else w[lo:hi]), s)
+        states = [_score_state.partial(_score_check.check(x[lo:hi], y[lo:hi], p.task, -1, None if w is None else w[lo:hi]), s)
                   for lo, hi in zip(b[:-1], b[1:])]
-        same(_score.finish(p, s, tree_merge(states, RNG)), want)
+        same(_score_finish.finish(p, s, tree_merge(states, RNG)), want)
 
 
 def test_fit_temperature_same_for_every_thread_count():

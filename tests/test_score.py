@@ -11,7 +11,12 @@ is tiny and only known to that), ece 32 eps absolute (a sum of cancelling per-bi
 in [0, 1]), accuracy, top_k_accuracy and roc_auc 64 float64 eps (+ n * 2**-96) relative
 (ratios of weight sums). Counts exactly. scikit-learn is an optional oracle: the tests that use it skip without it.
 """
+import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -293,9 +298,12 @@ def test_bitwise_for_chunk_rows_and_threads(case):
     old = fl.get_num_threads()
     results = []
     try:
+        # chunks of one row each (a kernel call per row: one block, so one thread whatever the count)
+        fl.set_num_threads(1)
+        results.append(fl.score(x, y, sample_weight=w, chunk_rows=1, temperature=0.9, **kw))
         for threads in (1, 2, 3):
             fl.set_num_threads(threads)
-            for chunk_rows in (None, 1, 777, 5000, 10**9):
+            for chunk_rows in (None, 777, 5000, 10**9):
                 r = fl.score(x, y, sample_weight=w, chunk_rows=chunk_rows, temperature=0.9, **kw)
                 results.append(r)
     finally:
@@ -319,6 +327,55 @@ def test_memmap_input_matches_in_memory(tmp_path):
     seen = []
     fl.score(xm, ym, chunk_rows=1000, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (5000, 5000) and len(seen) >= 2 and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
+
+
+# the child of the bounded-memory test: scores the file, prints its result and its peak RSS
+# (VmHWM: the high-water mark of its own address space, which exec started afresh)
+_SCORE_CHILD = """
+import json, sys
+import numpy as np, fastlogits as fl
+x = np.load(sys.argv[1], mmap_mode="r")
+y = np.load(sys.argv[2], mmap_mode="r")
+r = fl.score(x, y, per_class=sys.argv[3] == "per_class")
+with open("/proc/self/status") as f:
+    hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+cm = r.pop("confusion_matrix", None)
+print(json.dumps({"count": r["count"], "cm_total": None if cm is None else float(cm.sum()), "hwm": hwm}))
+"""
+
+
+def _write_logits_npy(path, n, c, seed=0, rows=16384):
+    """A float32 .npy of normal logits, written a block of rows at a time (never whole in memory)."""
+    import io
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (n, c)})
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        f.write(header.getvalue())
+        for lo in range(0, n, rows):
+            f.write((rng.standard_normal((min(rows, n - lo), c), dtype=np.float32) * 3).tobytes())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak RSS from /proc")
+def test_a_2gb_file_scores_under_300mb():
+    """Issue 20: a 2 GB float32 file (524,288 x 1000) scores under 300 MB of peak RSS, with the
+    default metrics and with the per-class block, in a fresh process reading a memmap."""
+    if os.environ.get("FASTLOGITS_SANITIZED") == "1":
+        pytest.skip("memory bound not measurable under AddressSanitizer (shadow memory, quarantine)")
+    n, c = 524_288, 1000
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        xp, yp = os.path.join(d, "x.npy"), os.path.join(d, "y.npy")
+        _write_logits_npy(xp, n, c)
+        np.save(yp, np.random.default_rng(1).integers(0, c, n))
+        assert os.path.getsize(xp) > 2 * 10**9
+        for mode in ("default", "per_class"):
+            r = subprocess.run([sys.executable, "-c", _SCORE_CHILD, xp, yp, mode], capture_output=True, text=True,
+                               timeout=900)
+            assert r.returncode == 0, r.stderr
+            got = json.loads(r.stdout)
+            assert got["count"] == n and got["cm_total"] == (n if mode == "per_class" else None), got
+            assert got["hwm"] < 300 * 2**20, f"{mode}: peak RSS {got['hwm'] / 2**20:.0f} MB"
 
 
 def test_every_simd_path_agrees_with_reference():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastlogits as fl
+from fastlogits import _score_check
 from arrays import class_targets
 
 PER_CLASS_KEYS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1", "balanced_accuracy",
@@ -196,7 +197,7 @@ def test_bitwise_over_splits_merge_trees_and_threads(weighted, auc_bins):
     w = w if weighted else None
     g = np.random.default_rng(1).integers(0, 3, 1200)
     kw = dict(per_class=True, auc_bins=auc_bins,
-              metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr", "average_precision_ovr"])
+              metrics=list(_score_check.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr", "average_precision_ovr"])
     whole = fl.Scorer(**kw)
     whole.update(x, y, sample_weight=w, group=g)
     expected = whole.compute()
@@ -302,6 +303,21 @@ def test_state_dict_and_pickle_round_trips():
         fl.Scorer.from_state_dict({"format": "x"})
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_state_dict_keeps_half_precision_scores(dtype):
+    """Regression: the exact ranking metrics keep the logits in their own dtype, and a state
+    holding bfloat16 scores was refused by from_state_dict (and so by pickle, and by
+    fastlogits.dask on a distributed cluster): 'expected (rows, C) float scores'."""
+    dt = pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else np.float16
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(200, 3)).astype(dt)
+    y = rng.random((200, 3)) < 0.4
+    s = fl.Scorer(metrics=["count", "roc_auc", "average_precision"])
+    s.update(x, y)
+    _same(fl.Scorer.from_state_dict(s.state_dict()).compute(), s.compute())
+    _same(pickle.loads(pickle.dumps(s)).compute(), fl.score(x, y, metrics=["count", "roc_auc", "average_precision"]))
+
+
 def test_empty_reset_and_inference():
     s = fl.Scorer()
     assert s.compute() == {"count": 0}
@@ -348,6 +364,83 @@ def test_merge_checks_the_configuration():
         d.merge(a)
 
 
+class _CountingNumpy:
+    """NumPy as ``fastlogits._auc`` sees it, adding up the elements of every array its
+    array-making functions return: what keeping the scores costs in copies."""
+
+    MAKERS = ("array", "asarray", "ascontiguousarray", "concatenate", "copy", "empty", "zeros", "ones", "full",
+              "resize", "append", "stack", "vstack", "hstack")
+
+    def __init__(self):
+        self.elements = 0
+
+    def __getattr__(self, name):
+        f = getattr(np, name)
+        if name not in self.MAKERS:
+            return f
+
+        def counted(*args, **kwargs):
+            out = f(*args, **kwargs)
+            self.elements += int(np.size(out))
+            return out
+        return counted
+
+
+def test_kept_scores_grow_in_linear_work(monkeypatch):
+    """Regression: the exact ranking metrics kept their scores as lists of chunks, joined into
+    one array every 64 chunks, so N rows streamed in chunks of m rows were copied about
+    N / (128 m) times each: quadratic in the number of updates and of merges (fl.score over a
+    memmap with a small chunk_rows, fastlogits.dask's driver merging the blocks' Scorers).
+    They now grow in place: every kept row is copied a bounded number of times. Counted: the
+    elements of the arrays NumPy makes for the kept scores (a score and a label per row here;
+    the old code made about 48 per row over these 2000 updates, and as many over 2000 merges)."""
+    from fastlogits import _auc
+    rng = np.random.default_rng(12)
+    n, m = 20000, 10
+    x = rng.normal(size=n)
+    y = rng.random(n) < 0.3
+    kw = dict(metrics=["roc_auc", "average_precision"])
+    want = fl.score(x, y, **kw)
+    parts = []
+    for lo in range(0, n, m):
+        part = fl.Scorer(**kw)
+        part.update(x[lo:lo + m], y[lo:lo + m])
+        parts.append(part)
+    counting = _CountingNumpy()
+    monkeypatch.setattr(_auc, "np", counting)
+    streamed = fl.Scorer(**kw)
+    for lo in range(0, n, m):
+        streamed.update(x[lo:lo + m], y[lo:lo + m])
+    assert counting.elements <= 16 * n, f"{counting.elements / n:.1f} elements per row over {n // m} updates"
+    counting.elements = 0
+    merged = fl.Scorer(**kw)
+    for part in parts:
+        merged.merge(part)
+    assert counting.elements <= 16 * n, f"{counting.elements / n:.1f} elements per row over {n // m} merges"
+    monkeypatch.undo()
+    assert streamed.compute() == want and merged.compute() == want
+
+
+def test_merge_shares_no_array_with_the_other_scorer():
+    """Regression: merging a Scorer that had weighted rows into one that had none took the
+    other's weighted confusion states as they were (the same array), so the next weighted
+    update of the first added its rows to the second Scorer too."""
+    x, y, w = _data(n=60, c=4, seed=21)
+    a = fl.Scorer(per_class=True)
+    a.update(x[:20], y[:20])
+    b = fl.Scorer(per_class=True)
+    b.update(x[20:40], y[20:40], sample_weight=w[20:40])
+    before = b.compute()
+    a.merge(b)
+    a.update(x[40:], y[40:], sample_weight=w[40:])
+    _same(b.compute(), before)
+    one = fl.Scorer(per_class=True)
+    one.update(x[:20], y[:20])
+    one.update(x[20:40], y[20:40], sample_weight=w[20:40])
+    one.update(x[40:], y[40:], sample_weight=w[40:])
+    _same(a.compute(), one.compute())
+
+
 def test_argument_errors():
     with pytest.raises(ValueError, match="auc_bins"):
         fl.Scorer(auc_bins=1)
@@ -369,7 +462,7 @@ def test_dask_distributed_uneven_chunks():
     x, y, w = _data(n=2000, c=6, seed=13)
     y[::9] = -100
     g = np.random.default_rng(3).integers(0, 3, 2000)
-    kw = dict(per_class=True, auc_bins=16, metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
+    kw = dict(per_class=True, auc_bins=16, metrics=list(_score_check.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
     expected = fl.score(x, y, sample_weight=w, group=g, **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             distributed.Client(cl):
@@ -383,7 +476,7 @@ def test_dask_any_chunking():
     import fastlogits.dask as fld
     x, y, w = _data(n=500, c=5, seed=14)
     y[::7] = -100
-    kw = dict(per_class=True, metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
+    kw = dict(per_class=True, metrics=list(_score_check.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
     expected = fl.score(x, y, sample_weight=w, **kw)
     got = fld.score(da.from_array(x, chunks=((3, 250, 247), 5)), y, sample_weight=w, **kw)
     _same(got, expected)

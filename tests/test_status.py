@@ -65,7 +65,7 @@ def test_ebadtarget_is_a_value_error_from_the_kernel():
         _core.check_binary_target(spec_y, (4, 1, 3))
     assert issubclass(_core.BadTargetError, ValueError)
     # the public function turns it into a message naming the value and its position
-    with pytest.raises(ValueError, match=r"target: expected 0 or 1 \(integer targets\), got .*2\)? at position \(2, 1\)"):
+    with pytest.raises(ValueError, match=r"target: expected 0 or 1 \(integer targets\), got 2 at position \(2, 1\)"):
         fl.bce_with_logits(x, y)
-    with pytest.raises(ValueError, match=r"got .*2\)? at position \(2, 1\)"):
+    with pytest.raises(ValueError, match=r"got 2 at position \(2, 1\)"):
         fl.bce_with_logits_and_grad(x, y, grad_out=np.empty_like(x))

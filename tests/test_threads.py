@@ -53,7 +53,12 @@ def test_forced_isa_falls_back_with_a_warning():
     assert out.strip() == "scalar"
 
 
-@pytest.mark.parametrize("func", [fl.logsumexp, fl.predict], ids=["logsumexp", "predict"])
+def _sequence_scores(x):
+    return fl.sequence_scores(x[None], np.zeros((1, x.shape[0]), np.int64))
+
+
+@pytest.mark.parametrize("func", [fl.logsumexp, fl.predict, _sequence_scores],
+                         ids=["logsumexp", "predict", "sequence_scores"])
 def test_allocation_failure_in_every_task_at_once(threads, func):
     """Every task of the pool fails to allocate its scratch row at the same moment (a class axis
     of 2**40 zero-stride elements): each records the failure (an atomic flag, which the

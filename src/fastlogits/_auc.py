@@ -4,20 +4,18 @@ sklearn.metrics.average_precision_score), and the scores, labels and weights the
 collected chunk by chunk (binary and multilabel: the logits; multiclass one-vs-rest: the
 probabilities, with one-hot labels).
 
-The AUC needs every score at once, so ``AucData`` keeps one score, label and weight per row and
-label: its memory grows with the number of rows. ``AucData.merge`` concatenates; the AUC sorts
-the pairs into an order that depends only on their multiset (by score, then label, then
-weight), so the result is bitwise the same for any split into chunks and any order of merging.
+The AUC needs every score at once, so ``AucData`` keeps one score and label per row and label
+(and one weight per row, once a weighted row came): its memory grows with the number of rows.
+They are kept in buffers that grow geometrically, so streaming N rows costs O(N) copies
+whatever the number of chunks, updates and merges. The AUC sorts the pairs into an order that
+depends only on their multiset (by score, then label, then weight), so the result is bitwise
+the same for any split into chunks and any order of merging.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
-
-
-_MAX_PIECES = 64
 
 
 def _label_last(a: np.ndarray, ax: int) -> np.ndarray:
@@ -26,41 +24,89 @@ def _label_last(a: np.ndarray, ax: int) -> np.ndarray:
     return a if ax == a.ndim - 1 else np.moveaxis(a, ax, -1)
 
 
-@dataclass
-class AucData:
-    """Scores (rows x labels), labels and row weights (1 when unweighted) of some rows, as
-    lists of chunks."""
+def _kept_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
+    """The dtype that keeps scores of dtypes ``a`` and ``b``: their own when they agree, else
+    float64 (every float dtype converts to it exactly, so the AUC, which ranks the scores as
+    float64, is the same however the rows were split)."""
+    return a if a == b else np.dtype(np.float64)
 
-    scores: List[np.ndarray] = field(default_factory=list)
-    labels: List[np.ndarray] = field(default_factory=list)
-    weights: List[np.ndarray] = field(default_factory=list)
+
+class AucData:
+    """Scores (rows x labels), labels and row weights (None while every weight is 1) of some
+    rows: ``add`` appends in place; ``copy`` owns its arrays."""
+
+    def __init__(self) -> None:
+        self.n = 0                                  # rows kept
+        self._s: Optional[np.ndarray] = None        # (capacity, labels) scores
+        self._y: Optional[np.ndarray] = None        # (capacity, labels) bool labels
+        self._w: Optional[np.ndarray] = None        # (capacity,) float64 weights, once one is not implied 1
 
     @classmethod
-    def of(cls, x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], ax: int) -> "AucData":
-        """The data of a chunk: logits ``x`` and bool labels ``t`` with the label axis ``ax``,
+    def of_arrays(cls, s: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> "AucData":
+        """Data holding copies of scores ``s`` (rows x labels), bool labels ``y`` and weights
+        ``w`` (None: all 1)."""
+        d = cls()
+        d.add(s, y, w)
+        return d
+
+    def add(self, s: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> None:
+        """Append rows, in place: scores ``s`` (rows x labels), bool labels ``y`` of the same
+        shape, row weights ``w`` (None: all 1)."""
+        m = s.shape[0]
+        self._reserve(self.n + m, s.shape[1], s.dtype, w is not None)
+        assert self._s is not None and self._y is not None  # reserved
+        lo, hi = self.n, self.n + m
+        self._s[lo:hi] = s
+        self._y[lo:hi] = y
+        if self._w is not None:
+            self._w[lo:hi] = 1.0 if w is None else w
+        self.n = hi
+
+    def add_logits(self, x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], ax: int) -> None:
+        """Append a chunk of logits ``x`` and bool labels ``t`` with the label axis ``ax``,
         row weights ``w`` (None: all 1)."""
         c = x.shape[ax]
-        rows = _label_last(x, ax).reshape(-1, c).copy()
-        ww = np.ones(rows.shape[0]) if w is None else np.asarray(w, dtype=np.float64).reshape(-1).copy()
-        return cls([rows], [_label_last(t, ax).reshape(-1, c).copy()], [ww])
+        self.add(_label_last(x, ax).reshape(-1, c), _label_last(t, ax).reshape(-1, c),
+                 None if w is None else np.asarray(w, dtype=np.float64).reshape(-1))
 
-    def merge(self, other: "AucData") -> "AucData":
-        """The data of both (new lists; many chunks are joined into one array, so merging
-        chunk after chunk costs O(rows) per merge, not O(chunks))."""
-        m = AucData(self.scores + other.scores, self.labels + other.labels, self.weights + other.weights)
-        if len(m.scores) > _MAX_PIECES:
-            m = AucData([np.concatenate(m.scores)], [np.concatenate(m.labels)], [np.concatenate(m.weights)])
-        return m
+    def merge_from(self, other: "AucData") -> None:
+        """Append the rows of ``other``, in place."""
+        if other.n:
+            s, y, w = other._views()
+            self.add(s, y, w)
 
-    @property
-    def n_bytes(self) -> int:
-        return sum(a.nbytes for a in self.scores + self.labels + self.weights)
+    def copy(self) -> "AucData":
+        """Data owning copies of these rows."""
+        d = AucData()
+        d.merge_from(self)
+        return d
+
+    def _reserve(self, rows: int, c: int, dtype: np.dtype, weighted: bool) -> None:
+        """Room for ``rows`` rows of ``c`` labels and scores of ``dtype``, weights if ``weighted``."""
+        if self._s is None or self._y is None:
+            self._s, self._y = np.empty((rows, c), dtype), np.empty((rows, c), bool)
+        cap = self._s.shape[0]
+        kept = _kept_dtype(self._s.dtype, dtype)
+        if rows > cap or kept != self._s.dtype:
+            # a full buffer grows by half at least: every row is moved O(1) times, amortised
+            cap = max(rows, cap + cap // 2) if rows > cap else cap
+            self._s = _moved(self._s, self.n, cap, kept)
+            self._y = _moved(self._y, self.n, cap, np.dtype(bool))
+            if self._w is not None:
+                self._w = _moved(self._w, self.n, cap, np.dtype(np.float64))
+        if weighted and self._w is None:
+            self._w = np.empty(cap, np.float64)
+            self._w[:self.n] = 1.0
+
+    def _views(self) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        assert self._s is not None and self._y is not None  # n > 0
+        return self._s[:self.n], self._y[:self.n], None if self._w is None else self._w[:self.n]
 
     def arrays(self, c: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        """Every kept score (rows x labels), label and weight (None: all 1), concatenated."""
-        s = np.concatenate(self.scores) if self.scores else np.zeros((0, c))
-        y = np.concatenate(self.labels) if self.labels else np.zeros((0, c), bool)
-        w = np.concatenate(self.weights) if self.weights else None
+        """Every kept score (rows x labels), label and weight (None: all 1), as views."""
+        if not self.n:
+            return np.zeros((0, c)), np.zeros((0, c), bool), None
+        s, y, w = self._views()
         return s, y, None if w is None or np.all(w == 1.0) else w
 
     def per_label(self, c: int, name: str) -> np.ndarray:
@@ -78,6 +124,13 @@ class AucData:
             return float(vals[0])
         vals = vals[~np.isnan(vals)]
         return float(np.mean(vals)) if vals.size else float("nan")
+
+
+def _moved(a: np.ndarray, n: int, rows: int, dtype: np.dtype) -> np.ndarray:
+    """A buffer of ``rows`` rows of ``dtype`` holding the first ``n`` rows of ``a``."""
+    out = np.empty((rows,) + a.shape[1:], dtype)
+    out[:n] = a[:n]
+    return out
 
 
 def _grouped(scores: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]

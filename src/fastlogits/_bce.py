@@ -79,8 +79,10 @@ def _target_error(t: np.ndarray, origin: Sequence[int] = ()) -> ValueError:
         expected = "values in [0, 1] (float targets)"
     pos = np.unravel_index(int(np.argmax(bad)), t.shape) if t.ndim else ()
     value = t[pos] if t.ndim else t[()]
+    # the plain number (2, 1.5, nan), not the NumPy scalar's repr (np.int64(2))
+    shown = float(value) if is_bfloat16(t.dtype) else value.item()
     where = tuple(int(i) + int(o) for i, o in zip(pos, origin)) if origin else tuple(int(i) for i in pos)
-    return ValueError(f"target: expected {expected}, got {value!r} at position {where}")
+    return ValueError(f"target: expected {expected}, got {shown!r} at position {where}")
 
 
 def _as_weight(weight: Any, name: str, shape: Tuple[int, ...], dtype: np.dtype) -> Optional[np.ndarray]:

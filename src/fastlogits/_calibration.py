@@ -13,10 +13,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _kept, _rsum, _score
+from . import _kept, _rsum, _score, _score_check
 from ._input import int64_value, positive_value
 from ._post import sigmoid
-from ._score import Problem
+from ._score_check import Problem
 
 KINDS = ("top_label", "positive")
 
@@ -43,15 +43,15 @@ def _table(bins: int, weight: np.ndarray, count: np.ndarray, hits: np.ndarray, c
 # --------------------------------------------------------------------------- top label
 
 def _top_label(p: Problem, bins: int, temperature: float, ignore_index: int) -> Dict[str, np.ndarray]:
-    s = _score.spec(p, ("ece",), 1, bins, temperature)
-    state = _kept.run(p, s, ignore_index)
-    weight, hits, conf = np.split(_rsum.value(state.sums)[_score._NSUMS:], 3)
+    s = _score_check.spec(p, ("ece",), 1, bins, temperature, ignore_index=ignore_index)
+    state = _kept.run(p, s)
+    weight, hits, conf = np.split(_rsum.value(state.sums)[_score_check._NSUMS:], 3)
     if p.w is None:
         count = weight
     else:
         # the rows per bin: the same bins without the weights (a second pass)
         unweighted = Problem(p.task, p.x, p.ax, p.t, None, p.row_shape)
-        count = np.split(_rsum.value(_kept.run(unweighted, s, ignore_index).sums)[_score._NSUMS:], 3)[0]
+        count = np.split(_rsum.value(_kept.run(unweighted, s).sums)[_score_check._NSUMS:], 3)[0]
     return _table(bins, weight, count, hits, conf)
 
 
@@ -70,7 +70,7 @@ def _positive_chunk(c: Problem, bins: int, temperature: float, origin: Tuple[int
     """Add a chunk's per-bin weight, weighted positives and weighted p to ``sums`` (bins, 3)
     states and its per-bin element counts to ``count``."""
     x = np.moveaxis(c.x, c.ax, -1)
-    y = _score._binary_labels(c.t, origin)
+    y = _score_check._binary_labels(c.t, origin)
     if c.task == "binary":
         x = x[..., 0]
     else:
@@ -96,12 +96,7 @@ def _positive_chunk(c: Problem, bins: int, temperature: float, origin: Tuple[int
 def _positive(p: Problem, bins: int, temperature: float, ignore_index: int) -> Dict[str, np.ndarray]:
     sums = _rsum.empty((bins, 3))
     count = np.zeros(bins, np.int64)
-    lead_len = p.x.shape[p.lead]
-    t_lead = p.lead if p.task == "multilabel" else 0
-    step = _score._chunk_lead(p, None)
-    for lo in range(0, lead_len, step):
-        c = _score._chunk(p, lo, min(lo + step, lead_len))
-        origin = tuple(lo if d == t_lead else 0 for d in range(p.t.ndim))
+    for c, origin, _, _ in _score._chunks(p, None, None):
         k = _kept.kept(c, ignore_index, origin)
         _positive_chunk(k, bins, temperature, origin if k is c else (), sums, count)
     v = _rsum.value(sums)
@@ -152,7 +147,7 @@ def calibration_curve(logits: Any, target: Any, *, task: Optional[str] = None, a
     ([0, 0, 1, 3], [0.0, 0.667])
     """
     nbins, temp, ignore = _check_options(bins, temperature, ignore_index, kind)
-    p = _score.check(logits, target, task, axis, sample_weight)
+    p = _score_check.check(logits, target, task, axis, sample_weight)
     if kind == "top_label":
         return _top_label(p, nbins, temp, ignore)
     if p.task == "multiclass":

@@ -32,8 +32,8 @@ WORDS: int = _core.RSUM_WORDS
 def empty(shape: Union[int, Tuple[int, ...]] = ()) -> np.ndarray:
     """States of empty sums, of shape ``shape + (WORDS,)``."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    s = np.zeros(shape + (WORDS,), dtype=np.int64)
-    s[..., 0] = 2  # the lowest window (FL_RSUM_TOP_MIN)
+    s = np.empty(shape + (WORDS,), dtype=np.int64)
+    _core.rsum_init(s)
     return s
 
 

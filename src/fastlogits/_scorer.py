@@ -1,6 +1,6 @@
 """``fl.Scorer`` (API section 7): the streaming, mergeable, reproducible state of ``score``.
 
-A Scorer holds the merged ``ScoreState`` (``_score.py``) of every row it was given: sums in
+A Scorer holds the merged ``ScoreState`` (``_score_state.py``) of every row it was given: sums in
 order-independent states (csrc/fl_rsum.h), exact counts, and for the exact ranking metrics the
 kept scores. So ``compute()`` is bitwise the same for every split of the rows into ``update``
 calls, every order of ``merge``, every thread count and every Dask chunking. With ``group=``
@@ -16,10 +16,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _rsum, _score
+from . import _rsum, _score_check, _score_finish, _score_state
 from ._auc import AucData
-from ._input import as_array
-from ._score import Problem, ScoreState, Spec
+from ._input import as_array, is_bfloat16
+from ._score_check import Problem, Spec
+from ._score_state import ScoreState
 
 _FORMAT = "fastlogits.Scorer"
 _VERSION = 1
@@ -28,7 +29,7 @@ _VERSION = 1
 def _check_config(task: Any, num_classes: Any, metrics: Any, k: Any, bins: Any, axis: Any, ignore_index: Any,
                   temperature: Any, per_class: Any, auc_bins: Any) -> Dict[str, Any]:
     """The constructor's arguments, checked and normalised (comparable with ==)."""
-    if task is not None and task not in _score.TASKS:
+    if task is not None and task not in _score_check.TASKS:
         raise ValueError(f"task: expected 'multiclass', 'binary', 'multilabel' or None, got {task!r}")
     if num_classes is not None:
         if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) \
@@ -40,8 +41,8 @@ def _check_config(task: Any, num_classes: Any, metrics: Any, k: Any, bins: Any, 
     if metrics is not None:
         names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else list(metrics)
         for m in names:
-            if m not in _score.ALL_METRICS:
-                raise ValueError(f"metrics: unknown metric {m!r}; valid names are {', '.join(_score.ALL_METRICS)}")
+            if m not in _score_check.ALL_METRICS:
+                raise ValueError(f"metrics: unknown metric {m!r}; valid names are {', '.join(_score_check.ALL_METRICS)}")
         metrics = tuple(dict.fromkeys(names))
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k: expected an int, got {type(k).__name__}")
@@ -49,12 +50,12 @@ def _check_config(task: Any, num_classes: Any, metrics: Any, k: Any, bins: Any, 
         raise ValueError(f"k: expected an int >= 1, got {k!r}")
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"axis: expected an int, got {type(axis).__name__}")
-    nbins, temp = _score._check_scalar_args(bins, temperature, None)
+    nbins, temp = _score_check._check_scalar_args(bins, temperature, None)
     if not isinstance(per_class, (bool, np.bool_)):
         raise TypeError(f"per_class: expected a bool, got {type(per_class).__name__}")
     return {"task": task, "num_classes": num_classes, "metrics": metrics, "k": int(k), "bins": nbins,
-            "axis": int(axis), "ignore_index": _score.check_ignore_index(ignore_index), "temperature": temp,
-            "per_class": bool(per_class), "auc_bins": None if auc_bins is None else _score.check_auc_bins(auc_bins)}
+            "axis": int(axis), "ignore_index": _score_check.check_ignore_index(ignore_index), "temperature": temp,
+            "per_class": bool(per_class), "auc_bins": None if auc_bins is None else _score_check.check_auc_bins(auc_bins)}
 
 
 def _probe(task: str, c: int) -> Problem:
@@ -136,7 +137,7 @@ class Scorer:
 
     def _make_spec(self, p: Problem) -> Spec:
         cfg = self._config
-        return _score.spec(p, cfg["metrics"], cfg["k"], cfg["bins"], cfg["temperature"], per_class=cfg["per_class"],
+        return _score_check.spec(p, cfg["metrics"], cfg["k"], cfg["bins"], cfg["temperature"], per_class=cfg["per_class"],
                            auc_bins=cfg["auc_bins"], ignore_index=cfg["ignore_index"])
 
     # ------------------------------------------------------------------ update
@@ -144,7 +145,7 @@ class Scorer:
     def update(self, logits: Any, target: Any, *, sample_weight: Any = None, group: Any = None) -> None:
         """Add rows (arguments as in :func:`fastlogits.score`; ``group`` an integer array of
         the target's row shape). A rejected update leaves the Scorer unchanged."""
-        p = _score.check(logits, target, self._task, self._config["axis"], sample_weight)
+        p = _score_check.check(logits, target, self._task, self._config["axis"], sample_weight)
         self._update_problem(p, (), group)
 
     def _update_problem(self, p: Problem, origin: Sequence[int], group: Any) -> None:
@@ -162,15 +163,19 @@ class Scorer:
         spec = self._spec if self._spec is not None else self._make_spec(p)
         if grouped:
             g = check_group(group, p.row_shape)
-            _score.partial_check(p, spec, origin)
-            new_groups = {key: _score.partial(sub, spec) for key, sub in _split(p, g)}
-            merged = dict(self._groups or {})
+            _score_state.partial_check(p, spec, origin)
+            new_groups = {key: _score_state.partial(sub, spec) for key, sub in _split(p, g)}
+            # every group's rows are scored: nothing can fail from here on
+            groups = self._groups if self._groups is not None else {}
             for key, st in new_groups.items():
-                merged[key] = merged[key].merge(st) if key in merged else st
-            self._groups = merged
+                if key in groups:
+                    groups[key].add(st)
+                else:
+                    groups[key] = st
+            self._groups = groups
         else:
             # in place: partial checks everything first and the kernel merges only on success
-            self._state = _score.partial(p, spec, origin, into=self._state)
+            self._state = _score_state.partial(p, spec, origin, into=self._state)
         self._task, self._c, self._spec, self._grouped = p.task, c, spec, grouped
 
     # ------------------------------------------------------------------ merge
@@ -191,12 +196,18 @@ class Scorer:
         if self._spec is None:
             self._task, self._c, self._spec, self._grouped = other._task, other._c, other._spec, other._grouped
         if other._state is not None:
-            self._state = other._state.copy() if self._state is None else self._state.merge(other._state)
+            if self._state is None:
+                self._state = other._state.copy()
+            else:
+                self._state.add(other._state)
         if other._groups is not None:
-            merged = dict(self._groups or {})
+            groups = self._groups if self._groups is not None else {}
             for key, st in other._groups.items():
-                merged[key] = merged[key].merge(st) if key in merged else st.copy()
-            self._groups = merged
+                if key in groups:
+                    groups[key].add(st)
+                else:
+                    groups[key] = st.copy()
+            self._groups = groups
         return self
 
     # ------------------------------------------------------------------ compute
@@ -205,9 +216,11 @@ class Scorer:
         """The state of every row (grouped: the merge of the groups' states, in key order)."""
         if self._spec is None:
             return None
-        state = self._state if self._state is not None else ScoreState.empty(self._spec)
-        for key in sorted(self._groups or {}):
-            state = state.merge((self._groups or {})[key])
+        if not self._groups:
+            return self._state if self._state is not None else ScoreState.empty(self._spec)
+        state = self._state.copy() if self._state is not None else ScoreState.empty(self._spec)
+        for key in sorted(self._groups):
+            state.add(self._groups[key])
         return state
 
     def compute(self) -> Dict[str, Any]:
@@ -216,9 +229,9 @@ class Scorer:
         if self._spec is None:
             return self._empty_result()
         spec, probe = self._spec, _probe(self._task or "multiclass", self._spec.c)
-        out = _score.finish(probe, spec, self._merged() or ScoreState.empty(spec))
+        out = _score_finish.finish(probe, spec, self._merged() or ScoreState.empty(spec))
         if self._grouped:
-            out["groups"] = {key: _score.finish(probe, spec, st) for key, st in sorted((self._groups or {}).items())
+            out["groups"] = {key: _score_finish.finish(probe, spec, st) for key, st in sorted((self._groups or {}).items())
                              if st.n_rows > 0}
         return out
 
@@ -228,7 +241,7 @@ class Scorer:
             return {"count": 0}
         c = 1 if task == "binary" else int(self._c or 1)
         spec = self._make_spec(_probe(task, c))
-        return _score.finish(_probe(task, c), spec, ScoreState.empty(spec))
+        return _score_finish.finish(_probe(task, c), spec, ScoreState.empty(spec))
 
     # ------------------------------------------------------------------ state dict
 
@@ -255,7 +268,7 @@ class Scorer:
             s = cls(**cfg)
             if d["initialised"]:
                 task, c = d["task"], d["num_classes"]
-                if task not in _score.TASKS:
+                if task not in _score_check.TASKS:
                     raise ValueError(f"task {task!r}")
                 s._task, s._c = task, None if c is None else int(c)
                 s._spec = s._make_spec(_probe(task, 1 if c is None else int(c)))
@@ -274,7 +287,8 @@ class Scorer:
         self.__dict__.update(Scorer.from_state_dict(d).__dict__)
 
     def __repr__(self) -> str:
-        n = 0 if self._spec is None else (self._merged() or ScoreState(np.zeros(0), 0)).n_rows
+        states = ([] if self._state is None else [self._state]) + list((self._groups or {}).values())
+        n = sum(st.n_rows for st in states)
         return f"Scorer(task={self._task!r}, num_classes={self._c!r}, rows={n})"
 
 
@@ -351,13 +365,14 @@ def _decode(d: Dict[str, Any], spec: Spec) -> ScoreState:
 
 def _decode_auc(a: Dict[str, Any], spec: Spec) -> AucData:
     s, y, w = np.asarray(a["scores"]), np.asarray(a["labels"]), a["weights"]
-    if s.ndim != 2 or s.shape[1] != spec.c or s.dtype.kind != "f" or y.shape != s.shape or y.dtype != bool:
+    floats = s.dtype.kind == "f" or is_bfloat16(s.dtype)  # the scores are kept in the logits' dtype
+    if s.ndim != 2 or s.shape[1] != spec.c or not floats or y.shape != s.shape or y.dtype != bool:
         raise ValueError("state_dict: auc: expected (rows, C) float scores and bool labels")
     if w is not None:
         w = np.asarray(w, dtype=np.float64)
         if w.shape != (s.shape[0],):
             raise ValueError("state_dict: auc: expected one weight per kept row")
-    return AucData([s.copy()], [y.copy()], [] if w is None else [w.copy()])
+    return AucData.of_arrays(s, y, w)
 
 
 def nan_to_none(v: Any) -> Any:

@@ -13,24 +13,26 @@ import math
 import warnings
 from typing import Any, Callable
 
-from . import _kept, _rsum, _score
+from . import _kept, _rsum, _score_check
 from ._brent import brent
 from ._input import int64_value
-from ._score import ScoreState, Spec
+from ._score_check import Spec
+from ._score_state import ScoreState
 
 # Temperatures are searched in [1/T_RANGE, T_RANGE], to |log T - log T*| <= _LOG_T_TOL.
 T_RANGE = 1e6
 _LOG_T_TOL = 1e-8
 
 
-def slope_spec(temperature: float) -> Spec:
-    """fit_temperature's sums: the weight and the gap E_p[z] - z_y at one temperature."""
-    return Spec((), 1, 1, temperature, False, False, (1 << _score._W) | (1 << _score._GAP))
+def slope_spec(temperature: float, ignore_index: int) -> Spec:
+    """fit_temperature's sums: the weight and the gap E_p[z] - z_y at one temperature, over the
+    rows whose target is not ``ignore_index``."""
+    return Spec((), 1, 1, temperature, False, False, (1 << _score_check._W) | (1 << _score_check._GAP), ignore_index)
 
 
 def slope(temperature: float, state: ScoreState) -> float:
     """The derivative of the NLL in 1/T from the merged state of a pass at ``temperature``."""
-    return temperature * float(_rsum.value(state.sums[_score._GAP]))
+    return temperature * float(_rsum.value(state.sums[_score_check._GAP]))
 
 
 def _on_bound(t: float) -> float:
@@ -98,11 +100,11 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     >>> round(fl.fit_temperature(z * 2.0, y), 1)  # logits twice too sharp
     2.0
     """
-    p = _score.check(logits, target, None, axis, sample_weight)
+    p = _score_check.check(logits, target, None, axis, sample_weight)
     ignore = int64_value(ignore_index, "ignore_index")
 
     def derivative(u: float) -> float:
         t = math.exp(-u)
-        return slope(t, _kept.run(p, slope_spec(t), ignore))
+        return slope(t, _kept.run(p, slope_spec(t, ignore)))
 
     return search(derivative)

@@ -113,7 +113,8 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 def _run_score(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
     from ._calibration import calibration_curve
     from ._plot import reliability_kind
-    from ._score import check, score
+    from ._score import score
+    from ._score_check import check
 
     if args.target is None and args.target_key is None and args.target_column is None:
         raise UsageError("score needs targets: --target PATH (or --target-key/--target-column for LOGITS itself)")

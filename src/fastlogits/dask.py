@@ -38,7 +38,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
-from . import _bce, _ce, _kept, _score, _sequence, _temperature
+from . import _bce, _ce, _kept, _score_check, _score_state, _sequence, _temperature
 from ._dask_map import (
     as_dask, entropy, log_sigmoid, log_softmax, logits_probe, logsumexp, predict, predict_binary, probe, probe_as,
     sigmoid, single_class_chunk, softmax, target_probe, topk, weight_probe,
@@ -87,9 +87,9 @@ def _drop(origin: Tuple[int, ...], ax: int) -> Tuple[int, ...]:
 # --------------------------------------------------------------------------- score
 
 def _score_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], g: Optional[np.ndarray],
-                origin: Tuple[int, ...], p: "_score.Problem", config: Dict[str, Any]) -> Scorer:
+                origin: Tuple[int, ...], p: "_score_check.Problem", config: Dict[str, Any]) -> Scorer:
     """A block's Scorer (pickled back to the driver as its state_dict)."""
-    c = _score.check(x, t, p.task, p.ax, w)
+    c = _score_check.check(x, t, p.task, p.ax, w)
     scorer = Scorer(**config)
     scorer._update_problem(c, origin if p.task == "multilabel" else _drop(origin, p.ax), g)
     return scorer
@@ -126,7 +126,7 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
     g = None if group is None else as_dask(group, "group")
     scorer = Scorer(task, num_classes=num_classes, metrics=metrics, k=k, bins=bins, axis=axis,
                     ignore_index=ignore_index, temperature=temperature, per_class=per_class, auc_bins=auc_bins)
-    p = _score.check(logits_probe(x), probe(t), task, axis, weight_probe(w))
+    p = _score_check.check(logits_probe(x), probe(t), task, axis, weight_probe(w))
     if g is not None:
         check_group(probe(g), p.row_shape)
     if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
@@ -142,9 +142,9 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
 # --------------------------------------------------------------------------- fit_temperature
 
 def _kept_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], origin: Tuple[int, ...],
-               p: "_score.Problem", s: "_score.Spec", ignore_index: int) -> "_score.ScoreState":
-    c = _score.check(x, t, p.task, p.ax, w)
-    return _kept.partial(c, s, ignore_index, origin if p.task == "multilabel" else _drop(origin, p.ax))
+               p: "_score_check.Problem", s: "_score_check.Spec") -> "_score_state.ScoreState":
+    c = _score_check.check(x, t, p.task, p.ax, w)
+    return _kept.partial(c, s, origin if p.task == "multilabel" else _drop(origin, p.ax))
 
 
 def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None,
@@ -171,7 +171,7 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     x = as_dask(logits, "logits")
     t = as_dask(target, "target")
     w = None if sample_weight is None else as_dask(sample_weight, "sample_weight")
-    p = _score.check(logits_probe(x), probe(t), None, axis, weight_probe(w))
+    p = _score_check.check(logits_probe(x), probe(t), None, axis, weight_probe(w))
     ignore = int64_value(ignore_index, "ignore_index")
     if p.x.ndim == x.ndim + 1:  # binary logits scored with a class axis of length 1
         x = x[..., None]
@@ -182,8 +182,8 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
 
     def derivative(u: float) -> float:
         temp = math.exp(-u)
-        s = _temperature.slope_spec(temp)
-        return _temperature.slope(temp, _merged(_kept_task, blocks, _score.ScoreState.empty(s), p, s, ignore))
+        s = _temperature.slope_spec(temp, ignore)
+        return _temperature.slope(temp, _merged(_kept_task, blocks, _score_state.ScoreState.empty(s), p, s))
 
     return _temperature.search(derivative)
 
