@@ -147,7 +147,7 @@ static inline int64_t fl_pc_level(const double *thr, int64_t nthr, double p)
 /* The fixed point of the unweighted sums p_c: units of 2^-52, p * 2^52 rounded to the nearest
  * integer q as the bit pattern of q + 2^52 (exact for p * 2^52 < 2^52 + 2^53: p <= 1 + 2^-52).
  * inv52 = 2^52 / s, so e * inv52 = (e / s) * 2^52 (a power-of-two scale), computed the same way
- * by the vector loop and by the scalar code. */
+ * by the vector loop and by the scalar code (no fused multiply-add: the scalar build has none). */
 #define FL_PC_UNIT 0x1p52
 #define FL_PC_FLUSH 2048   /* rows between flushes of the lanes: 2048 * (2^52 + 1) < 2^63 */
 static inline uint64_t fl_pc_qbits(double e, double inv52) { return fl_d2u(e * inv52 + FL_PC_UNIT); }
@@ -270,13 +270,15 @@ static void fl_pc_row_f32(fl_pc_acc *a, const float *e, double inv, int64_t y)
     fl_pc_totals_f32(a, e, inv);
     float emin = (float)fl_pc_emin(a, inv);
     flv vmin = flv_set1(emin);
-    int64_t k = 0;
-    for (; k + FL_W <= a->c; k += FL_W) {
-        if (!flv_mask_ge(flv_load(e + k), vmin)) continue;
-        for (int64_t j = k; j < k + FL_W; j++)
+    int64_t k = 0, n = a->c;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {  /* four vectors a test: the max of their maxima */
+        flv m = flv_max_ord(flv_max_ord(flv_load(e + k), flv_load(e + k + FL_W)),
+                            flv_max_ord(flv_load(e + k + 2 * FL_W), flv_load(e + k + 3 * FL_W)));
+        if (!flv_any_ge(m, vmin)) continue;
+        for (int64_t j = k; j < k + 4 * FL_W; j++)
             if (e[j] >= emin) fl_pc_row_high(a, j, (double)e[j], inv, y);
     }
-    for (; k < a->c; k++)
+    for (; k < n; k++)
         if (e[k] >= emin) fl_pc_row_high(a, k, (double)e[k], inv, y);
 }
 
