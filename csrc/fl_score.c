@@ -63,10 +63,8 @@ static inline void fl_softmax_pc(fl_pc_acc *a, int64_t y, int64_t pred, const fl
         else fl_pc_row_f32(a, e32, inv, y);
         return;
     }
-    for (int64_t c = 0; c < a->c; c++) {
-        double e = e64 ? e64[c] : (double)e32[c];
-        fl_pc_add_weighted(a, c, e * inv, c == y, w);
-    }
+    if (e64) fl_pc_wrow_f64(a, e64, inv, y, w);
+    else fl_pc_wrow_f32(a, e32, inv, y, w);
 }
 
 /* ---------- rows ---------- */

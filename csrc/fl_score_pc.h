@@ -45,6 +45,8 @@
 #include "fl_scalar_math.h"
 #include "fl_simd.h"
 
+#define FL_PC_BLOCK 32   /* weighted softmax rows per block of deposits (fl_pc_block_flush) */
+
 typedef struct {
     int64_t c, bins, levels;   /* classes, ECE bins, AUC levels (B + 1, or 0 without FL_PC_AUC) */
     int64_t npc, ece, auc;     /* states per class, offsets of the ECE and AUC blocks (-1: absent) */
@@ -63,6 +65,9 @@ typedef struct {
     int64_t nrows;             /* unweighted: rows seen */
     int special;               /* unweighted: a row with a NaN softmax was seen */
     double tmin;               /* below it, p_c is in the first bin and level */
+    double *blk_p, *blk_w;     /* weighted softmax rows: the block's p_c (row-major) and weights */
+    int64_t *blk_y, nblk;      /* ... their classes y, and the rows held */
+    double *col;               /* ... one class's first-bin and first-level values, 3 * FL_PC_BLOCK */
 } fl_pc_acc;
 
 /* The stripe's arrays for `rows` rows; 0 when out of memory (then fl_pc_free is still safe). */
@@ -86,7 +91,11 @@ static int fl_pc_init(fl_pc_acc *a, const fl_score_opts *o, int64_t c, int64_t r
     }
     if (a->npc && weighted) {
         a->st = (fl_rsum *)malloc((size_t)(c * a->npc) * sizeof(fl_rsum));
-        if (!a->st) return 0;
+        a->blk_p = (double *)malloc((size_t)(FL_PC_BLOCK * c) * sizeof(double));
+        a->blk_w = (double *)malloc(FL_PC_BLOCK * sizeof(double));
+        a->blk_y = (int64_t *)malloc(FL_PC_BLOCK * sizeof(int64_t));
+        a->col = (double *)malloc(3 * FL_PC_BLOCK * sizeof(double));
+        if (!a->st || !a->blk_p || !a->blk_w || !a->blk_y || !a->col) return 0;
         for (int64_t j = 0; j < c * a->npc; j++) fl_rsum_init(&a->st[j]);
     }
     if (a->npc) {
@@ -118,6 +127,10 @@ static void fl_pc_free(fl_pc_acc *a)
     free(a->tot_hi);
     free(a->lane);
     free(a->npos);
+    free(a->blk_p);
+    free(a->blk_w);
+    free(a->blk_y);
+    free(a->col);
 }
 
 /* one row's true class y and predicted class pred (weight w) */
@@ -177,6 +190,65 @@ static inline void fl_pc_add_weighted(fl_pc_acc *a, int64_t c, double p, int pos
         if (positive) fl_rsum_add(&a->st[j + a->levels], w);
     }
 }
+
+/* With weights, softmax rows: the rows of a block of FL_PC_BLOCK are kept (p_c, w, y) and
+ * deposited class by class. Each class's first ECE bin and first AUC level take nearly every
+ * row, so their values (w, w * p_c; w) are gathered into columns of the block, 0 for the rows
+ * that go elsewhere (a 0 leaves a state unchanged), and deposited as arrays (fl_rsum_add_f64s:
+ * vectorised runs); the other bins, levels and the positives are deposited one value at a
+ * time. The states are those of fl_pc_add_weighted, bit for bit: the same values. */
+static void fl_pc_block_flush(fl_pc_acc *a)
+{
+    int64_t nb = a->nblk, bins = a->bins, lv = a->levels;
+    double *cw = a->col, *cp = cw + FL_PC_BLOCK, *ca = cp + FL_PC_BLOCK;
+    for (int64_t c = 0; c < a->c; c++) {
+        fl_rsum *st = a->st + c * a->npc;
+        fl_rsum *ece = a->ece >= 0 ? st + a->ece : NULL, *auc = a->auc >= 0 ? st + a->auc : NULL;
+        for (int64_t r = 0; r < nb; r++) {
+            double p = a->blk_p[r * a->c + c], w = a->blk_w[r];
+            int pos = a->blk_y[r] == c;
+            cw[r] = cp[r] = ca[r] = 0.0;
+            if (ece) {
+                int64_t b = p < a->tmin ? 0 : fl_pc_ece_bin(p, bins);
+                if (b == 0) {
+                    cw[r] = w;
+                    cp[r] = w * p;
+                } else {
+                    fl_rsum_add(&ece[b], w);
+                    fl_rsum_add(&ece[2 * bins + b], w * p);
+                }
+                if (pos) fl_rsum_add(&ece[bins + b], w);
+            }
+            if (auc) {
+                int64_t l = p < a->tmin ? 1 : fl_pc_level(a->thr, lv - 1, p);
+                if (l == 1) ca[r] = w;
+                else fl_rsum_add(&auc[l], w);
+                if (pos) fl_rsum_add(&auc[lv + l], w);
+            }
+        }
+        if (ece) {
+            fl_rsum_add_f64s(&ece[0], cw, nb);
+            fl_rsum_add_f64s(&ece[2 * bins], cp, nb);
+        }
+        if (auc) fl_rsum_add_f64s(&auc[1], ca, nb);
+    }
+    a->nblk = 0;
+}
+
+/* With weights: one softmax row's p_c = e[c] * inv (float or double exponentials), class y,
+ * weight w, into the block */
+#define FL_PC_DEFINE_WROW(NAME, T)                                                           \
+    static void NAME(fl_pc_acc *a, const T *e, double inv, int64_t y, double w)             \
+    {                                                                                        \
+        double *p = a->blk_p + a->nblk * a->c;                                               \
+        int64_t n = a->c;                                                                    \
+        for (int64_t c = 0; c < n; c++) p[c] = (double)e[c] * inv;                           \
+        a->blk_w[a->nblk] = w;                                                               \
+        a->blk_y[a->nblk] = y;                                                               \
+        if (++a->nblk == FL_PC_BLOCK) fl_pc_block_flush(a);                                  \
+    }
+FL_PC_DEFINE_WROW(fl_pc_wrow_f32, float)
+FL_PC_DEFINE_WROW(fl_pc_wrow_f64, double)
 
 /* Without weights: class c's p (finite, >= tmin; q its fixed point) into the ECE bins and AUC
  * levels above the first ones (which are derived at the end). */
@@ -346,7 +418,11 @@ static inline void fl_pc_deposit_count(fl_rsum *s, int64_t n)
 /* The end of a stripe's rows (in its task): the lanes flushed, the derived first bins. */
 static void fl_pc_settle(fl_pc_acc *a)
 {
-    if (a->weighted || !a->npc) return;
+    if (!a->npc) return;
+    if (a->weighted) {
+        if (a->nblk) fl_pc_block_flush(a);
+        return;
+    }
     if (a->ece >= 0) fl_pc_flush(a);
     fl_pc_derive_first(a);
 }
