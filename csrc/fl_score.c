@@ -331,7 +331,8 @@ int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl
     fl_stripes_run(nb, ns, fl_score_task, &ctx);
     if (!fl_atomic_load(&ctx.failed)) {
         for (int64_t j = 0; j < ns * nsums; j++) fl_rsum_merge(&acc[j % nsums], &slot[j]);
-        for (int64_t j = 0; j < ns; j++) fl_pc_merge_into(&pc[j], o);
+        for (int64_t j = 1; j < ns; j++) fl_pc_absorb(&pc[0], &pc[j]);
+        for (int64_t j = 0; j < ns; j++) fl_pc_merge_into(&pc[j], o, j == 0);
     }
     for (int64_t j = 0; j < ns; j++) fl_pc_free(&pc[j]);
     free(slot);

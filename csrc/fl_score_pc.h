@@ -450,8 +450,26 @@ static void fl_pc_deposit(const fl_pc_acc *a, fl_rsum *st)
     }
 }
 
-/* The stripe's sums into the caller's (after the parallel loop, one stripe at a time). */
-static void fl_pc_merge_into(const fl_pc_acc *a, const fl_score_opts *o)
+/* Without weights: stripe b's counts and fixed-point sums added to stripe a's (exact integers),
+ * so that a call deposits its sums once, whatever its number of stripes (the deposits run
+ * after the parallel loop, on one thread: about 2 million instructions per stripe for 1000
+ * classes and 15 bins, callgrind). */
+static void fl_pc_absorb(fl_pc_acc *a, const fl_pc_acc *b)
+{
+    if (a->weighted || !a->npc) return;
+    for (int64_t j = 0; j < a->c * a->npc; j++) a->cnt[j] += b->cnt[j];
+    for (int64_t j = 0; a->ece >= 0 && j < a->c * a->bins; j++) {
+        uint64_t *f = a->fx + 2 * j;
+        const uint64_t *g = b->fx + 2 * j;
+        f[1] += g[1];
+        fl_pc_fx_add(f, g[0]);
+    }
+    a->special |= b->special;
+}
+
+/* The stripe's sums into the caller's (after the parallel loop, one stripe at a time); without
+ * weights the per-class sums only when `deposit` (the stripes absorbed into one: fl_pc_absorb). */
+static void fl_pc_merge_into(const fl_pc_acc *a, const fl_score_opts *o, int deposit)
 {
     if (a->confusion && !a->weighted)
         for (int64_t i = 0; i < a->ncell; i++) o->cm[a->cell[i]]++;
@@ -460,7 +478,7 @@ static void fl_pc_merge_into(const fl_pc_acc *a, const fl_score_opts *o)
     if (!a->npc) return;
     if (a->weighted)
         for (int64_t j = 0; j < a->c * a->npc; j++) fl_rsum_merge(&o->pc[j], &a->st[j]);
-    else
+    else if (deposit)
         fl_pc_deposit(a, o->pc);
 }
 
