@@ -232,7 +232,7 @@ def _ops() -> Dict[str, Op]:
         _close(1e-5)))
     ops.append(Op(
         "score", "scored", "read",
-        lambda d: (fl.score(d.x, d.target, metrics="accuracy")["accuracy"],), None,
+        lambda d: (fl.score(d.x, d.target)["accuracy"],), None,
         lambda d: (_accuracy_f1(d)[0],), {}, _close(1e-9)))
     ops.append(Op(
         "score_per_class", "scored", "read",
@@ -311,15 +311,27 @@ def _torchmetrics_per_class() -> Optional[Callable[[Data], Any]]:
 
 
 def _sklearn_per_class() -> Optional[Callable[[Data], Any]]:
-    """scikit-learn's accuracy, confusion matrix and macro F1 of the argmax, or None."""
+    """scikit-learn computing what fl.score(per_class=True) reports where it has the metric:
+    the probabilities (scipy.special.softmax), log loss, accuracy, top-5 accuracy, the
+    confusion matrix, precision/recall/F1 per class and their averages, balanced accuracy (not
+    ECE, Brier or entropy: scikit-learn has no multiclass ones); or None."""
     try:
+        import scipy.special as sp
         import sklearn.metrics as skm
     except ImportError:
         return None
 
     def run(d: Data) -> Tuple[float, float]:
+        c = d.x.shape[1]
+        labels = np.arange(c)
+        p = sp.softmax(d.x, axis=1)
         pred = np.argmax(d.x, axis=1)
-        skm.confusion_matrix(d.target, pred)
+        skm.log_loss(d.target, p, labels=labels)
+        skm.top_k_accuracy_score(d.target, p, k=_k5(d), labels=labels)
+        skm.confusion_matrix(d.target, pred, labels=labels)
+        skm.precision_recall_fscore_support(d.target, pred, labels=labels, zero_division=0)
+        skm.f1_score(d.target, pred, average="weighted", zero_division=0)
+        skm.balanced_accuracy_score(d.target, pred)
         return float(skm.accuracy_score(d.target, pred)), float(skm.f1_score(d.target, pred, average="macro"))
     return run
 

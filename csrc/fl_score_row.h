@@ -1,0 +1,268 @@
+/* fl_score_row.h: what one row (softmax) or one element (sigmoid) contributes to fl_score,
+ * before weighting. Included by fl_score.c only (static inline, one copy per ISA build).
+ *
+ * A softmax row is read in three passes, each over the row in place (fl_rowio.h): the rank
+ * of the target (fl_rank_t: how many classes the order of predict/topk puts before it, so the
+ * target is predicted iff the rank is 0 and in the top k iff it is < k), the max, and one pass
+ * of exponentials e_k = exp((x_k - m)/T) (fl_rstats_t) giving s = sum e_k, sum e_k^2 and
+ * sum e_k (x_k - m), from which fl_softmax_stats derives the NLL, the confidence 1/s, the
+ * Brier term, the entropy and the temperature gap without a second pass. When the per-class
+ * block wants the probabilities, the same pass stores the exponentials into a row buffer
+ * (p_c = e_c / s once s is known): the row's exponentials are computed once. The predicted
+ * class is needed only by the confusion matrix, and only when the rank is not 0 (else it is
+ * the target): fl_argmax_t then scans for the first element equal to the max, four vectors
+ * at a time, and stops there.
+ *
+ * Float32 (and half-precision) rows accumulate in float32 lanes over groups of FL_GROUP
+ * vectors, each group then added in double (see FL_GROUP); float64 rows in double. The
+ * exponential carries the rounding error of x - m and of the division by T.
+ */
+#ifndef FL_SCORE_ROW_H
+#define FL_SCORE_ROW_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "fl_rowio.h"
+#include "fl_rowmath.h"
+#include "fl_rowmath_f64.h"
+#include "fl_scalar_math.h"
+#include "fl_simd.h"
+
+/* everything a row (softmax) or an element (sigmoid) contributes, before weighting */
+typedef struct { double nll, correct, hit, conf, brier, ent, gap, tp, pp, ap, p; } fl_row_stats;
+
+/* How many classes come before the target y in the order of predict/topk (NaN largest, then by
+ * value, ties to the lower index): the target is the prediction iff the rank is 0 and in the
+ * top k iff the rank is < k. */
+static int64_t fl_rank_f64(const double *x, int64_t c, int64_t y)
+{
+    double v = x[y];
+    int64_t r = 0;
+    if (v != v) {
+        for (int64_t k = 0; k < y; k++) r += x[k] != x[k];
+        return r;
+    }
+    for (int64_t k = 0; k < y; k++) r += (x[k] >= v) | (x[k] != x[k]);
+    for (int64_t k = y + 1; k < c; k++) r += (x[k] > v) | (x[k] != x[k]);
+    return r;
+}
+
+/* the same for a row of dtype dt (float32, float16, bfloat16: fl_xrow) */
+FL_ALWAYS_INLINE int64_t fl_rank_t(const void *x, int64_t c, int64_t y, int32_t dt)
+{
+    float v = fl_xget(x, y, dt);
+    int64_t r = 0;
+    if (v != v) {
+        for (int64_t k = 0; k < y; k++) r += fl_xget(x, k, dt) != fl_xget(x, k, dt);
+        return r;
+    }
+    for (int64_t k = 0; k < y; k++) {
+        float xk = fl_xget(x, k, dt);
+        r += (xk >= v) | (xk != xk);
+    }
+    for (int64_t k = y + 1; k < c; k++) {
+        float xk = fl_xget(x, k, dt);
+        r += (xk > v) | (xk != xk);
+    }
+    return r;
+}
+
+/* The predicted class, as predict: the first NaN, else the first maximum; m is the row's max
+ * from fl_rmax_t (NaN when the row holds one). A row without NaN is scanned four vectors at a
+ * time for a lane >= m (= m: it is the max), then element by element from there. */
+FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, float m, int32_t dt)
+{
+    int64_t k = 0;
+    if (m != m) {
+        while (k < c && fl_xget(x, k, dt) == fl_xget(x, k, dt)) k++;
+        return k < c ? k : 0;
+    }
+    flv vm = flv_set1(m);
+    for (; k + 4 * FL_W <= c; k += 4 * FL_W) {  /* four vectors a test: the max of their maxima */
+        flv a = flv_max_ord(fl_xload(x, k, dt), fl_xload(x, k + FL_W, dt));
+        flv b = flv_max_ord(fl_xload(x, k + 2 * FL_W, dt), fl_xload(x, k + 3 * FL_W, dt));
+        if (flv_any_ge(flv_max_ord(a, b), vm)) break;
+    }
+    while (k < c && fl_xget(x, k, dt) != m) k++;
+    return k < c ? k : 0;
+}
+
+static int64_t fl_argmax_f64(const double *x, int64_t c)
+{
+    double best = x[0];
+    int64_t arg = 0;
+    if (best != best) return 0;
+    for (int64_t k = 1; k < c; k++) {
+        if (x[k] != x[k]) return k;
+        if (x[k] > best) { best = x[k]; arg = k; }
+    }
+    return arg;
+}
+
+/* exp((x - m)/T) with both the rounding error e of x - m (TwoSum) and the remainder of the
+ * division folded in: (s + e)/T = d + (r + e)/T with d = s/T rounded, r = s - d*T exact (fma). */
+static inline flv fl_vexp_sub_t(flv x, flv m, flv vt)
+{
+    flv s = flv_sub(x, m);
+    flv bv = flv_sub(s, x);
+    flv e = flv_add(flv_sub(x, flv_sub(s, bv)), flv_sub(flv_neg(m), bv));
+    flv d = flv_div(s, vt);
+    flv r = flv_fma(flv_neg(d), vt, s);
+    flv corr = flv_zero_nan(flv_div(flv_add(r, e), vt)); /* x = -inf: inf - inf */
+    flv p = flv_exp(d);
+    return flv_fma(p, corr, p);
+}
+
+/* Float32 rows accumulate in float lanes over groups of FL_GROUP vectors, each group then added
+ * in double: a lane adds at most FL_GROUP terms in float (relative error <= FL_GROUP * 2^-24,
+ * about the 2 ULP of the exponentials), while one horizontal double sum per group instead of per
+ * vector keeps the pass at the speed of the exponentials. */
+#define FL_GROUP 4
+
+static inline flv fl_vexp_row(flv x, flv m, flv lo, flv vt, int unit)
+{
+    flv shift;
+    return unit ? fl_vexp_sub(x, m, lo, &shift) : fl_vexp_sub_t(x, m, vt);
+}
+
+/* One pass over a row of dtype dt with max m: s = sum e_k, sq = sum e_k^2 and dot = sum e_k (x_k - m)
+ * with e_k = exp((x_k - m)/T) (a term with e_k = 0 adds 0 to dot, so -inf logits are harmless);
+ * returns e_y, the very value added into s, so that s - e_y is exact where it matters (p_y
+ * close to 1). When ebuf is not NULL (a constant at each call: the function is inlined) the
+ * exponentials are also stored there, for the per-class block. */
+FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, int64_t y, double *s, double *sq,
+                                   double *dot, float *ebuf, int32_t dt)
+{
+    flv vm = flv_set1(m), lo = fl_exp_floor(vm), vt = flv_set1((float)t), zero = flv_set1(0.0f);
+    int unit = t == 1.0;
+    double s1 = 0.0, s2 = 0.0, d = 0.0;
+    float lanes[FL_W] = {0};       /* the vector of exponentials holding e_y */
+    int64_t k = 0, nfull = n - n % FL_W, k0 = y - y % FL_W;
+    while (k < nfull) {
+        int64_t end = k + FL_GROUP * FL_W < nfull ? k + FL_GROUP * FL_W : nfull;
+        flv a = zero, b = zero, c = zero;
+        for (; k < end; k += FL_W) {
+            flv xv = fl_xload(x, k, dt);
+            flv e = fl_vexp_row(xv, vm, lo, vt, unit);
+            if (ebuf) flv_store(ebuf + k, e);
+            else if (k == k0) flv_store(lanes, e);
+            a = flv_add(a, e);
+            b = flv_fma(e, e, b);
+            c = flv_add(c, flv_zero_nan(flv_mul(e, flv_sub(xv, vm))));
+        }
+        s1 += flv_hsum_d(a);
+        s2 += flv_hsum_d(b);
+        d += flv_hsum_d(c);
+    }
+    if (k < n) {
+        flv xv = fl_xload_part(x, k, n - k, -INFINITY, dt);
+        flv e = fl_vexp_row(xv, vm, lo, vt, unit);
+        if (ebuf) flv_store_part(ebuf + k, e, n - k);
+        else if (k == k0) flv_store(lanes, e);
+        s1 += flv_hsum_d(e);
+        s2 += flv_hsum_d(flv_mul(e, e));
+        d += flv_hsum_d(flv_zero_nan(flv_mul(e, flv_sub(xv, vm))));
+    }
+    *s = s1;
+    *sq = s2;
+    *dot = d;
+    return ebuf ? ebuf[y] : lanes[y - k0];
+}
+
+static void fl_rsq_dot_f64(const double *x, const double *e, int64_t n, double m, double *sq, double *dot)
+{
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) {
+            a[j] += e[k + j] * e[k + j];
+            b[j] += e[k + j] * fl_clamp_shift_d(x[k + j] - m);
+        }
+    for (; k < n; k++) {
+        a[0] += e[k] * e[k];
+        b[0] += e[k] * fl_clamp_shift_d(x[k] - m);
+    }
+    *sq = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    *dot = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+}
+
+/* sum of exp((x_k - m)/T) for a float64 row (rounding error of x - m folded in), stored in y */
+static double fl_rsumexp_t_f64(const double *x, int64_t n, double m, double t, double *y)
+{
+    if (t == 1.0) {
+        double n_eq, rest = fl_rsumexp_f64(x, n, m, y, &n_eq, NULL);
+        return n_eq + rest;
+    }
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) {
+            double d = x[k + j] - m;
+            double bv = d - x[k + j];
+            double err = (x[k + j] - (d - bv)) + (-m - bv);
+            err = err == err ? err / t : 0.0;
+            double p = fl_exp_d(d / t);
+            y[k + j] = p + p * err;
+            s[j] += y[k + j];
+        }
+    for (; k < n; k++) {
+        double d = x[k] - m;
+        double bv = d - x[k];
+        double err = (x[k] - (d - bv)) + (-m - bv);
+        err = err == err ? err / t : 0.0;
+        double p = fl_exp_d(d / t);
+        y[k] = p + p * err;
+        s[0] += y[k];
+    }
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* The softmax statistics of a row from its max m (finite), the sum s of e_k = exp((x_k - m)/T),
+ * sq = sum e_k^2, dot = sum e_k (x_k - m), e_y and x_y - m. */
+static void fl_softmax_stats(double s, double sq, double dot, double ey, double xy_m, double t, fl_row_stats *st)
+{
+    double ls = fl_log_d(s);
+    double zy = xy_m / t;              /* z_y - max z */
+    double mean_z = dot / t / s;       /* E_p[z] - max z */
+    double rest = (sq - ey * ey) / (s * s);
+    double q = (s - ey) / s;           /* 1 - p_y, without cancelling */
+    st->nll = ls - zy;
+    st->conf = 1.0 / s;                /* the max logit has e = 1 */
+    st->brier = (rest > 0.0 ? rest : 0.0) + q * q;
+    st->ent = ls - mean_z;
+    st->gap = mean_z - zy;
+}
+
+static void fl_special_stats(fl_row_stats *st)
+{
+    /* a row with NaN, +inf or only -inf: its softmax is NaN (PyTorch), and so is every
+     * probability-based statistic; the prediction and the rank are still defined */
+    st->nll = st->conf = st->brier = st->ent = st->gap = NAN;
+}
+
+/* One binary prediction z = x/T against y in {0, 1}, with a = |z| and u = exp(-a):
+ * sigmoid(a) = 1/(1+u), sigmoid(-a) = u/(1+u), softplus(+-z) = max(+-z, 0) + log1p(u). */
+static void fl_sigmoid_stats(double z, int y, fl_row_stats *st)
+{
+    double a = fabs(z);
+    double u = fl_exp_d(-a);
+    double l1p = fl_log1p_d(u);
+    double big = 1.0 / (1.0 + u), small = u * big;
+    double zs = y ? -z : z;                     /* the logit of the wrong class */
+    double pw = zs > 0.0 ? big : small;         /* |p - y| = sigmoid(zs) */
+    if (z != z) pw = NAN;
+    st->nll = (zs > 0.0 ? zs : 0.0) + l1p;      /* softplus(zs); NaN stays NaN through l1p */
+    st->correct = (z > 0.0) == (y != 0);
+    st->hit = 0.0;
+    st->conf = big;
+    st->brier = pw * pw;
+    st->ent = a == INFINITY ? 0.0 : l1p + small * a;
+    st->gap = pw == 0.0 ? 0.0 : (y ? -pw : pw) * z; /* (p - y) * z, 0 at the saturated limit */
+    st->pp = z > 0.0;
+    st->ap = y != 0;
+    st->tp = st->pp * st->ap;
+    st->p = z > 0.0 ? big : small;              /* sigmoid(z); NaN stays NaN */
+}
+
+#endif

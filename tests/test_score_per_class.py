@@ -1,0 +1,108 @@
+"""The per-class block of fl.score (csrc/fl_score_pc.h, csrc/fl_score_row.h) where the small
+inputs of test_scorer.py do not reach: many more rows than the fixed-point lanes hold between
+two flushes, wide rows whose predicted class lies in any vector or in the tail of the row,
+ties and special values in the vectorised argmax, temperatures, every dtype."""
+import math
+
+import numpy as np
+import pytest
+
+import fastlogits as fl
+from arrays import as_dtype
+
+# several times the rows between two flushes of the per-class lanes (2048), and not a multiple
+N_MANY = 3 * 2048 + 77
+
+
+def _softmax64(x, t=1.0):
+    z = np.asarray(x, np.float64) / t
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _classwise_ece(p, y, bins, w=None):
+    n, c = p.shape
+    w = np.ones(n) if w is None else w
+    eces = []
+    for k in range(c):
+        b = np.minimum((p[:, k] * bins).astype(int), bins - 1)
+        gap = sum(abs(np.sum(w[b == j] * (y[b == j] == k)) - np.sum(w[b == j] * p[b == j, k])) for j in range(bins))
+        eces.append(gap / w.sum())
+    return float(np.mean(eces))
+
+
+def _same(a, b, path=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for key in a:
+            _same(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, np.ndarray):
+        assert a.shape == b.shape and a.tobytes() == b.tobytes(), path
+    elif isinstance(a, float):
+        assert (math.isnan(a) and math.isnan(b)) or a == b, (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_classwise_ece_without_weights_over_many_rows(dtype, temperature):
+    """The unweighted fixed-point sums (flushed several times) against the float64 definition,
+    and against the weighted path with unit weights (the same sums by another road)."""
+    rng = np.random.default_rng(40)
+    x = (rng.normal(size=(N_MANY, 5)) * 2).astype(dtype)
+    y = rng.integers(0, 5, N_MANY)
+    kw = dict(metrics=["classwise_ece"], bins=10, temperature=temperature)
+    got = fl.score(x, y, **kw)["classwise_ece"]
+    want = _classwise_ece(_softmax64(x, temperature), y, 10)
+    assert got == pytest.approx(want, rel=1e-5 if dtype == np.float32 else 1e-12)
+    unit = fl.score(x, y, sample_weight=np.ones(N_MANY), **kw)["classwise_ece"]
+    assert got == pytest.approx(unit, rel=1e-13)
+
+
+@pytest.mark.parametrize("c", [5, 37])
+def test_per_class_bitwise_over_chunks_and_threads_beyond_a_flush(c):
+    rng = np.random.default_rng(41)
+    x = (rng.normal(size=(N_MANY, c)) * 3).astype(np.float32)
+    y = rng.integers(0, c, N_MANY)
+    y[::17] = -100
+    kw = dict(per_class=True, auc_bins=16,
+              metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr", "average_precision_ovr"])
+    want = fl.score(x, y, **kw)
+    old = fl.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            fl.set_num_threads(threads)
+            for chunk_rows in (1000, 2047, 2049, 4096, None):
+                _same(fl.score(x, y, chunk_rows=chunk_rows, **kw), want)
+    finally:
+        fl.set_num_threads(old)
+    s = fl.Scorer(**kw)
+    for lo, hi in ((0, 3000), (3000, 3001), (3001, N_MANY)):
+        s.update(x[lo:hi], y[lo:hi])
+    _same(s.compute(), want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("c", [3, 8, 37, 1000])
+def test_confusion_matrix_of_wide_rows_with_ties_and_special_values(dtype, c):
+    """The predicted class (first NaN, else first max) wherever it lies: in the first vector,
+    a later one, the tail; ties between maxima; NaN, +inf and all -inf rows."""
+    rng = np.random.default_rng(42 + c)
+    n = 600
+    x = rng.integers(-4, 5, size=(n, c)).astype(np.float32)   # many ties
+    x[::7, -1] = 9.0                                           # the max in the last element
+    x[1::7, c // 2] = 9.0
+    x[2::7, [0, c - 1]] = 9.0                                  # a tie: the first one wins
+    x[3::29, c // 3] = np.nan
+    x[4::29, (2 * c) // 3] = np.inf
+    x[5::29] = -np.inf
+    x = x.astype(as_dtype(dtype))
+    y = rng.integers(0, c, n)
+    r = fl.score(x, y, per_class=True, metrics=["count"])
+    pred = fl.predict(x)
+    np.testing.assert_array_equal(pred, np.argmax(x.astype(np.float32), axis=1))
+    cm = np.zeros((c, c), np.int64)
+    np.add.at(cm, (y, pred), 1)
+    np.testing.assert_array_equal(r["confusion_matrix"], cm)
