@@ -245,3 +245,15 @@ def test_the_reference_is_not_timed_where_its_float64_temporaries_would_not_fit(
     monkeypatch.setattr(bench, "REFERENCE_MAX_ELEMS", 64 * 10)
     r = bench.run_case("logsumexp", (64, 10), threads=1, bandwidth=BANDWIDTH, rates=RATES, repeats=1, peer_repeats=1)
     assert r["speedup_vs_reference"] > 0
+
+
+def test_the_evaluation_peers_get_columns_only_where_they_ran():
+    """score_per_class's scikit-learn and torchmetrics peers (issue 20: 'peer columns where the
+    peer is installed') were in the JSON but not in the printed table."""
+    r = bench.run_case("softmax", (64, 10), threads=1, bandwidth=BANDWIDTH, rates=RATES, repeats=1, peer_repeats=1)
+    report = {"fastlogits": fl.__version__, "isa": "test", "threads": 1, "bandwidth": BANDWIDTH, "results": [r]}
+    assert "x sklearn" not in bench.format_table(report)
+    scored = dict(r, op="score_per_class", speedup_vs_sklearn=48.25)
+    lines = bench.format_table(dict(report, results=[r, scored])).splitlines()
+    assert lines[1].split()[-2:] == ["x", "sklearn"] and "tmetrics" not in lines[1]
+    assert lines[3].split()[-1] == "48.2" and lines[2].split()[-1] == "-"

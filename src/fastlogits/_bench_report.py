@@ -17,14 +17,20 @@ def _rates(r: Optional[Dict[str, float]]) -> str:
     return "-" if not r else ", ".join(f"{k} {v:.2f}" for k, v in r.items())
 
 
+# peers of a few cases only (the evaluation cases): a column each when some result has them
+EXTRA_PEERS = {"sklearn": "x sklearn", "torchmetrics": "x tmetrics"}
+
+
 def format_table(report: Dict[str, Any]) -> str:
     bw = report["bandwidth"]
+    extra = [p for p in EXTRA_PEERS if any(f"speedup_vs_{p}" in r for r in report["results"])]
     lines = [
         f"fastlogits {report['fastlogits']} ({report['isa']}), {report['threads']} thread(s); "
         f"measured bandwidth: read {bw['read_GBps']:.1f} GB/s, non-temporal copy {bw['copy_GBps']:.1f} GB/s; "
         f"probe (G op/s per core): {_rates(report.get('rates'))}",
         f"{'operation':<28}{'shape':>14}{'fl warm ms':>11}{'fl cold ms':>11}{'med ms':>9}{'Gelem/s':>9}{'% bw':>7}"
-        f"{'% roof':>8}{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x base':>8}{'x torch':>9}",
+        f"{'% roof':>8}{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x base':>8}{'x torch':>9}"
+        + "".join(f"{EXTRA_PEERS[p]:>11}" for p in extra),
     ]
     for r in report["results"]:
         warm = r.get("fastlogits_warm_s")
@@ -40,6 +46,7 @@ def format_table(report: Dict[str, Any]) -> str:
             + "".join(_cell(r.get(f"speedup_vs_{p}"), 9, ".1f") for p in ("scipy", "numpy"))
             + _cell(r.get("speedup_vs_baseline"), 8, ".2f")
             + _cell(r.get("speedup_vs_torch"), 9, ".1f")
+            + "".join(_cell(r.get(f"speedup_vs_{p}"), 11, ".1f") for p in extra)
         )
     lines.append("x peer = peer time / fastlogits time (warm where there is an output); % bw = bytes that must "
                  "move / time, over the read bandwidth (loss, reductions) or the copy bandwidth (outputs); "
@@ -70,7 +77,8 @@ def plot(report: Dict[str, Any], path: Union[str, IO[bytes]]) -> None:
 
     results = report["results"]
     labels = [f"{r['op']}\n{r['shape'][0]}x{r['shape'][1]}" for r in results]
-    peers = [p for p in ("reference", "scipy", "numpy", "torch") if any(f"speedup_vs_{p}" in r for r in results)]
+    peers = [p for p in ("reference", "scipy", "numpy", "torch", *EXTRA_PEERS)
+             if any(f"speedup_vs_{p}" in r for r in results)]
     fig, (ax, ax_roof) = plt.subplots(2, 1, figsize=(max(8, 0.6 * len(labels) * len(peers)), 9), sharex=True)
     width = 0.8 / max(1, len(peers))
     for i, p in enumerate(peers):

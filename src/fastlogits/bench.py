@@ -23,6 +23,7 @@ import fastlogits as fl
 from fastlogits import _core
 from fastlogits._input import bfloat16
 from fastlogits import reference as ref
+from fastlogits._bench_eval import accuracy_f1, per_class_pair, sequences, sklearn_per_class, torchmetrics_per_class
 from fastlogits._bench_report import format_table as format_table, plot as plot, to_json as to_json
 from fastlogits._roofline import (
     ARITHMETIC as ARITHMETIC, CACHE_SHAPES as CACHE_SHAPES, DRIFT_LIMIT as DRIFT_LIMIT, arithmetic as arithmetic,
@@ -233,18 +234,18 @@ def _ops() -> Dict[str, Op]:
     ops.append(Op(
         "score", "scored", "read",
         lambda d: (fl.score(d.x, d.target)["accuracy"],), None,
-        lambda d: (_accuracy_f1(d)[0],), {}, _close(1e-9)))
+        lambda d: (accuracy_f1(d)[0],), {}, _close(1e-9)))
     ops.append(Op(
         "score_per_class", "scored", "read",
-        lambda d: _per_class_pair(fl.score(d.x, d.target, per_class=True)), None, _accuracy_f1,
-        peers(torchmetrics=_torchmetrics_per_class() if torch else None, sklearn=_sklearn_per_class()),
+        lambda d: per_class_pair(fl.score(d.x, d.target, per_class=True)), None, accuracy_f1,
+        peers(torchmetrics=torchmetrics_per_class() if torch else None, sklearn=sklearn_per_class()),
         _close(1e-9)))
     ops.append(Op(
         "sequence_scores/bf16", "class", "read",
-        lambda d: fl.sequence_scores(*_sequences(d)), None,
-        lambda d: ref.sequence_scores(*_sequences(d)),
+        lambda d: fl.sequence_scores(*sequences(d)), None,
+        lambda d: ref.sequence_scores(*sequences(d)),
         peers(torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target, reduction="none")
-                               .view(*_sequences(d)[1].shape).sum(1))),
+                               .view(*sequences(d)[1].shape).sum(1))),
         _sequence_check, dtype="bfloat16"))
     by_name = {op.name: op for op in ops}
     for name in HALF_OPS:
@@ -269,78 +270,6 @@ def _torch_focal(torch: Any, x: Any, y: Any, alpha: float = 0.25, gamma: float =
     loss = ce * (1 - p_t) ** gamma
     loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
     return loss.mean()
-
-
-def _per_class_pair(r: Dict[str, Any]) -> Tuple[float, float]:
-    return r["accuracy"], r["macro_f1"]
-
-
-def _accuracy_f1(d: Data) -> Tuple[float, float]:
-    """Accuracy and macro F1 of the argmax, from a NumPy confusion matrix (the check)."""
-    c = d.x.shape[1]
-    assert d.target is not None
-    cm = np.bincount(d.target * c + ref.predict(d.x), minlength=c * c).reshape(c, c).astype(np.float64)
-    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-    present = (support + predicted) > 0
-    return float(tp.sum() / cm.sum()), float(f1[present].mean())
-
-
-def _torchmetrics_per_class() -> Optional[Callable[[Data], Any]]:
-    """torchmetrics' MulticlassAccuracy + ConfusionMatrix + CalibrationError + F1 fed the same
-    chunks as fl.score (about 32 MiB of logits each), or None without torchmetrics."""
-    try:
-        import torch
-        import torchmetrics.classification as tc
-    except ImportError:
-        return None
-
-    def run(d: Data) -> Tuple[float, float]:
-        n, c = d.x.shape
-        metrics = [tc.MulticlassAccuracy(c, average="micro"), tc.MulticlassF1Score(c, average="macro"),
-                   tc.MulticlassConfusionMatrix(c), tc.MulticlassCalibrationError(c, n_bins=15)]
-        step = max(1, (1 << 25) // (4 * c))
-        for lo in range(0, n, step):
-            p = torch.softmax(d.torch_x[lo:lo + step], -1)
-            for m in metrics:
-                m.update(p, d.torch_target[lo:lo + step])
-        out = [m.compute() for m in metrics]
-        return float(out[0]), float(out[1])
-    return run
-
-
-def _sklearn_per_class() -> Optional[Callable[[Data], Any]]:
-    """scikit-learn computing what fl.score(per_class=True) reports where it has the metric:
-    the probabilities (scipy.special.softmax), log loss, accuracy, top-5 accuracy, the
-    confusion matrix, precision/recall/F1 per class and their averages, balanced accuracy (not
-    ECE, Brier or entropy: scikit-learn has no multiclass ones); or None."""
-    try:
-        import scipy.special as sp
-        import sklearn.metrics as skm
-    except ImportError:
-        return None
-
-    def run(d: Data) -> Tuple[float, float]:
-        c = d.x.shape[1]
-        labels = np.arange(c)
-        p = sp.softmax(d.x, axis=1)
-        pred = np.argmax(d.x, axis=1)
-        skm.log_loss(d.target, p, labels=labels)
-        skm.top_k_accuracy_score(d.target, p, k=_k5(d), labels=labels)
-        skm.confusion_matrix(d.target, pred, labels=labels)
-        skm.precision_recall_fscore_support(d.target, pred, labels=labels, zero_division=0)
-        skm.f1_score(d.target, pred, average="weighted", zero_division=0)
-        skm.balanced_accuracy_score(d.target, pred)
-        return float(skm.accuracy_score(d.target, pred)), float(skm.f1_score(d.target, pred, average="macro"))
-    return run
-
-
-def _sequences(d: Data) -> Tuple[np.ndarray, np.ndarray]:
-    """The rows of positions as 8 sequences (B, T, V) and their tokens (B, T) (views)."""
-    assert d.target is not None  # a case with class targets
-    b = 8 if d.x.shape[0] % 8 == 0 else 1
-    return d.x.reshape(b, -1, d.x.shape[-1]), d.target.reshape(b, -1)
 
 
 def _sequence_check(got: Any, want: Any) -> None:
