@@ -169,9 +169,20 @@ static void fl_logsumexp_queue_done(fl_post_ctx *ctx, const fl_post_tiles *t)
     float mv[FL_W];
     double n_eq[FL_W], rest[FL_W];
     flv_store(mv, fl_tile_max(t->qt, c));
-    fl_tile_sumexp_precise(t->qt, c, mv, n_eq, rest);
+    if (c == 2) {
+        /* S = 1 + exp(lo - m) exactly (two equal logits: 1 + 1), lo - m exact in double */
+        for (int j = 0; j < FL_W; j++) {
+            double a = (double)t->qt[j], b = (double)t->qt[FL_W + j], lo = a < b ? a : b;
+            n_eq[j] = 1.0;
+            rest[j] = fl_exp_d(lo - (double)mv[j]);
+        }
+    } else {
+        fl_tile_sumexp_precise(t->qt, c, mv, n_eq, rest);
+    }
+    double vq[FL_W];
+    for (int j = 0; j < FL_W; j++) vq[j] = (double)mv[j] + fl_log_sum(n_eq[j], rest[j]); /* vectorised */
     for (int64_t j = 0; j < n; j++) {
-        double v = (double)mv[j] + fl_log_sum(n_eq[j], rest[j]);
+        double v = vq[j];
         if (fl_lse_f32_cancelled(v, mv[j])) {
             double row[FL_LANES_MAX_C];
             for (int64_t k = 0; k < c; k++) row[k] = (double)t->qt[k * FL_W + j];

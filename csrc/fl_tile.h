@@ -129,7 +129,7 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
  *     join with n_eq - 1 once more (u * q);
  *   - an error dq in q moves log1p(q) by dq / (1 + q); log1p adds its 2 ULP of L;
  *   - the final m + L rounds by half an ULP of v.
- * A lane whose bound is within FL_LSE_LANE_ULP * u * |v| (so under FL_LSE_LANE_ULP + 0.5 ULP of
+ * A lane whose bound is within FL_LSE_LANE_ULP ULP of v (so under FL_LSE_LANE_ULP + 0.5 ULP of
  * the result, the bound's own float32 rounding included, inside logsumexp's 4) keeps its v;
  * the others are computed again in double (fl_tile_sumexp_precise). Everything is lane-wise, so
  * a row's result and whether it is redone depend on the row alone. A lane whose max is not
@@ -144,9 +144,11 @@ static inline unsigned fl_lse_lanes_finish(flv m, flv q, flv err, float *v)
     /* 2 ULP of L: 2 * 2^-23 * pow2_floor(L) = 4u * pow2_floor(L) (0 for a subnormal L, whose
      * 2 ULP are below err's floor) */
     err = flv_fma(flv_set1(4.0f), flv_pow2_floor(L), flv_div(err, flv_add(one, q)));
-    flv am = flv_abs(m);
+    /* ulp(v) at least 2u * pow2_floor(|v| (1 - 2^-20)): the exact result is that close to v,
+     * and a v just above a power of two has it in the binade below */
+    flv am = flv_abs(m), ulp = flv_mul(flv_set1(2.0f), flv_pow2_floor(flv_mul(flv_abs(vv), flv_set1(1.0f - 0x1p-20f))));
     unsigned fin = flv_mask_ge(flv_set1(3.40282347e38f), am);
-    unsigned ok = flv_mask_ge(flv_mul(flv_set1(FL_LSE_LANE_ULP), flv_abs(vv)), err);
+    unsigned ok = flv_mask_ge(flv_mul(flv_set1(FL_LSE_LANE_ULP), ulp), err);
     flv_store(v, flv_sel_neg(flv_sub(am, flv_set1(INFINITY)), vv, m));
     return fin & ~ok;
 }
