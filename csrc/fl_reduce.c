@@ -206,13 +206,18 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
                  nr == FL_W ? t->gidx : t->gidx_part, t->xt);
     float vf[FL_W];
     unsigned redo = c == 2 ? fl_tile_logsumexp2(t->xt, vf) : fl_tile_logsumexp(t->xt, c, vf);
-    double v[FL_W];
-    for (int j = 0; j < FL_W; j++) v[j] = (double)vf[j];
-    fl_put_tile(ctx->y, i0, i1, nr, v);
+    const fl_arr *y = ctx->y;
+    if (y->dtype == FL_F32 && y->s1 == 1) {
+        flv_store_part((float *)(void *)fl_row_ptr(y, i0, i1), flv_load(vf), nr);
+    } else {
+        double v[FL_W];
+        for (int j = 0; j < FL_W; j++) v[j] = (double)vf[j];
+        fl_put_tile(y, i0, i1, nr, v);
+    }
     /* the queued rows' values above are written again when the queue is done */
-    for (int64_t j = 0; redo && j < nr; j++) {
-        if (!(redo >> j & 1u)) continue;
+    for (redo &= (unsigned)((1ull << nr) - 1u); redo; redo &= redo - 1u) {
         if (t->q->nq == FL_W) fl_logsumexp_queue_done(ctx, t);
+        int64_t j = fl_lowest_bit(redo);
         fl_tile_queue_put(t, c, j, i0, i1 + j);
     }
     return 1;

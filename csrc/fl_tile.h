@@ -159,24 +159,40 @@ static inline unsigned fl_lse_lanes_finish(flv m, flv q, flv err, float *v)
 FL_ALWAYS_INLINE unsigned fl_tile_logsumexp_n(const float *xt, int64_t c, flv m, float *v, int normal)
 {
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), floor_d = flv_set1(-104.0f);
-    flv r0 = zero, r1 = zero, cnt = zero, dot = zero;
-    for (int64_t k = 0; k < c; k++) {
-        /* d >= -104, where exp is 0 in float32: d * e stays finite for -inf logits */
-        flv d = flv_sub(flv_load(xt + k * FL_W), m);
-        if (!normal) d = flv_max_ord(d, floor_d);
-        flv e = normal ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d);
-        if (k & 1) r1 = flv_add(r1, flv_sel_neg(d, e, zero));
-        else r0 = flv_add(r0, flv_sel_neg(d, e, zero));
-        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
-        dot = flv_fma(e, d, dot); /* -sum e_k |d_k| */
+    flv r[2] = {zero, zero}, cnt = zero, dot = zero;
+    /* classes two at a time, into the two partials (even classes into r[0]) */
+    for (int64_t k = 0; k < c; k += 2) {
+        FL_UNROLL(2)
+        for (int h = 0; h < 2; h++) {
+            if (h && k + 1 == c) break;
+            /* d >= -104, where exp is 0 in float32: d * e stays finite for -inf logits */
+            flv d = flv_sub(flv_load(xt + (k + h) * FL_W), m);
+            if (!normal) d = flv_max_ord(d, floor_d);
+            flv e = normal ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d);
+            r[h] = flv_add(r[h], flv_sel_neg(d, e, zero));
+            cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+            dot = flv_fma(e, d, dot); /* -sum e_k |d_k| */
+        }
     }
-    flv rest = flv_add(r0, r1), q = flv_add(flv_sub(cnt, one), rest);
+    flv rest = flv_add(r[0], r[1]), q = flv_add(flv_sub(cnt, one), rest);
     /* (4 + ceil(c/2)) rest + sum e|d| + c 2^-124, and u q for the join */
     flv err = flv_fma(flv_set1(4.0f + (float)((c + 1) / 2)), rest, flv_sub(flv_set1((float)c * 0x1p-124f), dot));
     return fl_lse_lanes_finish(m, q, flv_add(err, q), v);
 }
 
 #define FL_LANES_ALL ((unsigned)((1ull << FL_W) - 1u))
+
+/* the index of the lowest set bit of a lane mask m != 0 */
+static inline int fl_lowest_bit(unsigned m)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(m);
+#else
+    int j = 0;
+    while (!(m >> j & 1u)) j++;
+    return j;
+#endif
+}
 
 /* Is x - m at least FL_EXPF_NORMAL_LO in every lane (lo: the lanes' min; a NaN lane is not)? */
 static inline int fl_tile_normal(flv m, flv lo)
