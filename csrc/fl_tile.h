@@ -3,7 +3,8 @@
  * With few classes a row is shorter than a vector, and per-row overhead dominates. A tile
  * puts FL_W rows in the lanes instead: vector k of the tile holds class k of every row, so
  * max, exponentials and sums run lane-wise, one row per lane, with the same operations in the
- * same order as the row functions of fl_rowmath.h apply to one row. Tile vectors live in an L1
+ * same order as the row functions of fl_rowmath.h apply to one row (logsumexp has formulas of
+ * its own, below, which every float32 row of few classes takes). Tile vectors live in an L1
  * scratch of c * FL_W floats (xt[k * FL_W + j] = class k of row j). */
 #ifndef FL_TILE_H
 #define FL_TILE_H
