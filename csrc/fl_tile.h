@@ -24,6 +24,17 @@ static inline int fl_tile_gather_ok(int64_t rs)
     return rs > -lim && rs < lim;
 }
 
+/* fl_tile_load for rows too far apart for int32 gather offsets: element by element, lanes past
+ * nr hold 0 (out of line: a rare layout, kept out of the hot loops' code) */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static void fl_tile_load_far(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, float *xt)
+{
+    for (int64_t k = 0; k < c; k++)
+        for (int64_t j = 0; j < FL_W; j++) xt[k * FL_W + j] = j < nr ? base[j * rs + k * cs] : 0.0f;
+}
+
 /* Where a tile's rows are: row j at base + j*rs, its class k at + k*cs. rs == 1: a class of
  * the tile is one unit-stride load (class axis not last). Rows of two contiguous classes (cs
  * == 1, rs == 2): two loads split into even and odd lanes. Otherwise a gather with gidx[j] =
@@ -45,8 +56,7 @@ static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64
         return;
     }
     if (rs != 1 && !fl_tile_gather_ok(rs)) {
-        for (int64_t k = 0; k < c; k++)
-            for (int64_t j = 0; j < FL_W; j++) xt[k * FL_W + j] = j < nr ? base[j * rs + k * cs] : 0.0f;
+        fl_tile_load_far(base, rs, cs, c, nr, xt);
         return;
     }
     for (int64_t k = 0; k < c; k++) {
