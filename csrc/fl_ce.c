@@ -135,9 +135,11 @@ static void fl_ce_block(fl_ce_ctx *ctx, int64_t b, void *scratch, fl_ce_tiles *t
             nr = r1 - r < n1 - i1 ? r1 - r : n1 - i1;
             nr = nr < FL_W ? nr : FL_W;
             if (nr < FL_W)
-                for (int64_t j = 0; j < FL_W; j++) tiles->gidx_part[j] = j < nr ? (int32_t)(j * ctx->a->x.s1) : 0;
-            if (!fl_ce_tile_f32(ctx, i0, i1, nr, acc, tiles))
-                for (int64_t j = 0; j < nr; j++) fl_ce_one_row(ctx, i0, i1 + j, r + j, acc, bad, scratch, pend);
+                for (int64_t j = 0; j < FL_W; j++) tiles->gidx_part[j] = j < nr && fl_tile_gather_ok(ctx->a->x.s1) ? (int32_t)(j * ctx->a->x.s1) : 0;
+            unsigned skip = 0;
+            if (!fl_ce_tile_f32(ctx, i0, i1, nr, acc, tiles, &skip)) skip = (unsigned)((1ull << nr) - 1u);
+            for (int64_t j = 0; skip && j < nr; j++)
+                if (skip >> j & 1u) fl_ce_one_row(ctx, i0, i1 + j, r + j, acc, bad, scratch, pend);
         } else {
             fl_ce_one_row(ctx, i0, i1, r, acc, bad, scratch, pend);
         }

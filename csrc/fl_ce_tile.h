@@ -4,8 +4,9 @@
  * A row shorter than a vector leaves most lanes idle and pays per-row overhead; a tile puts
  * FL_W rows in the lanes instead, so max, exponentials and sums run lane-wise with the same
  * operations as the one-row path (fl_ce_f32.h). Losses are finished a batch of tiles at a time
- * and deposited into the task's loss sum as one array; rows that a tile cannot take (an
- * out-of-range class, a non-finite max) go back to the one-row path. Compiled once per ISA.
+ * and deposited into the task's loss sum as one array; rows that a tile cannot take go back to
+ * the one-row path: a tile with an out-of-range class (an error), and, after the tile, the rows
+ * whose max is not finite (the tile's other rows stay in it). Compiled once per ISA.
  */
 #ifndef FL_CE_TILE_H
 #define FL_CE_TILE_H
@@ -28,6 +29,7 @@ typedef struct {
     float bo[FL_CE_BATCH * FL_W], bx[FL_CE_BATCH * FL_W], bw[FL_CE_BATCH * FL_W], by[FL_CE_BATCH * FL_W];
     float bl[FL_CE_BATCH * FL_W];
     int64_t bi0[FL_CE_BATCH], bi1[FL_CE_BATCH], bnr[FL_CE_BATCH];
+    unsigned bskip[FL_CE_BATCH]; /* lanes whose rows went one by one (their losses are theirs) */
     int nb;
 } fl_ce_tiles;
 
@@ -45,7 +47,8 @@ static void fl_ce_tiles_flush(const fl_ce_ctx *ctx, fl_ce_tiles *t, fl_ce_acc *a
         float *l = t->bl + q * FL_W;
         flv_store(l, loss);
         if (a->loss.data)
-            for (int64_t j = 0; j < t->bnr[q]; j++) fl_put_scalar(&a->loss, t->bi0[q], t->bi1[q] + j, (double)l[j]);
+            for (int64_t j = 0; j < t->bnr[q]; j++)
+                if (!(t->bskip[q] >> j & 1u)) fl_put_scalar(&a->loss, t->bi0[q], t->bi1[q] + j, (double)l[j]);
     }
     fl_rsum_add_f32s(&acc->ce.s, t->bl, (int64_t)t->nb * FL_W);
     t->nb = 0;
@@ -70,9 +73,10 @@ FL_ALWAYS_INLINE void fl_ce_lane_class(int64_t y, int64_t ign, int64_t c, float 
  * of tiles at a time (fl_ce_tiles_flush). Ignored rows take part as lanes of weight 0 whose loss and gradient are
  * selected to 0, as are the lanes past nr; x_y is picked by a compare per class rather than a
  * gather from the tile, whose stores would still be in flight. Returns 0, touching nothing,
- * when a row has an out-of-range class or a lane a non-finite max: the caller then takes those
- * rows one by one. */
-static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, fl_ce_acc *acc, fl_ce_tiles *t)
+ * when a row has an out-of-range class: the caller then takes the rows one by one; else 1,
+ * with the lanes whose rows the caller must take one by one in *skip (a non-finite max). */
+static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, fl_ce_acc *acc, fl_ce_tiles *t,
+                          unsigned *skip)
 {
     const fl_ce_args *a = ctx->a;
     int64_t c = ctx->g.c;
@@ -97,7 +101,17 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     const int32_t *gidx = nr == FL_W ? t->gidx : t->gidx_part;
     fl_tile_load((const float *)(void *)fl_row_ptr(&a->x, i0, i1), a->x.s1, a->x.sc, c, nr, gidx, t->xt);
     flv m = fl_tile_max(t->xt, c);
-    if (!flv_all_finite(m)) return 0; /* lanes past nr repeat row 0 or hold 0 */
+    /* rows whose max is not finite (a NaN, +inf, all -inf) go one by one after the tile (*skip):
+     * here they are lanes of weight 0, like ignored rows, so the tile's other rows keep the
+     * same arithmetic whatever their neighbours hold (lanes past nr are ignored already) */
+    unsigned bad = ~flv_mask_ge(flv_set1(3.40282347e38f), flv_abs(m)) & (unsigned)((1ull << nr) - 1u);
+    *skip = bad;
+    for (int64_t j = 0; bad && j < nr; j++) {
+        if (!(bad >> j & 1u)) continue;
+        nv -= yf[j] >= 0.0f;
+        yf[j] = -1.0f;
+        sw[j] = 0.0f;
+    }
     /* the rows are the tile's now: their weights into the denominators, a tile at a time (the
      * lanes of ignored rows and past nr add 0) */
     acc->n_valid += nv;
@@ -154,6 +168,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     t->bi0[q] = i0;
     t->bi1[q] = i1;
     t->bnr[q] = nr;
+    t->bskip[q] = bad;
     if (grad) {
         /* g_c = s*c1*w_y*(p_c - [c == y]); for the target, S - e_y is kept exact as above
          * when y holds the max. Unused lanes take alpha = +0, selected rather than from their

@@ -84,13 +84,36 @@ static inline fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const char *xrow, f
 
 /* ---------------- small C: rows in the lanes ---------------- */
 
-/* Per-task scratch of a tile kernel: the logits tile, an output tile, the index tables. */
-typedef struct { float *xt, *yt; int32_t *gidx, *gidx_part, *oidx; } fl_post_tiles;
+/* A tile of rows set aside for a second, slower computation: nq of its FL_W lanes used, the
+ * rows' places qi0, qi1 (the lanes themselves in fl_post_tiles.qt). */
+typedef struct {
+    int64_t qi0[FL_W], qi1[FL_W];
+    int nq;
+} fl_tile_queue;
+
+/* Per-task scratch of a tile kernel: the logits tile, an output tile, the index tables, the
+ * queue's tile and its state. */
+typedef struct {
+    float *xt, *yt, *qt;
+    int32_t *gidx, *gidx_part, *oidx;
+    fl_tile_queue *q;
+} fl_post_tiles;
 
 /* A tile kernel: nr rows (i0, i1 .. i1 + nr - 1) in the lanes. Returns 0, having written
  * nothing, if the rows must go one by one (a non-finite max). */
 typedef int (*fl_tile_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
                           void *scratch);
+/* The end of a task's tiles: the rows left in the queue. */
+typedef void (*fl_tile_done_fn)(fl_post_ctx *ctx, const fl_post_tiles *t);
+
+/* Lane j of the tile into the queue's next lane (the queue must have room), for row (i0, i1). */
+static inline void fl_tile_queue_put(const fl_post_tiles *t, int64_t c, int64_t j, int64_t i0, int64_t i1)
+{
+    int q = t->q->nq++;
+    for (int64_t k = 0; k < c; k++) t->qt[k * FL_W + q] = t->xt[k * FL_W + j];
+    t->q->qi0[q] = i0;
+    t->q->qi1[q] = i1;
+}
 
 /* Do x (and the row output y, if any) allow tiles: float32, C <= FL_LANES_MAX_C, one of the
  * two tile layouts for both? */
@@ -103,21 +126,26 @@ static inline int fl_post_lanes_ok(const fl_post_ctx *ctx, const fl_arr *y)
     return !y || y->dtype == FL_F32;
 }
 
-/* fl_run_rows with tiles of up to FL_W rows of the same i0; fn takes the rows a tile gives back. */
-static inline void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn,
-                         fl_tile_fn tile)
+/* fl_run_rows with tiles of up to FL_W rows of the same i0; fn takes the rows a tile gives back,
+ * done (if not NULL) the queue at the end. */
+static inline void fl_run_tiles_q(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn,
+                                  fl_tile_fn tile, fl_tile_done_fn done)
 {
     int64_t rpb = fl_rows_per_block(ctx->g.c), c = ctx->g.c, n1 = ctx->g.n1, s1 = ctx->x->s1;
     int64_t nrows = ctx->g.n0 * n1;
     int64_t r = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
     size_t nt = (size_t)c * FL_W;
-    char *mem = (char *)malloc(scratch_bytes + 2 * nt * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
+    char *mem = (char *)malloc(scratch_bytes + 3 * nt * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
     if (!mem) { fl_atomic_store(&ctx->failed, 1); return; }
     void *scratch = mem;
     fl_post_tiles t;
     t.xt = (float *)(void *)(mem + scratch_bytes);
     t.yt = t.xt + nt;
-    t.gidx = (int32_t *)(void *)(t.yt + nt);
+    t.qt = t.yt + nt;
+    fl_tile_queue queue;
+    queue.nq = 0;
+    t.q = &queue;
+    t.gidx = (int32_t *)(void *)(t.qt + nt);
     t.gidx_part = t.gidx + FL_W;
     t.oidx = t.gidx_part + FL_W;
     fl_tile_index(s1, c, t.gidx, t.oidx);
@@ -126,14 +154,22 @@ static inline void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t
         int64_t nr = r1 - r < n1 - i1 ? r1 - r : n1 - i1;
         nr = nr < FL_W ? nr : FL_W;
         if (nr < FL_W)
-            for (int64_t j = 0; j < FL_W; j++) t.gidx_part[j] = j < nr ? (int32_t)(j * s1) : 0;
+            for (int64_t j = 0; j < FL_W; j++) t.gidx_part[j] = j < nr && fl_tile_gather_ok(s1) ? (int32_t)(j * s1) : 0;
         if (!tile(ctx, i0, i1, nr, &t, scratch))
             for (int64_t j = 0; j < nr; j++) fn(ctx, i0, i1 + j, scratch);
         r += nr;
         i1 += nr;
         if (i1 == n1) { i1 = 0; i0++; }
     }
+    if (done) done(ctx, &t);
     free(mem);
+}
+
+/* fl_run_tiles_q for a kernel that queues nothing */
+static inline void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t scratch_bytes, fl_row_fn fn,
+                                fl_tile_fn tile)
+{
+    fl_run_tiles_q(ctx, b0, b1, scratch_bytes, fn, tile, NULL);
 }
 
 /* Load a tile, take its max and the n_eq + rest sums of each lane's row with TwoSum-corrected

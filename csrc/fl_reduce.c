@@ -5,7 +5,9 @@
  * max apart), so log(sum) = log1p((n_eq - 1) + rest) stays accurate for peaked rows; rows whose
  * logsumexp cancels (|m + log s| small) are redone in double (float32 rows) or double-double
  * (float64 rows). The entropy is log s - sum p_k (x_k - m) / s from shifted values, so rows of
- * ties do not cancel. Rows of few classes go FL_W at a time in the lanes (fl_tile.h). */
+ * ties do not cancel. Rows of few classes go FL_W at a time in the lanes (fl_tile.h); their
+ * logsumexp is computed in float32 with an error bound per lane, and the rows whose bound is
+ * not small against their result are queued and computed in double, FL_W at a time. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -55,6 +57,21 @@ FL_ALWAYS_INLINE double fl_entropy_precise_t(const void *x, int64_t n, float m, 
     return fl_log_sum((double)cnt, r) - fl_csum8_total(&dot) / ((double)cnt + r);
 }
 
+/* Has a float32 row's logsumexp v, computed in double from its max m, cancelled so far that
+ * double's rounding (a few 2^-53 of |m|) could be ULPs of the float32 result? (below 2^-20 |m|;
+ * such rows are redone in double-double) */
+static inline int fl_lse_f32_cancelled(double v, float m)
+{
+    return fabs(v) < 0x1p-20 * fabs((double)m);
+}
+
+/* fl_dd_logsumexp of a float32 row x (any input dtype), widened into row (c doubles) */
+static double fl_lse_f32_dd(fl_xrow x, int64_t c, float m, double *row)
+{
+    for (int64_t k = 0; k < c; k++) row[k] = (double)fl_x_dispatch(x.dt, fl_xget, x.p, k);
+    return fl_dd_logsumexp(row, c, (double)m);
+}
+
 static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -99,10 +116,12 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
              * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),
-             * redo the sum in double */
-            if (!ent && fabs(v) < rest / (n_eq + rest)) {
+             * redo the sum in double; so too where |v| is so small (m = 0, a rest of
+             * subnormal exponentials) that their rounding to multiples of 2^-149 is not */
+            if (!ent && (fabs(v) < rest / (n_eq + rest) || fabs(v) < 0x1p-90)) {
                 rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
                 v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
+                if (fl_lse_f32_cancelled(v, m)) v = fl_lse_f32_dd(x, c, m, (double *)scratch + c);
             }
             if (ent && v < 1e-30) v = fl_x_dispatch(x.dt, fl_entropy_precise_t, x.p, c, m);
         }
@@ -138,34 +157,69 @@ static void fl_put_tile(const fl_arr *y, int64_t i0, int64_t i1, int64_t nr, con
     for (int64_t j = 0; j < nr; j++) fl_put_scalar(y, i0, i1 + j, v[j]);
 }
 
-/* logsumexp of a tile, as fl_reduce_row, including its double-precision sum for the rows whose
- * result cancels (|v| < 1), taken from the tile's copy of the row */
+/* The queued rows' logsumexp in double: the sums of exp(x - m) in double, compensated
+ * (fl_tile_sumexp_precise), and m + log S rounded once. Lanes of the queue past nq repeat its
+ * first row. */
+static void fl_logsumexp_queue_done(fl_post_ctx *ctx, const fl_post_tiles *t)
+{
+    int64_t c = ctx->g.c, n = t->q->nq;
+    if (!n) return;
+    for (int64_t k = 0; k < c; k++)
+        for (int64_t j = n; j < FL_W; j++) t->qt[k * FL_W + j] = t->qt[k * FL_W];
+    float mv[FL_W];
+    double n_eq[FL_W], rest[FL_W];
+    flv_store(mv, fl_tile_max(t->qt, c));
+    if (c == 2) {
+        /* S = 1 + exp(lo - m) exactly (two equal logits: 1 + 1), lo - m exact in double */
+        for (int j = 0; j < FL_W; j++) {
+            double a = (double)t->qt[j], b = (double)t->qt[FL_W + j], lo = a < b ? a : b;
+            n_eq[j] = 1.0;
+            rest[j] = fl_exp_d(lo - (double)mv[j]);
+        }
+    } else {
+        fl_tile_sumexp_precise(t->qt, c, mv, n_eq, rest);
+    }
+    double vq[FL_W];
+    for (int j = 0; j < FL_W; j++) vq[j] = (double)mv[j] + fl_log_sum(n_eq[j], rest[j]); /* vectorised */
+    for (int64_t j = 0; j < n; j++) {
+        double v = vq[j];
+        if (fl_lse_f32_cancelled(v, mv[j])) {
+            double row[FL_LANES_MAX_C];
+            for (int64_t k = 0; k < c; k++) row[k] = (double)t->qt[k * FL_W + j];
+            v = fl_dd_logsumexp(row, c, (double)mv[j]);
+        }
+        fl_put_scalar(ctx->y, t->q->qi0[j], t->q->qi1[j], v);
+    }
+    t->q->nq = 0;
+}
+
+/* logsumexp of a tile in float32 lanes (fl_tile_logsumexp, fl_tile_logsumexp2 for two classes);
+ * the rows whose error bound is not small enough against their result go to the queue, and
+ * are computed in double a queue at a time. Rows with a non-finite max are the tile's too, so
+ * no row is ever handed back: a row's arithmetic does not depend on its neighbours. */
 static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
 {
     (void)scratch;
+    const fl_arr *x = ctx->x;
     int64_t c = ctx->g.c;
-    flv m;
-    float n_eq[FL_W], mv[FL_W];
-    double rest[FL_W];
-    if (!fl_tile_sums(ctx, i0, i1, nr, t, 0, &m, n_eq, rest)) return 0;
-    double ls[FL_W];
-    flv_store(mv, m);
-    /* fl_reduce_finish's log(S) for all lanes in one loop the compiler can vectorise */
-    for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
-    /* lanes whose logsumexp cancelled (|v| < rest/s, as in fl_reduce_row) take the double sums */
-    int redo[FL_W], cancelled = 0;
-    for (int64_t j = 0; j < nr; j++) {
-        redo[j] = fabs((double)mv[j] + ls[j]) < rest[j] / ((double)n_eq[j] + rest[j]);
-        cancelled |= redo[j];
+    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
+                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+    float vf[FL_W];
+    unsigned redo = c == 2 ? fl_tile_logsumexp2(t->xt, vf) : fl_tile_logsumexp(t->xt, c, vf);
+    const fl_arr *y = ctx->y;
+    if (y->dtype == FL_F32 && y->s1 == 1) {
+        flv_store_part((float *)(void *)fl_row_ptr(y, i0, i1), flv_load(vf), nr);
+    } else {
+        double v[FL_W];
+        for (int j = 0; j < FL_W; j++) v[j] = (double)vf[j];
+        fl_put_tile(y, i0, i1, nr, v);
     }
-    double pne[FL_W], prest[FL_W], pls[FL_W];
-    if (cancelled) {
-        fl_tile_sumexp_precise(t->xt, c, mv, pne, prest);
-        for (int64_t j = 0; j < FL_W; j++) pls[j] = fl_log_sum(pne[j], prest[j]);
+    /* the queued rows' values above are written again when the queue is done */
+    for (redo &= (unsigned)((1ull << nr) - 1u); redo; redo &= redo - 1u) {
+        if (t->q->nq == FL_W) fl_logsumexp_queue_done(ctx, t);
+        int64_t j = fl_lowest_bit(redo);
+        fl_tile_queue_put(t, c, j, i0, i1 + j);
     }
-    double v[FL_W];
-    for (int64_t j = 0; j < FL_W; j++) v[j] = j < nr && redo[j] ? (double)mv[j] + pls[j] : (double)mv[j] + ls[j];
-    fl_put_tile(ctx->y, i0, i1, nr, v);
     return 1;
 }
 
@@ -200,11 +254,15 @@ static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
 static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
-        fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row,
-                     ctx->op == FL_LOGSUMEXP ? fl_logsumexp_tile : fl_entropy_tile);
+    /* fl_reduce_row's scratch: two rows of the compute type, and for float32 rows a row of
+     * doubles after them (fl_lse_f32_dd): 2c doubles either way */
+    size_t bytes = 2 * (size_t)(ctx->g.c > 0 ? ctx->g.c : 1) * sizeof(double);
+    if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL) && ctx->op == FL_LOGSUMEXP)
+        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile, fl_logsumexp_queue_done);
+    else if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
+        fl_run_tiles(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile);
     else
-        fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_reduce_row);
+        fl_run_rows(ctx, b0, b1, bytes, fl_reduce_row);
 }
 
 int FL_FN(row_reduce)(const fl_arr *x, const fl_arr *out, fl_grid g, int what)

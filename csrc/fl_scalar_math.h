@@ -174,11 +174,13 @@ static inline double fl_exp_dx_d(double x, double dx)
     p = p * r + 0.5;
     double a = p * (r * r);
     p = ((a + dx * ((a + r) + 1.0)) + r) + 1.0;
-    int64_t ni = (int64_t)n;
-    int64_t n1 = ni / 2;
-    int64_t n2 = ni - n1;
-    double s1 = fl_u2d((uint64_t)(n1 + 1023) << 52);
-    double s2 = fl_u2d((uint64_t)(n2 + 1023) << 52);
+    /* 2^n = 2^n1 * 2^n2 with both halves normal, built from the bits of 2^52 + (k + 1023) (a
+     * double's low bits hold a small integer k there) rather than an int64 conversion, which
+     * AVX2 lacks: loops over lanes of this function then vectorise. p * 2^n1 is normal, so the
+     * product is rounded once whatever the split: the same bits as any other split. */
+    double n1 = fl_rint(n * 0.5), n2 = n - n1;
+    double s1 = fl_u2d((fl_d2u(n1 + (4503599627370496.0 + 1023.0)) & 0x7ffull) << 52);
+    double s2 = fl_u2d((fl_d2u(n2 + (4503599627370496.0 + 1023.0)) & 0x7ffull) << 52);
     double y = (p * s1) * s2;
     return x != x ? x : y;
 }

@@ -32,6 +32,10 @@
  *   fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)   a + (double)p * max((double)x - m, -1e300)
  *                                        lane by lane (the entropy's dot product; no fused multiply-add)
  *   flv  flv_gather(const float *p, const int32_t *idx)   lane j = p[idx[j]]  (idx: FL_W entries)
+ *   void flv_load_deint2(const float *p, flv *even, flv *odd)   the 2*FL_W floats at p: lane j of even
+ *                                        = p[2j], of odd = p[2j+1] (rows of two classes into the lanes)
+ *   flv  flv_pow2_floor(flv a)           2^floor(log2 |a|) for normal a (its exponent field alone),
+ *                                        0 for 0 and subnormals: ulp(a) = 2^-23 * flv_pow2_floor(a)
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan
  *   flv  flv_exp_neg(flv)   flv_exp for x <= 0 or nan only (shifts by a max), cheaper where the ISA allows
  *   flv  flv_exp_neg_fast(flv)   flv_exp_neg by a shorter polynomial, <= 2 ULP (not 1): the losses' sums

@@ -3,7 +3,8 @@
  * With few classes a row is shorter than a vector, and per-row overhead dominates. A tile
  * puts FL_W rows in the lanes instead: vector k of the tile holds class k of every row, so
  * max, exponentials and sums run lane-wise, one row per lane, with the same operations in the
- * same order as the row functions of fl_rowmath.h apply to one row. Tile vectors live in an L1
+ * same order as the row functions of fl_rowmath.h apply to one row (logsumexp has formulas of
+ * its own, below, which every float32 row of few classes takes). Tile vectors live in an L1
  * scratch of c * FL_W floats (xt[k * FL_W + j] = class k of row j). */
 #ifndef FL_TILE_H
 #define FL_TILE_H
@@ -16,10 +17,30 @@
 
 #define FL_LANES_MAX_C 64
 
+/* Can the lanes of a tile with row stride rs (elements) be gathered with int32 offsets j * rs? */
+static inline int fl_tile_gather_ok(int64_t rs)
+{
+    int64_t lim = ((int64_t)1 << 31) / FL_W;
+    return rs > -lim && rs < lim;
+}
+
+/* fl_tile_load for rows too far apart for int32 gather offsets: element by element, lanes past
+ * nr hold 0 (out of line: a rare layout, kept out of the hot loops' code) */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static void fl_tile_load_far(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, float *xt)
+{
+    for (int64_t k = 0; k < c; k++)
+        for (int64_t j = 0; j < FL_W; j++) xt[k * FL_W + j] = j < nr ? base[j * rs + k * cs] : 0.0f;
+}
+
 /* Where a tile's rows are: row j at base + j*rs, its class k at + k*cs. rs == 1: a class of
- * the tile is one unit-stride load (class axis not last). Otherwise a gather with gidx[j] =
- * j*rs from base + k*cs (lanes at or past nr repeat row 0). nr <= FL_W rows; lanes past nr of
- * a unit-stride load hold 0. */
+ * the tile is one unit-stride load (class axis not last). Rows of two contiguous classes (cs
+ * == 1, rs == 2): two loads split into even and odd lanes. Otherwise a gather with gidx[j] =
+ * j*rs from base + k*cs (lanes at or past nr repeat row 0), or, for strides beyond int32
+ * offsets, element by element (lanes past nr hold 0). nr <= FL_W rows; lanes past nr of a
+ * unit-stride load hold 0. Every way gives the same tile for the rows. */
 static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr,
                                 const int32_t *gidx, float *xt)
 {
@@ -27,6 +48,17 @@ static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64
      * gathers of the next tile each wait on memory (a prefetch past the data is harmless) */
     if (cs == 1 && rs == c)
         for (int64_t off = 0; off < FL_W * c; off += 64 / (int64_t)sizeof(float)) FL_PREFETCH(base + FL_W * c + off);
+    if (c == 2 && cs == 1 && rs == 2 && nr == FL_W) {
+        flv even, odd;
+        flv_load_deint2(base, &even, &odd);
+        flv_store(xt, even);
+        flv_store(xt + FL_W, odd);
+        return;
+    }
+    if (rs != 1 && !fl_tile_gather_ok(rs)) {
+        fl_tile_load_far(base, rs, cs, c, nr, xt);
+        return;
+    }
     for (int64_t k = 0; k < c; k++) {
         flv v;
         if (rs == 1) v = nr == FL_W ? flv_load(base + k * cs) : flv_load_part(base + k * cs, nr, 0.0f);
@@ -56,17 +88,17 @@ static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c,
 /* the index tables of a tile layout: gidx[j] = j*rs (fl_tile_load), oidx when rows are contiguous */
 static inline void fl_tile_index(int64_t rs, int64_t c, int32_t *gidx, int32_t *oidx)
 {
-    for (int64_t j = 0; j < FL_W; j++) gidx[j] = (int32_t)(j * rs);
+    for (int64_t j = 0; j < FL_W; j++) gidx[j] = fl_tile_gather_ok(rs) ? (int32_t)(j * rs) : 0;
     for (int64_t p = 0; p < c * FL_W; p++) oidx[p] = (int32_t)((p % c) * FL_W + p / c);
 }
 
-/* Can rows of c classes with row stride rs (elements) be tiled? Any class stride can. */
+/* Can rows of c classes with row stride rs (elements) be tiled? Any strides can: lanes load
+ * with unit stride, by gathers or element by element, so every layout of the same values takes
+ * the same arithmetic. */
 static inline int fl_tile_layout_ok(int64_t rs, int64_t c)
 {
-    /* any strides: lanes load with unit stride or gather with int32 offsets j * rs, so every
-     * layout of the same values takes the same arithmetic */
-    int64_t lim = ((int64_t)1 << 31) / FL_W;
-    return c >= 1 && c <= FL_LANES_MAX_C && rs > -lim && rs < lim;
+    (void)rs;
+    return c >= 1 && c <= FL_LANES_MAX_C;
 }
 
 /* per-lane max of a tile */
@@ -93,6 +125,117 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
         }
     }
     for (int j = 0; j < FL_W; j++) rest[j] = s[j] + comp[j];
+}
+
+/* ---------------- logsumexp in float32 lanes, with an error bound per lane ----------------
+ *
+ * v = m + log1p((n_eq - 1) + rest) in float32 throughout: the exponentials of the rounded
+ * x - m by the degree-5 polynomial (flv_exp_neg_fast), rest in two float32 partials, the
+ * logarithm by flv_log1p. Beside v each lane bounds its own error, in units of u = 2^-24:
+ *   - each exponential is within 2 ULP (the limit csrc/tests/test_math.c holds every ISA's
+ *     flv_exp_neg_fast and flv_log1p to, exhaustively), at most 4u relative, or 2^-148
+ *     absolute below the normal range; the rounding of d = x - m (at most u|d|) moves it by a
+ *     factor exp(u|d|), so sum_k e_k |d_k| (accumulated beside the sum) bounds that part;
+ *   - the two partial sums and their join round at most ceil(c/2) times, u * rest each; the
+ *     join with n_eq - 1 once more (u * q);
+ *   - an error dq in q moves log1p(q) by dq / (1 + q); log1p adds its 2 ULP of L;
+ *   - the final m + L rounds by half an ULP of v.
+ * A lane whose bound is within FL_LSE_LANE_ULP ULP of v (so under FL_LSE_LANE_ULP + 0.5 ULP of
+ * the result, the bound's own float32 rounding included, inside logsumexp's 4) keeps its v;
+ * the others are computed again in double (fl_tile_sumexp_precise). Everything is lane-wise, so
+ * a row's result and whether it is redone depend on the row alone. A lane whose max is not
+ * finite returns the max (the special values of fl_reduce_special) and is never redone. */
+#define FL_LSE_LANE_ULP 3.2f
+
+/* v for the lanes and the mask of lanes (bit j) to redo, from the parts above: m the lanes'
+ * max, rest, q = (n_eq - 1) + rest, err the bound on q's error (units of u) */
+static inline unsigned fl_lse_lanes_finish(flv m, flv q, flv err, float *v)
+{
+    flv one = flv_set1(1.0f), L = flv_log1p(q), vv = flv_add(m, L);
+    /* 2 ULP of L: 2 * 2^-23 * pow2_floor(L) = 4u * pow2_floor(L) (0 for a subnormal L, whose
+     * 2 ULP are below err's floor) */
+    err = flv_fma(flv_set1(4.0f), flv_pow2_floor(L), flv_div(err, flv_add(one, q)));
+    /* ulp(v) at least 2u * pow2_floor(|v| (1 - 2^-20)): the exact result is that close to v,
+     * and a v just above a power of two has it in the binade below */
+    flv am = flv_abs(m), ulp = flv_mul(flv_set1(2.0f), flv_pow2_floor(flv_mul(flv_abs(vv), flv_set1(1.0f - 0x1p-20f))));
+    unsigned fin = flv_mask_ge(flv_set1(3.40282347e38f), am);
+    unsigned ok = flv_mask_ge(flv_mul(flv_set1(FL_LSE_LANE_ULP), ulp), err);
+    flv_store(v, flv_sel_neg(flv_sub(am, flv_set1(INFINITY)), vv, m));
+    return fin & ~ok;
+}
+
+/* the lanes' logsumexp of a tile of c classes (any c <= FL_LANES_MAX_C) with max m; normal:
+ * every x - m of the tile is known to be at least FL_EXPF_NORMAL_LO, so the exponentials skip
+ * their floor and subnormal handling (the same values) */
+FL_ALWAYS_INLINE unsigned fl_tile_logsumexp_n(const float *xt, int64_t c, flv m, float *v, int normal)
+{
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), floor_d = flv_set1(-104.0f);
+    flv r[2] = {zero, zero}, cnt = zero, dot = zero;
+    /* classes two at a time, into the two partials (even classes into r[0]) */
+    for (int64_t k = 0; k < c; k += 2) {
+        FL_UNROLL(2)
+        for (int h = 0; h < 2; h++) {
+            if (h && k + 1 == c) break;
+            /* d >= -104, where exp is 0 in float32: d * e stays finite for -inf logits */
+            flv d = flv_sub(flv_load(xt + (k + h) * FL_W), m);
+            if (!normal) d = flv_max_ord(d, floor_d);
+            flv e = normal ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d);
+            r[h] = flv_add(r[h], flv_sel_neg(d, e, zero));
+            cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
+            dot = flv_fma(e, d, dot); /* -sum e_k |d_k| */
+        }
+    }
+    flv rest = flv_add(r[0], r[1]), q = flv_add(flv_sub(cnt, one), rest);
+    /* (4 + ceil(c/2)) rest + sum e|d| + c 2^-124, and u q for the join */
+    flv err = flv_fma(flv_set1(4.0f + (float)((c + 1) / 2)), rest, flv_sub(flv_set1((float)c * 0x1p-124f), dot));
+    return fl_lse_lanes_finish(m, q, flv_add(err, q), v);
+}
+
+#define FL_LANES_ALL ((unsigned)((1ull << FL_W) - 1u))
+
+/* the index of the lowest set bit of a lane mask m != 0 */
+static inline int fl_lowest_bit(unsigned m)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(m);
+#else
+    int j = 0;
+    while (!(m >> j & 1u)) j++;
+    return j;
+#endif
+}
+
+/* Is x - m at least FL_EXPF_NORMAL_LO in every lane (lo: the lanes' min; a NaN lane is not)? */
+static inline int fl_tile_normal(flv m, flv lo)
+{
+    return flv_mask_ge(flv_sub(lo, m), flv_set1(FL_EXPF_NORMAL_LO)) == FL_LANES_ALL;
+}
+
+static inline unsigned fl_tile_logsumexp(const float *xt, int64_t c, float *v)
+{
+    flv m = flv_load(xt), lo = m;
+    for (int64_t k = 1; k < c; k++) {
+        flv xk = flv_load(xt + k * FL_W);
+        m = flv_max(xk, m);
+        lo = flv_min_ord(xk, lo);
+    }
+    return fl_tile_normal(m, lo) ? fl_tile_logsumexp_n(xt, c, m, v, 1) : fl_tile_logsumexp_n(xt, c, m, v, 0);
+}
+
+/* fl_tile_logsumexp for two classes: one exponential a row, t = exp(min - max), and
+ * v = max + log1p(t) (the same bound; q = t is not rounded) */
+static inline unsigned fl_tile_logsumexp2(const float *xt, float *v)
+{
+    flv a = flv_load(xt), b = flv_load(xt + FL_W);
+    flv m = flv_max(a, b), lo = flv_min_ord(a, b), d = flv_sub(lo, m), t;
+    if (fl_tile_normal(m, lo)) {
+        t = flv_exp_neg_fast_normal(d);
+    } else {
+        d = flv_max_ord(d, flv_set1(-104.0f));
+        t = flv_exp_neg_fast(d);
+    }
+    flv err = flv_fma(flv_sub(flv_set1(4.0f), d), t, flv_set1(0x1p-123f));
+    return fl_lse_lanes_finish(m, t, err, v);
 }
 
 #endif

@@ -125,6 +125,17 @@ static inline flv flv_gather(const float *p, const int32_t *idx)
 {
     return _mm256_i32gather_ps(p, _mm256_loadu_si256((const __m256i *)(const void *)idx), 4);
 }
+/* shufps picks lanes 0, 2 (1, 3) of each 128-bit half of both, vpermpd puts the halves in order */
+static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
+{
+    flv lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xd8));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xdd)), 0xd8));
+}
+static inline flv flv_pow2_floor(flv a)
+{
+    return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)));
+}
 
 /* p * 2^n for integer-valued n in [-150, 129] (nan: nan), rounded once: 2^n = 2^n1 * 2^n2,
  * n1 = n/2 truncated toward zero. A result below 2^-125 is built from integer bits instead,

@@ -129,6 +129,16 @@ static inline flv flv_gather(const float *p, const int32_t *idx)
 {
     return _mm512_i32gather_ps(_mm512_loadu_si512((const void *)idx), p, 4);
 }
+static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
+{
+    flv lo = _mm512_loadu_ps(p), hi = _mm512_loadu_ps(p + 16);
+    *even = _mm512_permutex2var_ps(lo, _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0), hi);
+    *odd = _mm512_permutex2var_ps(lo, _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1), hi);
+}
+static inline flv flv_pow2_floor(flv a)
+{
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7f800000)));
+}
 
 /* p * 2^n for integer-valued n (nan: nan), rounded once. A result below 2^-125 is built from
  * integer bits instead, round(p * 2^(n+149)) units of 2^-149, rather than by a scaling whose

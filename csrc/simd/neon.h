@@ -109,6 +109,13 @@ static inline flv flv_gather(const float *p, const int32_t *idx)
     float t[4] = {p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
     return vld1q_f32(t);
 }
+static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
+{
+    float32x4x2_t v = vld2q_f32(p);
+    *even = v.val[0];
+    *odd = v.val[1];
+}
+static inline flv flv_pow2_floor(flv a) { return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vdupq_n_u32(0x7f800000u))); }
 
 /* The pieces of the exponentials: x = n*ln2 + r (Cody-Waite) and p * 2^n as two
  * exponent-field multiplications whose halves are both normal (n in [-150, 128]; NaN lanes give
