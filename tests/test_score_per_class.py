@@ -9,6 +9,7 @@ import pytest
 
 import fastlogits as fl
 from arrays import as_dtype
+from fastlogits._score_check import DEFAULT_METRICS
 
 # several times the rows between two flushes of the per-class lanes (2048), and not a multiple
 N_MANY = 3 * 2048 + 77
@@ -68,7 +69,7 @@ def test_per_class_bitwise_over_chunks_and_threads_beyond_a_flush(c):
     y = rng.integers(0, c, N_MANY)
     y[::17] = -100
     kw = dict(per_class=True, auc_bins=16,
-              metrics=list(fl._score.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr", "average_precision_ovr"])
+              metrics=list(DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr", "average_precision_ovr"])
     want = fl.score(x, y, **kw)
     old = fl.get_num_threads()
     try:
