@@ -778,3 +778,18 @@ def assert_reduced_close(actual, expected, max_ulp, dtype, context="", atol=0.0)
             "ULP", _context_text(context), np.float64(actual), expected, err, None,
             f"reduced loss, max_ulp={max_ulp} of {cdt} (got {float(err):.4g})"))
     return float(err)
+
+
+def assert_same_result(a, b, path=""):
+    """Bitwise equality of two results (dicts of arrays and numbers; NaN equal to NaN), naming
+    the first key path that differs."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for key in a:
+            assert_same_result(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, np.ndarray):
+        assert a.shape == b.shape and a.tobytes() == b.tobytes(), path
+    elif isinstance(a, float):
+        assert (a != a and b != b) or a == b, (path, a, b)
+    else:
+        assert a == b, (path, a, b)

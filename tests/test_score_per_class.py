@@ -2,13 +2,12 @@
 inputs of test_scorer.py do not reach: many more rows than the fixed-point lanes hold between
 two flushes, wide rows whose predicted class lies in any vector or in the tail of the row,
 ties and special values in the vectorised argmax, temperatures, every dtype."""
-import math
 
 import numpy as np
 import pytest
 
 import fastlogits as fl
-from arrays import as_dtype
+from arrays import as_dtype, assert_same_result
 from fastlogits._score_check import DEFAULT_METRICS
 
 # several times the rows between two flushes of the per-class lanes (2048), and not a multiple
@@ -31,19 +30,6 @@ def _classwise_ece(p, y, bins, w=None):
         gap = sum(abs(np.sum(w[b == j] * (y[b == j] == k)) - np.sum(w[b == j] * p[b == j, k])) for j in range(bins))
         eces.append(gap / w.sum())
     return float(np.mean(eces))
-
-
-def _same(a, b, path=""):
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for key in a:
-            _same(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, np.ndarray):
-        assert a.shape == b.shape and a.tobytes() == b.tobytes(), path
-    elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or a == b, (path, a, b)
-    else:
-        assert a == b, (path, a, b)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -76,13 +62,13 @@ def test_per_class_bitwise_over_chunks_and_threads_beyond_a_flush(c):
         for threads in (1, 2, 3):
             fl.set_num_threads(threads)
             for chunk_rows in (1000, 2047, 2049, 4096, None):
-                _same(fl.score(x, y, chunk_rows=chunk_rows, **kw), want)
+                assert_same_result(fl.score(x, y, chunk_rows=chunk_rows, **kw), want)
     finally:
         fl.set_num_threads(old)
     s = fl.Scorer(**kw)
     for lo, hi in ((0, 3000), (3000, 3001), (3001, N_MANY)):
         s.update(x[lo:hi], y[lo:hi])
-    _same(s.compute(), want)
+    assert_same_result(s.compute(), want)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64"])

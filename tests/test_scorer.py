@@ -9,7 +9,7 @@ import pytest
 
 import fastlogits as fl
 from fastlogits import _score_check
-from arrays import class_targets
+from arrays import assert_same_result, class_targets
 
 PER_CLASS_KEYS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1", "balanced_accuracy",
                   "classwise_ece")
@@ -28,20 +28,6 @@ def _softmax64(x):
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def _same(a, b, path=""):
-    """Bitwise equality of two results (NaN equal to NaN)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), (path, set(a) ^ set(b))
-        for key in a:
-            _same(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, np.ndarray):
-        assert a.shape == b.shape and a.tobytes() == b.tobytes(), path
-    elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or a == b, (path, a, b)
-    else:
-        assert a == b, (path, a, b)
 
 
 # --------------------------------------------------------------------------- scikit-learn parity
@@ -207,7 +193,7 @@ def test_bitwise_over_splits_merge_trees_and_threads(weighted, auc_bins):
         for trial in range(4):
             fl.set_num_threads(1 + trial % 3)
             cuts = np.unique(np.concatenate(([0, 1200], rng.integers(0, 1200, rng.integers(1, 12)))))
-            _same(_merge_tree(_split_scorers(x, y, w, g, cuts, kw), rng).compute(), expected)
+            assert_same_result(_merge_tree(_split_scorers(x, y, w, g, cuts, kw), rng).compute(), expected)
     finally:
         fl.set_num_threads(old)
 
@@ -217,7 +203,7 @@ def test_score_equals_one_scorer_for_every_chunk_rows():
     s = fl.Scorer(per_class=True)
     s.update(x, y, sample_weight=w)
     for chunk_rows in (1, 77, 10**6):
-        _same(fl.score(x, y, per_class=True, sample_weight=w, chunk_rows=chunk_rows), s.compute())
+        assert_same_result(fl.score(x, y, per_class=True, sample_weight=w, chunk_rows=chunk_rows), s.compute())
 
 
 # --------------------------------------------------------------------------- language-model layouts
@@ -248,7 +234,7 @@ def test_padding_logits_are_never_read_into_metrics():
     y[::2] = -100
     x2 = x.copy()
     x2[::2] = np.nan  # padding rows may hold anything
-    _same(fl.score(x2, y, per_class=True), fl.score(x, y, per_class=True))
+    assert_same_result(fl.score(x2, y, per_class=True), fl.score(x, y, per_class=True))
 
 
 # --------------------------------------------------------------------------- groups
@@ -263,7 +249,7 @@ def test_groups_equal_scoring_each_slice():
     for key, sub in r["groups"].items():
         m = g == key
         exp = fl.score(x[m], y[m], sample_weight=w[m], per_class=True)
-        _same(sub, exp)
+        assert_same_result(sub, exp)
     assert "groups" not in fl.score(x, y)
 
 
@@ -288,8 +274,8 @@ def test_state_dict_and_pickle_round_trips():
         s = fl.Scorer(**kw)
         s.update(x[:100], y[:100])
         s.update(x[100:], y[100:], sample_weight=w[100:])
-        _same(fl.Scorer.from_state_dict(s.state_dict()).compute(), s.compute())
-        _same(pickle.loads(pickle.dumps(s)).compute(), s.compute())
+        assert_same_result(fl.Scorer.from_state_dict(s.state_dict()).compute(), s.compute())
+        assert_same_result(pickle.loads(pickle.dumps(s)).compute(), s.compute())
         t = pickle.loads(pickle.dumps(s))
         t.update(x[:5], y[:5])  # the copy is independent
         assert s.compute()["count"] == 300
@@ -314,8 +300,8 @@ def test_state_dict_keeps_half_precision_scores(dtype):
     y = rng.random((200, 3)) < 0.4
     s = fl.Scorer(metrics=["count", "roc_auc", "average_precision"])
     s.update(x, y)
-    _same(fl.Scorer.from_state_dict(s.state_dict()).compute(), s.compute())
-    _same(pickle.loads(pickle.dumps(s)).compute(), fl.score(x, y, metrics=["count", "roc_auc", "average_precision"]))
+    assert_same_result(fl.Scorer.from_state_dict(s.state_dict()).compute(), s.compute())
+    assert_same_result(pickle.loads(pickle.dumps(s)).compute(), fl.score(x, y, metrics=["count", "roc_auc", "average_precision"]))
 
 
 def test_empty_reset_and_inference():
@@ -345,7 +331,7 @@ def test_rejected_update_leaves_state_unchanged():
         s.update(x, bad)
     with pytest.raises(ValueError):
         s.update(x, y, sample_weight=w[:3])
-    _same(s.state_dict()["state"], before["state"])
+    assert_same_result(s.state_dict()["state"], before["state"])
 
 
 def test_merge_checks_the_configuration():
@@ -433,12 +419,12 @@ def test_merge_shares_no_array_with_the_other_scorer():
     before = b.compute()
     a.merge(b)
     a.update(x[40:], y[40:], sample_weight=w[40:])
-    _same(b.compute(), before)
+    assert_same_result(b.compute(), before)
     one = fl.Scorer(per_class=True)
     one.update(x[:20], y[:20])
     one.update(x[20:40], y[20:40], sample_weight=w[20:40])
     one.update(x[40:], y[40:], sample_weight=w[40:])
-    _same(a.compute(), one.compute())
+    assert_same_result(a.compute(), one.compute())
 
 
 def test_argument_errors():
@@ -468,7 +454,7 @@ def test_dask_distributed_uneven_chunks():
             distributed.Client(cl):
         got = fld.score(da.from_array(x, chunks=((700, 13, 1287), 6)), da.from_array(y, chunks=500),
                         sample_weight=da.from_array(w, chunks=333), group=g, **kw)
-    _same(got, expected)
+    assert_same_result(got, expected)
 
 
 def test_dask_any_chunking():
@@ -479,7 +465,7 @@ def test_dask_any_chunking():
     kw = dict(per_class=True, metrics=list(_score_check.DEFAULT_METRICS["multiclass"]) + ["roc_auc_ovr"])
     expected = fl.score(x, y, sample_weight=w, **kw)
     got = fld.score(da.from_array(x, chunks=((3, 250, 247), 5)), y, sample_weight=w, **kw)
-    _same(got, expected)
+    assert_same_result(got, expected)
 
 
 # --------------------------------------------------------------------------- command line
