@@ -65,11 +65,21 @@ static inline int fl_lse_f32_cancelled(double v, float m)
     return fabs(v) < 0x1p-20 * fabs((double)m);
 }
 
-/* fl_dd_logsumexp of a float32 row x (any input dtype), widened into row (c doubles) */
-static double fl_lse_f32_dd(fl_xrow x, int64_t c, float m, double *row)
+/* fl_dd_logsumexp of a float32 row x (any input dtype), widened into a row of c doubles
+ * allocated here: the case is rare (the max and log S cancel below 2^-20 of the max), and a
+ * row of doubles in every task's scratch doubled the kernel's memory (a row of 2^31 classes
+ * then asked for 32 GiB and failed). NaN, and the call fails, when it cannot be allocated. */
+static double fl_lse_f32_dd(fl_post_ctx *ctx, fl_xrow x, int64_t c, float m)
 {
+    double *row = (double *)malloc((size_t)c * sizeof(double));
+    if (!row) {
+        fl_atomic_store(&ctx->failed, 1);
+        return NAN;
+    }
     for (int64_t k = 0; k < c; k++) row[k] = (double)fl_x_dispatch(x.dt, fl_xget, x.p, k);
-    return fl_dd_logsumexp(row, c, (double)m);
+    double v = fl_dd_logsumexp(row, c, (double)m);
+    free(row);
+    return v;
 }
 
 static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
@@ -121,7 +131,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             if (!ent && (fabs(v) < rest / (n_eq + rest) || fabs(v) < 0x1p-90)) {
                 rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
                 v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
-                if (fl_lse_f32_cancelled(v, m)) v = fl_lse_f32_dd(x, c, m, (double *)scratch + c);
+                if (fl_lse_f32_cancelled(v, m)) v = fl_lse_f32_dd(ctx, x, c, m);
             }
             if (ent && v < 1e-30) v = fl_x_dispatch(x.dt, fl_entropy_precise_t, x.p, c, m);
         }
@@ -254,9 +264,7 @@ static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
 static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    /* fl_reduce_row's scratch: two rows of the compute type, and for float32 rows a row of
-     * doubles after them (fl_lse_f32_dd): 2c doubles either way */
-    size_t bytes = 2 * (size_t)(ctx->g.c > 0 ? ctx->g.c : 1) * sizeof(double);
+    size_t bytes = fl_scratch2(ctx);
     if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL) && ctx->op == FL_LOGSUMEXP)
         fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile, fl_logsumexp_queue_done);
     else if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
