@@ -155,7 +155,8 @@ typedef struct {
     int64_t bins;          /* ECE bins, >= 1 */
     double temperature;    /* > 0 */
     int64_t sums;          /* the sums to fill: bit q for sum q (FL_SCORE_W...), FL_SCORE_WANT_BINS */
-    int64_t ignore_index;  /* softmax mode: rows whose target equals it are skipped */
+    int64_t ignore_index;  /* softmax mode: rows whose target equals it are skipped (sigmoid
+                            * mode: the target's bytes other than 0 and 1 are) */
     int32_t per_class;     /* FL_PC_* bits; FL_PC_CONFUSION and FL_PC_ECE in softmax mode only */
     int64_t auc_bins;      /* with FL_PC_AUC: the B >= 2 thresholds j/(B-1) */
     int64_t *cm;           /* FL_PC_CONFUSION without weights: C*C counts (true, predicted), added to */
@@ -165,8 +166,8 @@ typedef struct {
                             * then with FL_PC_AUC per level l = 0..B (the number of thresholds
                             * <= p_c) the weight (l) and the weight of the positives (B + 1 + l) */
 } fl_score_opts;
-/* Score the rows of the grid. target: int64 per row (softmax) or bool per element (sigmoid,
- * same class stride semantics as x); weight: float64 per row, or NULL for weights of 1.
+/* Score the rows of the grid. target: int64 per row (softmax) or a byte per element (sigmoid,
+ * same class stride semantics as x: 0 or 1, any other byte an ignored element); weight: float64 per row, or NULL for weights of 1.
  * acc holds FL_SCORE_NSUMS + 3*bins order-independent sums (fl_rsum) into which the rows'
  * sums are merged; the sums not asked for in o->sums are left as they are. */
 int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,

@@ -19,8 +19,9 @@
  *
  * Two modes:
  *   FL_SCORE_SOFTMAX  rows of C classes, target an int64 class index per row;
- *   FL_SCORE_SIGMOID  every element is a binary prediction (sigmoid), target a bool per element,
- *                     the row's sample weight applies to each element of the row.
+ *   FL_SCORE_SIGMOID  every element is a binary prediction (sigmoid), target a byte per element
+ *                     (0 or 1; any other byte: the element is ignored, in no sum), the row's
+ *                     sample weight applies to each element of the row.
  */
 #include <float.h>
 #include <math.h>
@@ -263,7 +264,11 @@ static void fl_score_row(fl_score_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     const uint8_t *tb = (const uint8_t *)trow;
     pc->nrows++;
     for (int64_t k = 0; k < c; k++) {
-        int label = tb[k * ctx->t->sc] != 0;
+        int label = tb[k * ctx->t->sc];
+        if (label > 1) {  /* an ignored element (ignore_index): in no sum */
+            fl_pc_skip(pc, k);
+            continue;
+        }
         fl_sigmoid_stats(x[k] / t, label, &st);
         fl_score_add(acc, &st, w);
         if (pc->npc && pc->weighted) fl_pc_add_weighted(pc, k, st.p, label, w);

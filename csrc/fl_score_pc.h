@@ -377,6 +377,14 @@ static inline void fl_pc_elem(fl_pc_acc *a, int64_t k, double p, int positive)
     }
 }
 
+/* Without weights: label k's element of the current row is ignored (sigmoid mode): counted in
+ * level 1's slot, which fl_pc_derive_first takes off the label's rows before it overwrites it
+ * (no element is added to level 1 before: its count is derived). */
+static inline void fl_pc_skip(fl_pc_acc *a, int64_t k)
+{
+    if (a->auc >= 0 && !a->weighted) a->cnt[k * a->npc + a->auc + 1]++;
+}
+
 /* Without weights: the first ECE bin and AUC level 1 of every class from the totals. */
 static void fl_pc_derive_first(fl_pc_acc *a)
 {
@@ -398,7 +406,7 @@ static void fl_pc_derive_first(fl_pc_acc *a)
             a->fx[2 * c * a->bins + 1] = hi;
         }
         if (a->auc >= 0) {
-            int64_t n = a->nrows, pos = a->npos[c];
+            int64_t n = a->nrows - a->cnt[base + a->auc + 1], pos = a->npos[c];  /* less the ignored */
             for (int64_t l = 0; l < a->levels; l++) {
                 if (l == 1) continue;
                 n -= a->cnt[base + a->auc + l];

@@ -5,7 +5,9 @@ collected chunk by chunk (binary and multilabel: the logits; multiclass one-vs-r
 probabilities, with one-hot labels).
 
 The AUC needs every score at once, so ``AucData`` keeps one score and label per row and label
-(and one weight per row, once a weighted row came): its memory grows with the number of rows.
+(and one weight per row, once a weighted row came; one kept flag per row and label, once a
+row with an element left out by ``ignore_index`` came): its memory grows with the number of
+rows. A row with no element kept is not kept at all.
 They are kept in buffers that grow geometrically, so streaming N rows costs O(N) copies
 whatever the number of chunks, updates and merges. The AUC sorts the pairs into an order that
 depends only on their multiset (by score, then label, then weight), so the result is bitwise
@@ -32,48 +34,62 @@ def _kept_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
 
 
 class AucData:
-    """Scores (rows x labels), labels and row weights (None while every weight is 1) of some
-    rows: ``add`` appends in place; ``copy`` owns its arrays."""
+    """Scores (rows x labels), labels, row weights (None while every weight is 1) and kept
+    flags (None while every element is kept) of some rows: ``add`` appends in place; ``copy``
+    owns its arrays."""
 
     def __init__(self) -> None:
         self.n = 0                                  # rows kept
         self._s: Optional[np.ndarray] = None        # (capacity, labels) scores
         self._y: Optional[np.ndarray] = None        # (capacity, labels) bool labels
         self._w: Optional[np.ndarray] = None        # (capacity,) float64 weights, once one is not implied 1
+        self._k: Optional[np.ndarray] = None        # (capacity, labels) bool kept, once one is not kept
 
     @classmethod
-    def of_arrays(cls, s: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> "AucData":
-        """Data holding copies of scores ``s`` (rows x labels), bool labels ``y`` and weights
-        ``w`` (None: all 1)."""
+    def of_arrays(cls, s: np.ndarray, y: np.ndarray, w: Optional[np.ndarray],
+                  k: Optional[np.ndarray] = None) -> "AucData":
+        """Data holding copies of scores ``s`` (rows x labels), bool labels ``y``, weights
+        ``w`` (None: all 1) and kept flags ``k`` (None: all kept)."""
         d = cls()
-        d.add(s, y, w)
+        d.add(s, y, w, k)
         return d
 
-    def add(self, s: np.ndarray, y: np.ndarray, w: Optional[np.ndarray]) -> None:
+    def add(self, s: np.ndarray, y: np.ndarray, w: Optional[np.ndarray], k: Optional[np.ndarray] = None) -> None:
         """Append rows, in place: scores ``s`` (rows x labels), bool labels ``y`` of the same
-        shape, row weights ``w`` (None: all 1)."""
+        shape, row weights ``w`` (None: all 1), bool flags ``k`` of the elements kept (None:
+        all; a row without one is left out)."""
+        if k is not None:
+            rows = k.any(axis=1)
+            if not rows.all():
+                s, y, k = s[rows], y[rows], k[rows]
+                w = None if w is None else w[rows]
+            if k.all():
+                k = None
         m = s.shape[0]
-        self._reserve(self.n + m, s.shape[1], s.dtype, w is not None)
+        self._reserve(self.n + m, s.shape[1], s.dtype, w is not None, k is not None)
         assert self._s is not None and self._y is not None  # reserved
         lo, hi = self.n, self.n + m
         self._s[lo:hi] = s
         self._y[lo:hi] = y
         if self._w is not None:
             self._w[lo:hi] = 1.0 if w is None else w
+        if self._k is not None:
+            self._k[lo:hi] = True if k is None else k
         self.n = hi
 
-    def add_logits(self, x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], ax: int) -> None:
-        """Append a chunk of logits ``x`` and bool labels ``t`` with the label axis ``ax``,
-        row weights ``w`` (None: all 1)."""
+    def add_logits(self, x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], ax: int,
+                   k: Optional[np.ndarray] = None) -> None:
+        """Append a chunk of logits ``x``, bool labels ``t`` and kept flags ``k`` (None: all)
+        with the label axis ``ax``, row weights ``w`` (None: all 1)."""
         c = x.shape[ax]
         self.add(_label_last(x, ax).reshape(-1, c), _label_last(t, ax).reshape(-1, c),
-                 None if w is None else np.asarray(w, dtype=np.float64).reshape(-1))
+                 None if w is None else np.asarray(w, dtype=np.float64).reshape(-1),
+                 None if k is None else _label_last(k, ax).reshape(-1, c))
 
     def merge_from(self, other: "AucData") -> None:
         """Append the rows of ``other``, in place."""
         if other.n:
-            s, y, w = other._views()
-            self.add(s, y, w)
+            self.add(*other._views())
 
     def copy(self) -> "AucData":
         """Data owning copies of these rows."""
@@ -81,8 +97,9 @@ class AucData:
         d.merge_from(self)
         return d
 
-    def _reserve(self, rows: int, c: int, dtype: np.dtype, weighted: bool) -> None:
-        """Room for ``rows`` rows of ``c`` labels and scores of ``dtype``, weights if ``weighted``."""
+    def _reserve(self, rows: int, c: int, dtype: np.dtype, weighted: bool, flagged: bool) -> None:
+        """Room for ``rows`` rows of ``c`` labels and scores of ``dtype``, weights if
+        ``weighted``, kept flags if ``flagged``."""
         if self._s is None or self._y is None:
             self._s, self._y = np.empty((rows, c), dtype), np.empty((rows, c), bool)
         cap = self._s.shape[0]
@@ -94,27 +111,40 @@ class AucData:
             self._y = _moved(self._y, self.n, cap, np.dtype(bool))
             if self._w is not None:
                 self._w = _moved(self._w, self.n, cap, np.dtype(np.float64))
+            if self._k is not None:
+                self._k = _moved(self._k, self.n, cap, np.dtype(bool))
         if weighted and self._w is None:
             self._w = np.empty(cap, np.float64)
             self._w[:self.n] = 1.0
+        if flagged and self._k is None:
+            self._k = np.empty((cap, c), bool)
+            self._k[:self.n] = True
 
-    def _views(self) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def _views(self) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
         assert self._s is not None and self._y is not None  # n > 0
-        return self._s[:self.n], self._y[:self.n], None if self._w is None else self._w[:self.n]
+        return (self._s[:self.n], self._y[:self.n], None if self._w is None else self._w[:self.n],
+                None if self._k is None else self._k[:self.n])
 
-    def arrays(self, c: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        """Every kept score (rows x labels), label and weight (None: all 1), as views."""
+    def arrays(self, c: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+        """Every kept score (rows x labels), label, weight (None: all 1) and kept flag (None:
+        all kept), as views."""
         if not self.n:
-            return np.zeros((0, c)), np.zeros((0, c), bool), None
-        s, y, w = self._views()
-        return s, y, None if w is None or np.all(w == 1.0) else w
+            return np.zeros((0, c)), np.zeros((0, c), bool), None, None
+        s, y, w, k = self._views()
+        return s, y, None if w is None or np.all(w == 1.0) else w, None if k is None or np.all(k) else k
 
     def per_label(self, c: int, name: str) -> np.ndarray:
-        """``name`` ("roc_auc" or "average_precision") of each label column; NaN for a label
-        without both classes."""
-        s, y, w = self.arrays(c)
+        """``name`` ("roc_auc" or "average_precision") of each label column, over its kept
+        elements; NaN for a label without both classes."""
+        s, y, w, k = self.arrays(c)
         fn = roc_auc if name == "roc_auc" else average_precision
-        return np.array([fn(s[:, j], y[:, j], w) for j in range(c)], dtype=np.float64)
+
+        def column(j: int) -> float:
+            if k is None:
+                return fn(s[:, j], y[:, j], w)
+            kj = k[:, j]
+            return fn(s[kj, j], y[kj, j], None if w is None else w[kj])
+        return np.array([column(j) for j in range(c)], dtype=np.float64)
 
     def metric(self, task: str, c: int, name: str = "roc_auc") -> float:
         """``name`` ("roc_auc" or "average_precision"): binary over every score; otherwise the

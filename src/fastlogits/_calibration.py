@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _kept, _rsum, _score, _score_check
+from . import _rsum, _score, _score_check
 from ._input import int64_value, positive_value
 from ._post import sigmoid
 from ._score_check import Problem
@@ -44,14 +44,14 @@ def _table(bins: int, weight: np.ndarray, count: np.ndarray, hits: np.ndarray, c
 
 def _top_label(p: Problem, bins: int, temperature: float, ignore_index: int) -> Dict[str, np.ndarray]:
     s = _score_check.spec(p, ("ece",), 1, bins, temperature, ignore_index=ignore_index)
-    state = _kept.run(p, s)
+    state = _score.run(p, s)
     weight, hits, conf = np.split(_rsum.value(state.sums)[_score_check._NSUMS:], 3)
     if p.w is None:
         count = weight
     else:
         # the rows per bin: the same bins without the weights (a second pass)
         unweighted = Problem(p.task, p.x, p.ax, p.t, None, p.row_shape)
-        count = np.split(_rsum.value(_kept.run(unweighted, s).sums)[_score_check._NSUMS:], 3)[0]
+        count = np.split(_rsum.value(_score.run(unweighted, s).sums)[_score_check._NSUMS:], 3)[0]
     return _table(bins, weight, count, hits, conf)
 
 
@@ -65,23 +65,27 @@ def _bin_of(p: np.ndarray, bins: int) -> np.ndarray:
     return out
 
 
-def _positive_chunk(c: Problem, bins: int, temperature: float, origin: Tuple[int, ...],
+def _positive_chunk(c: Problem, bins: int, temperature: float, ignore_index: int, origin: Tuple[int, ...],
                     sums: np.ndarray, count: np.ndarray) -> None:
     """Add a chunk's per-bin weight, weighted positives and weighted p to ``sums`` (bins, 3)
-    states and its per-bin element counts to ``count``."""
+    states and its per-bin element counts to ``count`` (the elements not ignored)."""
     x = np.moveaxis(c.x, c.ax, -1)
-    y = _score_check._binary_labels(c.t, origin)
+    y = _score_check._binary_labels(c.t, origin, ignore_index)
     if c.task == "binary":
         x = x[..., 0]
     else:
         y = np.moveaxis(y, c.ax, -1)
+    keep = _score_check.kept_elements(y)
     prob = np.asarray(sigmoid(np.asarray(x, np.float64) / temperature)).reshape(-1)
-    y = np.asarray(y, np.float64).reshape(-1)
+    y = np.asarray(y == 1, np.float64).reshape(-1)
     if c.w is None:
         w = np.ones(prob.shape)
     else:
         wr = np.asarray(c.w, np.float64)
         w = np.broadcast_to(wr[..., None] if c.task == "multilabel" else wr, x.shape).reshape(-1)
+    if keep is not None:
+        k = keep.reshape(-1)
+        prob, y, w = prob[k], y[k], w[k]
     b = _bin_of(prob, bins)
     count += np.bincount(b, minlength=bins)
     order = np.argsort(b, kind="stable")
@@ -97,8 +101,7 @@ def _positive(p: Problem, bins: int, temperature: float, ignore_index: int) -> D
     sums = _rsum.empty((bins, 3))
     count = np.zeros(bins, np.int64)
     for c, origin, _, _ in _score._chunks(p, None, None):
-        k = _kept.kept(c, ignore_index, origin)
-        _positive_chunk(k, bins, temperature, origin if k is c else (), sums, count)
+        _positive_chunk(c, bins, temperature, ignore_index, origin, sums, count)
     v = _rsum.value(sums)
     return _table(bins, v[:, 0], count, v[:, 1], v[:, 2])
 
@@ -118,8 +121,8 @@ def calibration_curve(logits: Any, target: Any, *, task: Optional[str] = None, a
     bins : int, default 15
         Equal-width bins ``[0, 1/B), ..., [(B-1)/B, 1]``.
     ignore_index : int, default -100
-        Rows whose target (multiclass class index, or binary label) equals it are left out
-        (their logits are not read). Multilabel targets are 0/1 per element and keep every one.
+        Targets equal to it are left out, as in :func:`score`: multiclass and binary rows,
+        multilabel elements.
     kind : {"top_label", "positive"}, default "top_label"
         ``"top_label"``: the bins of the ``ece`` metric of :func:`score`: the confidence is
         the top-label probability (multiclass ``max softmax(x / T)``, binary and multilabel
@@ -133,7 +136,7 @@ def calibration_curve(logits: Any, target: Any, *, task: Optional[str] = None, a
     -------
     dict of (bins,) arrays
         ``edges_low``, ``edges_high``, ``weight`` (summed sample weight; the count when
-        unweighted), ``count`` (int64 rows, or elements for ``kind="positive"`` multilabel),
+        unweighted), ``count`` (int64 rows; elements for multilabel),
         ``accuracy``, ``confidence`` (weighted means; nan for an empty bin). The sums are
         order-independent (csrc/fl_rsum.h): bitwise the same for every thread count; with
         ``sample_weight``, ``kind="top_label"`` takes a second pass for the counts.

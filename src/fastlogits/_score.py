@@ -21,7 +21,13 @@ three rooms: ``_score_check`` (``check``: a call's or a chunk's arrays as a ``Pr
 ``spec``: the options every chunk shares, a ``Spec``), ``_score_state`` (``partial``: a chunk's
 rows added to a ``ScoreState``, merged with ``ScoreState.merge`` in any order) and
 ``_score_finish`` (``finish``: the merged state to the metrics dict). This module cuts the
-chunks of a streaming pass and holds the public ``score``.
+chunks of a streaming pass (``run``: one pass into one state, for ``fit_temperature`` and
+``calibration_curve``) and holds the public ``score``.
+
+The targets equal to ``ignore_index`` count nowhere: the kernel skips a multiclass row whose
+class index is it (its logits are not read, NaN padding included) and a binary or multilabel
+element marked ignored by the target check (``_score_check._binary_labels``); the row count
+and the exact ranking metrics' kept scores leave them out too.
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ import numpy as np
 
 from ._pages import PageReleaser, chunk_rows as rows_per_chunk
 from ._progress import progress_reporter
-from ._score_check import Problem, _check_scalar_args, check
+from ._score_check import Problem, Spec, _check_scalar_args, check
+from ._score_state import ScoreState, partial
 
 
 def _lead_slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
@@ -78,6 +85,14 @@ def _chunks(p: Problem, chunk_rows: Optional[int], progress: Any
         close()
 
 
+def run(p: Problem, s: Spec, chunk_rows: Optional[int] = None) -> ScoreState:
+    """One streaming pass over the rows of ``p``, chunk by chunk, into one state of ``s``."""
+    state = ScoreState.empty(s)
+    for c, origin, _, _ in _chunks(p, chunk_rows, None):
+        partial(c, s, origin, into=state)
+    return state
+
+
 # --------------------------------------------------------------------------- public
 
 def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -1, metrics: Any = None,
@@ -94,7 +109,8 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
         pages are released after each chunk).
     target : array_like
         Class indices (multiclass: the logits' shape without ``axis``), or 0/1 labels (binary:
-        one per logit of a length-1 or absent class axis; multilabel: the logits' shape).
+        one per logit of a length-1 or absent class axis; multilabel: the logits' shape); any
+        of them may be ``ignore_index`` instead.
     task : {"multiclass", "binary", "multilabel"}, optional
         Inferred when None: 1-D logits or a class axis of length 1 are binary; a target of the
         logits' shape is multilabel; otherwise multiclass. ``task="binary"`` with a target of
@@ -112,7 +128,7 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
         Equal-width confidence bins of the ECE, ``[0, 1/B), ..., [(B-1)/B, 1]``.
     sample_weight : array_like, optional
         One weight per row (the target's row shape); weights every averaged metric
-        (``count`` stays the number of rows).
+        (``count`` stays the number of rows); an ignored row or element weighs nothing.
     temperature : float, default 1.0
         The logits are divided by it (inside the kernel) before every metric.
     chunk_rows : int, optional
@@ -123,8 +139,9 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
         ``progress(rows_done, rows_total)`` after each chunk, or True for a tqdm bar on stderr
         (without tqdm installed, a plain progress line on stderr).
     ignore_index, num_classes, per_class, auc_bins
-        As in :class:`fastlogits.Scorer`: multiclass rows whose target is ``ignore_index``
-        count in no metric; the per-class block; binned ranking metrics.
+        As in :class:`fastlogits.Scorer`: a target equal to ``ignore_index`` counts in no
+        metric (a multiclass or binary row; a multilabel element); the per-class block;
+        binned ranking metrics.
     group : array_like of int, optional
         One group value per row (the target's row shape): the result gains
         ``"groups": {value: metrics}`` for every value with a counted row.

@@ -207,7 +207,7 @@ class Spec:
     want_rank: bool           # the kernel ranks the target (accuracy, top-k, ECE)
     want_auc: bool            # keep the scores for the exact ranking metrics
     sums: int                 # the kernel's sums to fill (fl_score_opts.sums)
-    ignore_index: int = -100  # multiclass rows with this target count in no metric
+    ignore_index: int = -100  # targets equal to it count in no metric (rows; multilabel: elements)
     per_class: int = 0        # the kernel's per-class sums (PC_* bits)
     auc_bins: int = 0         # the binned ranking metrics' thresholds (0: exact)
     c: int = 1                # classes (labels) of the per-class sums
@@ -287,16 +287,53 @@ def _class_indices(t: np.ndarray, c: int, origin: Sequence[int], ignore_index: i
     return np.require(t, np.int64, ["C", "A"])  # aligned too: a memmapped .npz member may not be
 
 
-def _binary_labels(t: np.ndarray, origin: Sequence[int]) -> np.ndarray:
-    """A chunk of a binary or multilabel target as bool, checked to hold only 0 and 1."""
+# the kernel's byte for an ignored binary or multilabel element (any byte but 0 and 1: fl_score)
+IGNORED = -1
+
+
+def _equal_to(t: np.ndarray, value: int) -> Optional[np.ndarray]:
+    """Where ``t`` equals the integer ``value`` exactly; None when its dtype holds no such value
+    (a bool target and a value other than 0 and 1, an integer out of the dtype's range, a value
+    a float dtype would round)."""
     if t.dtype.kind == "b":
+        return t == bool(value) if value in (0, 1) else None
+    if t.dtype.kind in "iu":
+        info = np.iinfo(t.dtype)
+        return t == value if info.min <= value <= info.max else None
+    with np.errstate(over="ignore"):
+        v = t.dtype.type(value)
+    eq: np.ndarray = t == v
+    return eq if float(v) == value else None
+
+
+def _binary_labels(t: np.ndarray, origin: Sequence[int], ignore_index: int) -> np.ndarray:
+    """A chunk of a binary or multilabel target as the kernel reads it, checked to hold only 0,
+    1 and ``ignore_index``: bool labels, or when an element equals ``ignore_index``, int8
+    labels with ``IGNORED`` there (the kernel leaves those elements out). The common case, no
+    ignored element, costs no pass over the target beyond the check of 0 and 1."""
+    if t.dtype.kind == "b" and ignore_index not in (0, 1):
         return t
     bad = ~((t == 0) | (t == 1))
-    if bad.any():
-        pos = _position(bad, origin)
-        raise ValueError(f"target: binary and multilabel targets must be 0 or 1, got {t[bad][0].item()!r} at position {pos}")
+    ignored = None
+    if ignore_index in (0, 1) or bad.any():
+        ignored = _equal_to(t, ignore_index)
+        if ignored is not None:
+            bad &= ~ignored
+        if bad.any():
+            pos = _position(bad, origin)
+            raise ValueError(f"target: binary and multilabel targets must be 0 or 1 (or ignore_index, {ignore_index}), "
+                             f"got {t[bad][0].item()!r} at position {pos}")
     labels: np.ndarray = t != 0
-    return labels
+    if ignored is None or not ignored.any():
+        return labels
+    codes = labels.astype(np.int8)
+    codes[ignored] = IGNORED
+    return codes
+
+
+def kept_elements(labels: np.ndarray) -> Optional[np.ndarray]:
+    """Where the kernel's binary labels (``_binary_labels``) are scored; None: everywhere."""
+    return None if labels.dtype == np.bool_ else labels != IGNORED
 
 
 def _position(bad: np.ndarray, origin: Sequence[int]) -> Tuple[int, ...]:

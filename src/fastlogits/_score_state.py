@@ -11,7 +11,8 @@ import numpy as np
 from . import _core, _rsum
 from ._auc import AucData
 from ._layout import make_grid, with_axis
-from ._score_check import _SOFTMAX, PC_CONFUSION, Problem, Spec, _binary_labels, _class_indices
+from ._score_check import (_SOFTMAX, PC_CONFUSION, Problem, Spec, _binary_labels, _class_indices,
+                           kept_elements)
 
 
 @dataclass
@@ -67,7 +68,7 @@ def partial_check(p: Problem, s: Spec, origin: Sequence[int] = ()) -> None:
     if p.mode == _SOFTMAX:
         _class_indices(p.t, p.c, origin, s.ignore_index)
     else:
-        _binary_labels(p.t, origin)
+        _binary_labels(p.t, origin, s.ignore_index)
 
 
 def partial(p: Problem, s: Spec, origin: Sequence[int] = (), into: Optional[ScoreState] = None) -> ScoreState:
@@ -77,13 +78,18 @@ def partial(p: Problem, s: Spec, origin: Sequence[int] = (), into: Optional[Scor
     is returned: the kernel merges its sums only once it has succeeded, and everything is
     checked before, so an error leaves ``into`` as it was."""
     n_rows = p.n_rows
+    keep: Optional[np.ndarray] = None  # binary, multilabel: the elements scored (None: all)
     if p.mode == _SOFTMAX:
         ti = _class_indices(p.t, p.c, origin, s.ignore_index)
         n_rows = p.n_rows - int(np.count_nonzero(ti == s.ignore_index))
         tk = with_axis(ti, p.ax)
     else:
-        tb = _binary_labels(p.t, origin)
+        tb = _binary_labels(p.t, origin, s.ignore_index)
         tk = tb if p.task == "multilabel" else with_axis(tb, p.ax)
+        keep = kept_elements(tk)
+        if keep is not None:
+            # binary: the rows not ignored; multilabel: the rows with an element not ignored
+            n_rows = int(np.count_nonzero(keep.any(axis=p.ax)))
     wc = None if p.w is None else np.require(p.w, np.float64, ["C", "A"])
     state = ScoreState.empty(s) if into is None else into
     if wc is not None and s.per_class & PC_CONFUSION and state.cmw is None:
@@ -98,7 +104,7 @@ def partial(p: Problem, s: Spec, origin: Sequence[int] = (), into: Optional[Scor
     if state.auc is not None and p.mode == _SOFTMAX:
         _add_ovr(state.auc, p, ti, wc, s)
     elif state.auc is not None:
-        state.auc.add_logits(p.x, tk, wc, p.ax)
+        state.auc.add_logits(p.x, tk if keep is None else tk == 1, wc, p.ax, keep)
     return state
 
 

@@ -23,7 +23,8 @@ from ._score_check import Problem, Spec
 from ._score_state import ScoreState
 
 _FORMAT = "fastlogits.Scorer"
-_VERSION = 1
+_VERSION = 2   # 2: the kept flags of the exact ranking metrics' elements (ignore_index); reads 1 too
+_READS = (1, 2)
 
 
 def _check_config(task: Any, num_classes: Any, metrics: Any, k: Any, bins: Any, axis: Any, ignore_index: Any,
@@ -75,9 +76,14 @@ class Scorer:
         The length of the class axis (multiclass, multilabel); inferred from the first update
         when None. Every update must then agree (``ValueError``).
     ignore_index : int, default -100
-        Multiclass rows whose target equals it count in no metric (``count`` excludes them),
-        as in ``cross_entropy``. With language-model logits ``(B, T, V)`` (``axis=-1``) or
-        ``(B, V, T)`` (``axis=1``) every position is a row.
+        A target equal to it counts in no metric, as in ``cross_entropy``: a multiclass or
+        binary row is left out of every metric (``count`` excludes it); a multilabel element
+        (one label of one row) is left out of every metric it feeds (the pooled sums, its
+        label's ``roc_auc`` and ``average_precision``), and ``count`` is the number of rows
+        with at least one element left. An ignored row or element weighs nothing; its logits
+        may hold anything (NaN padding included). Binary and multilabel targets must otherwise
+        be 0 or 1 (``ValueError`` naming the value and its position). With language-model
+        logits ``(B, T, V)`` (``axis=-1``) or ``(B, V, T)`` (``axis=1``) every position is a row.
     per_class : bool, default False
         Adds the multiclass per-class block: ``confusion_matrix`` (C, C) (rows true class,
         columns predicted, entries summed weight), ``per_class`` (dict of (C,) arrays
@@ -261,8 +267,8 @@ class Scorer:
         """A Scorer from :meth:`state_dict`'s dict, checked (``ValueError`` if it is not one)."""
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
             raise ValueError("state_dict: expected a dict made by fastlogits.Scorer.state_dict()")
-        if d.get("version") != _VERSION:
-            raise ValueError(f"state_dict: unsupported version {d.get('version')!r} (expected {_VERSION})")
+        if d.get("version") not in _READS:
+            raise ValueError(f"state_dict: unsupported version {d.get('version')!r} (expected one of {_READS})")
         try:
             cfg = dict(d["config"])
             s = cls(**cfg)
@@ -328,8 +334,8 @@ def _encode(st: ScoreState, spec: Optional[Spec]) -> Dict[str, Any]:
     d: Dict[str, Any] = {"sums": st.sums, "n_rows": int(st.n_rows), "cm": st.cm, "cmw": st.cmw, "pc": st.pc,
                          "auc": None}
     if st.auc is not None:
-        s, y, w = st.auc.arrays(spec.c if spec is not None else 1)
-        d["auc"] = {"scores": s, "labels": y, "weights": w}
+        s, y, w, k = st.auc.arrays(spec.c if spec is not None else 1)
+        d["auc"] = {"scores": s, "labels": y, "weights": w, "kept": k}
     return d
 
 
@@ -364,7 +370,7 @@ def _decode(d: Dict[str, Any], spec: Spec) -> ScoreState:
 
 
 def _decode_auc(a: Dict[str, Any], spec: Spec) -> AucData:
-    s, y, w = np.asarray(a["scores"]), np.asarray(a["labels"]), a["weights"]
+    s, y, w, k = np.asarray(a["scores"]), np.asarray(a["labels"]), a["weights"], a.get("kept")
     floats = s.dtype.kind == "f" or is_bfloat16(s.dtype)  # the scores are kept in the logits' dtype
     if s.ndim != 2 or s.shape[1] != spec.c or not floats or y.shape != s.shape or y.dtype != bool:
         raise ValueError("state_dict: auc: expected (rows, C) float scores and bool labels")
@@ -372,7 +378,11 @@ def _decode_auc(a: Dict[str, Any], spec: Spec) -> AucData:
         w = np.asarray(w, dtype=np.float64)
         if w.shape != (s.shape[0],):
             raise ValueError("state_dict: auc: expected one weight per kept row")
-    return AucData.of_arrays(s, y, w)
+    if k is not None:
+        k = np.asarray(k)
+        if k.shape != s.shape or k.dtype != bool:
+            raise ValueError("state_dict: auc: expected (rows, C) bool kept flags")
+    return AucData.of_arrays(s, y, w, k)
 
 
 def nan_to_none(v: Any) -> Any:

@@ -3,7 +3,7 @@
 The NLL of ``logits / T`` is convex in ``1/T``; its derivative in ``1/T`` is
 ``T * sum_i s_i (E_p[z_i] - z_{i,y})`` (``z = logits / T``; binary ``(p - y) z``), one of the
 scoring kernel's sums (csrc/fl_score.c): each evaluation is one streaming pass over the rows
-whose target is not ``ignore_index`` (``_kept``). ``search`` brackets the root in ``log T`` from
+whose target is not ``ignore_index`` (``_score.run``). ``search`` brackets the root in ``log T`` from
 T = 1 and refines it with Brent's method; ``fastlogits.dask`` runs the same search with a
 derivative computed on the Dask scheduler.
 """
@@ -13,7 +13,7 @@ import math
 import warnings
 from typing import Any, Callable
 
-from . import _kept, _rsum, _score_check
+from . import _rsum, _score, _score_check
 from ._brent import brent
 from ._input import int64_value
 from ._score_check import Spec
@@ -83,8 +83,8 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     ``log T`` starting from T = 1 and refined with Brent's method to
     ``|log T - log T*| <= 1e-8`` (a relative tolerance of 1e-8 on T, down to the rounding noise
     of the float32 arithmetic for float32 logits). Each evaluation is one pass over the data,
-    typically 10 to 20 in all. Rows whose target (class index, or binary label) equals
-    ``ignore_index`` are left out, as in :func:`cross_entropy` (language-model padding).
+    typically 10 to 20 in all. Targets equal to ``ignore_index`` are left out, as in
+    :func:`score` (multiclass and binary rows, multilabel elements; language-model padding).
 
     The search is limited to ``[1e-6, 1e6]``: when the minimum lies beyond a bound, that bound
     is returned with a ``RuntimeWarning`` (``1e-6`` for separable data, where sharper is always
@@ -105,6 +105,6 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
 
     def derivative(u: float) -> float:
         t = math.exp(-u)
-        return slope(t, _kept.run(p, slope_spec(t, ignore)))
+        return slope(t, _score.run(p, slope_spec(t, ignore)))
 
     return search(derivative)

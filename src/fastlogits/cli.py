@@ -99,7 +99,8 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-key", help="the targets' array inside an .npz, safetensors, HDF5 or Zarr file")
     p.add_argument("--target-column", help="the targets' column of a Parquet file (by default LOGITS itself)")
     p.add_argument("--ignore-index", type=int, default=-100, metavar="N",
-                   help="multiclass rows whose target is N count in no metric (default -100: padding)")
+                   help="targets equal to N count in no metric: multiclass and binary rows, multilabel elements "
+                   "(default -100: padding)")
     p.add_argument("--per-class", action="store_true",
                    help="add the confusion matrix, per-class precision/recall/F1/support, macro/weighted/micro F1, "
                    "balanced accuracy and classwise ECE (multiclass)")

@@ -38,7 +38,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlogits.dask needs Dask: pip install 'fastlogits[dask]'") from exc
 
-from . import _bce, _ce, _kept, _score_check, _score_state, _sequence, _temperature
+from . import _bce, _ce, _score_check, _score_state, _sequence, _temperature
 from ._dask_map import (
     as_dask, entropy, log_sigmoid, log_softmax, logits_probe, logsumexp, predict, predict_binary, probe, probe_as,
     sigmoid, single_class_chunk, softmax, target_probe, topk, weight_probe,
@@ -141,10 +141,10 @@ def score(logits: Any, target: Any, *, task: Optional[str] = None, axis: int = -
 
 # --------------------------------------------------------------------------- fit_temperature
 
-def _kept_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], origin: Tuple[int, ...],
+def _slope_task(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray], origin: Tuple[int, ...],
                p: "_score_check.Problem", s: "_score_check.Spec") -> "_score_state.ScoreState":
     c = _score_check.check(x, t, p.task, p.ax, w)
-    return _kept.partial(c, s, origin if p.task == "multilabel" else _drop(origin, p.ax))
+    return _score_state.partial(c, s, origin if p.task == "multilabel" else _drop(origin, p.ax))
 
 
 def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: Any = None,
@@ -183,7 +183,7 @@ def fit_temperature(logits: Any, target: Any, *, axis: int = -1, sample_weight: 
     def derivative(u: float) -> float:
         temp = math.exp(-u)
         s = _temperature.slope_spec(temp, ignore)
-        return _temperature.slope(temp, _merged(_kept_task, blocks, _score_state.ScoreState.empty(s), p, s))
+        return _temperature.slope(temp, _merged(_slope_task, blocks, _score_state.ScoreState.empty(s), p, s))
 
     return _temperature.search(derivative)
 
