@@ -167,8 +167,9 @@ static int fl_score_acc_init(fl_score_acc *a, const fl_score_ctx *ctx)
 
 /* Add one weighted statistic set to the task's sums: W, the metric sums asked for, then per
  * ECE bin of conf (NaN conf goes to bin 0, as the oracle) the weight, weight * correct and
- * weight * conf. */
-static inline void fl_score_add(fl_score_acc *a, const fl_row_stats *st, double w)
+ * weight * conf. Always inlined: GCC's heuristics made it a call per element of a sigmoid
+ * row once that loop could skip ignored elements (+7% instructions, callgrind). */
+FL_ALWAYS_INLINE void fl_score_add(fl_score_acc *a, const fl_row_stats *st, double w)
 {
     /* the sums that are 0/1 per row: counts when unweighted */
     static const int is_count[FL_SCORE_NSUMS] = {1, 0, 1, 1, 0, 0, 0, 1, 1, 1};
