@@ -7,6 +7,8 @@ the PyTorch column appears exactly when PyTorch is installed (``fastlogits bench
 install with only NumPy is run by ``.ci/run``)."""
 import json
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -162,7 +164,7 @@ def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch, end_r
     monkeypatch.setattr(bench, "cases", lambda quick=False: [("softmax", (64, 10)), ("cross_entropy", (64, 10))])
     measured = iter([dict(BANDWIDTH), dict(BANDWIDTH, read_GBps=end_read)])
     monkeypatch.setattr(bench, "measure_bandwidth", lambda nbytes=0, repeats=5: next(measured))
-    monkeypatch.setattr(bench, "measure_arithmetic", lambda: dict(RATES))
+    monkeypatch.setattr(bench, "measure_arithmetic", lambda threads=1: dict(RATES))
     before = fl.get_num_threads()
     seen = []
     report = bench.run(quick=True, threads=1, progress=seen.append)
@@ -192,6 +194,24 @@ def test_probe_measures_every_operation_and_computes_it(isa):
             "log1p": np.log1p(x.astype(np.float64) / 80).sum()}
     for what, total in want.items():
         assert bench._core.math_probe(what, 3) == pytest.approx(3 * total, rel=1e-4), what
+
+
+def test_probe_runs_on_every_thread_at_once(monkeypatch):
+    """With threads=3 the probe runs three times at once (a barrier that only three calls in
+    flight together can pass), so the rate per core is what each core does while the others
+    work too, not one core's rate alone."""
+    together = threading.Barrier(3, timeout=10)
+    calls = []
+
+    def probe(what, reps):
+        together.wait()  # raises BrokenBarrierError unless three calls run at once
+        calls.append(threading.get_ident())
+        return 0.0
+
+    monkeypatch.setattr(bench._core, "math_probe", probe)
+    rates = bench.measure_arithmetic(repeats=1, reps=10, threads=3)
+    assert set(rates) == set(bench._core.PROBE_OPS)
+    assert len(set(calls)) == 3 and len(calls) == 3 * 2 * len(rates)  # warm-up and one repeat
 
 
 def test_plot_has_both_panels(tmp_path):

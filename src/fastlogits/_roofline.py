@@ -10,6 +10,7 @@ only their arithmetic bound applies. Also the timing helpers every measurement u
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -79,12 +80,32 @@ def best_time(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
     return min(times(fn, repeats, budget_s))
 
 
-def measure_arithmetic(repeats: int = 7, reps: int = 20000) -> Dict[str, float]:
-    """Rates of the probe's operations (csrc/fl_probe.c) on one core of the active ISA, in
-    G operations/s, best of ``repeats`` calls of ``reps`` passes over 1024 floats in L1."""
+def measure_arithmetic(repeats: int = 7, reps: int = 20000, threads: int = 1) -> Dict[str, float]:
+    """Rates of the probe's operations (csrc/fl_probe.c) per core of the active ISA, in
+    G operations/s, best of ``repeats`` rounds of ``reps`` passes over 1024 floats in L1, with
+    ``threads`` cores running the probe at once. Measured together because cores need not add
+    up: on a VM two virtual cores may share a physical core or its turbo budget (on the 2-core
+    test machine two probes at once ran at 0.7 of one alone), and a roofline that multiplies one
+    core's rate by the threads would blame the kernels for it."""
     n = _core.PROBE_ELEMENTS * reps
-    return {what: n / best_time(lambda: _core.math_probe(what, reps), repeats, 10.0) / 1e9
+    return {what: n / best_time(lambda: _probe_together(what, reps, threads), repeats, 10.0) / 1e9
             for what in _core.PROBE_OPS}
+
+
+def _probe_together(what: str, reps: int, threads: int) -> None:
+    """``threads`` calls of the probe at once (it releases the GIL), started together; returns
+    when the last one ends."""
+    if threads <= 1:
+        _core.math_probe(what, reps)
+        return
+    start = threading.Barrier(threads)
+    workers = [threading.Thread(target=lambda: (start.wait(), _core.math_probe(what, reps))) for _ in range(threads - 1)]
+    for w in workers:
+        w.start()
+    start.wait()
+    _core.math_probe(what, reps)
+    for w in workers:
+        w.join()
 
 
 def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> Dict[str, float]:

@@ -426,7 +426,7 @@ def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[C
     fl.set_num_threads(threads)
     try:
         bw = measure_bandwidth(repeats=3 if quick else 5)
-        rates = measure_arithmetic()
+        rates = measure_arithmetic(threads=threads)
         results = []
         for name, shape in cases(quick):
             if progress:
@@ -435,7 +435,7 @@ def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[C
                                     repeats=3 if quick else 7, peer_repeats=1 if quick else 3,
                                     budget_s=0.5 if quick else 5.0))
         bw_end = measure_bandwidth(repeats=3 if quick else 5)
-        rates_end = measure_arithmetic()
+        rates_end = measure_arithmetic(threads=threads)
     finally:
         fl.set_num_threads(old)
     torch = _torch()
