@@ -161,7 +161,7 @@ def test_divisions_bound_the_arithmetic_when_they_take_longer_than_the_rest():
 
 @pytest.mark.parametrize("end_read, unstable", [(10.0, False), (11.4, False), (8.4, True), (11.6, True)])
 def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch, end_read, unstable):
-    monkeypatch.setattr(bench, "cases", lambda quick=False: [("softmax", (64, 10)), ("cross_entropy", (64, 10))])
+    monkeypatch.setattr(bench, "cases", lambda quick=False, ops=None: [("softmax", (64, 10)), ("cross_entropy", (64, 10))])
     measured = iter([dict(BANDWIDTH), dict(BANDWIDTH, read_GBps=end_read)])
     monkeypatch.setattr(bench, "measure_bandwidth", lambda nbytes=0, repeats=5: next(measured))
     monkeypatch.setattr(bench, "measure_arithmetic", lambda threads=1: dict(RATES))
@@ -177,6 +177,24 @@ def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch, end_r
     assert ("UNSTABLE" in bench.format_table(report)) is unstable
     assert [r["op"] for r in report["results"]] == ["softmax", "cross_entropy"]
     assert all(r["arithmetic_bound_s"] == pytest.approx(64 * 10 / 2e9) for r in report["results"])
+
+
+def test_cases_of_named_operations_only():
+    every = bench.cases()
+    some = bench.cases(ops=["softmax", "cross_entropy/bf16"])
+    assert some == [c for c in every if c[0] in ("softmax", "cross_entropy/bf16")]
+    assert {name for name, _ in some} == {"softmax", "cross_entropy/bf16"}
+    assert bench.LM_SHAPES[0] in [s for name, s in some if name == "cross_entropy/bf16"]
+    with pytest.raises(ValueError, match="softmix; valid: softmax"):
+        bench.cases(ops=["softmix"])
+
+
+def test_run_with_ops_times_only_those(monkeypatch):
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda nbytes=0, repeats=5: dict(BANDWIDTH))
+    monkeypatch.setattr(bench, "measure_arithmetic", lambda threads=1: dict(RATES))
+    monkeypatch.setattr(bench, "run_case", lambda name, shape, **kw: {"op": name, "shape": list(shape)})
+    report = bench.run(quick=True, threads=1, ops=["logsumexp"])
+    assert [(r["op"], tuple(r["shape"])) for r in report["results"]] == [("logsumexp", s) for s in bench.QUICK_SHAPES]
 
 
 def test_measure_bandwidth_is_positive():
