@@ -167,7 +167,8 @@ typedef struct {
                             * <= p_c) the weight (l) and the weight of the positives (B + 1 + l) */
 } fl_score_opts;
 /* Score the rows of the grid. target: int64 per row (softmax) or a byte per element (sigmoid,
- * same class stride semantics as x: 0 or 1, any other byte an ignored element); weight: float64 per row, or NULL for weights of 1.
+ * same class stride semantics as x: 0 or 1, any other byte an ignored element); weight:
+ * float64 per row, or NULL for weights of 1.
  * acc holds FL_SCORE_NSUMS + 3*bins order-independent sums (fl_rsum) into which the rows'
  * sums are merged; the sums not asked for in o->sums are left as they are. */
 int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,

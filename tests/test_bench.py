@@ -7,11 +7,14 @@ the PyTorch column appears exactly when PyTorch is installed (``fastlogits bench
 install with only NumPy is run by ``.ci/run``)."""
 import json
 
+import threading
+
 import numpy as np
 import pytest
 
 import fastlogits as fl
 from fastlogits import bench
+from fastlogits._roofline import CACHE_BYTES
 
 TINY = {"none": (64, 10), "class": (64, 10), "masked": (64, 16), "binary": (32, 8), "scored": (64, 10)}
 BANDWIDTH = {"read_GBps": 10.0, "copy_GBps": 20.0}
@@ -104,8 +107,9 @@ def test_run_case_reports_every_column(monkeypatch, with_torch):
     moved = 2 * shape[0] * shape[1] * 4 + shape[0] * 8
     assert r["bound"] == "copy"
     assert r["pct_of_bandwidth"] == pytest.approx(100 * moved / best / 1e9 / BANDWIDTH["copy_GBps"])
-    # the roofline: the larger of the memory bound and one exponential per element at the probe's rate
-    mem, arith = moved / (BANDWIDTH["copy_GBps"] * 1e9), shape[0] * shape[1] / (RATES["exp"] * 1e9)
+    # the roofline: the larger of the memory bound (none: 10 KB stay in cache) and one exponential
+    # per element at the probe's rate
+    mem, arith = 0.0, shape[0] * shape[1] / (RATES["exp"] * 1e9)
     assert r["memory_bound_s"] == pytest.approx(mem) and r["arithmetic_bound_s"] == pytest.approx(arith)
     assert r["roofline_by"] == ("memory" if mem > arith else "arithmetic")
     assert r["pct_of_roofline"] == pytest.approx(100 * max(mem, arith) / best)
@@ -136,9 +140,10 @@ def test_run_case_reports_every_column(monkeypatch, with_torch):
 def test_roofline_follows_from_bandwidth_and_probe(name, per_element, work):
     """Each operation's arithmetic at the probe's rates (ns per element here), per core times
     the threads: exponentials and log1p add (the same FMA ports), divisions run beside them (a
-    division-bound case would take max); from cache only the arithmetic bound applies; without
-    arithmetic the roofline is the memory bound."""
-    shape, moved = (1000, 100), 800_000
+    division-bound case would take max); from cache (the cache shapes, or no more bytes than
+    CACHE_BYTES) only the arithmetic bound applies; without arithmetic the roofline is the
+    memory bound."""
+    shape, moved = (1000, 100), 80_000_000
     for threads in (1, 2):
         b = bench.roofline(name, shape, moved, "copy", threads, BANDWIDTH, RATES)
         assert b["memory_bound_s"] == pytest.approx(moved / 20e9)
@@ -147,6 +152,10 @@ def test_roofline_follows_from_bandwidth_and_probe(name, per_element, work):
         assert b["exp_equivalents"] == pytest.approx(work * RATES["exp"])
     cached = bench.roofline(name, bench.CACHE_SHAPES[0], moved, "read", 1, BANDWIDTH, RATES)
     assert cached["memory_bound_s"] == 0.0 and cached["roofline_s"] == cached["arithmetic_bound_s"]
+    small = bench.roofline(name, shape, CACHE_BYTES, "read", 1, BANDWIDTH, RATES)
+    assert small["memory_bound_s"] == 0.0 and small["roofline_s"] == small["arithmetic_bound_s"]
+    just_over = bench.roofline(name, shape, CACHE_BYTES + 1, "read", 1, BANDWIDTH, RATES)
+    assert just_over["memory_bound_s"] == pytest.approx((CACHE_BYTES + 1) / 10e9)
     no_probe = bench.roofline(name, shape, moved, "read", 1, BANDWIDTH, None)
     assert no_probe["arithmetic_bound_s"] == 0.0 and no_probe["roofline_s"] == pytest.approx(moved / 10e9)
 
@@ -159,10 +168,10 @@ def test_divisions_bound_the_arithmetic_when_they_take_longer_than_the_rest():
 
 @pytest.mark.parametrize("end_read, unstable", [(10.0, False), (11.4, False), (8.4, True), (11.6, True)])
 def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch, end_read, unstable):
-    monkeypatch.setattr(bench, "cases", lambda quick=False: [("softmax", (64, 10)), ("cross_entropy", (64, 10))])
+    monkeypatch.setattr(bench, "cases", lambda quick=False, ops=None: [("softmax", (64, 10)), ("cross_entropy", (64, 10))])
     measured = iter([dict(BANDWIDTH), dict(BANDWIDTH, read_GBps=end_read)])
     monkeypatch.setattr(bench, "measure_bandwidth", lambda nbytes=0, repeats=5: next(measured))
-    monkeypatch.setattr(bench, "measure_arithmetic", lambda: dict(RATES))
+    monkeypatch.setattr(bench, "measure_arithmetic", lambda threads=1: dict(RATES))
     before = fl.get_num_threads()
     seen = []
     report = bench.run(quick=True, threads=1, progress=seen.append)
@@ -175,6 +184,24 @@ def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch, end_r
     assert ("UNSTABLE" in bench.format_table(report)) is unstable
     assert [r["op"] for r in report["results"]] == ["softmax", "cross_entropy"]
     assert all(r["arithmetic_bound_s"] == pytest.approx(64 * 10 / 2e9) for r in report["results"])
+
+
+def test_cases_of_named_operations_only():
+    every = bench.cases()
+    some = bench.cases(ops=["softmax", "cross_entropy/bf16"])
+    assert some == [c for c in every if c[0] in ("softmax", "cross_entropy/bf16")]
+    assert {name for name, _ in some} == {"softmax", "cross_entropy/bf16"}
+    assert bench.LM_SHAPES[0] in [s for name, s in some if name == "cross_entropy/bf16"]
+    with pytest.raises(ValueError, match="softmix; valid: softmax"):
+        bench.cases(ops=["softmix"])
+
+
+def test_run_with_ops_times_only_those(monkeypatch):
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda nbytes=0, repeats=5: dict(BANDWIDTH))
+    monkeypatch.setattr(bench, "measure_arithmetic", lambda threads=1: dict(RATES))
+    monkeypatch.setattr(bench, "run_case", lambda name, shape, **kw: {"op": name, "shape": list(shape)})
+    report = bench.run(quick=True, threads=1, ops=["logsumexp"])
+    assert [(r["op"], tuple(r["shape"])) for r in report["results"]] == [("logsumexp", s) for s in bench.QUICK_SHAPES]
 
 
 def test_measure_bandwidth_is_positive():
@@ -192,6 +219,24 @@ def test_probe_measures_every_operation_and_computes_it(isa):
             "log1p": np.log1p(x.astype(np.float64) / 80).sum()}
     for what, total in want.items():
         assert bench._core.math_probe(what, 3) == pytest.approx(3 * total, rel=1e-4), what
+
+
+def test_probe_runs_on_every_thread_at_once(monkeypatch):
+    """With threads=3 the probe runs three times at once (a barrier that only three calls in
+    flight together can pass), so the rate per core is what each core does while the others
+    work too, not one core's rate alone."""
+    together = threading.Barrier(3, timeout=10)
+    calls = []
+
+    def probe(what, reps):
+        together.wait()  # raises BrokenBarrierError unless three calls run at once
+        calls.append(threading.get_ident())
+        return 0.0
+
+    monkeypatch.setattr(bench._core, "math_probe", probe)
+    rates = bench.measure_arithmetic(repeats=1, reps=10, threads=3)
+    assert set(rates) == set(bench._core.PROBE_OPS)
+    assert len(set(calls)) == 3 and len(calls) == 3 * 2 * len(rates)  # warm-up and one repeat
 
 
 def test_plot_has_both_panels(tmp_path):
@@ -257,3 +302,51 @@ def test_the_evaluation_peers_get_columns_only_where_they_ran():
     lines = bench.format_table(dict(report, results=[r, scored])).splitlines()
     assert lines[1].split()[-2:] == ["x", "sklearn"] and "tmetrics" not in lines[1]
     assert lines[3].split()[-1] == "48.2" and lines[2].split()[-1] == "-"
+
+
+def _targets_module():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "targets.py"
+    spec = importlib.util.spec_from_file_location("bench_targets", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _case(op, shape, best, roof, torch=None, by="memory", mem=None):
+    mem = roof if mem is None else mem
+    c = {"op": op, "shape": list(shape), "fastlogits_cold_s": best, "roofline_s": roof, "roofline_by": by,
+         "pct_of_roofline": 100 * roof / best, "memory_bound_s": mem,
+         "arithmetic_bound_s": roof / 2, "pct_of_bandwidth": 100 * mem / best,
+         "gelem_per_s": shape[0] * shape[1] / best / 1e9}
+    if torch is not None:
+        c.update(torch_s=torch, speedup_vs_torch=torch / best)
+    return c
+
+
+def test_targets_verdicts_follow_the_roofline():
+    """benchmarks/targets.py: met when fast enough; 'beyond the roofline' when the target asks
+    for less time than the case's roofline (nothing could meet it); else 'short'."""
+    t = _targets_module()
+    assert t.verdict(1.0, 0.5, 0.9) == "met"
+    assert t.verdict(1.0, 2.0, 3.0) == "beyond the roofline (needs 200% of it)"
+    assert t.verdict(1.0, 0.5, 4.0) == "short: 25% of the target's speed"
+    run = {"isa": "avx2", "threads": 1, "results": [
+        _case("softmax", (8192, 1000), best=4.0, roof=3.0, torch=6.0),      # 3x needs 2 < 3: beyond
+        _case("logsumexp", (8192, 1000), best=4.0, roof=1.0, torch=6.0),    # 3x needs 2 > 1: short
+        _case("sigmoid", (8192, 1000), best=1.0, roof=0.5, torch=6.0),      # 6x: met
+        _case("cross_entropy", (4096, 32000), best=2.0, roof=1.5, by="memory"),
+        _case("predict", (4096, 32000), best=2.0, roof=1.5), _case("predict/f16", (4096, 32000), best=1.0, roof=0.8),
+    ]}
+    out = t.report([run])
+    assert "| softmax | 8192x1000 | 1.5x | 3x | 3e+03 ms (torch 6e+03 ms) | beyond the roofline (needs 150% of it) |" in out
+    assert "| logsumexp | 8192x1000 | 1.5x | 3x | 1e+03 ms (torch 6e+03 ms) | short: 50% of the target's speed |" in out
+    assert "| sigmoid | 8192x1000 | 6.0x | 3x | 500 ms (torch 6e+03 ms) | met |" in out
+    assert "| cross_entropy | 4096x32000 | 75% (m) | 80% | 1.5e+03 ms | short: 94% of the target's speed |" in out
+    assert "| predict/f16 | 4096x32000 | 2.00x | 1.7x | 800 ms (m) | met |" in out
+    # two threads: 1.8x needs 4/1.8 = 2.22, 85% of the bandwidth 1/0.85: the easier is 2.22 < 2.4
+    two = {"isa": "avx2", "threads": 2, "results": [_case("softmax", (8192, 1000), best=2.5, roof=2.4, mem=1.0)]}
+    assert ("| softmax | 8192x1000 | 1.60x, 40% bw | 1.8x or 85% bw | 2.4e+03 ms | beyond the roofline (needs 108% of it) |"
+            in t.report([run, two]))

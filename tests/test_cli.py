@@ -144,6 +144,8 @@ ERRORS = {
     "predict without out": (["predict", "{d}/x.npy"], "--out"),
     "predict bad dir": (["predict", "{d}/x.npy", "--out", "{d}/no/such/dir/p.npy"], "does not exist"),
     "predict bad topk": (["predict", "{d}/x.npy", "--out", "{d}/p.npy", "--topk", "7"], "--topk"),
+    "bench unknown op": (["bench", "--ops", "softmax,softmix"], "--ops: unknown bench operation(s) softmix"),
+    "bench no op": (["bench", "--ops", ","], "--ops: unknown bench operation(s) none named"),
 }
 
 

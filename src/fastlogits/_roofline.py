@@ -5,11 +5,12 @@ A case's roofline is the larger of two bounds: the memory bound (the bytes the c
 over the read bandwidth for loss-only work, over the copy bandwidth for an output as large as
 the input; STREAM-like, arrays of at least 256 MiB) and the arithmetic bound (its elements times
 the operations each needs, ``ARITHMETIC``, over the rates of those operations on this core and
-ISA, measured by the probe loop of csrc/fl_probe.c; divisions overlap the rest). Cases on ``CACHE_SHAPES`` run from cache:
-only their arithmetic bound applies. Also the timing helpers every measurement uses.
+ISA, measured by the probe loop of csrc/fl_probe.c; divisions overlap the rest). Cases on ``CACHE_SHAPES``, and
+any case moving at most ``CACHE_BYTES``, run from cache: only their arithmetic bound applies. Also the timing helpers every measurement uses.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -20,6 +21,9 @@ from . import _core
 # from cache: the float32 operations with arithmetic (see ARITHMETIC) again on an input that
 # stays in the last-level cache between calls (8 MB), where only the arithmetic bound applies
 CACHE_SHAPES = [(64, 32000)]
+# and any case that moves no more bytes than that (65536 x 2: 1 MiB in and out) stays in cache
+# too: a DRAM bound would be no bound for it
+CACHE_BYTES = 8 << 20
 
 # The arithmetic each element of an operation needs at least, by the operations of the probe
 # (csrc/fl_probe.c): "exp" an exponential, "div" a division, "log1p" the log1p polynomial of the
@@ -79,12 +83,32 @@ def best_time(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
     return min(times(fn, repeats, budget_s))
 
 
-def measure_arithmetic(repeats: int = 7, reps: int = 20000) -> Dict[str, float]:
-    """Rates of the probe's operations (csrc/fl_probe.c) on one core of the active ISA, in
-    G operations/s, best of ``repeats`` calls of ``reps`` passes over 1024 floats in L1."""
+def measure_arithmetic(repeats: int = 7, reps: int = 20000, threads: int = 1) -> Dict[str, float]:
+    """Rates of the probe's operations (csrc/fl_probe.c) per core of the active ISA, in
+    G operations/s, best of ``repeats`` rounds of ``reps`` passes over 1024 floats in L1, with
+    ``threads`` cores running the probe at once. Measured together because cores need not add
+    up: on a VM two virtual cores may share a physical core or its turbo budget (on the 2-core
+    test machine two probes at once ran at 0.7 of one alone), and a roofline that multiplies one
+    core's rate by the threads would blame the kernels for it."""
     n = _core.PROBE_ELEMENTS * reps
-    return {what: n / best_time(lambda: _core.math_probe(what, reps), repeats, 10.0) / 1e9
+    return {what: n / best_time(lambda: _probe_together(what, reps, threads), repeats, 10.0) / 1e9
             for what in _core.PROBE_OPS}
+
+
+def _probe_together(what: str, reps: int, threads: int) -> None:
+    """``threads`` calls of the probe at once (it releases the GIL), started together; returns
+    when the last one ends."""
+    if threads <= 1:
+        _core.math_probe(what, reps)
+        return
+    start = threading.Barrier(threads)
+    workers = [threading.Thread(target=lambda: (start.wait(), _core.math_probe(what, reps))) for _ in range(threads - 1)]
+    for w in workers:
+        w.start()
+    start.wait()
+    _core.math_probe(what, reps)
+    for w in workers:
+        w.join()
 
 
 def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> Dict[str, float]:
@@ -118,7 +142,7 @@ def roofline(name: str, shape: Tuple[int, int], moved: int, bound: str, threads:
     operations per element in exponentials (each weighed by the exponential's rate over its own)."""
     elems = shape[0] * shape[1]
     limit = bandwidth["read_GBps"] if bound == "read" else bandwidth["copy_GBps"]
-    mem_s = 0.0 if shape in CACHE_SHAPES else moved / limit / 1e9
+    mem_s = 0.0 if shape in CACHE_SHAPES or moved <= CACHE_BYTES else moved / limit / 1e9
     ops = arithmetic(name)
     arith_s = _arithmetic_s(ops, elems, threads, rates) if rates else 0.0
     exps = sum(count * rates["exp"] / rates[what] for what, count in ops.items()) if rates else None

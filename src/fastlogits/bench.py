@@ -15,7 +15,7 @@ import functools
 import gc
 import statistics
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -290,8 +290,9 @@ def _torch_fwd_bwd(torch: Any, d: Data, loss_fn: Callable[[Any], Any]) -> Any:
     return float(loss.detach()), t.grad
 
 
-def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
-    """(operation, shape) pairs of a run."""
+def cases(quick: bool = False, ops: Optional[Sequence[str]] = None) -> List[Tuple[str, Tuple[int, int]]]:
+    """(operation, shape) pairs of a run; with ``ops``, only those operations' cases (names as in
+    the table, e.g. ``cross_entropy/bf16``; an unknown name raises ValueError naming the valid ones)."""
     class_shapes = QUICK_SHAPES if quick else STANDARD_SHAPES
     binary_shapes = [(2048, 2048)] if quick else BINARY_SHAPES
     names = ["softmax", "logsumexp", "sigmoid", "cross_entropy", "cross_entropy_and_grad", "bce_with_logits",
@@ -313,7 +314,12 @@ def cases(quick: bool = False) -> List[Tuple[str, Tuple[int, int]]]:
         if op.dtype == "float32" and op.targets != "masked" and arithmetic(name) and not quick:
             out.extend((name, s) for s in CACHE_SHAPES)
     out.extend((name, s) for name in LM_OPS for s in (LM_QUICK_SHAPES if quick else LM_SHAPES))
-    return out
+    if ops is None:
+        return out
+    unknown = [o for o in ops if o not in table]
+    if unknown or not ops:
+        raise ValueError(f"unknown bench operation(s) {', '.join(unknown) or 'none named'}; valid: {', '.join(table)}")
+    return [(name, s) for name, s in out if name in ops]
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -416,26 +422,28 @@ def run_case(name: str, shape: Tuple[int, int], *, threads: int, bandwidth: Dict
     return res
 
 
-def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[Callable[[str], None]] = None,
+        ops: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the table; returns {"fastlogits", "isa", "threads", "torch", "bandwidth", "rates",
     "bandwidth_end", "rates_end", "drift", "unstable", "results": [...]}: bandwidth and probe
     rates at the start (used by every case) and again at the end, and the bandwidth's relative
-    change (``unstable`` when above DRIFT_LIMIT)."""
+    change (``unstable`` when above DRIFT_LIMIT). ``ops``: only these operations (see cases)."""
+    table = cases(quick, ops)
     threads = threads or fl.get_num_threads()
     old = fl.get_num_threads()
     fl.set_num_threads(threads)
     try:
         bw = measure_bandwidth(repeats=3 if quick else 5)
-        rates = measure_arithmetic()
+        rates = measure_arithmetic(threads=threads)
         results = []
-        for name, shape in cases(quick):
+        for name, shape in table:
             if progress:
                 progress(f"{name} {shape[0]}x{shape[1]}")
             results.append(run_case(name, shape, threads=threads, bandwidth=bw, rates=rates,
                                     repeats=3 if quick else 7, peer_repeats=1 if quick else 3,
                                     budget_s=0.5 if quick else 5.0))
         bw_end = measure_bandwidth(repeats=3 if quick else 5)
-        rates_end = measure_arithmetic()
+        rates_end = measure_arithmetic(threads=threads)
     finally:
         fl.set_num_threads(old)
     torch = _torch()

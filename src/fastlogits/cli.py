@@ -417,6 +417,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, help="threads for fastlogits and PyTorch (default: all)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart of the speed-ups (needs matplotlib)")
+    p.add_argument("--ops", metavar="NAMES", help="only these operations, comma-separated as in the table "
+                   "(e.g. softmax,cross_entropy_and_grad,logsumexp/bf16)")
 
 
 def _run_bench(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
@@ -427,8 +429,13 @@ def _run_bench(args: argparse.Namespace, scratch: contextlib.ExitStack) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'fastlogits[plot]'") from None
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops is not None else None
+    try:
+        bench.cases(args.quick, ops)
+    except ValueError as e:
+        raise UsageError(f"--ops: {e}") from None
     plot = AtomicFile(args.plot, what="--plot") if args.plot else None
-    report = bench.run(quick=args.quick, threads=args.threads, progress=None if args.json else _say)
+    report = bench.run(quick=args.quick, threads=args.threads, progress=None if args.json else _say, ops=ops)
     print(bench.to_json(report) if args.json else bench.format_table(report))
     if plot is not None:
         with plot as f:
