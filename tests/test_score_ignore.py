@@ -100,7 +100,8 @@ def test_ignored_logits_are_never_read_into_metrics():
     xm, _, ymi, wm, ignm = _multilabel(seed=3)
     xmn = np.where(ignm, np.nan, xm).astype(np.float32)
     for ab in (None, 8):
-        assert_same_result(fl.score(xmn, ymi, sample_weight=wm, auc_bins=ab), fl.score(xm, ymi, sample_weight=wm, auc_bins=ab))
+        assert_same_result(fl.score(xmn, ymi, sample_weight=wm, auc_bins=ab),
+                           fl.score(xm, ymi, sample_weight=wm, auc_bins=ab))
 
 
 @pytest.mark.parametrize("weighted", [False, True])
