@@ -77,10 +77,18 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
-    int64_t rank = ctx->o->want_rank ? fl_rank_t(x, c, y, dt) : 1;
+    int64_t rank = 1;
+    float m;
+    if (!ctx->o->want_rank) {
+        m = fl_rmax_t(x, c, dt);
+    } else if (c <= ((int64_t)1 << 24)) {
+        m = fl_rmax_rank_t(x, c, y, &rank, dt);
+    } else {
+        rank = fl_rank_t(x, c, y, dt);
+        m = fl_rmax_t(x, c, dt);
+    }
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
-    float m = fl_rmax_t(x, c, dt);
     int64_t pred = !pc->confusion ? 0 : rank == 0 ? y : fl_argmax_t(x, c, m, dt);
     double s = NAN;
     if (!isfinite(m)) {

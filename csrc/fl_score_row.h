@@ -68,6 +68,70 @@ FL_ALWAYS_INLINE int64_t fl_rank_t(const void *x, int64_t c, int64_t y, int32_t 
     return r;
 }
 
+/* the number of lanes of x that precede the target's value v in the rank's order: x >= v when
+ * before (the element comes earlier), x > v when after; each test a subtraction and a select
+ * (x != v gives x - v != 0 exactly; inf - inf is NaN: the select's "no" lane, which is the
+ * right answer for x = v = +-inf after, and is turned into "yes" before). NaN-free rows only. */
+static inline flv fl_rank_lanes(flv xv, flv vv, int before, flv one, flv zero)
+{
+    return before ? flv_sel_neg(flv_sub(xv, vv), zero, one) : flv_sel_neg(flv_sub(vv, xv), one, zero);
+}
+
+/* The row's max (as fl_rmax_t: NaN when the row holds one) and, in *rank, fl_rank_t's rank of
+ * the target y, in one pass: the elements before y's vector are counted with >=, those after
+ * it with >, y's own vector element by element. The counts are float lanes, exact while a lane
+ * counts at most 2^24 (c <= 2^24, else the caller takes fl_rank_t); a row holding a NaN is
+ * ranked again by fl_rank_t (rare: its softmax is NaN). */
+FL_ALWAYS_INLINE float fl_rmax_rank_t(const void *x, int64_t c, int64_t y, int64_t *rank, int32_t dt)
+{
+    float v = fl_xget(x, y, dt);
+    flv vv = flv_set1(v), one = flv_set1(1.0f), zero = flv_set1(0.0f);
+    flv a0 = flv_set1(-INFINITY), a1 = a0, n0 = zero, n1 = zero;
+    int64_t k = 0, k0 = y - y % FL_W, nfull = c - c % FL_W;
+    for (; k + 2 * FL_W <= k0; k += 2 * FL_W) {
+        flv x0 = fl_xload(x, k, dt), x1 = fl_xload(x, k + FL_W, dt);
+        a0 = flv_max(x0, a0);
+        a1 = flv_max(x1, a1);
+        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 1, one, zero));
+        n1 = flv_add(n1, fl_rank_lanes(x1, vv, 1, one, zero));
+    }
+    for (; k < k0; k += FL_W) {
+        flv x0 = fl_xload(x, k, dt);
+        a0 = flv_max(x0, a0);
+        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 1, one, zero));
+    }
+    int64_t r = 0, kend = k0 + FL_W < c ? k0 + FL_W : c;
+    for (int64_t j = k0; j < kend; j++) {
+        float xj = fl_xget(x, j, dt);
+        r += j < y ? xj >= v : j > y && xj > v;
+    }
+    a1 = flv_max(kend - k0 == FL_W ? fl_xload(x, k0, dt) : fl_xload_part(x, k0, kend - k0, -INFINITY, dt), a1);
+    for (k = kend; k + 2 * FL_W <= nfull; k += 2 * FL_W) {
+        flv x0 = fl_xload(x, k, dt), x1 = fl_xload(x, k + FL_W, dt);
+        a0 = flv_max(x0, a0);
+        a1 = flv_max(x1, a1);
+        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 0, one, zero));
+        n1 = flv_add(n1, fl_rank_lanes(x1, vv, 0, one, zero));
+    }
+    for (; k < nfull; k += FL_W) {
+        flv x0 = fl_xload(x, k, dt);
+        a0 = flv_max(x0, a0);
+        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 0, one, zero));
+    }
+    if (k < c) {
+        flv x0 = fl_xload_part(x, k, c - k, -INFINITY, dt);
+        a0 = flv_max(x0, a0);
+        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 0, one, zero));
+    }
+    float m = flv_hmax(flv_max(a0, a1));
+    if (m != m) {
+        *rank = fl_rank_t(x, c, y, dt);
+        return fl_rmax_t(x, c, dt);
+    }
+    *rank = r + (int64_t)flv_hsum_d(flv_add(n0, n1));
+    return m;
+}
+
 /* The predicted class, as predict: the first NaN, else the first maximum; m is the row's max
  * from fl_rmax_t (NaN when the row holds one). A row without NaN is scanned four vectors at a
  * time for a lane >= m (= m: it is the max), then element by element from there. */

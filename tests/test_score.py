@@ -159,6 +159,33 @@ def test_ties_and_nan_order_match_predict_and_topk():
         assert r == {"accuracy": pytest.approx(acc, abs=0), "top_k_accuracy": pytest.approx(top2, abs=0)}
 
 
+@pytest.mark.parametrize("c", [2, 5, 8, 16, 17, 33, 70])
+def test_rank_of_every_target_position_on_every_simd_path(c):
+    """The rank of the target (accuracy, top-k) against predict and topk, row by row, for a
+    target at every position of rows full of ties and infinities: the kernel counts the
+    elements before the target's vector with >=, after it with >, its own vector one by one."""
+    rng = np.random.default_rng(c)
+    x = rng.integers(-2, 3, size=(4 * c, c)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.inf
+    x[rng.random(x.shape) < 0.1] = -np.inf
+    x[:c] = 1.0                              # all ties
+    x[c:2 * c] = np.where(rng.random((c, c)) < 0.5, -np.inf, 0.0)
+    y = np.tile(np.arange(c), 4)
+    k = max(1, c // 3)
+    pred, top = fl.predict(x), fl.topk(x, k)[1]
+    expected = [(float(pred[i] == y[i]), float(y[i] in top[i])) for i in range(len(y))]
+    current = _core.isa_name()
+    try:
+        for isa in ("scalar", "avx2", "avx512", "neon"):
+            if _core.isa_select(isa) != 0:
+                continue
+            for i in range(len(y)):
+                r = fl.score(x[i:i + 1], y[i:i + 1], k=k, metrics=["accuracy", "top_k_accuracy"])
+                assert (r["accuracy"], r["top_k_accuracy"]) == expected[i], (isa, i, x[i], y[i])
+    finally:
+        _core.isa_select(current)
+
+
 # --------------------------------------------------------------------------- the shared generator
 
 SCORE_DTYPES = ["float32", "float64", "float16", "bfloat16"]

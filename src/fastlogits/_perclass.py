@@ -29,9 +29,8 @@ def _div0(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def confusion(counts: Optional[np.ndarray], weighted: Optional[np.ndarray], c: int) -> np.ndarray:
     """The (C, C) float64 confusion matrix from the unweighted counts and the weighted states."""
-    cm = np.zeros((c, c), dtype=np.float64)
-    if counts is not None:
-        cm += counts
+    # the counts converted in one pass (a zeroed (C, C) matrix added to was two more)
+    cm = counts.astype(np.float64) if counts is not None else np.zeros((c, c), dtype=np.float64)
     if weighted is not None:
         cm += _rsum.value(weighted)
     return cm
