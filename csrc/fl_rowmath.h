@@ -5,7 +5,8 @@
  *
  * Accuracy design (see API.md, "Accuracy"): exp(x_i - max) must be right to about one ULP even
  * when x_i and the max differ in magnitude, where x - m rounds. Rows of moderate logits
- * (fl_shift_ok: |max| <= 64, none more than 86 below it) take exp(x_i) * 2^-sn with
+ * (fl_shift_mode: |max| <= 64, none more than 86 below it but masked ones more than 104 below,
+ * whose exponentials are 0) take exp(x_i) * 2^-sn with
  * sn = round(max * log2 e) instead (fl_rsumexp_shift_t): nothing is rounded before the
  * exponential's own reduction, and the factor exp(max - sn ln2) is divided out of the sums in
  * double. Other rows carry x - m with its rounding error e (TwoSum), folded into the
@@ -402,7 +403,7 @@ FL_ALWAYS_INLINE void fl_take_ties4(const flv *xv, flv m, flv *e, int64_t *ties)
         if (flv_any_ge(xv[j], m)) e[j] = fl_take_ties(xv[j], m, e[j], ties);
 }
 
-/* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
+/* fl_rsumexp_t with precise set, for a row that fl_shift_mode admits: e_k = exp(x_k) * 2^-sn,
  * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
  * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
  * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y receives the e_k, scaled
