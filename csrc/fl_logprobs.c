@@ -109,17 +109,6 @@ FL_ALWAYS_INLINE float fl_lp_block_t(const void *x, int64_t n, float yt, float *
     return bm;
 }
 
-/* The sum of a block's exp(y - m) split as *n_eq + the result (cross-entropy's sums), the
- * memory of ahead fetched meanwhile: a block below the running max has no entry equal to it,
- * so all of it is rest; normal: no entry more than 86 below m (the exponential's cheaper
- * form). */
-FL_ALWAYS_INLINE double fl_lp_sum_t(const void *y, int64_t n, float m, int below, int normal, double *n_eq,
-                                    fl_ahead ahead, int32_t dt)
-{
-    if (below)
-        return normal ? fl_rsumexp_below_t(y, n, m, NULL, ahead, 1, dt) : fl_rsumexp_below_t(y, n, m, NULL, ahead, 0, dt);
-    return normal ? fl_rsumexp_t(y, n, m, NULL, n_eq, 0, ahead, 1, dt) : fl_rsumexp_t(y, n, m, NULL, n_eq, 0, ahead, 0, dt);
-}
 
 /* Elements per block of a row: read from memory once, the block stays in L1 for its sum. */
 #define FL_LP_BLOCK 2048
@@ -188,9 +177,11 @@ FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt,
         int64_t after = c - k0 - n, fetch = after > FL_LP_BLOCK ? FL_LP_BLOCK : after > 0 ? after : n;
         fl_ahead ahead = {(const char *)xb + n * esz, fetch * esz, esz, NULL};
         double ne = 0.0;
-        int below = bm < m, normal = mn >= m + FL_EXPF_NORMAL_LO;
-        rest += t != 1.0f ? fl_lp_sum_t(buf, n, m, below, normal, &ne, ahead, FL_F32)
-                          : fl_lp_sum_t(xb, n, m, below, normal, &ne, ahead, dt);
+        /* (cross-entropy's sums: a block below the running max has no entry equal to it, so
+         * all of it is rest; the exponentials' mode from its min, fl_exp_mode) */
+        int below = bm < m, mode = fl_exp_mode(m, mn);
+        rest += t != 1.0f ? fl_rsumexp_loss_t(buf, n, m, NULL, &ne, below, ahead, mode, FL_F32)
+                          : fl_rsumexp_loss_t(xb, n, m, NULL, &ne, below, ahead, mode, dt);
         n_eq += ne;
     }
     *m_out = valid ? m : NAN;

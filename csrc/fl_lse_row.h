@@ -63,14 +63,10 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
             if (e) memset(e + k, 0, (size_t)n * sizeof(float));
             continue;
         }
-        /* a block with no logit far below the max (no -inf or masked entry) takes the
-         * exponential without the clamp and the subnormal branch */
+        /* a block with no logit far below the max takes the exponential without the clamp and
+         * the subnormal branch, a block with masked entries (-inf) the masked one (fl_exp_mode) */
         float *eb = e ? e + k : NULL;
-        double nb = 0.0, rb;
-        if (lo >= m + FL_EXPF_NORMAL_LO)
-            rb = mb < m ? fl_rsumexp_below_t(xb, n, m, eb, ahead, 1, dt) : fl_rsumexp_t(xb, n, m, eb, &nb, 0, ahead, 1, dt);
-        else
-            rb = mb < m ? fl_rsumexp_below_t(xb, n, m, eb, ahead, 0, dt) : fl_rsumexp_t(xb, n, m, eb, &nb, 0, ahead, 0, dt);
+        double nb, rb = fl_rsumexp_loss_t(xb, n, m, eb, &nb, mb < m, ahead, fl_exp_mode(m, lo), dt);
         nm += nb;
         rs += rb;
     }

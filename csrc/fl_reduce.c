@@ -96,33 +96,47 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             v = fl_reduce_special(ctx->op, m, c);
         } else {
             int ent = ctx->op == FL_ENTROPY;
+            int shift = fl_shift_mode(m, lo, c);
             float *e = ent ? bp : NULL;
-            if (!ent && fl_shift_ok(m, lo, c)) {
+            if (!ent && shift) {
                 /* the cheaper sums first: their rest is within FL_FAST_REST_ERR * 2^-24 (relative),
                  * which moves log S by at most that times rest/S; where this is below 3 * 2^-24 *
                  * |v| (under 3 ULP of the float32 result, 3.5 with its rounding) it stands, else
                  * the precise sums below redo the row */
-                double n_eq, rest = fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, ahead);
-                v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
-                if (FL_FAST_REST_ERR * rest <= 3.0 * fabs(v) * (n_eq + rest)) {
-                    fl_put_scalar(ctx->y, i0, i1, v);
-                    return;
+                double n_eq = 0.0, rest = shift == FL_EXP_MASKED
+                                        ? fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, 1, ahead)
+                                        : fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, 0, ahead);
+                if (rest == FL_SUM_GAP) {
+                    shift = FL_EXP_GENERAL;
+                } else {
+                    v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
+                    if (FL_FAST_REST_ERR * rest <= 3.0 * fabs(v) * (n_eq + rest)) {
+                        fl_put_scalar(ctx->y, i0, i1, v);
+                        return;
+                    }
                 }
             }
             /* rows of moderate logits: the entropy's dot product in the same pass as the sums;
              * other rows keep their exponentials in bp for a second pass */
-            double n_eq, scale, dot = 0.0, rest;
-            int shift = fl_shift_ok(m, lo, c);
-            if (shift)
+            double n_eq = 0.0, scale = 1.0, dot = 0.0, rest = FL_SUM_GAP;
+            if (shift == FL_EXP_NORMAL)
                 rest = ent ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, &dot,
                                            FL_SUM_TIES | FL_SUM_DOT, ahead)
                            : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL, FL_SUM_TIES,
                                            ahead);
-            else if (lo >= m + FL_EXPF_NORMAL_LO)
-                rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 1);
-            else
-                rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, 0);
-            if (ent && !shift) dot = fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m);
+            else if (shift == FL_EXP_MASKED)
+                rest = ent ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, &dot,
+                                           FL_SUM_TIES | FL_SUM_DOT | FL_SUM_MASKED, ahead)
+                           : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL,
+                                           FL_SUM_TIES | FL_SUM_MASKED, ahead);
+            if (rest == FL_SUM_GAP) {
+                /* the TwoSum path (a masked row with a logit in the gap, too) */
+                if (lo >= m + FL_EXPF_NORMAL_LO)
+                    rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, FL_EXP_NORMAL);
+                else
+                    rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, e, &n_eq, 1, ahead, FL_EXP_GENERAL);
+                if (ent) dot = fl_x_dispatch(x.dt, fl_rdot_shift_t, x.p, bp, c, m);
+            }
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, dot);
             /* the float32 exponentials leave log s off by up to about 2^-22 * rest/s: where
              * that is not small against the logsumexp (|v| < rest/s, m and log s cancelled),

@@ -1,11 +1,13 @@
 /* fl_rowmath.h: the arithmetic on one contiguous float32 (or float16/bfloat16) row, in FL_W
  * float32 lanes: max and min, exponentials of x - max, sums of exponentials, the entropy's dot
- * product. Float64 rows are in fl_rowmath_f64.h, tiles of small rows in fl_tile.h, the
+ * product. The exact-reduction (shift) sums are in fl_rowmath_shift.h, included below. Float64
+ * rows are in fl_rowmath_f64.h, tiles of small rows in fl_tile.h, the
  * prefetching and streamed output rows in fl_pend.h, sigmoids in fl_sigmoid_math.h.
  *
  * Accuracy design (see API.md, "Accuracy"): exp(x_i - max) must be right to about one ULP even
  * when x_i and the max differ in magnitude, where x - m rounds. Rows of moderate logits
- * (fl_shift_ok: |max| <= 64, none more than 86 below it) take exp(x_i) * 2^-sn with
+ * (fl_shift_mode: |max| <= 64, none more than 86 below it but masked ones more than 104 below,
+ * whose exponentials are 0) take exp(x_i) * 2^-sn with
  * sn = round(max * log2 e) instead (fl_rsumexp_shift_t): nothing is rounded before the
  * exponential's own reduction, and the factor exp(max - sn ln2) is divided out of the sums in
  * double. Other rows carry x - m with its rounding error e (TwoSum), folded into the
@@ -157,9 +159,37 @@ FL_ALWAYS_INLINE flv fl_vexp_sub_n(flv x, flv m, flv lo, flv *shift, int normal)
 
 static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift) { return fl_vexp_sub_n(x, m, lo, shift, 0); }
 
-/* the non-precise sums' exponential of d <= 0; normal: every d is known to be at least
- * FL_EXPF_NORMAL_LO (the same values, cheaper) */
-FL_ALWAYS_INLINE flv fl_vexp_loss(flv d, int normal) { return normal ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d); }
+/* Which exponentials a run of logits of max m and min lo takes (the same values in each mode):
+ *   FL_EXP_NORMAL   none is more than 86 below m: no clamp, no subnormal results
+ *   FL_EXP_MASKED   the min is below the gap (FL_EXPF_GAP_MID): masked logits, -inf. The sums
+ *                   take the masked exponentials, 0 below the gap, and return FL_SUM_GAP when a
+ *                   logit lies in it after all (then the general ones redo the run)
+ *   FL_EXP_GENERAL  the min itself is in the gap: the clamp and subnormal-safe scaling */
+enum { FL_EXP_GENERAL, FL_EXP_NORMAL, FL_EXP_MASKED };
+static inline int fl_exp_mode(float m, float lo)
+{
+    if (lo >= m + FL_EXPF_NORMAL_LO) return FL_EXP_NORMAL;
+    return lo < m + (FL_EXPF_GAP_MID - FL_EXPF_GAP_HALF) ? FL_EXP_MASKED : FL_EXP_GENERAL;
+}
+
+/* What a masked sum returns for a run holding a logit in the gap (a sum is never negative) */
+#define FL_SUM_GAP (-1.0)
+
+/* Has a masked sum met a logit in the gap? (g: its one accumulator, from flv_set1(INFINITY);
+ * one, not one per vector of a step: four on AVX2 were kept in memory, two operations more a
+ * vector, and the chain of minima is far shorter than a step's exponentials) */
+static inline int fl_gap_met(flv g)
+{
+    return flv_any_ge(flv_set1(FL_EXPF_GAP_HALF), g);
+}
+
+/* the non-precise sums' exponential of d <= 0 in the given mode (fl_exp_mode; gap: the masked
+ * form's accumulator) */
+FL_ALWAYS_INLINE flv fl_vexp_loss(flv d, int mode, flv *gap)
+{
+    if (mode == FL_EXP_MASKED) return flv_exp_neg_fast_masked(d, gap);
+    return mode == FL_EXP_NORMAL ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d);
+}
 
 /* Sum of exp(x_k - m) over the row, split as n_eq + rest: n_eq counts the entries equal to the
  * max (each contributes exactly 1) and rest sums the others, in float64 lanes. Keeping the ones
@@ -170,17 +200,20 @@ FL_ALWAYS_INLINE flv fl_vexp_loss(flv d, int normal) { return normal ? flv_exp_n
  * which is enough for losses held to a relative tolerance, the exponential is the shorter
  * flv_exp_neg_fast (2 ULP instead of 1), and the terms are first added in
  * float32 lanes, FL_SUM_CHUNK vectors at a time (a relative error below FL_SUM_CHUNK * 2^-24
- * = 2e-6 at worst), before joining the float64 lanes. normal: every x_k is known to be at
- * least m + FL_EXPF_NORMAL_LO, so the exponentials skip their floor, clamp and subnormal
- * handling (fl_vexp_sub_n, fl_vexp_loss; the same values). */
+ * = 2e-6 at worst), before joining the float64 lanes. mode (fl_exp_mode): FL_EXP_NORMAL, every
+ * x_k is known to be at least m + FL_EXPF_NORMAL_LO, so the exponentials skip their floor, clamp
+ * and subnormal handling (fl_vexp_sub_n, fl_vexp_loss; the same values); FL_EXP_MASKED (without
+ * precise only) takes the masked exponentials and returns FL_SUM_GAP for a row holding a logit
+ * in the gap (fl_rsumexp_loss_t redoes it). */
 #define FL_SUM_CHUNK 32
 FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y, double *n_eq, int precise,
-                                     fl_ahead ahead, int normal, int32_t dt)
+                                     fl_ahead ahead, int mode, int32_t dt)
 {
-    flv vm = flv_set1(m), lo = fl_exp_floor(vm), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero;
+    flv vm = flv_set1(m), lo = fl_exp_floor(vm), zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, gap = flv_set1(INFINITY);
     fl_dacc acc = fl_dacc_zero();
     int64_t k = 0;
-    if (precise) {
+    int normal = mode == FL_EXP_NORMAL;
+        if (precise) {
         /* four vectors a step, side by side: independent exponential chains */
         for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
             fl_ahead_touch(ahead, k, 4 * FL_W);
@@ -209,13 +242,14 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
         while (k + FL_W <= n) {
             flv part[4] = {zero, zero, zero, zero}, cnt4[4] = {zero, zero, zero, zero};
             int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+            if (mode == FL_EXP_MASKED && fl_gap_met(gap)) return FL_SUM_GAP;
             for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
                 fl_ahead_touch(ahead, k, 4 * FL_W);
                 flv d[4], e[4];
                 FL_UNROLL(4)
                 for (int j = 0; j < 4; j++) {
                     d[j] = flv_sub(fl_xload(x, k + j * FL_W, dt), vm);
-                    e[j] = fl_vexp_loss(d[j], normal);
+                    e[j] = fl_vexp_loss(d[j], mode, &gap);
                 }
                 FL_UNROLL(4)
                 for (int j = 0; j < 4; j++) {
@@ -227,7 +261,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
             for (; k + FL_W <= end; k += FL_W) {
                 fl_ahead_touch(ahead, k, FL_W);
                 flv d = flv_sub(fl_xload(x, k, dt), vm);
-                flv e = fl_vexp_loss(d, normal);
+                flv e = fl_vexp_loss(d, mode, &gap);
                 if (y) flv_store(y + k, e);
                 part[0] = flv_add(part[0], flv_sel_neg(d, e, zero));
                 cnt4[0] = flv_add(cnt4[0], flv_sel_neg(d, zero, one));
@@ -235,6 +269,7 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
             acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
             cnt = flv_add(cnt, flv_add(flv_add(cnt4[0], cnt4[1]), flv_add(cnt4[2], cnt4[3])));
         }
+        if (mode == FL_EXP_MASKED && fl_gap_met(gap)) return FL_SUM_GAP;
     }
     if (k < n) {
         flv xv = fl_xload_part(x, k, n - k, -INFINITY, dt);
@@ -249,21 +284,23 @@ FL_ALWAYS_INLINE double fl_rsumexp_t(const void *x, int64_t n, float m, float *y
 }
 
 /* fl_rsumexp_t without precise, for a run of elements all below m (its own max is smaller,
- * so no NaN and no entry equal to m): every term goes to rest and there is nothing to count. */
-FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, float *y, fl_ahead ahead, int normal,
+ * so no NaN and no entry equal to m): every term goes to rest and there is nothing to count.
+ * mode as in fl_rsumexp_t (FL_EXP_MASKED: FL_SUM_GAP for a run holding a logit in the gap). */
+FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, float *y, fl_ahead ahead, int mode,
                                            int32_t dt)
 {
-    flv vm = flv_set1(m), zero = flv_set1(0.0f);
+    flv vm = flv_set1(m), zero = flv_set1(0.0f), gap = flv_set1(INFINITY);
     fl_dacc acc = fl_dacc_zero();
     int64_t k = 0;
-    while (k + FL_W <= n) {
+        while (k + FL_W <= n) {
         flv part[4] = {zero, zero, zero, zero};
         int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
+        if (mode == FL_EXP_MASKED && fl_gap_met(gap)) return FL_SUM_GAP;
         for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
             fl_ahead_touch(ahead, k, 4 * FL_W);
             flv e[4];
             FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) e[j] = fl_vexp_loss(flv_sub(fl_xload(x, k + j * FL_W, dt), vm), normal);
+            for (int j = 0; j < 4; j++) e[j] = fl_vexp_loss(flv_sub(fl_xload(x, k + j * FL_W, dt), vm), mode, &gap);
             FL_UNROLL(4)
             for (int j = 0; j < 4; j++) {
                 if (y) flv_store(y + k + j * FL_W, e[j]);
@@ -272,12 +309,13 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
         }
         for (; k + FL_W <= end; k += FL_W) {
             fl_ahead_touch(ahead, k, FL_W);
-            flv e = fl_vexp_loss(flv_sub(fl_xload(x, k, dt), vm), normal);
+            flv e = fl_vexp_loss(flv_sub(fl_xload(x, k, dt), vm), mode, &gap);
             if (y) flv_store(y + k, e);
             part[0] = flv_add(part[0], e);
         }
         acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
     }
+    if (mode == FL_EXP_MASKED && fl_gap_met(gap)) return FL_SUM_GAP;
     if (k < n) {
         /* the fill lanes are -inf: exp gives 0 */
         flv e = flv_exp_neg_fast(flv_sub(fl_xload_part(x, k, n - k, -INFINITY, dt), vm));
@@ -287,163 +325,26 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
     return fl_dacc_sum(acc);
 }
 
-/* Can a row of c classes, max m and min lo take the exact-reduction exponentials of
- * fl_rsumexp_shift_t? Its logits then lie in [m - 86, m], within [-150, 64] where
- * flv_exp_shift_normal holds, and x * log2(e) - sn in [-125, 1]. Beyond 64 the float32
- * exponentials of x itself would leave the reduction's tested range; such rows take the TwoSum
- * path. So do rows of at most FL_LANES_MAX_C classes: the tiles (fl_tile.h) compute those with
- * the TwoSum formulas, and a row that a tile hands back (a tile holding a NaN row, say) must
- * come out with the same bits as in the tile, or a row's result would depend on its neighbours. */
-#define FL_SHIFT_MMAX 64.0f
-static inline int fl_shift_ok(float m, float lo, int64_t c)
+/* fl_rsumexp_t without precise and fl_rsumexp_below_t (below: all of the run is below m) in the
+ * mode of fl_exp_mode, a masked sum that met a logit in the gap redone with the general
+ * exponentials (the same values in every mode) */
+FL_ALWAYS_INLINE double fl_rsumexp_loss_t(const void *x, int64_t n, float m, float *y, double *n_eq, int below,
+                                          fl_ahead ahead, int mode, int32_t dt)
 {
-    return c > FL_LANES_MAX_C && fabsf(m) <= FL_SHIFT_MMAX && lo >= m + FL_EXPF_NORMAL_LO;
+    double r = FL_SUM_GAP;
+    *n_eq = 0.0;
+    if (mode == FL_EXP_NORMAL)
+        return below ? fl_rsumexp_below_t(x, n, m, y, ahead, FL_EXP_NORMAL, dt)
+                     : fl_rsumexp_t(x, n, m, y, n_eq, 0, ahead, FL_EXP_NORMAL, dt);
+    if (mode == FL_EXP_MASKED)
+        r = below ? fl_rsumexp_below_t(x, n, m, y, ahead, FL_EXP_MASKED, dt)
+                  : fl_rsumexp_t(x, n, m, y, n_eq, 0, ahead, FL_EXP_MASKED, dt);
+    if (r != FL_SUM_GAP) return r;
+    return below ? fl_rsumexp_below_t(x, n, m, y, ahead, FL_EXP_GENERAL, dt)
+                 : fl_rsumexp_t(x, n, m, y, n_eq, 0, ahead, FL_EXP_GENERAL, dt);
 }
 
-/* the ties of a vector holding some x >= m (x == m: m is the row's max): counted, and their
- * exponentials taken out of e (they join the count, not the rest) */
-static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
-{
-    float xs[FL_W], es[FL_W], mv = flv_hmax(m);
-    flv_store(xs, xv);
-    flv_store(es, e);
-    for (int j = 0; j < FL_W; j++)
-        if (xs[j] >= mv) { es[j] = 0.0f; (*ties)++; }
-    return flv_load(es);
-}
-
-/* What fl_rsumexp_shift_t computes besides the sum, a constant at each call site:
- *   FL_SUM_STORE  y receives the exponentials
- *   FL_SUM_TIES   the entries equal to the max are counted apart (n_eq) and left out of the
- *                 rest, as fl_rsumexp_t does; without it *n_eq = 0 and the rest is the whole
- *                 sum, which is all the softmax needs (its maxima's exponentials are stored
- *                 and scaled like the others, so the sum that divides them holds them too)
- *   FL_SUM_DOT    *dot receives the entropy's sum_k exp(x_k - m) * (x_k - m), as
- *                 fl_rdot_shift_t (float64 lanes, each step rounded once) but in the same
- *                 pass, from the exponentials in registers: a second pass over the logits
- *                 and the stored exponentials was a quarter of the entropy's instructions */
-enum { FL_SUM_STORE = 1, FL_SUM_TIES = 2, FL_SUM_DOT = 4 };
-
-/* fl_take_ties for four vectors of a finite row: one comparison of their max finds the
- * (rare) step that holds ties; a comparison and a branch per vector were a sixth of
- * logsumexp's instructions. Inlined and unrolled so that xv and e stay in registers (a loop
- * over them kept both arrays on the stack: AVX-512 logsumexp ran 15% slower). */
-FL_ALWAYS_INLINE void fl_take_ties4(const flv *xv, flv m, flv *e, int64_t *ties)
-{
-    if (!flv_any_ge(flv_max_ord(flv_max_ord(xv[0], xv[1]), flv_max_ord(xv[2], xv[3])), m)) return;
-    FL_UNROLL(4)
-    for (int j = 0; j < 4; j++)
-        if (flv_any_ge(xv[j], m)) e[j] = fl_take_ties(xv[j], m, e[j], ties);
-}
-
-/* fl_rsumexp_t with precise set, for a row that fl_shift_ok admits: e_k = exp(x_k) * 2^-sn,
- * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
- * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
- * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y receives the e_k, scaled
- * by c, and *dot the entropy's sum divided by c, as opts asks (FL_SUM_*). Per vector: the
- * exponential, with FL_SUM_TIES one comparison for ties (which only a vector holding the max
- * takes further, fl_take_ties), and the float64 sum: the TwoSum correction's seven vector
- * operations and the two selects of the counting are gone. */
-FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, float *y, double *n_eq, double *scale,
-                                           double *dot, int opts, fl_ahead ahead, int32_t dt)
-{
-    float sn = fl_rintf(m * FL_LOG2E_F);
-    flv vm = flv_set1(m), vsn = flv_set1(sn);
-    fl_dacc acc = fl_dacc_zero(), adot = acc;
-    int64_t k = 0, ties = 0;
-    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
-        fl_ahead_touch(ahead, k, 4 * FL_W);
-        flv xv[4], e[4];
-        FL_UNROLL(4)
-        for (int j = 0; j < 4; j++) {
-            xv[j] = fl_xload(x, k + j * FL_W, dt);
-            e[j] = flv_exp_shift_normal(xv[j], vsn);
-        }
-        if (opts & FL_SUM_STORE) {
-            FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) flv_store(y + k + j * FL_W, e[j]);
-        }
-        if (opts & FL_SUM_TIES) fl_take_ties4(xv, vm, e, &ties);
-        FL_UNROLL(4)
-        for (int j = 0; j < 4; j++) {
-            /* a tie's product is 0 (x - m = 0) with its exponential or without */
-            if (opts & FL_SUM_DOT) adot = fl_dacc_add_prod(adot, e[j], xv[j], (double)m);
-            acc = fl_dacc_add(acc, e[j]);
-        }
-    }
-    for (; k < n; k += FL_W) {
-        /* the last vectors, the final one partial: its fill lanes (m itself, a valid argument)
-         * are taken out with the ties and not counted, or zeroed */
-        int64_t len = n - k < FL_W ? n - k : FL_W;
-        fl_ahead_touch(ahead, k, FL_W);
-        flv xv = fl_xload_part(x, k, len, m, dt), e = flv_exp_shift_normal(xv, vsn);
-        if (opts & FL_SUM_STORE) flv_store_part(y + k, e, len);
-        if (opts & FL_SUM_DOT) adot = fl_dacc_add_prod(adot, e, xv, (double)m); /* the fill lanes add 0 */
-        if (opts & FL_SUM_TIES) {
-            if (flv_any_ge(xv, vm)) {
-                ties -= FL_W - len;
-                e = fl_take_ties(xv, vm, e, &ties);
-            }
-        } else if (len < FL_W) {
-            float es[FL_W];
-            flv_store(es, e);
-            e = flv_load_part(es, len, 0.0f);
-        }
-        acc = fl_dacc_add(acc, e);
-    }
-    double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
-    *scale = c;
-    *n_eq = (double)ties;
-    if (opts & FL_SUM_DOT) *dot = fl_dacc_sum(adot) / c;
-    return fl_dacc_sum(acc) / c;
-}
-
-/* fl_rsumexp_shift_t's rest and *n_eq for logsumexp's first try: the degree-5 exponential
- * (flv_exp_fast_shift_normal, 1.95 ULP) and float32 partial sums, FL_SUM_CHUNK vectors at a time
- * in four partials before the float64 lanes, as the cross-entropy's sums (a vector goes
- * through at most 12 float32 roundings: 10 in its partial, 2 joining them), no y. The rest is
- * then within FL_FAST_REST_ERR * 2^-24 of its value, relatively, and logsumexp keeps it where
- * that error, carried into log S, is well inside its 4 ULP (fl_reduce_row). */
-#define FL_FAST_REST_ERR 17.0
-FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float m, double *n_eq, fl_ahead ahead,
-                                                int32_t dt)
-{
-    float sn = fl_rintf(m * FL_LOG2E_F);
-    flv vm = flv_set1(m), vsn = flv_set1(sn), zero = flv_set1(0.0f);
-    fl_dacc acc = fl_dacc_zero();
-    int64_t k = 0, ties = 0;
-    while (k + FL_W <= n) {
-        flv part[4] = {zero, zero, zero, zero};
-        int64_t end = k + FL_SUM_CHUNK * FL_W < n ? k + FL_SUM_CHUNK * FL_W : n;
-        for (; k + 4 * FL_W <= end; k += 4 * FL_W) {
-            fl_ahead_touch(ahead, k, 4 * FL_W);
-            flv xv[4], e[4];
-            FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) {
-                xv[j] = fl_xload(x, k + j * FL_W, dt);
-                e[j] = flv_exp_fast_shift_normal(xv[j], vsn);
-            }
-            fl_take_ties4(xv, vm, e, &ties);
-            FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) part[j] = flv_add(part[j], e[j]);
-        }
-        for (; k + FL_W <= end; k += FL_W) {
-            fl_ahead_touch(ahead, k, FL_W);
-            flv xv = fl_xload(x, k, dt), e = flv_exp_fast_shift_normal(xv, vsn);
-            if (flv_any_ge(xv, vm)) e = fl_take_ties(xv, vm, e, &ties);
-            part[0] = flv_add(part[0], e);
-        }
-        acc = fl_dacc_add(acc, flv_add(flv_add(part[0], part[1]), flv_add(part[2], part[3])));
-    }
-    if (k < n) {
-        /* the fill lanes (m itself) are taken out with the ties and not counted */
-        flv xv = fl_xload_part(x, k, n - k, m, dt), e = flv_exp_fast_shift_normal(xv, vsn);
-        ties -= FL_W - (n - k);
-        acc = fl_dacc_add(acc, fl_take_ties(xv, vm, e, &ties));
-    }
-    *n_eq = (double)ties;
-    return fl_dacc_sum(acc) / fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
-}
+#include "fl_rowmath_shift.h"
 
 /* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */
 static inline double fl_log_sum(double n_eq, double rest)

@@ -47,6 +47,14 @@ static inline double fl_rint(double x) { return (x + 6755399441055744.0) - 67553
 /* down to here the exponentials are normal floats (n >= -124 in the reduction), so
  * flv_exp_neg_normal and flv_exp_neg_fast_normal need no clamp and no subnormal handling */
 #define FL_EXPF_NORMAL_LO -86.0f
+/* The gap: x - m in [FL_EXPF_GAP_MID - FL_EXPF_GAP_HALF, FL_EXPF_GAP_MID + FL_EXPF_GAP_HALF]
+ * = [-104.001, -85.999], between the normal range and the logits whose exponential is below
+ * 2^-150 (0 in float32, correctly rounded, and what flv_exp_neg(_fast) return: masked logits,
+ * -inf). The masked exponentials (flv_exp_*_masked) give the normal path's bits above it and 0
+ * below it without the clamp and subnormal handling, and report lanes inside it, whose
+ * subnormal results only the general path gives. */
+#define FL_EXPF_GAP_MID -95.0f
+#define FL_EXPF_GAP_HALF 9.001f
 #define FL_EXPF5_C1 0x1.ffffecp-1f
 #define FL_EXPF5_C2 0x1.fffdb6p-2f
 #define FL_EXPF5_C3 0x1.555e66p-3f

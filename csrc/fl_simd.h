@@ -47,6 +47,16 @@
  *                                        place of its max, see fl_expf_shift_s): |x| <= 150 and a
  *                                        normal result, x*log2(e) - sn in [-125, 1]; the
  *                                        polynomials of flv_exp_neg_normal and _fast_normal
+ *   flv  flv_exp_neg_fast_masked(flv d, flv *gap)   flv_exp_neg_fast for d <= 0 (not nan) whose lanes
+ *                                        are in the normal range or below the gap (FL_EXPF_GAP_MID,
+ *                                        _HALF; there 0): the same bits, cheaper. *gap = min(*gap,
+ *                                        |d - FL_EXPF_GAP_MID|), at most FL_EXPF_GAP_HALF once a lane
+ *                                        was in the gap (its result is then unspecified)
+ *   flv  flv_exp_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap), flv_exp_fast_shift_masked(...)
+ *                                        flv_exp_shift_normal and _fast_ for a row of max m with masked
+ *                                        lanes: lo = m + FL_EXPF_NORMAL_LO, mid = m + FL_EXPF_GAP_MID (in
+ *                                        float32); lanes x >= lo as flv_exp_shift_normal, lanes below the
+ *                                        gap 0, *gap = min(*gap, |x - mid|) as above
  *   flv  flv_log(flv)    logf  (log(0) = -inf, log(<0) = nan)
  *   flv  flv_log1p(flv)  log1pf
  *   flv  flv_load_f16(const uint16_t*) / flv_load_bf16(const uint16_t*)      widen FL_W halves

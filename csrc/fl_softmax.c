@@ -44,14 +44,24 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
      * 1/S takes out. The softmax needs only the whole sum S (no ties apart: fl_rsumexp_shift_t),
      * log_softmax log S from its parts. */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
-    double n_eq, scale = 1.0, rest;
-    if (fl_shift_ok(m, lo, c))
+    double n_eq = 0.0, scale = 1.0, rest = FL_SUM_GAP;
+    int shift = fl_shift_mode(m, lo, c);
+    if (shift == FL_EXP_NORMAL)
         rest = log_mode ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL, FL_SUM_TIES, ahead)
                         : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, ey, &n_eq, &scale, NULL, FL_SUM_STORE, ahead);
-    else if (lo >= m + FL_EXPF_NORMAL_LO)
-        rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1);
-    else
-        rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
+    else if (shift == FL_EXP_MASKED)
+        rest = log_mode ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL,
+                                        FL_SUM_TIES | FL_SUM_MASKED, ahead)
+                        : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, ey, &n_eq, &scale, NULL,
+                                        FL_SUM_STORE | FL_SUM_MASKED, ahead);
+    if (rest == FL_SUM_GAP) {
+        /* the TwoSum path: rows beyond the shift's range, and masked rows with a logit in the gap */
+        scale = 1.0;
+        if (lo >= m + FL_EXPF_NORMAL_LO)
+            rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, FL_EXP_NORMAL);
+        else
+            rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, FL_EXP_GENERAL);
+    }
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
                  (float)(1.0 / ((n_eq + rest) * scale)), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
     if (pend) {

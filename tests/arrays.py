@@ -25,7 +25,7 @@ except Exception:  # pragma: no cover
     ml_dtypes = None
     bfloat16 = None
 
-__all__ = ["adversarial_arrays", "class_targets", "prob_targets", "binary_targets",
+__all__ = ["adversarial_arrays", "masked_arrays", "class_targets", "prob_targets", "binary_targets",
            "binary_target_like", "weight_like", "relayout",
            "assert_ulp_close", "assert_rel_close", "ulp_distance", "exact_parts", "rounded",
            "as_dtype", "bfloat16"]
@@ -242,6 +242,43 @@ def adversarial_arrays(dtypes=("float32", "float64"), ndim_max=4, seed=0, layout
                 yield f"{dn} huge row C={C}", _cast(base, dtype), -1
             base = rng.standard_normal((3000, 3))
             yield f"{dn} many rows (3000,3) axis=0", np.asfortranarray(_cast(base.T, dtype)), 0
+
+
+MASK_FRACTIONS = (0.0, 0.5, 0.75, 0.999)
+MASK_FILLS = (-np.inf, -1e9, float(np.finfo(np.float32).min), -1e4)
+
+
+def masked_arrays(dtypes=("float32",), seed=0, classes=(100, 1031, 4099),
+                  centres=(0.0, -3.0, -60.0, 62.0, 70.0), fractions=MASK_FRACTIONS, fills=MASK_FILLS):
+    """Yield ``(description, array)`` pairs of 2-D logits (class axis last) masked as decoders
+    and constrained classifiers mask them: each row randn * 3 about a centre (rows within 64 of
+    zero take the kernels' exact-reduction sums, rows beyond it the TwoSum ones), then a random
+    fraction of its classes set to a fill (-inf, -1e9, float32's min, -1e4), the row's max kept.
+    Each array also holds a row with a single finite class, an all -inf row, a masked row with
+    one logit in the gap between the normal range and the exponentials that are 0 (95 below the
+    max: the general exponentials' subnormal results), and masked rows with a logit just above
+    and just below the gap's lower end (103.9 and 104.1 below the max)."""
+    for dname in dtypes:
+        dtype = as_dtype(dname)
+        rng = np.random.default_rng([seed, _stable_hash(dname), 25])
+        for c in classes:
+            for centre in centres:
+                for frac in fractions:
+                    for fill in fills:
+                        x = rng.standard_normal((12, c)) * 3 + centre
+                        top = np.argmax(x, axis=1)
+                        mask = rng.random(x.shape) < frac
+                        mask[np.arange(x.shape[0]), top] = False
+                        x[mask] = fill
+                        m = x[:, :1].copy()
+                        m[:, 0] = x[np.arange(x.shape[0]), top]
+                        x[1, :] = fill
+                        x[1, rng.integers(c)] = centre         # a single finite class
+                        x[2, :] = -np.inf                       # all masked: NaN
+                        x[3, rng.integers(c)] = m[3, 0] - 95.0  # a logit in the gap
+                        x[4, rng.integers(c)] = m[4, 0] - 103.9
+                        x[5, rng.integers(c)] = m[5, 0] - 104.1
+                        yield f"{dname} C={c} centre={centre} masked={frac} fill={fill}", _cast(x, dtype)
 
 
 def _stable_hash(s):

@@ -324,6 +324,35 @@ static inline flv flv_exp_neg_fast(flv x)
     r = fl_avx2_reduce_(fl_avx2_clamp_lo_(x), &n);
     return fl_avx2_ldexp_(fl_avx2_poly5_(r), n);
 }
+/* The masked exponentials (fl_simd.h). A lane below the gap is zeroed by the exponent field
+ * itself, without a comparison: its argument is raised to a floor where n - sn = -127 (d = -88
+ * for the x <= 0 form: round(-88 log2 e) = -127; (sn - 127) ln2 for the shifted one), so the
+ * scale's biased exponent is 0, the factor +0 and the result +0. Normal lanes lie above the
+ * floor and keep their bits. The gap's distance |t| goes into *gap (vminps: three operations
+ * in all with the floor's max, where the general path's tests and selects took ten). */
+static inline flv fl_avx2_gap_min_(flv t, flv gap) { return _mm256_min_ps(flv_abs(t), gap); }
+static inline flv flv_exp_neg_fast_masked(flv d, flv *gap)
+{
+    *gap = fl_avx2_gap_min_(_mm256_sub_ps(d, _mm256_set1_ps(FL_EXPF_GAP_MID)), *gap);
+    return flv_exp_neg_fast_normal(_mm256_max_ps(d, _mm256_set1_ps(-88.0f)));
+}
+static inline flv fl_avx2_shift_floor_(flv sn)
+{
+    return _mm256_mul_ps(_mm256_sub_ps(sn, _mm256_set1_ps(127.0f)), _mm256_set1_ps(0.693147181f));
+}
+static inline flv flv_exp_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    (void)lo;
+    *gap = fl_avx2_gap_min_(_mm256_sub_ps(x, mid), *gap);
+    return flv_exp_shift_normal(_mm256_max_ps(x, fl_avx2_shift_floor_(sn)), sn);
+}
+static inline flv flv_exp_fast_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    (void)lo;
+    *gap = fl_avx2_gap_min_(_mm256_sub_ps(x, mid), *gap);
+    return flv_exp_fast_shift_normal(_mm256_max_ps(x, fl_avx2_shift_floor_(sn)), sn);
+}
+
 static inline flv flv_log(flv x) { return fl_log_core_(x, _mm256_setzero_ps()); }
 
 static inline flv flv_log1p(flv x)

@@ -230,6 +230,32 @@ static inline flv flv_exp_neg_fast(flv x)
     return fl_avx512_ldexp_(fl_avx512_poly5_(r), n);
 }
 
+/* The masked exponentials (fl_simd.h): the argument raised to lo, the lanes below it zeroed by
+ * the scaling's zero mask; the gap's distance |t| goes into *gap by one vrangeps (min of the
+ * absolute values, sign cleared) */
+static inline flv fl_avx512_gap_min_(flv t, flv gap) { return _mm512_range_ps(t, gap, 0x0a); }
+static inline flv flv_exp_neg_fast_masked(flv d, flv *gap)
+{
+    flv lo = _mm512_set1_ps(FL_EXPF_NORMAL_LO), n, r;
+    *gap = fl_avx512_gap_min_(_mm512_sub_ps(d, _mm512_set1_ps(FL_EXPF_GAP_MID)), *gap);
+    r = fl_avx512_reduce_(_mm512_max_ps(d, lo), &n);
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(d, lo, _CMP_GE_OQ), fl_avx512_poly5_(r), n);
+}
+static inline flv flv_exp_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    flv n, r;
+    *gap = fl_avx512_gap_min_(_mm512_sub_ps(x, mid), *gap);
+    r = fl_avx512_reduce_(_mm512_max_ps(x, lo), &n);
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), fl_avx512_poly7_(r), _mm512_sub_ps(n, sn));
+}
+static inline flv flv_exp_fast_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    flv n, r;
+    *gap = fl_avx512_gap_min_(_mm512_sub_ps(x, mid), *gap);
+    r = fl_avx512_reduce_(_mm512_max_ps(x, lo), &n);
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), fl_avx512_poly5_(r), _mm512_sub_ps(n, sn));
+}
+
 /* log(x) + c (c = 0 for log; log1p folds its correction in), as fl_logf_core_s */
 static inline flv fl_log_core_(flv x, flv c)
 {

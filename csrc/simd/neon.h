@@ -227,6 +227,26 @@ static inline flv flv_exp_fast_shift_normal(flv x, flv sn)
     return fl_neon_scale2_(fl_neon_poly5_(r), vsubq_f32(n, sn));
 }
 
+/* the masked exponentials (fl_simd.h): the normal ones of the argument raised to lo, the lanes
+ * below lo zeroed, the gap's distance folded into *gap */
+static inline flv fl_neon_gap_min_(flv t, flv gap) { return vminq_f32(vabsq_f32(t), gap); }
+static inline flv flv_exp_neg_fast_masked(flv d, flv *gap)
+{
+    flv lo = FL_NEON_C(FL_EXPF_NORMAL_LO);
+    *gap = fl_neon_gap_min_(vsubq_f32(d, FL_NEON_C(FL_EXPF_GAP_MID)), *gap);
+    return vbslq_f32(vcgeq_f32(d, lo), flv_exp_neg_fast_normal(vmaxq_f32(d, lo)), vdupq_n_f32(0.0f));
+}
+static inline flv flv_exp_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    *gap = fl_neon_gap_min_(vsubq_f32(x, mid), *gap);
+    return vbslq_f32(vcgeq_f32(x, lo), flv_exp_shift_normal(vmaxq_f32(x, lo), sn), vdupq_n_f32(0.0f));
+}
+static inline flv flv_exp_fast_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    *gap = fl_neon_gap_min_(vsubq_f32(x, mid), *gap);
+    return vbslq_f32(vcgeq_f32(x, lo), flv_exp_fast_shift_normal(vmaxq_f32(x, lo), sn), vdupq_n_f32(0.0f));
+}
+
 static inline flv flv_log(flv x) { return fl_log_core_(x, vdupq_n_f32(0.0f)); }
 
 static inline flv flv_log1p(flv x)

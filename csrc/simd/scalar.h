@@ -59,6 +59,28 @@ static inline flv flv_exp_neg_fast_normal(flv a) { return fl_expf_fast_s(a); }
 static inline flv flv_exp_neg_normal(flv a) { return fl_expf_s(a); }
 static inline flv flv_exp_shift_normal(flv a, flv sn) { return fl_expf_shift_s(a, sn); }
 static inline flv flv_exp_fast_shift_normal(flv a, flv sn) { return fl_expf_fast_shift_s(a, sn); }
+/* the masked exponentials: the general ones, but below the normal range 0 (the gap's lanes
+ * are reported, as on the vector paths) */
+static inline flv fl_gap_min_s(flv t, flv gap)
+{
+    t = flv_abs(t);
+    return t < gap ? t : gap;
+}
+static inline flv flv_exp_neg_fast_masked(flv d, flv *gap)
+{
+    *gap = fl_gap_min_s(d - FL_EXPF_GAP_MID, *gap);
+    return d >= FL_EXPF_NORMAL_LO ? fl_expf_fast_s(d) : 0.0f;
+}
+static inline flv flv_exp_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    *gap = fl_gap_min_s(x - mid, *gap);
+    return x >= lo ? fl_expf_shift_s(x, sn) : 0.0f;
+}
+static inline flv flv_exp_fast_shift_masked(flv x, flv sn, flv lo, flv mid, flv *gap)
+{
+    *gap = fl_gap_min_s(x - mid, *gap);
+    return x >= lo ? fl_expf_fast_shift_s(x, sn) : 0.0f;
+}
 static inline flv flv_log(flv a) { return fl_logf_s(a); }
 static inline flv flv_log1p(flv a) { return fl_log1pf_s(a); }
 static inline flv flv_load_f16(const uint16_t *p) { return fl_f16_to_f32(*p); }

@@ -409,6 +409,7 @@ int main(int argc, char **argv)
     double t0 = now_s();
     test_specials();
     test_mixed_lanes();
+    test_masked_lanes();
     test_semantics();
     test_halves();
     if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("exp_neg_normal") || want("exp_fast_normal") || want("exp_shift") || want("exp_fast_shift") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
