@@ -146,7 +146,7 @@ FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt,
 {
     float m = -INFINITY;
     double n_eq = 0.0, rest = 0.0;
-    int valid = 1;
+    int valid = 1, gap = 0; /* gap: a block met a logit in the gap (fl_rsumexp_loss_t) */
     int64_t esz = (int64_t)fl_xsize(dt);
     *above = 0;
     for (int64_t k0 = 0, b = 0; k0 < c; k0 += FL_LP_BLOCK, b++) {
@@ -180,8 +180,8 @@ FL_ALWAYS_INLINE double fl_lp_row_t(const void *x, int64_t c, float t, float yt,
         /* (cross-entropy's sums: a block below the running max has no entry equal to it, so
          * all of it is rest; the exponentials' mode from its min, fl_exp_mode) */
         int below = bm < m, mode = fl_exp_mode(m, mn);
-        rest += t != 1.0f ? fl_rsumexp_loss_t(buf, n, m, NULL, &ne, below, ahead, mode, FL_F32)
-                          : fl_rsumexp_loss_t(xb, n, m, NULL, &ne, below, ahead, mode, dt);
+        rest += t != 1.0f ? fl_rsumexp_loss_t(buf, n, m, NULL, &ne, below, ahead, mode, &gap, FL_F32)
+                          : fl_rsumexp_loss_t(xb, n, m, NULL, &ne, below, ahead, mode, &gap, dt);
         n_eq += ne;
     }
     *m_out = valid ? m : NAN;

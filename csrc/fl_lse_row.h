@@ -38,6 +38,7 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
 {
     float m = -INFINITY;
     double nm = 0.0, rs = 0.0;
+    int gap = 0; /* a block met a logit in the gap: the others take the general sums (fl_rsumexp_loss_t) */
     int64_t esz = (int64_t)fl_xsize(dt);
     *n_max = *rest = 0.0;
     for (int64_t b = 0, k = 0; k < c; b++, k += FL_CE_BLOCK) {
@@ -66,7 +67,7 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
         /* a block with no logit far below the max takes the exponential without the clamp and
          * the subnormal branch, a block with masked entries (-inf) the masked one (fl_exp_mode) */
         float *eb = e ? e + k : NULL;
-        double nb, rb = fl_rsumexp_loss_t(xb, n, m, eb, &nb, mb < m, ahead, fl_exp_mode(m, lo), dt);
+        double nb, rb = fl_rsumexp_loss_t(xb, n, m, eb, &nb, mb < m, ahead, fl_exp_mode(m, lo), &gap, dt);
         nm += nb;
         rs += rb;
     }

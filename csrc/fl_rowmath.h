@@ -327,19 +327,23 @@ FL_ALWAYS_INLINE double fl_rsumexp_below_t(const void *x, int64_t n, float m, fl
 
 /* fl_rsumexp_t without precise and fl_rsumexp_below_t (below: all of the run is below m) in the
  * mode of fl_exp_mode, a masked sum that met a logit in the gap redone with the general
- * exponentials (the same values in every mode) */
+ * exponentials (the same values in every mode). *gap is the row's: once one of its runs met
+ * the gap, its later runs take the general exponentials at once (rows of wide logits, e.g.
+ * randn * 30, have logits in the gap in most runs: trying the masked sum first cost each run
+ * a wasted stretch, cross-entropy 4096x32000 +20%). */
 FL_ALWAYS_INLINE double fl_rsumexp_loss_t(const void *x, int64_t n, float m, float *y, double *n_eq, int below,
-                                          fl_ahead ahead, int mode, int32_t dt)
+                                          fl_ahead ahead, int mode, int *gap, int32_t dt)
 {
     double r = FL_SUM_GAP;
     *n_eq = 0.0;
     if (mode == FL_EXP_NORMAL)
         return below ? fl_rsumexp_below_t(x, n, m, y, ahead, FL_EXP_NORMAL, dt)
                      : fl_rsumexp_t(x, n, m, y, n_eq, 0, ahead, FL_EXP_NORMAL, dt);
-    if (mode == FL_EXP_MASKED)
+    if (mode == FL_EXP_MASKED && !*gap)
         r = below ? fl_rsumexp_below_t(x, n, m, y, ahead, FL_EXP_MASKED, dt)
                   : fl_rsumexp_t(x, n, m, y, n_eq, 0, ahead, FL_EXP_MASKED, dt);
     if (r != FL_SUM_GAP) return r;
+    *gap |= mode == FL_EXP_MASKED;
     return below ? fl_rsumexp_below_t(x, n, m, y, ahead, FL_EXP_GENERAL, dt)
                  : fl_rsumexp_t(x, n, m, y, n_eq, 0, ahead, FL_EXP_GENERAL, dt);
 }
