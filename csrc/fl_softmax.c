@@ -18,6 +18,16 @@
 
 /* ---------------- softmax and log_softmax ---------------- */
 
+/* Is a log_softmax row's log-sum log1p(rest) (a single max) made of float32 exponentials too
+ * small for it? Its largest output is -log1p(rest) ~ -rest, and below 2^-100 the exponentials'
+ * rounding in or near the subnormal range (2^-150 each, absolute) is a sizeable part of rest:
+ * a row [0, -100 x 63] came out 28 ULP off. Such rows take their rest again from
+ * double-precision exponentials (fl_rsumexp_precise_t), in the tiles as in the rows. */
+static inline int fl_log_rest_tiny(double n_eq, double rest)
+{
+    return n_eq == 1.0 && rest < 0x1p-100;
+}
+
 /* A softmax or log_softmax row computed in float32 into y (of dtype ydt: float32, float16 or
  * bfloat16), or, when pend is not NULL, left pending there (y must then be the output row
  * itself, and written by nobody else until drained). Scratch: two rows for the logits and two
@@ -52,8 +62,9 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
         rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1);
     else
         rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
+    if (log_mode && fl_log_rest_tiny(n_eq, rest)) rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
-                 (float)(1.0 / ((n_eq + rest) * scale)), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
+                 fl_recip_sum_f((n_eq + rest) * scale), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;
@@ -99,11 +110,10 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
     }
 }
 
-/* fl_softmax_row for a tile, with the same formulas: softmax e * (float)(1/S), log_softmax
+/* fl_softmax_row for a tile, with the same formulas: softmax e * fl_recip_sum_f(S), log_softmax
  * ((x - m) - log S) in double rounded once. */
 static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
 {
-    (void)scratch;
     int64_t c = ctx->g.c;
     int log_mode = ctx->op == FL_LOG_SOFTMAX;
     flv m;
@@ -111,7 +121,7 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     double rest[FL_W];
     if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) return 0;
     if (!log_mode) {
-        for (int64_t j = 0; j < FL_W; j++) f[j] = (float)(1.0 / ((double)n_eq[j] + rest[j]));
+        for (int64_t j = 0; j < FL_W; j++) f[j] = fl_recip_sum_f((double)n_eq[j] + rest[j]);
         flv inv = flv_load(f);
         for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
     } else {
@@ -120,6 +130,13 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
         double ls[FL_W];
         float mf[FL_W];
         flv_store(mf, m);
+        for (int64_t j = 0; j < nr; j++) {
+            if (!fl_log_rest_tiny((double)n_eq[j], rest[j])) continue;
+            float *row = (float *)scratch;
+            double ne;
+            for (int64_t k = 0; k < c; k++) row[k] = t->xt[k * FL_W + j];
+            rest[j] = fl_rsumexp_precise_t(row, c, mf[j], &ne, FL_F32);
+        }
         for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
         for (int64_t k = 0; k < c; k++)
             for (int64_t j = 0; j < FL_W; j++)
