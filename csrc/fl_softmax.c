@@ -62,7 +62,8 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
         rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 1);
     else
         rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, 0);
-    if (log_mode && fl_log_rest_tiny(n_eq, rest)) rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
+    if (log_mode && fl_log_rest_tiny(n_eq, rest))
+        rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
                  fl_recip_sum_f((n_eq + rest) * scale), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
     if (pend) {
