@@ -148,7 +148,8 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
         float mf[FL_W];
         flv_store(mf, m);
         int tiny = 0;
-        for (int64_t j = 0; j < FL_W; j++) tiny |= fl_log_rest_tiny((double)n_eq[j], rest[j]);
+        /* fl_log_rest_tiny without its branches, so that the loop vectorises */
+        for (int64_t j = 0; j < FL_W; j++) tiny |= (n_eq[j] == 1.0f) & (rest[j] < 0x1p-100);
         if (tiny && c > 1) fl_log_tile_rest_precise(t->xt, c, nr, n_eq, mf, rest, (float *)scratch);
         for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
         for (int64_t k = 0; k < c; k++)
