@@ -138,7 +138,18 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     double rest[FL_W];
     if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) return 0;
     if (!log_mode) {
-        for (int64_t j = 0; j < FL_W; j++) f[j] = fl_recip_sum_f((double)n_eq[j] + rest[j]);
+        /* fl_recip_sum_f's steps, the same operations, as three lane loops that each vectorise
+         * (one loop of the whole mixed float/double function became scalar divisions on AVX2) */
+        double s[FL_W];
+        for (int64_t j = 0; j < FL_W; j++) {
+            s[j] = (double)n_eq[j] + rest[j];
+            f[j] = (float)s[j];
+        }
+        flv_store(f, flv_div(flv_set1(1.0f), flv_load(f)));
+        for (int64_t j = 0; j < FL_W; j++) {
+            double y = (double)f[j];
+            f[j] = (float)fma(y, fma(-s[j], y, 1.0), y);
+        }
         flv inv = flv_load(f);
         for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
     } else {
