@@ -18,6 +18,20 @@
 
 /* ---------------- softmax and log_softmax ---------------- */
 
+/* A softmax row's 1/S, the same in rows and tiles. AVX-512: fl_recip_sum_f (a float32 division
+ * and a Newton step, whose lane loops vectorise there: two double divisions a tile were 30% of
+ * softmax 65536x2); elsewhere the double quotient rounded once (GCC leaves the Newton step's
+ * double lanes scalar on AVX2, slower than its divisions). */
+#if FL_ISA == FL_ISA_AVX512
+#define FL_SOFTMAX_NEWTON 1
+#else
+#define FL_SOFTMAX_NEWTON 0
+#endif
+static inline float fl_softmax_recip(double s)
+{
+    return FL_SOFTMAX_NEWTON ? fl_recip_sum_f(s) : (float)(1.0 / s);
+}
+
 /* Is a log_softmax row's log-sum log1p(rest) (a single max) made of float32 exponentials too
  * small for it? Its largest output is -log1p(rest) ~ -rest, and below 2^-100 the exponentials'
  * rounding in or near the subnormal range (2^-150 each, absolute) is a sizeable part of rest:
@@ -81,7 +95,7 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
     if (log_mode && c > 1 && fl_log_rest_tiny(n_eq, rest))
         rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
-                 fl_recip_sum_f((n_eq + rest) * scale), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
+                 fl_softmax_recip((n_eq + rest) * scale), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;
@@ -127,7 +141,7 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
     }
 }
 
-/* fl_softmax_row for a tile, with the same formulas: softmax e * fl_recip_sum_f(S), log_softmax
+/* fl_softmax_row for a tile, with the same formulas: softmax e * fl_softmax_recip(S), log_softmax
  * ((x - m) - log S) in double rounded once. */
 static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
 {
@@ -145,10 +159,14 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
             s[j] = (double)n_eq[j] + rest[j];
             f[j] = (float)s[j];
         }
-        flv_store(f, flv_div(flv_set1(1.0f), flv_load(f)));
-        for (int64_t j = 0; j < FL_W; j++) {
-            double y = (double)f[j];
-            f[j] = (float)fma(y, fma(-s[j], y, 1.0), y);
+        if (FL_SOFTMAX_NEWTON) {
+            flv_store(f, flv_div(flv_set1(1.0f), flv_load(f)));
+            for (int64_t j = 0; j < FL_W; j++) {
+                double y = (double)f[j];
+                f[j] = (float)fma(y, fma(-s[j], y, 1.0), y);
+            }
+        } else {
+            for (int64_t j = 0; j < FL_W; j++) f[j] = (float)(1.0 / s[j]);
         }
         flv inv = flv_load(f);
         for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
