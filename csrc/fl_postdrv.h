@@ -183,7 +183,7 @@ static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, i
     fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
                  nr == FL_W ? t->gidx : t->gidx_part, t->xt);
     *m = fl_tile_max(t->xt, c);
-    if (!(flv_hmax(flv_abs(*m)) < INFINITY)) return 0; /* lanes past nr repeat row 0 or hold 0 */
+    if (!flv_all_finite(*m)) return 0; /* lanes past nr repeat row 0 or hold 0 */
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, lo = fl_exp_floor(*m);
     fl_dacc acc = fl_dacc_zero();
     for (int64_t k = 0; k < c; k++) {

@@ -350,6 +350,18 @@ FL_ALWAYS_INLINE double fl_rsumexp_loss_t(const void *x, int64_t n, float m, flo
 
 #include "fl_rowmath_shift.h"
 
+/* 1/s rounded to float32, for a softmax row's sum s (at least 0.7, far below 2^100): a float32
+ * quotient refined by one Newton step in double (relative error below 2^-45 before the last
+ * rounding, so within 0.5 + 2^-21 ULP; a double quotient gave 0.5 + 2^-29). The tiles' loop over their lanes
+ * vectorises into one single-precision division a vector instead of two in double (those were
+ * 30% of softmax 65536x2 on AVX-512); a row's scalar code takes the same steps, so a row gets
+ * the same bits whichever path takes it. */
+static inline float fl_recip_sum_f(double s)
+{
+    double y = (double)(1.0f / (float)s);
+    return (float)fma(y, fma(-s, y, 1.0), y);
+}
+
 /* log of the row's sum of exponentials from its two parts, accurate when rest << 1 */
 static inline double fl_log_sum(double n_eq, double rest)
 {

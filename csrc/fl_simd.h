@@ -34,6 +34,8 @@
  *   flv  flv_gather(const float *p, const int32_t *idx)   lane j = p[idx[j]]  (idx: FL_W entries)
  *   void flv_load_deint2(const float *p, flv *even, flv *odd)   the 2*FL_W floats at p: lane j of even
  *                                        = p[2j], of odd = p[2j+1] (rows of two classes into the lanes)
+ *   void flv_store_int2(float *p, flv even, flv odd)   the inverse: p[2j] = lane j of even, p[2j+1]
+ *                                        = lane j of odd (a tile of two classes back to its rows)
  *   flv  flv_pow2_floor(flv a)           2^floor(log2 |a|) for normal a (its exponent field alone),
  *                                        0 for 0 and subnormals: ulp(a) = 2^-23 * flv_pow2_floor(a)
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan

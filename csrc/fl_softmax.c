@@ -18,6 +18,46 @@
 
 /* ---------------- softmax and log_softmax ---------------- */
 
+/* A softmax row's 1/S, the same in rows and tiles. AVX-512: fl_recip_sum_f (a float32 division
+ * and a Newton step, whose lane loops vectorise there: two double divisions a tile were 30% of
+ * softmax 65536x2); elsewhere the double quotient rounded once (GCC leaves the Newton step's
+ * double lanes scalar on AVX2, slower than its divisions). */
+#if FL_ISA == FL_ISA_AVX512
+#define FL_SOFTMAX_NEWTON 1
+#else
+#define FL_SOFTMAX_NEWTON 0
+#endif
+static inline float fl_softmax_recip(double s)
+{
+    return FL_SOFTMAX_NEWTON ? fl_recip_sum_f(s) : (float)(1.0 / s);
+}
+
+/* Is a log_softmax row's log-sum log1p(rest) (a single max) made of float32 exponentials too
+ * small for it? Its largest output is -log1p(rest) ~ -rest, and below 2^-100 the exponentials'
+ * rounding in or near the subnormal range (2^-150 each, absolute) is a sizeable part of rest:
+ * a row [0, -100 x 63] came out 28 ULP off. Such rows take their rest again from
+ * double-precision exponentials (fl_rsumexp_precise_t), in the tiles as in the rows. */
+static inline int fl_log_rest_tiny(double n_eq, double rest)
+{
+    return n_eq == 1.0 && rest < 0x1p-100;
+}
+
+/* the rest of fl_log_rest_tiny's lanes of a tile again, as the row path takes it (out of line:
+ * inlined, it cost the tiles' lane loops their vectorisation, +30% instructions on 65536x2) */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static void fl_log_tile_rest_precise(const float *xt, int64_t c, int64_t nr, const float *n_eq, const float *mf,
+                                     double *rest, float *row)
+{
+    for (int64_t j = 0; j < nr; j++) {
+        if (!fl_log_rest_tiny((double)n_eq[j], rest[j])) continue;
+        double ne;
+        for (int64_t k = 0; k < c; k++) row[k] = xt[k * FL_W + j];
+        rest[j] = fl_rsumexp_precise_t(row, c, mf[j], &ne, FL_F32);
+    }
+}
+
 /* A softmax or log_softmax row computed in float32 into y (of dtype ydt: float32, float16 or
  * bfloat16), or, when pend is not NULL, left pending there (y must then be the output row
  * itself, and written by nobody else until drained). Scratch: two rows for the logits and two
@@ -62,8 +102,10 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
         else
             rest = fl_x_dispatch(x.dt, fl_rsumexp_t, x.p, c, m, ey, &n_eq, 1, ahead, FL_EXP_GENERAL);
     }
+    if (log_mode && c > 1 && fl_log_rest_tiny(n_eq, rest))
+        rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
     fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
-                 (float)(1.0 / ((n_eq + rest) * scale)), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
+                 fl_softmax_recip((n_eq + rest) * scale), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;
@@ -109,11 +151,10 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
     }
 }
 
-/* fl_softmax_row for a tile, with the same formulas: softmax e * (float)(1/S), log_softmax
+/* fl_softmax_row for a tile, with the same formulas: softmax e * fl_softmax_recip(S), log_softmax
  * ((x - m) - log S) in double rounded once. */
 static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
 {
-    (void)scratch;
     int64_t c = ctx->g.c;
     int log_mode = ctx->op == FL_LOG_SOFTMAX;
     flv m;
@@ -121,7 +162,22 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     double rest[FL_W];
     if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) return 0;
     if (!log_mode) {
-        for (int64_t j = 0; j < FL_W; j++) f[j] = (float)(1.0 / ((double)n_eq[j] + rest[j]));
+        /* fl_recip_sum_f's steps, the same operations, as three lane loops that each vectorise
+         * (one loop of the whole mixed float/double function became scalar divisions on AVX2) */
+        double s[FL_W];
+        for (int64_t j = 0; j < FL_W; j++) {
+            s[j] = (double)n_eq[j] + rest[j];
+            f[j] = (float)s[j];
+        }
+        if (FL_SOFTMAX_NEWTON) {
+            flv_store(f, flv_div(flv_set1(1.0f), flv_load(f)));
+            for (int64_t j = 0; j < FL_W; j++) {
+                double y = (double)f[j];
+                f[j] = (float)fma(y, fma(-s[j], y, 1.0), y);
+            }
+        } else {
+            for (int64_t j = 0; j < FL_W; j++) f[j] = (float)(1.0 / s[j]);
+        }
         flv inv = flv_load(f);
         for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
     } else {
@@ -130,6 +186,10 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
         double ls[FL_W];
         float mf[FL_W];
         flv_store(mf, m);
+        int tiny = 0;
+        /* fl_log_rest_tiny without its branches, so that the loop vectorises */
+        for (int64_t j = 0; j < FL_W; j++) tiny |= (n_eq[j] == 1.0f) & (rest[j] < 0x1p-100);
+        if (tiny && c > 1) fl_log_tile_rest_precise(t->xt, c, nr, n_eq, mf, rest, (float *)scratch);
         for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
         for (int64_t k = 0; k < c; k++)
             for (int64_t j = 0; j < FL_W; j++)

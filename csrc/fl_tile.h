@@ -69,11 +69,14 @@ static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64
 
 /* The inverse of fl_tile_load for an output tile t. Rows contiguous (cs == 1, rs == c) with
  * oidx[p] = (p % c) * FL_W + p / c for p < c * FL_W: the tile's c * nr output floats are
- * written as vectors gathered from t; other layouts element by element. */
+ * written as vectors gathered from t (a full tile of two classes: interleaved by permutes, as
+ * fl_tile_load reads it, not gathered); other layouts element by element. */
 static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, const int32_t *oidx,
                                  const float *t)
 {
-    if (rs == 1) {
+    if (c == 2 && cs == 1 && rs == 2 && nr == FL_W) {
+        flv_store_int2(base, flv_load(t), flv_load(t + FL_W));
+    } else if (rs == 1) {
         for (int64_t k = 0; k < c; k++) flv_store_part(base + k * cs, flv_load(t + k * FL_W), nr);
     } else if (oidx) {
         int64_t n = nr * c, p = 0;

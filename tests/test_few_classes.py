@@ -153,3 +153,114 @@ def test_cross_entropy_row_does_not_depend_on_a_nan_neighbour(c, isa):
     assert np.all(np.isnan(loss2[~ok]))
     alone = np.array([fl.cross_entropy(x[i:i + 1], t[i:i + 1], reduction="none")[0] for i in range(53)])
     np.testing.assert_array_equal(alone, loss)
+
+
+def _softmax_family():
+    return [("softmax", fl.softmax, ref.softmax), ("log_softmax", fl.log_softmax, ref.log_softmax),
+            ("entropy", fl.entropy, ref.entropy)]
+
+
+@pytest.mark.parametrize("c", CLASSES)
+def test_softmax_family_few_classes_against_exact(c, isa, accuracy):
+    """softmax, log_softmax and entropy of the tiles (and of the rows they hand back) within
+    the README's bound of the exact result, in every layout, special rows included."""
+    x = _rows(c, seed=3)
+    for name, f, r in _softmax_family():
+        want = ref.exact(r, x, 1)
+        for how, xl, axis in _layouts(x):
+            got = f(xl, axis=axis)
+            got = np.moveaxis(got, 0, 1) if axis == 0 and got.ndim == 2 else got
+            err = assert_ulp_close(got, want, POST_ULP, np.float32,
+                                   {"function": name, "isa": isa, "layout": how, "c": c}, inputs={"row": x})
+            accuracy.record(name, "float32", err, f"few classes c={c} {how} {isa}")
+
+
+@pytest.mark.parametrize("c", CLASSES)
+def test_softmax_family_row_alone(c, isa):
+    """A row's softmax, log_softmax and entropy bits are the row's alone: the same in every
+    layout, alone, and beside NaN, +inf and all -inf rows at any place in its tile (a tile
+    holding such a row hands its rows to the one-row path, which must give the same bits)."""
+    x = _rows(c, seed=4)
+    x = x[np.isfinite(x.max(axis=1))]
+    for name, f, _ in _softmax_family():
+        full = f(x, axis=1)
+        for how, xl, axis in _layouts(x):
+            got = f(xl, axis=axis)
+            got = np.moveaxis(got, 0, 1) if axis == 0 and got.ndim == 2 else got
+            np.testing.assert_array_equal(got, full, err_msg=f"{name} {how} c={c}")
+        for bad in (np.nan, np.inf, -np.inf):
+            for shift in (1, 5):
+                x2 = np.concatenate([np.full((shift, c), bad, np.float32), x])
+                x2[shift + 3::13] = bad
+                got = f(x2, axis=1)[shift:]
+                ok = np.isfinite(x2[shift:].max(axis=1))
+                np.testing.assert_array_equal(got[ok], full[ok], err_msg=f"{name} beside {bad} c={c}")
+                assert np.all(np.isnan(got[~ok])), (name, bad, c)
+        for i in range(0, len(x), 41):
+            assert f(x[i:i + 1], axis=1)[0].tobytes() == full[i].tobytes(), (name, c, i, x[i])
+
+
+@pytest.mark.parametrize("c", [2, 3, 10, 33])
+def test_cross_entropy_few_classes_against_exact(c, isa, accuracy):
+    """Per-row losses and gradients of the cross-entropy tiles within their bounds of the exact
+    result (tests/test_cross_entropy.py: LOSS_ULP plus the row's spread for float32), on the
+    rows of every kind but the non-finite ones (their semantics are the one-row path's, held by
+    test_cross_entropy)."""
+    from arrays import ce_grad_scale, ce_grad_ulp, ce_loss_ulp
+    x = _rows(c, seed=5)
+    x = x[np.isfinite(x).all(axis=1)]
+    t = np.random.default_rng(c).integers(0, c, len(x))
+    loss, grad = fl.cross_entropy_and_grad(x, t, reduction="none")
+    wl, wg = ref.exact(ref.cross_entropy_and_grad, x, t, reduction="none")
+    ctx = {"function": "cross_entropy", "isa": isa, "c": c}
+    err = assert_ulp_close(loss, wl, ce_loss_ulp(x, 1, np.float32), np.float32, ctx, inputs={"row": x})
+    accuracy.record("cross_entropy", "float32", err, f"few classes c={c} {isa}")
+    err = assert_ulp_close(grad, wg, ce_grad_ulp(x, 1, np.float32), np.float32, dict(ctx, output="grad"),
+                           inputs={"x": x}, scale=ce_grad_scale(x, t, axis=1, reduction="none"))
+    accuracy.record("cross_entropy_and_grad", "float32", err, f"few classes c={c} {isa}")
+    np.testing.assert_array_equal(fl.cross_entropy(x, t, reduction="none"), loss)
+
+
+@pytest.mark.parametrize("c", [2, 10])
+def test_few_classes_bitwise_over_threads_and_splits(c, isa, threads):
+    """The tiles start where the thread pool's blocks start: one thread or two, and the rows
+    cut in two at any place, give the same bits."""
+    x = _rows(c, seed=6)
+    x = np.concatenate([x] * 8)
+    t = np.random.default_rng(c).integers(0, c, len(x))
+    calls = [lambda a, b: fl.softmax(a), lambda a, b: fl.log_softmax(a), lambda a, b: fl.entropy(a),
+             lambda a, b: fl.logsumexp(a), lambda a, b: fl.cross_entropy_and_grad(a, b, reduction="none")]
+    for call in calls:
+        fl.set_num_threads(1)
+        one = call(x, t)
+        fl.set_num_threads(2)
+        two = call(x, t)
+        for cut in (7, len(x) // 2 + 3):
+            parts = [call(x[:cut], t[:cut]), call(x[cut:], t[cut:])]
+            if isinstance(one, tuple):
+                np.testing.assert_array_equal(two[0], one[0])
+                np.testing.assert_array_equal(two[1], one[1])
+                np.testing.assert_array_equal(np.concatenate([parts[0][0], parts[1][0]]), one[0])
+                np.testing.assert_array_equal(np.concatenate([parts[0][1], parts[1][1]]), one[1])
+            else:
+                np.testing.assert_array_equal(two, one)
+                np.testing.assert_array_equal(np.concatenate(parts), one)
+
+
+@pytest.mark.parametrize("c", [2, 10, 33, 64, 65, 1000])
+def test_log_softmax_of_a_subnormal_log_sum(c, isa):
+    """A row with one max and the other logits 88-104 below it: log_softmax's largest output
+    is -log1p(rest), a subnormal or tiny float32 made of exponentials that float32 rounds to
+    multiples of 2^-149 (main gave up to 28 ULP at c=64: 0.5 ULP from each of c - 1 terms). The
+    rows go through the tiles (c <= 64), the rows path (c > 64) and beside a NaN row."""
+    rng = np.random.default_rng(c)
+    x = np.zeros((40, c), np.float32)
+    x[:, 1:] = -rng.uniform(88.0, 104.0, (40, c - 1)).astype(np.float32)
+    x[::3, 1:] = -100.0
+    x[1::5, 1:] -= np.float32(30.0)          # the rest underflows to 0 in float32 and below
+    want = ref.exact(ref.log_softmax, x, 1)
+    got = fl.log_softmax(x, axis=1)
+    assert_ulp_close(got, want, POST_ULP, np.float32, {"function": "log_softmax", "isa": isa, "c": c},
+                     inputs={"row": x})
+    beside = np.concatenate([np.full((1, c), np.nan, np.float32), x])
+    np.testing.assert_array_equal(fl.log_softmax(beside, axis=1)[1:], got)

@@ -132,6 +132,14 @@ static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
     *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xd8));
     *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xdd)), 0xd8));
 }
+/* the inverse of flv_load_deint2: unpcklps/unpckhps interleave within each 128-bit half,
+ * vperm2f128 puts the halves in order */
+static inline void flv_store_int2(float *p, flv even, flv odd)
+{
+    flv lo = _mm256_unpacklo_ps(even, odd), hi = _mm256_unpackhi_ps(even, odd);
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
 static inline flv flv_pow2_floor(flv a)
 {
     return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)));

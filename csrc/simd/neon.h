@@ -115,6 +115,11 @@ static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
     *even = v.val[0];
     *odd = v.val[1];
 }
+static inline void flv_store_int2(float *p, flv even, flv odd)
+{
+    float32x4x2_t v = {{even, odd}};
+    vst2q_f32(p, v);
+}
 static inline flv flv_pow2_floor(flv a) { return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vdupq_n_u32(0x7f800000u))); }
 
 /* The pieces of the exponentials: x = n*ln2 + r (Cody-Waite) and p * 2^n as two
