@@ -153,6 +153,9 @@ FL_ALWAYS_INLINE flv fl_vexp_sub_n(flv x, flv m, flv lo, flv *shift, int normal)
     flv bv = flv_sub(s, x);
     flv e = flv_add(flv_sub(x, flv_sub(s, bv)), flv_sub(flv_neg(m), bv));
     flv p = normal ? flv_exp_neg_normal(s) : flv_exp_neg(s);
+    /* lo is -inf when m is within about 2^-21 |m| of -FLT_MAX (the floor overflows): a -inf x
+     * then makes e = inf - inf, whose NaN would turn exp(s) = 0 into NaN */
+    if (!normal) e = flv_zero_nan(e);
     *shift = s;
     return flv_fma(p, e, p);
 }

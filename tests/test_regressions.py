@@ -340,3 +340,26 @@ def test_cross_entropy_nan_after_the_first_block(dtype):
         loss = fl.cross_entropy(x, np.array([0, 1]), reduction="none")
         assert np.isnan(loss[0]) and np.isfinite(loss[1]), (bad, loss)
         assert np.isnan(fl.cross_entropy(x, np.array([0, 1])))
+
+
+@pytest.mark.parametrize("c", [65, 96, 100, 1000, 4099])
+def test_rows_at_the_most_negative_float32(c, isa):
+    """A row whose max is float32's most negative finite value (-3.4e38, or within about
+    2^-21 of it) gave NaN for softmax, log_softmax, logsumexp and entropy on AVX2 and AVX-512
+    when it also held -inf or a partial last vector (filled with -inf): the exponential's floor
+    m - 2^-21 |m| overflows to -inf there, and the error term of x - m was inf - inf. The row is
+    an ordinary one: C equal logits (and -inf ones that weigh nothing)."""
+    lo = np.finfo(np.float32).min
+    for masked in (False, True):
+        x = np.full((3, c), lo, np.float32)
+        x[1, 0] = np.nextafter(lo, np.float32(0))        # max one step above: the others far below
+        if masked:
+            x[:, 1::3] = -np.inf
+        p = fl.softmax(x)
+        n_kept = np.isfinite(x[0]).sum()
+        assert np.all(np.isfinite(p)), (masked, p)
+        np.testing.assert_allclose(p[0][np.isfinite(x[0])], 1.0 / n_kept, rtol=4 * 2.0 ** -23)
+        np.testing.assert_allclose(fl.log_softmax(x)[0][np.isfinite(x[0])], -np.log(n_kept), rtol=4 * 2.0 ** -23)
+        np.testing.assert_allclose(fl.entropy(x)[0], np.log(n_kept), rtol=4 * 2.0 ** -23)
+        assert fl.logsumexp(x)[0] == lo and fl.logsumexp(x)[2] == lo
+        assert p[1, 0] == 1.0 and fl.logsumexp(x)[1] == x[1, 0]
