@@ -47,7 +47,7 @@ FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, int32_t dt)
 /* ---------------- float16/bfloat16 rows in the integer domain ----------------
  * A half's bits map to an int16 key ordered like its value: the magnitude bits, negated when
  * the sign bit is set (so -0 and +0 both key 0, equal as the values are). A NaN is found by its
- * magnitude bits, above inf's. argmax and the top-k's skip test compare keys, FL_KW = 2 FL_W
+ * magnitude bits, above inf's. argmax compares keys, FL_KW = 2 FL_W
  * halves a vector with no widening: a half row is read at half the bytes of a float32 one and
  * with fewer operations. */
 static inline int fl_hkey(uint16_t h) { int m = h & 0x7fff; return (h & 0x8000) ? -m : m; }
@@ -82,13 +82,6 @@ static inline int fl_hkey_max(const uint16_t *x, int64_t n, int *mag)
     }
     *mag = amax;
     return kmax;
-}
-
-/* the half value of a key (the one with the sign of its key; +0 for 0), widened */
-static inline float fl_hkey_value(int key, int32_t dt)
-{
-    uint16_t h = (uint16_t)(key < 0 ? 0x8000 | -key : key);
-    return dt == FL_F16 ? fl_f16_to_f32(h) : fl_bf16_to_f32(h);
 }
 
 /* fl_argmax_t for a float16 (dt FL_F16) or bfloat16 row, by keys: the same runs, the first NaN
@@ -226,13 +219,12 @@ static inline void fl_topk_offer(fl_cand *h, int64_t k, int64_t *n, double v, in
     h[p] = (fl_cand){v, j};
 }
 
-/* the first k elements of x (dtype dt: FL_F64, or a row of fl_xget's): the list by
- * insertion, the heap by heapify */
-static inline int64_t fl_topk_start(fl_cand *h, int64_t k, const void *x, int32_t dt)
+/* the first k elements: the list by insertion, the heap by heapify */
+static inline int64_t fl_topk_start(fl_cand *h, int64_t k, const float *xf, const double *xd)
 {
     int64_t n = 0;
     for (int64_t j = 0; j < k; j++) {
-        double v = dt == FL_F64 ? ((const double *)x)[j] : (double)fl_xget(x, j, dt);
+        double v = xf ? (double)xf[j] : xd[j];
         if (k <= FL_TOPK_LIST) fl_topk_offer(h, k, &n, v, j);
         else h[j] = (fl_cand){v, j};
     }
@@ -245,7 +237,7 @@ static inline int64_t fl_topk_start(fl_cand *h, int64_t k, const void *x, int32_
  * only read by the vector max. A NaN max compares false and is offered. */
 static void fl_topk_scan_f32(const float *x, int64_t c, int64_t k, fl_cand *h)
 {
-    int64_t n = fl_topk_start(h, k, x, FL_F32), j = k;
+    int64_t n = fl_topk_start(h, k, x, NULL), j = k;
     for (; j + 4 * FL_W <= c; j += 4 * FL_W) {
         flv m = flv_max(flv_max(flv_load(x + j), flv_load(x + j + FL_W)),
                         flv_max(flv_load(x + j + 2 * FL_W), flv_load(x + j + 3 * FL_W)));
@@ -255,21 +247,6 @@ static void fl_topk_scan_f32(const float *x, int64_t c, int64_t k, fl_cand *h)
     for (; j < c; j++) fl_topk_offer(h, k, &n, x[j], j);
 }
 
-/* fl_topk_scan_f32 for a float16 (dt FL_F16) or bfloat16 row: runs whose largest key widens
- * to a value not above the worst kept, and that hold no NaN, are skipped */
-#define FL_TOPK_RUN_H 256
-static void fl_topk_scan_h(const uint16_t *x, int64_t c, int64_t k, fl_cand *h, int32_t dt)
-{
-    int64_t n = fl_topk_start(h, k, x, dt);
-    int inf = fl_hinf(dt);
-    for (int64_t j = k; j < c; j += FL_TOPK_RUN_H) {
-        int64_t e = c - j < FL_TOPK_RUN_H ? c : j + FL_TOPK_RUN_H;
-        int mag, m = fl_hkey_max(x + j, e - j, &mag);
-        if (mag <= inf && (double)fl_hkey_value(m, dt) <= fl_topk_worst(h, k)->v) continue;
-        for (int64_t q = j; q < e; q++) fl_topk_offer(h, k, &n, (double)fl_xget(x, q, dt), q);
-    }
-}
-
 static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c, k = ctx->k;
@@ -277,12 +254,10 @@ static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
     fl_cand *h = (fl_cand *)scratch;
     double *bx = (double *)(h + k);
     if (ctx->x->dtype != FL_F64) {
-        fl_xrow x = fl_row_in_x(ctx->x, xrow, c, (float *)bx);
-        if (x.dt == FL_F32) fl_topk_scan_f32((const float *)x.p, c, k, h);
-        else fl_topk_scan_h((const uint16_t *)x.p, c, k, h, x.dt);
+        fl_topk_scan_f32(fl_row_in_f32(ctx->x, xrow, c, (float *)bx), c, k, h);
     } else {
         const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
-        int64_t n = fl_topk_start(h, k, x, FL_F64);
+        int64_t n = fl_topk_start(h, k, NULL, x);
         for (int64_t j = k; j < c; j++) fl_topk_offer(h, k, &n, x[j], j);
     }
     /* the heap: pop the worst to the back, so the array ends sorted best first (the list is) */

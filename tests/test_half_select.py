@@ -1,4 +1,4 @@
-"""predict and topk on float16/bfloat16 rows compare the halves' bit patterns as integer keys
+"""predict on float16/bfloat16 rows compares the halves' bit patterns as integer keys
 (csrc/fl_select.c): the map must order every one of the 2^16 patterns as its value, -0 equal
 to +0, NaN (either sign, any payload) above everything, on every SIMD path.
 
