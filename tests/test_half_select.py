@@ -90,7 +90,8 @@ def test_predict_and_topk_random_rows_with_ties_zeros_and_nans(dt, c, isa):
     pool = np.array([-np.inf, -3, -0.0, 0.0, 1.5, 2, np.inf], np.float32)
     x = rng.choice(pool, size=(40, c)).astype(dt)
     x[::5] = (rng.standard_normal((8, c)) * 4).astype(dt)
-    nan_bits = np.array([0x7E00, 0xFE01, 0x7C01, 0xFFFF] if dt == F16 else [0x7FC0, 0xFF81, 0x7F81, 0xFFFF], np.uint16)
+    nan_bits = [0x7E00, 0xFE01, 0x7C01, 0xFFFF] if dt == F16 else [0x7FC0, 0xFF81, 0x7F81, 0xFFFF]
+    nan_bits = np.array(nan_bits, np.uint16)
     for i in range(1, 40, 3):
         x[i, rng.integers(c)] = nan_bits[i % 4].view(dt)
     x[::7, :] = np.asarray(-0.0, dt)
