@@ -44,6 +44,68 @@ FL_ALWAYS_INLINE int64_t fl_argmax_t(const void *x, int64_t c, int32_t dt)
     return at; /* not reached: the run holds its max */
 }
 
+/* ---------------- float16/bfloat16 rows in the integer domain ----------------
+ * A half's bits map to an int16 key ordered like its value: the magnitude bits, negated when
+ * the sign bit is set (so -0 and +0 both key 0, equal as the values are). A NaN is found by its
+ * magnitude bits, above inf's. argmax compares keys, FL_KW = 2 FL_W
+ * halves a vector with no widening: a half row is read at half the bytes of a float32 one and
+ * with fewer operations. */
+static inline int fl_hkey(uint16_t h) { int m = h & 0x7fff; return (h & 0x8000) ? -m : m; }
+static inline int fl_hinf(int32_t dt) { return dt == FL_F16 ? 0x7c00 : 0x7f80; }
+
+/* the largest key of the n >= 1 halves at x, and in *mag their largest magnitude bits */
+static inline int fl_hkey_max(const uint16_t *x, int64_t n, int *mag)
+{
+    flk km = flk_set1(-0x7fff), am = flk_set1(0), km1 = km, am1 = am;
+    int64_t k = 0;
+    for (; k + 4 * FL_KW <= n; k += 4 * FL_KW) { /* unrolled: the loop's overhead was a third */
+        flk h0 = flk_load(x + k), h1 = flk_load(x + k + FL_KW);
+        flk h2 = flk_load(x + k + 2 * FL_KW), h3 = flk_load(x + k + 3 * FL_KW);
+        flk a0 = flk_mag(h0), a1 = flk_mag(h1), a2 = flk_mag(h2), a3 = flk_mag(h3);
+        km = flk_max(km, flk_max(flk_key(h0, a0), flk_key(h1, a1)));
+        km1 = flk_max(km1, flk_max(flk_key(h2, a2), flk_key(h3, a3)));
+        am = flk_max(am, flk_max(a0, a1));
+        am1 = flk_max(am1, flk_max(a2, a3));
+    }
+    km = flk_max(km, km1);
+    am = flk_max(am, am1);
+    for (; k + FL_KW <= n; k += FL_KW) {
+        flk h = flk_load(x + k), a = flk_mag(h);
+        km = flk_max(km, flk_key(h, a));
+        am = flk_max(am, a);
+    }
+    int kmax = flk_hmax(km), amax = flk_hmax(am);
+    for (; k < n; k++) {
+        int key = fl_hkey(x[k]), a = x[k] & 0x7fff;
+        kmax = key > kmax ? key : kmax;
+        amax = a > amax ? a : amax;
+    }
+    *mag = amax;
+    return kmax;
+}
+
+/* fl_argmax_t for a float16 (dt FL_F16) or bfloat16 row, by keys: the same runs, the first NaN
+ * or else the first of the largest keys */
+#define FL_ARGMAX_RUN_H 512
+static int64_t fl_argmax_h(const uint16_t *x, int64_t c, int32_t dt)
+{
+    int inf = fl_hinf(dt), best = 0, nan = 0;
+    int64_t at = 0;
+    for (int64_t k = 0; k < c; k += FL_ARGMAX_RUN_H) {
+        int mag, m = fl_hkey_max(x + k, c - k < FL_ARGMAX_RUN_H ? c - k : FL_ARGMAX_RUN_H, &mag);
+        if (mag > inf) {
+            at = k;
+            nan = 1;
+            break;
+        }
+        if (k == 0 || m > best) { best = m; at = k; }
+    }
+    int64_t end = c - at < FL_ARGMAX_RUN_H ? c : at + FL_ARGMAX_RUN_H;
+    for (int64_t k = at; k < end; k++)
+        if (nan ? (x[k] & 0x7fff) > inf : fl_hkey(x[k]) == best) return k;
+    return at; /* not reached: the run holds its max */
+}
+
 static void fl_argmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -52,7 +114,7 @@ static void fl_argmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     if (!ctx->f64) {
         fl_xrow x = fl_row_in_x(ctx->x, xrow, c, (float *)scratch);
         fl_prefetch_next_row(x.p, c * (int64_t)fl_xsize(x.dt));
-        best = fl_x_dispatch(x.dt, fl_argmax_t, x.p, c);
+        best = x.dt == FL_F32 ? fl_argmax_t(x.p, c, FL_F32) : fl_argmax_h((const uint16_t *)x.p, c, x.dt);
     } else {
         const double *x = fl_row_in_f64(ctx->x, xrow, c, (double *)scratch);
         double bv = x[0];

@@ -67,6 +67,12 @@
  *                                        store (p aligned to FL_W*2 bytes; plain where the ISA has none)
  *   flv  flv_load_f16_arith(const uint16_t*)   flv_load_f16 where a signalling NaN may come out quiet:
  *                                        for arithmetic, to which any NaN is NaN (one instruction fewer)
+ *   "flk" holds FL_KW (2*FL_W; 1 in scalar) int16 order keys of float16/bfloat16 bit patterns:
+ *   flk  flk_load(const uint16_t*)       FL_KW halves' bits   flk flk_set1(int)   flk flk_max(flk, flk) (signed)
+ *   flk  flk_mag(flk h)                  h & 0x7fff (the magnitude bits: NaN when above inf's)
+ *   flk  flk_key(flk h, flk mag)         mag, negated where h's sign bit is set: ordered as the values
+ *                                        are (-0 and +0 both 0) for any h that is not NaN
+ *   int  flk_hmax(flk)                   the largest lane
  *
  * float64 kernels use the scalar double functions of fl_scalar_math.h (fl_exp_d, fl_log1p_d, ...),
  * written branch-free so that each ISA build's compiler can vectorise their loops. The float32

@@ -419,4 +419,25 @@ static inline __m128i fl_avx2_narrow_bf16_(flv v)
 static inline void flv_store_bf16(uint16_t *p, flv v) { _mm_storeu_si128((__m128i *)(void *)p, fl_avx2_narrow_bf16_(v)); }
 static inline void flv_stream_bf16(uint16_t *p, flv v) { _mm_stream_si128((__m128i *)(void *)p, fl_avx2_narrow_bf16_(v)); }
 
+/* half-precision order keys (fl_simd.h "flk"): 16 int16 lanes */
+#define FL_KW 16
+typedef __m256i flk;
+static inline flk flk_load(const uint16_t *p) { return _mm256_loadu_si256((const __m256i *)(const void *)p); }
+static inline flk flk_set1(int v) { return _mm256_set1_epi16((short)v); }
+static inline flk flk_max(flk a, flk b) { return _mm256_max_epi16(a, b); }
+static inline flk flk_mag(flk h) { return _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)); }
+/* vpsignw: -mag where h < 0, mag where h > 0, 0 where h = 0 (mag is 0 there too) */
+static inline flk flk_key(flk h, flk mag) { return _mm256_sign_epi16(mag, h); }
+static inline int fl_avx2_hmax_epi16_(__m128i m)
+{
+    m = _mm_max_epi16(m, _mm_srli_si128(m, 8));
+    m = _mm_max_epi16(m, _mm_srli_si128(m, 4));
+    m = _mm_max_epi16(m, _mm_srli_si128(m, 2));
+    return (int)(int16_t)_mm_extract_epi16(m, 0);
+}
+static inline int flk_hmax(flk a)
+{
+    return fl_avx2_hmax_epi16_(_mm_max_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)));
+}
+
 #endif

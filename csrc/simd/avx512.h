@@ -355,4 +355,26 @@ static inline __m256i fl_avx512_narrow_bf16_(flv v)
 static inline void flv_store_bf16(uint16_t *p, flv v) { _mm256_storeu_si256((__m256i *)(void *)p, fl_avx512_narrow_bf16_(v)); }
 static inline void flv_stream_bf16(uint16_t *p, flv v) { _mm256_stream_si256((__m256i *)(void *)p, fl_avx512_narrow_bf16_(v)); }
 
+/* half-precision order keys (fl_simd.h "flk"): 32 int16 lanes */
+#define FL_KW 32
+typedef __m512i flk;
+static inline flk flk_load(const uint16_t *p) { return _mm512_loadu_si512((const void *)p); }
+static inline flk flk_set1(int v) { return _mm512_set1_epi16((short)v); }
+static inline flk flk_max(flk a, flk b) { return _mm512_max_epi16(a, b); }
+static inline flk flk_mag(flk h) { return _mm512_and_si512(h, _mm512_set1_epi16(0x7fff)); }
+/* 0 - mag in the lanes whose sign bit is set (vpmovw2m, masked vpsubw) */
+static inline flk flk_key(flk h, flk mag)
+{
+    return _mm512_mask_sub_epi16(mag, _mm512_movepi16_mask(h), _mm512_setzero_si512(), mag);
+}
+static inline int flk_hmax(flk a)
+{
+    __m256i m = _mm256_max_epi16(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+    __m128i q = _mm_max_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    q = _mm_max_epi16(q, _mm_srli_si128(q, 8));
+    q = _mm_max_epi16(q, _mm_srli_si128(q, 4));
+    q = _mm_max_epi16(q, _mm_srli_si128(q, 2));
+    return (int)(int16_t)_mm_extract_epi16(q, 0);
+}
+
 #endif

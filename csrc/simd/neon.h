@@ -290,4 +290,14 @@ static inline void flv_store_bf16(uint16_t *p, flv v)
 }
 static inline void flv_stream_bf16(uint16_t *p, flv v) { flv_store_bf16(p, v); }
 
+/* half-precision order keys (fl_simd.h "flk"): 8 int16 lanes */
+#define FL_KW 8
+typedef int16x8_t flk;
+static inline flk flk_load(const uint16_t *p) { return vreinterpretq_s16_u16(vld1q_u16(p)); }
+static inline flk flk_set1(int v) { return vdupq_n_s16((int16_t)v); }
+static inline flk flk_max(flk a, flk b) { return vmaxq_s16(a, b); }
+static inline flk flk_mag(flk h) { return vandq_s16(h, vdupq_n_s16(0x7fff)); }
+static inline flk flk_key(flk h, flk mag) { return vbslq_s16(vcltzq_s16(h), vnegq_s16(mag), mag); }
+static inline int flk_hmax(flk a) { return (int)vmaxvq_s16(a); }
+
 #endif

@@ -92,4 +92,15 @@ static inline void flv_store_bf16(uint16_t *p, flv v) { *p = fl_f32_to_bf16(v); 
 static inline void flv_stream_f16(uint16_t *p, flv v) { flv_store_f16(p, v); }
 static inline void flv_stream_bf16(uint16_t *p, flv v) { flv_store_bf16(p, v); }
 
+/* half-precision order keys (fl_simd.h "flk"): one key in an int32 (the bits as loaded,
+ * 0..0xffff, until flk_key gives the signed key) */
+#define FL_KW 1
+typedef int32_t flk;
+static inline flk flk_load(const uint16_t *p) { return (int32_t)*p; }
+static inline flk flk_set1(int v) { return v; }
+static inline flk flk_max(flk a, flk b) { return a > b ? a : b; }
+static inline flk flk_mag(flk h) { return h & 0x7fff; }
+static inline flk flk_key(flk h, flk mag) { return (h & 0x8000) ? -mag : mag; }
+static inline int flk_hmax(flk a) { return (int)a; }
+
 #endif

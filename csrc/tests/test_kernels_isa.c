@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../fastlogits.h"
+#include "../fl_half.h"
 #include "../fl_kernels.h"
 #include "../fl_rsum.h"
 
@@ -111,6 +112,28 @@ static void run_shape(int64_t n, int64_t c)
         s->argmax(&ax, &oa, g);
         v->argmax(&ax, &ob, g);
         if (memcmp(ia, ib, sizeof(int64_t) * (size_t)n)) { printf("FAIL argmax %lldx%lld\n", (long long)n, (long long)c); failures++; }
+    }
+    /* float16 and bfloat16 rows (argmax and top-k compare their bits as keys): some -0 and
+     * NaNs of either sign among them */
+    for (int32_t dt = FL_F16; dt == FL_F16 || dt == FL_BF16; dt = dt == FL_F16 ? FL_BF16 : -1) {
+        uint16_t *h = malloc(sizeof(uint16_t) * (size_t)total);
+        for (int64_t i = 0; i < total; i++) {
+            double u = uniform();
+            h[i] = dt == FL_F16 ? fl_f32_to_f16(x[i]) : fl_f32_to_bf16(x[i]);
+            if (u < 0.002) h[i] = (uint16_t)(dt == FL_F16 ? 0x7e01 : 0xffc1);
+            else if (u < 0.05) h[i] = 0x8000;
+        }
+        fl_arr hx = rows(h, dt, c), oa = per_row(ia, FL_I64), ob = per_row(ib, FL_I64);
+        s->argmax(&hx, &oa, g);
+        v->argmax(&hx, &ob, g);
+        if (memcmp(ia, ib, sizeof(int64_t) * (size_t)n)) { printf("FAIL argmax dt %d %lldx%lld\n", (int)dt, (long long)n, (long long)c); failures++; }
+        if (c >= 3) {
+            fl_arr va = rows(ya, FL_F32, 3), vb = rows(yb, FL_F32, 3), ka = rows(ia, FL_I64, 3), kb = rows(ib, FL_I64, 3);
+            s->topk(&hx, &va, &ka, g, 3);
+            v->topk(&hx, &vb, &kb, g, 3);
+            if (memcmp(ia, ib, sizeof(int64_t) * (size_t)n * 3)) { printf("FAIL topk dt %d %lldx%lld\n", (int)dt, (long long)n, (long long)c); failures++; }
+        }
+        free(h);
     }
     if (c >= 3) {
         fl_arr va = rows(ya, FL_F32, 3), vb = rows(yb, FL_F32, 3), ka = rows(ia, FL_I64, 3), kb = rows(ib, FL_I64, 3);
