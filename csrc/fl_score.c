@@ -94,10 +94,11 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
     if (!isfinite(m)) {
         fl_special_stats(st);
     } else {
-        double sq, dot;
-        float ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &s, &sq, &dot, e, dt)
-                           : fl_rstats_t(x, c, m, t, y, &s, &sq, &dot, NULL, dt);
-        fl_softmax_stats(s, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+        double n_eq, rest, sq, dot;
+        float ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, dt)
+                           : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, dt);
+        fl_softmax_stats(n_eq, rest, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+        s = n_eq + rest;
     }
     if (pc->npc && s != s)
         for (int64_t k = 0; k < c; k++) e[k] = NAN;
@@ -131,7 +132,7 @@ static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, v
         s = fl_rsumexp_t_f64(x, c, m, t, e);
         double sq, dot;
         fl_rsq_dot_f64(x, e, c, m, &sq, &dot);
-        fl_softmax_stats(s, sq, dot, e[y], x[y] - m, t, st);
+        fl_softmax_stats(0.0, s, sq, dot, e[y], x[y] - m, t, st);  /* float64 lanes: no ones apart */
     }
     fl_softmax_pc(pc, y, pred, NULL, e, s, w);
 }
