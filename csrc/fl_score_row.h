@@ -77,6 +77,26 @@ static inline flv fl_rank_lanes(flv xv, flv vv, int before, flv one, flv zero)
     return before ? flv_sel_neg(flv_sub(xv, vv), zero, one) : flv_sel_neg(flv_sub(vv, xv), one, zero);
 }
 
+/* the max and the rank counts of the full vectors of x from k to end (before: all of them
+ * come before the target's vector), two vectors a step into two maxima and two counts */
+FL_ALWAYS_INLINE void fl_rmax_rank_run(const void *x, int64_t k, int64_t end, flv vv, int before, flv *a,
+                                       flv *n, int32_t dt)
+{
+    flv one = flv_set1(1.0f), zero = flv_set1(0.0f);
+    for (; k + 2 * FL_W <= end; k += 2 * FL_W) {
+        flv x0 = fl_xload(x, k, dt), x1 = fl_xload(x, k + FL_W, dt);
+        a[0] = flv_max(x0, a[0]);
+        a[1] = flv_max(x1, a[1]);
+        n[0] = flv_add(n[0], fl_rank_lanes(x0, vv, before, one, zero));
+        n[1] = flv_add(n[1], fl_rank_lanes(x1, vv, before, one, zero));
+    }
+    for (; k < end; k += FL_W) {
+        flv x0 = fl_xload(x, k, dt);
+        a[0] = flv_max(x0, a[0]);
+        n[0] = flv_add(n[0], fl_rank_lanes(x0, vv, before, one, zero));
+    }
+}
+
 /* The row's max (as fl_rmax_t: NaN when the row holds one) and, in *rank, fl_rank_t's rank of
  * the target y, in one pass: the elements before y's vector are counted with >=, those after
  * it with >, y's own vector element by element. The counts are float lanes, exact while a lane
@@ -85,50 +105,29 @@ static inline flv fl_rank_lanes(flv xv, flv vv, int before, flv one, flv zero)
 FL_ALWAYS_INLINE float fl_rmax_rank_t(const void *x, int64_t c, int64_t y, int64_t *rank, int32_t dt)
 {
     float v = fl_xget(x, y, dt);
-    flv vv = flv_set1(v), one = flv_set1(1.0f), zero = flv_set1(0.0f);
-    flv a0 = flv_set1(-INFINITY), a1 = a0, n0 = zero, n1 = zero;
-    int64_t k = 0, k0 = y - y % FL_W, nfull = c - c % FL_W;
-    for (; k + 2 * FL_W <= k0; k += 2 * FL_W) {
-        flv x0 = fl_xload(x, k, dt), x1 = fl_xload(x, k + FL_W, dt);
-        a0 = flv_max(x0, a0);
-        a1 = flv_max(x1, a1);
-        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 1, one, zero));
-        n1 = flv_add(n1, fl_rank_lanes(x1, vv, 1, one, zero));
-    }
-    for (; k < k0; k += FL_W) {
-        flv x0 = fl_xload(x, k, dt);
-        a0 = flv_max(x0, a0);
-        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 1, one, zero));
-    }
+    flv vv = flv_set1(v), zero = flv_set1(0.0f);
+    flv a[2] = {flv_set1(-INFINITY), flv_set1(-INFINITY)}, n[2] = {zero, zero};
+    int64_t k0 = y - y % FL_W, nfull = c - c % FL_W;
+    fl_rmax_rank_run(x, 0, k0, vv, 1, a, n, dt);
     int64_t r = 0, kend = k0 + FL_W < c ? k0 + FL_W : c;
     for (int64_t j = k0; j < kend; j++) {
         float xj = fl_xget(x, j, dt);
         r += j < y ? xj >= v : j > y && xj > v;
     }
-    a1 = flv_max(kend - k0 == FL_W ? fl_xload(x, k0, dt) : fl_xload_part(x, k0, kend - k0, -INFINITY, dt), a1);
-    for (k = kend; k + 2 * FL_W <= nfull; k += 2 * FL_W) {
-        flv x0 = fl_xload(x, k, dt), x1 = fl_xload(x, k + FL_W, dt);
-        a0 = flv_max(x0, a0);
-        a1 = flv_max(x1, a1);
-        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 0, one, zero));
-        n1 = flv_add(n1, fl_rank_lanes(x1, vv, 0, one, zero));
+    a[1] = flv_max(kend - k0 == FL_W ? fl_xload(x, k0, dt) : fl_xload_part(x, k0, kend - k0, -INFINITY, dt), a[1]);
+    fl_rmax_rank_run(x, kend, nfull, vv, 0, a, n, dt);
+    int64_t tail = kend > nfull ? kend : nfull; /* the partial last vector, unless it was y's */
+    if (tail < c) {
+        flv x0 = fl_xload_part(x, tail, c - tail, -INFINITY, dt);
+        a[0] = flv_max(x0, a[0]);
+        n[0] = flv_add(n[0], fl_rank_lanes(x0, vv, 0, flv_set1(1.0f), zero));
     }
-    for (; k < nfull; k += FL_W) {
-        flv x0 = fl_xload(x, k, dt);
-        a0 = flv_max(x0, a0);
-        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 0, one, zero));
-    }
-    if (k < c) {
-        flv x0 = fl_xload_part(x, k, c - k, -INFINITY, dt);
-        a0 = flv_max(x0, a0);
-        n0 = flv_add(n0, fl_rank_lanes(x0, vv, 0, one, zero));
-    }
-    float m = flv_hmax(flv_max(a0, a1));
+    float m = flv_hmax(flv_max(a[0], a[1]));
     if (m != m) {
         *rank = fl_rank_t(x, c, y, dt);
         return fl_rmax_t(x, c, dt);
     }
-    *rank = r + (int64_t)flv_hsum_d(flv_add(n0, n1));
+    *rank = r + (int64_t)flv_hsum_d(flv_add(n[0], n[1]));
     return m;
 }
 
