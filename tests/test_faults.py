@@ -400,8 +400,17 @@ def _scratch_or_part_open(pid, *directories):
     return any(str(d) in t and "(deleted)" in t for d in directories for t in fds + maps.splitlines())
 
 
+def _default_signals():
+    """In the child before exec: the signals the tests send get their default disposition. A
+    test run started under nohup (or by a shell that ignores SIGHUP) hands its children an
+    ignored SIGHUP, which the CLI rightly keeps ignoring, and the SIGHUP cases then saw exit 0."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _signal_when(cmd, sig, ready, timeout=60):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_default_signals)
     deadline = time.monotonic() + timeout
     try:
         while p.poll() is None and not ready(p.pid):
