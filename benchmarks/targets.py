@@ -48,6 +48,12 @@ def index(run: Dict[str, Any]) -> Dict[Tuple[str, Tuple[int, int]], Case]:
     return {(c["op"], tuple(c["shape"])): c for c in run["results"]}
 
 
+def present(run: Dict[str, Any], ops: List[str], shapes: List[Tuple[int, int]]) -> List[Tuple[str, Tuple[int, int], Case]]:
+    """The run's cases of these operations and shapes (a run may lack some: --ops, no peer)."""
+    cases = index(run)
+    return [(op, shape, cases[(op, shape)]) for op in ops for shape in shapes if (op, shape) in cases]
+
+
 def verdict(need_s: float, roof_s: float, got_s: float) -> str:
     """Met when the case takes no longer than the target allows; beyond the roofline when the
     target allows less time than the roofline; else short, by the time still to gain."""
@@ -76,35 +82,20 @@ def roofline_80(run: Dict[str, Any]) -> List[Row]:
 def versus_torch(run: Dict[str, Any], ops: List[str], shapes: List[Tuple[int, int]], ratio: float) -> List[Row]:
     """At least ``ratio`` times PyTorch: beyond the roofline when PyTorch's time over the ratio
     is below our roofline."""
-    rows = []
-    cases = index(run)
-    for op in ops:
-        for shape in shapes:
-            c = cases.get((op, shape))
-            if c is None or "torch_s" not in c:
-                continue
-            need = c["torch_s"] / ratio
-            rows.append((op, shape_name(shape), f"{c['speedup_vs_torch']:.1f}x", f"{ratio:g}x",
-                         f"{1e3 * c['roofline_s']:.3g} ms (torch {1e3 * c['torch_s']:.3g} ms)",
-                         verdict(need, c["roofline_s"], best(c))))
-    return rows
+    return [(op, shape_name(shape), f"{c['speedup_vs_torch']:.1f}x", f"{ratio:g}x",
+             f"{1e3 * c['roofline_s']:.3g} ms (torch {1e3 * c['torch_s']:.3g} ms)",
+             verdict(c["torch_s"] / ratio, c["roofline_s"], best(c)))
+            for op, shape, c in present(run, ops, shapes) if "torch_s" in c]
 
 
 def bandwidth_share(run: Dict[str, Any]) -> List[Row]:
     """Cross-entropy loss at 85% of the read bandwidth and loss+gradient at 75% of the copy
     bandwidth on the long rows: beyond the roofline when the exponentials alone take longer."""
-    rows = []
-    cases = index(run)
-    for op, share in (("cross_entropy", 0.85), ("cross_entropy_and_grad", 0.75)):
-        for shape in [(4096, 32000), (512, 128256)]:
-            c = cases.get((op, shape))
-            if c is None:
-                continue
-            need = c["memory_bound_s"] / share
-            rows.append((op, shape_name(shape), f"{c['pct_of_bandwidth']:.0f}%", f"{100 * share:.0f}%",
-                         f"memory {1e3 * c['memory_bound_s']:.3g} ms, arithmetic {1e3 * c['arithmetic_bound_s']:.3g} ms",
-                         verdict(need, c["roofline_s"], best(c))))
-    return rows
+    share = {"cross_entropy": 0.85, "cross_entropy_and_grad": 0.75}
+    return [(op, shape_name(shape), f"{c['pct_of_bandwidth']:.0f}%", f"{100 * share[op]:.0f}%",
+             f"memory {1e3 * c['memory_bound_s']:.3g} ms, arithmetic {1e3 * c['arithmetic_bound_s']:.3g} ms",
+             verdict(c["memory_bound_s"] / share[op], c["roofline_s"], best(c)))
+            for op, shape, c in present(run, list(share), [(4096, 32000), (512, 128256)])]
 
 
 def few_classes(run: Dict[str, Any]) -> List[Row]:

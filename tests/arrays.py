@@ -830,3 +830,33 @@ def assert_same_result(a, b, path=""):
         assert (a != a and b != b) or a == b, (path, a, b)
     else:
         assert a == b, (path, a, b)
+
+
+def split_scorers(x, y, w, cuts, kw, g=None):
+    """One fl.Scorer(**kw) per run of rows between consecutive cuts, each updated with its rows
+    (and their weights and groups)."""
+    import fastlogits as fl
+
+    out = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        s = fl.Scorer(**kw)
+        s.update(x[lo:hi], y[lo:hi], sample_weight=None if w is None else w[lo:hi],
+                 group=None if g is None else g[lo:hi])
+        out.append(s)
+    return out
+
+
+def merge_tree(scorers, rng):
+    """The scorers merged in a random tree (random pairs, random sides), each merged state
+    through a pickle round trip first."""
+    import pickle
+
+    scorers = list(scorers)
+    while len(scorers) > 1:
+        i, j = sorted(rng.choice(len(scorers), 2, replace=False))
+        b = scorers.pop(j)
+        a = scorers.pop(i)
+        if rng.random() < 0.5:
+            a, b = b, a
+        scorers.append(pickle.loads(pickle.dumps(a)).merge(b))
+    return scorers[0]

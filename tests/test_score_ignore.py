@@ -9,14 +9,13 @@ its row's weight (the pooled metrics, bitwise), per label for the ranking metric
 scikit-learn on the kept elements."""
 import json
 import math
-import pickle
 
 import numpy as np
 import pytest
 
 import fastlogits as fl
 from fastlogits import _score_check, reference
-from arrays import assert_same_result
+from arrays import assert_same_result, merge_tree, split_scorers
 
 BINARY = list(_score_check.DEFAULT_METRICS["binary"])
 POOLED = [m for m in BINARY if m not in ("count", "roc_auc", "average_precision")]
@@ -217,24 +216,6 @@ def test_a_rejected_update_leaves_the_scorer_unchanged():
 
 # --------------------------------------------------------------------------- Scorer
 
-def _scorers(x, t, w, cuts, kw):
-    out = []
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
-        s = fl.Scorer(**kw)
-        s.update(x[lo:hi], t[lo:hi], sample_weight=None if w is None else w[lo:hi])
-        out.append(s)
-    return out
-
-
-def _merged(scorers, rng):
-    scorers = list(scorers)
-    while len(scorers) > 1:
-        i, j = sorted(rng.choice(len(scorers), 2, replace=False))
-        b, a = scorers.pop(j), scorers.pop(i)
-        scorers.append(pickle.loads(pickle.dumps(a)).merge(b))
-    return scorers[0]
-
-
 @pytest.mark.parametrize("task", ["binary", "multilabel"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("auc_bins", [None, 9])
@@ -250,7 +231,7 @@ def test_scorer_bitwise_over_splits_merges_and_threads(task, weighted, auc_bins)
             fl.set_num_threads(1 + trial % 2)
             n = x.shape[0]
             cuts = np.unique(np.concatenate(([0, n], rng.integers(0, n, rng.integers(1, 10)))))
-            assert_same_result(_merged(_scorers(x, t, w, cuts, kw), rng).compute(), exp)
+            assert_same_result(merge_tree(split_scorers(x, t, w, cuts, kw), rng).compute(), exp)
     finally:
         fl.set_num_threads(old)
 

@@ -9,7 +9,7 @@ import pytest
 
 import fastlogits as fl
 from fastlogits import _score_check
-from arrays import assert_same_result, class_targets
+from arrays import assert_same_result, class_targets, merge_tree, split_scorers
 
 PER_CLASS_KEYS = ("confusion_matrix", "per_class", "macro_f1", "weighted_f1", "micro_f1", "balanced_accuracy",
                   "classwise_ece")
@@ -153,28 +153,6 @@ def test_binned_binary_matches_torchmetrics():
 
 # --------------------------------------------------------------------------- reproducibility
 
-def _split_scorers(x, y, w, g, cuts, kw):
-    out = []
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
-        s = fl.Scorer(**kw)
-        s.update(x[lo:hi], y[lo:hi], sample_weight=None if w is None else w[lo:hi],
-                 group=None if g is None else g[lo:hi])
-        out.append(s)
-    return out
-
-
-def _merge_tree(scorers, rng):
-    scorers = list(scorers)
-    while len(scorers) > 1:
-        i, j = sorted(rng.choice(len(scorers), 2, replace=False))
-        b = scorers.pop(j)
-        a = scorers.pop(i)
-        if rng.random() < 0.5:
-            a, b = b, a
-        scorers.append(pickle.loads(pickle.dumps(a)).merge(b))
-    return scorers[0]
-
-
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("auc_bins", [None, 20])
 def test_bitwise_over_splits_merge_trees_and_threads(weighted, auc_bins):
@@ -193,7 +171,7 @@ def test_bitwise_over_splits_merge_trees_and_threads(weighted, auc_bins):
         for trial in range(4):
             fl.set_num_threads(1 + trial % 3)
             cuts = np.unique(np.concatenate(([0, 1200], rng.integers(0, 1200, rng.integers(1, 12)))))
-            assert_same_result(_merge_tree(_split_scorers(x, y, w, g, cuts, kw), rng).compute(), expected)
+            assert_same_result(merge_tree(split_scorers(x, y, w, cuts, kw, g), rng).compute(), expected)
     finally:
         fl.set_num_threads(old)
 
