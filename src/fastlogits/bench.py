@@ -127,8 +127,11 @@ def _equal(got: Any, want: Any) -> None:
             raise AssertionError("result differs from the reference")
 
 
-def _ops() -> Dict[str, Op]:
-    sp, torch = _scipy(), _torch()
+def _ops(with_peers: bool = True) -> Dict[str, Op]:
+    """Every operation of the bench by name; without ``with_peers``, the same table with no
+    SciPy or PyTorch peer (naming and shaping the cases needs neither import, which costs
+    seconds)."""
+    sp, torch = (_scipy(), _torch()) if with_peers else (None, None)
     F: Any = torch.nn.functional if torch else None
     ops: List[Op] = []
 
@@ -238,7 +241,7 @@ def _ops() -> Dict[str, Op]:
     ops.append(Op(
         "score_per_class", "scored", "read",
         lambda d: per_class_pair(fl.score(d.x, d.target, per_class=True)), None, accuracy_f1,
-        peers(torchmetrics=torchmetrics_per_class() if torch else None, sklearn=sklearn_per_class()),
+        peers(torchmetrics=torchmetrics_per_class() if torch else None, sklearn=sklearn_per_class() if with_peers else None),
         _close(1e-9)))
     ops.append(Op(
         "sequence_scores/bf16", "class", "read",
@@ -296,8 +299,8 @@ def cases(quick: bool = False, ops: Optional[Sequence[str]] = None) -> List[Tupl
     class_shapes = QUICK_SHAPES if quick else STANDARD_SHAPES
     binary_shapes = [(2048, 2048)] if quick else BINARY_SHAPES
     names = ["softmax", "logsumexp", "sigmoid", "cross_entropy", "cross_entropy_and_grad", "bce_with_logits",
-             "bce_with_logits_and_grad"] if quick else list(_ops())
-    table = _ops()
+             "bce_with_logits_and_grad"] if quick else list(_ops(with_peers=False))
+    table = _ops(with_peers=False)
     out: List[Tuple[str, Tuple[int, int]]] = []
     for name in names:
         op = table[name]
