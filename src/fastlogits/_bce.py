@@ -27,7 +27,7 @@ from typing import Any, List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from . import _core, _rsum
-from ._input import as_array, as_logits, check_out, is_bfloat16, is_float
+from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, same_memory
 from ._layout import make_grid
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -117,14 +117,6 @@ def _overlaps(a: np.ndarray, others: List[Optional[np.ndarray]]) -> bool:
     return any(o is not None and np.may_share_memory(a, o) for o in others)
 
 
-def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.strides == b.strides
-        and a.dtype == b.dtype
-    )
-
-
 def _grad_target(grad_out: Any, x: np.ndarray, inputs: List[Optional[np.ndarray]]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(the array the kernel writes the gradient to, the user's array to copy it into or None).
     ``grad_out`` may be the logits themselves (in place); any other overlap with an input goes
@@ -132,7 +124,7 @@ def _grad_target(grad_out: Any, x: np.ndarray, inputs: List[Optional[np.ndarray]
     if grad_out is None:
         return np.empty_like(x), None
     user = check_out(grad_out, x.shape, x.dtype, "grad_out")
-    exact_logits = _same_memory(user, x)
+    exact_logits = same_memory(user, x)
     if _overlaps(user, inputs) or (not exact_logits and np.may_share_memory(user, x)):
         return np.empty_like(x), user
     return user, None

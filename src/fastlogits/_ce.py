@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core, _rsum
-from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, normalize_axis
+from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, normalize_axis, same_memory
 from ._layout import make_grid, with_axis
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -271,10 +271,7 @@ def _grad_target(p: Problem, grad_out: Optional[np.ndarray]) -> Tuple[np.ndarray
         g = np.empty_like(p.x)
         return g, g
     g = check_out(grad_out, p.x.shape, p.x.dtype, "grad_out")
-    in_place = (
-        g.__array_interface__["data"][0] == p.x.__array_interface__["data"][0]
-        and g.strides == p.x.strides
-    )
+    in_place = same_memory(g, p.x)  # g has the logits' dtype (checked)
     others = [a for a in (p.target, p.sample_weight, p.weight) if a is not None]
     if any(np.shares_memory(g, a) for a in others) or (not in_place and np.shares_memory(g, p.x)):
         return g, np.empty_like(g)
