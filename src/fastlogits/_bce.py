@@ -33,6 +33,9 @@ from ._layout import make_grid
 _REDUCTIONS = ("none", "mean", "sum")
 BCE, FOCAL = 0, 1  # kernel kinds (fl_bce_opts.kind)
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+# targets the kernel reads as they are (native byte order, aligned): the common case's look-up
+_READY_TARGETS = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.float16, np.bool_, np.int8, np.int16,
+                                                  np.int32, np.int64))
 
 
 def _check_reduction(reduction: Any) -> str:
@@ -45,6 +48,9 @@ def _as_target(target: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndar
     """(the target as the user gave it, the array the kernel reads). Float targets are read as
     they are; unsigned integers are viewed as the signed type of their size (values 0 and 1
     are the same bits; larger values are rejected either way); nothing is converted."""
+    if type(target) is np.ndarray and target.dtype in _READY_TARGETS and target.flags.aligned \
+            and target.shape == shape:
+        return target, target  # what the general path below returns for it, with fewer look-ups
     t = as_array(target, "target")
     dt = t.dtype
     if dt.kind == "b":
