@@ -52,8 +52,8 @@ def _run_same_shape(kernel: Any, a: np.ndarray, y: np.ndarray, axis: int, op: in
 
 def _elementwise_axis(a: np.ndarray) -> int:
     """For elementwise work any axis can be the row: take the one with the smallest stride."""
-    if a.ndim == 1:
-        return 0
+    if a.shape[-1] > 1 and a.flags.c_contiguous:
+        return a.ndim - 1  # the common case: the last axis has the smallest stride
     dims = [d for d in range(a.ndim) if a.shape[d] > 1]
     return min(dims, key=lambda d: abs(a.strides[d])) if dims else a.ndim - 1
 
