@@ -35,7 +35,7 @@ _KDLCPU, _KDLCUDAHOST = 1, 3
 
 # The dtypes a kernel reads as they are (native byte order): the fast path of ``as_logits``
 # and ``dtype_code`` is one dict look-up of the array's dtype (bfloat16 takes the general path).
-_READY_FLOATS = {dt: code for dt, code in _CODES.items() if dt.kind == "f"}
+_READY_FLOATS = {np.dtype(t): code for t, code in ((np.float32, F32), (np.float64, F64), (np.float16, F16))}
 
 
 def bfloat16() -> np.dtype:
