@@ -204,7 +204,8 @@ def _kernel(p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray], 
     ops = [a for a in (x, p.t, p.w, p.pw, loss, g1) if a is not None]
     n_out = (loss is not None) + (g1 is not None)
     # rows of the last axis (fixed-order sums); rows of one element in the grid's longest runs
-    ax = _grid_axis(x) if p.per_element else x.ndim - 1
+    per_element = p.per_element
+    ax = _grid_axis(x) if per_element else x.ndim - 1
     gr = make_grid(ops, ax, x.shape[ax], n_outputs=n_out)
     it = iter(gr.specs)
     sx, sy = next(it), next(it)
@@ -216,7 +217,7 @@ def _kernel(p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray], 
         if check_first:
             _core.check_binary_target(sy, gr.grid)
         _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, p.kind, p.alpha, p.gamma, scale, not check_first,
-                  total, p.per_element)
+                  total, per_element)
     except _core.BadTargetError:
         raise _target_error(p.t_user, origin) from None
     gr.finish()

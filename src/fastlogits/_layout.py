@@ -76,8 +76,12 @@ def make_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outpu
     """Grid for operands that share their shape except along ``axis`` (which may be absent,
     length 1 or k in outputs, but is present in every operand: reduce outputs are passed with
     a length-1 axis). The last ``n_outputs`` operands are written by the kernel."""
-    if axis == operands[0].ndim - 1 and _all_c_contiguous(operands):
-        return _contiguous_grid(operands, n_classes)
+    if axis == operands[0].ndim - 1:
+        for a in operands:
+            if not a.flags.c_contiguous:
+                break
+        else:
+            return _contiguous_grid(operands, n_classes)
     outers = [_outer(a, axis) for a in operands]
     shape = outers[0][0]
     groups = _groups(shape, [o[1] for o in outers])
@@ -88,13 +92,6 @@ def make_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outpu
     (n0, st0), (n1, st1) = groups
     specs = [_spec(a, st0[i], st1[i], outers[i][2]) for i, a in enumerate(operands)]
     return Grid((n0, n1, n_classes), specs)
-
-
-def _all_c_contiguous(operands: Sequence[np.ndarray]) -> bool:
-    for a in operands:
-        if not a.flags.c_contiguous:
-            return False
-    return True
 
 
 def _contiguous_grid(operands: Sequence[np.ndarray], n_classes: int) -> Grid:
