@@ -27,12 +27,15 @@ from typing import Any, List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from . import _core, _rsum
-from ._input import as_array, as_logits, check_out, is_bfloat16, is_float
+from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, same_memory
 from ._layout import make_grid
 
 _REDUCTIONS = ("none", "mean", "sum")
 BCE, FOCAL = 0, 1  # kernel kinds (fl_bce_opts.kind)
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+# targets the kernel reads as they are (native byte order, aligned): the common case's look-up
+_READY_TARGETS = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.float16, np.bool_, np.int8, np.int16,
+                                                  np.int32, np.int64))
 
 
 def _check_reduction(reduction: Any) -> str:
@@ -45,6 +48,9 @@ def _as_target(target: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndar
     """(the target as the user gave it, the array the kernel reads). Float targets are read as
     they are; unsigned integers are viewed as the signed type of their size (values 0 and 1
     are the same bits; larger values are rejected either way); nothing is converted."""
+    if type(target) is np.ndarray and target.dtype in _READY_TARGETS and target.flags.aligned \
+            and target.shape == shape:
+        return target, target  # what the general path below returns for it, with fewer look-ups
     t = as_array(target, "target")
     dt = t.dtype
     if dt.kind == "b":
@@ -117,14 +123,6 @@ def _overlaps(a: np.ndarray, others: List[Optional[np.ndarray]]) -> bool:
     return any(o is not None and np.may_share_memory(a, o) for o in others)
 
 
-def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.strides == b.strides
-        and a.dtype == b.dtype
-    )
-
-
 def _grad_target(grad_out: Any, x: np.ndarray, inputs: List[Optional[np.ndarray]]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(the array the kernel writes the gradient to, the user's array to copy it into or None).
     ``grad_out`` may be the logits themselves (in place); any other overlap with an input goes
@@ -132,7 +130,7 @@ def _grad_target(grad_out: Any, x: np.ndarray, inputs: List[Optional[np.ndarray]
     if grad_out is None:
         return np.empty_like(x), None
     user = check_out(grad_out, x.shape, x.dtype, "grad_out")
-    exact_logits = _same_memory(user, x)
+    exact_logits = same_memory(user, x)
     if _overlaps(user, inputs) or (not exact_logits and np.may_share_memory(user, x)):
         return np.empty_like(x), user
     return user, None
@@ -206,7 +204,8 @@ def _kernel(p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray], 
     ops = [a for a in (x, p.t, p.w, p.pw, loss, g1) if a is not None]
     n_out = (loss is not None) + (g1 is not None)
     # rows of the last axis (fixed-order sums); rows of one element in the grid's longest runs
-    ax = _grid_axis(x) if p.per_element else x.ndim - 1
+    per_element = p.per_element
+    ax = _grid_axis(x) if per_element else x.ndim - 1
     gr = make_grid(ops, ax, x.shape[ax], n_outputs=n_out)
     it = iter(gr.specs)
     sx, sy = next(it), next(it)
@@ -218,7 +217,7 @@ def _kernel(p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray], 
         if check_first:
             _core.check_binary_target(sy, gr.grid)
         _core.bce(sx, sy, sw, spw, sl, sg, gr.grid, p.kind, p.alpha, p.gamma, scale, not check_first,
-                  total, p.per_element)
+                  total, per_element)
     except _core.BadTargetError:
         raise _target_error(p.t_user, origin) from None
     gr.finish()

@@ -19,12 +19,13 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core, _rsum
-from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, normalize_axis
+from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, normalize_axis, same_memory
 from ._layout import make_grid, with_axis
 
 _REDUCTIONS = ("none", "mean", "sum")
 _INT64_MAX = np.iinfo(np.int64).max
 _NATIVE_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
+_READY_INDEX = frozenset(_NATIVE_INDEX)  # read as they are when aligned (one look-up)
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Problem:
 
 
 def _real(value: Any, name: str) -> float:
+    if type(value) is float:  # the common case, as the checks below take it
+        return value
     if isinstance(value, (bool, np.bool_, str, bytes)):  # float("0.1") would accept text
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
@@ -82,11 +85,14 @@ def _check_options(reduction: Any, label_smoothing: Any, z_loss: Any, ignore_ind
     z = _real(z_loss, "z_loss")
     if not 0.0 <= z < math.inf:
         raise ValueError(f"z_loss: expected a finite value >= 0, got {z_loss!r}")
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__} {ignore_index!r}")
-    if not -_INT64_MAX - 1 <= int(ignore_index) <= _INT64_MAX:
+    ignore = ignore_index
+    if type(ignore) is not int:  # the common case skips the type checks (not bool: exact type)
+        if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__} {ignore_index!r}")
+        ignore = int(ignore_index)
+    if not -_INT64_MAX - 1 <= ignore <= _INT64_MAX:
         raise ValueError(f"ignore_index: expected an int64 value, got {ignore_index!r}")
-    return eps, z, int(ignore_index)
+    return eps, z, ignore
 
 
 def _index_target(t: np.ndarray, row_shape: Tuple[int, ...], x_shape: Tuple[int, ...], axis: int) -> np.ndarray:
@@ -98,6 +104,8 @@ def _index_target(t: np.ndarray, row_shape: Tuple[int, ...], x_shape: Tuple[int,
             f"i.e. {row_shape}; got shape {t.shape}"
         )
     dt = t.dtype
+    if dt in _READY_INDEX and t.flags.aligned:
+        return t
     if dt.newbyteorder("=") in _NATIVE_INDEX:
         if not dt.isnative or not t.flags.aligned:
             t = t.astype(dt.newbyteorder("="))
@@ -235,7 +243,7 @@ def partial(p: Problem, origin: Sequence[int] = ()) -> CeState:
 
 def finish(p: Problem, state: CeState) -> float:
     """The reduced loss of ``p.reduction`` from the merged state of all rows."""
-    ce, z, d1, d2 = _rsum.value(state.sums)
+    ce, z, d1, d2 = _rsum.value(state.sums).tolist()  # floats (unpacking the array raises inside)
     if p.reduction == "sum":
         return float(ce + z)
     if state.n_valid == 0 or (not p.index and p.x.shape[p.axis] == 0):
@@ -260,7 +268,7 @@ def _grad_scales(p: Problem, run: _Run) -> Tuple[float, float]:
     "mean" (which needs the denominators before any gradient row is written), else 1."""
     if p.reduction != "mean":
         return 1.0, 1.0
-    _, _, d1, d2 = _rsum.value(run.call(False).sums)
+    _, _, d1, d2 = _rsum.value(run.call(False).sums).tolist()
     return _div(1.0, d1), _div(1.0, d2)
 
 
@@ -271,10 +279,7 @@ def _grad_target(p: Problem, grad_out: Optional[np.ndarray]) -> Tuple[np.ndarray
         g = np.empty_like(p.x)
         return g, g
     g = check_out(grad_out, p.x.shape, p.x.dtype, "grad_out")
-    in_place = (
-        g.__array_interface__["data"][0] == p.x.__array_interface__["data"][0]
-        and g.strides == p.x.strides
-    )
+    in_place = same_memory(g, p.x)  # g has the logits' dtype (checked)
     others = [a for a in (p.target, p.sample_weight, p.weight) if a is not None]
     if any(np.shares_memory(g, a) for a in others) or (not in_place and np.shares_memory(g, p.x)):
         return g, np.empty_like(g)

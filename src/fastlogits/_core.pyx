@@ -67,6 +67,12 @@ cdef fl_arr _optional(object spec):
     return _operand(spec)
 
 
+def data_address(cnp.ndarray a):
+    """The address of a's first element (``a.__array_interface__["data"][0]`` without the dict
+    NumPy builds for it: the in-place test of every call with an output)."""
+    return <size_t>cnp.PyArray_DATA(a)
+
+
 class BadTargetError(ValueError):
     """FL_EBADTARGET: a binary target is not 0/1 (integers) or in [0, 1] (floats), or is nan."""
 

@@ -16,6 +16,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from ._core import data_address
+
 # codes of fastlogits.h's fl_dtype (the narrower integers are read as binary targets)
 F32, F64, F16, BF16, I64, BOOL, I32, I16, I8 = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _CODES = {
@@ -30,6 +32,10 @@ _CODES = {
 }
 
 _KDLCPU, _KDLCUDAHOST = 1, 3
+
+# The dtypes a kernel reads as they are (native byte order): the fast path of ``as_logits``
+# and ``dtype_code`` is one dict look-up of the array's dtype (bfloat16 takes the general path).
+_READY_FLOATS = {np.dtype(t): code for t, code in ((np.float32, F32), (np.float64, F64), (np.float16, F16))}
 
 
 def bfloat16() -> np.dtype:
@@ -51,6 +57,9 @@ def is_float(dt: np.dtype) -> bool:
 
 
 def dtype_code(dtype: np.dtype) -> int:
+    code = _CODES.get(dtype)  # an np.dtype of the table: no conversion (every call's path)
+    if code is not None:
+        return code
     dt = np.dtype(dtype)
     return BF16 if is_bfloat16(dt) else _CODES[dt]
 
@@ -118,6 +127,8 @@ def as_array(obj: Any, name: str) -> np.ndarray:
 def as_logits(obj: Any, name: str = "x") -> np.ndarray:
     """A float array the kernels read directly: native byte order, aligned, dtype float16,
     bfloat16, float32 or float64 (integers and bools become float64)."""
+    if type(obj) is np.ndarray and obj.dtype in _READY_FLOATS and obj.flags.aligned:
+        return obj  # what the general path below returns for it, with fewer look-ups
     a = as_array(obj, name)
     dt = a.dtype
     if is_float(dt):
@@ -170,7 +181,14 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: Optional[np.dtype], name:
     return out
 
 
+def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Do a and b hold the same elements at the same places (a safe in-place update)?"""
+    return data_address(a) == data_address(b) and a.strides == b.strides and a.dtype == b.dtype
+
+
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case (not bool: type is exact)
+        return axis % ndim
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(axis).__name__}")
     ax = int(axis)

@@ -10,7 +10,6 @@ computed into a temporary and copied back (outputs).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -52,13 +51,17 @@ def _groups(shape: Sequence[int], stride_sets: Sequence[Sequence[int]]) -> List[
     return groups
 
 
-@dataclass
 class Grid:
-    """Operand specs ready for ``_core`` plus the copy-backs owed to user outputs."""
+    """Operand specs ready for ``_core`` plus the copy-backs owed to user outputs (a plain class:
+    one is made per call)."""
 
-    grid: Tuple[int, int, int]
-    specs: List[Spec]
-    copy_back: List[Tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    __slots__ = ("grid", "specs", "copy_back")
+
+    def __init__(self, grid: Tuple[int, int, int], specs: List[Spec],
+                 copy_back: Sequence[Tuple[np.ndarray, np.ndarray]] = ()):
+        self.grid = grid
+        self.specs = specs
+        self.copy_back = copy_back
 
     def finish(self) -> None:
         for user, tmp in self.copy_back:
@@ -73,8 +76,12 @@ def make_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outpu
     """Grid for operands that share their shape except along ``axis`` (which may be absent,
     length 1 or k in outputs, but is present in every operand: reduce outputs are passed with
     a length-1 axis). The last ``n_outputs`` operands are written by the kernel."""
-    if axis == operands[0].ndim - 1 and all(a.flags.c_contiguous for a in operands):
-        return _contiguous_grid(operands, n_classes)
+    if axis == operands[0].ndim - 1:
+        for a in operands:
+            if not a.flags.c_contiguous:
+                break
+        else:
+            return _contiguous_grid(operands, n_classes)
     outers = [_outer(a, axis) for a in operands]
     shape = outers[0][0]
     groups = _groups(shape, [o[1] for o in outers])
@@ -90,14 +97,17 @@ def make_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outpu
 def _contiguous_grid(operands: Sequence[np.ndarray], n_classes: int) -> Grid:
     """The common case, without the general merge: C-contiguous operands, class axis last."""
     rows = operands[0].size // n_classes if n_classes else int(np.prod(operands[0].shape[:-1]))
-    specs = [_spec(a, 0, a.shape[-1] if a.ndim else 1, 1 if a.shape and a.shape[-1] > 1 else 0) for a in operands]
+    specs = []
+    for a in operands:
+        k = a.shape[-1] if a.ndim else 1
+        specs.append((a, dtype_code(a.dtype), 0, k, 1 if k > 1 else 0))
     return Grid((1, rows, n_classes), specs)
 
 
 def _copied_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outputs: int) -> Grid:
     """Inputs copied, outputs through temporaries, all with the class axis last and C order."""
     moved = []
-    copy_back = []
+    copy_back: List[Tuple[np.ndarray, np.ndarray]] = []
     n_in = len(operands) - n_outputs
     for i, a in enumerate(operands):
         m = np.ascontiguousarray(np.moveaxis(a, axis, -1))

@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._input import as_logits, check_out, float_dtype, normalize_axis
+from ._input import as_logits, check_out, float_dtype, normalize_axis, same_memory
 from ._layout import make_grid, with_axis
 
 _SOFTMAX, _LOG_SOFTMAX = 0, 1
@@ -33,22 +33,14 @@ def _output(a: np.ndarray, shape: Tuple[int, ...], dtype: Any, out: Optional[np.
     return np.empty(shape, dtype=dt)
 
 
-def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    """Do a and b hold the same elements at the same places (a safe in-place update)?"""
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.strides == b.strides
-        and a.dtype == b.dtype
-    )
-
-
-def _run_same_shape(kernel: Any, a: np.ndarray, y: np.ndarray, axis: int, op: int) -> np.ndarray:
-    """Run a kernel whose output has the input's shape; an output that overlaps the input in
-    any way other than exactly (in place) is computed through a temporary."""
+def _run_same_shape(kernel: Any, a: np.ndarray, y: np.ndarray, axis: int, op: int, user_out: bool) -> np.ndarray:
+    """Run a kernel whose output has the input's shape; a user's output that overlaps the input
+    in any way other than exactly (in place) is computed through a temporary (a fresh output
+    overlaps nothing)."""
     if a.size == 0:
         return y
     target = y
-    if np.may_share_memory(a, y) and not _same_memory(a, y) and np.shares_memory(a, y):
+    if user_out and np.may_share_memory(a, y) and not same_memory(a, y) and np.shares_memory(a, y):
         target = np.empty_like(y)
     g = make_grid([a, target], axis, a.shape[axis], n_outputs=1)
     kernel(g.specs[0], g.specs[1], g.grid, op)
@@ -60,6 +52,8 @@ def _run_same_shape(kernel: Any, a: np.ndarray, y: np.ndarray, axis: int, op: in
 
 def _elementwise_axis(a: np.ndarray) -> int:
     """For elementwise work any axis can be the row: take the one with the smallest stride."""
+    if a.shape[-1] > 1 and a.flags.c_contiguous:
+        return a.ndim - 1  # the common case: the last axis has the smallest stride
     dims = [d for d in range(a.ndim) if a.shape[d] > 1]
     return min(dims, key=lambda d: abs(a.strides[d])) if dims else a.ndim - 1
 
@@ -71,7 +65,7 @@ def _elementwise(x: Any, dtype: Any, out: Optional[np.ndarray], op: int) -> Any:
     if out is not None and scalar:
         raise ValueError("out: not supported for a 0-d input")
     y = _output(a1, a1.shape, dtype, out)
-    _run_same_shape(_core.elementwise, a1, y, _elementwise_axis(a1), op)
+    _run_same_shape(_core.elementwise, a1, y, _elementwise_axis(a1), op, out is not None)
     return y[0] if scalar else y
 
 
@@ -120,7 +114,7 @@ def log_sigmoid(x: Any, *, dtype: Any = None, out: Optional[np.ndarray] = None) 
 def _softmax_family(x: Any, axis: Any, dtype: Any, out: Optional[np.ndarray], mode: int, func: str) -> np.ndarray:
     a, ax = _class_input(x, axis, func)
     y = _output(a, a.shape, dtype, out)
-    return _run_same_shape(_core.softmax, a, y, ax, mode)
+    return _run_same_shape(_core.softmax, a, y, ax, mode, out is not None)
 
 
 def softmax(x: Any, axis: int = -1, *, dtype: Any = None, out: Optional[np.ndarray] = None) -> np.ndarray:
