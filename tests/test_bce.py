@@ -548,3 +548,37 @@ def test_every_simd_path(dtype, isa):
         alpha, gamma = FOCAL_PARAMS[i % len(FOCAL_PARAMS)]
         _check_binary("sigmoid_focal_loss", x, y, {"alpha": alpha, "gamma": gamma}, reduction, gspec,
                       f"{isa} {desc} alpha={alpha} gamma={gamma}")
+
+
+# Rows of up to 256 elements whose arrays lie back to back are computed in runs of many rows
+# (fl_bce.c, fl_bce_runs); each row's float64 sum must keep the bits of its own piece. Most
+# logits lie in [18, 36] with target 1, whose losses (2^-52 to 2^-26) beside the others' (about
+# 1) make a row's sum round differently in another order; the exact sum state of the row sums
+# (_bce.partial) shows any such difference, which the float32 total would mostly round away.
+# The padded copy (rows not back to back) takes one piece a row.
+@pytest.mark.parametrize("c", [1, 2, 3, 9, 17, 33, 67, 256])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_short_rows_in_runs_keep_the_bits_of_one_piece_a_row(c, dtype, isa):
+    from fastlogits import _bce
+
+    rng = np.random.default_rng(c)
+    n = 2100  # runs of FL_BCE_RUN elements, and a shorter last one
+    tiny = rng.random((n, c)) < 0.7
+    x = np.where(tiny, rng.uniform(18, 36, (n, c)), rng.standard_normal((n, c))).astype(np.float32)
+    x = x.astype(bfloat16 if dtype == "bfloat16" else dtype)
+    y = np.where(tiny, 1.0, rng.random((n, c)) < 0.5).astype(np.float32)
+    w = rng.random((n, c)).astype(np.float32) + 0.5
+    pad = np.zeros((n, c + 3), dtype=x.dtype)
+    pad[:, :c] = x
+    xp = pad[:, :c]
+    assert not xp.flags.c_contiguous
+    for kind, kw in ((_bce.BCE, {}), (_bce.BCE, {"weight": w}), (_bce.FOCAL, {"alpha": 0.25, "gamma": 1.5})):
+        opts = {"weight": kw.get("weight"), "pos_weight": None, "reduction": "sum"}
+        focal = {k: kw[k] for k in ("alpha", "gamma") if k in kw}
+        runs = _bce.partial(_bce.check(kind, x, y, **opts, **focal))
+        rows = _bce.partial(_bce.check(kind, xp, y, **opts, **focal))
+        assert runs.sum.tobytes() == rows.sum.tobytes(), (isa, dtype, c, kind, list(kw))
+    for kw in ({}, {"weight": w}):
+        for u, v in zip(fl.bce_with_logits_and_grad(x, y, reduction="none", **kw),
+                        fl.bce_with_logits_and_grad(xp, y, reduction="none", **kw)):
+            assert u.tobytes() == v.tobytes(), (isa, dtype, c, list(kw))
