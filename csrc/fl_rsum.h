@@ -354,6 +354,33 @@ static inline int fl_rsum_wide_any_below(const uint64_t r[4], int i)
     return i % 64 ? (r[i / 64] & (((uint64_t)1 << (i % 64)) - 1)) != 0 : 0;
 }
 
+/* The value of a state whose window holds one non-zero count, of magnitude below 2^53, in a
+ * bin whose unit is a normal double with room for 53 bits above it: that count times the unit,
+ * exact (so it is the correctly rounded sum); 0.0 for an empty window. Returns 0 for any other
+ * state (the general path then). Most per-class states are counts like these: finishing the
+ * 30000 per-class ECE states of 1000 classes took about 530 instructions a state without it. */
+static inline int fl_rsum_value_simple(const fl_rsum *s, double *out)
+{
+    int k1 = -1;
+    for (int k = 0; k < FL_RSUM_FOLD; k++) {
+        if (!s->w[FL_RSUM_W_BIN + 2 * k] && !s->w[FL_RSUM_W_BIN + 2 * k + 1]) continue;
+        if (k1 >= 0) return 0;
+        k1 = k;
+    }
+    if (k1 < 0) {
+        *out = 0.0;
+        return 1;
+    }
+    int64_t hi = s->w[FL_RSUM_W_BIN + 2 * k1], lo = s->w[FL_RSUM_W_BIN + 2 * k1 + 1];
+    if (hi < -((int64_t)1 << 21) || hi >= ((int64_t)1 << 21)) return 0;
+    int64_t count = hi * 4294967296 + lo;   /* |count| <= 2^53 */
+    if (count <= -((int64_t)1 << 53) || count >= ((int64_t)1 << 53)) return 0;
+    int64_t e = FL_RSUM_BITS * (s->w[FL_RSUM_W_TOP] - k1) - 1074;   /* the unit of bin k1 */
+    if (e < -1022 || e > 1023 - 53) return 0;
+    *out = (double)count * fl_u2d((uint64_t)(e + 1023) << 52);
+    return 1;
+}
+
 /* The sum of the values deposited into s, rounded once to the nearest double. */
 static inline double fl_rsum_value(const fl_rsum *s)
 {
@@ -361,6 +388,8 @@ static inline double fl_rsum_value(const fl_rsum *s)
     if ((f & FL_RSUM_NAN) || (f & FL_RSUM_PINF && f & FL_RSUM_NINF)) return NAN;
     if (f & FL_RSUM_PINF) return INFINITY;
     if (f & FL_RSUM_NINF) return -INFINITY;
+    double simple;
+    if (fl_rsum_value_simple(s, &simple)) return simple;
     /* the window's exact sum in units of its lowest bin */
     uint64_t r[4] = {0, 0, 0, 0};
     for (int k = 0; k < FL_RSUM_FOLD; k++) {

@@ -108,7 +108,7 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
 static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st,
                                fl_pc_acc *pc, double w)
 {
-    float *buf = (float *)scratch, *e = buf + ctx->g.c;
+    float *buf = (float *)scratch, *e = buf + ctx->g.c * (1 + fl_pc_slot(pc));
     fl_xrow x = fl_row_in_x(ctx->x, xrow, ctx->g.c, buf);
     fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st, pc, w, e);
 }
@@ -293,7 +293,8 @@ static void fl_score_task(void *vctx, int64_t b0, int64_t b1, int64_t slot)
     int64_t c = ctx->g.c, n1 = ctx->g.n1, nrows = ctx->g.n0 * ctx->g.n1;
     int sigmoid = ctx->o->mode == FL_SCORE_SIGMOID;
     size_t esz = (ctx->f64 || sigmoid) ? sizeof(double) : sizeof(float);
-    void *scratch = malloc(2 * (size_t)(c > 0 ? c : 1) * esz);
+    /* a row gathered (fl_row_in_x), then the exponentials of FL_PC_BATCH rows (fl_pc_slot) */
+    void *scratch = malloc((1 + FL_PC_BATCH) * (size_t)(c > 0 ? c : 1) * esz);
     fl_score_acc *acc = (fl_score_acc *)malloc(sizeof(fl_score_acc));
     int64_t r0 = b0 * ctx->rpb, r1 = b1 * ctx->rpb < nrows ? b1 * ctx->rpb : nrows;
     fl_pc_acc *pc = &ctx->pc[slot];

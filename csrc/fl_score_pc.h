@@ -28,7 +28,10 @@
  *   adds the bit patterns of its C values to C uint64 lanes (a multiply, an add and an
  *   integer add per element, no float-to-int64 conversion, which AVX2 lacks). The lanes are
  *   flushed into the 128-bit totals every FL_PC_FLUSH rows (the rows' 2^52 parts removed,
- *   their q_c sum < 2^63: no wrap) and at the end of the stripe.
+ *   their q_c sum < 2^63: no wrap) and at the end of the stripe. Float32 rows are added
+ *   FL_PC_BATCH at a time (the caller keeps that many rows' exponentials: fl_pc_slot), so a
+ *   lane is loaded and stored once per batch, not once per row; integer sums, so the same
+ *   totals whatever the grouping.
  * The deposited values are exact, have no bits below 2^-52, and are below 2^43 while a stripe
  * has fewer than 2^43 rows; fl_rsum.h's window keeps 2^95 of range below its largest value, so
  * the merged state's value is the exact total whatever the split into stripes, calls and
@@ -46,6 +49,7 @@
 #include "fl_simd.h"
 
 #define FL_PC_BLOCK 32   /* weighted softmax rows per block of deposits (fl_pc_block_flush) */
+#define FL_PC_BATCH 4    /* unweighted float32 rows per pass over the lanes (fl_pc_batch_totals) */
 
 typedef struct {
     int64_t c, bins, levels;   /* classes, ECE bins, AUC levels (B + 1, or 0 without FL_PC_AUC) */
@@ -61,6 +65,9 @@ typedef struct {
     uint64_t *tot_lo, *tot_hi; /* unweighted: sum p_c per class (fixed point) */
     uint64_t *lane;            /* unweighted: per class, the bit patterns of p_c * 2^52 + 2^52 since the flush */
     int64_t pending;           /* unweighted: rows added to the lanes since the flush */
+    const float *bat_e[FL_PC_BATCH];  /* unweighted float32: the exponentials of the rows not yet */
+    double bat_inv52[FL_PC_BATCH];    /* in the lanes, and their 2^52 / s */
+    int64_t nbat;
     int64_t *npos;             /* unweighted: rows with y == c */
     int64_t nrows;             /* unweighted: rows seen */
     int special;               /* unweighted: a row with a NaN softmax was seen */
@@ -319,20 +326,56 @@ static inline void fl_pc_row_high(fl_pc_acc *a, int64_t k, double e, double inv,
 /* the bound below which e_c cannot give p_c >= tmin, with room for the rounding of the product */
 static inline double fl_pc_emin(const fl_pc_acc *a, double inv) { return a->tmin / inv * (1.0 - 0x1p-20); }
 
-/* Without weights: one row's probabilities p_c = e[c] * inv (float or double exponentials) into
- * the lanes (the one loop over every element: it vectorises), then the flush when due. */
-#define FL_PC_DEFINE_TOTALS(NAME, T)                                                         \
-    static void NAME(fl_pc_acc *a, const T *e, double inv)                                   \
-    {                                                                                        \
-        if (a->ece < 0) return;                                                              \
-        uint64_t *lane = a->lane;                                                            \
-        int64_t n = a->c;                                                                    \
-        double inv52 = inv * FL_PC_UNIT;                                                     \
-        for (int64_t c = 0; c < n; c++) lane[c] += fl_pc_qbits((double)e[c], inv52);        \
-        if (++a->pending == FL_PC_FLUSH) fl_pc_flush(a);                                     \
+/* Without weights: one float64 row's probabilities p_c = e[c] * inv into the lanes (the one
+ * loop over every element: it vectorises), then the flush when due. */
+static void fl_pc_totals_f64(fl_pc_acc *a, const double *e, double inv)
+{
+    if (a->ece < 0) return;
+    uint64_t *lane = a->lane;
+    int64_t n = a->c;
+    double inv52 = inv * FL_PC_UNIT;
+    for (int64_t c = 0; c < n; c++) lane[c] += fl_pc_qbits(e[c], inv52);
+    if (++a->pending == FL_PC_FLUSH) fl_pc_flush(a);
+}
+
+/* Without weights: the float32 rows of the batch into the lanes (FL_PC_BATCH rows in one loop;
+ * fewer, at the end of a stripe, one at a time), then the flush when due (FL_PC_FLUSH is a
+ * multiple of FL_PC_BATCH: a lane never holds more than FL_PC_FLUSH rows). */
+static void fl_pc_batch_totals(fl_pc_acc *a)
+{
+    uint64_t *lane = a->lane;
+    int64_t n = a->c, nb = a->nbat;
+    if (nb == FL_PC_BATCH) {
+        const float *e0 = a->bat_e[0], *e1 = a->bat_e[1], *e2 = a->bat_e[2], *e3 = a->bat_e[3];
+        double v0 = a->bat_inv52[0], v1 = a->bat_inv52[1], v2 = a->bat_inv52[2], v3 = a->bat_inv52[3];
+        for (int64_t c = 0; c < n; c++)
+            lane[c] += (fl_pc_qbits((double)e0[c], v0) + fl_pc_qbits((double)e1[c], v1)) +
+                       (fl_pc_qbits((double)e2[c], v2) + fl_pc_qbits((double)e3[c], v3));
+    } else {
+        for (int64_t r = 0; r < nb; r++) {
+            const float *e = a->bat_e[r];
+            double v = a->bat_inv52[r];
+            for (int64_t c = 0; c < n; c++) lane[c] += fl_pc_qbits((double)e[c], v);
+        }
     }
-FL_PC_DEFINE_TOTALS(fl_pc_totals_f32, float)
-FL_PC_DEFINE_TOTALS(fl_pc_totals_f64, double)
+    a->pending += nb;
+    a->nbat = 0;
+    if (a->pending >= FL_PC_FLUSH) fl_pc_flush(a);
+}
+
+/* Without weights: the slot (0 .. FL_PC_BATCH - 1) of the caller's row buffers where the next
+ * float32 row's exponentials go: the batch keeps pointers to the earlier rows' buffers. */
+static inline int64_t fl_pc_slot(const fl_pc_acc *a) { return a->nbat; }
+
+/* Without weights: a float32 row's exponentials e (in the buffer of slot fl_pc_slot) into the
+ * batch, its totals added when the batch is full. */
+static inline void fl_pc_totals_f32(fl_pc_acc *a, const float *e, double inv)
+{
+    if (a->ece < 0) return;
+    a->bat_e[a->nbat] = e;
+    a->bat_inv52[a->nbat] = inv * FL_PC_UNIT;
+    if (++a->nbat == FL_PC_BATCH) fl_pc_batch_totals(a);
+}
 
 /* Without weights: a float32 row's exponentials e (p_c = e_c * inv; positive the class y, -1
  * none), its few large p_c found a vector at a time */
@@ -431,7 +474,10 @@ static void fl_pc_settle(fl_pc_acc *a)
         if (a->nblk) fl_pc_block_flush(a);
         return;
     }
-    if (a->ece >= 0) fl_pc_flush(a);
+    if (a->ece >= 0) {
+        if (a->nbat) fl_pc_batch_totals(a);
+        fl_pc_flush(a);
+    }
     fl_pc_derive_first(a);
 }
 

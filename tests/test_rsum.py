@@ -225,6 +225,38 @@ def test_accuracy_bound_with_cancellation():
         assert abs(Fraction(got) - exact) <= bound
 
 
+def words_value(words):
+    """The value of a state's words: its exact sum rounded once (the definition)."""
+    top = int(words[0])
+    exact = sum(Fraction((int(words[2 + 2 * k]) << 32) + int(words[3 + 2 * k])) * Fraction(2) ** (BITS * (top - k) - 1074)
+                for k in range(FOLD))
+    try:
+        return float(exact)
+    except OverflowError:
+        return math.inf if exact > 0 else -math.inf
+
+
+def test_value_of_one_count_states_at_the_fast_path_edges():
+    """States with one non-zero count (fl_rsum_value_simple) in every bin of every window,
+    counts around 2^53 and the units around the normal range's ends, against the definition;
+    and states of two counts (the general path) beside them."""
+    states, rng = [], np.random.default_rng(26)
+    for top in range(FOLD - 1, TOP_MAX + 1):
+        for k in range(FOLD):
+            for c in (1, -1, 3, (1 << 53) - 1, -(1 << 53) + 1, 1 << 53, -(1 << 53), (1 << 53) + 1,
+                      int(rng.integers(1, 1 << 60)), -int(rng.integers(1, 1 << 40)), (1 << 21) << 32, -(1 << 21) << 32):
+                w = np.zeros(_rsum.WORDS, np.int64)
+                w[0] = top
+                w[2 + 2 * k], w[3 + 2 * k] = c >> 32, c & 0xFFFFFFFF
+                states.append(w.copy())
+                w[2 + 2 * ((k + 1) % FOLD) + 1] = 5
+                states.append(w)
+    states = np.stack(states)
+    got = _rsum.value(states)
+    bad = [(list(s), g, words_value(s)) for s, g in zip(states, got) if not same(g, words_value(s))]
+    assert not bad, f"{len(bad)} states valued wrongly, first: {bad[0]}"
+
+
 def test_merge_is_commutative_and_associative_bitwise():
     a, b, c = (_rsum.of(wide(700)) for _ in range(3))
     np.testing.assert_array_equal(_rsum.merge(a, b), _rsum.merge(b, a))

@@ -69,6 +69,8 @@ def from_confusion(cm: np.ndarray, names: List[str]) -> Dict[str, Any]:
 def classwise_ece(states: np.ndarray, bins: int, total: float) -> float:
     """Mean over the C classes of the ECE of p_c against y == c, from the per-class states
     (C, 3*bins, WORDS): per bin the weight, the weight of y == c and the weighted sum of p_c."""
+    # the bins' weights are valued too: a contiguous block (no copy), and as counts they take
+    # fl_rsum_value's short path
     v = _rsum.value(states[:, :3 * bins])
     pos, conf = v[:, bins:2 * bins], v[:, 2 * bins:]
     with np.errstate(invalid="ignore", divide="ignore"):
