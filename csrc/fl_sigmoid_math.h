@@ -14,7 +14,7 @@
  * 1 + t < sqrt(2) the reduced argument f = m - 1 is t itself; above, m = (1 + t)/2 and
  * f = (t - 1)/2 = fma(t, 1/2, -1/2), exact for t in [sqrt(2) - 1, 1] (a multiple of ulp(t)/2
  * below 2^-1). So no correction term, and no division, is needed. */
-static inline flv fl_vlog1p_unit_core(flv t)
+static inline flv fl_vlog1p_unit(flv t)
 {
     flv half = flv_set1(0.5f), zero = flv_set1(0.0f);
     flv d = flv_sub(t, flv_set1(2.0f * FL_SQRTH_F - 1.0f));
@@ -38,18 +38,21 @@ static inline flv fl_vlog1p_unit_core(flv t)
 
 /* Below FL_SIG_TINY, t = exp(-|x|) (|x| > 17.3) leaves 1 + t = 1 in float32 and log1p(t) = t
  * once rounded (t^2/2 is below half an ULP of t), which is what the formulas here give: the
- * vectors holding such lanes take those values directly. Their products and quotients of tiny
- * values (t^2, t/(1 + t) for |x| > 87) would be subnormal, which x86 cores compute by a
- * microcode assist (about 25-70 ns a vector on this Xeon): a row of randn * 60 ran ~10x slower. */
+ * vectors of the sigmoid and log-sigmoid holding such lanes take those values directly. Their
+ * products and quotients of tiny values (t^2, t/(1 + t) for |x| > 87) would be subnormal, which
+ * x86 cores compute by a microcode assist (about 25-70 ns a vector on this Xeon): log_sigmoid of
+ * randn * 60 ran ~25x slower than under FTZ/DAZ. */
 #define FL_SIG_TINY 0x1p-25f
 
-/* fl_vlog1p_unit_core, the tiny lanes' log1p(t) = t taken directly */
-static inline flv fl_vlog1p_unit(flv t)
+/* fl_vlog1p_unit, the tiny lanes' log1p(t) = t taken directly: the log-sigmoid's. (The BCE
+ * keeps the plain form: in its loop the test cost 26% more instructions on plain logits,
+ * callgrind AVX2, and its gradient's products of tiny sigmoids take the assist anyway.) */
+static inline flv fl_vlog1p_unit_tiny(flv t)
 {
     flv tiny = flv_set1(FL_SIG_TINY);
-    if (!flv_any_ge(tiny, t)) return fl_vlog1p_unit_core(t);
+    if (!flv_any_ge(tiny, t)) return fl_vlog1p_unit(t);
     flv small = flv_sub(t, tiny); /* negative in the tiny lanes (NaN lanes: NaN, taken as others) */
-    return flv_sel_neg(small, t, fl_vlog1p_unit_core(flv_sel_neg(small, tiny, t)));
+    return flv_sel_neg(small, t, fl_vlog1p_unit(flv_sel_neg(small, tiny, t)));
 }
 
 /* exp(-|x|), in (0, 1] (nan for nan) */
@@ -71,7 +74,7 @@ static inline flv fl_vsigmoid(flv x)
 static inline flv fl_vlog_sigmoid(flv x)
 {
     /* log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)) */
-    return flv_sub(flv_min(x, flv_set1(0.0f)), fl_vlog1p_unit(fl_vexp_mabs(x)));
+    return flv_sub(flv_min(x, flv_set1(0.0f)), fl_vlog1p_unit_tiny(fl_vexp_mabs(x)));
 }
 
 static inline double fl_sigmoid_d(double x)

@@ -6,7 +6,8 @@ few classes, with masked lanes mixed in; results bitwise the same for every thre
 
 The x86 kernels compute the products of subnormal values (the TwoSum correction of the
 exponentials, the softmax's scaling) without the microcode assist a plain multiplication takes
-(flv_mul1p, flv_mul_tiny in csrc/simd): the same bits by another route, which these tests hold.
+(flv_mul1p, flv_mul_tiny in csrc/simd), and the sigmoids take exp(-|x|) < 2^-25 directly: the
+same bits by another route, which these tests hold.
 """
 import functools
 
@@ -73,6 +74,19 @@ def test_cross_entropy_on_wide_rows_keeps_its_bounds(c, isa):
     want = ref.exact(ref.cross_entropy, x, y, reduction="none")
     bound = ce_loss_ulp(x, -1, np.float32)
     assert_ulp_close(loss, want, bound, np.float32, f"{isa} c={c}", inputs={"row": x})
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "log_sigmoid"])
+def test_sigmoids_of_wide_logits_keep_4_ulp(name, isa):
+    """randn * 60 and the edges of the tiny-t lanes (|x| near 17.3, where exp(-|x|) = 2^-25,
+    and near 87-104, subnormal sigmoids), in vectors mixed with plain lanes."""
+    rng = np.random.default_rng(7)
+    edges = np.concatenate([np.linspace(a, b, 97) for a, b in ((16.5, 18.5), (86.0, 105.0))])
+    x = np.concatenate([rng.standard_normal(1031) * 60, edges, -edges, rng.standard_normal(97)])
+    x = rng.permutation(x).astype(np.float32)
+    got = getattr(fl, name)(x)
+    want = ref.exact(getattr(ref, name), x)
+    assert_ulp_close(got, want, 4, np.float32, {"function": name, "isa": isa}, inputs={"x": x})
 
 
 def _outputs(x, y):
