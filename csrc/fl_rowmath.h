@@ -157,7 +157,8 @@ FL_ALWAYS_INLINE flv fl_vexp_sub_n(flv x, flv m, flv lo, flv *shift, int normal)
      * then makes e = inf - inf, whose NaN would turn exp(s) = 0 into NaN */
     if (!normal) e = flv_zero_nan(e);
     *shift = s;
-    return flv_fma(p, e, p);
+    /* outside the normal range p may be subnormal: flv_mul1p spares those vectors the assist */
+    return normal ? flv_fma(p, e, p) : flv_mul1p(p, e);
 }
 
 static inline flv fl_vexp_sub(flv x, flv m, flv lo, flv *shift) { return fl_vexp_sub_n(x, m, lo, shift, 0); }

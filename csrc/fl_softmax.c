@@ -104,8 +104,14 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
     }
     if (log_mode && c > 1 && fl_log_rest_tiny(n_eq, rest))
         rest = fl_x_dispatch(x.dt, fl_rsumexp_precise_t, x.p, c, m, &n_eq);
-    fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, log_mode ? FL_PEND_SHIFT : FL_PEND_SCALE,
-                 fl_softmax_recip((n_eq + rest) * scale), 0.0f, 0.0f, (double)m, log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
+    float alpha = fl_softmax_recip((n_eq + rest) * scale);
+    /* outputs alpha * ey_k may be subnormal where a logit lies more than about 87 - log(1/alpha)
+     * below the max (a margin of 1 for the factor scale and the exponential's error): such rows
+     * scale by flv_mul_tiny */
+    int kind = log_mode ? FL_PEND_SHIFT
+               : (double)lo - (double)m + fl_log_d((double)alpha) < -86.0 ? FL_PEND_SCALE_TINY : FL_PEND_SCALE;
+    fl_pend p = {y, log_mode ? x.p : ey, NULL, c, 0, -1, kind, alpha, 0.0f, 0.0f, (double)m,
+                 log_mode ? fl_log_sum(n_eq, rest) : 0.0, x.dt, ydt};
     if (pend) {
         fl_pend_drain(pend, c);
         *pend = p;

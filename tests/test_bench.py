@@ -16,7 +16,8 @@ import fastlogits as fl
 from fastlogits import bench
 from fastlogits._roofline import CACHE_BYTES
 
-TINY = {"none": (64, 10), "class": (64, 10), "masked": (64, 16), "binary": (32, 8), "scored": (64, 10)}
+TINY = {"none": (64, 10), "class": (64, 10), "masked": (64, 16), "binary": (32, 8), "scored": (64, 10),
+        "wide": (64, 40)}
 BANDWIDTH = {"read_GBps": 10.0, "copy_GBps": 20.0}
 RATES = {"exp": 2.0, "div": 4.0, "log1p": 1.0}  # probe rates, G operations/s per core
 OPS = list(bench._ops())
@@ -54,7 +55,7 @@ def test_cases_cover_the_table():
     for name, shape in full:
         op = bench._ops()[name]
         shapes = {"binary": bench.BINARY_SHAPES, "masked": bench.MASKED_SHAPES,
-                  "scored": bench.SCORE_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
+                  "scored": bench.SCORE_SHAPES, "wide": bench.WIDE_SHAPES}.get(op.targets, bench.STANDARD_SHAPES)
         if op.shapes:  # cases with shapes of their own (decoding), float32 ones with arithmetic from cache too
             own = op.shapes + (bench.CACHE_SHAPES if op.dtype == "float32" and bench.arithmetic(name) else [])
             assert shape in own, (name, shape)
@@ -63,12 +64,13 @@ def test_cases_cover_the_table():
             shapes = bench.HALF_SHAPES + (bench.LM_SHAPES if name in bench.LM_OPS else [])
             if name.split("/")[0] in bench.HALF_OPS:
                 assert bench._ops()[name.split("/")[0]].dtype == "float32"
-        elif bench.arithmetic(name) and op.targets != "masked":
+        elif bench.arithmetic(name) and op.targets not in ("masked", "wide"):
             shapes = shapes + bench.CACHE_SHAPES
         assert shape in shapes, (name, shape)
     # every float32 operation with arithmetic runs once from cache; the others never do
     from_cache = {name for name, shape in full if shape in bench.CACHE_SHAPES}
-    assert from_cache == {n for n in OPS if "/" not in n and bench.arithmetic(n) and bench._ops()[n].targets != "masked"}
+    assert from_cache == {n for n in OPS if "/" not in n and bench.arithmetic(n)
+                          and bench._ops()[n].targets not in ("masked", "wide")}
     assert set(bench.ARITHMETIC) <= {n.split("/")[0] for n in OPS}
     # the language-model case, beside the cross-entropy of the same data, in both runs
     for name in bench.LM_OPS:

@@ -169,6 +169,61 @@ static inline flv fl_avx2_ldexp_(flv p, flv n)
     return _mm256_blendv_ps(y, _mm256_castsi256_ps(_mm256_cvtps_epi32(v)), tiny);
 }
 
+/* Products with a subnormal operand or result, which Intel cores compute by a microcode assist
+ * (see avx512.h): computed exactly in double, a subnormal result rounded to units of 2^-149 by a
+ * conversion to integer. The same bits as the plain instruction; a test a vector, and the
+ * slower path only for vectors that hold such lanes. */
+static inline flv fl_avx2_join_(__m128i lo, __m128i hi)
+{
+    return _mm256_castsi256_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+/* a * b rounded to float32 (the bits of a float32 product) for 4 lanes, a, b >= 0 */
+static inline __m128i fl_avx2_mul_units_(__m128 a, __m128 b)
+{
+    __m256d p = _mm256_mul_pd(_mm256_cvtps_pd(a), _mm256_cvtps_pd(b)); /* exact: 24 x 24 bits */
+    __m256d sub = _mm256_cmp_pd(p, _mm256_set1_pd(0x1p-126), _CMP_LT_OQ);
+    __m128 y = _mm256_cvtpd_ps(_mm256_blendv_pd(p, _mm256_set1_pd(1.0), sub));
+    __m128i u = _mm256_cvtpd_epi32(_mm256_and_pd(sub, _mm256_mul_pd(p, _mm256_set1_pd(0x1p149))));
+    return _mm_castps_si128(_mm_blendv_ps(y, _mm_castsi128_ps(u), _mm256_cvtpd_ps(sub)));
+}
+static inline flv flv_mul_tiny(flv a, flv b)
+{
+    __m256i ia = _mm256_castps_si256(a);
+    __m256i ex = _mm256_add_epi32(_mm256_srli_epi32(ia, 23), _mm256_srli_epi32(_mm256_castps_si256(b), 23));
+    /* a > 0 whose exponent field and b's add to less than 128: a or a * b may be subnormal */
+    __m256i t = _mm256_andnot_si256(_mm256_cmpeq_epi32(ia, _mm256_setzero_si256()),
+                                    _mm256_cmpgt_epi32(_mm256_set1_epi32(128), ex));
+    if (_mm256_testz_si256(t, t)) return _mm256_mul_ps(a, b);
+    return fl_avx2_join_(fl_avx2_mul_units_(_mm256_castps256_ps128(a), _mm256_castps256_ps128(b)),
+                         fl_avx2_mul_units_(_mm256_extractf128_ps(a, 1), _mm256_extractf128_ps(b, 1)));
+}
+/* b + b e rounded to an integer, half to even, for the bits b of 4 subnormal floats (units of
+ * 2^-149) and |e| < 2^-10: t = b e is exact in double (23 x 24 bits), and b + round(t) is the
+ * answer but for a tie t = k + 1/2, which is broken to even on b + t: for odd b, the other
+ * neighbour 2t - round(t) */
+static inline __m128i fl_avx2_mul1p_units_(__m128 p, __m128 e)
+{
+    __m128i b = _mm_castps_si128(p);
+    __m256d t = _mm256_mul_pd(_mm256_cvtepi32_pd(b), _mm256_cvtps_pd(e));
+    __m256d r = _mm256_round_pd(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d d = _mm256_sub_pd(t, r);
+    __m256d tie = _mm256_cmp_pd(_mm256_mul_pd(d, d), _mm256_set1_pd(0.25), _CMP_EQ_OQ);
+    __m256d odd = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_sub_epi32(_mm_setzero_si128(),
+                                                                            _mm_and_si128(b, _mm_set1_epi32(1)))));
+    r = _mm256_blendv_pd(r, _mm256_sub_pd(_mm256_add_pd(t, t), r), _mm256_and_pd(tie, odd));
+    return _mm_add_epi32(b, _mm256_cvtpd_epi32(r));
+}
+static inline flv flv_mul1p(flv p, flv e)
+{
+    flv tiny = _mm256_and_ps(_mm256_cmp_ps(p, _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ),
+                             _mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_NEQ_OQ));
+    if (!_mm256_movemask_ps(tiny)) return _mm256_fmadd_ps(p, e, p);
+    flv pn = _mm256_andnot_ps(tiny, p);
+    flv u = fl_avx2_join_(fl_avx2_mul1p_units_(_mm256_castps256_ps128(p), _mm256_castps256_ps128(e)),
+                          fl_avx2_mul1p_units_(_mm256_extractf128_ps(p, 1), _mm256_extractf128_ps(e, 1)));
+    return _mm256_blendv_ps(_mm256_fmadd_ps(pn, e, pn), u, tiny);
+}
+
 /* The pieces of the exponentials: x = n*ln2 + r (Cody-Waite), exp(r) by fl_expf_s's
  * degree-7 polynomial or by the degree-5 one of FL_EXPF5_C1..C5, 2^n of a normal result as
  * one exponent-field multiplication */

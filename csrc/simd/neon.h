@@ -56,6 +56,9 @@ static inline flv flv_nan_mark(flv acc, flv a, flv b)
 }
 static inline flv flv_min(flv a, flv b) { return vbslq_f32(vorrq_u32(fl_neon_isnan_(a), vcltq_f32(a, b)), a, b); }
 static inline flv flv_fma(flv a, flv b, flv c) { return vfmaq_f32(c, a, b); }
+/* the plain operations: AArch64 cores take subnormals at full speed */
+static inline flv flv_mul_tiny(flv a, flv b) { return vmulq_f32(a, b); }
+static inline flv flv_mul1p(flv p, flv e) { return vfmaq_f32(p, p, e); }
 static inline flv flv_abs(flv a) { return vabsq_f32(a); }
 static inline flv flv_neg(flv a) { return vnegq_f32(a); }
 static inline flv flv_zero_nan(flv a) { return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vceqq_f32(a, a))); }

@@ -30,6 +30,9 @@ static inline flv flv_nan_mark(flv acc, flv a, flv b) { return (a != a || b != b
 static inline flv flv_min(flv a, flv b) { return (a != a || a < b) ? a : b; }
 /* not fused: a scalar fmaf would be a libm call on CPUs without FMA */
 static inline flv flv_fma(flv a, flv b, flv c) { return a * b + c; }
+/* the plain operations: a scalar build is the portable twin, not tuned for x86's assists */
+static inline flv flv_mul_tiny(flv a, flv b) { return a * b; }
+static inline flv flv_mul1p(flv p, flv e) { return p * e + p; }
 static inline flv flv_abs(flv a) { return fl_u2f(fl_f2u(a) & 0x7fffffffu); }
 static inline flv flv_neg(flv a) { return -a; }
 static inline flv flv_zero_nan(flv a) { return a == a ? a : 0.0f; }

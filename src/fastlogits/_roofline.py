@@ -35,6 +35,8 @@ ARITHMETIC: Dict[str, Dict[str, int]] = {
     "logsumexp": {"exp": 1},
     "entropy": {"exp": 1},
     "softmax_masked": {"exp": 1},
+    "softmax_wide": {"exp": 1},
+    "logsumexp_wide": {"exp": 1},
     "cross_entropy": {"exp": 1},
     "cross_entropy_masked": {"exp": 1},
     "cross_entropy_and_grad": {"exp": 1},

@@ -37,6 +37,10 @@ STANDARD_SHAPES = [(8192, 1000), (1_000_000, 10), (65536, 2), (4096, 32000), (51
 BINARY_SHAPES = [(4096, 4096), (65536, 1000)]
 # masked logits (three classes in four at -inf, as a constrained vocabulary leaves them)
 MASKED_SHAPES = [(4096, 32000)]
+# wide rows (randn * 20: exponentials exp(x - max) down in float32's subnormal range and the
+# exact-reduction sums' gap, whose products would take microcode assists on x86)
+WIDE_SHAPES = [(256, 32000)]
+WIDE_SCALE = 20.0
 # fl.score with and without the per-class block on a large multiclass shape (400 MB of float32)
 SCORE_SHAPES = [(100_000, 1000)]
 QUICK_SHAPES = [(8192, 1000), (1_000_000, 10), (512, 32000)]
@@ -76,7 +80,7 @@ class Op:
     bandwidth bounds it ("read": loss-only work; "copy": an output as large as the input)."""
 
     name: str
-    targets: str                                    # "none", "class", "masked", "binary", "scored"
+    targets: str                                    # "none", "class", "masked", "binary", "scored", "wide"
     bound: str                                      # "read" or "copy"
     fast: Callable[[Data], Any]
     fast_warm: Optional[Callable[[Data], Any]]
@@ -197,6 +201,18 @@ def _ops(with_peers: bool = True) -> Dict[str, Op]:
               torch=torch and (lambda d: torch.softmax(d.torch_x, -1))),
         _close(1e-5)))
     ops.append(Op(
+        "softmax_wide", "wide", "copy",
+        lambda d: fl.softmax(d.x), lambda d: fl.softmax(d.x, out=d.out), lambda d: ref.softmax(d.x),
+        peers(scipy=sp and (lambda d: sp.softmax(d.x, axis=-1)),
+              torch=torch and (lambda d: torch.softmax(d.torch_x, -1))),
+        _close(1e-5)))
+    ops.append(Op(
+        "logsumexp_wide", "wide", "read",
+        lambda d: fl.logsumexp(d.x), None, lambda d: ref.logsumexp(d.x),
+        peers(scipy=sp and (lambda d: sp.logsumexp(d.x, axis=-1)),
+              torch=torch and (lambda d: torch.logsumexp(d.torch_x, -1))),
+        _close(1e-5)))
+    ops.append(Op(
         "cross_entropy_masked", "masked", "read",
         lambda d: fl.cross_entropy(d.x, d.target), None, lambda d: ref.cross_entropy(d.x, d.target),
         peers(torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target))),
@@ -311,10 +327,10 @@ def cases(quick: bool = False, ops: Optional[Sequence[str]] = None) -> List[Tupl
         elif op.dtype != "float32":
             shapes = QUICK_SHAPES[-1:] if quick else HALF_SHAPES
         else:
-            shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES, "scored": SCORE_SHAPES}.get(op.targets,
-                                                                                                  class_shapes)
+            shapes = {"binary": binary_shapes, "masked": MASKED_SHAPES, "scored": SCORE_SHAPES,
+                      "wide": WIDE_SHAPES}.get(op.targets, class_shapes)
         out.extend((name, s) for s in shapes)
-        if op.dtype == "float32" and op.targets != "masked" and arithmetic(name) and not quick:
+        if op.dtype == "float32" and op.targets not in ("masked", "wide") and arithmetic(name) and not quick:
             out.extend((name, s) for s in CACHE_SHAPES)
     out.extend((name, s) for name in LM_OPS for s in (LM_QUICK_SHAPES if quick else LM_SHAPES))
     if ops is None:
@@ -357,6 +373,8 @@ def make_data(op: Op, shape: Tuple[int, int], seed: int = 0) -> Data:
         d.target = 4 * rng.integers(0, (shape[1] + 3) // 4, size=shape[0]).astype(np.int64)
     elif op.targets == "binary":
         d.target = (rng.random(shape, dtype=np.float32) < 0.3).astype(np.float32)
+    elif op.targets == "wide":
+        x *= np.float32(WIDE_SCALE / 3)
     if op.fast_warm is not None:
         d.out = np.empty_like(d.x)
         d.out.fill(0.0)

@@ -1,0 +1,121 @@
+"""Rows of a wide spread of logits (randn * 3 up to randn * 60), whose exponentials exp(x - max)
+fall in float32's subnormal range or in the "gap" of the exact-reduction sums: the softmax
+family and the cross-entropy on every SIMD path against the exact oracle within their ULP bounds
+(subnormal softmax outputs included, measured in units of 2^-149), in wide rows and in tiles of
+few classes, with masked lanes mixed in; results bitwise the same for every thread count.
+
+The x86 kernels compute the products of subnormal values (the TwoSum correction of the
+exponentials, the softmax's scaling) without the microcode assist a plain multiplication takes
+(flv_mul1p, flv_mul_tiny in csrc/simd), and the sigmoids take exp(-|x|) < 2^-25 directly: the
+same bits by another route, which these tests hold.
+"""
+import functools
+
+import numpy as np
+import pytest
+
+import fastlogits as fl
+from fastlogits import _core
+from fastlogits import reference as ref
+from arrays import assert_ulp_close, ce_loss_ulp
+from conftest import ISAS
+
+POST = ("softmax", "log_softmax", "logsumexp", "entropy")
+SPREADS = (3.0, 10.0, 15.0, 20.0, 30.0, 60.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _rows(c, seed=0):
+    """Rows of randn * s for every spread s, a row with its max at 0 (logsumexp near 0), rows
+    with masked lanes (-inf) among lanes in the gap and in the subnormal range, and rows whose
+    softmax is mostly subnormal."""
+    rng = np.random.default_rng(seed + c)
+    rows = [rng.standard_normal(c) * s for s in SPREADS]
+    peaked = rng.uniform(-103.0, -86.0, c)  # every other exponential subnormal
+    peaked[c // 2] = 0.0
+    rows.append(peaked)
+    masked = rng.standard_normal(c) * 20.0
+    masked[rng.random(c) < 0.4] = -np.inf
+    masked[rng.random(c) < 0.2] = np.max(masked) - rng.uniform(86.0, 104.0)
+    rows.append(masked)
+    shifted = rng.uniform(-130.0, 0.0, c) + 40.0  # max beyond the shift path's 64 after scaling
+    rows.append(shifted * 1.7)
+    return np.array(rows, dtype=np.float32)
+
+
+def _check(name, x, isa):
+    got = getattr(fl, name)(x)
+    want = ref.exact(getattr(ref, name), x, -1)
+    assert_ulp_close(got, want, 4, np.float32, {"function": name, "isa": isa, "c": x.shape[-1]},
+                     inputs={"row": x})
+
+
+@pytest.mark.parametrize("c", [3, 17, 4099])
+@pytest.mark.parametrize("name", POST)
+def test_softmax_family_on_wide_rows_keeps_4_ulp(name, c, isa):
+    _check(name, _rows(c), isa)
+
+
+def test_subnormal_softmax_outputs_keep_4_ulp(isa):
+    """A row whose softmax is subnormal in most classes: each output within 4 units of 2^-149."""
+    x = _rows(4099)[len(SPREADS)][None, :]
+    p = fl.softmax(x)
+    assert np.count_nonzero((p > 0) & (p < np.finfo(np.float32).tiny)) > 1000
+    _check("softmax", x, isa)
+
+
+@pytest.mark.parametrize("c", [17, 4099])
+def test_cross_entropy_on_wide_rows_keeps_its_bounds(c, isa):
+    x = _rows(c)
+    rng = np.random.default_rng(c)
+    y = rng.integers(0, c, x.shape[0])
+    y = np.where(np.isfinite(x[np.arange(len(y)), y]), y, np.argmax(x, axis=1))
+    loss = fl.cross_entropy(x, y, reduction="none")
+    want = ref.exact(ref.cross_entropy, x, y, reduction="none")
+    bound = ce_loss_ulp(x, -1, np.float32)
+    assert_ulp_close(loss, want, bound, np.float32, f"{isa} c={c}", inputs={"row": x})
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "log_sigmoid"])
+def test_sigmoids_of_wide_logits_keep_4_ulp(name, isa):
+    """randn * 60 and the edges of the tiny-t lanes (|x| near 17.3, where exp(-|x|) = 2^-25,
+    and near 87-104, subnormal sigmoids), in vectors mixed with plain lanes."""
+    rng = np.random.default_rng(7)
+    edges = np.concatenate([np.linspace(a, b, 97) for a, b in ((16.5, 18.5), (86.0, 105.0))])
+    x = np.concatenate([rng.standard_normal(1031) * 60, edges, -edges, rng.standard_normal(97)])
+    x = rng.permutation(x).astype(np.float32)
+    got = getattr(fl, name)(x)
+    want = ref.exact(getattr(ref, name), x)
+    assert_ulp_close(got, want, 4, np.float32, {"function": name, "isa": isa}, inputs={"x": x})
+
+
+def _outputs(x, y):
+    r = {name: getattr(fl, name)(x) for name in POST}
+    r["ce"], r["grad"] = fl.cross_entropy_and_grad(x, y)
+    r["ce_none"] = fl.cross_entropy(x, y, reduction="none")
+    return r
+
+
+def test_wide_rows_bitwise_for_every_thread_count_and_x86_path(threads):
+    """The same bits for 1, 2 and 3 threads; the softmax family's also on the AVX2 and AVX-512
+    paths, which compute the subnormal products by different code (the cross-entropy's float32
+    partial sums group the lanes by the vector width)."""
+    x = np.concatenate([_rows(4099, seed=s) for s in range(2)])
+    y = np.argmax(x, axis=1)
+    before = _core.isa_name()
+    paths = [i for i in ISAS if i in ("avx2", "avx512")] or [before]
+    base = None
+    try:
+        for isa in paths:
+            assert _core.isa_select(isa) == 0
+            first = None
+            for n in (1, 2, 3):
+                fl.set_num_threads(n)
+                r = _outputs(x, y)
+                base, first = base or r, first or r
+                for key in r:
+                    assert np.asarray(r[key]).tobytes() == np.asarray(first[key]).tobytes(), (isa, n, key)
+                for key in POST:
+                    assert r[key].tobytes() == base[key].tobytes(), (isa, n, key)
+    finally:
+        _core.isa_select(before)
