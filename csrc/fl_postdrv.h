@@ -172,16 +172,22 @@ static inline void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t
     fl_run_tiles_q(ctx, b0, b1, scratch_bytes, fn, tile, NULL);
 }
 
+/* Load the tile of rows (i0, i1 .. i1 + nr - 1) of x into t->xt */
+static inline void fl_post_tile_load(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t)
+{
+    const fl_arr *x = ctx->x;
+    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, ctx->g.c, nr,
+                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+}
+
 /* Load a tile, take its max and the n_eq + rest sums of each lane's row with TwoSum-corrected
  * exponentials (as fl_rsumexp_t with precise set), storing them in t->yt if keep. Returns 0
  * when a row's max is not finite. */
 static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, int keep,
                         flv *m, float *n_eq, double *rest)
 {
-    const fl_arr *x = ctx->x;
     int64_t c = ctx->g.c;
-    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
-                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+    fl_post_tile_load(ctx, i0, i1, nr, t);
     *m = fl_tile_max(t->xt, c);
     if (!flv_all_finite(*m)) return 0; /* lanes past nr repeat row 0 or hold 0 */
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, lo = fl_exp_floor(*m);
@@ -194,6 +200,30 @@ static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, i
     }
     flv_store(n_eq, cnt);
     fl_dacc_store(rest, acc);
+    return 1;
+}
+
+/* fl_tile_sums of a loaded tile of two classes, the same values from one exponential a row:
+ * the max's own term exp(0) = 1 goes to n_eq, so rest is exp(min - max), or 0 for a tie; the
+ * exponentials into yt (if not NULL) as fl_tile_sums keeps them. Returns 0 when a row's max is
+ * not finite. */
+static inline int fl_tile_sums2(const float *xt, float *yt, flv *m, float *n_eq, double *rest)
+{
+    flv a = flv_load(xt), b = flv_load(xt + FL_W), lo = flv_min_ord(a, b), d, e;
+    *m = flv_max(b, a); /* as fl_tile_max */
+    if (!flv_all_finite(*m)) return 0;
+    if (fl_tile_normal(*m, lo)) e = fl_vexp_sub_n(lo, *m, *m, &d, 1);
+    else e = fl_vexp_sub(lo, *m, fl_exp_floor(*m), &d);
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f);
+    float r[FL_W];
+    flv_store(n_eq, flv_add(one, flv_sel_neg(d, zero, one)));
+    flv_store(r, flv_sel_neg(d, e, zero));
+    for (int j = 0; j < FL_W; j++) rest[j] = (double)r[j];
+    if (yt) {
+        /* the max's exponential is exp(0) = 1, the other's e (1 again for a tie) */
+        flv_store(yt, flv_sel_neg(flv_sub(a, *m), e, one));
+        flv_store(yt + FL_W, flv_sel_neg(flv_sub(b, *m), e, one));
+    }
     return 1;
 }
 

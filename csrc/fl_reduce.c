@@ -256,7 +256,12 @@ static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     flv m;
     float n_eq[FL_W], mv[FL_W];
     double rest[FL_W], dot[FL_W], v[FL_W];
-    if (!fl_tile_sums(ctx, i0, i1, nr, t, 1, &m, n_eq, rest)) return 0;
+    if (c == 2) {
+        fl_post_tile_load(ctx, i0, i1, nr, t);
+        if (!fl_tile_sums2(t->xt, t->yt, &m, n_eq, rest)) return 0;
+    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, 1, &m, n_eq, rest)) {
+        return 0;
+    }
     flv_store(mv, m);
     for (int j = 0; j < FL_W; j++) dot[j] = 0.0;
     for (int64_t k = 0; k < c; k++) {

@@ -157,6 +157,26 @@ static void fl_softmax_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scrat
     }
 }
 
+/* The softmax of a tile of two classes in float32 lanes: of [a, b] it is [1, t] / (1 + t) in the
+ * order of the max, t = exp(min - max) with the rounding of min - max folded in (fl_vexp_sub,
+ * 1 ULP), so a row takes one exponential and two quotients each rounded once: p_max = 1/s
+ * within 1.5 ULP (s = 1 + t rounded, 0.5; t's error moves s by at most t/(1 + t) of it; the
+ * quotient, 0.5), p_min = t/s within 2.5 (t, s, the quotient). Ties: t = 1, 1/2 each. A lane
+ * whose max is not finite (a NaN, +inf, both -inf) is NaN, as in the row path, here in the
+ * tile: no row is handed back, so a row's bits never depend on its neighbours. */
+static void fl_softmax2_tile(const float *xt, float *yt)
+{
+    flv a = flv_load(xt), b = flv_load(xt + FL_W);
+    flv m = flv_max(a, b), lo = flv_min_ord(a, b), d, t;
+    if (fl_tile_normal(m, lo)) t = fl_vexp_sub_n(lo, m, m, &d, 1);
+    else t = fl_vexp_sub(lo, m, fl_exp_floor(m), &d);
+    flv one = flv_set1(1.0f), s = flv_add(one, t), pmax = flv_div(one, s), pmin = flv_div(t, s);
+    /* m - m: 0 where the max is finite, NaN where it is not (+0 leaves a positive p unchanged) */
+    flv nan = flv_sub(m, m), ab = flv_sub(a, b);
+    flv_store(yt, flv_add(flv_sel_neg(ab, pmin, pmax), nan));
+    flv_store(yt + FL_W, flv_add(flv_sel_neg(ab, pmax, pmin), nan));
+}
+
 /* fl_softmax_row for a tile, with the same formulas: softmax e * fl_softmax_recip(S), log_softmax
  * ((x - m) - log S) in double rounded once. */
 static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
@@ -166,7 +186,20 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     flv m;
     float n_eq[FL_W], f[FL_W];
     double rest[FL_W];
-    if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) return 0;
+    const fl_arr *y = ctx->y;
+    if (c == 2 && !log_mode) {
+        fl_post_tile_load(ctx, i0, i1, nr, t);
+        fl_softmax2_tile(t->xt, t->yt);
+        fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr,
+                      y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
+        return 1;
+    }
+    if (c == 2) {
+        fl_post_tile_load(ctx, i0, i1, nr, t);
+        if (!fl_tile_sums2(t->xt, NULL, &m, n_eq, rest)) return 0;
+    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) {
+        return 0;
+    }
     if (!log_mode) {
         /* fl_recip_sum_f's steps, the same operations, as three lane loops that each vectorise
          * (one loop of the whole mixed float/double function became scalar divisions on AVX2) */
@@ -201,7 +234,6 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
             for (int64_t j = 0; j < FL_W; j++)
                 t->yt[k * FL_W + j] = (float)(((double)t->xt[k * FL_W + j] - (double)mf[j]) - ls[j]);
     }
-    const fl_arr *y = ctx->y;
     fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr,
                   y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
     return 1;

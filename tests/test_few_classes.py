@@ -264,3 +264,49 @@ def test_log_softmax_of_a_subnormal_log_sum(c, isa):
                      inputs={"row": x})
     beside = np.concatenate([np.full((1, c), np.nan, np.float32), x])
     np.testing.assert_array_equal(fl.log_softmax(beside, axis=1)[1:], got)
+
+
+def _two_class_rows(seed):
+    """Rows [a, b] over the whole range of b - a: differences log-uniform from 1e-9 to 110 (p_min
+    down to subnormal and 0) either way round, ties (+0 and -0 too), -inf beside a finite logit,
+    huge logits whose difference overflows, and logits far from 0. 1000 + 13 rows: the last
+    tile is partial on every ISA."""
+    rng = np.random.default_rng(seed)
+    n = 1000
+    a = rng.uniform(-60.0, 60.0, n)
+    d = np.exp(rng.uniform(np.log(1e-9), np.log(110.0), n)) * rng.choice([-1.0, 1.0], n)
+    x = np.stack([a, a + d], axis=1).astype(np.float32)
+    x[::7] *= np.float32(1e6)
+    edges = [[0.0, 0.0], [0.0, -0.0], [-0.0, 0.0], [1.5, 1.5], [0.0, -np.inf], [-np.inf, 2.0],
+             [3e38, -3e38], [-3e38, 3e38], [3e38, 3e38], [-3e38, -3e38], [0.0, -103.0],
+             [-87.5, 0.0], [1e-42, -1e-42]]
+    return np.concatenate([x, np.array(edges, np.float32)])
+
+
+def test_two_class_tiles_against_exact(isa, accuracy):
+    """Two classes take their own tiles (softmax: [1, t] / (1 + t) in float32 lanes; log_softmax
+    and entropy: the sums from one exponential a row): within the README's bound of the exact
+    result in every layout, and each row's bits its own: alone, beside NaN, +inf and all -inf
+    rows at every place of a tile, and in every layout."""
+    x = _two_class_rows(7)
+    for name, f, r in _softmax_family():
+        want = ref.exact(r, x, 1)
+        full = f(x, axis=1)
+        for how, xl, axis in _layouts(x):
+            got = f(xl, axis=axis)
+            got = np.moveaxis(got, 0, 1) if axis == 0 and got.ndim == 2 else got
+            err = assert_ulp_close(got, want, POST_ULP, np.float32,
+                                   {"function": name, "isa": isa, "layout": how, "c": 2}, inputs={"row": x})
+            accuracy.record(name, "float32", err, f"two classes {how} {isa}")
+            np.testing.assert_array_equal(got, full, err_msg=f"{name} {how}")
+        for bad in ([np.nan, 0.0], [0.0, np.nan], [np.inf, 0.0], [-np.inf, -np.inf], [np.inf, -np.inf]):
+            for shift in range(16):  # every place in a tile of up to 16 lanes
+                x2 = np.concatenate([np.zeros((shift, 2), np.float32), x])
+                x2[shift + 3::11] = bad
+                got = f(x2, axis=1)[shift:]
+                ok = np.ones(len(x), bool)
+                ok[3::11] = False
+                np.testing.assert_array_equal(got[ok], full[ok], err_msg=f"{name} beside {bad} shift {shift}")
+                assert np.all(np.isnan(got[~ok])), (name, bad, shift)
+        for i in range(0, len(x), 37):
+            assert f(x[i:i + 1], axis=1)[0].tobytes() == full[i].tobytes(), (name, i, x[i])
