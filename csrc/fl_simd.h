@@ -78,6 +78,7 @@
  *   flk  flk_key(flk h, flk mag)         mag, negated where h's sign bit is set: ordered as the values
  *                                        are (-0 and +0 both 0) for any h that is not NaN
  *   int  flk_hmax(flk)                   the largest lane
+ *   int  flk_any_gt(flk a, flk b)        non-zero when a lane of a is above b's (signed)
  *
  * float64 kernels use the scalar double functions of fl_scalar_math.h (fl_exp_d, fl_log1p_d, ...),
  * written branch-free so that each ISA build's compiler can vectorise their loops. The float32

@@ -129,3 +129,60 @@ def test_strided_half_rows(dt, isa):
     rv, ri = ref.topk(x, 4, axis=0)
     np.testing.assert_array_equal(i, ri)
     assert_same_values(v, np.asarray(rv, x.dtype))
+
+
+def assert_topk_stable(x, k):
+    """topk against a stable sort of the rows widened to float32 (no NaNs): ties to the lower
+    index, -0 == +0; the values bitwise those at the indices"""
+    v, i = fl.topk(x, k)
+    want = np.argsort(-x.astype(np.float32), axis=-1, kind="stable")[:, :k]
+    bad = np.flatnonzero((i != want).any(axis=1))
+    assert bad.size == 0, (
+        f"{bad.size} rows differ, first row {bad[0]}: got {i[bad[0]]} want {want[bad[0]]}, "
+        f"values {x[bad[0], i[bad[0]]]!r} vs {x[bad[0], want[bad[0]]]!r}"
+    )
+    np.testing.assert_array_equal(v.view(np.uint16), np.take_along_axis(x, want, axis=-1).view(np.uint16))
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=["float16", "bfloat16"])
+def test_topk_every_adjacent_pair_of_values_in_every_lane(dt, isa):
+    """topk on half rows skips runs by integer keys (fl_topk_scan_h): each pattern against the
+    next larger value, at positions moving through the first k, the vector runs (32 to 64
+    halves) and the scalar tail of a row of 150 filled with -inf (k = 1, 2); then rows of 75
+    copies of each value of a pair, shuffled (ties everywhere; k = 2, 17: list and heap)."""
+    s = sorted_non_nan(dt)
+    lo, hi = s[:-1], s[1:]
+    n, c = lo.size, 150
+    x = np.full((2 * n, c), -np.inf, dtype=dt)
+    r = np.arange(n)
+    p, q = (r * 7) % c, (r * 7 + 1 + r % (c - 1)) % c  # p != q, every position for both
+    x[r, p], x[r, q] = lo, hi
+    x[n + r, p], x[n + r, q] = hi, lo
+    for k in (1, 2):
+        assert_topk_stable(x, k)
+    # 4096 of the pairs, each value 75 times in a shuffled row
+    m = 4096
+    y = np.empty((m, c), dtype=dt)
+    pick = np.linspace(0, n - 1, m).astype(np.int64)
+    y[:, : c // 2], y[:, c // 2 :] = lo[pick, None], hi[pick, None]
+    y = np.take_along_axis(y, np.random.default_rng(3).random((m, c)).argsort(axis=1), axis=1)
+    for k in (2, 17):
+        assert_topk_stable(y, k)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("c", [40, 300, 3000])
+def test_topk_rows_with_many_nans(dt, c, isa):
+    """NaN (either sign, any payload) ranks above everything, the first first: rows with 0 to
+    30 NaNs, so that the worst kept is a NaN (nothing later can beat it) or not; reference.topk"""
+    rng = np.random.default_rng(c)
+    x = (rng.standard_normal((31, c)) * 3).astype(dt)
+    nan_bits = [0x7E00, 0xFE01, 0x7C01, 0xFFFF] if dt == F16 else [0x7FC0, 0xFF81, 0x7F81, 0xFFFF]
+    for i in range(31):
+        at = rng.choice(c, size=i, replace=False)
+        x[i, at] = np.array(nan_bits, np.uint16)[rng.integers(4, size=i)].view(dt)
+    for k in (1, 5, 17, 20):
+        v, idx = fl.topk(x, k)
+        rv, ri = ref.topk(x, k)
+        np.testing.assert_array_equal(idx, ri)
+        assert_same_values(v, np.asarray(rv, x.dtype))

@@ -495,4 +495,6 @@ static inline int flk_hmax(flk a)
     return fl_avx2_hmax_epi16_(_mm_max_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)));
 }
 
+static inline int flk_any_gt(flk a, flk b) { return _mm256_movemask_epi8(_mm256_cmpgt_epi16(a, b)) != 0; }
+
 #endif

@@ -431,4 +431,6 @@ static inline int flk_hmax(flk a)
     return (int)(int16_t)_mm_extract_epi16(q, 0);
 }
 
+static inline int flk_any_gt(flk a, flk b) { return _mm512_cmpgt_epi16_mask(a, b) != 0; }
+
 #endif

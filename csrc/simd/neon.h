@@ -302,5 +302,6 @@ static inline flk flk_max(flk a, flk b) { return vmaxq_s16(a, b); }
 static inline flk flk_mag(flk h) { return vandq_s16(h, vdupq_n_s16(0x7fff)); }
 static inline flk flk_key(flk h, flk mag) { return vbslq_s16(vcltzq_s16(h), vnegq_s16(mag), mag); }
 static inline int flk_hmax(flk a) { return (int)vmaxvq_s16(a); }
+static inline int flk_any_gt(flk a, flk b) { return vmaxvq_u16(vcgtq_s16(a, b)) != 0; }
 
 #endif

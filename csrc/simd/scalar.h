@@ -105,5 +105,6 @@ static inline flk flk_max(flk a, flk b) { return a > b ? a : b; }
 static inline flk flk_mag(flk h) { return h & 0x7fff; }
 static inline flk flk_key(flk h, flk mag) { return (h & 0x8000) ? -mag : mag; }
 static inline int flk_hmax(flk a) { return (int)a; }
+static inline int flk_any_gt(flk a, flk b) { return a > b; }
 
 #endif
