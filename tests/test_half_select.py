@@ -29,6 +29,21 @@ def sorted_non_nan(dt):
     return h[keep][np.argsort(w[keep], kind="stable")]
 
 
+def adjacent_pairs(dt, c):
+    """Rows of c halves filled with -inf holding each non-NaN pattern and the next larger value
+    (the pair of zeros: -0 and +0), first the smaller before, then after the larger, at
+    positions that move through every place of the row for both"""
+    s = sorted_non_nan(dt)
+    lo, hi = s[:-1], s[1:]
+    n = lo.size
+    x = np.full((2 * n, c), -np.inf, dtype=dt)
+    r = np.arange(n)
+    p, q = (r * 7) % c, (r * 7 + 1 + r % (c - 1)) % c  # p != q, every position for both
+    x[r, p], x[r, q] = lo, hi
+    x[n + r, p], x[n + r, q] = hi, lo
+    return x
+
+
 def assert_argmax(x):
     got = fl.predict(x)
     want = np.argmax(x.astype(np.float32), axis=-1)
@@ -51,15 +66,7 @@ def test_every_adjacent_pair_of_values_is_ordered_in_every_lane(dt, isa):
     """Each pattern against the next larger value (and every pair of equal values: -0, +0):
     the larger placed first and last, at positions moving through the vector lanes and the
     scalar tail of a row of 70 filled with -inf."""
-    s = sorted_non_nan(dt)
-    lo, hi = s[:-1], s[1:]
-    n, c = lo.size, 70
-    x = np.full((2 * n, c), -np.inf, dtype=dt)
-    r = np.arange(n)
-    p, q = (r * 7) % c, (r * 7 + 1 + r % (c - 1)) % c  # p != q, every position for both
-    x[r, p], x[r, q] = lo, hi
-    x[n + r, p], x[n + r, q] = hi, lo
-    assert_argmax(x)
+    assert_argmax(adjacent_pairs(dt, 70))
 
 
 @pytest.mark.parametrize("dt", HALVES, ids=["float16", "bfloat16"])
@@ -150,18 +157,13 @@ def test_topk_every_adjacent_pair_of_values_in_every_lane(dt, isa):
     next larger value, at positions moving through the first k, the vector runs (32 to 64
     halves) and the scalar tail of a row of 150 filled with -inf (k = 1, 2); then rows of 75
     copies of each value of a pair, shuffled (ties everywhere; k = 2, 17: list and heap)."""
-    s = sorted_non_nan(dt)
-    lo, hi = s[:-1], s[1:]
-    n, c = lo.size, 150
-    x = np.full((2 * n, c), -np.inf, dtype=dt)
-    r = np.arange(n)
-    p, q = (r * 7) % c, (r * 7 + 1 + r % (c - 1)) % c  # p != q, every position for both
-    x[r, p], x[r, q] = lo, hi
-    x[n + r, p], x[n + r, q] = hi, lo
+    c = 150
+    x = adjacent_pairs(dt, c)
     for k in (1, 2):
         assert_topk_stable(x, k)
     # 4096 of the pairs, each value 75 times in a shuffled row
-    m = 4096
+    s = sorted_non_nan(dt)
+    lo, hi, n, m = s[:-1], s[1:], s.size - 1, 4096
     y = np.empty((m, c), dtype=dt)
     pick = np.linspace(0, n - 1, m).astype(np.int64)
     y[:, : c // 2], y[:, c // 2 :] = lo[pick, None], hi[pick, None]

@@ -194,24 +194,10 @@ def _ops(with_peers: bool = True) -> Dict[str, Op]:
         peers(scipy=sp and (lambda d: -np.mean(np.take_along_axis(sp.log_softmax(d.x, axis=-1), d.target[:, None], -1))),
               torch=torch and (lambda d: F.cross_entropy(d.torch_x, d.torch_target))),
         _close(1e-5)))
-    ops.append(Op(
-        "softmax_masked", "masked", "copy",
-        lambda d: fl.softmax(d.x), lambda d: fl.softmax(d.x, out=d.out), lambda d: ref.softmax(d.x),
-        peers(scipy=sp and (lambda d: sp.softmax(d.x, axis=-1)),
-              torch=torch and (lambda d: torch.softmax(d.torch_x, -1))),
-        _close(1e-5)))
-    ops.append(Op(
-        "softmax_wide", "wide", "copy",
-        lambda d: fl.softmax(d.x), lambda d: fl.softmax(d.x, out=d.out), lambda d: ref.softmax(d.x),
-        peers(scipy=sp and (lambda d: sp.softmax(d.x, axis=-1)),
-              torch=torch and (lambda d: torch.softmax(d.torch_x, -1))),
-        _close(1e-5)))
-    ops.append(Op(
-        "logsumexp_wide", "wide", "read",
-        lambda d: fl.logsumexp(d.x), None, lambda d: ref.logsumexp(d.x),
-        peers(scipy=sp and (lambda d: sp.logsumexp(d.x, axis=-1)),
-              torch=torch and (lambda d: torch.logsumexp(d.torch_x, -1))),
-        _close(1e-5)))
+    # the same operations on inputs that take other paths (the targets field names the data)
+    plain = {op.name: op for op in ops}
+    ops.extend(replace(plain[name], name=f"{name}_{kind}", targets=kind)
+               for name, kind in (("softmax", "masked"), ("softmax", "wide"), ("logsumexp", "wide")))
     ops.append(Op(
         "cross_entropy_masked", "masked", "read",
         lambda d: fl.cross_entropy(d.x, d.target), None, lambda d: ref.cross_entropy(d.x, d.target),
