@@ -32,11 +32,12 @@
  * If e is not NULL it receives exp(x_k - bm[b]) of each block b, bm[b] the running max then
  * (fl_ce_rescale brings them to the final max). A nan or +inf element returns at once with
  * that value; an all -inf row returns -inf. A pending row (pend) is written a step at a time
- * among the sums' exponentials (fl_ahead_touch). x is of dtype dt (fl_xrow). */
+ * among the sums' exponentials (fl_ahead_touch). x is of dtype dt (fl_xrow). *row_lo (when not
+ * NULL) receives the row's min, from the blocks' (-inf for an all -inf row). */
 FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float *bm, double *n_max, double *rest,
-                                      fl_pend *pend, int32_t dt)
+                                      float *row_lo, fl_pend *pend, int32_t dt)
 {
-    float m = -INFINITY;
+    float m = -INFINITY, low = INFINITY;
     double nm = 0.0, rs = 0.0;
     int gap = 0; /* a block met a logit in the gap: the others take the general sums (fl_rsumexp_loss_t) */
     int64_t esz = (int64_t)fl_xsize(dt);
@@ -53,6 +54,7 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
         int64_t fetch = after > FL_CE_BLOCK ? FL_CE_BLOCK : after > 0 ? after : n;
         fl_ahead ahead = {xb + n * esz, fetch * esz, esz, pend};
         if (mb != mb || mb == INFINITY) return mb; /* no defined softmax: the caller's bad row */
+        low = lo < low ? lo : low;
         if (mb > m) {
             rs = m == -INFINITY ? 0.0 : (nm + rs) * fl_exp_d((double)m - (double)mb);
             nm = 0.0;
@@ -73,6 +75,7 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
     }
     *n_max = nm;
     *rest = rs;
+    if (row_lo) *row_lo = low;
     return m;
 }
 

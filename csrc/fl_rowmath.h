@@ -372,15 +372,6 @@ static inline double fl_log_sum(double n_eq, double rest)
     return fl_log1p_d((n_eq - 1.0) + rest);
 }
 
-static inline void fl_rscale_f32(float *y, int64_t n, float a)
-{
-    flv va = flv_set1(a);
-    int64_t k = 0;
-    for (; k + FL_W <= n; k += FL_W) flv_store(y + k, flv_mul(flv_load(y + k), va));
-    if (k < n) flv_store_part(y + k, flv_mul(flv_load_part(y + k, n - k, 0.0f), va), n - k);
-}
-
-
 /* A shift x - m made finite: -inf (where exp(x - m) = 0) becomes -1e300, so p * shift is 0
  * without a select. (GCC 12's AVX2 vectorisation of the select form, p > 0 ? p * d : 0, gave
  * wrong sums when d was -inf.) */

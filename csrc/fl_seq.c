@@ -98,7 +98,7 @@ FL_ALWAYS_INLINE fl_seq_row fl_seq_row_t(const fl_seq_ctx *ctx, const void *x, i
 {
     int64_t c = ctx->g.c;
     double t = ctx->a->temperature, n_max = 0.0, rest = 0.0;
-    float m = t == 1.0 ? fl_ce_online_t(x, c, NULL, NULL, &n_max, &rest, pend, dt) : fl_rmax_t(x, c, dt);
+    float m = t == 1.0 ? fl_ce_online_t(x, c, NULL, NULL, &n_max, &rest, NULL, pend, dt) : fl_rmax_t(x, c, dt);
     if (!isfinite(m)) return (fl_seq_row){NAN, fl_seq_first_t(x, c, y, dt)};
     float xy = fl_xget(x, y, dt);
     if (t != 1.0) {
