@@ -78,14 +78,14 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
     int64_t rank = 1;
-    float m;
+    float m, lo = -INFINITY;
     if (!ctx->o->want_rank) {
-        m = fl_rmax_t(x, c, dt);
+        m = fl_rmaxmin_t(x, c, &lo, dt);
     } else if (c <= ((int64_t)1 << 24)) {
-        m = fl_rmax_rank_t(x, c, y, &rank, dt);
+        m = fl_rmax_rank_t(x, c, y, &rank, &lo, dt);
     } else {
         rank = fl_rank_t(x, c, y, dt);
-        m = fl_rmax_t(x, c, dt);
+        m = fl_rmaxmin_t(x, c, &lo, dt);
     }
     st->correct = rank == 0;
     st->hit = rank < ctx->o->k;
@@ -95,8 +95,13 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
         fl_special_stats(st);
     } else {
         double n_eq, rest, sq, dot;
-        float ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, dt)
-                           : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, dt);
+        float ey;
+        if (t == 1.0 && fl_exp_mode(m, lo) == FL_EXP_NORMAL)
+            ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 1, dt)
+                         : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 1, dt);
+        else
+            ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 0, dt)
+                         : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 0, dt);
         fl_softmax_stats(n_eq, rest, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
         s = n_eq + rest;
     }

@@ -80,42 +80,50 @@ static inline flv fl_rank_lanes(flv xv, flv vv, int before, flv one, flv zero)
 /* the max and the rank counts of the full vectors of x from k to end (before: all of them
  * come before the target's vector), two vectors a step into two maxima and two counts */
 FL_ALWAYS_INLINE void fl_rmax_rank_run(const void *x, int64_t k, int64_t end, flv vv, int before, flv *a,
-                                       flv *n, int32_t dt)
+                                       flv *b, flv *n, int32_t dt)
 {
     flv one = flv_set1(1.0f), zero = flv_set1(0.0f);
     for (; k + 2 * FL_W <= end; k += 2 * FL_W) {
         flv x0 = fl_xload(x, k, dt), x1 = fl_xload(x, k + FL_W, dt);
         a[0] = flv_max(x0, a[0]);
         a[1] = flv_max(x1, a[1]);
+        b[0] = flv_min_ord(x0, b[0]);
+        b[1] = flv_min_ord(x1, b[1]);
         n[0] = flv_add(n[0], fl_rank_lanes(x0, vv, before, one, zero));
         n[1] = flv_add(n[1], fl_rank_lanes(x1, vv, before, one, zero));
     }
     for (; k < end; k += FL_W) {
         flv x0 = fl_xload(x, k, dt);
         a[0] = flv_max(x0, a[0]);
+        b[0] = flv_min_ord(x0, b[0]);
         n[0] = flv_add(n[0], fl_rank_lanes(x0, vv, before, one, zero));
     }
 }
 
-/* The row's max (as fl_rmax_t: NaN when the row holds one) and, in *rank, fl_rank_t's rank of
- * the target y, in one pass: the elements before y's vector are counted with >=, those after
+/* The row's max (as fl_rmax_t: NaN when the row holds one), the min of its full vectors in *mn
+ * (for the mode of their exponentials, fl_exp_mode: fl_rstats_t takes a partial last vector's
+ * with the general one; not set for a row holding a NaN) and, in *rank, fl_rank_t's rank
+ * of the target y, in one pass: the elements before y's vector are counted with >=, those after
  * it with >, y's own vector element by element. The counts are float lanes, exact while a lane
  * counts at most 2^24 (c <= 2^24, else the caller takes fl_rank_t); a row holding a NaN is
  * ranked again by fl_rank_t (rare: its softmax is NaN). */
-FL_ALWAYS_INLINE float fl_rmax_rank_t(const void *x, int64_t c, int64_t y, int64_t *rank, int32_t dt)
+FL_ALWAYS_INLINE float fl_rmax_rank_t(const void *x, int64_t c, int64_t y, int64_t *rank, float *mn, int32_t dt)
 {
     float v = fl_xget(x, y, dt);
     flv vv = flv_set1(v), zero = flv_set1(0.0f);
     flv a[2] = {flv_set1(-INFINITY), flv_set1(-INFINITY)}, n[2] = {zero, zero};
+    flv b[2] = {flv_set1(INFINITY), flv_set1(INFINITY)};
     int64_t k0 = y - y % FL_W, nfull = c - c % FL_W;
-    fl_rmax_rank_run(x, 0, k0, vv, 1, a, n, dt);
+    fl_rmax_rank_run(x, 0, k0, vv, 1, a, b, n, dt);
     int64_t r = 0, kend = k0 + FL_W < c ? k0 + FL_W : c;
     for (int64_t j = k0; j < kend; j++) {
         float xj = fl_xget(x, j, dt);
         r += j < y ? xj >= v : j > y && xj > v;
     }
-    a[1] = flv_max(kend - k0 == FL_W ? fl_xload(x, k0, dt) : fl_xload_part(x, k0, kend - k0, -INFINITY, dt), a[1]);
-    fl_rmax_rank_run(x, kend, nfull, vv, 0, a, n, dt);
+    int full = kend - k0 == FL_W;
+    a[1] = flv_max(full ? fl_xload(x, k0, dt) : fl_xload_part(x, k0, kend - k0, -INFINITY, dt), a[1]);
+    b[1] = flv_min_ord(full ? fl_xload(x, k0, dt) : fl_xload_part(x, k0, kend - k0, INFINITY, dt), b[1]);
+    fl_rmax_rank_run(x, kend, nfull, vv, 0, a, b, n, dt);
     int64_t tail = kend > nfull ? kend : nfull; /* the partial last vector, unless it was y's */
     if (tail < c) {
         flv x0 = fl_xload_part(x, tail, c - tail, -INFINITY, dt);
@@ -127,6 +135,7 @@ FL_ALWAYS_INLINE float fl_rmax_rank_t(const void *x, int64_t c, int64_t y, int64
         *rank = fl_rank_t(x, c, y, dt);
         return fl_rmax_t(x, c, dt);
     }
+    *mn = -flv_hmax(flv_neg(flv_min_ord(b[0], b[1])));
     *rank = r + (int64_t)flv_hsum_d(flv_add(n[0], n[1]));
     return m;
 }
@@ -178,15 +187,18 @@ static inline flv fl_vexp_sub_t(flv x, flv m, flv vt)
 }
 
 /* Float32 rows accumulate in float lanes over groups of FL_GROUP vectors, each group then added
- * in double: a lane adds at most FL_GROUP terms in float (relative error <= FL_GROUP * 2^-24,
- * about the 2 ULP of the exponentials), while one horizontal double sum per group instead of per
- * vector keeps the pass at the speed of the exponentials. */
+ * to float64 lanes (fl_dacc): a lane adds at most FL_GROUP terms in float (relative error <=
+ * FL_GROUP * 2^-24, about the 2 ULP of the exponentials), while one conversion per group instead
+ * of per vector keeps the pass at the speed of the exponentials (a horizontal sum per group
+ * cost 16 instructions a vector: AVX2, callgrind). */
 #define FL_GROUP 4
 
-static inline flv fl_vexp_row(flv x, flv m, flv lo, flv vt, int unit)
+/* normal: T = 1 and no logit of the row more than 86 below its max (fl_exp_mode), so the
+ * exponentials need neither the floor nor the subnormal-safe product (the same values) */
+FL_ALWAYS_INLINE flv fl_vexp_row(flv x, flv m, flv lo, flv vt, int unit, int normal)
 {
     flv shift;
-    return unit ? fl_vexp_sub(x, m, lo, &shift) : fl_vexp_sub_t(x, m, vt);
+    return unit ? fl_vexp_sub_n(x, m, lo, &shift, normal) : fl_vexp_sub_t(x, m, vt);
 }
 
 /* One pass over a row of dtype dt with max m: with e_k = exp((x_k - m)/T), n_eq counts the
@@ -197,34 +209,47 @@ static inline flv fl_vexp_row(flv x, flv m, flv lo, flv vt, int unit)
  * below the max: nll 3e-3 relative off, Brier 1%), where now the rest is summed alone and
  * 1 - p_y = ((n_eq - 1) + s) / (n_eq + s) has no cancellation. Returns e_y, the very value
  * summed. When ebuf is not NULL (a constant at each call: the function is inlined) the
- * exponentials are also stored there, for the per-class block. */
+ * exponentials are also stored there, for the per-class block. normal (a constant too): T = 1
+ * and the row's min within 86 of m (fl_vexp_row); its logits are then finite, so are the
+ * products e_k (x_k - m). */
+FL_ALWAYS_INLINE void fl_rstats_vec(const void *x, int64_t k, flv vm, flv lo, flv vt, int unit, int normal,
+                                    float *ebuf, flv *a, flv *b, flv *c, flv *cnt, int32_t dt)
+{
+    flv zero = flv_set1(0.0f);
+    flv xv = fl_xload(x, k, dt), dv = flv_sub(xv, vm);
+    flv e = fl_vexp_row(xv, vm, lo, vt, unit, normal);
+    flv er = flv_sel_neg(dv, e, zero);     /* the max's ones counted apart */
+    if (ebuf) flv_store(ebuf + k, e);
+    *a = flv_add(*a, er);
+    *b = flv_fma(er, er, *b);
+    *cnt = flv_add(*cnt, flv_sel_neg(dv, zero, flv_set1(1.0f)));
+    *c = flv_add(*c, normal ? flv_mul(e, dv) : flv_zero_nan(flv_mul(e, dv)));
+}
+
 #define FL_COUNT_GROUPS 4096 /* groups between flushes of the float count: exact below 2^24 a lane */
 FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, int64_t y, double *n_eq, double *s,
-                                   double *sq, double *dot, float *ebuf, int32_t dt)
+                                   double *sq, double *dot, float *ebuf, int normal, int32_t dt)
 {
     flv vm = flv_set1(m), lo = fl_exp_floor(vm), vt = flv_set1((float)t), zero = flv_set1(0.0f);
     flv one = flv_set1(1.0f), cnt = zero;
     int unit = t == 1.0;
-    double s1 = 0.0, s2 = 0.0, d = 0.0, ne = 0.0;
+    fl_dacc s1 = fl_dacc_zero(), s2 = s1, d = s1;
+    double ne = 0.0;
     float lanes[FL_W] = {0};       /* the vector of exponentials holding e_y */
     int64_t k = 0, nfull = n - n % FL_W, k0 = y - y % FL_W, groups = 0;
     while (k < nfull) {
-        int64_t end = k + FL_GROUP * FL_W < nfull ? k + FL_GROUP * FL_W : nfull;
+        /* a full group as a fixed count (unrolled: its constants stay in registers), the last
+         * one as it comes */
+        int64_t end = k + FL_GROUP * FL_W <= nfull ? k + FL_GROUP * FL_W : nfull;
         flv a = zero, b = zero, c = zero;
-        for (; k < end; k += FL_W) {
-            flv xv = fl_xload(x, k, dt), dv = flv_sub(xv, vm);
-            flv e = fl_vexp_row(xv, vm, lo, vt, unit);
-            flv er = flv_sel_neg(dv, e, zero);     /* the max's ones counted apart */
-            if (ebuf) flv_store(ebuf + k, e);
-            else if (k == k0) flv_store(lanes, e);
-            a = flv_add(a, er);
-            b = flv_fma(er, er, b);
-            cnt = flv_add(cnt, flv_sel_neg(dv, zero, one));
-            c = flv_add(c, flv_zero_nan(flv_mul(e, dv)));
-        }
-        s1 += flv_hsum_d(a);
-        s2 += flv_hsum_d(b);
-        d += flv_hsum_d(c);
+        if (end - k == FL_GROUP * FL_W)
+            for (int j = 0; j < FL_GROUP; j++, k += FL_W)
+                fl_rstats_vec(x, k, vm, lo, vt, unit, normal, ebuf, &a, &b, &c, &cnt, dt);
+        else
+            for (; k < end; k += FL_W) fl_rstats_vec(x, k, vm, lo, vt, unit, normal, ebuf, &a, &b, &c, &cnt, dt);
+        s1 = fl_dacc_add(s1, a);
+        s2 = fl_dacc_add(s2, b);
+        d = fl_dacc_add(d, c);
         if (++groups == FL_COUNT_GROUPS) {
             ne += flv_hsum_d(cnt);
             cnt = zero;
@@ -232,20 +257,23 @@ FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, 
         }
     }
     if (k < n) {
+        /* the general exponential: the vector's lanes past the row are -inf */
         flv xv = fl_xload_part(x, k, n - k, -INFINITY, dt), dv = flv_sub(xv, vm);
-        flv e = fl_vexp_row(xv, vm, lo, vt, unit);
+        flv e = fl_vexp_row(xv, vm, lo, vt, unit, 0);
         flv er = flv_sel_neg(dv, e, zero);
         if (ebuf) flv_store_part(ebuf + k, e, n - k);
         else if (k == k0) flv_store(lanes, e);
-        s1 += flv_hsum_d(er);
-        s2 += flv_hsum_d(flv_mul(er, er));
+        s1 = fl_dacc_add(s1, er);
+        s2 = fl_dacc_add(s2, flv_mul(er, er));
         cnt = flv_add(cnt, flv_sel_neg(dv, zero, one));
-        d += flv_hsum_d(flv_zero_nan(flv_mul(e, dv)));
+        d = fl_dacc_add(d, flv_zero_nan(flv_mul(e, dv)));
     }
+    /* e_y's vector taken again, not kept in the loop (a test a vector): the same value */
+    if (!ebuf && k0 < nfull) flv_store(lanes, fl_vexp_row(fl_xload(x, k0, dt), vm, lo, vt, unit, normal));
     *n_eq = ne + flv_hsum_d(cnt);
-    *s = s1;
-    *sq = s2;
-    *dot = d;
+    *s = fl_dacc_sum(s1);
+    *sq = fl_dacc_sum(s2);
+    *dot = fl_dacc_sum(d);
     return ebuf ? ebuf[y] : lanes[y - k0];
 }
 

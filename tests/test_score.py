@@ -558,3 +558,41 @@ def test_peaked_rows_keep_their_small_terms(isa, temperature, per_class):
             rtol, atol = _tolerance(key, np.float32, c, n)
             err = abs(got[key] - w)
             assert err <= rtol * abs(w) + atol, (variant, key, got[key], w, f"relative {err / abs(w):.3g}")
+
+
+@pytest.mark.parametrize("c", [9, 37, 1000])
+@pytest.mark.parametrize("metrics", [None, ["nll", "brier", "mean_entropy"]])
+@pytest.mark.parametrize("per_class", [False, True])
+def test_one_far_logit_anywhere_in_the_row(isa, c, metrics, per_class):
+    """Rows whose logits lie within 86 of their max take the exponentials without floor and
+    subnormal handling (fl_exp_mode), chosen from the row's min taken in the max's pass (with
+    the target's rank, or without it when no metric needs the rank). One logit far below the
+    max (1000 below: its exponential is exactly 0), not the target but beside it in its vector,
+    at every position (the first vector, the middle, the partial last one), must give the bits
+    of the same row with -inf there; a row whose min missed it would take the normal
+    exponential of -1000 (garbage). With -inf, e_k (x_k - m) is NaN, zeroed: the same 0."""
+    rng = np.random.default_rng(c)
+    n = 64
+    x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    y = rng.integers(0, c, n)
+    for pos in sorted({0, 1, c // 2, c - 1}):
+        yt = np.where(y == pos, (pos + 1) % c, y)
+        yt[: n // 2] = pos ^ 1 if pos ^ 1 < c else pos - 1   # the target in the far logit's vector
+        far, masked = x.copy(), x.copy()
+        far[:, pos] = far.max(axis=1) - 1000
+        masked[:, pos] = -np.inf
+        got = fl.score(far, yt, metrics=metrics, per_class=per_class)
+        want = fl.score(masked, yt, metrics=metrics, per_class=per_class)
+        assert repr(got) == repr(want), (isa, pos, got, want)
+
+
+@pytest.mark.parametrize("spread", [85.9, 86.0, 86.1, 87.5, 95.0, 103.0, 110.0])
+def test_rows_at_the_edge_of_the_normal_exponentials(isa, spread):
+    """The min of each row just inside and just outside the normal exponentials' range (86 below
+    the max; the subnormal results from 87.3 down, 0 below 104) against the reference."""
+    rng = np.random.default_rng(11)
+    n, c = 200, 70
+    x = (rng.standard_normal((n, c)) * 2).astype(np.float32)
+    y = rng.integers(0, c, n)
+    x[np.arange(n), rng.integers(0, c, n)] = x.max(axis=1) - np.float32(spread)
+    _close(fl.score(x, y), ref.score(x, y), np.float32, c, (isa, spread), terms=n)
