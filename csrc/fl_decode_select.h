@@ -34,33 +34,6 @@
 #include "fl_rowmath.h"
 #include "fl_scalar_math.h"
 #include "fl_simd.h"
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-#endif
-
-/* the index of the lowest set bit of v != 0 (a lane of a comparison mask) */
-static inline int fl_ctz(unsigned v)
-{
-#if defined(_MSC_VER) && !defined(__clang__)
-    unsigned long i;
-    _BitScanForward(&i, v);
-    return (int)i;
-#else
-    return __builtin_ctz(v);
-#endif
-}
-
-/* the same for a 64-bit mask (the lanes of four vectors) */
-static inline int fl_ctz64(uint64_t v)
-{
-#if defined(_MSC_VER) && !defined(__clang__)
-    unsigned long i;
-    _BitScanForward64(&i, v);
-    return (int)i;
-#else
-    return __builtin_ctzll(v);
-#endif
-}
 
 /* ---------- order keys, tempering, thresholds ---------- */
 

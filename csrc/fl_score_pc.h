@@ -390,8 +390,12 @@ static void fl_pc_row_f32(fl_pc_acc *a, const float *e, double inv, int64_t y)
         flv m = flv_max_ord(flv_max_ord(flv_load(e + k), flv_load(e + k + FL_W)),
                             flv_max_ord(flv_load(e + k + 2 * FL_W), flv_load(e + k + 3 * FL_W)));
         if (!flv_any_ge(m, vmin)) continue;
-        for (int64_t j = k; j < k + 4 * FL_W; j++)
-            if (e[j] >= emin) fl_pc_row_high(a, j, (double)e[j], inv, y);
+        uint64_t msk = 0;   /* then only the lanes at or above emin, in order */
+        for (int j = 0; j < 4; j++) msk |= (uint64_t)flv_mask_ge(flv_load(e + k + j * FL_W), vmin) << (j * FL_W);
+        for (; msk; msk &= msk - 1) {
+            int64_t q = k + fl_ctz64(msk);
+            fl_pc_row_high(a, q, (double)e[q], inv, y);
+        }
     }
     for (; k < n; k++)
         if (e[k] >= emin) fl_pc_row_high(a, k, (double)e[k], inv, y);

@@ -142,6 +142,34 @@
 #define FL_PREFETCH(p) ((void)(p))
 #endif
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#endif
+
+/* the index of the lowest set bit of v != 0 (a lane of a comparison mask) */
+static inline int fl_ctz(unsigned v)
+{
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward(&i, v);
+    return (int)i;
+#else
+    return __builtin_ctz(v);
+#endif
+}
+
+/* the same for a 64-bit mask (the lanes of four vectors) */
+static inline int fl_ctz64(uint64_t v)
+{
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward64(&i, v);
+    return (int)i;
+#else
+    return __builtin_ctzll(v);
+#endif
+}
+
 /* FL_FN(softmax) -> fl_softmax_avx2 in the AVX2 build: each ISA build defines its own symbols. */
 #define FL_CAT3_(a, b, c) a##b##c
 #define FL_CAT3(a, b, c) FL_CAT3_(a, b, c)
