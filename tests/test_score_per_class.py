@@ -93,3 +93,24 @@ def test_confusion_matrix_of_wide_rows_with_ties_and_special_values(dtype, c):
     cm = np.zeros((c, c), np.int64)
     np.add.at(cm, (y, pred), 1)
     np.testing.assert_array_equal(r["confusion_matrix"], cm)
+
+
+@pytest.mark.parametrize("c", [40, 200])
+def test_large_probabilities_anywhere_in_the_row_on_every_isa(isa, c):
+    """The unweighted block bins only the few p_c at or above min(1/bins, 1/(B-1)), found in the
+    row's exponentials by vector masks; the weighted block bins every p_c. With unit weights
+    both give the same classwise ECE and AUC, wherever the large ones lie (each lane of a block of
+    four vectors, the partial tail), with one, two or five of them in a row."""
+    rng = np.random.default_rng(43 + c)
+    n = 400
+    x = (rng.normal(size=(n, c)) * 0.5).astype(np.float32)
+    for r in range(n):
+        big = rng.choice(c, size=(1, 2, 5)[r % 3], replace=False)
+        big[0] = r % c                                          # every position, in turn
+        x[r, big] += rng.uniform(3.0, 9.0, big.size).astype(np.float32)
+    y = rng.integers(0, c, n)
+    kw = dict(per_class=True, auc_bins=9, metrics=["classwise_ece", "roc_auc_ovr"])
+    got = fl.score(x, y, **kw)
+    unit = fl.score(x, y, sample_weight=np.ones(n), **kw)
+    assert got["classwise_ece"] == pytest.approx(unit["classwise_ece"], rel=1e-12), isa
+    assert got["roc_auc_ovr"] == pytest.approx(unit["roc_auc_ovr"], rel=1e-12), isa
