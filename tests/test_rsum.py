@@ -56,7 +56,7 @@ def model_value(values):
     try:
         return float(exact)  # correctly rounded
     except OverflowError:
-        return math.copysign(math.inf, exact)
+        return math.inf if exact > 0 else -math.inf  # copysign would convert exact again
 
 
 def same(a, b):
