@@ -53,6 +53,19 @@ static void fl_ce_rescale(float *e, int64_t c, const float *bm, float m, int tin
                         tiny);
 }
 
+/* How a class-index row's gradient g_k = alpha*e_k - beta is written (fl_pend.h): rows whose
+ * exponentials may be subnormal (fl_ce_tiny) without x86's assist where the bits allow it:
+ * alpha * e_k by flv_mul_tiny without smoothing or class weights (beta = 0), or the e_k of
+ * alpha * e_k < 2^-100 taken as 0 with smoothing (beta >= 2^-70, no class weights); else the
+ * fused form. */
+static inline int fl_ce_pend_kind(const fl_ce_ctx *ctx, float lo, float m, float alpha, float beta)
+{
+    if (ctx->wf) return FL_PEND_CE;
+    if (beta == 0.0f && alpha > 0.0f && fl_ce_tiny(lo, m, fl_log_d(alpha))) return FL_PEND_CE_TINY;
+    if (beta >= 0x1p-70f && alpha > 0.0f && fl_ce_tiny(lo, m, 0.0)) return FL_PEND_CE_FLOOR;
+    return FL_PEND_CE;
+}
+
 /* sum over c of w_c*(x_c - m) in double, skipping w_c = 0 (so a -inf logit of weight 0 adds 0) */
 FL_ALWAYS_INLINE double fl_ce_wshift_t(const void *x, const double *w, int64_t c, float m, int32_t dt)
 {
@@ -98,11 +111,8 @@ static fl_ce_row fl_ce_index_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, i
         double alpha, beta, gy;
         fl_ce_rescale(e, c, bm, m, fl_ce_tiny(lo, m, 0.0));
         fl_ce_index_coefs(ctx, s, wy, (double)e[y], xy, S, lse, &alpha, &beta, &gy);
-        /* without smoothing or class weights a gradient element is alpha * e_k rounded once */
-        int kind = (float)beta == 0.0f && !ctx->wf && (float)alpha > 0.0f && fl_ce_tiny(lo, m, fl_log_d((float)alpha))
-                       ? FL_PEND_CE_TINY : FL_PEND_CE;
-        fl_pend p = {g, e, ctx->wf, c, 0, y, kind, (float)alpha, (float)beta, (float)gy,
-                     0.0, 0.0, FL_F32, direct ? a->grad.dtype : FL_F32};
+        fl_pend p = {g, e, ctx->wf, c, 0, y, fl_ce_pend_kind(ctx, lo, m, (float)alpha, (float)beta), (float)alpha,
+                     (float)beta, (float)gy, 0.0, 0.0, FL_F32, direct ? a->grad.dtype : FL_F32};
         if (ctx->stream && direct) {
             fl_pend_drain(pend, c);
             *pend = p;

@@ -10,6 +10,7 @@
 #ifndef FL_PEND_H
 #define FL_PEND_H
 
+#include <float.h>
 #include <stdint.h>
 #include "fl_simd.h"
 #include "fl_rowio.h"
@@ -41,12 +42,17 @@ static inline int64_t fl_stream_head(const void *p, int64_t n, int64_t esz)
  *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
  *   FL_PEND_CE_TINY the same for beta = 0, w NULL and alpha > 0, where the fused form is alpha *
  *                   src_k rounded once: flv_mul_tiny (subnormal exponentials without the assist)
+ *   FL_PEND_CE_FLOOR the same for w NULL, beta >= 2^-70 and alpha > 0 (label smoothing), the
+ *                   src_k with alpha * src_k < 2^-100 taken as 0: that product is below a
+ *                   quarter ULP of beta, so the fused form rounds to -beta anyway (the same
+ *                   bits); the zero spares the FMA a subnormal operand or product (x86's assist:
+ *                   a cut at FLT_MIN left products of 2^-126..2^-150 and half the assists' time)
  * and y_t = gy for t >= 0 (the CE target), each computed in float32 and narrowed to the
  * output's dtype ydt (float32, float16 or bfloat16). The elements before the first
  * vector-aligned one (the head) and after the last whole vector (the tail) take plain stores.
  * next: the first element not yet written (0, or the head's end plus a multiple of FL_W). The
  * source rows must stay untouched until the row is drained. */
-enum { FL_PEND_SCALE, FL_PEND_SHIFT, FL_PEND_CE, FL_PEND_SCALE_TINY, FL_PEND_CE_TINY };
+enum { FL_PEND_SCALE, FL_PEND_SHIFT, FL_PEND_CE, FL_PEND_SCALE_TINY, FL_PEND_CE_TINY, FL_PEND_CE_FLOOR };
 typedef struct {
     void *y;
     const void *src; /* float32 but for FL_PEND_SHIFT */
@@ -75,6 +81,8 @@ FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kin
     flv sv = n == FL_W ? flv_load(s) : flv_load_part(s, n, 0.0f);
     if (kind == FL_PEND_SCALE) return flv_mul(sv, flv_set1(p->alpha));
     if (kind == FL_PEND_SCALE_TINY || kind == FL_PEND_CE_TINY) return flv_mul_tiny(sv, flv_set1(p->alpha));
+    if (kind == FL_PEND_CE_FLOOR) /* a subtraction and a select: neither takes the assist */
+        sv = flv_sel_neg(flv_sub(sv, flv_set1(0x1p-100f / p->alpha)), flv_set1(0.0f), sv);
     flv wv = !p->w ? flv_set1(1.0f) : n == FL_W ? flv_load(p->w + k) : flv_load_part(p->w + k, n, 0.0f);
     return flv_fma(sv, flv_set1(p->alpha), flv_mul(flv_set1(-p->beta), wv));
 }
@@ -128,6 +136,7 @@ static inline void fl_pend_drain(fl_pend *p, int64_t n)
     case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE, FL_F32); break;
     case FL_PEND_SCALE_TINY: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE_TINY, FL_F32); break;
     case FL_PEND_CE_TINY: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE_TINY, FL_F32); break;
+    case FL_PEND_CE_FLOOR: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE_FLOOR, FL_F32); break;
     case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write_shift, p, k1); break;
     default: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE, FL_F32); break;
     }
@@ -157,6 +166,7 @@ static inline void fl_pend_write_plain(const fl_pend *p)
     case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SCALE, FL_F32); break;
     case FL_PEND_SCALE_TINY: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_SCALE_TINY, FL_F32); break;
     case FL_PEND_CE_TINY: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_CE_TINY, FL_F32); break;
+    case FL_PEND_CE_FLOOR: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_CE_FLOOR, FL_F32); break;
     case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_plain_shift, p); break;
     default: fl_x_dispatch(p->ydt, fl_pend_plain_k, p, FL_PEND_CE, FL_F32); break;
     }

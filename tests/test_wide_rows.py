@@ -79,22 +79,24 @@ def test_cross_entropy_on_wide_rows_keeps_its_bounds(c, isa):
 @pytest.mark.parametrize("c", [17, 4099])
 def test_cross_entropy_gradient_on_wide_rows(c, isa):
     """The gradient of rows of a wide spread within its bound of the exact one; without class
-    weights or smoothing it scales the subnormal exponentials by flv_mul_tiny (fl_ce_f32.h),
-    with weights of 1 by the fused form: the same bits. 4099 classes: blocks of 1024 summed under
-    a smaller running max are rescaled (by flv_mul_tiny too)."""
+    weights it scales the subnormal exponentials by flv_mul_tiny (fl_ce_f32.h), or, with label
+    smoothing, takes the exponentials of alpha * e_k < 2^-100 as 0 (fl_pend.h); with weights of
+    1 the fused form: the same bits. 4099 classes: blocks of 1024 summed under a smaller
+    running max are rescaled (by flv_mul_tiny too)."""
     x = _rows(c)
     x = x[:, np.argsort(np.random.default_rng(c).random(c))]  # maxima in late blocks too
     rng = np.random.default_rng(c + 1)
     y = rng.integers(0, c, x.shape[0])
     y = np.where(np.isfinite(x[np.arange(len(y)), y]), y, np.argmax(x, axis=1))
-    for reduction in ("none", "mean"):
-        _, grad = fl.cross_entropy_and_grad(x, y, reduction=reduction)
-        want = ref.exact(ref.cross_entropy_and_grad, x, y, reduction=reduction)[1]
-        scale = ce_grad_scale(x, y, reduction=reduction)
-        assert_ulp_close(grad, want, ce_grad_ulp(x, -1, np.float32), np.float32, f"{isa} c={c} {reduction}",
+    for reduction, ls in (("none", 0.0), ("mean", 0.0), ("sum", 0.1), ("mean", 0.3)):
+        kw = dict(reduction=reduction, label_smoothing=ls)
+        _, grad = fl.cross_entropy_and_grad(x, y, **kw)
+        want = ref.exact(ref.cross_entropy_and_grad, x, y, **kw)[1]
+        scale = ce_grad_scale(x, y, **kw)
+        assert_ulp_close(grad, want, ce_grad_ulp(x, -1, np.float32), np.float32, f"{isa} c={c} {kw}",
                          inputs={"row": x}, scale=scale)
-        _, fused = fl.cross_entropy_and_grad(x, y, reduction=reduction, weight=np.ones(c))
-        assert grad.tobytes() == fused.tobytes(), (isa, c, reduction)
+        _, fused = fl.cross_entropy_and_grad(x, y, weight=np.ones(c), **kw)
+        assert grad.tobytes() == fused.tobytes(), (isa, c, kw)
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "log_sigmoid"])
