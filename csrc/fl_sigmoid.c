@@ -15,28 +15,54 @@
 
 /* ---------------- sigmoid and log_sigmoid ---------------- */
 
-/* y = sigmoid(x) or log_sigmoid(x) over n contiguous elements, x and y both of dtype dt */
+/* the sigmoid or log-sigmoid of the nv vectors v (in place), whose -|x| are na: plain, no lane
+ * of the group is below FL_SIG_PLAIN_LO (fl_vsig_plain), and they take the plain forms and the
+ * exponential without its subnormal test; otherwise the general exponential and the tiny forms
+ * (the same bits in the lanes without a tiny t) */
+FL_ALWAYS_INLINE void fl_vsig_group(flv *v, const flv *na, int nv, int plain, int logm)
+{
+    if (plain) {
+        FL_UNROLL(4)
+        for (int j = 0; j < nv; j++) {
+            flv t = flv_exp_neg_normal(na[j]);
+            v[j] = logm ? fl_vlog_sigmoid_t(v[j], t) : fl_vsigmoid_t(v[j], t);
+        }
+    } else {
+        FL_UNROLL(4)
+        for (int j = 0; j < nv; j++) {
+            flv t = flv_exp_neg(na[j]);
+            v[j] = logm ? fl_vlog_sigmoid_tiny_t(v[j], t) : fl_vsigmoid_tiny_t(v[j], t);
+        }
+    }
+}
+
+/* y = sigmoid(x) or log_sigmoid(x) over n contiguous elements, x and y both of dtype dt. The
+ * tiny-lane test is taken once for four vectors (their -|x|'s min), not once a vector. */
 FL_ALWAYS_INLINE void fl_elementwise_span_t(const void *x, void *y, int64_t n, int logm, int32_t dt)
 {
     int64_t k = 0;
     /* four independent vectors a step, side by side (see FL_UNROLL) */
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
-        flv v[4];
+        flv v[4], na[4];
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
-            flv xv = fl_xload(x, k + j * FL_W, dt);
-            v[j] = logm ? fl_vlog_sigmoid(xv) : fl_vsigmoid(xv);
+            v[j] = fl_xload(x, k + j * FL_W, dt);
+            na[j] = fl_vmabs(v[j]);
         }
+        flv nm = flv_min_ord(flv_min_ord(na[0], na[1]), flv_min_ord(na[2], na[3]));
+        fl_vsig_group(v, na, 4, fl_vsig_plain(nm), logm);
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) fl_xstore_part(y, k + j * FL_W, v[j], FL_W, dt);
     }
     for (; k + FL_W <= n; k += FL_W) {
-        flv v = fl_xload(x, k, dt);
-        fl_xstore_part(y, k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), FL_W, dt);
+        flv v = fl_xload(x, k, dt), na = fl_vmabs(v);
+        fl_vsig_group(&v, &na, 1, fl_vsig_plain(na), logm);
+        fl_xstore_part(y, k, v, FL_W, dt);
     }
     if (k < n) {
-        flv v = fl_xload_part(x, k, n - k, 0.0f, dt);
-        fl_xstore_part(y, k, logm ? fl_vlog_sigmoid(v) : fl_vsigmoid(v), n - k, dt);
+        flv v = fl_xload_part(x, k, n - k, 0.0f, dt), na = fl_vmabs(v);
+        fl_vsig_group(&v, &na, 1, fl_vsig_plain(na), logm);
+        fl_xstore_part(y, k, v, n - k, dt);
     }
 }
 

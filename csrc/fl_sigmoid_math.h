@@ -38,43 +38,70 @@ static inline flv fl_vlog1p_unit(flv t)
 
 /* Below FL_SIG_TINY, t = exp(-|x|) (|x| > 17.3) leaves 1 + t = 1 in float32 and log1p(t) = t
  * once rounded (t^2/2 is below half an ULP of t), which is what the formulas here give: the
- * vectors of the sigmoid and log-sigmoid holding such lanes take those values directly. Their
- * products and quotients of tiny values (t^2, t/(1 + t) for |x| > 87) would be subnormal, which
- * x86 cores compute by a microcode assist (about 25-70 ns a vector on this Xeon): log_sigmoid of
- * randn * 60 ran ~25x slower than under FTZ/DAZ. */
+ * tiny forms below take those values directly in such lanes. Their products and quotients of
+ * tiny values (t^2, t/(1 + t) for |x| > 87) would be subnormal, which x86 cores compute by a
+ * microcode assist (about 25-70 ns a vector on this Xeon): log_sigmoid of randn * 60 ran ~25x
+ * slower than under FTZ/DAZ. In the other lanes (NaN included) a tiny form gives the plain
+ * form's bits, so the choice between them is a matter of cost only. */
 #define FL_SIG_TINY 0x1p-25f
 
+/* -|x| above FL_SIG_PLAIN_LO: t = exp(-|x|) >= exp(-17) = 4.1e-8 is not below FL_SIG_TINY
+ * (2^-25 = 3.0e-8), and -|x| is above FL_EXPF_NORMAL_LO, so flv_exp_neg_normal gives t (the
+ * same bits as flv_exp_neg, without its test for a subnormal result). The elementwise kernels
+ * test this once for a group of vectors (the min of their -|x|) instead of testing each
+ * vector's t: that per-vector test cost plain rows 15% (sigmoid) and 9% (log_sigmoid) more
+ * instructions (callgrind AVX2). */
+#define FL_SIG_PLAIN_LO -17.0f
+
 /* fl_vlog1p_unit, the tiny lanes' log1p(t) = t taken directly: the log-sigmoid's. (The BCE
- * keeps the plain form: in its loop the test cost 26% more instructions on plain logits,
+ * keeps the plain form: in its loop a test cost 26% more instructions on plain logits,
  * callgrind AVX2, and its gradient's products of tiny sigmoids take the assist anyway.) */
 static inline flv fl_vlog1p_unit_tiny(flv t)
 {
     flv tiny = flv_set1(FL_SIG_TINY);
-    if (!flv_any_ge(tiny, t)) return fl_vlog1p_unit(t);
     flv small = flv_sub(t, tiny); /* negative in the tiny lanes (NaN lanes: NaN, taken as others) */
     return flv_sel_neg(small, t, fl_vlog1p_unit(flv_sel_neg(small, tiny, t)));
 }
 
-/* exp(-|x|), in (0, 1] (nan for nan) */
-static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(flv_neg(flv_abs(x))); }
+/* -|x|, the exponent of t = exp(-|x|) */
+static inline flv fl_vmabs(flv x) { return flv_neg(flv_abs(x)); }
 
-/* sigmoid and log-sigmoid, elementwise, stable for any |x|. sigmoid: 1/(1+t), or t/(1+t) for
- * x < 0, as one division of the selected numerator: t/(1+t) is then rounded once, not as t
- * times a rounded 1/(1+t), and the multiplication is gone. */
-static inline flv fl_vsigmoid(flv x)
+/* exp(-|x|), in (0, 1] (nan for nan) */
+static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(fl_vmabs(x)); }
+
+/* Are the lanes of a group of vectors whose -|x| have the lanewise min nm all above
+ * FL_SIG_PLAIN_LO? (A NaN lane may count either way: both forms give it the same bits.) */
+static inline int fl_vsig_plain(flv nm) { return !flv_any_ge(flv_set1(FL_SIG_PLAIN_LO), nm); }
+
+/* sigmoid and log-sigmoid of x from t = exp(-|x|), elementwise, stable for any |x|. sigmoid:
+ * 1/(1+t), or t/(1+t) for x < 0, as one division of the selected numerator: t/(1+t) is then
+ * rounded once, not as t times a rounded 1/(1+t), and the multiplication is gone. The plain
+ * forms are for lanes known to have no t below FL_SIG_TINY (fl_vsig_plain), the tiny forms for
+ * any. */
+static inline flv fl_vsigmoid_t(flv x, flv t)
 {
-    flv one = flv_set1(1.0f), t = fl_vexp_mabs(x), num = flv_sel_neg(x, t, one), tiny = flv_set1(FL_SIG_TINY);
-    if (!flv_any_ge(tiny, t)) return flv_div(num, flv_add(one, t));
+    flv one = flv_set1(1.0f);
+    return flv_div(flv_sel_neg(x, t, one), flv_add(one, t));
+}
+
+static inline flv fl_vsigmoid_tiny_t(flv x, flv t)
+{
+    flv one = flv_set1(1.0f), num = flv_sel_neg(x, t, one), tiny = flv_set1(FL_SIG_TINY);
     /* the tiny lanes: 1 + t = 1, the quotient is the numerator (t or 1), which the division
      * sees raised to FL_SIG_TINY (a select there let GCC fold it into an AVX-512 division masked
      * to the other lanes, and a masked-off subnormal lane still took the assist) */
     return flv_sel_neg(flv_sub(t, tiny), num, flv_div(flv_max(num, tiny), flv_add(one, t)));
 }
 
-static inline flv fl_vlog_sigmoid(flv x)
+/* log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)) */
+static inline flv fl_vlog_sigmoid_t(flv x, flv t)
 {
-    /* log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)) */
-    return flv_sub(flv_min(x, flv_set1(0.0f)), fl_vlog1p_unit_tiny(fl_vexp_mabs(x)));
+    return flv_sub(flv_min(x, flv_set1(0.0f)), fl_vlog1p_unit(t));
+}
+
+static inline flv fl_vlog_sigmoid_tiny_t(flv x, flv t)
+{
+    return flv_sub(flv_min(x, flv_set1(0.0f)), fl_vlog1p_unit_tiny(t));
 }
 
 static inline double fl_sigmoid_d(double x)

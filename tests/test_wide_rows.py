@@ -112,6 +112,29 @@ def test_sigmoids_of_wide_logits_keep_4_ulp(name, isa):
     assert_ulp_close(got, want, 4, np.float32, {"function": name, "isa": isa}, inputs={"x": x})
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "log_sigmoid"])
+def test_sigmoids_take_one_wide_lane_at_any_position_of_a_group(name, isa):
+    """Plain rows (randn * 3) with one lane beyond |x| = 17 at each position in turn: the
+    elementwise kernels decide the form once for a group of four vectors (csrc/fl_sigmoid.c), so
+    a lane in any vector of a group (first lane of the first, last lane of the last), in the
+    single vectors after the groups and in the partial tail must send its group to the
+    general exponential: the plain group's exponential has no subnormal results (on AVX2 it
+    gives a wrong t for |x| > 86; elsewhere a wrong group costs time, not bits). Rows of 149 (AVX-512: two groups, a vector, a tail of 5; AVX2: four
+    groups, two vectors, a tail of 5), each row its own span (a strided view)."""
+    c = 149
+    rng = np.random.default_rng(26)
+    base = np.zeros((c, c + 11), np.float32)
+    base[:, :c] = rng.standard_normal((c, c)) * 3
+    for v in (-95.0, 95.0, -30.0, 103.5, -np.inf, np.inf):
+        full = base.copy()
+        full[np.arange(c), np.arange(c)] = v
+        x = full[:, :c]
+        got = getattr(fl, name)(x)
+        want = ref.exact(getattr(ref, name), np.ascontiguousarray(x))
+        assert_ulp_close(got, want, 4, np.float32, {"function": name, "isa": isa, "v": v},
+                         inputs={"x": x})
+
+
 def _outputs(x, y):
     r = {name: getattr(fl, name)(x) for name in POST}
     r["ce"], r["grad"] = fl.cross_entropy_and_grad(x, y)
