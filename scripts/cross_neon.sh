@@ -2,7 +2,7 @@
 # Cross-compile csrc/tests/test_math.c for AArch64 with the NEON backend (FL_ISA=3) and run it
 # under qemu-user, sampled (--stride, not exhaustive) so it finishes in about a minute.
 #   scripts/cross_neon.sh [extra test_math args, e.g. --stride 4093 | --bench]
-# Needs the Debian packages gcc-aarch64-linux-gnu and qemu-user. Without them it fails under
+# Needs the Debian packages gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user. Without them it fails under
 # CI=true and skips (exit 0, saying so) otherwise (scripts/missing_tool.sh). Exits nonzero when
 # the build or any test fails.
 set -euo pipefail
@@ -12,7 +12,7 @@ source scripts/missing_tool.sh
 
 CC="${AARCH64_CC:-aarch64-linux-gnu-gcc}"
 if ! command -v "$CC" >/dev/null 2>&1; then
-    missing_tool "$CC not found (apt-get install gcc-aarch64-linux-gnu qemu-user)"
+    missing_tool "$CC not found (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"
 fi
 QEMU="${QEMU_AARCH64:-qemu-aarch64}"
 if ! command -v "$QEMU" >/dev/null 2>&1; then
