@@ -308,11 +308,9 @@ static void fl_topk_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
     fl_cand *h = (fl_cand *)scratch;
     double *bx = (double *)(h + k);
     if (ctx->x->dtype != FL_F64) {
-        /* NEON keeps the widened scan for halves: its key scan disagreed with the scalar one on
-         * bfloat16 rows with NaNs and -0 (scripts/cross_neon.sh, 3 cases; cause not found yet) */
-        fl_xrow x = fl_row_in_x(ctx->x, xrow, c, (float *)bx);
-        if (x.dt != FL_F32 && FL_ISA != FL_ISA_NEON) fl_topk_scan_h((const uint16_t *)x.p, c, k, h, x.dt);
-        else fl_topk_scan_f32(x.dt == FL_F32 ? (const float *)x.p : fl_row_in_f32(ctx->x, xrow, c, (float *)bx), c, k, h);
+        fl_xrow x = fl_row_in_x(ctx->x, xrow, c, (float *)bx); /* a strided row comes back float32 */
+        if (x.dt == FL_F32) fl_topk_scan_f32((const float *)x.p, c, k, h);
+        else fl_topk_scan_h((const uint16_t *)x.p, c, k, h, x.dt);
     } else {
         const double *x = fl_row_in_f64(ctx->x, xrow, c, bx);
         int64_t n = fl_topk_start(h, k, x, FL_F64);

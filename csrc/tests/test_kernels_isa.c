@@ -190,6 +190,41 @@ static void run_shape(int64_t n, int64_t c)
     free(x); free(ya); free(yb); free(ra); free(rb); free(ia); free(ib); free(target); free(bt);
 }
 
+/* top-k (k = 3) of two half rows of 100 classes, a vector run apart from the first k: row 0
+ * keeps +1 and holds +0.5 and, at 40, a negative NaN (offered only by its magnitude bits above
+ * inf's: its key is below the worst kept's); row 1 keeps -1 and holds -4 and, at 60, a -0
+ * (offered only by its key 0 above the negative worst key, a signed compare). The random rows
+ * above hold negative NaNs only in bfloat16 and rarely keep a negative worst value. */
+static void check_topk_half_signs(void)
+{
+    const fl_kernel_table *s = &fl_table_scalar, *v = &FL_TEST_TABLE;
+    static const uint16_t f16[6] = {0x3c00, 0x3800, 0xfe01, 0xbc00, 0xc400, 0x8000};
+    static const uint16_t bf16[6] = {0x3f80, 0x3f00, 0xffc1, 0xbf80, 0xc080, 0x8000};
+    static const int64_t want[6] = {40, 0, 1, 60, 0, 1};
+    for (int32_t dt = FL_F16; dt == FL_F16 || dt == FL_BF16; dt = dt == FL_F16 ? FL_BF16 : -1) {
+        const uint16_t *b = dt == FL_F16 ? f16 : bf16; /* kept, filler, then the one to find, per row */
+        uint16_t h[200];
+        for (int r = 0; r < 2; r++)
+            for (int j = 0; j < 100; j++) h[100 * r + j] = b[3 * r + (j < 3 ? 0 : 1)];
+        h[40] = b[2];
+        h[160] = b[5];
+        float va[6], vb[6];
+        int64_t ia[6], ib[6];
+        fl_arr x = rows(h, dt, 100), ya = rows(va, FL_F32, 3), yb = rows(vb, FL_F32, 3), ka = rows(ia, FL_I64, 3),
+               kb = rows(ib, FL_I64, 3);
+        fl_grid g = {1, 2, 100};
+        s->topk(&x, &ya, &ka, g, 3);
+        v->topk(&x, &yb, &kb, g, 3);
+        if (memcmp(ia, want, sizeof want) || memcmp(ib, want, sizeof want)) {
+            printf("FAIL topk dt %d signs: scalar %lld %lld %lld | %lld %lld %lld, path %lld %lld %lld | %lld %lld %lld\n",
+                   (int)dt, (long long)ia[0], (long long)ia[1], (long long)ia[2], (long long)ia[3], (long long)ia[4],
+                   (long long)ia[5], (long long)ib[0], (long long)ib[1], (long long)ib[2], (long long)ib[3],
+                   (long long)ib[4], (long long)ib[5]);
+            failures++;
+        }
+    }
+}
+
 /* ---- decoding (API section 8): Philox-4x32-10 against Random123's known answers; sample and
  * filter_logits bitwise equal to the scalar path (their decisions use no fused or
  * ISA-dependent arithmetic), token_logprobs within 8 ULP, penalties equal ---- */
@@ -295,6 +330,7 @@ int main(void)
 {
     static const int64_t widths[] = {1, 2, 3, 5, 10, 17, 33, 64, 100, 1000, 4099};
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) run_shape(37, widths[i]);
+    check_topk_half_signs();
     check_philox();
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) run_decode(37, widths[i]);
     printf("%s: %d failure(s)\n", FL_TEST_TABLE.name, failures);
