@@ -596,3 +596,26 @@ def test_rows_at_the_edge_of_the_normal_exponentials(isa, spread):
     y = rng.integers(0, c, n)
     x[np.arange(n), rng.integers(0, c, n)] = x.max(axis=1) - np.float32(spread)
     _close(fl.score(x, y), ref.score(x, y), np.float32, c, (isa, spread), terms=n)
+
+
+@pytest.mark.parametrize("scale", [20.0, 40.0])
+@pytest.mark.parametrize("per_class", [False, True])
+def test_rows_of_a_wide_spread(isa, scale, per_class):
+    """randn * 20 and * 40 over 3000 classes: most exponentials subnormal or 0; and rows of
+    randn * 3 with one logit far below (the wide rows' pass over a mass of moderate terms). The
+    statistics pass leaves out the terms whose products would be subnormal (fl_rstats_vec: each
+    below 2^-119); every metric stays within its tolerance of the reference."""
+    rng = np.random.default_rng(int(scale))
+    n, c = 64, 3000
+    x = (rng.standard_normal((n, c)) * scale).astype(np.float32)
+    y = rng.integers(0, c, n)
+    y[::4] = np.argmax(x[::4], axis=1)          # confident rows: p_y near 1, tiny entropy
+    x[1::4] /= scale / 3                         # rows of randn * 3 ...
+    x[1::4, 7] = -300                            # ... made wide by one far logit
+    got = fl.score(x, y, per_class=per_class)
+    want = ref.score(x, y)
+    _close({k: got[k] for k in want}, want, np.float32, c, (isa, scale), terms=n)
+    if per_class:
+        cm = np.zeros((c, c), np.int64)
+        np.add.at(cm, (y, np.argmax(x, axis=1)), 1)
+        np.testing.assert_array_equal(got["confusion_matrix"], cm)
