@@ -18,7 +18,9 @@
  *   flv  flv_add/sub/mul/div/max/min(flv, flv)   flv flv_fma(a, b, c) = a*b + c (fused where the ISA has FMA)
  *   flv  flv_mul_tiny(flv a, flv b)      a * b (the same bits as flv_mul) for a >= 0, b > 0, where lanes of a or
  *                                        of the product may be subnormal: x86 builds compute those vectors
- *                                        without the microcode assist (~100 cycles) a plain product takes
+ *                                        without the microcode assist (~100 cycles) a plain product takes.
+ *                                        The test sums exponent fields: a subnormal a is found only with b < 2
+ *                                        (the scale factors it serves); beyond, the right bits with the assist
  *   flv  flv_mul1p(flv p, flv e)         p * (1 + e) as flv_fma(p, e, p) (the same bits) for p >= 0 and
  *                                        |e| < 2^-10, subnormal p without the assist, as flv_mul_tiny
  *   flv  flv_max_ord/min_ord(flv, flv)   max/min for operands that are not NaN (one instruction)
