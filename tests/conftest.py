@@ -1,5 +1,6 @@
 """Shared fixtures: every SIMD path this CPU supports, the thread count restored, the accuracy
 table, and a deterministic hypothesis profile for the default run."""
+import gc
 import os
 import sys
 
@@ -47,6 +48,18 @@ def isa(request):
     _core.isa_select(before)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def module_caches_end_with_the_module(request):
+    """Modules cache their arrays and exact values (functools caches) so that every SIMD path
+    compares against one computation; those caches are emptied when the module ends, so the
+    default layer's memory is its largest module's and not the sum of them all."""
+    yield
+    for value in vars(request.module).values():
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
+    gc.collect()
+
+
 @pytest.fixture
 def threads():
     """Restore the thread count after a test that changes it."""
@@ -80,7 +93,34 @@ def pytest_report_header(config):
     return f"fastlogits exact oracle: {reference.backend()} backend (FASTLOGITS_ORACLE=portable forces double-double)"
 
 
+def peak_rss_gb():
+    """This process's peak resident memory, in GB (ru_maxrss counts KiB on Linux, bytes on
+    macOS); None where the resource module does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+
+
+def _over_memory_budget():
+    """FASTLOGITS_RSS_BUDGET_GB (set by .ci/run for the default layer): the peak it may reach."""
+    budget, peak = os.environ.get("FASTLOGITS_RSS_BUDGET_GB"), peak_rss_gb()
+    return budget is not None and peak is not None and peak > float(budget)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    if _over_memory_budget() and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter):
+    peak = peak_rss_gb()
+    if peak is not None:
+        verdict = "  OVER FASTLOGITS_RSS_BUDGET_GB" if _over_memory_budget() else ""
+        terminalreporter.write_line(f"peak resident memory of the test process: {peak:.2f} GB{verdict}")
     if not _ACCURACY.worst:
         return
     terminalreporter.section(f"worst errors against the exact oracle ({reference.backend()} backend), ULP")
