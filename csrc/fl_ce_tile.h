@@ -86,9 +86,21 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     int64_t ts = a->target.s1, ign = a->ignore_index, badrow = 0, nv = 0;
     int weighted = a->weight || a->sample_weight.data;
     if (nr == FL_W && ts == 1 && a->target.dtype == FL_I64) {
-        /* the common layout, as one loop the compiler vectorises */
+        /* the common layout. Every class in [0, c) and none ignored (ignore_index may be a
+         * class) is one OR-reduction and a conversion, loops the compiler vectorises;
+         * otherwise lane by lane */
         const int64_t *yp = (const int64_t *)(const void *)tp;
-        for (int64_t j = 0; j < FL_W; j++) fl_ce_lane_class(yp[j], ign, c, yf + j, sw + j, &badrow, &nv);
+        uint64_t out = 0;
+        for (int64_t j = 0; j < FL_W; j++) out |= (uint64_t)(((uint64_t)yp[j] >= (uint64_t)c) | (yp[j] == ign));
+        if (!out) {
+            for (int64_t j = 0; j < FL_W; j++) {
+                yf[j] = (float)(int32_t)yp[j];  /* exact: 0 <= y < c <= 64 */
+                sw[j] = 1.0f;
+            }
+            nv = FL_W;
+        } else {
+            for (int64_t j = 0; j < FL_W; j++) fl_ce_lane_class(yp[j], ign, c, yf + j, sw + j, &badrow, &nv);
+        }
     } else {
         for (int64_t j = 0; j < FL_W; j++) {
             int64_t y = j >= nr                     ? ign

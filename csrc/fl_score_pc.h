@@ -397,8 +397,13 @@ static void fl_pc_row_f32(fl_pc_acc *a, const float *e, double inv, int64_t y)
             fl_pc_row_high(a, q, (double)e[q], inv, y);
         }
     }
-    for (; k < n; k++)
-        if (e[k] >= emin) fl_pc_row_high(a, k, (double)e[k], inv, y);
+    for (; k < n; k += FL_W) {  /* the last vectors one at a time; the partial one's fill is below emin */
+        int64_t w = n - k < FL_W ? n - k : FL_W;
+        for (unsigned msk = flv_mask_ge(flv_load_part(e + k, w, -INFINITY), vmin); msk; msk &= msk - 1) {
+            int64_t q = k + fl_ctz(msk);
+            fl_pc_row_high(a, q, (double)e[q], inv, y);
+        }
+    }
 }
 
 /* the same for a float64 row's exponentials */

@@ -310,3 +310,41 @@ def test_two_class_tiles_against_exact(isa, accuracy):
                 assert np.all(np.isnan(got[~ok])), (name, bad, shift)
         for i in range(0, len(x), 37):
             assert f(x[i:i + 1], axis=1)[0].tobytes() == full[i].tobytes(), (name, i, x[i])
+
+
+@pytest.mark.parametrize("c", [2, 5])
+def test_cross_entropy_tile_classes_fast_and_lane_by_lane(c, isa):
+    """A tile whose int64 classes are all in range reads them in one step; one ignored row or
+    out-of-range class sends the tile lane by lane. Both give the same bits (int32 classes
+    always go lane by lane), an ignored row at any lane changes only its own loss and the
+    mean's denominator, and an out-of-range class at any lane raises."""
+    rng = np.random.default_rng(40 + c)
+    n = 64 + 5  # whole tiles of every width, then a partial one
+    x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    t = rng.integers(0, c, n)
+    loss, grad = fl.cross_entropy_and_grad(x, t, reduction="none")
+    loss32, grad32 = fl.cross_entropy_and_grad(x, t.astype(np.int32), reduction="none")
+    np.testing.assert_array_equal(loss32, loss)
+    np.testing.assert_array_equal(grad32, grad)
+    ctx = {"function": "cross_entropy", "isa": isa, "c": c, "reduction": "mean"}
+    assert_ulp_close(fl.cross_entropy(x, t, reduction="mean"),
+                     ref.exact(ref.cross_entropy, x, t, reduction="mean"), 8, np.float32, ctx)
+    for j in range(16):
+        ti = t.copy()
+        ti[j] = -100
+        li, gi = fl.cross_entropy_and_grad(x, ti, reduction="none")
+        keep = np.arange(n) != j
+        np.testing.assert_array_equal(li[keep], loss[keep])
+        np.testing.assert_array_equal(gi[keep], grad[keep])
+        assert li[j] == 0 and not gi[j].any()
+        assert_ulp_close(fl.cross_entropy(x, ti, reduction="mean"),
+                         ref.exact(ref.cross_entropy, x[keep], t[keep], reduction="mean"), 8, np.float32,
+                         dict(ctx, ignored_lane=j))
+        ti[j] = c
+        with pytest.raises(IndexError):
+            fl.cross_entropy(x, ti)
+    # an ignore_index that is a class: its rows are ignored in a tile of valid classes too
+    k = int(t[3])
+    li = fl.cross_entropy(x, t, reduction="none", ignore_index=k)
+    np.testing.assert_array_equal(li[t != k], loss[t != k])
+    assert (li[t == k] == 0).all()
