@@ -85,13 +85,13 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
     const char *tp = fl_row_ptr(&a->target, i0, i1);
     int64_t ts = a->target.s1, ign = a->ignore_index, badrow = 0, nv = 0;
     int weighted = a->weight || a->sample_weight.data;
-    if (nr == FL_W && ts == 1 && a->target.dtype == FL_I64) {
-        /* the common layout. Every class in [0, c) and none ignored (ignore_index may be a
-         * class) is one OR-reduction and a conversion, loops the compiler vectorises;
-         * otherwise lane by lane */
+    if (nr == FL_W && ts == 1 && a->target.dtype == FL_I64 && (uint64_t)ign >= (uint64_t)c) {
+        /* the common layout, with an ignore_index that is not a class. Every class in [0, c)
+         * (so none ignored) is one OR-reduction and a conversion, loops the compiler
+         * vectorises; otherwise lane by lane */
         const int64_t *yp = (const int64_t *)(const void *)tp;
         uint64_t out = 0;
-        for (int64_t j = 0; j < FL_W; j++) out |= (uint64_t)(((uint64_t)yp[j] >= (uint64_t)c) | (yp[j] == ign));
+        for (int64_t j = 0; j < FL_W; j++) out |= (uint64_t)((uint64_t)yp[j] >= (uint64_t)c);
         if (!out) {
             for (int64_t j = 0; j < FL_W; j++) {
                 yf[j] = (float)(int32_t)yp[j];  /* exact: 0 <= y < c <= 64 */
