@@ -137,6 +137,15 @@
 #define FL_ALWAYS_INLINE static inline
 #endif
 
+/* FL_NOINLINE: kept out of its callers (a cold path that would crowd a hot loop's code) */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define FL_NOINLINE __declspec(noinline)
+#else
+#define FL_NOINLINE
+#endif
+
 /* FL_PREFETCH(p): ask for the cache line at p ahead of its use (a hint; never faults) */
 #if defined(__GNUC__) || defined(__clang__)
 #define FL_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)

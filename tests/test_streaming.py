@@ -1,6 +1,7 @@
 """Outputs of 8 MB and more (csrc: FL_STREAM_BYTES) in float32, float16 or bfloat16, the
 cross-entropy gradient and the softmax and log_softmax rows, are written with non-temporal
-stores from the first vector-aligned element of each row on, and a row is written while the
+stores of whole vectors, plain stores where a row does not start or end on a vector boundary
+(up to the next or from the last cache line: csrc/fl_pend.h), and a row is written while the
 next row is read (csrc/fl_rowmath.h, fl_pend; half-precision rows are narrowed as they are
 stored). The arithmetic must not change: every streamed output is
 compared bitwise with the same rows computed in small, cached calls (reduction="sum" scales
