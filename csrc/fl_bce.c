@@ -46,8 +46,8 @@
  * Wide logits (issue 19). For |x| > 87.3, t = exp(-|x|) is subnormal, and x86 cores compute a
  * product or FMA with a subnormal operand or result by a microcode assist (40-50 ns a vector):
  * BCE with its gradient on randn*60 ran ~25x slower than under FTZ/DAZ. As the sigmoids do
- * (fl_sigmoid_math.h), BCE pieces with a lane of |x| >= 17 (fl_bce_wide_piece) test each group
- * of vectors (the max of |x|), and a group with such a lane takes fl_vbce_wide, the plain
+ * (fl_sigmoid_math.h), the BCE lane loop tests groups of vectors for a lane of |x| >= 17 (the
+ * max of |x|: fl_bce_wide), and a group with such a lane takes fl_vbce_wide, the plain
  * form's bits by another route: log1p(t) is t itself below FL_SIG_TINY, and the "sub" lanes
  * (0 < t < 2^-126) compute with t = 0, the few values that changes put back exactly:
  *   loss = s*t + lin, s = a+b, lin the max term (flv_fma: one rounding; two on the scalar path,
@@ -321,32 +321,27 @@ FL_ALWAYS_INLINE int fl_bce_wide(const void *x, int64_t k, int64_t m, int nv, in
     return flv_any_ge(am, flv_set1(-FL_SIG_PLAIN_LO));
 }
 
-/* Does a piece of n logits hold a wide lane (fl_bce_wide)? One pass over the logits (from
- * cache: the piece is read again at once), so that a piece without one runs the plain loop */
-FL_ALWAYS_INLINE int fl_bce_wide_piece(const void *x, int64_t n, int32_t dt)
+/* a step's four loss vectors vl (and gradients vgs) at k: summed into *acc, stored as asked */
+FL_ALWAYS_INLINE void fl_group_out(fl_dacc *acc, float *el, void *l, void *g, int64_t k, const flv *vl,
+                                   const flv *vgs, int32_t dt)
 {
-    flv am = flv_set1(0.0f);
-    int64_t k = 0;
-    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
-        flv a = flv_max_ord(flv_abs(fl_xload(x, k, dt)), flv_abs(fl_xload(x, k + FL_W, dt)));
-        flv b = flv_max_ord(flv_abs(fl_xload(x, k + 2 * FL_W, dt)), flv_abs(fl_xload(x, k + 3 * FL_W, dt)));
-        am = flv_max_ord(am, flv_max_ord(a, b));
+    FL_UNROLL(4)
+    for (int j = 0; j < 4; j++) {
+        *acc = fl_dacc_add(*acc, vl[j]);
+        if (el) flv_store(el + k + j * FL_W, vl[j]);
+        if (l) fl_xstore_part(l, k + j * FL_W, vl[j], FL_W, dt);
+        if (g) fl_xstore_part(g, k + j * FL_W, vgs[j], FL_W, dt);
     }
-    if (flv_any_ge(am, flv_set1(-FL_SIG_PLAIN_LO))) return 1;
-    for (; k < n; k += FL_W)
-        if (fl_bce_wide(x, k, n - k < FL_W ? n - k : FL_W, 1, dt)) return 1;
-    return 0;
 }
 
 /* One piece of n contiguous elements; returns the sum of its losses (double), and stores them
  * as float32 in el when el is not NULL (for per-element sums). With check set, the targets are
  * checked here, in the pass that reads them, and *ok cleared if one is not in [0, 1]. focal:
- * the focal loss, else BCE; wide: the BCE groups are tested for wide lanes (fl_bce_wide). The
- * logits x and the outputs l and g are of dtype dt (float32, float16 or bfloat16: widened as
- * loaded, narrowed as stored). */
+ * the focal loss, else BCE. The logits x and the outputs l and g are of dtype dt (float32,
+ * float16 or bfloat16: widened as loaded, narrowed as stored). */
 FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, const float *y, const float *w,
                                           const float *pw, void *l, void *g, float *el, int64_t n, int check,
-                                          int *ok, int focal, int wide, int32_t dt)
+                                          int *ok, int focal, int32_t dt)
 {
     fl_vconst K = {flv_set1(1.0f), flv_set1((float)c->o.grad_scale), flv_set1((float)c->o.alpha),
                    flv_set1((float)(1.0 - c->o.alpha)), flv_set1((float)c->o.gamma),
@@ -356,43 +351,47 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
     flv vg;
     int64_t k = 0;
     /* four vectors per step: each is one long dependency chain (exp, log1p), so independent
-     * chains side by side keep the vector units busy where one would wait on latencies */
+     * chains side by side keep the vector units busy where one would wait on latencies. BCE:
+     * the plain form alone up to the first group with a wide lane (fl_bce_wide), then every
+     * group tested. (The call to fl_bce_wide_group in this loop cost plain rows 6% more
+     * instructions, callgrind AVX2 randn*3; a pass over the piece to choose the loop cost them
+     * 15% more time from DRAM, AVX-512.) */
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
         flv vl[4], vgs[4];
-        if (wide && fl_bce_wide(x, k, FL_W, 4, dt)) {
-            flv vx[4], vy[4], vw[4], vp[4];
-            for (int j = 0; j < 4; j++) {
-                int64_t o = k + j * FL_W;
-                vx[j] = fl_xload(x, o, dt);
-                vy[j] = flv_load(y + o);
-                vw[j] = w ? flv_load(w + o) : K.one;
-                vp[j] = pw ? flv_load(pw + o) : K.one;
-                if (check) fl_vrange_add(&range, vy[j]);
-            }
+        if (!focal && fl_bce_wide(x, k, FL_W, 4, dt)) break;
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            int64_t o = k + j * FL_W;
+            flv vx = fl_xload(x, o, dt), vy = flv_load(y + o);
+            flv vw = w ? flv_load(w + o) : K.one, vp = pw ? flv_load(pw + o) : K.one;
+            vl[j] = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vgs[j] : NULL);
+            if (check) fl_vrange_add(&range, vy);
+        }
+        fl_group_out(&acc, el, l, g, k, vl, vgs, dt);
+    }
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv vx[4], vy[4], vw[4], vp[4], vl[4], vgs[4];
+        for (int j = 0; j < 4; j++) {
+            int64_t o = k + j * FL_W;
+            vx[j] = fl_xload(x, o, dt);
+            vy[j] = flv_load(y + o);
+            vw[j] = w ? flv_load(w + o) : K.one;
+            vp[j] = pw ? flv_load(pw + o) : K.one;
+            if (check) fl_vrange_add(&range, vy[j]);
+        }
+        if (fl_bce_wide(x, k, FL_W, 4, dt)) {
             fl_bce_wide_group(&K, vx, vy, vw, vp, vl, g ? vgs : NULL, 4);
         } else {
             FL_UNROLL(4)
-            for (int j = 0; j < 4; j++) {
-                int64_t o = k + j * FL_W;
-                flv vx = fl_xload(x, o, dt), vy = flv_load(y + o);
-                flv vw = w ? flv_load(w + o) : K.one, vp = pw ? flv_load(pw + o) : K.one;
-                vl[j] = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vgs[j] : NULL);
-                if (check) fl_vrange_add(&range, vy);
-            }
+            for (int j = 0; j < 4; j++) vl[j] = fl_lane_loss(focal, &K, vx[j], vy[j], vw[j], vp[j], g ? &vgs[j] : NULL);
         }
-        FL_UNROLL(4)
-        for (int j = 0; j < 4; j++) {
-            acc = fl_dacc_add(acc, vl[j]);
-            if (el) flv_store(el + k + j * FL_W, vl[j]);
-            if (l) fl_xstore_part(l, k + j * FL_W, vl[j], FL_W, dt);
-            if (g) fl_xstore_part(g, k + j * FL_W, vgs[j], FL_W, dt);
-        }
+        fl_group_out(&acc, el, l, g, k, vl, vgs, dt);
     }
     for (; k + FL_W <= n; k += FL_W) {
         flv vx = fl_xload(x, k, dt), vy = flv_load(y + k);
         flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
         flv vl;
-        if (wide && fl_bce_wide(x, k, FL_W, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
+        if (!focal && fl_bce_wide(x, k, FL_W, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
         else vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         acc = fl_dacc_add(acc, vl);
@@ -405,7 +404,7 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
         flv vx = fl_xload_part(x, k, m, 0.0f, dt), vy = flv_load_part(y + k, m, 0.0f);
         flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one, vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
         flv vl;
-        if (wide && fl_bce_wide(x, k, m, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
+        if (!focal && fl_bce_wide(x, k, m, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
         else vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         /* the fill lanes hold finite losses of x = y = 0: mask them out of the sum */
@@ -420,30 +419,22 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
 
 /* fl_lanes_f32_body for logits of dtype dt, with the common option sets (no weights, no per-element loss, targets
  * checked here; BCE or focal, loss or loss and gradient, the losses kept for a per-element sum or not) compiled as
- * constants: no branch in the loop. BCE pieces with a wide lane (fl_bce_wide_piece) take instances that test each
- * group; the others the plain loop alone (the tests and the call in the loop cost randn*3 6% more instructions,
- * callgrind AVX2) */
-#define FL_LANES_FAST(FOCAL, G, EL, WIDE) fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, G, EL, n, 1, ok, FOCAL, WIDE, dt)
+ * constants: no branch in the loop */
+#define FL_LANES_FAST(FOCAL, G, EL) fl_lanes_f32_body(c, x, y, NULL, NULL, NULL, G, EL, n, 1, ok, FOCAL, dt)
 FL_ALWAYS_INLINE double fl_lanes_t(const fl_bce_ctx *c, const void *x, const float *y, const float *w,
                                    const float *pw, void *l, void *g, float *el, int64_t n, int check, int *ok,
                                    int32_t dt)
 {
     int focal = c->o.kind == FL_LOSS_FOCAL;
-    int wide = !focal && fl_bce_wide_piece(x, n, dt);
     if (!w && !pw && !l && check) {
         if (focal) {
-            if (el) return g ? FL_LANES_FAST(1, g, el, 0) : FL_LANES_FAST(1, NULL, el, 0);
-            return g ? FL_LANES_FAST(1, g, NULL, 0) : FL_LANES_FAST(1, NULL, NULL, 0);
+            if (el) return g ? FL_LANES_FAST(1, g, el) : FL_LANES_FAST(1, NULL, el);
+            return g ? FL_LANES_FAST(1, g, NULL) : FL_LANES_FAST(1, NULL, NULL);
         }
-        if (wide) {
-            if (el) return g ? FL_LANES_FAST(0, g, el, 1) : FL_LANES_FAST(0, NULL, el, 1);
-            return g ? FL_LANES_FAST(0, g, NULL, 1) : FL_LANES_FAST(0, NULL, NULL, 1);
-        }
-        if (el) return g ? FL_LANES_FAST(0, g, el, 0) : FL_LANES_FAST(0, NULL, el, 0);
-        return g ? FL_LANES_FAST(0, g, NULL, 0) : FL_LANES_FAST(0, NULL, NULL, 0);
+        if (el) return g ? FL_LANES_FAST(0, g, el) : FL_LANES_FAST(0, NULL, el);
+        return g ? FL_LANES_FAST(0, g, NULL) : FL_LANES_FAST(0, NULL, NULL);
     }
-    if (wide) return fl_lanes_f32_body(c, x, y, w, pw, l, g, el, n, check, ok, 0, 1, dt);
-    return fl_lanes_f32_body(c, x, y, w, pw, l, g, el, n, check, ok, focal, 0, dt);
+    return fl_lanes_f32_body(c, x, y, w, pw, l, g, el, n, check, ok, focal, dt);
 }
 #undef FL_LANES_FAST
 
