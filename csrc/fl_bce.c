@@ -42,6 +42,31 @@
  * taken as its limit 0 where it evaluates 0*inf or 0/0 (x = +-inf: q = 0, or ce = inf with
  * s+*s- = 0). For y in {0,1} both terms have the same sign: no cancellation.
  * q^gamma is 1 for gamma = 0, q or q*q for gamma = 1 or 2, else exp(gamma*log q) (0 at q = 0).
+ *
+ * Wide logits (issue 19). For |x| > 87.3, t = exp(-|x|) is subnormal, and x86 cores compute a
+ * product or FMA with a subnormal operand or result by a microcode assist (40-50 ns a vector):
+ * BCE with its gradient on randn*60 ran ~25x slower than under FTZ/DAZ. As the sigmoids do
+ * (fl_sigmoid_math.h), the BCE lane loop tests groups of vectors for a lane of |x| >= 17 (the
+ * max of |x|: fl_bce_wide), and a group with such a lane takes fl_vbce_wide, the plain
+ * form's bits by another route: log1p(t) is t itself below FL_SIG_TINY, and the "sub" lanes
+ * (0 < t < 2^-126) compute with t = 0, the few values that changes put back exactly:
+ *   loss = s*t + lin, s = a+b, lin the max term (flv_fma: one rounding; two on the scalar path,
+ *          which rounds s*t first): lin where |s| < |lin| 2^100 (|s t| and its rounding are then
+ *          at most a quarter ULP of lin: the sum rounds to lin) or s = +-0 (the zeroed t gives
+ *          the same signed zero product); round(s t) by flv_mul_tiny where lin = +-0, s > 0;
+ *   grad = (b*sp - a*sn) * scale, one of sp, sn being t there (r = 1/(1+t) = 1): its product
+ *          with its coefficient c is c*0 = +-0 for c = +-0, round(c t) by flv_mul_tiny for
+ *          c > 0; the difference (an addition: no assist) is scaled by flv_mul_tiny with the
+ *          sign put back (fl_vmul_scale), the other lanes' values by the plain product.
+ * A sub lane outside these conditions (a negative or NaN coefficient c; a target below about
+ * 2^-100 whose lin does not absorb s t), and any lane with an infinite or NaN s (w or pw inf
+ * or NaN), is "bad": its group takes the plain form (the assists, the same bits). So do the
+ * focal loss (q^gamma and its ratio are products of tiny values: not done yet) and float64
+ * logits (fl_bce_f64.h; their t is subnormal only beyond |x| = 708). float16 and bfloat16
+ * logits share the float32 lanes. One difference in bits remains, outside any form: where a
+ * NaN logit meets a NaN coefficient (w or pw NaN, pw*y = inf*0), which of the two NaNs the
+ * result carries follows the compiler's choice of operand order (commutative operations),
+ * which moved for some such lanes with this code, in the plain form too (a NaN either way).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -132,17 +157,91 @@ static inline flv fl_vcoef(flv c, flv wc)
     return flv_sel_neg(flv_neg(flv_abs(c)), wc, flv_mul(c, flv_set1(0.0f)));
 }
 
-FL_ALWAYS_INLINE void fl_vbce(const fl_vconst *K, flv x, flv y, flv w, flv pw, flv *loss, flv *grad)
+/* the BCE terms' coefficients a = w*pw*y and b = w*(1-y) (fl_vcoef) */
+FL_ALWAYS_INLINE void fl_vbce_coefs(const fl_vconst *K, flv y, flv w, flv pw, flv *a, flv *b)
 {
-    flv t = fl_vexp_mabs(x);
     flv yc = flv_sub(K->one, y);
-    flv a = fl_vcoef(flv_mul(pw, y), flv_mul(flv_mul(w, pw), y)), b = fl_vcoef(yc, flv_mul(w, yc));
+    *a = fl_vcoef(flv_mul(pw, y), flv_mul(flv_mul(w, pw), y));
+    *b = fl_vcoef(yc, flv_mul(w, yc));
+}
+
+/* the BCE loss (and gradient) of x from t = exp(-|x|): the plain form */
+FL_ALWAYS_INLINE void fl_vbce(const fl_vconst *K, flv x, flv t, flv y, flv w, flv pw, flv *loss, flv *grad)
+{
+    flv a, b;
+    fl_vbce_coefs(K, y, w, pw, &a, &b);
     *loss = fl_vsoftplus2(x, a, b, fl_vlog1p_unit(t));
     if (grad) {
         flv sp, sn;
         fl_vsigmoids(x, t, &sp, &sn);
         *grad = flv_mul(flv_sub(flv_mul(b, sp), flv_mul(a, sn)), K->scale);
     }
+}
+
+/* v * s for a scale s > 0 (the gradient's): the bits of flv_mul(v, s) for any v, the finite
+ * nonzero lanes taken by flv_mul_tiny (a subnormal v or product without the assist, the sign
+ * put back after: round to nearest is symmetric), the others (+-0, +-inf, NaN) by the plain
+ * product, which none of them makes subnormal */
+static inline flv fl_vmul_scale(flv v, flv s)
+{
+    flv zero = flv_set1(0.0f), inf = flv_set1(INFINITY), av = flv_abs(v);
+    /* |v| where it is finite and nonzero (|v| - inf < 0, -|v| < 0), else 0 */
+    flv m = flv_sel_neg(flv_sub(av, inf), flv_sel_neg(flv_neg(av), av, zero), zero);
+    flv p = flv_mul_tiny(m, s), nz = flv_neg(m);
+    /* v in the other lanes, the finite nonzero ones clamped to 0 by a max and a min (NaN v is
+     * their second operand: kept). A select there was seen through by GCC (its lanes are
+     * discarded below), and the product took v's subnormal lanes, and the assist, again. */
+    flv lo = flv_sel_neg(nz, zero, flv_neg(inf)), hi = flv_sel_neg(nz, zero, inf);
+    flv vz = flv_min_ord(hi, flv_max_ord(lo, v));
+    return flv_sel_neg(nz, flv_sel_neg(v, flv_neg(p), p), flv_mul(vz, s));
+}
+
+/* fl_vbce for a vector of a group with wide lanes (-|x| below FL_SIG_PLAIN_LO somewhere),
+ * the same bits without subnormal arithmetic where the design note's conditions hold: t is
+ * zeroed in its subnormal lanes (the "sub" lanes, 0 < t < 2^-126) and the few values it
+ * changes there are put back exactly. The lanes where a condition fails get 1 in *bad (the
+ * caller then takes the plain form for the group). */
+FL_ALWAYS_INLINE void fl_vbce_wide(const fl_vconst *K, flv x, flv t, flv y, flv w, flv pw, flv *loss, flv *grad,
+                                   flv *bad)
+{
+    flv zero = flv_set1(0.0f), one = K->one, a, b;
+    fl_vbce_coefs(K, y, w, pw, &a, &b);
+    flv sub = flv_sub(t, flv_set1(0x1p-126f));   /* < 0: t subnormal or 0 */
+    flv tq = flv_sel_neg(sub, zero, t);          /* t, 0 in the sub lanes */
+    flv ts = flv_sel_neg(sub, t, zero);          /* t in the sub lanes, else 0 */
+    flv tiny = flv_sub(t, flv_set1(FL_SIG_TINY)); /* < 0: log1p(t) = t (fl_sigmoid_math.h) */
+    flv L = flv_sel_neg(tiny, tq, fl_vlog1p_unit(flv_sel_neg(tiny, flv_set1(FL_SIG_TINY), t)));
+    /* loss = fma(s, t, lin) in a sub lane: lin itself where |s| < |lin| 2^100 (|s t| is then
+     * below a quarter ULP of lin) or s = 0, which the zeroed t gives; round(s t) where lin = 0
+     * and s > 0 (flv_mul_tiny); any other sub lane is bad */
+    flv s = flv_add(a, b);
+    flv lin = flv_zero_nan(flv_sel_neg(x, flv_mul(a, flv_neg(x)), flv_mul(b, x)));
+    flv l = flv_fma(s, L, lin);
+    flv tm = flv_sel_neg(flv_neg(flv_abs(lin)), zero, flv_sel_neg(flv_neg(s), ts, zero));
+    *loss = flv_sel_neg(flv_neg(tm), flv_mul_tiny(tm, s), l);
+    flv v = flv_sel_neg(flv_neg(ts), flv_sel_neg(flv_neg(tm), zero, one), zero); /* sub lanes not taken by tm */
+    v = flv_sel_neg(flv_sub(flv_abs(s), flv_mul(flv_abs(lin), flv_set1(0x1p100f))), zero, v);
+    v = flv_sel_neg(flv_sub(flv_abs(s), flv_set1(0x1p-149f)), zero, v); /* s = 0 */
+    /* an infinite or NaN coefficient (w or pw inf or NaN) anywhere: the plain form, whose NaN
+     * (the first of two NaN operands, x86) this one would not keep */
+    v = flv_sel_neg(flv_sub(flv_abs(s), flv_set1(INFINITY)), v, one);
+    if (grad) {
+        /* r = 1/(1 + t) = 1 in the sub lanes either way; t r = t there, which the zeroed t makes
+         * 0: the product of t's coefficient ct (b for x < 0, a for x > 0) with it is put back,
+         * round(ct t) by flv_mul_tiny for ct > 0 (ct = +-0 gives +-0 either way), else bad */
+        flv sp, sn;
+        fl_vsigmoids(x, tq, &sp, &sn);
+        flv gb = flv_mul(b, sp), ga = flv_mul(a, sn);
+        flv ct = flv_sel_neg(x, b, a);
+        flv tc = flv_sel_neg(flv_neg(ct), ts, zero);
+        flv pt = flv_mul_tiny(tc, ct), ntc = flv_neg(tc);
+        gb = flv_sel_neg(x, flv_sel_neg(ntc, pt, gb), gb);
+        ga = flv_sel_neg(x, ga, flv_sel_neg(ntc, pt, ga));
+        *grad = fl_vmul_scale(flv_sub(gb, ga), K->scale);
+        flv u = flv_sel_neg(flv_neg(ts), flv_sel_neg(ntc, zero, one), zero); /* sub lanes not taken by tc */
+        v = flv_max_ord(v, flv_sel_neg(flv_sub(flv_abs(ct), flv_set1(0x1p-149f)), zero, u));
+    }
+    *bad = flv_max_ord(*bad, v);
 }
 
 FL_ALWAYS_INLINE void fl_vfocal(const fl_vconst *K, flv x, flv y, flv *loss, flv *grad)
@@ -179,14 +278,60 @@ static inline int fl_vrange_in01(fl_vrange r)
     return (flv_hmax(flv_neg(r.lo)) <= 0.0f) & (flv_hmax(r.hi) <= 1.0f); /* nan: 0 */
 }
 
-/* one vector of the piece: its loss (and gradient) for x, y and the weights w, pw; inlined
- * into each option set of fl_lanes_t (a call per vector cost the focal loss a third more) */
+/* the BCE losses l (and gradients g, when g is not NULL) of a group of nv vectors with wide
+ * lanes (fl_bce_wide): fl_vbce_wide, or the plain form where one of its lanes is bad (out of
+ * line: inlined into every option set, it left the plain loop's exponential a call, +14%
+ * instructions on randn*3, callgrind AVX2) */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static void fl_bce_wide_group(const fl_vconst *K, const flv *x, const flv *y, const flv *w, const flv *pw, flv *l,
+                              flv *g, int nv)
+{
+    flv bad = flv_set1(0.0f), t[4];
+    for (int j = 0; j < nv; j++) {
+        t[j] = fl_vexp_mabs(x[j]);
+        fl_vbce_wide(K, x[j], t[j], y[j], w[j], pw[j], &l[j], g ? &g[j] : NULL, &bad);
+    }
+    if (flv_any_ge(bad, K->one))
+        for (int j = 0; j < nv; j++) fl_vbce(K, x[j], t[j], y[j], w[j], pw[j], &l[j], g ? &g[j] : NULL);
+}
+
+/* one vector of the piece: its loss (and gradient) for x, y and the weights w, pw, the plain
+ * form; inlined into each option set of fl_lanes_t (a call per vector cost the focal loss a
+ * third more) */
 FL_ALWAYS_INLINE flv fl_lane_loss(int focal, const fl_vconst *K, flv vx, flv vy, flv vw, flv vp, flv *vg)
 {
     flv vl;
     if (focal) fl_vfocal(K, vx, vy, &vl, vg);
-    else fl_vbce(K, vx, vy, vw, vp, &vl, vg);
+    else fl_vbce(K, vx, fl_vexp_mabs(vx), vy, vw, vp, &vl, vg);
     return vl;
+}
+
+/* Has one of the nv vectors of logits at x + k (the last m lanes long, m <= FL_W) a lane with
+ * |x| >= -FL_SIG_PLAIN_LO, where the BCE goes to fl_bce_wide_group? One test for the group, on
+ * the max of |x|, before the plain form, which reads the logits again (a NaN lane may count
+ * either way: both forms give it the same bits) */
+FL_ALWAYS_INLINE int fl_bce_wide(const void *x, int64_t k, int64_t m, int nv, int32_t dt)
+{
+    int64_t o = k + (nv - 1) * FL_W;
+    flv am = flv_abs(m < FL_W ? fl_xload_part(x, o, m, 0.0f, dt) : fl_xload(x, o, dt));
+    FL_UNROLL(3)
+    for (int j = 0; j < nv - 1; j++) am = flv_max_ord(am, flv_abs(fl_xload(x, k + j * FL_W, dt)));
+    return flv_any_ge(am, flv_set1(-FL_SIG_PLAIN_LO));
+}
+
+/* a step's four loss vectors vl (and gradients vgs) at k: summed into *acc, stored as asked */
+FL_ALWAYS_INLINE void fl_group_out(fl_dacc *acc, float *el, void *l, void *g, int64_t k, const flv *vl,
+                                   const flv *vgs, int32_t dt)
+{
+    FL_UNROLL(4)
+    for (int j = 0; j < 4; j++) {
+        *acc = fl_dacc_add(*acc, vl[j]);
+        if (el) flv_store(el + k + j * FL_W, vl[j]);
+        if (l) fl_xstore_part(l, k + j * FL_W, vl[j], FL_W, dt);
+        if (g) fl_xstore_part(g, k + j * FL_W, vgs[j], FL_W, dt);
+    }
 }
 
 /* One piece of n contiguous elements; returns the sum of its losses (double), and stores them
@@ -206,9 +351,14 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
     flv vg;
     int64_t k = 0;
     /* four vectors per step: each is one long dependency chain (exp, log1p), so independent
-     * chains side by side keep the vector units busy where one would wait on latencies */
+     * chains side by side keep the vector units busy where one would wait on latencies. BCE:
+     * the plain form alone up to the first group with a wide lane (fl_bce_wide), then every
+     * group tested. (The call to fl_bce_wide_group in this loop cost plain rows 6% more
+     * instructions, callgrind AVX2 randn*3; a pass over the piece to choose the loop cost them
+     * 15% more time from DRAM, AVX-512.) */
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
         flv vl[4], vgs[4];
+        if (!focal && fl_bce_wide(x, k, FL_W, 4, dt)) break;
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
             int64_t o = k + j * FL_W;
@@ -217,18 +367,32 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
             vl[j] = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vgs[j] : NULL);
             if (check) fl_vrange_add(&range, vy);
         }
-        FL_UNROLL(4)
+        fl_group_out(&acc, el, l, g, k, vl, vgs, dt);
+    }
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        flv vx[4], vy[4], vw[4], vp[4], vl[4], vgs[4];
         for (int j = 0; j < 4; j++) {
-            acc = fl_dacc_add(acc, vl[j]);
-            if (el) flv_store(el + k + j * FL_W, vl[j]);
-            if (l) fl_xstore_part(l, k + j * FL_W, vl[j], FL_W, dt);
-            if (g) fl_xstore_part(g, k + j * FL_W, vgs[j], FL_W, dt);
+            int64_t o = k + j * FL_W;
+            vx[j] = fl_xload(x, o, dt);
+            vy[j] = flv_load(y + o);
+            vw[j] = w ? flv_load(w + o) : K.one;
+            vp[j] = pw ? flv_load(pw + o) : K.one;
+            if (check) fl_vrange_add(&range, vy[j]);
         }
+        if (fl_bce_wide(x, k, FL_W, 4, dt)) {
+            fl_bce_wide_group(&K, vx, vy, vw, vp, vl, g ? vgs : NULL, 4);
+        } else {
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) vl[j] = fl_lane_loss(focal, &K, vx[j], vy[j], vw[j], vp[j], g ? &vgs[j] : NULL);
+        }
+        fl_group_out(&acc, el, l, g, k, vl, vgs, dt);
     }
     for (; k + FL_W <= n; k += FL_W) {
         flv vx = fl_xload(x, k, dt), vy = flv_load(y + k);
         flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
-        flv vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
+        flv vl;
+        if (!focal && fl_bce_wide(x, k, FL_W, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
+        else vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         acc = fl_dacc_add(acc, vl);
         if (el) flv_store(el + k, vl);
@@ -239,7 +403,9 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
         int64_t m = n - k;
         flv vx = fl_xload_part(x, k, m, 0.0f, dt), vy = flv_load_part(y + k, m, 0.0f);
         flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one, vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
-        flv vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
+        flv vl;
+        if (!focal && fl_bce_wide(x, k, m, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
+        else vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         /* the fill lanes hold finite losses of x = y = 0: mask them out of the sum */
         acc = fl_dacc_add(acc, flv_mul(vl, flv_load_part(fl_ones, m, 0.0f)));

@@ -54,8 +54,7 @@ static inline flv fl_vlog1p_unit(flv t)
 #define FL_SIG_PLAIN_LO -17.0f
 
 /* fl_vlog1p_unit, the tiny lanes' log1p(t) = t taken directly: the log-sigmoid's. (The BCE
- * keeps the plain form: in its loop a test cost 26% more instructions on plain logits,
- * callgrind AVX2, and its gradient's products of tiny sigmoids take the assist anyway.) */
+ * takes t itself in its own wide form, fl_bce.c, whose groups are tested once.) */
 static inline flv fl_vlog1p_unit_tiny(flv t)
 {
     flv tiny = flv_set1(FL_SIG_TINY);

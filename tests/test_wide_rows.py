@@ -10,6 +10,7 @@ exponentials, the softmax's scaling) without the microcode assist a plain multip
 same bits by another route, which these tests hold.
 """
 import functools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -165,3 +166,82 @@ def test_wide_rows_bitwise_for_every_thread_count_and_x86_path(threads):
                     assert r[key].tobytes() == base[key].tobytes(), (isa, n, key)
     finally:
         _core.isa_select(before)
+
+
+def _round32(q):
+    """The float32 nearest the exact rational q, ties to even (no double rounding)."""
+    c = np.float32(float(q))
+    cands = [np.nextafter(c, np.float32(-np.inf)), c, np.nextafter(c, np.float32(np.inf))]
+    best = min(cands, key=lambda v: (abs(Fraction(float(v)) - q), int(np.array(v).view(np.uint32)) & 1))
+    return np.float32(best)
+
+
+def _bce_wide_lane(x, y, w, pw, t, scale, fused):
+    """One lane of fl_bce.c's plain form in float32, for |x| > 17.4 (t = exp(-|x|) < 2^-25:
+    1 + t rounds to 1, log1p(t) to t), with the loss's multiply-add rounded once from exact
+    rationals where the path fuses it (flv_fma; the scalar path rounds the product first): the
+    bits the plain form gives, subnormal arithmetic included."""
+    f = np.float32
+    with np.errstate(all="ignore"):
+        yc = f(1) - y
+        a0 = pw * y
+        a = (w * pw) * y if -abs(a0) < 0 else a0 * f(0)
+        b = w * yc if -abs(yc) < 0 else yc * f(0)
+        s = a + b
+        lin = a * (-x) if x < 0 else b * x
+        lin = f(0) if np.isnan(lin) else lin
+        st = Fraction(float(s)) * Fraction(float(t)) if fused else Fraction(float(s * t))
+        loss = lin if np.isinf(lin) else _round32(st + Fraction(float(lin)))
+        sp, sn = (t, f(1)) if x < 0 else (f(1), t)
+        grad = (b * sp - a * sn) * f(scale)
+    return loss, grad
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_bce_takes_one_wide_lane_at_any_position_of_a_group(weights, isa):
+    """Plain rows (randn * 3, a few NaNs with payloads) with one wide lane at each position in
+    turn (rows of 149: AVX-512 two groups of four vectors, a vector and a tail of 5; AVX2 four
+    groups, two vectors and a tail): the wide lane's loss and gradient are those of the plain
+    form computed exactly (_bce_wide_lane; subnormal t for |x| in 87.4-104, t = 0 beyond), the
+    other lanes those of the same row without the wide lane, bit for bit. The wide lane's soft
+    targets 2^-k (k up to 150) put lin = a|x| on both sides of fl_vbce_wide's bound |s| < |lin|
+    2^100 (beyond it the group takes the plain form): a bound that let s t count against lin
+    would change losses here, as would a wrong override of t's products in the gradient."""
+    c = 149
+    rng = np.random.default_rng(19)
+    x0 = (rng.standard_normal((c, c)) * 3).astype(np.float32)
+    nanpay = np.array([0x7FC12345, 0xFFC54321], np.uint32).view(np.float32)
+    x0[::7, 3] = nanpay[0]
+    x0[1::7, 140] = nanpay[1]
+    yb = (rng.random((c, c)) < 0.5).astype(np.float32)
+    ys = rng.random((c, c)).astype(np.float32)
+    k = np.arange(c) % 64 + 88
+    ys[np.arange(c), np.arange(c)] = np.ldexp(1.0, -k).astype(np.float32)
+    ys[::5, :] = yb[::5, :]
+    w = pw = None
+    if weights:
+        w = (rng.random((c, c)) * 2).astype(np.float32)
+        w[rng.random((c, c)) < 0.1] = 0
+        pw = (rng.random(c) * 3).astype(np.float32)
+    t_of = {}
+    for v in (-95.0, 95.0, -88.0, 100.5, -30.0, 40.0, -103.9, 120.0, -np.inf, np.inf):
+        x = x0.copy()
+        x[np.arange(c), np.arange(c)] = v
+        if v not in t_of:
+            t_of[v] = fl.sigmoid(np.array([-abs(v)], np.float32))[0]  # its tiny form: t itself
+        for y in (yb, ys):
+            for red in ("none", "mean"):
+                loss, grad = fl.bce_with_logits_and_grad(x, y, weight=w, pos_weight=pw, reduction=red)
+                loss0, grad0 = fl.bce_with_logits_and_grad(x0, y, weight=w, pos_weight=pw, reduction=red)
+                off = ~np.eye(c, dtype=bool)
+                assert grad[off].tobytes() == grad0[off].tobytes(), (isa, v, red)
+                if red == "none":
+                    assert loss[off].tobytes() == loss0[off].tobytes(), (isa, v)
+                scale = 1.0 / x.size if red == "mean" else 1.0
+                for i in range(c):
+                    wi = np.float32(1) if w is None else w[i, i]
+                    pi = np.float32(1) if pw is None else pw[i]
+                    want_l, want_g = _bce_wide_lane(np.float32(v), y[i, i], wi, pi, t_of[v], scale, isa != "scalar")
+                    got = (loss[i, i] if red == "none" else want_l, grad[i, i])
+                    assert np.array([got[0], got[1]]).tobytes() == np.array([want_l, want_g]).tobytes(), (
+                        isa, v, red, i, float(y[i, i]), float(wi), float(pi), got, (want_l, want_g))
