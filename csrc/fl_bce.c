@@ -282,11 +282,8 @@ static inline int fl_vrange_in01(fl_vrange r)
  * lanes (fl_bce_wide): fl_vbce_wide, or the plain form where one of its lanes is bad (out of
  * line: inlined into every option set, it left the plain loop's exponential a call, +14%
  * instructions on randn*3, callgrind AVX2) */
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((noinline))
-#endif
-static void fl_bce_wide_group(const fl_vconst *K, const flv *x, const flv *y, const flv *w, const flv *pw, flv *l,
-                              flv *g, int nv)
+static FL_NOINLINE void fl_bce_wide_group(const fl_vconst *K, const flv *x, const flv *y, const flv *w,
+                                          const flv *pw, flv *l, flv *g, int nv)
 {
     flv bad = flv_set1(0.0f), t[4];
     for (int j = 0; j < nv; j++) {

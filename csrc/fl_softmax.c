@@ -44,11 +44,8 @@ static inline int fl_log_rest_tiny(double n_eq, double rest)
 
 /* the rest of fl_log_rest_tiny's lanes of a tile again, as the row path takes it (out of line:
  * inlined, it cost the tiles' lane loops their vectorisation, +30% instructions on 65536x2) */
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((noinline))
-#endif
-static void fl_log_tile_rest_precise(const float *xt, int64_t c, int64_t nr, const float *n_eq, const float *mf,
-                                     double *rest, float *row)
+static FL_NOINLINE void fl_log_tile_rest_precise(const float *xt, int64_t c, int64_t nr, const float *n_eq,
+                                                 const float *mf, double *rest, float *row)
 {
     for (int64_t j = 0; j < nr; j++) {
         if (!fl_log_rest_tiny((double)n_eq[j], rest[j])) continue;

@@ -26,10 +26,7 @@ static inline int fl_tile_gather_ok(int64_t rs)
 
 /* fl_tile_load for rows too far apart for int32 gather offsets: element by element, lanes past
  * nr hold 0 (out of line: a rare layout, kept out of the hot loops' code) */
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((noinline))
-#endif
-static void fl_tile_load_far(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, float *xt)
+static FL_NOINLINE void fl_tile_load_far(const float *base, int64_t rs, int64_t cs, int64_t c, int64_t nr, float *xt)
 {
     for (int64_t k = 0; k < c; k++)
         for (int64_t j = 0; j < FL_W; j++) xt[k * FL_W + j] = j < nr ? base[j * rs + k * cs] : 0.0f;
