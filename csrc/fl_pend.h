@@ -33,12 +33,17 @@ static inline void fl_prefetch_next_row(const void *x, int64_t bytes)
  * plain stores up to the next line boundary; likewise at its end. Contiguous rows agree at
  * their common line: one ends on a vector boundary exactly when the next starts on one. */
 #define FL_LINE 64
+/* The line rule where a vector of floats is less than a line (AVX2, NEON, scalar). On AVX-512
+ * a float vector is a line; its half-precision rows keep the vector rule: the line rule's code
+ * there (the halves' head and tail loops, the writers split) cost the float32 softmax 6-9%
+ * through GCC's code layout, for 17% on half-precision outputs. */
+#define FL_STREAM_LINES (FL_W * 4 < FL_LINE)
 
 /* s0: the plain-store head of a row of n elements of esz bytes at p (esz-aligned) */
 FL_ALWAYS_INLINE int64_t fl_stream_head(const void *p, int64_t n, int64_t esz)
 {
     uintptr_t a = (uintptr_t)p, v = (uintptr_t)(FL_W * esz);
-    int64_t h = v >= FL_LINE ? (int64_t)((0 - a) % v) / esz /* a vector is a line */
+    int64_t h = !FL_STREAM_LINES || v >= FL_LINE ? (int64_t)((0 - a) % v) / esz /* the vector rule */
               : a % v == 0   ? 0
                              : (int64_t)((0 - a) % FL_LINE) / esz;
     return h < n ? h : n;
@@ -48,7 +53,7 @@ FL_ALWAYS_INLINE int64_t fl_stream_head(const void *p, int64_t n, int64_t esz)
 FL_ALWAYS_INLINE int64_t fl_stream_tail(const void *p, int64_t n, int64_t esz, int64_t s0)
 {
     uintptr_t e = (uintptr_t)p + (uintptr_t)(n * esz);
-    if (FL_W * esz >= FL_LINE) return s0 + (n - s0) / FL_W * FL_W; /* a vector is a line */
+    if (!FL_STREAM_LINES || FL_W * esz >= FL_LINE) return s0 + (n - s0) / FL_W * FL_W; /* the vector rule */
     if (e % (uintptr_t)(FL_W * esz) == 0) return n;
     int64_t s1 = n - (int64_t)(e % FL_LINE) / esz;
     return s1 > s0 ? s1 : s0;
@@ -124,7 +129,7 @@ static FL_NOINLINE void fl_pend_plain_run(fl_pend q, int64_t k0, int64_t k1, int
 FL_ALWAYS_INLINE void fl_pend_plain(const fl_pend *p, void *y, int64_t k0, int64_t k1, int kind, int32_t sdt,
                                     int32_t ydt)
 {
-    if (FL_LINE / (int64_t)fl_xsize(ydt) > FL_W) fl_pend_plain_run(*p, k0, k1, kind, sdt, ydt);
+    if (FL_STREAM_LINES && FL_LINE / (int64_t)fl_xsize(ydt) > FL_W) fl_pend_plain_run(*p, k0, k1, kind, sdt, ydt);
     else if (k1 > k0) fl_xstore_part(y, k0, fl_pend_vec(p, k0, k1 - k0, kind, sdt), k1 - k0, ydt);
 }
 
@@ -173,9 +178,24 @@ FL_ALWAYS_INLINE void fl_pend_write_shift_f32(fl_pend *p, int64_t k1, int32_t sd
     fl_pend_write(p, k1, FL_PEND_SHIFT, sdt, FL_F32);
 }
 
-/* fl_pend_drain's writing to float32 outputs, compiled apart from the half-precision ones: in
- * one function GCC's inlining of the halves' conversions changed the float32 loops' code
- * (AVX-512 cross-entropy gradient 8192 x 1000: 4.0 -> 4.5 ms from the halves' head and tail) */
+/* fl_pend_drain's writers, every kind and output dtype (fl_pend_drain_all), or with the line
+ * rule float32 and half-precision outputs compiled apart: in one function GCC's inlining of
+ * the halves' head and tail changed the float32 loops' code (AVX-512 cross-entropy gradient
+ * 8192 x 1000: 4.0 -> 4.5 ms) */
+static inline void fl_pend_drain_all(fl_pend *p, int64_t k1)
+{
+    switch (p->kind) {
+    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE, FL_F32); break;
+    case FL_PEND_SCALE_TINY: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE_TINY, FL_F32); break;
+    case FL_PEND_CE_TINY: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE_TINY, FL_F32); break;
+    case FL_PEND_CE_FLOOR: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE_FLOOR, FL_F32); break;
+    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write_shift, p, k1); break;
+    default: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE, FL_F32); break;
+    }
+}
+
+static FL_NOINLINE void fl_pend_drain_half(fl_pend *p, int64_t k1) { fl_pend_drain_all(p, k1); }
+
 static FL_NOINLINE void fl_pend_drain_f32(fl_pend *p, int64_t k1)
 {
     switch (p->kind) {
@@ -188,25 +208,18 @@ static FL_NOINLINE void fl_pend_drain_f32(fl_pend *p, int64_t k1)
     }
 }
 
-static FL_NOINLINE void fl_pend_drain_half(fl_pend *p, int64_t k1)
-{
-    switch (p->kind) {
-    case FL_PEND_SCALE: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE, FL_F32); break;
-    case FL_PEND_SCALE_TINY: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_SCALE_TINY, FL_F32); break;
-    case FL_PEND_CE_TINY: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE_TINY, FL_F32); break;
-    case FL_PEND_CE_FLOOR: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE_FLOOR, FL_F32); break;
-    case FL_PEND_SHIFT: fl_x_dispatch(p->sdt, fl_pend_write_shift, p, k1); break;
-    default: fl_x_dispatch(p->ydt, fl_pend_write, p, k1, FL_PEND_CE, FL_F32); break;
-    }
-}
-
 /* write about n more elements of the pending row (all of it when n >= what is left) */
+#if FL_STREAM_LINES
 FL_ALWAYS_INLINE void fl_pend_drain(fl_pend *p, int64_t n)
+#else
+static inline void fl_pend_drain(fl_pend *p, int64_t n)
+#endif
 {
     if (!p || !p->y) return;
     int64_t k1 = (p->next == 0 ? fl_stream_head(p->y, p->c, (int64_t)fl_xsize(p->ydt)) : p->next) + n;
     if (k1 >= p->c) k1 = p->c;
-    if (p->ydt == FL_F32) fl_pend_drain_f32(p, k1);
+    if (!FL_STREAM_LINES) fl_pend_drain_all(p, k1);
+    else if (p->ydt == FL_F32) fl_pend_drain_f32(p, k1);
     else fl_pend_drain_half(p, k1);
     if (p->next == p->c) p->y = NULL;
 }
