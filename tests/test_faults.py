@@ -620,13 +620,20 @@ def test_deflated_npz_member_is_inflated_in_bounded_memory(tmp_path):
 
 
 def test_parquet_read_in_bounded_batches(tmp_path):
-    """One 128 MB row group: memory once grew with the row group."""
-    pa = pyarrow()
+    """One 128 MB row group: memory once grew with the row group. The file is written by a
+    child process, so that its 128 MB and the encoder's buffers are not the test process's
+    (the default layer's peak memory)."""
+    pyarrow()
     n, c = 1024, 32768
-    x = np.broadcast_to(np.arange(c, dtype=np.float32) % 7, (n, c))
     path = tmp_path / "one_group.parquet"
-    write_parquet(path, {"logits": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), c)},
-                  row_group_size=n, compression="none", use_dictionary=False)
+    writer = textwrap.dedent(f"""
+        import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+        x = np.broadcast_to(np.arange({c}, dtype=np.float32) % 7, ({n}, {c}))
+        col = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), {c})
+        pq.write_table(pa.table({{"logits": col}}), {str(path)!r}, row_group_size={n},
+                       compression="none", use_dictionary=False)
+    """)
+    subprocess.run([sys.executable, "-c", writer], check=True)
     np.save(tmp_path / "y.npy", np.zeros(n, np.int64))
     r, anon, _ = _run_sampling_memory([*CLI, "score", str(path), "--target", str(tmp_path / "y.npy"), "--json",
                                        "--metrics", "count,accuracy"])
