@@ -6,6 +6,7 @@ docstrings) and ``__main__`` (the ``python -m fastlogits`` entry point, not an i
 API). Examples are compared with NORMALIZE_WHITESPACE and ELLIPSIS; a failing example fails
 the test with doctest's report (expected and got).
 """
+import contextlib
 import doctest
 import glob
 import importlib
@@ -16,6 +17,7 @@ import re
 import sys
 
 import pytest
+from child import child_for_module
 
 import fastlogits
 
@@ -55,12 +57,17 @@ def test_public_modules_are_discovered():
         assert name in MODULES
 
 
-@pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name, threads):
+# Modules whose examples compile with JAX run them in a child process (tests/child.py says why).
+IN_CHILD = {"fastlogits.recipes.jax": "jax"}
+
+
+def run_module_examples(name):
+    """Run the docstring examples of module `name`: (None, report) when they ran, where the
+    report is empty if none failed; (reason, "") when an optional dependency is missing."""
     try:
         module = importlib.import_module(name)
     except ImportError as exc:  # a module built on an optional dependency (e.g. dask)
-        pytest.skip(f"{name} needs an optional dependency that is not installed: {exc}")
+        return f"{name} needs an optional dependency that is not installed: {exc}", ""
     # DocTestFinder keeps only objects defined in the module itself, so re-exports (the
     # package namespace) are not run twice.
     tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, name) if t.examples]
@@ -68,13 +75,26 @@ def test_docstring_examples(name, threads):
         try:
             importlib.import_module(library)
         except ImportError as exc:
-            pytest.skip(f"{name}'s examples import {library}, which is not usable here: {exc}")
+            return f"{name}'s examples import {library}, which is not usable here: {exc}", ""
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     report = io.StringIO()
     for test in tests:
         runner.run(test, out=report.write)
     result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} failing docstring example(s) in {name}:\n{report.getvalue()}"
+    return None, (f"{result.failed} failing docstring example(s) in {name}:\n{report.getvalue()}"
+                  if result.failed else "")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, threads):
+    if name in IN_CHILD:
+        with contextlib.closing(child_for_module(IN_CHILD[name])) as child:
+            skip, failure = next(child).submit(run_module_examples, name).result()
+    else:
+        skip, failure = run_module_examples(name)
+    if skip:
+        pytest.skip(skip)
+    assert not failure, failure
 
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")

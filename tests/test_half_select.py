@@ -142,13 +142,16 @@ def assert_topk_stable(x, k):
     """topk against a stable sort of the rows widened to float32 (no NaNs): ties to the lower
     index, -0 == +0; the values bitwise those at the indices"""
     v, i = fl.topk(x, k)
-    want = np.argsort(-x.astype(np.float32), axis=-1, kind="stable")[:, :k]
-    bad = np.flatnonzero((i != want).any(axis=1))
-    assert bad.size == 0, (
-        f"{bad.size} rows differ, first row {bad[0]}: got {i[bad[0]]} want {want[bad[0]]}, "
-        f"values {x[bad[0], i[bad[0]]]!r} vs {x[bad[0], want[bad[0]]]!r}"
-    )
-    np.testing.assert_array_equal(v.view(np.uint16), np.take_along_axis(x, want, axis=-1).view(np.uint16))
+    for start in range(0, x.shape[0], 8192):  # the sort's int64 indices in blocks of rows
+        rows = slice(start, start + 8192)
+        want = np.argsort(-x[rows].astype(np.float32), axis=-1, kind="stable")[:, :k]
+        bad = np.flatnonzero((i[rows] != want).any(axis=1))
+        assert bad.size == 0, (
+            f"{bad.size} rows differ, first row {start + bad[0]}: got {i[start + bad[0]]} want {want[bad[0]]}, "
+            f"values {x[start + bad[0], i[start + bad[0]]]!r} vs {x[start + bad[0], want[bad[0]]]!r}"
+        )
+        np.testing.assert_array_equal(v[rows].view(np.uint16),
+                                      np.take_along_axis(x[rows], want, axis=-1).view(np.uint16))
 
 
 @pytest.mark.parametrize("dt", HALVES, ids=["float16", "bfloat16"])

@@ -1,10 +1,13 @@
 """The training-loop recipes shipped in the wheel (fastlogits.recipes.torch and .jax) against
 the frameworks' own cross-entropy, under their transformations (autograd twice, jit, grad,
-vmap). Each test imports its framework inside (pytest.importorskip), so only it skips when the
-framework is not installed.
+vmap). Each test imports its framework inside (pytest.importorskip; the JAX tests find it
+without importing it, and run in a child process), so only it skips when the framework is not
+installed.
 """
+import jax_cases
 import numpy as np
 import pytest
+from child import child_for_module
 
 
 def _data(shape, dtype, ignore_index, seed=0):
@@ -102,65 +105,24 @@ def test_torch_recipe_refuses_a_second_derivative():
 
 
 # ---------------------------------------------------------------------------------------- JAX
+# The bodies are in tests/jax_cases.py and run in a child process (tests/child.py).
 
-def _jax_x64():
-    jax = pytest.importorskip("jax")
-    return jax, jax.enable_x64(True)
-
-
-def _plain_jax_ce(jax, jnp, y, c, reduction, label_smoothing):
-    def plain(logits):
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        target = (1 - label_smoothing) * jax.nn.one_hot(y, c) + label_smoothing / c
-        per_row = -jnp.sum(target * logp, axis=-1)
-        return {"mean": jnp.mean, "sum": jnp.sum, "none": lambda v: v}[reduction](per_row)
-    return plain
+@pytest.fixture(scope="module")
+def jax_child():
+    yield from child_for_module("jax")
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_jax_recipe_matches_the_jax_formula(reduction, label_smoothing):
-    jax, x64 = _jax_x64()
-    jnp = jax.numpy
-    from fastlogits.recipes.jax import make_cross_entropy
-
-    with x64:
-        x, y, c = _data((16, 6), np.float64, -100)
-        y[y < 0] = 0  # the plain JAX formula has no ignore_index
-        ce = make_cross_entropy(reduction=reduction, label_smoothing=label_smoothing)
-        plain = _plain_jax_ce(jax, jnp, y, c, reduction, label_smoothing)
-        upstream = jnp.linspace(0.5, 1.5, 16) if reduction == "none" else 1.0
-        got, got_grad = jax.jit(jax.value_and_grad(lambda v: jnp.sum(ce(v, jnp.asarray(y)) * upstream)))(jnp.asarray(x))
-        want, want_grad = jax.value_and_grad(lambda v: jnp.sum(plain(v) * upstream))(jnp.asarray(x))
-        np.testing.assert_allclose(got, want, rtol=1e-10)
-        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+def test_jax_recipe_matches_the_jax_formula(jax_child, reduction, label_smoothing):
+    x, y, _ = _data((16, 6), np.float64, -100)
+    y[y < 0] = 0  # the plain JAX formula has no ignore_index
+    jax_child.submit(jax_cases.recipe_matches_the_jax_formula, x, y, reduction, label_smoothing).result()
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_jax_recipe_under_vmap(reduction):
+def test_jax_recipe_under_vmap(jax_child, reduction):
     """jax.vmap over a batch of problems: each batch element is its own problem (a "mean" is
     over that element's rows only), with and without grad inside, jit outside, and with the
     labels shared (unbatched) by every element."""
-    jax, x64 = _jax_x64()
-    jnp = jax.numpy
-    from fastlogits.recipes.jax import make_cross_entropy
-
-    with x64:
-        rng = np.random.default_rng(3)
-        xb = jnp.asarray(rng.standard_normal((5, 8, 6)) * 3)
-        yb = jnp.asarray(rng.integers(0, 6, (5, 8)))
-        yb = yb.at[:, ::3].set(-100)  # ignored rows: the "mean" denominator differs per element
-        ce = make_cross_entropy(reduction=reduction, label_smoothing=0.05)
-        want = [ce(xb[i], yb[i]) for i in range(5)]
-        want_grad = [jax.grad(lambda v, i=i: jnp.sum(ce(v, yb[i])))(xb[i]) for i in range(5)]
-
-        got = jax.jit(jax.vmap(ce))(xb, yb)
-        np.testing.assert_array_equal(np.asarray(got), np.stack([np.asarray(w) for w in want]))
-        got_grad = jax.vmap(jax.grad(lambda v, t: jnp.sum(ce(v, t))))(xb, yb)
-        np.testing.assert_array_equal(np.asarray(got_grad), np.stack([np.asarray(g) for g in want_grad]))
-        # grad of a function of the vmapped losses
-        grad_outside = jax.grad(lambda v: jnp.sum(jax.vmap(ce)(v, yb)))(xb)
-        np.testing.assert_array_equal(np.asarray(grad_outside), np.asarray(got_grad))
-        # labels shared by the whole batch (in_axes None)
-        shared = jax.vmap(ce, in_axes=(0, None))(xb, yb[0])
-        np.testing.assert_array_equal(np.asarray(shared), np.stack([np.asarray(ce(xb[i], yb[0])) for i in range(5)]))
+    jax_child.submit(jax_cases.recipe_under_vmap, reduction).result()
