@@ -27,6 +27,7 @@ typedef struct {
     int32_t dtype;    /* fl_dtype */
     int64_t s0, s1;   /* row-grid strides, elements */
     int64_t sc;       /* class stride, elements */
+    int32_t fresh;    /* an output the caller has just allocated (new pages): not streamed */
 } fl_arr;
 
 typedef struct {

@@ -36,7 +36,11 @@ static inline char *fl_row_ptr(const fl_arr *a, int64_t i0, int64_t i1)
 static inline int fl_row_is_f32(const fl_arr *a) { return a->dtype == FL_F32 && a->sc == 1; }
 
 /* Above this many bytes of float32 output, write it with non-temporal stores: it would not
- * stay in cache anyway, and streaming stores spare the read of each output line. */
+ * stay in cache anyway, and streaming stores spare the read of each output line. Not a fresh
+ * output (fl_arr.fresh): the first store to each of its pages faults and the system zeroes
+ * the page, which leaves its lines in cache, where a non-temporal store must evict each one
+ * (softmax 4096 x 32000 into a fresh output: 170 ms streamed, 144 ms plain; into a reused one:
+ * 73 ms streamed, 98 ms plain; docs/performance.md). */
 #define FL_STREAM_BYTES ((int64_t)8 << 20)
 
 /* Are the rows of a contiguous elements of a float type the float32 kernels read and write in
@@ -49,7 +53,7 @@ static inline int fl_row_is_x(const fl_arr *a)
 /* Should an output of nrows rows of c elements be streamed? (rows of fl_row_is_x only) */
 static inline int fl_stream_ok(const fl_arr *y, int64_t nrows, int64_t c)
 {
-    return fl_row_is_x(y) && nrows * c * (int64_t)fl_esize(y->dtype) >= FL_STREAM_BYTES;
+    return !y->fresh && fl_row_is_x(y) && nrows * c * (int64_t)fl_esize(y->dtype) >= FL_STREAM_BYTES;
 }
 static inline int fl_row_is_f64(const fl_arr *a) { return a->dtype == FL_F64 && a->sc == 1; }
 

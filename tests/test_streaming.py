@@ -143,3 +143,23 @@ def test_streamed_half_gradient_equals_cached_rows(dtype, where):
         got = x.copy()
         fl.cross_entropy_and_grad(got, t, reduction="sum", label_smoothing=0.1, grad_out=got)
     np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_fresh_output_hint_changes_no_bit(isa, mode):
+    """An output the API has just allocated is marked fresh (_layout.fresh) and written with
+    plain stores, a reused one of this size with non-temporal stores: the same bits either way,
+    on every SIMD path (mode 0 softmax, 1 log_softmax as in _core.softmax)."""
+    from fastlogits import _core
+    from fastlogits._layout import fresh, make_grid
+
+    x = _rows_with_specials(np.random.default_rng(13))
+    outs = []
+    for hint in (False, True):
+        y = np.empty_like(x)
+        g = make_grid([x, y], 1, x.shape[1], n_outputs=1)
+        _core.softmax(g.specs[0], fresh(g.specs[1]) if hint else g.specs[1], g.grid, mode)
+        outs.append(y)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    fn = fl.log_softmax if mode else fl.softmax
+    np.testing.assert_array_equal(outs[0], np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)]))

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core, _rsum
 from ._input import as_array, as_logits, check_out, is_bfloat16, is_float, normalize_axis, same_memory
-from ._layout import make_grid, with_axis
+from ._layout import FreshSpec, Spec, fresh, make_grid, with_axis
 
 _REDUCTIONS = ("none", "mean", "sum")
 _INT64_MAX = np.iinfo(np.int64).max
@@ -197,7 +197,7 @@ def _raise_bad_index(p: Problem, flat_row: int, origin: Sequence[int]) -> None:
 class _Run:
     """The operands of a kernel call laid on one row grid."""
 
-    def __init__(self, p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray]):
+    def __init__(self, p: Problem, loss: Optional[np.ndarray], grad: Optional[np.ndarray], grad_fresh: bool = False):
         ax = p.axis
         t = with_axis(p.target, ax) if p.index else p.target
         inputs = [p.x, t]
@@ -215,7 +215,9 @@ class _Run:
         self.s = specs[2] if p.sample_weight is not None else None
         rest = specs[len(inputs):]
         self.loss = rest.pop(0) if loss is not None else None
-        self.grad = rest.pop(0) if grad is not None else None
+        grad_spec = rest.pop(0) if grad is not None else None
+        self.grad: Optional[Union[Spec, FreshSpec]] = (
+            fresh(grad_spec) if grad_spec is not None and grad_fresh else grad_spec)
 
     def call(self, with_outputs: bool, scale_ce: float = 1.0, scale_z: float = 1.0,
              origin: Sequence[int] = ()) -> CeState:
@@ -406,7 +408,7 @@ def cross_entropy_and_grad(logits: Any, target: Any, *, axis: int = -1, weight: 
     p = check(logits, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss)
     loss = _loss_array(p) if reduction == "none" else None
     grad, written = _grad_target(p, grad_out)
-    run = _Run(p, loss, written)
+    run = _Run(p, loss, written, grad_fresh=grad_out is None or written is not grad)
     scale_ce, scale_z = _grad_scales(p, run)
     if p.index and p.reduction != "mean":
         run.call(False)  # validate the class indices before the gradient is written

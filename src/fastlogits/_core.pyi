@@ -7,11 +7,12 @@ status (``status_error``: ``MemoryError`` when their scratch cannot be allocated
 (``_CeSums``), ``bce`` sets a sum state and ``score`` merges its sum states into ``acc``
 (states: see ``fastlogits._rsum``).
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-_Spec = Tuple[np.ndarray, int, int, int, int]
+# (array, dtype code, s0, s1, sc), and a sixth item 1 for an output just allocated (_layout.fresh)
+_Spec = Union[Tuple[np.ndarray, int, int, int, int], Tuple[np.ndarray, int, int, int, int, int]]
 _Grid = Tuple[int, int, int]
 # cross_entropy's result: ((4, RSUM_WORDS) sum states ce, z, d1, d2; n_valid; first_bad), see fl_ce_result
 _CeSums = Tuple[np.ndarray, int, int]

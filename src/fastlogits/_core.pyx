@@ -30,6 +30,7 @@ cdef extern from "fastlogits.h":
         int64_t s0
         int64_t s1
         int64_t sc
+        int32_t fresh
     ctypedef struct fl_grid:
         int64_t n0
         int64_t n1
@@ -46,6 +47,7 @@ cdef fl_arr _operand(tuple spec):
     a.s0 = spec[2]
     a.s1 = spec[3]
     a.sc = spec[4]
+    a.fresh = len(spec) > 5 and spec[5]
     return a
 
 
@@ -63,6 +65,7 @@ cdef fl_arr _optional(object spec):
         a.data = NULL
         a.dtype = 0
         a.s0 = a.s1 = a.sc = 0
+        a.fresh = 0
         return a
     return _operand(spec)
 

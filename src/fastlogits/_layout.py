@@ -18,6 +18,7 @@ from ._input import dtype_code
 
 # What ``_core`` takes for an operand: (array, dtype code, s0, s1, sc), strides in elements.
 Spec = Tuple[np.ndarray, int, int, int, int]
+FreshSpec = Tuple[np.ndarray, int, int, int, int, int]
 
 
 def with_axis(a: np.ndarray, axis: int) -> np.ndarray:
@@ -70,6 +71,13 @@ class Grid:
 
 def _spec(a: np.ndarray, s0: int, s1: int, sc: int) -> Spec:
     return (a, dtype_code(a.dtype), s0, s1, sc)
+
+
+def fresh(spec: Spec) -> FreshSpec:
+    """The spec of an output the caller has just allocated: its pages are new, and the kernels
+    write it with plain stores, not the non-temporal ones of a large reused output
+    (csrc/fl_rowio.h, fl_stream_ok). A hint for speed: the values are the same either way."""
+    return spec + (1,)
 
 
 def make_grid(operands: Sequence[np.ndarray], axis: int, n_classes: int, n_outputs: int = 0) -> Grid:

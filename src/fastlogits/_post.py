@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _core
 from ._input import as_logits, check_out, float_dtype, normalize_axis, same_memory
-from ._layout import make_grid, with_axis
+from ._layout import fresh, make_grid, with_axis
 
 _SOFTMAX, _LOG_SOFTMAX = 0, 1
 _LOGSUMEXP, _ENTROPY = 0, 1
@@ -43,7 +43,8 @@ def _run_same_shape(kernel: Any, a: np.ndarray, y: np.ndarray, axis: int, op: in
     if user_out and np.may_share_memory(a, y) and not same_memory(a, y) and np.shares_memory(a, y):
         target = np.empty_like(y)
     g = make_grid([a, target], axis, a.shape[axis], n_outputs=1)
-    kernel(g.specs[0], g.specs[1], g.grid, op)
+    y_spec = fresh(g.specs[1]) if target is not y or not user_out else g.specs[1]
+    kernel(g.specs[0], y_spec, g.grid, op)
     g.finish()
     if target is not y:
         np.copyto(y, target)
