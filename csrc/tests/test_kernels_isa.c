@@ -64,8 +64,8 @@ static void check_rel(const char *what, double a, double b, double rtol)
     }
 }
 
-static fl_arr rows(void *data, int32_t dtype, int64_t c) { fl_arr a = {data, dtype, 0, c, 1}; return a; }
-static fl_arr per_row(void *data, int32_t dtype) { fl_arr a = {data, dtype, 0, 1, 0}; return a; }
+static fl_arr rows(void *data, int32_t dtype, int64_t c) { fl_arr a = {data, dtype, 0, c, 1, 0}; return a; }
+static fl_arr per_row(void *data, int32_t dtype) { fl_arr a = {data, dtype, 0, 1, 0, 0}; return a; }
 
 static void run_shape(int64_t n, int64_t c)
 {
@@ -165,7 +165,7 @@ static void run_shape(int64_t n, int64_t c)
         fl_rsum lp1[10], lp2[10];
         for (int64_t r = 0; r < 40; r++) tok[r] = r < n ? (r % 3 ? target[r] : ia[c >= 3 ? 3 * r : r]) : -100;
         for (int j = 0; j < 10; j++) { fl_rsum_init(&lp1[j]); fl_rsum_init(&lp2[j]); gr1[j] = gr2[j] = 1; }
-        fl_seq_args q = {{x, FL_F32, 4 * c, c, 1}, {tok, FL_I64, 4, 1, 0}, -100, tempered ? 1.7 : 1.0};
+        fl_seq_args q = {{x, FL_F32, 4 * c, c, 1, 0}, {tok, FL_I64, 4, 1, 0, 0}, -100, tempered ? 1.7 : 1.0};
         fl_grid gs = {10, 4, c};
         int64_t bad1, bad2;
         s->sequence_scores(&q, gs, lp1, cnt1, gr1, &bad1);
