@@ -5,6 +5,7 @@ process. The default layer promises to stay under 1.5 GB (README, Development), 
 that compile with JAX run in a child started for their module and ended with it: its memory is
 returned to the system when the module ends, and the test process never imports JAX.
 """
+import contextlib
 import importlib.util
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -12,9 +13,10 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 
-def child_for_module(framework):
-    """A generator for a module-scoped fixture: one spawned worker for the module's tests,
-    skipped when `framework` is not installed (found without importing it)."""
+@contextlib.contextmanager
+def child_process(framework):
+    """One spawned worker for the tests that need `framework`, skipped when it is not
+    installed (found without importing it); ended, and its memory returned, on exit."""
     if importlib.util.find_spec(framework) is None:
         pytest.skip(f"{framework} is not installed")
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:

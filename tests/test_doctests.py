@@ -6,7 +6,6 @@ docstrings) and ``__main__`` (the ``python -m fastlogits`` entry point, not an i
 API). Examples are compared with NORMALIZE_WHITESPACE and ELLIPSIS; a failing example fails
 the test with doctest's report (expected and got).
 """
-import contextlib
 import doctest
 import glob
 import importlib
@@ -17,7 +16,7 @@ import re
 import sys
 
 import pytest
-from child import child_for_module
+from child import child_process
 
 import fastlogits
 
@@ -88,8 +87,8 @@ def run_module_examples(name):
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, threads):
     if name in IN_CHILD:
-        with contextlib.closing(child_for_module(IN_CHILD[name])) as child:
-            skip, failure = next(child).submit(run_module_examples, name).result()
+        with child_process(IN_CHILD[name]) as pool:
+            skip, failure = pool.submit(run_module_examples, name).result()
     else:
         skip, failure = run_module_examples(name)
     if skip:

@@ -7,7 +7,7 @@ installed.
 import jax_cases
 import numpy as np
 import pytest
-from child import child_for_module
+from child import child_process
 
 
 def _data(shape, dtype, ignore_index, seed=0):
@@ -109,7 +109,8 @@ def test_torch_recipe_refuses_a_second_derivative():
 
 @pytest.fixture(scope="module")
 def jax_child():
-    yield from child_for_module("jax")
+    with child_process("jax") as pool:
+        yield pool
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
