@@ -29,7 +29,8 @@ typedef struct {
     int f64;                   /* compute in double */
     fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
     int64_t flat_n;            /* elementwise over one contiguous run: its length (grid: blocks) */
-    int stream;                /* softmax: rows left pending and written with non-temporal stores */
+    int stream;                /* softmax: rows left pending and written with non-temporal stores;
+                                * elementwise (flat): the float32 output streamed */
 } fl_post_ctx;
 
 typedef void (*fl_row_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch);

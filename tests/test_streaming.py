@@ -1,5 +1,6 @@
 """Outputs of 8 MB and more (csrc: FL_STREAM_BYTES) in float32, float16 or bfloat16, the
-cross-entropy gradient and the softmax and log_softmax rows, are written with non-temporal
+cross-entropy gradient and the softmax and log_softmax rows (and float32 sigmoid and
+log_sigmoid outputs that are one contiguous run, csrc/fl_sigmoid.c), are written with non-temporal
 stores of whole vectors, plain stores where a row does not start or end on a vector boundary
 (up to the next or from the last cache line: csrc/fl_pend.h), and a row is written while the
 next row is read (csrc/fl_rowmath.h, fl_pend; half-precision rows are narrowed as they are
@@ -162,4 +163,52 @@ def test_fresh_output_hint_changes_no_bit(isa, mode):
         outs.append(y)
     np.testing.assert_array_equal(outs[0], outs[1])
     fn = fl.log_softmax if mode else fl.softmax
+    np.testing.assert_array_equal(outs[0], np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)]))
+
+
+def _elementwise_specials(rng):
+    """float32 logits over the sigmoid's ranges: ordinary, saturated, tiny-lane (below the
+    plain forms' bound), infinite and NaN, in runs that do not fill a vector"""
+    x = (rng.standard_normal(SHAPE) * 8).astype(np.float32)
+    x[3, 7:20] = -200.0
+    x[4, 1:4] = np.array([np.inf, -np.inf, np.nan], np.float32)
+    x[8, :] = rng.uniform(-120.0, 120.0, SHAPE[1]).astype(np.float32)
+    return x
+
+
+@pytest.mark.parametrize("fn", [fl.sigmoid, fl.log_sigmoid])
+@pytest.mark.parametrize("where", ["fresh", "misaligned", "in_place"])
+def test_streamed_elementwise_equals_cached_rows(fn, where):
+    """A reused float32 output of 8 MB is streamed (its first elements up to a vector boundary
+    in each block with plain stores); the same bits as small cached calls."""
+    x = _elementwise_specials(np.random.default_rng(14))
+    want = np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)])
+    if where == "fresh":
+        got = fn(x)
+    elif where == "misaligned":
+        got = _misaligned(SHAPE)
+        fn(x, out=got)
+    else:
+        got = x.copy()
+        fn(got, out=got)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("op", [0, 1])
+def test_elementwise_fresh_hint_changes_no_bit(isa, op):
+    """The float32 sigmoid (op 0) and log_sigmoid (op 1) of a contiguous run, into an output
+    marked fresh (plain stores) and one not (non-temporal stores, from a misaligned start):
+    the same bits on every SIMD path."""
+    from fastlogits import _core
+    from fastlogits._layout import fresh, make_grid
+
+    x = _elementwise_specials(np.random.default_rng(15))
+    outs = []
+    for hint in (False, True):
+        y = _misaligned(SHAPE)
+        g = make_grid([x, y], 1, x.shape[1], n_outputs=1)
+        _core.elementwise(g.specs[0], fresh(g.specs[1]) if hint else g.specs[1], g.grid, op)
+        outs.append(y)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    fn = fl.log_sigmoid if op else fl.sigmoid
     np.testing.assert_array_equal(outs[0], np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)]))
