@@ -73,7 +73,7 @@ static inline void fl_softmax_pc(fl_pc_acc *a, int64_t y, int64_t pred, const fl
 /* a row of dtype dt, read in place (or gathered as float32: fl_row_in_x); with the per-class
  * block, its exponentials go into e (from the statistics' pass) */
 FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, int64_t y, fl_row_stats *st,
-                                       fl_pc_acc *pc, double w, float *e, int32_t dt)
+                                       fl_pc_acc *pc, double w, float *e, fl_ahead ahead, int32_t dt)
 {
     int64_t c = ctx->g.c;
     double t = ctx->o->temperature;
@@ -97,11 +97,11 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
         double n_eq, rest, sq, dot;
         float ey;
         if (t == 1.0 && fl_exp_mode(m, lo) == FL_EXP_NORMAL)
-            ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 1, dt)
-                         : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 1, dt);
+            ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 1, ahead, dt)
+                         : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 1, ahead, dt);
         else
-            ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 0, dt)
-                         : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 0, dt);
+            ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 0, ahead, dt)
+                         : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 0, ahead, dt);
         fl_softmax_stats(n_eq, rest, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
         s = n_eq + rest;
     }
@@ -115,7 +115,11 @@ static void fl_softmax_row_f32(fl_score_ctx *ctx, const char *xrow, int64_t y, v
 {
     float *buf = (float *)scratch, *e = buf + ctx->g.c * (1 + fl_pc_slot(pc));
     fl_xrow x = fl_row_in_x(ctx->x, xrow, ctx->g.c, buf);
-    fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st, pc, w, e);
+    /* the next row, where rows read in place follow each other */
+    fl_ahead ahead = x.p == (const void *)xrow && ctx->x->s1 == ctx->g.c
+                         ? fl_ahead_next_row(xrow, ctx->g.c, (int64_t)fl_esize(ctx->x->dtype), NULL)
+                         : fl_ahead_none();
+    fl_x_dispatch(x.dt, fl_softmax_row_t, ctx, x.p, y, st, pc, w, e, ahead);
 }
 
 static void fl_softmax_row_f64(fl_score_ctx *ctx, const char *xrow, int64_t y, void *scratch, fl_row_stats *st,

@@ -249,8 +249,12 @@ FL_ALWAYS_INLINE void fl_rstats_vec(const void *x, int64_t k, flv vm, flv lo, fl
 }
 
 #define FL_COUNT_GROUPS 4096 /* groups between flushes of the float count: exact below 2^24 a lane */
+/* ahead: the next row, fetched a group at a time among the exponentials (fl_ahead_touch), so
+ * the first pass over it (max and rank) finds it in cache: the hardware prefetcher stops at
+ * each page, and that pass alone could not keep enough reads in flight (AVX2, 100000 x 1000
+ * from memory: the rank pass cost 0.33 ns an element, 0.06 from cache) */
 FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, int64_t y, double *n_eq, double *s,
-                                   double *sq, double *dot, float *ebuf, int normal, int32_t dt)
+                                   double *sq, double *dot, float *ebuf, int normal, fl_ahead ahead, int32_t dt)
 {
     flv vm = flv_set1(m), lo = fl_exp_floor(vm), vt = flv_set1((float)t), zero = flv_set1(0.0f);
     flv one = flv_set1(1.0f), cnt = zero;
@@ -264,6 +268,7 @@ FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, 
          * one as it comes */
         int64_t end = k + FL_GROUP * FL_W <= nfull ? k + FL_GROUP * FL_W : nfull;
         flv a = zero, b = zero, c = zero;
+        fl_ahead_touch(ahead, k, FL_GROUP * FL_W);
         if (end - k == FL_GROUP * FL_W)
             for (int j = 0; j < FL_GROUP; j++, k += FL_W)
                 fl_rstats_vec(x, k, vm, lo, vt, unit, normal, ebuf, &a, &b, &c, &cnt, dt);
