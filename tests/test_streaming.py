@@ -36,6 +36,23 @@ def _misaligned(shape, dtype=np.float32):
     return out
 
 
+def _streamed(fn, x, where):
+    """fn(x) into a fresh output, a misaligned one, in place, or from Fortran-ordered logits"""
+    if where == "fresh":
+        return fn(x)
+    if where == "in_place":
+        got = x.copy()
+        fn(got, out=got)
+        return got
+    if where == "misaligned":
+        got = _misaligned(x.shape, x.dtype)
+        fn(x, out=got)
+        return got
+    got = np.empty(x.shape, x.dtype)
+    fn(np.asfortranarray(x), out=got)
+    return got
+
+
 @pytest.mark.parametrize("where", ["fresh", "misaligned", "in_place"])
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "ignore_index": 7},
                                      {"weight": "classes", "z_loss": 1e-3}])
@@ -81,18 +98,7 @@ def _rows_with_specials(rng):
 def test_streamed_softmax_equals_cached_rows(fn, where):
     x = _rows_with_specials(np.random.default_rng(10))
     want = np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)])
-    if where == "fresh":
-        got = fn(x)
-    elif where == "misaligned":
-        got = _misaligned(SHAPE)
-        fn(x, out=got)
-    elif where == "in_place":
-        got = x.copy()
-        fn(got, out=got)
-    else:
-        got = np.empty(SHAPE, np.float32)
-        fn(np.asfortranarray(x), out=got)
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_streamed(fn, x, where), want)
 
 
 def _half_rows(dtype, rng):
@@ -110,17 +116,7 @@ def _half_rows(dtype, rng):
 def test_streamed_half_softmax_equals_cached_rows(dtype, where, fn):
     x = _half_rows(dtype, np.random.default_rng(11))
     want = np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)])
-    if where == "fresh":
-        got = fn(x)
-    elif where == "misaligned":
-        got = _misaligned(HALF_SHAPE, x.dtype)
-        fn(x, out=got)
-    elif where == "in_place":
-        got = x.copy()
-        fn(got, out=got)
-    else:
-        got = np.empty(HALF_SHAPE, x.dtype)
-        fn(np.asfortranarray(x), out=got)
+    got = _streamed(fn, x, where)
     np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
 
 
@@ -146,21 +142,29 @@ def test_streamed_half_gradient_equals_cached_rows(dtype, where):
     np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
 
 
+def _plain_and_fresh(kernel, x, op, make_out):
+    """A same-shape kernel's output of the rows of x (axis 1) into an output of make_out(), first
+    as a reused buffer, then marked fresh (_layout.fresh)"""
+    from fastlogits._layout import fresh, make_grid
+
+    outs = []
+    for hint in (False, True):
+        y = make_out()
+        g = make_grid([x, y], 1, x.shape[1], n_outputs=1)
+        kernel(g.specs[0], fresh(g.specs[1]) if hint else g.specs[1], g.grid, op)
+        outs.append(y)
+    return outs
+
+
 @pytest.mark.parametrize("mode", [0, 1])
 def test_fresh_output_hint_changes_no_bit(isa, mode):
     """An output the API has just allocated is marked fresh (_layout.fresh) and written with
     plain stores, a reused one of this size with non-temporal stores: the same bits either way,
     on every SIMD path (mode 0 softmax, 1 log_softmax as in _core.softmax)."""
     from fastlogits import _core
-    from fastlogits._layout import fresh, make_grid
 
     x = _rows_with_specials(np.random.default_rng(13))
-    outs = []
-    for hint in (False, True):
-        y = np.empty_like(x)
-        g = make_grid([x, y], 1, x.shape[1], n_outputs=1)
-        _core.softmax(g.specs[0], fresh(g.specs[1]) if hint else g.specs[1], g.grid, mode)
-        outs.append(y)
+    outs = _plain_and_fresh(_core.softmax, x, mode, lambda: np.empty_like(x))
     np.testing.assert_array_equal(outs[0], outs[1])
     fn = fl.log_softmax if mode else fl.softmax
     np.testing.assert_array_equal(outs[0], np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)]))
@@ -183,15 +187,7 @@ def test_streamed_elementwise_equals_cached_rows(fn, where):
     in each block with plain stores); the same bits as small cached calls."""
     x = _elementwise_specials(np.random.default_rng(14))
     want = np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)])
-    if where == "fresh":
-        got = fn(x)
-    elif where == "misaligned":
-        got = _misaligned(SHAPE)
-        fn(x, out=got)
-    else:
-        got = x.copy()
-        fn(got, out=got)
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_streamed(fn, x, where), want)
 
 
 @pytest.mark.parametrize("op", [0, 1])
@@ -200,15 +196,9 @@ def test_elementwise_fresh_hint_changes_no_bit(isa, op):
     marked fresh (plain stores) and one not (non-temporal stores, from a misaligned start):
     the same bits on every SIMD path."""
     from fastlogits import _core
-    from fastlogits._layout import fresh, make_grid
 
     x = _elementwise_specials(np.random.default_rng(15))
-    outs = []
-    for hint in (False, True):
-        y = _misaligned(SHAPE)
-        g = make_grid([x, y], 1, x.shape[1], n_outputs=1)
-        _core.elementwise(g.specs[0], fresh(g.specs[1]) if hint else g.specs[1], g.grid, op)
-        outs.append(y)
+    outs = _plain_and_fresh(_core.elementwise, x, op, lambda: _misaligned(SHAPE))
     np.testing.assert_array_equal(outs[0], outs[1])
     fn = fl.log_sigmoid if op else fl.sigmoid
     np.testing.assert_array_equal(outs[0], np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)]))
