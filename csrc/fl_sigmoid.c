@@ -7,8 +7,9 @@
  * per-row overhead and a 1-D input is shared by the threads. Such a run into a float32 output
  * the caller reuses (fl_stream_ok: not fresh, 8 MB or more) is written with non-temporal
  * stores, which spare the read of each output line (4096 x 32000 out=, one thread: AVX-512
- * 90 -> 71 ms, AVX2 78 -> 60). Half-precision outputs are not: on AVX2 their 16-byte
- * non-temporal stores made sigmoid float16 2x slower (107 -> 222 ms; docs/performance.md). */
+ * 92 -> 76-82 ms, AVX2 80 -> 62-64). Half-precision outputs are not: on AVX2 their 16-byte
+ * non-temporal stores made sigmoid float16 2x slower (107 -> 222 ms), and AVX-512 gained
+ * nothing (docs/performance.md). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
