@@ -94,16 +94,19 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
     if (!isfinite(m)) {
         fl_special_stats(st);
     } else {
-        double n_eq, rest, sq, dot;
-        float ey;
-        if (t == 1.0 && fl_exp_mode(m, lo) == FL_EXP_NORMAL)
+        double n_eq, rest, sq, dot, ey, gm = 1.0;  /* gm: the e of the max in e (1 but for the shift) */
+        int mode = fl_exp_mode(m, lo);
+        if (t == 1.0 && mode == FL_EXP_NORMAL && fabsf(m) <= FL_SHIFT_MMAX)
+            ey = pc->npc ? fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, e, &gm, ahead, dt)
+                         : fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, NULL, &gm, ahead, dt);
+        else if (t == 1.0 && mode == FL_EXP_NORMAL)
             ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 1, ahead, dt)
                          : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 1, ahead, dt);
         else
             ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 0, ahead, dt)
                          : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 0, ahead, dt);
-        fl_softmax_stats(n_eq, rest, sq, dot, (double)ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
-        s = n_eq + rest;
+        fl_softmax_stats(n_eq, rest, sq, dot, ey, (double)fl_xget(x, y, dt) - (double)m, t, st);
+        s = gm * (n_eq + rest);
     }
     if (pc->npc && s != s)
         for (int64_t k = 0; k < c; k++) e[k] = NAN;

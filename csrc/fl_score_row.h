@@ -14,8 +14,11 @@
  * at a time, and stops there.
  *
  * Float32 (and half-precision) rows accumulate in float32 lanes over groups of FL_GROUP
- * vectors, each group then added in double (see FL_GROUP); float64 rows in double. The
- * exponential carries the rounding error of x - m and of the division by T.
+ * vectors, each group then added in double (see FL_GROUP); float64 rows in double. At T = 1,
+ * rows that the softmax family's exact reduction admits (|max| <= 64, no logit more than 86
+ * below it) take exp(x_k) 2^-round(max log2 e) (fl_rstats_shift_t: x - m is never rounded
+ * before its exponential); the others' exponential carries the rounding error of x - m and
+ * of the division by T (fl_rstats_t).
  */
 #ifndef FL_SCORE_ROW_H
 #define FL_SCORE_ROW_H
@@ -101,9 +104,8 @@ FL_ALWAYS_INLINE void fl_rmax_rank_run(const void *x, int64_t k, int64_t end, fl
     }
 }
 
-/* The row's max (as fl_rmax_t: NaN when the row holds one), the min of its full vectors in *mn
- * (for the mode of their exponentials, fl_exp_mode: fl_rstats_t takes a partial last vector's
- * with the general one; not set for a row holding a NaN) and, in *rank, fl_rank_t's rank
+/* The row's max (as fl_rmax_t: NaN when the row holds one), its min in *mn (for the mode of its
+ * exponentials, fl_exp_mode; not set for a row holding a NaN) and, in *rank, fl_rank_t's rank
  * of the target y, in one pass: the elements before y's vector are counted with >=, those after
  * it with >, y's own vector element by element. The counts are float lanes, exact while a lane
  * counts at most 2^24 (c <= 2^24, else the caller takes fl_rank_t); a row holding a NaN is
@@ -129,6 +131,7 @@ FL_ALWAYS_INLINE float fl_rmax_rank_t(const void *x, int64_t c, int64_t y, int64
     if (tail < c) {
         flv x0 = fl_xload_part(x, tail, c - tail, -INFINITY, dt);
         a[0] = flv_max(x0, a[0]);
+        b[0] = flv_min_ord(fl_xload_part(x, tail, c - tail, INFINITY, dt), b[0]);
         n[0] = flv_add(n[0], fl_rank_lanes(x0, vv, 0, flv_set1(1.0f), zero));
     }
     float m = flv_hmax(flv_max(a[0], a[1]));
@@ -249,7 +252,7 @@ FL_ALWAYS_INLINE void fl_rstats_vec(const void *x, int64_t k, flv vm, flv lo, fl
 }
 
 #define FL_COUNT_GROUPS 4096 /* groups between flushes of the float count: exact below 2^24 a lane */
-/* ahead: the next row, fetched a group at a time among the exponentials (fl_ahead_touch), so
+/* ahead: the next row, fetched a group at a time among the exponentials (fl_ahead_touch_l2), so
  * the first pass over it (max and rank) finds it in cache: the hardware prefetcher stops at
  * each page, and that pass alone could not keep enough reads in flight (AVX2, 100000 x 1000
  * from memory: the rank pass cost 0.33 ns an element, 0.06 from cache) */
@@ -268,7 +271,7 @@ FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, 
          * one as it comes */
         int64_t end = k + FL_GROUP * FL_W <= nfull ? k + FL_GROUP * FL_W : nfull;
         flv a = zero, b = zero, c = zero;
-        fl_ahead_touch(ahead, k, FL_GROUP * FL_W);
+        fl_ahead_touch_l2(ahead, k, FL_GROUP * FL_W);
         if (end - k == FL_GROUP * FL_W)
             for (int j = 0; j < FL_GROUP; j++, k += FL_W)
                 fl_rstats_vec(x, k, vm, lo, vt, unit, normal, ebuf, &a, &b, &c, &cnt, dt);
@@ -302,6 +305,90 @@ FL_ALWAYS_INLINE float fl_rstats_t(const void *x, int64_t n, float m, double t, 
     *sq = fl_dacc_sum(s2);
     *dot = fl_dacc_sum(d);
     return ebuf ? ebuf[y] : lanes[y - k0];
+}
+
+/* The four vectors of a step: e_k, their squares and e_k (x_k - m) into the float lanes (the
+ * ties' e_k are 0 by then: fl_take_ties4), then into the float64 lanes, a group as fl_rstats_t */
+FL_ALWAYS_INLINE void fl_rstats_shift_step(const flv *xv, const flv *e, flv vm, fl_dacc *s1, fl_dacc *s2, fl_dacc *d)
+{
+    flv a = flv_add(flv_add(e[0], e[1]), flv_add(e[2], e[3]));
+    flv b = flv_fma(e[1], e[1], flv_mul(e[0], e[0]));
+    flv c = flv_fma(e[1], flv_sub(xv[1], vm), flv_mul(e[0], flv_sub(xv[0], vm)));
+    b = flv_fma(e[3], e[3], flv_fma(e[2], e[2], b));
+    c = flv_fma(e[3], flv_sub(xv[3], vm), flv_fma(e[2], flv_sub(xv[2], vm), c));
+    *s1 = fl_dacc_add(*s1, a);
+    *s2 = fl_dacc_add(*s2, b);
+    *d = fl_dacc_add(*d, c);
+}
+
+/* fl_rstats_t (T = 1, normal) for a float32 row that fl_shift_mode admits, by the exact
+ * reduction of fl_rsumexp_shift_t: e'_k = exp(x_k) 2^-sn = g exp(x_k - m), g = exp(m - sn ln 2)
+ * in [0.7, 1.42], so that x_k - m is never rounded before its exponential; the ties with the
+ * max counted apart by fl_take_ties4 (a test for four vectors). Against fl_rstats_t, the TwoSum
+ * correction (six vector operations) and the two selects of the ties go, and the products
+ * e (x - m) fuse into their sum: about nine operations a vector fewer. The sums are divided by
+ * g (sq by g^2) in double at the end, so the results mean what fl_rstats_t's mean; e_y is
+ * returned as e'_y / g. ebuf (when not NULL) receives the e'_k unscaled and *gm the e' of the
+ * max itself (the value its ties hold in ebuf): the per-class block takes p_c = e'_c / (gm s),
+ * whose largest is gm / (gm s) <= 1 + 2^-52 (fl_score_pc.h's fixed point needs that bound). */
+FL_ALWAYS_INLINE double fl_rstats_shift_t(const void *x, int64_t n, float m, int64_t y, double *n_eq, double *s,
+                                          double *sq, double *dot, float *ebuf, double *gm, fl_ahead ahead,
+                                          int32_t dt)
+{
+    float sn = fl_rintf(m * FL_LOG2E_F);
+    flv vm = flv_set1(m), vsn = flv_set1(sn);
+    fl_dacc s1 = fl_dacc_zero(), s2 = s1, d = s1;
+    int64_t k = 0, ties = 0;
+    for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
+        fl_ahead_touch_l2(ahead, k, 4 * FL_W);
+        flv xv[4], e[4];
+        FL_UNROLL(4)
+        for (int j = 0; j < 4; j++) {
+            xv[j] = fl_xload(x, k + j * FL_W, dt);
+            e[j] = flv_exp_shift_normal(xv[j], vsn);
+        }
+        if (ebuf) {
+            FL_UNROLL(4)
+            for (int j = 0; j < 4; j++) flv_store(ebuf + k + j * FL_W, e[j]);
+        }
+        fl_take_ties4(xv, vm, e, &ties);
+        fl_rstats_shift_step(xv, e, vm, &s1, &s2, &d);
+    }
+    if (k < n) {
+        /* the last vectors as one step, the missing ones and the partial one's fill lanes at m
+         * (ties, then not counted: e = 0 and x - m = 0 there) */
+        flv xv[4], e[4];
+        int64_t fill = 0;
+        for (int j = 0; j < 4; j++) {
+            int64_t at = k + j * FL_W, len = n - at < FL_W ? (n - at > 0 ? n - at : 0) : FL_W;
+            xv[j] = len ? fl_xload_part(x, at, len, m, dt) : vm;
+            e[j] = flv_exp_shift_normal(xv[j], vsn);
+            if (ebuf && len) flv_store_part(ebuf + at, e[j], len);
+            fill += FL_W - len;
+        }
+        fl_take_ties4(xv, vm, e, &ties);
+        ties -= fill;
+        fl_rstats_shift_step(xv, e, vm, &s1, &s2, &d);
+    }
+    /* e'_y again (the same value as in the sums), unless the buffer holds it */
+    float ey;
+    if (ebuf) {
+        ey = ebuf[y];
+    } else {
+        float lanes[FL_W];
+        int64_t k0 = y - y % FL_W, len = n - k0 < FL_W ? n - k0 : FL_W;
+        flv_store(lanes, flv_exp_shift_normal(fl_xload_part(x, k0, len, m, dt), vsn));
+        ey = lanes[y - k0];
+    }
+    float ms[FL_W];
+    flv_store(ms, flv_exp_shift_normal(vm, vsn));
+    double g = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+    *gm = (double)ms[0];
+    *n_eq = (double)ties;
+    *s = fl_dacc_sum(s1) / g;
+    *sq = fl_dacc_sum(s2) / (g * g);
+    *dot = fl_dacc_sum(d) / g;
+    return (double)ey / g;
 }
 
 static void fl_rsq_dot_f64(const double *x, const double *e, int64_t n, double m, double *sq, double *dot)

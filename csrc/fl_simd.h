@@ -146,11 +146,14 @@
 #define FL_NOINLINE
 #endif
 
-/* FL_PREFETCH(p): ask for the cache line at p ahead of its use (a hint; never faults) */
+/* FL_PREFETCH(p): ask for the cache line at p ahead of its use (a hint; never faults);
+ * FL_PREFETCH_L2(p) the same into the L2 cache only (x86 prefetcht1) */
 #if defined(__GNUC__) || defined(__clang__)
 #define FL_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+#define FL_PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
 #else
 #define FL_PREFETCH(p) ((void)(p))
+#define FL_PREFETCH_L2(p) ((void)(p))
 #endif
 
 #if defined(_MSC_VER) && !defined(__clang__)

@@ -114,3 +114,27 @@ def test_large_probabilities_anywhere_in_the_row_on_every_isa(isa, c):
     unit = fl.score(x, y, sample_weight=np.ones(n), **kw)
     assert got["classwise_ece"] == pytest.approx(unit["classwise_ece"], rel=1e-12), isa
     assert got["roc_auc_ovr"] == pytest.approx(unit["roc_auc_ovr"], rel=1e-12), isa
+
+
+@pytest.mark.parametrize("shift", [0.0, 40.0, -63.5, 64.5, -300.0])
+def test_peaked_rows_fixed_point_on_every_isa(isa, shift):
+    """At T = 1 the statistics pass takes exp(x_k) 2^-round(max log2 e) for rows with |max| <= 64
+    (the others: exp(x_k - max)), and the per-class block divides those exponentials by the
+    max's own (a float32 value near exp(max - round(max log2 e) ln 2), not 1). The unweighted
+    sums' fixed point needs every p_c <= 1 + 2^-52: rows whose other classes lie 25-40 below the
+    max (p_max within 2^-30 of 1), one max or two, must give the classwise ECE of unit weights
+    (exact double sums) to 1e-13, and the float64 definition's to float32 accuracy."""
+    rng = np.random.default_rng(44)
+    n, c = 500, 100
+    x = (rng.normal(size=(n, c)) - 30).astype(np.float32)
+    top = rng.integers(0, c, n)
+    x[np.arange(n), top] = 0.0
+    x[::5, (top[::5] + 7) % c] = 0.0                       # two maxima: p = 1/2 each
+    x += np.float32(shift)
+    y = np.where(np.arange(n) % 3 == 0, top, rng.integers(0, c, n))
+    kw = dict(per_class=True, bins=10, metrics=["classwise_ece", "nll", "brier"])
+    got = fl.score(x, y, **kw)
+    unit = fl.score(x, y, sample_weight=np.ones(n), **kw)
+    assert got["classwise_ece"] == pytest.approx(unit["classwise_ece"], rel=1e-13), (isa, shift)
+    want = _classwise_ece(_softmax64(x), y, 10)
+    assert got["classwise_ece"] == pytest.approx(want, rel=1e-5), (isa, shift)
