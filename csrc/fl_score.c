@@ -51,6 +51,12 @@ typedef struct {
     fl_atomic_int failed;      /* set by a task that could not allocate (several may, at once) */
 } fl_score_ctx;
 
+/* Does a call want the sums of e^2 and e (x - m) (the Brier score, the entropy, the gap)? */
+static inline int fl_score_wants_moments(const fl_score_opts *o)
+{
+    return (o->sums & (((int64_t)1 << FL_SCORE_BRIER) | ((int64_t)1 << FL_SCORE_ENT) | ((int64_t)1 << FL_SCORE_GAP))) != 0;
+}
+
 /* A softmax row's per-class sums: the confusion cell, and every class's probability
  * p_c = e_c / s (NaN for a special row: s is NaN then) into the ECE bins and AUC levels. */
 static inline void fl_softmax_pc(fl_pc_acc *a, int64_t y, int64_t pred, const float *e32, const double *e64,
@@ -95,11 +101,15 @@ FL_ALWAYS_INLINE void fl_softmax_row_t(const fl_score_ctx *ctx, const void *x, i
         fl_special_stats(st);
     } else {
         double n_eq, rest, sq, dot, ey, gm = 1.0;  /* gm: the e of the max in e (1 but for the shift) */
-        int mode = fl_exp_mode(m, lo);
-        if (t == 1.0 && mode == FL_EXP_NORMAL && fabsf(m) <= FL_SHIFT_MMAX)
-            ey = pc->npc ? fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, e, &gm, ahead, dt)
-                         : fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, NULL, &gm, ahead, dt);
-        else if (t == 1.0 && mode == FL_EXP_NORMAL)
+        int mode = fl_exp_mode(m, lo), moments = fl_score_wants_moments(ctx->o);
+        if (t == 1.0 && mode == FL_EXP_NORMAL && fabsf(m) <= FL_SHIFT_MMAX) {
+            if (pc->npc)
+                ey = moments ? fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, e, 1, &gm, ahead, dt)
+                             : fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, e, 0, &gm, ahead, dt);
+            else
+                ey = moments ? fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, NULL, 1, &gm, ahead, dt)
+                             : fl_rstats_shift_t(x, c, m, y, &n_eq, &rest, &sq, &dot, NULL, 0, &gm, ahead, dt);
+        } else if (t == 1.0 && mode == FL_EXP_NORMAL)
             ey = pc->npc ? fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, e, 1, ahead, dt)
                          : fl_rstats_t(x, c, m, t, y, &n_eq, &rest, &sq, &dot, NULL, 1, ahead, dt);
         else

@@ -25,7 +25,7 @@ import fastlogits as fl
 from fastlogits import _core
 from fastlogits import reference as ref
 
-from arrays import adversarial_arrays, as_dtype, binary_targets, class_targets
+from arrays import adversarial_arrays, as_dtype, assert_same_result, binary_targets, class_targets
 
 EPS64 = 2.0**-52
 
@@ -619,3 +619,23 @@ def test_rows_of_a_wide_spread(isa, scale, per_class):
         cm = np.zeros((c, c), np.int64)
         np.add.at(cm, (y, np.argmax(x, axis=1)), 1)
         np.testing.assert_array_equal(got["confusion_matrix"], cm)
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_metric_subsets_give_the_bits_of_the_full_call(isa, per_class):
+    """A call that wants neither the Brier score nor the entropy skips their sums in the
+    statistics pass (fl_rstats_shift_t's moments): every metric it returns must carry the bits of
+    the same metric in a call that computes everything, on rows of the exact-reduction path and
+    of the others (|max| > 64, a far logit, a temperature)."""
+    rng = np.random.default_rng(17)
+    n, c = 300, 203
+    x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    x[::7] += np.float32(70.0)                 # |max| > 64
+    x[1::7, 5] = -500.0                         # a logit far below the max
+    y = rng.integers(0, c, n)
+    full_metrics = ["nll", "perplexity", "accuracy", "top_k_accuracy", "ece", "brier", "mean_entropy"]
+    for temperature in (1.0, 1.5):
+        full = fl.score(x, y, metrics=full_metrics, temperature=temperature, per_class=per_class)
+        for subset in (["nll"], ["accuracy", "ece"], ["perplexity", "top_k_accuracy"]):
+            got = fl.score(x, y, metrics=subset, temperature=temperature, per_class=per_class)
+            assert_same_result(got, {k: full[k] for k in got}, f"{isa} {subset} T={temperature}")
