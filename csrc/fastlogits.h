@@ -166,6 +166,11 @@ typedef struct {
                             * the weight (b), weight*[y == c] (bins + b), weight*p_c (2*bins + b);
                             * then with FL_PC_AUC per level l = 0..B (the number of thresholds
                             * <= p_c) the weight (l) and the weight of the positives (B + 1 + l) */
+    int64_t *pcn;          /* per-class sums of unweighted rows, kept exact until fl_score_pc_fold
+                            * moves them into pc: C*npc counts in pc's layout (the weight*p_c slots
+                            * unused), added to */
+    uint64_t *pcf;         /* ... and per class c and ECE bin b, at 2*(c*bins + b), the sum of p_c
+                            * in units of 2^-52 (128 bits: low, high word), added to (FL_PC_ECE) */
 } fl_score_opts;
 /* Score the rows of the grid. target: int64 per row (softmax) or a byte per element (sigmoid,
  * same class stride semantics as x: 0 or 1, any other byte an ignored element); weight:
@@ -174,6 +179,11 @@ typedef struct {
  * sums are merged; the sums not asked for in o->sums are left as they are. */
 int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
              const fl_score_opts *o, fl_rsum *acc);
+/* The exact sums o->pcn and o->pcf of c classes deposited into the states o->pc (as exact
+ * doubles), then zeroed: the per-class states then hold every row. fl_score adds a call's
+ * unweighted rows to pcn and pcf, integers, rather than to the states, whose deposits cost
+ * more than a small call's rows (C = 1000: about 0.2 ms a call). */
+void fl_score_pc_fold(const fl_score_opts *o, int64_t c);
 
 /* per-sequence scores of a language model, in fl_seq.c: row (i0, i1) of the grid is position
  * i1 of sequence i0 */

@@ -184,6 +184,10 @@ int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_gri
 {
     return fl_table()->score(x, target, weight, g, o, acc);
 }
+void fl_score_pc_fold(const fl_score_opts *o, int64_t c)
+{
+    fl_table()->score_pc_fold(o, c);
+}
 int fl_sequence_scores(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_t *count, uint8_t *greedy,
                        int64_t *first_bad)
 {

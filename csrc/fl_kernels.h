@@ -21,6 +21,7 @@ typedef struct {
     int (*check_binary_target)(const fl_arr *, fl_grid);
     int (*cross_entropy)(const fl_ce_args *, fl_grid, fl_ce_result *);
     int (*score)(const fl_arr *, const fl_arr *, const fl_arr *, fl_grid, const fl_score_opts *, fl_rsum *);
+    void (*score_pc_fold)(const fl_score_opts *, int64_t);
     int (*sequence_scores)(const fl_seq_args *, fl_grid, fl_rsum *, int64_t *, uint8_t *, int64_t *);
     /* decoding */
     int (*filter_logits)(const fl_dec_args *, fl_grid);
@@ -58,6 +59,7 @@ int FL_FN(check_binary_target)(const fl_arr *y, fl_grid g);
 int FL_FN(cross_entropy)(const fl_ce_args *args, fl_grid g, fl_ce_result *res);
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, fl_rsum *acc);
+void FL_FN(score_pc_fold)(const fl_score_opts *o, int64_t c);
 int FL_FN(sequence_scores)(const fl_seq_args *a, fl_grid g, fl_rsum *logprob, int64_t *count, uint8_t *greedy,
                            int64_t *first_bad);
 /* decoding */

@@ -346,6 +346,13 @@ static int fl_score_f64_rows(const fl_arr *x, double t)
     return x->dtype == FL_F64 || !(t >= (double)FLT_MIN && t <= (double)FLT_MAX);
 }
 
+void FL_FN(score_pc_fold)(const fl_score_opts *o, int64_t c)
+{
+    fl_pc_acc a;
+    fl_pc_layout(&a, o, c);
+    if (a.npc) fl_pc_deposit(&a, o->pcn, o->pcf, o->pc);
+}
+
 int FL_FN(score)(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, fl_rsum *acc)
 {

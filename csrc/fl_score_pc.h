@@ -14,9 +14,10 @@
  *   the positives). Without sample weights the weights are int64 counts and sum p_c is a
  *   fixed-point sum of p_c rounded to the nearest multiple of 2^-52 (exact integer arithmetic,
  *   so order-independent; an absolute error at most 2^-53 per row, far below the float error
- *   of p_c itself); at the end of the stripe they are deposited as exact doubles into the
- *   stripe's states. With weights each value goes into the stripe's states directly
- *   (fl_rsum_add: slower, exact).
+ *   of p_c itself); after the parallel loop they are added to the caller's exact sums
+ *   (fl_score_opts.pcn, pcf), which fl_score_pc_fold deposits as exact doubles into its states
+ *   when the states are read (once per result, not once per call). With weights each value
+ *   goes into the stripe's states directly (fl_rsum_add: slower, exact).
  * - Without weights, most probabilities of a wide row are small and fall in the first ECE bin
  *   and in AUC level 1 (0 <= p < t_1; level 0 holds only NaN): a row only adds each p_c to a
  *   per-class total and does the bin and level work for the few p_c >= min(1/bins, 1/(B-1));
@@ -77,19 +78,26 @@ typedef struct {
     double *col;               /* ... one class's first-bin and first-level values, 3 * FL_PC_BLOCK */
 } fl_pc_acc;
 
-/* The stripe's arrays for `rows` rows; 0 when out of memory (then fl_pc_free is still safe). */
-static int fl_pc_init(fl_pc_acc *a, const fl_score_opts *o, int64_t c, int64_t rows, int weighted,
-                      const double *thr)
+/* The layout of the per-class states (c, bins, confusion, ece, auc, levels, npc) from o; the
+ * rest of *a zeroed */
+static void fl_pc_layout(fl_pc_acc *a, const fl_score_opts *o, int64_t c)
 {
     memset(a, 0, sizeof(*a));
     a->c = c;
     a->bins = o->bins;
-    a->weighted = weighted;
     a->confusion = (o->per_class & FL_PC_CONFUSION) != 0;
     a->ece = (o->per_class & FL_PC_ECE) ? 0 : -1;
     a->auc = (o->per_class & FL_PC_AUC) ? (a->ece >= 0 ? 3 * o->bins : 0) : -1;
     a->levels = a->auc >= 0 ? o->auc_bins + 1 : 0;
     a->npc = (a->ece >= 0 ? 3 * o->bins : 0) + 2 * a->levels;
+}
+
+/* The stripe's arrays for `rows` rows; 0 when out of memory (then fl_pc_free is still safe). */
+static int fl_pc_init(fl_pc_acc *a, const fl_score_opts *o, int64_t c, int64_t rows, int weighted,
+                      const double *thr)
+{
+    fl_pc_layout(a, o, c);
+    a->weighted = weighted;
     a->thr = thr;
     if (a->confusion) {
         a->cell = (int64_t *)malloc((size_t)(rows > 0 ? rows : 1) * sizeof(int64_t));
@@ -490,33 +498,48 @@ static void fl_pc_settle(fl_pc_acc *a)
     fl_pc_derive_first(a);
 }
 
-/* Without weights: the stripe's counts and fixed-point sums deposited into the states st
- * (C*npc), as exact doubles. */
-static void fl_pc_deposit(const fl_pc_acc *a, fl_rsum *st)
+/* Without weights: counts cnt (C*npc) and fixed-point sums fx (C*bins pairs) in the layout of a
+ * (fl_pc_layout) deposited into the states st (C*npc), as exact doubles, and zeroed. */
+static void fl_pc_deposit(const fl_pc_acc *a, int64_t *cnt, uint64_t *fx, fl_rsum *st)
 {
     for (int64_t c = 0; c < a->c; c++) {
         int64_t base = c * a->npc;
         if (a->ece >= 0) {
             for (int64_t b = 0; b < a->bins; b++) {
-                fl_pc_deposit_count(&st[base + a->ece + b], a->cnt[base + a->ece + b]);
-                fl_pc_deposit_count(&st[base + a->ece + a->bins + b], a->cnt[base + a->ece + a->bins + b]);
-                const uint64_t *f = a->fx + 2 * (c * a->bins + b);
+                fl_pc_deposit_count(&st[base + a->ece + b], cnt[base + a->ece + b]);
+                fl_pc_deposit_count(&st[base + a->ece + a->bins + b], cnt[base + a->ece + a->bins + b]);
+                uint64_t *f = fx + 2 * (c * a->bins + b);
                 fl_rsum *s = &st[base + a->ece + 2 * a->bins + b];
                 if (f[1]) fl_rsum_add(s, (double)f[1] * 0x1p12);
                 if (f[0] >> 32) fl_rsum_add(s, (double)(f[0] >> 32) * 0x1p-20);
                 if (f[0] & 0xffffffffu) fl_rsum_add(s, (double)(f[0] & 0xffffffffu) * 0x1p-52);
+                f[0] = f[1] = 0;
             }
-            if (a->special) fl_rsum_add(&st[base + a->ece + 2 * a->bins], NAN);
         }
         for (int64_t l = 0; l < 2 * a->levels; l++)
-            fl_pc_deposit_count(&st[base + a->auc + l], a->cnt[base + a->auc + l]);
+            fl_pc_deposit_count(&st[base + a->auc + l], cnt[base + a->auc + l]);
+        memset(cnt + base, 0, (size_t)a->npc * sizeof(int64_t));
     }
 }
 
+/* Without weights: the stripe's counts and fixed-point sums added to the caller's exact ones
+ * (o->pcn, o->pcf: integers, so in any order), and NaN deposited into every class's sum of p_c
+ * in the first ECE bin when a row's softmax was NaN. */
+static void fl_pc_add_exact(const fl_pc_acc *a, const fl_score_opts *o)
+{
+    for (int64_t j = 0; j < a->c * a->npc; j++) o->pcn[j] += a->cnt[j];
+    for (int64_t j = 0; a->ece >= 0 && j < a->c * a->bins; j++) {
+        uint64_t *f = o->pcf + 2 * j;
+        const uint64_t *g = a->fx + 2 * j;
+        f[1] += g[1];
+        fl_pc_fx_add(f, g[0]);
+    }
+    if (a->special && a->ece >= 0)
+        for (int64_t c = 0; c < a->c; c++) fl_rsum_add(&o->pc[c * a->npc + a->ece + 2 * a->bins], NAN);
+}
+
 /* Without weights: stripe b's counts and fixed-point sums added to stripe a's (exact integers),
- * so that a call deposits its sums once, whatever its number of stripes (the deposits run
- * after the parallel loop, on one thread: about 2 million instructions per stripe for 1000
- * classes and 15 bins, callgrind). */
+ * so that a call adds its sums to the caller's once, whatever its number of stripes. */
 static void fl_pc_absorb(fl_pc_acc *a, const fl_pc_acc *b)
 {
     if (a->weighted || !a->npc) return;
@@ -531,7 +554,9 @@ static void fl_pc_absorb(fl_pc_acc *a, const fl_pc_acc *b)
 }
 
 /* The stripe's sums into the caller's (after the parallel loop, one stripe at a time); without
- * weights the per-class sums only when `deposit` (the stripes absorbed into one: fl_pc_absorb). */
+ * weights the per-class sums only when `deposit` (the stripes absorbed into one: fl_pc_absorb),
+ * into the caller's exact sums (their deposits into the states, about 2 million instructions
+ * for 1000 classes and 15 bins (callgrind), wait for fl_score_pc_fold). */
 static void fl_pc_merge_into(const fl_pc_acc *a, const fl_score_opts *o, int deposit)
 {
     if (a->confusion && !a->weighted)
@@ -542,7 +567,7 @@ static void fl_pc_merge_into(const fl_pc_acc *a, const fl_score_opts *o, int dep
     if (a->weighted)
         for (int64_t j = 0; j < a->c * a->npc; j++) fl_rsum_merge(&o->pc[j], &a->st[j]);
     else if (deposit)
-        fl_pc_deposit(a, o->pc);
+        fl_pc_add_exact(a, o);
 }
 
 #endif

@@ -19,6 +19,7 @@ const fl_kernel_table FL_TABLE_NAME = {
     .check_binary_target = FL_FN(check_binary_target),
     .cross_entropy = FL_FN(cross_entropy),
     .score = FL_FN(score),
+    .score_pc_fold = FL_FN(score_pc_fold),
     .sequence_scores = FL_FN(sequence_scores),
     /* decoding */
     .filter_logits = FL_FN(filter_logits),

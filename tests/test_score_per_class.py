@@ -138,3 +138,42 @@ def test_peaked_rows_fixed_point_on_every_isa(isa, shift):
     assert got["classwise_ece"] == pytest.approx(unit["classwise_ece"], rel=1e-13), (isa, shift)
     want = _classwise_ece(_softmax64(x), y, 10)
     assert got["classwise_ece"] == pytest.approx(want, rel=1e-5), (isa, shift)
+
+
+def test_exact_per_class_sums_across_updates_merges_and_state_dicts():
+    """Unweighted rows' per-class sums stay exact integers in the state (fixed-point sums of p_c
+    in 128 bits) and go into the sum states only when a result or a state_dict is made. Near
+    uniform rows over 3 classes put every p_c (about 1/3) in one of 10 ECE bins, whose sums pass
+    2^64 units of 2^-52 (4096): the low words wrap and carry, in the kernel and in the merges (a
+    merge without the carry fails here). Every road gives the bits of one call: merges in both
+    orders, compute() between updates, a state_dict round trip with rows still to come; and
+    unit weights (exact double sums) agree."""
+    rng = np.random.default_rng(45)
+    n, c = 40000, 3
+    x = (rng.normal(size=(n, c)) * 0.01).astype(np.float32)
+    y = rng.integers(0, c, n)
+    kw = dict(per_class=True, bins=10, auc_bins=7, metrics=["classwise_ece", "roc_auc_ovr", "macro_f1"])
+    want = fl.score(x, y, **kw)
+    halves = []
+    for lo, hi in ((0, n // 2), (n // 2, n)):
+        s = fl.Scorer(**kw)
+        for a in range(lo, hi, 3000):
+            s.update(x[a:min(a + 3000, hi)], y[a:min(a + 3000, hi)])
+        halves.append(s)
+    for first, second in ((0, 1), (1, 0)):
+        merged = fl.Scorer(**kw)
+        merged.merge(halves[first])
+        merged.merge(halves[second])
+        assert_same_result(merged.compute(), want)
+    s = fl.Scorer(**kw)
+    s.update(x[:7000], y[:7000])
+    s.compute()                                     # the exact sums folded in, then more rows
+    s.update(x[7000:25000], y[7000:25000])
+    restored = fl.Scorer.from_state_dict(s.state_dict())
+    restored.update(x[25000:], y[25000:])
+    assert_same_result(restored.compute(), want)
+    s.update(x[25000:], y[25000:])
+    assert_same_result(s.compute(), want)
+    unit = fl.score(x, y, sample_weight=np.ones(n), **kw)
+    assert want["classwise_ece"] == pytest.approx(unit["classwise_ece"], rel=1e-13)
+    assert want["roc_auc_ovr"] == pytest.approx(unit["roc_auc_ovr"], rel=1e-13)

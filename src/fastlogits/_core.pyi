@@ -87,6 +87,11 @@ def score(
     cm: Optional[np.ndarray],
     cmw: Optional[np.ndarray],
     pc: Optional[np.ndarray],
+    pcn: Optional[np.ndarray],
+    pcf: Optional[np.ndarray],
+) -> None: ...
+def score_pc_fold(
+    per_class: int, bins: int, auc_bins: int, pc: np.ndarray, pcn: np.ndarray, pcf: np.ndarray
 ) -> None: ...
 def sequence_scores(
     x: _Spec,

@@ -12,7 +12,7 @@ declaring the C entry points it binds. This file holds what they share: the oper
 structs, the conversions from specs, and the table of status codes.
 """
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 cnp.import_array()

@@ -14,8 +14,11 @@ cdef extern from "fastlogits.h":
         int64_t *cm
         fl_rsum *cmw
         fl_rsum *pc
+        int64_t *pcn
+        uint64_t *pcf
     int fl_score(const fl_arr *x, const fl_arr *target, const fl_arr *weight, fl_grid g,
                  const fl_score_opts *o, fl_rsum *acc) nogil
+    void fl_score_pc_fold(const fl_score_opts *o, int64_t c) nogil
     ctypedef struct fl_seq_args:
         fl_arr x
         fl_arr tokens
@@ -27,12 +30,13 @@ cdef extern from "fastlogits.h":
 
 def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, int64_t k,
           int64_t bins, double temperature, int64_t sums, cnp.ndarray acc, int64_t ignore_index,
-          int per_class, int64_t auc_bins, cm, cmw, pc):
+          int per_class, int64_t auc_bins, cm, cmw, pc, pcn, pcf):
     """Merge a chunk's weighted sums into ``acc`` (C-contiguous int64 sum states,
     (10 + 3*bins, RSUM_WORDS)); ``sums`` says which to fill (fl_score_opts); ``weight`` is a
     spec or None (weights of 1). Per-class sums (``per_class`` bits, fl_score_opts): ``cm``
     C-contiguous int64 (C, C) counts, ``cmw`` int64 (C, C, RSUM_WORDS) states, ``pc`` int64
-    (C, npc, RSUM_WORDS) states, each None when not used."""
+    (C, npc, RSUM_WORDS) states with their exact parts ``pcn`` (int64 (C, npc)) and ``pcf``
+    (uint64 (C, bins or 0, 2)), each None when not used."""
     cdef fl_arr cx = _operand(x), ct = _operand(target), cw
     cdef fl_arr *pw = NULL
     if weight is not None:
@@ -52,11 +56,29 @@ def score(tuple x, tuple target, weight, tuple grid, int mode, bint want_rank, i
     o.cm = NULL if cm is None else <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>cm)
     o.cmw = NULL if cmw is None else <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>cmw)
     o.pc = NULL if pc is None else <fl_rsum *>cnp.PyArray_DATA(<cnp.ndarray>pc)
+    o.pcn = NULL if pcn is None else <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>pcn)
+    o.pcf = NULL if pcf is None else <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>pcf)
     cdef fl_rsum *pacc = <fl_rsum *>cnp.PyArray_DATA(acc)
     cdef int st
     with nogil:
         st = fl_score(&cx, &ct, pw, g, &o, pacc)
     _check(st)
+
+
+def score_pc_fold(int per_class, int64_t bins, int64_t auc_bins, cnp.ndarray pc, cnp.ndarray pcn,
+                  cnp.ndarray pcf):
+    """Deposit the exact per-class sums ``pcn`` and ``pcf`` (as ``score`` fills them) into the
+    states ``pc`` (C-contiguous, as ``score`` takes them), then zero them."""
+    cdef fl_score_opts o
+    o.per_class = per_class
+    o.bins = bins
+    o.auc_bins = auc_bins
+    o.pc = <fl_rsum *>cnp.PyArray_DATA(pc)
+    o.pcn = <int64_t *>cnp.PyArray_DATA(pcn)
+    o.pcf = <uint64_t *>cnp.PyArray_DATA(pcf)
+    cdef int64_t c = pc.shape[0]
+    with nogil:
+        fl_score_pc_fold(&o, c)
 
 
 def sequence_scores(tuple x, tuple tokens, tuple grid, int64_t ignore_index, double temperature,

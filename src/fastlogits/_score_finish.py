@@ -20,6 +20,7 @@ def _ratio(a: float, b: float) -> float:
 
 def finish(p: Problem, s: Spec, state: ScoreState) -> Dict[str, Any]:
     """The metrics of ``s.names`` from the merged state of all rows."""
+    state.fold(s)
     v = _rsum.value(state.sums)
     out: Dict[str, Any] = {}
     cm_names = [m for m in s.names if m in _CM_METRICS]

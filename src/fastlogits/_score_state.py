@@ -11,7 +11,7 @@ import numpy as np
 from . import _core, _rsum
 from ._auc import AucData
 from ._layout import make_grid, with_axis
-from ._score_check import (_SOFTMAX, PC_CONFUSION, Problem, Spec, _binary_labels, _class_indices,
+from ._score_check import (_SOFTMAX, PC_CONFUSION, PC_ECE, Problem, Spec, _binary_labels, _class_indices,
                            kept_elements)
 
 
@@ -27,20 +27,35 @@ class ScoreState:
     auc: Optional[AucData] = None
     cm: Optional[np.ndarray] = None   # unweighted confusion counts (C, C) int64
     cmw: Optional[np.ndarray] = None  # weighted confusion states (C, C, WORDS), once a weighted chunk came
-    pc: Optional[np.ndarray] = None   # per-class states (C, spec.npc, WORDS)
+    pc: Optional[np.ndarray] = None   # per-class states (C, spec.npc, WORDS) ...
+    # ... and the exact sums of the unweighted rows not yet in them (fl_score_opts.pcn, pcf):
+    # the kernel adds integers there, cheaper than deposits into pc's states at every call;
+    # ``fold`` moves them into pc before pc is read
+    pcn: Optional[np.ndarray] = None  # (C, spec.npc) int64
+    pcf: Optional[np.ndarray] = None  # (C, spec.bins or 0, 2) uint64: 128-bit sums (low, high)
 
     @classmethod
     def empty(cls, s: Spec) -> "ScoreState":
         cm = np.zeros((s.c, s.c), np.int64) if s.per_class & PC_CONFUSION else None
-        pc = _rsum.empty((s.c, s.npc)) if s.npc else None
-        return cls(_rsum.empty(s.nsums), 0, AucData() if s.want_auc else None, cm, None, pc)
+        if not s.npc:
+            return cls(_rsum.empty(s.nsums), 0, AucData() if s.want_auc else None, cm)
+        pcn = np.zeros((s.c, s.npc), np.int64)
+        pcf = np.zeros((s.c, s.bins if s.per_class & PC_ECE else 0, 2), np.uint64)
+        return cls(_rsum.empty(s.nsums), 0, AucData() if s.want_auc else None, cm, None,
+                   _rsum.empty((s.c, s.npc)), pcn, pcf)
 
     def copy(self) -> "ScoreState":
         """A state owning its arrays (safe to add rows to in place)."""
         def own(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
             return None if a is None else a.copy()
         auc = None if self.auc is None else self.auc.copy()
-        return ScoreState(self.sums.copy(), self.n_rows, auc, own(self.cm), own(self.cmw), own(self.pc))
+        return ScoreState(self.sums.copy(), self.n_rows, auc, own(self.cm), own(self.cmw), own(self.pc),
+                          own(self.pcn), own(self.pcf))
+
+    def fold(self, s: Spec) -> None:
+        """Move the exact per-class sums into the per-class states (in place: the same rows)."""
+        if self.pc is not None and self.pcn is not None and self.pcf is not None:
+            _core.score_pc_fold(s.per_class, s.bins, s.auc_bins, self.pc, self.pcn, self.pcf)
 
     def add(self, other: "ScoreState") -> None:
         """Add the rows of ``other`` (a state of the same spec) to this one, in place; ``other``
@@ -53,6 +68,11 @@ class ScoreState:
             self.cmw = other.cmw.copy() if self.cmw is None else _rsum.merge(self.cmw, other.cmw)
         if self.pc is not None and other.pc is not None:
             self.pc = _rsum.merge(self.pc, other.pc)
+        if self.pcn is not None and other.pcn is not None and self.pcf is not None and other.pcf is not None:
+            self.pcn += other.pcn
+            lo = self.pcf[..., 0] + other.pcf[..., 0]   # 128-bit sums: the low words wrap ...
+            self.pcf[..., 1] += other.pcf[..., 1] + (lo < other.pcf[..., 0])  # ... and carry
+            self.pcf[..., 0] = lo
         self.sums = _rsum.merge(self.sums, other.sums)
         self.n_rows += other.n_rows
 
@@ -99,7 +119,7 @@ def partial(p: Problem, s: Spec, origin: Sequence[int] = (), into: Optional[Scor
         g = make_grid(ops, p.ax, p.c)
         _core.score(g.specs[0], g.specs[1], None if wc is None else g.specs[2], g.grid, p.mode,
                     s.want_rank, s.k, s.bins, s.temperature, s.sums, state.sums, s.ignore_index,
-                    s.per_class, s.auc_bins, state.cm, state.cmw, state.pc)
+                    s.per_class, s.auc_bins, state.cm, state.cmw, state.pc, state.pcn, state.pcf)
     state.n_rows += n_rows
     if state.auc is not None and p.mode == _SOFTMAX:
         _add_ovr(state.auc, p, ti, wc, s)

@@ -331,6 +331,8 @@ def _split(p: Problem, g: np.ndarray) -> List[Tuple[int, Problem]]:
 
 def _encode(st: ScoreState, spec: Optional[Spec]) -> Dict[str, Any]:
     st = st.copy()  # a snapshot: the Scorer adds rows to its arrays in place
+    if spec is not None:
+        st.fold(spec)  # the exact per-class sums into the states: the format has those alone
     d: Dict[str, Any] = {"sums": st.sums, "n_rows": int(st.n_rows), "cm": st.cm, "cmw": st.cmw, "pc": st.pc,
                          "auc": None}
     if st.auc is not None:
@@ -364,6 +366,7 @@ def _decode(d: Dict[str, Any], spec: Spec) -> ScoreState:
         st.cmw = _states(d["cmw"], (spec.c, spec.c), "state_dict: cmw")
     if d["pc"] is not None:
         st.pc = _states(d["pc"], (spec.c, spec.npc), "state_dict: pc")
+        st.pcn, st.pcf = empty.pcn, empty.pcf
     if d["auc"] is not None:
         st.auc = _decode_auc(d["auc"], spec)
     return st
