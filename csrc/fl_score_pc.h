@@ -522,34 +522,34 @@ static void fl_pc_deposit(const fl_pc_acc *a, int64_t *cnt, uint64_t *fx, fl_rsu
     }
 }
 
-/* Without weights: the stripe's counts and fixed-point sums added to the caller's exact ones
- * (o->pcn, o->pcf: integers, so in any order), and NaN deposited into every class's sum of p_c
- * in the first ECE bin when a row's softmax was NaN. */
-static void fl_pc_add_exact(const fl_pc_acc *a, const fl_score_opts *o)
+/* Without weights: stripe b's counts and fixed-point sums added to counts cnt and sums fx of
+ * b's layout (exact integers, so in any order) */
+static void fl_pc_add_sums(int64_t *cnt, uint64_t *fx, const fl_pc_acc *b)
 {
-    for (int64_t j = 0; j < a->c * a->npc; j++) o->pcn[j] += a->cnt[j];
-    for (int64_t j = 0; a->ece >= 0 && j < a->c * a->bins; j++) {
-        uint64_t *f = o->pcf + 2 * j;
-        const uint64_t *g = a->fx + 2 * j;
-        f[1] += g[1];
-        fl_pc_fx_add(f, g[0]);
-    }
-    if (a->special && a->ece >= 0)
-        for (int64_t c = 0; c < a->c; c++) fl_rsum_add(&o->pc[c * a->npc + a->ece + 2 * a->bins], NAN);
-}
-
-/* Without weights: stripe b's counts and fixed-point sums added to stripe a's (exact integers),
- * so that a call adds its sums to the caller's once, whatever its number of stripes. */
-static void fl_pc_absorb(fl_pc_acc *a, const fl_pc_acc *b)
-{
-    if (a->weighted || !a->npc) return;
-    for (int64_t j = 0; j < a->c * a->npc; j++) a->cnt[j] += b->cnt[j];
-    for (int64_t j = 0; a->ece >= 0 && j < a->c * a->bins; j++) {
-        uint64_t *f = a->fx + 2 * j;
+    for (int64_t j = 0; j < b->c * b->npc; j++) cnt[j] += b->cnt[j];
+    for (int64_t j = 0; b->ece >= 0 && j < b->c * b->bins; j++) {
+        uint64_t *f = fx + 2 * j;
         const uint64_t *g = b->fx + 2 * j;
         f[1] += g[1];
         fl_pc_fx_add(f, g[0]);
     }
+}
+
+/* Without weights: the stripe's sums added to the caller's exact ones (o->pcn, o->pcf), and NaN
+ * deposited into every class's sum of p_c in the first ECE bin when a row's softmax was NaN. */
+static void fl_pc_add_exact(const fl_pc_acc *a, const fl_score_opts *o)
+{
+    fl_pc_add_sums(o->pcn, o->pcf, a);
+    if (a->special && a->ece >= 0)
+        for (int64_t c = 0; c < a->c; c++) fl_rsum_add(&o->pc[c * a->npc + a->ece + 2 * a->bins], NAN);
+}
+
+/* Without weights: stripe b's sums added to stripe a's, so that a call adds its sums to the
+ * caller's once, whatever its number of stripes. */
+static void fl_pc_absorb(fl_pc_acc *a, const fl_pc_acc *b)
+{
+    if (a->weighted || !a->npc) return;
+    fl_pc_add_sums(a->cnt, a->fx, b);
     a->special |= b->special;
 }
 
