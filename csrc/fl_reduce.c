@@ -57,6 +57,38 @@ FL_ALWAYS_INLINE double fl_entropy_precise_t(const void *x, int64_t n, float m, 
     return fl_log_sum((double)cnt, r) - fl_csum8_total(&dot) / ((double)cnt + r);
 }
 
+/* The entropy of a float64 row whose result is below 2^-960. There the row has one max
+ * (ties give at least log 2) and its other probabilities are below 2^-960 too, so their
+ * exponentials reach double's subnormals, where exp(d) * (1 - d) lost up to |d| / 2 ULP of
+ * the result (0 for 1.8e-321 from the row {-2322.55, -1577.41}: 372 ULP; found by the fuzz
+ * harness). With r = sum_k e_k and the dot product sum_k e_k d_k below 2^-960, the entropy
+ * log1p(r) - dot / (1 + r) is r - dot to a relative 2^-960; each e_k is computed scaled by
+ * 2^-E, E the exponent of the largest (clamped at -1300: a row whose second logit is further
+ * down has an entropy below 2^-1075 and the result 0 either way), and the sum is scaled
+ * back once. d_k = x_k - m carries its rounding error into the exponential and the product,
+ * as fl_rdot_shift_f64. */
+static double fl_entropy_tiny_f64(const double *x, int64_t n, double m)
+{
+    double m2 = -INFINITY;
+    for (int64_t k = 0; k < n; k++) m2 = x[k] < m && x[k] > m2 ? x[k] : m2;
+    if (m2 == -INFINITY) return 0.0;
+    double e2 = fl_rint((m2 - m) * FL_LOG2E_D);
+    e2 = e2 < -1300.0 ? -1300.0 : e2;
+    fl_csum8 acc = {{0}, {0}};
+    for (int64_t k = 0; k < n; k++) {
+        if (!(x[k] < m) || x[k] == -INFINITY) continue;
+        /* a = d - e2 log 2 in two parts (e2 times the high part of log 2 is exact) */
+        fl_dd d = fl_dd_two_sum(x[k], -m), a = fl_dd_two_sum(d.hi, -e2 * FL_LN2_HI_D);
+        a = fl_dd_two_sum(a.hi, (a.lo + d.lo) - e2 * FL_LN2_LO_D);
+        double e = fl_exp_dx_d(a.hi, a.lo);
+        fl_dd prod = fl_dd_two_prod(e, -d.hi);
+        fl_csum8_add(&acc, (int)(k & 7), e);
+        fl_csum8_add(&acc, (int)(k & 7), prod.hi);
+        fl_csum8_add(&acc, (int)(k & 7), prod.lo - e * d.lo);
+    }
+    return ldexp(fl_csum8_total(&acc), (int)e2);
+}
+
 /* Has a float32 row's logsumexp v, computed in double from its max m, cancelled so far that
  * double's rounding (a few 2^-53 of |m|) could be ULPs of the float32 result? (below 2^-20 |m|;
  * such rows are redone in double-double) */
@@ -159,6 +191,7 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             int ent = ctx->op == FL_ENTROPY;
             double n_eq, rest = fl_rsumexp_f64(x, c, m, ent ? bp : NULL, &n_eq, NULL);
             v = fl_reduce_finish(ctx->op, m, n_eq, rest, ent ? fl_rdot_shift_f64(x, bp, c, m) : 0.0);
+            if (ent && v < 0x1p-960) v = fl_entropy_tiny_f64(x, c, m);
             /* m and log s cancelled by more than a third: double cannot hold the 4 ULP bound
              * there, so redo the row in double-double */
             if (!ent && 1.5 * fabs(v) < fabs(m) + fl_log_sum(n_eq, rest)) v = fl_dd_logsumexp(x, c, m);

@@ -237,6 +237,26 @@ def test_float64_entropy_of_peaked_rows():
                             context="entropy float64 400 peaked rows")
 
 
+def test_float64_entropy_with_a_subnormal_result():
+    """The fuzz harness (sanitizer layer) found the float64 entropy of {-2322.55, -1577.41}
+    at 0 for 1.84e-321 (372 ULP): the small probability's exponential is subnormal in double
+    and exp(d) (1 - d) lost |d| / 2 ULP of the result. Gaps across double's whole subnormal
+    range, with ties at the second logit and a third far below, in both row orders."""
+    import arrays
+
+    rows = [[-2322.5476344140534, -1577.4104525892424]]
+    for gap in np.linspace(690.0, 760.0, 141):
+        rows.append([0.0, -gap])
+        rows.append([3.5, 3.5 - gap])
+        rows.append([-1e3, -1e3 - gap, -1e3 - gap])
+        rows.append([0.0, -gap, -gap - 30.0, -np.inf])
+    width = max(len(r) for r in rows)
+    v = np.array([r + [-np.inf] * (width - len(r)) for r in rows])
+    for x in (v, v[:, ::-1]):
+        arrays.assert_ulp_close(fl.entropy(x), ref.exact(ref.entropy, x), 4, np.dtype(np.float64),
+                                context="entropy float64 subnormal results", inputs={"row": x})
+
+
 def test_float64_cross_entropy_probability_targets_on_a_long_row():
     """The exact oracle found float64 cross-entropy with probability targets 300 ULP off on a
     70000-class row (and its gradient 3900 ULP of its terms): T = sum w_c t'_c and
