@@ -14,6 +14,7 @@
 #include "fastlogits.h"
 #include "fl_dd.h"
 #include "fl_kernels.h"
+#include "fl_lse_row.h"
 #include "fl_postdrv.h"
 #include "fl_rowmath_f64.h"
 
@@ -114,6 +115,29 @@ static double fl_lse_f32_dd(fl_post_ctx *ctx, fl_xrow x, int64_t c, float m)
     return v;
 }
 
+/* logsumexp from the first try's sums (fl_rsumexp_fast_shift_t, fl_lse_online_shift_t: the
+ * row's max m, the scaled sum acc of the entries below it, its n_eq ties and their scaled
+ * exponential cm), written where its error bound allows; 0 when the row needs the precise sums.
+ * T = acc + n_eq cm is c S within FL_FAST_REST_ERR * 2^-24 (relative), c = exp(m - sn ln2), so
+ * log S = log T - (m - sn ln2) and v = sn ln2 + log T within that (absolute); where this is
+ * below 3 * 2^-24 |v| (under 3 ULP of the float32 result, 3.5 with its rounding) v stands. The
+ * exponential of c in double and the division by it were a quarter of logsumexp 8192 x 1000
+ * (perf, AVX-512: a chain of 30 dependent operations a row); they are taken only where the split
+ * sum n_eq + rest is needed: a peaked row, whose rest's error moves log S by that error times
+ * rest/S only. */
+static int fl_lse_fast_put(fl_post_ctx *ctx, int64_t i0, int64_t i1, float m, double acc, double n_eq, double cm)
+{
+    double sn_ln2 = (double)fl_rintf(m * FL_LOG2E_F) * 0.69314718055994530942;
+    double v = sn_ln2 + fl_log_d(acc + n_eq * cm);
+    if (!(FL_FAST_REST_ERR <= 3.0 * fabs(v))) {
+        double rest = acc / fl_exp_d((double)m - sn_ln2);
+        v = fl_reduce_finish(FL_LOGSUMEXP, m, n_eq, rest, 0.0);
+        if (!(FL_FAST_REST_ERR * rest <= 3.0 * fabs(v) * (n_eq + rest))) return 0;
+    }
+    fl_put_scalar(ctx->y, i0, i1, v);
+    return 1;
+}
+
 static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -122,6 +146,14 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
     if (!ctx->f64) {
         float *bx = (float *)scratch, *bp = bx + c;
         fl_xrow x = fl_row_in_x(ctx->x, xrow, c, bx);
+        if (ctx->op == FL_LOGSUMEXP && c > FL_CE_BLOCK) {
+            /* a long row: the first try in one read (rows it does not take: the two-pass path) */
+            fl_ahead next = fl_post_ahead(ctx, xrow, NULL);
+            next.n = next.n < FL_CE_BLOCK * next.esz ? next.n : FL_CE_BLOCK * next.esz;
+            float m;
+            double n_eq, cm, acc = fl_x_dispatch(x.dt, fl_lse_online_shift_t, x.p, c, &m, &n_eq, &cm, next);
+            if (acc != FL_SUM_GAP && fl_lse_fast_put(ctx, i0, i1, m, acc, n_eq, cm)) return;
+        }
         float lo, m = fl_x_dispatch(x.dt, fl_rmaxmin_t, x.p, c, &lo);
         fl_ahead ahead = fl_post_ahead(ctx, xrow, NULL);
         if (!isfinite(m)) {
@@ -131,22 +163,13 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
             int shift = fl_shift_mode(m, lo, c);
             float *e = ent ? bp : NULL;
             if (!ent && shift) {
-                /* the cheaper sums first: their rest is within FL_FAST_REST_ERR * 2^-24 (relative),
-                 * which moves log S by at most that times rest/S; where this is below 3 * 2^-24 *
-                 * |v| (under 3 ULP of the float32 result, 3.5 with its rounding) it stands, else
-                 * the precise sums below redo the row */
-                double n_eq = 0.0, rest = shift == FL_EXP_MASKED
-                                        ? fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, 1, ahead)
-                                        : fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, 0, ahead);
-                if (rest == FL_SUM_GAP) {
-                    shift = FL_EXP_GENERAL;
-                } else {
-                    v = fl_reduce_finish(ctx->op, m, n_eq, rest, 0.0);
-                    if (FL_FAST_REST_ERR * rest <= 3.0 * fabs(v) * (n_eq + rest)) {
-                        fl_put_scalar(ctx->y, i0, i1, v);
-                        return;
-                    }
-                }
+                /* the cheaper sums first (fl_lse_fast_put); else the precise sums below redo
+                 * the row */
+                double n_eq = 0.0, cm = 0.0, acc = shift == FL_EXP_MASKED
+                                       ? fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, &cm, 1, ahead)
+                                       : fl_x_dispatch(x.dt, fl_rsumexp_fast_shift_t, x.p, c, m, &n_eq, &cm, 0, ahead);
+                if (acc == FL_SUM_GAP) shift = FL_EXP_GENERAL;
+                else if (fl_lse_fast_put(ctx, i0, i1, m, acc, n_eq, cm)) return;
             }
             /* rows of moderate logits: the entropy's dot product in the same pass as the sums;
              * other rows keep their exponentials in bp for a second pass */

@@ -133,16 +133,19 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
     return fl_dacc_sum(acc) / c;
 }
 
-/* fl_rsumexp_shift_t's rest and *n_eq for logsumexp's first try: the degree-5 exponential
+/* logsumexp's first try: the sums of fl_rsumexp_shift_t by the degree-5 exponential
  * (flv_exp_fast_shift_normal, 1.95 ULP) and float32 partial sums, FL_SUM_CHUNK vectors at a time
  * in four partials before the float64 lanes, as the cross-entropy's sums (a vector goes
- * through at most 12 float32 roundings: 10 in its partial, 2 joining them), no y. The rest is
- * then within FL_FAST_REST_ERR * 2^-24 of its value, relatively, and logsumexp keeps it where
- * that error, carried into log S, is well inside its 4 ULP (fl_reduce_row). masked: the row's
- * mode is FL_EXP_MASKED (as FL_SUM_MASKED: FL_SUM_GAP for a row holding a logit in the gap). */
+ * through at most 12 float32 roundings: 10 in its partial, 2 joining them), no y. Returns the
+ * sum of the scaled exponentials exp(x_k) 2^-sn of the entries below the max, not divided by
+ * c = exp(m - sn ln2); *n_eq counts the ties and *cm receives the same exponential of m itself
+ * (c to 1.95 ULP of float32). T = rest + n_eq * cm is then c * S within FL_FAST_REST_ERR *
+ * 2^-24, relatively, and logsumexp = sn ln2 + log T needs no exponential in double
+ * (fl_reduce_row keeps it where that error is well inside its 4 ULP). masked: the row's mode is
+ * FL_EXP_MASKED (as FL_SUM_MASKED: FL_SUM_GAP for a row holding a logit in the gap). */
 #define FL_FAST_REST_ERR 17.0
-FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float m, double *n_eq, int masked,
-                                                fl_ahead ahead, int32_t dt)
+FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float m, double *n_eq, double *cm,
+                                                int masked, fl_ahead ahead, int32_t dt)
 {
     float sn = fl_rintf(m * FL_LOG2E_F);
     flv vm = flv_set1(m), vsn = flv_set1(sn), zero = flv_set1(0.0f), gap = flv_set1(INFINITY);
@@ -183,8 +186,11 @@ FL_ALWAYS_INLINE double fl_rsumexp_fast_shift_t(const void *x, int64_t n, float 
         acc = fl_dacc_add(acc, fl_take_ties(xv, vm, e, &ties));
     }
     if (masked && fl_gap_met(gap)) return FL_SUM_GAP;
+    float cv[FL_W];
+    flv_store(cv, flv_exp_fast_shift_normal(vm, vsn));
+    *cm = (double)cv[0];
     *n_eq = (double)ties;
-    return fl_dacc_sum(acc) / fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+    return fl_dacc_sum(acc);
 }
 
 #endif

@@ -187,7 +187,8 @@ def test_logsumexp_where_max_and_log_sum_cancel():
 
 def test_row_paths_of_the_softmax_family_keep_4_ulp(isa):
     """Rows on each side of every path choice of the float32 row sums: logsumexp's cheaper first
-    try (kept only where its error bound is under 3 ULP of the result) and its redo, the exact
+    try (kept only where its error bound is under 3 ULP of the result: sn ln 2 + log T where
+    |logsumexp| >= 17/3, the split sum n_eq + rest of peaked rows below that) and its redo, the exact
     reduction of rows whose max is within 64 of zero and the TwoSum rows beyond, rows with a
     logit more than 86 below the max, ties with the max in the last partial vector."""
     rng = np.random.default_rng(19)
@@ -203,11 +204,60 @@ def test_row_paths_of_the_softmax_family_keep_4_ulp(isa):
         tie = rng.standard_normal(c).astype(np.float32)
         tie[-1] = tie[-2] = tie.max() + np.float32(1.0)  # two maxima, the last in the tail
         rows.append(tie)
+        for top in (0.5, 2.0, 5.0, 6.0, -4.0):
+            peaked = rng.standard_normal(c).astype(np.float32) * np.float32(0.5) - np.float32(22.0 - top)
+            peaked[rng.integers(c)] = np.float32(top)  # logsumexp about top, most of it the max's 1
+            rows.append(peaked)
     for x in rows:
         what = f"C={x.size}, max {x.max():.3g}"
         for name in ("logsumexp", "softmax", "log_softmax", "entropy"):
             assert_ulp_close(getattr(fl, name)(x), ref.exact(getattr(ref, name), x), 4, np.float32,
                              f"{name} {what}", inputs={"row": x})
+
+
+def test_long_rows_logsumexp_in_one_read(isa):
+    """Float32 rows longer than a block (1024) take logsumexp's first try in one read, block by
+    block against the running max: a max that rises in a later block (the sum so far and the old
+    max's ties rescaled), ties spread over blocks, leading blocks of -inf, masked blocks, and the
+    rows it hands to the two-pass path (a logit in the gap, a max past 64 after in-range blocks,
+    a NaN or an infinity in a later block)."""
+    rng = np.random.default_rng(23)
+    rows = []
+    for c in (1025, 2048, 3 * 1024 + 5):
+        base = rng.standard_normal(c).astype(np.float32) * np.float32(2.0)
+        rising = base.copy()
+        rising[:1024] -= np.float32(12.0)
+        rising[5] = rising[700] = rising[:1024].max() + np.float32(0.5)   # ties at the first max
+        rising[-1] += np.float32(9.0)                                  # the max in the last block
+        rows.append(rising)
+        ties = base.copy()
+        ties[[3, 1500 % c, c - 1]] = base.max() + np.float32(1.0)      # ties in three blocks
+        rows.append(ties)
+        lead = base.copy()
+        lead[:1024] = -np.inf                                          # a first block of -inf
+        rows.append(lead)
+        masked = base.copy()
+        masked[::3] = -np.inf                                          # every block masked
+        rows.append(masked)
+        gap = base.copy()
+        gap[-2] = base.max() - np.float32(95.0)                        # a logit in the gap
+        rows.append(gap)
+        past = base.copy()
+        past[-1] = np.float32(80.0)                                    # a max past 64, late
+        rows.append(past)
+        low = base - np.float32(70.0)                                  # every max below -64
+        rows.append(low)
+        peaked = base * np.float32(0.3) - np.float32(25.0)
+        peaked[c // 2] = np.float32(1.5)                               # |logsumexp| < 17/3, peaked
+        rows.append(peaked)
+    for x in rows:
+        assert_ulp_close(fl.logsumexp(x), ref.exact(ref.logsumexp, x), 4, np.float32,
+                         f"long-row logsumexp C={x.size}, max {x.max():.3g}", inputs={"row": x})
+    x = rng.standard_normal((3, 2500)).astype(np.float32)
+    x[0, 2400], x[1, 1100], x[2, 2499] = np.nan, np.inf, -np.inf
+    got = fl.logsumexp(x, axis=-1)
+    assert np.isnan(got[0]) and got[1] == np.inf and np.isfinite(got[2])
+    assert fl.logsumexp(np.full(3000, -np.inf, np.float32)) == -np.inf
 
 
 def test_peaked_rows_keep_their_tiny_parts():
