@@ -40,9 +40,11 @@ static inline flv fl_take_ties(flv xv, flv m, flv e, int64_t *ties)
 /* What fl_rsumexp_shift_t computes besides the sum, a constant at each call site:
  *   FL_SUM_STORE  y receives the exponentials
  *   FL_SUM_TIES   the entries equal to the max are counted apart (n_eq) and left out of the
- *                 rest, as fl_rsumexp_t does; without it *n_eq = 0 and the rest is the whole
- *                 sum, which is all the softmax needs (its maxima's exponentials are stored
- *                 and scaled like the others, so the sum that divides them holds them too)
+ *                 rest, as fl_rsumexp_t does; without it (nor FL_SUM_DOT) *n_eq = 0, the rest
+ *                 is the whole sum and it stays scaled (*scale = 1), which is all the softmax
+ *                 needs: its maxima's exponentials are stored and scaled like the others, so
+ *                 the sum that divides them holds them too, and its 1/S needs no c (whose
+ *                 exponential in double was on every row's chain of dependent operations)
  *   FL_SUM_DOT    *dot receives the entropy's sum_k exp(x_k - m) * (x_k - m), as
  *                 fl_rdot_shift_t (float64 lanes, each step rounded once) but in the same
  *                 pass, from the exponentials in registers: a second pass over the logits
@@ -69,7 +71,8 @@ FL_ALWAYS_INLINE void fl_take_ties4(const flv *xv, flv m, flv *e, int64_t *ties)
 /* fl_rsumexp_t with precise set, for a row that fl_shift_mode admits: e_k = exp(x_k) * 2^-sn,
  * sn = round(m log2 e), by the exact reduction of flv_exp_shift_normal, and e_k = c *
  * exp(x_k - m) with c = exp(m - sn ln2) in [0.7, 1.42], returned in *scale. Returns the rest
- * and *n_eq as fl_rsumexp_t does (the rest divided by c in double); y receives the e_k, scaled
+ * and *n_eq as fl_rsumexp_t does (the rest divided by c in double; the whole sum times c, scale
+ * 1, without FL_SUM_TIES and FL_SUM_DOT); y receives the e_k, scaled
  * by c, and *dot the entropy's sum divided by c, as opts asks (FL_SUM_*). Per vector: the
  * exponential, with FL_SUM_TIES one comparison for ties (which only a vector holding the max
  * takes further, fl_take_ties), and the float64 sum: the TwoSum correction's seven vector
@@ -126,6 +129,11 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
         acc = fl_dacc_add(acc, e);
     }
     if ((opts & FL_SUM_MASKED) && fl_gap_met(gap)) return FL_SUM_GAP;
+    if (!(opts & (FL_SUM_TIES | FL_SUM_DOT))) {
+        *scale = 1.0;
+        *n_eq = 0.0;
+        return fl_dacc_sum(acc);
+    }
     double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
     *scale = c;
     *n_eq = (double)ties;

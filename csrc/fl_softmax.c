@@ -77,9 +77,9 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
         return;
     }
     /* the exponentials: in the output row itself when it is float32 and not left pending; they
-     * carry the factor scale of fl_rsumexp_shift_t (1 on the TwoSum paths), which the softmax's
-     * 1/S takes out. The softmax needs only the whole sum S (no ties apart: fl_rsumexp_shift_t),
-     * log_softmax log S from its parts. */
+     * carry the factor c of fl_rsumexp_shift_t (1 on the TwoSum paths), which the softmax's
+     * 1/S takes out: it takes the whole sum, scaled the same (no ties apart, scale 1), and
+     * log_softmax log S from its parts (the rest divided by c, scale c). */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
     double n_eq = 0.0, scale = 1.0, rest = FL_SUM_GAP;
     int shift = fl_shift_mode(m, lo, c);
