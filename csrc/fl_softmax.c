@@ -83,6 +83,10 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
     double n_eq = 0.0, scale = 1.0, rest = FL_SUM_GAP;
     int shift = fl_shift_mode(m, lo, c);
+    /* in place, a masked row's shift sums may stop at a logit in the gap (FL_SUM_GAP) after
+     * storing exponentials over the logits that the TwoSum path then reads: they go to the
+     * scratch row instead (the fuzz harness found such rows' softmax garbage in place) */
+    if (shift == FL_EXP_MASKED && (const void *)ey == x.p) ey = be;
     if (shift == FL_EXP_NORMAL)
         rest = log_mode ? fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, NULL, &n_eq, &scale, NULL, FL_SUM_TIES, ahead)
                         : fl_x_dispatch(x.dt, fl_rsumexp_shift_t, x.p, c, m, ey, &n_eq, &scale, NULL, FL_SUM_STORE, ahead);
