@@ -85,9 +85,6 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
     flv vlo = flv_set1(m + FL_EXPF_NORMAL_LO), vmid = flv_set1(m + FL_EXPF_GAP_MID);
     fl_dacc acc = fl_dacc_zero(), adot = acc;
     int64_t k = 0, ties = 0;
-    /* the scale first, where it is needed: out of the row's chain of dependent operations (at
-     * the end, its exponential's latency was on every row's) */
-    double c = opts & (FL_SUM_TIES | FL_SUM_DOT) ? fl_exp_d((double)m - (double)sn * 0.69314718055994530942) : 1.0;
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
         if ((opts & FL_SUM_MASKED) && k % FL_GAP_CHECK == 0 && fl_gap_met(gap)) return FL_SUM_GAP;
         fl_ahead_touch(ahead, k, 4 * FL_W);
@@ -132,11 +129,13 @@ FL_ALWAYS_INLINE double fl_rsumexp_shift_t(const void *x, int64_t n, float m, fl
         acc = fl_dacc_add(acc, e);
     }
     if ((opts & FL_SUM_MASKED) && fl_gap_met(gap)) return FL_SUM_GAP;
-    *scale = c; /* 1 without ties or dot: the sum stays scaled */
     if (!(opts & (FL_SUM_TIES | FL_SUM_DOT))) {
+        *scale = 1.0; /* the sum stays scaled */
         *n_eq = 0.0;
         return fl_dacc_sum(acc);
     }
+    double c = fl_exp_d((double)m - (double)sn * 0.69314718055994530942);
+    *scale = c;
     *n_eq = (double)ties;
     if (opts & FL_SUM_DOT) *dot = fl_dacc_sum(adot) / c;
     return fl_dacc_sum(acc) / c;
