@@ -1,7 +1,9 @@
 /* fl_lse_row.h: the logsumexp of one long row in a single read, the core of the
  * cross-entropy's float32-type rows (fl_ce_f32.h) and of the per-sequence scores (fl_seq.c):
  * an online logsumexp over fixed blocks of the row (fl_ce_online_t) and the split sum of
- * exponentials it returns with its logarithm (fl_ce_make_sum). Compiled once per ISA.
+ * exponentials it returns with its logarithm (fl_ce_make_sum); and logsumexp's own first try
+ * over long float32 rows, by the same blocks (fl_lse_online_shift_t, fl_reduce.c). Compiled
+ * once per ISA.
  */
 #ifndef FL_LSE_ROW_H
 #define FL_LSE_ROW_H
