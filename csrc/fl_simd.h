@@ -29,6 +29,7 @@
  *   flv  flv_nan_mark(flv acc, flv a, flv b)   acc, made NaN in the lanes where a or b is NaN: a
  *                                        sticky flag from flv_set1(0), tested by flv_hmax(acc) being NaN
  *   flv  flv_sel_neg(flv c, flv a, flv b)   per lane: c < 0 ? a : b (NaN c gives b)
+ *   flv  flv_zero_ge(flv a, flv b, flv e)   per lane: a >= b ? 0 : e (NaN a or b gives e)
  *   int  flv_all_finite(flv)             1 when no lane is inf or NaN
  *   int  flv_any_ge(flv a, flv b)        1 when some lane has a >= b (NaN lanes: no)
  *   unsigned flv_mask_ge(flv a, flv b)   bit j set when lane j has a >= b (NaN lanes: no)

@@ -65,6 +65,7 @@ static inline flv flv_neg(flv a)
 }
 static inline flv flv_zero_nan(flv a) { return _mm256_and_ps(a, _mm256_cmp_ps(a, a, _CMP_ORD_Q)); }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(c, _mm256_setzero_ps(), _CMP_LT_OQ)); }
+static inline flv flv_zero_ge(flv a, flv b, flv e) { return _mm256_andnot_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ), e); }
 static inline __m128 fl_avx2_max4_(__m128 a, __m128 b)
 {
     return _mm_blendv_ps(_mm_max_ps(a, b), a, _mm_cmp_ps(a, a, _CMP_UNORD_Q));

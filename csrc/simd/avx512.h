@@ -66,6 +66,7 @@ static inline flv flv_neg(flv a)
 }
 static inline flv flv_zero_nan(flv a) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a); }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(c, _mm512_setzero_ps(), _CMP_LT_OQ), b, a); }
+static inline flv flv_zero_ge(flv a, flv b, flv e) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, b, _CMP_NGE_UQ), e); }
 static inline __m256 fl_avx512_max8_(__m256 a, __m256 b)
 {
     return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));

@@ -63,6 +63,7 @@ static inline flv flv_abs(flv a) { return vabsq_f32(a); }
 static inline flv flv_neg(flv a) { return vnegq_f32(a); }
 static inline flv flv_zero_nan(flv a) { return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vceqq_f32(a, a))); }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return vbslq_f32(vcltq_f32(c, vdupq_n_f32(0.0f)), a, b); }
+static inline flv flv_zero_ge(flv a, flv b, flv e) { return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(e), vcgeq_f32(a, b))); }
 static inline int flv_any_ge(flv a, flv b) { return vmaxvq_u32(vcgeq_f32(a, b)) != 0; }
 static inline unsigned flv_mask_ge(flv a, flv b)
 {

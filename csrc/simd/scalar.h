@@ -37,6 +37,7 @@ static inline flv flv_abs(flv a) { return fl_u2f(fl_f2u(a) & 0x7fffffffu); }
 static inline flv flv_neg(flv a) { return -a; }
 static inline flv flv_zero_nan(flv a) { return a == a ? a : 0.0f; }
 static inline flv flv_sel_neg(flv c, flv a, flv b) { return c < 0.0f ? a : b; }
+static inline flv flv_zero_ge(flv a, flv b, flv e) { return a >= b ? 0.0f : e; }
 static inline int flv_any_ge(flv a, flv b) { return a >= b; }
 static inline unsigned flv_mask_ge(flv a, flv b) { return a >= b; }
 static inline int flv_all_finite(flv a) { return fabsf(a) < INFINITY; }
