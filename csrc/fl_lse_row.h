@@ -2,8 +2,8 @@
  * cross-entropy's float32-type rows (fl_ce_f32.h) and of the per-sequence scores (fl_seq.c):
  * an online logsumexp over fixed blocks of the row (fl_ce_online_t) and the split sum of
  * exponentials it returns with its logarithm (fl_ce_make_sum); and logsumexp's own first try
- * over long float32 rows, by the same blocks (fl_lse_online_shift_t, fl_reduce.c). Compiled
- * once per ISA.
+ * and the entropy's sums over long float32 rows, by the same blocks (fl_lse_online_shift_t,
+ * fl_ent_online_shift_t, fl_reduce.c). Compiled once per ISA.
  */
 #ifndef FL_LSE_ROW_H
 #define FL_LSE_ROW_H
@@ -127,6 +127,51 @@ FL_ALWAYS_INLINE double fl_lse_online_shift_t(const void *x, int64_t c, float *m
     *n_eq = ties;
     *cm = cmr;
     return acc;
+}
+
+/* The entropy's sums (fl_rsumexp_shift_t with FL_SUM_TIES and FL_SUM_DOT) over a long float32-type
+ * row in one read, block by block as fl_lse_online_shift_t: the ties n_eq of the running max
+ * m, the rest and dot = sum_k p_k (x_k - m), p_k = exp(x_k - m), relative to it. When a block
+ * raises the max from m to m' (d = m - m' < 0, f = exp(d) in double) the sums so far become
+ * rest' = f (n_eq + rest) and dot' = f (dot + d (n_eq + rest)), both terms of dot' of one sign,
+ * so the rescaling rounds a few times in double, far below the float32 exponentials' error.
+ * The two-pass form read the row from memory for its max, then from L2 for the sums. Returns
+ * the rest, *m, *n_eq and *dot; or FL_SUM_GAP where a block is not for the exact-reduction
+ * exponentials in FL_EXP_NORMAL mode (a NaN or an infinity, a max beyond FL_SHIFT_MMAX, a
+ * logit more than 86 below the running max) or the row is all -inf: the caller then takes the
+ * two-pass path. The blocks are fixed by the row length alone. */
+FL_ALWAYS_INLINE double fl_ent_online_shift_t(const void *x, int64_t c, float *m, double *n_eq, double *dot,
+                                              fl_ahead next, int32_t dt)
+{
+    float mr = -INFINITY;
+    double ties = 0.0, rest = 0.0, dr = 0.0;
+    int64_t esz = (int64_t)fl_xsize(dt);
+    for (int64_t k = 0; k < c; k += FL_CE_BLOCK) {
+        int64_t n = c - k < FL_CE_BLOCK ? c - k : FL_CE_BLOCK, after = c - k - n;
+        const char *xb = (const char *)x + k * esz;
+        float lo, mb = fl_rmaxmin_t(xb, n, &lo, dt);
+        if (!(fabsf(mb) <= FL_SHIFT_MMAX)) return FL_SUM_GAP;
+        if (mb > mr) {
+            if (mr != -INFINITY) {
+                double d = (double)mr - (double)mb, f = fl_exp_d(d), s = ties + rest;
+                dr = f * (dr + d * s);
+                rest = f * s;
+                ties = 0.0;
+            }
+            mr = mb;
+        }
+        if (fl_exp_mode(mr, lo) != FL_EXP_NORMAL) return FL_SUM_GAP;
+        fl_ahead ahead = {xb + n * esz, (after < FL_CE_BLOCK ? after : FL_CE_BLOCK) * esz, esz, NULL};
+        if (!after) ahead = next;
+        double nb, scale, db, rb = fl_rsumexp_shift_t(xb, n, mr, NULL, &nb, &scale, &db, FL_SUM_TIES | FL_SUM_DOT, ahead, dt);
+        rest += rb;
+        ties += nb;
+        dr += db;
+    }
+    *m = mr;
+    *n_eq = ties;
+    *dot = dr;
+    return rest;
 }
 
 /* The sum S = n_max + rest of a row's exponentials (see fl_ce_online_t) and its log. */

@@ -6,7 +6,8 @@
  * first tries a cheaper sum, and reads float32 rows longer than a block once: fl_lse_fast_put,
  * fl_lse_long_row); rows whose logsumexp cancels (|m + log s| small) are redone in double
  * (float32 rows) or double-double (float64 rows). The entropy is log s - sum p_k (x_k - m) / s
- * from shifted values, so rows of ties do not cancel. Rows of few classes go FL_W at a time in
+ * from shifted values, so rows of ties do not cancel; its float32 rows longer than a block are
+ * read once too (fl_ent_long_row). Rows of few classes go FL_W at a time in
  * the lanes (fl_tile.h); their logsumexp is computed in float32 with an error bound per lane,
  * and the rows whose bound is not small against their result are queued and computed in
  * double, FL_W at a time. */
@@ -153,6 +154,22 @@ static FL_NOINLINE int fl_lse_long_row(fl_post_ctx *ctx, int64_t i0, int64_t i1,
     return acc != FL_SUM_GAP && fl_lse_fast_put(ctx, i0, i1, m, acc, n_eq, cm);
 }
 
+/* The entropy of a float32 row longer than a block in one read (fl_ent_online_shift_t), written
+ * where it stands; 0 for the rows it does not take (then the two passes), and for results
+ * below 1e-30 (then fl_entropy_precise_t, after them). Not inlined, as fl_lse_long_row. */
+static FL_NOINLINE int fl_ent_long_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, fl_xrow x, const char *xrow)
+{
+    fl_ahead next = fl_post_ahead(ctx, xrow, NULL);
+    next.n = next.n < FL_CE_BLOCK * next.esz ? next.n : FL_CE_BLOCK * next.esz;
+    float m;
+    double n_eq, dot, rest = fl_ent_online_shift_t(x.p, ctx->g.c, &m, &n_eq, &dot, next, FL_F32);
+    if (rest == FL_SUM_GAP) return 0;
+    double v = fl_reduce_finish(FL_ENTROPY, m, n_eq, rest, dot);
+    if (!(v >= 1e-30)) return 0;
+    fl_put_scalar(ctx->y, i0, i1, v);
+    return 1;
+}
+
 static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -162,6 +179,8 @@ static void fl_reduce_row(fl_post_ctx *ctx, int64_t i0, int64_t i1, void *scratc
         float *bx = (float *)scratch, *bp = bx + c;
         fl_xrow x = fl_row_in_x(ctx->x, xrow, c, bx);
         if (ctx->op == FL_LOGSUMEXP && c > FL_CE_BLOCK && x.dt == FL_F32 && fl_lse_long_row(ctx, i0, i1, x, xrow))
+            return;
+        if (ctx->op == FL_ENTROPY && c > FL_CE_BLOCK && x.dt == FL_F32 && fl_ent_long_row(ctx, i0, i1, x, xrow))
             return;
         float lo, m = fl_x_dispatch(x.dt, fl_rmaxmin_t, x.p, c, &lo);
         fl_ahead ahead = fl_post_ahead(ctx, xrow, NULL);

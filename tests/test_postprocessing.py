@@ -215,12 +215,13 @@ def test_row_paths_of_the_softmax_family_keep_4_ulp(isa):
                              f"{name} {what}", inputs={"row": x})
 
 
-def test_long_rows_logsumexp_in_one_read(isa):
-    """Float32 rows longer than a block (1024) take logsumexp's first try in one read, block by
-    block against the running max: a max that rises in a later block (the sum so far and the old
-    max's ties rescaled), ties spread over blocks, leading blocks of -inf, masked blocks, and the
-    rows it hands to the two-pass path (a logit in the gap, a max past 64 after in-range blocks,
-    a NaN or an infinity in a later block)."""
+def test_long_rows_logsumexp_and_entropy_in_one_read(isa):
+    """Float32 rows longer than a block (1024) take logsumexp's first try and the entropy's sums
+    in one read, block by block against the running max: a max that rises in a later block (the
+    sums so far and the old max's ties rescaled), ties spread over blocks, a peaked row whose
+    max comes late (an entropy near 1e-9 after the rescaling), leading blocks of -inf, masked
+    blocks, and the rows handed to the two-pass path (a logit in the gap, a max past 64 after
+    in-range blocks, a NaN or an infinity in a later block)."""
     rng = np.random.default_rng(23)
     rows = []
     for c in (1025, 2048, 3 * 1024 + 5):
@@ -250,13 +251,21 @@ def test_long_rows_logsumexp_in_one_read(isa):
         peaked = base * np.float32(0.3) - np.float32(25.0)
         peaked[c // 2] = np.float32(1.5)                               # |logsumexp| < 17/3, peaked
         rows.append(peaked)
+        late = base * np.float32(0.5)
+        late[-3] = np.float32(30.0)                                    # entropy about 1e-9
+        rows.append(late)
     for x in rows:
         assert_ulp_close(fl.logsumexp(x), ref.exact(ref.logsumexp, x), 4, np.float32,
                          f"long-row logsumexp C={x.size}, max {x.max():.3g}", inputs={"row": x})
+        assert_ulp_close(fl.entropy(x), ref.exact(ref.entropy, x), 4, np.float32,
+                         f"long-row entropy C={x.size}, max {x.max():.3g}", inputs={"row": x})
     x = rng.standard_normal((3, 2500)).astype(np.float32)
     x[0, 2400], x[1, 1100], x[2, 2499] = np.nan, np.inf, -np.inf
     got = fl.logsumexp(x, axis=-1)
     assert np.isnan(got[0]) and got[1] == np.inf and np.isfinite(got[2])
+    ent = fl.entropy(x, axis=-1)
+    assert np.isnan(ent[0]) and np.isnan(ent[1])
+    assert_ulp_close(ent[2], ref.exact(ref.entropy, x[2]), 4, np.float32, "long-row entropy, -inf last")
     assert fl.logsumexp(np.full(3000, -np.inf, np.float32)) == -np.inf
 
 
