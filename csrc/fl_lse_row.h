@@ -81,6 +81,15 @@ FL_ALWAYS_INLINE float fl_ce_online_t(const void *x, int64_t c, float *e, float 
     return m;
 }
 
+/* What a block of n elements at xb fetches while its exponentials are computed: the next block
+ * of the row (after: the elements left after this block), or `next` after the last one. */
+static inline fl_ahead fl_block_ahead(const char *xb, int64_t n, int64_t after, int64_t esz, fl_ahead next)
+{
+    if (!after) return next;
+    fl_ahead a = {xb + n * esz, (after < FL_CE_BLOCK ? after : FL_CE_BLOCK) * esz, esz, NULL};
+    return a;
+}
+
 /* logsumexp's first try (fl_rsumexp_fast_shift_t) over a long row in one read, block by block
  * as fl_ce_online_t: each block's max and min first (bringing it into L1), then its scaled
  * exponentials exp(x_k) 2^-sn against the running max, the next block fetched meanwhile
@@ -115,8 +124,7 @@ FL_ALWAYS_INLINE double fl_lse_online_shift_t(const void *x, int64_t c, float *m
         if (mr == -INFINITY) continue; /* nothing but -inf so far: 0 whatever the max turns out to be */
         int mode = fl_exp_mode(mr, lo);
         if (mode == FL_EXP_GENERAL) return FL_SUM_GAP;
-        fl_ahead ahead = {xb + n * esz, (after < FL_CE_BLOCK ? after : FL_CE_BLOCK) * esz, esz, NULL};
-        if (!after) ahead = next;
+        fl_ahead ahead = fl_block_ahead(xb, n, after, esz, next);
         double nb, rb = fl_rsumexp_fast_shift_t(xb, n, mr, &nb, &cmr, mode == FL_EXP_MASKED, ahead, dt);
         if (rb == FL_SUM_GAP) return FL_SUM_GAP;
         acc += rb;
@@ -161,8 +169,7 @@ FL_ALWAYS_INLINE double fl_ent_online_shift_t(const void *x, int64_t c, float *m
             mr = mb;
         }
         if (fl_exp_mode(mr, lo) != FL_EXP_NORMAL) return FL_SUM_GAP;
-        fl_ahead ahead = {xb + n * esz, (after < FL_CE_BLOCK ? after : FL_CE_BLOCK) * esz, esz, NULL};
-        if (!after) ahead = next;
+        fl_ahead ahead = fl_block_ahead(xb, n, after, esz, next);
         double nb, scale, db, rb = fl_rsumexp_shift_t(xb, n, mr, NULL, &nb, &scale, &db, FL_SUM_TIES | FL_SUM_DOT, ahead, dt);
         rest += rb;
         ties += nb;
