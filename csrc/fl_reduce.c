@@ -7,10 +7,10 @@
  * fl_lse_long_row); rows whose logsumexp cancels (|m + log s| small) are redone in double
  * (float32 rows) or double-double (float64 rows). The entropy is log s - sum p_k (x_k - m) / s
  * from shifted values, so rows of ties do not cancel; its float32 rows longer than a block are
- * read once too (fl_ent_long_row). Rows of few classes go FL_W at a time in
- * the lanes (fl_tile.h); their logsumexp is computed in float32 with an error bound per lane,
- * and the rows whose bound is not small against their result are queued and computed in
- * double, FL_W at a time. */
+ * read once too (fl_ent_long_row). Rows of few classes go FL_W at a time in the lanes
+ * (fl_tile.h); their logsumexp is computed in float32 with an error bound per lane, and the
+ * rows whose bound is not small against their result are queued and computed in double, FL_W
+ * at a time. */
 #include <math.h>
 #include <stdlib.h>
 
