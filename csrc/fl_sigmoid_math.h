@@ -14,7 +14,7 @@
  * 1 + t < sqrt(2) the reduced argument f = m - 1 is t itself; above, m = (1 + t)/2 and
  * f = (t - 1)/2 = fma(t, 1/2, -1/2), exact for t in [sqrt(2) - 1, 1] (a multiple of ulp(t)/2
  * below 2^-1). So no correction term, and no division, is needed. */
-static inline flv fl_vlog1p_unit(flv t)
+FL_ALWAYS_INLINE flv fl_vlog1p_unit(flv t)
 {
     flv half = flv_set1(0.5f), zero = flv_set1(0.0f);
     flv d = flv_sub(t, flv_set1(2.0f * FL_SQRTH_F - 1.0f));
