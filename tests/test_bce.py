@@ -582,3 +582,36 @@ def test_short_rows_in_runs_keep_the_bits_of_one_piece_a_row(c, dtype, isa):
         for u, v in zip(fl.bce_with_logits_and_grad(x, y, reduction="none", **kw),
                         fl.bce_with_logits_and_grad(xp, y, reduction="none", **kw)):
             assert u.tobytes() == v.tobytes(), (isa, dtype, c, list(kw))
+
+
+# Without weight and pos_weight the kernel takes the coefficients as y and 1 - y (fl_vbce_coefs,
+# fl_vconst.unweighted): the general form's values for unit weights, which this checks bit for
+# bit, losses, gradients and the exact sum state, on logits around the plain/wide boundary
+# (|x| = 17), the subnormal exponentials, +-0, +-inf and NaN, with hard, soft and signed-zero
+# targets.
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_no_weights_keep_the_bits_of_unit_weights(dtype, isa):
+    from fastlogits import _bce
+
+    rng = np.random.default_rng(31)
+    n, c = 67, 130
+    pool = np.array([0.0, -0.0, 16.99, -16.99, 17.0, -17.0, 17.01, 88.0, -88.0, 104.0, np.inf, -np.inf, np.nan],
+                    np.float32)
+    x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    pick = rng.random((n, c)) < 0.1
+    x[pick] = rng.choice(pool, int(pick.sum()))
+    x[:, :64] = np.clip(x[:, :64] * 8, -30, 30)  # whole plain and wide groups
+    x = x.astype(bfloat16 if dtype == "bfloat16" else dtype)
+    y = np.where(rng.random((n, c)) < 0.5, (rng.random((n, c)) < 0.5).astype(np.float32),
+                 rng.random((n, c)).astype(np.float32))
+    y[:, ::11] = -0.0
+    ones = np.ones(c, np.float32)
+    finite = np.where(np.isnan(x), x.dtype.type(1), x)  # the sums without a NaN to hide in
+    for xs, reduction in ((x, "none"), (finite, "sum")):
+        plain = fl.bce_with_logits_and_grad(xs, y, reduction=reduction)
+        unit = fl.bce_with_logits_and_grad(xs, y, weight=ones, pos_weight=ones, reduction=reduction)
+        for u, v in zip(plain, unit):
+            assert np.asarray(u).tobytes() == np.asarray(v).tobytes(), (isa, dtype, reduction)
+    a = _bce.partial(_bce.check(_bce.BCE, finite, y, weight=None, pos_weight=None, reduction="sum"))
+    b = _bce.partial(_bce.check(_bce.BCE, finite, y, weight=ones, pos_weight=ones, reduction="sum"))
+    assert a.sum.tobytes() == b.sum.tobytes(), (isa, dtype)
