@@ -51,11 +51,6 @@
 
 #define FL_PC_BLOCK 32   /* weighted softmax rows per block of deposits (fl_pc_block_flush) */
 #define FL_PC_BATCH 4    /* unweighted float32 rows per pass over the lanes (fl_pc_batch_totals) */
-#define FL_PC_HIGH 4096  /* large p_c held beyond two rows' worth (fl_pc_high_flush) */
-
-/* a large p_c of an unweighted softmax row held for its bin and level updates: class k, p_c,
- * its fixed point q, and whether k is the row's target */
-typedef struct fl_pc_high { double p; uint64_t q; int64_t k, positive; } fl_pc_high;
 
 typedef struct {
     int64_t c, bins, levels;   /* classes, ECE bins, AUC levels (B + 1, or 0 without FL_PC_AUC) */
@@ -78,8 +73,6 @@ typedef struct {
     int64_t nrows;             /* unweighted: rows seen */
     int special;               /* unweighted: a row with a NaN softmax was seen */
     double tmin;               /* below it, p_c is in the first bin and level */
-    struct fl_pc_high *high;   /* unweighted softmax rows: the large p_c held (fl_pc_high_flush) */
-    int64_t nhigh, high_row, high_cap; /* held, the most one row holds (1/tmin + 2), capacity */
     double *blk_p, *blk_w;     /* weighted softmax rows: the block's p_c (row-major) and weights */
     int64_t *blk_y, nblk;      /* ... their classes y, and the rows held */
     double *col;               /* ... one class's first-bin and first-level values, 3 * FL_PC_BLOCK */
@@ -134,15 +127,6 @@ static int fl_pc_init(fl_pc_acc *a, const fl_score_opts *o, int64_t c, int64_t r
         if (a->ece >= 0 && a->bins > 1) a->tmin = 1.0 / (double)a->bins;
         if (a->auc >= 0 && thr[1] < a->tmin) a->tmin = thr[1];
         a->tmin *= 1.0 - 0x1p-40;  /* below the boundaries' rounding: the slow path decides */
-        if (!weighted && a->tmin <= 1.0) {
-            /* a row's p_c >= tmin are at most 1/tmin (they sum to 1 within 2^-21: float32
-             * exponentials) and at most c */
-            double most = 1.0 / a->tmin + 2.0;
-            a->high_row = most < (double)c ? (int64_t)most : c;
-            a->high_cap = 2 * a->high_row + FL_PC_HIGH;
-            a->high = (fl_pc_high *)malloc((size_t)a->high_cap * sizeof(fl_pc_high));
-            if (!a->high) return 0;
-        }
     }
     return 1;
 }
@@ -162,7 +146,6 @@ static void fl_pc_free(fl_pc_acc *a)
     free(a->blk_w);
     free(a->blk_y);
     free(a->col);
-    free(a->high);
 }
 
 /* one row's true class y and predicted class pred (weight w) */
@@ -341,37 +324,11 @@ static inline int fl_pc_row_begin(fl_pc_acc *a, double inv, int64_t y)
 }
 
 /* Without weights: the row's p_c = e_c * inv, e_c >= emin (a bound a little below tmin * s), one
- * element (k) at a time, held for fl_pc_high_flush */
+ * element (k) at a time */
 static inline void fl_pc_row_high(fl_pc_acc *a, int64_t k, double e, double inv, int64_t y)
 {
     double p = e * inv;
-    if (p >= a->tmin) {
-        fl_pc_high *h = &a->high[a->nhigh++];
-        h->p = p;
-        h->q = fl_pc_q(e, inv * FL_PC_UNIT);
-        h->k = k;
-        h->positive = k == y;
-    }
-}
-
-/* Without weights: the held large p_c into their bins and levels. Done apart from the rows,
- * in one loop: each update is an add to a counter of one of C * npc (360 KB for 1000 classes
- * and 15 bins, evicted by the logits' stream between two visits), and inside the rows' loop
- * they cost 60 ns each (100000 x 1000, AVX-512: 15 ms of the per-class block's 35, perf and
- * ablation); integer sums, so the order does not change them. */
-static void fl_pc_high_flush(fl_pc_acc *a)
-{
-    for (int64_t j = 0; j < a->nhigh; j++) {
-        const fl_pc_high *h = &a->high[j];
-        fl_pc_add_high(a, h->k, h->p, h->q, (int)h->positive);
-    }
-    a->nhigh = 0;
-}
-
-/* the end of an unweighted softmax row: the held p_c flushed when another row might not fit */
-static inline void fl_pc_row_end(fl_pc_acc *a)
-{
-    if (a->nhigh > a->high_cap - a->high_row) fl_pc_high_flush(a);
+    if (p >= a->tmin) fl_pc_add_high(a, k, p, fl_pc_q(e, inv * FL_PC_UNIT), k == y);
 }
 
 /* the bound below which e_c cannot give p_c >= tmin, with room for the rounding of the product */
@@ -455,7 +412,6 @@ static void fl_pc_row_f32(fl_pc_acc *a, const float *e, double inv, int64_t y)
             fl_pc_row_high(a, q, (double)e[q], inv, y);
         }
     }
-    fl_pc_row_end(a);
 }
 
 /* the same for a float64 row's exponentials */
@@ -466,7 +422,6 @@ static void fl_pc_row_f64(fl_pc_acc *a, const double *e, double inv, int64_t y)
     double emin = fl_pc_emin(a, inv);
     for (int64_t k = 0; k < a->c; k++)
         if (e[k] >= emin) fl_pc_row_high(a, k, e[k], inv, y);
-    fl_pc_row_end(a);
 }
 
 /* Without weights: label k's probability p of one binary element (the row is counted apart,
@@ -540,7 +495,6 @@ static void fl_pc_settle(fl_pc_acc *a)
         if (a->nbat) fl_pc_batch_totals(a);
         fl_pc_flush(a);
     }
-    if (a->high) fl_pc_high_flush(a);
     fl_pc_derive_first(a);
 }
 
