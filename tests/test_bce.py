@@ -425,6 +425,26 @@ def test_weight_broadcast_is_not_materialised(monkeypatch):
     assert 0 in wstrides and 0 in pwstrides
 
 
+# A weight broadcast along the classes (stride 0) is read as one value a row and filled
+# (fl_gather_f32, fl_row_in_f64): the bits of the same weights materialised, every ISA, float32
+# and float64 logits, half-precision weights too.
+@pytest.mark.parametrize("xdtype", ["float32", "float64"])
+@pytest.mark.parametrize("wdtype", ["float32", "float16", "float64"])
+def test_broadcast_weight_keeps_the_bits_of_the_materialised_one(xdtype, wdtype, isa):
+    rng = np.random.default_rng(41)
+    n, c = 9, 1031
+    x = (rng.standard_normal((n, c)) * 4).astype(xdtype)
+    y = (rng.random((n, c)) < 0.4).astype(np.float32)
+    w = (rng.random((n, 1)) * 2).astype(wdtype)
+    w[3, 0] = 0.0
+    full = np.ascontiguousarray(np.broadcast_to(w, (n, c)))
+    for reduction in ("none", "sum"):
+        got = fl.bce_with_logits_and_grad(x, y, weight=w, reduction=reduction)
+        want = fl.bce_with_logits_and_grad(x, y, weight=full, reduction=reduction)
+        for u, v in zip(got, want):
+            assert np.asarray(u).tobytes() == np.asarray(v).tobytes(), (isa, xdtype, wdtype, reduction)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
