@@ -82,8 +82,10 @@ static inline void fl_gather_f32(const fl_arr *a, const char *row, int64_t n, fl
             for (int64_t k = 0; k < c; k++) dst[k] = fl_bf16_to_f32(p[k * sc]);
         }
     }
-    if (sc == 0)
-        for (int64_t k = 1; k < n; k++) dst[k] = dst[0];
+    if (sc == 0 && n > 0) {
+        float v = dst[0];
+        for (int64_t k = 1; k < n; k++) dst[k] = v;
+    }
 }
 
 /* The row of a as contiguous float32: in place when possible, else gathered into buf. */
@@ -193,8 +195,10 @@ static inline const double *fl_row_in_f64(const fl_arr *a, const char *row, int6
     case FL_BF16: { const uint16_t *p = (const uint16_t *)row; for (int64_t k = 0; k < c; k++) buf[k] = (double)fl_bf16_to_f32(p[k * sc]); break; }
     default: break;
     }
-    if (sc == 0)
-        for (int64_t k = 1; k < n; k++) buf[k] = buf[0];
+    if (sc == 0 && n > 0) {
+        double v = buf[0];
+        for (int64_t k = 1; k < n; k++) buf[k] = v;
+    }
     return buf;
 }
 

@@ -13,7 +13,8 @@
  * reduction and polynomial without its special cases, and without rounding 1 + t. Where
  * 1 + t < sqrt(2) the reduced argument f = m - 1 is t itself; above, m = (1 + t)/2 and
  * f = (t - 1)/2 = fma(t, 1/2, -1/2), exact for t in [sqrt(2) - 1, 1] (a multiple of ulp(t)/2
- * below 2^-1). So no correction term, and no division, is needed. */
+ * below 2^-1). So no correction term, and no division, is needed. Always inlined: GCC left it
+ * a call per vector in the BCE's option sets (62% of the loss's samples, perf AVX-512). */
 FL_ALWAYS_INLINE flv fl_vlog1p_unit(flv t)
 {
     flv half = flv_set1(0.5f), zero = flv_set1(0.0f);
