@@ -46,8 +46,8 @@ static int fl_has_avx2(void)
     fl_cpuid(0, 0, r);
     if (r[0] < 7) return 0;
     fl_cpuid(1, 0, r);
-    int osxsave = (r[2] >> 27) & 1, fma = (r[2] >> 12) & 1, f16c = (r[2] >> 29) & 1;
-    if (!osxsave || !fma || !f16c) return 0;
+    int osxsave = (r[2] >> 27) & 1, fma = (r[2] >> 12) & 1, f16c = (r[2] >> 29) & 1, popcnt = (r[2] >> 23) & 1;
+    if (!osxsave || !fma || !f16c || !popcnt) return 0;
     if ((fl_xgetbv() & 0x6) != 0x6) return 0; /* XMM and YMM state */
     fl_cpuid(7, 0, r);
     return (r[1] >> 5) & 1;

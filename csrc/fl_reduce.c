@@ -296,7 +296,9 @@ static void fl_logsumexp_queue_done(fl_post_ctx *ctx, const fl_post_tiles *t)
             for (int64_t k = 0; k < c; k++) row[k] = (double)t->qt[k * FL_W + j];
             v = fl_dd_logsumexp(row, c, (double)mv[j]);
         }
-        fl_put_scalar(ctx->y, t->q->qi0[j], t->q->qi1[j], v);
+        int64_t i0, i1;
+        fl_tile_queue_place(ctx, t->q, (int)j, &i0, &i1);
+        fl_put_scalar(ctx->y, i0, i1, v);
     }
     t->q->nq = 0;
 }
@@ -323,11 +325,7 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
         fl_put_tile(y, i0, i1, nr, v);
     }
     /* the queued rows' values above are written again when the queue is done */
-    for (redo &= (unsigned)((1ull << nr) - 1u); redo; redo &= redo - 1u) {
-        if (t->q->nq == FL_W) fl_logsumexp_queue_done(ctx, t);
-        int64_t j = fl_lowest_bit(redo);
-        fl_tile_queue_put(t, c, j, i0, i1 + j);
-    }
+    fl_tile_queue_rows(ctx, t, fl_logsumexp_queue_done, i0, i1, redo & (unsigned)((1ull << nr) - 1u));
     return 1;
 }
 

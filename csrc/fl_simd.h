@@ -42,6 +42,9 @@
  *   flv  flv_gather(const float *p, const int32_t *idx)   lane j = p[idx[j]]  (idx: FL_W entries)
  *   void flv_load_deint2(const float *p, flv *even, flv *odd)   the 2*FL_W floats at p: lane j of even
  *                                        = p[2j], of odd = p[2j+1] (rows of two classes into the lanes)
+ *   int  flv_store_compress(float *p, flv v, unsigned mask)   the lanes j of v with bit j of mask set,
+ *                                        in lane order, to p[0], p[1], ...; returns their number and
+ *                                        writes nothing past them (a queue's rows without a loop a lane)
  *   void flv_store_int2(float *p, flv even, flv odd)   the inverse: p[2j] = lane j of even, p[2j+1]
  *                                        = lane j of odd (a tile of two classes back to its rows)
  *   flv  flv_pow2_floor(flv a)           2^floor(log2 |a|) for normal a (its exponent field alone),

@@ -8,6 +8,9 @@
 
 #include <stdint.h>
 #include <immintrin.h>
+#ifdef _MSC_VER
+#include <intrin.h> /* __popcnt */
+#endif
 #include "../fl_scalar_math.h"
 #include "../fl_half.h"
 
@@ -129,6 +132,19 @@ static inline void fl_dacc_store(double *p, fl_dacc a) { _mm512_storeu_pd(p, a.l
 static inline flv flv_gather(const float *p, const int32_t *idx)
 {
     return _mm512_i32gather_ps(_mm512_loadu_si512((const void *)idx), p, 4);
+}
+static inline int flv_store_compress(float *p, flv v, unsigned mask)
+{
+    __mmask16 k = (__mmask16)mask;
+#ifdef _MSC_VER
+    int n = (int)__popcnt(mask & 0xffffu);
+#else
+    int n = __builtin_popcount(mask & 0xffffu);
+#endif
+    /* compressed in a register and stored under a mask: vcompressps to memory is microcoded
+     * on some cores (Zen 4) */
+    _mm512_mask_storeu_ps(p, fl_avx512_mask_(n), _mm512_maskz_compress_ps(k, v));
+    return n;
 }
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {

@@ -113,6 +113,15 @@ static inline flv flv_gather(const float *p, const int32_t *idx)
     float t[4] = {p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
     return vld1q_f32(t);
 }
+static inline int flv_store_compress(float *p, flv v, unsigned mask)
+{
+    float b[4];
+    int n = 0;
+    vst1q_f32(b, v);
+    for (int j = 0; j < 4; j++)
+        if (mask >> j & 1u) p[n++] = b[j];
+    return n;
+}
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     float32x4x2_t v = vld2q_f32(p);

@@ -54,6 +54,12 @@ static inline fl_dacc fl_dacc_add_prod(fl_dacc a, flv p, flv x, double m)
 }
 static inline void fl_dacc_store(double *p, fl_dacc a) { *p = a; }
 static inline flv flv_gather(const float *p, const int32_t *idx) { return p[idx[0]]; }
+static inline int flv_store_compress(float *p, flv v, unsigned mask)
+{
+    if (!(mask & 1u)) return 0;
+    *p = v;
+    return 1;
+}
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd) { *even = p[0]; *odd = p[1]; }
 static inline void flv_store_int2(float *p, flv even, flv odd) { p[0] = even; p[1] = odd; }
 static inline flv flv_pow2_floor(flv a) { return fl_u2f(fl_f2u(a) & 0x7f800000u); }
