@@ -113,12 +113,16 @@ typedef void (*fl_tile_done_fn)(fl_post_ctx *ctx, const fl_post_tiles *t);
 /* The rows of the tile (i0, i1 ..) whose bits are set in redo into the queue, the queue done
  * first where they would not fit: one lane compression a class and one for the rows' offsets.
  * (A loop over the set bits mispredicted its exit in most tiles of logsumexp 65536 x 2, where
- * 7.9% of the rows are queued: half the kernel's time.) */
+ * 7.9% of the rows are queued: half the kernel's time.) Two classes take no branch on redo
+ * either: their tile is short enough that a mispredicted test costs more than compressing
+ * nothing; wider tiles skip the compressions, a class each, when no lane is queued. */
 static inline void fl_tile_queue_rows(fl_post_ctx *ctx, const fl_post_tiles *t, fl_tile_done_fn done, int64_t i0,
                                       int64_t i1, unsigned redo)
 {
+    int64_t c = ctx->g.c;
+    if (c > 2 && !redo) return;
     fl_tile_queue *q = t->q;
-    int64_t c = ctx->g.c, r = i0 * ctx->g.n1 + i1;
+    int64_t r = i0 * ctx->g.n1 + i1;
     int n = fl_popcount(redo);
     if (q->nq && (q->nq + n > FL_W || r - q->r > FL_QUEUE_SPAN - FL_W)) done(ctx, t);
     if (!q->nq) {
