@@ -93,8 +93,8 @@ static inline fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const char *xrow, f
 #define FL_QUEUE_SPAN 16777216 /* 2^24 */
 typedef struct {
     int64_t i0, i1, r;
-    float off[FL_W];
     int nq;
+    float off[2 * FL_W];
 } fl_tile_queue;
 
 typedef struct {
@@ -163,16 +163,16 @@ static inline void fl_run_tiles_q(fl_post_ctx *ctx, int64_t b0, int64_t b1, size
     int64_t nrows = ctx->g.n0 * n1;
     int64_t r = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
     size_t nt = (size_t)c * FL_W;
-    char *mem = (char *)malloc(scratch_bytes + 3 * nt * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
+    char *mem = (char *)malloc(scratch_bytes + (3 * nt + FL_W) * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
     if (!mem) { fl_atomic_store(&ctx->failed, 1); return; }
     void *scratch = mem;
     fl_post_tiles t;
     t.xt = (float *)(void *)(mem + scratch_bytes);
     t.yt = t.xt + nt;
     t.qt = t.yt + nt;
-    fl_tile_queue queue = {0, 0, 0, {0.0f}, 0};
+    fl_tile_queue queue = {0, 0, 0, 0, {0.0f}};
     t.q = &queue;
-    t.gidx = (int32_t *)(void *)(t.qt + nt);
+    t.gidx = (int32_t *)(void *)(t.qt + nt + FL_W);
     t.gidx_part = t.gidx + FL_W;
     t.oidx = t.gidx_part + FL_W;
     fl_tile_index(s1, c, t.gidx, t.oidx);
