@@ -89,7 +89,9 @@ static inline fl_ahead fl_post_ahead(const fl_post_ctx *ctx, const char *xrow, f
  * lanes themselves in fl_post_tiles.qt). Its rows are counted in grid order from the first one
  * queued (i0, i1), number r = i0 * n1 + i1: lane q holds row r + off[q], off[q] a whole number
  * below FL_QUEUE_SPAN (exact in float32, so that a tile's rows go in by the same lane
- * compression as their logits). */
+ * compression as their logits). off, and qt's last class, have FL_W lanes of room past the
+ * queue's end: a masked store reaches FL_W lanes from where it starts, and a later load of
+ * anything within that reach (nq, when it followed off) waits for the store to retire. */
 #define FL_QUEUE_SPAN 16777216 /* 2^24 */
 typedef struct {
     int64_t i0, i1, r;
@@ -172,7 +174,7 @@ static inline void fl_run_tiles_q(fl_post_ctx *ctx, int64_t b0, int64_t b1, size
     t.qt = t.yt + nt;
     fl_tile_queue queue = {0, 0, 0, 0, {0.0f}};
     t.q = &queue;
-    t.gidx = (int32_t *)(void *)(t.qt + nt + FL_W);
+    t.gidx = (int32_t *)(void *)(t.qt + nt + FL_W); /* qt's room past the queue: fl_tile_queue */
     t.gidx_part = t.gidx + FL_W;
     t.oidx = t.gidx_part + FL_W;
     fl_tile_index(s1, c, t.gidx, t.oidx);

@@ -127,6 +127,36 @@ def test_logsumexp_two_classes_cancelling_rows_are_redone():
 
 
 @pytest.mark.parametrize("c", [2, 3, 10])
+def test_logsumexp_queue_across_the_grid(c, isa):
+    """The rows a tile queues for the double path are counted from the queue's first row in
+    grid order: with (N, C, d) logits along axis 1 (tiles of d < FL_W rows, a queue spanning
+    many outer indices) each row keeps the bits it has in a 2-D array."""
+    x = _rows(c, seed=7)
+    n = len(x) - len(x) % 15
+    x = x[:n]
+    want = fl.logsumexp(x, axis=1)
+    for d in (1, 3, 5, 15):
+        y = np.ascontiguousarray(x.reshape(n // d, d, c).transpose(0, 2, 1))
+        np.testing.assert_array_equal(fl.logsumexp(y, axis=1).reshape(-1), want, err_msg=f"d={d} c={c}")
+
+
+def test_logsumexp_queued_rows_far_apart(isa, threads):
+    """A queue counts its rows by float32 offsets, exact below 2^24: rows queued more than 2^24
+    rows after the queue's first one (one thread: one task walks them all) must still land in
+    their own places, at odd offsets too."""
+    fl.set_num_threads(1)
+    n = (1 << 24) + 102
+    x = np.full((n, 2), 20.0, np.float32)  # logsumexp far from 0: never queued
+    at = np.array([0, 5, n - 77, n - 40, n - 1])
+    x[at] = _cancelling_rows(np.random.default_rng(9), len(at), 2)
+    want = np.full(n, fl.logsumexp(x[1:2], axis=1)[0], np.float32)
+    want[at] = [fl.logsumexp(x[i:i + 1], axis=1)[0] for i in at]
+    got = fl.logsumexp(x, axis=1)
+    bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+    assert bad.size == 0, f"rows {bad[:8]}: got {got[bad[:8]]}, want {want[bad[:8]]}"
+
+
+@pytest.mark.parametrize("c", [2, 3, 10])
 def test_logsumexp_rows_beyond_gather_offsets(c, isa):
     """A row stride beyond int32 gather offsets takes the element-by-element tile load: the
     same bits as the contiguous rows."""

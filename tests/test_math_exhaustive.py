@@ -29,8 +29,8 @@ SRC = os.path.join(ROOT, "csrc", "tests", "test_math.c")
 
 ISA_FLAGS = {
     "scalar": (0, []),
-    "avx2": (1, ["-mavx2", "-mfma", "-mf16c"]),
-    "avx512": (2, ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c"]),
+    "avx2": (1, ["-mavx2", "-mfma", "-mf16c", "-mpopcnt"]),
+    "avx512": (2, ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c", "-mpopcnt"]),
     "neon": (3, []),
 }
 
@@ -49,7 +49,7 @@ _PROBE = r"""
 int main(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    printf("%d %d\n", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+    printf("%d %d\n", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt"),
            __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"));
 #else
@@ -67,7 +67,7 @@ def _x86_support(tmpdir):
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    avx2 = {"avx2", "fma", "f16c"} <= flags
+                    avx2 = {"avx2", "fma", "f16c", "popcnt"} <= flags
                     avx512 = avx2 and {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
                     return avx2, avx512
     except OSError:

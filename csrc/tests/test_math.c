@@ -411,6 +411,7 @@ int main(int argc, char **argv)
     test_mixed_lanes();
     test_masked_lanes();
     test_semantics();
+    test_store_compress();
     test_halves();
     if (g_only != NULL && !(want("exp") || want("exp_neg") || want("exp_fast") || want("exp_neg_normal") || want("exp_fast_normal") || want("exp_shift") || want("exp_fast_shift") || want("log") || want("log1p") || want("f16") || want("bf16") || want("double"))) {
         fprintf(stderr, "unknown --only %s\n", g_only);

@@ -209,6 +209,42 @@ static void test_semantics(void)
     printf("[%s] semantics (load_part/store_part/max/min/abs/neg/fma/hmax/hsum_d) %s\n", isa_name(), g_fail ? "had failures" : "ok");
 }
 
+/* ---- flv_store_compress: every mask of FL_W bits (and bits above FL_W ignored); the lanes'
+ * bits moved unchanged (NaN payloads too), nothing written past the count, not even at the
+ * end of a readable page ---- */
+static void test_store_compress(void)
+{
+    float lanes[FL_W], buf[3 * FL_W];
+    for (int j = 0; j < FL_W; j++) lanes[j] = (j % 5 == 3) ? fl_u2f(0x7fa00000u + (uint32_t)j) : (float)j * 1.5f - 4.0f;
+    flv v = flv_load(lanes);
+#ifdef HAVE_MMAP
+    long pg = sysconf(_SC_PAGESIZE);
+    char *mem = mmap(NULL, (size_t)(2 * pg), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED || mprotect(mem + pg, (size_t)pg, PROT_NONE) != 0) { sem_fail("mmap", 0); return; }
+#endif
+    for (uint32_t m = 0; m < (1u << FL_W); m++) {
+        for (int i = 0; i < 3 * FL_W; i++) buf[i] = -1.0f;
+        unsigned mask = m | 0xa5a5a5a5u << FL_W; /* bits above FL_W: ignored */
+        int n = flv_store_compress(buf + FL_W, v, mask), want = 0;
+        for (int j = 0; j < FL_W; j++) {
+            if (!(m >> j & 1u)) continue;
+            if (fl_f2u(buf[FL_W + want]) != fl_f2u(lanes[j])) { sem_fail("store_compress lane", (int)m); break; }
+            want++;
+        }
+        if (n != want) sem_fail("store_compress count", (int)m);
+        for (int i = 0; i < 3 * FL_W; i++)
+            if ((i < FL_W || i >= FL_W + want) && buf[i] != -1.0f) { sem_fail("store_compress wrote past its lanes", (int)m); break; }
+#ifdef HAVE_MMAP
+        float *edge = (float *)(mem + pg) - want;
+        if (flv_store_compress(edge, v, mask) != want) sem_fail("store_compress at page end", (int)m);
+#endif
+    }
+#ifdef HAVE_MMAP
+    munmap(mem, (size_t)(2 * pg));
+#endif
+    printf("[%s] store_compress: %u masks %s\n", isa_name(), 1u << FL_W, g_fail ? "had failures" : "ok");
+}
+
 /* ---- vectors that mix lanes of every range of the x <= 0 exponentials ----
  * A lane below FL_EXPF_LO gives +0 whatever its neighbours; any other lane gives what a
  * vector of that value alone gives (lane1). Masked logits put -inf beside normal-range lanes,
