@@ -99,6 +99,8 @@ typedef struct {
     float off[2 * FL_W];
 } fl_tile_queue;
 
+/* Per-task scratch of a tile kernel: the logits tile, an output tile, the index tables, the
+ * queue's tile and its state. */
 typedef struct {
     float *xt, *yt, *qt;
     int32_t *gidx, *gidx_part, *oidx;
