@@ -104,6 +104,50 @@
 #define FL_ISA FL_ISA_SCALAR
 #endif
 
+/* bit helpers on comparison masks, for the ISA implementations below and the kernels */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#endif
+
+/* the index of the lowest set bit of v != 0 (a lane of a comparison mask) */
+static inline int fl_ctz(unsigned v)
+{
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward(&i, v);
+    return (int)i;
+#else
+    return __builtin_ctz(v);
+#endif
+}
+
+/* the same for a 64-bit mask (the lanes of four vectors) */
+static inline int fl_ctz64(uint64_t v)
+{
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward64(&i, v);
+    return (int)i;
+#else
+    return __builtin_ctzll(v);
+#endif
+}
+
+/* the number of set bits of a lane mask (one instruction in the AVX2 and AVX-512 builds, which
+ * pass -mpopcnt) */
+static inline int fl_popcount(unsigned v)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_popcount(v);
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    return (int)__popcnt(v);
+#else
+    int n = 0;
+    for (; v; v &= v - 1u) n++;
+    return n;
+#endif
+}
+
 #if FL_ISA == FL_ISA_SCALAR
 #define FL_ISA_SUFFIX scalar
 #include "simd/scalar.h"
@@ -159,34 +203,6 @@
 #define FL_PREFETCH(p) ((void)(p))
 #define FL_PREFETCH_L2(p) ((void)(p))
 #endif
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-#endif
-
-/* the index of the lowest set bit of v != 0 (a lane of a comparison mask) */
-static inline int fl_ctz(unsigned v)
-{
-#if defined(_MSC_VER) && !defined(__clang__)
-    unsigned long i;
-    _BitScanForward(&i, v);
-    return (int)i;
-#else
-    return __builtin_ctz(v);
-#endif
-}
-
-/* the same for a 64-bit mask (the lanes of four vectors) */
-static inline int fl_ctz64(uint64_t v)
-{
-#if defined(_MSC_VER) && !defined(__clang__)
-    unsigned long i;
-    _BitScanForward64(&i, v);
-    return (int)i;
-#else
-    return __builtin_ctzll(v);
-#endif
-}
 
 /* FL_FN(softmax) -> fl_softmax_avx2 in the AVX2 build: each ISA build defines its own symbols. */
 #define FL_CAT3_(a, b, c) a##b##c

@@ -193,18 +193,6 @@ FL_ALWAYS_INLINE unsigned fl_tile_logsumexp_n(const float *xt, int64_t c, flv m,
 
 #define FL_LANES_ALL ((unsigned)((1ull << FL_W) - 1u))
 
-/* the number of set bits of a lane mask */
-static inline int fl_popcount(unsigned m)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    return __builtin_popcount(m);
-#else
-    int n = 0;
-    for (; m; m &= m - 1u) n++;
-    return n;
-#endif
-}
-
 /* lane j holds j (a tile's row offsets) */
 static const float fl_lane_index[16] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f,
                                         8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f};

@@ -8,9 +8,6 @@
 
 #include <stdint.h>
 #include <immintrin.h>
-#ifdef _MSC_VER
-#include <intrin.h> /* __popcnt */
-#endif
 #include "../fl_scalar_math.h"
 #include "../fl_half.h"
 
@@ -129,14 +126,6 @@ static inline flv flv_gather(const float *p, const int32_t *idx)
 {
     return _mm256_i32gather_ps(p, _mm256_loadu_si256((const __m256i *)(const void *)idx), 4);
 }
-static inline int fl_avx2_popcount_(unsigned m)
-{
-#ifdef _MSC_VER
-    return (int)__popcnt(m);
-#else
-    return __builtin_popcount(m);
-#endif
-}
 /* entry m: the lanes of m's set bits, lowest first, four bits each (vpermps reads an index's
  * low three bits, so the unused nibbles' zeros select nothing that is stored) */
 static const uint32_t fl_avx2_compress_idx_[256] = {
@@ -178,7 +167,7 @@ static inline int flv_store_compress(float *p, flv v, unsigned mask)
     mask &= 0xffu;
     __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32((int)fl_avx2_compress_idx_[mask]),
                                     _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
-    int n = fl_avx2_popcount_(mask);
+    int n = fl_popcount(mask);
     _mm256_maskstore_ps(p, fl_avx2_mask_(n), _mm256_permutevar8x32_ps(v, idx));
     return n;
 }

@@ -8,9 +8,6 @@
 
 #include <stdint.h>
 #include <immintrin.h>
-#ifdef _MSC_VER
-#include <intrin.h> /* __popcnt */
-#endif
 #include "../fl_scalar_math.h"
 #include "../fl_half.h"
 
@@ -136,11 +133,7 @@ static inline flv flv_gather(const float *p, const int32_t *idx)
 static inline int flv_store_compress(float *p, flv v, unsigned mask)
 {
     __mmask16 k = (__mmask16)mask;
-#ifdef _MSC_VER
-    int n = (int)__popcnt(mask & 0xffffu);
-#else
-    int n = __builtin_popcount(mask & 0xffffu);
-#endif
+    int n = fl_popcount(mask & 0xffffu);
     /* compressed in a register and stored under a mask: vcompressps to memory is microcoded
      * on some cores (Zen 4) */
     _mm512_mask_storeu_ps(p, fl_avx512_mask_(n), _mm512_maskz_compress_ps(k, v));
