@@ -253,6 +253,13 @@ void fl_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
 const char *fl_isa_name(void);           /* the path in use */
 int fl_isa_select(const char *name);     /* 0: selected; 1: unknown name; 2: not supported here */
 const char *fl_isa_best(void);           /* the best path this CPU supports */
+/* The streaming policy: reused outputs (fl_arr.fresh 0) of at least out[0] bytes (-1: none)
+ * in rows of at least out[1] bytes are written with non-temporal stores where a kernel can
+ * stream them. The default depends on the CPU's vendor (fl_stream_default_policy); a negative
+ * min_bytes streams nothing. The values written are the same whatever the policy. */
+void fl_stream_policy(int64_t out[2]);
+void fl_stream_default_policy(int64_t out[2]);
+void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes);
 
 #ifdef __cplusplus
 }

@@ -164,6 +164,66 @@ int fl_isa_select(const char *name)
     return 2; /* a known path this build or CPU does not have */
 }
 
+/* ---- non-temporal stores of reused outputs (fl_rowio.h, fl_stream_ok) ----
+ * Whether streaming a large output past the caches pays depends on the CPU's memory system,
+ * not on the ISA, so the policy (outputs of at least min_bytes, in rows of at least min_row
+ * bytes) is chosen here from the vendor, once, and can be set (FASTLOGITS_STREAM_BYTES:
+ * fastlogits/_config.py). Intel (Sapphire Rapids class): softmax(out=) 4096 x 32000 73-75 ms
+ * streamed against 98 with plain stores: outputs of 8 MB and more stream. AMD (Zen 4): the
+ * non-temporal stores spread among a row's exponentials cost more than the reads for ownership
+ * they spare, except in rows too long for the core's caches to hide them: softmax, log_softmax
+ * and the cross-entropy gradient of 8192 x 1000 1.50x, 1.11x, 1.33x slower streamed, of
+ * 4096 x 4096 1.39x, 1.09x, 1.05x, while log_softmax and the gradient of 4096 x 32000 (128 KB
+ * rows) are 0.90x; so rows of 64 KB and more stream there (docs/performance.md,
+ * "Non-temporal stores by CPU"). */
+static fl_atomic_int fl_amd = -1;               /* the vendor: -1 not read yet */
+static fl_atomic_i64 fl_stream_min = INT64_MIN; /* a policy set: INT64_MIN, the CPU's default */
+static fl_atomic_i64 fl_stream_min_row = 0;
+
+static int fl_cpu_is_amd(void)
+{
+    int amd = fl_atomic_load(&fl_amd);
+    if (amd >= 0) return amd;
+    amd = 0;  /* read once (CPUID traps to the hypervisor in a VM); every thread reads the same */
+#if defined(FL_X86)
+    unsigned r[4];
+    char v[13];
+    fl_cpuid(0, 0, r);
+    memcpy(v, &r[1], 4);  /* EBX, EDX, ECX: "AuthenticAMD" */
+    memcpy(v + 4, &r[3], 4);
+    memcpy(v + 8, &r[2], 4);
+    v[12] = '\0';
+    amd = !strcmp(v, "AuthenticAMD") || !strcmp(v, "HygonGenuine");
+#endif
+    fl_atomic_store(&fl_amd, amd);
+    return amd;
+}
+
+void fl_stream_default_policy(int64_t out[2])
+{
+    out[0] = (int64_t)8 << 20;
+    out[1] = fl_cpu_is_amd() ? (int64_t)64 << 10 : 0;
+}
+
+/* A call that runs while the policy changes may use a mix of the old and new bounds: only its
+ * speed depends on them. */
+void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes)
+{
+    fl_atomic_store_i64(&fl_stream_min_row, min_row_bytes > 0 ? min_row_bytes : 0);
+    fl_atomic_store_i64(&fl_stream_min, min_bytes < 0 ? -1 : min_bytes);
+}
+
+void fl_stream_policy(int64_t out[2])
+{
+    int64_t m = fl_atomic_load_i64(&fl_stream_min);
+    if (m == INT64_MIN) {
+        fl_stream_default_policy(out);
+        return;
+    }
+    out[0] = m;
+    out[1] = fl_atomic_load_i64(&fl_stream_min_row);
+}
+
 int fl_softmax(const fl_arr *x, const fl_arr *y, fl_grid g, int mode) { return fl_table()->softmax(x, y, g, mode); }
 int fl_row_reduce(const fl_arr *x, const fl_arr *out, fl_grid g, int what) { return fl_table()->row_reduce(x, out, g, what); }
 int fl_elementwise(const fl_arr *x, const fl_arr *y, fl_grid g, int op) { return fl_table()->elementwise(x, y, g, op); }

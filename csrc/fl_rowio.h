@@ -35,13 +35,6 @@ static inline char *fl_row_ptr(const fl_arr *a, int64_t i0, int64_t i1)
 /* Does the row of a hold contiguous floats of the compute type (so it can be used in place)? */
 static inline int fl_row_is_f32(const fl_arr *a) { return a->dtype == FL_F32 && a->sc == 1; }
 
-/* Above this many bytes of float32 output, write it with non-temporal stores: it would not
- * stay in cache anyway, and streaming stores spare the read of each output line. Not a fresh
- * output (fl_arr.fresh): the first store to each of its pages faults and the system zeroes
- * the page, which leaves its lines in cache, where a non-temporal store must evict each one
- * (softmax 4096 x 32000 into a fresh output: 170 ms streamed, 144 ms plain; into a reused one:
- * 73 ms streamed, 98 ms plain; docs/performance.md). */
-#define FL_STREAM_BYTES ((int64_t)8 << 20)
 
 /* Are the rows of a contiguous elements of a float type the float32 kernels read and write in
  * place (float32, float16, bfloat16; see fl_xrow)? */
@@ -50,10 +43,18 @@ static inline int fl_row_is_x(const fl_arr *a)
     return a->sc == 1 && (a->dtype == FL_F32 || a->dtype == FL_F16 || a->dtype == FL_BF16);
 }
 
-/* Should an output of nrows rows of c elements be streamed? (rows of fl_row_is_x only) */
+/* Should an output of nrows rows of c elements be written with non-temporal stores? (rows of
+ * fl_row_is_x only) A large output would not stay in cache anyway, and streaming stores spare
+ * the read of each output line, on the CPUs where they pay (fl_stream_policy: bounds on the
+ * output's and the row's bytes, by vendor). Not a fresh output (fl_arr.fresh): the first store to each of its pages faults
+ * and the system zeroes the page, which leaves its lines in cache, where a non-temporal store
+ * must evict each one (softmax 4096 x 32000 into a fresh output: 170 ms streamed, 144 ms
+ * plain; into a reused one: 73 ms streamed, 98 ms plain, Intel; docs/performance.md). */
 static inline int fl_stream_ok(const fl_arr *y, int64_t nrows, int64_t c)
 {
-    return !y->fresh && fl_row_is_x(y) && nrows * c * (int64_t)fl_esize(y->dtype) >= FL_STREAM_BYTES;
+    int64_t min[2], row = c * (int64_t)fl_esize(y->dtype);
+    fl_stream_policy(min);
+    return !y->fresh && fl_row_is_x(y) && min[0] >= 0 && nrows * row >= min[0] && row >= min[1];
 }
 static inline int fl_row_is_f64(const fl_arr *a) { return a->dtype == FL_F64 && a->sc == 1; }
 

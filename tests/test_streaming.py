@@ -1,4 +1,4 @@
-"""Outputs of 8 MB and more (csrc: FL_STREAM_BYTES) in float32, float16 or bfloat16, the
+"""Outputs of 8 MB and more (csrc: fl_stream_policy) in float32, float16 or bfloat16, the
 cross-entropy gradient and the softmax and log_softmax rows (and float32 sigmoid and
 log_sigmoid outputs that are one contiguous run, csrc/fl_sigmoid.c), are written with non-temporal
 stores of whole vectors, plain stores where a row does not start or end on a vector boundary
@@ -8,12 +8,29 @@ stored). The arithmetic must not change: every streamed output is
 compared bitwise with the same rows computed in small, cached calls (reduction="sum" scales
 each row alike whatever the batch), for a fresh output, an output starting 4 bytes past
 alignment (a plain-store head in every row), in place, and from logits that are not
-contiguous (rows gathered into the scratch rows a pending row may still read)."""
+contiguous (rows gathered into the scratch rows a pending row may still read). The policy is
+set to stream every reused output of 8 MB here, so that the streamed paths run on every CPU
+(AMD's default streams only rows of 64 KB and more); the policy itself is tested at the end."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import fastlogits as fl
 from arrays import as_dtype
+from fastlogits import _core
+
+MIB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def streaming_on_every_cpu():
+    before = _core.stream_policy()
+    _core.set_stream_policy(8 * MIB, 0)
+    yield
+    _core.set_stream_policy(*before)
 
 SHAPE = (520, 4100)  # 8.5 MB of float32, rows not a multiple of the vector width
 HALF_SHAPE = (1040, 4100)  # 8.5 MB of float16 or bfloat16
@@ -202,3 +219,106 @@ def test_elementwise_fresh_hint_changes_no_bit(isa, op):
     np.testing.assert_array_equal(outs[0], outs[1])
     fn = fl.log_sigmoid if op else fl.sigmoid
     np.testing.assert_array_equal(outs[0], np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)]))
+
+
+def _cpu_vendor():
+    """the vendor string of /proc/cpuinfo (None where there is none)"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _policy_in_fresh_process():
+    """(stream_policy, stderr) of a new process without FASTLOGITS_STREAM_BYTES"""
+    env = {k: v for k, v in os.environ.items() if k != "FASTLOGITS_STREAM_BYTES"}
+    code = "import fastlogits as fl; from fastlogits import _core; print(*_core.stream_policy())"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return tuple(int(v) for v in r.stdout.split()), r.stderr
+
+
+def test_default_policy_is_the_vendors():
+    """8 MB outputs stream; on AMD only in rows of 64 KB and more (csrc/fl_dispatch.c: there the
+    streamed rows of 4 KB and 16 KB were 1.05-1.5x slower, those of 128 KB 0.9x)."""
+    vendor = _cpu_vendor()
+    default = _core.stream_default_policy()
+    if vendor in ("AuthenticAMD", "HygonGenuine"):
+        assert default == (8 * MIB, 64 << 10)
+    elif vendor is not None:
+        assert default == (8 * MIB, 0)
+    assert default[0] == 8 * MIB
+    assert _policy_in_fresh_process() == (default, "")
+
+
+@pytest.mark.parametrize("value, policy", [("never", (-1, 0)), ("0", (0, 0)), (" 1048576 ", (1 << 20, 0))])
+def test_environment_sets_the_policy(monkeypatch, value, policy):
+    from fastlogits._config import _stream_from_env
+
+    monkeypatch.setenv("FASTLOGITS_STREAM_BYTES", value)
+    _stream_from_env()
+    assert _core.stream_policy() == policy
+
+
+@pytest.mark.parametrize("value", ["8MB", "-1", "1e6", "always"])
+def test_environment_value_that_is_not_a_size_warns_and_keeps_the_policy(monkeypatch, value):
+    from fastlogits._config import _stream_from_env
+
+    monkeypatch.setenv("FASTLOGITS_STREAM_BYTES", value)
+    before = _core.stream_policy()
+    with pytest.warns(RuntimeWarning, match=f"FASTLOGITS_STREAM_BYTES='{value.lower()}' is not a count of bytes"):
+        _stream_from_env()
+    assert _core.stream_policy() == before
+
+
+def test_policy_set_and_read_back():
+    _core.set_stream_policy(-7, 5)
+    assert _core.stream_policy() == (-1, 5)
+    _core.set_stream_policy(12345, -3)
+    assert _core.stream_policy() == (12345, 0)
+
+
+def test_show_config_reports_the_policy(capsys):
+    _core.set_stream_policy(8 * MIB, 64 << 10)
+    fl.show_config()
+    assert ("  non-temporal stores: reused outputs of 8388608 bytes or more, in rows of 65536 bytes or more"
+            in capsys.readouterr().out.splitlines())
+    _core.set_stream_policy(-1, 0)
+    fl.show_config()
+    assert "  non-temporal stores: never" in capsys.readouterr().out.splitlines()
+    info = fl.show_config(mode="dicts")["fastlogits"]["stream_policy"]
+    assert info == {"min_bytes_and_row_bytes": [-1, 0], "default": list(_core.stream_default_policy())}
+
+
+# rows of 16 KB (below AMD's row bound) and of 64 KB + 4 bytes (above it), 8.4 MB each
+POLICY_SHAPES = [(512, 4100), (128, 16385)]
+POLICIES = [(-1, 0), (8 * MIB, 64 << 10), (0, 0)]
+
+
+@pytest.mark.parametrize("shape", POLICY_SHAPES)
+def test_every_policy_writes_the_same_bits(isa, shape):
+    """softmax, log_softmax, the cross-entropy gradient, sigmoid and a bfloat16 softmax of reused
+    outputs, written under each policy (nothing streamed, AMD's bounds, every output: the 4 MB
+    bfloat16 one too): the same bits (the modules' other tests stream every 8 MB output)."""
+    rng = np.random.default_rng(16)
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    x[1, 3:9] = -300.0
+    t = rng.integers(0, shape[1], shape[0])
+    xb = x.astype(as_dtype("bfloat16"))
+    calls = [lambda out: fl.softmax(x, out=out), lambda out: fl.log_softmax(x, out=out),
+             lambda out: fl.cross_entropy_and_grad(x, t, grad_out=out), lambda out: fl.sigmoid(x, out=out)]
+    results = []
+    for policy in POLICIES:
+        _core.set_stream_policy(*policy)
+        outs = [np.empty_like(x) for _ in calls]
+        for call, out in zip(calls, outs):
+            call(out)
+        half = np.empty_like(xb)
+        fl.softmax(xb, out=half)
+        results.append(outs + [half.view(np.uint16)])
+    for policy, got in zip(POLICIES[1:], results[1:]):
+        for i, (a, b) in enumerate(zip(results[0], got)):
+            np.testing.assert_array_equal(a, b, err_msg=f"output {i}, policy {policy}")

@@ -1,4 +1,4 @@
-"""Run-time configuration: the SIMD path and the thread count."""
+"""Run-time configuration: the SIMD path, the thread count and the streaming of large outputs."""
 from __future__ import annotations
 
 import os
@@ -29,6 +29,37 @@ def _select_isa_from_env() -> None:
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def _stream_from_env() -> None:
+    """Honour FASTLOGITS_STREAM_BYTES: reused outputs of at least this many bytes, whatever
+    their rows' length, are written with non-temporal stores ("never": none). Unset, the CPU's
+    default applies (csrc/fl_dispatch.c: outputs of 8 MiB, on AMD only in rows of 64 KiB or
+    more); a value that is not a count of bytes is ignored, with a warning."""
+    text = os.environ.get("FASTLOGITS_STREAM_BYTES", "").strip().lower()
+    if not text:
+        return
+    try:
+        n = -1 if text == "never" else int(text)
+    except ValueError:
+        n = None
+    if n is None or n < -1 or (n == -1 and text != "never"):
+        warnings.warn(
+            f"FASTLOGITS_STREAM_BYTES={text!r} is not a count of bytes or 'never'; "
+            f"using {_stream_text()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    _core.set_stream_policy(n, 0)
+
+
+def _stream_text() -> str:
+    """the streaming policy in words"""
+    total, row = _core.stream_policy()
+    if total < 0:
+        return "never"
+    return f"reused outputs of {total} bytes or more" + (f", in rows of {row} bytes or more" if row else "")
 
 
 def get_num_threads() -> int:
@@ -100,6 +131,8 @@ def show_config(file: Optional[TextIO] = None, mode: str = "stdout") -> Optional
     print(f"fastlogits {__version__}", file=out)
     print(f"  SIMD path:      {_core.isa_name()} (best on this CPU: {_core.isa_best()})", file=out)
     print(f"  threads:        {get_num_threads()}", file=out)
+    print(f"  non-temporal stores: {_stream_text()}", file=out)
     print(f"  FASTLOGITS_ISA: {os.environ.get('FASTLOGITS_ISA', '(unset)')}", file=out)
     print(f"  FASTLOGITS_NUM_THREADS: {os.environ.get('FASTLOGITS_NUM_THREADS', '(unset)')}", file=out)
+    print(f"  FASTLOGITS_STREAM_BYTES: {os.environ.get('FASTLOGITS_STREAM_BYTES', '(unset)')}", file=out)
     return None

@@ -8,6 +8,9 @@ cdef extern from "fastlogits.h":
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
+    void fl_stream_policy(int64_t out[2])
+    void fl_stream_default_policy(int64_t out[2])
+    void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes)
 
 
 cdef extern from "fl_pool.h":
@@ -69,6 +72,26 @@ def isa_best():
 def isa_select(str name):
     """0: selected; 1: unknown name; 2: not supported by this CPU or build."""
     return fl_isa_select(name.encode())
+
+
+def stream_policy():
+    """(min_bytes, min_row_bytes): reused outputs of at least min_bytes (-1: none) in rows of at
+    least min_row_bytes are written with non-temporal stores."""
+    cdef int64_t v[2]
+    fl_stream_policy(v)
+    return int(v[0]), int(v[1])
+
+
+def stream_default_policy():
+    """stream_policy's default on this CPU (by its vendor: csrc/fl_dispatch.c)."""
+    cdef int64_t v[2]
+    fl_stream_default_policy(v)
+    return int(v[0]), int(v[1])
+
+
+def set_stream_policy(int64_t min_bytes, int64_t min_row_bytes):
+    """Set stream_policy (min_bytes < 0: nothing streams). The values written are the same."""
+    fl_set_stream_policy(min_bytes, min_row_bytes)
 
 
 def get_num_threads():
