@@ -5,8 +5,8 @@
  * widened as loaded and narrowed as stored) or in float64; a grid that is one contiguous run is
  * cut into blocks of FL_BLOCK_ELEMS elements whatever its row length, so short rows pay no
  * per-row overhead and a 1-D input is shared by the threads. Such a run into a float32 output
- * the caller reuses (fl_stream_ok: not fresh, 8 MB or more) is written with non-temporal
- * stores, which spare the read of each output line (4096 x 32000 out=, one thread: AVX-512
+ * the caller reuses (fl_stream_flat_ok: not fresh, 8 MB or more by default) is written with
+ * non-temporal stores, which spare the read of each output line (4096 x 32000 out=, one thread: AVX-512
  * 92 -> 76-82 ms, AVX2 80 -> 62-64). Half-precision outputs are not: on AVX2 their 16-byte
  * non-temporal stores made sigmoid float16 2x slower (107 -> 222 ms), and AVX-512 gained
  * nothing (docs/performance.md). */
@@ -170,7 +170,7 @@ int FL_FN(elementwise)(const fl_arr *x, const fl_arr *y, fl_grid g, int op)
     int same = ctx.f64 ? x->dtype == FL_F64 && y->dtype == FL_F64 : fl_rows_same_x(x, y);
     if (n > 0 && same && fl_grid_flat(x, g) && fl_grid_flat(y, g)) {
         ctx.flat_n = n;
-        ctx.stream = !ctx.f64 && y->dtype == FL_F32 && fl_stream_ok(y, 1, n);
+        ctx.stream = !ctx.f64 && y->dtype == FL_F32 && fl_stream_flat_ok(y, n);
         fl_parallel_for((n + FL_BLOCK_ELEMS - 1) / FL_BLOCK_ELEMS, fl_elementwise_task, &ctx);
         return fl_atomic_load(&ctx.failed) ? FL_ENOMEM : FL_OK;
     }

@@ -10,7 +10,8 @@ each row alike whatever the batch), for a fresh output, an output starting 4 byt
 alignment (a plain-store head in every row), in place, and from logits that are not
 contiguous (rows gathered into the scratch rows a pending row may still read). The policy is
 set to stream every reused output of 8 MB here, so that the streamed paths run on every CPU
-(AMD's default streams only rows of 64 KB and more); the policy itself is tested at the end."""
+(AMD's default streams only rows of 64 KB and more, by 64-byte stores); the policy itself is
+tested at the end."""
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ MIB = 1 << 20
 @pytest.fixture(autouse=True)
 def streaming_on_every_cpu():
     before = _core.stream_policy()
-    _core.set_stream_policy(8 * MIB, 0)
+    _core.set_stream_policy(8 * MIB, 0, 0)
     yield
     _core.set_stream_policy(*before)
 
@@ -242,19 +243,20 @@ def _policy_in_fresh_process():
 
 
 def test_default_policy_is_the_vendors():
-    """8 MB outputs stream; on AMD only in rows of 64 KB and more (csrc/fl_dispatch.c: there the
-    streamed rows of 4 KB and 16 KB were 1.05-1.5x slower, those of 128 KB 0.9x)."""
+    """8 MB outputs stream; on AMD, rows only when of 64 KB and more and by 64-byte stores
+    (csrc/fl_dispatch.c: there streamed rows of 4 KB and 16 KB were 1.05-1.5x slower, rows of
+    128 KB 0.8-0.9x by 64-byte stores, 1.07-1.44x by 32-byte ones)."""
     vendor = _cpu_vendor()
     default = _core.stream_default_policy()
     if vendor in ("AuthenticAMD", "HygonGenuine"):
-        assert default == (8 * MIB, 64 << 10)
+        assert default == (8 * MIB, 64 << 10, 64)
     elif vendor is not None:
-        assert default == (8 * MIB, 0)
+        assert default == (8 * MIB, 0, 0)
     assert default[0] == 8 * MIB
     assert _policy_in_fresh_process() == (default, "")
 
 
-@pytest.mark.parametrize("value, policy", [("never", (-1, 0)), ("0", (0, 0)), (" 1048576 ", (1 << 20, 0))])
+@pytest.mark.parametrize("value, policy", [("never", (-1, 0, 0)), ("0", (0, 0, 0)), (" 1048576 ", (1 << 20, 0, 0))])
 def test_environment_sets_the_policy(monkeypatch, value, policy):
     from fastlogits._config import _stream_from_env
 
@@ -275,27 +277,30 @@ def test_environment_value_that_is_not_a_size_warns_and_keeps_the_policy(monkeyp
 
 
 def test_policy_set_and_read_back():
-    _core.set_stream_policy(-7, 5)
-    assert _core.stream_policy() == (-1, 5)
-    _core.set_stream_policy(12345, -3)
-    assert _core.stream_policy() == (12345, 0)
+    _core.set_stream_policy(-7, 5, 64)
+    assert _core.stream_policy() == (-1, 5, 64)
+    _core.set_stream_policy(12345, -3, -1)
+    assert _core.stream_policy() == (12345, 0, 0)
 
 
 def test_show_config_reports_the_policy(capsys):
-    _core.set_stream_policy(8 * MIB, 64 << 10)
+    _core.set_stream_policy(8 * MIB, 64 << 10, 64)
     fl.show_config()
-    assert ("  non-temporal stores: reused outputs of 8388608 bytes or more, in rows of 65536 bytes or more"
-            in capsys.readouterr().out.splitlines())
-    _core.set_stream_policy(-1, 0)
+    assert ("  non-temporal stores: reused outputs of 8388608 bytes or more; rows of 65536 bytes or more, "
+            "in vector stores of 64 bytes or more" in capsys.readouterr().out.splitlines())
+    _core.set_stream_policy(8 * MIB, 0, 0)
+    fl.show_config()
+    assert "  non-temporal stores: reused outputs of 8388608 bytes or more" in capsys.readouterr().out.splitlines()
+    _core.set_stream_policy(-1, 0, 0)
     fl.show_config()
     assert "  non-temporal stores: never" in capsys.readouterr().out.splitlines()
     info = fl.show_config(mode="dicts")["fastlogits"]["stream_policy"]
-    assert info == {"min_bytes_and_row_bytes": [-1, 0], "default": list(_core.stream_default_policy())}
+    assert info == {"min_bytes_row_bytes_store_bytes": [-1, 0, 0], "default": list(_core.stream_default_policy())}
 
 
 # rows of 16 KB (below AMD's row bound) and of 64 KB + 4 bytes (above it), 8.4 MB each
 POLICY_SHAPES = [(512, 4100), (128, 16385)]
-POLICIES = [(-1, 0), (8 * MIB, 64 << 10), (0, 0)]
+POLICIES = [(-1, 0, 0), (8 * MIB, 64 << 10, 64), (0, 0, 0)]
 
 
 @pytest.mark.parametrize("shape", POLICY_SHAPES)

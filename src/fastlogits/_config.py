@@ -34,8 +34,9 @@ def _select_isa_from_env() -> None:
 def _stream_from_env() -> None:
     """Honour FASTLOGITS_STREAM_BYTES: reused outputs of at least this many bytes, whatever
     their rows' length, are written with non-temporal stores ("never": none). Unset, the CPU's
-    default applies (csrc/fl_dispatch.c: outputs of 8 MiB, on AMD only in rows of 64 KiB or
-    more); a value that is not a count of bytes is ignored, with a warning."""
+    default applies (csrc/fl_dispatch.c: outputs of 8 MiB; on AMD, output rows only when they
+    have 64 KiB or more and the vector stores are whole 64-byte lines); a value that is not a
+    count of bytes is ignored, with a warning."""
     text = os.environ.get("FASTLOGITS_STREAM_BYTES", "").strip().lower()
     if not text:
         return
@@ -51,15 +52,18 @@ def _stream_from_env() -> None:
             stacklevel=3,
         )
         return
-    _core.set_stream_policy(n, 0)
+    _core.set_stream_policy(n, 0, 0)
 
 
 def _stream_text() -> str:
     """the streaming policy in words"""
-    total, row = _core.stream_policy()
+    total, row, store = _core.stream_policy()
     if total < 0:
         return "never"
-    return f"reused outputs of {total} bytes or more" + (f", in rows of {row} bytes or more" if row else "")
+    text = f"reused outputs of {total} bytes or more"
+    if row or store:
+        text += f"; rows of {row} bytes or more, in vector stores of {store} bytes or more"
+    return text
 
 
 def get_num_threads() -> int:
