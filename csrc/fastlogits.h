@@ -254,13 +254,14 @@ const char *fl_isa_name(void);           /* the path in use */
 int fl_isa_select(const char *name);     /* 0: selected; 1: unknown name; 2: not supported here */
 const char *fl_isa_best(void);           /* the best path this CPU supports */
 /* The streaming policy: reused outputs (fl_arr.fresh 0) of at least out[0] bytes (-1: none)
- * are written with non-temporal stores where a kernel can stream them, output rows only when
- * they have at least out[1] bytes and the vector stores at least out[2] bytes. The default
- * depends on the CPU's vendor (fl_stream_default_policy); a negative min_bytes streams
- * nothing. The values written are the same whatever the policy. */
-void fl_stream_policy(int64_t out[3]);
-void fl_stream_default_policy(int64_t out[3]);
-void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes);
+ * are written with non-temporal stores where a kernel can stream them; output rows only when
+ * they have at least out[1] bytes, the vector stores at least out[2] bytes, and, for rows a
+ * kernel's plain path computes in the output row itself, only when out[3] is 1. The default
+ * depends on the CPU's vendor (fl_stream_default_policy); a negative min_bytes streams nothing.
+ * The values written are the same whatever the policy. */
+void fl_stream_policy(int64_t out[4]);
+void fl_stream_default_policy(int64_t out[4]);
+void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes, int in_place_rows);
 
 #ifdef __cplusplus
 }

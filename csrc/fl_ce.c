@@ -249,7 +249,10 @@ int FL_FN(cross_entropy)(const fl_ce_args *a, fl_grid g, fl_ce_result *res)
     ctx.index = a->target.dtype == FL_I64 || a->target.dtype == FL_I32;
     ctx.rpb = fl_rows_per_block(g.c);
     ctx.lanes = fl_ce_lanes_ok(a, g, ctx.index);
-    ctx.stream = a->grad.data && fl_stream_ok(&a->grad, nrows, g.c);
+    /* a float32 gradient row's plain path keeps its exponentials in it (fl_ce_index_f32), unless
+     * it is the logits' row */
+    int in_place = ctx.index && a->grad.dtype == FL_F32 && a->grad.data != a->x.data;
+    ctx.stream = a->grad.data && fl_stream_ok(&a->grad, nrows, g.c, in_place);
     int64_t nb = (nrows + ctx.rpb - 1) / ctx.rpb, ns = fl_stripe_count(nb);
     if (a->weight) {
         fl_rsum w;

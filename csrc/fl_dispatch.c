@@ -167,20 +167,22 @@ int fl_isa_select(const char *name)
 /* ---- non-temporal stores of reused outputs (fl_rowio.h, fl_stream_ok) ----
  * Whether streaming a large output past the caches pays depends on the CPU's memory system,
  * not on the ISA alone, so the policy is chosen here from the vendor, once, and can be set
- * (FASTLOGITS_STREAM_BYTES: fastlogits/_config.py). It streams outputs of at least min_bytes,
- * and output rows (not a flat elementwise run) of at least min_row bytes written by vector
- * stores of at least min_store bytes. Intel (Sapphire Rapids class): softmax(out=) 4096 x
- * 32000 73-75 ms streamed against 98 with plain stores: every output of 8 MB streams. AMD
- * (Zen 4): non-temporal stores spread among a row's exponentials cost more than the reads for
- * ownership they spare, except 64-byte stores in rows too long for the caches to hide those
- * reads: on AVX-512 the float32 softmax, log_softmax and cross-entropy gradient of 8192 x 1000
- * were 1.50x, 1.11x, 1.33x slower streamed, of 4096 x 4096 1.39x, 1.09x, 1.05x, while
- * log_softmax and the gradient of 1024 x 32000 (128 KB rows) were 0.90x and 0.78x; with 32-byte
- * stores (AVX2, and AVX-512's half-precision rows) streaming was 1.06-1.56x slower at every
- * length (docs/performance.md, "Non-temporal stores by CPU"). */
+ * (FASTLOGITS_STREAM_BYTES: fastlogits/_config.py). It streams outputs of at least min_bytes;
+ * output rows (not a flat elementwise run) only when they have at least min_row bytes, the
+ * vector stores at least min_store bytes, and, for rows that the kernel's plain path computes
+ * in the output row itself (softmax, the cross-entropy gradient), only when in_place_rows.
+ * Intel (Sapphire Rapids class): softmax(out=) 4096 x 32000 73-75 ms streamed against 98 with
+ * plain stores: every output of 8 MB streams. AMD (Zen 4): non-temporal stores spread among a
+ * row's exponentials cost more than the reads for ownership they spare, except 64-byte stores
+ * in rows too long for the caches to hide those reads behind the exponentials: on AVX-512 the
+ * float32 log_softmax of 8192 x 1000 was 1.11x slower streamed, of 4096 x 4096 1.09x, of
+ * 1024 x 32000 (128 KB rows) 0.90x; with 32-byte stores (AVX2, and AVX-512's half-precision
+ * rows) streaming was 1.06-1.56x slower at every length; rows computed in place were faster
+ * plain at every length (softmax 1.14-1.50x, the gradient 1.12-1.33x). See
+ * docs/performance.md, "Non-temporal stores by CPU". */
 static fl_atomic_int fl_amd = -1;               /* the vendor: -1 not read yet */
 static fl_atomic_i64 fl_stream_min = INT64_MIN; /* a policy set: INT64_MIN, the CPU's default */
-static fl_atomic_i64 fl_stream_min_row = 0, fl_stream_min_store = 0;
+static fl_atomic_i64 fl_stream_min_row = 0, fl_stream_min_store = 0, fl_stream_in_place = 1;
 
 static int fl_cpu_is_amd(void)
 {
@@ -201,24 +203,26 @@ static int fl_cpu_is_amd(void)
     return amd;
 }
 
-void fl_stream_default_policy(int64_t out[3])
+void fl_stream_default_policy(int64_t out[4])
 {
     int amd = fl_cpu_is_amd();
     out[0] = (int64_t)8 << 20;
     out[1] = amd ? (int64_t)64 << 10 : 0;
     out[2] = amd ? 64 : 0;
+    out[3] = !amd;
 }
 
 /* A call that runs while the policy changes may use a mix of the old and new bounds: only its
  * speed depends on them. */
-void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes)
+void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes, int in_place_rows)
 {
     fl_atomic_store_i64(&fl_stream_min_row, min_row_bytes > 0 ? min_row_bytes : 0);
     fl_atomic_store_i64(&fl_stream_min_store, min_store_bytes > 0 ? min_store_bytes : 0);
+    fl_atomic_store_i64(&fl_stream_in_place, in_place_rows != 0);
     fl_atomic_store_i64(&fl_stream_min, min_bytes < 0 ? -1 : min_bytes);
 }
 
-void fl_stream_policy(int64_t out[3])
+void fl_stream_policy(int64_t out[4])
 {
     int64_t m = fl_atomic_load_i64(&fl_stream_min);
     if (m == INT64_MIN) {
@@ -228,6 +232,7 @@ void fl_stream_policy(int64_t out[3])
     out[0] = m;
     out[1] = fl_atomic_load_i64(&fl_stream_min_row);
     out[2] = fl_atomic_load_i64(&fl_stream_min_store);
+    out[3] = fl_atomic_load_i64(&fl_stream_in_place);
 }
 
 int fl_softmax(const fl_arr *x, const fl_arr *y, fl_grid g, int mode) { return fl_table()->softmax(x, y, g, mode); }

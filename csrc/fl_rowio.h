@@ -43,26 +43,31 @@ static inline int fl_row_is_x(const fl_arr *a)
     return a->sc == 1 && (a->dtype == FL_F32 || a->dtype == FL_F16 || a->dtype == FL_BF16);
 }
 
-/* Should an output of nrows rows of c elements (rows: 1; a flat run of an elementwise kernel:
- * 0) be written with non-temporal stores? (rows of fl_row_is_x only) A large output would not
- * stay in cache anyway, and streaming stores spare the read of each output line, on the CPUs
- * where they pay (fl_stream_policy: bounds on the output's bytes, and for rows on a row's
- * bytes and the vector store's, by vendor). Not a fresh output (fl_arr.fresh): the first
- * store to each of its pages faults and the system zeroes the page, which leaves its lines in
- * cache, where a non-temporal store must evict each one (softmax 4096 x 32000 into a fresh
- * output: 170 ms streamed, 144 ms plain; into a reused one: 73 ms streamed, 98 ms plain,
- * Intel; docs/performance.md). */
-static inline int fl_stream_test(const fl_arr *y, int64_t nrows, int64_t c, int rows)
+/* Should an output be written with non-temporal stores? A large output would not stay in cache
+ * anyway, and streaming stores spare the read of each output line, on the CPUs where they pay
+ * (fl_stream_policy, by vendor: a bound on the output's bytes; for rows, bounds on a row's
+ * bytes and the vector store's, and whether rows that the kernel's plain path computes in the
+ * output itself stream). Not a fresh output (fl_arr.fresh): the first store to each of its
+ * pages faults and the system zeroes the page, which leaves its lines in cache, where a
+ * non-temporal store must evict each one (softmax 4096 x 32000 into a fresh output: 170 ms
+ * streamed, 144 ms plain; into a reused one: 73 ms streamed, 98 ms plain, Intel;
+ * docs/performance.md). Rows of fl_row_is_x only. */
+static inline int fl_stream_test(const fl_arr *y, int64_t nrows, int64_t c, int rows, int in_place)
 {
-    int64_t min[3], esz = (int64_t)fl_esize(y->dtype), row = c * esz;
+    int64_t min[4], esz = (int64_t)fl_esize(y->dtype), row = c * esz;
     fl_stream_policy(min);
     if (y->fresh || !fl_row_is_x(y) || min[0] < 0 || nrows * row < min[0]) return 0;
-    return !rows || (row >= min[1] && FL_W * esz >= min[2]);
+    return !rows || (row >= min[1] && FL_W * esz >= min[2] && (!in_place || min[3]));
 }
-/* an output of nrows rows of c elements */
-static inline int fl_stream_ok(const fl_arr *y, int64_t nrows, int64_t c) { return fl_stream_test(y, nrows, c, 1); }
+/* an output of nrows rows of c elements; in_place: the kernel's plain path computes each row
+ * in the output row itself (its exponentials stored there, then scaled or shifted in place) */
+static inline int fl_stream_ok(const fl_arr *y, int64_t nrows, int64_t c, int in_place)
+{
+    return fl_stream_test(y, nrows, c, 1, in_place);
+}
 /* an elementwise kernel's output as one flat run of n elements */
-static inline int fl_stream_flat_ok(const fl_arr *y, int64_t n) { return fl_stream_test(y, 1, n, 0); }
+static inline int fl_stream_flat_ok(const fl_arr *y, int64_t n) { return fl_stream_test(y, 1, n, 0, 0); }
+
 static inline int fl_row_is_f64(const fl_arr *a) { return a->dtype == FL_F64 && a->sc == 1; }
 
 /* A row broadcast along its classes (stride 0, e.g. a BCE weight of shape (N, 1)) is read as

@@ -275,6 +275,8 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
 int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
 {
     fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0, 0};
-    ctx.stream = !ctx.f64 && !fl_post_lanes_ok(&ctx, y) && fl_stream_ok(y, g.n0 * g.n1, g.c);
+    /* a float32 softmax row's plain path keeps its exponentials in the output row (in place) */
+    int in_place = mode != FL_LOG_SOFTMAX && y->dtype == FL_F32;
+    ctx.stream = !ctx.f64 && !fl_post_lanes_ok(&ctx, y) && fl_stream_ok(y, g.n0 * g.n1, g.c, in_place);
     return fl_drive(&ctx, fl_softmax_task);
 }

@@ -10,8 +10,10 @@ each row alike whatever the batch), for a fresh output, an output starting 4 byt
 alignment (a plain-store head in every row), in place, and from logits that are not
 contiguous (rows gathered into the scratch rows a pending row may still read). The policy is
 set to stream every reused output of 8 MB here, so that the streamed paths run on every CPU
-(AMD's default streams only rows of 64 KB and more, by 64-byte stores); the policy itself is
-tested at the end."""
+(AMD's default streams only rows of 64 KB and more, by 64-byte stores, and not the rows that
+softmax and the cross-entropy gradient compute in place); the policy itself is tested at the
+end."""
+import ast
 import os
 import subprocess
 import sys
@@ -29,7 +31,7 @@ MIB = 1 << 20
 @pytest.fixture(autouse=True)
 def streaming_on_every_cpu():
     before = _core.stream_policy()
-    _core.set_stream_policy(8 * MIB, 0, 0)
+    _core.set_stream_policy(8 * MIB, 0, 0, True)
     yield
     _core.set_stream_policy(*before)
 
@@ -237,26 +239,28 @@ def _cpu_vendor():
 def _policy_in_fresh_process():
     """(stream_policy, stderr) of a new process without FASTLOGITS_STREAM_BYTES"""
     env = {k: v for k, v in os.environ.items() if k != "FASTLOGITS_STREAM_BYTES"}
-    code = "import fastlogits as fl; from fastlogits import _core; print(*_core.stream_policy())"
+    code = "import fastlogits as fl; from fastlogits import _core; print(repr(_core.stream_policy()))"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return tuple(int(v) for v in r.stdout.split()), r.stderr
+    return ast.literal_eval(r.stdout.strip()), r.stderr
 
 
 def test_default_policy_is_the_vendors():
-    """8 MB outputs stream; on AMD, rows only when of 64 KB and more and by 64-byte stores
-    (csrc/fl_dispatch.c: there streamed rows of 4 KB and 16 KB were 1.05-1.5x slower, rows of
-    128 KB 0.8-0.9x by 64-byte stores, 1.07-1.44x by 32-byte ones)."""
+    """8 MB outputs stream; on AMD, rows only when of 64 KB and more, by 64-byte stores, and not
+    computed in place (csrc/fl_dispatch.c: there log_softmax rows of 4 KB and 16 KB were
+    1.07-1.11x slower streamed, of 128 KB 0.9x by 64-byte stores, 1.06-1.12x by 32-byte ones;
+    rows computed in place were faster plain at every length)."""
     vendor = _cpu_vendor()
     default = _core.stream_default_policy()
     if vendor in ("AuthenticAMD", "HygonGenuine"):
-        assert default == (8 * MIB, 64 << 10, 64)
+        assert default == (8 * MIB, 64 << 10, 64, False)
     elif vendor is not None:
-        assert default == (8 * MIB, 0, 0)
+        assert default == (8 * MIB, 0, 0, True)
     assert default[0] == 8 * MIB
     assert _policy_in_fresh_process() == (default, "")
 
 
-@pytest.mark.parametrize("value, policy", [("never", (-1, 0, 0)), ("0", (0, 0, 0)), (" 1048576 ", (1 << 20, 0, 0))])
+@pytest.mark.parametrize("value, policy", [("never", (-1, 0, 0, True)), ("0", (0, 0, 0, True)),
+                                           (" 1048576 ", (1 << 20, 0, 0, True))])
 def test_environment_sets_the_policy(monkeypatch, value, policy):
     from fastlogits._config import _stream_from_env
 
@@ -277,37 +281,38 @@ def test_environment_value_that_is_not_a_size_warns_and_keeps_the_policy(monkeyp
 
 
 def test_policy_set_and_read_back():
-    _core.set_stream_policy(-7, 5, 64)
-    assert _core.stream_policy() == (-1, 5, 64)
-    _core.set_stream_policy(12345, -3, -1)
-    assert _core.stream_policy() == (12345, 0, 0)
+    _core.set_stream_policy(-7, 5, 64, False)
+    assert _core.stream_policy() == (-1, 5, 64, False)
+    _core.set_stream_policy(12345, -3, -1, True)
+    assert _core.stream_policy() == (12345, 0, 0, True)
 
 
 def test_show_config_reports_the_policy(capsys):
-    _core.set_stream_policy(8 * MIB, 64 << 10, 64)
+    _core.set_stream_policy(8 * MIB, 64 << 10, 64, False)
     fl.show_config()
     assert ("  non-temporal stores: reused outputs of 8388608 bytes or more; rows of 65536 bytes or more, "
-            "in vector stores of 64 bytes or more" in capsys.readouterr().out.splitlines())
-    _core.set_stream_policy(8 * MIB, 0, 0)
+            "in vector stores of 64 bytes or more; not rows computed in place" in capsys.readouterr().out.splitlines())
+    _core.set_stream_policy(8 * MIB, 0, 0, True)
     fl.show_config()
     assert "  non-temporal stores: reused outputs of 8388608 bytes or more" in capsys.readouterr().out.splitlines()
-    _core.set_stream_policy(-1, 0, 0)
+    _core.set_stream_policy(-1, 0, 0, True)
     fl.show_config()
     assert "  non-temporal stores: never" in capsys.readouterr().out.splitlines()
     info = fl.show_config(mode="dicts")["fastlogits"]["stream_policy"]
-    assert info == {"min_bytes_row_bytes_store_bytes": [-1, 0, 0], "default": list(_core.stream_default_policy())}
+    assert info == {"min_bytes_row_bytes_store_bytes_in_place": [-1, 0, 0, True], "default": list(_core.stream_default_policy())}
 
 
 # rows of 16 KB (below AMD's row bound) and of 64 KB + 4 bytes (above it), 8.4 MB each
 POLICY_SHAPES = [(512, 4100), (128, 16385)]
-POLICIES = [(-1, 0, 0), (8 * MIB, 64 << 10, 64), (0, 0, 0)]
+POLICIES = [(-1, 0, 0, True), (8 * MIB, 64 << 10, 64, True), (8 * MIB, 64 << 10, 64, False), (0, 0, 0, True)]
 
 
 @pytest.mark.parametrize("shape", POLICY_SHAPES)
 def test_every_policy_writes_the_same_bits(isa, shape):
     """softmax, log_softmax, the cross-entropy gradient, sigmoid and a bfloat16 softmax of reused
-    outputs, written under each policy (nothing streamed, AMD's bounds, every output: the 4 MB
-    bfloat16 one too): the same bits (the modules' other tests stream every 8 MB output)."""
+    outputs, written under each policy (nothing streamed, AMD's row bounds with and without the
+    rows computed in place, every output: the 4 MB bfloat16 one too): the same bits (the
+    module's other tests stream every 8 MB output)."""
     rng = np.random.default_rng(16)
     x = (rng.standard_normal(shape) * 4).astype(np.float32)
     x[1, 3:9] = -300.0

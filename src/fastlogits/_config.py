@@ -35,8 +35,9 @@ def _stream_from_env() -> None:
     """Honour FASTLOGITS_STREAM_BYTES: reused outputs of at least this many bytes, whatever
     their rows' length, are written with non-temporal stores ("never": none). Unset, the CPU's
     default applies (csrc/fl_dispatch.c: outputs of 8 MiB; on AMD, output rows only when they
-    have 64 KiB or more and the vector stores are whole 64-byte lines); a value that is not a
-    count of bytes is ignored, with a warning."""
+    have 64 KiB or more, the vector stores are whole 64-byte lines and the kernel does not
+    compute the row in place); a value that is not a count of bytes is ignored, with a
+    warning."""
     text = os.environ.get("FASTLOGITS_STREAM_BYTES", "").strip().lower()
     if not text:
         return
@@ -52,17 +53,19 @@ def _stream_from_env() -> None:
             stacklevel=3,
         )
         return
-    _core.set_stream_policy(n, 0, 0)
+    _core.set_stream_policy(n, 0, 0, True)
 
 
 def _stream_text() -> str:
     """the streaming policy in words"""
-    total, row, store = _core.stream_policy()
+    total, row, store, in_place = _core.stream_policy()
     if total < 0:
         return "never"
     text = f"reused outputs of {total} bytes or more"
     if row or store:
         text += f"; rows of {row} bytes or more, in vector stores of {store} bytes or more"
+    if not in_place:
+        text += "; not rows computed in place"
     return text
 
 

@@ -8,9 +8,9 @@ cdef extern from "fastlogits.h":
     const char *fl_isa_name()
     const char *fl_isa_best()
     int fl_isa_select(const char *name)
-    void fl_stream_policy(int64_t out[3])
-    void fl_stream_default_policy(int64_t out[3])
-    void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes)
+    void fl_stream_policy(int64_t out[4])
+    void fl_stream_default_policy(int64_t out[4])
+    void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes, int in_place_rows)
 
 
 cdef extern from "fl_pool.h":
@@ -75,24 +75,25 @@ def isa_select(str name):
 
 
 def stream_policy():
-    """(min_bytes, min_row_bytes, min_store_bytes): reused outputs of at least min_bytes (-1:
-    none) are written with non-temporal stores, output rows only when they have at least
-    min_row_bytes and the vector stores at least min_store_bytes (csrc/fl_rowio.h)."""
-    cdef int64_t v[3]
+    """(min_bytes, min_row_bytes, min_store_bytes, in_place_rows): reused outputs of at least
+    min_bytes (-1: none) are written with non-temporal stores; output rows only when they have
+    at least min_row_bytes, the vector stores at least min_store_bytes, and, for rows a kernel
+    computes in the output row itself, only when in_place_rows (csrc/fl_rowio.h)."""
+    cdef int64_t v[4]
     fl_stream_policy(v)
-    return int(v[0]), int(v[1]), int(v[2])
+    return int(v[0]), int(v[1]), int(v[2]), bool(v[3])
 
 
 def stream_default_policy():
     """stream_policy's default on this CPU (by its vendor: csrc/fl_dispatch.c)."""
-    cdef int64_t v[3]
+    cdef int64_t v[4]
     fl_stream_default_policy(v)
-    return int(v[0]), int(v[1]), int(v[2])
+    return int(v[0]), int(v[1]), int(v[2]), bool(v[3])
 
 
-def set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes):
+def set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes, bint in_place_rows):
     """Set stream_policy (min_bytes < 0: nothing streams). The values written are the same."""
-    fl_set_stream_policy(min_bytes, min_row_bytes, min_store_bytes)
+    fl_set_stream_policy(min_bytes, min_row_bytes, min_store_bytes, in_place_rows)
 
 
 def get_num_threads():

@@ -97,7 +97,7 @@ def collect() -> Dict[str, Any]:
             "simd": {"chosen": _core.isa_name(), "best": _core.isa_best()},
             "threads": {"num_threads": int(_core.get_num_threads()),
                         "default": int(_core.default_num_threads())},
-            "stream_policy": {"min_bytes_row_bytes_store_bytes": list(_core.stream_policy()),
+            "stream_policy": {"min_bytes_row_bytes_store_bytes_in_place": list(_core.stream_policy()),
                               "default": list(_core.stream_default_policy())},
             "build": _core.build_info(),
             "environment": {k: os.environ.get(k) for k in ("FASTLOGITS_ISA", "FASTLOGITS_NUM_THREADS",
