@@ -35,7 +35,6 @@ static inline char *fl_row_ptr(const fl_arr *a, int64_t i0, int64_t i1)
 /* Does the row of a hold contiguous floats of the compute type (so it can be used in place)? */
 static inline int fl_row_is_f32(const fl_arr *a) { return a->dtype == FL_F32 && a->sc == 1; }
 
-
 /* Are the rows of a contiguous elements of a float type the float32 kernels read and write in
  * place (float32, float16, bfloat16; see fl_xrow)? */
 static inline int fl_row_is_x(const fl_arr *a)
