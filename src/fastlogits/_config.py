@@ -45,7 +45,7 @@ def _stream_from_env() -> None:
         n = -1 if text == "never" else int(text)
     except ValueError:
         n = None
-    if n is None or n < -1 or (n == -1 and text != "never"):
+    if n is None or (n < 0 and text != "never"):
         warnings.warn(
             f"FASTLOGITS_STREAM_BYTES={text!r} is not a count of bytes or 'never'; "
             f"using {_stream_text()}",
