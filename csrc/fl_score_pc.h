@@ -24,10 +24,11 @@
  *   that bin and level are the totals minus the others at the end (exact integers). A row
  *   whose softmax is NaN puts NaN into every class's first bin and counts at level 0.
  * - The per-class totals are the one loop over every element of the block, so they are kept
- *   in a form that vectorises on every ISA: p_c * 2^52 + 2^52 rounds p_c to its fixed-point
- *   value q_c (p_c <= 1 + 2^-52: e_c <= s), whose bit pattern is that of 2^52 plus q_c; a row
- *   adds the bit patterns of its C values to C uint64 lanes (a multiply, an add and an
- *   integer add per element, no float-to-int64 conversion, which AVX2 lacks). The lanes are
+ *   in a form that vectorises on every ISA: p_c * 2^52 + 2^52 (one fused multiply-add)
+ *   rounds p_c to its fixed-point value q_c (p_c <= 1 + 2^-52: e_c <= s), whose bit pattern is
+ *   that of 2^52 plus q_c; a row adds the bit patterns of its C values to C uint64 lanes (a
+ *   conversion, a fused multiply-add and an integer add per element, no float-to-int64
+ *   conversion, which AVX2 lacks). The lanes are
  *   flushed into the 128-bit totals every FL_PC_FLUSH rows (the rows' 2^52 parts removed,
  *   their q_c sum < 2^63: no wrap) and at the end of the stripe. Float32 rows are added
  *   FL_PC_BATCH at a time (the caller keeps that many rows' exponentials: fl_pc_slot), so a
@@ -174,11 +175,13 @@ static inline int64_t fl_pc_level(const double *thr, int64_t nthr, double p)
 
 /* The fixed point of the unweighted sums p_c: units of 2^-52, p * 2^52 rounded to the nearest
  * integer q as the bit pattern of q + 2^52 (exact for p * 2^52 < 2^52 + 2^53: p <= 1 + 2^-52).
- * inv52 = 2^52 / s, so e * inv52 = (e / s) * 2^52 (a power-of-two scale), computed the same way
- * by the vector loop and by the scalar code (no fused multiply-add: the scalar build has none). */
+ * inv52 = 2^52 / s, so e * inv52 = (e / s) * 2^52 (a power-of-two scale), and the product is
+ * added to 2^52 unrounded (fma: one rounding, to the nearest integer; the vector loops fuse it
+ * into their multiply-adds, the scalar build calls the correctly rounded fma of the C library:
+ * the same bits on every path; a separate multiply and add cost 25% more of the loop). */
 #define FL_PC_UNIT 0x1p52
 #define FL_PC_FLUSH 2048   /* rows between flushes of the lanes: 2048 * (2^52 + 1) < 2^63 */
-static inline uint64_t fl_pc_qbits(double e, double inv52) { return fl_d2u(e * inv52 + FL_PC_UNIT); }
+static inline uint64_t fl_pc_qbits(double e, double inv52) { return fl_d2u(fma(e, inv52, FL_PC_UNIT)); }
 static inline uint64_t fl_pc_q(double e, double inv52) { return fl_pc_qbits(e, inv52) - fl_d2u(FL_PC_UNIT); }
 
 /* the 128-bit fixed-point addition of q */
