@@ -65,7 +65,7 @@ FL_ALWAYS_INLINE int64_t fl_stream_tail(const void *p, int64_t n, int64_t esz, i
  *   FL_PEND_SCALE   y_k = alpha * src_k                          softmax (src: exponentials)
  *   FL_PEND_SCALE_TINY  the same, for a row where src_k or y_k may be subnormal: flv_mul_tiny
  *                   (the same bits without x86's microcode assist, a test more a vector)
- *   FL_PEND_SHIFT   y_k = ((double)src_k - m) - ls, rounded once  log_softmax (src: logits of dtype sdt)
+ *   FL_PEND_SHIFT   y_k = (src_k - m) - ls in float32 (FL_LOG_SHIFT)  log_softmax (src: logits of dtype sdt)
  *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
  *   FL_PEND_CE_TINY the same for beta = 0, w NULL and alpha > 0, where the fused form is alpha *
  *                   src_k rounded once: flv_mul_tiny (subnormal exponentials without the assist)
@@ -92,17 +92,22 @@ typedef struct {
     int32_t ydt; /* the dtype of y */
 } fl_pend;
 
+/* log_softmax's y = (x - m) - log S in float32, m the row's max and ls = log S (>= 0: S counts
+ * the max) rounded to float32, in the rows (FL_PEND_SHIFT) and the tiles alike. Both terms are
+ * <= 0, so nothing cancels: x - m, ls and the difference each round by at most half an ULP of
+ * the result (no smaller than either term), within 1.5 ULP of (x - m) - log S in all. In
+ * double and rounded once (0.5 ULP) it took two conversions each way a vector: log_softmax
+ * 64 x 32000 1.08 -> 0.89 ms, bfloat16 4096 x 32000 90 -> 69 ms (AVX-512, AMD Zen 4). */
+static inline flv fl_log_shift(flv x, flv m, flv ls) { return flv_sub(flv_sub(x, m), ls); }
+
 /* the n <= FL_W elements of the pending row at k, of a constant kind (and source dtype sdt
  * for FL_PEND_SHIFT) */
 FL_ALWAYS_INLINE flv fl_pend_vec(const fl_pend *p, int64_t k, int64_t n, int kind, int32_t sdt)
 {
     if (kind == FL_PEND_SHIFT) {
         /* lanes past n hold garbage, which the callers do not store */
-        float v[FL_W];
-        double m = p->m, ls = p->ls;
-        flv_store(v, n == FL_W ? fl_xload(p->src, k, sdt) : fl_xload_part(p->src, k, n, 0.0f, sdt));
-        for (int64_t j = 0; j < FL_W; j++) v[j] = (float)(((double)v[j] - m) - ls);
-        return flv_load(v);
+        flv x = n == FL_W ? fl_xload(p->src, k, sdt) : fl_xload_part(p->src, k, n, 0.0f, sdt);
+        return fl_log_shift(x, flv_set1((float)p->m), flv_set1((float)p->ls));
     }
     const float *s = (const float *)p->src + k;
     flv sv = n == FL_W ? flv_load(s) : flv_load_part(s, n, 0.0f);

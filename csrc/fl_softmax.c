@@ -179,7 +179,7 @@ static void fl_softmax2_tile(const float *xt, float *yt)
 }
 
 /* fl_softmax_row for a tile, with the same formulas: softmax e * fl_softmax_recip(S), log_softmax
- * ((x - m) - log S) in double rounded once. */
+ * fl_log_shift. */
 static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
 {
     int64_t c = ctx->g.c;
@@ -221,19 +221,18 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
         flv inv = flv_load(f);
         for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
     } else {
-        /* the row path's formula, (x - m) - log S in double rounded once, so that a result does
-         * not depend on the layout that chose the path */
-        double ls[FL_W];
-        float mf[FL_W];
+        /* the row path's formula (fl_log_shift), so that a result does not depend on the layout
+         * that chose the path */
+        float mf[FL_W], ls[FL_W];
         flv_store(mf, m);
         int tiny = 0;
         /* fl_log_rest_tiny without its branches, so that the loop vectorises */
         for (int64_t j = 0; j < FL_W; j++) tiny |= (n_eq[j] == 1.0f) & (rest[j] < 0x1p-100);
         if (tiny && c > 1) fl_log_tile_rest_precise(t->xt, c, nr, n_eq, mf, rest, (float *)scratch);
-        for (int64_t j = 0; j < FL_W; j++) ls[j] = fl_log_sum((double)n_eq[j], rest[j]);
+        for (int64_t j = 0; j < FL_W; j++) ls[j] = (float)fl_log_sum((double)n_eq[j], rest[j]);
+        flv vls = flv_load(ls);
         for (int64_t k = 0; k < c; k++)
-            for (int64_t j = 0; j < FL_W; j++)
-                t->yt[k * FL_W + j] = (float)(((double)t->xt[k * FL_W + j] - (double)mf[j]) - ls[j]);
+            flv_store(t->yt + k * FL_W, fl_log_shift(flv_load(t->xt + k * FL_W), m, vls));
     }
     fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr,
                   y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
