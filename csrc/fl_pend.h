@@ -65,7 +65,7 @@ FL_ALWAYS_INLINE int64_t fl_stream_tail(const void *p, int64_t n, int64_t esz, i
  *   FL_PEND_SCALE   y_k = alpha * src_k                          softmax (src: exponentials)
  *   FL_PEND_SCALE_TINY  the same, for a row where src_k or y_k may be subnormal: flv_mul_tiny
  *                   (the same bits without x86's microcode assist, a test more a vector)
- *   FL_PEND_SHIFT   y_k = (src_k - m) - ls in float32 (FL_LOG_SHIFT)  log_softmax (src: logits of dtype sdt)
+ *   FL_PEND_SHIFT   y_k = (src_k - m) - ls in float32 (fl_log_shift)  log_softmax (src: logits of dtype sdt)
  *   FL_PEND_CE      y_k = alpha*src_k - beta*w_k (w NULL: 1)     CE gradient (src: exponentials)
  *   FL_PEND_CE_TINY the same for beta = 0, w NULL and alpha > 0, where the fused form is alpha *
  *                   src_k rounded once: flv_mul_tiny (subnormal exponentials without the assist)
