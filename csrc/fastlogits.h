@@ -262,6 +262,13 @@ const char *fl_isa_best(void);           /* the best path this CPU supports */
 void fl_stream_policy(int64_t out[4]);
 void fl_stream_default_policy(int64_t out[4]);
 void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes, int in_place_rows);
+/* Products of subnormal values: 1, the x86 kernels compute them by the plain instructions; 0,
+ * by exact double and integer arithmetic that spares Intel cores a microcode assist. The
+ * default depends on the CPU's vendor (fl_subnormal_default_policy: 1 on AMD); a negative
+ * value sets it back. The values written are the same whatever the policy. */
+int fl_subnormal_policy(void);
+int fl_subnormal_default_policy(void);
+void fl_set_subnormal_policy(int plain);
 
 #ifdef __cplusplus
 }

@@ -100,6 +100,8 @@ static int fl_has_avx512(void)
 }
 #endif
 
+static void fl_subnormal_default(void);
+
 typedef struct { const char *name; const fl_kernel_table *table; int (*usable)(void); } fl_path;
 
 static int fl_always(void) { return 1; }
@@ -134,7 +136,9 @@ static const fl_kernel_table *fl_table(void)
 {
     const fl_kernel_table *t = (const fl_kernel_table *)fl_atomic_load_ptr(&fl_active);
     if (t) return t;
-    /* first use: a path selected by another thread in the meantime is kept */
+    /* first use: a path selected by another thread in the meantime is kept; the policy for
+     * subnormal products is set before any kernel runs */
+    fl_subnormal_default();
     fl_atomic_cas_ptr(&fl_active, NULL, fl_best_table());
     return (const fl_kernel_table *)fl_atomic_load_ptr(&fl_active);
 }
@@ -157,6 +161,7 @@ int fl_isa_select(const char *name)
     for (size_t i = 0; i < FL_NPATHS; i++) {
         if (!strcmp(fl_paths[i].name, name)) {
             if (!fl_paths[i].usable()) return 2;
+            fl_subnormal_default(); /* as at first use, before any kernel of this table runs */
             fl_atomic_store_ptr(&fl_active, fl_paths[i].table);
             return 0;
         }
@@ -210,6 +215,38 @@ void fl_stream_default_policy(int64_t out[4])
     out[1] = amd ? (int64_t)64 << 10 : 0;
     out[2] = amd ? 64 : 0;
     out[3] = !amd;
+}
+
+/* ---- products of subnormal values (flv_mul_tiny, flv_mul1p, AVX-512's 2^n scaling) ----
+ * Intel cores compute a multiplication or FMA with a subnormal operand or result by a
+ * microcode assist (40-100 cycles a vector), so the x86 primitives take such vectors through
+ * exact double and integer arithmetic instead: the same bits, some 30 operations more a
+ * vector. AMD cores (Zen 4 measured) take no assist for a subnormal operand, nor for the
+ * subnormal results of VSCALEFPS or of an FMA: there the plain instruction is the faster way
+ * to the same bits (softmax of 256 x 32000 randn * 20, one thread: see docs/performance.md,
+ * "Subnormal products by CPU"). A multiplication of two normal values with a subnormal product
+ * does stall on Zen 4 (AVX2's 2^n scaling as two multiplications: the wide softmax 2x slower),
+ * so AVX2 keeps its integer form of that scaling on every CPU.
+ * fl_plain_subnormals: 1 the plain instructions, 0 the assist-free forms, -1 the CPU's default
+ * not read yet (taken as 0: the same bits either way). */
+fl_atomic_int fl_plain_subnormals = -1;
+
+int fl_subnormal_default_policy(void) { return fl_cpu_is_amd(); }
+
+/* the CPU's default, unless a policy was set first */
+static void fl_subnormal_default(void) { fl_atomic_cas(&fl_plain_subnormals, -1, fl_subnormal_default_policy()); }
+
+int fl_subnormal_policy(void)
+{
+    fl_subnormal_default();
+    return fl_atomic_load(&fl_plain_subnormals);
+}
+
+/* A call that runs while the policy changes may take either form for each vector: only its
+ * speed depends on it. */
+void fl_set_subnormal_policy(int plain)
+{
+    fl_atomic_store(&fl_plain_subnormals, plain < 0 ? fl_subnormal_default_policy() : plain != 0);
 }
 
 /* A call that runs while the policy changes may use a mix of the old and new bounds: only its

@@ -20,7 +20,8 @@
  *                                        of the product may be subnormal: x86 builds compute those vectors
  *                                        without the microcode assist (~100 cycles) a plain product takes.
  *                                        The test sums exponent fields: a subnormal a is found only with b < 2
- *                                        (the scale factors it serves); beyond, the right bits with the assist
+ *                                        (the scale factors it serves); beyond, the right bits with the assist.
+ *                                        Where fl_subnormals_plain() (AMD), such vectors take flv_mul too
  *   flv  flv_mul1p(flv p, flv e)         p * (1 + e) as flv_fma(p, e, p) (the same bits) for p >= 0 and
  *                                        |e| < 2^-10, subnormal p without the assist, as flv_mul_tiny
  *   flv  flv_max_ord/min_ord(flv, flv)   max/min for operands that are not NaN (one instruction)
@@ -147,6 +148,12 @@ static inline int fl_popcount(unsigned v)
     return n;
 #endif
 }
+
+/* 1: the x86 products of subnormal values by the plain instructions, else by their assist-free
+ * forms (fl_dispatch.c); read only for vectors that hold such values */
+#include "fl_atomic.h"
+extern fl_atomic_int fl_plain_subnormals;
+static inline int fl_subnormals_plain(void) { return fl_atomic_load(&fl_plain_subnormals) > 0; }
 
 #if FL_ISA == FL_ISA_SCALAR
 #define FL_ISA_SUFFIX scalar

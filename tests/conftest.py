@@ -26,6 +26,18 @@ if _hypothesis_settings is not None:
     _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
+def cpu_vendor():
+    """the vendor string of /proc/cpuinfo (None where there is none)"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def supported_isas():
     """The dispatch paths this CPU and build can run, best first."""
     best = _core.isa_name()

@@ -23,6 +23,7 @@ import pytest
 
 import fastlogits as fl
 from arrays import as_dtype
+from conftest import cpu_vendor
 from fastlogits import _core
 
 MIB = 1 << 20
@@ -224,18 +225,6 @@ def test_elementwise_fresh_hint_changes_no_bit(isa, op):
     np.testing.assert_array_equal(outs[0], np.concatenate([fn(x[i:i + 64]) for i in range(0, x.shape[0], 64)]))
 
 
-def _cpu_vendor():
-    """the vendor string of /proc/cpuinfo (None where there is none)"""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def _policy_in_fresh_process():
     """(stream_policy, stderr) of a new process without FASTLOGITS_STREAM_BYTES"""
     env = {k: v for k, v in os.environ.items() if k != "FASTLOGITS_STREAM_BYTES"}
@@ -249,7 +238,7 @@ def test_default_policy_is_the_vendors():
     computed in place (csrc/fl_dispatch.c: there log_softmax rows of 4 KB and 16 KB were
     1.07-1.11x slower streamed, of 128 KB 0.9x by 64-byte stores, 1.06-1.12x by 32-byte ones;
     rows computed in place were faster plain at every length)."""
-    vendor = _cpu_vendor()
+    vendor = cpu_vendor()
     default = _core.stream_default_policy()
     if vendor in ("AuthenticAMD", "HygonGenuine"):
         assert default == (8 * MIB, 64 << 10, 64, False)

@@ -6,10 +6,15 @@ few classes, with masked lanes mixed in; results bitwise the same for every thre
 
 The x86 kernels compute the products of subnormal values (the TwoSum correction of the
 exponentials, the softmax's scaling) without the microcode assist a plain multiplication takes
-(flv_mul1p, flv_mul_tiny in csrc/simd), and the sigmoids take exp(-|x|) < 2^-25 directly: the
-same bits by another route, which these tests hold.
+on Intel cores (flv_mul1p, flv_mul_tiny in csrc/simd), or, where the CPU takes none (AMD: the
+subnormal policy, csrc/fl_dispatch.c), by the plain instructions; and the sigmoids take
+exp(-|x|) < 2^-25 directly: the same bits by other routes, which these tests hold.
 """
+import ast
 import functools
+import os
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -19,7 +24,7 @@ import fastlogits as fl
 from fastlogits import _core
 from fastlogits import reference as ref
 from arrays import assert_ulp_close, ce_grad_scale, ce_grad_ulp, ce_loss_ulp
-from conftest import ISAS
+from conftest import ISAS, cpu_vendor
 
 POST = ("softmax", "log_softmax", "logsumexp", "entropy")
 SPREADS = (3.0, 10.0, 15.0, 20.0, 30.0, 60.0)
@@ -166,6 +171,87 @@ def test_wide_rows_bitwise_for_every_thread_count_and_x86_path(threads):
                     assert r[key].tobytes() == base[key].tobytes(), (isa, n, key)
     finally:
         _core.isa_select(before)
+
+
+@pytest.fixture
+def subnormal_forms():
+    """Restore the CPU's default form of the subnormal products after a test that sets one."""
+    yield
+    _core.set_subnormal_policy(-1)
+
+
+def test_subnormal_products_give_the_same_bits_plain_or_assist_free(isa, subnormal_forms):
+    """Every kernel that multiplies subnormal values, on wide rows (subnormal exponentials and
+    softmax outputs, the cross-entropy's scaled gradient, with label smoothing and with class
+    weights, rows of few classes in tiles) and on the BCE's wide lanes with soft targets 2^-k
+    (its subnormal products of t): the plain instructions give the assist-free forms' bits. (On
+    the scalar and NEON paths both policies run the same code.)"""
+    x = np.concatenate([_rows(4099, seed=5), _rows(4099, seed=6)])
+    y = np.argmax(x, axis=1)
+    few = _rows(17)
+    rng = np.random.default_rng(8)
+    xb = (rng.standard_normal((67, 149)) * 60).astype(np.float32)
+    yb = np.ldexp(1.0, -(rng.integers(0, 150, xb.shape))).astype(np.float32)
+    wb = (rng.random(xb.shape) * 2).astype(np.float32)
+    runs = []
+    for plain in (0, 1):
+        _core.set_subnormal_policy(plain)
+        assert _core.subnormal_policy() is bool(plain)
+        r = _outputs(x, y)
+        r["grad_ls"] = fl.cross_entropy_and_grad(x, y, label_smoothing=0.1)[1]
+        r["grad_w"] = fl.cross_entropy_and_grad(x, y, weight=np.linspace(0.5, 2, x.shape[1]))[1]
+        r.update({f"few_{name}": getattr(fl, name)(few) for name in POST})
+        r["bce"], r["bce_grad"] = fl.bce_with_logits_and_grad(xb, yb, weight=wb, reduction="none")
+        r["sigmoid"], r["log_sigmoid"] = fl.sigmoid(xb), fl.log_sigmoid(xb)
+        runs.append(r)
+    sub = np.count_nonzero((runs[0]["softmax"] > 0) & (runs[0]["softmax"] < np.finfo(np.float32).tiny))
+    assert sub > 1000, sub
+    for key in runs[0]:
+        assert np.asarray(runs[0][key]).tobytes() == np.asarray(runs[1][key]).tobytes(), (isa, key)
+
+
+def _subnormal_policy_in_fresh_process(env_value=None):
+    """(subnormal_policy, stderr) of a new process, FASTLOGITS_SUBNORMALS set to env_value"""
+    env = {k: v for k, v in os.environ.items() if k != "FASTLOGITS_SUBNORMALS"}
+    if env_value is not None:
+        env["FASTLOGITS_SUBNORMALS"] = env_value
+    code = "import fastlogits as fl; from fastlogits import _core; print(repr(_core.subnormal_policy()))"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return ast.literal_eval(r.stdout.strip()), r.stderr
+
+
+def test_subnormal_products_default_is_the_vendors():
+    """Plain on AMD (Zen 4: no assist for subnormal operands), assist-free elsewhere; the
+    default holds from the first call whether or not FASTLOGITS_ISA selected a path first."""
+    vendor = cpu_vendor()
+    default = _core.subnormal_default_policy()
+    if vendor is not None:
+        assert default is (vendor in ("AuthenticAMD", "HygonGenuine"))
+    assert _subnormal_policy_in_fresh_process() == (default, "")
+    env = dict(os.environ, FASTLOGITS_ISA="scalar")
+    code = "import fastlogits as fl; from fastlogits import _core; print(repr(_core.subnormal_policy()))"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert ast.literal_eval(r.stdout.strip()) is default
+
+
+@pytest.mark.parametrize("value, plain", [("plain", True), (" Assist-Free ", False)])
+def test_environment_sets_the_subnormal_products(value, plain):
+    assert _subnormal_policy_in_fresh_process(value) == (plain, "")
+
+
+def test_environment_value_that_is_not_a_form_warns_and_keeps_the_default():
+    policy, err = _subnormal_policy_in_fresh_process("ftz")
+    assert policy is _core.subnormal_default_policy()
+    assert "FASTLOGITS_SUBNORMALS='ftz' is not 'plain' or 'assist-free'" in err
+
+
+def test_show_config_reports_the_subnormal_products(capsys, subnormal_forms):
+    for plain, word in ((1, "plain"), (0, "assist-free")):
+        _core.set_subnormal_policy(plain)
+        fl.show_config()
+        assert f"  subnormal products: {word}" in capsys.readouterr().out.splitlines()
+        info = fl.show_config(mode="dicts")["fastlogits"]["subnormal_products"]
+        assert info == {"plain": bool(plain), "default": _core.subnormal_default_policy()}
 
 
 def _round32(q):

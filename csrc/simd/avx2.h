@@ -195,7 +195,9 @@ static inline flv flv_pow2_floor(flv a)
  * n1 = n/2 truncated toward zero. A result below 2^-125 is built from integer bits instead,
  * round(p * 2^(n+149)) units of 2^-149, rather than by a multiplication whose tiny or
  * subnormal result takes a microcode assist (on the order of 100 cycles on Intel cores when
- * FTZ is off): masked logits (-inf, -1e9) made softmax 10x slower. Same value, bit for bit. */
+ * FTZ is off): masked logits (-inf, -1e9) made softmax 10x slower. Same value, bit for bit.
+ * On every CPU: Zen 4 stalls too on a product of normal values that is subnormal (the wide
+ * softmax ran 2x slower with the two multiplications; fl_dispatch.c). */
 static inline flv fl_avx2_ldexp_(flv p, flv n)
 {
     flv tiny = _mm256_cmp_ps(n, _mm256_set1_ps(-125.0f), _CMP_LT_OQ);
@@ -218,7 +220,8 @@ static inline flv fl_avx2_ldexp_(flv p, flv n)
 /* Products with a subnormal operand or result, which Intel cores compute by a microcode assist
  * (see avx512.h): computed exactly in double, a subnormal result rounded to units of 2^-149 by a
  * conversion to integer. The same bits as the plain instruction; a test a vector, and the
- * slower path only for vectors that hold such lanes. */
+ * slower path only for vectors that hold such lanes. Where fl_subnormals_plain() (AMD), the
+ * plain instruction without the test (fl_dispatch.c). */
 static inline flv fl_avx2_join_(__m128i lo, __m128i hi)
 {
     return _mm256_castsi256_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
@@ -234,6 +237,7 @@ static inline __m128i fl_avx2_mul_units_(__m128 a, __m128 b)
 }
 static inline flv flv_mul_tiny(flv a, flv b)
 {
+    if (fl_subnormals_plain()) return _mm256_mul_ps(a, b);
     __m256i ia = _mm256_castps_si256(a);
     __m256i ex = _mm256_add_epi32(_mm256_srli_epi32(ia, 23), _mm256_srli_epi32(_mm256_castps_si256(b), 23));
     /* a > 0 whose exponent field and b's add to less than 128: a or a * b may be subnormal */
@@ -261,6 +265,7 @@ static inline __m128i fl_avx2_mul1p_units_(__m128 p, __m128 e)
 }
 static inline flv flv_mul1p(flv p, flv e)
 {
+    if (fl_subnormals_plain()) return _mm256_fmadd_ps(p, e, p);
     flv tiny = _mm256_and_ps(_mm256_cmp_ps(p, _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ),
                              _mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_NEQ_OQ));
     if (!_mm256_movemask_ps(tiny)) return _mm256_fmadd_ps(p, e, p);

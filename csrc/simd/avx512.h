@@ -161,11 +161,11 @@ static inline flv flv_pow2_floor(flv a)
  * integer bits instead, round(p * 2^(n+149)) units of 2^-149, rather than by a scaling whose
  * tiny or subnormal result takes a microcode assist (on the order of 100 cycles a vector on
  * Intel cores when FTZ is off): masked logits (-inf, -1e9) made softmax 10x slower. The value
- * is the same, bit for bit. */
+ * is the same, bit for bit. Where fl_subnormals_plain() (AMD: no assist), VSCALEFPS itself. */
 static inline flv fl_avx512_ldexp_(flv p, flv n)
 {
     __mmask16 tiny = _mm512_cmp_ps_mask(n, _mm512_set1_ps(-125.0f), _CMP_LT_OQ);
-    if (!tiny) return _mm512_scalef_ps(p, n);
+    if (!tiny || fl_subnormals_plain()) return _mm512_scalef_ps(p, n);
     flv y = _mm512_scalef_ps(p, _mm512_max_ps(n, _mm512_set1_ps(-125.0f)));
     flv v = _mm512_scalef_ps(p, _mm512_add_ps(n, _mm512_set1_ps(149.0f)));
     return _mm512_mask_mov_ps(y, tiny, _mm512_castsi512_ps(_mm512_cvtps_epi32(v)));
@@ -177,7 +177,8 @@ static inline flv fl_avx512_ldexp_(flv p, flv n)
  * exactly in double instead, the result rounded to units of 2^-149 by a conversion to integer
  * (the bits b < 2^24 of a nonnegative float32 below 2^-125 are its value in those units). The
  * same bits as the plain instruction; a test a vector, and the slower path only for vectors
- * that hold such lanes. */
+ * that hold such lanes. Where fl_subnormals_plain() (AMD), the plain instruction without the
+ * test (fl_dispatch.c). */
 static inline __m256 fl_avx512_lo256_(flv v) { return _mm512_castps512_ps256(v); }
 static inline flv fl_avx512_join_(__m256i lo, __m256i hi)
 {
@@ -194,6 +195,7 @@ static inline __m256i fl_avx512_mul_units_(__m256 a, __m256 b)
 }
 static inline flv flv_mul_tiny(flv a, flv b)
 {
+    if (fl_subnormals_plain()) return _mm512_mul_ps(a, b);
     __m512i ia = _mm512_castps_si512(a);
     __m512i ex = _mm512_add_epi32(_mm512_srli_epi32(ia, 23), _mm512_srli_epi32(_mm512_castps_si512(b), 23));
     /* a > 0 whose exponent field and b's add to less than 128: a or a * b may be subnormal */
@@ -216,6 +218,7 @@ static inline __m256i fl_avx512_mul1p_units_(__m256 p, __m256 e)
 }
 static inline flv flv_mul1p(flv p, flv e)
 {
+    if (fl_subnormals_plain()) return _mm512_fmadd_ps(p, e, p);
     __mmask16 tiny = _mm512_cmp_ps_mask(p, _mm512_set1_ps(0x1p-126f), _CMP_LT_OQ) &
                      _mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_NEQ_OQ);
     if (!tiny) return _mm512_fmadd_ps(p, e, p);

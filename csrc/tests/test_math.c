@@ -1,7 +1,7 @@
 /* test_math.c: accuracy and semantics tests of one ISA build of fl_simd.h.
  *
  *   cc -O2 -std=c11 -DFL_ISA=N [ISA flags] test_math.c -o test_math -lm -lpthread
- *   ./test_math [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|exp_shift|exp_fast_shift|log|log1p|f16|bf16|double] [--bench]
+ *   ./test_math [--quick | --stride N] [--threads N] [--plain-subnormals] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|exp_shift|exp_fast_shift|log|log1p|f16|bf16|double] [--bench]
  *
  * Default is exhaustive: flv_exp over every float32 bit pattern, flv_log over every
  * non-negative float (negatives sampled), flv_log1p over every float in [-1, inf] (below -1
@@ -9,7 +9,9 @@
  * each against double-precision libm (ULP error measured against the unrounded double result;
  * inf counts as 2^128). --quick (or --stride N) samples every N-th bit pattern instead, plus
  * dense windows around the edges. The scalar double functions of fl_scalar_math.h are checked
- * against long double libm on random samples. Exits 1 if any limit (2 ULP) is broken. */
+ * against long double libm on random samples. --plain-subnormals tests the x86 primitives'
+ * plain forms of products of subnormal values (the AMD default, fl_dispatch.c) instead of their
+ * assist-free ones. Exits 1 if any limit (2 ULP) is broken. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,9 @@
 #define HAVE_MMAP 1
 #endif
 #include "../fl_simd.h"
+
+/* the subnormal products' policy, which the extension keeps in fl_dispatch.c */
+fl_atomic_int fl_plain_subnormals = 0;
 
 #define ULP_LIMIT 2.0
 
@@ -400,12 +405,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--stride") && i + 1 < argc) g_stride = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bench")) do_bench = 1;
+        else if (!strcmp(argv[i], "--plain-subnormals")) fl_atomic_store(&fl_plain_subnormals, 1);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
-        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|exp_shift|exp_fast_shift|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--quick | --stride N] [--threads N] [--plain-subnormals] [--only exp|exp_neg|exp_fast|exp_neg_normal|exp_fast_normal|exp_shift|exp_fast_shift|log|log1p|f16|bf16|double] [--bench]\n", argv[0]); return 2; }
     }
     if (g_stride < 1) g_stride = 1;
     g_cheap_tiny = 1;
-    printf("[%s] FL_W=%d, %s, %d threads\n", isa_name(), FL_W, g_stride == 1 ? "exhaustive" : "sampled", g_threads);
+    printf("[%s] FL_W=%d, %s, %d threads%s\n", isa_name(), FL_W, g_stride == 1 ? "exhaustive" : "sampled", g_threads,
+           fl_subnormals_plain() ? ", plain subnormal products" : "");
     double t0 = now_s();
     test_specials();
     test_mixed_lanes();

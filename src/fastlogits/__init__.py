@@ -9,7 +9,8 @@ and so is ``fl.open_logits`` (with the file readers behind it).
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from ._config import _select_isa_from_env, _stream_from_env, get_num_threads, set_num_threads, show_config
+from ._config import (_select_isa_from_env, _stream_from_env, _subnormals_from_env, get_num_threads, set_num_threads,
+                      show_config)
 from ._bce import (
     bce_with_logits,
     bce_with_logits_and_grad,
@@ -31,6 +32,7 @@ from ._post import (
 
 _select_isa_from_env()
 _stream_from_env()
+_subnormals_from_env()
 
 from ._threadpool import register as _register_threadpoolctl  # noqa: E402
 

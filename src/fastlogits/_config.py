@@ -1,4 +1,5 @@
-"""Run-time configuration: the SIMD path, the thread count and the streaming of large outputs."""
+"""Run-time configuration: the SIMD path, the thread count, the streaming of large outputs and
+the form of products of subnormal values."""
 from __future__ import annotations
 
 import os
@@ -54,6 +55,34 @@ def _stream_from_env() -> None:
         )
         return
     _core.set_stream_policy(n, 0, 0, True)
+
+
+_SUBNORMAL_FORMS = {"plain": 1, "assist-free": 0}
+
+
+def _subnormals_from_env() -> None:
+    """Honour FASTLOGITS_SUBNORMALS: "plain", the x86 kernels multiply subnormal values by the
+    plain instructions (the default on AMD, whose cores take no microcode assist for them), or
+    "assist-free", by exact double and integer arithmetic (the default elsewhere: Intel cores
+    take an assist of 40-100 cycles a vector). The values are the same bits either way; only
+    the speed of rows with subnormal exponentials changes. Any other value is ignored, with a
+    warning."""
+    text = os.environ.get("FASTLOGITS_SUBNORMALS", "").strip().lower()
+    if not text:
+        return
+    if text not in _SUBNORMAL_FORMS:
+        warnings.warn(
+            f"FASTLOGITS_SUBNORMALS={text!r} is not 'plain' or 'assist-free'; using {_subnormal_text()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    _core.set_subnormal_policy(_SUBNORMAL_FORMS[text])
+
+
+def _subnormal_text() -> str:
+    """the form of subnormal products in words"""
+    return "plain" if _core.subnormal_policy() else "assist-free"
 
 
 def _stream_text() -> str:
@@ -139,7 +168,9 @@ def show_config(file: Optional[TextIO] = None, mode: str = "stdout") -> Optional
     print(f"  SIMD path:      {_core.isa_name()} (best on this CPU: {_core.isa_best()})", file=out)
     print(f"  threads:        {get_num_threads()}", file=out)
     print(f"  non-temporal stores: {_stream_text()}", file=out)
+    print(f"  subnormal products: {_subnormal_text()}", file=out)
     print(f"  FASTLOGITS_ISA: {os.environ.get('FASTLOGITS_ISA', '(unset)')}", file=out)
     print(f"  FASTLOGITS_NUM_THREADS: {os.environ.get('FASTLOGITS_NUM_THREADS', '(unset)')}", file=out)
     print(f"  FASTLOGITS_STREAM_BYTES: {os.environ.get('FASTLOGITS_STREAM_BYTES', '(unset)')}", file=out)
+    print(f"  FASTLOGITS_SUBNORMALS: {os.environ.get('FASTLOGITS_SUBNORMALS', '(unset)')}", file=out)
     return None

@@ -11,6 +11,9 @@ cdef extern from "fastlogits.h":
     void fl_stream_policy(int64_t out[4])
     void fl_stream_default_policy(int64_t out[4])
     void fl_set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes, int in_place_rows)
+    int fl_subnormal_policy()
+    int fl_subnormal_default_policy()
+    void fl_set_subnormal_policy(int plain)
 
 
 cdef extern from "fl_pool.h":
@@ -94,6 +97,23 @@ def stream_default_policy():
 def set_stream_policy(int64_t min_bytes, int64_t min_row_bytes, int64_t min_store_bytes, bint in_place_rows):
     """Set stream_policy (min_bytes < 0: nothing streams). The values written are the same."""
     fl_set_stream_policy(min_bytes, min_row_bytes, min_store_bytes, in_place_rows)
+
+
+def subnormal_policy():
+    """True: the x86 kernels compute products of subnormal values by the plain instructions;
+    False: by exact double and integer arithmetic, which spares Intel cores a microcode assist
+    (csrc/fl_dispatch.c). The values are the same either way."""
+    return bool(fl_subnormal_policy())
+
+
+def subnormal_default_policy():
+    """subnormal_policy's default on this CPU (True on AMD)."""
+    return bool(fl_subnormal_default_policy())
+
+
+def set_subnormal_policy(int plain):
+    """Set subnormal_policy (1 or 0; -1: the CPU's default)."""
+    fl_set_subnormal_policy(plain)
 
 
 def get_num_threads():
