@@ -133,8 +133,10 @@ def test_run_case_reports_every_column(monkeypatch, with_torch):
     assert row[7] == f"{r['pct_of_roofline']:.0f}%{r['roofline_by'][0]}"
     assert (row[-1] == "-") is not with_torch
     assert json.loads(bench.to_json(report))["results"][0]["op"] == "cross_entropy_and_grad"
-    report["stream"] = "never"
+    report["stream"], report["subnormals"] = "never", None
     assert bench.format_table(report).splitlines()[0].endswith("; non-temporal stores: never")
+    report["subnormals"] = "plain"
+    assert bench.format_table(report).splitlines()[0].endswith("; non-temporal stores: never; subnormal products: plain")
 
 
 @pytest.mark.parametrize("name, per_element, work", [
@@ -182,9 +184,10 @@ def test_run_measures_bandwidth_and_restores_the_thread_count(monkeypatch, end_r
     assert fl.get_num_threads() == before
     assert seen == ["softmax 64x10", "cross_entropy 64x10"]
     assert report["threads"] == 1 and report["bandwidth"] == BANDWIDTH and report["rates"] == RATES
-    from fastlogits._config import _stream_text
+    from fastlogits._config import _stream_text, _subnormal_text
 
     assert report["stream"] == _stream_text()  # the policy that decided the warm times
+    assert report["subnormals"] == _subnormal_text()
     assert report["bandwidth_end"]["read_GBps"] == end_read
     assert report["drift"]["read_GBps"] == pytest.approx(end_read / 10.0 - 1) and report["drift"]["copy_GBps"] == 0
     assert report["unstable"] is unstable

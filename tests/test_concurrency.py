@@ -157,6 +157,50 @@ def test_streaming_policy_changed_while_kernels_run():
     assert not errors, errors[:10]
 
 
+def test_subnormal_policy_changed_while_kernels_run():
+    """One thread switches the form of subnormal products (csrc/fl_dispatch.c) while three run
+    the kernels that take it on wide rows (subnormal exponentials, scaled softmax outputs and
+    gradients): each vector may take either form, and every result is still the serial one,
+    bit for bit; the policy's atomic is race-free (TSan in CI)."""
+    from fastlogits import _core
+
+    rng = np.random.default_rng(97)
+    x = (rng.standard_normal((64, 4099)) * 20).astype(np.float32)
+    t = rng.integers(0, x.shape[1], x.shape[0])
+    calls = [fl.softmax, fl.log_softmax, fl.logsumexp, lambda v: fl.cross_entropy_and_grad(v, t)[1]]
+    want = [call(x) for call in calls]
+    stop = threading.Event()
+    errors = []
+
+    def switcher():
+        i = 0
+        while not stop.is_set():
+            _core.set_subnormal_policy(i % 2)
+            i += 1
+
+    def worker(tid):
+        try:
+            for rep in range(8):
+                j = (tid + rep) % len(calls)
+                if calls[j](x).tobytes() != want[j].tobytes():
+                    errors.append((tid, rep, j))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append((tid, repr(exc)))
+
+    sw = threading.Thread(target=switcher)
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
+    sw.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=600)
+    stop.set()
+    sw.join(timeout=60)
+    _core.set_subnormal_policy(-1)
+    assert not any(w.is_alive() for w in workers + [sw]), "a thread hung"
+    assert not errors, errors[:10]
+
+
 def _child(conn):
     try:
         fl.set_num_threads(2)

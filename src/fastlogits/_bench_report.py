@@ -28,7 +28,8 @@ def format_table(report: Dict[str, Any]) -> str:
         f"fastlogits {report['fastlogits']} ({report['isa']}), {report['threads']} thread(s); "
         f"measured bandwidth: read {bw['read_GBps']:.1f} GB/s, non-temporal copy {bw['copy_GBps']:.1f} GB/s; "
         f"probe (G op/s per core, {report['threads']} at once): {_rates(report.get('rates'))}"
-        + (f"; non-temporal stores: {report['stream']}" if report.get("stream") else ""),
+        + (f"; non-temporal stores: {report['stream']}" if report.get("stream") else "")
+        + (f"; subnormal products: {report['subnormals']}" if report.get("subnormals") else ""),
         f"{'operation':<28}{'shape':>14}{'fl warm ms':>11}{'fl cold ms':>11}{'med ms':>9}{'Gelem/s':>9}{'% bw':>7}"
         f"{'% roof':>8}{'x ref':>8}{'x scipy':>9}{'x numpy':>9}{'x base':>8}{'x torch':>9}"
         + "".join(f"{EXTRA_PEERS[p]:>11}" for p in extra),

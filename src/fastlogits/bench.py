@@ -21,7 +21,7 @@ import numpy as np
 
 import fastlogits as fl
 from fastlogits import _core
-from fastlogits._config import _stream_text
+from fastlogits._config import _stream_text, _subnormal_text
 from fastlogits._input import bfloat16
 from fastlogits import reference as ref
 from fastlogits._bench_eval import accuracy_f1, per_class_pair, sequences, sklearn_per_class, torchmetrics_per_class
@@ -432,9 +432,10 @@ def run_case(name: str, shape: Tuple[int, int], *, threads: int, bandwidth: Dict
 
 def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[Callable[[str], None]] = None,
         ops: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Run the table; returns {"fastlogits", "isa", "threads", "stream", "torch", "bandwidth",
-    "rates", "bandwidth_end", "rates_end", "drift", "unstable", "results": [...]}: the
-    streaming policy of out= arrays in words (it decides the warm times), bandwidth and probe
+    """Run the table; returns {"fastlogits", "isa", "threads", "stream", "subnormals", "torch",
+    "bandwidth", "rates", "bandwidth_end", "rates_end", "drift", "unstable", "results": [...]}:
+    the streaming policy of out= arrays in words (it decides the warm times), the form of
+    products of subnormal values (it decides the wide rows' times), bandwidth and probe
     rates at the start (used by every case) and again at the end, and the bandwidth's relative
     change (``unstable`` when above DRIFT_LIMIT). ``ops``: only these operations (see cases)."""
     table = cases(quick, ops)
@@ -462,6 +463,7 @@ def run(quick: bool = False, threads: Optional[int] = None, progress: Optional[C
         "isa": _core.isa_name(),
         "threads": threads,
         "stream": _stream_text(),
+        "subnormals": _subnormal_text(),
         "torch": getattr(torch, "__version__", None),
         "bandwidth": bw,
         "rates": rates,
