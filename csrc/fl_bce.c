@@ -63,7 +63,10 @@
  * or NaN), is "bad": its group takes the plain form (the assists, the same bits). So do the
  * focal loss (q^gamma and its ratio are products of tiny values: not done yet) and float64
  * logits (fl_bce_f64.h; their t is subnormal only beyond |x| = 708). float16 and bfloat16
- * logits share the float32 lanes. One difference in bits remains, outside any form: where a
+ * logits share the float32 lanes. Where products with subnormal operands cost no assist (AMD:
+ * fl_subnormals_plain, fl_dispatch.c), a group is wide only from |x| >= 28 (fl_sig_plain_lo),
+ * below which the plain form makes no subnormal value at all (randn * 10, a lane of |x| >= 17
+ * in most groups: the loss and gradient took 2.6x the plain rows' time on Zen 4). One difference in bits remains, outside any form: where a
  * NaN logit meets a NaN coefficient (w or pw NaN, pw*y = inf*0), which of the two NaNs the
  * result carries follows the compiler's choice of operand order (commutative operations),
  * which moved for some such lanes with this code, in the plain form too (a NaN either way).
@@ -148,8 +151,9 @@ static inline flv fl_vpow(flv q, int mode, double gamma)
 }
 
 /* per-lane constants of a piece; unweighted: neither w nor pw (a constant in the option sets
- * that fl_lanes_t compiles apart, so fl_vbce_coefs drops the general form there) */
-typedef struct { flv one, scale, alpha, alpha_c, gamma; int use_alpha, pow_mode, unweighted; double gamma_d; } fl_vconst;
+ * that fl_lanes_t compiles apart, so fl_vbce_coefs drops the general form there); wide_at: the
+ * |x| from which a group takes fl_bce_wide_group (-fl_sig_plain_lo()) */
+typedef struct { flv one, scale, alpha, alpha_c, gamma, wide_at; int use_alpha, pow_mode, unweighted; double gamma_d; } fl_vconst;
 
 /* the coefficient wc of a term with target factor c: 0 where c = 0, whatever the weight (c NaN
  * stays NaN: -|c| is then not < 0 and c*0 is NaN) */
@@ -315,16 +319,16 @@ FL_ALWAYS_INLINE flv fl_lane_loss(int focal, const fl_vconst *K, flv vx, flv vy,
 }
 
 /* Has one of the nv vectors of logits at x + k (the last m lanes long, m <= FL_W) a lane with
- * |x| >= -FL_SIG_PLAIN_LO, where the BCE goes to fl_bce_wide_group? One test for the group, on
- * the max of |x|, before the plain form, which reads the logits again (a NaN lane may count
+ * |x| >= wide_at (fl_vconst), where the BCE goes to fl_bce_wide_group? One test for the group,
+ * on the max of |x|, before the plain form, which reads the logits again (a NaN lane may count
  * either way: both forms give it the same bits) */
-FL_ALWAYS_INLINE int fl_bce_wide(const void *x, int64_t k, int64_t m, int nv, int32_t dt)
+FL_ALWAYS_INLINE int fl_bce_wide(const void *x, int64_t k, int64_t m, int nv, flv wide_at, int32_t dt)
 {
     int64_t o = k + (nv - 1) * FL_W;
     flv am = flv_abs(m < FL_W ? fl_xload_part(x, o, m, 0.0f, dt) : fl_xload(x, o, dt));
     FL_UNROLL(3)
     for (int j = 0; j < nv - 1; j++) am = flv_max_ord(am, flv_abs(fl_xload(x, k + j * FL_W, dt)));
-    return flv_any_ge(am, flv_set1(-FL_SIG_PLAIN_LO));
+    return flv_any_ge(am, wide_at);
 }
 
 /* a step's four loss vectors vl (and gradients vgs) at k: summed into *acc, stored as asked */
@@ -350,7 +354,7 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
                                           int *ok, int focal, int32_t dt)
 {
     fl_vconst K = {flv_set1(1.0f), flv_set1((float)c->o.grad_scale), flv_set1((float)c->o.alpha),
-                   flv_set1((float)(1.0 - c->o.alpha)), flv_set1((float)c->o.gamma),
+                   flv_set1((float)(1.0 - c->o.alpha)), flv_set1((float)c->o.gamma), flv_neg(fl_sig_plain_lo()),
                    c->o.alpha >= 0.0, c->pow_mode, !w && !pw, c->o.gamma};
     fl_dacc acc = fl_dacc_zero();
     fl_vrange range = {flv_set1(0.0f), flv_set1(0.0f)};
@@ -364,7 +368,7 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
      * 15% more time from DRAM, AVX-512.) */
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
         flv vl[4], vgs[4];
-        if (!focal && fl_bce_wide(x, k, FL_W, 4, dt)) break;
+        if (!focal && fl_bce_wide(x, k, FL_W, 4, K.wide_at, dt)) break;
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) {
             int64_t o = k + j * FL_W;
@@ -385,7 +389,7 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
             vp[j] = pw ? flv_load(pw + o) : K.one;
             if (check) fl_vrange_add(&range, vy[j]);
         }
-        if (fl_bce_wide(x, k, FL_W, 4, dt)) {
+        if (fl_bce_wide(x, k, FL_W, 4, K.wide_at, dt)) {
             fl_bce_wide_group(&K, vx, vy, vw, vp, vl, g ? vgs : NULL, 4);
         } else {
             FL_UNROLL(4)
@@ -397,7 +401,7 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
         flv vx = fl_xload(x, k, dt), vy = flv_load(y + k);
         flv vw = w ? flv_load(w + k) : K.one, vp = pw ? flv_load(pw + k) : K.one;
         flv vl;
-        if (!focal && fl_bce_wide(x, k, FL_W, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
+        if (!focal && fl_bce_wide(x, k, FL_W, 1, K.wide_at, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
         else vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         acc = fl_dacc_add(acc, vl);
@@ -410,7 +414,7 @@ FL_ALWAYS_INLINE double fl_lanes_f32_body(const fl_bce_ctx *c, const void *x, co
         flv vx = fl_xload_part(x, k, m, 0.0f, dt), vy = flv_load_part(y + k, m, 0.0f);
         flv vw = w ? flv_load_part(w + k, m, 0.0f) : K.one, vp = pw ? flv_load_part(pw + k, m, 0.0f) : K.one;
         flv vl;
-        if (!focal && fl_bce_wide(x, k, m, 1, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
+        if (!focal && fl_bce_wide(x, k, m, 1, K.wide_at, dt)) fl_bce_wide_group(&K, &vx, &vy, &vw, &vp, &vl, g ? &vg : NULL, 1);
         else vl = fl_lane_loss(focal, &K, vx, vy, vw, vp, g ? &vg : NULL);
         if (check) fl_vrange_add(&range, vy);
         /* the fill lanes hold finite losses of x = y = 0: mask them out of the sum */

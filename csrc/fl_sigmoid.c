@@ -22,7 +22,7 @@
 /* ---------------- sigmoid and log_sigmoid ---------------- */
 
 /* the sigmoid or log-sigmoid of the nv vectors v (in place), whose -|x| are na: plain, no lane
- * of the group is below FL_SIG_PLAIN_LO (fl_vsig_plain), and they take the plain forms and the
+ * of the group is below fl_sig_plain_lo() (fl_vsig_plain), and they take the plain forms and the
  * exponential without its subnormal test; otherwise the general exponential and the tiny forms
  * (the same bits in the lanes without a tiny t) */
 FL_ALWAYS_INLINE void fl_vsig_group(flv *v, const flv *na, int nv, int plain, int logm)
@@ -56,6 +56,7 @@ FL_ALWAYS_INLINE void fl_xstore_full(void *y, int64_t k, flv v, int stream, int3
 FL_ALWAYS_INLINE void fl_elementwise_span_t(const void *x, void *y, int64_t n, int logm, int stream, int32_t dt)
 {
     int64_t k = 0;
+    flv lo = fl_sig_plain_lo();
     /* four independent vectors a step, side by side (see FL_UNROLL) */
     for (; k + 4 * FL_W <= n; k += 4 * FL_W) {
         flv v[4], na[4];
@@ -65,18 +66,18 @@ FL_ALWAYS_INLINE void fl_elementwise_span_t(const void *x, void *y, int64_t n, i
             na[j] = fl_vmabs(v[j]);
         }
         flv nm = flv_min_ord(flv_min_ord(na[0], na[1]), flv_min_ord(na[2], na[3]));
-        fl_vsig_group(v, na, 4, fl_vsig_plain(nm), logm);
+        fl_vsig_group(v, na, 4, fl_vsig_plain(nm, lo), logm);
         FL_UNROLL(4)
         for (int j = 0; j < 4; j++) fl_xstore_full(y, k + j * FL_W, v[j], stream, dt);
     }
     for (; k + FL_W <= n; k += FL_W) {
         flv v = fl_xload(x, k, dt), na = fl_vmabs(v);
-        fl_vsig_group(&v, &na, 1, fl_vsig_plain(na), logm);
+        fl_vsig_group(&v, &na, 1, fl_vsig_plain(na, lo), logm);
         fl_xstore_full(y, k, v, stream, dt);
     }
     if (k < n) {
         flv v = fl_xload_part(x, k, n - k, 0.0f, dt), na = fl_vmabs(v);
-        fl_vsig_group(&v, &na, 1, fl_vsig_plain(na), logm);
+        fl_vsig_group(&v, &na, 1, fl_vsig_plain(na, lo), logm);
         fl_xstore_part(y, k, v, n - k, dt);
     }
 }

@@ -69,9 +69,22 @@ static inline flv fl_vmabs(flv x) { return flv_neg(flv_abs(x)); }
 /* exp(-|x|), in (0, 1] (nan for nan) */
 static inline flv fl_vexp_mabs(flv x) { return flv_exp_neg(fl_vmabs(x)); }
 
-/* Are the lanes of a group of vectors whose -|x| have the lanewise min nm all above
- * FL_SIG_PLAIN_LO? (A NaN lane may count either way: both forms give it the same bits.) */
-static inline int fl_vsig_plain(flv nm) { return !flv_any_ge(flv_set1(FL_SIG_PLAIN_LO), nm); }
+/* -|x| above FL_SIG_NORMAL_LO: t = exp(-|x|) > 2^-40, and the plain forms make no subnormal
+ * value (the smallest, log1p's t^3 P(t), is above 2^-123). Zen 4 computes products with a
+ * subnormal operand at full speed, but stalls on a product of normal values that is subnormal
+ * (fl_dispatch.c): there the plain forms hold from -|x| > FL_SIG_NORMAL_LO, and beyond it the
+ * tiny forms (with the plain primitives) are the faster (log_sigmoid of randn * 20 on AVX2 2x
+ * slower with the plain forms to |x| = 86). */
+#define FL_SIG_NORMAL_LO -28.0f
+
+/* The -|x| above which a group of vectors takes the plain forms: FL_SIG_PLAIN_LO, where the
+ * tiny forms spare Intel cores the assists of products of tiny values, or FL_SIG_NORMAL_LO where
+ * subnormal operands cost nothing (fl_subnormals_plain: AMD). Read once a span. */
+static inline flv fl_sig_plain_lo(void) { return flv_set1(fl_subnormals_plain() ? FL_SIG_NORMAL_LO : FL_SIG_PLAIN_LO); }
+
+/* Are the lanes of a group of vectors whose -|x| have the lanewise min nm all above lo
+ * (fl_sig_plain_lo)? (A NaN lane may count either way: both forms give it the same bits.) */
+static inline int fl_vsig_plain(flv nm, flv lo) { return !flv_any_ge(lo, nm); }
 
 /* sigmoid and log-sigmoid of x from t = exp(-|x|), elementwise, stable for any |x|. sigmoid:
  * 1/(1+t), or t/(1+t) for x < 0, as one division of the selected numerator: t/(1+t) is then

@@ -131,7 +131,7 @@ def test_sigmoids_take_one_wide_lane_at_any_position_of_a_group(name, isa):
     rng = np.random.default_rng(26)
     base = np.zeros((c, c + 11), np.float32)
     base[:, :c] = rng.standard_normal((c, c)) * 3
-    for v in (-95.0, 95.0, -30.0, 103.5, -np.inf, np.inf):
+    for v in (-95.0, 95.0, -30.0, 20.0, -27.5, 28.5, 103.5, -np.inf, np.inf):
         full = base.copy()
         full[np.arange(c), np.arange(c)] = v
         x = full[:, :c]
@@ -184,14 +184,17 @@ def test_subnormal_products_give_the_same_bits_plain_or_assist_free(isa, subnorm
     """Every kernel that multiplies subnormal values, on wide rows (subnormal exponentials and
     softmax outputs, the cross-entropy's scaled gradient, with label smoothing and with class
     weights, rows of few classes in tiles) and on the BCE's wide lanes with soft targets 2^-k
-    (its subnormal products of t): the plain instructions give the assist-free forms' bits. (On
+    (its subnormal products of t): the plain instructions give the assist-free forms' bits. The
+    sigmoids and the BCE also move their groups' bound for the tiny forms from |x| = 17 to 28
+    under the plain policy: randn * 10 puts groups whose largest |x| lies between the two. (On
     the scalar and NEON paths both policies run the same code.)"""
     x = np.concatenate([_rows(4099, seed=5), _rows(4099, seed=6)])
     y = np.argmax(x, axis=1)
     few = _rows(17)
     rng = np.random.default_rng(8)
-    xb = (rng.standard_normal((67, 149)) * 60).astype(np.float32)
+    xb = (rng.standard_normal((2, 67, 149)) * [[[60.0]], [[10.0]]]).astype(np.float32)
     yb = np.ldexp(1.0, -(rng.integers(0, 150, xb.shape))).astype(np.float32)
+    yb[:, ::3] = rng.random((2, 23, 149)) < 0.5
     wb = (rng.random(xb.shape) * 2).astype(np.float32)
     runs = []
     for plain in (0, 1):
@@ -202,6 +205,7 @@ def test_subnormal_products_give_the_same_bits_plain_or_assist_free(isa, subnorm
         r["grad_w"] = fl.cross_entropy_and_grad(x, y, weight=np.linspace(0.5, 2, x.shape[1]))[1]
         r.update({f"few_{name}": getattr(fl, name)(few) for name in POST})
         r["bce"], r["bce_grad"] = fl.bce_with_logits_and_grad(xb, yb, weight=wb, reduction="none")
+        r["bce_1"], r["bce_grad_1"] = fl.bce_with_logits_and_grad(xb, yb, reduction="none")
         r["sigmoid"], r["log_sigmoid"] = fl.sigmoid(xb), fl.log_sigmoid(xb)
         runs.append(r)
     sub = np.count_nonzero((runs[0]["softmax"] > 0) & (runs[0]["softmax"] < np.finfo(np.float32).tiny))
@@ -210,11 +214,13 @@ def test_subnormal_products_give_the_same_bits_plain_or_assist_free(isa, subnorm
         assert np.asarray(runs[0][key]).tobytes() == np.asarray(runs[1][key]).tobytes(), (isa, key)
 
 
-def _subnormal_policy_in_fresh_process(env_value=None):
-    """(subnormal_policy, stderr) of a new process, FASTLOGITS_SUBNORMALS set to env_value"""
-    env = {k: v for k, v in os.environ.items() if k != "FASTLOGITS_SUBNORMALS"}
-    if env_value is not None:
-        env["FASTLOGITS_SUBNORMALS"] = env_value
+def _subnormal_policy_in_fresh_process(env_value=None, isa=None):
+    """(subnormal_policy, stderr) of a new process, FASTLOGITS_SUBNORMALS set to env_value and
+    FASTLOGITS_ISA to isa (None: unset)"""
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTLOGITS_SUBNORMALS", "FASTLOGITS_ISA")}
+    for key, value in (("FASTLOGITS_SUBNORMALS", env_value), ("FASTLOGITS_ISA", isa)):
+        if value is not None:
+            env[key] = value
     code = "import fastlogits as fl; from fastlogits import _core; print(repr(_core.subnormal_policy()))"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return ast.literal_eval(r.stdout.strip()), r.stderr
@@ -228,10 +234,7 @@ def test_subnormal_products_default_is_the_vendors():
     if vendor is not None:
         assert default is (vendor in ("AuthenticAMD", "HygonGenuine"))
     assert _subnormal_policy_in_fresh_process() == (default, "")
-    env = dict(os.environ, FASTLOGITS_ISA="scalar")
-    code = "import fastlogits as fl; from fastlogits import _core; print(repr(_core.subnormal_policy()))"
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert ast.literal_eval(r.stdout.strip()) is default
+    assert _subnormal_policy_in_fresh_process(isa="scalar") == (default, "")
 
 
 @pytest.mark.parametrize("value, plain", [("plain", True), (" Assist-Free ", False)])
@@ -310,7 +313,7 @@ def test_bce_takes_one_wide_lane_at_any_position_of_a_group(weights, isa):
         w[rng.random((c, c)) < 0.1] = 0
         pw = (rng.random(c) * 3).astype(np.float32)
     t_of = {}
-    for v in (-95.0, 95.0, -88.0, 100.5, -30.0, 40.0, -103.9, 120.0, -np.inf, np.inf):
+    for v in (-95.0, 95.0, -88.0, 100.5, -30.0, 40.0, 20.0, -27.5, -103.9, 120.0, -np.inf, np.inf):
         x = x0.copy()
         x[np.arange(c), np.arange(c)] = v
         if v not in t_of:
