@@ -109,6 +109,43 @@ def test_eight_threads_at_once_match_serial():
     assert not errors, errors[:10]
 
 
+def _calls_while_switching(switch, calls, want, reps):
+    """Three threads run calls[j](out) (out: a fresh output per thread, shaped as want[0]) reps
+    times each, in turn, while a fourth calls switch(i) for i = 0, 1, 2, ... until they end;
+    returns the (thread, rep, call) whose result was not want[j] bit for bit (or the exception
+    a thread met). Hangs fail the test."""
+    stop = threading.Event()
+    errors = []
+
+    def switcher():
+        i = 0
+        while not stop.is_set():
+            switch(i)
+            i += 1
+
+    def worker(tid):
+        try:
+            out = np.empty_like(want[0])
+            for rep in range(reps):
+                j = (tid + rep) % len(calls)
+                if calls[j](out).tobytes() != want[j].tobytes():
+                    errors.append((tid, rep, j))
+        except Exception as exc:  # pragma: no cover - reported by the caller
+            errors.append((tid, repr(exc)))
+
+    sw = threading.Thread(target=switcher)
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
+    sw.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=600)
+    stop.set()
+    sw.join(timeout=60)
+    assert not any(w.is_alive() for w in workers + [sw]), "a thread hung"
+    return errors
+
+
 def test_streaming_policy_changed_while_kernels_run():
     """One thread switches the streaming policy (csrc/fl_dispatch.c) back and forth while three
     write 8 MB outputs (streamed or not, by the policy each call reads once): every result is the
@@ -123,81 +160,32 @@ def test_streaming_policy_changed_while_kernels_run():
     want = [call(np.empty_like(x)).copy() for call in calls]
     before = _core.stream_policy()
     policies = [(8 << 20, 0, 0, True), (-1, 0, 0, True), (8 << 20, 64 << 10, 64, False), (0, 0, 0, True)]
-    stop = threading.Event()
-    errors = []
-
-    def switcher():
-        i = 0
-        while not stop.is_set():
-            _core.set_stream_policy(*policies[i % len(policies)])
-            i += 1
-
-    def worker(tid):
-        try:
-            out = np.empty_like(x)
-            for rep in range(6):
-                j = (tid + rep) % len(calls)
-                calls[j](out)
-                if not np.array_equal(out, want[j], equal_nan=True):
-                    errors.append((tid, rep, j))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append((tid, repr(exc)))
-
-    sw = threading.Thread(target=switcher)
-    workers = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
-    sw.start()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=600)
-    stop.set()
-    sw.join(timeout=60)
-    _core.set_stream_policy(*before)
-    assert not any(w.is_alive() for w in workers + [sw]), "a thread hung"
+    try:
+        errors = _calls_while_switching(lambda i: _core.set_stream_policy(*policies[i % len(policies)]), calls, want, 6)
+    finally:
+        _core.set_stream_policy(*before)
     assert not errors, errors[:10]
 
 
 def test_subnormal_policy_changed_while_kernels_run():
     """One thread switches the form of subnormal products (csrc/fl_dispatch.c) while three run
     the kernels that take it on wide rows (subnormal exponentials, scaled softmax outputs and
-    gradients): each vector may take either form, and every result is still the serial one,
-    bit for bit; the policy's atomic is race-free (TSan in CI)."""
+    gradients, the BCE's tiny t): each vector may take either form, and every result is still
+    the serial one, bit for bit; the policy's atomic is race-free (TSan in CI)."""
     from fastlogits import _core
 
     rng = np.random.default_rng(97)
     x = (rng.standard_normal((64, 4099)) * 20).astype(np.float32)
     t = rng.integers(0, x.shape[1], x.shape[0])
-    calls = [fl.softmax, fl.log_softmax, fl.logsumexp, lambda v: fl.cross_entropy_and_grad(v, t)[1]]
-    want = [call(x) for call in calls]
-    stop = threading.Event()
-    errors = []
-
-    def switcher():
-        i = 0
-        while not stop.is_set():
-            _core.set_subnormal_policy(i % 2)
-            i += 1
-
-    def worker(tid):
-        try:
-            for rep in range(8):
-                j = (tid + rep) % len(calls)
-                if calls[j](x).tobytes() != want[j].tobytes():
-                    errors.append((tid, rep, j))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append((tid, repr(exc)))
-
-    sw = threading.Thread(target=switcher)
-    workers = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
-    sw.start()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=600)
-    stop.set()
-    sw.join(timeout=60)
-    _core.set_subnormal_policy(-1)
-    assert not any(w.is_alive() for w in workers + [sw]), "a thread hung"
+    y = (rng.random(x.shape) < 0.5).astype(np.float32)
+    calls = [lambda out: fl.softmax(x, out=out), lambda out: fl.log_softmax(x, out=out),
+             lambda out: fl.cross_entropy_and_grad(x, t, grad_out=out)[1],
+             lambda out: fl.bce_with_logits_and_grad(x, y, grad_out=out)[1]]
+    want = [call(np.empty_like(x)).copy() for call in calls]
+    try:
+        errors = _calls_while_switching(lambda i: _core.set_subnormal_policy(i % 2), calls, want, 8)
+    finally:
+        _core.set_subnormal_policy(-1)
     assert not errors, errors[:10]
 
 
