@@ -6,7 +6,10 @@
  * stand in (defining FL_ATOMIC_INTERLOCKED selects them under MinGW-w64 too, which is how the
  * Windows build of the pool is tested on Linux, under wine). Every operation is sequentially
  * consistent: the Interlocked intrinsics are full barriers, and a seq_cst load is a plain load
- * on x86-64 and an LDAR on AArch64. Nothing here is on a per-element path.
+ * on x86-64 and an LDAR on AArch64. Nothing here is on a per-element path, but for
+ * fl_atomic_load_flag: a relaxed load of a setting that orders nothing (the form of the
+ * subnormal products, read in vector loops), a plain load on every target (an aligned 32-bit
+ * read is atomic on x86 and AArch64: MSVC's volatile read is one).
  */
 #ifndef FL_ATOMIC_H
 #define FL_ATOMIC_H
@@ -21,6 +24,7 @@ typedef volatile long long fl_atomic_i64;
 typedef void *volatile fl_atomic_ptr;
 
 static inline int fl_atomic_load(fl_atomic_int *p) { return (int)_InterlockedCompareExchange(p, 0, 0); }
+static inline int fl_atomic_load_flag(fl_atomic_int *p) { return (int)*p; }
 static inline void fl_atomic_store(fl_atomic_int *p, int v) { (void)_InterlockedExchange(p, (long)v); }
 /* returns the value before the addition */
 static inline int fl_atomic_fetch_add(fl_atomic_int *p, int d) { return (int)_InterlockedExchangeAdd(p, (long)d); }
@@ -65,6 +69,7 @@ typedef _Atomic(int64_t) fl_atomic_i64;
 typedef _Atomic(const void *) fl_atomic_ptr;
 
 static inline int fl_atomic_load(fl_atomic_int *p) { return atomic_load(p); }
+static inline int fl_atomic_load_flag(fl_atomic_int *p) { return atomic_load_explicit(p, memory_order_relaxed); }
 static inline void fl_atomic_store(fl_atomic_int *p, int v) { atomic_store(p, v); }
 static inline int fl_atomic_fetch_add(fl_atomic_int *p, int d) { return atomic_fetch_add(p, d); }
 static inline int fl_atomic_cas(fl_atomic_int *p, int expected, int desired)

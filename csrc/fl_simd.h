@@ -153,7 +153,7 @@ static inline int fl_popcount(unsigned v)
  * forms (fl_dispatch.c); read only for vectors that hold such values */
 #include "fl_atomic.h"
 extern fl_atomic_int fl_plain_subnormals;
-static inline int fl_subnormals_plain(void) { return fl_atomic_load(&fl_plain_subnormals) > 0; }
+static inline int fl_subnormals_plain(void) { return fl_atomic_load_flag(&fl_plain_subnormals) > 0; }
 
 #if FL_ISA == FL_ISA_SCALAR
 #define FL_ISA_SUFFIX scalar
