@@ -66,7 +66,8 @@
  * logits share the float32 lanes. Where products with subnormal operands cost no assist (AMD:
  * fl_subnormals_plain, fl_dispatch.c), a group is wide only from |x| >= 28 (fl_sig_plain_lo),
  * below which the plain form makes no subnormal value at all (randn * 10, a lane of |x| >= 17
- * in most groups: the loss and gradient took 2.6x the plain rows' time on Zen 4). One difference in bits remains, outside any form: where a
+ * in most groups: the loss and gradient took 2.6x the plain rows' time on Zen 4).
+ * One difference in bits remains, outside any form: where a
  * NaN logit meets a NaN coefficient (w or pw NaN, pw*y = inf*0), which of the two NaNs the
  * result carries follows the compiler's choice of operand order (commutative operations),
  * which moved for some such lanes with this code, in the plain form too (a NaN either way).

@@ -150,7 +150,8 @@ static inline int fl_popcount(unsigned v)
 }
 
 /* 1: the x86 products of subnormal values by the plain instructions, else by their assist-free
- * forms (fl_dispatch.c); read only for vectors that hold such values */
+ * forms (fl_dispatch.c); read by the primitives that take them, and once a span by the
+ * sigmoids and the BCE (fl_sig_plain_lo) */
 #include "fl_atomic.h"
 extern fl_atomic_int fl_plain_subnormals;
 static inline int fl_subnormals_plain(void) { return fl_atomic_load_flag(&fl_plain_subnormals) > 0; }
