@@ -87,12 +87,16 @@ if _LIBC is not None:
 def module_caches_end_with_the_module(request):
     """Modules cache their arrays and exact values (functools caches) so that every SIMD path
     compares against one computation; those caches are emptied when the module ends, so the
-    default layer's memory is its largest module's and not the sum of them all."""
+    default layer's memory is its largest module's and not the sum of them all. The objects
+    that survive the collection (the imported libraries: torch, dask, scikit-learn) are then
+    frozen, so each later collection, this one's and the interpreter's own, walks only the
+    objects made since instead of some 300,000 (0.15-0.3 s a module)."""
     yield
     for value in vars(request.module).values():
         if callable(getattr(value, "cache_clear", None)):
             value.cache_clear()
     gc.collect()
+    gc.freeze()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 

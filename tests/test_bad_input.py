@@ -12,14 +12,16 @@ The last test, marked ``slow``, runs kernels on more than 2**31 elements (64-bit
 runs by default (about 80 s and 5 GiB resident at most on the 2-core CI machine, within its
 budget); deselect it with ``-m "not slow"`` on a small machine.
 """
+import contextlib
+import io
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import fastlogits as fl
+from fastlogits import cli
 
 from arrays import bfloat16
 
@@ -830,7 +832,6 @@ def test_torch_tensor_not_on_cpu_is_a_type_error():
 
 # ------------------------------------------------------------------------------ files and CLI
 
-CLI_CMD = [sys.executable, "-m", "fastlogits"]
 
 
 class _Evil:
@@ -886,10 +887,17 @@ def files(tmp_path_factory):
     return p
 
 
-def _cli(*args, cwd=None):
-    env = dict(os.environ, FASTLOGITS_NUM_THREADS="1")
-    return subprocess.run(CLI_CMD + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=120)
+def _cli(*args):
+    """``cli.main`` in this process, as the console script runs it: the exit status and the two
+    streams (``tests/test_cli.py`` runs the real script in subprocesses; here a process a case
+    would only add its start-up time)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = cli.main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            status = exc.code
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def _assert_one_line_error(r, *words):

@@ -17,6 +17,16 @@ if os.path.exists(SCRIPT):
     LAUNCHERS.append(pytest.param([SCRIPT], id="script"))
 
 
+def each_case_once(cases):
+    """(launcher, case) pairs: every case through ``python -m fastlogits``, the first case also
+    through the installed script. Both launchers run the same ``cli.main``; one case a test
+    shows the script's exit status and streams, without a second process for every case."""
+    module = LAUNCHERS[0].values[0]
+    pairs = [pytest.param(module, case, id=f"module-{case}") for case in cases]
+    pairs += [pytest.param(other.values[0], cases[0], id=f"{other.id}-{cases[0]}") for other in LAUNCHERS[1:]]
+    return pairs
+
+
 def run(launcher, *args, cwd=None):
     return subprocess.run([*launcher, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
 
@@ -93,8 +103,7 @@ def test_score_parquet(data, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".fastlogits-")]  # scratch removed
 
 
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-@pytest.mark.parametrize("mode", ["label", "proba", "log-proba", "topk", "threshold"])
+@pytest.mark.parametrize("launcher, mode", each_case_once(["label", "proba", "log-proba", "topk", "threshold"]))
 def test_predict(launcher, mode, data, tmp_path):
     d, x, _ = data
     out = tmp_path / "out.npy"
@@ -149,8 +158,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-@pytest.mark.parametrize("case", list(ERRORS))
+@pytest.mark.parametrize("launcher, case", each_case_once(list(ERRORS)))
 def test_errors_are_one_line_exit_2(launcher, case, data):
     d = data[0]
     (d / "x.txt").write_text("1 2 3")

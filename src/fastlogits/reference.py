@@ -1448,6 +1448,15 @@ def _ece(conf: Any, correct: Any, s: Any, bins: Any) -> float:
         return float(total / np.sum(s))
 
 
+def _distinct_score_weights(scores: Any, y: Any, w: Any, descending: bool) -> Any:
+    """(positives, negatives): the weights of the positives and of the negatives at each
+    distinct score, in ascending (or descending) order of the scores."""
+    order = np.argsort(-scores if descending else scores, kind="stable")
+    sc, pos, ww = scores[order], y[order] == 1, w[order]
+    start = np.flatnonzero(np.concatenate(([True], sc[1:] != sc[:-1])))
+    return np.add.reduceat(np.where(pos, ww, 0.0), start), np.add.reduceat(np.where(pos, 0.0, ww), start)
+
+
 def _roc_auc(scores: Any, y: Any, s: Any) -> float:
     """Exact weighted AUC = P(score_pos > score_neg) + 0.5*P(tie) over weighted pairs,
     i.e. the area under the weighted ROC curve with ties averaged (as sklearn).
@@ -1459,19 +1468,9 @@ def _roc_auc(scores: Any, y: Any, s: Any) -> float:
     Wn = np.sum(s[~pos])
     if not (Wp > 0 and Wn > 0):
         return float("nan")
-    order = np.argsort(scores, kind="stable")
-    sc, yy, ss = scores[order], y[order], s[order]
-    uniq, start = np.unique(sc, return_index=True)
-    acc = 0.0
-    neg_below = 0.0
-    bounds = list(start) + [sc.size]
-    for j in range(uniq.size):
-        sl = slice(bounds[j], bounds[j + 1])
-        wp = np.sum(ss[sl] * (yy[sl] == 1))
-        wn = np.sum(ss[sl] * (yy[sl] == 0))
-        acc += wp * neg_below + 0.5 * wp * wn
-        neg_below += wn
-    return float(acc / (Wp * Wn))
+    wp, wn = _distinct_score_weights(scores, y, s, descending=False)
+    neg_below = np.concatenate(([0.0], np.cumsum(wn)[:-1]))  # the negatives scored lower
+    return float(np.sum(wp * neg_below + 0.5 * wp * wn) / (Wp * Wn))
 
 
 def _binary_entropy(v: Any) -> Any:
@@ -1619,14 +1618,10 @@ def _average_precision(scores: Any, y: Any, w: Any) -> float:
     total_pos, total_neg = float(np.sum(w[y])), float(np.sum(w[~y]))
     if not (total_pos > 0 and total_neg > 0):
         return float("nan")
-    ap, prev_r = 0.0, 0.0
-    for t in np.unique(scores)[::-1]:
-        sel = scores >= t
-        tp, fp = float(np.sum(w[sel & y])), float(np.sum(w[sel & ~y]))
-        r = tp / total_pos
-        ap += (r - prev_r) * (tp / (tp + fp) if tp + fp > 0 else 0.0)
-        prev_r = r
-    return ap
+    wp, wn = _distinct_score_weights(scores, y, w, descending=True)
+    tp, fp = np.cumsum(wp), np.cumsum(wn)  # the rule score >= t at each distinct t
+    precision = tp / np.where(tp + fp > 0, tp + fp, 1.0)  # tp = 0 where tp + fp = 0
+    return float(np.sum(wp / total_pos * precision))
 
 
 def _kept_rows(logits: Any, target: Any, axis: Any, sample_weight: Any, ignore_index: Any) -> Any:
