@@ -26,7 +26,7 @@ except Exception:  # pragma: no cover
     bfloat16 = None
 
 __all__ = ["adversarial_arrays", "masked_arrays", "class_targets", "prob_targets", "binary_targets",
-           "binary_target_like", "weight_like", "relayout",
+           "binary_target_like", "weight_like", "relayout", "at_page_end",
            "assert_ulp_close", "assert_rel_close", "ulp_distance", "exact_parts", "rounded",
            "as_dtype", "bfloat16"]
 
@@ -383,6 +383,31 @@ def binary_target_like(kind, shape, seed=0):
     if kind in ("bool", "soft"):
         return binary_targets(shape, seed=seed, kind="bool" if kind == "bool" else "float", soft=kind == "soft")
     return binary_targets(shape, seed=seed, kind="int").astype(kind)
+
+
+def at_page_end(a):
+    """A C-contiguous copy of ``a`` whose last byte is the last before a page that can be
+    neither read nor written: a kernel that touches a byte past the array's end faults (the
+    test process dies) instead of reading or overwriting a neighbour unseen. None where the
+    page cannot be protected (not Linux)."""
+    import ctypes
+    import mmap
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    page = mmap.PAGESIZE
+    n = a.nbytes
+    total = -(-n // page) * page + page
+    buf = mmap.mmap(-1, total, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if libc.mprotect(start + total - page, page, 0) != 0:  # PROT_NONE
+        raise OSError(ctypes.get_errno(), "mprotect of the guard page failed")
+    out = np.frombuffer(buf, dtype=a.dtype, count=a.size, offset=total - page - n).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def relayout(a, how):

@@ -171,6 +171,26 @@ static inline int flv_store_compress(float *p, flv v, unsigned mask)
     _mm256_maskstore_ps(p, fl_avx2_mask_(n), _mm256_permutevar8x32_ps(v, idx));
     return n;
 }
+/* r[j] lane k -> r[k] lane j (8 x 8): pairs interleaved, then quads within the 128-bit halves,
+ * then the halves exchanged: 24 shuffles (the few-class tiles, fl_tile.h) */
+static inline void flv_transpose(flv r[8])
+{
+    flv t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x20);
+        r[k + 4] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x31);
+    }
+}
 /* shufps picks lanes 0, 2 (1, 3) of each 128-bit half of both, vpermpd puts the halves in order */
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {

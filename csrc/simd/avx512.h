@@ -139,6 +139,33 @@ static inline int flv_store_compress(float *p, flv v, unsigned mask)
     _mm512_mask_storeu_ps(p, fl_avx512_mask_(n), _mm512_maskz_compress_ps(k, v));
     return n;
 }
+/* r[j] lane k -> r[k] lane j (16 x 16): pairs of floats, then of doubles, interleaved within
+ * the 128-bit quarters, then the quarters exchanged in two steps: 64 shuffles, where 16
+ * gathers of 16 lanes cost more on Zen 4 (the few-class tiles, fl_tile.h) */
+static inline void flv_transpose(flv r[16])
+{
+    flv t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4)
+        for (int h = 0; h < 2; h++) {
+            __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + h + 2]);
+            r[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            r[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    /* r[4q + m], quarter c: class 4c + m of rows 4q .. 4q + 3 */
+    for (int m = 0; m < 4; m++) {
+        flv ab0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88), ab1 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xdd);
+        flv cd0 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88), cd1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xdd);
+        t[m] = _mm512_shuffle_f32x4(ab0, cd0, 0x88);
+        t[4 + m] = _mm512_shuffle_f32x4(ab1, cd1, 0x88);
+        t[8 + m] = _mm512_shuffle_f32x4(ab0, cd0, 0xdd);
+        t[12 + m] = _mm512_shuffle_f32x4(ab1, cd1, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     flv lo = _mm512_loadu_ps(p), hi = _mm512_loadu_ps(p + 16);

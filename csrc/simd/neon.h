@@ -122,6 +122,15 @@ static inline int flv_store_compress(float *p, flv v, unsigned mask)
         if (mask >> j & 1u) p[n++] = b[j];
     return n;
 }
+/* r[j] lane k -> r[k] lane j (4 x 4): two transposed pairs, their halves recombined */
+static inline void flv_transpose(flv r[4])
+{
+    float32x4x2_t a = vtrnq_f32(r[0], r[1]), b = vtrnq_f32(r[2], r[3]);
+    r[0] = vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0]));
+    r[1] = vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1]));
+    r[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
+    r[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
+}
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     float32x4x2_t v = vld2q_f32(p);

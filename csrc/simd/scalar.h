@@ -60,6 +60,8 @@ static inline int flv_store_compress(float *p, flv v, unsigned mask)
     *p = v;
     return 1;
 }
+/* one lane: a 1 x 1 transposition changes nothing */
+static inline void flv_transpose(flv r[1]) { (void)r; }
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd) { *even = p[0]; *odd = p[1]; }
 static inline void flv_store_int2(float *p, flv even, flv odd) { p[0] = even; p[1] = odd; }
 static inline flv flv_pow2_floor(flv a) { return fl_u2f(fl_f2u(a) & 0x7f800000u); }
