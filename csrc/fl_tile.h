@@ -46,7 +46,7 @@ static FL_NOINLINE void fl_tile_load_far(const float *base, int64_t rs, int64_t 
  * costs more (Zen 4: 60% of a 10-class softmax's time). A row's load runs on into the next
  * row, whose values land in lanes that no class of the block takes; a load that would pass
  * the tile's end takes the block's classes only. */
-static inline void fl_tile_load_rows(const float *base, int64_t c, float *xt)
+static FL_NOINLINE void fl_tile_load_rows(const float *base, int64_t c, float *xt)
 {
     for (int64_t k0 = 0; k0 < c; k0 += FL_W) {
         int64_t cb = c - k0 < FL_W ? c - k0 : FL_W;
@@ -68,7 +68,7 @@ static inline void fl_tile_load_rows(const float *base, int64_t c, float *xt)
  * rows in order (each row's store then writes over what the row before left in it), and the
  * full blocks after it; a store that would pass the tile's end writes the block's classes
  * only. Nothing outside the tile is written. */
-static inline void fl_tile_store_rows(float *base, int64_t c, const float *t)
+static FL_NOINLINE void fl_tile_store_rows(float *base, int64_t c, const float *t)
 {
     for (int64_t k0 = (c - 1) / FL_W * FL_W; k0 >= 0; k0 -= FL_W) {
         int64_t cb = c - k0 < FL_W ? c - k0 : FL_W;
