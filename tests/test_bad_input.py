@@ -833,7 +833,6 @@ def test_torch_tensor_not_on_cpu_is_a_type_error():
 # ------------------------------------------------------------------------------ files and CLI
 
 
-
 class _Evil:
     """Unpickling this creates a file: the proof that a file was unpickled."""
 

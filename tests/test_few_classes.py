@@ -383,8 +383,9 @@ def test_cross_entropy_tile_classes_fast_and_lane_by_lane(c, isa):
 
 
 def test_contiguous_tiles_stay_inside_the_arrays(isa):
-    """Contiguous rows of 2 to 64 classes: whole tiles move by row loads and a transposition
-    (fl_tile_load_rows, fl_tile_store_rows), whose loads and stores run on into the next row.
+    """Contiguous rows of 2 to 64 classes: whole tiles of 9 or more move by row loads and a
+    transposition (fl_tile_load_rows, fl_tile_store_rows), whose loads and stores run on into
+    the next row; fewer classes by gathers.
     With the logits and every output ending at a page that faults when touched, each result
     equals, bit for bit, the same rows taken one class at a time from a strided layout; a
     softmax computed in place too. 48 rows (whole tiles of 16 and 8 lanes, the last one at
