@@ -116,6 +116,30 @@ def test_large_probabilities_anywhere_in_the_row_on_every_isa(isa, c):
     assert got["roc_auc_ovr"] == pytest.approx(unit["roc_auc_ovr"], rel=1e-12), isa
 
 
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_rows_of_many_large_probabilities_on_every_isa(isa, task):
+    """Without weights only the p_c at or above min(1/bins, 1/(B-1)) are binned one by one
+    (fl_pc_add_high; sigmoid elements: fl_pc_elem), the rest derived from the totals. Rows with
+    none, a few and 200 of them (near-uniform rows of 200 classes, or 150 labels, against
+    1/(B-1) for B = 1000 or 50) give the sums of unit weights (which bin every p_c)."""
+    rng = np.random.default_rng(45)
+    n = 301
+    if task == "multiclass":
+        x = (rng.normal(size=(n, 200)) * 0.05).astype(np.float32)
+        x[::3] *= 100.0                                         # peaked rows: a few large p_c
+        y = rng.integers(0, 200, n)
+        kw = dict(per_class=True, auc_bins=1000, metrics=["classwise_ece", "roc_auc_ovr", "average_precision_ovr"])
+    else:
+        x = rng.normal(size=(n, 150)).astype(np.float32)
+        x[::3] -= 8.0                                           # rows of small probabilities
+        y = (rng.random((n, 150)) < 0.3).astype(np.int64)
+        kw = dict(auc_bins=50, metrics=["roc_auc", "average_precision"])
+    got = fl.score(x, y, **kw)
+    unit = fl.score(x, y, sample_weight=np.ones(n), **kw)
+    for name in kw["metrics"]:
+        assert got[name] == pytest.approx(unit[name], rel=1e-12), (isa, name)
+
+
 @pytest.mark.parametrize("shift", [0.0, 40.0, -63.5, 64.5, -300.0])
 def test_peaked_rows_fixed_point_on_every_isa(isa, shift):
     """At T = 1 the statistics pass takes exp(x_k) 2^-round(max log2 e) for rows with |max| <= 64
