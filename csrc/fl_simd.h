@@ -48,6 +48,11 @@
  *                                        writes nothing past them (a queue's rows without a loop a lane)
  *   void flv_store_int2(float *p, flv even, flv odd)   the inverse: p[2j] = lane j of even, p[2j+1]
  *                                        = lane j of odd (a tile of two classes back to its rows)
+ *   int  flv_tile_from_rows(const float *p, int64_t c, float *t)   FL_W contiguous rows of c classes
+ *                                        at p (c * FL_W floats, nothing past them read) into the tile t:
+ *                                        t[k * FL_W + j] = p[j * c + k]; 0 (nothing done) where the path
+ *                                        has no such shuffles for c (AVX-512: 3 <= c <= 8; elsewhere none)
+ *   int  flv_tile_to_rows(float *p, int64_t c, const float *t)   the inverse (nothing past the rows written)
  *   flv  flv_pow2_floor(flv a)           2^floor(log2 |a|) for normal a (its exponent field alone),
  *                                        0 for 0 and subnormals: ulp(a) = 2^-23 * flv_pow2_floor(a)
  *   flv  flv_exp(flv)    expf, <= 2 ULP, exp(-inf) = 0, exp(+inf) = inf, nan -> nan

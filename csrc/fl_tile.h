@@ -105,6 +105,7 @@ static inline void fl_tile_load(const float *base, int64_t rs, int64_t cs, int64
         flv_store(xt + FL_W, odd);
         return;
     }
+    if (cs == 1 && rs == c && nr == FL_W && flv_tile_from_rows(base, c, xt)) return;
     if (cs == 1 && rs == c && c >= FL_TILE_ROWS_MIN_C && nr == FL_W) {
         fl_tile_load_rows(base, c, xt);
         return;
@@ -130,6 +131,8 @@ static inline void fl_tile_store(float *base, int64_t rs, int64_t cs, int64_t c,
 {
     if (c == 2 && cs == 1 && rs == 2 && nr == FL_W) {
         flv_store_int2(base, flv_load(t), flv_load(t + FL_W));
+    } else if (cs == 1 && rs == c && nr == FL_W && flv_tile_to_rows(base, c, t)) {
+        return;
     } else if (cs == 1 && rs == c && c >= FL_TILE_ROWS_MIN_C && c <= FL_TILE_ROWS_STORE_MAX_C && nr == FL_W) {
         fl_tile_store_rows(base, c, t);
     } else if (rs == 1) {

@@ -385,27 +385,33 @@ def test_cross_entropy_tile_classes_fast_and_lane_by_lane(c, isa):
 def test_contiguous_tiles_stay_inside_the_arrays(isa):
     """Contiguous rows of 2 to 64 classes: whole tiles of 9 or more move by row loads and a
     transposition (fl_tile_load_rows, fl_tile_store_rows), whose loads and stores run on into
-    the next row; fewer classes by gathers.
+    the next row; 3 to 8 by shuffles on AVX-512 (flv_tile_from_rows, flv_tile_to_rows); the
+    rest by gathers.
     With the logits and every output ending at a page that faults when touched, each result
-    equals, bit for bit, the same rows taken one class at a time from a strided layout; a
-    softmax computed in place too. 48 rows (whole tiles of 16 and 8 lanes, the last one at
+    equals, bit for bit, the same rows read from and written to a strided layout (element by
+    element); a softmax computed in place too. 48 rows (whole tiles of 16 and 8 lanes, the last one at
     the arrays' end) and 53 (a partial tile after them)."""
     probe = at_page_end(np.zeros(1, np.float32))
     if probe is None:
         pytest.skip("no guard pages on this platform")
     rng = np.random.default_rng(77)
+    def strided_like(a):
+        """a's values in a layout of row stride 2c, class stride 2 (tiles gather and scatter)"""
+        wide = np.zeros((a.shape[0], 2 * a.shape[1]), np.float32)
+        wide[:, ::2] = a
+        return wide[:, ::2]
+
     for n, c in ((n, c) for n in (48, 53) for c in range(2, 65)):
         x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
         x[7, c // 2] = 40.0                                  # a peaked row
         t = rng.integers(0, c, n)
-        wide = np.zeros((n, 2 * c), np.float32)
-        wide[:, ::2] = x
-        strided = wide[:, ::2]                               # the gathered layout
+        strided = strided_like(x)
         xe = at_page_end(x)
         for name, f in (("softmax", fl.softmax), ("log_softmax", fl.log_softmax)):
             out = at_page_end(np.zeros_like(x))
             f(xe, out=out)
-            np.testing.assert_array_equal(out, f(strided), err_msg=f"{name} c={c}")
+            want = f(strided, out=strided_like(np.zeros_like(x)))
+            np.testing.assert_array_equal(out, want, err_msg=f"{name} c={c}")
             inplace = at_page_end(x)
             f(inplace, out=inplace)
             np.testing.assert_array_equal(inplace, out, err_msg=f"{name} in place c={c}")
@@ -414,6 +420,7 @@ def test_contiguous_tiles_stay_inside_the_arrays(isa):
             np.testing.assert_array_equal(f(xe), f(strided), err_msg=f"{name} c={c}")
         grad = at_page_end(np.zeros_like(x))
         loss, _ = fl.cross_entropy_and_grad(xe, t, reduction="none", grad_out=grad)
-        want_loss, want_grad = fl.cross_entropy_and_grad(strided, t, reduction="none")
+        want_grad = strided_like(np.zeros_like(x))
+        want_loss, _ = fl.cross_entropy_and_grad(strided, t, reduction="none", grad_out=want_grad)
         np.testing.assert_array_equal(loss, want_loss, err_msg=f"cross-entropy c={c}")
         np.testing.assert_array_equal(grad, want_grad, err_msg=f"cross-entropy gradient c={c}")

@@ -192,6 +192,9 @@ static inline void flv_transpose(flv r[8])
     }
 }
 /* shufps picks lanes 0, 2 (1, 3) of each 128-bit half of both, vpermpd puts the halves in order */
+/* few-class tiles by shuffles (avx512.h): not on this path, whose tiles gather (0: nothing done) */
+static inline int flv_tile_from_rows(const float *p, int64_t c, float *t) { (void)p; (void)c; (void)t; return 0; }
+static inline int flv_tile_to_rows(float *p, int64_t c, const float *t) { (void)p; (void)c; (void)t; return 0; }
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     flv lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);

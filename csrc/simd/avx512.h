@@ -166,6 +166,110 @@ static inline void flv_transpose(flv r[16])
     }
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
+/* Few-class tiles without gathers (fl_tile.h): FL_W = 16 contiguous rows of c = 3..8 classes
+ * (16c floats at p) and the tile whose class k is the vector at t + 16k, lane j its row j.
+ * Rows are expand-loaded into fixed slots, reading the tile's 16c floats and nothing past them:
+ * four rows a vector, one a 128-bit quarter (c <= 4), or two, one a 256-bit half (c <= 8);
+ * then the slots are transposed within the quarters or halves, the last step a two-source
+ * permutation that also puts the lanes in row order. Stores run the same network backwards and
+ * compress each vector's slots to its rows' 4c or 2c floats. 11-12 shuffles for 3-4 classes,
+ * 24 + c for 5-8, where the gathers cost a vgatherdps (16 loads) a class. */
+static inline __m512i fl_avx512_idx_(const int8_t *v)
+{
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)v));
+}
+/* 4 x 4 within the quarters, r[k] lane i = slot vector (i / 4)'s quarter i % 4, element k */
+static const int8_t fl_avx512_q4_lo_[16] = {0, 4, 8, 12, 1, 5, 9, 13, 16, 20, 24, 28, 17, 21, 25, 29};
+static const int8_t fl_avx512_q4_hi_[16] = {2, 6, 10, 14, 3, 7, 11, 15, 18, 22, 26, 30, 19, 23, 27, 31};
+/* the inverse's first step: unpacklo/hi_ps of the row-ordered vectors in the quarters' order */
+static const int8_t fl_avx512_q4_in_lo_[16] = {0, 16, 4, 20, 1, 17, 5, 21, 2, 18, 6, 22, 3, 19, 7, 23};
+static const int8_t fl_avx512_q4_in_hi_[16] = {8, 24, 12, 28, 9, 25, 13, 29, 10, 26, 14, 30, 11, 27, 15, 31};
+/* 8 x 8 within the halves: the halves' low and high quarters of two vectors (in the halves'
+ * order, and in row order: lane i from 8 (i % 2) + i / 2) */
+static const int8_t fl_avx512_h8_lo_[16] = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+static const int8_t fl_avx512_h8_hi_[16] = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+static const int8_t fl_avx512_h8_lo_rows_[16] = {0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27};
+static const int8_t fl_avx512_h8_hi_rows_[16] = {4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31};
+/* the inverse's first step for halves: unpacklo/hi_ps of the row-ordered vectors in the halves' order */
+static const int8_t fl_avx512_h8_in_lo_[16] = {0, 16, 2, 18, 8, 24, 10, 26, 1, 17, 3, 19, 9, 25, 11, 27};
+static const int8_t fl_avx512_h8_in_hi_[16] = {4, 20, 6, 22, 12, 28, 14, 30, 5, 21, 7, 23, 13, 29, 15, 31};
+
+/* the 8 x 8 steps common to both ways: u[i] from the unpacked pairs t (shuffle_ps), then
+ * out[i], out[i + 4] from u[i], u[i + 4] by the permutations lo, hi */
+static inline void fl_avx512_h8_tail_(const flv t[8], __m512i lo, __m512i hi, flv out[8])
+{
+    flv u[8];
+    for (int g = 0; g < 8; g += 4) {
+        u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xee);
+        u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = _mm512_permutex2var_ps(u[i], lo, u[i + 4]);
+        out[i + 4] = _mm512_permutex2var_ps(u[i], hi, u[i + 4]);
+    }
+}
+
+static inline int flv_tile_from_rows(const float *p, int64_t c, float *t)
+{
+    if (c < 3 || c > 8) return 0;
+    flv v[8], w[8];
+    if (c <= 4) {
+        __mmask16 m = (__mmask16)(((1u << c) - 1u) * 0x1111u);
+        for (int a = 0; a < 4; a++) v[a] = _mm512_maskz_expandloadu_ps(m, p + 4 * c * a);
+        w[0] = _mm512_unpacklo_ps(v[0], v[1]);
+        w[1] = _mm512_unpackhi_ps(v[0], v[1]);
+        w[2] = _mm512_unpacklo_ps(v[2], v[3]);
+        w[3] = _mm512_unpackhi_ps(v[2], v[3]);
+        __m512i lo = fl_avx512_idx_(fl_avx512_q4_lo_), hi = fl_avx512_idx_(fl_avx512_q4_hi_);
+        _mm512_storeu_ps(t, _mm512_permutex2var_ps(w[0], lo, w[2]));
+        _mm512_storeu_ps(t + 16, _mm512_permutex2var_ps(w[0], hi, w[2]));
+        _mm512_storeu_ps(t + 32, _mm512_permutex2var_ps(w[1], lo, w[3]));
+        if (c == 4) _mm512_storeu_ps(t + 48, _mm512_permutex2var_ps(w[1], hi, w[3]));
+        return 1;
+    }
+    __mmask16 m = (__mmask16)(((1u << c) - 1u) * 0x0101u);
+    for (int a = 0; a < 8; a++) v[a] = _mm512_maskz_expandloadu_ps(m, p + 2 * c * a);
+    for (int a = 0; a < 8; a += 2) {
+        w[a] = _mm512_unpacklo_ps(v[a], v[a + 1]);
+        w[a + 1] = _mm512_unpackhi_ps(v[a], v[a + 1]);
+    }
+    fl_avx512_h8_tail_(w, fl_avx512_idx_(fl_avx512_h8_lo_rows_), fl_avx512_idx_(fl_avx512_h8_hi_rows_), v);
+    for (int64_t k = 0; k < c; k++) _mm512_storeu_ps(t + 16 * k, v[k]);
+    return 1;
+}
+
+static inline int flv_tile_to_rows(float *p, int64_t c, const float *t)
+{
+    if (c < 3 || c > 8) return 0;
+    flv r[8], w[8], v[8];
+    for (int64_t k = 0; k < 8; k++) r[k] = k < c ? _mm512_loadu_ps(t + 16 * k) : _mm512_setzero_ps();
+    if (c <= 4) {
+        __m512i lo = fl_avx512_idx_(fl_avx512_q4_in_lo_), hi = fl_avx512_idx_(fl_avx512_q4_in_hi_);
+        w[0] = _mm512_permutex2var_ps(r[0], lo, r[1]);
+        w[1] = _mm512_permutex2var_ps(r[0], hi, r[1]);
+        w[2] = _mm512_permutex2var_ps(r[2], lo, r[3]);
+        w[3] = _mm512_permutex2var_ps(r[2], hi, r[3]);
+        for (int h = 0; h < 2; h++) {
+            __m512d a = _mm512_castps_pd(w[h]), b = _mm512_castps_pd(w[h + 2]);
+            v[2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            v[2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+        __mmask16 m = (__mmask16)(((1u << c) - 1u) * 0x1111u), n = (__mmask16)((1u << (4 * c)) - 1u);
+        for (int a = 0; a < 4; a++) _mm512_mask_storeu_ps(p + 4 * c * a, n, _mm512_maskz_compress_ps(m, v[a]));
+        return 1;
+    }
+    __m512i lo = fl_avx512_idx_(fl_avx512_h8_in_lo_), hi = fl_avx512_idx_(fl_avx512_h8_in_hi_);
+    for (int k = 0; k < 8; k += 2) {
+        w[k] = _mm512_permutex2var_ps(r[k], lo, r[k + 1]);
+        w[k + 1] = _mm512_permutex2var_ps(r[k], hi, r[k + 1]);
+    }
+    fl_avx512_h8_tail_(w, fl_avx512_idx_(fl_avx512_h8_lo_), fl_avx512_idx_(fl_avx512_h8_hi_), v);
+    __mmask16 m = (__mmask16)(((1u << c) - 1u) * 0x0101u), n = (__mmask16)((1u << (2 * c)) - 1u);
+    for (int a = 0; a < 8; a++) _mm512_mask_storeu_ps(p + 2 * c * a, n, _mm512_maskz_compress_ps(m, v[a]));
+    return 1;
+}
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     flv lo = _mm512_loadu_ps(p), hi = _mm512_loadu_ps(p + 16);

@@ -131,6 +131,9 @@ static inline void flv_transpose(flv r[4])
     r[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
     r[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
 }
+/* few-class tiles by shuffles (avx512.h): not on this path, whose tiles gather (0: nothing done) */
+static inline int flv_tile_from_rows(const float *p, int64_t c, float *t) { (void)p; (void)c; (void)t; return 0; }
+static inline int flv_tile_to_rows(float *p, int64_t c, const float *t) { (void)p; (void)c; (void)t; return 0; }
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     float32x4x2_t v = vld2q_f32(p);

@@ -62,6 +62,9 @@ static inline int flv_store_compress(float *p, flv v, unsigned mask)
 }
 /* one lane: a 1 x 1 transposition changes nothing */
 static inline void flv_transpose(flv r[1]) { (void)r; }
+/* few-class tiles by shuffles (avx512.h): not on this path, whose tiles gather (0: nothing done) */
+static inline int flv_tile_from_rows(const float *p, int64_t c, float *t) { (void)p; (void)c; (void)t; return 0; }
+static inline int flv_tile_to_rows(float *p, int64_t c, const float *t) { (void)p; (void)c; (void)t; return 0; }
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd) { *even = p[0]; *odd = p[1]; }
 static inline void flv_store_int2(float *p, flv even, flv odd) { p[0] = even; p[1] = odd; }
 static inline flv flv_pow2_floor(flv a) { return fl_u2f(fl_f2u(a) & 0x7f800000u); }
