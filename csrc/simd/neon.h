@@ -131,9 +131,36 @@ static inline void flv_transpose(flv r[4])
     r[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
     r[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
 }
-/* few-class tiles by shuffles (avx512.h): not on this path, whose tiles gather (0: nothing done) */
-static inline int flv_tile_from_rows(const float *p, int64_t c, float *t) { (void)p; (void)c; (void)t; return 0; }
-static inline int flv_tile_to_rows(float *p, int64_t c, const float *t) { (void)p; (void)c; (void)t; return 0; }
+/* Few-class tiles (fl_tile.h): 4 rows of 3 or 4 classes by the structure loads and stores
+ * that (de)interleave them (vld3q/vld4q, vst3q/vst4q); other class counts: 0, nothing done. */
+static inline int flv_tile_from_rows(const float *p, int64_t c, float *t)
+{
+    if (c == 3) {
+        float32x4x3_t v = vld3q_f32(p);
+        for (int k = 0; k < 3; k++) vst1q_f32(t + 4 * k, v.val[k]);
+        return 1;
+    }
+    if (c == 4) {
+        float32x4x4_t v = vld4q_f32(p);
+        for (int k = 0; k < 4; k++) vst1q_f32(t + 4 * k, v.val[k]);
+        return 1;
+    }
+    return 0;
+}
+static inline int flv_tile_to_rows(float *p, int64_t c, const float *t)
+{
+    if (c == 3) {
+        float32x4x3_t v = {{vld1q_f32(t), vld1q_f32(t + 4), vld1q_f32(t + 8)}};
+        vst3q_f32(p, v);
+        return 1;
+    }
+    if (c == 4) {
+        float32x4x4_t v = {{vld1q_f32(t), vld1q_f32(t + 4), vld1q_f32(t + 8), vld1q_f32(t + 12)}};
+        vst4q_f32(p, v);
+        return 1;
+    }
+    return 0;
+}
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     float32x4x2_t v = vld2q_f32(p);
