@@ -51,7 +51,7 @@
  *   int  flv_tile_from_rows(const float *p, int64_t c, float *t)   FL_W contiguous rows of c classes
  *                                        at p (c * FL_W floats, nothing past them read) into the tile t:
  *                                        t[k * FL_W + j] = p[j * c + k]; 0 (nothing done) where the path
- *                                        has no such shuffles for c (AVX-512: 3 <= c <= 8; NEON: 3, 4; AVX2: none)
+ *                                        has no such shuffles for c (AVX-512: 3 <= c <= 8; AVX2, NEON: 3, 4)
  *   int  flv_tile_to_rows(float *p, int64_t c, const float *t)   the inverse (nothing past the rows written)
  *   flv  flv_pow2_floor(flv a)           2^floor(log2 |a|) for normal a (its exponent field alone),
  *                                        0 for 0 and subnormals: ulp(a) = 2^-23 * flv_pow2_floor(a)

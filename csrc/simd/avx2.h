@@ -192,9 +192,60 @@ static inline void flv_transpose(flv r[8])
     }
 }
 /* shufps picks lanes 0, 2 (1, 3) of each 128-bit half of both, vpermpd puts the halves in order */
-/* few-class tiles by shuffles (avx512.h): not on this path, whose tiles gather (0: nothing done) */
-static inline int flv_tile_from_rows(const float *p, int64_t c, float *t) { (void)p; (void)c; (void)t; return 0; }
-static inline int flv_tile_to_rows(float *p, int64_t c, const float *t) { (void)p; (void)c; (void)t; return 0; }
+/* Few-class tiles without gathers (fl_tile.h): FL_W = 8 contiguous rows of c = 3 or 4 classes
+ * (8c floats at p) and the tile whose class k is the vector at t + 8k, lane j its row j. Two
+ * rows a vector, one a 128-bit half (a row of 3 classes in a 4-float slot: each half's load
+ * runs one float into the next row, the tile's last one loads 3); a 4 x 4 transposition
+ * within the halves (4 unpacks, 4 shufps) leaves lane 4h + a of class k holding row 2a + h,
+ * which one permutation a class puts in row order. Stores run it backwards; a half's 4-float
+ * store runs one float into the next row, which that row's store then writes (the tile's last
+ * one stores 3). Other class counts: 0, nothing done (the rows from 5 classes: FL_TILE_ROWS_MIN_C). */
+static inline void fl_avx2_q4_(const flv v[4], flv o[4])
+{
+    flv t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    flv t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    o[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    o[1] = _mm256_shuffle_ps(t0, t2, 0xee);
+    o[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    o[3] = _mm256_shuffle_ps(t1, t3, 0xee);
+}
+static inline int flv_tile_from_rows(const float *p, int64_t c, float *t)
+{
+    if (c != 3 && c != 4) return 0;
+    flv v[4], o[4];
+    if (c == 4) {
+        for (int a = 0; a < 4; a++) v[a] = _mm256_loadu_ps(p + 8 * a);
+    } else {
+        __m128i three = _mm_setr_epi32(-1, -1, -1, 0);
+        for (int a = 0; a < 4; a++) {
+            __m128 hi = a < 3 ? _mm_loadu_ps(p + 6 * a + 3) : _mm_maskload_ps(p + 6 * a + 3, three);
+            v[a] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + 6 * a)), hi, 1);
+        }
+    }
+    fl_avx2_q4_(v, o);
+    __m256i rows = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t k = 0; k < c; k++) _mm256_storeu_ps(t + 8 * k, _mm256_permutevar8x32_ps(o[k], rows));
+    return 1;
+}
+static inline int flv_tile_to_rows(float *p, int64_t c, const float *t)
+{
+    if (c != 3 && c != 4) return 0;
+    flv w[4], v[4];
+    __m256i halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    for (int64_t k = 0; k < 4; k++)
+        w[k] = k < c ? _mm256_permutevar8x32_ps(_mm256_loadu_ps(t + 8 * k), halves) : _mm256_setzero_ps();
+    fl_avx2_q4_(w, v);
+    if (c == 4) {
+        for (int a = 0; a < 4; a++) _mm256_storeu_ps(p + 8 * a, v[a]);
+        return 1;
+    }
+    for (int a = 0; a < 4; a++) {
+        _mm_storeu_ps(p + 6 * a, _mm256_castps256_ps128(v[a]));
+        if (a < 3) _mm_storeu_ps(p + 6 * a + 3, _mm256_extractf128_ps(v[a], 1));
+        else _mm_maskstore_ps(p + 6 * a + 3, _mm_setr_epi32(-1, -1, -1, 0), _mm256_extractf128_ps(v[a], 1));
+    }
+    return 1;
+}
 static inline void flv_load_deint2(const float *p, flv *even, flv *odd)
 {
     flv lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
