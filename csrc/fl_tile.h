@@ -39,9 +39,8 @@ static FL_NOINLINE void fl_tile_load_far(const float *base, int64_t rs, int64_t 
  * at 4-8 as many cases slower as faster; 3-8 take flv_tile_from_rows' shuffles), on AVX2
  * (24 shuffles for 8 x 8) from 5 (at 4 softmax 5% slower; 3-4 take flv_tile_from_rows; at 5,
  * 7 and 8 every kernel 5-30% faster, at 6 five of eight, logsumexp, entropy and predict 4-15%
- * slower); stores up to 32
- * classes (at 48 and 64 the output's rows written block by block, 16 rows apart, made softmax
- * 7-20% slower than gathered vectors stored in order). */
+ * slower); stores up to 32 classes (at 48 and 64 the output's rows written block by block,
+ * 16 rows apart, made softmax 7-20% slower than gathered vectors stored in order). */
 #define FL_TILE_ROWS_MIN_C (FL_W == 8 ? 5 : 9)
 #define FL_TILE_ROWS_STORE_MAX_C 32
 
