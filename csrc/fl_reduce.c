@@ -303,19 +303,12 @@ static void fl_logsumexp_queue_done(fl_post_ctx *ctx, const fl_post_tiles *t)
     t->q->nq = 0;
 }
 
-/* logsumexp of a tile in float32 lanes (fl_tile_logsumexp, fl_tile_logsumexp2 for two classes);
- * the rows whose error bound is not small enough against their result go to the queue, and
- * are computed in double a queue at a time. Rows with a non-finite max are the tile's too, so
- * no row is ever handed back: a row's arithmetic does not depend on its neighbours. */
-static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+/* A logsumexp tile's results vf (nr rows from (i0, i1), logits in xt) into the output, and the
+ * rows whose bits are set in redo into the queue (their values written again when the queue is
+ * done) */
+static void fl_logsumexp_tile_put(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
+                                  const float *xt, const float *vf, unsigned redo)
 {
-    (void)scratch;
-    const fl_arr *x = ctx->x;
-    int64_t c = ctx->g.c;
-    fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, c, nr,
-                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
-    float vf[FL_W];
-    unsigned redo = c == 2 ? fl_tile_logsumexp2(t->xt, vf) : fl_tile_logsumexp(t->xt, c, vf);
     const fl_arr *y = ctx->y;
     if (y->dtype == FL_F32 && y->s1 == 1) {
         flv_store_part((float *)(void *)fl_row_ptr(y, i0, i1), flv_load(vf), nr);
@@ -324,9 +317,45 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
         for (int j = 0; j < FL_W; j++) v[j] = (double)vf[j];
         fl_put_tile(y, i0, i1, nr, v);
     }
-    /* the queued rows' values above are written again when the queue is done */
-    fl_tile_queue_rows(ctx, t, fl_logsumexp_queue_done, i0, i1, redo & (unsigned)((1ull << nr) - 1u));
+    fl_tile_queue_rows(ctx, t, xt, fl_logsumexp_queue_done, i0, i1, redo & (unsigned)((1ull << nr) - 1u));
+}
+
+/* logsumexp of a tile in float32 lanes (fl_tile_logsumexp, fl_tile_logsumexp2 for two classes);
+ * the rows whose error bound is not small enough against their result go to the queue, and
+ * are computed in double a queue at a time. Rows with a non-finite max are the tile's too, so
+ * no row is ever handed back: a row's arithmetic does not depend on its neighbours. */
+static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    (void)scratch;
+    int64_t c = ctx->g.c;
+    fl_post_tile_load(ctx, i0, i1, nr, t);
+    float vf[FL_W];
+    unsigned redo = c == 2 ? fl_tile_logsumexp2(t->xt, vf) : fl_tile_logsumexp(t->xt, c, vf);
+    fl_logsumexp_tile_put(ctx, i0, i1, nr, t, t->xt, vf, redo);
     return 1;
+}
+
+/* fl_logsumexp_tile for two whole tiles side by side (fl_tile_pair_fn), the second in t->yt */
+static void fl_logsumexp_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch)
+{
+    (void)scratch;
+    int64_t c = ctx->g.c;
+    fl_post_tiles t1 = *t;
+    t1.xt = t->yt;
+    fl_post_tile_load(ctx, i0, i1, FL_W, t);
+    fl_post_tile_load(ctx, i0, i1 + FL_W, FL_W, &t1);
+    float vf[2][FL_W];
+    unsigned redo[2];
+    if (c == 2) {
+        redo[0] = fl_tile_logsumexp2(t->xt, vf[0]);
+        redo[1] = fl_tile_logsumexp2(t->yt, vf[1]);
+    } else {
+        const float *xt[2] = {t->xt, t->yt};
+        float *v[2] = {vf[0], vf[1]};
+        fl_tile_logsumexp_pair(xt, c, v, redo);
+    }
+    fl_logsumexp_tile_put(ctx, i0, i1, FL_W, t, t->xt, vf[0], redo[0]);
+    fl_logsumexp_tile_put(ctx, i0, i1 + FL_W, FL_W, t, t->yt, vf[1], redo[1]);
 }
 
 /* Entropy of FL_W rows in the lanes: the sums of fl_tile_sums (exponentials kept), then
@@ -367,7 +396,8 @@ static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
     size_t bytes = fl_scratch2(ctx);
     if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL) && ctx->op == FL_LOGSUMEXP)
-        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile, fl_logsumexp_queue_done);
+        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile, fl_logsumexp_tile_pair,
+                       fl_logsumexp_queue_done);
     else if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
         fl_run_tiles(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile);
     else

@@ -229,31 +229,40 @@ static inline unsigned fl_lse_lanes_finish(flv m, flv q, flv err, float *v)
     return fin & ~ok;
 }
 
-/* the lanes' logsumexp of a tile of c classes (any c <= FL_LANES_MAX_C) with max m; normal:
- * every x - m of the tile is known to be at least FL_EXPF_NORMAL_LO, so the exponentials skip
- * their floor and subnormal handling (the same values) */
-FL_ALWAYS_INLINE unsigned fl_tile_logsumexp_n(const float *xt, int64_t c, flv m, float *v, int normal)
+/* the lanes' logsumexp of np tiles (np = 1 or 2, a constant where inlined: two tiles' chains
+ * side by side, fl_tile_pair_fn) of c classes (any c <= FL_LANES_MAX_C), tile p at xt[p] with
+ * max m[p], its results in v[p] and its lanes to redo in redo[p]; normal: every x - m of the
+ * tiles is known to be at least FL_EXPF_NORMAL_LO, so the exponentials skip their floor and
+ * subnormal handling (the same values) */
+FL_ALWAYS_INLINE void fl_tile_logsumexp_n(const float *const *xt, int np, int64_t c, const flv *m, float *const *v,
+                                          unsigned *redo, int normal)
 {
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), floor_d = flv_set1(-104.0f);
-    flv r[2] = {zero, zero}, cnt = zero, dot = zero;
-    /* classes two at a time, into the two partials (even classes into r[0]) */
+    flv r[2][2] = {{zero, zero}, {zero, zero}}, cnt[2] = {zero, zero}, dot[2] = {zero, zero};
+    /* classes two at a time, into the two partials (even classes into r[p][0]) */
     for (int64_t k = 0; k < c; k += 2) {
         FL_UNROLL(2)
         for (int h = 0; h < 2; h++) {
             if (h && k + 1 == c) break;
-            /* d >= -104, where exp is 0 in float32: d * e stays finite for -inf logits */
-            flv d = flv_sub(flv_load(xt + (k + h) * FL_W), m);
-            if (!normal) d = flv_max_ord(d, floor_d);
-            flv e = normal ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d);
-            r[h] = flv_add(r[h], flv_sel_neg(d, e, zero));
-            cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
-            dot = flv_fma(e, d, dot); /* -sum e_k |d_k| */
+            FL_UNROLL(2)
+            for (int p = 0; p < np; p++) {
+                /* d >= -104, where exp is 0 in float32: d * e stays finite for -inf logits */
+                flv d = flv_sub(flv_load(xt[p] + (k + h) * FL_W), m[p]);
+                if (!normal) d = flv_max_ord(d, floor_d);
+                flv e = normal ? flv_exp_neg_fast_normal(d) : flv_exp_neg_fast(d);
+                r[p][h] = flv_add(r[p][h], flv_sel_neg(d, e, zero));
+                cnt[p] = flv_add(cnt[p], flv_sel_neg(d, zero, one));
+                dot[p] = flv_fma(e, d, dot[p]); /* -sum e_k |d_k| */
+            }
         }
     }
-    flv rest = flv_add(r[0], r[1]), q = flv_add(flv_sub(cnt, one), rest);
-    /* (4 + ceil(c/2)) rest + sum e|d| + c 2^-124, and u q for the join */
-    flv err = flv_fma(flv_set1(4.0f + (float)((c + 1) / 2)), rest, flv_sub(flv_set1((float)c * 0x1p-124f), dot));
-    return fl_lse_lanes_finish(m, q, flv_add(err, q), v);
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++) {
+        flv rest = flv_add(r[p][0], r[p][1]), q = flv_add(flv_sub(cnt[p], one), rest);
+        /* (4 + ceil(c/2)) rest + sum e|d| + c 2^-124, and u q for the join */
+        flv err = flv_fma(flv_set1(4.0f + (float)((c + 1) / 2)), rest, flv_sub(flv_set1((float)c * 0x1p-124f), dot[p]));
+        redo[p] = fl_lse_lanes_finish(m[p], q, flv_add(err, q), v[p]);
+    }
 }
 
 #define FL_LANES_ALL ((unsigned)((1ull << FL_W) - 1u))
@@ -268,15 +277,29 @@ static inline int fl_tile_normal(flv m, flv lo)
     return flv_mask_ge(flv_sub(lo, m), flv_set1(FL_EXPF_NORMAL_LO)) == FL_LANES_ALL;
 }
 
+/* the max m[p] and the least lo[p] (NaN ignored) of each lane of np tiles */
+FL_ALWAYS_INLINE void fl_tile_max_min(const float *const *xt, int np, int64_t c, flv *m, flv *lo)
+{
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++) m[p] = lo[p] = flv_load(xt[p]);
+    for (int64_t k = 1; k < c; k++) {
+        FL_UNROLL(2)
+        for (int p = 0; p < np; p++) {
+            flv xk = flv_load(xt[p] + k * FL_W);
+            m[p] = flv_max(xk, m[p]);
+            lo[p] = flv_min_ord(xk, lo[p]);
+        }
+    }
+}
+
 static inline unsigned fl_tile_logsumexp(const float *xt, int64_t c, float *v)
 {
-    flv m = flv_load(xt), lo = m;
-    for (int64_t k = 1; k < c; k++) {
-        flv xk = flv_load(xt + k * FL_W);
-        m = flv_max(xk, m);
-        lo = flv_min_ord(xk, lo);
-    }
-    return fl_tile_normal(m, lo) ? fl_tile_logsumexp_n(xt, c, m, v, 1) : fl_tile_logsumexp_n(xt, c, m, v, 0);
+    flv m, lo;
+    unsigned redo;
+    fl_tile_max_min(&xt, 1, c, &m, &lo);
+    if (fl_tile_normal(m, lo)) fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 1);
+    else fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 0);
+    return redo;
 }
 
 /* fl_tile_logsumexp for two classes: one exponential a row, t = exp(min - max), and
@@ -293,6 +316,20 @@ static inline unsigned fl_tile_logsumexp2(const float *xt, float *v)
     }
     flv err = flv_fma(flv_sub(flv_set1(4.0f), d), t, flv_set1(0x1p-123f));
     return fl_lse_lanes_finish(m, t, err, v);
+}
+
+/* fl_tile_logsumexp of the two tiles xt[0], xt[1] (c > 2) side by side (fl_tile_pair_fn): the
+ * same operations a lane, so the same bits */
+static inline void fl_tile_logsumexp_pair(const float *const *xt, int64_t c, float *const *v, unsigned *redo)
+{
+    flv m[2], lo[2];
+    fl_tile_max_min(xt, 2, c, m, lo);
+    if (fl_tile_normal(m[0], lo[0]) && fl_tile_normal(m[1], lo[1])) {
+        fl_tile_logsumexp_n(xt, 2, c, m, v, redo, 1);
+    } else {
+        redo[0] = fl_tile_logsumexp(xt[0], c, v[0]);
+        redo[1] = fl_tile_logsumexp(xt[1], c, v[1]);
+    }
 }
 
 #endif
