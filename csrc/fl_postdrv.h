@@ -100,10 +100,10 @@ typedef struct {
     float off[2 * FL_W];
 } fl_tile_queue;
 
-/* Per-task scratch of a tile kernel: the logits tile, an output tile, the index tables, the
- * queue's tile and its state. */
+/* Per-task scratch of a tile kernel: the logits tile, an output tile, the second tile of each
+ * for a pair (fl_tile_pair_fn), the index tables, the queue's tile and its state. */
 typedef struct {
-    float *xt, *yt, *qt;
+    float *xt, *yt, *xt2, *yt2, *qt;
     int32_t *gidx, *gidx_part, *oidx;
     fl_tile_queue *q;
 } fl_post_tiles;
@@ -113,12 +113,13 @@ typedef struct {
 typedef int (*fl_tile_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
                           void *scratch);
 /* A kernel of two tiles at once: the 2 FL_W rows (i0, i1 .. i1 + 2 FL_W - 1), all in one run
- * of the grid's last axis. A tile's steps (max, exponentials, sums, logarithm) form one chain
+ * of the grid's last axis, the second tile in xt2 and yt2. Returns 0, having written nothing,
+ * when the tiles must go one at a time (as a tile kernel hands back rows). A tile's steps (max, exponentials, sums, logarithm) form one chain
  * about the size of the core's reordering window, so the next tile's independent work overlaps
  * it only in part; two tiles computed side by side in one function give the core both chains at
  * once (logsumexp, AMD Zen 4: 13-24% less time from 3 to 16 classes). Each row's arithmetic is
  * that of the single tile, so the results are the same bits. */
-typedef void (*fl_tile_pair_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch);
+typedef int (*fl_tile_pair_fn)(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch);
 /* The end of a task's tiles: the rows left in the queue. */
 typedef void (*fl_tile_done_fn)(fl_post_ctx *ctx, const fl_post_tiles *t);
 
@@ -175,13 +176,15 @@ static inline void fl_run_tiles_q(fl_post_ctx *ctx, int64_t b0, int64_t b1, size
     int64_t nrows = ctx->g.n0 * n1;
     int64_t r = b0 * rpb, r1 = b1 * rpb < nrows ? b1 * rpb : nrows;
     size_t nt = (size_t)c * FL_W;
-    char *mem = (char *)malloc(scratch_bytes + (3 * nt + FL_W) * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
+    char *mem = (char *)malloc(scratch_bytes + (5 * nt + FL_W) * sizeof(float) + (2 * FL_W + nt) * sizeof(int32_t));
     if (!mem) { fl_atomic_store(&ctx->failed, 1); return; }
     void *scratch = mem;
     fl_post_tiles t;
     t.xt = (float *)(void *)(mem + scratch_bytes);
     t.yt = t.xt + nt;
-    t.qt = t.yt + nt;
+    t.xt2 = t.yt + nt;
+    t.yt2 = t.xt2 + nt;
+    t.qt = t.yt2 + nt;
     fl_tile_queue queue = {0, 0, 0, 0, {0.0f}};
     t.q = &queue;
     t.gidx = (int32_t *)(void *)(t.qt + nt + FL_W); /* qt's room past the queue: fl_tile_queue */
@@ -191,8 +194,7 @@ static inline void fl_run_tiles_q(fl_post_ctx *ctx, int64_t b0, int64_t b1, size
     int64_t i0 = r / n1, i1 = r % n1;
     while (r < r1) {
         int64_t nr = r1 - r < n1 - i1 ? r1 - r : n1 - i1;
-        if (pair && nr >= 2 * FL_W) {
-            pair(ctx, i0, i1, &t, scratch);
+        if (pair && nr >= 2 * FL_W && pair(ctx, i0, i1, &t, scratch)) {
             nr = 2 * FL_W;
         } else {
             nr = nr < FL_W ? nr : FL_W;
@@ -216,34 +218,78 @@ static inline void fl_run_tiles(fl_post_ctx *ctx, int64_t b0, int64_t b1, size_t
     fl_run_tiles_q(ctx, b0, b1, scratch_bytes, fn, tile, NULL, NULL);
 }
 
-/* Load the tile of rows (i0, i1 .. i1 + nr - 1) of x into t->xt */
-static inline void fl_post_tile_load(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t)
+/* Load the tile of rows (i0, i1 .. i1 + nr - 1) of x into xt */
+static inline void fl_post_tile_load_to(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
+                                        float *xt)
 {
     const fl_arr *x = ctx->x;
     fl_tile_load((const float *)(void *)fl_row_ptr(x, i0, i1), x->s1, x->sc, ctx->g.c, nr,
-                 nr == FL_W ? t->gidx : t->gidx_part, t->xt);
+                 nr == FL_W ? t->gidx : t->gidx_part, xt);
 }
 
-/* Load a tile, take its max and the n_eq + rest sums of each lane's row with TwoSum-corrected
- * exponentials (as fl_rsumexp_t with precise set), storing them in t->yt if keep. Returns 0
- * when a row's max is not finite. */
+/* Load the tile of rows (i0, i1 .. i1 + nr - 1) of x into t->xt */
+static inline void fl_post_tile_load(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t)
+{
+    fl_post_tile_load_to(ctx, i0, i1, nr, t, t->xt);
+}
+
+/* The n_eq + rest sums of each lane's row of np loaded tiles (np = 1 or 2, a constant where
+ * inlined: two tiles side by side, fl_tile_pair_fn) with TwoSum-corrected exponentials (as
+ * fl_rsumexp_t with precise set): tile p at xt[p] with finite maxima m[p], its exponentials
+ * stored in yt[p] if keep. */
+FL_ALWAYS_INLINE void fl_tile_sums_n(const float *const *xt, float *const *yt, int np, int64_t c, int keep,
+                                     const flv *m, float (*n_eq)[FL_W], double (*rest)[FL_W])
+{
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt[2] = {zero, zero}, lo[2];
+    fl_dacc acc[2];
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++) {
+        lo[p] = fl_exp_floor(m[p]);
+        acc[p] = fl_dacc_zero();
+    }
+    for (int64_t k = 0; k < c; k++) {
+        FL_UNROLL(2)
+        for (int p = 0; p < np; p++) {
+            flv d, e = fl_vexp_sub(flv_load(xt[p] + k * FL_W), m[p], lo[p], &d);
+            if (keep) flv_store(yt[p] + k * FL_W, e);
+            acc[p] = fl_dacc_add(acc[p], flv_sel_neg(d, e, zero));
+            cnt[p] = flv_add(cnt[p], flv_sel_neg(d, zero, one));
+        }
+    }
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++) {
+        flv_store(n_eq[p], cnt[p]);
+        fl_dacc_store(rest[p], acc[p]);
+    }
+}
+
+/* Load a tile, take its max and the n_eq + rest sums of each lane's row (fl_tile_sums_n),
+ * storing the exponentials in t->yt if keep. Returns 0 when a row's max is not finite. */
 static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, int keep,
                         flv *m, float *n_eq, double *rest)
 {
-    int64_t c = ctx->g.c;
     fl_post_tile_load(ctx, i0, i1, nr, t);
-    *m = fl_tile_max(t->xt, c);
+    *m = fl_tile_max(t->xt, ctx->g.c);
     if (!flv_all_finite(*m)) return 0; /* lanes past nr repeat row 0 or hold 0 */
-    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), cnt = zero, lo = fl_exp_floor(*m);
-    fl_dacc acc = fl_dacc_zero();
-    for (int64_t k = 0; k < c; k++) {
-        flv d, e = fl_vexp_sub(flv_load(t->xt + k * FL_W), *m, lo, &d);
-        if (keep) flv_store(t->yt + k * FL_W, e);
-        acc = fl_dacc_add(acc, flv_sel_neg(d, e, zero));
-        cnt = flv_add(cnt, flv_sel_neg(d, zero, one));
-    }
-    flv_store(n_eq, cnt);
-    fl_dacc_store(rest, acc);
+    const float *xt = t->xt;
+    float *yt = t->yt;
+    fl_tile_sums_n(&xt, &yt, 1, ctx->g.c, keep, m, (float (*)[FL_W])n_eq, (double (*)[FL_W])rest);
+    return 1;
+}
+
+/* fl_tile_sums for the two whole tiles of a pair (rows i1 .. i1 + 2 FL_W - 1; the second in
+ * t->xt2, its exponentials in t->yt2), side by side. Returns 0 when a row's max is not finite. */
+static inline int fl_tile_sums_pair(const fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, int keep,
+                                    flv *m, float (*n_eq)[FL_W], double (*rest)[FL_W])
+{
+    fl_post_tile_load(ctx, i0, i1, FL_W, t);
+    fl_post_tile_load_to(ctx, i0, i1 + FL_W, FL_W, t, t->xt2);
+    m[0] = fl_tile_max(t->xt, ctx->g.c);
+    m[1] = fl_tile_max(t->xt2, ctx->g.c);
+    if (!flv_all_finite(m[0]) || !flv_all_finite(m[1])) return 0;
+    const float *xt[2] = {t->xt, t->xt2};
+    float *yt[2] = {t->yt, t->yt2};
+    fl_tile_sums_n(xt, yt, 2, ctx->g.c, keep, m, n_eq, rest);
     return 1;
 }
 

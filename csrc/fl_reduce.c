@@ -335,59 +335,81 @@ static int fl_logsumexp_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t n
     return 1;
 }
 
-/* fl_logsumexp_tile for two whole tiles side by side (fl_tile_pair_fn), the second in t->yt */
-static void fl_logsumexp_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch)
+/* fl_logsumexp_tile for two whole tiles side by side (fl_tile_pair_fn) */
+static int fl_logsumexp_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch)
 {
     (void)scratch;
     int64_t c = ctx->g.c;
-    fl_post_tiles t1 = *t;
-    t1.xt = t->yt;
     fl_post_tile_load(ctx, i0, i1, FL_W, t);
-    fl_post_tile_load(ctx, i0, i1 + FL_W, FL_W, &t1);
+    fl_post_tile_load_to(ctx, i0, i1 + FL_W, FL_W, t, t->xt2);
     float vf[2][FL_W];
     unsigned redo[2];
     if (c == 2) {
         redo[0] = fl_tile_logsumexp2(t->xt, vf[0]);
-        redo[1] = fl_tile_logsumexp2(t->yt, vf[1]);
+        redo[1] = fl_tile_logsumexp2(t->xt2, vf[1]);
     } else {
-        const float *xt[2] = {t->xt, t->yt};
+        const float *xt[2] = {t->xt, t->xt2};
         float *v[2] = {vf[0], vf[1]};
         fl_tile_logsumexp_pair(xt, c, v, redo);
     }
     fl_logsumexp_tile_put(ctx, i0, i1, FL_W, t, t->xt, vf[0], redo[0]);
-    fl_logsumexp_tile_put(ctx, i0, i1 + FL_W, FL_W, t, t->yt, vf[1], redo[1]);
+    fl_logsumexp_tile_put(ctx, i0, i1 + FL_W, FL_W, t, t->xt2, vf[1], redo[1]);
+    return 1;
 }
 
-/* Entropy of FL_W rows in the lanes: the sums of fl_tile_sums (exponentials kept), then
- * dot = sum_k e_k * (x_k - m) in double lane by lane, as fl_reduce_row. A lane whose entropy
- * is below 1e-30 is redone from its row as there (float32 products lose it). */
-static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+/* A tile's entropies from its sums (exponentials in yt, logits in xt): dot = sum_k e_k * (x_k - m)
+ * in double lane by lane, as fl_reduce_row. A lane whose entropy is below 1e-30 is redone from
+ * its row as there (float32 products lose it). */
+static void fl_entropy_tile_finish(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const float *xt,
+                                   const float *yt, flv m, const float *n_eq, const double *rest, void *scratch)
 {
     int64_t c = ctx->g.c;
-    flv m;
-    float n_eq[FL_W], mv[FL_W];
-    double rest[FL_W], dot[FL_W], v[FL_W];
-    if (c == 2) {
-        fl_post_tile_load(ctx, i0, i1, nr, t);
-        if (!fl_tile_sums2(t->xt, t->yt, &m, n_eq, rest)) return 0;
-    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, 1, &m, n_eq, rest)) {
-        return 0;
-    }
+    float mv[FL_W];
+    double dot[FL_W], v[FL_W];
     flv_store(mv, m);
     for (int j = 0; j < FL_W; j++) dot[j] = 0.0;
     for (int64_t k = 0; k < c; k++) {
-        const float *xk = t->xt + k * FL_W, *ek = t->yt + k * FL_W;
+        const float *xk = xt + k * FL_W, *ek = yt + k * FL_W;
         for (int j = 0; j < FL_W; j++) dot[j] += (double)ek[j] * fl_clamp_shift_d((double)xk[j] - (double)mv[j]);
     }
     for (int j = 0; j < FL_W; j++) v[j] = fl_log_sum((double)n_eq[j], rest[j]) - dot[j] / ((double)n_eq[j] + rest[j]);
     for (int64_t j = 0; j < nr; j++) {
         if (v[j] < 1e-30) {
             float *row = (float *)scratch;
-            for (int64_t k = 0; k < c; k++) row[k] = t->xt[k * FL_W + j];
+            for (int64_t k = 0; k < c; k++) row[k] = xt[k * FL_W + j];
             v[j] = fl_entropy_precise_t(row, c, mv[j], FL_F32);
         }
     }
     fl_put_tile(ctx->y, i0, i1, nr, v);
+}
+
+/* Entropy of FL_W rows in the lanes: the sums of fl_tile_sums (exponentials kept), then
+ * fl_entropy_tile_finish. */
+static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    flv m;
+    float n_eq[FL_W];
+    double rest[FL_W];
+    if (c == 2) {
+        fl_post_tile_load(ctx, i0, i1, nr, t);
+        if (!fl_tile_sums2(t->xt, t->yt, &m, n_eq, rest)) return 0;
+    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, 1, &m, n_eq, rest)) {
+        return 0;
+    }
+    fl_entropy_tile_finish(ctx, i0, i1, nr, t->xt, t->yt, m, n_eq, rest, scratch);
+    return 1;
+}
+
+/* fl_entropy_tile for two whole tiles of more than two classes side by side (fl_tile_pair_fn) */
+static int fl_entropy_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch)
+{
+    flv m[2];
+    float n_eq[2][FL_W];
+    double rest[2][FL_W];
+    if (!fl_tile_sums_pair(ctx, i0, i1, t, 1, m, n_eq, rest)) return 0;
+    fl_entropy_tile_finish(ctx, i0, i1, FL_W, t->xt, t->yt, m[0], n_eq[0], rest[0], scratch);
+    fl_entropy_tile_finish(ctx, i0, i1 + FL_W, FL_W, t->xt2, t->yt2, m[1], n_eq[1], rest[1], scratch);
     return 1;
 }
 
@@ -399,7 +421,8 @@ static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
         fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile, fl_logsumexp_tile_pair,
                        fl_logsumexp_queue_done);
     else if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
-        fl_run_tiles(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile);
+        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile, ctx->g.c > 2 ? fl_entropy_tile_pair : NULL,
+                       NULL);
     else
         fl_run_rows(ctx, b0, b1, bytes, fl_reduce_row);
 }

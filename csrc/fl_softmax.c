@@ -178,30 +178,17 @@ static void fl_softmax2_tile(const float *xt, float *yt)
     flv_store(yt + FL_W, flv_add(flv_sel_neg(ab, pmax, pmin), nan));
 }
 
-/* fl_softmax_row for a tile, with the same formulas: softmax e * fl_softmax_recip(S), log_softmax
- * fl_log_shift. */
-static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+/* A tile's outputs from its sums: softmax e * fl_softmax_recip(S) (the exponentials in yt),
+ * log_softmax fl_log_shift (the logits in xt; rest redone where tiny), into yt, then stored to
+ * the rows (i0, i1 .. i1 + nr - 1). */
+static void fl_softmax_tile_finish(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
+                                   const float *xt, float *yt, flv m, const float *n_eq, double *rest,
+                                   void *scratch)
 {
     int64_t c = ctx->g.c;
-    int log_mode = ctx->op == FL_LOG_SOFTMAX;
-    flv m;
-    float n_eq[FL_W], f[FL_W];
-    double rest[FL_W];
     const fl_arr *y = ctx->y;
-    if (c == 2 && !log_mode) {
-        fl_post_tile_load(ctx, i0, i1, nr, t);
-        fl_softmax2_tile(t->xt, t->yt);
-        fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr,
-                      y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
-        return 1;
-    }
-    if (c == 2) {
-        fl_post_tile_load(ctx, i0, i1, nr, t);
-        if (!fl_tile_sums2(t->xt, NULL, &m, n_eq, rest)) return 0;
-    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) {
-        return 0;
-    }
-    if (!log_mode) {
+    float f[FL_W];
+    if (ctx->op != FL_LOG_SOFTMAX) {
         /* fl_recip_sum_f's steps, the same operations, as three lane loops that each vectorise
          * (one loop of the whole mixed float/double function became scalar divisions on AVX2) */
         double s[FL_W];
@@ -219,7 +206,7 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
             for (int64_t j = 0; j < FL_W; j++) f[j] = (float)(1.0 / s[j]);
         }
         flv inv = flv_load(f);
-        for (int64_t k = 0; k < c; k++) flv_store(t->yt + k * FL_W, flv_mul(flv_load(t->yt + k * FL_W), inv));
+        for (int64_t k = 0; k < c; k++) flv_store(yt + k * FL_W, flv_mul(flv_load(yt + k * FL_W), inv));
     } else {
         /* the row path's formula (fl_log_shift), so that a result does not depend on the layout
          * that chose the path */
@@ -228,14 +215,50 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
         int tiny = 0;
         /* fl_log_rest_tiny without its branches, so that the loop vectorises */
         for (int64_t j = 0; j < FL_W; j++) tiny |= (n_eq[j] == 1.0f) & (rest[j] < 0x1p-100);
-        if (tiny && c > 1) fl_log_tile_rest_precise(t->xt, c, nr, n_eq, mf, rest, (float *)scratch);
+        if (tiny && c > 1) fl_log_tile_rest_precise(xt, c, nr, n_eq, mf, rest, (float *)scratch);
         for (int64_t j = 0; j < FL_W; j++) ls[j] = (float)fl_log_sum((double)n_eq[j], rest[j]);
         flv vls = flv_load(ls);
-        for (int64_t k = 0; k < c; k++)
-            flv_store(t->yt + k * FL_W, fl_log_shift(flv_load(t->xt + k * FL_W), m, vls));
+        for (int64_t k = 0; k < c; k++) flv_store(yt + k * FL_W, fl_log_shift(flv_load(xt + k * FL_W), m, vls));
     }
     fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr,
-                  y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
+                  y->s1 == c && y->sc == 1 ? t->oidx : NULL, yt);
+}
+
+/* fl_softmax_row for a tile, with the same formulas (fl_softmax_tile_finish) */
+static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
+{
+    int64_t c = ctx->g.c;
+    int log_mode = ctx->op == FL_LOG_SOFTMAX;
+    flv m;
+    float n_eq[FL_W];
+    double rest[FL_W];
+    const fl_arr *y = ctx->y;
+    if (c == 2 && !log_mode) {
+        fl_post_tile_load(ctx, i0, i1, nr, t);
+        fl_softmax2_tile(t->xt, t->yt);
+        fl_tile_store((float *)(void *)fl_row_ptr(y, i0, i1), y->s1, y->sc, c, nr,
+                      y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
+        return 1;
+    }
+    if (c == 2) {
+        fl_post_tile_load(ctx, i0, i1, nr, t);
+        if (!fl_tile_sums2(t->xt, NULL, &m, n_eq, rest)) return 0;
+    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) {
+        return 0;
+    }
+    fl_softmax_tile_finish(ctx, i0, i1, nr, t, t->xt, t->yt, m, n_eq, rest, scratch);
+    return 1;
+}
+
+/* fl_softmax_tile for two whole tiles of more than two classes side by side (fl_tile_pair_fn) */
+static int fl_softmax_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch)
+{
+    flv m[2];
+    float n_eq[2][FL_W];
+    double rest[2][FL_W];
+    if (!fl_tile_sums_pair(ctx, i0, i1, t, ctx->op != FL_LOG_SOFTMAX, m, n_eq, rest)) return 0;
+    fl_softmax_tile_finish(ctx, i0, i1, FL_W, t, t->xt, t->yt, m[0], n_eq[0], rest[0], scratch);
+    fl_softmax_tile_finish(ctx, i0, i1 + FL_W, FL_W, t, t->xt2, t->yt2, m[1], n_eq[1], rest[1], scratch);
     return 1;
 }
 
@@ -265,7 +288,8 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
         fl_stream_fence();
         free(s);
     } else if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y)) {
-        fl_run_tiles(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile);
+        fl_run_tiles_q(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile, ctx->g.c > 2 ? fl_softmax_tile_pair : NULL,
+                       NULL);
     } else {
         fl_run_rows(ctx, b0, b1, bytes, fl_softmax_row);
     }
