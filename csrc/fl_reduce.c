@@ -413,16 +413,20 @@ static int fl_entropy_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const 
     return 1;
 }
 
+/* the widest rows whose tiles go two at a time (fl_tile_pair_fn) */
+#define FL_LOGSUMEXP_PAIR_MAX_C 32
+#define FL_ENTROPY_PAIR_MAX_C 16
+
 static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
     size_t bytes = fl_scratch2(ctx);
     if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL) && ctx->op == FL_LOGSUMEXP)
-        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile, fl_logsumexp_tile_pair,
-                       fl_logsumexp_queue_done);
+        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile,
+                       ctx->g.c <= FL_LOGSUMEXP_PAIR_MAX_C ? fl_logsumexp_tile_pair : NULL, fl_logsumexp_queue_done);
     else if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
-        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile, ctx->g.c > 2 ? fl_entropy_tile_pair : NULL,
-                       NULL);
+        fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile,
+                       ctx->g.c > 2 && ctx->g.c <= FL_ENTROPY_PAIR_MAX_C ? fl_entropy_tile_pair : NULL, NULL);
     else
         fl_run_rows(ctx, b0, b1, bytes, fl_reduce_row);
 }

@@ -262,6 +262,9 @@ static int fl_softmax_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const 
     return 1;
 }
 
+/* the widest rows whose tiles go two at a time (fl_tile_pair_fn) */
+#define FL_SOFTMAX_PAIR_MAX_C 16
+
 /* A streamed task's scratch: the row left pending, then fl_softmax_row_f32's rows. */
 typedef struct { fl_pend pend; float rows[]; } fl_softmax_stream_scratch;
 
@@ -288,8 +291,8 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
         fl_stream_fence();
         free(s);
     } else if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y)) {
-        fl_run_tiles_q(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile, ctx->g.c > 2 ? fl_softmax_tile_pair : NULL,
-                       NULL);
+        fl_run_tiles_q(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile,
+                       ctx->g.c > 2 && ctx->g.c <= FL_SOFTMAX_PAIR_MAX_C ? fl_softmax_tile_pair : NULL, NULL);
     } else {
         fl_run_rows(ctx, b0, b1, bytes, fl_softmax_row);
     }
