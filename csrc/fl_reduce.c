@@ -413,8 +413,9 @@ static int fl_entropy_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const 
     return 1;
 }
 
-/* the widest rows whose tiles go two at a time (fl_tile_pair_fn) */
-#define FL_LOGSUMEXP_PAIR_MAX_C 32
+/* the widest rows whose tiles go two at a time (fl_tile_pair_fn; logsumexp's pairs sum in two
+ * partials, fl_tile_logsumexp_pair) */
+#define FL_LOGSUMEXP_PAIR_MAX_C FL_LSE_TILE_NACC4_C
 #define FL_ENTROPY_PAIR_MAX_C 16
 
 static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)

@@ -201,8 +201,10 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
  *     flv_exp_neg_fast and flv_log1p to, exhaustively), at most 4u relative, or 2^-148
  *     absolute below the normal range; the rounding of d = x - m (at most u|d|) moves it by a
  *     factor exp(u|d|), so sum_k e_k |d_k| (accumulated beside the sum) bounds that part;
- *   - the two partial sums and their join round at most ceil(c/2) times, u * rest each; the
- *     join with n_eq - 1 once more (u * q);
+ *   - rest is summed in nacc partials (2, or 4 past FL_LSE_TILE_NACC4_C classes), class k into
+ *     partial k mod nacc, joined pairwise: each rounding errs by at most u times its sum, at
+ *     most rest, and a partial rounds ceil(c/nacc) - 1 times, the joins log2(nacc) levels, so
+ *     (ceil(c/nacc) - 1 + log2(nacc)) u rest in all; the join with n_eq - 1 once more (u * q);
  *   - an error dq in q moves log1p(q) by dq / (1 + q); log1p adds its 2 ULP of L;
  *   - the final m + L rounds by half an ULP of v.
  * A lane whose bound is within FL_LSE_LANE_ULP ULP of v (so under FL_LSE_LANE_ULP + 0.5 ULP of
@@ -211,6 +213,11 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
  * a row's result and whether it is redone depend on the row alone. A lane whose max is not
  * finite returns the max (the special values of fl_reduce_special) and is never redone. */
 #define FL_LSE_LANE_ULP 3.2f
+
+/* Rows of more classes sum rest in four partials: the bound's ceil(c/2) u rest of two partials
+ * sends too many rows to the double path there (rows of randn * 3, estimated from the bound: 17%
+ * of 48 classes and 36% of 64 with two partials, under 0.3% with four) */
+#define FL_LSE_TILE_NACC4_C 32
 
 /* v for the lanes and the mask of lanes (bit j) to redo, from the parts above: m the lanes'
  * max, rest, q = (n_eq - 1) + rest, err the bound on q's error (units of u) */
@@ -231,19 +238,19 @@ static inline unsigned fl_lse_lanes_finish(flv m, flv q, flv err, float *v)
 
 /* the lanes' logsumexp of np tiles (np = 1 or 2, a constant where inlined: two tiles' chains
  * side by side, fl_tile_pair_fn) of c classes (any c <= FL_LANES_MAX_C), tile p at xt[p] with
- * max m[p], its results in v[p] and its lanes to redo in redo[p]; normal: every x - m of the
- * tiles is known to be at least FL_EXPF_NORMAL_LO, so the exponentials skip their floor and
- * subnormal handling (the same values) */
+ * max m[p], its results in v[p] and its lanes to redo in redo[p]; rest in nacc partials (2 or 4,
+ * a constant); normal: every x - m of the tiles is known to be at least FL_EXPF_NORMAL_LO, so
+ * the exponentials skip their floor and subnormal handling (the same values) */
 FL_ALWAYS_INLINE void fl_tile_logsumexp_n(const float *const *xt, int np, int64_t c, const flv *m, float *const *v,
-                                          unsigned *redo, int normal)
+                                          unsigned *redo, int nacc, int normal)
 {
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), floor_d = flv_set1(-104.0f);
-    flv r[2][2] = {{zero, zero}, {zero, zero}}, cnt[2] = {zero, zero}, dot[2] = {zero, zero};
-    /* classes two at a time, into the two partials (even classes into r[p][0]) */
-    for (int64_t k = 0; k < c; k += 2) {
-        FL_UNROLL(2)
-        for (int h = 0; h < 2; h++) {
-            if (h && k + 1 == c) break;
+    flv r[2][4] = {{zero, zero, zero, zero}, {zero, zero, zero, zero}}, cnt[2] = {zero, zero}, dot[2] = {zero, zero};
+    /* classes nacc at a time, class k into the partial r[p][k mod nacc] */
+    for (int64_t k = 0; k < c; k += nacc) {
+        FL_UNROLL(4)
+        for (int h = 0; h < nacc; h++) {
+            if (k + h == c) break;
             FL_UNROLL(2)
             for (int p = 0; p < np; p++) {
                 /* d >= -104, where exp is 0 in float32: d * e stays finite for -inf logits */
@@ -256,11 +263,14 @@ FL_ALWAYS_INLINE void fl_tile_logsumexp_n(const float *const *xt, int np, int64_
             }
         }
     }
+    /* (4 + ceil(c/nacc) - 1 + log2(nacc)) rest + sum e|d| + c 2^-124, and u q for the join */
+    float rounds = (float)((c + nacc - 1) / nacc - 1 + (nacc == 4 ? 2 : 1));
     FL_UNROLL(2)
     for (int p = 0; p < np; p++) {
-        flv rest = flv_add(r[p][0], r[p][1]), q = flv_add(flv_sub(cnt[p], one), rest);
-        /* (4 + ceil(c/2)) rest + sum e|d| + c 2^-124, and u q for the join */
-        flv err = flv_fma(flv_set1(4.0f + (float)((c + 1) / 2)), rest, flv_sub(flv_set1((float)c * 0x1p-124f), dot[p]));
+        flv rest = flv_add(r[p][0], r[p][1]);
+        if (nacc == 4) rest = flv_add(rest, flv_add(r[p][2], r[p][3]));
+        flv q = flv_add(flv_sub(cnt[p], one), rest);
+        flv err = flv_fma(flv_set1(4.0f + rounds), rest, flv_sub(flv_set1((float)c * 0x1p-124f), dot[p]));
         redo[p] = fl_lse_lanes_finish(m[p], q, flv_add(err, q), v[p]);
     }
 }
@@ -297,8 +307,14 @@ static inline unsigned fl_tile_logsumexp(const float *xt, int64_t c, float *v)
     flv m, lo;
     unsigned redo;
     fl_tile_max_min(&xt, 1, c, &m, &lo);
-    if (fl_tile_normal(m, lo)) fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 1);
-    else fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 0);
+    int normal = fl_tile_normal(m, lo);
+    if (c > FL_LSE_TILE_NACC4_C) {
+        if (normal) fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 4, 1);
+        else fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 4, 0);
+    } else {
+        if (normal) fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 2, 1);
+        else fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 2, 0);
+    }
     return redo;
 }
 
@@ -318,14 +334,14 @@ static inline unsigned fl_tile_logsumexp2(const float *xt, float *v)
     return fl_lse_lanes_finish(m, t, err, v);
 }
 
-/* fl_tile_logsumexp of the two tiles xt[0], xt[1] (c > 2) side by side (fl_tile_pair_fn): the
- * same operations a lane, so the same bits */
+/* fl_tile_logsumexp of the two tiles xt[0], xt[1] (2 < c <= FL_LSE_TILE_NACC4_C) side by side
+ * (fl_tile_pair_fn): the same operations a lane, so the same bits */
 static inline void fl_tile_logsumexp_pair(const float *const *xt, int64_t c, float *const *v, unsigned *redo)
 {
     flv m[2], lo[2];
     fl_tile_max_min(xt, 2, c, m, lo);
     if (fl_tile_normal(m[0], lo[0]) && fl_tile_normal(m[1], lo[1])) {
-        fl_tile_logsumexp_n(xt, 2, c, m, v, redo, 1);
+        fl_tile_logsumexp_n(xt, 2, c, m, v, redo, 2, 1);
     } else {
         redo[0] = fl_tile_logsumexp(xt[0], c, v[0]);
         redo[1] = fl_tile_logsumexp(xt[1], c, v[1]);
