@@ -280,22 +280,6 @@ static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, i
     return 1;
 }
 
-/* fl_tile_sums for the two whole tiles of a pair (rows i1 .. i1 + 2 FL_W - 1; the second in
- * t->xt2, its exponentials in t->yt2), side by side. Returns 0 when a row's max is not finite. */
-static inline int fl_tile_sums_pair(const fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, int keep,
-                                    flv *m, float (*n_eq)[FL_W], double (*rest)[FL_W])
-{
-    fl_post_tile_load(ctx, i0, i1, FL_W, t);
-    fl_post_tile_load_to(ctx, i0, i1 + FL_W, FL_W, t, t->xt2);
-    m[0] = fl_tile_max(t->xt, ctx->g.c);
-    m[1] = fl_tile_max(t->xt2, ctx->g.c);
-    if (!flv_all_finite(m[0]) || !flv_all_finite(m[1])) return 0;
-    const float *xt[2] = {t->xt, t->xt2};
-    float *yt[2] = {t->yt, t->yt2};
-    fl_tile_sums_n(xt, yt, 2, ctx->g.c, keep, m, n_eq, rest);
-    return 1;
-}
-
 /* fl_tile_sums of a loaded tile of two classes, the same values from one exponential a row:
  * the max's own term exp(0) = 1 goes to n_eq, so rest is exp(min - max), or 0 for a tie; the
  * exponentials into yt (if not NULL) as fl_tile_sums keeps them. Returns 0 when a row's max is
@@ -317,6 +301,26 @@ static inline int fl_tile_sums2(const float *xt, float *yt, flv *m, float *n_eq,
         flv_store(yt, flv_sel_neg(flv_sub(a, *m), e, one));
         flv_store(yt + FL_W, flv_sel_neg(flv_sub(b, *m), e, one));
     }
+    return 1;
+}
+
+/* fl_tile_sums for the two whole tiles of a pair (rows i1 .. i1 + 2 FL_W - 1; the second in
+ * t->xt2, its exponentials in t->yt2), side by side (two classes: fl_tile_sums2 a tile). Returns
+ * 0 when a row's max is not finite. */
+static inline int fl_tile_sums_pair(const fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, int keep,
+                                    flv *m, float (*n_eq)[FL_W], double (*rest)[FL_W])
+{
+    fl_post_tile_load(ctx, i0, i1, FL_W, t);
+    fl_post_tile_load_to(ctx, i0, i1 + FL_W, FL_W, t, t->xt2);
+    if (ctx->g.c == 2)
+        return fl_tile_sums2(t->xt, keep ? t->yt : NULL, &m[0], n_eq[0], rest[0]) &&
+               fl_tile_sums2(t->xt2, keep ? t->yt2 : NULL, &m[1], n_eq[1], rest[1]);
+    m[0] = fl_tile_max(t->xt, ctx->g.c);
+    m[1] = fl_tile_max(t->xt2, ctx->g.c);
+    if (!flv_all_finite(m[0]) || !flv_all_finite(m[1])) return 0;
+    const float *xt[2] = {t->xt, t->xt2};
+    float *yt[2] = {t->yt, t->yt2};
+    fl_tile_sums_n(xt, yt, 2, ctx->g.c, keep, m, n_eq, rest);
     return 1;
 }
 

@@ -401,7 +401,7 @@ static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     return 1;
 }
 
-/* fl_entropy_tile for two whole tiles of more than two classes side by side (fl_tile_pair_fn) */
+/* fl_entropy_tile for two whole tiles side by side (fl_tile_pair_fn) */
 static int fl_entropy_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch)
 {
     flv m[2];
@@ -427,7 +427,7 @@ static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
                        ctx->g.c <= FL_LOGSUMEXP_PAIR_MAX_C ? fl_logsumexp_tile_pair : NULL, fl_logsumexp_queue_done);
     else if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
         fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile,
-                       ctx->g.c > 2 && ctx->g.c <= FL_ENTROPY_PAIR_MAX_C ? fl_entropy_tile_pair : NULL, NULL);
+                       ctx->g.c <= FL_ENTROPY_PAIR_MAX_C ? fl_entropy_tile_pair : NULL, NULL);
     else
         fl_run_rows(ctx, b0, b1, bytes, fl_reduce_row);
 }

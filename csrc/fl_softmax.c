@@ -250,7 +250,8 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
     return 1;
 }
 
-/* fl_softmax_tile for two whole tiles of more than two classes side by side (fl_tile_pair_fn) */
+/* fl_softmax_tile for two whole tiles side by side (fl_tile_pair_fn; not the two-class softmax,
+ * whose tile takes one exponential a row) */
 static int fl_softmax_tile_pair(fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, void *scratch)
 {
     flv m[2];
@@ -292,7 +293,9 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
         free(s);
     } else if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y)) {
         fl_run_tiles_q(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile,
-                       ctx->g.c > 2 && ctx->g.c <= FL_SOFTMAX_PAIR_MAX_C ? fl_softmax_tile_pair : NULL, NULL);
+                       (ctx->g.c > 2 || ctx->op == FL_LOG_SOFTMAX) && ctx->g.c <= FL_SOFTMAX_PAIR_MAX_C
+                           ? fl_softmax_tile_pair : NULL,
+                       NULL);
     } else {
         fl_run_rows(ctx, b0, b1, bytes, fl_softmax_row);
     }
