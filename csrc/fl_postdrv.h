@@ -266,24 +266,10 @@ FL_ALWAYS_INLINE void fl_tile_sums_n(const float *const *xt, float *const *yt, i
     }
 }
 
-/* Load a tile, take its max and the n_eq + rest sums of each lane's row (fl_tile_sums_n),
- * storing the exponentials in t->yt if keep. Returns 0 when a row's max is not finite. */
-static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, int keep,
-                        flv *m, float *n_eq, double *rest)
-{
-    fl_post_tile_load(ctx, i0, i1, nr, t);
-    *m = fl_tile_max(t->xt, ctx->g.c);
-    if (!flv_all_finite(*m)) return 0; /* lanes past nr repeat row 0 or hold 0 */
-    const float *xt = t->xt;
-    float *yt = t->yt;
-    fl_tile_sums_n(&xt, &yt, 1, ctx->g.c, keep, m, (float (*)[FL_W])n_eq, (double (*)[FL_W])rest);
-    return 1;
-}
-
-/* fl_tile_sums of a loaded tile of two classes, the same values from one exponential a row:
+/* fl_tile_sums_n of a loaded tile of two classes, the same values from one exponential a row:
  * the max's own term exp(0) = 1 goes to n_eq, so rest is exp(min - max), or 0 for a tie; the
- * exponentials into yt (if not NULL) as fl_tile_sums keeps them. Returns 0 when a row's max is
- * not finite. */
+ * exponentials into yt (if not NULL) as fl_tile_sums_n keeps them. Returns 0 when a row's max
+ * is not finite. */
 static inline int fl_tile_sums2(const float *xt, float *yt, flv *m, float *n_eq, double *rest)
 {
     flv a = flv_load(xt), b = flv_load(xt + FL_W), lo = flv_min_ord(a, b), d, e;
@@ -304,24 +290,46 @@ static inline int fl_tile_sums2(const float *xt, float *yt, flv *m, float *n_eq,
     return 1;
 }
 
-/* fl_tile_sums for the two whole tiles of a pair (rows i1 .. i1 + 2 FL_W - 1; the second in
- * t->xt2, its exponentials in t->yt2), side by side (two classes: fl_tile_sums2 a tile). Returns
- * 0 when a row's max is not finite. */
+/* Load np tiles of nr rows (np = 1 or 2, a constant where inlined; the second, rows i1 + FL_W ..
+ * of a pair, fl_tile_pair_fn, into t->xt2), take their maxima m[p] and the n_eq + rest sums of
+ * each lane's row (fl_tile_sums_n; two classes: fl_tile_sums2), storing the exponentials in
+ * t->yt (t->yt2) if keep. Returns 0 when a row's max is not finite (lanes past nr repeat row 0
+ * or hold 0). */
+FL_ALWAYS_INLINE int fl_tile_sums_np(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t,
+                                     int np, int keep, flv *m, float (*n_eq)[FL_W], double (*rest)[FL_W])
+{
+    int64_t c = ctx->g.c;
+    float *xt[2] = {t->xt, t->xt2}, *yt[2] = {t->yt, t->yt2};
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++) fl_post_tile_load_to(ctx, i0, i1 + p * FL_W, nr, t, xt[p]);
+    if (c == 2) {
+        FL_UNROLL(2)
+        for (int p = 0; p < np; p++)
+            if (!fl_tile_sums2(xt[p], keep ? yt[p] : NULL, &m[p], n_eq[p], rest[p])) return 0;
+        return 1;
+    }
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++) m[p] = fl_tile_max(xt[p], c);
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++)
+        if (!flv_all_finite(m[p])) return 0;
+    const float *const xc[2] = {xt[0], xt[1]};
+    fl_tile_sums_n(xc, yt, np, c, keep, m, n_eq, rest);
+    return 1;
+}
+
+/* fl_tile_sums_np of one tile of nr rows (exponentials in t->yt if keep) */
+static inline int fl_tile_sums(const fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, int keep,
+                               flv *m, float *n_eq, double *rest)
+{
+    return fl_tile_sums_np(ctx, i0, i1, nr, t, 1, keep, m, (float (*)[FL_W])n_eq, (double (*)[FL_W])rest);
+}
+
+/* fl_tile_sums_np of the two whole tiles of a pair (rows i1 .. i1 + 2 FL_W - 1, side by side) */
 static inline int fl_tile_sums_pair(const fl_post_ctx *ctx, int64_t i0, int64_t i1, const fl_post_tiles *t, int keep,
                                     flv *m, float (*n_eq)[FL_W], double (*rest)[FL_W])
 {
-    fl_post_tile_load(ctx, i0, i1, FL_W, t);
-    fl_post_tile_load_to(ctx, i0, i1 + FL_W, FL_W, t, t->xt2);
-    if (ctx->g.c == 2)
-        return fl_tile_sums2(t->xt, keep ? t->yt : NULL, &m[0], n_eq[0], rest[0]) &&
-               fl_tile_sums2(t->xt2, keep ? t->yt2 : NULL, &m[1], n_eq[1], rest[1]);
-    m[0] = fl_tile_max(t->xt, ctx->g.c);
-    m[1] = fl_tile_max(t->xt2, ctx->g.c);
-    if (!flv_all_finite(m[0]) || !flv_all_finite(m[1])) return 0;
-    const float *xt[2] = {t->xt, t->xt2};
-    float *yt[2] = {t->yt, t->yt2};
-    fl_tile_sums_n(xt, yt, 2, ctx->g.c, keep, m, n_eq, rest);
-    return 1;
+    return fl_tile_sums_np(ctx, i0, i1, FL_W, t, 2, keep, m, n_eq, rest);
 }
 
 #endif

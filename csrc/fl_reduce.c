@@ -387,16 +387,10 @@ static void fl_entropy_tile_finish(fl_post_ctx *ctx, int64_t i0, int64_t i1, int
  * fl_entropy_tile_finish. */
 static int fl_entropy_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, const fl_post_tiles *t, void *scratch)
 {
-    int64_t c = ctx->g.c;
     flv m;
     float n_eq[FL_W];
     double rest[FL_W];
-    if (c == 2) {
-        fl_post_tile_load(ctx, i0, i1, nr, t);
-        if (!fl_tile_sums2(t->xt, t->yt, &m, n_eq, rest)) return 0;
-    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, 1, &m, n_eq, rest)) {
-        return 0;
-    }
+    if (!fl_tile_sums(ctx, i0, i1, nr, t, 1, &m, n_eq, rest)) return 0;
     fl_entropy_tile_finish(ctx, i0, i1, nr, t->xt, t->yt, m, n_eq, rest, scratch);
     return 1;
 }

@@ -240,12 +240,7 @@ static int fl_softmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr,
                       y->s1 == c && y->sc == 1 ? t->oidx : NULL, t->yt);
         return 1;
     }
-    if (c == 2) {
-        fl_post_tile_load(ctx, i0, i1, nr, t);
-        if (!fl_tile_sums2(t->xt, NULL, &m, n_eq, rest)) return 0;
-    } else if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) {
-        return 0;
-    }
+    if (!fl_tile_sums(ctx, i0, i1, nr, t, !log_mode, &m, n_eq, rest)) return 0;
     fl_softmax_tile_finish(ctx, i0, i1, nr, t, t->xt, t->yt, m, n_eq, rest, scratch);
     return 1;
 }
