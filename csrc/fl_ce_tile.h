@@ -205,7 +205,7 @@ static int fl_ce_lanes_ok(const fl_ce_args *a, fl_grid g, int index)
 {
     if (FL_W == 1 || !index || a->targets_only || a->x.dtype != FL_F32 || a->label_smoothing > 0.0 || a->z_loss > 0.0)
         return 0;
-    if (!fl_tile_layout_ok(a->x.s1, g.c)) return 0;
+    if (!fl_tile_layout_ok(a->x.s1, g.c, FL_LANES_MAX_C)) return 0;
     /* any float32 gradient layout is stored from the tile (fl_tile_store) */
     if (a->grad.data && a->grad.dtype != FL_F32) return 0;
     return 1;

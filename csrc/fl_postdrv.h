@@ -159,12 +159,13 @@ static inline void fl_tile_queue_place(const fl_post_ctx *ctx, const fl_tile_que
     *i1 = a >= n1 ? a % n1 : a;
 }
 
-/* Do x (and the row output y, if any) allow tiles: float32, C <= FL_LANES_MAX_C, one of the
- * two tile layouts for both? */
-static inline int fl_post_lanes_ok(const fl_post_ctx *ctx, const fl_arr *y)
+/* Do x (and the row output y, if any) allow tiles: float32, C <= max_c (the kernel's widest
+ * tile: FL_LANES_MAX_C, or more for a kernel whose rows never go back to the row path), a tile
+ * layout for both? */
+static inline int fl_post_lanes_ok(const fl_post_ctx *ctx, const fl_arr *y, int64_t max_c)
 {
     const fl_arr *x = ctx->x;
-    if (FL_W == 1 || x->dtype != FL_F32 || !fl_tile_layout_ok(x->s1, ctx->g.c)) return 0;
+    if (FL_W == 1 || x->dtype != FL_F32 || !fl_tile_layout_ok(x->s1, ctx->g.c, max_c)) return 0;
     /* any float32 output layout is stored from the tile (fl_tile_store), so out= never changes
      * the arithmetic: results do not depend on where they are written */
     return !y || y->dtype == FL_F32;

@@ -292,7 +292,7 @@ static void fl_logsumexp_queue_done(fl_post_ctx *ctx, const fl_post_tiles *t)
     for (int64_t j = 0; j < n; j++) {
         double v = vq[j];
         if (fl_lse_f32_cancelled(v, mv[j])) {
-            double row[FL_LANES_MAX_C];
+            double row[FL_LSE_TILE_MAX_C];
             for (int64_t k = 0; k < c; k++) row[k] = (double)t->qt[k * FL_W + j];
             v = fl_dd_logsumexp(row, c, (double)mv[j]);
         }
@@ -416,10 +416,10 @@ static void fl_reduce_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
     size_t bytes = fl_scratch2(ctx);
-    if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL) && ctx->op == FL_LOGSUMEXP)
+    if (!ctx->f64 && ctx->op == FL_LOGSUMEXP && fl_post_lanes_ok(ctx, NULL, FL_LSE_TILE_MAX_C))
         fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_logsumexp_tile,
                        ctx->g.c <= FL_LOGSUMEXP_PAIR_MAX_C ? fl_logsumexp_tile_pair : NULL, fl_logsumexp_queue_done);
-    else if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
+    else if (!ctx->f64 && ctx->op != FL_LOGSUMEXP && fl_post_lanes_ok(ctx, NULL, FL_LANES_MAX_C))
         fl_run_tiles_q(ctx, b0, b1, bytes, fl_reduce_row, fl_entropy_tile,
                        ctx->g.c <= FL_ENTROPY_PAIR_MAX_C ? fl_entropy_tile_pair : NULL, NULL);
     else

@@ -152,7 +152,7 @@ static int fl_argmax_tile(fl_post_ctx *ctx, int64_t i0, int64_t i1, int64_t nr, 
 static void fl_argmax_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
-    if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL))
+    if (!ctx->f64 && fl_post_lanes_ok(ctx, NULL, FL_LANES_MAX_C))
         fl_run_tiles(ctx, b0, b1, fl_scratch2(ctx), fl_argmax_row, fl_argmax_tile);
     else
         fl_run_rows(ctx, b0, b1, fl_scratch2(ctx), fl_argmax_row);
@@ -397,7 +397,7 @@ static void fl_topk_task(void *vctx, int64_t b0, int64_t b1)
 {
     fl_post_ctx *ctx = (fl_post_ctx *)vctx;
     size_t bytes = (size_t)ctx->k * sizeof(fl_cand) + (size_t)ctx->g.c * sizeof(double);
-    if (ctx->k <= FL_TOPK_LANES_K && fl_post_lanes_ok(ctx, ctx->y))
+    if (ctx->k <= FL_TOPK_LANES_K && fl_post_lanes_ok(ctx, ctx->y, FL_LANES_MAX_C))
         fl_run_tiles(ctx, b0, b1, bytes, fl_topk_row, fl_topk_tile);
     else
         fl_run_rows(ctx, b0, b1, bytes, fl_topk_row);

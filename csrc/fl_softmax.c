@@ -286,7 +286,7 @@ static void fl_softmax_task(void *vctx, int64_t b0, int64_t b1)
         fl_pend_drain(&s->pend, ctx->g.c);
         fl_stream_fence();
         free(s);
-    } else if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y)) {
+    } else if (!ctx->f64 && fl_post_lanes_ok(ctx, ctx->y, FL_LANES_MAX_C)) {
         fl_run_tiles_q(ctx, b0, b1, bytes, fl_softmax_row, fl_softmax_tile,
                        (ctx->g.c > 2 || ctx->op == FL_LOG_SOFTMAX) && ctx->g.c <= FL_SOFTMAX_PAIR_MAX_C
                            ? fl_softmax_tile_pair : NULL,
@@ -301,6 +301,6 @@ int FL_FN(softmax)(const fl_arr *x, const fl_arr *y, fl_grid g, int mode)
     fl_post_ctx ctx = {x, y, NULL, g, mode, 0, 0.0, x->dtype == FL_F64 || y->dtype == FL_F64, 0, 0, 0};
     /* a float32 softmax row's plain path keeps its exponentials in the output row (in place) */
     int in_place = mode != FL_LOG_SOFTMAX && y->dtype == FL_F32;
-    ctx.stream = !ctx.f64 && !fl_post_lanes_ok(&ctx, y) && fl_stream_ok(y, g.n0 * g.n1, g.c, in_place);
+    ctx.stream = !ctx.f64 && !fl_post_lanes_ok(&ctx, y, FL_LANES_MAX_C) && fl_stream_ok(y, g.n0 * g.n1, g.c, in_place);
     return fl_drive(&ctx, fl_softmax_task);
 }

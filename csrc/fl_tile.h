@@ -157,13 +157,13 @@ static inline void fl_tile_index(int64_t rs, int64_t c, int32_t *gidx, int32_t *
     for (int64_t p = 0; p < c * FL_W; p++) oidx[p] = (int32_t)((p % c) * FL_W + p / c);
 }
 
-/* Can rows of c classes with row stride rs (elements) be tiled? Any strides can: lanes load
- * with unit stride, by gathers or element by element, so every layout of the same values takes
- * the same arithmetic. */
-static inline int fl_tile_layout_ok(int64_t rs, int64_t c)
+/* Can rows of c classes with row stride rs (elements) be tiled by a kernel whose tiles hold up
+ * to max_c classes? Any strides can: lanes load with unit stride, by gathers or element by
+ * element, so every layout of the same values takes the same arithmetic. */
+static inline int fl_tile_layout_ok(int64_t rs, int64_t c, int64_t max_c)
 {
     (void)rs;
-    return c >= 1 && c <= FL_LANES_MAX_C;
+    return c >= 1 && c <= max_c;
 }
 
 /* per-lane max of a tile */
@@ -201,7 +201,8 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
  *     flv_exp_neg_fast and flv_log1p to, exhaustively), at most 4u relative, or 2^-148
  *     absolute below the normal range; the rounding of d = x - m (at most u|d|) moves it by a
  *     factor exp(u|d|), so sum_k e_k |d_k| (accumulated beside the sum) bounds that part;
- *   - rest is summed in nacc partials (2, or 4 past FL_LSE_TILE_NACC4_C classes), class k into
+ *   - rest is summed in nacc partials (2, 4 past FL_LSE_TILE_NACC4_C classes, 8 past
+ *     FL_LSE_TILE_NACC8_C), class k into
  *     partial k mod nacc, joined pairwise: each rounding errs by at most u times its sum, at
  *     most rest, and a partial rounds ceil(c/nacc) - 1 times, the joins log2(nacc) levels, so
  *     (ceil(c/nacc) - 1 + log2(nacc)) u rest in all; the join with n_eq - 1 once more (u * q);
@@ -218,6 +219,13 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
  * sends too many rows to the double path there (rows of randn * 3, estimated from the bound: 17%
  * of 48 classes and 36% of 64 with two partials, under 0.3% with four) */
 #define FL_LSE_TILE_NACC4_C 32
+#define FL_LSE_TILE_NACC8_C 64
+
+/* logsumexp's tiles hold up to 128 classes, more than the other kernels' FL_LANES_MAX_C: its
+ * tiles never hand a row back to the row path (a non-finite row is the tile's too), so its row
+ * path need not share their formulas. From the bound, eight partials send 0.0% of rows of randn
+ * * 3 to the double path at 80 classes, 0.6% at 96 and 1.2% at 128. */
+#define FL_LSE_TILE_MAX_C 128
 
 /* v for the lanes and the mask of lanes (bit j) to redo, from the parts above: m the lanes'
  * max, rest, q = (n_eq - 1) + rest, err the bound on q's error (units of u) */
@@ -237,18 +245,23 @@ static inline unsigned fl_lse_lanes_finish(flv m, flv q, flv err, float *v)
 }
 
 /* the lanes' logsumexp of np tiles (np = 1 or 2, a constant where inlined: two tiles' chains
- * side by side, fl_tile_pair_fn) of c classes (any c <= FL_LANES_MAX_C), tile p at xt[p] with
- * max m[p], its results in v[p] and its lanes to redo in redo[p]; rest in nacc partials (2 or 4,
- * a constant); normal: every x - m of the tiles is known to be at least FL_EXPF_NORMAL_LO, so
+ * side by side, fl_tile_pair_fn) of c classes (any c <= FL_LSE_TILE_MAX_C), tile p at xt[p] with
+ * max m[p], its results in v[p] and its lanes to redo in redo[p]; rest in nacc partials (2, 4
+ * or 8, a constant); normal: every x - m of the tiles is known to be at least FL_EXPF_NORMAL_LO, so
  * the exponentials skip their floor and subnormal handling (the same values) */
 FL_ALWAYS_INLINE void fl_tile_logsumexp_n(const float *const *xt, int np, int64_t c, const flv *m, float *const *v,
                                           unsigned *redo, int nacc, int normal)
 {
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), floor_d = flv_set1(-104.0f);
-    flv r[2][4] = {{zero, zero, zero, zero}, {zero, zero, zero, zero}}, cnt[2] = {zero, zero}, dot[2] = {zero, zero};
+    flv r[2][8], cnt[2] = {zero, zero}, dot[2] = {zero, zero};
+    FL_UNROLL(2)
+    for (int p = 0; p < np; p++) {
+        FL_UNROLL(8)
+        for (int h = 0; h < nacc; h++) r[p][h] = zero;
+    }
     /* classes nacc at a time, class k into the partial r[p][k mod nacc] */
     for (int64_t k = 0; k < c; k += nacc) {
-        FL_UNROLL(4)
+        FL_UNROLL(8)
         for (int h = 0; h < nacc; h++) {
             if (k + h == c) break;
             FL_UNROLL(2)
@@ -264,11 +277,15 @@ FL_ALWAYS_INLINE void fl_tile_logsumexp_n(const float *const *xt, int np, int64_
         }
     }
     /* (4 + ceil(c/nacc) - 1 + log2(nacc)) rest + sum e|d| + c 2^-124, and u q for the join */
-    float rounds = (float)((c + nacc - 1) / nacc - 1 + (nacc == 4 ? 2 : 1));
+    float rounds = (float)((c + nacc - 1) / nacc - 1 + (nacc == 8 ? 3 : nacc == 4 ? 2 : 1));
     FL_UNROLL(2)
     for (int p = 0; p < np; p++) {
-        flv rest = flv_add(r[p][0], r[p][1]);
-        if (nacc == 4) rest = flv_add(rest, flv_add(r[p][2], r[p][3]));
+        /* pairwise: the partials of 2 h and 2 h + 1, then of those, log2(nacc) levels */
+        for (int w = nacc / 2; w >= 1; w /= 2) {
+            FL_UNROLL(4)
+            for (int h = 0; h < w; h++) r[p][h] = flv_add(r[p][2 * h], r[p][2 * h + 1]);
+        }
+        flv rest = r[p][0];
         flv q = flv_add(flv_sub(cnt[p], one), rest);
         flv err = flv_fma(flv_set1(4.0f + rounds), rest, flv_sub(flv_set1((float)c * 0x1p-124f), dot[p]));
         redo[p] = fl_lse_lanes_finish(m[p], q, flv_add(err, q), v[p]);
@@ -308,7 +325,10 @@ static inline unsigned fl_tile_logsumexp(const float *xt, int64_t c, float *v)
     unsigned redo;
     fl_tile_max_min(&xt, 1, c, &m, &lo);
     int normal = fl_tile_normal(m, lo);
-    if (c > FL_LSE_TILE_NACC4_C) {
+    if (c > FL_LSE_TILE_NACC8_C) {
+        if (normal) fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 8, 1);
+        else fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 8, 0);
+    } else if (c > FL_LSE_TILE_NACC4_C) {
         if (normal) fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 4, 1);
         else fl_tile_logsumexp_n(&xt, 1, c, &m, &v, &redo, 4, 0);
     } else {

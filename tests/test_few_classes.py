@@ -1,4 +1,5 @@
-"""Rows of few classes (at most 64) go through the SIMD lanes FL_W rows at a time (csrc/fl_tile.h).
+"""Rows of few classes (at most 64, 128 for logsumexp) go through the SIMD lanes FL_W rows at a
+time (csrc/fl_tile.h).
 logsumexp computes them in float32 lanes with an error bound per lane and redoes in double the
 rows whose bound is not small against their result (near-cancelling rows: a max below 0 and a
 log-sum of about its size). These tests hold every such path to the README's bound against the
@@ -13,6 +14,9 @@ from fastlogits import reference as ref
 from arrays import POST_ULP, assert_ulp_close, at_page_end
 
 CLASSES = [1, 2, 3, 4, 5, 10, 16, 17, 33, 64]
+# logsumexp's tiles go to 128 classes, in eight partial sums past 64 (the first row past its
+# tiles: 129)
+LSE_CLASSES = CLASSES + [65, 100, 128, 129]
 
 
 def _cancelling_rows(rng, n, c):
@@ -85,7 +89,7 @@ def _far_apart(x):
     return v
 
 
-@pytest.mark.parametrize("c", CLASSES)
+@pytest.mark.parametrize("c", LSE_CLASSES)
 def test_logsumexp_few_classes_against_exact(c, isa, accuracy):
     x = _rows(c)
     want = ref.exact(ref.logsumexp, x, 1)
@@ -96,7 +100,7 @@ def test_logsumexp_few_classes_against_exact(c, isa, accuracy):
         accuracy.record("logsumexp", "float32", err, f"few classes c={c} {how} {isa}")
 
 
-@pytest.mark.parametrize("c", CLASSES)
+@pytest.mark.parametrize("c", LSE_CLASSES)
 def test_logsumexp_few_classes_row_alone(c, isa):
     """Each row's bits equal those of the row alone, of the rows in any layout, and of the
     rows shifted by one place in their tiles (with a NaN row before them)."""
@@ -383,7 +387,7 @@ def test_cross_entropy_tile_classes_fast_and_lane_by_lane(c, isa):
 
 
 def test_contiguous_tiles_stay_inside_the_arrays(isa):
-    """Contiguous rows of 2 to 64 classes: whole tiles of 9 or more move by row loads and a
+    """Contiguous rows of 2 to 64 classes (logsumexp's to 128): whole tiles of 9 or more move by row loads and a
     transposition (fl_tile_load_rows, fl_tile_store_rows), whose loads and stores run on into
     the next row; 3 to 8 by shuffles on AVX-512 (flv_tile_from_rows, flv_tile_to_rows); the
     rest by gathers.
@@ -424,3 +428,7 @@ def test_contiguous_tiles_stay_inside_the_arrays(isa):
         want_loss, _ = fl.cross_entropy_and_grad(strided, t, reduction="none", grad_out=want_grad)
         np.testing.assert_array_equal(loss, want_loss, err_msg=f"cross-entropy c={c}")
         np.testing.assert_array_equal(grad, want_grad, err_msg=f"cross-entropy gradient c={c}")
+    for n, c in ((n, c) for n in (48, 53) for c in (65, 100, 127, 128)):  # logsumexp's wider tiles
+        x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+        np.testing.assert_array_equal(fl.logsumexp(at_page_end(x), axis=-1), fl.logsumexp(strided_like(x), axis=-1),
+                                      err_msg=f"logsumexp c={c}")
