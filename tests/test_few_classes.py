@@ -387,7 +387,8 @@ def test_cross_entropy_tile_classes_fast_and_lane_by_lane(c, isa):
 
 
 def test_contiguous_tiles_stay_inside_the_arrays(isa):
-    """Contiguous rows of 2 to 64 classes (logsumexp's to 128): whole tiles of 9 or more move by row loads and a
+    """Contiguous rows of 2 to 64 classes (logsumexp's to 128, predict's to 96, topk's to 256):
+    whole tiles of 9 or more move by row loads and a
     transposition (fl_tile_load_rows, fl_tile_store_rows), whose loads and stores run on into
     the next row; 3 to 8 by shuffles on AVX-512 (flv_tile_from_rows, flv_tile_to_rows); the
     rest by gathers.
@@ -428,7 +429,9 @@ def test_contiguous_tiles_stay_inside_the_arrays(isa):
         want_loss, _ = fl.cross_entropy_and_grad(strided, t, reduction="none", grad_out=want_grad)
         np.testing.assert_array_equal(loss, want_loss, err_msg=f"cross-entropy c={c}")
         np.testing.assert_array_equal(grad, want_grad, err_msg=f"cross-entropy gradient c={c}")
-    for n, c in ((n, c) for n in (48, 53) for c in (65, 100, 127, 128)):  # logsumexp's wider tiles
+    for n, c in ((n, c) for n in (48, 53) for c in (65, 96, 100, 127, 128, 255, 256)):  # wider tiles
         x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
-        np.testing.assert_array_equal(fl.logsumexp(at_page_end(x), axis=-1), fl.logsumexp(strided_like(x), axis=-1),
-                                      err_msg=f"logsumexp c={c}")
+        xe = at_page_end(x)
+        for name, f in (("logsumexp", lambda a: fl.logsumexp(a, axis=-1)), ("predict", fl.predict),
+                        ("topk", lambda a: fl.topk(a, 8)[1])):
+            np.testing.assert_array_equal(f(xe), f(strided_like(x)), err_msg=f"{name} c={c}")

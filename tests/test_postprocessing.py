@@ -109,11 +109,11 @@ def test_predictions_match_reference(dtype, isa):
 
 @pytest.mark.parametrize("values", ["normal", "ties", "infinities", "nan"])
 def test_topk_small_classes_every_k(values, isa):
-    """Few classes and k <= 8 go 16 rows at a time through the SIMD lanes: every k, the order
-    of ties (-0 and +0 included), infinities, NaN (those tiles go row by row), partial tiles and
-    other layouts, values bit for bit."""
+    """Few classes (up to 256) and k <= 8 go 16 rows at a time through the SIMD lanes: every k,
+    the order of ties (-0 and +0 included), infinities, NaN (those tiles go row by row), partial
+    tiles and other layouts, values bit for bit; predict's tiles (up to 96 classes) too."""
     rng = np.random.default_rng(len(values))
-    for c in (1, 2, 3, 5, 10, 17, 64):
+    for c in (1, 2, 3, 5, 10, 17, 64, 65, 96, 97, 256, 257):
         x = rng.standard_normal((37, c)).astype(np.float32)
         if values == "ties":
             x = np.round(x).astype(np.float32)
@@ -126,6 +126,9 @@ def test_topk_small_classes_every_k(values, isa):
         for k in range(1, min(c, 8) + 1):
             for desc, xx, axis in (("c", x, -1), ("fortran", np.asfortranarray(x), -1),
                                    ("reversed", x[::-1], -1), ("class axis 0", np.ascontiguousarray(x.T), 0)):
+                if k == 1:
+                    np.testing.assert_array_equal(fl.predict(xx, axis=axis), ref.predict(xx, axis=axis),
+                                                  err_msg=f"predict c={c} {values} {desc}")
                 v, i = fl.topk(xx, k, axis=axis)
                 rv, ri = ref.topk(xx, k, axis=axis)
                 ctx = f"topk c={c} k={k} {values} {desc}"
