@@ -15,14 +15,14 @@
  * exponentials give them 0 exactly (FL_SUM_MASKED), and a row that holds a logit in the gap
  * after all (FL_SUM_GAP) takes the TwoSum path. FL_EXP_GENERAL (0): the TwoSum path. Beyond
  * |m| = 64 the float32 exponentials of x itself would leave the reduction's tested range; such
- * rows take the TwoSum path. So do rows of at most FL_LANES_MAX_C classes: the tiles (fl_tile.h)
- * compute those with the TwoSum formulas, and a row that a tile hands back (a tile holding a
- * NaN row, say) must come out with the same bits as in the tile, or a row's result would depend
- * on its neighbours. */
+ * rows take the TwoSum path. So do rows of at most tile_max_c classes, the widest rows of the
+ * calling kernel's tiles (fl_tile.h): those compute with the TwoSum formulas, and a row that a
+ * tile hands back (a tile holding a NaN row, say) must come out with the same bits as in the
+ * tile, or a row's result would depend on its neighbours. */
 #define FL_SHIFT_MMAX 64.0f
-static inline int fl_shift_mode(float m, float lo, int64_t c)
+static inline int fl_shift_mode(float m, float lo, int64_t c, int64_t tile_max_c)
 {
-    return c > FL_LANES_MAX_C && fabsf(m) <= FL_SHIFT_MMAX ? fl_exp_mode(m, lo) : FL_EXP_GENERAL;
+    return c > tile_max_c && fabsf(m) <= FL_SHIFT_MMAX ? fl_exp_mode(m, lo) : FL_EXP_GENERAL;
 }
 
 /* the ties of a vector holding some x >= m (m the row's max, in every lane; x == m): counted,

@@ -82,7 +82,7 @@ static void fl_softmax_row_f32(fl_post_ctx *ctx, const char *xrow, void *y, int3
      * log_softmax log S from its parts (the rest divided by c, scale c). */
     float *ey = log_mode ? NULL : pend || ydt != FL_F32 ? be : (float *)y;
     double n_eq = 0.0, scale = 1.0, rest = FL_SUM_GAP;
-    int shift = fl_shift_mode(m, lo, c);
+    int shift = fl_shift_mode(m, lo, c, FL_LANES_MAX_C);
     /* in place, a masked row's shift sums may stop at a logit in the gap (FL_SUM_GAP) after
      * storing exponentials over the logits that the TwoSum path then reads: they go to the
      * scratch row instead (the fuzz harness found such rows' softmax garbage in place) */
