@@ -20,6 +20,19 @@
  * the next (0.35 -> 0.27 ms on 65536 x 2). */
 #define FL_CE_BATCH 8
 
+/* The widest rows of the tiles: past FL_LANES_MAX_C, where they are faster than the one-row
+ * path (Zen 4, AVX-512, 10,000,000 logits, row path -> tiles, ms: loss 65 classes 15.6 -> 6.8,
+ * 100: 10.9 -> 8.7, 112: 9.7 -> 8.9, 128: 8.6 -> 8.4; loss and gradient 65: 23.6 -> 17.0, 100
+ * and 112 the same, 128: 12.9 -> 14.4, the gradient's rows stored by gathers past 32 classes,
+ * fl_tile_store). One limit with and without the gradient, so a row's loss is the same bits
+ * either way. A tile's rows need not have the one-row path's bits (they equal them to
+ * rounding): it hands back only rows whose max is not finite, which the one-row path
+ * finishes alone. */
+#define FL_CE_TILE_MAX_C 112
+
+/* Rows of more classes sum in four accumulators, so none takes more than 32 terms */
+#define FL_CE_TILE_NACC4_C 64
+
 /* Per-task scratch of the row-in-lanes path: two tiles, the tile index tables, the batch of
  * pending losses: lane inputs others, x_y - m, weight and class (bo, bx, bw, by: FL_W each per
  * tile) and each tile's rows, and the batch's losses on their way to the sum (bl). */
@@ -66,8 +79,35 @@ FL_ALWAYS_INLINE void fl_ce_lane_class(int64_t y, int64_t ign, int64_t c, float 
     *sw = use ? 1.0f : 0.0f;
 }
 
+/* A tile's sums of fl_ce_online_t, lane-wise, in nacc float32 accumulators (2, or 4 past
+ * FL_CE_TILE_NACC4_C classes; a constant) of at most 32 terms each, class k into accumulator
+ * k mod nacc, joined pairwise: *cnt the logits equal to the lane's max m, *rest the other
+ * exponentials exp(x - m) (stored in gt too, when not NULL), *vxy the logit of the lane's class
+ * vy (a float; m for an ignored lane). */
+FL_ALWAYS_INLINE void fl_ce_tile_sums(const float *xt, float *gt, int64_t c, flv m, flv vy, int nacc, flv *cnt,
+                                      flv *rest, flv *vxy)
+{
+    flv zero = flv_set1(0.0f), one = flv_set1(1.0f), half = flv_set1(0.5f), kf = zero, n = zero, xy = m;
+    flv r[4] = {zero, zero, zero, zero};
+    for (int64_t k = 0; k < c; k += nacc) {
+        FL_UNROLL(4)
+        for (int h = 0; h < nacc; h++) {
+            if (k + h == c) break;
+            flv x = flv_load(xt + (k + h) * FL_W), d = flv_sub(x, m), e = flv_exp_neg_fast(d);
+            if (gt) flv_store(gt + (k + h) * FL_W, e);
+            r[h] = flv_add(r[h], flv_sel_neg(d, e, zero));
+            n = flv_add(n, flv_sel_neg(d, zero, one));
+            xy = flv_sel_neg(flv_sub(flv_abs(flv_sub(vy, kf)), half), x, xy);
+            kf = flv_add(kf, one);
+        }
+    }
+    *cnt = n;
+    *rest = nacc == 4 ? flv_add(flv_add(r[0], r[1]), flv_add(r[2], r[3])) : flv_add(r[0], r[1]);
+    *vxy = xy;
+}
+
 /* nr <= FL_W rows (i0, i1 ... i1 + nr - 1) with FL_W rows in the lanes: float32 logits, class
- * indices, c <= FL_LANES_MAX_C, no label smoothing or z-loss (fl_ce_lanes_ok). The loss of a
+ * indices, c <= FL_CE_TILE_MAX_C, no label smoothing or z-loss (fl_ce_lanes_ok). The loss of a
  * row is the same as fl_ce_index_f32's to rounding: -log p_y = log1p(n_max - 1 + rest) - (x_y - m)
  * in float32 lanes, a sum of two non-negative terms. The losses join the task's sums a batch
  * of tiles at a time (fl_ce_tiles_flush). Ignored rows take part as lanes of weight 0 whose loss and gradient are
@@ -80,7 +120,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
 {
     const fl_ce_args *a = ctx->a;
     int64_t c = ctx->g.c;
-    /* yf[j]: row j's class as a float (exact, c <= 64), -1 for an ignored row or a lane past nr */
+    /* yf[j]: row j's class as a float (exact, c <= FL_CE_TILE_MAX_C), -1 for an ignored row or a lane past nr */
     float yf[FL_W], sw[FL_W];
     const char *tp = fl_row_ptr(&a->target, i0, i1);
     int64_t ts = a->target.s1, ign = a->ignore_index, badrow = 0, nv = 0;
@@ -94,7 +134,7 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
         for (int64_t j = 0; j < FL_W; j++) out |= (uint64_t)((uint64_t)yp[j] >= (uint64_t)c);
         if (!out) {
             for (int64_t j = 0; j < FL_W; j++) {
-                yf[j] = (float)(int32_t)yp[j];  /* exact: 0 <= y < c <= 64 */
+                yf[j] = (float)(int32_t)yp[j];  /* exact: 0 <= y < c <= FL_CE_TILE_MAX_C */
                 sw[j] = 1.0f;
             }
             nv = FL_W;
@@ -139,37 +179,14 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
         if (a->weight) fl_rsum_buf_add_n(&acc->d1, dw, FL_W);
         if (a->sample_weight.data) fl_rsum_buf_add_n(&acc->d2, ds, FL_W);
     }
-    /* the sums of fl_ce_online_t, lane-wise: two float32 accumulators of at most 32 terms,
-     * classes alternating between them */
+    /* the sums of fl_ce_online_t, lane-wise */
     flv zero = flv_set1(0.0f), one = flv_set1(1.0f), half = flv_set1(0.5f), vy = flv_load(yf);
-    flv cnt = zero, r0 = zero, r1 = zero, vxy = m, kf = zero;
+    flv cnt, rest, vxy;
     int grad = a->grad.data != NULL;
-    int64_t k = 0;
-    for (; k + 2 <= c; k += 2) {
-        flv x0 = flv_load(t->xt + k * FL_W), x1 = flv_load(t->xt + (k + 1) * FL_W);
-        flv d0 = flv_sub(x0, m), d1v = flv_sub(x1, m);
-        flv e0 = flv_exp_neg_fast(d0), e1 = flv_exp_neg_fast(d1v);
-        if (grad) {
-            flv_store(t->gt + k * FL_W, e0);
-            flv_store(t->gt + (k + 1) * FL_W, e1);
-        }
-        r0 = flv_add(r0, flv_sel_neg(d0, e0, zero));
-        r1 = flv_add(r1, flv_sel_neg(d1v, e1, zero));
-        cnt = flv_add(cnt, flv_add(flv_sel_neg(d0, zero, one), flv_sel_neg(d1v, zero, one)));
-        vxy = flv_sel_neg(flv_sub(flv_abs(flv_sub(vy, kf)), half), x0, vxy);
-        kf = flv_add(kf, one);
-        vxy = flv_sel_neg(flv_sub(flv_abs(flv_sub(vy, kf)), half), x1, vxy);
-        kf = flv_add(kf, one);
-    }
-    if (k < c) {
-        flv x0 = flv_load(t->xt + k * FL_W), d0 = flv_sub(x0, m), e0 = flv_exp_neg_fast(d0);
-        if (grad) flv_store(t->gt + k * FL_W, e0);
-        r0 = flv_add(r0, flv_sel_neg(d0, e0, zero));
-        cnt = flv_add(cnt, flv_sel_neg(d0, zero, one));
-        vxy = flv_sel_neg(flv_sub(flv_abs(flv_sub(vy, kf)), half), x0, vxy);
-    }
+    if (c > FL_CE_TILE_NACC4_C) fl_ce_tile_sums(t->xt, grad ? t->gt : NULL, c, m, vy, 4, &cnt, &rest, &vxy);
+    else fl_ce_tile_sums(t->xt, grad ? t->gt : NULL, c, m, vy, 2, &cnt, &rest, &vxy);
     vxy = flv_sub(vxy, m);
-    flv rest = flv_add(r0, r1), vsw = flv_load(sw);
+    flv vsw = flv_load(sw);
     flv others = flv_add(flv_sub(cnt, one), rest); /* S - 1 when y holds the max */
     if (t->nb == FL_CE_BATCH) fl_ce_tiles_flush(ctx, t, acc);
     int q = t->nb++;
@@ -188,8 +205,8 @@ static int fl_ce_tile_f32(const fl_ce_ctx *ctx, int64_t i0, int64_t i1, int64_t 
         flv S = flv_add(cnt, rest), scale = flv_mul(flv_set1((float)a->grad_scale_ce), vsw);
         flv alpha = flv_sel_neg(vy, zero, flv_div(scale, S));
         flv gy = flv_neg(flv_mul(alpha, flv_sel_neg(vxy, flv_sub(S, flv_exp_neg_fast(vxy)), others)));
-        kf = zero;
-        for (k = 0; k < c; k++) {
+        flv kf = zero;
+        for (int64_t k = 0; k < c; k++) {
             flv g = flv_mul(flv_load(t->gt + k * FL_W), alpha);
             flv_store(t->gt + k * FL_W, flv_sel_neg(flv_sub(flv_abs(flv_sub(vy, kf)), half), gy, g));
             kf = flv_add(kf, one);
@@ -205,7 +222,7 @@ static int fl_ce_lanes_ok(const fl_ce_args *a, fl_grid g, int index)
 {
     if (FL_W == 1 || !index || a->targets_only || a->x.dtype != FL_F32 || a->label_smoothing > 0.0 || a->z_loss > 0.0)
         return 0;
-    if (!fl_tile_layout_ok(a->x.s1, g.c, FL_LANES_MAX_C)) return 0;
+    if (!fl_tile_layout_ok(a->x.s1, g.c, FL_CE_TILE_MAX_C)) return 0;
     /* any float32 gradient layout is stored from the tile (fl_tile_store) */
     if (a->grad.data && a->grad.dtype != FL_F32) return 0;
     return 1;

@@ -1,4 +1,4 @@
-"""Rows of few classes (at most 64, 112 for entropy, 128 for logsumexp) go through the SIMD lanes FL_W rows at a
+"""Rows of few classes (at most 64, 112 for entropy and cross-entropy, 128 for logsumexp) go through the SIMD lanes FL_W rows at a
 time (csrc/fl_tile.h).
 logsumexp computes them in float32 lanes with an error bound per lane and redoes in double the
 rows whose bound is not small against their result (near-cancelling rows: a max below 0 and a
@@ -19,6 +19,8 @@ CLASSES = [1, 2, 3, 4, 5, 10, 16, 17, 33, 64]
 LSE_CLASSES = CLASSES + [65, 100, 128, 129]
 # the entropy's to 112 (softmax and log_softmax: the row path past 64)
 ENTROPY_CLASSES = CLASSES + [65, 112, 113]
+# the cross-entropy's to 112, in four accumulators past 64
+CE_CLASSES = [2, 3, 10, 33, 64, 65, 100, 112, 113]
 
 
 def _cancelling_rows(rng, n, c):
@@ -173,7 +175,7 @@ def test_logsumexp_rows_beyond_gather_offsets(c, isa):
     np.testing.assert_array_equal(fl.logsumexp(far, axis=1), fl.logsumexp(x, axis=1))
 
 
-@pytest.mark.parametrize("c", [2, 3, 10, 33])
+@pytest.mark.parametrize("c", CE_CLASSES)
 def test_cross_entropy_row_does_not_depend_on_a_nan_neighbour(c, isa):
     """Rows of few classes go through the lanes FL_W at a time; a tile holding a row whose max
     is not finite (NaN, +inf) must not change the other rows' losses and gradients."""
@@ -238,7 +240,7 @@ def test_softmax_family_row_alone(c, isa):
             assert f(x[i:i + 1], axis=1)[0].tobytes() == full[i].tobytes(), (name, c, i, x[i])
 
 
-@pytest.mark.parametrize("c", [2, 3, 10, 33])
+@pytest.mark.parametrize("c", CE_CLASSES)
 def test_cross_entropy_few_classes_against_exact(c, isa, accuracy):
     """Per-row losses and gradients of the cross-entropy tiles within their bounds of the exact
     result (tests/test_cross_entropy.py: LOSS_ULP plus the row's spread for float32), on the
@@ -389,7 +391,8 @@ def test_cross_entropy_tile_classes_fast_and_lane_by_lane(c, isa):
 
 
 def test_contiguous_tiles_stay_inside_the_arrays(isa):
-    """Contiguous rows of 2 to 64 classes (logsumexp's to 128, predict's to 96, topk's to 256):
+    """Contiguous rows of 2 to 64 classes (entropy's and cross-entropy's to 112, logsumexp's to
+    128, predict's to 96, topk's to 256):
     whole tiles of 9 or more move by row loads and a
     transposition (fl_tile_load_rows, fl_tile_store_rows), whose loads and stores run on into
     the next row; 3 to 8 by shuffles on AVX-512 (flv_tile_from_rows, flv_tile_to_rows); the
@@ -435,5 +438,12 @@ def test_contiguous_tiles_stay_inside_the_arrays(isa):
         x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
         xe = at_page_end(x)
         for name, f in (("logsumexp", lambda a: fl.logsumexp(a, axis=-1)), ("predict", fl.predict),
-                        ("topk", lambda a: fl.topk(a, 8)[1])):
+                        ("topk", lambda a: fl.topk(a, 8)[1]), ("entropy", fl.entropy)):
             np.testing.assert_array_equal(f(xe), f(strided_like(x)), err_msg=f"{name} c={c}")
+        t = rng.integers(0, c, n)
+        grad = at_page_end(np.zeros_like(x))
+        loss, _ = fl.cross_entropy_and_grad(xe, t, reduction="none", grad_out=grad)
+        want_grad = strided_like(np.zeros_like(x))
+        want_loss, _ = fl.cross_entropy_and_grad(strided_like(x), t, reduction="none", grad_out=want_grad)
+        np.testing.assert_array_equal(loss, want_loss, err_msg=f"cross-entropy c={c}")
+        np.testing.assert_array_equal(grad, want_grad, err_msg=f"cross-entropy gradient c={c}")
