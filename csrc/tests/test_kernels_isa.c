@@ -328,7 +328,9 @@ static void run_decode(int64_t n, int64_t c)
 
 int main(void)
 {
-    static const int64_t widths[] = {1, 2, 3, 5, 10, 17, 33, 64, 100, 1000, 4099};
+    /* 65-256: the tiles past FL_LANES_MAX_C (logsumexp to 128, entropy and cross-entropy to 112,
+     * argmax to 96, top-k to 256) */
+    static const int64_t widths[] = {1, 2, 3, 5, 10, 17, 33, 64, 65, 100, 128, 256, 1000, 4099};
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) run_shape(37, widths[i]);
     check_topk_half_signs();
     check_philox();
