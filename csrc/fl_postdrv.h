@@ -160,8 +160,8 @@ static inline void fl_tile_queue_place(const fl_post_ctx *ctx, const fl_tile_que
 }
 
 /* Do x (and the row output y, if any) allow tiles: float32, C <= max_c (the kernel's widest
- * tile: FL_LANES_MAX_C, or more for a kernel whose rows never go back to the row path), a tile
- * layout for both? */
+ * tile: FL_LANES_MAX_C, or its own where its tiles beat its row path further; a kernel whose
+ * tiles hand rows back gives fl_shift_mode the same limit), a tile layout for both? */
 static inline int fl_post_lanes_ok(const fl_post_ctx *ctx, const fl_arr *y, int64_t max_c)
 {
     const fl_arr *x = ctx->x;
