@@ -107,6 +107,35 @@ def test_predictions_match_reference(dtype, isa):
             assert v.dtype == x.dtype.newbyteorder("=") and i.dtype == np.int64
 
 
+@pytest.mark.parametrize("values", ["normal", "ties", "infinities", "nan", "rising", "falling"])
+def test_topk_wide_float32_rows(values, isa):
+    """Rows past the tiles scan a run of 4 vectors by its max and offer only the elements above
+    the worst kept (or NaN) when their vector comes: every k of the list (<= 16) and of the
+    heap, ties (-0 beside +0) to the lower index, infinities, NaN, rows rising (every element
+    beats the worst kept) and falling, against reference.topk, values bit for bit."""
+    rng = np.random.default_rng(len(values) + 7)
+    for c in (300, 1000, 4099):
+        x = rng.standard_normal((9, c)).astype(np.float32)
+        if values == "ties":
+            x = np.round(x).astype(np.float32)
+            x[x == 0] = np.where(rng.random(int((x == 0).sum())) < 0.5, np.float32(-0.0), np.float32(0.0))
+        elif values == "infinities":
+            x[rng.random(x.shape) < 0.3] = -np.inf
+            x[rng.random(x.shape) < 0.05] = np.inf
+        elif values == "nan":
+            x[rng.random(x.shape) < 0.01] = np.nan
+            x[0, 500 % c] = np.nan
+        elif values in ("rising", "falling"):
+            x = np.sort(x, axis=1)
+            x = x if values == "rising" else x[:, ::-1].copy()
+        for k in (1, 3, 8, 16, 17, 40):
+            v, i = fl.topk(x, k)
+            rv, ri = ref.topk(x, k)
+            ctx = f"topk c={c} k={k} {values}"
+            np.testing.assert_array_equal(i, ri, err_msg=ctx)
+            np.testing.assert_array_equal(v.view(np.uint32), np.asarray(rv, np.float32).view(np.uint32), err_msg=ctx)
+
+
 @pytest.mark.parametrize("values", ["normal", "ties", "infinities", "nan"])
 def test_topk_small_classes_every_k(values, isa):
     """Few classes (up to 256) and k <= 8 go 16 rows at a time through the SIMD lanes: every k,
