@@ -107,6 +107,24 @@ def test_predictions_match_reference(dtype, isa):
             assert v.dtype == x.dtype.newbyteorder("=") and i.dtype == np.int64
 
 
+def _select_rows(rng, shape, values, inf_share, nan_share):
+    """float32 rows for predict and topk: randn, or rounded to ties (-0 beside +0), with -inf
+    (30%) and +inf (inf_share), with NaN (nan_share), or each row sorted rising or falling"""
+    x = rng.standard_normal(shape).astype(np.float32)
+    if values == "ties":
+        x = np.round(x).astype(np.float32)
+        x[x == 0] = np.where(rng.random(int((x == 0).sum())) < 0.5, np.float32(-0.0), np.float32(0.0))
+    elif values == "infinities":
+        x[rng.random(x.shape) < 0.3] = -np.inf
+        x[rng.random(x.shape) < inf_share] = np.inf
+    elif values == "nan":
+        x[rng.random(x.shape) < nan_share] = np.nan
+    elif values in ("rising", "falling"):
+        x = np.sort(x, axis=1)
+        x = x if values == "rising" else x[:, ::-1].copy()
+    return x
+
+
 @pytest.mark.parametrize("values", ["normal", "ties", "infinities", "nan", "rising", "falling"])
 def test_topk_wide_float32_rows(values, isa):
     """Rows past the tiles scan a run of 4 vectors by its max and offer only the elements above
@@ -115,19 +133,9 @@ def test_topk_wide_float32_rows(values, isa):
     beats the worst kept) and falling, against reference.topk, values bit for bit."""
     rng = np.random.default_rng(len(values) + 7)
     for c in (300, 1000, 4099):
-        x = rng.standard_normal((9, c)).astype(np.float32)
-        if values == "ties":
-            x = np.round(x).astype(np.float32)
-            x[x == 0] = np.where(rng.random(int((x == 0).sum())) < 0.5, np.float32(-0.0), np.float32(0.0))
-        elif values == "infinities":
-            x[rng.random(x.shape) < 0.3] = -np.inf
-            x[rng.random(x.shape) < 0.05] = np.inf
-        elif values == "nan":
-            x[rng.random(x.shape) < 0.01] = np.nan
+        x = _select_rows(rng, (9, c), values, inf_share=0.05, nan_share=0.01)
+        if values == "nan":
             x[0, 500 % c] = np.nan
-        elif values in ("rising", "falling"):
-            x = np.sort(x, axis=1)
-            x = x if values == "rising" else x[:, ::-1].copy()
         for k in (1, 3, 8, 16, 17, 40):
             v, i = fl.topk(x, k)
             rv, ri = ref.topk(x, k)
@@ -143,15 +151,7 @@ def test_topk_small_classes_every_k(values, isa):
     tiles and other layouts, values bit for bit; predict's tiles (up to 96 classes) too."""
     rng = np.random.default_rng(len(values))
     for c in (1, 2, 3, 5, 10, 17, 64, 65, 96, 97, 256, 257):
-        x = rng.standard_normal((37, c)).astype(np.float32)
-        if values == "ties":
-            x = np.round(x).astype(np.float32)
-            x[x == 0] = np.where(rng.random(int((x == 0).sum())) < 0.5, np.float32(-0.0), np.float32(0.0))
-        elif values == "infinities":
-            x[rng.random(x.shape) < 0.3] = -np.inf
-            x[rng.random(x.shape) < 0.1] = np.inf
-        elif values == "nan":
-            x[rng.random(x.shape) < 0.05] = np.nan
+        x = _select_rows(rng, (37, c), values, inf_share=0.1, nan_share=0.05)
         for k in range(1, min(c, 8) + 1):
             for desc, xx, axis in (("c", x, -1), ("fortran", np.asfortranarray(x), -1),
                                    ("reversed", x[::-1], -1), ("class axis 0", np.ascontiguousarray(x.T), 0)):
