@@ -202,10 +202,10 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
  *     absolute below the normal range; the rounding of d = x - m (at most u|d|) moves it by a
  *     factor exp(u|d|), so sum_k e_k |d_k| (accumulated beside the sum) bounds that part;
  *   - rest is summed in nacc partials (2, 4 past FL_LSE_TILE_NACC4_C classes, 8 past
- *     FL_LSE_TILE_NACC8_C), class k into
- *     partial k mod nacc, joined pairwise: each rounding errs by at most u times its sum, at
- *     most rest, and a partial rounds ceil(c/nacc) - 1 times, the joins log2(nacc) levels, so
- *     (ceil(c/nacc) - 1 + log2(nacc)) u rest in all; the join with n_eq - 1 once more (u * q);
+ *     FL_LSE_TILE_NACC8_C), class k into partial k mod nacc, joined pairwise: each rounding
+ *     errs by at most u times its sum, at most rest, and a partial rounds ceil(c/nacc) - 1
+ *     times, the joins log2(nacc) levels, so (ceil(c/nacc) - 1 + log2(nacc)) u rest in all;
+ *     the join with n_eq - 1 once more (u * q);
  *   - an error dq in q moves log1p(q) by dq / (1 + q); log1p adds its 2 ULP of L;
  *   - the final m + L rounds by half an ULP of v.
  * A lane whose bound is within FL_LSE_LANE_ULP ULP of v (so under FL_LSE_LANE_ULP + 0.5 ULP of
@@ -223,8 +223,8 @@ static inline void fl_tile_sumexp_precise(const float *xt, int64_t c, const floa
 
 /* logsumexp's tiles hold up to 128 classes, more than the other kernels' FL_LANES_MAX_C: its
  * tiles never hand a row back to the row path (a non-finite row is the tile's too), so its row
- * path need not share their formulas. From the bound, eight partials send 0.0% of rows of randn
- * * 3 to the double path at 80 classes, 0.6% at 96 and 1.2% at 128. */
+ * path need not share their formulas. From the bound, eight partials send 0.0% of the rows of
+ * randn * 3 to the double path at 80 classes, 0.6% at 96 and 1.2% at 128. */
 #define FL_LSE_TILE_MAX_C 128
 
 /* v for the lanes and the mask of lanes (bit j) to redo, from the parts above: m the lanes'
